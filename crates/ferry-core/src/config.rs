@@ -1,0 +1,651 @@
+//! `ferry.toml`: directories, sync profiles and server settings, as typed values.
+//!
+//! Unknown keys are errors. Errors name the file, the key path (`sync_profile[0].match[1].transforms`)
+//! and, where TOML knows it, the line and column. Secrets are held in [`Secret`], whose `Debug` and
+//! `Serialize` never show the value; `*_file` keys and `FERRY_…` variables are resolved by the
+//! binary (this crate does no I/O), see [`LdapDirectory::bind_password_env`].
+
+use crate::duration::HumanDuration;
+use crate::model::{AttrRef, ObjectKind};
+use crate::transform::Transform;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error: where, and what is expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}: {path}{location}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// Key path, e.g. `directory[1].url`; empty for whole-file errors.
+    pub path: String,
+    /// ` (line L, column C)` when known, else empty.
+    pub location: String,
+    pub message: String,
+}
+
+/// A secret value: redacted in `Debug`, `Display` and serialisation.
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The value itself; call only where it is sent to the system that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+fn default_object_types() -> Vec<ObjectKind> {
+    vec![ObjectKind::User, ObjectKind::Group, ObjectKind::Device]
+}
+
+fn default_profile_types() -> Vec<ObjectKind> {
+    vec![ObjectKind::User, ObjectKind::Group]
+}
+
+fn default_page_size() -> u32 {
+    1000
+}
+
+fn default_full_import_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(86_400))
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[directory]]` entries.
+    #[serde(default, rename = "directory")]
+    pub directories: Vec<DirectoryConfig>,
+    /// `[[sync_profile]]` entries.
+    #[serde(default, rename = "sync_profile")]
+    pub profiles: Vec<SyncProfile>,
+}
+
+/// `[server]`: every key can be overridden on the command line.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the API and console, e.g. `127.0.0.1:5000` (the default).
+    pub listen: Option<String>,
+    /// Directory of the embedded SQLite database and the admin token (default `./ferry-data`).
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://user:pass@host/db`: use PostgreSQL instead of SQLite.
+    pub database_url: Option<Secret>,
+}
+
+/// `[[directory]]`: a named source or target, by kind.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DirectoryConfig {
+    Ldap(LdapDirectory),
+    File(FileDirectory),
+}
+
+impl DirectoryConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            DirectoryConfig::Ldap(d) => &d.name,
+            DirectoryConfig::File(d) => &d.name,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DirectoryConfig::Ldap(_) => "ldap",
+            DirectoryConfig::File(_) => "file",
+        }
+    }
+    pub fn object_types(&self) -> &[ObjectKind] {
+        match self {
+            DirectoryConfig::Ldap(d) => &d.object_types,
+            DirectoryConfig::File(d) => &d.object_types,
+        }
+    }
+}
+
+/// Which LDAP server family: decides the default filters and the delta high-water mark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapFlavor {
+    /// Ask the server's root DSE (Active Directory announces itself there).
+    #[default]
+    Auto,
+    /// Active Directory: `objectCategory` filters, `uSNChanged` deltas.
+    Ad,
+    /// OpenLDAP and other RFC 4519 servers: `inetOrgPerson`/`groupOfNames`, `modifyTimestamp` deltas.
+    Openldap,
+}
+
+/// `kind = "ldap"`: Active Directory or any LDAP v3 server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapDirectory {
+    pub name: String,
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    /// DN to bind as; anonymous bind when absent.
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    /// A file holding the bind password (trailing newline ignored).
+    pub bind_password_file: Option<PathBuf>,
+    /// Search base, e.g. `dc=contoso,dc=test`.
+    pub base_dn: String,
+    #[serde(default = "default_object_types")]
+    pub object_types: Vec<ObjectKind>,
+    pub user_filter: Option<String>,
+    pub group_filter: Option<String>,
+    pub device_filter: Option<String>,
+    #[serde(default)]
+    pub flavor: LdapFlavor,
+    /// Simple Paged Results page size (default 1000).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// A full import runs at least this often (default `24h`); between them imports are deltas.
+    /// Deltas cannot see deletions, the full import does.
+    #[serde(default = "default_full_import_every")]
+    pub full_import_every: HumanDuration,
+    /// Network timeout per operation (default `30s`).
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Where exports create users (default: `base_dn`).
+    pub user_container: Option<String>,
+    /// Where exports create groups (default: `base_dn`).
+    pub group_container: Option<String>,
+    /// Object classes of created users (default: `["inetOrgPerson"]`, AD: `["user"]`).
+    pub user_object_classes: Option<Vec<String>>,
+    /// Object classes of created groups (default: `["groupOfNames"]`, AD: `["group"]`).
+    pub group_object_classes: Option<Vec<String>>,
+}
+
+impl LdapDirectory {
+    /// The variable that may hold the bind password: `FERRY_DIRECTORY_<NAME>_BIND_PASSWORD`, the name
+    /// upper-cased with non-alphanumerics as `_`.
+    pub fn bind_password_env(&self) -> String {
+        let n: String = self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        format!("FERRY_DIRECTORY_{n}_BIND_PASSWORD")
+    }
+}
+
+/// `kind = "file"`: a snapshot in JSON or CSV (see docs/directories.md for both formats).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDirectory {
+    pub name: String,
+    /// Path of the snapshot, relative to the configuration file.
+    pub path: PathBuf,
+    /// `json` or `csv`; by default taken from the file's extension.
+    pub format: Option<FileFormat>,
+    #[serde(default = "default_object_types")]
+    pub object_types: Vec<ObjectKind>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Json,
+    Csv,
+}
+
+impl FileDirectory {
+    pub fn format(&self) -> FileFormat {
+        self.format.unwrap_or_else(|| {
+            match self.path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+                Some("csv") => FileFormat::Csv,
+                _ => FileFormat::Json,
+            }
+        })
+    }
+}
+
+/// What a profile's export may do to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// Build the translation table; write nothing to the target.
+    MatchOnly,
+    /// Also create unmatched users and groups in the target.
+    Create,
+    /// Also update mapped attributes of matched objects.
+    Update,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::MatchOnly => "match-only",
+            SyncMode::Create => "create",
+            SyncMode::Update => "update",
+        }
+    }
+}
+
+/// `[[sync_profile]]`: source → target with ordered match rules.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncProfile {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub mode: SyncMode,
+    #[serde(default = "default_profile_types")]
+    pub object_types: Vec<ObjectKind>,
+    /// Interval between cycle starts, e.g. `15m`; no schedule means on demand only.
+    pub schedule: Option<HumanDuration>,
+    /// `false` pauses the schedule (on-demand runs still work).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Ordered match rules; when empty, ferry's defaults apply (see [`SyncProfile::effective_rules`]).
+    #[serde(default, rename = "match")]
+    pub rules: Vec<MatchRule>,
+    /// Attribute mappings for `create` and `update`.
+    #[serde(default, rename = "attribute")]
+    pub attributes: Vec<AttributeMap>,
+}
+
+/// `[[sync_profile.match]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    pub source_attribute: String,
+    pub target_attribute: String,
+    /// Applied to the source value before comparing.
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    /// Applied to the target value before comparing.
+    #[serde(default)]
+    pub target_transforms: Vec<Transform>,
+    /// Kinds this rule applies to (default: all of the profile's).
+    pub object_types: Option<Vec<ObjectKind>>,
+    /// Compare exactly; by default comparison ignores case, as AD and Entra do for names and mail.
+    #[serde(default)]
+    pub case_sensitive: bool,
+}
+
+impl MatchRule {
+    pub fn applies_to(&self, kind: ObjectKind) -> bool {
+        self.object_types.as_ref().is_none_or(|t| t.contains(&kind))
+    }
+
+    /// A short human description: `mail → mail (lowercase, replace_suffix)`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} → {}", self.source_attribute, self.target_attribute);
+        if !self.transforms.is_empty() {
+            let names: Vec<String> = self
+                .transforms
+                .iter()
+                .map(|t| match serde_json::to_value(t) {
+                    Ok(serde_json::Value::String(s)) => s,
+                    Ok(serde_json::Value::Object(m)) => m.keys().next().cloned().unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .collect();
+            s.push_str(&format!(" ({})", names.join(", ")));
+        }
+        s
+    }
+}
+
+/// `[[sync_profile.attribute]]`: how a target attribute is computed for `create` and `update`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeMap {
+    /// Target attribute (directory name or ferry's `name`, `upn`, `mail`, …).
+    pub target: String,
+    /// Source attribute whose value is copied.
+    pub source: Option<String>,
+    /// A constant instead of a source attribute.
+    pub value: Option<String>,
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    pub object_types: Option<Vec<ObjectKind>>,
+    /// Whether `update` keeps this attribute in step (default true); `false` sets it on create only.
+    #[serde(default = "yes")]
+    pub update: bool,
+}
+
+impl AttributeMap {
+    pub fn applies_to(&self, kind: ObjectKind) -> bool {
+        self.object_types.as_ref().is_none_or(|t| t.contains(&kind))
+    }
+}
+
+impl SyncProfile {
+    /// The rules in force: the configured ones, else ferry's defaults — users by UPN then mail,
+    /// groups and devices by name — all case-insensitive.
+    pub fn effective_rules(&self) -> Vec<MatchRule> {
+        if !self.rules.is_empty() {
+            return self.rules.clone();
+        }
+        let rule = |s: &str, kinds: Vec<ObjectKind>| MatchRule {
+            source_attribute: s.into(),
+            target_attribute: s.into(),
+            transforms: vec![],
+            target_transforms: vec![],
+            object_types: Some(kinds),
+            case_sensitive: false,
+        };
+        vec![
+            rule("upn", vec![ObjectKind::User]),
+            rule("mail", vec![ObjectKind::User]),
+            rule("name", vec![ObjectKind::Group, ObjectKind::Device]),
+        ]
+    }
+
+    /// The attribute mappings in force: the configured ones, else `name → name` plus, for each match
+    /// rule, its source attribute (with its transforms) → its target attribute, so that an object
+    /// ferry creates is matched by the same rule on the next cycle.
+    pub fn effective_attributes(&self) -> Vec<AttributeMap> {
+        if !self.attributes.is_empty() {
+            return self.attributes.clone();
+        }
+        let mut out = vec![AttributeMap {
+            target: "name".into(),
+            source: Some("name".into()),
+            value: None,
+            transforms: vec![],
+            object_types: None,
+            update: true,
+        }];
+        for r in self.effective_rules() {
+            if AttrRef::parse(&r.target_attribute) == AttrRef::Id || AttrRef::parse(&r.target_attribute) == AttrRef::Name {
+                continue;
+            }
+            if out.iter().any(|a| a.target == r.target_attribute) {
+                continue;
+            }
+            out.push(AttributeMap {
+                target: r.target_attribute.clone(),
+                source: Some(r.source_attribute.clone()),
+                value: None,
+                transforms: r.transforms.clone(),
+                object_types: r.object_types.clone(),
+                update: true,
+            });
+        }
+        out
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text; `file` names it in errors.
+    pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(src).map_err(|e| toml_error(file, src, "", &e))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            toml_error(file, src, &path, e.inner())
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    pub fn directory(&self, name: &str) -> Option<&DirectoryConfig> {
+        self.directories.iter().find(|d| d.name() == name)
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&SyncProfile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |path: String, message: String| ConfigError { file: file.into(), path, location: String::new(), message };
+        let valid_name = |n: &str| !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        for (i, d) in self.directories.iter().enumerate() {
+            let p = |k: &str| format!("directory[{i}].{k}");
+            if !valid_name(d.name()) {
+                return Err(err(p("name"), format!("`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`", d.name())));
+            }
+            if self.directories[..i].iter().any(|o| o.name() == d.name()) {
+                return Err(err(p("name"), format!("directory `{}` is defined twice", d.name())));
+            }
+            if d.object_types().is_empty() {
+                return Err(err(p("object_types"), "must name at least one of \"user\", \"group\", \"device\"".into()));
+            }
+            if let DirectoryConfig::Ldap(l) = d {
+                if !(l.url.starts_with("ldap://") || l.url.starts_with("ldaps://") || l.url.starts_with("ldapi://")) {
+                    return Err(err(p("url"), format!("`{}` is not an LDAP URL: expected ldap://host:port or ldaps://host:port", l.url)));
+                }
+                if l.bind_password.is_some() && l.bind_password_file.is_some() {
+                    return Err(err(p("bind_password_file"), "give either bind_password or bind_password_file, not both".into()));
+                }
+                if l.page_size == 0 || l.page_size > 100_000 {
+                    return Err(err(p("page_size"), format!("{} is out of range: expected 1–100000", l.page_size)));
+                }
+            }
+        }
+        for (i, prof) in self.profiles.iter().enumerate() {
+            let p = |k: &str| format!("sync_profile[{i}].{k}");
+            if !valid_name(&prof.name) {
+                return Err(err(p("name"), format!("`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`", prof.name)));
+            }
+            if self.profiles[..i].iter().any(|o| o.name == prof.name) {
+                return Err(err(p("name"), format!("sync profile `{}` is defined twice", prof.name)));
+            }
+            let names: Vec<&str> = self.directories.iter().map(|d| d.name()).collect();
+            let known = if names.is_empty() { "none are defined".to_string() } else { format!("defined: {}", names.join(", ")) };
+            let src = self.directory(&prof.source).ok_or_else(|| err(p("source"), format!("directory `{}` is not defined ({known})", prof.source)))?;
+            let tgt = self.directory(&prof.target).ok_or_else(|| err(p("target"), format!("directory `{}` is not defined ({known})", prof.target)))?;
+            if prof.source == prof.target {
+                return Err(err(p("target"), "source and target must be different directories".into()));
+            }
+            if prof.object_types.is_empty() {
+                return Err(err(p("object_types"), "must name at least one of \"user\", \"group\", \"device\"".into()));
+            }
+            for k in &prof.object_types {
+                for (side, d) in [("source", src), ("target", tgt)] {
+                    if !d.object_types().contains(k) {
+                        return Err(err(p("object_types"), format!("{side} directory `{}` does not import {k}s (its object_types)", d.name())));
+                    }
+                }
+            }
+            if let Some(s) = prof.schedule
+                && s.0 < Duration::from_secs(5)
+            {
+                return Err(err(p("schedule"), format!("`{s}` is too short: the shortest schedule is 5s")));
+            }
+            for (j, r) in prof.rules.iter().enumerate() {
+                if r.source_attribute.trim().is_empty() {
+                    return Err(err(format!("sync_profile[{i}].match[{j}].source_attribute"), "must not be empty".into()));
+                }
+                if r.target_attribute.trim().is_empty() {
+                    return Err(err(format!("sync_profile[{i}].match[{j}].target_attribute"), "must not be empty".into()));
+                }
+            }
+            for (j, a) in prof.attributes.iter().enumerate() {
+                if a.source.is_some() == a.value.is_some() {
+                    return Err(err(format!("sync_profile[{i}].attribute[{j}]"), "give exactly one of `source` or `value`".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fingerprint of everything that decides a profile's plan: the profile and both directories'
+    /// settings (secrets excluded). An approval is for one fingerprint; changing any of it needs a new
+    /// approval.
+    pub fn profile_fingerprint(&self, profile: &SyncProfile) -> String {
+        let mut h = Sha256::new();
+        let mut feed = |v: serde_json::Result<String>| h.update(v.unwrap_or_default().as_bytes());
+        feed(serde_json::to_string(profile));
+        feed(serde_json::to_string(&self.directory(&profile.source)));
+        feed(serde_json::to_string(&self.directory(&profile.target)));
+        hex(&h.finalize())
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(D[(x >> 4) as usize] as char);
+        s.push(D[(x & 15) as usize] as char);
+    }
+    s
+}
+
+fn line_col(src: &str, offset: usize) -> String {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {col})")
+}
+
+/// `[[directory]]` tables are read through a tagged enum, which keeps no positions inside them; for
+/// errors there, find the table's header and the offending key or value in its text.
+fn refine_in_array_table(src: &str, path: &str, message: &str) -> Option<usize> {
+    let (table, rest) = path.split_once('[')?;
+    let index: usize = rest.split(']').next()?.parse().ok()?;
+    let header = format!("[[{table}]]");
+    let mut starts = src.match_indices(&header).map(|(i, _)| i);
+    let start = starts.nth(index)?;
+    let end = src[start + header.len()..].find("\n[").map_or(src.len(), |e| start + header.len() + e);
+    let token = message.split('`').nth(1)?;
+    let section = &src[start..end];
+    let at = section.find(&format!("{token} ")).or_else(|| section.find(&format!("{token}=")))
+        .or_else(|| section.find(&format!("\"{token}\"")))?;
+    Some(start + at)
+}
+
+fn toml_error(file: &str, src: &str, path: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let location = refine_in_array_table(src, path, &message)
+        .or_else(|| e.span().filter(|s| s.start > 0 || path.is_empty() || !path.contains('[')).map(|s| s.start))
+        .map(|o| line_col(src, o))
+        .unwrap_or_default();
+    ConfigError { file: file.into(), path: path.into(), location, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[directory]]
+name = "contoso"
+kind = "ldap"
+url = "ldap://127.0.0.1:3891"
+bind_dn = "cn=admin,dc=contoso,dc=test"
+bind_password = "s3cret"
+base_dn = "dc=contoso,dc=test"
+object_types = ["user", "group", "device"]
+
+[[directory]]
+name = "fabrikam"
+kind = "file"
+path = "tenant.json"
+
+[[sync_profile]]
+name = "users"
+source = "contoso"
+target = "fabrikam"
+mode = "match-only"
+object_types = ["user", "group"]
+schedule = "15m"
+[[sync_profile.match]]
+source_attribute = "mail"
+target_attribute = "mail"
+transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"] }]
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(GOOD, "ferry.toml").unwrap();
+        assert_eq!(c.directories.len(), 2);
+        assert_eq!(c.profiles[0].schedule.unwrap().0, Duration::from_secs(900));
+        assert_eq!(c.profiles[0].rules[0].transforms.len(), 2);
+        let DirectoryConfig::Ldap(l) = &c.directories[0] else { panic!() };
+        assert_eq!(l.bind_password_env(), "FERRY_DIRECTORY_CONTOSO_BIND_PASSWORD");
+        assert!(!format!("{c:?}").contains("s3cret"), "Debug must not show secrets");
+        assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_file_path_and_location() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"bogus = 1"#, "unknown field `bogus`", "bogus"),
+            ("[[directory]]\nname = \"a\"\nkind = \"ldapx\"\n", "unknown variant `ldapx`", "directory[0].kind"),
+            ("[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\ncolour = 1\n", "unknown field `colour`", "directory[0]"),
+            ("[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\nobject_types = [\"users\"]\n", "unknown variant `users`", "directory[0]"),
+            ("[[directory]]\nname = \"a\"\nkind = \"file\"\n", "missing field `path`", "directory[0]"),
+            ("x = [", "", ""),
+        ];
+        for (src, msg, path) in cases {
+            let e = Config::parse(src, "ferry.toml").unwrap_err();
+            assert_eq!(e.file, "ferry.toml");
+            assert!(e.message.contains(msg), "{src}: {e}");
+            assert_eq!(e.path, *path, "{src}: {e}");
+        }
+        let e = Config::parse("x = [", "ferry.toml").unwrap_err();
+        assert!(e.location.contains("line 1"), "{e}");
+        let src = "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\n\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"y\"\ncolour = 1\n";
+        let e = Config::parse(src, "ferry.toml").unwrap_err();
+        assert_eq!(e.to_string(), "ferry.toml: directory[1] (line 10, column 1): unknown field `colour`, expected one of `name`, `path`, `format`, `object_types`");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let bad_source = GOOD.replace("source = \"contoso\"", "source = \"contosoo\"");
+        let e = Config::parse(&bad_source, "f.toml").unwrap_err();
+        assert_eq!(e.path, "sync_profile[0].source");
+        assert!(e.message.contains("`contosoo` is not defined (defined: contoso, fabrikam)"), "{e}");
+        let e = Config::parse(&GOOD.replace("schedule = \"15m\"", "schedule = \"15\""), "f.toml").unwrap_err();
+        assert_eq!(e.path, "sync_profile[0].schedule");
+        let e = Config::parse(&GOOD.replace("ldap://127", "http://127"), "f.toml").unwrap_err();
+        assert_eq!(e.path, "directory[0].url");
+        let e = Config::parse(&GOOD.replace("\"users\"\nsource", "\"contoso\"\nsource").replace("name = \"users\"", "name = \"x\"").replace("name = \"fabrikam\"", "name = \"contoso\""), "f.toml").unwrap_err();
+        assert!(e.message.contains("defined twice"), "{e}");
+        let e = Config::parse(&GOOD.replace("object_types = [\"user\", \"group\"]\nschedule", "object_types = [\"device\", \"user\"]\nschedule").replace("path = \"tenant.json\"", "path = \"tenant.json\"\nobject_types = [\"user\"]"), "f.toml").unwrap_err();
+        assert!(e.message.contains("does not import devices"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_changes_with_rules_not_secrets() {
+        let a = Config::parse(GOOD, "f").unwrap();
+        let b = Config::parse(&GOOD.replace("s3cret", "other"), "f").unwrap();
+        let c = Config::parse(&GOOD.replace("@fabrikam.test\"]", "@fabrikam.example\"]"), "f").unwrap();
+        let fp = |c: &Config| c.profile_fingerprint(&c.profiles[0]);
+        assert_eq!(fp(&a), fp(&b));
+        assert_ne!(fp(&a), fp(&c));
+    }
+
+    #[test]
+    fn default_attribute_maps_follow_match_rules() {
+        let c = Config::parse(GOOD, "f").unwrap();
+        let attrs = c.profiles[0].effective_attributes();
+        assert_eq!(attrs.len(), 2);
+        assert_eq!(attrs[1].target, "mail");
+        assert_eq!(attrs[1].transforms.len(), 2);
+    }
+}

@@ -1,0 +1,18 @@
+//! ferry's domain: directory objects, SIDs, configuration, match rules, the sync plan (the What-If
+//! report) and the translation table's export formats.
+//!
+//! This crate does no I/O: it depends on no database, HTTP or async runtime crate. Everything here is a
+//! pure function over values, so it is table-tested and property-tested on its own, and the server,
+//! the store and the connectors only move values in and out of it.
+
+pub mod config;
+pub mod duration;
+pub mod export;
+pub mod matching;
+pub mod model;
+pub mod plan;
+pub mod sample;
+pub mod sid;
+pub mod transform;
+
+pub use model::{DirObject, ObjectKind};

@@ -1,0 +1,295 @@
+//! Directory objects as ferry sees them, whatever the connector they came from.
+//!
+//! A [`DirObject`] keeps the identity attributes ferry reasons about in typed fields (`name`, `upn`,
+//! `mail`, `sid`, `uid_number`, `gid_number`) and every other attribute the connector returned in
+//! `attrs`. Attribute look-ups accept both ferry's normalised names and the directory's own names
+//! (`userPrincipalName`, `objectSid`, `uidNumber`, …), case-insensitively as LDAP does.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The object types a directory imports and a profile synchronises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    User,
+    Group,
+    Device,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::User, ObjectKind::Group, ObjectKind::Device];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::User => "user",
+            ObjectKind::Group => "group",
+            ObjectKind::Device => "device",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ObjectKind> {
+        match s {
+            "user" => Some(ObjectKind::User),
+            "group" => Some(ObjectKind::Group),
+            "device" => Some(ObjectKind::Device),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One user, group or device of one directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirObject {
+    pub kind: ObjectKind,
+    /// Stable identifier within the directory: objectGUID (AD), entryUUID (OpenLDAP), Entra object
+    /// id, or the snapshot's `id`.
+    pub id: String,
+    /// Distinguished name, for LDAP objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
+    /// Display name (displayName, else cn, else the id).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<String>,
+    /// Security identifier in `S-1-…` form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid_number: Option<u32>,
+    /// Groups: the ids of their members within the same directory (unresolved references are kept
+    /// as given, e.g. a DN outside the import scope).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Every other attribute, sorted by name; a multi-valued attribute repeats its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attrs: Vec<(String, String)>,
+}
+
+/// A normalised attribute name, resolved once per rule rather than per object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttrRef {
+    Id,
+    Dn,
+    Name,
+    Upn,
+    Mail,
+    Sid,
+    UidNumber,
+    GidNumber,
+    Other(String),
+}
+
+impl AttrRef {
+    /// Resolves a configured attribute name; ferry's names and the common directory spellings map
+    /// to the typed fields, anything else is looked up among the raw attributes.
+    pub fn parse(name: &str) -> AttrRef {
+        match name.to_ascii_lowercase().as_str() {
+            "object_id" | "id" | "objectguid" | "entryuuid" => AttrRef::Id,
+            "dn" | "distinguishedname" => AttrRef::Dn,
+            "name" => AttrRef::Name,
+            "upn" | "userprincipalname" => AttrRef::Upn,
+            "mail" => AttrRef::Mail,
+            "sid" | "objectsid" | "securityidentifier" => AttrRef::Sid,
+            "uid_number" | "uidnumber" => AttrRef::UidNumber,
+            "gid_number" | "gidnumber" => AttrRef::GidNumber,
+            _ => AttrRef::Other(name.to_string()),
+        }
+    }
+
+    /// The canonical name under which this attribute is reported.
+    pub fn canonical(&self) -> &str {
+        match self {
+            AttrRef::Id => "object_id",
+            AttrRef::Dn => "dn",
+            AttrRef::Name => "name",
+            AttrRef::Upn => "upn",
+            AttrRef::Mail => "mail",
+            AttrRef::Sid => "sid",
+            AttrRef::UidNumber => "uid_number",
+            AttrRef::GidNumber => "gid_number",
+            AttrRef::Other(s) => s,
+        }
+    }
+}
+
+/// A value of an attribute: borrowed for strings, formatted for numbers.
+pub enum AttrValue<'a> {
+    Str(&'a str),
+    Num(u32),
+}
+
+impl DirObject {
+    pub fn new(kind: ObjectKind, id: impl Into<String>, name: impl Into<String>) -> DirObject {
+        DirObject {
+            kind,
+            id: id.into(),
+            dn: None,
+            name: name.into(),
+            upn: None,
+            mail: None,
+            sid: None,
+            uid_number: None,
+            gid_number: None,
+            members: Vec::new(),
+            attrs: Vec::new(),
+        }
+    }
+
+    /// Calls `f` with each value of the attribute (none, one, or several for multi-valued ones).
+    pub fn for_each_value<'a>(&'a self, attr: &AttrRef, mut f: impl FnMut(AttrValue<'a>)) {
+        fn opt(o: &Option<String>) -> Option<&str> {
+            o.as_deref()
+        }
+        match attr {
+            AttrRef::Id => f(AttrValue::Str(&self.id)),
+            AttrRef::Name => f(AttrValue::Str(&self.name)),
+            AttrRef::Dn => opt(&self.dn).into_iter().for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::Upn => opt(&self.upn).into_iter().for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::Mail => opt(&self.mail).into_iter().for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::Sid => opt(&self.sid).into_iter().for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::UidNumber => self.uid_number.into_iter().for_each(|v| f(AttrValue::Num(v))),
+            AttrRef::GidNumber => self.gid_number.into_iter().for_each(|v| f(AttrValue::Num(v))),
+            AttrRef::Other(name) => {
+                for (k, v) in &self.attrs {
+                    if k.eq_ignore_ascii_case(name) {
+                        f(AttrValue::Str(v));
+                    }
+                }
+            }
+        }
+    }
+
+    /// All values of an attribute as owned strings (for reports and exports, not hot paths).
+    pub fn values(&self, attr: &AttrRef) -> Vec<String> {
+        let mut out = Vec::new();
+        self.for_each_value(attr, |v| {
+            out.push(match v {
+                AttrValue::Str(s) => s.to_string(),
+                AttrValue::Num(n) => n.to_string(),
+            })
+        });
+        out
+    }
+
+    /// The first value of a raw attribute, if any.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sorts attributes (stable for multi-values) so that equal objects compare and hash equal.
+    pub fn normalise(&mut self) {
+        self.attrs.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    /// A 64-bit content hash, used to write only objects that changed since the last import.
+    pub fn content_hash(&self) -> u64 {
+        let mut h = Fnv::new();
+        h.write_str(self.kind.as_str());
+        h.write_str(&self.id);
+        h.write_opt(&self.dn);
+        h.write_str(&self.name);
+        h.write_opt(&self.upn);
+        h.write_opt(&self.mail);
+        h.write_opt(&self.sid);
+        h.write_u64(self.uid_number.map_or(u64::MAX, u64::from));
+        h.write_u64(self.gid_number.map_or(u64::MAX, u64::from));
+        for m in &self.members {
+            h.write_str(m);
+        }
+        h.write_u64(0xfe);
+        for (k, v) in &self.attrs {
+            h.write_str(k);
+            h.write_str(v);
+        }
+        h.finish()
+    }
+}
+
+/// FNV-1a over length-prefixed fields: a stable content fingerprint (not a security hash).
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fnv {
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub fn write_bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= u64::from(x);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    pub fn write_u64(&mut self, v: u64) {
+        self.write_bytes(&v.to_le_bytes());
+    }
+    pub fn write_str(&mut self, s: &str) {
+        self.write_u64(s.len() as u64);
+        self.write_bytes(s.as_bytes());
+    }
+    pub fn write_opt(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => self.write_str(s),
+            None => self.write_u64(u64::MAX),
+        }
+    }
+    /// The hash as a signed integer, the type both SQLite and PostgreSQL store natively.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_lookup_accepts_directory_and_ferry_names() {
+        let mut o = DirObject::new(ObjectKind::User, "1", "Ann");
+        o.upn = Some("ann@contoso.test".into());
+        o.uid_number = Some(1001);
+        o.attrs = vec![
+            ("proxyAddresses".into(), "smtp:a@x".into()),
+            ("proxyAddresses".into(), "SMTP:b@x".into()),
+        ];
+        assert_eq!(o.values(&AttrRef::parse("userPrincipalName")), ["ann@contoso.test"]);
+        assert_eq!(o.values(&AttrRef::parse("upn")), ["ann@contoso.test"]);
+        assert_eq!(o.values(&AttrRef::parse("uidNumber")), ["1001"]);
+        assert_eq!(o.values(&AttrRef::parse("PROXYADDRESSES")), ["smtp:a@x", "SMTP:b@x"]);
+        assert!(o.values(&AttrRef::parse("mail")).is_empty());
+        // LDAP's `uid` is the login name, not ferry's uid_number.
+        assert_eq!(AttrRef::parse("uid"), AttrRef::Other("uid".into()));
+    }
+
+    #[test]
+    fn content_hash_sees_every_field() {
+        let base = DirObject::new(ObjectKind::User, "1", "Ann");
+        let mut other = base.clone();
+        assert_eq!(base.content_hash(), other.content_hash());
+        other.mail = Some(String::new());
+        assert_ne!(base.content_hash(), other.content_hash());
+        let mut g = base.clone();
+        g.members = vec!["a".into()];
+        let mut h = base.clone();
+        h.attrs = vec![("a".into(), String::new())];
+        assert_ne!(g.content_hash(), h.content_hash());
+    }
+}

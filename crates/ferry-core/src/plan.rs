@@ -1,0 +1,556 @@
+//! The sync plan: every decision of the match stage and every write an export would make.
+//!
+//! The plan *is* the What-If report. Its [`Plan::hash`] covers the profile's fingerprint and the exact
+//! writes, so an approval is for one set of writes under one configuration: when either changes, the
+//! next export needs a new approval. A plan with no writes needs none.
+//!
+//! Decisions are persisted by difference: [`DecisionRecord::hash`] fingerprints what a decision row
+//! holds, and [`diff`] compares the new plan with the stored fingerprints, so a steady-state cycle
+//! writes only what changed (and logs only what changed).
+
+use crate::config::{SyncMode, SyncProfile, hex};
+use crate::matching::{Decision, Outcome, match_kind};
+use crate::model::{AttrRef, DirObject, Fnv, ObjectKind};
+use crate::transform::apply_all;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// How a decision came out, as stored and reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Matched,
+    Unmatched,
+    Ambiguous,
+    Conflict,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Matched => "matched",
+            Status::Unmatched => "unmatched",
+            Status::Ambiguous => "ambiguous",
+            Status::Conflict => "conflict",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "matched" => Some(Status::Matched),
+            "unmatched" => Some(Status::Unmatched),
+            "ambiguous" => Some(Status::Ambiguous),
+            "conflict" => Some(Status::Conflict),
+            _ => None,
+        }
+    }
+}
+
+/// Counts for one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts {
+    pub matched: u64,
+    pub unmatched: u64,
+    pub ambiguous: u64,
+    pub conflict: u64,
+}
+
+/// A plan's numbers, per kind and in total.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub source_objects: u64,
+    pub target_objects: u64,
+    pub matched: u64,
+    pub unmatched: u64,
+    /// Ambiguous and conflicting decisions together.
+    pub ambiguous: u64,
+    pub creates: u64,
+    pub updates: u64,
+    pub by_kind: BTreeMap<ObjectKind, KindCounts>,
+}
+
+/// One attribute an update changes: its value(s) before and after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub attribute: String,
+    pub old: Vec<String>,
+    pub new: Vec<String>,
+}
+
+/// A write an export would make to the target directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Write {
+    /// Create the unmatched `source_id` in the target with these attributes (ferry's or the
+    /// directory's names); groups list their members as target object ids.
+    Create {
+        kind: ObjectKind,
+        source_id: String,
+        name: String,
+        attributes: BTreeMap<String, Vec<String>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        members: Vec<String>,
+    },
+    /// Change attributes of the matched target object. `members` changes list target object ids.
+    Update { kind: ObjectKind, source_id: String, target_id: String, name: String, changes: Vec<AttrChange> },
+}
+
+impl Write {
+    pub fn op(&self) -> &'static str {
+        match self {
+            Write::Create { .. } => "create",
+            Write::Update { .. } => "update",
+        }
+    }
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Write::Create { kind, .. } | Write::Update { kind, .. } => *kind,
+        }
+    }
+    pub fn source_id(&self) -> &str {
+        match self {
+            Write::Create { source_id, .. } | Write::Update { source_id, .. } => source_id,
+        }
+    }
+}
+
+/// The result of the sync stage for one profile.
+#[derive(Debug)]
+pub struct Plan {
+    pub profile: String,
+    pub mode: SyncMode,
+    pub fingerprint: String,
+    /// Descriptions of the rules in force; decisions refer to them by position.
+    pub rules: Vec<String>,
+    pub decisions: Vec<Decision>,
+    pub writes: Vec<Write>,
+    pub counts: Counts,
+    /// SHA-256 over the fingerprint and the writes: what an approval approves.
+    pub hash: String,
+}
+
+impl Plan {
+    pub fn needs_approval(&self) -> bool {
+        !self.writes.is_empty()
+    }
+}
+
+/// Runs the sync stage: match every kind of the profile, then compute the writes of its mode.
+pub fn build(profile: &SyncProfile, fingerprint: &str, sources: &[DirObject], targets: &[DirObject]) -> Plan {
+    let rules = profile.effective_rules();
+    let mut decisions = Vec::new();
+    let mut counts = Counts::default();
+    for &kind in &profile.object_types {
+        let d = match_kind(kind, &rules, sources, targets);
+        let kc = counts.by_kind.entry(kind).or_default();
+        for x in &d {
+            match x.outcome {
+                Outcome::Matched { .. } => kc.matched += 1,
+                Outcome::Unmatched => kc.unmatched += 1,
+                Outcome::Ambiguous { .. } => kc.ambiguous += 1,
+                Outcome::Conflict { .. } => kc.conflict += 1,
+            }
+        }
+        decisions.extend(d);
+    }
+    counts.source_objects = sources.iter().filter(|o| profile.object_types.contains(&o.kind)).count() as u64;
+    counts.target_objects = targets.iter().filter(|o| profile.object_types.contains(&o.kind)).count() as u64;
+    for kc in counts.by_kind.values() {
+        counts.matched += kc.matched;
+        counts.unmatched += kc.unmatched;
+        counts.ambiguous += kc.ambiguous + kc.conflict;
+    }
+    let writes = if profile.mode == SyncMode::MatchOnly { Vec::new() } else { writes(profile, &decisions, sources, targets) };
+    counts.creates = writes.iter().filter(|w| matches!(w, Write::Create { .. })).count() as u64;
+    counts.updates = writes.len() as u64 - counts.creates;
+    let mut h = Sha256::new();
+    h.update(fingerprint.as_bytes());
+    h.update(serde_json::to_vec(&writes).unwrap_or_default());
+    Plan {
+        profile: profile.name.clone(),
+        mode: profile.mode,
+        fingerprint: fingerprint.to_string(),
+        rules: rules.iter().map(|r| r.describe()).collect(),
+        decisions,
+        writes,
+        counts,
+        hash: hex(&h.finalize()),
+    }
+}
+
+fn mapped_values(map: &crate::config::AttributeMap, src: &DirObject) -> Vec<String> {
+    if let Some(v) = &map.value {
+        return vec![v.clone()];
+    }
+    let attr = AttrRef::parse(map.source.as_deref().unwrap_or_default());
+    src.values(&attr).iter().map(|v| apply_all(&map.transforms, v).into_owned()).filter(|v| !v.is_empty()).collect()
+}
+
+fn writes(profile: &SyncProfile, decisions: &[Decision], sources: &[DirObject], targets: &[DirObject]) -> Vec<Write> {
+    let maps = profile.effective_attributes();
+    // Source id → target id for members that are already matched.
+    let translated: FxHashMap<&str, &str> = decisions
+        .iter()
+        .filter_map(|d| match d.outcome {
+            Outcome::Matched { target, .. } => Some((sources[d.source as usize].id.as_str(), targets[target as usize].id.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for d in decisions {
+        let src = &sources[d.source as usize];
+        match &d.outcome {
+            Outcome::Unmatched if src.kind != ObjectKind::Device => {
+                let mut attributes = BTreeMap::new();
+                for m in maps.iter().filter(|m| m.applies_to(src.kind)) {
+                    let v = mapped_values(m, src);
+                    if !v.is_empty() {
+                        attributes.insert(AttrRef::parse(&m.target).canonical().to_string(), v);
+                    }
+                }
+                let members = src.members.iter().filter_map(|m| translated.get(m.as_str()).map(|t| t.to_string())).collect();
+                out.push(Write::Create { kind: src.kind, source_id: src.id.clone(), name: src.name.clone(), attributes, members });
+            }
+            Outcome::Matched { target, .. } if profile.mode == SyncMode::Update => {
+                let tgt = &targets[*target as usize];
+                let mut changes = Vec::new();
+                for m in maps.iter().filter(|m| m.update && m.applies_to(src.kind)) {
+                    let attr = AttrRef::parse(&m.target);
+                    if attr == AttrRef::Id {
+                        continue;
+                    }
+                    let new = mapped_values(m, src);
+                    let old = tgt.values(&attr);
+                    if !new.is_empty() && new != old {
+                        changes.push(AttrChange { attribute: attr.canonical().to_string(), old, new });
+                    }
+                }
+                if src.kind == ObjectKind::Group {
+                    // Add translated members the target group lacks; never remove (a target group may
+                    // hold members of its own).
+                    let have: FxHashSet<&str> = tgt.members.iter().map(String::as_str).collect();
+                    let add: Vec<String> = src
+                        .members
+                        .iter()
+                        .filter_map(|m| translated.get(m.as_str()))
+                        .filter(|t| !have.contains(**t))
+                        .map(|t| t.to_string())
+                        .collect();
+                    if !add.is_empty() {
+                        let mut new = tgt.members.clone();
+                        new.extend(add);
+                        changes.push(AttrChange { attribute: "members".into(), old: tgt.members.clone(), new });
+                    }
+                }
+                if !changes.is_empty() {
+                    out.push(Write::Update { kind: src.kind, source_id: src.id.clone(), target_id: tgt.id.clone(), name: src.name.clone(), changes });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One decision as stored: the source, how it came out, the target (or the candidates).
+#[derive(Debug)]
+pub struct DecisionRecord<'a> {
+    pub source: &'a DirObject,
+    pub status: Status,
+    pub rule: Option<u16>,
+    pub target: Option<&'a DirObject>,
+    /// Ambiguous: the candidate target ids. Conflict: the other sources' ids.
+    pub candidates: Vec<&'a str>,
+    pub hash: u64,
+}
+
+impl<'a> DecisionRecord<'a> {
+    pub fn new(d: &Decision, sources: &'a [DirObject], targets: &'a [DirObject]) -> DecisionRecord<'a> {
+        let source = &sources[d.source as usize];
+        let (status, rule, target, candidates) = match &d.outcome {
+            Outcome::Matched { target, rule } => (Status::Matched, Some(*rule), Some(&targets[*target as usize]), vec![]),
+            Outcome::Unmatched => (Status::Unmatched, None, None, vec![]),
+            Outcome::Ambiguous { rule, candidates } => {
+                (Status::Ambiguous, Some(*rule), None, candidates.iter().map(|&c| targets[c as usize].id.as_str()).collect())
+            }
+            Outcome::Conflict { target, rule, others } => (
+                Status::Conflict,
+                Some(*rule),
+                Some(&targets[*target as usize]),
+                others.iter().map(|&c| sources[c as usize].id.as_str()).collect(),
+            ),
+        };
+        let mut h = Fnv::new();
+        let ident = |h: &mut Fnv, o: &DirObject| {
+            h.write_str(&o.id);
+            h.write_str(&o.name);
+            h.write_opt(&o.upn);
+            h.write_opt(&o.mail);
+            h.write_opt(&o.sid);
+            h.write_u64(o.uid_number.map_or(u64::MAX, u64::from));
+            h.write_u64(o.gid_number.map_or(u64::MAX, u64::from));
+        };
+        h.write_str(source.kind.as_str());
+        ident(&mut h, source);
+        h.write_str(status.as_str());
+        h.write_u64(rule.map_or(u64::MAX, u64::from));
+        match target {
+            Some(t) => ident(&mut h, t),
+            None => h.write_u64(0),
+        }
+        for c in &candidates {
+            h.write_str(c);
+        }
+        DecisionRecord { source, status, rule, target, candidates, hash: h.finish() }
+    }
+}
+
+/// The key of a stored decision.
+pub type DecisionKey = (ObjectKind, String);
+
+/// What changed between the stored decisions and a new plan.
+pub struct DecisionDiff<'a> {
+    /// New or changed decisions, with the status they had before (None: new).
+    pub upserts: Vec<(DecisionRecord<'a>, Option<Status>)>,
+    /// Decisions whose source object is gone (or left the profile's scope).
+    pub removed: Vec<DecisionKey>,
+}
+
+/// Compares a plan's decisions with the stored `(hash, status)` of each key.
+pub fn diff<'a>(
+    plan: &Plan,
+    sources: &'a [DirObject],
+    targets: &'a [DirObject],
+    stored: &FxHashMap<DecisionKey, (u64, Status)>,
+) -> DecisionDiff<'a> {
+    let mut upserts = Vec::new();
+    let mut present: FxHashSet<(ObjectKind, &str)> = FxHashSet::default();
+    present.reserve(plan.decisions.len());
+    for d in &plan.decisions {
+        let src = &sources[d.source as usize];
+        present.insert((src.kind, src.id.as_str()));
+        let prev = stored.get(&(src.kind, src.id.clone()));
+        // Building the record hashes it; only records that differ are kept.
+        let rec = DecisionRecord::new(d, sources, targets);
+        match prev {
+            Some((h, _)) if *h == rec.hash => {}
+            Some((_, st)) => upserts.push((rec, Some(*st))),
+            None => upserts.push((rec, None)),
+        }
+    }
+    let removed = stored.keys().filter(|(k, id)| !present.contains(&(*k, id.as_str()))).cloned().collect();
+    DecisionDiff { upserts, removed }
+}
+
+/// Severity of a message log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "info" => Some(Level::Info),
+            "warning" | "warn" => Some(Level::Warning),
+            "error" => Some(Level::Error),
+            _ => None,
+        }
+    }
+}
+
+/// A message log entry before it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub level: Level,
+    /// Stable machine code: `unmatched`, `ambiguous`, `conflict`, `matched`, `import`, `export`, …
+    pub code: String,
+    pub directory: Option<String>,
+    pub object_kind: Option<ObjectKind>,
+    pub object_id: Option<String>,
+    pub object_name: Option<String>,
+    pub message: String,
+}
+
+impl LogEntry {
+    pub fn info(code: &str, message: impl Into<String>) -> LogEntry {
+        LogEntry { level: Level::Info, code: code.into(), directory: None, object_kind: None, object_id: None, object_name: None, message: message.into() }
+    }
+    pub fn warning(code: &str, message: impl Into<String>) -> LogEntry {
+        LogEntry { level: Level::Warning, ..LogEntry::info(code, message) }
+    }
+    pub fn error(code: &str, message: impl Into<String>) -> LogEntry {
+        LogEntry { level: Level::Error, ..LogEntry::info(code, message) }
+    }
+    pub fn with_object(mut self, o: &DirObject) -> LogEntry {
+        self.object_kind = Some(o.kind);
+        self.object_id = Some(o.id.clone());
+        self.object_name = Some(o.name.clone());
+        self
+    }
+    pub fn with_directory(mut self, d: &str) -> LogEntry {
+        self.directory = Some(d.to_string());
+        self
+    }
+}
+
+/// Message log entries for the decisions that changed: warnings for objects that became unmatched,
+/// ambiguous or conflicting (with the rule and candidates), info for new or re-targeted matches.
+pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> Vec<LogEntry> {
+    let rule = |r: Option<u16>| r.and_then(|r| plan.rules.get(r as usize)).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for (rec, prev) in &diff.upserts {
+        let who = rec.source.upn.as_deref().or(rec.source.mail.as_deref()).unwrap_or(&rec.source.name);
+        let e = match rec.status {
+            Status::Matched => {
+                let t = rec.target.map(|t| t.upn.as_deref().or(t.mail.as_deref()).unwrap_or(&t.name)).unwrap_or_default();
+                let verb = if prev.is_some_and(|p| p == Status::Matched) { "now matched" } else { "matched" };
+                LogEntry::info("matched", format!("{} {who} {verb} to {t} by rule {}", rec.source.kind, rule(rec.rule)))
+            }
+            Status::Unmatched => LogEntry::warning(
+                "unmatched",
+                format!("{} {who} has no match in the target under any rule; it will not be translated", rec.source.kind),
+            ),
+            Status::Ambiguous => LogEntry::warning(
+                "ambiguous",
+                format!("{} {who} matches {} target objects by rule {}: {}", rec.source.kind, rec.candidates.len(), rule(rec.rule), rec.candidates.join(", ")),
+            ),
+            Status::Conflict => LogEntry::warning(
+                "conflict",
+                format!(
+                    "{} {who} and {} other source object(s) ({}) all match target {} by rule {}; none is translated",
+                    rec.source.kind,
+                    rec.candidates.len(),
+                    rec.candidates.join(", "),
+                    rec.target.map(|t| t.name.as_str()).unwrap_or_default(),
+                    rule(rec.rule)
+                ),
+            ),
+        };
+        out.push(e.with_object(rec.source).with_directory(source_dir));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg(mode: &str) -> Config {
+        let src = format!(
+            r#"
+[[directory]]
+name = "a"
+kind = "file"
+path = "a.json"
+[[directory]]
+name = "b"
+kind = "file"
+path = "b.json"
+[[sync_profile]]
+name = "p"
+source = "a"
+target = "b"
+mode = "{mode}"
+[[sync_profile.match]]
+source_attribute = "mail"
+target_attribute = "mail"
+transforms = [{{ replace_suffix = ["@a", "@b"] }}]
+object_types = ["user"]
+[[sync_profile.match]]
+source_attribute = "name"
+target_attribute = "name"
+object_types = ["group"]
+"#
+        );
+        Config::parse(&src, "t").unwrap()
+    }
+
+    fn user(id: &str, mail: &str, name: &str) -> DirObject {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = Some(mail.into());
+        o
+    }
+
+    fn fixture() -> (Vec<DirObject>, Vec<DirObject>) {
+        let mut g = DirObject::new(ObjectKind::Group, "g1", "Sales");
+        g.members = vec!["s1".into(), "s2".into()];
+        let mut tg = DirObject::new(ObjectKind::Group, "tg1", "Sales");
+        tg.members = vec!["t1".into()];
+        (
+            vec![user("s1", "ann@a", "Ann"), user("s2", "bob@a", "Bob"), user("s3", "cy@a", "Cy"), g, DirObject::new(ObjectKind::Group, "g2", "Ops")],
+            vec![user("t1", "ann@b", "Ann B"), user("t2", "bob@b", "Bob"), tg],
+        )
+    }
+
+    #[test]
+    fn match_only_writes_nothing() {
+        let c = cfg("match-only");
+        let (s, t) = fixture();
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        assert!(p.writes.is_empty());
+        assert!(!p.needs_approval());
+        assert_eq!((p.counts.matched, p.counts.unmatched, p.counts.ambiguous), (3, 2, 0));
+    }
+
+    #[test]
+    fn create_and_update_plans() {
+        let (s, t) = fixture();
+        let c = cfg("create");
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        // Cy (user) and Ops (group) are unmatched; the default mapping copies name and the rule's mail.
+        assert_eq!(p.writes.len(), 2, "{:#?}", p.writes);
+        let Write::Create { attributes, .. } = &p.writes[0] else { panic!() };
+        assert_eq!(attributes["mail"], ["cy@b"]);
+        assert_eq!(attributes["name"], ["Cy"]);
+        let c = cfg("update");
+        let p2 = build(&c.profiles[0], "fp", &s, &t);
+        // Update adds: Ann's name differs, Sales lacks Bob (t2).
+        let updates: Vec<&Write> = p2.writes.iter().filter(|w| w.op() == "update").collect();
+        assert_eq!(updates.len(), 2, "{updates:#?}");
+        let Write::Update { changes, .. } = updates[1] else { panic!() };
+        assert_eq!(changes[0].attribute, "members");
+        assert_eq!(changes[0].new, ["t1", "t2"]);
+        assert_ne!(p.hash, p2.hash);
+        // Same inputs, same hash; another fingerprint, another hash.
+        assert_eq!(build(&c.profiles[0], "fp", &s, &t).hash, p2.hash);
+        assert_ne!(build(&c.profiles[0], "fp2", &s, &t).hash, p2.hash);
+    }
+
+    #[test]
+    fn diff_writes_only_what_changed() {
+        let c = cfg("match-only");
+        let (s, t) = fixture();
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let d = diff(&p, &s, &t, &FxHashMap::default());
+        assert_eq!(d.upserts.len(), 5);
+        let stored: FxHashMap<DecisionKey, (u64, Status)> =
+            d.upserts.iter().map(|(r, _)| ((r.source.kind, r.source.id.clone()), (r.hash, r.status))).collect();
+        let d2 = diff(&p, &s, &t, &stored);
+        assert!(d2.upserts.is_empty() && d2.removed.is_empty());
+        // Bob's target changes its UPN: one row changes; Cy leaves: one row removed.
+        let mut t2 = t.clone();
+        t2[1].upn = Some("bob@b".into());
+        let s2: Vec<DirObject> = s.iter().filter(|o| o.id != "s3").cloned().collect();
+        let p2 = build(&c.profiles[0], "fp", &s2, &t2);
+        let d3 = diff(&p2, &s2, &t2, &stored);
+        assert_eq!(d3.upserts.len(), 1);
+        assert_eq!(d3.upserts[0].0.source.id, "s2");
+        assert_eq!(d3.removed, vec![(ObjectKind::User, "s3".to_string())]);
+        let logs = decision_logs(&p2, &d3, "a");
+        assert_eq!(logs.len(), 1);
+        assert!(logs[0].message.contains("now matched"), "{logs:?}");
+    }
+}

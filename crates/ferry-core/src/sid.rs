@@ -1,0 +1,201 @@
+//! Security identifiers and GUIDs in the forms directories hand them over.
+//!
+//! AD returns `objectSid` and `objectGUID` as binary; ferry stores and compares SIDs in their string
+//! form (`S-1-5-21-…`) and GUIDs in their registry form (`xxxxxxxx-xxxx-…`, lower case). Entra ID
+//! SIDs are derived from the object id: `S-1-12-1-` followed by the GUID's four little-endian 32-bit
+//! words in Microsoft's byte layout.
+
+use std::fmt::Write as _;
+
+/// Why a binary SID or GUID could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SidError {
+    #[error("SID is {0} bytes long; a SID needs at least 8")]
+    TooShort(usize),
+    #[error("SID revision {0} is not 1")]
+    Revision(u8),
+    #[error("SID says {count} sub-authorities ({need} bytes) but has {have} bytes")]
+    Length { count: u8, need: usize, have: usize },
+    #[error("SID has {0} sub-authorities; at most 15 are allowed")]
+    TooMany(u8),
+    #[error("`{0}` is not a SID (expected S-1-<authority>-<sub-authority>…)")]
+    Syntax(String),
+    #[error("GUID is {0} bytes long; a GUID is 16 bytes")]
+    GuidLength(usize),
+    #[error("`{0}` is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
+    GuidSyntax(String),
+}
+
+/// Formats a binary SID (as found in `objectSid`) as `S-1-…`.
+pub fn sid_from_bytes(b: &[u8]) -> Result<String, SidError> {
+    if b.len() < 8 {
+        return Err(SidError::TooShort(b.len()));
+    }
+    if b[0] != 1 {
+        return Err(SidError::Revision(b[0]));
+    }
+    let count = b[1];
+    if count > 15 {
+        return Err(SidError::TooMany(count));
+    }
+    let need = 8 + 4 * count as usize;
+    if b.len() != need {
+        return Err(SidError::Length { count, need, have: b.len() });
+    }
+    let mut auth = [0u8; 8];
+    auth[2..].copy_from_slice(&b[2..8]);
+    let authority = u64::from_be_bytes(auth);
+    let mut s = String::with_capacity(12 + 11 * count as usize);
+    // Windows prints authorities of 2^32 and above in hex.
+    if authority >= 1 << 32 {
+        let _ = write!(s, "S-1-0x{authority:012X}");
+    } else {
+        let _ = write!(s, "S-1-{authority}");
+    }
+    for i in 0..count as usize {
+        let o = 8 + 4 * i;
+        let sub = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let _ = write!(s, "-{sub}");
+    }
+    Ok(s)
+}
+
+/// Encodes a `S-1-…` string as a binary SID.
+pub fn sid_to_bytes(s: &str) -> Result<Vec<u8>, SidError> {
+    let bad = || SidError::Syntax(s.to_string());
+    let rest = s
+        .strip_prefix("S-1-")
+        .or_else(|| s.strip_prefix("s-1-"))
+        .ok_or_else(bad)?;
+    let mut parts = rest.split('-');
+    let auth_s = parts.next().ok_or_else(bad)?;
+    let authority = if let Some(hex) = auth_s.strip_prefix("0x").or_else(|| auth_s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).map_err(|_| bad())?
+    } else {
+        auth_s.parse::<u64>().map_err(|_| bad())?
+    };
+    if authority >= 1 << 48 {
+        return Err(bad());
+    }
+    let subs: Vec<u32> = parts
+        .map(|p| {
+            if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) {
+                Err(bad())
+            } else {
+                p.parse::<u32>().map_err(|_| bad())
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    if subs.len() > 15 {
+        return Err(SidError::TooMany(subs.len() as u8));
+    }
+    let mut out = Vec::with_capacity(8 + 4 * subs.len());
+    out.push(1);
+    out.push(subs.len() as u8);
+    out.extend_from_slice(&authority.to_be_bytes()[2..]);
+    for sub in subs {
+        out.extend_from_slice(&sub.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Formats a GUID given in Microsoft's byte layout (`objectGUID`, `Guid.ToByteArray()`): the first
+/// three fields little-endian, the last eight bytes as they are.
+pub fn guid_from_ms_bytes(b: &[u8]) -> Result<String, SidError> {
+    let b: &[u8; 16] = b.try_into().map_err(|_| SidError::GuidLength(b.len()))?;
+    let mut s = String::with_capacity(36);
+    for i in [3, 2, 1, 0] {
+        let _ = write!(s, "{:02x}", b[i]);
+    }
+    s.push('-');
+    for i in [5, 4] {
+        let _ = write!(s, "{:02x}", b[i]);
+    }
+    s.push('-');
+    for i in [7, 6] {
+        let _ = write!(s, "{:02x}", b[i]);
+    }
+    s.push('-');
+    for x in &b[8..10] {
+        let _ = write!(s, "{x:02x}");
+    }
+    s.push('-');
+    for x in &b[10..16] {
+        let _ = write!(s, "{x:02x}");
+    }
+    Ok(s)
+}
+
+/// Parses a GUID string into Microsoft's byte layout.
+pub fn guid_to_ms_bytes(s: &str) -> Result<[u8; 16], SidError> {
+    let bad = || SidError::GuidSyntax(s.to_string());
+    let t = s.trim_start_matches('{').trim_end_matches('}');
+    let groups: Vec<&str> = t.split('-').collect();
+    if groups.len() != 5 || [8, 4, 4, 4, 12] != [groups[0].len(), groups[1].len(), groups[2].len(), groups[3].len(), groups[4].len()] {
+        return Err(bad());
+    }
+    let hex: String = groups.concat();
+    let mut raw = [0u8; 16];
+    for (i, byte) in raw.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    let mut b = raw;
+    b[0..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    Ok(b)
+}
+
+/// The Entra ID SID of an object id: `S-1-12-1-` + the four little-endian words of its bytes.
+pub fn entra_sid_from_object_id(object_id: &str) -> Result<String, SidError> {
+    let b = guid_to_ms_bytes(object_id)?;
+    let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok(format!("S-1-12-1-{}-{}-{}-{}", w(0), w(4), w(8), w(12)))
+}
+
+/// True when `s` looks like a SID string (used to decide how to search and to pick map columns).
+pub fn looks_like_sid(s: &str) -> bool {
+    s.len() > 4 && (s.starts_with("S-1-") || s.starts_with("s-1-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entra_sid_published_vectors() {
+        // Vectors from the reference (A.6), checked against Microsoft's and community converters.
+        assert_eq!(
+            entra_sid_from_object_id("73d664e4-0886-4a73-b745-c694da45ddb4").as_deref(),
+            Ok("S-1-12-1-1943430372-1249052806-2496021943-3034400218")
+        );
+    }
+
+    #[test]
+    fn binary_sid_round_trip() {
+        for s in [
+            "S-1-5-21-3623811015-3361044348-30300820-1013",
+            "S-1-5-32-544",
+            "S-1-1-0",
+            "S-1-0x123456789ABC-1-2",
+            "S-1-12-1-1943430372-1249052806-2496021943-3034400218",
+        ] {
+            let b = sid_to_bytes(s).unwrap();
+            assert_eq!(sid_from_bytes(&b).unwrap(), s);
+        }
+        assert_eq!(sid_from_bytes(&[1, 2, 0, 0, 0, 0, 0, 5, 1, 0, 0]), Err(SidError::Length { count: 2, need: 16, have: 11 }));
+        assert!(sid_to_bytes("S-1-5-x").is_err());
+        assert!(sid_to_bytes("S-1-5--1").is_err());
+        assert!(sid_to_bytes("S-1-5-4294967296").is_err());
+    }
+
+    #[test]
+    fn guid_ms_layout() {
+        let g = "73d664e4-0886-4a73-b745-c694da45ddb4";
+        let b = guid_to_ms_bytes(g).unwrap();
+        assert_eq!(&b[..4], &[0xe4, 0x64, 0xd6, 0x73]);
+        assert_eq!(guid_from_ms_bytes(&b).unwrap(), g);
+        assert!(guid_to_ms_bytes("73d664e4-0886-4a73-b745-c694da45ddb").is_err());
+        assert!(guid_from_ms_bytes(&b[..15]).is_err());
+    }
+}
