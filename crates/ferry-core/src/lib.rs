@@ -13,6 +13,7 @@ pub mod model;
 pub mod plan;
 pub mod sample;
 pub mod sid;
+pub mod snapshot;
 pub mod transform;
 
 pub use model::{DirObject, ObjectKind};
