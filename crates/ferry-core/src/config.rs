@@ -193,7 +193,17 @@ impl LdapDirectory {
     /// The variable that may hold the bind password: `FERRY_DIRECTORY_<NAME>_BIND_PASSWORD`, the name
     /// upper-cased with non-alphanumerics as `_`.
     pub fn bind_password_env(&self) -> String {
-        let n: String = self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let n: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         format!("FERRY_DIRECTORY_{n}_BIND_PASSWORD")
     }
 }
@@ -221,7 +231,13 @@ pub enum FileFormat {
 impl FileDirectory {
     pub fn format(&self) -> FileFormat {
         self.format.unwrap_or_else(|| {
-            match self.path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+            match self
+                .path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(|e| e.to_ascii_lowercase())
+                .as_deref()
+            {
                 Some("csv") => FileFormat::Csv,
                 _ => FileFormat::Json,
             }
@@ -307,7 +323,9 @@ impl MatchRule {
                 .iter()
                 .map(|t| match serde_json::to_value(t) {
                     Ok(serde_json::Value::String(s)) => s,
-                    Ok(serde_json::Value::Object(m)) => m.keys().next().cloned().unwrap_or_default(),
+                    Ok(serde_json::Value::Object(m)) => {
+                        m.keys().next().cloned().unwrap_or_default()
+                    }
                     _ => String::new(),
                 })
                 .collect();
@@ -379,7 +397,9 @@ impl SyncProfile {
             update: true,
         }];
         for r in self.effective_rules() {
-            if AttrRef::parse(&r.target_attribute) == AttrRef::Id || AttrRef::parse(&r.target_attribute) == AttrRef::Name {
+            if AttrRef::parse(&r.target_attribute) == AttrRef::Id
+                || AttrRef::parse(&r.target_attribute) == AttrRef::Name
+            {
                 continue;
             }
             if out.iter().any(|a| a.target == r.target_attribute) {
@@ -420,72 +440,156 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |path: String, message: String| ConfigError { file: file.into(), path, location: String::new(), message };
-        let valid_name = |n: &str| !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        let err = |path: String, message: String| ConfigError {
+            file: file.into(),
+            path,
+            location: String::new(),
+            message,
+        };
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        };
         for (i, d) in self.directories.iter().enumerate() {
             let p = |k: &str| format!("directory[{i}].{k}");
             if !valid_name(d.name()) {
-                return Err(err(p("name"), format!("`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`", d.name())));
+                return Err(err(
+                    p("name"),
+                    format!(
+                        "`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`",
+                        d.name()
+                    ),
+                ));
             }
             if self.directories[..i].iter().any(|o| o.name() == d.name()) {
-                return Err(err(p("name"), format!("directory `{}` is defined twice", d.name())));
+                return Err(err(
+                    p("name"),
+                    format!("directory `{}` is defined twice", d.name()),
+                ));
             }
             if d.object_types().is_empty() {
-                return Err(err(p("object_types"), "must name at least one of \"user\", \"group\", \"device\"".into()));
+                return Err(err(
+                    p("object_types"),
+                    "must name at least one of \"user\", \"group\", \"device\"".into(),
+                ));
             }
             if let DirectoryConfig::Ldap(l) = d {
-                if !(l.url.starts_with("ldap://") || l.url.starts_with("ldaps://") || l.url.starts_with("ldapi://")) {
-                    return Err(err(p("url"), format!("`{}` is not an LDAP URL: expected ldap://host:port or ldaps://host:port", l.url)));
+                if !(l.url.starts_with("ldap://")
+                    || l.url.starts_with("ldaps://")
+                    || l.url.starts_with("ldapi://"))
+                {
+                    return Err(err(
+                        p("url"),
+                        format!(
+                            "`{}` is not an LDAP URL: expected ldap://host:port or ldaps://host:port",
+                            l.url
+                        ),
+                    ));
                 }
                 if l.bind_password.is_some() && l.bind_password_file.is_some() {
-                    return Err(err(p("bind_password_file"), "give either bind_password or bind_password_file, not both".into()));
+                    return Err(err(
+                        p("bind_password_file"),
+                        "give either bind_password or bind_password_file, not both".into(),
+                    ));
                 }
                 if l.page_size == 0 || l.page_size > 100_000 {
-                    return Err(err(p("page_size"), format!("{} is out of range: expected 1–100000", l.page_size)));
+                    return Err(err(
+                        p("page_size"),
+                        format!("{} is out of range: expected 1–100000", l.page_size),
+                    ));
                 }
             }
         }
         for (i, prof) in self.profiles.iter().enumerate() {
             let p = |k: &str| format!("sync_profile[{i}].{k}");
             if !valid_name(&prof.name) {
-                return Err(err(p("name"), format!("`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`", prof.name)));
+                return Err(err(
+                    p("name"),
+                    format!(
+                        "`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`",
+                        prof.name
+                    ),
+                ));
             }
             if self.profiles[..i].iter().any(|o| o.name == prof.name) {
-                return Err(err(p("name"), format!("sync profile `{}` is defined twice", prof.name)));
+                return Err(err(
+                    p("name"),
+                    format!("sync profile `{}` is defined twice", prof.name),
+                ));
             }
             let names: Vec<&str> = self.directories.iter().map(|d| d.name()).collect();
-            let known = if names.is_empty() { "none are defined".to_string() } else { format!("defined: {}", names.join(", ")) };
-            let src = self.directory(&prof.source).ok_or_else(|| err(p("source"), format!("directory `{}` is not defined ({known})", prof.source)))?;
-            let tgt = self.directory(&prof.target).ok_or_else(|| err(p("target"), format!("directory `{}` is not defined ({known})", prof.target)))?;
+            let known = if names.is_empty() {
+                "none are defined".to_string()
+            } else {
+                format!("defined: {}", names.join(", "))
+            };
+            let src = self.directory(&prof.source).ok_or_else(|| {
+                err(
+                    p("source"),
+                    format!("directory `{}` is not defined ({known})", prof.source),
+                )
+            })?;
+            let tgt = self.directory(&prof.target).ok_or_else(|| {
+                err(
+                    p("target"),
+                    format!("directory `{}` is not defined ({known})", prof.target),
+                )
+            })?;
             if prof.source == prof.target {
-                return Err(err(p("target"), "source and target must be different directories".into()));
+                return Err(err(
+                    p("target"),
+                    "source and target must be different directories".into(),
+                ));
             }
             if prof.object_types.is_empty() {
-                return Err(err(p("object_types"), "must name at least one of \"user\", \"group\", \"device\"".into()));
+                return Err(err(
+                    p("object_types"),
+                    "must name at least one of \"user\", \"group\", \"device\"".into(),
+                ));
             }
             for k in &prof.object_types {
                 for (side, d) in [("source", src), ("target", tgt)] {
                     if !d.object_types().contains(k) {
-                        return Err(err(p("object_types"), format!("{side} directory `{}` does not import {k}s (its object_types)", d.name())));
+                        return Err(err(
+                            p("object_types"),
+                            format!(
+                                "{side} directory `{}` does not import {k}s (its object_types)",
+                                d.name()
+                            ),
+                        ));
                     }
                 }
             }
             if let Some(s) = prof.schedule
                 && s.0 < Duration::from_secs(5)
             {
-                return Err(err(p("schedule"), format!("`{s}` is too short: the shortest schedule is 5s")));
+                return Err(err(
+                    p("schedule"),
+                    format!("`{s}` is too short: the shortest schedule is 5s"),
+                ));
             }
             for (j, r) in prof.rules.iter().enumerate() {
                 if r.source_attribute.trim().is_empty() {
-                    return Err(err(format!("sync_profile[{i}].match[{j}].source_attribute"), "must not be empty".into()));
+                    return Err(err(
+                        format!("sync_profile[{i}].match[{j}].source_attribute"),
+                        "must not be empty".into(),
+                    ));
                 }
                 if r.target_attribute.trim().is_empty() {
-                    return Err(err(format!("sync_profile[{i}].match[{j}].target_attribute"), "must not be empty".into()));
+                    return Err(err(
+                        format!("sync_profile[{i}].match[{j}].target_attribute"),
+                        "must not be empty".into(),
+                    ));
                 }
             }
             for (j, a) in prof.attributes.iter().enumerate() {
                 if a.source.is_some() == a.value.is_some() {
-                    return Err(err(format!("sync_profile[{i}].attribute[{j}]"), "give exactly one of `source` or `value`".into()));
+                    return Err(err(
+                        format!("sync_profile[{i}].attribute[{j}]"),
+                        "give exactly one of `source` or `value`".into(),
+                    ));
                 }
             }
         }
@@ -530,10 +634,14 @@ fn refine_in_array_table(src: &str, path: &str, message: &str) -> Option<usize> 
     let header = format!("[[{table}]]");
     let mut starts = src.match_indices(&header).map(|(i, _)| i);
     let start = starts.nth(index)?;
-    let end = src[start + header.len()..].find("\n[").map_or(src.len(), |e| start + header.len() + e);
+    let end = src[start + header.len()..]
+        .find("\n[")
+        .map_or(src.len(), |e| start + header.len() + e);
     let token = message.split('`').nth(1)?;
     let section = &src[start..end];
-    let at = section.find(&format!("{token} ")).or_else(|| section.find(&format!("{token}=")))
+    let at = section
+        .find(&format!("{token} "))
+        .or_else(|| section.find(&format!("{token}=")))
         .or_else(|| section.find(&format!("\"{token}\"")))?;
     Some(start + at)
 }
@@ -541,10 +649,19 @@ fn refine_in_array_table(src: &str, path: &str, message: &str) -> Option<usize> 
 fn toml_error(file: &str, src: &str, path: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim().to_string();
     let location = refine_in_array_table(src, path, &message)
-        .or_else(|| e.span().filter(|s| s.start > 0 || path.is_empty() || !path.contains('[')).map(|s| s.start))
+        .or_else(|| {
+            e.span()
+                .filter(|s| s.start > 0 || path.is_empty() || !path.contains('['))
+                .map(|s| s.start)
+        })
         .map(|o| line_col(src, o))
         .unwrap_or_default();
-    ConfigError { file: file.into(), path: path.into(), location, message }
+    ConfigError {
+        file: file.into(),
+        path: path.into(),
+        location,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -585,9 +702,17 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
         assert_eq!(c.directories.len(), 2);
         assert_eq!(c.profiles[0].schedule.unwrap().0, Duration::from_secs(900));
         assert_eq!(c.profiles[0].rules[0].transforms.len(), 2);
-        let DirectoryConfig::Ldap(l) = &c.directories[0] else { panic!() };
-        assert_eq!(l.bind_password_env(), "FERRY_DIRECTORY_CONTOSO_BIND_PASSWORD");
-        assert!(!format!("{c:?}").contains("s3cret"), "Debug must not show secrets");
+        let DirectoryConfig::Ldap(l) = &c.directories[0] else {
+            panic!()
+        };
+        assert_eq!(
+            l.bind_password_env(),
+            "FERRY_DIRECTORY_CONTOSO_BIND_PASSWORD"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug must not show secrets"
+        );
         assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
     }
 
@@ -595,10 +720,26 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
     fn errors_name_file_path_and_location() {
         let cases: &[(&str, &str, &str)] = &[
             (r#"bogus = 1"#, "unknown field `bogus`", "bogus"),
-            ("[[directory]]\nname = \"a\"\nkind = \"ldapx\"\n", "unknown variant `ldapx`", "directory[0].kind"),
-            ("[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\ncolour = 1\n", "unknown field `colour`", "directory[0]"),
-            ("[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\nobject_types = [\"users\"]\n", "unknown variant `users`", "directory[0]"),
-            ("[[directory]]\nname = \"a\"\nkind = \"file\"\n", "missing field `path`", "directory[0]"),
+            (
+                "[[directory]]\nname = \"a\"\nkind = \"ldapx\"\n",
+                "unknown variant `ldapx`",
+                "directory[0].kind",
+            ),
+            (
+                "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\ncolour = 1\n",
+                "unknown field `colour`",
+                "directory[0]",
+            ),
+            (
+                "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\nobject_types = [\"users\"]\n",
+                "unknown variant `users`",
+                "directory[0]",
+            ),
+            (
+                "[[directory]]\nname = \"a\"\nkind = \"file\"\n",
+                "missing field `path`",
+                "directory[0]",
+            ),
             ("x = [", "", ""),
         ];
         for (src, msg, path) in cases {
@@ -611,7 +752,10 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
         assert!(e.location.contains("line 1"), "{e}");
         let src = "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\n\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"y\"\ncolour = 1\n";
         let e = Config::parse(src, "ferry.toml").unwrap_err();
-        assert_eq!(e.to_string(), "ferry.toml: directory[1] (line 10, column 1): unknown field `colour`, expected one of `name`, `path`, `format`, `object_types`");
+        assert_eq!(
+            e.to_string(),
+            "ferry.toml: directory[1] (line 10, column 1): unknown field `colour`, expected one of `name`, `path`, `format`, `object_types`"
+        );
     }
 
     #[test]
@@ -619,14 +763,41 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
         let bad_source = GOOD.replace("source = \"contoso\"", "source = \"contosoo\"");
         let e = Config::parse(&bad_source, "f.toml").unwrap_err();
         assert_eq!(e.path, "sync_profile[0].source");
-        assert!(e.message.contains("`contosoo` is not defined (defined: contoso, fabrikam)"), "{e}");
-        let e = Config::parse(&GOOD.replace("schedule = \"15m\"", "schedule = \"15\""), "f.toml").unwrap_err();
+        assert!(
+            e.message
+                .contains("`contosoo` is not defined (defined: contoso, fabrikam)"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &GOOD.replace("schedule = \"15m\"", "schedule = \"15\""),
+            "f.toml",
+        )
+        .unwrap_err();
         assert_eq!(e.path, "sync_profile[0].schedule");
         let e = Config::parse(&GOOD.replace("ldap://127", "http://127"), "f.toml").unwrap_err();
         assert_eq!(e.path, "directory[0].url");
-        let e = Config::parse(&GOOD.replace("\"users\"\nsource", "\"contoso\"\nsource").replace("name = \"users\"", "name = \"x\"").replace("name = \"fabrikam\"", "name = \"contoso\""), "f.toml").unwrap_err();
+        let e = Config::parse(
+            &GOOD
+                .replace("\"users\"\nsource", "\"contoso\"\nsource")
+                .replace("name = \"users\"", "name = \"x\"")
+                .replace("name = \"fabrikam\"", "name = \"contoso\""),
+            "f.toml",
+        )
+        .unwrap_err();
         assert!(e.message.contains("defined twice"), "{e}");
-        let e = Config::parse(&GOOD.replace("object_types = [\"user\", \"group\"]\nschedule", "object_types = [\"device\", \"user\"]\nschedule").replace("path = \"tenant.json\"", "path = \"tenant.json\"\nobject_types = [\"user\"]"), "f.toml").unwrap_err();
+        let e = Config::parse(
+            &GOOD
+                .replace(
+                    "object_types = [\"user\", \"group\"]\nschedule",
+                    "object_types = [\"device\", \"user\"]\nschedule",
+                )
+                .replace(
+                    "path = \"tenant.json\"",
+                    "path = \"tenant.json\"\nobject_types = [\"user\"]",
+                ),
+            "f.toml",
+        )
+        .unwrap_err();
         assert!(e.message.contains("does not import devices"), "{e}");
     }
 
@@ -634,7 +805,11 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
     fn fingerprint_changes_with_rules_not_secrets() {
         let a = Config::parse(GOOD, "f").unwrap();
         let b = Config::parse(&GOOD.replace("s3cret", "other"), "f").unwrap();
-        let c = Config::parse(&GOOD.replace("@fabrikam.test\"]", "@fabrikam.example\"]"), "f").unwrap();
+        let c = Config::parse(
+            &GOOD.replace("@fabrikam.test\"]", "@fabrikam.example\"]"),
+            "f",
+        )
+        .unwrap();
         let fp = |c: &Config| c.profile_fingerprint(&c.profiles[0]);
         assert_eq!(fp(&a), fp(&b));
         assert_ne!(fp(&a), fp(&c));

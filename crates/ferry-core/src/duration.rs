@@ -10,7 +10,11 @@ use std::time::Duration;
 pub struct HumanDuration(pub Duration);
 
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration; write a number and a unit (s, m, h, d, w), e.g. `15m` or `1h30m`");
+    let bad = || {
+        format!(
+            "`{s}` is not a duration; write a number and a unit (s, m, h, d, w), e.g. `15m` or `1h30m`"
+        )
+    };
     let s = s.trim();
     if s.is_empty() {
         return Err(bad());
@@ -19,7 +23,12 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let mut num: Option<u64> = None;
     for c in s.chars() {
         if let Some(d) = c.to_digit(10) {
-            num = Some(num.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(u64::from(d))).ok_or_else(bad)?);
+            num = Some(
+                num.unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
         } else {
             let unit = match c {
                 's' => 1,
@@ -29,7 +38,14 @@ pub fn parse(s: &str) -> Result<Duration, String> {
                 'w' => 604_800,
                 _ => return Err(bad()),
             };
-            total = total.checked_add(num.take().ok_or_else(bad)?.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+            total = total
+                .checked_add(
+                    num.take()
+                        .ok_or_else(bad)?
+                        .checked_mul(unit)
+                        .ok_or_else(bad)?,
+                )
+                .ok_or_else(bad)?;
         }
     }
     if num.is_some() {
@@ -44,7 +60,13 @@ pub fn format(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+    for (unit, n) in [
+        ("w", 604_800),
+        ("d", 86_400),
+        ("h", 3600),
+        ("m", 60),
+        ("s", 1),
+    ] {
         if s >= n {
             out.push_str(&format!("{}{unit}", s / n));
             s %= n;
@@ -68,7 +90,9 @@ impl Serialize for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+        parse(&s)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
     }
 }
 

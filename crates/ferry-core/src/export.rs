@@ -77,8 +77,23 @@ pub struct Exported {
 }
 
 pub const CSV_HEADER: [&str; 17] = [
-    "profile", "kind", "source_id", "target_id", "source_name", "target_name", "source_upn", "target_upn", "source_mail", "target_mail",
-    "source_sid", "target_sid", "source_uid", "target_uid", "source_gid", "target_gid", "rule",
+    "profile",
+    "kind",
+    "source_id",
+    "target_id",
+    "source_name",
+    "target_name",
+    "source_upn",
+    "target_upn",
+    "source_mail",
+    "target_mail",
+    "source_sid",
+    "target_sid",
+    "source_uid",
+    "target_uid",
+    "source_gid",
+    "target_gid",
+    "rule",
 ];
 
 /// Renders entries in a format.
@@ -110,11 +125,17 @@ pub fn render(entries: &[TranslationEntry], format: ExportFormat) -> Exported {
                     o(&e.rule),
                 ]);
             }
-            Exported { body: w.into_inner().unwrap_or_default(), written: entries.len(), skipped: 0 }
+            Exported {
+                body: w.into_inner().unwrap_or_default(),
+                written: entries.len(),
+                skipped: 0,
+            }
         }
-        ExportFormat::Json => {
-            Exported { body: serde_json::to_vec_pretty(entries).unwrap_or_default(), written: entries.len(), skipped: 0 }
-        }
+        ExportFormat::Json => Exported {
+            body: serde_json::to_vec_pretty(entries).unwrap_or_default(),
+            written: entries.len(),
+            skipped: 0,
+        },
         ExportFormat::Sidmap => {
             let mut map = BTreeMap::new();
             let mut skipped = 0;
@@ -127,7 +148,11 @@ pub fn render(entries: &[TranslationEntry], format: ExportFormat) -> Exported {
                 }
             }
             let written = map.len();
-            Exported { body: serde_json::to_vec_pretty(&map).unwrap_or_default(), written, skipped }
+            Exported {
+                body: serde_json::to_vec_pretty(&map).unwrap_or_default(),
+                written,
+                skipped,
+            }
         }
         ExportFormat::Usermapping => {
             let mut body = String::from("Source,Destination\r\n");
@@ -135,11 +160,21 @@ pub fn render(entries: &[TranslationEntry], format: ExportFormat) -> Exported {
             let mut seen_t = std::collections::HashSet::new();
             let (mut written, mut skipped) = (0, 0);
             for e in entries.iter().filter(|e| e.kind == ObjectKind::User) {
-                let s = e.source_upn.as_deref().filter(|v| is_email(v)).or(e.source_mail.as_deref().filter(|v| is_email(v)));
-                let t = e.target_upn.as_deref().filter(|v| is_email(v)).or(e.target_mail.as_deref().filter(|v| is_email(v)));
+                let s = e
+                    .source_upn
+                    .as_deref()
+                    .filter(|v| is_email(v))
+                    .or(e.source_mail.as_deref().filter(|v| is_email(v)));
+                let t = e
+                    .target_upn
+                    .as_deref()
+                    .filter(|v| is_email(v))
+                    .or(e.target_mail.as_deref().filter(|v| is_email(v)));
                 match (s, t) {
                     (Some(s), Some(t))
-                        if !s.eq_ignore_ascii_case(t) && seen_s.insert(s.to_lowercase()) && seen_t.insert(t.to_lowercase()) =>
+                        if !s.eq_ignore_ascii_case(t)
+                            && seen_s.insert(s.to_lowercase())
+                            && seen_t.insert(t.to_lowercase()) =>
                     {
                         body.push_str(s);
                         body.push(',');
@@ -150,7 +185,11 @@ pub fn render(entries: &[TranslationEntry], format: ExportFormat) -> Exported {
                     _ => skipped += 1,
                 }
             }
-            Exported { body: body.into_bytes(), written, skipped }
+            Exported {
+                body: body.into_bytes(),
+                written,
+                skipped,
+            }
         }
     }
 }
@@ -158,7 +197,9 @@ pub fn render(entries: &[TranslationEntry], format: ExportFormat) -> Exported {
 /// The e-mail shape `usermapping.csv` accepts: one `@`, a non-empty local part, a dotted domain, no
 /// spaces, commas or quotes.
 pub fn is_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else { return false };
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && !domain.is_empty()
         && !domain.contains('@')
@@ -166,7 +207,9 @@ pub fn is_email(s: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains("..")
-        && s.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, ',' | '"' | ';' | '<' | '>'))
+        && s.chars().all(|c| {
+            !c.is_whitespace() && !c.is_control() && !matches!(c, ',' | '"' | ';' | '<' | '>')
+        })
 }
 
 #[cfg(test)]
@@ -216,19 +259,31 @@ mod tests {
             e("nobody", "n@b.test", None),        // not an e-mail
         ];
         let s = render(&rows, ExportFormat::Sidmap);
-        assert_eq!(String::from_utf8(s.body).unwrap(), "{\n  \"S-1-5-21-1-2-3-1001\": \"S-1-12-1-1-2-3-4\"\n}");
+        assert_eq!(
+            String::from_utf8(s.body).unwrap(),
+            "{\n  \"S-1-5-21-1-2-3-1001\": \"S-1-12-1-1-2-3-4\"\n}"
+        );
         assert_eq!(s.skipped, 4);
         let u = render(&rows, ExportFormat::Usermapping);
-        assert_eq!(String::from_utf8(u.body).unwrap(), "Source,Destination\r\nann@a.test,ann@b.test\r\nbob@a.test,bob@b.test\r\n");
+        assert_eq!(
+            String::from_utf8(u.body).unwrap(),
+            "Source,Destination\r\nann@a.test,ann@b.test\r\nbob@a.test,bob@b.test\r\n"
+        );
         assert_eq!((u.written, u.skipped), (2, 3));
     }
 
     #[test]
     fn email_shapes() {
-        for ok in ["a@b.c", "first.last+tag@sub.example.com", "ὀδυσσεύς@παράδειγμα.δοκιμή"] {
+        for ok in [
+            "a@b.c",
+            "first.last+tag@sub.example.com",
+            "ὀδυσσεύς@παράδειγμα.δοκιμή",
+        ] {
             assert!(is_email(ok), "{ok}");
         }
-        for bad in ["", "a", "@b.c", "a@", "a@b", "a@@b.c", "a b@c.d", "a@b..c", "a@.b.c", "a,b@c.d"] {
+        for bad in [
+            "", "a", "@b.c", "a@", "a@b", "a@@b.c", "a b@c.d", "a@b..c", "a@.b.c", "a,b@c.d",
+        ] {
             assert!(!is_email(bad), "{bad}");
         }
     }

@@ -19,12 +19,22 @@ use std::borrow::Cow;
 /// What the match stage decided for one source object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Matched { target: u32, rule: u16 },
+    Matched {
+        target: u32,
+        rule: u16,
+    },
     Unmatched,
     /// `rule` yielded several `candidates` and no rule yielded exactly one.
-    Ambiguous { rule: u16, candidates: Vec<u32> },
+    Ambiguous {
+        rule: u16,
+        candidates: Vec<u32>,
+    },
     /// Matched `target` by `rule`, but so did the `others` sources.
-    Conflict { target: u32, rule: u16, others: Vec<u32> },
+    Conflict {
+        target: u32,
+        rule: u16,
+        others: Vec<u32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +76,11 @@ struct CompiledRule<'r, 't> {
     index: FxHashMap<Cow<'t, str>, Cands>,
 }
 
-fn key<'a>(rule: &MatchRule, chain: &[crate::transform::Transform], v: AttrValue<'a>) -> Option<Cow<'a, str>> {
+fn key<'a>(
+    rule: &MatchRule,
+    chain: &[crate::transform::Transform],
+    v: AttrValue<'a>,
+) -> Option<Cow<'a, str>> {
     let s = match v {
         AttrValue::Str(s) => apply_all(chain, s),
         AttrValue::Num(n) => {
@@ -80,7 +94,12 @@ fn key<'a>(rule: &MatchRule, chain: &[crate::transform::Transform], v: AttrValue
 
 /// Runs the match stage for one kind. `sources` and `targets` hold objects of any kind; only those of
 /// `kind` take part. Returns one decision per source of that kind, in source order.
-pub fn match_kind(kind: ObjectKind, rules: &[MatchRule], sources: &[DirObject], targets: &[DirObject]) -> Vec<Decision> {
+pub fn match_kind(
+    kind: ObjectKind,
+    rules: &[MatchRule],
+    sources: &[DirObject],
+    targets: &[DirObject],
+) -> Vec<Decision> {
     let mut compiled: Vec<CompiledRule<'_, '_>> = Vec::new();
     for (orig, rule) in rules.iter().enumerate().filter(|(_, r)| r.applies_to(kind)) {
         let tattr = AttrRef::parse(&rule.target_attribute);
@@ -91,13 +110,23 @@ pub fn match_kind(kind: ObjectKind, rules: &[MatchRule], sources: &[DirObject], 
             }
             t.for_each_value(&tattr, |v| {
                 if let Some(k) = key(rule, &rule.target_transforms, v) {
-                    index.entry(k).and_modify(|c| c.push(ti as u32)).or_insert(Cands::One(ti as u32));
+                    index
+                        .entry(k)
+                        .and_modify(|c| c.push(ti as u32))
+                        .or_insert(Cands::One(ti as u32));
                 }
             });
         }
-        compiled.push(CompiledRule { rule, orig: orig as u16, source: AttrRef::parse(&rule.source_attribute), index });
+        compiled.push(CompiledRule {
+            rule,
+            orig: orig as u16,
+            source: AttrRef::parse(&rule.source_attribute),
+            index,
+        });
     }
-    let idx: Vec<u32> = (0..sources.len() as u32).filter(|&i| sources[i as usize].kind == kind).collect();
+    let idx: Vec<u32> = (0..sources.len() as u32)
+        .filter(|&i| sources[i as usize].kind == kind)
+        .collect();
 
     let decide = |chunk: &[u32]| -> Vec<Decision> {
         let mut out = Vec::with_capacity(chunk.len());
@@ -122,7 +151,10 @@ pub fn match_kind(kind: ObjectKind, rules: &[MatchRule], sources: &[DirObject], 
                 match scratch.len() {
                     0 => {}
                     1 => {
-                        outcome = Outcome::Matched { target: scratch[0], rule: c.orig };
+                        outcome = Outcome::Matched {
+                            target: scratch[0],
+                            rule: c.orig,
+                        };
                         break;
                     }
                     _ => {
@@ -139,16 +171,24 @@ pub fn match_kind(kind: ObjectKind, rules: &[MatchRule], sources: &[DirObject], 
             {
                 outcome = Outcome::Ambiguous { rule, candidates };
             }
-            out.push(Decision { source: si, outcome });
+            out.push(Decision {
+                source: si,
+                outcome,
+            });
         }
         out
     };
 
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     let mut decisions = if threads > 1 && idx.len() >= 50_000 {
         let per = idx.len().div_ceil(threads);
         std::thread::scope(|sc| {
-            let handles: Vec<_> = idx.chunks(per).map(|ch| sc.spawn(move || decide(ch))).collect();
+            let handles: Vec<_> = idx
+                .chunks(per)
+                .map(|ch| sc.spawn(move || decide(ch)))
+                .collect();
             let mut all = Vec::with_capacity(idx.len());
             for h in handles {
                 match h.join() {
@@ -169,7 +209,10 @@ pub fn match_kind(kind: ObjectKind, rules: &[MatchRule], sources: &[DirObject], 
         if let Outcome::Matched { target, .. } = d.outcome
             && let Some(first) = seen.insert(target, d.source)
         {
-            claims.entry(target).or_insert_with(|| vec![first]).push(d.source);
+            claims
+                .entry(target)
+                .or_insert_with(|| vec![first])
+                .push(d.source);
         }
     }
     if !claims.is_empty() {
@@ -178,7 +221,11 @@ pub fn match_kind(kind: ObjectKind, rules: &[MatchRule], sources: &[DirObject], 
                 && let Some(all) = claims.get(&target)
             {
                 let others = all.iter().copied().filter(|&s| s != d.source).collect();
-                d.outcome = Outcome::Conflict { target, rule, others };
+                d.outcome = Outcome::Conflict {
+                    target,
+                    rule,
+                    others,
+                };
             }
         }
     }
@@ -211,15 +258,18 @@ mod tests {
     #[test]
     fn decisions_table() {
         let suffix = Transform::ReplaceSuffix("@contoso.test".into(), "@fabrikam.test".into());
-        let rules = vec![rule("mail", "mail", vec![suffix.clone()]), rule("upn", "upn", vec![suffix])];
+        let rules = vec![
+            rule("mail", "mail", vec![suffix.clone()]),
+            rule("upn", "upn", vec![suffix]),
+        ];
         let sources = vec![
-            user("s0", Some("Ann@Contoso.test"), None),          // case differs: matches t0
-            user("s1", Some("bob@contoso.test"), None),          // two targets share bob's mail → ambiguous
-            user("s2", Some("gone@contoso.test"), None),         // left: unmatched
+            user("s0", Some("Ann@Contoso.test"), None), // case differs: matches t0
+            user("s1", Some("bob@contoso.test"), None), // two targets share bob's mail → ambiguous
+            user("s2", Some("gone@contoso.test"), None), // left: unmatched
             user("s3", Some("dup@contoso.test"), Some("carl@contoso.test")), // rule 0 ambiguous, rule 1 unique → matched
-            user("s4", Some("eve@contoso.test"), None),          // s4 and s5 both claim t5 → conflict
+            user("s4", Some("eve@contoso.test"), None), // s4 and s5 both claim t5 → conflict
             user("s5", Some("EVE@contoso.test"), None),
-            user("s6", None, None),                              // nothing to compare: unmatched
+            user("s6", None, None), // nothing to compare: unmatched
         ];
         let targets = vec![
             user("t0", Some("ann@fabrikam.test"), None),
@@ -235,11 +285,22 @@ mod tests {
             o,
             vec![
                 Outcome::Matched { target: 0, rule: 0 },
-                Outcome::Ambiguous { rule: 0, candidates: vec![1, 2] },
+                Outcome::Ambiguous {
+                    rule: 0,
+                    candidates: vec![1, 2]
+                },
                 Outcome::Unmatched,
                 Outcome::Matched { target: 3, rule: 1 },
-                Outcome::Conflict { target: 5, rule: 0, others: vec![5] },
-                Outcome::Conflict { target: 5, rule: 0, others: vec![4] },
+                Outcome::Conflict {
+                    target: 5,
+                    rule: 0,
+                    others: vec![5]
+                },
+                Outcome::Conflict {
+                    target: 5,
+                    rule: 0,
+                    others: vec![4]
+                },
                 Outcome::Unmatched,
             ]
         );
@@ -249,8 +310,14 @@ mod tests {
     fn case_sensitive_rules_and_kinds() {
         let mut r = rule("name", "name", vec![]);
         r.case_sensitive = true;
-        let sources = vec![DirObject::new(ObjectKind::Group, "g", "Sales"), DirObject::new(ObjectKind::Group, "h", "sales")];
-        let targets = vec![DirObject::new(ObjectKind::Group, "x", "sales"), DirObject::new(ObjectKind::User, "y", "Sales")];
+        let sources = vec![
+            DirObject::new(ObjectKind::Group, "g", "Sales"),
+            DirObject::new(ObjectKind::Group, "h", "sales"),
+        ];
+        let targets = vec![
+            DirObject::new(ObjectKind::Group, "x", "sales"),
+            DirObject::new(ObjectKind::User, "y", "Sales"),
+        ];
         let d = match_kind(ObjectKind::Group, &[r], &sources, &targets);
         assert_eq!(d[0].outcome, Outcome::Unmatched);
         assert_eq!(d[1].outcome, Outcome::Matched { target: 0, rule: 0 });
@@ -259,28 +326,53 @@ mod tests {
     #[test]
     fn multi_valued_and_numeric_attributes() {
         let mut s = DirObject::new(ObjectKind::User, "s", "s");
-        s.attrs = vec![("proxyAddresses".into(), "smtp:a@x".into()), ("proxyAddresses".into(), "smtp:b@x".into())];
+        s.attrs = vec![
+            ("proxyAddresses".into(), "smtp:a@x".into()),
+            ("proxyAddresses".into(), "smtp:b@x".into()),
+        ];
         s.uid_number = Some(1001);
         let mut t = DirObject::new(ObjectKind::User, "t", "t");
         t.attrs = vec![("proxyAddresses".into(), "SMTP:B@X".into())];
         t.attrs.push(("employeeNumber".into(), "1001".into()));
-        let d = match_kind(ObjectKind::User, &[rule("proxyAddresses", "proxyAddresses", vec![])], &[s.clone()], &[t.clone()]);
+        let d = match_kind(
+            ObjectKind::User,
+            &[rule("proxyAddresses", "proxyAddresses", vec![])],
+            &[s.clone()],
+            &[t.clone()],
+        );
         assert_eq!(d[0].outcome, Outcome::Matched { target: 0, rule: 0 });
-        let d = match_kind(ObjectKind::User, &[rule("uid_number", "employeeNumber", vec![])], &[s], &[t]);
+        let d = match_kind(
+            ObjectKind::User,
+            &[rule("uid_number", "employeeNumber", vec![])],
+            &[s],
+            &[t],
+        );
         assert_eq!(d[0].outcome, Outcome::Matched { target: 0, rule: 0 });
     }
 
     #[test]
     fn parallel_path_agrees_with_serial() {
         let n = 60_000;
-        let sources: Vec<DirObject> = (0..n).map(|i| user(&format!("s{i}"), Some(&format!("U{i}@a")), None)).collect();
-        let targets: Vec<DirObject> = (0..n).filter(|i| i % 7 != 0).map(|i| user(&format!("t{i}"), Some(&format!("u{i}@a")), None)).collect();
-        let d = match_kind(ObjectKind::User, &[rule("mail", "mail", vec![])], &sources, &targets);
+        let sources: Vec<DirObject> = (0..n)
+            .map(|i| user(&format!("s{i}"), Some(&format!("U{i}@a")), None))
+            .collect();
+        let targets: Vec<DirObject> = (0..n)
+            .filter(|i| i % 7 != 0)
+            .map(|i| user(&format!("t{i}"), Some(&format!("u{i}@a")), None))
+            .collect();
+        let d = match_kind(
+            ObjectKind::User,
+            &[rule("mail", "mail", vec![])],
+            &sources,
+            &targets,
+        );
         assert_eq!(d.len(), n);
         for (i, dec) in d.iter().enumerate() {
             assert_eq!(dec.source as usize, i);
             match dec.outcome {
-                Outcome::Matched { target, .. } => assert_eq!(targets[target as usize].id, format!("t{i}")),
+                Outcome::Matched { target, .. } => {
+                    assert_eq!(targets[target as usize].id, format!("t{i}"))
+                }
                 Outcome::Unmatched => assert_eq!(i % 7, 0),
                 ref o => panic!("{o:?}"),
             }

@@ -155,11 +155,23 @@ impl DirObject {
             AttrRef::Id => f(AttrValue::Str(&self.id)),
             AttrRef::Name => f(AttrValue::Str(&self.name)),
             AttrRef::Dn => opt(&self.dn).into_iter().for_each(|v| f(AttrValue::Str(v))),
-            AttrRef::Upn => opt(&self.upn).into_iter().for_each(|v| f(AttrValue::Str(v))),
-            AttrRef::Mail => opt(&self.mail).into_iter().for_each(|v| f(AttrValue::Str(v))),
-            AttrRef::Sid => opt(&self.sid).into_iter().for_each(|v| f(AttrValue::Str(v))),
-            AttrRef::UidNumber => self.uid_number.into_iter().for_each(|v| f(AttrValue::Num(v))),
-            AttrRef::GidNumber => self.gid_number.into_iter().for_each(|v| f(AttrValue::Num(v))),
+            AttrRef::Upn => opt(&self.upn)
+                .into_iter()
+                .for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::Mail => opt(&self.mail)
+                .into_iter()
+                .for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::Sid => opt(&self.sid)
+                .into_iter()
+                .for_each(|v| f(AttrValue::Str(v))),
+            AttrRef::UidNumber => self
+                .uid_number
+                .into_iter()
+                .for_each(|v| f(AttrValue::Num(v))),
+            AttrRef::GidNumber => self
+                .gid_number
+                .into_iter()
+                .for_each(|v| f(AttrValue::Num(v))),
             AttrRef::Other(name) => {
                 for (k, v) in &self.attrs {
                     if k.eq_ignore_ascii_case(name) {
@@ -270,10 +282,16 @@ mod tests {
             ("proxyAddresses".into(), "smtp:a@x".into()),
             ("proxyAddresses".into(), "SMTP:b@x".into()),
         ];
-        assert_eq!(o.values(&AttrRef::parse("userPrincipalName")), ["ann@contoso.test"]);
+        assert_eq!(
+            o.values(&AttrRef::parse("userPrincipalName")),
+            ["ann@contoso.test"]
+        );
         assert_eq!(o.values(&AttrRef::parse("upn")), ["ann@contoso.test"]);
         assert_eq!(o.values(&AttrRef::parse("uidNumber")), ["1001"]);
-        assert_eq!(o.values(&AttrRef::parse("PROXYADDRESSES")), ["smtp:a@x", "SMTP:b@x"]);
+        assert_eq!(
+            o.values(&AttrRef::parse("PROXYADDRESSES")),
+            ["smtp:a@x", "SMTP:b@x"]
+        );
         assert!(o.values(&AttrRef::parse("mail")).is_empty());
         // LDAP's `uid` is the login name, not ferry's uid_number.
         assert_eq!(AttrRef::parse("uid"), AttrRef::Other("uid".into()));

@@ -93,7 +93,13 @@ pub enum Write {
         members: Vec<String>,
     },
     /// Change attributes of the matched target object. `members` changes list target object ids.
-    Update { kind: ObjectKind, source_id: String, target_id: String, name: String, changes: Vec<AttrChange> },
+    Update {
+        kind: ObjectKind,
+        source_id: String,
+        target_id: String,
+        name: String,
+        changes: Vec<AttrChange>,
+    },
 }
 
 impl Write {
@@ -137,7 +143,12 @@ impl Plan {
 }
 
 /// Runs the sync stage: match every kind of the profile, then compute the writes of its mode.
-pub fn build(profile: &SyncProfile, fingerprint: &str, sources: &[DirObject], targets: &[DirObject]) -> Plan {
+pub fn build(
+    profile: &SyncProfile,
+    fingerprint: &str,
+    sources: &[DirObject],
+    targets: &[DirObject],
+) -> Plan {
     let rules = profile.effective_rules();
     let mut decisions = Vec::new();
     let mut counts = Counts::default();
@@ -154,15 +165,28 @@ pub fn build(profile: &SyncProfile, fingerprint: &str, sources: &[DirObject], ta
         }
         decisions.extend(d);
     }
-    counts.source_objects = sources.iter().filter(|o| profile.object_types.contains(&o.kind)).count() as u64;
-    counts.target_objects = targets.iter().filter(|o| profile.object_types.contains(&o.kind)).count() as u64;
+    counts.source_objects = sources
+        .iter()
+        .filter(|o| profile.object_types.contains(&o.kind))
+        .count() as u64;
+    counts.target_objects = targets
+        .iter()
+        .filter(|o| profile.object_types.contains(&o.kind))
+        .count() as u64;
     for kc in counts.by_kind.values() {
         counts.matched += kc.matched;
         counts.unmatched += kc.unmatched;
         counts.ambiguous += kc.ambiguous + kc.conflict;
     }
-    let writes = if profile.mode == SyncMode::MatchOnly { Vec::new() } else { writes(profile, &decisions, sources, targets) };
-    counts.creates = writes.iter().filter(|w| matches!(w, Write::Create { .. })).count() as u64;
+    let writes = if profile.mode == SyncMode::MatchOnly {
+        Vec::new()
+    } else {
+        writes(profile, &decisions, sources, targets)
+    };
+    counts.creates = writes
+        .iter()
+        .filter(|w| matches!(w, Write::Create { .. }))
+        .count() as u64;
     counts.updates = writes.len() as u64 - counts.creates;
     let mut h = Sha256::new();
     h.update(fingerprint.as_bytes());
@@ -184,16 +208,28 @@ fn mapped_values(map: &crate::config::AttributeMap, src: &DirObject) -> Vec<Stri
         return vec![v.clone()];
     }
     let attr = AttrRef::parse(map.source.as_deref().unwrap_or_default());
-    src.values(&attr).iter().map(|v| apply_all(&map.transforms, v).into_owned()).filter(|v| !v.is_empty()).collect()
+    src.values(&attr)
+        .iter()
+        .map(|v| apply_all(&map.transforms, v).into_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
-fn writes(profile: &SyncProfile, decisions: &[Decision], sources: &[DirObject], targets: &[DirObject]) -> Vec<Write> {
+fn writes(
+    profile: &SyncProfile,
+    decisions: &[Decision],
+    sources: &[DirObject],
+    targets: &[DirObject],
+) -> Vec<Write> {
     let maps = profile.effective_attributes();
     // Source id → target id for members that are already matched.
     let translated: FxHashMap<&str, &str> = decisions
         .iter()
         .filter_map(|d| match d.outcome {
-            Outcome::Matched { target, .. } => Some((sources[d.source as usize].id.as_str(), targets[target as usize].id.as_str())),
+            Outcome::Matched { target, .. } => Some((
+                sources[d.source as usize].id.as_str(),
+                targets[target as usize].id.as_str(),
+            )),
             _ => None,
         })
         .collect();
@@ -209,8 +245,18 @@ fn writes(profile: &SyncProfile, decisions: &[Decision], sources: &[DirObject], 
                         attributes.insert(AttrRef::parse(&m.target).canonical().to_string(), v);
                     }
                 }
-                let members = src.members.iter().filter_map(|m| translated.get(m.as_str()).map(|t| t.to_string())).collect();
-                out.push(Write::Create { kind: src.kind, source_id: src.id.clone(), name: src.name.clone(), attributes, members });
+                let members = src
+                    .members
+                    .iter()
+                    .filter_map(|m| translated.get(m.as_str()).map(|t| t.to_string()))
+                    .collect();
+                out.push(Write::Create {
+                    kind: src.kind,
+                    source_id: src.id.clone(),
+                    name: src.name.clone(),
+                    attributes,
+                    members,
+                });
             }
             Outcome::Matched { target, .. } if profile.mode == SyncMode::Update => {
                 let tgt = &targets[*target as usize];
@@ -223,7 +269,11 @@ fn writes(profile: &SyncProfile, decisions: &[Decision], sources: &[DirObject], 
                     let new = mapped_values(m, src);
                     let old = tgt.values(&attr);
                     if !new.is_empty() && new != old {
-                        changes.push(AttrChange { attribute: attr.canonical().to_string(), old, new });
+                        changes.push(AttrChange {
+                            attribute: attr.canonical().to_string(),
+                            old,
+                            new,
+                        });
                     }
                 }
                 if src.kind == ObjectKind::Group {
@@ -240,11 +290,21 @@ fn writes(profile: &SyncProfile, decisions: &[Decision], sources: &[DirObject], 
                     if !add.is_empty() {
                         let mut new = tgt.members.clone();
                         new.extend(add);
-                        changes.push(AttrChange { attribute: "members".into(), old: tgt.members.clone(), new });
+                        changes.push(AttrChange {
+                            attribute: "members".into(),
+                            old: tgt.members.clone(),
+                            new,
+                        });
                     }
                 }
                 if !changes.is_empty() {
-                    out.push(Write::Update { kind: src.kind, source_id: src.id.clone(), target_id: tgt.id.clone(), name: src.name.clone(), changes });
+                    out.push(Write::Update {
+                        kind: src.kind,
+                        source_id: src.id.clone(),
+                        target_id: tgt.id.clone(),
+                        name: src.name.clone(),
+                        changes,
+                    });
                 }
             }
             _ => {}
@@ -266,19 +326,41 @@ pub struct DecisionRecord<'a> {
 }
 
 impl<'a> DecisionRecord<'a> {
-    pub fn new(d: &Decision, sources: &'a [DirObject], targets: &'a [DirObject]) -> DecisionRecord<'a> {
+    pub fn new(
+        d: &Decision,
+        sources: &'a [DirObject],
+        targets: &'a [DirObject],
+    ) -> DecisionRecord<'a> {
         let source = &sources[d.source as usize];
         let (status, rule, target, candidates) = match &d.outcome {
-            Outcome::Matched { target, rule } => (Status::Matched, Some(*rule), Some(&targets[*target as usize]), vec![]),
+            Outcome::Matched { target, rule } => (
+                Status::Matched,
+                Some(*rule),
+                Some(&targets[*target as usize]),
+                vec![],
+            ),
             Outcome::Unmatched => (Status::Unmatched, None, None, vec![]),
-            Outcome::Ambiguous { rule, candidates } => {
-                (Status::Ambiguous, Some(*rule), None, candidates.iter().map(|&c| targets[c as usize].id.as_str()).collect())
-            }
-            Outcome::Conflict { target, rule, others } => (
+            Outcome::Ambiguous { rule, candidates } => (
+                Status::Ambiguous,
+                Some(*rule),
+                None,
+                candidates
+                    .iter()
+                    .map(|&c| targets[c as usize].id.as_str())
+                    .collect(),
+            ),
+            Outcome::Conflict {
+                target,
+                rule,
+                others,
+            } => (
                 Status::Conflict,
                 Some(*rule),
                 Some(&targets[*target as usize]),
-                others.iter().map(|&c| sources[c as usize].id.as_str()).collect(),
+                others
+                    .iter()
+                    .map(|&c| sources[c as usize].id.as_str())
+                    .collect(),
             ),
         };
         let mut h = Fnv::new();
@@ -302,7 +384,14 @@ impl<'a> DecisionRecord<'a> {
         for c in &candidates {
             h.write_str(c);
         }
-        DecisionRecord { source, status, rule, target, candidates, hash: h.finish() }
+        DecisionRecord {
+            source,
+            status,
+            rule,
+            target,
+            candidates,
+            hash: h.finish(),
+        }
     }
 }
 
@@ -339,7 +428,11 @@ pub fn diff<'a>(
             None => upserts.push((rec, None)),
         }
     }
-    let removed = stored.keys().filter(|(k, id)| !present.contains(&(*k, id.as_str()))).cloned().collect();
+    let removed = stored
+        .keys()
+        .filter(|(k, id)| !present.contains(&(*k, id.as_str())))
+        .cloned()
+        .collect();
     DecisionDiff { upserts, removed }
 }
 
@@ -385,13 +478,27 @@ pub struct LogEntry {
 
 impl LogEntry {
     pub fn info(code: &str, message: impl Into<String>) -> LogEntry {
-        LogEntry { level: Level::Info, code: code.into(), directory: None, object_kind: None, object_id: None, object_name: None, message: message.into() }
+        LogEntry {
+            level: Level::Info,
+            code: code.into(),
+            directory: None,
+            object_kind: None,
+            object_id: None,
+            object_name: None,
+            message: message.into(),
+        }
     }
     pub fn warning(code: &str, message: impl Into<String>) -> LogEntry {
-        LogEntry { level: Level::Warning, ..LogEntry::info(code, message) }
+        LogEntry {
+            level: Level::Warning,
+            ..LogEntry::info(code, message)
+        }
     }
     pub fn error(code: &str, message: impl Into<String>) -> LogEntry {
-        LogEntry { level: Level::Error, ..LogEntry::info(code, message) }
+        LogEntry {
+            level: Level::Error,
+            ..LogEntry::info(code, message)
+        }
     }
     pub fn with_object(mut self, o: &DirObject) -> LogEntry {
         self.object_kind = Some(o.kind);
@@ -408,23 +515,55 @@ impl LogEntry {
 /// Message log entries for the decisions that changed: warnings for objects that became unmatched,
 /// ambiguous or conflicting (with the rule and candidates), info for new or re-targeted matches.
 pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> Vec<LogEntry> {
-    let rule = |r: Option<u16>| r.and_then(|r| plan.rules.get(r as usize)).cloned().unwrap_or_default();
+    let rule = |r: Option<u16>| {
+        r.and_then(|r| plan.rules.get(r as usize))
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut out = Vec::new();
     for (rec, prev) in &diff.upserts {
-        let who = rec.source.upn.as_deref().or(rec.source.mail.as_deref()).unwrap_or(&rec.source.name);
+        let who = rec
+            .source
+            .upn
+            .as_deref()
+            .or(rec.source.mail.as_deref())
+            .unwrap_or(&rec.source.name);
         let e = match rec.status {
             Status::Matched => {
-                let t = rec.target.map(|t| t.upn.as_deref().or(t.mail.as_deref()).unwrap_or(&t.name)).unwrap_or_default();
-                let verb = if prev.is_some_and(|p| p == Status::Matched) { "now matched" } else { "matched" };
-                LogEntry::info("matched", format!("{} {who} {verb} to {t} by rule {}", rec.source.kind, rule(rec.rule)))
+                let t = rec
+                    .target
+                    .map(|t| t.upn.as_deref().or(t.mail.as_deref()).unwrap_or(&t.name))
+                    .unwrap_or_default();
+                let verb = if prev.is_some_and(|p| p == Status::Matched) {
+                    "now matched"
+                } else {
+                    "matched"
+                };
+                LogEntry::info(
+                    "matched",
+                    format!(
+                        "{} {who} {verb} to {t} by rule {}",
+                        rec.source.kind,
+                        rule(rec.rule)
+                    ),
+                )
             }
             Status::Unmatched => LogEntry::warning(
                 "unmatched",
-                format!("{} {who} has no match in the target under any rule; it will not be translated", rec.source.kind),
+                format!(
+                    "{} {who} has no match in the target under any rule; it will not be translated",
+                    rec.source.kind
+                ),
             ),
             Status::Ambiguous => LogEntry::warning(
                 "ambiguous",
-                format!("{} {who} matches {} target objects by rule {}: {}", rec.source.kind, rec.candidates.len(), rule(rec.rule), rec.candidates.join(", ")),
+                format!(
+                    "{} {who} matches {} target objects by rule {}: {}",
+                    rec.source.kind,
+                    rec.candidates.len(),
+                    rule(rec.rule),
+                    rec.candidates.join(", ")
+                ),
             ),
             Status::Conflict => LogEntry::warning(
                 "conflict",
@@ -440,6 +579,65 @@ pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> 
         };
         out.push(e.with_object(rec.source).with_directory(source_dir));
     }
+    out
+}
+
+/// History lines for decisions that changed since the last cycle (new decisions need none: the
+/// decision row records the cycle that first made it).
+pub fn history_lines(plan: &Plan, diff: &DecisionDiff<'_>) -> Vec<(ObjectKind, String, String)> {
+    let rule = |r: Option<u16>| {
+        r.and_then(|r| plan.rules.get(r as usize))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out: Vec<(ObjectKind, String, String)> = diff
+        .upserts
+        .iter()
+        .filter_map(|(rec, prev)| {
+            let prev = (*prev)?;
+            let now = match rec.status {
+                Status::Matched => {
+                    let t = rec
+                        .target
+                        .map(|t| {
+                            format!(
+                                "{} ({})",
+                                t.upn.as_deref().or(t.mail.as_deref()).unwrap_or(&t.name),
+                                t.id
+                            )
+                        })
+                        .unwrap_or_default();
+                    format!("matched to {t} by rule {}", rule(rec.rule))
+                }
+                Status::Unmatched => "unmatched".to_string(),
+                Status::Ambiguous => format!(
+                    "ambiguous by rule {} ({} candidates)",
+                    rule(rec.rule),
+                    rec.candidates.len()
+                ),
+                Status::Conflict => format!(
+                    "in conflict with {} by rule {}",
+                    rec.candidates.join(", "),
+                    rule(rec.rule)
+                ),
+            };
+            let change = if prev == rec.status && prev == Status::Matched {
+                format!("identity changed; {now}")
+            } else if prev == rec.status {
+                format!("still {now}")
+            } else {
+                format!("{} → {now}", prev.as_str())
+            };
+            Some((rec.source.kind, rec.source.id.clone(), change))
+        })
+        .collect();
+    out.extend(diff.removed.iter().map(|(k, id)| {
+        (
+            *k,
+            id.clone(),
+            "left the source directory or the profile's scope".to_string(),
+        )
+    }));
     out
 }
 
@@ -490,7 +688,13 @@ object_types = ["group"]
         let mut tg = DirObject::new(ObjectKind::Group, "tg1", "Sales");
         tg.members = vec!["t1".into()];
         (
-            vec![user("s1", "ann@a", "Ann"), user("s2", "bob@a", "Bob"), user("s3", "cy@a", "Cy"), g, DirObject::new(ObjectKind::Group, "g2", "Ops")],
+            vec![
+                user("s1", "ann@a", "Ann"),
+                user("s2", "bob@a", "Bob"),
+                user("s3", "cy@a", "Cy"),
+                g,
+                DirObject::new(ObjectKind::Group, "g2", "Ops"),
+            ],
             vec![user("t1", "ann@b", "Ann B"), user("t2", "bob@b", "Bob"), tg],
         )
     }
@@ -502,7 +706,10 @@ object_types = ["group"]
         let p = build(&c.profiles[0], "fp", &s, &t);
         assert!(p.writes.is_empty());
         assert!(!p.needs_approval());
-        assert_eq!((p.counts.matched, p.counts.unmatched, p.counts.ambiguous), (3, 2, 0));
+        assert_eq!(
+            (p.counts.matched, p.counts.unmatched, p.counts.ambiguous),
+            (3, 2, 0)
+        );
     }
 
     #[test]
@@ -512,7 +719,9 @@ object_types = ["group"]
         let p = build(&c.profiles[0], "fp", &s, &t);
         // Cy (user) and Ops (group) are unmatched; the default mapping copies name and the rule's mail.
         assert_eq!(p.writes.len(), 2, "{:#?}", p.writes);
-        let Write::Create { attributes, .. } = &p.writes[0] else { panic!() };
+        let Write::Create { attributes, .. } = &p.writes[0] else {
+            panic!()
+        };
         assert_eq!(attributes["mail"], ["cy@b"]);
         assert_eq!(attributes["name"], ["Cy"]);
         let c = cfg("update");
@@ -520,7 +729,9 @@ object_types = ["group"]
         // Update adds: Ann's name differs, Sales lacks Bob (t2).
         let updates: Vec<&Write> = p2.writes.iter().filter(|w| w.op() == "update").collect();
         assert_eq!(updates.len(), 2, "{updates:#?}");
-        let Write::Update { changes, .. } = updates[1] else { panic!() };
+        let Write::Update { changes, .. } = updates[1] else {
+            panic!()
+        };
         assert_eq!(changes[0].attribute, "members");
         assert_eq!(changes[0].new, ["t1", "t2"]);
         assert_ne!(p.hash, p2.hash);
@@ -536,8 +747,11 @@ object_types = ["group"]
         let p = build(&c.profiles[0], "fp", &s, &t);
         let d = diff(&p, &s, &t, &FxHashMap::default());
         assert_eq!(d.upserts.len(), 5);
-        let stored: FxHashMap<DecisionKey, (u64, Status)> =
-            d.upserts.iter().map(|(r, _)| ((r.source.kind, r.source.id.clone()), (r.hash, r.status))).collect();
+        let stored: FxHashMap<DecisionKey, (u64, Status)> = d
+            .upserts
+            .iter()
+            .map(|(r, _)| ((r.source.kind, r.source.id.clone()), (r.hash, r.status)))
+            .collect();
         let d2 = diff(&p, &s, &t, &stored);
         assert!(d2.upserts.is_empty() && d2.removed.is_empty());
         // Bob's target changes its UPN: one row changes; Cy leaves: one row removed.
@@ -552,5 +766,13 @@ object_types = ["group"]
         let logs = decision_logs(&p2, &d3, "a");
         assert_eq!(logs.len(), 1);
         assert!(logs[0].message.contains("now matched"), "{logs:?}");
+        let h = history_lines(&p2, &d3);
+        assert_eq!(h.len(), 2);
+        assert!(
+            h[0].2
+                .starts_with("identity changed; matched to bob@b (t2)"),
+            "{h:?}"
+        );
+        assert_eq!(h[1].1, "s3");
     }
 }

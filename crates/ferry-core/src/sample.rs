@@ -10,16 +10,63 @@ use crate::model::{DirObject, ObjectKind};
 use crate::sid::entra_sid_from_object_id;
 
 const FIRST: [&str; 40] = [
-    "Ann", "Bob", "Carla", "Dev", "Emma", "Femi", "Greta", "Hiro", "Ines", "Jon", "Kofi", "Lena", "Mateo", "Nora", "Omar", "Priya", "Quinn",
-    "Rosa", "Sven", "Tara", "Uma", "Viktor", "Wen", "Xavier", "Yara", "Zoë", "Ana", "Björn", "Chloé", "Dmitri", "Élodie", "Farah", "Gustav",
+    "Ann", "Bob", "Carla", "Dev", "Emma", "Femi", "Greta", "Hiro", "Ines", "Jon", "Kofi", "Lena",
+    "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Uma", "Viktor", "Wen",
+    "Xavier", "Yara", "Zoë", "Ana", "Björn", "Chloé", "Dmitri", "Élodie", "Farah", "Gustav",
     "Hana", "Igor", "Jana", "Kai", "Léa", "Miguel", "Nadia",
 ];
 const LAST: [&str; 40] = [
-    "Lee", "Smith", "Okafor", "García", "Müller", "Rossi", "Tanaka", "Kowalski", "Nguyen", "Silva", "Johansson", "Novak", "Dubois", "Khan",
-    "O'Brien", "Hansen", "Ivanova", "Costa", "Yilmaz", "Schmidt", "Park", "Fischer", "Moreau", "Horvat", "Nielsen", "Patel", "Sato", "Berg",
-    "Lopez", "Wagner", "Kim", "Meyer", "Bauer", "Clark", "Weber", "Lund", "Rey", "Haas", "Vidal", "Ito",
+    "Lee",
+    "Smith",
+    "Okafor",
+    "García",
+    "Müller",
+    "Rossi",
+    "Tanaka",
+    "Kowalski",
+    "Nguyen",
+    "Silva",
+    "Johansson",
+    "Novak",
+    "Dubois",
+    "Khan",
+    "O'Brien",
+    "Hansen",
+    "Ivanova",
+    "Costa",
+    "Yilmaz",
+    "Schmidt",
+    "Park",
+    "Fischer",
+    "Moreau",
+    "Horvat",
+    "Nielsen",
+    "Patel",
+    "Sato",
+    "Berg",
+    "Lopez",
+    "Wagner",
+    "Kim",
+    "Meyer",
+    "Bauer",
+    "Clark",
+    "Weber",
+    "Lund",
+    "Rey",
+    "Haas",
+    "Vidal",
+    "Ito",
 ];
-const DEPARTMENTS: [&str; 8] = ["Sales", "Finance", "Engineering", "Support", "Legal", "Marketing", "Operations", "HR"];
+const DEPARTMENTS: [&str; 8] = [
+    "Sales",
+    "Finance",
+    "Engineering",
+    "Support",
+    "Legal",
+    "Marketing",
+    "Operations",
+    "HR",
+];
 
 /// A deterministic generator (SplitMix64): reproducible data without a dependency.
 pub struct Rng(u64);
@@ -113,7 +160,10 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
         s.sid = entra_sid_from_object_id(&id).ok();
         s.uid_number = Some(10_000 + i as u32);
         s.gid_number = Some(10_000);
-        s.attrs = vec![("department".into(), dept.into()), ("employeeId".into(), format!("E{:07}", i + 1))];
+        s.attrs = vec![
+            ("department".into(), dept.into()),
+            ("employeeId".into(), format!("E{:07}", i + 1)),
+        ];
         source.push(s);
 
         let roll = rng.below(1000);
@@ -128,7 +178,10 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
         t.sid = entra_sid_from_object_id(&tid).ok();
         t.uid_number = Some(200_000 + i as u32);
         t.gid_number = Some(200_000);
-        t.attrs = vec![("department".into(), dept.into()), ("employeeId".into(), format!("E{:07}", i + 1))];
+        t.attrs = vec![
+            ("department".into(), dept.into()),
+            ("employeeId".into(), format!("E{:07}", i + 1)),
+        ];
         let mail = if roll < 70 {
             // Changed their name: a new mail, still the same employee id.
             format!("{local}.new@fabrikam.test")
@@ -147,7 +200,8 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
         if (270..280).contains(&roll) {
             // A duplicate mailbox in the target: ambiguous by mail, and by employee id.
             let did = rng.guid();
-            let mut d = DirObject::new(ObjectKind::User, did.clone(), format!("{name} (duplicate)"));
+            let mut d =
+                DirObject::new(ObjectKind::User, did.clone(), format!("{name} (duplicate)"));
             d.upn = Some(format!("{local}.dup@fabrikam.test"));
             d.mail = Some(mail);
             d.sid = entra_sid_from_object_id(&did).ok();
@@ -174,7 +228,11 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
         let n_users = source.len();
         for g in 0..(users / 30).max(1) {
             let gid = rng.guid();
-            let name = format!("{}-{:03}", DEPARTMENTS[g % DEPARTMENTS.len()], g / DEPARTMENTS.len());
+            let name = format!(
+                "{}-{:03}",
+                DEPARTMENTS[g % DEPARTMENTS.len()],
+                g / DEPARTMENTS.len()
+            );
             let mut s = DirObject::new(ObjectKind::Group, gid.clone(), name.clone());
             s.sid = entra_sid_from_object_id(&gid).ok();
             s.gid_number = Some(50_000 + g as u32);
@@ -193,7 +251,11 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
             source.push(s);
             if !rng.chance(100) {
                 let tgid = rng.guid();
-                let tname = if rng.chance(200) { name.to_uppercase() } else { name };
+                let tname = if rng.chance(200) {
+                    name.to_uppercase()
+                } else {
+                    name
+                };
                 let mut t = DirObject::new(ObjectKind::Group, tgid.clone(), tname);
                 t.sid = entra_sid_from_object_id(&tgid).ok();
                 t.gid_number = Some(250_000 + g as u32);
@@ -206,7 +268,13 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
             let name = format!("CONTOSO-LT-{:05}", d + 1);
             let mut s = DirObject::new(ObjectKind::Device, id, name.clone());
             let device_id = rng.guid();
-            s.attrs = vec![("deviceId".into(), device_id.clone()), ("operatingSystem".into(), if d % 5 == 0 { "Linux" } else { "Windows" }.into())];
+            s.attrs = vec![
+                ("deviceId".into(), device_id.clone()),
+                (
+                    "operatingSystem".into(),
+                    if d % 5 == 0 { "Linux" } else { "Windows" }.into(),
+                ),
+            ];
             source.push(s);
             if rng.chance(300) {
                 // Pre-staged in the target under the same name.
@@ -219,7 +287,11 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
     for o in source.iter_mut().chain(target.iter_mut()) {
         o.normalise();
     }
-    Sample { source, target, expected }
+    Sample {
+        source,
+        target,
+        expected,
+    }
 }
 
 /// The match rules the quickstart configures for this data, as TOML.
@@ -259,10 +331,17 @@ mod tests {
         assert_eq!(u.matched, s.expected.users_matched);
         assert_eq!(u.unmatched, s.expected.users_unmatched);
         assert_eq!(u.ambiguous + u.conflict, s.expected.users_ambiguous);
-        assert!(s.expected.users_unmatched > 50 && s.expected.users_ambiguous > 10, "{:?}", s.expected);
+        assert!(
+            s.expected.users_unmatched > 50 && s.expected.users_ambiguous > 10,
+            "{:?}",
+            s.expected
+        );
         let g = p.counts.by_kind[&ObjectKind::Group];
         assert!(g.matched > 80 && g.unmatched > 0, "{g:?}");
         // Every snapshot round-trips.
-        assert_eq!(crate::snapshot::parse_json(&crate::snapshot::render_json(&s.target)).unwrap(), s.target);
+        assert_eq!(
+            crate::snapshot::parse_json(&crate::snapshot::render_json(&s.target)).unwrap(),
+            s.target
+        );
     }
 }

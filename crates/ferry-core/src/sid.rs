@@ -40,7 +40,11 @@ pub fn sid_from_bytes(b: &[u8]) -> Result<String, SidError> {
     }
     let need = 8 + 4 * count as usize;
     if b.len() != need {
-        return Err(SidError::Length { count, need, have: b.len() });
+        return Err(SidError::Length {
+            count,
+            need,
+            have: b.len(),
+        });
     }
     let mut auth = [0u8; 8];
     auth[2..].copy_from_slice(&b[2..8]);
@@ -69,7 +73,10 @@ pub fn sid_to_bytes(s: &str) -> Result<Vec<u8>, SidError> {
         .ok_or_else(bad)?;
     let mut parts = rest.split('-');
     let auth_s = parts.next().ok_or_else(bad)?;
-    let authority = if let Some(hex) = auth_s.strip_prefix("0x").or_else(|| auth_s.strip_prefix("0X")) {
+    let authority = if let Some(hex) = auth_s
+        .strip_prefix("0x")
+        .or_else(|| auth_s.strip_prefix("0X"))
+    {
         u64::from_str_radix(hex, 16).map_err(|_| bad())?
     } else {
         auth_s.parse::<u64>().map_err(|_| bad())?
@@ -131,13 +138,23 @@ pub fn guid_to_ms_bytes(s: &str) -> Result<[u8; 16], SidError> {
     let bad = || SidError::GuidSyntax(s.to_string());
     let t = s.trim_start_matches('{').trim_end_matches('}');
     let groups: Vec<&str> = t.split('-').collect();
-    if groups.len() != 5 || [8, 4, 4, 4, 12] != [groups[0].len(), groups[1].len(), groups[2].len(), groups[3].len(), groups[4].len()] {
+    if groups.len() != 5
+        || [8, 4, 4, 4, 12]
+            != [
+                groups[0].len(),
+                groups[1].len(),
+                groups[2].len(),
+                groups[3].len(),
+                groups[4].len(),
+            ]
+    {
         return Err(bad());
     }
     let hex: String = groups.concat();
     let mut raw = [0u8; 16];
     for (i, byte) in raw.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
     }
     let mut b = raw;
     b[0..4].reverse();
@@ -183,7 +200,14 @@ mod tests {
             let b = sid_to_bytes(s).unwrap();
             assert_eq!(sid_from_bytes(&b).unwrap(), s);
         }
-        assert_eq!(sid_from_bytes(&[1, 2, 0, 0, 0, 0, 0, 5, 1, 0, 0]), Err(SidError::Length { count: 2, need: 16, have: 11 }));
+        assert_eq!(
+            sid_from_bytes(&[1, 2, 0, 0, 0, 0, 0, 5, 1, 0, 0]),
+            Err(SidError::Length {
+                count: 2,
+                need: 16,
+                have: 11
+            })
+        );
         assert!(sid_to_bytes("S-1-5-x").is_err());
         assert!(sid_to_bytes("S-1-5--1").is_err());
         assert!(sid_to_bytes("S-1-5-4294967296").is_err());

@@ -182,19 +182,35 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
             // Parse again, slower, to learn the path of the first error.
             let mut de = serde_json::Deserializer::from_slice(bytes);
             let e = match serde_path_to_error::deserialize::<_, JsonSnapshot>(&mut de) {
-                Ok(_) => return Err(SnapshotError { location: "document".into(), message: "invalid JSON snapshot".into() }),
+                Ok(_) => {
+                    return Err(SnapshotError {
+                        location: "document".into(),
+                        message: "invalid JSON snapshot".into(),
+                    });
+                }
                 Err(e) => e,
             };
             let path = e.path().to_string();
             let inner = e.into_inner();
             let msg = inner.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            let path = if path == "." { String::new() } else { format!(", {path}") };
-            return Err(SnapshotError { location: format!("line {}, column {}{path}", inner.line(), inner.column()), message: msg });
+            let path = if path == "." {
+                String::new()
+            } else {
+                format!(", {path}")
+            };
+            return Err(SnapshotError {
+                location: format!("line {}, column {}{path}", inner.line(), inner.column()),
+                message: msg,
+            });
         }
     };
     let mut out = Vec::with_capacity(snap.users.len() + snap.groups.len() + snap.devices.len());
-    for (kind, list) in [(ObjectKind::User, snap.users), (ObjectKind::Group, snap.groups), (ObjectKind::Device, snap.devices)] {
+    for (kind, list) in [
+        (ObjectKind::User, snap.users),
+        (ObjectKind::Group, snap.groups),
+        (ObjectKind::Device, snap.devices),
+    ] {
         for j in list {
             out.push(into_object(kind, j));
         }
@@ -210,16 +226,25 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
 
 /// Ids must be present and unique within a kind; names must not be empty.
 fn check(objs: &[DirObject], locate: impl Fn(usize) -> String) -> Result<(), SnapshotError> {
-    let mut seen: rustc_hash::FxHashMap<(ObjectKind, &str), usize> = rustc_hash::FxHashMap::default();
+    let mut seen: rustc_hash::FxHashMap<(ObjectKind, &str), usize> =
+        rustc_hash::FxHashMap::default();
     seen.reserve(objs.len());
     for (i, o) in objs.iter().enumerate() {
         if o.id.trim().is_empty() {
-            return Err(SnapshotError { location: format!("{}.id", locate(i)), message: "id must not be empty".into() });
+            return Err(SnapshotError {
+                location: format!("{}.id", locate(i)),
+                message: "id must not be empty".into(),
+            });
         }
         if let Some(prev) = seen.insert((o.kind, o.id.as_str()), i) {
             return Err(SnapshotError {
                 location: format!("{}.id", locate(i)),
-                message: format!("duplicate {} id `{}` (first at {})", o.kind, o.id, locate(prev)),
+                message: format!(
+                    "duplicate {} id `{}` (first at {})",
+                    o.kind,
+                    o.id,
+                    locate(prev)
+                ),
             });
         }
     }
@@ -247,36 +272,77 @@ pub fn render_json(objs: &[DirObject]) -> Vec<u8> {
         devices: Vec<JsonObject>,
     }
     let pick = |k| objs.iter().filter(|o| o.kind == k).map(to).collect();
-    let out = Out { users: pick(ObjectKind::User), groups: pick(ObjectKind::Group), devices: pick(ObjectKind::Device) };
+    let out = Out {
+        users: pick(ObjectKind::User),
+        groups: pick(ObjectKind::Group),
+        devices: pick(ObjectKind::Device),
+    };
     let mut v = serde_json::to_vec_pretty(&out).unwrap_or_default();
     v.push(b'\n');
     v
 }
 
-const CSV_FIXED: [&str; 9] = ["type", "id", "name", "upn", "mail", "sid", "uid_number", "gid_number", "members"];
+const CSV_FIXED: [&str; 9] = [
+    "type",
+    "id",
+    "name",
+    "upn",
+    "mail",
+    "sid",
+    "uid_number",
+    "gid_number",
+    "members",
+];
 
 /// Parses a CSV snapshot.
 pub fn parse_csv(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut r = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(bytes);
     let header = r
         .headers()
-        .map_err(|e| SnapshotError { location: "line 1".into(), message: format!("cannot read the header: {e}") })?
+        .map_err(|e| SnapshotError {
+            location: "line 1".into(),
+            message: format!("cannot read the header: {e}"),
+        })?
         .clone();
     let col = |n: &str| header.iter().position(|h| h == n);
     let (Some(c_type), Some(c_id), Some(c_name)) = (col("type"), col("id"), col("name")) else {
-        return Err(SnapshotError { location: "line 1".into(), message: "the header must name the columns `type`, `id` and `name`".into() });
+        return Err(SnapshotError {
+            location: "line 1".into(),
+            message: "the header must name the columns `type`, `id` and `name`".into(),
+        });
     };
     for (i, h) in header.iter().enumerate() {
         if h.trim().is_empty() {
-            return Err(SnapshotError { location: format!("line 1, column {}", i + 1), message: "empty column name in the header".into() });
+            return Err(SnapshotError {
+                location: format!("line 1, column {}", i + 1),
+                message: "empty column name in the header".into(),
+            });
         }
         if header.iter().take(i).any(|p| p == h) {
-            return Err(SnapshotError { location: format!("line 1, column {}", i + 1), message: format!("column `{h}` appears twice") });
+            return Err(SnapshotError {
+                location: format!("line 1, column {}", i + 1),
+                message: format!("column `{h}` appears twice"),
+            });
         }
     }
-    let (c_upn, c_mail, c_sid, c_uid, c_gid, c_members) = (col("upn"), col("mail"), col("sid"), col("uid_number"), col("gid_number"), col("members"));
-    let extra: Vec<(usize, String)> = header.iter().enumerate().filter(|(_, h)| !CSV_FIXED.contains(h)).map(|(i, h)| (i, h.to_string())).collect();
+    let (c_upn, c_mail, c_sid, c_uid, c_gid, c_members) = (
+        col("upn"),
+        col("mail"),
+        col("sid"),
+        col("uid_number"),
+        col("gid_number"),
+        col("members"),
+    );
+    let extra: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !CSV_FIXED.contains(h))
+        .map(|(i, h)| (i, h.to_string()))
+        .collect();
     let mut out = Vec::new();
     let mut lines = Vec::new();
     let mut rec = csv::StringRecord::new();
@@ -287,11 +353,18 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 let message = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("{len} fields, but the header has {expected_len}"),
-                    csv::ErrorKind::Utf8 { err, .. } => format!("field {} is not valid UTF-8", err.field() + 1),
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => format!("{len} fields, but the header has {expected_len}"),
+                    csv::ErrorKind::Utf8 { err, .. } => {
+                        format!("field {} is not valid UTF-8", err.field() + 1)
+                    }
                     _ => e.to_string(),
                 };
-                return Err(SnapshotError { location: format!("line {line}"), message });
+                return Err(SnapshotError {
+                    location: format!("line {line}"),
+                    message,
+                });
             }
         }
         let line = rec.position().map_or(0, |p| p.line());
@@ -308,7 +381,10 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
         };
         let kind = ObjectKind::parse(field(c_type)).ok_or_else(|| SnapshotError {
             location: format!("line {line}, field type"),
-            message: format!("`{}` is not an object type; expected user, group or device", field(c_type)),
+            message: format!(
+                "`{}` is not an object type; expected user, group or device",
+                field(c_type)
+            ),
         })?;
         let mut o = DirObject::new(kind, field(c_id), field(c_name));
         o.upn = opt(c_upn);
@@ -316,8 +392,19 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
         o.sid = opt(c_sid);
         o.uid_number = num(c_uid, "uid_number")?;
         o.gid_number = num(c_gid, "gid_number")?;
-        o.members = opt(c_members).map(|m| m.split(';').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
-        o.attrs = extra.iter().filter(|(i, _)| !field(*i).is_empty()).map(|(i, h)| (h.clone(), field(*i).to_string())).collect();
+        o.members = opt(c_members)
+            .map(|m| {
+                m.split(';')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        o.attrs = extra
+            .iter()
+            .filter(|(i, _)| !field(*i).is_empty())
+            .map(|(i, h)| (h.clone(), field(*i).to_string()))
+            .collect();
         o.normalise();
         out.push(o);
         lines.push(line);
@@ -328,7 +415,10 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
 
 /// Renders objects as a CSV snapshot (the inverse of [`parse_csv`] for single-valued attributes).
 pub fn render_csv(objs: &[DirObject]) -> Vec<u8> {
-    let mut extra: Vec<&str> = objs.iter().flat_map(|o| o.attrs.iter().map(|(k, _)| k.as_str())).collect();
+    let mut extra: Vec<&str> = objs
+        .iter()
+        .flat_map(|o| o.attrs.iter().map(|(k, _)| k.as_str()))
+        .collect();
     extra.sort_unstable();
     extra.dedup();
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -363,11 +453,18 @@ mod tests {
         u.mail = Some("(odie)*\\00@contoso.test".into());
         u.sid = Some("S-1-5-21-1-2-3-1001".into());
         u.uid_number = Some(4_294_967_295);
-        u.attrs = vec![("description".into(), "x".repeat(70_000)), ("note".into(), "line1\nline2\r\n;|,".into())];
+        u.attrs = vec![
+            ("description".into(), "x".repeat(70_000)),
+            ("note".into(), "line1\nline2\r\n;|,".into()),
+        ];
         u.normalise();
         let mut g = DirObject::new(ObjectKind::Group, "g-1", "Sales & (Ops)");
         g.members = vec!["u-1".into()];
-        vec![u, g, DirObject::new(ObjectKind::Device, "d-1", "CONTOSO-LT-0001")]
+        vec![
+            u,
+            g,
+            DirObject::new(ObjectKind::Device, "d-1", "CONTOSO-LT-0001"),
+        ]
     }
 
     #[test]
@@ -381,17 +478,32 @@ mod tests {
     fn json_multi_values_bom_and_numbers() {
         let src = "\u{feff}{\"users\":[{\"id\":\"1\",\"name\":\"a\",\"attributes\":{\"proxyAddresses\":[\"smtp:a\",\"smtp:b\"],\"n\":7,\"ok\":true}}]}";
         let o = parse_json(src.as_bytes()).unwrap();
-        assert_eq!(o[0].values(&crate::model::AttrRef::parse("proxyAddresses")), ["smtp:a", "smtp:b"]);
+        assert_eq!(
+            o[0].values(&crate::model::AttrRef::parse("proxyAddresses")),
+            ["smtp:a", "smtp:b"]
+        );
         assert_eq!(o[0].attr("n"), Some("7"));
     }
 
     #[test]
     fn json_errors_say_where() {
         let cases = [
-            ("{\"users\":[{\"id\":\"1\",\"name\":\"a\"},\n{\"id\":\"2\",\"name\":\"b\",\"uid_number\":\"x\"}]}", "line 2, column 37, users[1].uid_number"),
-            ("{\"users\":[{\"id\":\"1\"}]}", "line 1, column 20, users[0]"),
-            ("{\"users\":[{\"id\":\"1\",\"name\":\"a\",\"colour\":1}]}", "users[0].colour"),
-            ("{\"users\":[{\"id\":\"1\",\"name\":\"a\"},{\"id\":\"1\",\"name\":\"b\"}]}", "users[1].id"),
+            (
+                "{\"users\":[{\"id\":\"1\",\"name\":\"a\"},\n{\"id\":\"2\",\"name\":\"b\",\"uid_number\":\"x\"}]}",
+                "line 2, column 37, users[1].uid_number",
+            ),
+            (
+                "{\"users\":[{\"id\":\"1\"}]}",
+                "line 1, column 20, users[0]",
+            ),
+            (
+                "{\"users\":[{\"id\":\"1\",\"name\":\"a\",\"colour\":1}]}",
+                "users[0].colour",
+            ),
+            (
+                "{\"users\":[{\"id\":\"1\",\"name\":\"a\"},{\"id\":\"1\",\"name\":\"b\"}]}",
+                "users[1].id",
+            ),
             ("{\"users\":[", "line 1, column 10"),
         ];
         for (src, want) in cases {
@@ -404,7 +516,10 @@ mod tests {
     fn csv_errors_say_where() {
         let cases = [
             ("type,id,name\nuser,1,a\nperson,2,b\n", "line 3, field type"),
-            ("type,id,name,uid_number\nuser,1,a,-4\n", "line 2, field uid_number"),
+            (
+                "type,id,name,uid_number\nuser,1,a,-4\n",
+                "line 2, field uid_number",
+            ),
             ("type,id,name\nuser,1,a\nuser,2\n", "line 3"),
             ("type,id\nuser,1\n", "line 1"),
             ("type,id,name\nuser,1,a\nuser,1,b\n", "line 3, field id"),

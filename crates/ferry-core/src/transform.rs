@@ -29,7 +29,8 @@ impl PartialEq for Transform {
         use Transform::*;
         match (self, other) {
             (Lowercase, Lowercase) | (Uppercase, Uppercase) | (Trim, Trim) => true,
-            (ReplaceSuffix(a, b), ReplaceSuffix(c, d)) | (ReplacePrefix(a, b), ReplacePrefix(c, d)) => a == c && b == d,
+            (ReplaceSuffix(a, b), ReplaceSuffix(c, d))
+            | (ReplacePrefix(a, b), ReplacePrefix(c, d)) => a == c && b == d,
             (RegexReplace(a, b), RegexReplace(c, d)) => a.as_str() == c.as_str() && b == d,
             (Prefix(a), Prefix(b)) | (Suffix(a), Suffix(b)) => a == b,
             _ => false,
@@ -68,7 +69,11 @@ impl Transform {
             }
             Transform::Trim => {
                 let t = v.trim();
-                if t.len() == v.len() { v } else { Cow::Owned(t.to_string()) }
+                if t.len() == v.len() {
+                    v
+                } else {
+                    Cow::Owned(t.to_string())
+                }
             }
             Transform::ReplaceSuffix(from, to) => {
                 if ends_with_ci(&v, from) {
@@ -134,9 +139,15 @@ impl Serialize for Transform {
             other => {
                 let mut m = s.serialize_map(Some(1))?;
                 match other {
-                    Transform::ReplaceSuffix(a, b) => m.serialize_entry("replace_suffix", &[a, b])?,
-                    Transform::ReplacePrefix(a, b) => m.serialize_entry("replace_prefix", &[a, b])?,
-                    Transform::RegexReplace(a, b) => m.serialize_entry("regex_replace", &[a.as_str(), b])?,
+                    Transform::ReplaceSuffix(a, b) => {
+                        m.serialize_entry("replace_suffix", &[a, b])?
+                    }
+                    Transform::ReplacePrefix(a, b) => {
+                        m.serialize_entry("replace_prefix", &[a, b])?
+                    }
+                    Transform::RegexReplace(a, b) => {
+                        m.serialize_entry("regex_replace", &[a.as_str(), b])?
+                    }
                     Transform::Prefix(a) => m.serialize_entry("prefix", a)?,
                     Transform::Suffix(a) => m.serialize_entry("suffix", a)?,
                     _ => unreachable!("simple transforms are handled above"),
@@ -160,19 +171,28 @@ impl<'de> Deserialize<'de> for Transform {
                     "lowercase" => Ok(Transform::Lowercase),
                     "uppercase" => Ok(Transform::Uppercase),
                     "trim" => Ok(Transform::Trim),
-                    "replace_suffix" | "replace_prefix" | "regex_replace" | "prefix" | "suffix" => Err(E::custom(format!(
-                        "transform `{v}` needs arguments: write it as a table, e.g. {{ {v} = … }}"
+                    "replace_suffix" | "replace_prefix" | "regex_replace" | "prefix" | "suffix" => {
+                        Err(E::custom(format!(
+                            "transform `{v}` needs arguments: write it as a table, e.g. {{ {v} = … }}"
+                        )))
+                    }
+                    _ => Err(E::custom(format!(
+                        "unknown transform `{v}`, expected {EXPECTED}"
                     ))),
-                    _ => Err(E::custom(format!("unknown transform `{v}`, expected {EXPECTED}"))),
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Transform, A::Error> {
-                let key: String = map.next_key()?.ok_or_else(|| de::Error::custom(format!("empty transform table, expected {EXPECTED}")))?;
+                let key: String = map.next_key()?.ok_or_else(|| {
+                    de::Error::custom(format!("empty transform table, expected {EXPECTED}"))
+                })?;
                 let pair = |map: &mut A| -> Result<(String, String), A::Error> {
                     let v: Vec<String> = map.next_value()?;
                     match <[String; 2]>::try_from(v) {
                         Ok([a, b]) => Ok((a, b)),
-                        Err(v) => Err(de::Error::custom(format!("`{key}` takes two strings [from, to], got {} value(s)", v.len()))),
+                        Err(v) => Err(de::Error::custom(format!(
+                            "`{key}` takes two strings [from, to], got {} value(s)",
+                            v.len()
+                        ))),
                     }
                 };
                 let t = match key.as_str() {
@@ -191,10 +211,16 @@ impl<'de> Deserialize<'de> for Transform {
                     }
                     "prefix" => Transform::Prefix(map.next_value()?),
                     "suffix" => Transform::Suffix(map.next_value()?),
-                    other => return Err(de::Error::custom(format!("unknown transform `{other}`, expected {EXPECTED}"))),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown transform `{other}`, expected {EXPECTED}"
+                        )));
+                    }
                 };
                 if let Some(extra) = map.next_key::<String>()? {
-                    return Err(de::Error::custom(format!("a transform table has exactly one key; `{extra}` is one too many")));
+                    return Err(de::Error::custom(format!(
+                        "a transform table has exactly one key; `{extra}` is one too many"
+                    )));
                 }
                 Ok(t)
             }
@@ -212,21 +238,51 @@ mod tests {
         struct W {
             t: Vec<Transform>,
         }
-        toml::from_str::<W>(toml_src).map(|w| w.t).map_err(|e| e.to_string())
+        toml::from_str::<W>(toml_src)
+            .map(|w| w.t)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn table_of_transforms() {
         let cases: &[(&str, &str, &str)] = &[
-            (r#"t = ["lowercase"]"#, "Ann.Lee@Contoso.TEST", "ann.lee@contoso.test"),
+            (
+                r#"t = ["lowercase"]"#,
+                "Ann.Lee@Contoso.TEST",
+                "ann.lee@contoso.test",
+            ),
             (r#"t = ["uppercase"]"#, "ann", "ANN"),
             (r#"t = ["trim"]"#, "  ann \t", "ann"),
-            (r#"t = [{ replace_suffix = ["@contoso.test", "@fabrikam.test"] }]"#, "ann@CONTOSO.test", "ann@fabrikam.test"),
-            (r#"t = [{ replace_suffix = ["@contoso.test", "@fabrikam.test"] }]"#, "ann@other.test", "ann@other.test"),
-            (r#"t = [{ replace_prefix = ["CONTOSO\\", "FABRIKAM\\"] }]"#, "contoso\\ann", "FABRIKAM\\ann"),
-            (r#"t = [{ regex_replace = ["^(\\w+)\\.(\\w+)@.*$", "$2.$1"] }]"#, "ann.lee@x", "lee.ann"),
-            (r#"t = [{ prefix = "x-" }, { suffix = "-y" }]"#, "ann", "x-ann-y"),
-            (r#"t = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"] }]"#, "Ὀδυσσεύς@CONTOSO.test", "ὀδυσσεύς@fabrikam.test"),
+            (
+                r#"t = [{ replace_suffix = ["@contoso.test", "@fabrikam.test"] }]"#,
+                "ann@CONTOSO.test",
+                "ann@fabrikam.test",
+            ),
+            (
+                r#"t = [{ replace_suffix = ["@contoso.test", "@fabrikam.test"] }]"#,
+                "ann@other.test",
+                "ann@other.test",
+            ),
+            (
+                r#"t = [{ replace_prefix = ["CONTOSO\\", "FABRIKAM\\"] }]"#,
+                "contoso\\ann",
+                "FABRIKAM\\ann",
+            ),
+            (
+                r#"t = [{ regex_replace = ["^(\\w+)\\.(\\w+)@.*$", "$2.$1"] }]"#,
+                "ann.lee@x",
+                "lee.ann",
+            ),
+            (
+                r#"t = [{ prefix = "x-" }, { suffix = "-y" }]"#,
+                "ann",
+                "x-ann-y",
+            ),
+            (
+                r#"t = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"] }]"#,
+                "Ὀδυσσεύς@CONTOSO.test",
+                "ὀδυσσεύς@fabrikam.test",
+            ),
         ];
         for (src, input, want) in cases {
             let chain = t(src).unwrap();
@@ -236,11 +292,31 @@ mod tests {
 
     #[test]
     fn bad_transforms_say_what_is_expected() {
-        assert!(t(r#"t = ["lowercas"]"#).unwrap_err().contains("unknown transform `lowercas`"));
-        assert!(t(r#"t = ["replace_suffix"]"#).unwrap_err().contains("needs arguments"));
-        assert!(t(r#"t = [{ replace_suffix = ["a"] }]"#).unwrap_err().contains("two strings"));
-        assert!(t(r#"t = [{ regex_replace = ["(", "x"] }]"#).unwrap_err().contains("not a valid regular expression"));
-        assert!(t(r#"t = [{ prefix = "a", suffix = "b" }]"#).unwrap_err().contains("exactly one key"));
+        assert!(
+            t(r#"t = ["lowercas"]"#)
+                .unwrap_err()
+                .contains("unknown transform `lowercas`")
+        );
+        assert!(
+            t(r#"t = ["replace_suffix"]"#)
+                .unwrap_err()
+                .contains("needs arguments")
+        );
+        assert!(
+            t(r#"t = [{ replace_suffix = ["a"] }]"#)
+                .unwrap_err()
+                .contains("two strings")
+        );
+        assert!(
+            t(r#"t = [{ regex_replace = ["(", "x"] }]"#)
+                .unwrap_err()
+                .contains("not a valid regular expression")
+        );
+        assert!(
+            t(r#"t = [{ prefix = "a", suffix = "b" }]"#)
+                .unwrap_err()
+                .contains("exactly one key")
+        );
     }
 
     #[test]
@@ -256,6 +332,9 @@ mod tests {
     #[test]
     fn serialises_back_to_config_form() {
         let chain = t(r#"t = ["lowercase", { replace_suffix = ["a", "b"] }]"#).unwrap();
-        assert_eq!(serde_json::to_string(&chain).unwrap(), r#"["lowercase",{"replace_suffix":["a","b"]}]"#);
+        assert_eq!(
+            serde_json::to_string(&chain).unwrap(),
+            r#"["lowercase",{"replace_suffix":["a","b"]}]"#
+        );
     }
 }

@@ -1,0 +1,159 @@
+-- ferry schema, version 1 (PostgreSQL). Forward-only: never edit once landed; add a new file instead.
+
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- Leases elect one holder among servers sharing a database (cycle runs, schedulers).
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
+-- One row per scheduled slot: the primary key makes a slot's cycle run once, whichever server wins.
+CREATE TABLE schedule_slots (
+    profile TEXT NOT NULL,
+    slot BIGINT NOT NULL,
+    holder TEXT NOT NULL,
+    claimed_at BIGINT NOT NULL,
+    PRIMARY KEY (profile, slot)
+);
+
+CREATE TABLE cycles (
+    id BIGSERIAL PRIMARY KEY,
+    profile TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    slot BIGINT,
+    server TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    counts TEXT,
+    plan_hash TEXT,
+    export TEXT,
+    error TEXT
+);
+CREATE INDEX cycles_profile ON cycles (profile, id);
+
+CREATE TABLE directory_state (
+    directory TEXT PRIMARY KEY,
+    watermark TEXT,
+    last_full_import BIGINT,
+    last_import BIGINT NOT NULL,
+    objects BIGINT NOT NULL
+);
+
+CREATE TABLE objects (
+    directory TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    dn TEXT,
+    name TEXT NOT NULL,
+    upn TEXT,
+    mail TEXT,
+    sid TEXT,
+    uid_number BIGINT,
+    gid_number BIGINT,
+    members TEXT,
+    attrs TEXT,
+    hash BIGINT NOT NULL,
+    PRIMARY KEY (directory, kind, id)
+);
+CREATE INDEX objects_name ON objects (lower(name));
+CREATE INDEX objects_upn ON objects (lower(upn));
+CREATE INDEX objects_mail ON objects (lower(mail));
+CREATE INDEX objects_sid ON objects (sid);
+CREATE INDEX objects_id ON objects (id);
+
+CREATE TABLE plans (
+    profile TEXT PRIMARY KEY,
+    cycle_id BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE plan_writes (
+    profile TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    op TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (profile, seq)
+);
+
+CREATE TABLE approvals (
+    profile TEXT PRIMARY KEY,
+    plan_hash TEXT NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at BIGINT NOT NULL
+);
+
+-- Every decision of the current plan; the translation table is its `matched` rows.
+CREATE TABLE decisions (
+    profile TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    rule BIGINT,
+    source_name TEXT NOT NULL,
+    source_upn TEXT,
+    source_mail TEXT,
+    source_sid TEXT,
+    source_uid BIGINT,
+    source_gid BIGINT,
+    target_id TEXT,
+    target_name TEXT,
+    target_upn TEXT,
+    target_mail TEXT,
+    target_sid TEXT,
+    target_uid BIGINT,
+    target_gid BIGINT,
+    candidates TEXT,
+    hash BIGINT NOT NULL,
+    first_cycle BIGINT NOT NULL,
+    changed_cycle BIGINT NOT NULL,
+    PRIMARY KEY (profile, kind, source_id)
+);
+CREATE INDEX decisions_status ON decisions (profile, status);
+CREATE INDEX decisions_source_sid ON decisions (source_sid);
+CREATE INDEX decisions_target_id ON decisions (target_id);
+
+CREATE TABLE history (
+    id BIGSERIAL PRIMARY KEY,
+    profile TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    cycle_id BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    change TEXT NOT NULL
+);
+CREATE INDEX history_object ON history (kind, source_id);
+
+CREATE TABLE logs (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    cycle_id BIGINT,
+    profile TEXT,
+    directory TEXT,
+    level TEXT NOT NULL,
+    code TEXT NOT NULL,
+    object_kind TEXT,
+    object_id TEXT,
+    object_name TEXT,
+    message TEXT NOT NULL
+);
+CREATE INDEX logs_profile ON logs (profile, id);
+CREATE INDEX logs_level ON logs (level, id);
+CREATE INDEX logs_object ON logs (object_id);

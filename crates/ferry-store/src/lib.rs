@@ -1,0 +1,404 @@
+//! ferry's persistent state behind one [`Store`] trait, with two implementations chosen once at start:
+//! embedded SQLite ([`sqlite::SqliteStore`], the default, one file under `--data-dir`) and PostgreSQL
+//! ([`postgres::PgStore`], `--database-url`, for several servers sharing one database).
+//!
+//! Methods are use cases, not tables. Writes that belong together are one transaction: a cycle's
+//! objects, decisions (the translation table), plan, history and logs are committed by
+//! [`Store::commit_sync`] whole or not at all, so a failed or killed cycle leaves the previous table.
+//! Servers sharing a database elect through it: [`Store::try_lease`] (one holder per name until it
+//! expires) and [`Store::claim_slot`] (one claimant per scheduled slot, by primary key).
+//!
+//! Migrations are embedded, forward-only and run at open. One conformance suite
+//! (`tests/conformance.rs`) runs against both backends.
+
+use async_trait::async_trait;
+use ferry_core::ObjectKind;
+use ferry_core::export::TranslationEntry;
+use ferry_core::model::DirObject;
+use ferry_core::plan::{Counts, DecisionDiff, DecisionKey, Level, LogEntry, Plan, Status, Write};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+mod migrate;
+pub mod postgres;
+mod query;
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error(
+        "the database schema is version {found}, newer than this ferry knows ({known}); upgrade ferry"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error(
+        "cycle {0} is no longer running (another server aborted it); its results were not committed"
+    )]
+    CycleNotRunning(i64),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A bearer token's record (the token itself is never stored, only its SHA-256).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+/// A cycle as listed and reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleInfo {
+    pub id: i64,
+    pub profile: String,
+    /// `manual` or `schedule`.
+    pub trigger: String,
+    pub slot: Option<i64>,
+    pub server: String,
+    /// `running`, `succeeded`, `failed`, `aborted`.
+    pub status: String,
+    /// `import`, `sync`, `export`, `done`.
+    pub phase: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub counts: Option<Counts>,
+    pub plan_hash: Option<String>,
+    /// What the export did: `not needed`, `awaiting approval`, `exported N writes, M failed`.
+    pub export: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What an import left behind for the next one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryState {
+    pub directory: String,
+    /// LDAP: the highest `modifyTimestamp`/`uSNChanged` seen; the next delta starts there.
+    pub watermark: Option<String>,
+    pub last_full_import: Option<i64>,
+    pub last_import: i64,
+    pub objects: i64,
+}
+
+/// The changes one import makes to a directory's stored objects.
+pub struct ObjectChanges<'a> {
+    pub upserts: Vec<&'a DirObject>,
+    pub deletes: Vec<(ObjectKind, String)>,
+    pub state: DirectoryState,
+}
+
+/// Everything a cycle's sync phase commits, in one transaction.
+pub struct SyncCommit<'a> {
+    pub cycle_id: i64,
+    pub now: i64,
+    pub objects: Vec<ObjectChanges<'a>>,
+    pub plan: &'a Plan,
+    pub decisions: &'a DecisionDiff<'a>,
+    /// History lines for decisions that changed: (kind, source id, text).
+    pub history: Vec<(ObjectKind, String, String)>,
+    pub logs: &'a [LogEntry],
+}
+
+/// The current What-If of a profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    pub profile: String,
+    pub cycle_id: i64,
+    pub hash: String,
+    pub fingerprint: String,
+    pub mode: String,
+    pub rules: Vec<String>,
+    pub counts: Counts,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub profile: String,
+    pub plan_hash: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+}
+
+/// One stored decision, with the identities on both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    pub profile: String,
+    pub kind: ObjectKind,
+    pub source_id: String,
+    pub status: Status,
+    /// Position of the deciding rule in the plan's rule list.
+    pub rule: Option<u32>,
+    pub source_name: String,
+    pub source_upn: Option<String>,
+    pub source_mail: Option<String>,
+    pub source_sid: Option<String>,
+    pub source_uid: Option<u32>,
+    pub source_gid: Option<u32>,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    pub target_upn: Option<String>,
+    pub target_mail: Option<String>,
+    pub target_sid: Option<String>,
+    pub target_uid: Option<u32>,
+    pub target_gid: Option<u32>,
+    /// Ambiguous: candidate target ids; conflict: the other source ids.
+    pub candidates: Vec<String>,
+    pub first_cycle: i64,
+    pub changed_cycle: i64,
+}
+
+impl DecisionRow {
+    /// The translation-table view of a matched decision, with the rule described.
+    pub fn to_entry(&self, rules: &[String]) -> Option<TranslationEntry> {
+        if self.status != Status::Matched {
+            return None;
+        }
+        Some(TranslationEntry {
+            profile: self.profile.clone(),
+            kind: self.kind,
+            source_id: self.source_id.clone(),
+            target_id: self.target_id.clone().unwrap_or_default(),
+            source_name: self.source_name.clone(),
+            target_name: self.target_name.clone().unwrap_or_default(),
+            source_upn: self.source_upn.clone(),
+            target_upn: self.target_upn.clone(),
+            source_mail: self.source_mail.clone(),
+            target_mail: self.target_mail.clone(),
+            source_sid: self.source_sid.clone(),
+            target_sid: self.target_sid.clone(),
+            source_uid: self.source_uid,
+            target_uid: self.target_uid,
+            source_gid: self.source_gid,
+            target_gid: self.target_gid,
+            rule: self.rule.and_then(|r| rules.get(r as usize).cloned()),
+        })
+    }
+}
+
+/// Which decisions to list.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionQuery {
+    pub profile: Option<String>,
+    pub status: Option<Status>,
+    pub kind: Option<ObjectKind>,
+    /// Case-insensitive substring of a name, UPN, mail, SID or id on either side.
+    pub search: Option<String>,
+    pub offset: i64,
+    /// 0 means no limit.
+    pub limit: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub profile: Option<String>,
+    pub cycle_id: Option<i64>,
+    /// Minimum level: `warning` lists warnings and errors.
+    pub min_level: Option<Level>,
+    pub object_id: Option<String>,
+    /// Only entries with an id below this (paging backwards from the newest).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLog {
+    pub id: i64,
+    pub at: i64,
+    pub cycle_id: Option<i64>,
+    pub profile: Option<String>,
+    #[serde(flatten)]
+    pub entry: LogEntry,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    pub profile: String,
+    pub cycle_id: i64,
+    pub at: i64,
+    pub change: String,
+}
+
+/// A directory object found by the single object report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub directory: String,
+    pub object: DirObject,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    // Tokens.
+    /// Creates or replaces the token called `name`.
+    async fn put_token(&self, name: &str, hash: &str, role: &str, now: i64) -> Result<()>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>>;
+
+    // Election.
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`; false if another holder's
+    /// lease has not expired.
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool>;
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Claims a scheduled slot of a profile; exactly one claimant ever gets true for a slot.
+    async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool>;
+
+    // Cycles.
+    /// Records a new running cycle, marking any earlier `running` cycle of the profile `aborted`
+    /// (its server died; the caller holds the profile's lease).
+    async fn begin_cycle(
+        &self,
+        profile: &str,
+        trigger: &str,
+        slot: Option<i64>,
+        server: &str,
+        now: i64,
+    ) -> Result<i64>;
+    async fn set_cycle_phase(&self, id: i64, phase: &str) -> Result<()>;
+    /// Ends a cycle as failed with its error and log entries.
+    async fn fail_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        error: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()>;
+    /// Commits a cycle's import and sync in one transaction.
+    async fn commit_sync(&self, c: SyncCommit<'_>) -> Result<()>;
+    /// Ends a cycle as succeeded, with what its export did and its log entries.
+    async fn finish_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        export: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()>;
+    async fn cycle(&self, id: i64) -> Result<Option<CycleInfo>>;
+    async fn cycles(&self, profile: Option<&str>, limit: i64) -> Result<Vec<CycleInfo>>;
+
+    // Directory objects.
+    /// `(kind, id) → content hash` of every stored object of a directory.
+    async fn object_digest(&self, directory: &str) -> Result<FxHashMap<(ObjectKind, String), u64>>;
+    async fn load_objects(&self, directory: &str) -> Result<Vec<DirObject>>;
+    async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>>;
+    /// Objects whose id, name, UPN, mail or SID equals `query` (case-insensitively).
+    async fn find_objects(&self, query: &str, limit: i64) -> Result<Vec<StoredObject>>;
+
+    // Decisions, plans, approvals.
+    /// `(kind, source id) → (row hash, status)` of a profile's stored decisions.
+    async fn decision_digest(&self, profile: &str)
+    -> Result<FxHashMap<DecisionKey, (u64, Status)>>;
+    async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>>;
+    async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64>;
+    /// Decisions where the object is the source or the target.
+    async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>>;
+    async fn plan(&self, profile: &str) -> Result<Option<PlanInfo>>;
+    async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>>;
+    async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()>;
+    async fn approval(&self, profile: &str) -> Result<Option<Approval>>;
+    async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>>;
+
+    // Logs.
+    async fn append_logs(
+        &self,
+        cycle_id: Option<i64>,
+        profile: Option<&str>,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()>;
+    async fn logs(&self, q: &LogQuery) -> Result<Vec<StoredLog>>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Opens the store a server is configured for: PostgreSQL when a URL is given, else SQLite in `data_dir`.
+pub async fn open(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match database_url {
+        Some(url) => std::sync::Arc::new(postgres::PgStore::connect(url).await?),
+        None => std::sync::Arc::new(sqlite::SqliteStore::open(&data_dir.join("ferry.db"))?),
+    })
+}
+
+/// Shared helpers for encoding rows.
+pub(crate) mod codec {
+    use super::*;
+
+    pub fn kind(s: &str) -> Result<ObjectKind> {
+        ObjectKind::parse(s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown object kind `{s}`")))
+    }
+    pub fn status(s: &str) -> Result<Status> {
+        Status::parse(s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown decision status `{s}`")))
+    }
+    pub fn level(s: &str) -> Result<Level> {
+        Level::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown log level `{s}`")))
+    }
+    pub fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+    pub fn opt_json<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> Result<T> {
+        match s {
+            None => Ok(T::default()),
+            Some(s) if s.is_empty() => Ok(T::default()),
+            Some(s) => json(&s),
+        }
+    }
+    pub fn members(o: &DirObject) -> Option<String> {
+        if o.members.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&o.members).ok()
+        }
+    }
+    pub fn attrs(o: &DirObject) -> Option<String> {
+        if o.attrs.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&o.attrs).ok()
+        }
+    }
+    pub fn u32_opt(v: Option<i64>) -> Option<u32> {
+        v.and_then(|v| u32::try_from(v).ok())
+    }
+    /// The `%term%` pattern for a case-insensitive substring search, with LIKE's wildcards escaped.
+    pub fn like_pattern(term: &str) -> String {
+        let mut s = String::with_capacity(term.len() + 2);
+        s.push('%');
+        for c in term.to_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('%');
+        s
+    }
+    pub fn candidates(v: &[&str]) -> Option<String> {
+        if v.is_empty() {
+            None
+        } else {
+            serde_json::to_string(v).ok()
+        }
+    }
+}

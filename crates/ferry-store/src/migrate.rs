@@ -1,0 +1,20 @@
+//! Embedded, forward-only migrations: `migrations/<backend>/NNNN_name.sql`, applied in order at
+//! open, each in its own transaction, recorded in `schema_migrations`. A landed file is never edited.
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];
+
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];

@@ -1,0 +1,799 @@
+//! The PostgreSQL store, for several servers sharing one database.
+//!
+//! Same SQL as SQLite where the dialects agree (see `query.rs`); bulk writes of a cycle go through
+//! `UNNEST` arrays in batches, one round trip per few thousand rows. Migrations run under a
+//! transaction-scoped advisory lock so that servers starting together migrate once.
+
+use crate::migrate::POSTGRES;
+use crate::query::{self, Val, numbered};
+use crate::*;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+const BATCH: usize = 5000;
+const MIGRATION_LOCK: i64 = 0x6665_7272_795f_6d69; // "ferry_mi"
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pool_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pool(e.to_string())
+}
+
+fn params(vals: &[Val]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    vals.iter()
+        .map(|v| -> Box<dyn ToSql + Sync + Send> {
+            match v {
+                Val::Text(s) => Box::new(s.clone()),
+                Val::Int(i) => Box::new(*i),
+            }
+        })
+        .collect()
+}
+
+fn refs(p: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn cycle_row(r: &Row) -> Result<CycleInfo> {
+    Ok(CycleInfo {
+        id: r.try_get(0)?,
+        profile: r.try_get(1)?,
+        trigger: r.try_get(2)?,
+        slot: r.try_get(3)?,
+        server: r.try_get(4)?,
+        status: r.try_get(5)?,
+        phase: r.try_get(6)?,
+        started_at: r.try_get(7)?,
+        finished_at: r.try_get(8)?,
+        counts: r
+            .try_get::<_, Option<String>>(9)?
+            .map(|s| codec::json(&s))
+            .transpose()?,
+        plan_hash: r.try_get(10)?,
+        export: r.try_get(11)?,
+        error: r.try_get(12)?,
+    })
+}
+
+fn decision_row(r: &Row) -> Result<DecisionRow> {
+    let u =
+        |i: usize| -> Result<Option<u32>> { Ok(codec::u32_opt(r.try_get::<_, Option<i64>>(i)?)) };
+    Ok(DecisionRow {
+        profile: r.try_get(0)?,
+        kind: codec::kind(r.try_get(1)?)?,
+        source_id: r.try_get(2)?,
+        status: codec::status(r.try_get(3)?)?,
+        rule: r.try_get::<_, Option<i64>>(4)?.map(|v| v as u32),
+        source_name: r.try_get(5)?,
+        source_upn: r.try_get(6)?,
+        source_mail: r.try_get(7)?,
+        source_sid: r.try_get(8)?,
+        source_uid: u(9)?,
+        source_gid: u(10)?,
+        target_id: r.try_get(11)?,
+        target_name: r.try_get(12)?,
+        target_upn: r.try_get(13)?,
+        target_mail: r.try_get(14)?,
+        target_sid: r.try_get(15)?,
+        target_uid: u(16)?,
+        target_gid: u(17)?,
+        candidates: codec::opt_json(r.try_get(18)?)?,
+        first_cycle: r.try_get(19)?,
+        changed_cycle: r.try_get(20)?,
+    })
+}
+
+fn object_row(r: &Row) -> Result<StoredObject> {
+    let mut o = DirObject::new(
+        codec::kind(r.try_get(1)?)?,
+        r.try_get::<_, String>(2)?,
+        r.try_get::<_, String>(4)?,
+    );
+    o.dn = r.try_get(3)?;
+    o.upn = r.try_get(5)?;
+    o.mail = r.try_get(6)?;
+    o.sid = r.try_get(7)?;
+    o.uid_number = codec::u32_opt(r.try_get(8)?);
+    o.gid_number = codec::u32_opt(r.try_get(9)?);
+    o.members = codec::opt_json(r.try_get(10)?)?;
+    o.attrs = codec::opt_json(r.try_get(11)?)?;
+    Ok(StoredObject {
+        directory: r.try_get(0)?,
+        object: o,
+    })
+}
+
+fn log_row(r: &Row) -> Result<StoredLog> {
+    Ok(StoredLog {
+        id: r.try_get(0)?,
+        at: r.try_get(1)?,
+        cycle_id: r.try_get(2)?,
+        profile: r.try_get(3)?,
+        entry: LogEntry {
+            level: codec::level(r.try_get(5)?)?,
+            code: r.try_get(6)?,
+            directory: r.try_get(4)?,
+            object_kind: r
+                .try_get::<_, Option<String>>(7)?
+                .map(|k| codec::kind(&k))
+                .transpose()?,
+            object_id: r.try_get(8)?,
+            object_name: r.try_get(9)?,
+            message: r.try_get(10)?,
+        },
+    })
+}
+
+async fn insert_logs(
+    c: &impl deadpool_postgres::GenericClient,
+    cycle_id: Option<i64>,
+    profile: Option<&str>,
+    logs: &[LogEntry],
+    now: i64,
+) -> Result<()> {
+    for chunk in logs.chunks(BATCH) {
+        let mut cols: [Vec<Option<String>>; 8] = Default::default();
+        for l in chunk {
+            cols[0].push(l.directory.clone());
+            cols[1].push(Some(l.level.as_str().into()));
+            cols[2].push(Some(l.code.clone()));
+            cols[3].push(l.object_kind.map(|k| k.as_str().into()));
+            cols[4].push(l.object_id.clone());
+            cols[5].push(l.object_name.clone());
+            cols[6].push(Some(l.message.clone()));
+        }
+        c.execute(
+            "INSERT INTO logs (at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message) \
+             SELECT $1, $2, $3, * FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
+            &[&now, &cycle_id, &profile, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &cols[6]],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db`, options such as
+    /// `?options=-csearch_path%3Dschema` allowed) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<PgStore> {
+        let cfg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Open(format!("database URL: {e}")))?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr).max_size(16).build().map_err(pool_err)?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => pool_err(other),
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+            .await?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        let known = POSTGRES.last().map_or(0, |m| m.version);
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        for m in POSTGRES.iter().filter(|m| m.version > current) {
+            tx.batch_execute(m.sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &now_ms()],
+            )
+            .await?;
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "applied PostgreSQL migration"
+            );
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn put_token(&self, name: &str, hash: &str, role: &str, now: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO tokens (name, hash, role, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, created_at = excluded.created_at",
+                &[&name, &hash, &role, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT name, role, created_at FROM tokens WHERE hash = $1",
+                &[&hash],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(TokenInfo {
+                name: r.try_get(0)?,
+                role: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &numbered(query::TAKE_LEASE),
+                &[&name, &holder, &(now + ttl_ms), &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                &numbered(query::CLAIM_SLOT),
+                &[&profile, &slot, &holder, &now],
+            )
+            .await?
+            == 1)
+    }
+
+    async fn begin_cycle(
+        &self,
+        profile: &str,
+        trigger: &str,
+        slot: Option<i64>,
+        server: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(&numbered(query::ABORT_RUNNING), &[&now, &profile])
+            .await?;
+        let id: i64 = tx
+            .query_one(
+                &numbered(query::INSERT_CYCLE),
+                &[&profile, &trigger, &slot, &server, &now],
+            )
+            .await?
+            .try_get(0)?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn set_cycle_phase(&self, id: i64, phase: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute("UPDATE cycles SET phase = $1 WHERE id = $2", &[&phase, &id])
+            .await?;
+        Ok(())
+    }
+
+    async fn fail_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        error: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "UPDATE cycles SET status = 'failed', finished_at = $1, error = $2 WHERE id = $3",
+            &[&now, &error, &id],
+        )
+        .await?;
+        insert_logs(&tx, Some(id), Some(profile), logs, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_sync(&self, s: SyncCommit<'_>) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        for oc in &s.objects {
+            let dir = oc.state.directory.as_str();
+            for chunk in oc.upserts.chunks(BATCH) {
+                let mut t: [Vec<Option<String>>; 9] = Default::default();
+                let mut n: [Vec<Option<i64>>; 3] = Default::default();
+                for o in chunk {
+                    t[0].push(Some(o.kind.as_str().into()));
+                    t[1].push(Some(o.id.clone()));
+                    t[2].push(o.dn.clone());
+                    t[3].push(Some(o.name.clone()));
+                    t[4].push(o.upn.clone());
+                    t[5].push(o.mail.clone());
+                    t[6].push(o.sid.clone());
+                    t[7].push(codec::members(o));
+                    t[8].push(codec::attrs(o));
+                    n[0].push(o.uid_number.map(i64::from));
+                    n[1].push(o.gid_number.map(i64::from));
+                    n[2].push(Some(o.content_hash() as i64));
+                }
+                tx.execute(
+                    "INSERT INTO objects (directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs, hash) \
+                     SELECT $1, k, i, d, nm, u, m, s, un, gn, mb, a, h FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::bigint[]) AS x(k, i, d, nm, u, m, s, un, gn, mb, a, h) \
+                     ON CONFLICT (directory, kind, id) DO UPDATE SET dn = excluded.dn, name = excluded.name, upn = excluded.upn, \
+                     mail = excluded.mail, sid = excluded.sid, uid_number = excluded.uid_number, gid_number = excluded.gid_number, \
+                     members = excluded.members, attrs = excluded.attrs, hash = excluded.hash",
+                    &[&dir, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &n[0], &n[1], &t[7], &t[8], &n[2]],
+                )
+                .await?;
+            }
+            for chunk in oc.deletes.chunks(BATCH) {
+                let kinds: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+                let ids: Vec<&str> = chunk.iter().map(|(_, i)| i.as_str()).collect();
+                tx.execute(
+                    "DELETE FROM objects o USING UNNEST($2::text[], $3::text[]) AS x(k, i) WHERE o.directory = $1 AND o.kind = x.k AND o.id = x.i",
+                    &[&dir, &kinds, &ids],
+                )
+                .await?;
+            }
+            let st = &oc.state;
+            tx.execute(
+                &numbered(query::UPSERT_DIRSTATE),
+                &[
+                    &st.directory,
+                    &st.watermark,
+                    &st.last_full_import,
+                    &st.last_import,
+                    &st.objects,
+                ],
+            )
+            .await?;
+        }
+        let plan = s.plan;
+        for chunk in s.decisions.upserts.chunks(BATCH) {
+            let mut t: [Vec<Option<String>>; 14] = Default::default();
+            let mut n: [Vec<Option<i64>>; 6] = Default::default();
+            for (rec, _) in chunk {
+                let src = rec.source;
+                let tg = rec.target;
+                t[0].push(Some(src.kind.as_str().into()));
+                t[1].push(Some(src.id.clone()));
+                t[2].push(Some(rec.status.as_str().into()));
+                t[3].push(Some(src.name.clone()));
+                t[4].push(src.upn.clone());
+                t[5].push(src.mail.clone());
+                t[6].push(src.sid.clone());
+                t[7].push(tg.map(|x| x.id.clone()));
+                t[8].push(tg.map(|x| x.name.clone()));
+                t[9].push(tg.and_then(|x| x.upn.clone()));
+                t[10].push(tg.and_then(|x| x.mail.clone()));
+                t[11].push(tg.and_then(|x| x.sid.clone()));
+                t[12].push(codec::candidates(&rec.candidates));
+                n[0].push(rec.rule.map(i64::from));
+                n[1].push(src.uid_number.map(i64::from));
+                n[2].push(src.gid_number.map(i64::from));
+                n[3].push(tg.and_then(|x| x.uid_number).map(i64::from));
+                n[4].push(tg.and_then(|x| x.gid_number).map(i64::from));
+                n[5].push(Some(rec.hash as i64));
+            }
+            tx.execute(
+                "INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
+                 source_gid, target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, hash, first_cycle, \
+                 changed_cycle) SELECT $1, k, i, st, r, sn, su, sm, ss, suid, sgid, ti, tn, tu, tm, ts, tuid, tgid, c, h, $2, $2 \
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
+                 $12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[], $20::text[], \
+                 $21::bigint[]) AS x(k, i, st, r, sn, su, sm, ss, suid, sgid, ti, tn, tu, tm, ts, tuid, tgid, c, h) \
+                 ON CONFLICT (profile, kind, source_id) DO UPDATE SET status = excluded.status, rule = excluded.rule, \
+                 source_name = excluded.source_name, source_upn = excluded.source_upn, source_mail = excluded.source_mail, \
+                 source_sid = excluded.source_sid, source_uid = excluded.source_uid, source_gid = excluded.source_gid, \
+                 target_id = excluded.target_id, target_name = excluded.target_name, target_upn = excluded.target_upn, \
+                 target_mail = excluded.target_mail, target_sid = excluded.target_sid, target_uid = excluded.target_uid, \
+                 target_gid = excluded.target_gid, candidates = excluded.candidates, hash = excluded.hash, changed_cycle = excluded.changed_cycle",
+                &[
+                    &plan.profile, &s.cycle_id, &t[0], &t[1], &t[2], &n[0], &t[3], &t[4], &t[5], &t[6], &n[1], &n[2], &t[7], &t[8], &t[9], &t[10],
+                    &t[11], &n[3], &n[4], &t[12], &n[5],
+                ],
+            )
+            .await?;
+        }
+        for chunk in s.decisions.removed.chunks(BATCH) {
+            let kinds: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            let ids: Vec<&str> = chunk.iter().map(|(_, i)| i.as_str()).collect();
+            tx.execute(
+                "DELETE FROM decisions d USING UNNEST($2::text[], $3::text[]) AS x(k, i) WHERE d.profile = $1 AND d.kind = x.k AND d.source_id = x.i",
+                &[&plan.profile, &kinds, &ids],
+            )
+            .await?;
+        }
+        for chunk in s.history.chunks(BATCH) {
+            let kinds: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
+            let ids: Vec<&str> = chunk.iter().map(|(_, i, _)| i.as_str()).collect();
+            let changes: Vec<&str> = chunk.iter().map(|(_, _, c)| c.as_str()).collect();
+            tx.execute(
+                "INSERT INTO history (profile, kind, source_id, cycle_id, at, change) SELECT $1, k, i, $2, $3, c FROM UNNEST($4::text[], $5::text[], $6::text[]) AS x(k, i, c)",
+                &[&plan.profile, &s.cycle_id, &s.now, &kinds, &ids, &changes],
+            )
+            .await?;
+        }
+        let counts = serde_json::to_string(&plan.counts).unwrap_or_default();
+        let rules = serde_json::to_string(&plan.rules).unwrap_or_default();
+        tx.execute(
+            &numbered(query::UPSERT_PLAN),
+            &[
+                &plan.profile,
+                &s.cycle_id,
+                &plan.hash,
+                &plan.fingerprint,
+                &plan.mode.as_str(),
+                &rules,
+                &counts,
+                &s.now,
+            ],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM plan_writes WHERE profile = $1",
+            &[&plan.profile],
+        )
+        .await?;
+        for (ci, chunk) in plan.writes.chunks(BATCH).enumerate() {
+            let seq: Vec<i64> = (0..chunk.len()).map(|i| (ci * BATCH + i) as i64).collect();
+            let ops: Vec<&str> = chunk.iter().map(|w| w.op()).collect();
+            let kinds: Vec<&str> = chunk.iter().map(|w| w.kind().as_str()).collect();
+            let ids: Vec<&str> = chunk.iter().map(|w| w.source_id()).collect();
+            let bodies: Vec<String> = chunk
+                .iter()
+                .map(|w| serde_json::to_string(w).unwrap_or_default())
+                .collect();
+            tx.execute(
+                "INSERT INTO plan_writes (profile, seq, op, kind, source_id, body) SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
+                &[&plan.profile, &seq, &ops, &kinds, &ids, &bodies],
+            )
+            .await?;
+        }
+        insert_logs(&tx, Some(s.cycle_id), Some(&plan.profile), s.logs, s.now).await?;
+        // Last, so that a cycle aborted meanwhile rolls back everything above.
+        let n = tx
+            .execute("UPDATE cycles SET phase = 'export', counts = $1, plan_hash = $2 WHERE id = $3 AND status = 'running'", &[&counts, &plan.hash, &s.cycle_id])
+            .await?;
+        if n != 1 {
+            return Err(StoreError::CycleNotRunning(s.cycle_id));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        export: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = $1, export = $2 WHERE id = $3",
+            &[&now, &export, &id],
+        )
+        .await?;
+        insert_logs(&tx, Some(id), Some(profile), logs, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cycle(&self, id: i64) -> Result<Option<CycleInfo>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {} FROM cycles WHERE id = $1", query::CYCLE_COLS),
+                &[&id],
+            )
+            .await?;
+        row.map(|r| cycle_row(&r)).transpose()
+    }
+
+    async fn cycles(&self, profile: Option<&str>, limit: i64) -> Result<Vec<CycleInfo>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {} FROM cycles WHERE ($1::text IS NULL OR profile = $1) ORDER BY id DESC LIMIT $2", query::CYCLE_COLS),
+                &[&profile, &limit],
+            )
+            .await?;
+        rows.iter().map(cycle_row).collect()
+    }
+
+    async fn object_digest(&self, directory: &str) -> Result<FxHashMap<(ObjectKind, String), u64>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT kind, id, hash FROM objects WHERE directory = $1",
+                &[&directory],
+            )
+            .await?;
+        let mut out = FxHashMap::default();
+        out.reserve(rows.len());
+        for r in rows {
+            out.insert(
+                (codec::kind(r.try_get(0)?)?, r.try_get(1)?),
+                r.try_get::<_, i64>(2)? as u64,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn load_objects(&self, directory: &str) -> Result<Vec<DirObject>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM objects WHERE directory = $1 ORDER BY kind, id",
+                    query::OBJ_COLS
+                ),
+                &[&directory],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| object_row(r).map(|s| s.object))
+            .collect()
+    }
+
+    async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT directory, watermark, last_full_import, last_import, objects FROM directory_state WHERE directory = $1", &[&directory])
+            .await?;
+        row.map(|r| {
+            Ok(DirectoryState {
+                directory: r.try_get(0)?,
+                watermark: r.try_get(1)?,
+                last_full_import: r.try_get(2)?,
+                last_import: r.try_get(3)?,
+                objects: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
+        let lower = q.to_lowercase();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM objects WHERE id = $1 OR lower(name) = $2 OR lower(upn) = $2 OR lower(mail) = $2 OR sid = $1 \
+                     ORDER BY directory, kind, id LIMIT $3",
+                    query::OBJ_COLS
+                ),
+                &[&q, &lower, &limit],
+            )
+            .await?;
+        rows.iter().map(object_row).collect()
+    }
+
+    async fn decision_digest(
+        &self,
+        profile: &str,
+    ) -> Result<FxHashMap<DecisionKey, (u64, Status)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT kind, source_id, hash, status FROM decisions WHERE profile = $1",
+                &[&profile],
+            )
+            .await?;
+        let mut out = FxHashMap::default();
+        out.reserve(rows.len());
+        for r in rows {
+            out.insert(
+                (codec::kind(r.try_get(0)?)?, r.try_get(1)?),
+                (
+                    r.try_get::<_, i64>(2)? as u64,
+                    codec::status(r.try_get(3)?)?,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>> {
+        let (sql, vals) = query::decisions(q, false);
+        let p = params(&vals);
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(&sql), &refs(&p))
+            .await?;
+        rows.iter().map(decision_row).collect()
+    }
+
+    async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64> {
+        let (sql, vals) = query::decisions(q, true);
+        let p = params(&vals);
+        Ok(self
+            .client()
+            .await?
+            .query_one(&numbered(&sql), &refs(&p))
+            .await?
+            .try_get(0)?)
+    }
+
+    async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {} FROM decisions WHERE kind = $1 AND (source_id = $2 OR target_id = $2) ORDER BY profile", query::DEC_COLS),
+                &[&kind.as_str(), &id],
+            )
+            .await?;
+        rows.iter().map(decision_row).collect()
+    }
+
+    async fn plan(&self, profile: &str) -> Result<Option<PlanInfo>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT profile, cycle_id, hash, fingerprint, mode, rules, counts, created_at FROM plans WHERE profile = $1", &[&profile])
+            .await?;
+        row.map(|r| {
+            Ok(PlanInfo {
+                profile: r.try_get(0)?,
+                cycle_id: r.try_get(1)?,
+                hash: r.try_get(2)?,
+                fingerprint: r.try_get(3)?,
+                mode: r.try_get(4)?,
+                rules: codec::json(r.try_get(5)?)?,
+                counts: codec::json(r.try_get(6)?)?,
+                created_at: r.try_get(7)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>> {
+        let limit: Option<i64> = (limit > 0).then_some(limit);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT body FROM plan_writes WHERE profile = $1 ORDER BY seq LIMIT $2 OFFSET $3",
+                &[&profile, &limit, &offset],
+            )
+            .await?;
+        rows.iter().map(|r| codec::json(r.try_get(0)?)).collect()
+    }
+
+    async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO approvals (profile, plan_hash, approved_by, approved_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (profile) DO UPDATE SET plan_hash = excluded.plan_hash, approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+                &[&profile, &plan_hash, &by, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn approval(&self, profile: &str) -> Result<Option<Approval>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT profile, plan_hash, approved_by, approved_at FROM approvals WHERE profile = $1", &[&profile])
+            .await?;
+        row.map(|r| {
+            Ok(Approval {
+                profile: r.try_get(0)?,
+                plan_hash: r.try_get(1)?,
+                approved_by: r.try_get(2)?,
+                approved_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT profile, cycle_id, at, change FROM history WHERE kind = $1 AND source_id = $2 ORDER BY id", &[&kind.as_str(), &source_id])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    profile: r.try_get(0)?,
+                    cycle_id: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                    change: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_logs(
+        &self,
+        cycle_id: Option<i64>,
+        profile: Option<&str>,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        insert_logs(&tx, cycle_id, profile, logs, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn logs(&self, q: &LogQuery) -> Result<Vec<StoredLog>> {
+        let (sql, vals) = query::logs(q);
+        let p = params(&vals);
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(&sql), &refs(&p))
+            .await?;
+        rows.iter().map(log_row).collect()
+    }
+}

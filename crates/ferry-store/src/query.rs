@@ -1,0 +1,163 @@
+//! SQL shared by both backends. Placeholders are written `?` and numbered for PostgreSQL by
+//! [`numbered`]; everything else is the common dialect (`ON CONFLICT`, `RETURNING`, integer epoch ms).
+
+use crate::{DecisionQuery, LogQuery, codec};
+
+/// A parameter value of a dynamically built query.
+#[derive(Clone, Debug)]
+pub enum Val {
+    Text(String),
+    Int(i64),
+}
+
+/// Rewrites `?` placeholders as `$1`, `$2`, … (no query here has `?` inside a literal).
+pub fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub const DEC_COLS: &str = "profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, source_gid, \
+     target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, first_cycle, changed_cycle";
+
+pub const OBJ_COLS: &str =
+    "directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs";
+
+pub const CYCLE_COLS: &str = "id, profile, trigger, slot, server, status, phase, started_at, finished_at, counts, plan_hash, export, error";
+
+pub const LOG_COLS: &str = "id, at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message";
+
+/// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query.
+pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val>) {
+    let mut sql = if count {
+        "SELECT count(*) FROM decisions WHERE 1=1".to_string()
+    } else {
+        format!("SELECT {DEC_COLS} FROM decisions WHERE 1=1")
+    };
+    let mut vals = Vec::new();
+    if let Some(p) = &q.profile {
+        sql.push_str(" AND profile = ?");
+        vals.push(Val::Text(p.clone()));
+    }
+    if let Some(s) = q.status {
+        sql.push_str(" AND status = ?");
+        vals.push(Val::Text(s.as_str().into()));
+    }
+    if let Some(k) = q.kind {
+        sql.push_str(" AND kind = ?");
+        vals.push(Val::Text(k.as_str().into()));
+    }
+    if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
+        let cols = [
+            "source_id",
+            "source_name",
+            "source_upn",
+            "source_mail",
+            "source_sid",
+            "target_id",
+            "target_name",
+            "target_upn",
+            "target_mail",
+            "target_sid",
+        ];
+        let parts: Vec<String> = cols
+            .iter()
+            .map(|c| format!("lower({c}) LIKE ? ESCAPE '\\'"))
+            .collect();
+        sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
+        let pat = codec::like_pattern(term);
+        vals.extend(cols.iter().map(|_| Val::Text(pat.clone())));
+    }
+    if !count {
+        sql.push_str(" ORDER BY profile, kind, source_id");
+        if q.limit > 0 {
+            sql.push_str(" LIMIT ? OFFSET ?");
+            vals.push(Val::Int(q.limit));
+            vals.push(Val::Int(q.offset.max(0)));
+        }
+    }
+    (sql, vals)
+}
+
+pub fn logs(q: &LogQuery) -> (String, Vec<Val>) {
+    let mut sql = format!("SELECT {LOG_COLS} FROM logs WHERE 1=1");
+    let mut vals = Vec::new();
+    if let Some(p) = &q.profile {
+        sql.push_str(" AND profile = ?");
+        vals.push(Val::Text(p.clone()));
+    }
+    if let Some(c) = q.cycle_id {
+        sql.push_str(" AND cycle_id = ?");
+        vals.push(Val::Int(c));
+    }
+    if let Some(l) = q.min_level {
+        let levels: &[&str] = match l {
+            ferry_core::plan::Level::Info => &["info", "warning", "error"],
+            ferry_core::plan::Level::Warning => &["warning", "error"],
+            ferry_core::plan::Level::Error => &["error"],
+        };
+        sql.push_str(&format!(
+            " AND level IN ({})",
+            vec!["?"; levels.len()].join(", ")
+        ));
+        vals.extend(levels.iter().map(|l| Val::Text((*l).into())));
+    }
+    if let Some(o) = &q.object_id {
+        sql.push_str(" AND object_id = ?");
+        vals.push(Val::Text(o.clone()));
+    }
+    if let Some(b) = q.before_id {
+        sql.push_str(" AND id < ?");
+        vals.push(Val::Int(b));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    vals.push(Val::Int(if q.limit > 0 { q.limit } else { 1000 }));
+    (sql, vals)
+}
+
+pub const ABORT_RUNNING: &str = "UPDATE cycles SET status = 'aborted', finished_at = ?, error = 'the server running this cycle stopped before it finished' \
+     WHERE profile = ? AND status = 'running'";
+
+pub const INSERT_CYCLE: &str = "INSERT INTO cycles (profile, trigger, slot, server, status, phase, started_at) VALUES (?, ?, ?, ?, 'running', 'import', ?) RETURNING id";
+
+pub const TAKE_LEASE: &str = "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+     WHERE leases.holder = excluded.holder OR leases.expires_at < ?";
+
+pub const CLAIM_SLOT: &str = "INSERT INTO schedule_slots (profile, slot, holder, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
+
+pub const UPSERT_OBJECT: &str = "INSERT INTO objects (directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs, hash) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (directory, kind, id) DO UPDATE SET dn = excluded.dn, name = excluded.name, upn = excluded.upn, mail = excluded.mail, \
+     sid = excluded.sid, uid_number = excluded.uid_number, gid_number = excluded.gid_number, members = excluded.members, \
+     attrs = excluded.attrs, hash = excluded.hash";
+
+pub const UPSERT_DIRSTATE: &str = "INSERT INTO directory_state (directory, watermark, last_full_import, last_import, objects) VALUES (?, ?, ?, ?, ?) \
+     ON CONFLICT (directory) DO UPDATE SET watermark = excluded.watermark, last_full_import = excluded.last_full_import, \
+     last_import = excluded.last_import, objects = excluded.objects";
+
+pub const UPSERT_DECISION: &str = "INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, \
+     source_uid, source_gid, target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, hash, \
+     first_cycle, changed_cycle) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (profile, kind, source_id) DO UPDATE SET status = excluded.status, rule = excluded.rule, \
+     source_name = excluded.source_name, source_upn = excluded.source_upn, source_mail = excluded.source_mail, \
+     source_sid = excluded.source_sid, source_uid = excluded.source_uid, source_gid = excluded.source_gid, \
+     target_id = excluded.target_id, target_name = excluded.target_name, target_upn = excluded.target_upn, \
+     target_mail = excluded.target_mail, target_sid = excluded.target_sid, target_uid = excluded.target_uid, \
+     target_gid = excluded.target_gid, candidates = excluded.candidates, hash = excluded.hash, changed_cycle = excluded.changed_cycle";
+
+pub const UPSERT_PLAN: &str = "INSERT INTO plans (profile, cycle_id, hash, fingerprint, mode, rules, counts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (profile) DO UPDATE SET cycle_id = excluded.cycle_id, hash = excluded.hash, fingerprint = excluded.fingerprint, \
+     mode = excluded.mode, rules = excluded.rules, counts = excluded.counts, created_at = excluded.created_at";
+
+pub const INSERT_LOG: &str = "INSERT INTO logs (at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";

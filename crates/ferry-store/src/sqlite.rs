@@ -1,0 +1,706 @@
+//! The embedded SQLite store: one file, WAL journal, one writer connection and a small pool of
+//! readers (WAL lets them read while the writer commits).
+//!
+//! rusqlite is synchronous; calls run inside `block_in_place` on a multi-threaded runtime (inline on
+//! a current-thread one), so borrowed data such as a cycle's objects reaches SQLite without copies.
+//! Quirks handled here: `NOCASE` collation indexes serve the case-insensitive object look-ups
+//! (ASCII case folding, as SQLite's `lower()`); 64-bit content hashes are stored as signed integers.
+
+use crate::migrate::{Migration, SQLITE};
+use crate::query::{self, Val};
+use crate::*;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Runs blocking work without stalling the async runtime's other tasks.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let c = Connection::open(path)?;
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+    )?;
+    Ok(c)
+}
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Val::Text(s) => s.to_sql(),
+            Val::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+fn migrate(c: &mut Connection, migrations: &[Migration]) -> Result<()> {
+    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)")?;
+    let current: i64 = c.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = migrations.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for m in migrations.iter().filter(|m| m.version > current) {
+        let tx = c.transaction()?;
+        tx.execute_batch(m.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            params![m.version, m.name, now_ms()],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied SQLite migration"
+        );
+    }
+    Ok(())
+}
+
+fn cycle_row(r: &Row<'_>) -> rusqlite::Result<(CycleInfo, Option<String>)> {
+    Ok((
+        CycleInfo {
+            id: r.get(0)?,
+            profile: r.get(1)?,
+            trigger: r.get(2)?,
+            slot: r.get(3)?,
+            server: r.get(4)?,
+            status: r.get(5)?,
+            phase: r.get(6)?,
+            started_at: r.get(7)?,
+            finished_at: r.get(8)?,
+            counts: None,
+            plan_hash: r.get(10)?,
+            export: r.get(11)?,
+            error: r.get(12)?,
+        },
+        r.get(9)?,
+    ))
+}
+
+fn finish_cycle_row(row: (CycleInfo, Option<String>)) -> Result<CycleInfo> {
+    let (mut c, counts) = row;
+    c.counts = counts.map(|s| codec::json(&s)).transpose()?;
+    Ok(c)
+}
+
+type RawDecision = (DecisionRow, String, String, Option<String>);
+
+fn decision_row(r: &Row<'_>) -> rusqlite::Result<RawDecision> {
+    let u = |i: usize| -> rusqlite::Result<Option<u32>> {
+        Ok(codec::u32_opt(r.get::<_, Option<i64>>(i)?))
+    };
+    Ok((
+        DecisionRow {
+            profile: r.get(0)?,
+            kind: ObjectKind::User,
+            source_id: r.get(2)?,
+            status: Status::Matched,
+            rule: r.get::<_, Option<i64>>(4)?.map(|v| v as u32),
+            source_name: r.get(5)?,
+            source_upn: r.get(6)?,
+            source_mail: r.get(7)?,
+            source_sid: r.get(8)?,
+            source_uid: u(9)?,
+            source_gid: u(10)?,
+            target_id: r.get(11)?,
+            target_name: r.get(12)?,
+            target_upn: r.get(13)?,
+            target_mail: r.get(14)?,
+            target_sid: r.get(15)?,
+            target_uid: u(16)?,
+            target_gid: u(17)?,
+            candidates: vec![],
+            first_cycle: r.get(19)?,
+            changed_cycle: r.get(20)?,
+        },
+        r.get(1)?,
+        r.get(3)?,
+        r.get(18)?,
+    ))
+}
+
+fn finish_decision((mut d, kind, status, cands): RawDecision) -> Result<DecisionRow> {
+    d.kind = codec::kind(&kind)?;
+    d.status = codec::status(&status)?;
+    d.candidates = codec::opt_json(cands)?;
+    Ok(d)
+}
+
+type RawObject = (String, String, DirObject, Option<String>, Option<String>);
+
+fn object_row(r: &Row<'_>) -> rusqlite::Result<RawObject> {
+    let mut o = DirObject::new(
+        ObjectKind::User,
+        r.get::<_, String>(2)?,
+        r.get::<_, String>(4)?,
+    );
+    o.dn = r.get(3)?;
+    o.upn = r.get(5)?;
+    o.mail = r.get(6)?;
+    o.sid = r.get(7)?;
+    o.uid_number = codec::u32_opt(r.get(8)?);
+    o.gid_number = codec::u32_opt(r.get(9)?);
+    Ok((r.get(0)?, r.get(1)?, o, r.get(10)?, r.get(11)?))
+}
+
+fn finish_object((dir, kind, mut o, members, attrs): RawObject) -> Result<StoredObject> {
+    o.kind = codec::kind(&kind)?;
+    o.members = codec::opt_json(members)?;
+    o.attrs = codec::opt_json(attrs)?;
+    Ok(StoredObject {
+        directory: dir,
+        object: o,
+    })
+}
+
+fn log_row(r: &Row<'_>) -> rusqlite::Result<(StoredLog, String, Option<String>)> {
+    Ok((
+        StoredLog {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            cycle_id: r.get(2)?,
+            profile: r.get(3)?,
+            entry: LogEntry {
+                level: Level::Info,
+                code: r.get(6)?,
+                directory: r.get(4)?,
+                object_kind: None,
+                object_id: r.get(8)?,
+                object_name: r.get(9)?,
+                message: r.get(10)?,
+            },
+        },
+        r.get(5)?,
+        r.get(7)?,
+    ))
+}
+
+fn insert_logs(
+    c: &Connection,
+    cycle_id: Option<i64>,
+    profile: Option<&str>,
+    logs: &[LogEntry],
+    now: i64,
+) -> Result<()> {
+    let mut st = c.prepare_cached(query::INSERT_LOG)?;
+    for l in logs {
+        st.execute(params![
+            now,
+            cycle_id,
+            profile,
+            l.directory,
+            l.level.as_str(),
+            l.code,
+            l.object_kind.map(|k| k.as_str()),
+            l.object_id,
+            l.object_name,
+            l.message
+        ])?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        let mut writer = connect(path)?;
+        migrate(&mut writer, SQLITE)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R>) -> Result<R> {
+        blocking(|| {
+            let mut c = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        blocking(|| {
+            let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let c = match pooled {
+                Some(c) => c,
+                None => connect(&self.path)?,
+            };
+            let r = f(&c);
+            let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < 8 {
+                pool.push(c);
+            }
+            r
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn put_token(&self, name: &str, hash: &str, role: &str, now: i64) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO tokens (name, hash, role, created_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, created_at = excluded.created_at",
+                params![name, hash, role, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT name, role, created_at FROM tokens WHERE hash = ?",
+                [hash],
+                |r| {
+                    Ok(TokenInfo {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        self.write(|c| {
+            Ok(c.execute(query::TAKE_LEASE, params![name, holder, now + ttl_ms, now])? == 1)
+        })
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM leases WHERE name = ? AND holder = ?",
+                params![name, holder],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool> {
+        self.write(|c| Ok(c.execute(query::CLAIM_SLOT, params![profile, slot, holder, now])? == 1))
+    }
+
+    async fn begin_cycle(
+        &self,
+        profile: &str,
+        trigger: &str,
+        slot: Option<i64>,
+        server: &str,
+        now: i64,
+    ) -> Result<i64> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(query::ABORT_RUNNING, params![now, profile])?;
+            let id: i64 = tx.query_row(
+                query::INSERT_CYCLE,
+                params![profile, trigger, slot, server, now],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
+    async fn set_cycle_phase(&self, id: i64, phase: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE cycles SET phase = ? WHERE id = ?",
+                params![phase, id],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn fail_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        error: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE cycles SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                params![now, error, id],
+            )?;
+            insert_logs(&tx, Some(id), Some(profile), logs, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn commit_sync(&self, s: SyncCommit<'_>) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut up = tx.prepare_cached(query::UPSERT_OBJECT)?;
+                let mut del = tx.prepare_cached("DELETE FROM objects WHERE directory = ? AND kind = ? AND id = ?")?;
+                for oc in &s.objects {
+                    let dir = oc.state.directory.as_str();
+                    for o in &oc.upserts {
+                        up.execute(params![
+                            dir,
+                            o.kind.as_str(),
+                            o.id,
+                            o.dn,
+                            o.name,
+                            o.upn,
+                            o.mail,
+                            o.sid,
+                            o.uid_number,
+                            o.gid_number,
+                            codec::members(o),
+                            codec::attrs(o),
+                            o.content_hash() as i64
+                        ])?;
+                    }
+                    for (k, id) in &oc.deletes {
+                        del.execute(params![dir, k.as_str(), id])?;
+                    }
+                    let st = &oc.state;
+                    tx.execute(query::UPSERT_DIRSTATE, params![st.directory, st.watermark, st.last_full_import, st.last_import, st.objects])?;
+                }
+            }
+            let plan = s.plan;
+            {
+                let mut up = tx.prepare_cached(query::UPSERT_DECISION)?;
+                for (rec, _) in &s.decisions.upserts {
+                    let src = rec.source;
+                    let t = rec.target;
+                    up.execute(params![
+                        plan.profile,
+                        src.kind.as_str(),
+                        src.id,
+                        rec.status.as_str(),
+                        rec.rule,
+                        src.name,
+                        src.upn,
+                        src.mail,
+                        src.sid,
+                        src.uid_number,
+                        src.gid_number,
+                        t.map(|t| &t.id),
+                        t.map(|t| &t.name),
+                        t.and_then(|t| t.upn.as_ref()),
+                        t.and_then(|t| t.mail.as_ref()),
+                        t.and_then(|t| t.sid.as_ref()),
+                        t.and_then(|t| t.uid_number),
+                        t.and_then(|t| t.gid_number),
+                        codec::candidates(&rec.candidates),
+                        rec.hash as i64,
+                        s.cycle_id,
+                        s.cycle_id
+                    ])?;
+                }
+                let mut del = tx.prepare_cached("DELETE FROM decisions WHERE profile = ? AND kind = ? AND source_id = ?")?;
+                for (k, id) in &s.decisions.removed {
+                    del.execute(params![plan.profile, k.as_str(), id])?;
+                }
+                let mut hist = tx.prepare_cached("INSERT INTO history (profile, kind, source_id, cycle_id, at, change) VALUES (?, ?, ?, ?, ?, ?)")?;
+                for (k, id, change) in &s.history {
+                    hist.execute(params![plan.profile, k.as_str(), id, s.cycle_id, s.now, change])?;
+                }
+            }
+            let counts = serde_json::to_string(&plan.counts).unwrap_or_default();
+            tx.execute(
+                query::UPSERT_PLAN,
+                params![plan.profile, s.cycle_id, plan.hash, plan.fingerprint, plan.mode.as_str(), serde_json::to_string(&plan.rules).unwrap_or_default(), counts, s.now],
+            )?;
+            tx.execute("DELETE FROM plan_writes WHERE profile = ?", [&plan.profile])?;
+            {
+                let mut w = tx.prepare_cached("INSERT INTO plan_writes (profile, seq, op, kind, source_id, body) VALUES (?, ?, ?, ?, ?, ?)")?;
+                for (i, wr) in plan.writes.iter().enumerate() {
+                    w.execute(params![plan.profile, i as i64, wr.op(), wr.kind().as_str(), wr.source_id(), serde_json::to_string(wr).unwrap_or_default()])?;
+                }
+            }
+            insert_logs(&tx, Some(s.cycle_id), Some(&plan.profile), s.logs, s.now)?;
+            // Last, so that a cycle aborted meanwhile rolls back everything above.
+            let n = tx.execute(
+                "UPDATE cycles SET phase = 'export', counts = ?, plan_hash = ? WHERE id = ? AND status = 'running'",
+                params![counts, plan.hash, s.cycle_id],
+            )?;
+            if n != 1 {
+                return Err(StoreError::CycleNotRunning(s.cycle_id));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn finish_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        export: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = ?, export = ? WHERE id = ?",
+                params![now, export, id],
+            )?;
+            insert_logs(&tx, Some(id), Some(profile), logs, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn cycle(&self, id: i64) -> Result<Option<CycleInfo>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {} FROM cycles WHERE id = ?", query::CYCLE_COLS),
+                [id],
+                cycle_row,
+            )
+            .optional()?
+            .map(finish_cycle_row)
+            .transpose()
+        })
+    }
+
+    async fn cycles(&self, profile: Option<&str>, limit: i64) -> Result<Vec<CycleInfo>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM cycles WHERE (?1 IS NULL OR profile = ?1) ORDER BY id DESC LIMIT ?2",
+                query::CYCLE_COLS
+            ))?;
+            let rows = st.query_map(params![profile, limit], cycle_row)?;
+            rows.map(|r| finish_cycle_row(r?)).collect()
+        })
+    }
+
+    async fn object_digest(&self, directory: &str) -> Result<FxHashMap<(ObjectKind, String), u64>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT kind, id, hash FROM objects WHERE directory = ?")?;
+            let mut rows = st.query([directory])?;
+            let mut out = FxHashMap::default();
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(0)?;
+                out.insert((codec::kind(&kind)?, r.get(1)?), r.get::<_, i64>(2)? as u64);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn load_objects(&self, directory: &str) -> Result<Vec<DirObject>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM objects WHERE directory = ? ORDER BY kind, id",
+                query::OBJ_COLS
+            ))?;
+            let rows = st.query_map([directory], object_row)?;
+            rows.map(|r| finish_object(r?).map(|s| s.object)).collect()
+        })
+    }
+
+    async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT directory, watermark, last_full_import, last_import, objects FROM directory_state WHERE directory = ?",
+                [directory],
+                |r| Ok(DirectoryState { directory: r.get(0)?, watermark: r.get(1)?, last_full_import: r.get(2)?, last_import: r.get(3)?, objects: r.get(4)? }),
+            )
+            .optional()?)
+        })
+    }
+
+    async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM objects WHERE id = ?1 OR name = ?1 COLLATE NOCASE OR upn = ?1 COLLATE NOCASE \
+                 OR mail = ?1 COLLATE NOCASE OR sid = ?1 ORDER BY directory, kind, id LIMIT ?2",
+                query::OBJ_COLS
+            ))?;
+            let rows = st.query_map(params![q, limit], object_row)?;
+            rows.map(|r| finish_object(r?)).collect()
+        })
+    }
+
+    async fn decision_digest(
+        &self,
+        profile: &str,
+    ) -> Result<FxHashMap<DecisionKey, (u64, Status)>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT kind, source_id, hash, status FROM decisions WHERE profile = ?")?;
+            let mut rows = st.query([profile])?;
+            let mut out = FxHashMap::default();
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(0)?;
+                let status: String = r.get(3)?;
+                out.insert(
+                    (codec::kind(&kind)?, r.get(1)?),
+                    (r.get::<_, i64>(2)? as u64, codec::status(&status)?),
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>> {
+        let (sql, vals) = query::decisions(q, false);
+        self.read(|c| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params_from_iter(vals.iter()), decision_row)?;
+            rows.map(|r| finish_decision(r?)).collect()
+        })
+    }
+
+    async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64> {
+        let (sql, vals) = query::decisions(q, true);
+        self.read(|c| Ok(c.query_row(&sql, params_from_iter(vals.iter()), |r| r.get(0))?))
+    }
+
+    async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM decisions WHERE kind = ?1 AND (source_id = ?2 OR target_id = ?2) ORDER BY profile",
+                query::DEC_COLS
+            ))?;
+            let rows = st.query_map(params![kind.as_str(), id], decision_row)?;
+            rows.map(|r| finish_decision(r?)).collect()
+        })
+    }
+
+    async fn plan(&self, profile: &str) -> Result<Option<PlanInfo>> {
+        self.read(|c| {
+            let row = c
+                .query_row(
+                    "SELECT profile, cycle_id, hash, fingerprint, mode, rules, counts, created_at FROM plans WHERE profile = ?",
+                    [profile],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, String>(6)?,
+                            r.get::<_, i64>(7)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(profile, cycle_id, hash, fingerprint, mode, rules, counts, created_at)| {
+                Ok(PlanInfo { profile, cycle_id, hash, fingerprint, mode, rules: codec::json(&rules)?, counts: codec::json(&counts)?, created_at })
+            })
+            .transpose()
+        })
+    }
+
+    async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT body FROM plan_writes WHERE profile = ? ORDER BY seq LIMIT ? OFFSET ?",
+            )?;
+            let rows = st.query_map(
+                params![profile, if limit > 0 { limit } else { -1 }, offset],
+                |r| r.get::<_, String>(0),
+            )?;
+            rows.map(|r| codec::json(&r?)).collect()
+        })
+    }
+
+    async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO approvals (profile, plan_hash, approved_by, approved_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (profile) DO UPDATE SET plan_hash = excluded.plan_hash, approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+                params![profile, plan_hash, by, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn approval(&self, profile: &str) -> Result<Option<Approval>> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT profile, plan_hash, approved_by, approved_at FROM approvals WHERE profile = ?", [profile], |r| {
+                Ok(Approval { profile: r.get(0)?, plan_hash: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
+            })
+            .optional()?)
+        })
+    }
+
+    async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT profile, cycle_id, at, change FROM history WHERE kind = ? AND source_id = ? ORDER BY id")?;
+            let rows = st.query_map(params![kind.as_str(), source_id], |r| {
+                Ok(HistoryRow { profile: r.get(0)?, cycle_id: r.get(1)?, at: r.get(2)?, change: r.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn append_logs(
+        &self,
+        cycle_id: Option<i64>,
+        profile: Option<&str>,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            insert_logs(&tx, cycle_id, profile, logs, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn logs(&self, q: &LogQuery) -> Result<Vec<StoredLog>> {
+        let (sql, vals) = query::logs(q);
+        self.read(|c| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params_from_iter(vals.iter()), log_row)?;
+            rows.map(|r| {
+                let (mut l, level, kind) = r?;
+                l.entry.level = codec::level(&level)?;
+                l.entry.object_kind = kind.map(|k| codec::kind(&k)).transpose()?;
+                Ok(l)
+            })
+            .collect()
+        })
+    }
+}

@@ -1,0 +1,568 @@
+//! One conformance suite for every Store backend: each test runs on SQLite (a temporary file) and on
+//! PostgreSQL (a fresh schema in the database named by `FERRY_TEST_DATABASE_URL`, which
+//! `scripts/test` starts). Without that variable the PostgreSQL half is skipped with a message,
+//! unless `FERRY_REQUIRE_SERVERS=1` (set by `scripts/test` and CI), which makes it fail instead.
+
+use ferry_core::ObjectKind;
+use ferry_core::config::Config;
+use ferry_core::model::DirObject;
+use ferry_core::plan::{self, Level, LogEntry, Status};
+use ferry_store::*;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+struct Guard(#[allow(dead_code)] Option<tempfile::TempDir>);
+
+fn sqlite_store() -> (Arc<dyn Store>, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sqlite::SqliteStore::open(&dir.path().join("ferry.db")).unwrap();
+    (Arc::new(s), Guard(Some(dir)))
+}
+
+static SCHEMA: AtomicU32 = AtomicU32::new(0);
+
+async fn pg_store() -> Option<(Arc<dyn Store>, Guard)> {
+    let Ok(url) = std::env::var("FERRY_TEST_DATABASE_URL") else {
+        if std::env::var("FERRY_REQUIRE_SERVERS").as_deref() == Ok("1") {
+            panic!(
+                "FERRY_TEST_DATABASE_URL is not set but FERRY_REQUIRE_SERVERS=1: run the tests through scripts/test"
+            );
+        }
+        eprintln!(
+            "skipping the PostgreSQL half: FERRY_TEST_DATABASE_URL is not set (scripts/test sets it)"
+        );
+        return None;
+    };
+    let schema = format!(
+        "conf_{}_{}",
+        std::process::id(),
+        SCHEMA.fetch_add(1, Ordering::SeqCst)
+    );
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = postgres::PgStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+        .await
+        .unwrap();
+    Some((Arc::new(store), Guard(None)))
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (s, _g) = super::sqlite_store();
+                super::$name(&*s).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((s, _g)) = super::pg_store().await else { return };
+                super::$name(&*s).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    tokens,
+    leases_elect_one_holder,
+    slots_are_claimed_once,
+    cycle_lifecycle,
+    sync_commit_round_trip,
+    aborted_cycle_commits_nothing,
+    logs_filter_and_page,
+    hostile_values_round_trip
+);
+
+async fn tokens(s: &dyn Store) {
+    assert_eq!(s.token_by_hash("h1").await.unwrap(), None);
+    s.put_token("admin", "h1", "admin", 5).await.unwrap();
+    assert_eq!(s.token_by_hash("h1").await.unwrap().unwrap().name, "admin");
+    s.put_token("admin", "h2", "admin", 6).await.unwrap();
+    assert_eq!(
+        s.token_by_hash("h1").await.unwrap(),
+        None,
+        "a replaced token stops working"
+    );
+    assert_eq!(s.token_by_hash("h2").await.unwrap().unwrap().created_at, 6);
+}
+
+async fn leases_elect_one_holder(s: &dyn Store) {
+    assert!(s.try_lease("cycle:users", "a", 1000, 100).await.unwrap());
+    assert!(
+        !s.try_lease("cycle:users", "b", 1050, 100).await.unwrap(),
+        "b must wait for a's lease"
+    );
+    assert!(
+        s.try_lease("cycle:users", "a", 1090, 100).await.unwrap(),
+        "a renews"
+    );
+    assert!(
+        !s.try_lease("cycle:users", "b", 1150, 100).await.unwrap(),
+        "renewed until 1190"
+    );
+    assert!(
+        s.try_lease("cycle:users", "b", 1191, 100).await.unwrap(),
+        "expired: b takes over"
+    );
+    assert!(
+        s.try_lease("cycle:other", "a", 1191, 100).await.unwrap(),
+        "leases are per name"
+    );
+    s.release_lease("cycle:users", "a").await.unwrap();
+    assert!(
+        !s.try_lease("cycle:users", "a", 1200, 100).await.unwrap(),
+        "a cannot release b's lease"
+    );
+    s.release_lease("cycle:users", "b").await.unwrap();
+    assert!(s.try_lease("cycle:users", "a", 1200, 100).await.unwrap());
+}
+
+async fn slots_are_claimed_once(s: &dyn Store) {
+    assert!(s.claim_slot("users", 42, "a", 1).await.unwrap());
+    assert!(!s.claim_slot("users", 42, "b", 1).await.unwrap());
+    assert!(!s.claim_slot("users", 42, "a", 1).await.unwrap());
+    assert!(s.claim_slot("users", 43, "b", 1).await.unwrap());
+    assert!(s.claim_slot("devices", 42, "b", 1).await.unwrap());
+}
+
+async fn cycle_lifecycle(s: &dyn Store) {
+    let a = s
+        .begin_cycle("users", "schedule", Some(7), "srv1", 100)
+        .await
+        .unwrap();
+    let b = s
+        .begin_cycle("users", "manual", None, "srv2", 200)
+        .await
+        .unwrap();
+    let ca = s.cycle(a).await.unwrap().unwrap();
+    assert_eq!(
+        ca.status, "aborted",
+        "a new cycle of the profile aborts the stale one"
+    );
+    assert!(ca.error.unwrap().contains("stopped"));
+    s.set_cycle_phase(b, "sync").await.unwrap();
+    assert_eq!(s.cycle(b).await.unwrap().unwrap().phase, "sync");
+    s.fail_cycle(
+        b,
+        "users",
+        "LDAP server unreachable",
+        &[LogEntry::error("import", "cannot reach ldap://x")],
+        300,
+    )
+    .await
+    .unwrap();
+    let cb = s.cycle(b).await.unwrap().unwrap();
+    assert_eq!(
+        (cb.status.as_str(), cb.error.as_deref(), cb.finished_at),
+        ("failed", Some("LDAP server unreachable"), Some(300))
+    );
+    let c = s
+        .begin_cycle("other", "manual", None, "srv1", 400)
+        .await
+        .unwrap();
+    s.finish_cycle(c, "other", "not needed", &[], 500)
+        .await
+        .unwrap();
+    assert_eq!(s.cycle(c).await.unwrap().unwrap().status, "succeeded");
+    let all = s.cycles(None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c, b, a]);
+    assert_eq!(s.cycles(Some("users"), 1).await.unwrap()[0].id, b);
+    assert_eq!(s.cycle(9999).await.unwrap(), None);
+    let logs = s
+        .logs(&LogQuery {
+            cycle_id: Some(b),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].entry.level, Level::Error);
+}
+
+fn config() -> Config {
+    let src = format!(
+        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"s.json\"\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"t.json\"\n\
+         [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"create\"\n{}",
+        ferry_core::sample::QUICKSTART_RULES
+    );
+    Config::parse(&src, "test").unwrap()
+}
+
+/// Runs the pure sync stage and commits it as a cycle would; returns the plan's hash.
+async fn commit(s: &dyn Store, cycle: i64, src: &[DirObject], tgt: &[DirObject]) -> Result<String> {
+    let cfg = config();
+    let p = plan::build(&cfg.profiles[0], "fp", src, tgt);
+    let digest = s.decision_digest("users").await?;
+    let diff = plan::diff(&p, src, tgt, &digest);
+    let logs = plan::decision_logs(&p, &diff, "contoso");
+    let history = plan::history_lines(&p, &diff);
+    let mut objects = Vec::new();
+    for (dir, objs) in [("contoso", src), ("fabrikam", tgt)] {
+        let stored = s.object_digest(dir).await?;
+        let present: rustc_hash::FxHashSet<(ObjectKind, &str)> =
+            objs.iter().map(|o| (o.kind, o.id.as_str())).collect();
+        objects.push(ObjectChanges {
+            upserts: objs
+                .iter()
+                .filter(|o| stored.get(&(o.kind, o.id.clone())) != Some(&o.content_hash()))
+                .collect(),
+            deletes: stored
+                .keys()
+                .filter(|(k, i)| !present.contains(&(*k, i.as_str())))
+                .cloned()
+                .collect(),
+            state: DirectoryState {
+                directory: dir.into(),
+                watermark: None,
+                last_full_import: Some(cycle),
+                last_import: cycle,
+                objects: objs.len() as i64,
+            },
+        });
+    }
+    s.commit_sync(SyncCommit {
+        cycle_id: cycle,
+        now: cycle * 10,
+        objects,
+        plan: &p,
+        decisions: &diff,
+        history,
+        logs: &logs,
+    })
+    .await?;
+    Ok(p.hash)
+}
+
+fn sorted(mut v: Vec<DirObject>) -> Vec<DirObject> {
+    v.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    v
+}
+
+async fn sync_commit_round_trip(s: &dyn Store) {
+    let sample = ferry_core::sample::generate(600, true, 11);
+    let c1 = s
+        .begin_cycle("users", "manual", None, "t", 1)
+        .await
+        .unwrap();
+    let hash = commit(s, c1, &sample.source, &sample.target).await.unwrap();
+    s.finish_cycle(c1, "users", "awaiting approval", &[], 2)
+        .await
+        .unwrap();
+
+    // Objects come back exactly, and the digest knows every one.
+    assert_eq!(
+        sorted(s.load_objects("contoso").await.unwrap()),
+        sorted(sample.source.clone())
+    );
+    assert_eq!(
+        s.object_digest("fabrikam").await.unwrap().len(),
+        sample.target.len()
+    );
+    assert_eq!(
+        s.directory_state("contoso").await.unwrap().unwrap().objects,
+        sample.source.len() as i64
+    );
+
+    // The plan, its writes and the cycle's counts.
+    let plan = s.plan("users").await.unwrap().unwrap();
+    assert_eq!(plan.hash, hash);
+    assert_eq!(plan.rules.len(), 3);
+    let writes = s.plan_writes("users", 0, 0).await.unwrap();
+    assert_eq!(
+        writes.len() as u64,
+        plan.counts.creates + plan.counts.updates
+    );
+    assert_eq!(
+        s.plan_writes("users", 1, 2).await.unwrap(),
+        writes[1..3].to_vec()
+    );
+    assert_eq!(
+        s.cycle(c1).await.unwrap().unwrap().counts.unwrap(),
+        plan.counts
+    );
+
+    // Decisions: counts by status, paging, search.
+    let u = plan.counts.by_kind[&ObjectKind::User];
+    let q = |status| DecisionQuery {
+        profile: Some("users".into()),
+        status: Some(status),
+        kind: Some(ObjectKind::User),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.count_decisions(&q(Status::Matched)).await.unwrap() as u64,
+        u.matched
+    );
+    assert_eq!(
+        s.count_decisions(&q(Status::Unmatched)).await.unwrap() as u64,
+        u.unmatched
+    );
+    let page1 = s
+        .decisions(&DecisionQuery {
+            limit: 10,
+            ..q(Status::Matched)
+        })
+        .await
+        .unwrap();
+    let page2 = s
+        .decisions(&DecisionQuery {
+            limit: 10,
+            offset: 10,
+            ..q(Status::Matched)
+        })
+        .await
+        .unwrap();
+    assert_eq!(page1.len(), 10);
+    assert!(page1.last().unwrap().source_id < page2[0].source_id);
+    let ann = &sample.source[0];
+    let found = s
+        .decisions(&DecisionQuery {
+            search: Some(ann.upn.clone().unwrap().to_uppercase()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].source_id, ann.id);
+    let entry = found[0].to_entry(&plan.rules).expect("ann is matched");
+    assert_eq!(entry.source_sid, ann.sid);
+    assert!(
+        entry
+            .target_sid
+            .as_deref()
+            .unwrap()
+            .starts_with("S-1-12-1-")
+    );
+    assert_eq!(entry.rule.as_deref(), Some("mail → mail (replace_suffix)"));
+    let like = s
+        .decisions(&DecisionQuery {
+            search: Some("100%_".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(like.is_empty(), "LIKE wildcards in a search are literal");
+    let digest = s.decision_digest("users").await.unwrap();
+    assert_eq!(
+        digest.len() as u64,
+        u.matched
+            + u.unmatched
+            + u.ambiguous
+            + u.conflict
+            + plan.counts.by_kind[&ObjectKind::Group].matched
+            + plan.counts.by_kind[&ObjectKind::Group].unmatched
+    );
+
+    // The single object report's look-ups: by upn (any case), SID, id; as source and target.
+    let by_upn = s
+        .find_objects(&ann.upn.clone().unwrap().to_uppercase(), 10)
+        .await
+        .unwrap();
+    assert_eq!(by_upn.len(), 1);
+    assert_eq!(by_upn[0].directory, "contoso");
+    assert_eq!(
+        s.find_objects(ann.sid.as_deref().unwrap(), 10)
+            .await
+            .unwrap()[0]
+            .object,
+        *ann
+    );
+    let target_id = entry.target_id.clone();
+    assert_eq!(
+        s.decisions_for_object(ObjectKind::User, &target_id)
+            .await
+            .unwrap()[0]
+            .source_id,
+        ann.id
+    );
+
+    // Second cycle: a user changes mail on the target (matched by employee id now), one leaves.
+    let mut src2 = sample.source.clone();
+    let gone = src2.remove(1);
+    let mut tgt2 = sample.target.clone();
+    let ti = tgt2.iter().position(|t| t.id == target_id).unwrap();
+    tgt2[ti].mail = Some("ann.renamed@fabrikam.test".into());
+    let c2 = s
+        .begin_cycle("users", "manual", None, "t", 3)
+        .await
+        .unwrap();
+    commit(s, c2, &src2, &tgt2).await.unwrap();
+    let d = s
+        .decisions_for_object(ObjectKind::User, &ann.id)
+        .await
+        .unwrap();
+    assert_eq!(d[0].rule, Some(1), "now matched by employeeId");
+    assert_eq!((d[0].first_cycle, d[0].changed_cycle), (c1, c2));
+    let h = s.history(ObjectKind::User, &ann.id).await.unwrap();
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h[0].change.contains("employeeId"), "{h:?}");
+    assert!(
+        s.decisions_for_object(ObjectKind::User, &gone.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.history(ObjectKind::User, &gone.id).await.unwrap().len(),
+        1
+    );
+    assert!(
+        s.load_objects("contoso")
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.id != gone.id)
+    );
+}
+
+async fn aborted_cycle_commits_nothing(s: &dyn Store) {
+    let sample = ferry_core::sample::generate(200, true, 3);
+    let c1 = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    let h1 = commit(s, c1, &sample.source, &sample.target).await.unwrap();
+    s.finish_cycle(c1, "users", "not needed", &[], 2)
+        .await
+        .unwrap();
+    let digest = s.decision_digest("users").await.unwrap();
+    let objects = s.object_digest("contoso").await.unwrap();
+
+    // Cycle 2 is aborted by another server's cycle 3 before it commits: nothing of it may land.
+    let c2 = s
+        .begin_cycle("users", "manual", None, "a", 3)
+        .await
+        .unwrap();
+    let _c3 = s
+        .begin_cycle("users", "manual", None, "b", 4)
+        .await
+        .unwrap();
+    let mut src = sample.source.clone();
+    src.truncate(50);
+    let err = commit(s, c2, &src, &sample.target).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::CycleNotRunning(id) if id == c2),
+        "{err}"
+    );
+    assert_eq!(s.decision_digest("users").await.unwrap(), digest);
+    assert_eq!(s.object_digest("contoso").await.unwrap(), objects);
+    assert_eq!(s.plan("users").await.unwrap().unwrap().hash, h1);
+}
+
+async fn logs_filter_and_page(s: &dyn Store) {
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    let mut logs = Vec::new();
+    for i in 0..30 {
+        let e = match i % 3 {
+            0 => LogEntry::info("matched", format!("i{i}")),
+            1 => LogEntry::warning("unmatched", format!("w{i}")),
+            _ => LogEntry::error("export", format!("e{i}")),
+        };
+        logs.push(if i == 4 {
+            LogEntry {
+                object_id: Some("obj-4".into()),
+                ..e
+            }
+        } else {
+            e
+        });
+    }
+    s.append_logs(Some(c), Some("users"), &logs, 9)
+        .await
+        .unwrap();
+    s.append_logs(None, Some("other"), &[LogEntry::error("config", "x")], 9)
+        .await
+        .unwrap();
+    let warn = s
+        .logs(&LogQuery {
+            profile: Some("users".into()),
+            min_level: Some(Level::Warning),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(warn.len(), 20);
+    assert!(warn.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let errs = s
+        .logs(&LogQuery {
+            min_level: Some(Level::Error),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(errs.len(), 11);
+    let page = s
+        .logs(&LogQuery {
+            profile: Some("users".into()),
+            limit: 5,
+            before_id: Some(warn[3].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.iter().all(|l| l.id < warn[3].id) && page.len() == 5);
+    let obj = s
+        .logs(&LogQuery {
+            object_id: Some("obj-4".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(obj.len(), 1);
+    assert_eq!(obj[0].entry.message, "w4");
+    assert_eq!(obj[0].cycle_id, Some(c));
+}
+
+async fn hostile_values_round_trip(s: &dyn Store) {
+    let mut u = DirObject::new(
+        ObjectKind::User,
+        "id'; DROP TABLE objects;--",
+        "Ὀδυσσεύς \"Odie\" O'Brien (*)\\",
+    );
+    u.upn = Some("*)(uid=*))(|(uid=*@contoso.test".into());
+    u.mail = Some("x".repeat(100_000));
+    u.attrs = vec![
+        ("emoji".into(), "🦀\u{0}?".replace('\u{0}', "")),
+        ("note".into(), "a\nb\r\nc,d;e".into()),
+    ];
+    let mut t = u.clone();
+    t.id = "t-1".into();
+    t.upn = Some("*)(uid=*))(|(uid=*@fabrikam.test".into());
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(s, c, std::slice::from_ref(&u), std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    assert_eq!(s.load_objects("contoso").await.unwrap(), vec![u.clone()]);
+    assert_eq!(s.find_objects(&u.id, 5).await.unwrap()[0].object, u);
+    let d = s
+        .decisions(&DecisionQuery {
+            search: Some("(uid=*".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].source_name, u.name);
+    let _: FxHashMap<(), ()> = FxHashMap::default();
+}
