@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The object types a directory imports and a profile synchronises.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectKind {
@@ -45,6 +46,7 @@ impl fmt::Display for ObjectKind {
 }
 
 /// One user, group or device of one directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirObject {
     pub kind: ObjectKind,
@@ -73,6 +75,7 @@ pub struct DirObject {
     pub members: Vec<String>,
     /// Every other attribute, sorted by name; a multi-valued attribute repeats its name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub attrs: Vec<(String, String)>,
 }
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// How a decision came out, as stored and reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -48,6 +49,7 @@ impl Status {
 }
 
 /// Counts for one kind.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindCounts {
     pub matched: u64,
@@ -57,6 +59,7 @@ pub struct KindCounts {
 }
 
 /// A plan's numbers, per kind and in total.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub source_objects: u64,
@@ -71,6 +74,7 @@ pub struct Counts {
 }
 
 /// One attribute an update changes: its value(s) before and after.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrChange {
     pub attribute: String,
@@ -79,6 +83,7 @@ pub struct AttrChange {
 }
 
 /// A write an export would make to the target directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Write {
@@ -437,6 +442,7 @@ pub fn diff<'a>(
 }
 
 /// Severity of a message log entry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -464,6 +470,7 @@ impl Level {
 }
 
 /// A message log entry before it is stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     pub level: Level,

@@ -49,6 +49,7 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A bearer token's record (the token itself is never stored, only its SHA-256).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub name: String,
@@ -57,6 +58,7 @@ pub struct TokenInfo {
 }
 
 /// A cycle as listed and reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleInfo {
     pub id: i64,
@@ -79,6 +81,7 @@ pub struct CycleInfo {
 }
 
 /// What an import left behind for the next one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryState {
     pub directory: String,
@@ -109,6 +112,7 @@ pub struct SyncCommit<'a> {
 }
 
 /// The current What-If of a profile.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanInfo {
     pub profile: String,
@@ -121,6 +125,7 @@ pub struct PlanInfo {
     pub created_at: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub profile: String,
@@ -130,6 +135,7 @@ pub struct Approval {
 }
 
 /// One stored decision, with the identities on both sides.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRow {
     pub profile: String,
@@ -210,6 +216,7 @@ pub struct LogQuery {
     pub limit: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredLog {
     pub id: i64,
@@ -220,6 +227,7 @@ pub struct StoredLog {
     pub entry: LogEntry,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRow {
     pub profile: String,
@@ -229,6 +237,7 @@ pub struct HistoryRow {
 }
 
 /// A directory object found by the single object report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredObject {
     pub directory: String,

@@ -1,0 +1,154 @@
+//! The REST API under `/api/v1`. Each resource module exposes `router()`; [`router`] composes them.
+//! Errors are one type, [`ApiError`], answered as `{"error": "...", "status": N}`; details of 5xx
+//! errors go to the log, never to the client.
+
+use crate::state::AppState;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::OpenApi;
+
+pub mod directories;
+pub mod logs;
+pub mod report;
+pub mod sync;
+pub mod translation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub status: u16,
+}
+
+impl From<ferry_store::StoreError> for ApiError {
+    fn from(e: ferry_store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError::*;
+        match e {
+            UnknownProfile(_) => ApiError::NotFound(e.to_string()),
+            Busy(_) => ApiError::Conflict(e.to_string()),
+            Store(s) => s.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error answering a request");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log".to_string(),
+                )
+            }
+        };
+        let mut r = (
+            status,
+            Json(ErrorBody {
+                error: msg,
+                status: status.as_u16(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A query parameter that failed to parse, as a 400 naming the parameter.
+pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "query parameter `{name}`: `{value}` is not valid; expected {expected}"
+    ))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report."),
+    paths(
+        directories::list, directories::test,
+        sync::profiles, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
+        translation::list, translation::export,
+        logs::list,
+        report::object,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as pretty JSON (committed as docs/openapi.json).
+pub fn openapi_json() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+    doc.to_pretty_json().unwrap_or_default() + "\n"
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .merge(directories::router())
+        .merge(sync::router())
+        .merge(translation::router())
+        .merge(logs::router())
+        .merge(report::router())
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi_json(),
+                )
+            }),
+        )
+}

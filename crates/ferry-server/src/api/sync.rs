@@ -1,0 +1,298 @@
+//! Sync profiles, cycles, the What-If and its approval.
+
+use super::{ApiError, ApiResult, bad_param};
+use crate::auth::AdminAuth;
+use crate::engine::Trigger;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ferry_core::ObjectKind;
+use ferry_core::plan::{Status, Write};
+use ferry_store::{Approval, CycleInfo, DecisionQuery, DecisionRow, PlanInfo, now_ms};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    /// `match-only`, `create` or `update`.
+    pub mode: String,
+    pub object_types: Vec<ObjectKind>,
+    /// Interval between scheduled cycles, e.g. `15m`; none: on demand only.
+    pub schedule: Option<String>,
+    pub enabled: bool,
+    /// The match rules in force, in order.
+    pub rules: Vec<String>,
+    pub last_cycle: Option<CycleInfo>,
+    /// Whether the current What-If has writes that wait for an approval.
+    pub awaiting_approval: bool,
+}
+
+#[utoipa::path(get, path = "/profiles", tag = "sync", responses((status = 200, body = Vec<ProfileInfo>)))]
+pub async fn profiles(
+    _: AdminAuth,
+    State(st): State<AppState>,
+) -> ApiResult<Json<Vec<ProfileInfo>>> {
+    let mut out = Vec::new();
+    for p in &st.settings.config.profiles {
+        let plan = st.store.plan(&p.name).await?;
+        let approval = st.store.approval(&p.name).await?;
+        out.push(ProfileInfo {
+            name: p.name.clone(),
+            source: p.source.clone(),
+            target: p.target.clone(),
+            mode: p.mode.as_str().into(),
+            object_types: p.object_types.clone(),
+            schedule: p.schedule.map(|s| s.to_string()),
+            enabled: p.enabled,
+            rules: p.effective_rules().iter().map(|r| r.describe()).collect(),
+            last_cycle: st.store.cycles(Some(&p.name), 1).await?.into_iter().next(),
+            awaiting_approval: plan.as_ref().is_some_and(|pl| {
+                pl.counts.creates + pl.counts.updates > 0
+                    && approval.as_ref().is_none_or(|a| a.plan_hash != pl.hash)
+            }),
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RunParams {
+    /// Wait for the cycle to finish (up to `timeout` seconds, default 600) before answering.
+    #[serde(default)]
+    pub wait: bool,
+    pub timeout: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Started {
+    pub cycle_id: i64,
+    /// The cycle's record when `wait` was asked for.
+    pub cycle: Option<CycleInfo>,
+}
+
+#[utoipa::path(post, path = "/profiles/{name}/run", tag = "sync", params(("name" = String, Path), RunParams),
+    responses((status = 202, body = Started, description = "Import → Sync → (Export if the current What-If is approved)"), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "a cycle of the profile is running")))]
+pub async fn run(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RunParams>,
+) -> ApiResult<(StatusCode, Json<Started>)> {
+    let id = st.engine.start(&name, Trigger::Manual).await?;
+    let cycle = if q.wait {
+        st.engine
+            .wait(id, Duration::from_secs(q.timeout.unwrap_or(600)))
+            .await?
+    } else {
+        None
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Started {
+            cycle_id: id,
+            cycle,
+        }),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct WhatIfParams {
+    /// Only decisions of this status: matched, unmatched, ambiguous, conflict.
+    pub status: Option<String>,
+    /// Only decisions of this kind: user, group, device.
+    pub kind: Option<String>,
+    /// Case-insensitive substring of a name, UPN, mail, SID or id.
+    pub q: Option<String>,
+    #[serde(default)]
+    pub offset: i64,
+    /// Decisions per page (default 100, at most 10000).
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub writes_offset: i64,
+    /// Writes per page (default 100, at most 10000).
+    pub writes_limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WhatIf {
+    pub plan: PlanInfo,
+    pub approval: Option<Approval>,
+    /// The plan has writes, and they are not approved.
+    pub needs_approval: bool,
+    /// The next cycle will export (the plan's exact writes are approved).
+    pub approved: bool,
+    pub decisions_total: i64,
+    pub decisions: Vec<DecisionRow>,
+    pub writes_total: u64,
+    pub writes: Vec<Write>,
+}
+
+fn parse_status(s: &Option<String>) -> ApiResult<Option<Status>> {
+    s.as_deref()
+        .map(|v| {
+            Status::parse(v)
+                .ok_or_else(|| bad_param("status", v, "matched, unmatched, ambiguous or conflict"))
+        })
+        .transpose()
+}
+
+fn parse_kind(s: &Option<String>) -> ApiResult<Option<ObjectKind>> {
+    s.as_deref()
+        .map(|v| ObjectKind::parse(v).ok_or_else(|| bad_param("kind", v, "user, group or device")))
+        .transpose()
+}
+
+fn page(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(100).clamp(1, 10_000)
+}
+
+#[utoipa::path(get, path = "/profiles/{name}/whatif", tag = "sync", params(("name" = String, Path), WhatIfParams),
+    responses((status = 200, body = WhatIf), (status = 404, body = super::ErrorBody, description = "unknown profile, or no cycle has run yet")))]
+pub async fn whatif(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<WhatIfParams>,
+) -> ApiResult<Json<WhatIf>> {
+    st.settings
+        .config
+        .profile(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
+    let plan = st.store.plan(&name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no What-If for `{name}` yet: run a cycle first (ferry sync run {name})"
+        ))
+    })?;
+    let approval = st.store.approval(&name).await?;
+    let dq = DecisionQuery {
+        profile: Some(name.clone()),
+        status: parse_status(&q.status)?,
+        kind: parse_kind(&q.kind)?,
+        search: q.q.clone(),
+        offset: q.offset.max(0),
+        limit: page(q.limit),
+    };
+    let writes_total = plan.counts.creates + plan.counts.updates;
+    let approved = writes_total > 0 && approval.as_ref().is_some_and(|a| a.plan_hash == plan.hash);
+    Ok(Json(WhatIf {
+        needs_approval: writes_total > 0 && !approved,
+        approved,
+        decisions_total: st.store.count_decisions(&dq).await?,
+        decisions: st.store.decisions(&dq).await?,
+        writes: st
+            .store
+            .plan_writes(&name, q.writes_offset.max(0), page(q.writes_limit))
+            .await?,
+        writes_total,
+        plan,
+        approval,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema, Default)]
+pub struct ApproveBody {
+    /// The plan hash the operator reviewed; refused if the What-If has changed since.
+    pub plan_hash: Option<String>,
+}
+
+#[utoipa::path(post, path = "/profiles/{name}/approve", tag = "sync", params(("name" = String, Path)), request_body(content = ApproveBody, description = "optional"),
+    responses((status = 200, body = Approval), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "the What-If changed since it was reviewed")))]
+pub async fn approve(
+    auth: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: Option<Json<ApproveBody>>,
+) -> ApiResult<Json<Approval>> {
+    st.settings
+        .config
+        .profile(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
+    let plan = st.store.plan(&name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("no What-If for `{name}` yet: run a cycle first"))
+    })?;
+    if let Some(Json(ApproveBody { plan_hash: Some(h) })) = &body
+        && !plan.hash.starts_with(h.as_str())
+    {
+        return Err(ApiError::Conflict(format!(
+            "the What-If changed since you reviewed it (now {}); review it again",
+            &plan.hash[..12]
+        )));
+    }
+    if plan.fingerprint
+        != st.settings.config.profile_fingerprint(
+            st.settings
+                .config
+                .profile(&name)
+                .ok_or_else(|| ApiError::NotFound(name.clone()))?,
+        )
+    {
+        return Err(ApiError::Conflict("the configuration changed since this What-If was computed; run a cycle to compute a new one".into()));
+    }
+    let now = now_ms();
+    st.store.approve(&name, &plan.hash, &auth.name, now).await?;
+    st.store
+        .append_logs(
+            Some(plan.cycle_id),
+            Some(&name),
+            &[ferry_core::plan::LogEntry::info(
+                "approval",
+                format!("What-If {} approved by {}", &plan.hash[..12], auth.name),
+            )],
+            now,
+        )
+        .await?;
+    Ok(Json(Approval {
+        profile: name,
+        plan_hash: plan.hash,
+        approved_by: auth.name,
+        approved_at: now,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CyclesParams {
+    pub profile: Option<String>,
+    /// Default 20, at most 1000.
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/cycles", tag = "sync", params(CyclesParams), responses((status = 200, body = Vec<CycleInfo>)))]
+pub async fn cycles(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(q): Query<CyclesParams>,
+) -> ApiResult<Json<Vec<CycleInfo>>> {
+    Ok(Json(
+        st.store
+            .cycles(q.profile.as_deref(), q.limit.unwrap_or(20).clamp(1, 1000))
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/cycles/{id}", tag = "sync", params(("id" = i64, Path)), responses((status = 200, body = CycleInfo), (status = 404, body = super::ErrorBody)))]
+pub async fn cycle(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<CycleInfo>> {
+    st.store
+        .cycle(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no cycle {id}")))
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/profiles", get(profiles))
+        .route("/profiles/{name}/run", post(run))
+        .route("/profiles/{name}/whatif", get(whatif))
+        .route("/profiles/{name}/approve", post(approve))
+        .route("/cycles", get(cycles))
+        .route("/cycles/{id}", get(cycle))
+}

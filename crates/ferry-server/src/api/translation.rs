@@ -1,0 +1,142 @@
+//! The translation table: browse and export.
+
+use super::{ApiResult, bad_param};
+use crate::auth::AdminAuth;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ferry_core::ObjectKind;
+use ferry_core::export::{ExportFormat, TranslationEntry, render};
+use ferry_core::plan::Status;
+use ferry_store::{DecisionQuery, DecisionRow};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    pub profile: Option<String>,
+    /// user, group or device.
+    pub kind: Option<String>,
+    /// Case-insensitive substring of a name, UPN, mail, SID or id on either side.
+    pub q: Option<String>,
+    #[serde(default)]
+    pub offset: i64,
+    /// Default 100, at most 10000.
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TranslationPage {
+    pub total: i64,
+    pub offset: i64,
+    pub entries: Vec<TranslationEntry>,
+}
+
+/// Translation entries of matched decisions, with their rules described.
+pub async fn entries(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<TranslationEntry>> {
+    let rows = st.store.decisions(q).await?;
+    to_entries(st, rows).await
+}
+
+async fn to_entries(st: &AppState, rows: Vec<DecisionRow>) -> ApiResult<Vec<TranslationEntry>> {
+    let mut rules: HashMap<String, Vec<String>> = HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        if !rules.contains_key(&r.profile) {
+            let p = st
+                .store
+                .plan(&r.profile)
+                .await?
+                .map(|p| p.rules)
+                .unwrap_or_default();
+            rules.insert(r.profile.clone(), p);
+        }
+        if let Some(e) = r.to_entry(&rules[&r.profile]) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+fn kind(s: &Option<String>) -> ApiResult<Option<ObjectKind>> {
+    s.as_deref()
+        .map(|v| ObjectKind::parse(v).ok_or_else(|| bad_param("kind", v, "user, group or device")))
+        .transpose()
+}
+
+#[utoipa::path(get, path = "/translation", tag = "translation", params(ListParams), responses((status = 200, body = TranslationPage)))]
+pub async fn list(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<TranslationPage>> {
+    let q = DecisionQuery {
+        profile: p.profile,
+        status: Some(Status::Matched),
+        kind: kind(&p.kind)?,
+        search: p.q,
+        offset: p.offset.max(0),
+        limit: p.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let total = st.store.count_decisions(&q).await?;
+    Ok(Json(TranslationPage {
+        total,
+        offset: q.offset,
+        entries: entries(&st, &q).await?,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ExportParams {
+    pub profile: Option<String>,
+    /// csv, json, sidmap (`{"source SID": "target SID"}`) or usermapping (`usermapping.csv`).
+    pub format: String,
+    pub kind: Option<String>,
+}
+
+#[utoipa::path(get, path = "/translation/export", tag = "translation", params(ExportParams),
+    responses((status = 200, description = "the file; `X-Ferry-Skipped` counts entries the format had to leave out", content_type = "text/csv"), (status = 400, body = super::ErrorBody)))]
+pub async fn export(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<ExportParams>,
+) -> ApiResult<Response> {
+    let format = ExportFormat::parse(&p.format)
+        .ok_or_else(|| bad_param("format", &p.format, "csv, json, sidmap or usermapping"))?;
+    let q = DecisionQuery {
+        profile: p.profile,
+        status: Some(Status::Matched),
+        kind: kind(&p.kind)?,
+        ..Default::default()
+    };
+    let all = entries(&st, &q).await?;
+    let out = render(&all, format);
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", format.file_name()),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-written"),
+                out.written.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-skipped"),
+                out.skipped.to_string(),
+            ),
+        ],
+        out.body,
+    )
+        .into_response())
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/translation", get(list))
+        .route("/translation/export", get(export))
+}

@@ -1,0 +1,94 @@
+//! Bearer-token authentication for the admin API. Tokens are random, shown once (written to
+//! `DATA_DIR/admin-token` with mode 0600, or given as `FERRY_ADMIN_TOKEN`), and stored only as their
+//! SHA-256. [`AdminAuth`] is an extractor: a handler that takes it cannot run unauthenticated.
+
+use crate::api::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+pub fn hash_token(token: &str) -> String {
+    ferry_core::config::hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token: 32 bytes, hex.
+pub fn new_token() -> std::io::Result<String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(format!("ferry_{}", ferry_core::config::hex(&b)))
+}
+
+/// The admin token to install at start: `FERRY_ADMIN_TOKEN`, else `DIR/admin-token`, else a new one
+/// written there with mode 0600. Returns the token and where it came from.
+pub fn admin_token(data_dir: &Path, from_env: Option<String>) -> std::io::Result<(String, String)> {
+    if let Some(t) = from_env.filter(|t| !t.trim().is_empty()) {
+        return Ok((t.trim().to_string(), "FERRY_ADMIN_TOKEN".into()));
+    }
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            return Ok((t.trim().to_string(), path.display().to_string()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token = new_token()?;
+    write_private(&path, &format!("{token}\n"))?;
+    Ok((token, path.display().to_string()))
+}
+
+/// Writes a file readable by its owner only, atomically.
+pub fn write_private(path: &Path, body: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(body.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// An authenticated operator.
+pub struct AdminAuth {
+    pub name: String,
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(token) = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            return Err(ApiError::Unauthorized(
+                "send `Authorization: Bearer <token>` (the admin token is in DATA_DIR/admin-token)"
+                    .into(),
+            ));
+        };
+        match state.store.token_by_hash(&hash_token(token)).await? {
+            Some(t) if t.role == "admin" => Ok(AdminAuth { name: t.name }),
+            Some(_) => Err(ApiError::Forbidden(
+                "this token may not use the admin API".into(),
+            )),
+            None => Err(ApiError::Unauthorized("the token is not valid".into())),
+        }
+    }
+}

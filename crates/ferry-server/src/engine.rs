@@ -1,0 +1,471 @@
+//! The sync cycle: Import → Sync → Export, for one profile at a time across every server sharing
+//! the database.
+//!
+//! * **Election.** A cycle holds the lease `cycle:<profile>` in the database for as long as it runs
+//!   (renewed every 10 s, expiring after 60 s), so no two servers run one profile at once; a server
+//!   that dies loses its lease and the next cycle marks its cycle aborted.
+//! * **Import.** Source and target are imported concurrently: a full import, or a delta from the
+//!   stored watermark when the connector supports it and the last full import is recent enough
+//!   (`full_import_every`). A delta is merged into the stored objects.
+//! * **Sync.** The plan is computed by `ferry_core::plan::build` (pure), compared with the stored
+//!   decisions, and committed — objects, decisions (the translation table), plan, history and logs —
+//!   in one transaction. Anything that fails before that commit leaves the previous table untouched.
+//! * **Export.** Runs only when the plan has writes and the profile's approval is for this exact plan
+//!   hash. After an export, target and source are read again and the table is rebuilt, so objects the
+//!   export created are translated at once.
+
+use crate::settings::Settings;
+use ferry_core::ObjectKind;
+use ferry_core::config::{DirectoryConfig, SyncProfile};
+use ferry_core::model::DirObject;
+use ferry_core::plan::{self, LogEntry, Plan};
+use ferry_directory::{Connector, DirectoryError, Imported};
+use ferry_store::{DirectoryState, ObjectChanges, Store, StoreError, SyncCommit, now_ms};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LEASE_TTL_MS: i64 = 60_000;
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+
+/// Runs CPU-heavy work without stalling other tasks (inline on a current-thread runtime).
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("sync profile `{0}` is not configured")]
+    UnknownProfile(String),
+    #[error("a cycle of `{0}` is already running")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a cycle started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Schedule(i64),
+}
+
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub server_id: String,
+}
+
+/// A failure inside a cycle, with the phase it happened in.
+struct CycleFailure {
+    code: &'static str,
+    message: String,
+}
+
+impl From<StoreError> for CycleFailure {
+    fn from(e: StoreError) -> Self {
+        CycleFailure {
+            code: "store",
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<DirectoryError> for CycleFailure {
+    fn from(e: DirectoryError) -> Self {
+        CycleFailure {
+            code: "import",
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One directory's objects after an import, with what changed against the store.
+struct Side {
+    objects: Vec<DirObject>,
+    upserts: Vec<usize>,
+    deletes: Vec<(ObjectKind, String)>,
+    state: DirectoryState,
+    logs: Vec<LogEntry>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>, server_id: String) -> Engine {
+        Engine {
+            store,
+            settings,
+            server_id,
+        }
+    }
+
+    fn profile(&self, name: &str) -> Result<&SyncProfile, EngineError> {
+        self.settings
+            .config
+            .profile(name)
+            .ok_or_else(|| EngineError::UnknownProfile(name.to_string()))
+    }
+
+    fn connector(&self, dir: &DirectoryConfig) -> Arc<dyn Connector> {
+        ferry_directory::connect(
+            dir,
+            &self.settings.base,
+            self.settings.secrets.get(dir.name()).cloned(),
+        )
+    }
+
+    /// Starts a cycle in the background and returns its id; `Busy` if one is running anywhere.
+    pub async fn start(
+        self: &Arc<Self>,
+        profile: &str,
+        trigger: Trigger,
+    ) -> Result<i64, EngineError> {
+        self.profile(profile)?;
+        let holder = format!("{}:{}", self.server_id, ferry_directory::new_guid());
+        let lease = format!("cycle:{profile}");
+        if !self
+            .store
+            .try_lease(&lease, &holder, now_ms(), LEASE_TTL_MS)
+            .await?
+        {
+            return Err(EngineError::Busy(profile.to_string()));
+        }
+        let (kind, slot) = match trigger {
+            Trigger::Manual => ("manual", None),
+            Trigger::Schedule(s) => ("schedule", Some(s)),
+        };
+        let id = match self
+            .store
+            .begin_cycle(profile, kind, slot, &self.server_id, now_ms())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = self.store.release_lease(&lease, &holder).await;
+                return Err(e.into());
+            }
+        };
+        let me = Arc::clone(self);
+        let profile = profile.to_string();
+        tokio::spawn(async move {
+            let renew = {
+                let store = Arc::clone(&me.store);
+                let (lease, holder) = (lease.clone(), holder.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(LEASE_RENEW).await;
+                        if let Err(e) = store
+                            .try_lease(&lease, &holder, now_ms(), LEASE_TTL_MS)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "could not renew the cycle lease");
+                        }
+                    }
+                })
+            };
+            me.run(&profile, id).await;
+            renew.abort();
+            if let Err(e) = me.store.release_lease(&lease, &holder).await {
+                tracing::warn!(error = %e, "could not release the cycle lease");
+            }
+        });
+        Ok(id)
+    }
+
+    /// Runs a cycle to its end, recording success or failure.
+    async fn run(&self, profile: &str, id: i64) {
+        let started = std::time::Instant::now();
+        match self.cycle(profile, id).await {
+            Ok(export) => {
+                tracing::info!(profile, cycle = id, elapsed_ms = started.elapsed().as_millis() as u64, export = %export, "cycle succeeded");
+            }
+            Err(f) => {
+                tracing::warn!(profile, cycle = id, error = %f.message, "cycle failed");
+                let log = LogEntry::error(
+                    f.code,
+                    format!(
+                        "cycle failed; the previous translation table is unchanged: {}",
+                        f.message
+                    ),
+                );
+                if let Err(e) = self
+                    .store
+                    .fail_cycle(id, profile, &f.message, &[log], now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, cycle = id, "could not record the failed cycle");
+                }
+            }
+        }
+    }
+
+    async fn cycle(&self, name: &str, id: i64) -> Result<String, CycleFailure> {
+        let profile = self.profile(name).map_err(|e| CycleFailure {
+            code: "config",
+            message: e.to_string(),
+        })?;
+        let (plan, src, tgt) = self.import_and_sync(profile, id).await?;
+        if !plan.needs_approval() {
+            let msg = "not needed: the plan has no writes".to_string();
+            self.store
+                .finish_cycle(id, name, &msg, &[], now_ms())
+                .await?;
+            return Ok(msg);
+        }
+        let approved = self
+            .store
+            .approval(name)
+            .await?
+            .is_some_and(|a| a.plan_hash == plan.hash);
+        if !approved {
+            let msg = format!(
+                "awaiting approval: the What-If has {} write(s); approve plan {}",
+                plan.writes.len(),
+                &plan.hash[..12]
+            );
+            let log = LogEntry::warning(
+                "whatif",
+                format!("export skipped: {msg} (ferry sync approve {name})"),
+            );
+            self.store
+                .finish_cycle(id, name, &msg, &[log], now_ms())
+                .await?;
+            return Ok(msg);
+        }
+        let target = self
+            .settings
+            .config
+            .directory(&profile.target)
+            .ok_or_else(|| CycleFailure {
+                code: "config",
+                message: "target directory vanished".into(),
+            })?;
+        let report = self
+            .connector(target)
+            .export(&plan.writes, &tgt.objects)
+            .await
+            .map_err(|e| CycleFailure {
+                code: "export",
+                message: e.to_string(),
+            })?;
+        drop((src, tgt));
+        let mut logs = report.logs;
+        let msg = format!(
+            "exported {} of {} write(s), {} failed",
+            report.applied,
+            plan.writes.len(),
+            report.failed.len()
+        );
+        logs.push(if report.failed.is_empty() {
+            LogEntry::info("export", msg.clone())
+        } else {
+            LogEntry::error("export", msg.clone())
+        });
+        self.store
+            .append_logs(Some(id), Some(name), &logs, now_ms())
+            .await?;
+        // Read the target again so that what the export created is translated now, not next cycle.
+        if report.applied > 0 {
+            self.store.set_cycle_phase(id, "sync").await?;
+            self.import_and_sync(profile, id).await?;
+        }
+        self.store
+            .finish_cycle(id, name, &msg, &[], now_ms())
+            .await?;
+        Ok(msg)
+    }
+
+    async fn import_and_sync(
+        &self,
+        profile: &SyncProfile,
+        id: i64,
+    ) -> Result<(Plan, Side, Side), CycleFailure> {
+        let cfg = &self.settings.config;
+        let missing = |d: &str| CycleFailure {
+            code: "config",
+            message: format!("directory `{d}` is not configured"),
+        };
+        let sdir = cfg
+            .directory(&profile.source)
+            .ok_or_else(|| missing(&profile.source))?;
+        let tdir = cfg
+            .directory(&profile.target)
+            .ok_or_else(|| missing(&profile.target))?;
+        let (src, tgt) = tokio::join!(self.import(sdir), self.import(tdir));
+        let (src, tgt) = (src?, tgt?);
+        self.store.set_cycle_phase(id, "sync").await?;
+
+        let fingerprint = cfg.profile_fingerprint(profile);
+        let plan = blocking(|| plan::build(profile, &fingerprint, &src.objects, &tgt.objects));
+        let stored = self.store.decision_digest(&profile.name).await?;
+        let diff = plan::diff(&plan, &src.objects, &tgt.objects, &stored);
+        let mut logs: Vec<LogEntry> = src.logs.iter().chain(&tgt.logs).cloned().collect();
+        logs.extend(plan::decision_logs(&plan, &diff, &profile.source));
+        let c = &plan.counts;
+        logs.push(LogEntry::info(
+            "sync",
+            format!(
+                "{} source and {} target objects: {} matched, {} unmatched, {} ambiguous; {} decision(s) changed; {} write(s) planned",
+                c.source_objects,
+                c.target_objects,
+                c.matched,
+                c.unmatched,
+                c.ambiguous,
+                diff.upserts.len() + diff.removed.len(),
+                plan.writes.len()
+            ),
+        ));
+        let history = plan::history_lines(&plan, &diff);
+        let objects = [&src, &tgt]
+            .iter()
+            .map(|s| ObjectChanges {
+                upserts: s.upserts.iter().map(|&i| &s.objects[i]).collect(),
+                deletes: s.deletes.clone(),
+                state: s.state.clone(),
+            })
+            .collect();
+        self.store
+            .commit_sync(SyncCommit {
+                cycle_id: id,
+                now: now_ms(),
+                objects,
+                plan: &plan,
+                decisions: &diff,
+                history,
+                logs: &logs,
+            })
+            .await?;
+        drop(diff);
+        Ok((plan, src, tgt))
+    }
+
+    /// Imports one directory (full or delta) and works out what changed against the store.
+    async fn import(&self, dir: &DirectoryConfig) -> Result<Side, CycleFailure> {
+        let name = dir.name();
+        let connector = self.connector(dir);
+        let prev = self.store.directory_state(name).await?;
+        let now = now_ms();
+        let full_every = match dir {
+            DirectoryConfig::Ldap(l) => l.full_import_every.0.as_millis() as i64,
+            _ => 0,
+        };
+        let since = prev
+            .as_ref()
+            .filter(|p| {
+                connector.supports_delta()
+                    && p.last_full_import.is_some_and(|t| now - t < full_every)
+            })
+            .and_then(|p| p.watermark.clone());
+        let started = std::time::Instant::now();
+        let Imported {
+            objects,
+            full,
+            watermark,
+            mut logs,
+        } = connector
+            .import(dir.object_types(), since.as_deref())
+            .await
+            .map_err(|e| CycleFailure {
+                code: "import",
+                message: format!("directory `{name}`: {e}"),
+            })?;
+        let fetched = objects.len();
+        let (objects, upserts, deletes) = if full {
+            let stored = self.store.object_digest(name).await?;
+            blocking(|| {
+                let upserts: Vec<usize> = (0..objects.len())
+                    .filter(|&i| {
+                        stored.get(&(objects[i].kind, objects[i].id.clone()))
+                            != Some(&objects[i].content_hash())
+                    })
+                    .collect();
+                let present: FxHashSet<(ObjectKind, &str)> =
+                    objects.iter().map(|o| (o.kind, o.id.as_str())).collect();
+                let deletes = stored
+                    .keys()
+                    .filter(|(k, i)| !present.contains(&(*k, i.as_str())))
+                    .cloned()
+                    .collect();
+                (objects, upserts, deletes)
+            })
+        } else {
+            // Merge the changed objects into the stored ones.
+            let mut all = self.store.load_objects(name).await?;
+            let mut at: FxHashMap<(ObjectKind, String), usize> = all
+                .iter()
+                .enumerate()
+                .map(|(i, o)| ((o.kind, o.id.clone()), i))
+                .collect();
+            let mut upserts = Vec::with_capacity(objects.len());
+            for o in objects {
+                let key = (o.kind, o.id.clone());
+                match at.get(&key) {
+                    Some(&i) if all[i] == o => {}
+                    Some(&i) => {
+                        all[i] = o;
+                        upserts.push(i);
+                    }
+                    None => {
+                        at.insert(key, all.len());
+                        upserts.push(all.len());
+                        all.push(o);
+                    }
+                }
+            }
+            (all, upserts, Vec::new())
+        };
+        logs.push(LogEntry::info(
+            "import",
+            format!(
+                "{} import of `{name}`: {fetched} object(s) read in {} ms; {} new or changed, {} removed",
+                if full { "full" } else { "delta" },
+                started.elapsed().as_millis(),
+                upserts.len(),
+                deletes.len()
+            ),
+        ));
+        for l in &mut logs {
+            l.directory.get_or_insert_with(|| name.to_string());
+        }
+        let state = DirectoryState {
+            directory: name.to_string(),
+            watermark: watermark.or_else(|| prev.as_ref().and_then(|p| p.watermark.clone())),
+            last_full_import: if full {
+                Some(now)
+            } else {
+                prev.as_ref().and_then(|p| p.last_full_import)
+            },
+            last_import: now,
+            objects: objects.len() as i64,
+        };
+        Ok(Side {
+            objects,
+            upserts,
+            deletes,
+            state,
+            logs,
+        })
+    }
+
+    /// Waits until a cycle has finished (or the timeout passes) and returns its record.
+    pub async fn wait(
+        &self,
+        id: i64,
+        timeout: Duration,
+    ) -> Result<Option<ferry_store::CycleInfo>, StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let c = self.store.cycle(id).await?;
+            if c.as_ref().is_none_or(|c| c.status != "running")
+                || std::time::Instant::now() > deadline
+            {
+                return Ok(c);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

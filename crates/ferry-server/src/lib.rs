@@ -1,0 +1,184 @@
+//! `ferry server`: the control plane. REST API under `/api/v1` (OpenAPI at `/api/v1/openapi.json`),
+//! `GET /healthz`, the scheduler, and the sync cycle engine.
+//!
+//! [`Server::start`] takes an already bound listener and returns a handle with a shutdown, so that
+//! tests, the quickstart and benchmarks run the real server in-process on port 0.
+
+pub mod api;
+pub mod auth;
+pub mod engine;
+pub mod scheduler;
+pub mod settings;
+pub mod state;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use engine::Engine;
+use settings::Settings;
+use state::AppState;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How to start a server.
+pub struct ServerOptions {
+    pub settings: Settings,
+    /// Holds the SQLite database (unless `database_url`) and `admin-token`.
+    pub data_dir: PathBuf,
+    /// `postgres://…`: use PostgreSQL.
+    pub database_url: Option<String>,
+    /// `FERRY_ADMIN_TOKEN`, if set.
+    pub admin_token: Option<String>,
+    /// Run scheduled cycles (on by default; benchmarks and some tests turn it off).
+    pub scheduler: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {detail}")]
+    DataDir { path: PathBuf, detail: String },
+    #[error(
+        "another ferry server is using {0} (it holds ferry.lock); stop it, or give this one another --data-dir"
+    )]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Store(#[from] ferry_store::StoreError),
+    #[error("cannot serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Where the admin token came from (a file path or `FERRY_ADMIN_TOKEN`).
+    pub admin_token_source: String,
+    pub admin_token: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _lock: Option<std::fs::File>,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn not_found() -> Response {
+    api::ApiError::NotFound(
+        "no such endpoint; the API is under /api/v1 (see /api/v1/openapi.json)".into(),
+    )
+    .into_response()
+}
+
+async fn trace(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api::router())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(trace))
+        .with_state(state)
+}
+
+impl Server {
+    /// Opens the store, installs the admin token, and serves on `listener` until [`Server::stop`].
+    pub async fn start(
+        opts: ServerOptions,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Server, StartError> {
+        let dir = &opts.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir {
+            path: dir.clone(),
+            detail: e.to_string(),
+        })?;
+        let lock = if opts.database_url.is_none() {
+            let f =
+                std::fs::File::create(dir.join("ferry.lock")).map_err(|e| StartError::DataDir {
+                    path: dir.clone(),
+                    detail: e.to_string(),
+                })?;
+            f.try_lock().map_err(|_| StartError::Locked(dir.clone()))?;
+            Some(f)
+        } else {
+            None
+        };
+        let store = ferry_store::open(opts.database_url.as_deref(), dir).await?;
+        let (token, source) =
+            auth::admin_token(dir, opts.admin_token).map_err(|e| StartError::DataDir {
+                path: dir.clone(),
+                detail: format!("admin token: {e}"),
+            })?;
+        store
+            .put_token(
+                "admin",
+                &auth::hash_token(&token),
+                "admin",
+                ferry_store::now_ms(),
+            )
+            .await?;
+        let settings = Arc::new(opts.settings);
+        let server_id = format!("{}-{}", hostname(), &ferry_directory::new_guid()[..8]);
+        let engine = Arc::new(Engine::new(
+            Arc::clone(&store),
+            Arc::clone(&settings),
+            server_id,
+        ));
+        let state = AppState {
+            store,
+            settings,
+            engine: Arc::clone(&engine),
+        };
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if opts.scheduler {
+            tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
+        }
+        let mut rx2 = rx;
+        let task = tokio::spawn(
+            axum::serve(listener, app(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = rx2.changed().await;
+                })
+                .into_future(),
+        );
+        Ok(Server {
+            addr,
+            state,
+            admin_token_source: source,
+            admin_token: token,
+            shutdown: tx,
+            task,
+            _lock: lock,
+        })
+    }
+
+    /// Stops serving and waits for in-flight requests.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    /// Serves until the task ends (it ends only on stop or a fatal error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "ferry".into())
+}
+
+use std::future::IntoFuture as _;

@@ -1,0 +1,83 @@
+//! Scheduled cycles. Each profile with a `schedule` has slots: slot *n* starts at *n × interval*
+//! since the Unix epoch (so a `15m` schedule runs at :00, :15, :30 and :45). Every server sharing the database ticks once a second and, when a slot
+//! begins, claims it through the store; the primary key of `schedule_slots` lets exactly one server
+//! win, so a slot's cycle runs once however many servers there are. A slot whose cycle cannot start
+//! because another cycle of the profile is still running is skipped and logged.
+
+use crate::engine::{Engine, EngineError, Trigger};
+use ferry_core::plan::LogEntry;
+use ferry_store::now_ms;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs until `shutdown` resolves.
+pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let profiles: Vec<(String, i64)> = engine
+        .settings
+        .config
+        .profiles
+        .iter()
+        .filter(|p| p.enabled)
+        .filter_map(|p| p.schedule.map(|s| (p.name.clone(), s.0.as_millis() as i64)))
+        .collect();
+    if profiles.is_empty() {
+        return;
+    }
+    // The first scheduled cycle is the next slot to begin: starting a server does not start cycles
+    // (run one on demand with `ferry sync run`).
+    let mut last: HashMap<String, i64> = profiles
+        .iter()
+        .map(|(n, every)| (n.clone(), now_ms() / every))
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        for (name, every) in &profiles {
+            let slot = now_ms() / every;
+            if last.get(name).is_some_and(|&l| l >= slot) {
+                continue;
+            }
+            last.insert(name.clone(), slot);
+            match engine
+                .store
+                .claim_slot(name, slot, &engine.server_id, now_ms())
+                .await
+            {
+                Ok(true) => match engine.start(name, Trigger::Schedule(slot)).await {
+                    Ok(id) => {
+                        tracing::info!(profile = %name, slot, cycle = id, "scheduled cycle started")
+                    }
+                    Err(EngineError::Busy(_)) => {
+                        let msg = format!(
+                            "scheduled slot {slot} skipped: the previous cycle is still running"
+                        );
+                        tracing::warn!(profile = %name, "{msg}");
+                        let _ = engine
+                            .store
+                            .append_logs(
+                                None,
+                                Some(name),
+                                &[LogEntry::warning("schedule", msg)],
+                                now_ms(),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::error!(profile = %name, error = %e, "scheduled cycle could not start")
+                    }
+                },
+                Ok(false) => {
+                    tracing::debug!(profile = %name, slot, "slot claimed by another server")
+                }
+                Err(e) => {
+                    tracing::error!(profile = %name, error = %e, "could not claim a schedule slot")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! What every handler can reach.
+
+use crate::engine::Engine;
+use crate::settings::Settings;
+use ferry_store::Store;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub engine: Arc<Engine>,
+}

@@ -1,0 +1,544 @@
+//! The server through its HTTP API, in-process on port 0, with file directories (and slapd where
+//! `FERRY_TEST_LDAP_URL` is set by scripts/test).
+
+use ferry_core::sample;
+use ferry_core::snapshot::{parse_json, render_json};
+use ferry_server::settings::Settings;
+use ferry_server::{Server, ServerOptions};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+struct Harness {
+    server: Server,
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+const PROFILE_TAIL: &str = sample::QUICKSTART_RULES;
+
+fn config(mode: &str) -> String {
+    format!(
+        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+         [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"{mode}\"\n{PROFILE_TAIL}"
+    )
+}
+
+async fn start(dir: &Path, cfg: &str) -> Harness {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::write(dir.join("ferry.toml"), cfg).unwrap();
+    let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = ServerOptions {
+        settings,
+        data_dir: dir.join("data"),
+        database_url: None,
+        admin_token: None,
+        scheduler: false,
+    };
+    let server = Server::start(opts, listener).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.admin_token.clone();
+    Harness {
+        server,
+        http: reqwest::Client::new(),
+        url,
+        token,
+    }
+}
+
+impl Harness {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+    async fn run(&self) -> Value {
+        let (s, v) = self
+            .call(reqwest::Method::POST, "/profiles/users/run?wait=true", None)
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["cycle"].clone()
+    }
+}
+
+fn write_sample(dir: &Path, users: usize) -> sample::Sample {
+    let s = sample::generate(users, true, 5);
+    std::fs::write(dir.join("contoso.json"), render_json(&s.source)).unwrap();
+    std::fs::write(dir.join("fabrikam.json"), render_json(&s.target)).unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 50);
+    let h = start(dir.path(), &config("match-only")).await;
+    let r = h
+        .http
+        .get(format!("{}/healthz", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h
+        .http
+        .get(format!("{}/api/v1/directories", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = h
+        .http
+        .get(format!("{}/api/v1/directories", h.url))
+        .bearer_auth("ferry_forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "the token is not valid");
+    assert!(!body.to_string().contains(&h.token));
+    let (s, v) = h.call(reqwest::Method::GET, "/nope", None).await;
+    assert_eq!((s, v["status"].as_u64()), (404, Some(404)));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("data/admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/admin-token"))
+            .unwrap()
+            .trim(),
+        h.token
+    );
+    // A second server on the same data directory is refused; the token file is reused on restart.
+    let settings = Settings::load(&dir.path().join("ferry.toml")).unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = Server::start(
+        ServerOptions {
+            settings,
+            data_dir: dir.path().join("data"),
+            database_url: None,
+            admin_token: None,
+            scheduler: false,
+        },
+        l,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string().contains("another ferry server is using"),
+        "{e}"
+    );
+    let token = h.token.clone();
+    h.server.stop().await.unwrap();
+    let h2 = start(dir.path(), &config("match-only")).await;
+    assert_eq!(h2.token, token);
+    // Unknown profile and bad parameters are 404 and 400 with what was wrong.
+    let (s, v) = h2
+        .call(reqwest::Method::POST, "/profiles/nope/run", None)
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = h2
+        .call(reqwest::Method::GET, "/logs?level=loud", None)
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("`level`"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_runs_only_after_approval_of_that_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_sample(dir.path(), 300);
+    let h = start(dir.path(), &config("create")).await;
+    let before = std::fs::read(dir.path().join("fabrikam.json")).unwrap();
+
+    let c1 = h.run().await;
+    assert_eq!(c1["status"], "succeeded", "{c1}");
+    assert!(
+        c1["export"]
+            .as_str()
+            .unwrap()
+            .starts_with("awaiting approval"),
+        "{c1}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("fabrikam.json")).unwrap(),
+        before,
+        "nothing is written before approval"
+    );
+    let w = h
+        .get("/profiles/users/whatif?limit=5&writes_limit=1000")
+        .await;
+    assert_eq!(w["needs_approval"], true);
+    let creates = w["plan"]["counts"]["creates"].as_u64().unwrap();
+    assert_eq!(
+        creates,
+        s.expected.users_unmatched
+            + w["plan"]["counts"]["by_kind"]["group"]["unmatched"]
+                .as_u64()
+                .unwrap()
+    );
+    assert_eq!(w["writes"].as_array().unwrap().len() as u64, creates);
+    let hash = w["plan"]["hash"].as_str().unwrap().to_string();
+
+    // Approving a plan other than the one in force is refused.
+    let (st, v) = h
+        .call(
+            reqwest::Method::POST,
+            "/profiles/users/approve",
+            Some(json!({"plan_hash": "0000deadbeef"})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = h
+        .call(
+            reqwest::Method::POST,
+            "/profiles/users/approve",
+            Some(json!({"plan_hash": &hash[..12]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(h.get("/profiles/users/whatif").await["approved"], true);
+
+    let c2 = h.run().await;
+    assert_eq!(
+        c2["export"],
+        format!("exported {creates} of {creates} write(s), 0 failed"),
+        "{c2}"
+    );
+    let target = parse_json(&std::fs::read(dir.path().join("fabrikam.json")).unwrap()).unwrap();
+    assert_eq!(target.len() as u64, s.target.len() as u64 + creates);
+    // The export's objects are translated in the same cycle.
+    let t = h.get("/translation?limit=1").await;
+    let counts = &c2["counts"];
+    assert_eq!(
+        counts["creates"], 0,
+        "after the export, the re-sync plans nothing: {c2}"
+    );
+    assert_eq!(
+        t["total"].as_u64().unwrap(),
+        counts["matched"].as_u64().unwrap()
+    );
+    assert_eq!(counts["unmatched"], 0);
+    let c3 = h.run().await;
+    assert!(
+        c3["export"].as_str().unwrap().starts_with("not needed"),
+        "{c3}"
+    );
+
+    // A new source user makes a new plan: the old approval does not cover it.
+    let mut src = parse_json(&std::fs::read(dir.path().join("contoso.json")).unwrap()).unwrap();
+    let mut newbie =
+        ferry_core::model::DirObject::new(ferry_core::ObjectKind::User, "new-1", "Newbie");
+    newbie.mail = Some("newbie@contoso.test".into());
+    src.push(newbie);
+    std::fs::write(dir.path().join("contoso.json"), render_json(&src)).unwrap();
+    let c4 = h.run().await;
+    assert!(
+        c4["export"]
+            .as_str()
+            .unwrap()
+            .starts_with("awaiting approval: the What-If has 1 write"),
+        "{c4}"
+    );
+
+    // A configuration change needs a new approval even for the same writes.
+    let w = h.get("/profiles/users/whatif").await;
+    let (st, _) = h
+        .call(
+            reqwest::Method::POST,
+            "/profiles/users/approve",
+            Some(json!({"plan_hash": w["plan"]["hash"]})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    h.server.stop().await.unwrap();
+    let h = start(
+        dir.path(),
+        &config("create").replace(
+            "object_types = [\"group\"]",
+            "object_types = [\"group\"]\ncase_sensitive = true",
+        ),
+    )
+    .await;
+    let c5 = h.run().await;
+    assert!(
+        c5["export"]
+            .as_str()
+            .unwrap()
+            .starts_with("awaiting approval"),
+        "{c5}"
+    );
+    assert_eq!(
+        parse_json(&std::fs::read(dir.path().join("fabrikam.json")).unwrap())
+            .unwrap()
+            .len(),
+        target.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_cycle_keeps_the_previous_table() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 200);
+    let h = start(dir.path(), &config("match-only")).await;
+    let c1 = h.run().await;
+    assert_eq!(c1["status"], "succeeded");
+    let csv1 = h
+        .http
+        .get(format!("{}/api/v1/translation/export?format=csv", h.url))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let good = std::fs::read_to_string(dir.path().join("contoso.json")).unwrap();
+    let broken = good.replacen("\"uid_number\": 10003", "\"uid_number\": \"ten\"", 1);
+    assert_ne!(broken, good);
+    std::fs::write(dir.path().join("contoso.json"), &broken).unwrap();
+    let c2 = h.run().await;
+    assert_eq!(c2["status"], "failed", "{c2}");
+    let err = c2["error"].as_str().unwrap();
+    assert!(
+        err.contains("contoso.json") && err.contains("line ") && err.contains("uid_number"),
+        "{err}"
+    );
+    let logs = h
+        .get(&format!("/logs?cycle={}&level=error", c2["id"]))
+        .await;
+    assert!(
+        logs[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("previous translation table is unchanged"),
+        "{logs}"
+    );
+    let csv2 = h
+        .http
+        .get(format!("{}/api/v1/translation/export?format=csv", h.url))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv1, csv2);
+
+    std::fs::write(dir.path().join("contoso.json"), &good).unwrap();
+    assert_eq!(
+        h.run().await["status"],
+        "succeeded",
+        "the next cycle starts cleanly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translation_report_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_sample(dir.path(), 300);
+    let h = start(dir.path(), &config("match-only")).await;
+    h.run().await;
+    let ann = &s.source[0];
+    let t = h
+        .get(&format!("/translation?q={}", ann.upn.clone().unwrap()))
+        .await;
+    assert_eq!(t["total"], 1);
+    assert_eq!(t["entries"][0]["source_sid"], ann.sid.clone().unwrap());
+    let r = h
+        .get(&format!("/report/object?q={}", ann.sid.clone().unwrap()))
+        .await;
+    let o = &r["objects"][0];
+    assert_eq!(o["directory"], "contoso");
+    assert_eq!(o["profiles"][0]["side"], "source");
+    assert_eq!(o["profiles"][0]["rule"], "mail → mail (replace_suffix)");
+    assert_eq!(o["profiles"][0]["counterpart"]["directory"], "fabrikam");
+    // The same person seen from the target side.
+    let target_upn = o["profiles"][0]["counterpart"]["object"]["upn"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    let r = h.get(&format!("/report/object?q={target_upn}")).await;
+    assert_eq!(r["objects"][0]["profiles"][0]["side"], "target");
+    for (format, starts) in [
+        ("csv", "profile,kind"),
+        ("json", "["),
+        ("sidmap", "{"),
+        ("usermapping", "Source,Destination\r\n"),
+    ] {
+        let body = h
+            .http
+            .get(format!(
+                "{}/api/v1/translation/export?format={format}&profile=users",
+                h.url
+            ))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.starts_with(starts),
+            "{format}: {}",
+            &body[..40.min(body.len())]
+        );
+    }
+    let (st, _) = h
+        .call(reqwest::Method::GET, "/translation/export?format=xml", None)
+        .await;
+    assert_eq!(st, 400);
+    let warnings = h.get("/logs?profile=users&level=warning&limit=10000").await;
+    let unmatched = warnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["code"] == "unmatched" && l["object_kind"] == "user")
+        .count() as u64;
+    assert_eq!(
+        unmatched, s.expected.users_unmatched,
+        "every unmatched user is in the message log"
+    );
+    // A second cycle with no changes logs no per-object entries again.
+    let c2 = h.run().await;
+    let l2 = h.get(&format!("/logs?cycle={}", c2["id"])).await;
+    assert!(
+        l2.as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["object_id"].is_null()),
+        "{l2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cycle_per_profile_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 3000);
+    let h = start(dir.path(), &config("match-only")).await;
+    let (a, b) = tokio::join!(
+        h.call(reqwest::Method::POST, "/profiles/users/run", None),
+        h.call(reqwest::Method::POST, "/profiles/users/run", None)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "{a:?} {b:?}");
+    let id = if a.0 == 202 {
+        a.1["cycle_id"].clone()
+    } else {
+        b.1["cycle_id"].clone()
+    };
+    for _ in 0..200 {
+        if h.get(&format!("/cycles/{id}")).await["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.get(&format!("/cycles/{id}")).await["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_with_a_wrong_password_fails_the_cycle_and_keeps_the_table() {
+    let (Ok(url), Ok(pw)) = (
+        std::env::var("FERRY_TEST_LDAP_URL"),
+        std::env::var("FERRY_TEST_LDAP_PASSWORD"),
+    ) else {
+        assert_ne!(
+            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+            Ok("1"),
+            "FERRY_TEST_LDAP_URL is required"
+        );
+        eprintln!("skipping: FERRY_TEST_LDAP_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 20);
+    let ldap = |pw: &str| {
+        format!(
+            "[[directory]]\nname = \"contoso\"\nkind = \"ldap\"\nurl = \"{url}\"\nbind_dn = \"cn=admin,dc=contoso,dc=test\"\nbind_password = \"{pw}\"\nbase_dn = \"dc=contoso,dc=test\"\n\n\
+             [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n[[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{PROFILE_TAIL}"
+        )
+    };
+    let h = start(dir.path(), &ldap(&pw)).await;
+    let c1 = h.run().await;
+    assert_eq!(c1["status"], "succeeded", "{c1}");
+    let test = h
+        .call(reqwest::Method::POST, "/directories/contoso/test", None)
+        .await
+        .1;
+    assert_eq!(test["ok"], true, "{test}");
+    let before = h.get("/translation?limit=10000").await;
+    h.server.stop().await.unwrap();
+
+    let h = start(dir.path(), &ldap("wrong")).await;
+    let c2 = h.run().await;
+    assert_eq!(c2["status"], "failed");
+    assert!(
+        c2["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid credentials"),
+        "{c2}"
+    );
+    let test = h
+        .call(reqwest::Method::POST, "/directories/contoso/test", None)
+        .await
+        .1;
+    assert_eq!(test["ok"], false);
+    assert!(
+        test["checks"][0]
+            .as_str()
+            .unwrap()
+            .contains("Check bind_dn and the password"),
+        "{test}"
+    );
+    let logs = h.get("/logs?level=error").await;
+    assert!(
+        logs[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid credentials"),
+        "{logs}"
+    );
+    assert_eq!(h.get("/translation?limit=10000").await, before);
+}
+
+#[test]
+fn the_committed_openapi_document_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let now = ferry_server::api::openapi_json();
+    if std::env::var("FERRY_UPDATE_OPENAPI").as_deref() == Ok("1") {
+        std::fs::write(&path, &now).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == now,
+        "docs/openapi.json is out of date with the API: run `FERRY_UPDATE_OPENAPI=1 cargo test -p ferry-server --test api the_committed` and commit it"
+    );
+}

@@ -1,0 +1,647 @@
+//! Each subcommand: the server, the admin commands (API calls, printed for people or as JSON), and
+//! the offline ones.
+
+use crate::client::Client;
+use crate::{
+    Cli, Command, ConfigCmd, DirectoryCmd, ReportCmd, ServerArgs, SyncCmd, TranslationCmd,
+};
+use anyhow::{Context, Result};
+use ferry_server::settings::Settings;
+use ferry_server::{Server, ServerOptions};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    let client = || Client::new(&cli.server, cli.token.clone());
+    match cli.command {
+        Command::Server(a) => server(a).await,
+        Command::Quickstart(a) => crate::quickstart::run(a, json).await,
+        Command::Openapi => {
+            print!("{}", ferry_server::api::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCmd::Check { file }) => {
+            let s = Settings::load(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s.config)?);
+            } else {
+                println!("{}: ok", file.display());
+                for d in &s.config.directories {
+                    println!("  directory {} ({})", d.name(), d.kind());
+                }
+                for p in &s.config.profiles {
+                    let sched = p
+                        .schedule
+                        .map(|s| format!(", every {s}"))
+                        .unwrap_or_default();
+                    println!(
+                        "  sync profile {}: {} → {} ({}{sched})",
+                        p.name,
+                        p.source,
+                        p.target,
+                        p.mode.as_str()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Directory(c) => directory(&client()?, c, json).await,
+        Command::Sync(c) => sync(&client()?, c, json).await,
+        Command::Translation(c) => translation(&client()?, c, json).await,
+        Command::Logs(a) => {
+            let mut q = vec![("limit", a.limit.to_string())];
+            push(&mut q, "profile", a.profile);
+            push(&mut q, "level", a.level);
+            push(&mut q, "cycle", a.cycle.map(|c| c.to_string()));
+            let logs: Value = client()?.get("/logs", &q).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&logs)?);
+            } else {
+                for l in logs.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<7} {:<10} {}",
+                        time(&l["at"]),
+                        s(&l["level"]),
+                        s(&l["code"]),
+                        s(&l["message"])
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(ReportCmd::Object { query }) => {
+            let r: Value = client()?
+                .get("/report/object", &[("q", query.clone())])
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_report(&r);
+            }
+            Ok(if r["objects"].as_array().is_some_and(|a| !a.is_empty()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn push(q: &mut Vec<(&'static str, String)>, k: &'static str, v: Option<String>) {
+    if let Some(v) = v {
+        q.push((k, v));
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn time(v: &Value) -> String {
+    v.as_i64()
+        .and_then(|ms| {
+            let secs = ms / 1000;
+            let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            // Civil date from days since the epoch (Howard Hinnant's algorithm).
+            let z = d + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day = doy - (153 * mp + 2) / 5 + 1;
+            let month = if mp < 10 { mp + 3 } else { mp - 9 };
+            let year = yoe + era * 400 + i64::from(month <= 2);
+            Some(format!(
+                "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            ))
+        })
+        .unwrap_or_default()
+}
+
+async fn server(a: ServerArgs) -> Result<ExitCode> {
+    let settings = match &a.config {
+        Some(p) => Settings::load(p)?,
+        None => {
+            eprintln!("note: no --config given; the server starts with no directories or profiles");
+            Settings::empty()
+        }
+    };
+    let srv = &settings.config.server;
+    let listen = a
+        .listen
+        .or_else(|| srv.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:5000".into());
+    let data_dir = a
+        .data_dir
+        .or_else(|| srv.data_dir.as_ref().map(|d| settings.base.join(d)))
+        .unwrap_or_else(|| PathBuf::from("ferry-data"));
+    let database_url = a
+        .database_url
+        .or_else(|| srv.database_url.as_ref().map(|s| s.expose().to_string()));
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let backend = if database_url.is_some() {
+        "PostgreSQL".to_string()
+    } else {
+        format!("SQLite in {}", data_dir.display())
+    };
+    let opts = ServerOptions {
+        settings,
+        data_dir,
+        database_url,
+        admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
+        scheduler: !a.no_scheduler,
+    };
+    let server = Server::start(opts, listener).await?;
+    eprintln!(
+        "ferry server listening on http://{} ({backend}); admin token: {}",
+        server.addr, server.admin_token_source
+    );
+    wait_for_signal().await;
+    eprintln!("shutting down");
+    server.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn directory(c: &Client, cmd: DirectoryCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        DirectoryCmd::List => {
+            let v: Value = c.get("/directories", &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<16} {:<5} {:<10} {:<19} LOCATION",
+                    "NAME", "KIND", "OBJECTS", "LAST IMPORT"
+                );
+                for d in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<5} {:<10} {:<19} {}",
+                        s(&d["name"]),
+                        s(&d["kind"]),
+                        s(&d["state"]["objects"]),
+                        time(&d["state"]["last_import"]),
+                        s(&d["location"])
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DirectoryCmd::Test { name } => {
+            let v: Value = c
+                .post(&format!("/directories/{name}/test"), &[], None)
+                .await?;
+            let ok = v["ok"].as_bool().unwrap_or(false);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for line in v["checks"].as_array().into_iter().flatten() {
+                    println!("{} {}", if ok { "✓" } else { "✗" }, s(line));
+                }
+                println!(
+                    "{}",
+                    if ok {
+                        "connection OK"
+                    } else {
+                        "connection FAILED"
+                    }
+                );
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn print_cycle(c: &Value) {
+    let counts = &c["counts"];
+    println!(
+        "cycle {} of {}: {} ({})",
+        s(&c["id"]),
+        s(&c["profile"]),
+        s(&c["status"]),
+        s(&c["trigger"])
+    );
+    if !counts.is_null() {
+        println!(
+            "  {} source / {} target objects: {} matched, {} unmatched, {} ambiguous; {} create(s), {} update(s) planned",
+            s(&counts["source_objects"]),
+            s(&counts["target_objects"]),
+            s(&counts["matched"]),
+            s(&counts["unmatched"]),
+            s(&counts["ambiguous"]),
+            s(&counts["creates"]),
+            s(&counts["updates"])
+        );
+    }
+    if !c["export"].is_null() {
+        println!("  export: {}", s(&c["export"]));
+    }
+    if !c["error"].is_null() {
+        println!("  error: {}", s(&c["error"]));
+    }
+}
+
+async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        SyncCmd::Run { profile, wait } => {
+            let q = if wait {
+                vec![("wait", "true".to_string())]
+            } else {
+                vec![]
+            };
+            let v: Value = c
+                .post(&format!("/profiles/{profile}/run"), &q, None)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if wait {
+                print_cycle(&v["cycle"]);
+            } else {
+                println!(
+                    "cycle {} started; follow it with `ferry sync cycles --profile {profile}`",
+                    s(&v["cycle_id"])
+                );
+            }
+            let failed = wait && v["cycle"]["status"].as_str() != Some("succeeded");
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        SyncCmd::Whatif {
+            profile,
+            status,
+            query,
+            limit,
+        } => {
+            let mut q = vec![
+                ("limit", limit.to_string()),
+                ("writes_limit", limit.to_string()),
+            ];
+            push(&mut q, "status", status);
+            push(&mut q, "q", query);
+            let v: Value = c.get(&format!("/profiles/{profile}/whatif"), &q).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let p = &v["plan"];
+            println!(
+                "What-If for {profile} (cycle {}, plan {}, mode {})",
+                s(&p["cycle_id"]),
+                &s(&p["hash"])[..12.min(s(&p["hash"]).len())],
+                s(&p["mode"])
+            );
+            let cn = &p["counts"];
+            println!(
+                "  {} matched, {} unmatched, {} ambiguous; {} create(s), {} update(s)",
+                s(&cn["matched"]),
+                s(&cn["unmatched"]),
+                s(&cn["ambiguous"]),
+                s(&cn["creates"]),
+                s(&cn["updates"])
+            );
+            println!(
+                "  {}",
+                if v["approved"].as_bool() == Some(true) {
+                    "approved: the next cycle exports these writes".to_string()
+                } else if v["needs_approval"].as_bool() == Some(true) {
+                    format!("NOT approved: review, then `ferry sync approve {profile}`")
+                } else {
+                    "nothing to export".to_string()
+                }
+            );
+            let rules: Vec<String> = p["rules"].as_array().into_iter().flatten().map(s).collect();
+            println!(
+                "\nDecisions ({} shown of {}):",
+                v["decisions"].as_array().map_or(0, Vec::len),
+                s(&v["decisions_total"])
+            );
+            for d in v["decisions"].as_array().into_iter().flatten() {
+                let rule = d["rule"]
+                    .as_u64()
+                    .and_then(|r| rules.get(r as usize))
+                    .cloned()
+                    .unwrap_or_default();
+                let who = if d["source_upn"].is_null() {
+                    s(&d["source_name"])
+                } else {
+                    s(&d["source_upn"])
+                };
+                let detail = match d["status"].as_str() {
+                    Some("matched") => format!(
+                        "→ {} [{rule}]",
+                        if d["target_upn"].is_null() {
+                            s(&d["target_name"])
+                        } else {
+                            s(&d["target_upn"])
+                        }
+                    ),
+                    Some("ambiguous") => format!("candidates {} [{rule}]", d["candidates"]),
+                    Some("conflict") => format!(
+                        "target {} also claimed by {}",
+                        s(&d["target_name"]),
+                        d["candidates"]
+                    ),
+                    _ => String::new(),
+                };
+                println!(
+                    "  {:<9} {:<6} {who} {detail}",
+                    s(&d["status"]),
+                    s(&d["kind"])
+                );
+            }
+            if v["writes_total"].as_u64().unwrap_or(0) > 0 {
+                println!(
+                    "\nWrites ({} shown of {}):",
+                    v["writes"].as_array().map_or(0, Vec::len),
+                    s(&v["writes_total"])
+                );
+                for w in v["writes"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} {} {}: {}",
+                        s(&w["op"]),
+                        s(&w["kind"]),
+                        s(&w["name"]),
+                        if w["op"] == "create" {
+                            w["attributes"].to_string()
+                        } else {
+                            w["changes"].to_string()
+                        }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCmd::Approve { profile, plan } => {
+            let body = plan.map(|h| serde_json::json!({ "plan_hash": h }));
+            let v: Value = c
+                .post(&format!("/profiles/{profile}/approve"), &[], body)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "approved plan {} of {profile}; the next cycle exports it",
+                    &s(&v["plan_hash"])[..12]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCmd::Profiles => {
+            let v: Value = c.get("/profiles", &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for p in v.as_array().into_iter().flatten() {
+                    let sched = if p["schedule"].is_null() {
+                        "on demand".into()
+                    } else {
+                        format!("every {}", s(&p["schedule"]))
+                    };
+                    println!(
+                        "{}: {} → {}, {}, {sched}{}",
+                        s(&p["name"]),
+                        s(&p["source"]),
+                        s(&p["target"]),
+                        s(&p["mode"]),
+                        if p["awaiting_approval"] == true {
+                            ", What-If awaiting approval"
+                        } else {
+                            ""
+                        }
+                    );
+                    if !p["last_cycle"].is_null() {
+                        print!("  last ");
+                        print_cycle(&p["last_cycle"]);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCmd::Cycles { profile, limit } => {
+            let mut q = vec![("limit", limit.to_string())];
+            push(&mut q, "profile", profile);
+            let v: Value = c.get("/cycles", &q).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for cy in v.as_array().into_iter().flatten() {
+                    print!("{}  ", time(&cy["started_at"]));
+                    print_cycle(cy);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        TranslationCmd::Export {
+            profile,
+            format,
+            output,
+        } => {
+            let mut q = vec![("format", format)];
+            push(&mut q, "profile", profile);
+            let resp = c
+                .send(reqwest::Method::GET, "/translation/export", &q, None)
+                .await?;
+            let skipped = resp
+                .headers()
+                .get("x-ferry-skipped")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("0")
+                .to_string();
+            let written = resp
+                .headers()
+                .get("x-ferry-written")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_string();
+            let body = resp.bytes().await?;
+            match output {
+                Some(path) => {
+                    let tmp = path.with_extension("part");
+                    std::fs::write(&tmp, &body)
+                        .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    std::fs::rename(&tmp, &path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote {written} entries to {} ({skipped} left out by the format)",
+                        path.display()
+                    );
+                }
+                None => {
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&body)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TranslationCmd::Search {
+            query,
+            profile,
+            limit,
+        } => {
+            let mut q = vec![("q", query), ("limit", limit.to_string())];
+            push(&mut q, "profile", profile);
+            let v: Value = c.get("/translation", &q).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{} entr{} found",
+                    s(&v["total"]),
+                    if v["total"] == 1 { "y" } else { "ies" }
+                );
+                for e in v["entries"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} {}: {} ({}) → {} ({})",
+                        s(&e["profile"]),
+                        s(&e["kind"]),
+                        if e["source_upn"].is_null() {
+                            s(&e["source_name"])
+                        } else {
+                            s(&e["source_upn"])
+                        },
+                        s(&e["source_sid"]),
+                        if e["target_upn"].is_null() {
+                            s(&e["target_name"])
+                        } else {
+                            s(&e["target_upn"])
+                        },
+                        s(&e["target_sid"])
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_report(r: &Value) {
+    let objs = r["objects"].as_array().cloned().unwrap_or_default();
+    if objs.is_empty() {
+        println!(
+            "nothing known as `{}` (search is exact: a name, UPN, mail, object id or SID)",
+            s(&r["query"])
+        );
+        return;
+    }
+    for o in objs {
+        let ob = &o["object"];
+        println!(
+            "{} {} in directory {}",
+            s(&ob["kind"]),
+            s(&ob["name"]),
+            s(&o["directory"])
+        );
+        for (k, v) in [
+            ("id", &ob["id"]),
+            ("dn", &ob["dn"]),
+            ("upn", &ob["upn"]),
+            ("mail", &ob["mail"]),
+            ("sid", &ob["sid"]),
+            ("uid_number", &ob["uid_number"]),
+            ("gid_number", &ob["gid_number"]),
+        ] {
+            if !v.is_null() {
+                println!("  {k:<11} {}", s(v));
+            }
+        }
+        for pair in ob["attrs"].as_array().into_iter().flatten() {
+            println!("  {:<11} {}", s(&pair[0]), s(&pair[1]));
+        }
+        for p in o["profiles"].as_array().into_iter().flatten() {
+            let d = &p["decision"];
+            println!(
+                "  profile {} ({} side): {}{}",
+                s(&p["profile"]),
+                s(&p["side"]),
+                s(&d["status"]),
+                if p["rule"].is_null() {
+                    String::new()
+                } else {
+                    format!(" by rule {}", s(&p["rule"]))
+                }
+            );
+            let c = &p["counterpart"];
+            if !c.is_null() {
+                println!(
+                    "    ↔ {} {} in {} (id {}, sid {})",
+                    s(&c["object"]["kind"]),
+                    s(&c["object"]["name"]),
+                    s(&c["directory"]),
+                    s(&c["object"]["id"]),
+                    s(&c["object"]["sid"])
+                );
+            }
+            if let Some(cands) = d["candidates"].as_array().filter(|a| !a.is_empty()) {
+                println!(
+                    "    candidates: {}",
+                    cands.iter().map(s).collect::<Vec<_>>().join(", ")
+                );
+            }
+            println!(
+                "    decided in cycle {}, last changed in cycle {}",
+                s(&d["first_cycle"]),
+                s(&d["changed_cycle"])
+            );
+        }
+        for h in o["history"].as_array().into_iter().flatten() {
+            println!(
+                "  history: {} cycle {}: {}",
+                time(&h["at"]),
+                s(&h["cycle_id"]),
+                s(&h["change"])
+            );
+        }
+        for l in o["logs"].as_array().into_iter().flatten().take(10) {
+            println!(
+                "  log: {} {} {}",
+                time(&l["at"]),
+                s(&l["level"]),
+                s(&l["message"])
+            );
+        }
+    }
+}

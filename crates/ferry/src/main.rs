@@ -1,0 +1,232 @@
+//! The `ferry` binary: one thin dispatcher over the libraries.
+
+mod client;
+mod commands;
+mod quickstart;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Tenant-to-tenant migration: identities, workstations, environments."
+)]
+pub struct Cli {
+    /// The ferry server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_SERVER",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    pub server: String,
+    /// Bearer token (default: the `admin-token` file in ./ferry-data or ./ferry-quickstart/data).
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane: API, scheduler, cycle engine.
+    Server(ServerArgs),
+    /// The whole story on one machine: sample tenants, a server, a sync cycle, a summary.
+    Quickstart(quickstart::Args),
+    /// Directories: list, test connection.
+    #[command(subcommand)]
+    Directory(DirectoryCmd),
+    /// Sync profiles: run a cycle, see and approve the What-If, list cycles.
+    #[command(subcommand)]
+    Sync(SyncCmd),
+    /// The translation table.
+    #[command(subcommand)]
+    Translation(TranslationCmd),
+    /// Message logs, newest first.
+    Logs(LogsArgs),
+    /// Reports.
+    #[command(subcommand)]
+    Report(ReportCmd),
+    /// Check a configuration file without starting a server.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print the API's OpenAPI document.
+    Openapi,
+}
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Data directory: the SQLite database and admin-token (default ./ferry-data).
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use PostgreSQL: postgres://user:pass@host/db.
+    #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Listen address (default 127.0.0.1:5000).
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<String>,
+    /// Do not run scheduled cycles on this server.
+    #[arg(long)]
+    pub no_scheduler: bool,
+}
+
+#[derive(Subcommand)]
+pub enum DirectoryCmd {
+    /// List configured directories and their last import.
+    List,
+    /// Test a directory's connection: reachability, credentials, base DN, object counts.
+    Test { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum SyncCmd {
+    /// Run a cycle: import → sync → (export if the current What-If is approved).
+    Run {
+        profile: String,
+        /// Wait for the cycle to finish and print its outcome.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the pending What-If report: decisions and the writes an export would make.
+    Whatif {
+        profile: String,
+        /// Only decisions of this status: matched, unmatched, ambiguous, conflict.
+        #[arg(long)]
+        status: Option<String>,
+        /// Search names, UPNs, mail, SIDs and ids.
+        #[arg(long, short)]
+        query: Option<String>,
+        /// Decisions and writes to show (default 50).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Approve the current What-If; the next cycle exports it.
+    Approve {
+        profile: String,
+        /// The plan hash you reviewed (refused if the What-If changed since).
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// List profiles and their state.
+    Profiles,
+    /// List recent cycles.
+    Cycles {
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TranslationCmd {
+    /// Export the table: csv, json, sidmap or usermapping.
+    Export {
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, value_parser = ["csv", "json", "sidmap", "usermapping"])]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Search the table.
+    Search {
+        query: String,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Minimum level: info, warning or error.
+    #[arg(long, value_parser = ["info", "warning", "error"])]
+    pub level: Option<String>,
+    #[arg(long)]
+    pub cycle: Option<i64>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+#[derive(Subcommand)]
+pub enum ReportCmd {
+    /// Everything ferry knows about one object (by name, UPN, mail, id or SID).
+    Object { query: String },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Parse and validate a configuration file; print what it defines.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    // `println!` panics when stdout is a closed pipe (`ferry … | head`); like other Unix tools, end
+    // quietly instead. Every other panic keeps the default report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+    let cli = Cli::parse();
+    // The server logs its work; other commands print results and log only problems.
+    let default = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = std::env::var("FERRY_LOG").unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        // A reader that went away (`ferry … | head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

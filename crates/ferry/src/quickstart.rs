@@ -1,0 +1,199 @@
+//! `ferry quickstart`: sample Contoso and Fabrikam tenants as file directories, a server on the
+//! embedded SQLite default, a sync cycle per profile, and a summary; then the server keeps serving
+//! until Ctrl-C (or exits with `--once`).
+
+use crate::commands::wait_for_signal;
+use anyhow::{Context, Result, bail};
+use ferry_core::sample;
+use ferry_core::snapshot::render_json;
+use ferry_server::engine::Trigger;
+use ferry_server::settings::Settings;
+use ferry_server::{Server, ServerOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder for the sample tenants, the configuration and the server's data.
+    #[arg(long, default_value = "ferry-quickstart")]
+    pub dir: PathBuf,
+    /// Where the server listens.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: String,
+    /// Source users to generate (groups and devices follow from it).
+    #[arg(long, default_value_t = 3000)]
+    pub users: usize,
+    /// Print the summary and exit instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn config() -> String {
+    format!(
+        r#"# Written by `ferry quickstart`: two sample Entra-style tenants as file directories.
+# Edit freely; the quickstart only writes this file when it is missing.
+
+[[directory]]
+name = "contoso"
+kind = "file"
+path = "contoso.json"
+object_types = ["user", "group", "device"]
+
+[[directory]]
+name = "fabrikam"
+kind = "file"
+path = "fabrikam.json"
+object_types = ["user", "group", "device"]
+
+# Users and groups: mail with the domain renamed, then employee id; groups by name.
+[[sync_profile]]
+name = "users"
+source = "contoso"
+target = "fabrikam"
+mode = "match-only"
+object_types = ["user", "group"]
+schedule = "15m"
+{rules}
+# Devices pre-staged in the target: by device id, then by name.
+[[sync_profile]]
+name = "devices"
+source = "contoso"
+target = "fabrikam"
+mode = "match-only"
+object_types = ["device"]
+[[sync_profile.match]]
+source_attribute = "deviceId"
+target_attribute = "deviceId"
+[[sync_profile.match]]
+source_attribute = "name"
+target_attribute = "name"
+"#,
+        rules = sample::QUICKSTART_RULES
+    )
+}
+
+fn write_if_missing(path: &Path, body: impl FnOnce() -> Vec<u8>) -> Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, body()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(true)
+}
+
+pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
+    let dir = a.dir.canonicalize()?;
+    if !dir.join("contoso.json").exists() || !dir.join("fabrikam.json").exists() {
+        let s = sample::generate(a.users, true, 2026);
+        std::fs::write(dir.join("contoso.json"), render_json(&s.source))?;
+        std::fs::write(dir.join("fabrikam.json"), render_json(&s.target))?;
+        eprintln!(
+            "generated sample tenants: {} objects in contoso.json, {} in fabrikam.json",
+            s.source.len(),
+            s.target.len()
+        );
+    }
+    write_if_missing(&dir.join("ferry.toml"), || config().into_bytes())?;
+    let settings = Settings::load(&dir.join("ferry.toml"))?;
+    let listener = match tokio::net::TcpListener::bind(&a.listen).await {
+        Ok(l) => l,
+        Err(e) => bail!(
+            "cannot listen on {}: {e}. Is another ferry running? Stop it, or pass --listen 127.0.0.1:0",
+            a.listen
+        ),
+    };
+    let opts = ServerOptions {
+        settings,
+        data_dir: dir.join("data"),
+        database_url: None,
+        admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
+        scheduler: true,
+    };
+    let server = Server::start(opts, listener).await?;
+    let engine = server.state.engine.clone();
+    let mut summary = Vec::new();
+    for profile in ["users", "devices"] {
+        let started = std::time::Instant::now();
+        let id = engine.start(profile, Trigger::Manual).await?;
+        let c = engine
+            .wait(id, Duration::from_secs(3600))
+            .await?
+            .context("the cycle vanished")?;
+        if c.status != "succeeded" {
+            bail!(
+                "the {profile} cycle {}: {}",
+                c.status,
+                c.error.unwrap_or_default()
+            );
+        }
+        summary.push((profile, c, started.elapsed()));
+    }
+    let url = format!("http://{}", server.addr);
+    if json {
+        let v: Vec<_> = summary.iter().map(|(p, c, d)| serde_json::json!({"profile": p, "cycle": c, "seconds": d.as_secs_f64()})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"server": url, "dir": dir, "cycles": v})
+            )?
+        );
+    } else {
+        println!("\nferry quickstart: Contoso → Fabrikam\n");
+        for (p, c, d) in &summary {
+            let Some(n) = &c.counts else { continue };
+            println!(
+                "  {p:<8} cycle {} in {:.2}s: {} source objects, {} target objects",
+                c.id,
+                d.as_secs_f64(),
+                n.source_objects,
+                n.target_objects
+            );
+            for (kind, k) in &n.by_kind {
+                println!(
+                    "           {kind:<7} {:>6} matched {:>6} unmatched {:>6} ambiguous {:>6} conflict",
+                    k.matched, k.unmatched, k.ambiguous, k.conflict
+                );
+            }
+        }
+        println!(
+            "\n  server         {url}   (API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json)"
+        );
+        println!("  configuration  {}", dir.join("ferry.toml").display());
+        println!("  database       {}", dir.join("data/ferry.db").display());
+        println!("  admin token    {}", server.admin_token_source);
+        println!(
+            "\n  Try, from {}:",
+            std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+        let srv = if server.addr.port() == 5000 {
+            String::new()
+        } else {
+            format!(" --server {url}")
+        };
+        let tok = if a.dir == Path::new("ferry-quickstart") {
+            String::new()
+        } else {
+            format!(" --token $(cat {}/data/admin-token)", dir.display())
+        };
+        println!(
+            "    ferry{srv}{tok} logs --profile users --level warning        # unmatched and ambiguous users"
+        );
+        println!("    ferry{srv}{tok} sync whatif users --status ambiguous");
+        println!("    ferry{srv}{tok} translation export --format sidmap -o sidmap.json");
+        println!("    ferry{srv}{tok} report object ann.lee@contoso.test");
+    }
+    if a.once {
+        server.stop().await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("\nserving on {url}; press Ctrl-C to stop");
+    wait_for_signal().await;
+    server.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
