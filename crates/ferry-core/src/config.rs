@@ -109,6 +109,7 @@ pub struct ServerConfig {
 /// `[[directory]]`: a named source or target, by kind.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // a handful per configuration; boxing buys nothing
 pub enum DirectoryConfig {
     Ldap(LdapDirectory),
     File(FileDirectory),

@@ -298,11 +298,19 @@ fn all<'a>(e: &'a SearchEntry, name: &str) -> &'a [String] {
         .map_or(&[], |(_, v)| v.as_slice())
 }
 
-/// Converts an entry; returns the object, its watermark value, and its raw member references.
-fn to_object(
-    kind: ObjectKind,
-    e: SearchEntry,
-) -> Result<(DirObject, Option<String>, Vec<String>, Vec<String>), String> {
+/// An entry converted to an object, with what still needs the rest of the import.
+#[derive(Debug)]
+struct Converted {
+    object: DirObject,
+    /// Its uSNChanged / entryCSN / modifyTimestamp.
+    watermark: Option<String>,
+    /// Raw `member` DNs and `memberUid` names, resolved once every entry is read.
+    member_dns: Vec<String>,
+    member_uids: Vec<String>,
+}
+
+/// Converts an entry.
+fn to_object(kind: ObjectKind, e: SearchEntry) -> Result<Converted, String> {
     let id = match raw(&e, "objectGUID") {
         Some(b) => guid_from_ms_bytes(b).map_err(|err| format!("{}: objectGUID: {err}", e.dn))?,
         None => first(&e, "entryUUID")
@@ -338,7 +346,12 @@ fn to_object(
     }
     o.dn = Some(e.dn);
     o.normalise();
-    Ok((o, watermark, member_dns, member_uids))
+    Ok(Converted {
+        object: o,
+        watermark,
+        member_dns,
+        member_uids,
+    })
 }
 
 /// Larger of two watermarks: numerically for uSNChanged, textually for GeneralizedTime (same format).
@@ -408,7 +421,12 @@ impl Connector for LdapConnector {
             let mut bad = Vec::new();
             self.paged(&mut s, &filter, attrs.clone(), |e| {
                 match to_object(kind, e) {
-                    Ok((o, w, dns, uids)) => {
+                    Ok(Converted {
+                        object: o,
+                        watermark: w,
+                        member_dns: dns,
+                        member_uids: uids,
+                    }) => {
                         if let Some(w) = w {
                             watermark = max_watermark(watermark.take(), &w);
                         }
@@ -702,7 +720,11 @@ mod tests {
                 ("objectSid".into(), vec![sid]),
             ]),
         };
-        let (o, w, _, _) = to_object(ObjectKind::User, e).unwrap();
+        let Converted {
+            object: o,
+            watermark: w,
+            ..
+        } = to_object(ObjectKind::User, e).unwrap();
         assert_eq!(o.id, "73d664e4-0886-4a73-b745-c694da45ddb4");
         assert_eq!(o.sid.as_deref(), Some("S-1-5-21-1-2-3-1104"));
         assert_eq!(o.upn.as_deref(), Some("ann@contoso.test"));
@@ -719,7 +741,7 @@ mod tests {
             bin_attrs: HashMap::new(),
         };
         assert_eq!(
-            to_object(ObjectKind::User, e).unwrap().0.id,
+            to_object(ObjectKind::User, e).unwrap().object.id,
             guid_from_ms_bytes(&ascii_guid).unwrap()
         );
         let bad = SearchEntry {

@@ -2,6 +2,8 @@
 //! suffixes dc=contoso,dc=test and dc=fabrikam,dc=test, root DN cn=admin,<suffix>). Each test works in
 //! its own organisational unit.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use ferry_core::ObjectKind;
 use ferry_core::config::{LdapDirectory, LdapFlavor, Secret};
 use ferry_core::duration::HumanDuration;

@@ -1,6 +1,8 @@
 //! The server through its HTTP API, in-process on port 0, with file directories (and slapd where
 //! `FERRY_TEST_LDAP_URL` is set by scripts/test).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use ferry_core::sample;
 use ferry_core::snapshot::{parse_json, render_json};
 use ferry_server::settings::Settings;

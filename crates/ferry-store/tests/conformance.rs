@@ -3,6 +3,8 @@
 //! `scripts/test` starts). Without that variable the PostgreSQL half is skipped with a message,
 //! unless `FERRY_REQUIRE_SERVERS=1` (set by `scripts/test` and CI), which makes it fail instead.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use ferry_core::ObjectKind;
 use ferry_core::config::Config;
 use ferry_core::model::DirObject;

@@ -105,7 +105,7 @@ fn s(v: &Value) -> String {
 
 fn time(v: &Value) -> String {
     v.as_i64()
-        .and_then(|ms| {
+        .map(|ms| {
             let secs = ms / 1000;
             let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
             // Civil date from days since the epoch (Howard Hinnant's algorithm).
@@ -118,12 +118,12 @@ fn time(v: &Value) -> String {
             let day = doy - (153 * mp + 2) / 5 + 1;
             let month = if mp < 10 { mp + 3 } else { mp - 9 };
             let year = yoe + era * 400 + i64::from(month <= 2);
-            Some(format!(
+            format!(
                 "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
                 rem / 3600,
                 rem % 3600 / 60,
                 rem % 60
-            ))
+            )
         })
         .unwrap_or_default()
 }

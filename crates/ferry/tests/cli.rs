@@ -1,0 +1,446 @@
+//! The `ferry` binary as a user runs it: quickstart, the admin commands against a `ferry server`
+//! process, configuration errors, and two servers sharing one PostgreSQL.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(FERRY);
+    c.args(args)
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_TOKEN");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run ferry")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A `ferry server` child process; stopped with SIGTERM on drop.
+struct ServerProc {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl ServerProc {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> ServerProc {
+        let mut c = Command::new(FERRY);
+        c.arg("server")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("start ferry server");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        ServerProc { child, url, log }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn write_config(dir: &Path, extra_profile_keys: &str) {
+    let s = ferry_core::sample::generate(400, true, 9);
+    std::fs::write(
+        dir.join("contoso.json"),
+        ferry_core::snapshot::render_json(&s.source),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fabrikam.json"),
+        ferry_core::snapshot::render_json(&s.target),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ferry.toml"),
+        format!(
+            "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+             [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{extra_profile_keys}\n{}",
+            ferry_core::sample::QUICKSTART_RULES
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn quickstart_runs_a_cycle_and_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let o = ferry(
+        &[
+            "quickstart",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            "600",
+            "--dir",
+            qs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("ferry quickstart: Contoso → Fabrikam"),
+        "{out}"
+    );
+    for needle in [
+        "user ",
+        "matched",
+        "unmatched",
+        "ambiguous",
+        "admin token",
+        "ferry.db",
+    ] {
+        assert!(out.contains(needle), "missing {needle}: {out}");
+    }
+    assert!(
+        qs.join("ferry.toml").exists()
+            && qs.join("data/ferry.db").exists()
+            && qs.join("contoso.json").exists()
+    );
+    // Running it again reuses what is there.
+    let o = ferry(
+        &[
+            "quickstart",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            qs.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["cycles"][0]["cycle"]["id"], 3,
+        "cycles continue from the stored ones"
+    );
+}
+
+#[test]
+fn admin_commands_against_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let data = dir.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            dir.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+
+    let o = ferry(&["directory", "list", "--json"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let dirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(dirs.as_array().unwrap().len(), 2);
+    let o = ferry(&["directory", "test", "contoso"], &env);
+    assert!(
+        o.status.success() && text(&o).contains("connection OK"),
+        "{}",
+        text(&o)
+    );
+
+    let o = ferry(&["sync", "run", "users", "--wait"], &env);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("succeeded") && out.contains("matched"),
+        "{out}"
+    );
+    let o = ferry(
+        &[
+            "sync",
+            "whatif",
+            "users",
+            "--status",
+            "unmatched",
+            "--limit",
+            "3",
+        ],
+        &env,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("unmatched user"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&["sync", "approve", "users"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let map = dir.path().join("usermapping.csv");
+    let o = ferry(
+        &[
+            "translation",
+            "export",
+            "--format",
+            "usermapping",
+            "-o",
+            map.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(&map)
+            .unwrap()
+            .starts_with("Source,Destination\r\n")
+    );
+    let o = ferry(
+        &[
+            "translation",
+            "export",
+            "--profile",
+            "users",
+            "--format",
+            "sidmap",
+        ],
+        &env,
+    );
+    let sidmap: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&o.stdout).unwrap();
+    assert!(sidmap.len() > 300 && sidmap.keys().all(|k| k.starts_with("S-1-12-1-")));
+
+    let o = ferry(
+        &["logs", "--profile", "users", "--level", "warning", "--json"],
+        &env,
+    );
+    let logs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        logs.as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["level"] == "warning" || l["level"] == "error")
+    );
+    let o = ferry(&["report", "object", "ann.lee@contoso.test"], &env);
+    assert!(
+        o.status.success() && text(&o).contains("matched by rule"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&["report", "object", "nobody@nowhere.test"], &env);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    let o = ferry(
+        &["directory", "list"],
+        &[
+            ("FERRY_SERVER", srv.url.as_str()),
+            ("FERRY_TOKEN", "ferry_wrong"),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("the token is not valid"), "{}", text(&o));
+    let o = ferry(
+        &["directory", "list"],
+        &[("FERRY_SERVER", "http://127.0.0.1:9"), ("FERRY_TOKEN", "x")],
+    );
+    assert!(
+        text(&o).contains("cannot reach the ferry server"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !srv.log.lock().unwrap().contains(&token),
+        "the token never reaches the log"
+    );
+}
+
+#[test]
+fn configuration_errors_name_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "colour = \"blue\"");
+    let cfg = dir.path().join("ferry.toml");
+    let o = ferry(&["config", "check", cfg.to_str().unwrap()], &[]);
+    let out = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        out.contains("ferry.toml: sync_profile[0]")
+            && out.contains("unknown field `colour`")
+            && out.contains("line 16"),
+        "{out}"
+    );
+    let o = ferry(
+        &[
+            "server",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("unknown field `colour`"),
+        "{}",
+        text(&o)
+    );
+    write_config(dir.path(), "");
+    let o = ferry(&["config", "check", cfg.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn two_servers_on_one_postgres_run_each_scheduled_cycle_once() {
+    let Ok(base) = std::env::var("FERRY_TEST_DATABASE_URL") else {
+        assert_ne!(
+            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+            Ok("1"),
+            "FERRY_TEST_DATABASE_URL is required"
+        );
+        eprintln!("skipping: FERRY_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let schema = format!("election_{}", std::process::id());
+    let psql = Command::new("psql")
+        .args([
+            base.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE SCHEMA {schema}"),
+        ])
+        .output()
+        .expect("psql");
+    assert!(psql.status.success(), "{}", text(&psql));
+    let url = format!("{base}?options=-csearch_path%3D{schema}");
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "schedule = \"5s\"");
+    let cfg = dir.path().join("ferry.toml");
+    let token = "ferry_shared_test_token";
+    let start = |n: &str| {
+        ServerProc::start(
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--database-url",
+                &url,
+                "--data-dir",
+                dir.path().join(n).to_str().unwrap(),
+            ],
+            &[("FERRY_ADMIN_TOKEN", token), ("FERRY_LOG", "info")],
+        )
+    };
+    let (a, b) = (start("a"), start("b"));
+    std::thread::sleep(Duration::from_secs(17));
+    let o = ferry(
+        &[
+            "sync",
+            "cycles",
+            "--profile",
+            "users",
+            "--limit",
+            "100",
+            "--json",
+        ],
+        &[("FERRY_SERVER", a.url.as_str()), ("FERRY_TOKEN", token)],
+    );
+    let cycles: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let scheduled: Vec<&serde_json::Value> = cycles
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["trigger"] == "schedule")
+        .collect();
+    let mut slots: Vec<i64> = scheduled
+        .iter()
+        .map(|c| c["slot"].as_i64().unwrap())
+        .collect();
+    let n = slots.len();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), n, "a slot ran twice: {cycles}");
+    assert!(
+        n >= 2,
+        "expected at least two scheduled cycles in 17 s: {cycles}\n--- a ---\n{}\n--- b ---\n{}",
+        a.log.lock().unwrap(),
+        b.log.lock().unwrap()
+    );
+    assert!(
+        scheduled.iter().all(|c| c["status"] == "succeeded"),
+        "{cycles}"
+    );
+    // Both servers tried every slot; the loser of each claim says so in its log (debug) or ran nothing.
+    let started_a = a
+        .log
+        .lock()
+        .unwrap()
+        .matches("scheduled cycle started")
+        .count();
+    let started_b = b
+        .log
+        .lock()
+        .unwrap()
+        .matches("scheduled cycle started")
+        .count();
+    assert_eq!(
+        started_a + started_b,
+        n,
+        "each scheduled cycle was started by exactly one server"
+    );
+}
