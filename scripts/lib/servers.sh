@@ -56,6 +56,7 @@ ferry_stop_postgres() {
 
 # ferry_start_slapd DIR → exports FERRY_TEST_LDAP_URL, FERRY_TEST_LDAP_PASSWORD
 # Two databases: dc=contoso,dc=test and dc=fabrikam,dc=test, root DNs cn=admin,<suffix>.
+# FERRY_SLAPD_PRELOAD=file.ldif bulk-loads entries into dc=contoso,dc=test before the server starts.
 ferry_start_slapd() {
   local dir=$1 port password=ferry-test-secret
   port=$(ferry_free_port)
@@ -120,6 +121,9 @@ LDIF
     printf 'dn: dc=%s,dc=test\nobjectClass: dcObject\nobjectClass: organization\ndc: %s\no: %s\n' "$org" "$org" "$org" |
       slapadd -F "$dir/ldap/config" -b "dc=$org,dc=test" >/dev/null 2>>"$dir/ldap/slapadd.log"
   done
+  if [ -n "${FERRY_SLAPD_PRELOAD:-}" ]; then
+    slapadd -q -F "$dir/ldap/config" -b dc=contoso,dc=test -l "$FERRY_SLAPD_PRELOAD" >/dev/null 2>>"$dir/ldap/slapadd.log"
+  fi
   /usr/sbin/slapd -h "ldap://127.0.0.1:$port/" -F "$dir/ldap/config" 2>"$dir/ldap/slapd.log"
   for _ in $(seq 50); do
     ldapsearch -x -H "ldap://127.0.0.1:$port" -b "" -s base >/dev/null 2>&1 && break
