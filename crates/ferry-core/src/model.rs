@@ -234,7 +234,9 @@ impl DirObject {
     }
 }
 
-/// FNV-1a over length-prefixed fields: a stable content fingerprint (not a security hash).
+/// A fast, stable 64-bit fingerprint of length-prefixed fields, eight bytes per step
+/// (MurmurHash64A's mixing, murmur3's finaliser). It detects changed rows between cycles; it is not a security hash. (Its name
+/// is historical: it began as FNV-1a, which hashed a byte per step and showed in profiles.)
 pub struct Fnv(u64);
 
 impl Default for Fnv {
@@ -243,18 +245,37 @@ impl Default for Fnv {
     }
 }
 
+/// MurmurHash64A's multiplier.
+const M: u64 = 0xc6a4_a793_5bd1_e995;
+
 impl Fnv {
     pub fn new() -> Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
+    /// MurmurHash64A's step for one word.
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        let mut k = w.wrapping_mul(M);
+        k ^= k >> 47;
+        k = k.wrapping_mul(M);
+        self.0 = (self.0 ^ k).wrapping_mul(M);
+    }
     pub fn write_bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= u64::from(x);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w));
         }
     }
     pub fn write_u64(&mut self, v: u64) {
-        self.write_bytes(&v.to_le_bytes());
+        self.mix(v);
     }
     pub fn write_str(&mut self, s: &str) {
         self.write_u64(s.len() as u64);
@@ -266,10 +287,24 @@ impl Fnv {
             None => self.write_u64(u64::MAX),
         }
     }
-    /// The hash as a signed integer, the type both SQLite and PostgreSQL store natively.
     pub fn finish(&self) -> u64 {
-        self.0
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
+}
+
+/// The look-up key of an identity value (id, name, UPN, mail, SID): a 64-bit hash of its lower-cased
+/// form, as stored and indexed for the single object report. Equal keys are candidates, compared
+/// exactly afterwards.
+pub fn lookup_key(value: &str) -> i64 {
+    let lower = crate::transform::lowercase(std::borrow::Cow::Borrowed(value));
+    let mut f = Fnv::new();
+    f.write_str(&lower);
+    f.finish() as i64
 }
 
 #[cfg(test)]
@@ -298,6 +333,24 @@ mod tests {
         assert!(o.values(&AttrRef::parse("mail")).is_empty());
         // LDAP's `uid` is the login name, not ferry's uid_number.
         assert_eq!(AttrRef::parse("uid"), AttrRef::Other("uid".into()));
+    }
+
+    #[test]
+    fn fingerprint_separates_fields_and_lengths() {
+        let h = |parts: &[&str]| {
+            let mut f = Fnv::new();
+            for p in parts {
+                f.write_str(p);
+            }
+            f.finish()
+        };
+        assert_ne!(h(&["ab", "c"]), h(&["a", "bc"]));
+        assert_ne!(h(&["abcdefgh"]), h(&["abcdefgh\0"]));
+        assert_ne!(h(&[""]), h(&[]));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000 {
+            assert!(seen.insert(h(&[&format!("user{i}@contoso.test")])));
+        }
     }
 
     #[test]

@@ -294,8 +294,9 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
     }
 }
 
-/// The match rules the quickstart configures for this data, as TOML.
-pub const QUICKSTART_RULES: &str = r#"[[sync_profile.match]]
+macro_rules! user_rules {
+    () => {
+        r#"[[sync_profile.match]]
 source_attribute = "mail"
 target_attribute = "mail"
 transforms = [{ replace_suffix = ["@contoso.test", "@fabrikam.test"] }]
@@ -305,12 +306,24 @@ object_types = ["user"]
 source_attribute = "employeeId"
 target_attribute = "employeeId"
 object_types = ["user"]
+"#
+    };
+}
 
+/// The user match rules for this data, as TOML: mail with the domain renamed, then employee id.
+pub const USER_RULES: &str = user_rules!();
+
+/// The match rules the quickstart configures for this data, as TOML: [`USER_RULES`], then groups
+/// by name.
+pub const QUICKSTART_RULES: &str = concat!(
+    user_rules!(),
+    r#"
 [[sync_profile.match]]
 source_attribute = "name"
 target_attribute = "name"
 object_types = ["group"]
-"#;
+"#
+);
 
 #[cfg(test)]
 mod tests {
@@ -343,5 +356,26 @@ mod tests {
             crate::snapshot::parse_json(&crate::snapshot::render_json(&s.target)).unwrap(),
             s.target
         );
+    }
+}
+
+#[cfg(test)]
+mod large {
+    #[test]
+    fn counts_hold_at_scale() {
+        let s = super::generate(120_000, false, 1);
+        let cfg = crate::config::Config::parse(
+            &format!(
+                "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"a\"\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"b\"\n\
+                 [[sync_profile]]\nname = \"u\"\nsource = \"a\"\ntarget = \"b\"\nmode = \"match-only\"\nobject_types = [\"user\"]\n{}",
+                super::USER_RULES
+            ),
+            "t",
+        )
+        .unwrap();
+        let p = crate::plan::build(&cfg.profiles[0], "fp", &s.source, &s.target);
+        let u = p.counts.by_kind[&crate::ObjectKind::User];
+        eprintln!("{u:?} {:?}", s.expected);
+        assert_eq!(u.unmatched, s.expected.users_unmatched);
     }
 }

@@ -30,11 +30,41 @@ pub struct SnapshotError {
 #[serde(deny_unknown_fields)]
 struct JsonSnapshot {
     #[serde(default)]
-    users: Vec<JsonObject>,
+    users: Objects<0>,
     #[serde(default)]
-    groups: Vec<JsonObject>,
+    groups: Objects<1>,
     #[serde(default)]
-    devices: Vec<JsonObject>,
+    devices: Objects<2>,
+}
+
+/// A list of objects of kind `K` (0 user, 1 group, 2 device), converted as each is parsed so that
+/// a large snapshot is never held twice.
+#[derive(Default)]
+struct Objects<const K: u8>(Vec<DirObject>);
+
+impl<'de, const K: u8> Deserialize<'de> for Objects<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const K: u8>;
+        impl<'de, const K: u8> Visitor<'de> for V<K> {
+            type Value = Objects<K>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Objects<K>, A::Error> {
+                let kind = match K {
+                    0 => ObjectKind::User,
+                    1 => ObjectKind::Group,
+                    _ => ObjectKind::Device,
+                };
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(j) = seq.next_element::<JsonObject>()? {
+                    out.push(into_object(kind, j));
+                }
+                Ok(Objects(out))
+            }
+        }
+        d.deserialize_seq(V::<K>)
+    }
 }
 
 #[derive(Deserialize, Serialize)]
@@ -205,16 +235,9 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
             });
         }
     };
-    let mut out = Vec::with_capacity(snap.users.len() + snap.groups.len() + snap.devices.len());
-    for (kind, list) in [
-        (ObjectKind::User, snap.users),
-        (ObjectKind::Group, snap.groups),
-        (ObjectKind::Device, snap.devices),
-    ] {
-        for j in list {
-            out.push(into_object(kind, j));
-        }
-    }
+    let mut out = snap.users.0;
+    out.extend(snap.groups.0);
+    out.extend(snap.devices.0);
     check(&out, |i| {
         let o = &out[i];
         let list = format!("{}s", o.kind);

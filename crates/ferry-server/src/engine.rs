@@ -295,14 +295,34 @@ impl Engine {
         let tdir = cfg
             .directory(&profile.target)
             .ok_or_else(|| missing(&profile.target))?;
+        let t = std::time::Instant::now();
         let (src, tgt) = tokio::join!(self.import(sdir), self.import(tdir));
         let (src, tgt) = (src?, tgt?);
+        tracing::info!(
+            cycle = id,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "import phase done"
+        );
         self.store.set_cycle_phase(id, "sync").await?;
 
+        let t = std::time::Instant::now();
         let fingerprint = cfg.profile_fingerprint(profile);
         let plan = blocking(|| plan::build(profile, &fingerprint, &src.objects, &tgt.objects));
+        tracing::info!(
+            cycle = id,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "plan built"
+        );
+        let t = std::time::Instant::now();
         let stored = self.store.decision_digest(&profile.name).await?;
-        let diff = plan::diff(&plan, &src.objects, &tgt.objects, &stored);
+        let diff = blocking(|| plan::diff(&plan, &src.objects, &tgt.objects, &stored));
+        drop(stored);
+        tracing::info!(
+            cycle = id,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            changed = diff.upserts.len(),
+            "decisions compared"
+        );
         let mut logs: Vec<LogEntry> = src.logs.iter().chain(&tgt.logs).cloned().collect();
         logs.extend(plan::decision_logs(&plan, &diff, &profile.source));
         let c = &plan.counts;
@@ -374,6 +394,13 @@ impl Engine {
                 message: format!("directory `{name}`: {e}"),
             })?;
         let fetched = objects.len();
+        tracing::info!(
+            directory = name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            objects = fetched,
+            "read"
+        );
+        let t = std::time::Instant::now();
         let (objects, upserts, deletes) = if full {
             let stored = self.store.object_digest(name).await?;
             blocking(|| {
@@ -418,6 +445,11 @@ impl Engine {
             }
             (all, upserts, Vec::new())
         };
+        tracing::info!(
+            directory = name,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "compared with the store"
+        );
         logs.push(LogEntry::info(
             "import",
             format!(

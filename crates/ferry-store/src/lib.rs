@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use ferry_core::ObjectKind;
 use ferry_core::export::TranslationEntry;
 use ferry_core::model::DirObject;
-use ferry_core::plan::{Counts, DecisionDiff, DecisionKey, Level, LogEntry, Plan, Status, Write};
+use ferry_core::plan::{
+    self, Counts, DecisionDiff, DecisionKey, Level, LogEntry, Plan, Status, Write,
+};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 

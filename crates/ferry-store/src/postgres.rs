@@ -8,6 +8,7 @@ use crate::migrate::POSTGRES;
 use crate::query::{self, Val, numbered};
 use crate::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use ferry_core::model::lookup_key;
 use std::str::FromStr;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -353,7 +354,7 @@ impl Store for PgStore {
             let dir = oc.state.directory.as_str();
             for chunk in oc.upserts.chunks(BATCH) {
                 let mut t: [Vec<Option<String>>; 9] = Default::default();
-                let mut n: [Vec<Option<i64>>; 3] = Default::default();
+                let mut n: [Vec<Option<i64>>; 8] = Default::default();
                 for o in chunk {
                     t[0].push(Some(o.kind.as_str().into()));
                     t[1].push(Some(o.id.clone()));
@@ -367,15 +368,24 @@ impl Store for PgStore {
                     n[0].push(o.uid_number.map(i64::from));
                     n[1].push(o.gid_number.map(i64::from));
                     n[2].push(Some(o.content_hash() as i64));
+                    n[3].push(Some(lookup_key(&o.id)));
+                    n[4].push(Some(lookup_key(&o.name)));
+                    n[5].push(o.upn.as_deref().map(lookup_key));
+                    n[6].push(o.mail.as_deref().map(lookup_key));
+                    n[7].push(o.sid.as_deref().map(lookup_key));
                 }
                 tx.execute(
-                    "INSERT INTO objects (directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs, hash) \
-                     SELECT $1, k, i, d, nm, u, m, s, un, gn, mb, a, h FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::bigint[]) AS x(k, i, d, nm, u, m, s, un, gn, mb, a, h) \
+                    "INSERT INTO objects (directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs, hash, \
+                     id_key, name_key, upn_key, mail_key, sid_key) \
+                     SELECT $1, k, i, d, nm, u, m, s, un, gn, mb, a, h, ik, nk, uk, mk, sk FROM UNNEST($2::text[], $3::text[], $4::text[], \
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::bigint[], \
+                     $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[]) \
+                     AS x(k, i, d, nm, u, m, s, un, gn, mb, a, h, ik, nk, uk, mk, sk) \
                      ON CONFLICT (directory, kind, id) DO UPDATE SET dn = excluded.dn, name = excluded.name, upn = excluded.upn, \
                      mail = excluded.mail, sid = excluded.sid, uid_number = excluded.uid_number, gid_number = excluded.gid_number, \
-                     members = excluded.members, attrs = excluded.attrs, hash = excluded.hash",
-                    &[&dir, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &n[0], &n[1], &t[7], &t[8], &n[2]],
+                     members = excluded.members, attrs = excluded.attrs, hash = excluded.hash, id_key = excluded.id_key, \
+                     name_key = excluded.name_key, upn_key = excluded.upn_key, mail_key = excluded.mail_key, sid_key = excluded.sid_key",
+                    &[&dir, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &n[0], &n[1], &t[7], &t[8], &n[2], &n[3], &n[4], &n[5], &n[6], &n[7]],
                 )
                 .await?;
             }
@@ -615,20 +625,20 @@ impl Store for PgStore {
     }
 
     async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
-        let lower = q.to_lowercase();
+        let key = lookup_key(q);
         let rows = self
             .client()
             .await?
             .query(
-                &format!(
-                    "SELECT {} FROM objects WHERE id = $1 OR lower(name) = $2 OR lower(upn) = $2 OR lower(mail) = $2 OR sid = $1 \
-                     ORDER BY directory, kind, id LIMIT $3",
-                    query::OBJ_COLS
-                ),
-                &[&q, &lower, &limit],
+                &numbered(query::FIND_OBJECTS),
+                &[&key, &key, &key, &key, &key, &limit],
             )
             .await?;
-        rows.iter().map(object_row).collect()
+        let found: Vec<StoredObject> = rows.iter().map(object_row).collect::<Result<_>>()?;
+        Ok(found
+            .into_iter()
+            .filter(|f| query::object_matches(&f.object, q))
+            .collect())
     }
 
     async fn decision_digest(

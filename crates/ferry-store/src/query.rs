@@ -135,11 +135,26 @@ pub const TAKE_LEASE: &str = "INSERT INTO leases (name, holder, expires_at) VALU
 
 pub const CLAIM_SLOT: &str = "INSERT INTO schedule_slots (profile, slot, holder, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
 
-pub const UPSERT_OBJECT: &str = "INSERT INTO objects (directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs, hash) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+pub const UPSERT_OBJECT: &str = "INSERT INTO objects (directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs, hash, \
+     id_key, name_key, upn_key, mail_key, sid_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (directory, kind, id) DO UPDATE SET dn = excluded.dn, name = excluded.name, upn = excluded.upn, mail = excluded.mail, \
      sid = excluded.sid, uid_number = excluded.uid_number, gid_number = excluded.gid_number, members = excluded.members, \
-     attrs = excluded.attrs, hash = excluded.hash";
+     attrs = excluded.attrs, hash = excluded.hash, id_key = excluded.id_key, name_key = excluded.name_key, upn_key = excluded.upn_key, \
+     mail_key = excluded.mail_key, sid_key = excluded.sid_key";
+
+/// Candidates of the single object report: any look-up key equal to the query's.
+pub const FIND_OBJECTS: &str = "SELECT directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs FROM objects \
+     WHERE id_key = ? OR name_key = ? OR upn_key = ? OR mail_key = ? OR sid_key = ? ORDER BY directory, kind, id LIMIT ?";
+
+/// Whether a found object really has `query` as its id, SID, or (ignoring case) name, UPN or mail.
+pub fn object_matches(o: &ferry_core::model::DirObject, query: &str) -> bool {
+    let eq = |v: &str| v.to_lowercase() == query.to_lowercase();
+    o.id == query
+        || o.sid.as_deref() == Some(query)
+        || eq(&o.name)
+        || o.upn.as_deref().is_some_and(eq)
+        || o.mail.as_deref().is_some_and(eq)
+}
 
 pub const UPSERT_DIRSTATE: &str = "INSERT INTO directory_state (directory, watermark, last_full_import, last_import, objects) VALUES (?, ?, ?, ?, ?) \
      ON CONFLICT (directory) DO UPDATE SET watermark = excluded.watermark, last_full_import = excluded.last_full_import, \

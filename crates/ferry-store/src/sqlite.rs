@@ -9,6 +9,7 @@
 use crate::migrate::{Migration, SQLITE};
 use crate::query::{self, Val};
 use crate::*;
+use ferry_core::model::lookup_key;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -197,6 +198,39 @@ fn log_row(r: &Row<'_>) -> rusqlite::Result<(StoredLog, String, Option<String>)>
     ))
 }
 
+/// Before a bulk write of `rows` rows into `table`: when they are many and a large share of the
+/// table, drop its secondary indexes and return their definitions, so that the caller recreates
+/// them afterwards. Building an index over sorted keys once is far cheaper than a million random
+/// B-tree inserts; inside the transaction, a rollback restores the indexes as they were.
+fn drop_indexes_for_bulk(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    rows: usize,
+) -> Result<Vec<String>> {
+    if rows < 50_000 {
+        return Ok(Vec::new());
+    }
+    let existing: i64 = tx.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+    if (rows as i64) * 4 < existing {
+        return Ok(Vec::new());
+    }
+    let mut st = tx.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL")?;
+    let defs: Vec<(String, String)> = st
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, _) in &defs {
+        tx.execute_batch(&format!("DROP INDEX {name}"))?;
+    }
+    Ok(defs.into_iter().map(|(_, sql)| sql).collect())
+}
+
+fn recreate_indexes(tx: &rusqlite::Transaction<'_>, defs: &[String]) -> Result<()> {
+    for sql in defs {
+        tx.execute_batch(sql)?;
+    }
+    Ok(())
+}
+
 fn insert_logs(
     c: &Connection,
     cycle_id: Option<i64>,
@@ -232,12 +266,28 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
         let mut writer = connect(path)?;
+        // Small commits still checkpoint automatically (every 1000 pages, SQLite's default); a
+        // cycle's large commit checkpoints in the background (commit_sync).
         migrate(&mut writer, SQLITE)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Copies the WAL into the database file on a connection of its own, off the caller's path. The
+    /// writer's automatic checkpoint is off (see `open`), so a large commit returns as soon as its
+    /// pages are in the WAL; readers see the data either way.
+    fn checkpoint_in_background(&self) {
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let r = connect(&path)
+                .and_then(|c| Ok(c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?));
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "WAL checkpoint failed; it will be retried after the next commit");
+            }
+        });
     }
 
     fn write<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R>) -> Result<R> {
@@ -371,100 +421,15 @@ impl Store for SqliteStore {
 
     async fn commit_sync(&self, s: SyncCommit<'_>) -> Result<()> {
         self.write(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut up = tx.prepare_cached(query::UPSERT_OBJECT)?;
-                let mut del = tx.prepare_cached("DELETE FROM objects WHERE directory = ? AND kind = ? AND id = ?")?;
-                for oc in &s.objects {
-                    let dir = oc.state.directory.as_str();
-                    for o in &oc.upserts {
-                        up.execute(params![
-                            dir,
-                            o.kind.as_str(),
-                            o.id,
-                            o.dn,
-                            o.name,
-                            o.upn,
-                            o.mail,
-                            o.sid,
-                            o.uid_number,
-                            o.gid_number,
-                            codec::members(o),
-                            codec::attrs(o),
-                            o.content_hash() as i64
-                        ])?;
-                    }
-                    for (k, id) in &oc.deletes {
-                        del.execute(params![dir, k.as_str(), id])?;
-                    }
-                    let st = &oc.state;
-                    tx.execute(query::UPSERT_DIRSTATE, params![st.directory, st.watermark, st.last_full_import, st.last_import, st.objects])?;
-                }
-            }
-            let plan = s.plan;
-            {
-                let mut up = tx.prepare_cached(query::UPSERT_DECISION)?;
-                for (rec, _) in &s.decisions.upserts {
-                    let src = rec.source;
-                    let t = rec.target;
-                    up.execute(params![
-                        plan.profile,
-                        src.kind.as_str(),
-                        src.id,
-                        rec.status.as_str(),
-                        rec.rule,
-                        src.name,
-                        src.upn,
-                        src.mail,
-                        src.sid,
-                        src.uid_number,
-                        src.gid_number,
-                        t.map(|t| &t.id),
-                        t.map(|t| &t.name),
-                        t.and_then(|t| t.upn.as_ref()),
-                        t.and_then(|t| t.mail.as_ref()),
-                        t.and_then(|t| t.sid.as_ref()),
-                        t.and_then(|t| t.uid_number),
-                        t.and_then(|t| t.gid_number),
-                        codec::candidates(&rec.candidates),
-                        rec.hash as i64,
-                        s.cycle_id,
-                        s.cycle_id
-                    ])?;
-                }
-                let mut del = tx.prepare_cached("DELETE FROM decisions WHERE profile = ? AND kind = ? AND source_id = ?")?;
-                for (k, id) in &s.decisions.removed {
-                    del.execute(params![plan.profile, k.as_str(), id])?;
-                }
-                let mut hist = tx.prepare_cached("INSERT INTO history (profile, kind, source_id, cycle_id, at, change) VALUES (?, ?, ?, ?, ?, ?)")?;
-                for (k, id, change) in &s.history {
-                    hist.execute(params![plan.profile, k.as_str(), id, s.cycle_id, s.now, change])?;
-                }
-            }
-            let counts = serde_json::to_string(&plan.counts).unwrap_or_default();
-            tx.execute(
-                query::UPSERT_PLAN,
-                params![plan.profile, s.cycle_id, plan.hash, plan.fingerprint, plan.mode.as_str(), serde_json::to_string(&plan.rules).unwrap_or_default(), counts, s.now],
-            )?;
-            tx.execute("DELETE FROM plan_writes WHERE profile = ?", [&plan.profile])?;
-            {
-                let mut w = tx.prepare_cached("INSERT INTO plan_writes (profile, seq, op, kind, source_id, body) VALUES (?, ?, ?, ?, ?, ?)")?;
-                for (i, wr) in plan.writes.iter().enumerate() {
-                    w.execute(params![plan.profile, i as i64, wr.op(), wr.kind().as_str(), wr.source_id(), serde_json::to_string(wr).unwrap_or_default()])?;
-                }
-            }
-            insert_logs(&tx, Some(s.cycle_id), Some(&plan.profile), s.logs, s.now)?;
-            // Last, so that a cycle aborted meanwhile rolls back everything above.
-            let n = tx.execute(
-                "UPDATE cycles SET phase = 'export', counts = ?, plan_hash = ? WHERE id = ? AND status = 'running'",
-                params![counts, plan.hash, s.cycle_id],
-            )?;
-            if n != 1 {
-                return Err(StoreError::CycleNotRunning(s.cycle_id));
-            }
-            tx.commit()?;
-            Ok(())
-        })
+            // No automatic checkpoint at this commit: it would copy the whole cycle into the database
+            // file before returning. It runs in the background afterwards instead.
+            c.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+            let r = Self::commit_sync_tx(c, &s);
+            c.execute_batch("PRAGMA wal_autocheckpoint = 1000")?;
+            r
+        })?;
+        self.checkpoint_in_background();
+        Ok(())
     }
 
     async fn finish_cycle(
@@ -547,14 +512,16 @@ impl Store for SqliteStore {
     }
 
     async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
+        let key = lookup_key(q);
         self.read(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {} FROM objects WHERE id = ?1 OR name = ?1 COLLATE NOCASE OR upn = ?1 COLLATE NOCASE \
-                 OR mail = ?1 COLLATE NOCASE OR sid = ?1 ORDER BY directory, kind, id LIMIT ?2",
-                query::OBJ_COLS
-            ))?;
-            let rows = st.query_map(params![q, limit], object_row)?;
-            rows.map(|r| finish_object(r?)).collect()
+            let mut st = c.prepare_cached(query::FIND_OBJECTS)?;
+            let rows = st.query_map(params![key, key, key, key, key, limit], object_row)?;
+            let found: Vec<StoredObject> =
+                rows.map(|r| finish_object(r?)).collect::<Result<_>>()?;
+            Ok(found
+                .into_iter()
+                .filter(|f| query::object_matches(&f.object, q))
+                .collect())
         })
     }
 
@@ -702,5 +669,175 @@ impl Store for SqliteStore {
             })
             .collect()
         })
+    }
+}
+
+impl SqliteStore {
+    /// The transaction of `commit_sync`.
+    fn commit_sync_tx(c: &mut Connection, s: &SyncCommit<'_>) -> Result<()> {
+        let tx = c.transaction()?;
+
+        let object_rows: usize = s.objects.iter().map(|o| o.upserts.len()).sum();
+        let t0 = std::time::Instant::now();
+        let object_indexes = drop_indexes_for_bulk(&tx, "objects", object_rows)?;
+        {
+            let mut up = tx.prepare_cached(query::UPSERT_OBJECT)?;
+            let mut del = tx.prepare_cached(
+                "DELETE FROM objects WHERE directory = ? AND kind = ? AND id = ?",
+            )?;
+            for oc in &s.objects {
+                let dir = oc.state.directory.as_str();
+                // In key order, so that the unique index is appended to, not scattered.
+                let mut sorted = oc.upserts.clone();
+                sorted.sort_unstable_by(|a, b| {
+                    (a.kind.as_str(), &a.id).cmp(&(b.kind.as_str(), &b.id))
+                });
+                for o in &sorted {
+                    up.execute(params![
+                        dir,
+                        o.kind.as_str(),
+                        o.id,
+                        o.dn,
+                        o.name,
+                        o.upn,
+                        o.mail,
+                        o.sid,
+                        o.uid_number,
+                        o.gid_number,
+                        codec::members(o),
+                        codec::attrs(o),
+                        o.content_hash() as i64,
+                        lookup_key(&o.id),
+                        lookup_key(&o.name),
+                        o.upn.as_deref().map(lookup_key),
+                        o.mail.as_deref().map(lookup_key),
+                        o.sid.as_deref().map(lookup_key)
+                    ])?;
+                }
+                for (k, id) in &oc.deletes {
+                    del.execute(params![dir, k.as_str(), id])?;
+                }
+                let st = &oc.state;
+                tx.execute(
+                    query::UPSERT_DIRSTATE,
+                    params![
+                        st.directory,
+                        st.watermark,
+                        st.last_full_import,
+                        st.last_import,
+                        st.objects
+                    ],
+                )?;
+            }
+        }
+        let t1 = std::time::Instant::now();
+        recreate_indexes(&tx, &object_indexes)?;
+        let t2 = std::time::Instant::now();
+        let plan = s.plan;
+        let decision_indexes = drop_indexes_for_bulk(&tx, "decisions", s.decisions.upserts.len())?;
+        {
+            let mut up = tx.prepare_cached(query::UPSERT_DECISION)?;
+            let mut sorted: Vec<&plan::DecisionRecord<'_>> =
+                s.decisions.upserts.iter().map(|(r, _)| r).collect();
+            sorted.sort_unstable_by(|a, b| {
+                (a.source.kind.as_str(), &a.source.id).cmp(&(b.source.kind.as_str(), &b.source.id))
+            });
+            for rec in sorted {
+                let src = rec.source;
+                let t = rec.target;
+                up.execute(params![
+                    plan.profile,
+                    src.kind.as_str(),
+                    src.id,
+                    rec.status.as_str(),
+                    rec.rule,
+                    src.name,
+                    src.upn,
+                    src.mail,
+                    src.sid,
+                    src.uid_number,
+                    src.gid_number,
+                    t.map(|t| &t.id),
+                    t.map(|t| &t.name),
+                    t.and_then(|t| t.upn.as_ref()),
+                    t.and_then(|t| t.mail.as_ref()),
+                    t.and_then(|t| t.sid.as_ref()),
+                    t.and_then(|t| t.uid_number),
+                    t.and_then(|t| t.gid_number),
+                    codec::candidates(&rec.candidates),
+                    rec.hash as i64,
+                    s.cycle_id,
+                    s.cycle_id
+                ])?;
+            }
+            let mut del = tx.prepare_cached(
+                "DELETE FROM decisions WHERE profile = ? AND kind = ? AND source_id = ?",
+            )?;
+            for (k, id) in &s.decisions.removed {
+                del.execute(params![plan.profile, k.as_str(), id])?;
+            }
+            drop(up);
+            let t3 = std::time::Instant::now();
+            recreate_indexes(&tx, &decision_indexes)?;
+            tracing::debug!(
+                objects_ms = (t1 - t0).as_millis() as u64,
+                object_indexes_ms = (t2 - t1).as_millis() as u64,
+                decisions_ms = (t3 - t2).as_millis() as u64,
+                decision_indexes_ms = t3.elapsed().as_millis() as u64,
+                "SQLite bulk write"
+            );
+            let mut hist = tx.prepare_cached("INSERT INTO history (profile, kind, source_id, cycle_id, at, change) VALUES (?, ?, ?, ?, ?, ?)")?;
+            for (k, id, change) in &s.history {
+                hist.execute(params![
+                    plan.profile,
+                    k.as_str(),
+                    id,
+                    s.cycle_id,
+                    s.now,
+                    change
+                ])?;
+            }
+        }
+        let counts = serde_json::to_string(&plan.counts).unwrap_or_default();
+        tx.execute(
+            query::UPSERT_PLAN,
+            params![
+                plan.profile,
+                s.cycle_id,
+                plan.hash,
+                plan.fingerprint,
+                plan.mode.as_str(),
+                serde_json::to_string(&plan.rules).unwrap_or_default(),
+                counts,
+                s.now
+            ],
+        )?;
+        tx.execute("DELETE FROM plan_writes WHERE profile = ?", [&plan.profile])?;
+        {
+            let mut w = tx.prepare_cached("INSERT INTO plan_writes (profile, seq, op, kind, source_id, body) VALUES (?, ?, ?, ?, ?, ?)")?;
+            for (i, wr) in plan.writes.iter().enumerate() {
+                w.execute(params![
+                    plan.profile,
+                    i as i64,
+                    wr.op(),
+                    wr.kind().as_str(),
+                    wr.source_id(),
+                    serde_json::to_string(wr).unwrap_or_default()
+                ])?;
+            }
+        }
+        insert_logs(&tx, Some(s.cycle_id), Some(&plan.profile), s.logs, s.now)?;
+        // Last, so that a cycle aborted meanwhile rolls back everything above.
+        let n = tx.execute(
+                "UPDATE cycles SET phase = 'export', counts = ?, plan_hash = ? WHERE id = ? AND status = 'running'",
+                params![counts, plan.hash, s.cycle_id],
+            )?;
+        if n != 1 {
+            return Err(StoreError::CycleNotRunning(s.cycle_id));
+        }
+        let t4 = std::time::Instant::now();
+        tx.commit()?;
+        tracing::debug!(commit_ms = t4.elapsed().as_millis() as u64, "SQLite commit");
+        Ok(())
     }
 }

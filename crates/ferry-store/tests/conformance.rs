@@ -83,7 +83,8 @@ conformance!(
     sync_commit_round_trip,
     aborted_cycle_commits_nothing,
     logs_filter_and_page,
-    hostile_values_round_trip
+    hostile_values_round_trip,
+    bulk_commits_keep_indexes_and_roll_back_whole
 );
 
 async fn tokens(s: &dyn Store) {
@@ -567,4 +568,59 @@ async fn hostile_values_round_trip(s: &dyn Store) {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].source_name, u.name);
     let _: FxHashMap<(), ()> = FxHashMap::default();
+}
+
+async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
+    // Large enough for SQLite's bulk path (indexes dropped and rebuilt inside the transaction).
+    let sample = ferry_core::sample::generate(60_000, false, 21);
+    let c1 = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    let h1 = commit(s, c1, &sample.source, &sample.target).await.unwrap();
+    s.finish_cycle(c1, "users", "not needed", &[], 2)
+        .await
+        .unwrap();
+    let probe = &sample.source[12_345];
+    let found = s
+        .find_objects(&probe.mail.clone().unwrap().to_uppercase(), 5)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "look-ups work after the bulk rebuild");
+    assert_eq!(found[0].object, *probe);
+    assert_eq!(
+        s.count_decisions(&DecisionQuery {
+            profile: Some("users".into()),
+            status: Some(Status::Unmatched),
+            ..Default::default()
+        })
+        .await
+        .unwrap() as u64,
+        sample.expected.users_unmatched
+    );
+    let digest = s.decision_digest("users").await.unwrap();
+
+    // A bulk rewrite that cannot commit leaves indexes and rows as they were.
+    let c2 = s
+        .begin_cycle("users", "manual", None, "a", 3)
+        .await
+        .unwrap();
+    let _c3 = s
+        .begin_cycle("users", "manual", None, "b", 4)
+        .await
+        .unwrap();
+    let other = ferry_core::sample::generate(60_000, false, 22);
+    assert!(matches!(
+        commit(s, c2, &other.source, &other.target).await,
+        Err(StoreError::CycleNotRunning(_))
+    ));
+    assert_eq!(s.find_objects(&probe.id, 5).await.unwrap().len(), 1);
+    assert_eq!(s.decision_digest("users").await.unwrap(), digest);
+    assert_eq!(s.plan("users").await.unwrap().unwrap().hash, h1);
+    assert!(
+        s.find_objects(&other.source[0].id, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

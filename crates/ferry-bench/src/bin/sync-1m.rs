@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .init();
     let users: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -68,7 +73,7 @@ async fn run(users: usize) {
         "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\nobject_types = [\"user\"]\n\
          [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\nobject_types = [\"user\"]\n\
          [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"user\"]\n{}",
-        sample::QUICKSTART_RULES.replace("object_types = [\"group\"]", "object_types = [\"user\"]")
+        sample::USER_RULES
     );
     let settings = Arc::new(Settings::from_str(&cfg, "bench.toml", &dir).expect("config"));
     let store: Arc<dyn ferry_store::Store> =

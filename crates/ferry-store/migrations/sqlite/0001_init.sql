@@ -50,7 +50,11 @@ CREATE TABLE directory_state (
     objects INTEGER NOT NULL
 );
 
+-- Objects as last imported. The single object report finds them through 64-bit hashes of their
+-- lower-cased id, name, UPN, mail and SID (compact integer indexes, cheap to rebuild in bulk); the
+-- candidates are then compared exactly.
 CREATE TABLE objects (
+    rid INTEGER PRIMARY KEY,
     directory TEXT NOT NULL,
     kind TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -64,13 +68,18 @@ CREATE TABLE objects (
     members TEXT,
     attrs TEXT,
     hash INTEGER NOT NULL,
-    PRIMARY KEY (directory, kind, id)
-) WITHOUT ROWID;
-CREATE INDEX objects_name ON objects (name COLLATE NOCASE);
-CREATE INDEX objects_upn ON objects (upn COLLATE NOCASE);
-CREATE INDEX objects_mail ON objects (mail COLLATE NOCASE);
-CREATE INDEX objects_sid ON objects (sid);
-CREATE INDEX objects_id ON objects (id);
+    id_key INTEGER NOT NULL,
+    name_key INTEGER NOT NULL,
+    upn_key INTEGER,
+    mail_key INTEGER,
+    sid_key INTEGER,
+    UNIQUE (directory, kind, id)
+);
+CREATE INDEX objects_id_key ON objects (id_key);
+CREATE INDEX objects_name_key ON objects (name_key);
+CREATE INDEX objects_upn_key ON objects (upn_key);
+CREATE INDEX objects_mail_key ON objects (mail_key);
+CREATE INDEX objects_sid_key ON objects (sid_key);
 
 CREATE TABLE plans (
     profile TEXT PRIMARY KEY,
