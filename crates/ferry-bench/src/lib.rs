@@ -1,5 +1,10 @@
 //! Shared helpers of the benchmark programs.
 
+/// mimalloc: ferry's hot paths (LDAP decoding, snapshot parsing, matching) allocate many small
+/// strings, where glibc's allocator showed as 40% of the profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Peak resident set size of this process so far (VmHWM), in MiB.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

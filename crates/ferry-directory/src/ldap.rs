@@ -16,27 +16,14 @@ use ferry_core::config::{LdapDirectory, LdapFlavor};
 use ferry_core::model::AttrRef;
 use ferry_core::sid::{guid_from_ms_bytes, sid_from_bytes};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, dn_escape};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, ResultEntry, Scope, SearchEntry,
+    dn_escape,
+};
 use rustc_hash::FxHashMap;
 use std::collections::HashSet;
 
 const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
-/// Attributes that become typed fields or are resolved, not kept as raw attributes.
-const CONSUMED: [&str; 13] = [
-    "objectguid",
-    "objectsid",
-    "entryuuid",
-    "userprincipalname",
-    "mail",
-    "uidnumber",
-    "gidnumber",
-    "member",
-    "memberuid",
-    "displayname",
-    "modifytimestamp",
-    "usnchanged",
-    "entrycsn",
-];
 
 pub struct LdapConnector {
     cfg: LdapDirectory,
@@ -200,7 +187,7 @@ impl LdapConnector {
         s: &mut Session,
         filter: &str,
         attrs: Vec<&str>,
-        mut f: impl FnMut(SearchEntry),
+        mut f: impl FnMut(ResultEntry),
     ) -> Result<(), DirectoryError> {
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
@@ -214,17 +201,7 @@ impl LdapConnector {
             .map_err(|e| self.err("search", e))?;
         loop {
             match stream.next().await {
-                Ok(Some(raw)) => {
-                    let entry = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        SearchEntry::construct(raw)
-                    }))
-                    .map_err(|_| DirectoryError::Ldap {
-                        url: self.cfg.url.clone(),
-                        operation: "search".into(),
-                        detail: "the server sent a malformed entry".into(),
-                    })?;
-                    f(entry);
-                }
+                Ok(Some(raw)) => f(raw),
                 Ok(None) => break,
                 Err(e) => return Err(self.err("search", e)),
             }
@@ -284,20 +261,6 @@ fn raw<'a>(e: &'a SearchEntry, name: &str) -> Option<&'a [u8]> {
         })
 }
 
-fn first<'a>(e: &'a SearchEntry, name: &str) -> Option<&'a String> {
-    e.attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.first())
-}
-
-fn all<'a>(e: &'a SearchEntry, name: &str) -> &'a [String] {
-    e.attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map_or(&[], |(_, v)| v.as_slice())
-}
-
 /// An entry converted to an object, with what still needs the rest of the import.
 #[derive(Debug)]
 struct Converted {
@@ -309,46 +272,87 @@ struct Converted {
     member_uids: Vec<String>,
 }
 
-/// Converts an entry.
-fn to_object(kind: ObjectKind, e: SearchEntry) -> Result<Converted, String> {
+/// Decodes a raw entry (guarding against malformed BER, on which `ldap3` panics) and converts it.
+fn convert(kind: ObjectKind, raw: ResultEntry) -> Result<Converted, String> {
+    let entry =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(raw)))
+            .map_err(|_| "the server sent a malformed entry".to_string())?;
+    to_object(kind, entry)
+}
+
+/// Converts an entry, moving its values rather than copying them (this runs once per object of
+/// every import).
+fn to_object(kind: ObjectKind, mut e: SearchEntry) -> Result<Converted, String> {
     let id = match raw(&e, "objectGUID") {
-        Some(b) => guid_from_ms_bytes(b).map_err(|err| format!("{}: objectGUID: {err}", e.dn))?,
-        None => first(&e, "entryUUID")
-            .cloned()
-            .unwrap_or_else(|| e.dn.clone()),
+        Some(b) => {
+            Some(guid_from_ms_bytes(b).map_err(|err| format!("{}: objectGUID: {err}", e.dn))?)
+        }
+        None => None,
     };
     let sid = match raw(&e, "objectSid") {
         Some(b) => Some(sid_from_bytes(b).map_err(|err| format!("{}: objectSid: {err}", e.dn))?),
-        None => first(&e, "sambaSID").cloned(),
+        None => None,
     };
-    let name = first(&e, "displayName")
-        .or_else(|| first(&e, "cn"))
-        .cloned()
-        .unwrap_or_else(|| e.dn.clone());
-    let mut o = DirObject::new(kind, id, name);
+    let mut o = DirObject::new(kind, String::new(), String::new());
     o.sid = sid;
-    o.upn = first(&e, "userPrincipalName").cloned();
-    o.mail = first(&e, "mail").cloned();
-    o.uid_number = first(&e, "uidNumber").and_then(|v| v.parse().ok());
-    o.gid_number = first(&e, "gidNumber").and_then(|v| v.parse().ok());
-    let watermark = first(&e, "uSNChanged")
-        .or_else(|| first(&e, "entryCSN"))
-        .or_else(|| first(&e, "modifyTimestamp"))
-        .cloned();
-    let member_dns = all(&e, "member").to_vec();
-    let member_uids = all(&e, "memberUid").to_vec();
-    for (k, vs) in &e.attrs {
-        let lk = k.to_ascii_lowercase();
-        if CONSUMED.contains(&lk.as_str()) || lk == "sambasid" {
-            continue;
+    let (mut entry_uuid, mut display, mut cn, mut usn, mut csn, mut modified, mut samba_sid) =
+        (None, None, None, None, None, None, None);
+    let (mut member_dns, mut member_uids) = (Vec::new(), Vec::new());
+    let first = |v: Vec<String>| v.into_iter().next();
+    for (k, vs) in std::mem::take(&mut e.attrs) {
+        let is = |n: &str| k.eq_ignore_ascii_case(n);
+        if is("objectGUID") || is("objectSid") {
+            // Decoded above (they arrive here when their bytes happen to be valid UTF-8).
+        } else if is("entryUUID") {
+            entry_uuid = first(vs);
+        } else if is("userPrincipalName") {
+            o.upn = first(vs);
+        } else if is("mail") {
+            o.mail = first(vs);
+        } else if is("uidNumber") {
+            o.uid_number = vs.first().and_then(|v| v.parse().ok());
+        } else if is("gidNumber") {
+            o.gid_number = vs.first().and_then(|v| v.parse().ok());
+        } else if is("member") {
+            member_dns = vs;
+        } else if is("memberUid") {
+            member_uids = vs;
+        } else if is("displayName") {
+            display = first(vs);
+        } else if is("uSNChanged") {
+            usn = first(vs);
+        } else if is("entryCSN") {
+            csn = first(vs);
+        } else if is("modifyTimestamp") {
+            modified = first(vs);
+        } else if is("sambaSID") {
+            samba_sid = first(vs);
+        } else {
+            if is("cn") {
+                cn = vs.first().cloned();
+            }
+            let n = vs.len();
+            let mut it = vs.into_iter();
+            for _ in 1..n {
+                if let Some(v) = it.next() {
+                    o.attrs.push((k.clone(), v));
+                }
+            }
+            if let Some(v) = it.next() {
+                o.attrs.push((k, v));
+            }
         }
-        o.attrs.extend(vs.iter().map(|v| (k.clone(), v.clone())));
+    }
+    o.id = id.or(entry_uuid).unwrap_or_else(|| e.dn.clone());
+    o.name = display.or(cn).unwrap_or_else(|| e.dn.clone());
+    if o.sid.is_none() {
+        o.sid = samba_sid;
     }
     o.dn = Some(e.dn);
     o.normalise();
     Ok(Converted {
         object: o,
-        watermark,
+        watermark: usn.or(csn).or(modified),
         member_dns,
         member_uids,
     })
@@ -418,9 +422,14 @@ impl Connector for LdapConnector {
                 }
                 Some(w) => format!("(&{base}(modifyTimestamp>={}))", ldap3::ldap_escape(w)),
             };
+            let mut converted = Vec::new();
+            self.paged(&mut s, &filter, attrs.clone(), |raw| {
+                converted.push(convert(kind, raw))
+            })
+            .await?;
             let mut bad = Vec::new();
-            self.paged(&mut s, &filter, attrs.clone(), |e| {
-                match to_object(kind, e) {
+            for c in converted {
+                match c {
                     Ok(Converted {
                         object: o,
                         watermark: w,
@@ -437,8 +446,7 @@ impl Connector for LdapConnector {
                     }
                     Err(msg) => bad.push(msg),
                 }
-            })
-            .await?;
+            }
             for msg in bad {
                 logs.push(LogEntry::warning(
                     "import",

@@ -1,5 +1,10 @@
 //! The `ferry` binary: one thin dispatcher over the libraries.
 
+/// mimalloc: ferry's hot paths (LDAP decoding, snapshot parsing, matching) allocate many small
+/// strings, where glibc's allocator showed as 40% of the profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod commands;
 mod quickstart;
