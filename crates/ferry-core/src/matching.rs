@@ -94,16 +94,17 @@ fn key<'a>(
 
 /// Runs the match stage for one kind. `sources` and `targets` hold objects of any kind; only those of
 /// `kind` take part. Returns one decision per source of that kind, in source order.
-pub fn match_kind(
+pub fn match_kind<'r, 't>(
     kind: ObjectKind,
-    rules: &[MatchRule],
+    rules: &'r [MatchRule],
     sources: &[DirObject],
-    targets: &[DirObject],
+    targets: &'t [DirObject],
 ) -> Vec<Decision> {
-    let mut compiled: Vec<CompiledRule<'_, '_>> = Vec::new();
-    for (orig, rule) in rules.iter().enumerate().filter(|(_, r)| r.applies_to(kind)) {
+    let n_targets = targets.iter().filter(|t| t.kind == kind).count();
+    let build = |orig: usize, rule: &'r MatchRule| -> CompiledRule<'r, 't> {
         let tattr = AttrRef::parse(&rule.target_attribute);
-        let mut index: FxHashMap<Cow<'_, str>, Cands> = FxHashMap::default();
+        let mut index: FxHashMap<Cow<'t, str>, Cands> =
+            FxHashMap::with_capacity_and_hasher(n_targets, Default::default());
         for (ti, t) in targets.iter().enumerate() {
             if t.kind != kind {
                 continue;
@@ -117,13 +118,33 @@ pub fn match_kind(
                 }
             });
         }
-        compiled.push(CompiledRule {
+        CompiledRule {
             rule,
             orig: orig as u16,
             source: AttrRef::parse(&rule.source_attribute),
             index,
-        });
-    }
+        }
+    };
+    let applicable: Vec<(usize, &'r MatchRule)> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.applies_to(kind))
+        .collect();
+    // Each rule's index is independent: build them side by side when they are large.
+    let compiled: Vec<CompiledRule<'r, 't>> = if applicable.len() > 1 && n_targets >= 50_000 {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = applicable
+                .iter()
+                .map(|&(o, r)| sc.spawn(move || build(o, r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    } else {
+        applicable.iter().map(|&(o, r)| build(o, r)).collect()
+    };
     let idx: Vec<u32> = (0..sources.len() as u32)
         .filter(|&i| sources[i as usize].kind == kind)
         .collect();
@@ -202,20 +223,30 @@ pub fn match_kind(
         decide(&idx)
     };
 
-    // Several sources claiming one target: none of them may be matched to it.
-    let mut claims: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
-    let mut seen: FxHashMap<u32, u32> = FxHashMap::default();
+    // Several sources claiming one target: none of them may be matched to it. `claimed[t]` is the
+    // first claimant + 1, or u32::MAX once a second one appears.
+    let mut claimed = vec![0u32; targets.len()];
+    let mut contested = false;
     for d in &decisions {
-        if let Outcome::Matched { target, .. } = d.outcome
-            && let Some(first) = seen.insert(target, d.source)
-        {
-            claims
-                .entry(target)
-                .or_insert_with(|| vec![first])
-                .push(d.source);
+        if let Outcome::Matched { target, .. } = d.outcome {
+            let c = &mut claimed[target as usize];
+            if *c == 0 {
+                *c = d.source + 1;
+            } else {
+                *c = u32::MAX;
+                contested = true;
+            }
         }
     }
-    if !claims.is_empty() {
+    if contested {
+        let mut claims: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        for d in &decisions {
+            if let Outcome::Matched { target, .. } = d.outcome
+                && claimed[target as usize] == u32::MAX
+            {
+                claims.entry(target).or_default().push(d.source);
+            }
+        }
         for d in &mut decisions {
             if let Outcome::Matched { target, rule } = d.outcome
                 && let Some(all) = claims.get(&target)

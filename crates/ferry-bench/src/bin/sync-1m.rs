@@ -113,6 +113,23 @@ async fn run(users: usize) {
         counts.matched, counts.unmatched, counts.ambiguous
     );
 
+    // The single object report's look-up over every stored object (2M), by UPN, SID and a miss.
+    let probe = &source[source.len() / 2];
+    for (what, q) in [
+        ("upn", probe.upn.clone().unwrap_or_default()),
+        ("sid", probe.sid.clone().unwrap_or_default()),
+        ("miss", "nobody@nowhere.test".to_string()),
+    ] {
+        let t = Instant::now();
+        let found = store.find_objects(&q, 20).await.expect("find");
+        println!(
+            "object report look-up by {what} over {} stored objects: {:.0} ms, {} found",
+            source.len() + target.len(),
+            t.elapsed().as_secs_f64() * 1000.0,
+            found.len()
+        );
+    }
+
     // 2. The match stage alone, on the same objects (best of 3).
     let profile = settings.config.profile("users").expect("profile");
     let mut all_target = target;

@@ -50,11 +50,18 @@ CREATE TABLE directory_state (
     objects INTEGER NOT NULL
 );
 
--- Objects as last imported. The single object report finds them through 64-bit hashes of their
--- lower-cased id, name, UPN, mail and SID (compact integer indexes, cheap to rebuild in bulk); the
--- candidates are then compared exactly.
+-- Objects as last imported. The single object report finds them by 64-bit hashes of their
+-- lower-cased id, name, UPN, mail and SID (then compares exactly). On SQLite these key columns come
+-- first in the row and are not indexed: five indexes over every object cost more on each bulk
+-- import (about 1 µs per entry to sort) than a scan of the leading columns costs a report
+-- (see docs/BENCHMARKS.md).
 CREATE TABLE objects (
     rid INTEGER PRIMARY KEY,
+    id_key INTEGER NOT NULL,
+    name_key INTEGER NOT NULL,
+    upn_key INTEGER,
+    mail_key INTEGER,
+    sid_key INTEGER,
     directory TEXT NOT NULL,
     kind TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -68,18 +75,8 @@ CREATE TABLE objects (
     members TEXT,
     attrs TEXT,
     hash INTEGER NOT NULL,
-    id_key INTEGER NOT NULL,
-    name_key INTEGER NOT NULL,
-    upn_key INTEGER,
-    mail_key INTEGER,
-    sid_key INTEGER,
     UNIQUE (directory, kind, id)
 );
-CREATE INDEX objects_id_key ON objects (id_key);
-CREATE INDEX objects_name_key ON objects (name_key);
-CREATE INDEX objects_upn_key ON objects (upn_key);
-CREATE INDEX objects_mail_key ON objects (mail_key);
-CREATE INDEX objects_sid_key ON objects (sid_key);
 
 CREATE TABLE plans (
     profile TEXT PRIMARY KEY,
@@ -109,8 +106,10 @@ CREATE TABLE approvals (
     approved_at INTEGER NOT NULL
 );
 
--- Every decision of the current plan; the translation table is its `matched` rows.
+-- Every decision of the current plan; the translation table is its `matched` rows. A rowid table:
+-- its rows are too wide for WITHOUT ROWID to pay.
 CREATE TABLE decisions (
+    rid INTEGER PRIMARY KEY,
     profile TEXT NOT NULL,
     kind TEXT NOT NULL,
     source_id TEXT NOT NULL,
@@ -133,8 +132,8 @@ CREATE TABLE decisions (
     hash INTEGER NOT NULL,
     first_cycle INTEGER NOT NULL,
     changed_cycle INTEGER NOT NULL,
-    PRIMARY KEY (profile, kind, source_id)
-) WITHOUT ROWID;
+    UNIQUE (profile, kind, source_id)
+);
 CREATE INDEX decisions_status ON decisions (profile, status);
 CREATE INDEX decisions_source_sid ON decisions (source_sid);
 CREATE INDEX decisions_target_id ON decisions (target_id);
