@@ -247,6 +247,32 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<DirObject>, SnapshotError> {
     Ok(out)
 }
 
+/// Parses a JSON snapshot from a reader without holding the whole document in memory. On malformed
+/// input it reports only that it failed; call [`parse_json`] on the bytes for the precise place.
+pub fn parse_json_reader(r: impl std::io::BufRead) -> Result<Vec<DirObject>, SnapshotError> {
+    let mut r = r;
+    let bom = r
+        .fill_buf()
+        .map(|b| b.starts_with(b"\xEF\xBB\xBF"))
+        .unwrap_or(false);
+    if bom {
+        r.consume(3);
+    }
+    let snap: JsonSnapshot = serde_json::from_reader(r).map_err(|e| SnapshotError {
+        location: format!("line {}, column {}", e.line(), e.column()),
+        message: e.to_string(),
+    })?;
+    let mut out = snap.users.0;
+    out.extend(snap.groups.0);
+    out.extend(snap.devices.0);
+    check(&out, |i| {
+        let o = &out[i];
+        let pos = out[..i].iter().filter(|x| x.kind == o.kind).count();
+        format!("{}s[{pos}]", o.kind)
+    })?;
+    Ok(out)
+}
+
 /// Ids must be present and unique within a kind; names must not be empty.
 fn check(objs: &[DirObject], locate: impl Fn(usize) -> String) -> Result<(), SnapshotError> {
     let mut seen: rustc_hash::FxHashMap<(ObjectKind, &str), usize> =
@@ -495,6 +521,20 @@ mod tests {
         let objs = hostile();
         assert_eq!(parse_json(&render_json(&objs)).unwrap(), objs);
         assert_eq!(parse_csv(&render_csv(&objs)).unwrap(), objs);
+    }
+
+    #[test]
+    fn reader_and_slice_parse_alike() {
+        let objs = hostile();
+        let bytes = render_json(&objs);
+        assert_eq!(
+            parse_json_reader(std::io::BufReader::new(bytes.as_slice())).unwrap(),
+            objs
+        );
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend(&bytes);
+        assert_eq!(parse_json_reader(bom.as_slice()).unwrap(), objs);
+        assert!(parse_json_reader(&b"{\"users\": [1]}"[..]).is_err());
     }
 
     #[test]

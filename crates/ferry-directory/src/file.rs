@@ -39,18 +39,32 @@ impl FileConnector {
     }
 
     fn read(&self) -> Result<Vec<DirObject>, DirectoryError> {
-        let bytes = std::fs::read(&self.path).map_err(|e| DirectoryError::FileRead {
+        let err = |e: std::io::Error| DirectoryError::FileRead {
             path: self.path.clone(),
             detail: e.to_string(),
-        })?;
-        let parsed = match self.format {
-            FileFormat::Json => snapshot::parse_json(&bytes),
-            FileFormat::Csv => snapshot::parse_csv(&bytes),
         };
-        parsed.map_err(|e| DirectoryError::Snapshot {
+        let bad = |e: snapshot::SnapshotError| DirectoryError::Snapshot {
             path: self.path.clone(),
             detail: e.to_string(),
-        })
+        };
+        match self.format {
+            FileFormat::Json => {
+                // Streamed, so a large snapshot is never held whole; a malformed one is read again
+                // whole to say exactly where it is wrong.
+                let f = std::fs::File::open(&self.path).map_err(err)?;
+                match snapshot::parse_json_reader(std::io::BufReader::with_capacity(1 << 20, f)) {
+                    Ok(objs) => Ok(objs),
+                    Err(first) => {
+                        let bytes = std::fs::read(&self.path).map_err(err)?;
+                        Err(bad(snapshot::parse_json(&bytes).err().unwrap_or(first)))
+                    }
+                }
+            }
+            FileFormat::Csv => {
+                let bytes = std::fs::read(&self.path).map_err(err)?;
+                snapshot::parse_csv(&bytes).map_err(bad)
+            }
+        }
     }
 
     fn write(&self, objs: &[DirObject]) -> Result<(), DirectoryError> {

@@ -28,6 +28,18 @@ use std::time::Duration;
 const LEASE_TTL_MS: i64 = 60_000;
 const LEASE_RENEW: Duration = Duration::from_secs(10);
 
+/// This process's resident memory in MiB (Linux), logged with each phase of a cycle.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
 /// Runs CPU-heavy work without stalling other tasks (inline on a current-thread runtime).
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
@@ -127,12 +139,20 @@ impl Engine {
         self.profile(profile)?;
         let holder = format!("{}:{}", self.server_id, ferry_directory::new_guid());
         let lease = format!("cycle:{profile}");
-        if !self
+        // A cycle records its end just before it releases its lease: when the lease is held but the
+        // profile's latest cycle has finished, the holder is about to let go, so wait a moment.
+        let mut tries = 0;
+        while !self
             .store
             .try_lease(&lease, &holder, now_ms(), LEASE_TTL_MS)
             .await?
         {
-            return Err(EngineError::Busy(profile.to_string()));
+            let latest = self.store.cycles(Some(profile), 1).await?;
+            tries += 1;
+            if tries > 50 || latest.first().is_none_or(|c| c.status == "running") {
+                return Err(EngineError::Busy(profile.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (kind, slot) = match trigger {
             Trigger::Manual => ("manual", None),
@@ -301,6 +321,7 @@ impl Engine {
         tracing::info!(
             cycle = id,
             elapsed_ms = t.elapsed().as_millis() as u64,
+            rss_mib = rss_mib(),
             "import phase done"
         );
         self.store.set_cycle_phase(id, "sync").await?;
@@ -311,6 +332,7 @@ impl Engine {
         tracing::info!(
             cycle = id,
             elapsed_ms = t.elapsed().as_millis() as u64,
+            rss_mib = rss_mib(),
             "plan built"
         );
         let t = std::time::Instant::now();
@@ -321,6 +343,7 @@ impl Engine {
             cycle = id,
             elapsed_ms = t.elapsed().as_millis() as u64,
             changed = diff.upserts.len(),
+            rss_mib = rss_mib(),
             "decisions compared"
         );
         let mut logs: Vec<LogEntry> = src.logs.iter().chain(&tgt.logs).cloned().collect();
@@ -398,6 +421,7 @@ impl Engine {
             directory = name,
             elapsed_ms = started.elapsed().as_millis() as u64,
             objects = fetched,
+            rss_mib = rss_mib(),
             "read"
         );
         let t = std::time::Instant::now();
