@@ -102,17 +102,14 @@ impl Server {
             path: dir.clone(),
             detail: e.to_string(),
         })?;
-        let lock = if opts.database_url.is_none() {
-            let f =
-                std::fs::File::create(dir.join("ferry.lock")).map_err(|e| StartError::DataDir {
-                    path: dir.clone(),
-                    detail: e.to_string(),
-                })?;
-            f.try_lock().map_err(|_| StartError::Locked(dir.clone()))?;
-            Some(f)
-        } else {
-            None
-        };
+        // One live server per data directory: it holds the SQLite database, the admin token and this
+        // server's identity (so that a restarted server can recover what its previous run left).
+        let f = std::fs::File::create(dir.join("ferry.lock")).map_err(|e| StartError::DataDir {
+            path: dir.clone(),
+            detail: e.to_string(),
+        })?;
+        f.try_lock().map_err(|_| StartError::Locked(dir.clone()))?;
+        let lock = Some(f);
         let store = ferry_store::open(opts.database_url.as_deref(), dir).await?;
         let (token, source) =
             auth::admin_token(dir, opts.admin_token).map_err(|e| StartError::DataDir {
@@ -128,7 +125,19 @@ impl Server {
             )
             .await?;
         let settings = Arc::new(opts.settings);
-        let server_id = format!("{}-{}", hostname(), &ferry_directory::new_guid()[..8]);
+        let server_id = server_id(dir).map_err(|e| StartError::DataDir {
+            path: dir.clone(),
+            detail: format!("server-id: {e}"),
+        })?;
+        let aborted = store
+            .recover_server(&server_id, ferry_store::now_ms())
+            .await?;
+        if aborted > 0 {
+            tracing::warn!(
+                aborted,
+                "cycles left running by this server's previous run were marked aborted"
+            );
+        }
         let engine = Arc::new(Engine::new(
             Arc::clone(&store),
             Arc::clone(&settings),
@@ -173,6 +182,20 @@ impl Server {
     pub async fn wait(&mut self) -> std::io::Result<()> {
         (&mut self.task).await.map_err(std::io::Error::other)?
     }
+}
+
+/// This server's identity, kept in `DIR/server-id`: the host name and a random suffix, made once.
+fn server_id(dir: &std::path::Path) -> std::io::Result<String> {
+    let path = dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = format!("{}-{}", hostname(), &ferry_directory::new_guid()[..8]);
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
 }
 
 fn hostname() -> String {

@@ -261,6 +261,9 @@ pub trait Store: Send + Sync + 'static {
     /// lease has not expired.
     async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool>;
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// At a server's start: releases the leases its previous run held (holders `<server>:…`) and marks
+    /// that run's unfinished cycles aborted. Returns how many cycles were aborted.
+    async fn recover_server(&self, server: &str, now: i64) -> Result<u64>;
     /// Claims a scheduled slot of a profile; exactly one claimant ever gets true for a slot.
     async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool>;
 

@@ -284,6 +284,18 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn recover_server(&self, server: &str, now: i64) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(&numbered(query::RELEASE_SERVER_LEASES), &[&server, &server])
+            .await?;
+        let n = tx
+            .execute(&numbered(query::ABORT_SERVER_CYCLES), &[&now, &server])
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool> {
         Ok(self
             .client()

@@ -366,6 +366,16 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn recover_server(&self, server: &str, now: i64) -> Result<u64> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(query::RELEASE_SERVER_LEASES, params![server, server])?;
+            let n = tx.execute(query::ABORT_SERVER_CYCLES, params![now, server])?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+    }
+
     async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool> {
         self.write(|c| Ok(c.execute(query::CLAIM_SLOT, params![profile, slot, holder, now])? == 1))
     }

@@ -84,7 +84,8 @@ conformance!(
     aborted_cycle_commits_nothing,
     logs_filter_and_page,
     hostile_values_round_trip,
-    bulk_commits_keep_indexes_and_roll_back_whole
+    bulk_commits_keep_indexes_and_roll_back_whole,
+    a_restarted_server_recovers_its_own_cycles_only
 );
 
 async fn tokens(s: &dyn Store) {
@@ -622,5 +623,45 @@ async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn a_restarted_server_recovers_its_own_cycles_only(s: &dyn Store) {
+    let mine = s
+        .begin_cycle("users", "manual", None, "srv_1", 1)
+        .await
+        .unwrap();
+    let theirs = s
+        .begin_cycle("devices", "manual", None, "srv_10", 1)
+        .await
+        .unwrap();
+    assert!(
+        s.try_lease("cycle:users", "srv_1:abc", 1, 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.try_lease("cycle:devices", "srv_10:def", 1, 60_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.recover_server("srv_1", 5).await.unwrap(), 1);
+    assert_eq!(s.cycle(mine).await.unwrap().unwrap().status, "aborted");
+    assert_eq!(
+        s.cycle(theirs).await.unwrap().unwrap().status,
+        "running",
+        "another server's cycle is not touched"
+    );
+    assert!(
+        s.try_lease("cycle:users", "srv_1:new", 6, 60_000)
+            .await
+            .unwrap(),
+        "its own old lease is released"
+    );
+    assert!(
+        !s.try_lease("cycle:devices", "srv_1:new", 6, 60_000)
+            .await
+            .unwrap(),
+        "srv_10's lease is kept ('_' is no wildcard)"
     );
 }

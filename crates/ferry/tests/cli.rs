@@ -444,3 +444,130 @@ fn two_servers_on_one_postgres_run_each_scheduled_cycle_once() {
         "each scheduled cycle was started by exactly one server"
     );
 }
+
+#[test]
+fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Large enough that the sync phase takes a while in a debug build.
+    let s = ferry_core::sample::generate(40_000, false, 4);
+    std::fs::write(
+        dir.path().join("contoso.json"),
+        ferry_core::snapshot::render_json(&s.source),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("fabrikam.json"),
+        ferry_core::snapshot::render_json(&s.target),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        format!(
+            "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+             [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"user\"]\n{}",
+            ferry_core::sample::USER_RULES
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("ferry.toml");
+    let data = dir.path().join("data");
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--no-scheduler",
+    ];
+    let export = |url: &str, token: &str| {
+        let o = ferry(
+            &["translation", "export", "--format", "csv"],
+            &[("FERRY_SERVER", url), ("FERRY_TOKEN", token)],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        o.stdout
+    };
+
+    let srv = ServerProc::start(&args, &[]);
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    assert!(
+        ferry(&["sync", "run", "users", "--wait"], &env)
+            .status
+            .success()
+    );
+    let before = export(&srv.url, &token);
+
+    // Every source user changes domain: the next cycle rewrites the whole table.
+    let changed = std::fs::read_to_string(dir.path().join("contoso.json"))
+        .unwrap()
+        .replace("@contoso.test", "@contoso.example");
+    std::fs::write(dir.path().join("contoso.json"), changed).unwrap();
+    let o = ferry(&["sync", "run", "users", "--json"], &env);
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["cycle_id"]
+        .as_i64()
+        .unwrap();
+    // Kill it hard once the cycle is past its import, i.e. matching or committing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = ferry(&["sync", "cycles", "--json", "--limit", "1"], &env);
+        let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if c[0]["id"] == id && c[0]["phase"] != "import" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cycle never left its import phase"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut srv = srv;
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    drop(srv);
+
+    // Restarted: the table is the old one or the new one, never a mixture.
+    let srv = ServerProc::start(&args, &[]);
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let after_kill = export(&srv.url, &token);
+    let o = ferry(&["sync", "run", "users", "--wait"], &env);
+    assert!(
+        o.status.success(),
+        "the next cycle starts cleanly: {}",
+        text(&o)
+    );
+    let after_next = export(&srv.url, &token);
+    assert_ne!(
+        before, after_next,
+        "the change is in the table after a clean cycle"
+    );
+    assert!(
+        after_kill == before || after_kill == after_next,
+        "a killed cycle left a partial table"
+    );
+    let o = ferry(&["sync", "cycles", "--json", "--limit", "5"], &env);
+    let cycles: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let killed = cycles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap();
+    assert!(
+        killed["status"] == "aborted" || killed["status"] == "succeeded",
+        "{killed}"
+    );
+    eprintln!(
+        "killed cycle {id} ended {}; the table after the kill was the {} one",
+        killed["status"],
+        if after_kill == before { "old" } else { "new" }
+    );
+}
