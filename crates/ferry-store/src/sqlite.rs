@@ -36,7 +36,7 @@ fn connect(path: &Path) -> Result<Connection> {
     // the wide rows of objects and decisions.
     c.execute_batch(
         "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
     )?;
     Ok(c)
 }
