@@ -100,7 +100,8 @@ impl From<DirectoryError> for CycleFailure {
 /// One directory's objects after an import, with what changed against the store.
 struct Side {
     objects: Vec<DirObject>,
-    upserts: Vec<usize>,
+    /// Indexes of new or changed objects, with their content hash.
+    upserts: Vec<(usize, u64)>,
     deletes: Vec<(ObjectKind, String)>,
     state: DirectoryState,
     logs: Vec<LogEntry>,
@@ -366,7 +367,7 @@ impl Engine {
         let objects = [&src, &tgt]
             .iter()
             .map(|s| ObjectChanges {
-                upserts: s.upserts.iter().map(|&i| &s.objects[i]).collect(),
+                upserts: s.upserts.iter().map(|&(i, h)| (&s.objects[i], h)).collect(),
                 deletes: s.deletes.clone(),
                 state: s.state.clone(),
             })
@@ -428,10 +429,10 @@ impl Engine {
         let (objects, upserts, deletes) = if full {
             let stored = self.store.object_digest(name).await?;
             blocking(|| {
-                let upserts: Vec<usize> = (0..objects.len())
-                    .filter(|&i| {
-                        stored.get(&(objects[i].kind, objects[i].id.clone()))
-                            != Some(&objects[i].content_hash())
+                let upserts: Vec<(usize, u64)> = (0..objects.len())
+                    .map(|i| (i, objects[i].content_hash()))
+                    .filter(|&(i, h)| {
+                        stored.get(&(objects[i].kind, objects[i].id.clone())) != Some(&h)
                     })
                     .collect();
                 let present: FxHashSet<(ObjectKind, &str)> =
@@ -457,12 +458,12 @@ impl Engine {
                 match at.get(&key) {
                     Some(&i) if all[i] == o => {}
                     Some(&i) => {
+                        upserts.push((i, o.content_hash()));
                         all[i] = o;
-                        upserts.push(i);
                     }
                     None => {
                         at.insert(key, all.len());
-                        upserts.push(all.len());
+                        upserts.push((all.len(), o.content_hash()));
                         all.push(o);
                     }
                 }

@@ -96,7 +96,8 @@ pub struct DirectoryState {
 
 /// The changes one import makes to a directory's stored objects.
 pub struct ObjectChanges<'a> {
-    pub upserts: Vec<&'a DirObject>,
+    /// New or changed objects with their content hash (computed once, by the caller's comparison).
+    pub upserts: Vec<(&'a DirObject, u64)>,
     pub deletes: Vec<(ObjectKind, String)>,
     pub state: DirectoryState,
 }

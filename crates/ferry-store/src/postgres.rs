@@ -367,7 +367,7 @@ impl Store for PgStore {
             for chunk in oc.upserts.chunks(BATCH) {
                 let mut t: [Vec<Option<String>>; 9] = Default::default();
                 let mut n: [Vec<Option<i64>>; 8] = Default::default();
-                for o in chunk {
+                for &(o, hash) in chunk {
                     t[0].push(Some(o.kind.as_str().into()));
                     t[1].push(Some(o.id.clone()));
                     t[2].push(o.dn.clone());
@@ -379,7 +379,7 @@ impl Store for PgStore {
                     t[8].push(codec::attrs(o));
                     n[0].push(o.uid_number.map(i64::from));
                     n[1].push(o.gid_number.map(i64::from));
-                    n[2].push(Some(o.content_hash() as i64));
+                    n[2].push(Some(hash as i64));
                     n[3].push(Some(lookup_key(&o.id)));
                     n[4].push(Some(lookup_key(&o.name)));
                     n[5].push(o.upn.as_deref().map(lookup_key));

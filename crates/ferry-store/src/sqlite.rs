@@ -689,9 +689,9 @@ impl SqliteStore {
     fn commit_sync_tx(c: &mut Connection, s: &SyncCommit<'_>) -> Result<()> {
         let tx = c.transaction()?;
 
-        let object_rows: usize = s.objects.iter().map(|o| o.upserts.len()).sum();
+        // `objects` has no secondary index to drop on SQLite (its look-up keys are scanned, see the
+        // migration), so only `decisions` takes the bulk path below.
         let t0 = std::time::Instant::now();
-        let object_indexes = drop_indexes_for_bulk(&tx, "objects", object_rows)?; // (none on SQLite today)
         {
             let mut up = tx.prepare_cached(query::UPSERT_OBJECT)?;
             let mut del = tx.prepare_cached(
@@ -701,10 +701,10 @@ impl SqliteStore {
                 let dir = oc.state.directory.as_str();
                 // In key order, so that the unique index is appended to, not scattered.
                 let mut sorted = oc.upserts.clone();
-                sorted.sort_unstable_by(|a, b| {
+                sorted.sort_unstable_by(|(a, _), (b, _)| {
                     (a.kind.as_str(), &a.id).cmp(&(b.kind.as_str(), &b.id))
                 });
-                for o in &sorted {
+                for &(o, hash) in &sorted {
                     up.execute(params![
                         dir,
                         o.kind.as_str(),
@@ -718,7 +718,7 @@ impl SqliteStore {
                         o.gid_number,
                         codec::members(o),
                         codec::attrs(o),
-                        o.content_hash() as i64,
+                        hash as i64,
                         lookup_key(&o.id),
                         lookup_key(&o.name),
                         o.upn.as_deref().map(lookup_key),
@@ -742,8 +742,6 @@ impl SqliteStore {
                 )?;
             }
         }
-        let t1 = std::time::Instant::now();
-        recreate_indexes(&tx, &object_indexes)?;
         let t2 = std::time::Instant::now();
         let plan = s.plan;
         let decision_indexes = drop_indexes_for_bulk(&tx, "decisions", s.decisions.upserts.len())?;
@@ -792,8 +790,7 @@ impl SqliteStore {
             let t3 = std::time::Instant::now();
             recreate_indexes(&tx, &decision_indexes)?;
             tracing::debug!(
-                objects_ms = (t1 - t0).as_millis() as u64,
-                object_indexes_ms = (t2 - t1).as_millis() as u64,
+                objects_ms = (t2 - t0).as_millis() as u64,
                 decisions_ms = (t3 - t2).as_millis() as u64,
                 decision_indexes_ms = t3.elapsed().as_millis() as u64,
                 "SQLite bulk write"

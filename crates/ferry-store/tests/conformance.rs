@@ -10,7 +10,6 @@ use ferry_core::config::Config;
 use ferry_core::model::DirObject;
 use ferry_core::plan::{self, Level, LogEntry, Status};
 use ferry_store::*;
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -220,7 +219,8 @@ async fn commit(s: &dyn Store, cycle: i64, src: &[DirObject], tgt: &[DirObject])
         objects.push(ObjectChanges {
             upserts: objs
                 .iter()
-                .filter(|o| stored.get(&(o.kind, o.id.clone())) != Some(&o.content_hash()))
+                .map(|o| (o, o.content_hash()))
+                .filter(|(o, h)| stored.get(&(o.kind, o.id.clone())) != Some(h))
                 .collect(),
             deletes: stored
                 .keys()
@@ -568,7 +568,6 @@ async fn hostile_values_round_trip(s: &dyn Store) {
         .unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].source_name, u.name);
-    let _: FxHashMap<(), ()> = FxHashMap::default();
 }
 
 async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
