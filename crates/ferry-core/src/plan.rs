@@ -520,7 +520,8 @@ impl LogEntry {
 }
 
 /// Message log entries for the decisions that changed: warnings for objects that became unmatched,
-/// ambiguous or conflicting (with the rule and candidates), info for new or re-targeted matches.
+/// ambiguous or conflicting (with the rule and candidates), info for matches that replace an earlier
+/// decision (first matches are counted in the cycle summary, not logged one by one).
 pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> Vec<LogEntry> {
     let rule = |r: Option<u16>| {
         r.and_then(|r| plan.rules.get(r as usize))
@@ -536,6 +537,11 @@ pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> 
             .or(rec.source.mail.as_deref())
             .unwrap_or(&rec.source.name);
         let e = match rec.status {
+            // A first match is not logged one by one (a first cycle of a million users would write a
+            // million lines): the cycle's summary counts it and its decision row, shown in the
+            // What-If report and the single object report, records the rule. A match that replaces
+            // another decision is logged.
+            Status::Matched if prev.is_none() => continue,
             Status::Matched => {
                 let t = rec
                     .target

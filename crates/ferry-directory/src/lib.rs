@@ -50,6 +50,9 @@ pub enum DirectoryError {
     Snapshot { path: PathBuf, detail: String },
     #[error("cannot write {path}: {detail}")]
     FileWrite { path: PathBuf, detail: String },
+    /// A failure of ferry's own machinery (a thread or runtime that could not start).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The outcome of an import.

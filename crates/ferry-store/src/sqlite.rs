@@ -835,7 +835,14 @@ impl SqliteStore {
                 ])?;
             }
         }
+        let t_logs = std::time::Instant::now();
         insert_logs(&tx, Some(s.cycle_id), Some(&plan.profile), s.logs, s.now)?;
+        tracing::debug!(
+            logs = s.logs.len(),
+            history = s.history.len(),
+            logs_ms = t_logs.elapsed().as_millis() as u64,
+            "SQLite logs"
+        );
         // Last, so that a cycle aborted meanwhile rolls back everything above.
         let n = tx.execute(
                 "UPDATE cycles SET phase = 'export', counts = ?, plan_hash = ? WHERE id = ? AND status = 'running'",
