@@ -113,6 +113,7 @@ pub struct ServerConfig {
 pub enum DirectoryConfig {
     Ldap(LdapDirectory),
     File(FileDirectory),
+    Graph(GraphDirectory),
 }
 
 impl DirectoryConfig {
@@ -120,20 +121,141 @@ impl DirectoryConfig {
         match self {
             DirectoryConfig::Ldap(d) => &d.name,
             DirectoryConfig::File(d) => &d.name,
+            DirectoryConfig::Graph(d) => &d.name,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             DirectoryConfig::Ldap(_) => "ldap",
             DirectoryConfig::File(_) => "file",
+            DirectoryConfig::Graph(_) => "graph",
         }
     }
     pub fn object_types(&self) -> &[ObjectKind] {
         match self {
             DirectoryConfig::Ldap(d) => &d.object_types,
             DirectoryConfig::File(d) => &d.object_types,
+            DirectoryConfig::Graph(d) => &d.object_types,
         }
     }
+}
+
+/// Which Microsoft cloud a Graph directory lives in: decides the sign-in and Graph hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    #[default]
+    Global,
+    /// US Government L4 (GCC High).
+    Usgov,
+    /// US Government L5 (DoD).
+    UsgovDod,
+    /// Microsoft Azure operated by 21Vianet.
+    China,
+}
+
+impl Cloud {
+    /// The Microsoft Entra sign-in host.
+    pub fn login_url(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://login.microsoftonline.com",
+            Cloud::Usgov | Cloud::UsgovDod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+    /// The Microsoft Graph host.
+    pub fn graph_url(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com",
+            Cloud::Usgov => "https://graph.microsoft.us",
+            Cloud::UsgovDod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+}
+
+/// `kind = "graph"`: a Microsoft Entra ID tenant reached through an app registration (client
+/// credentials) and Microsoft Graph.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphDirectory {
+    pub name: String,
+    /// The tenant, as a GUID or a domain (`fabrikam.onmicrosoft.com`).
+    pub tenant_id: String,
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// A file holding the client secret (trailing newline ignored).
+    pub client_secret_file: Option<PathBuf>,
+    /// PEM certificate registered on the app; with `private_key_file`, signs a PS256 client
+    /// assertion instead of sending a secret.
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8 or PKCS#1 RSA) of `certificate_file`.
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cloud: Cloud,
+    #[serde(default = "default_object_types")]
+    pub object_types: Vec<ObjectKind>,
+    /// Overrides the cloud's sign-in host (tests point it at a local server).
+    pub login_url: Option<String>,
+    /// Overrides the cloud's Graph host.
+    pub graph_url: Option<String>,
+    /// `$top` of list requests (default and maximum 999).
+    #[serde(default = "default_graph_page_size")]
+    pub page_size: u32,
+    /// Attempts per request before a throttled or failing request gives up (default 8).
+    #[serde(default = "default_graph_attempts")]
+    pub max_attempts: u32,
+    /// A full import runs at least this often (default `24h`); between them imports are deltas
+    /// from the stored deltaLinks (which see deletions).
+    #[serde(default = "default_full_import_every")]
+    pub full_import_every: HumanDuration,
+    /// Timeout per HTTP request (default `30s`).
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Domain of user principal names created by exports (default: the domain of the source UPN
+    /// after the profile's transforms).
+    pub upn_domain: Option<String>,
+}
+
+impl GraphDirectory {
+    pub fn login_url(&self) -> &str {
+        self.login_url
+            .as_deref()
+            .unwrap_or(self.cloud.login_url())
+            .trim_end_matches('/')
+    }
+    pub fn graph_url(&self) -> &str {
+        self.graph_url
+            .as_deref()
+            .unwrap_or(self.cloud.graph_url())
+            .trim_end_matches('/')
+    }
+    /// The variable that may hold the client secret: `FERRY_DIRECTORY_<NAME>_CLIENT_SECRET`.
+    pub fn client_secret_env(&self) -> String {
+        format!("FERRY_DIRECTORY_{}_CLIENT_SECRET", env_name(&self.name))
+    }
+}
+
+fn default_graph_page_size() -> u32 {
+    999
+}
+
+fn default_graph_attempts() -> u32 {
+    8
+}
+
+/// A directory name as part of an environment variable: upper-cased, non-alphanumerics as `_`.
+fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Which LDAP server family: decides the default filters and the delta high-water mark.
@@ -194,18 +316,7 @@ impl LdapDirectory {
     /// The variable that may hold the bind password: `FERRY_DIRECTORY_<NAME>_BIND_PASSWORD`, the name
     /// upper-cased with non-alphanumerics as `_`.
     pub fn bind_password_env(&self) -> String {
-        let n: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("FERRY_DIRECTORY_{n}_BIND_PASSWORD")
+        format!("FERRY_DIRECTORY_{}_BIND_PASSWORD", env_name(&self.name))
     }
 }
 
@@ -499,6 +610,72 @@ impl Config {
                     return Err(err(
                         p("page_size"),
                         format!("{} is out of range: expected 1–100000", l.page_size),
+                    ));
+                }
+            }
+            if let DirectoryConfig::Graph(g) = d {
+                if g.tenant_id.trim().is_empty() || g.tenant_id.contains(['/', '?', '#', ' ']) {
+                    return Err(err(
+                        p("tenant_id"),
+                        format!(
+                            "`{}` is not a tenant: expected a GUID or a domain such as contoso.onmicrosoft.com",
+                            g.tenant_id
+                        ),
+                    ));
+                }
+                if g.client_id.trim().is_empty() {
+                    return Err(err(
+                        p("client_id"),
+                        "must be the app registration's application (client) id".into(),
+                    ));
+                }
+                let secrets = [g.client_secret.is_some(), g.client_secret_file.is_some()];
+                let cert = [g.certificate_file.is_some(), g.private_key_file.is_some()];
+                if secrets.iter().filter(|b| **b).count() > 1 {
+                    return Err(err(
+                        p("client_secret_file"),
+                        "give either client_secret or client_secret_file, not both".into(),
+                    ));
+                }
+                if cert[0] != cert[1] {
+                    return Err(err(
+                        p(if cert[0] {
+                            "private_key_file"
+                        } else {
+                            "certificate_file"
+                        }),
+                        "certificate_file and private_key_file go together".into(),
+                    ));
+                }
+                if cert[0] && secrets.contains(&true) {
+                    return Err(err(
+                        p("certificate_file"),
+                        "give either a client secret or a certificate, not both".into(),
+                    ));
+                }
+                for (key, url) in [("login_url", &g.login_url), ("graph_url", &g.graph_url)] {
+                    if let Some(u) = url
+                        && !(u.starts_with("https://") || u.starts_with("http://"))
+                    {
+                        return Err(err(
+                            p(key),
+                            format!("`{u}` is not a URL: expected https://host"),
+                        ));
+                    }
+                }
+                if g.page_size == 0 || g.page_size > 999 {
+                    return Err(err(
+                        p("page_size"),
+                        format!(
+                            "{} is out of range: Microsoft Graph pages hold 1–999 objects",
+                            g.page_size
+                        ),
+                    ));
+                }
+                if g.max_attempts == 0 || g.max_attempts > 50 {
+                    return Err(err(
+                        p("max_attempts"),
+                        format!("{} is out of range: expected 1–50", g.max_attempts),
                     ));
                 }
             }

@@ -120,6 +120,7 @@ impl Connector for FileConnector {
         let mut objects = off_thread(move || me.read()).await?;
         objects.retain(|o| kinds.contains(&o.kind));
         Ok(Imported {
+            removed: Vec::new(),
             objects,
             full: true,
             watermark: None,

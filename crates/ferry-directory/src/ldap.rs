@@ -494,6 +494,7 @@ impl LdapConnector {
         }
         let _ = s.ldap.unbind().await;
         Ok(Imported {
+            removed: Vec::new(),
             objects,
             full: since.is_none(),
             watermark,

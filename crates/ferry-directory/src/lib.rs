@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod file;
+pub mod graph;
 pub mod ldap;
 
 /// Why a directory could not be read or written, in words a user acts on.
@@ -50,6 +51,22 @@ pub enum DirectoryError {
     Snapshot { path: PathBuf, detail: String },
     #[error("cannot write {path}: {detail}")]
     FileWrite { path: PathBuf, detail: String },
+    #[error("signing in to tenant `{tenant}` failed: {code}: {detail}")]
+    Auth {
+        tenant: String,
+        code: String,
+        detail: String,
+    },
+    #[error("Microsoft Graph answered {status} {code} to {url}: {message}")]
+    Graph {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// A delta token expired or was reset (410 Gone, syncStateNotFound): a full import is needed.
+    #[error("the delta token expired or was reset ({url}): a full import is needed")]
+    DeltaReset { url: String },
     /// A failure of ferry's own machinery (a thread or runtime that could not start).
     #[error("{0}")]
     Internal(String),
@@ -63,6 +80,8 @@ pub struct Imported {
     pub full: bool,
     /// Where the next delta starts (LDAP: highest modifyTimestamp / uSNChanged seen).
     pub watermark: Option<String>,
+    /// Delta only: objects the directory reported deleted (Graph's `@removed`).
+    pub removed: Vec<(ObjectKind, String)>,
     pub logs: Vec<LogEntry>,
 }
 
@@ -73,6 +92,9 @@ pub struct ExportReport {
     /// (source id, error) of writes that failed.
     pub failed: Vec<(String, String)>,
     pub logs: Vec<LogEntry>,
+    /// (user principal name, initial password) of users the export created, for the operator
+    /// only: never logged.
+    pub initial_passwords: Vec<(String, Secret)>,
 }
 
 /// What "test connection" found.
@@ -110,6 +132,7 @@ pub fn connect(cfg: &DirectoryConfig, base: &Path, secret: Option<Secret>) -> Ar
     match cfg {
         DirectoryConfig::File(f) => Arc::new(file::FileConnector::new(f, base)),
         DirectoryConfig::Ldap(l) => Arc::new(ldap::LdapConnector::new(l.clone(), secret)),
+        DirectoryConfig::Graph(g) => Arc::new(graph::GraphConnector::new(g.clone(), base, secret)),
     }
 }
 

@@ -22,6 +22,7 @@ use ferry_core::plan::{self, LogEntry, Plan};
 use ferry_directory::{Connector, DirectoryError, Imported};
 use ferry_store::{DirectoryState, ObjectChanges, Store, StoreError, SyncCommit, now_ms};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,11 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     pub server_id: String,
+    /// Where the initial passwords of users an export created are written (mode 0600).
+    pub data_dir: PathBuf,
+    /// One connector per directory for the server's life, so that Graph's access tokens are
+    /// reused across cycles until they expire.
+    connectors: std::sync::Mutex<FxHashMap<String, Arc<dyn Connector>>>,
 }
 
 /// A failure inside a cycle, with the phase it happened in.
@@ -108,11 +114,18 @@ struct Side {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>, server_id: String) -> Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Arc<Settings>,
+        server_id: String,
+        data_dir: PathBuf,
+    ) -> Engine {
         Engine {
             store,
             settings,
             server_id,
+            data_dir,
+            connectors: std::sync::Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -124,11 +137,69 @@ impl Engine {
     }
 
     fn connector(&self, dir: &DirectoryConfig) -> Arc<dyn Connector> {
-        ferry_directory::connect(
-            dir,
-            &self.settings.base,
-            self.settings.secrets.get(dir.name()).cloned(),
-        )
+        let make = || {
+            ferry_directory::connect(
+                dir,
+                &self.settings.base,
+                self.settings.secrets.get(dir.name()).cloned(),
+            )
+        };
+        match self.connectors.lock() {
+            Ok(mut m) => Arc::clone(m.entry(dir.name().to_string()).or_insert_with(make)),
+            Err(_) => make(),
+        }
+    }
+
+    /// Writes the initial passwords of created users to `DATA_DIR/initial-passwords/` (a 0600
+    /// file per cycle) and returns the message log line that says where, without them.
+    fn deliver_passwords(
+        &self,
+        cycle: i64,
+        profile: &str,
+        passwords: &[(String, ferry_core::config::Secret)],
+    ) -> LogEntry {
+        let dir = self.data_dir.join("initial-passwords");
+        let path = dir.join(format!("cycle-{cycle}-{profile}.csv"));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            std::fs::create_dir_all(&dir)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let mut f = o.open(&path)?;
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(["userPrincipalName", "initialPassword"])?;
+            for (upn, pw) in passwords {
+                w.write_record([upn.as_str(), pw.expose()])?;
+            }
+            let bytes = w.into_inner().map_err(|e| e.into_error())?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        match write() {
+            Ok(()) => LogEntry::warning(
+                "initial-passwords",
+                format!(
+                    "{} created user(s) must change their initial password at first sign-in; the passwords are in {} (readable by the server's account only): hand them over and delete the file",
+                    passwords.len(),
+                    path.display()
+                ),
+            ),
+            Err(e) => LogEntry::error(
+                "initial-passwords",
+                format!(
+                    "could not write the initial passwords of {} created user(s) to {}: {e}; reset their passwords in the target tenant",
+                    passwords.len(),
+                    path.display()
+                ),
+            ),
+        }
     }
 
     /// Starts a cycle in the background and returns its id; `Busy` if one is running anywhere.
@@ -275,6 +346,9 @@ impl Engine {
             })?;
         drop((src, tgt));
         let mut logs = report.logs;
+        if !report.initial_passwords.is_empty() {
+            logs.push(self.deliver_passwords(id, name, &report.initial_passwords));
+        }
         let msg = format!(
             "exported {} of {} write(s), {} failed",
             report.applied,
@@ -395,6 +469,7 @@ impl Engine {
         let now = now_ms();
         let full_every = match dir {
             DirectoryConfig::Ldap(l) => l.full_import_every.0.as_millis() as i64,
+            DirectoryConfig::Graph(g) => g.full_import_every.0.as_millis() as i64,
             _ => 0,
         };
         let since = prev
@@ -409,6 +484,7 @@ impl Engine {
             objects,
             full,
             watermark,
+            removed,
             mut logs,
         } = connector
             .import(dir.object_types(), since.as_deref())
@@ -468,7 +544,28 @@ impl Engine {
                     }
                 }
             }
-            (all, upserts, Vec::new())
+            let mut deletes = Vec::new();
+            if !removed.is_empty() {
+                // Objects the directory reported deleted leave the store (and the translation table).
+                let gone: FxHashSet<(ObjectKind, &str)> =
+                    removed.iter().map(|(k, i)| (*k, i.as_str())).collect();
+                let mut remap = vec![usize::MAX; all.len()];
+                let mut kept = Vec::with_capacity(all.len());
+                for (i, o) in all.into_iter().enumerate() {
+                    if gone.contains(&(o.kind, o.id.as_str())) {
+                        deletes.push((o.kind, o.id));
+                    } else {
+                        remap[i] = kept.len();
+                        kept.push(o);
+                    }
+                }
+                all = kept;
+                upserts = upserts
+                    .into_iter()
+                    .filter_map(|(i, h)| (remap[i] != usize::MAX).then(|| (remap[i], h)))
+                    .collect();
+            }
+            (all, upserts, deletes)
         };
         tracing::info!(
             directory = name,

@@ -142,6 +142,7 @@ impl Server {
             Arc::clone(&store),
             Arc::clone(&settings),
             server_id,
+            opts.data_dir.clone(),
         ));
         let state = AppState {
             store,

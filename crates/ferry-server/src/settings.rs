@@ -66,6 +66,37 @@ impl Settings {
                     });
                 }
             }
+            if let DirectoryConfig::Graph(g) = d {
+                let env = g.client_secret_env();
+                let secret = if let Some(s) = &g.client_secret {
+                    Some(s.clone())
+                } else if let Some(p) = &g.client_secret_file {
+                    let p = base.join(p);
+                    let v = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                        file: file.into(),
+                        path: format!("directory[{i}].client_secret_file"),
+                        location: String::new(),
+                        message: format!("cannot read {}: {e}", p.display()),
+                    })?;
+                    Some(Secret::new(v.trim_end_matches(['\n', '\r'])))
+                } else if g.certificate_file.is_none() {
+                    std::env::var(&env).ok().map(Secret::new)
+                } else {
+                    None
+                };
+                if let Some(s) = secret {
+                    secrets.insert(g.name.clone(), s);
+                } else if g.certificate_file.is_none() {
+                    return Err(ConfigError {
+                        file: file.into(),
+                        path: format!("directory[{i}]"),
+                        location: String::new(),
+                        message: format!(
+                            "no credential for the app registration: give client_secret, client_secret_file, certificate_file + private_key_file, or the variable {env}"
+                        ),
+                    });
+                }
+            }
         }
         Ok(Settings {
             config,

@@ -107,6 +107,7 @@ async fn run(dir: &Path, expected: u64) {
         Arc::clone(&store),
         Arc::clone(&settings),
         "bench".into(),
+        dir.to_path_buf(),
     ));
 
     // 1. The whole first cycle: import both files, match, commit objects + translation table.

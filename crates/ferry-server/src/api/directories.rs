@@ -46,6 +46,9 @@ pub async fn list(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Ve
             ferry_core::config::DirectoryConfig::File(f) => {
                 st.settings.base.join(&f.path).display().to_string()
             }
+            ferry_core::config::DirectoryConfig::Graph(g) => {
+                format!("tenant {} at {}", g.tenant_id, g.graph_url())
+            }
         };
         out.push(DirectoryInfo {
             name: d.name().into(),
