@@ -860,9 +860,15 @@ impl GraphConnector {
         let mut links = std::collections::BTreeMap::new();
         for &kind in kinds {
             let (res, select) = Self::resource(kind);
+            // Groups track `members` too, so that a membership change surfaces in the delta.
+            let delta_select = if kind == ObjectKind::Group {
+                format!("{select},members")
+            } else {
+                select.to_string()
+            };
             links.insert(
                 kind.as_str().to_string(),
-                self.latest_delta(res, select).await?,
+                self.latest_delta(res, &delta_select).await?,
             );
             let start = objects.len();
             let first = self.url(&format!(
@@ -1221,9 +1227,9 @@ impl Connector for GraphConnector {
         }
         let reqs: Vec<BatchReq> = updates.iter().map(|(_, r)| r.clone()).collect();
         let answers = self.batch(&reqs).await?;
+        let mut update_failed: FxHashSet<String> = FxHashSet::default();
         for ((w, rq), (status, body)) in updates.into_iter().zip(answers) {
             if (200..300).contains(&status) {
-                report.applied += 1;
                 report.logs.push(LogEntry::info(
                     "updated",
                     format!("updated {} {} ({})", w.kind(), rq.url, w.source_id()),
@@ -1234,6 +1240,7 @@ impl Connector for GraphConnector {
                     "export",
                     format!("update of {} {} failed: {msg}", w.kind(), w.source_id()),
                 ));
+                update_failed.insert(w.source_id().to_string());
                 report.failed.push((w.source_id().to_string(), msg));
             }
         }
@@ -1257,9 +1264,15 @@ impl Connector for GraphConnector {
                         rq.method, rq.url
                     ),
                 ));
+                update_failed.insert(source_id.clone());
                 report.failed.push((source_id.clone(), msg));
             }
         }
+        // An update is applied when its attributes and its membership changes all went through.
+        report.applied += writes
+            .iter()
+            .filter(|w| matches!(w, Write::Update { .. }) && !update_failed.contains(w.source_id()))
+            .count();
         if changed > 0 {
             report.logs.push(LogEntry::info(
                 "updated",

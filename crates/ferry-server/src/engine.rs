@@ -562,7 +562,8 @@ impl Engine {
                 all = kept;
                 upserts = upserts
                     .into_iter()
-                    .filter_map(|(i, h)| (remap[i] != usize::MAX).then(|| (remap[i], h)))
+                    .filter(|&(i, _)| remap[i] != usize::MAX)
+                    .map(|(i, h)| (remap[i], h))
                     .collect();
             }
             (all, upserts, deletes)
