@@ -20,8 +20,13 @@ pub fn peak_rss_mib() -> f64 {
 
 /// CPU time (user + system) of this process so far, in seconds.
 pub fn cpu_seconds() -> f64 {
-    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks (100 per second on Linux).
-    std::fs::read_to_string("/proc/self/stat")
+    process_cpu_seconds("self")
+}
+
+/// CPU time (user + system) of a process by pid (or `self`), in seconds.
+pub fn process_cpu_seconds(pid: &str) -> f64 {
+    // /proc/PID/stat fields 14 and 15 are utime and stime in clock ticks (100 per second on Linux).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             let after = s.rsplit_once(") ")?.1;

@@ -1,0 +1,88 @@
+//! Helpers shared by the binary's integration tests: run `ferry`, and a `ferry server` process.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses some of them
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+pub fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(FERRY);
+    c.args(args)
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_TOKEN");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run ferry")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A `ferry server` child process; stopped with SIGTERM on drop.
+pub struct ServerProc {
+    pub child: Child,
+    pub url: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl ServerProc {
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> ServerProc {
+        let mut c = Command::new(FERRY);
+        c.arg("server")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("start ferry server");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        ServerProc { child, url, log }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}

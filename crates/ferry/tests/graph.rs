@@ -1,0 +1,242 @@
+//! The seed's scenario end to end: two Microsoft Entra tenants (each a local Graph simulator)
+//! synced by a `ferry server` process through `ferry sync run`: match, What-If, approval, export
+//! (users created with initial passwords for the operator only), devices translated, a deletion
+//! seen by the next delta, throttling logged, and a wrong secret failing the cycle cleanly.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+use common::*;
+use ferry_graph_sim::{GraphSim, Res, SimOptions};
+use serde_json::Value;
+
+fn config(contoso: &GraphSim, fabrikam: &GraphSim) -> String {
+    let dir = |name: &str, s: &GraphSim, secret: &str| {
+        format!(
+            "[[directory]]\nname = \"{name}\"\nkind = \"graph\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n{secret}\nobject_types = [\"user\", \"group\", \"device\"]\nlogin_url = \"{}\"\ngraph_url = \"{}\"\n\n",
+            s.options().tenant,
+            s.options().client_id,
+            s.url(),
+            s.url()
+        )
+    };
+    format!(
+        "{}{}\
+         [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"create\"\nobject_types = [\"user\"]\n\
+         [[sync_profile.match]]\nsource_attribute = \"mail\"\ntarget_attribute = \"mail\"\ntransforms = [\"lowercase\", {{ replace_suffix = [\"@contoso.test\", \"@fabrikam.test\"] }}]\n\
+         [[sync_profile.attribute]]\ntarget = \"upn\"\nsource = \"upn\"\ntransforms = [{{ replace_suffix = [\"@contoso.test\", \"@fabrikam.test\"] }}]\n\
+         [[sync_profile.attribute]]\ntarget = \"mail\"\nsource = \"mail\"\ntransforms = [{{ replace_suffix = [\"@contoso.test\", \"@fabrikam.test\"] }}]\n\
+         [[sync_profile.attribute]]\ntarget = \"name\"\nsource = \"name\"\n\
+         [[sync_profile.attribute]]\ntarget = \"employeeId\"\nsource = \"employeeId\"\n\n\
+         [[sync_profile]]\nname = \"devices\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"device\"]\n\
+         [[sync_profile.match]]\nsource_attribute = \"name\"\ntarget_attribute = \"name\"\n",
+        dir(
+            "contoso",
+            contoso,
+            "client_secret_file = \"contoso.secret\""
+        ),
+        dir("fabrikam", fabrikam, ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_to_entra_through_the_cli() {
+    let contoso = GraphSim::start(
+        SimOptions {
+            tenant: "c0c0c0c0-0000-4000-8000-000000000001".into(),
+            domain: "contoso.test".into(),
+            client_secret: "contoso-secret".into(),
+            ..SimOptions::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let fabrikam = GraphSim::start(
+        SimOptions {
+            tenant: "fabfabfa-0000-4000-8000-000000000002".into(),
+            domain: "fabrikam.test".into(),
+            client_secret: "fabrikam-secret".into(),
+            throttle_every: 7,
+            retry_after: "0.05".into(),
+            ..SimOptions::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    // 300 people in the source, 280 of them already in the target; devices by the same names.
+    contoso.populate(0xa1, 300, 4, 12);
+    fabrikam.populate(0xb2, 280, 0, 12);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("contoso.secret"), "contoso-secret\n").unwrap();
+    std::fs::write(dir.path().join("ferry.toml"), config(&contoso, &fabrikam)).unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("ferry.toml");
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let secret_env = [("FERRY_DIRECTORY_FABRIKAM_CLIENT_SECRET", "fabrikam-secret")];
+    let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let run = |args: &[&str]| {
+        let o = tokio::task::block_in_place(|| ferry(args, &env));
+        let t = text(&o);
+        assert!(o.status.success(), "ferry {args:?}: {t}");
+        t
+    };
+
+    let t = run(&["directory", "test", "fabrikam"]);
+    assert!(t.contains("can read users (280)"), "{t}");
+
+    // 1. First cycle: 280 matched, 20 unmatched, a What-If with 20 creates awaiting approval.
+    let t = run(&["sync", "run", "users", "--wait"]);
+    assert!(t.contains("succeeded"), "{t}");
+    let w: Value = serde_json::from_str(&run(&["sync", "whatif", "users", "--json"])).unwrap();
+    let counts = &w["plan"]["counts"];
+    assert_eq!(counts["matched"], 280, "{counts}");
+    assert_eq!(counts["unmatched"], 20, "{counts}");
+    assert_eq!(w["writes_total"], 20, "{counts}");
+    assert_eq!(w["needs_approval"], true);
+    assert_eq!(
+        fabrikam.objects(Res::Users).len(),
+        280,
+        "nothing written before approval"
+    );
+
+    // 2. Approve; the next run creates the 20 users and translates them in the same cycle.
+    run(&["sync", "approve", "users"]);
+    let t = run(&["sync", "run", "users", "--wait"]);
+    assert!(t.contains("exported 20 of 20"), "{t}");
+    let created: Vec<Value> = fabrikam
+        .objects(Res::Users)
+        .into_iter()
+        .filter(|u| {
+            let upn = u["userPrincipalName"].as_str().unwrap();
+            let n: u32 = upn[4..upn.find('@').unwrap()].parse().unwrap();
+            n >= 280
+        })
+        .collect();
+    assert_eq!(created.len(), 20, "user280..299 created");
+    assert_eq!(created[0]["employeeId"].as_str().unwrap().len(), 8);
+    let table: Value = serde_json::from_str(&run(&[
+        "translation",
+        "export",
+        "--profile",
+        "users",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        table.as_array().unwrap().len(),
+        300,
+        "every user translated"
+    );
+    // The initial passwords are in a 0600 file for the operator, not in the logs.
+    let pw_dir = data.join("initial-passwords");
+    let files: Vec<_> = std::fs::read_dir(&pw_dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let meta = files[0].metadata().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let csv = std::fs::read_to_string(files[0].path()).unwrap();
+    assert_eq!(csv.lines().count(), 21, "{csv}");
+    let a_password = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .rsplit(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let logs = run(&["logs", "--profile", "users", "--json"]);
+    assert!(
+        !logs.contains(&a_password),
+        "a password reached the message log"
+    );
+    assert!(logs.contains("initial-passwords"), "{logs}");
+    // Throttling on the target was retried and recorded.
+    assert!(fabrikam.stats().throttled > 0);
+    assert!(logs.contains("throttled"), "{logs}");
+
+    // 3. Devices: translated by name, with both device ids.
+    run(&["sync", "run", "devices", "--wait"]);
+    let devices: Value = serde_json::from_str(&run(&[
+        "translation",
+        "export",
+        "--profile",
+        "devices",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(devices.as_array().unwrap().len(), 12, "{devices}");
+
+    // 4. A user deleted in the source leaves the table at the next (delta) cycle.
+    let gone = contoso
+        .objects(Res::Users)
+        .into_iter()
+        .find(|u| u["displayName"] == "User 17")
+        .unwrap();
+    contoso.delete(Res::Users, gone["id"].as_str().unwrap(), false);
+    let before = contoso.stats().graph_requests;
+    run(&["sync", "run", "users", "--wait"]);
+    let table: Value = serde_json::from_str(&run(&[
+        "translation",
+        "export",
+        "--profile",
+        "users",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(table.as_array().unwrap().len(), 299);
+    // A delta, not a re-read: a handful of requests, not 300 users' worth of pages.
+    assert!(contoso.stats().graph_requests - before < 10);
+    let logs = run(&["logs", "--profile", "users"]);
+    assert!(logs.contains("delta import of `contoso`"), "{logs}");
+    drop(srv);
+
+    // 5. A wrong secret fails the cycle with the AADSTS code; the table stays.
+    std::fs::write(dir.path().join("contoso.secret"), "wrong\n").unwrap();
+    let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let o = tokio::task::block_in_place(|| ferry(&["sync", "run", "users", "--wait"], &env));
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    let o = tokio::task::block_in_place(|| {
+        ferry(&["logs", "--profile", "users", "--level", "error"], &env)
+    });
+    let t = text(&o);
+    assert!(t.contains("AADSTS7000215"), "{t}");
+    let o = tokio::task::block_in_place(|| {
+        ferry(
+            &[
+                "translation",
+                "export",
+                "--profile",
+                "users",
+                "--format",
+                "json",
+            ],
+            &env,
+        )
+    });
+    let table: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(table.as_array().unwrap().len(), 299);
+}
