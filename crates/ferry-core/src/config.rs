@@ -980,6 +980,62 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
     }
 
     #[test]
+    fn graph_directories_pick_their_cloud_and_check_credentials() {
+        let graph = |extra: &str| {
+            format!(
+                "[[directory]]\nname = \"fab\"\nkind = \"graph\"\ntenant_id = \"fabrikam.onmicrosoft.com\"\nclient_id = \"535fb089-9ff3-47b6-9bfb-4f1264799865\"\n{extra}\n"
+            )
+        };
+        let c = Config::parse(&graph("client_secret = \"s\"\ncloud = \"usgov-dod\""), "f").unwrap();
+        let DirectoryConfig::Graph(g) = &c.directories[0] else {
+            panic!("not graph")
+        };
+        assert_eq!(g.login_url(), "https://login.microsoftonline.us");
+        assert_eq!(g.graph_url(), "https://dod-graph.microsoft.us");
+        assert_eq!(g.page_size, 999);
+        assert_eq!(g.client_secret_env(), "FERRY_DIRECTORY_FAB_CLIENT_SECRET");
+        assert!(!format!("{g:?}").contains("client_secret: Some(\"s\")"));
+        let c = Config::parse(&graph("graph_url = \"http://127.0.0.1:9/\""), "f").unwrap();
+        let DirectoryConfig::Graph(g) = &c.directories[0] else {
+            panic!("not graph")
+        };
+        assert_eq!(g.graph_url(), "http://127.0.0.1:9");
+        assert_eq!(g.login_url(), "https://login.microsoftonline.com");
+        for (extra, path, needle) in [
+            ("cloud = \"mars\"", "directory[0]", "unknown variant `mars`"),
+            ("page_size = 1000", "directory[0].page_size", "1–999"),
+            (
+                "client_secret = \"a\"\nclient_secret_file = \"b\"",
+                "directory[0].client_secret_file",
+                "not both",
+            ),
+            (
+                "certificate_file = \"c.pem\"",
+                "directory[0].private_key_file",
+                "go together",
+            ),
+            (
+                "client_secret = \"a\"\ncertificate_file = \"c\"\nprivate_key_file = \"k\"",
+                "directory[0].certificate_file",
+                "not both",
+            ),
+            (
+                "graph_url = \"graph.microsoft.com\"",
+                "directory[0].graph_url",
+                "not a URL",
+            ),
+            ("bind_dn = \"x\"", "directory[0]", "unknown field `bind_dn`"),
+        ] {
+            let e = Config::parse(&graph(extra), "f.toml").unwrap_err();
+            assert_eq!(e.path, path, "{extra}: {e}");
+            assert!(e.to_string().contains(needle), "{extra}: {e}");
+        }
+        let e =
+            Config::parse(&graph("").replace("fabrikam.onmicrosoft.com", "a/b"), "f").unwrap_err();
+        assert!(e.to_string().contains("not a tenant"), "{e}");
+    }
+
+    #[test]
     fn fingerprint_changes_with_rules_not_secrets() {
         let a = Config::parse(GOOD, "f").unwrap();
         let b = Config::parse(&GOOD.replace("s3cret", "other"), "f").unwrap();

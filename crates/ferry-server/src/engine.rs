@@ -77,6 +77,8 @@ pub struct Engine {
     /// One connector per directory for the server's life, so that Graph's access tokens are
     /// reused across cycles until they expire.
     connectors: std::sync::Mutex<FxHashMap<String, Arc<dyn Connector>>>,
+    /// Enrolment-token warnings already logged, with the day they were (one a day is enough).
+    warned: std::sync::Mutex<FxHashMap<String, i64>>,
 }
 
 /// A failure inside a cycle, with the phase it happened in.
@@ -126,6 +128,7 @@ impl Engine {
             server_id,
             data_dir,
             connectors: std::sync::Mutex::new(FxHashMap::default()),
+            warned: std::sync::Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -295,11 +298,51 @@ impl Engine {
         }
     }
 
+    /// Logs, once a day, that a bulk enrolment token of the profile's Entra directories expires
+    /// within 30 days or has expired.
+    async fn warn_about_enrolment_tokens(
+        &self,
+        profile: &SyncProfile,
+        id: i64,
+    ) -> Result<(), CycleFailure> {
+        let graph: Vec<&str> = [&profile.source, &profile.target]
+            .into_iter()
+            .filter(|d| {
+                matches!(
+                    self.settings.config.directory(d),
+                    Some(DirectoryConfig::Graph(_))
+                )
+            })
+            .map(String::as_str)
+            .collect();
+        if graph.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let today = now / crate::enrolment::DAY_MS;
+        let warnings = crate::enrolment::expiry_warnings(&*self.store, &graph, now).await?;
+        let fresh: Vec<LogEntry> = match self.warned.lock() {
+            Ok(mut seen) => warnings
+                .into_iter()
+                .filter(|w| seen.insert(w.clone(), today) != Some(today))
+                .map(|w| LogEntry::warning("enrolment-token", w))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if !fresh.is_empty() {
+            self.store
+                .append_logs(Some(id), Some(&profile.name), &fresh, now)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn cycle(&self, name: &str, id: i64) -> Result<String, CycleFailure> {
         let profile = self.profile(name).map_err(|e| CycleFailure {
             code: "config",
             message: e.to_string(),
         })?;
+        self.warn_about_enrolment_tokens(profile, id).await?;
         let (plan, src, tgt) = self.import_and_sync(profile, id).await?;
         if !plan.needs_approval() {
             let msg = "not needed: the plan has no writes".to_string();

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod engine;
+pub mod enrolment;
 pub mod scheduler;
 pub mod settings;
 pub mod state;

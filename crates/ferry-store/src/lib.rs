@@ -59,6 +59,43 @@ pub struct TokenInfo {
     pub created_at: i64,
 }
 
+/// A stored bulk enrolment token (its content is read separately, by whom it is for).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentToken {
+    pub id: i64,
+    /// The target Entra directory devices join with it.
+    pub directory: String,
+    /// `ppkg` (a provisioning package from Windows Configuration Designer) or `bprt` (the bulk
+    /// token itself, or a reference to where it is kept).
+    pub kind: String,
+    pub file_name: Option<String>,
+    /// The `package_{GUID}@…` account Windows Configuration Designer created; deleting it in the
+    /// tenant revokes the token.
+    pub package_upn: String,
+    pub sha256: String,
+    pub size: i64,
+    /// When the token was made, and when it expires (at most 180 days later), in ms.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uploaded_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A token to store.
+#[derive(Clone, Debug)]
+pub struct NewEnrolmentToken {
+    pub directory: String,
+    pub kind: String,
+    pub file_name: Option<String>,
+    pub package_upn: String,
+    pub content: Vec<u8>,
+    pub sha256: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uploaded_at: i64,
+}
+
 /// A cycle as listed and reported.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +293,16 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces the token called `name`.
     async fn put_token(&self, name: &str, hash: &str, role: &str, now: i64) -> Result<()>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>>;
+
+    // --- bulk enrolment tokens ---
+
+    async fn add_enrolment_token(&self, t: &NewEnrolmentToken) -> Result<EnrolmentToken>;
+    /// Newest first; all directories when `directory` is None.
+    async fn enrolment_tokens(&self, directory: Option<&str>) -> Result<Vec<EnrolmentToken>>;
+    /// A token with its content.
+    async fn enrolment_token_content(&self, id: i64) -> Result<Option<(EnrolmentToken, Vec<u8>)>>;
+    /// Marks a token revoked; false when there is no such token or it already was.
+    async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool>;
 
     // Election.
     /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`; false if another holder's

@@ -242,6 +242,60 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn add_enrolment_token(&self, t: &NewEnrolmentToken) -> Result<EnrolmentToken> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &numbered(query::INSERT_ENROLMENT),
+                &[
+                    &t.directory,
+                    &t.kind,
+                    &t.file_name,
+                    &t.package_upn,
+                    &t.content,
+                    &t.sha256,
+                    &t.created_at,
+                    &t.expires_at,
+                    &t.uploaded_at,
+                ],
+            )
+            .await?;
+        let id: i64 = row.try_get(0)?;
+        self.enrolment_token_content(id)
+            .await?
+            .map(|(t, _)| t)
+            .ok_or_else(|| StoreError::Corrupt(format!("enrolment token {id} vanished")))
+    }
+
+    async fn enrolment_tokens(&self, directory: Option<&str>) -> Result<Vec<EnrolmentToken>> {
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(query::LIST_ENROLMENT), &[&directory, &directory])
+            .await?;
+        rows.iter().map(enrolment_row).collect()
+    }
+
+    async fn enrolment_token_content(&self, id: i64) -> Result<Option<(EnrolmentToken, Vec<u8>)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(&numbered(query::GET_ENROLMENT), &[&id])
+            .await?;
+        row.map(|r| Ok((enrolment_row(&r)?, r.try_get::<_, Vec<u8>>(11)?)))
+            .transpose()
+    }
+
+    async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(&numbered(query::REVOKE_ENROLMENT), &[&now, &id])
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
         let row = self
             .client()
@@ -818,4 +872,20 @@ impl Store for PgStore {
             .await?;
         rows.iter().map(log_row).collect()
     }
+}
+
+fn enrolment_row(r: &Row) -> Result<EnrolmentToken> {
+    Ok(EnrolmentToken {
+        id: r.try_get(0)?,
+        directory: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        file_name: r.try_get(3)?,
+        package_upn: r.try_get(4)?,
+        sha256: r.try_get(5)?,
+        size: i64::from(r.try_get::<_, i32>(6)?),
+        created_at: r.try_get(7)?,
+        expires_at: r.try_get(8)?,
+        uploaded_at: r.try_get(9)?,
+        revoked_at: r.try_get(10)?,
+    })
 }

@@ -233,6 +233,22 @@ fn recreate_indexes(tx: &rusqlite::Transaction<'_>, defs: &[String]) -> Result<(
     Ok(())
 }
 
+fn enrolment_row(r: &Row<'_>) -> rusqlite::Result<EnrolmentToken> {
+    Ok(EnrolmentToken {
+        id: r.get(0)?,
+        directory: r.get(1)?,
+        kind: r.get(2)?,
+        file_name: r.get(3)?,
+        package_upn: r.get(4)?,
+        sha256: r.get(5)?,
+        size: r.get(6)?,
+        created_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        uploaded_at: r.get(9)?,
+        revoked_at: r.get(10)?,
+    })
+}
+
 fn insert_logs(
     c: &Connection,
     cycle_id: Option<i64>,
@@ -331,6 +347,51 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
+    }
+
+    async fn add_enrolment_token(&self, t: &NewEnrolmentToken) -> Result<EnrolmentToken> {
+        let id: i64 = self.write(|c| {
+            Ok(c.query_row(
+                query::INSERT_ENROLMENT,
+                params![
+                    t.directory,
+                    t.kind,
+                    t.file_name,
+                    t.package_upn,
+                    t.content,
+                    t.sha256,
+                    t.created_at,
+                    t.expires_at,
+                    t.uploaded_at
+                ],
+                |r| r.get(0),
+            )?)
+        })?;
+        self.enrolment_token_content(id)
+            .await?
+            .map(|(t, _)| t)
+            .ok_or_else(|| StoreError::Corrupt(format!("enrolment token {id} vanished")))
+    }
+
+    async fn enrolment_tokens(&self, directory: Option<&str>) -> Result<Vec<EnrolmentToken>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(query::LIST_ENROLMENT)?;
+            let rows = st.query_map(params![directory, directory], enrolment_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn enrolment_token_content(&self, id: i64) -> Result<Option<(EnrolmentToken, Vec<u8>)>> {
+        self.read(|c| {
+            Ok(c.query_row(query::GET_ENROLMENT, [id], |r| {
+                Ok((enrolment_row(r)?, r.get::<_, Vec<u8>>(11)?))
+            })
+            .optional()?)
+        })
+    }
+
+    async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool> {
+        self.write(|c| Ok(c.execute(query::REVOKE_ENROLMENT, params![now, id])? == 1))
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {

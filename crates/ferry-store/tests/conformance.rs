@@ -84,8 +84,49 @@ conformance!(
     logs_filter_and_page,
     hostile_values_round_trip,
     bulk_commits_keep_indexes_and_roll_back_whole,
-    a_restarted_server_recovers_its_own_cycles_only
+    a_restarted_server_recovers_its_own_cycles_only,
+    enrolment_tokens_store_content_and_revoke
 );
+
+async fn enrolment_tokens_store_content_and_revoke(s: &dyn Store) {
+    let content: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let new = |dir: &str, at: i64| NewEnrolmentToken {
+        directory: dir.into(),
+        kind: "ppkg".into(),
+        file_name: Some("Fabrikam Join ü.ppkg".into()),
+        package_upn: "package_0a1b2c3d@fabrikam.onmicrosoft.com".into(),
+        content: content.clone(),
+        sha256: "ab".repeat(32),
+        created_at: at,
+        expires_at: at + 180 * 86_400_000,
+        uploaded_at: at + 5,
+    };
+    let a = s
+        .add_enrolment_token(&new("fabrikam", 1_000))
+        .await
+        .unwrap();
+    let b = s
+        .add_enrolment_token(&new("fabrikam", 2_000))
+        .await
+        .unwrap();
+    let c = s.add_enrolment_token(&new("other", 3_000)).await.unwrap();
+    assert_eq!(a.size, 70_000);
+    assert_eq!(a.file_name.as_deref(), Some("Fabrikam Join ü.ppkg"));
+    let fab = s.enrolment_tokens(Some("fabrikam")).await.unwrap();
+    assert_eq!(fab.iter().map(|t| t.id).collect::<Vec<_>>(), [b.id, a.id]);
+    assert_eq!(s.enrolment_tokens(None).await.unwrap().len(), 3);
+    let (t, bytes) = s.enrolment_token_content(c.id).await.unwrap().unwrap();
+    assert_eq!((t.directory.as_str(), bytes), ("other", content));
+    assert!(s.revoke_enrolment_token(a.id, 9).await.unwrap());
+    assert!(
+        !s.revoke_enrolment_token(a.id, 10).await.unwrap(),
+        "revoked once"
+    );
+    assert!(!s.revoke_enrolment_token(999_999, 10).await.unwrap());
+    let a2 = s.enrolment_token_content(a.id).await.unwrap().unwrap().0;
+    assert_eq!(a2.revoked_at, Some(9));
+    assert_eq!(s.enrolment_token_content(999_999).await.unwrap(), None);
+}
 
 async fn tokens(s: &dyn Store) {
     assert_eq!(s.token_by_hash("h1").await.unwrap(), None);

@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use crate::{
-    Cli, Command, ConfigCmd, DirectoryCmd, ReportCmd, ServerArgs, SyncCmd, TranslationCmd,
+    Cli, Command, ConfigCmd, DirectoryCmd, ReportCmd, ServerArgs, SyncCmd, TokenCmd, TranslationCmd,
 };
 use anyhow::{Context, Result};
 use ferry_server::settings::Settings;
@@ -245,7 +245,92 @@ async fn directory(c: &Client, cmd: DirectoryCmd, json: bool) -> Result<ExitCode
                 ExitCode::from(1)
             })
         }
+        DirectoryCmd::Token(t) => token(c, t, json).await,
     }
+}
+
+async fn token(c: &Client, cmd: TokenCmd, json: bool) -> Result<ExitCode> {
+    let show = |v: &Value| {
+        println!(
+            "#{:<4} {:<9} {:<5} expires {}  {}  {} ({} bytes, sha256 {})",
+            s(&v["id"]),
+            s(&v["status"]),
+            s(&v["kind"]),
+            s(&v["expires"]),
+            s(&v["package_upn"]),
+            v["file_name"].as_str().unwrap_or("-"),
+            s(&v["size"]),
+            &s(&v["sha256"])[..12.min(s(&v["sha256"]).len())]
+        );
+        if let Some(w) = v["warning"].as_str() {
+            println!("      warning: {w}");
+        }
+    };
+    let v: Value = match cmd {
+        TokenCmd::Add {
+            directory,
+            file,
+            package_upn,
+            expires,
+            created,
+            kind,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let kind = kind.unwrap_or_else(|| {
+                if file
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("ppkg"))
+                {
+                    "ppkg".into()
+                } else {
+                    "bprt".into()
+                }
+            });
+            use base64::Engine as _;
+            let body = serde_json::json!({
+                "kind": kind,
+                "file_name": file.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "package_upn": package_upn,
+                "created": created,
+                "expires": expires,
+                "content_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+            c.post(
+                &format!("/directories/{directory}/enrolment-tokens"),
+                &[],
+                Some(body),
+            )
+            .await?
+        }
+        TokenCmd::List { directory } => {
+            c.get(&format!("/directories/{directory}/enrolment-tokens"), &[])
+                .await?
+        }
+        TokenCmd::Revoke { id } => {
+            let v: Value = c
+                .post(&format!("/enrolment-tokens/{id}/revoke"), &[], None)
+                .await?;
+            if !json {
+                println!(
+                    "revoked in ferry: devices no longer receive it. To revoke it at Microsoft, delete the account {} in the tenant.",
+                    s(&v["package_upn"])
+                );
+            }
+            v
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if let Some(list) = v.as_array() {
+        if list.is_empty() {
+            println!("no bulk enrolment tokens");
+        }
+        list.iter().for_each(show);
+    } else {
+        show(&v);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_cycle(c: &Value) {

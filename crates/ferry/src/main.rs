@@ -90,6 +90,37 @@ pub enum DirectoryCmd {
     List,
     /// Test a directory's connection: reachability, credentials, base DN, object counts.
     Test { name: String },
+    /// Bulk enrolment tokens of a target Entra directory (devices use them to join it).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Store a provisioning package (.ppkg) or bulk token made with Windows Configuration Designer.
+    Add {
+        /// The target Entra directory (kind = "graph").
+        directory: String,
+        /// The .ppkg file (or a file holding the bulk token: use --kind bprt).
+        #[arg(long)]
+        file: PathBuf,
+        /// The package_{GUID}@… account Windows Configuration Designer created.
+        #[arg(long)]
+        package_upn: String,
+        /// Expiry shown in Windows Configuration Designer: YYYY-MM-DD (at most 180 days after creation).
+        #[arg(long)]
+        expires: String,
+        /// When the token was made: YYYY-MM-DD (default: today).
+        #[arg(long)]
+        created: Option<String>,
+        /// ppkg or bprt (default: from the file name).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// List a directory's tokens with their expiry status.
+    List { directory: String },
+    /// Stop handing a token to devices (delete its package account in the tenant to revoke it at Microsoft).
+    Revoke { id: i64 },
 }
 
 #[derive(Subcommand)]

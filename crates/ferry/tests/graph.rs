@@ -171,7 +171,69 @@ async fn entra_to_entra_through_the_cli() {
     assert!(fabrikam.stats().throttled > 0);
     assert!(logs.contains("throttled"), "{logs}");
 
-    // 3. Devices: translated by name, with both device ids.
+    // 3. A bulk enrolment token for the target: stored, listed, warned about near its expiry.
+    let ppkg = dir.path().join("Fabrikam join.ppkg");
+    std::fs::write(&ppkg, b"provisioning package bytes").unwrap();
+    let day = |offset: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * offset))
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string()
+    };
+    let (created, expires) = (day(-160), day(15));
+    let t = run(&[
+        "directory",
+        "token",
+        "add",
+        "fabrikam",
+        "--file",
+        ppkg.to_str().unwrap(),
+        "--package-upn",
+        "package_5f0c@fabrikam.onmicrosoft.com",
+        "--created",
+        &created,
+        "--expires",
+        &expires,
+    ]);
+    assert!(t.contains("expiring") && t.contains("in 1"), "{t}");
+    let o = tokio::task::block_in_place(|| {
+        ferry(
+            &[
+                "directory",
+                "token",
+                "add",
+                "fabrikam",
+                "--file",
+                ppkg.to_str().unwrap(),
+                "--package-upn",
+                "package_5f0c@fabrikam.onmicrosoft.com",
+                "--created",
+                &created,
+                "--expires",
+                &day(40),
+            ],
+            &env,
+        )
+    });
+    assert!(
+        !o.status.success() && text(&o).contains("180 days"),
+        "{}",
+        text(&o)
+    );
+    let list = run(&["directory", "token", "list", "fabrikam", "--json"]);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["file_name"], "Fabrikam join.ppkg");
+    assert_eq!(list[0]["size"], 26);
+    run(&["sync", "run", "users", "--wait"]);
+    let logs = run(&["logs", "--profile", "users", "--level", "warning"]);
+    assert!(
+        logs.contains("bulk enrolment token #1 of `fabrikam`"),
+        "{logs}"
+    );
+    let t = run(&["directory", "token", "revoke", "1"]);
+    assert!(t.contains("package_5f0c@fabrikam.onmicrosoft.com"), "{t}");
+
+    // 4. Devices: translated by name, with both device ids.
     run(&["sync", "run", "devices", "--wait"]);
     let devices: Value = serde_json::from_str(&run(&[
         "translation",
@@ -184,7 +246,7 @@ async fn entra_to_entra_through_the_cli() {
     .unwrap();
     assert_eq!(devices.as_array().unwrap().len(), 12, "{devices}");
 
-    // 4. A user deleted in the source leaves the table at the next (delta) cycle.
+    // 5. A user deleted in the source leaves the table at the next (delta) cycle.
     let gone = contoso
         .objects(Res::Users)
         .into_iter()
@@ -209,7 +271,7 @@ async fn entra_to_entra_through_the_cli() {
     assert!(logs.contains("delta import of `contoso`"), "{logs}");
     drop(srv);
 
-    // 5. A wrong secret fails the cycle with the AADSTS code; the table stays.
+    // 6. A wrong secret fails the cycle with the AADSTS code; the table stays.
     std::fs::write(dir.path().join("contoso.secret"), "wrong\n").unwrap();
     let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
     let env = [

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::OpenApi;
 
 pub mod directories;
+pub mod enrolment;
 pub mod logs;
 pub mod report;
 pub mod sync;
@@ -100,9 +101,10 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report."),
+    info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report, bulk enrolment tokens."),
     paths(
         directories::list, directories::test,
+        enrolment::upload, enrolment::list, enrolment::revoke,
         sync::profiles, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
         logs::list,
@@ -138,6 +140,7 @@ pub fn openapi_json() -> String {
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .merge(directories::router())
+        .merge(enrolment::router())
         .merge(sync::router())
         .merge(translation::router())
         .merge(logs::router())
