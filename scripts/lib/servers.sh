@@ -14,6 +14,7 @@ ferry_install_packages() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   [ -e /usr/include/sys/acl.h ] || missing+=(libacl1-dev)
   command -v getfacl >/dev/null 2>&1 || missing+=(acl)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

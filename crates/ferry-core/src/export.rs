@@ -33,6 +33,12 @@ pub struct TranslationEntry {
     pub target_gid: Option<u32>,
     /// The rule that matched, as described in the plan (`mail → mail (lowercase)`).
     pub rule: Option<String>,
+    /// Devices: the id the device itself knows (Entra `deviceId`, what `dsregcmd /status`
+    /// shows), on each side, where the directory has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_device_id: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -78,7 +84,7 @@ pub struct Exported {
     pub skipped: usize,
 }
 
-pub const CSV_HEADER: [&str; 17] = [
+pub const CSV_HEADER: [&str; 19] = [
     "profile",
     "kind",
     "source_id",
@@ -96,6 +102,8 @@ pub const CSV_HEADER: [&str; 17] = [
     "source_gid",
     "target_gid",
     "rule",
+    "source_device_id",
+    "target_device_id",
 ];
 
 /// Renders entries in a format.
@@ -125,6 +133,8 @@ pub fn render(entries: &[TranslationEntry], format: ExportFormat) -> Exported {
                     n(e.source_gid),
                     n(e.target_gid),
                     o(&e.rule),
+                    o(&e.source_device_id),
+                    o(&e.target_device_id),
                 ]);
             }
             Exported {
@@ -237,6 +247,8 @@ mod tests {
             source_gid: None,
             target_gid: None,
             rule: Some("mail → mail".into()),
+            source_device_id: None,
+            target_device_id: None,
         }
     }
 

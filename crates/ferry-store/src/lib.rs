@@ -227,6 +227,8 @@ impl DecisionRow {
             source_gid: self.source_gid,
             target_gid: self.target_gid,
             rule: self.rule.and_then(|r| rules.get(r as usize).cloned()),
+            source_device_id: None,
+            target_device_id: None,
         })
     }
 }

@@ -245,6 +245,16 @@ async fn entra_to_entra_through_the_cli() {
     ]))
     .unwrap();
     assert_eq!(devices.as_array().unwrap().len(), 12, "{devices}");
+    for d in devices.as_array().unwrap() {
+        let (s, t) = (
+            d["source_device_id"].as_str().unwrap(),
+            d["target_device_id"].as_str().unwrap(),
+        );
+        assert!(
+            s.starts_with("000000a1") && t.starts_with("000000b2"),
+            "{d}"
+        );
+    }
 
     // 5. A user deleted in the source leaves the table at the next (delta) cycle.
     let gone = contoso

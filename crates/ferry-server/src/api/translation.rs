@@ -58,7 +58,42 @@ async fn to_entries(st: &AppState, rows: Vec<DecisionRow>) -> ApiResult<Vec<Tran
             out.push(e);
         }
     }
+    add_device_ids(st, &mut out).await?;
     Ok(out)
+}
+
+/// Fills in devices' `deviceId` on both sides from the stored directory objects.
+async fn add_device_ids(st: &AppState, entries: &mut [TranslationEntry]) -> ApiResult<()> {
+    let mut dirs: Vec<&str> = Vec::new();
+    for e in entries.iter().filter(|e| e.kind == ObjectKind::Device) {
+        if let Some(p) = st.settings.config.profile(&e.profile) {
+            for d in [&p.source, &p.target] {
+                if !dirs.contains(&d.as_str()) {
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let mut ids: HashMap<(String, String), String> = HashMap::new();
+    for d in &dirs {
+        for o in st.store.load_objects(d).await? {
+            if o.kind == ObjectKind::Device
+                && let Some(v) = o.attr("deviceId")
+            {
+                ids.insert((d.to_string(), o.id.clone()), v.to_string());
+            }
+        }
+    }
+    for e in entries.iter_mut().filter(|e| e.kind == ObjectKind::Device) {
+        if let Some(p) = st.settings.config.profile(&e.profile) {
+            e.source_device_id = ids.get(&(p.source.clone(), e.source_id.clone())).cloned();
+            e.target_device_id = ids.get(&(p.target.clone(), e.target_id.clone())).cloned();
+        }
+    }
+    Ok(())
 }
 
 fn kind(s: &Option<String>) -> ApiResult<Option<ObjectKind>> {
