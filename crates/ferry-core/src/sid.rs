@@ -170,6 +170,24 @@ pub fn entra_sid_from_object_id(object_id: &str) -> Result<String, SidError> {
     Ok(format!("S-1-12-1-{}-{}-{}-{}", w(0), w(4), w(8), w(12)))
 }
 
+/// The object id of an Entra ID SID (`S-1-12-1-a-b-c-d`), the reverse of
+/// [`entra_sid_from_object_id`]; None for any other SID.
+pub fn object_id_from_entra_sid(sid: &str) -> Option<String> {
+    let rest = sid.strip_prefix("S-1-12-1-")?;
+    let words: Vec<u32> = rest
+        .split('-')
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d] = words[..] else {
+        return None;
+    };
+    let mut bytes = [0u8; 16];
+    for (i, w) in [a, b, c, d].into_iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    guid_from_ms_bytes(&bytes).ok()
+}
+
 /// True when `s` looks like a SID string (used to decide how to search and to pick map columns).
 pub fn looks_like_sid(s: &str) -> bool {
     s.len() > 4 && (s.starts_with("S-1-") || s.starts_with("s-1-"))
@@ -182,10 +200,26 @@ mod tests {
     #[test]
     fn entra_sid_published_vectors() {
         // Vectors from the reference (A.6), checked against Microsoft's and community converters.
-        assert_eq!(
-            entra_sid_from_object_id("73d664e4-0886-4a73-b745-c694da45ddb4").as_deref(),
-            Ok("S-1-12-1-1943430372-1249052806-2496021943-3034400218")
-        );
+        for (id, sid) in [
+            (
+                "73d664e4-0886-4a73-b745-c694da45ddb4",
+                "S-1-12-1-1943430372-1249052806-2496021943-3034400218",
+            ),
+            (
+                "f82d79af-1278-4894-ac01-d90e30875cf8",
+                "S-1-12-1-4163729839-1217663608-249102764-4166813488",
+            ),
+            (
+                "dc79cac5-a4b3-4d41-80ca-019d04bf813b",
+                "S-1-12-1-3698969285-1296147635-2634140288-998358788",
+            ),
+        ] {
+            assert_eq!(entra_sid_from_object_id(id).as_deref(), Ok(sid));
+            assert_eq!(object_id_from_entra_sid(sid).as_deref(), Some(id));
+        }
+        assert_eq!(object_id_from_entra_sid("S-1-5-21-1-2-3-4"), None);
+        assert_eq!(object_id_from_entra_sid("S-1-12-1-1-2-3"), None);
+        assert_eq!(object_id_from_entra_sid("S-1-12-1-1-2-3-99999999999"), None);
     }
 
     #[test]

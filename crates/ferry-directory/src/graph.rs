@@ -181,6 +181,86 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_secs_f64(cap * (0.5 + r / 2.0))
 }
 
+/// A token endpoint's answer: the access token and its lifetime in seconds, or the error code
+/// (`AADSTS…` when there is one) and what it means. `{url}` in the message stands for the endpoint.
+fn read_token_answer(status: StatusCode, body: &[u8]) -> Result<(Secret, u64), (String, String)> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Err((
+            format!("HTTP {}", status.as_u16()),
+            format!(
+                "the token endpoint {{url}} did not answer JSON: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        ));
+    };
+    if status.is_success()
+        && let Some(t) = v["access_token"].as_str()
+    {
+        return Ok((Secret::new(t), v["expires_in"].as_u64().unwrap_or(3599)));
+    }
+    let code = v["error_codes"][0].as_u64();
+    let description = v["error_description"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Err((
+        match code {
+            Some(c) => format!("AADSTS{c}"),
+            None => v["error"].as_str().unwrap_or("error").to_string(),
+        },
+        format!(
+            "{} ({description})",
+            code.map_or("see the error description", aadsts_meaning)
+        ),
+    ))
+}
+
+/// One response of a `$batch` answer.
+#[derive(Debug)]
+struct BatchItem {
+    /// The request's id (ferry numbers its requests).
+    index: usize,
+    status: u16,
+    /// The item's own `Retry-After`, from its `headers`.
+    retry_after: Option<Duration>,
+    body: Value,
+}
+
+/// The responses of a `$batch` answer, in the order they came (Graph may reorder them).
+fn batch_items(v: Value) -> Vec<BatchItem> {
+    let Value::Object(mut m) = v else {
+        return Vec::new();
+    };
+    let Some(Value::Array(responses)) = m.remove("responses") else {
+        return Vec::new();
+    };
+    responses
+        .into_iter()
+        .filter_map(|mut r| {
+            let index = r["id"].as_str()?.parse::<usize>().ok()?;
+            let retry_after = r["headers"].as_object().and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| {
+                        v.as_str().and_then(parse_retry_after).or_else(|| {
+                            v.as_f64()
+                                .map(|f| Duration::from_secs_f64(f.clamp(0.0, 3600.0)))
+                        })
+                    })
+            });
+            Some(BatchItem {
+                index,
+                status: r["status"].as_u64().unwrap_or(0) as u16,
+                retry_after,
+                body: r["body"].take(),
+            })
+        })
+        .collect()
+}
+
 /// Graph's error body: `{"error": {"code": "...", "message": "..."}}`.
 fn graph_error_parts(body: &[u8]) -> (String, String) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -448,42 +528,18 @@ impl GraphConnector {
                 Err(e) => return Err(self.net_error(&token_url, &e)),
             }
         };
-        let v: Value = serde_json::from_slice(&body).map_err(|_| DirectoryError::Auth {
-            tenant: self.cfg.tenant_id.clone(),
-            code: format!("HTTP {}", status.as_u16()),
-            detail: format!(
-                "the token endpoint {token_url} did not answer JSON: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ),
-        })?;
-        if status.is_success()
-            && let Some(t) = v["access_token"].as_str()
-        {
-            let life = v["expires_in"].as_u64().unwrap_or(3599);
-            let until = Instant::now() + Duration::from_secs(life.saturating_sub(60).max(1));
-            let t = Secret::new(t);
-            *cached = Some((t.clone(), until));
-            return Ok(t);
+        match read_token_answer(status, &body) {
+            Ok((t, life)) => {
+                let until = Instant::now() + Duration::from_secs(life.saturating_sub(60).max(1));
+                *cached = Some((t.clone(), until));
+                Ok(t)
+            }
+            Err((code, detail)) => Err(DirectoryError::Auth {
+                tenant: self.cfg.tenant_id.clone(),
+                code,
+                detail: detail.replace("{url}", &token_url),
+            }),
         }
-        let code = v["error_codes"][0].as_u64();
-        let description = v["error_description"]
-            .as_str()
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        Err(DirectoryError::Auth {
-            tenant: self.cfg.tenant_id.clone(),
-            code: match code {
-                Some(c) => format!("AADSTS{c}"),
-                None => v["error"].as_str().unwrap_or("error").to_string(),
-            },
-            detail: format!(
-                "{} ({description})",
-                code.map_or("see the error description", aadsts_meaning)
-            ),
-        })
     }
 
     fn throttled(&self, what: &str, status: StatusCode, headers: &HeaderMap, wait: Duration) {
@@ -694,31 +750,16 @@ impl GraphConnector {
                         code: "malformedResponse".into(),
                         message: format!("the $batch answer is not JSON: {e}"),
                     })?;
-                let responses = v["responses"].as_array().cloned().unwrap_or_default();
                 let mut answered = FxHashSet::default();
-                for r in responses {
-                    let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()) else {
-                        continue;
-                    };
+                for item in batch_items(v) {
+                    let i = item.index;
                     if !chunk.contains(&i) {
                         continue;
                     }
                     answered.insert(i);
-                    let status = r["status"].as_u64().unwrap_or(0) as u16;
+                    let status = item.status;
                     if matches!(status, 429 | 503 | 504) && attempt < self.cfg.max_attempts {
-                        let ra = r["headers"]
-                            .as_object()
-                            .and_then(|h| {
-                                h.iter()
-                                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-                                    .and_then(|(_, v)| {
-                                        v.as_str()
-                                            .map(str::to_string)
-                                            .or_else(|| v.as_f64().map(|f| f.to_string()))
-                                    })
-                            })
-                            .and_then(|s| parse_retry_after(&s))
-                            .unwrap_or_else(|| backoff(attempt));
+                        let ra = item.retry_after.unwrap_or_else(|| backoff(attempt));
                         wait = wait.max(ra);
                         again.push(i);
                         self.throttled(
@@ -728,7 +769,7 @@ impl GraphConnector {
                             ra,
                         );
                     } else {
-                        out[i] = Some((status, r["body"].clone()));
+                        out[i] = Some((status, item.body));
                     }
                 }
                 for &i in chunk {
@@ -1449,6 +1490,82 @@ mod tests {
             batch_error(403, &body),
             "HTTP 403 Authorization_RequestDenied: Insufficient privileges to complete the operation."
         );
+    }
+
+    #[test]
+    fn documented_token_answers() {
+        // Success (any credential type), verbatim from the Entra doc.
+        let (t, life) = read_token_answer(
+            StatusCode::OK,
+            br#"{"token_type": "Bearer", "expires_in": 3599, "access_token": "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsIng1dCI6Ik1uQ19WWmNBVGZNNXBP..."}"#,
+        )
+        .unwrap();
+        assert_eq!(life, 3599);
+        assert!(t.expose().starts_with("eyJ0eXAi"));
+        assert!(!format!("{t:?}").contains("eyJ0eXAi"), "a token in Debug");
+        // The documented 400.
+        let (code, detail) = read_token_answer(
+            StatusCode::BAD_REQUEST,
+            br#"{
+  "error": "invalid_scope",
+  "error_description": "AADSTS70011: The provided value for the input parameter 'scope' is not valid. The scope https://foo.microsoft.com/.default is not valid.\r\nTrace ID: 255d1aef-8c98-452f-ac51-23d051240864\r\nCorrelation ID: fb3d2015-bc17-4bb9-bb85-30c5cf1aaaa7\r\nTimestamp: 2016-01-09 02:02:12Z",
+  "error_codes": [70011],
+  "timestamp": "YYYY-MM-DD HH:MM:SSZ",
+  "trace_id": "255d1aef-8c98-452f-ac51-23d051240864",
+  "correlation_id": "fb3d2015-bc17-4bb9-bb85-30c5cf1aaaa7"
+}"#,
+        )
+        .unwrap_err();
+        assert_eq!(code, "AADSTS70011");
+        assert!(detail.starts_with("the scope is not valid"), "{detail}");
+        assert!(detail.contains("The scope https://foo.microsoft.com/.default is not valid."));
+        assert!(
+            !detail.contains("Trace ID"),
+            "only the first line: {detail}"
+        );
+        // Not JSON (a proxy's error page).
+        let (code, detail) =
+            read_token_answer(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>").unwrap_err();
+        assert_eq!(code, "HTTP 502");
+        assert!(detail.contains("did not answer JSON: <html>"), "{detail}");
+    }
+
+    #[test]
+    fn documented_batch_answer() {
+        // The batching page's response example (abridged there too), plus a throttled item.
+        let v: Value = serde_json::from_str(r#"{
+  "responses": [
+    { "id": "3", "status": 403,
+      "headers": { "Cache-Control": "no-cache", "x-ms-resource-unit": "1", "Content-Type": "application/json" },
+      "body": { "error": { "code": "Authorization_RequestDenied",
+                           "message": "Insufficient privileges to complete the operation.",
+                           "innerError": { "date": "2025-02-13T10:17:06", "request-id": "93b6f17e-c05d-4f45-ad2a-6665c708d8a0",
+                                           "client-request-id": "e70c5c1b-8b47-68c0-3171-3d22f5e0bd54" } } } },
+    { "id": "5", "status": 200,
+      "headers": { "Cache-Control": "no-cache", "x-ms-resource-unit": "1", "OData-Version": "4.0",
+                   "Content-Type": "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8" },
+      "body": { "@odata.context": "https://graph.microsoft.com/beta/$metadata#users(id,displayName,userPrincipalName)",
+                "@odata.count": 36,
+                "value": [ { "id": "10a1d484-cd1a-4162-a5a4-832370bac356", "displayName": "Lynne Robbins", "userPrincipalName": "LynneR@contoso.com" } ] } },
+    { "id": "7", "status": 429, "headers": { "Retry-After": "2.128" }, "body": {} },
+    { "id": "not-ours", "status": 200, "body": {} }
+  ]
+}"#).unwrap();
+        let items = batch_items(v);
+        assert_eq!(items.len(), 3);
+        assert_eq!((items[0].index, items[0].status), (3, 403));
+        assert_eq!(
+            batch_error(items[0].status, &items[0].body),
+            "HTTP 403 Authorization_RequestDenied: Insufficient privileges to complete the operation."
+        );
+        let page: Page = serde_json::from_value(items[1].body.clone()).unwrap();
+        assert_eq!(
+            page.value[0].user_principal_name.as_deref(),
+            Some("LynneR@contoso.com")
+        );
+        assert_eq!(items[2].retry_after, Some(Duration::from_millis(2128)));
+        assert!(items[0].retry_after.is_none());
+        assert!(batch_items(json!({"error": "x"})).is_empty());
     }
 
     #[test]
