@@ -11,6 +11,7 @@ pub mod export;
 pub mod matching;
 pub mod model;
 pub mod plan;
+pub mod runbook;
 pub mod sample;
 pub mod sid;
 pub mod snapshot;
