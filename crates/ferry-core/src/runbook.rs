@@ -558,7 +558,8 @@ mod tests {
             directories: DIRS,
             runbooks: &rbs,
         };
-        let cases: Vec<(Box<dyn Fn(&mut Runbook)>, &str, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Runbook)>;
+        let cases: Vec<(Change, &str, &str)> = vec![
             (Box::new(|r| r.name = " ".into()), "name", "printable"),
             (
                 Box::new(|r| r.source_directories = vec!["nope".into()]),
