@@ -5,6 +5,7 @@
 //! pure function over values, so it is table-tested and property-tested on its own, and the server,
 //! the store and the connectors only move values in and out of it.
 
+pub mod agent;
 pub mod config;
 pub mod duration;
 pub mod export;

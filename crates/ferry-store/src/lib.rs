@@ -96,6 +96,96 @@ pub struct NewEnrolmentToken {
     pub uploaded_at: i64,
 }
 
+/// A pre-shared key agents enroll with (only its SHA-256 is stored).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Psk {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    /// A retired key enrolls no new agents; agents enrolled with it keep working.
+    pub retired_at: Option<i64>,
+}
+
+/// An enrolled agent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: i64,
+    pub device_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub facts: ferry_core::agent::DeviceFacts,
+    pub psk_id: i64,
+    pub enrolled_at: i64,
+    pub last_contact: i64,
+    pub last_address: Option<String>,
+    pub agent_version: String,
+    pub state: String,
+}
+
+/// An enrollment to store: a new agent, or a device enrolling again (new node credential).
+#[derive(Clone, Debug)]
+pub struct Enrollment<'a> {
+    pub facts: &'a ferry_core::agent::DeviceFacts,
+    pub profiles: &'a [ferry_core::agent::HarvestedProfile],
+    pub node_hash: &'a str,
+    pub psk_id: i64,
+    pub now: i64,
+    pub address: Option<&'a str>,
+}
+
+/// A check-in, recorded in bulk a moment later (write-behind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    pub agent_id: i64,
+    pub at: i64,
+    pub address: Option<String>,
+    pub state: Option<String>,
+    pub agent_version: Option<String>,
+}
+
+/// A run's event as stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub agent_id: i64,
+    pub run: String,
+    pub received_at: i64,
+    #[serde(flatten)]
+    pub event: ferry_core::agent::AgentEvent,
+}
+
+/// A refused or failed agent call, for the failed communications report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedComm {
+    pub id: i64,
+    pub at: i64,
+    pub address: Option<String>,
+    /// `bad_psk`, `retired_psk`, `unauthorized`, `forbidden`, `protocol_mismatch`, `rate_limited`, …
+    pub code: String,
+    pub reason: String,
+    pub agent_id: Option<i64>,
+    pub device_id: Option<String>,
+}
+
+/// Named JSON documents kept by the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocKind {
+    Runbook,
+    Batch,
+}
+
+impl DocKind {
+    pub fn table(self) -> &'static str {
+        match self {
+            DocKind::Runbook => "runbooks",
+            DocKind::Batch => "batches",
+        }
+    }
+}
+
 /// A cycle as listed and reported.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +395,66 @@ pub trait Store: Send + Sync + 'static {
     async fn enrolment_token_content(&self, id: i64) -> Result<Option<(EnrolmentToken, Vec<u8>)>>;
     /// Marks a token revoked; false when there is no such token or it already was.
     async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool>;
+
+    // --- devices ---
+
+    /// Stores a pre-shared key's hash under a unique name.
+    async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk>;
+    async fn psks(&self) -> Result<Vec<Psk>>;
+    async fn psk_by_hash(&self, hash: &str) -> Result<Option<Psk>>;
+    /// False when there is no such key or it already was retired.
+    async fn retire_psk(&self, name: &str, now: i64) -> Result<bool>;
+    /// Enrolls a device (again): its facts, harvest and new node credential, in one transaction.
+    async fn enroll_agent(&self, e: &Enrollment<'_>) -> Result<AgentRecord>;
+    async fn agent_by_node_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
+    async fn agents(&self) -> Result<Vec<AgentRecord>>;
+    /// Records check-ins in one transaction.
+    async fn record_contacts(&self, contacts: &[Contact]) -> Result<()>;
+    async fn set_agent_profiles(
+        &self,
+        agent: i64,
+        profiles: &[ferry_core::agent::HarvestedProfile],
+    ) -> Result<()>;
+    async fn agent_profiles(&self, agent: i64) -> Result<Vec<ferry_core::agent::HarvestedProfile>>;
+    async fn add_agent_events(
+        &self,
+        agent: i64,
+        run: &str,
+        events: &[ferry_core::agent::AgentEvent],
+        now: i64,
+    ) -> Result<()>;
+    /// Oldest first; every run when `run` is None.
+    async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>>;
+    /// Stores a log chunk once per (agent, run, start); false for a resend.
+    async fn add_agent_log(
+        &self,
+        agent: i64,
+        run: &str,
+        start: i64,
+        text: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// The run's log chunks joined in order.
+    async fn agent_log(&self, agent: i64, run: &str) -> Result<String>;
+    /// Inserts or replaces a named document.
+    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()>;
+    /// (name, body), by name.
+    async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
+    async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;
+    /// Adds computers to a batch, all or none: the computers already in another batch are returned
+    /// with that batch's name, and nothing is added.
+    async fn add_batch_computers(
+        &self,
+        batch: &str,
+        computers: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, String)>>;
+    async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
+    /// (computer, batch, added_at) of every batch.
+    async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
+    async fn record_failed_comm(&self, f: &FailedComm) -> Result<()>;
+    /// Newest first.
+    async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>>;
 
     // Election.
     /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`; false if another holder's

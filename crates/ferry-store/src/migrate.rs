@@ -18,6 +18,11 @@ pub const SQLITE: &[Migration] = &[
         name: "enrolment_tokens",
         sql: include_str!("../migrations/sqlite/0002_enrolment_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "devices",
+        sql: include_str!("../migrations/sqlite/0003_devices.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -30,5 +35,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "enrolment_tokens",
         sql: include_str!("../migrations/postgres/0002_enrolment_tokens.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "devices",
+        sql: include_str!("../migrations/postgres/0003_devices.sql"),
     },
 ];

@@ -8,6 +8,7 @@ use crate::migrate::POSTGRES;
 use crate::query::{self, Val, numbered};
 use crate::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use ferry_core::agent::{AgentEvent, HarvestedProfile};
 use ferry_core::model::lookup_key;
 use std::str::FromStr;
 use tokio_postgres::types::ToSql;
@@ -294,6 +295,417 @@ impl Store for PgStore {
             .execute(&numbered(query::REVOKE_ENROLMENT), &[&now, &id])
             .await?;
         Ok(n == 1)
+    }
+
+    async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &format!(
+                    "INSERT INTO psks (name, hash, created_at) VALUES ($1, $2, $3) RETURNING {}",
+                    query::PSK_COLS
+                ),
+                &[&name, &hash, &now],
+            )
+            .await?;
+        psk_row(&row)
+    }
+
+    async fn psks(&self) -> Result<Vec<Psk>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {} FROM psks ORDER BY id", query::PSK_COLS),
+                &[],
+            )
+            .await?;
+        rows.iter().map(psk_row).collect()
+    }
+
+    async fn psk_by_hash(&self, hash: &str) -> Result<Option<Psk>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {} FROM psks WHERE hash = $1", query::PSK_COLS),
+                &[&hash],
+            )
+            .await?;
+        row.as_ref().map(psk_row).transpose()
+    }
+
+    async fn retire_psk(&self, name: &str, now: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE psks SET retired_at = $1 WHERE name = $2 AND retired_at IS NULL",
+                &[&now, &name],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn enroll_agent(&self, e: &Enrollment<'_>) -> Result<AgentRecord> {
+        let facts =
+            serde_json::to_string(e.facts).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_one(
+                &numbered(query::UPSERT_AGENT),
+                &[
+                    &e.facts.device_id,
+                    &e.facts.hostname,
+                    &e.facts.os,
+                    &facts,
+                    &e.node_hash,
+                    &e.psk_id,
+                    &e.now,
+                    &e.now,
+                    &e.address,
+                    &e.facts.agent_version,
+                ],
+            )
+            .await?;
+        let id: i64 = row.try_get(0)?;
+        tx.execute("DELETE FROM agent_profiles WHERE agent_id = $1", &[&id])
+            .await?;
+        let ins = tx.prepare(&numbered(query::INSERT_PROFILE)).await?;
+        for p in e.profiles {
+            let body = serde_json::to_string(p).unwrap_or_default();
+            tx.execute(&ins, &[&id, &p.name, &body]).await?;
+        }
+        let row = tx
+            .query_one(
+                &format!("SELECT {} FROM agents WHERE id = $1", query::AGENT_COLS),
+                &[&id],
+            )
+            .await?;
+        let rec = agent_row(&row)?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn agent_by_node_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {} FROM agents WHERE node_hash = $1",
+                query::AGENT_COLS
+            ))
+            .await?;
+        let row = c.query_opt(&st, &[&hash]).await?;
+        row.as_ref().map(agent_row).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {} FROM agents ORDER BY id", query::AGENT_COLS),
+                &[],
+            )
+            .await?;
+        rows.iter().map(agent_row).collect()
+    }
+
+    async fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        // One row per agent (its latest contact): UPDATE … FROM applies one arbitrary row per target.
+        let mut latest: Vec<&Contact> = Vec::with_capacity(contacts.len());
+        let mut sorted: Vec<&Contact> = contacts.iter().collect();
+        sorted.sort_by_key(|k| (k.agent_id, k.at));
+        for k in sorted {
+            match latest.last_mut() {
+                Some(l) if l.agent_id == k.agent_id => *l = k,
+                _ => latest.push(k),
+            }
+        }
+        let contacts = latest;
+        let ids: Vec<i64> = contacts.iter().map(|k| k.agent_id).collect();
+        let ats: Vec<i64> = contacts.iter().map(|k| k.at).collect();
+        let addrs: Vec<Option<String>> = contacts.iter().map(|k| k.address.clone()).collect();
+        let states: Vec<Option<String>> = contacts.iter().map(|k| k.state.clone()).collect();
+        let versions: Vec<Option<String>> =
+            contacts.iter().map(|k| k.agent_version.clone()).collect();
+        self.client()
+            .await?
+            .execute(
+                "UPDATE agents SET last_contact = u.at, last_address = COALESCE(u.address, agents.last_address), \
+                 state = COALESCE(u.state, agents.state), agent_version = COALESCE(u.version, agents.agent_version) \
+                 FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[]) AS u(id, at, address, state, version) \
+                 WHERE agents.id = u.id AND agents.last_contact <= u.at",
+                &[&ids, &ats, &addrs, &states, &versions],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_agent_profiles(&self, agent: i64, profiles: &[HarvestedProfile]) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM agent_profiles WHERE agent_id = $1", &[&agent])
+            .await?;
+        let ins = tx.prepare(&numbered(query::INSERT_PROFILE)).await?;
+        for p in profiles {
+            let body = serde_json::to_string(p).unwrap_or_default();
+            tx.execute(&ins, &[&agent, &p.name, &body]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_profiles(&self, agent: i64) -> Result<Vec<HarvestedProfile>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT body FROM agent_profiles WHERE agent_id = $1 ORDER BY name",
+                &[&agent],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let b: String = r.try_get(0)?;
+                serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(format!("profile: {e}")))
+            })
+            .collect()
+    }
+
+    async fn add_agent_events(
+        &self,
+        agent: i64,
+        run: &str,
+        events: &[AgentEvent],
+        now: i64,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let ins = tx.prepare(&numbered(query::INSERT_EVENT)).await?;
+        for e in events {
+            let progress = e.progress.map(i64::from);
+            tx.execute(
+                &ins,
+                &[
+                    &agent, &run, &now, &e.at, &e.step, &e.status, &e.message, &progress,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>> {
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(query::EVENTS), &[&agent, &run, &run])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    agent_id: r.try_get(0)?,
+                    run: r.try_get(1)?,
+                    received_at: r.try_get(2)?,
+                    event: AgentEvent {
+                        at: r.try_get(3)?,
+                        step: r.try_get(4)?,
+                        status: r.try_get(5)?,
+                        message: r.try_get(6)?,
+                        progress: r
+                            .try_get::<_, Option<i64>>(7)?
+                            .map(|p| p.clamp(0, 100) as u8),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn add_agent_log(
+        &self,
+        agent: i64,
+        run: &str,
+        start: i64,
+        text: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &numbered(query::INSERT_LOG_CHUNK),
+                &[&agent, &run, &start, &now, &text],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn agent_log(&self, agent: i64, run: &str) -> Result<String> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT text FROM agent_logs WHERE agent_id = $1 AND run = $2 ORDER BY start",
+                &[&agent, &run],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<_, String>(0)?))
+            .collect::<Result<Vec<_>>>()
+            .map(|v| v.concat())
+    }
+
+    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO {} (name, body, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                     ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                    kind.table()
+                ),
+                &[&name, &body, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT name, body FROM {} ORDER BY name", kind.table()),
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                &format!("DELETE FROM {} WHERE name = $1", kind.table()),
+                &[&name],
+            )
+            .await?;
+        if kind == DocKind::Batch {
+            tx.execute("DELETE FROM batch_computers WHERE batch = $1", &[&name])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn add_batch_computers(
+        &self,
+        batch: &str,
+        computers: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Serialises membership changes so that two concurrent adds cannot both pass the check.
+        tx.execute(
+            "LOCK TABLE batch_computers IN SHARE ROW EXCLUSIVE MODE",
+            &[],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                "SELECT computer, batch FROM batch_computers WHERE computer = ANY($1) AND batch <> $2 ORDER BY computer",
+                &[&computers, &batch],
+            )
+            .await?;
+        let conflicts: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_>>()?;
+        if !conflicts.is_empty() {
+            return Ok(conflicts);
+        }
+        tx.execute(
+            "INSERT INTO batch_computers (computer, batch, added_at) SELECT c, $2, $3 FROM UNNEST($1::TEXT[]) AS c ON CONFLICT DO NOTHING",
+            &[&computers, &batch, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(conflicts)
+    }
+
+    async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM batch_computers WHERE batch = $1 AND computer = ANY($2)",
+                &[&batch, &computers],
+            )
+            .await?)
+    }
+
+    async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT computer, batch, added_at FROM batch_computers ORDER BY batch, computer",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    async fn record_failed_comm(&self, f: &FailedComm) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                &numbered(query::INSERT_FAILED),
+                &[
+                    &f.at,
+                    &f.address,
+                    &f.code,
+                    &f.reason,
+                    &f.agent_id,
+                    &f.device_id,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>> {
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(query::FAILED), &[&limit])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FailedComm {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    address: r.try_get(2)?,
+                    code: r.try_get(3)?,
+                    reason: r.try_get(4)?,
+                    agent_id: r.try_get(5)?,
+                    device_id: r.try_get(6)?,
+                })
+            })
+            .collect()
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
@@ -887,5 +1299,33 @@ fn enrolment_row(r: &Row) -> Result<EnrolmentToken> {
         expires_at: r.try_get(8)?,
         uploaded_at: r.try_get(9)?,
         revoked_at: r.try_get(10)?,
+    })
+}
+
+fn psk_row(r: &Row) -> Result<Psk> {
+    Ok(Psk {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        created_at: r.try_get(2)?,
+        retired_at: r.try_get(3)?,
+    })
+}
+
+fn agent_row(r: &Row) -> Result<AgentRecord> {
+    let id: i64 = r.try_get(0)?;
+    let facts: String = r.try_get(4)?;
+    Ok(AgentRecord {
+        id,
+        device_id: r.try_get(1)?,
+        hostname: r.try_get(2)?,
+        os: r.try_get(3)?,
+        facts: serde_json::from_str(&facts)
+            .map_err(|e| StoreError::Corrupt(format!("agent {id} facts: {e}")))?,
+        psk_id: r.try_get(5)?,
+        enrolled_at: r.try_get(6)?,
+        last_contact: r.try_get(7)?,
+        last_address: r.try_get(8)?,
+        agent_version: r.try_get(9)?,
+        state: r.try_get(10)?,
     })
 }

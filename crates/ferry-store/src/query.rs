@@ -191,3 +191,21 @@ pub const GET_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package_
      FROM enrolment_tokens WHERE id = ?";
 pub const REVOKE_ENROLMENT: &str =
     "UPDATE enrolment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL";
+
+pub const PSK_COLS: &str = "id, name, created_at, retired_at";
+pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state";
+pub const UPSERT_AGENT: &str = "INSERT INTO agents (device_id, hostname, os, facts, node_hash, psk_id, enrolled_at, last_contact, last_address, agent_version, state) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled') \
+     ON CONFLICT (device_id) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, facts = excluded.facts, node_hash = excluded.node_hash, \
+     psk_id = excluded.psk_id, enrolled_at = excluded.enrolled_at, last_contact = excluded.last_contact, last_address = excluded.last_address, \
+     agent_version = excluded.agent_version RETURNING id";
+pub const TOUCH_AGENT: &str = "UPDATE agents SET last_contact = ?, last_address = COALESCE(?, last_address), state = COALESCE(?, state), \
+     agent_version = COALESCE(?, agent_version) WHERE id = ? AND last_contact <= ?";
+pub const INSERT_PROFILE: &str =
+    "INSERT INTO agent_profiles (agent_id, name, body) VALUES (?, ?, ?)";
+pub const INSERT_EVENT: &str = "INSERT INTO agent_events (agent_id, run, received_at, at, step, status, message, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+pub const EVENTS: &str = "SELECT agent_id, run, received_at, at, step, status, message, progress FROM agent_events \
+     WHERE agent_id = ? AND (CAST(? AS TEXT) IS NULL OR run = ?) ORDER BY id";
+pub const INSERT_LOG_CHUNK: &str = "INSERT INTO agent_logs (agent_id, run, start, received_at, text) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+pub const INSERT_FAILED: &str = "INSERT INTO failed_comms (at, address, code, reason, agent_id, device_id) VALUES (?, ?, ?, ?, ?, ?)";
+pub const FAILED: &str = "SELECT id, at, address, code, reason, agent_id, device_id FROM failed_comms ORDER BY id DESC LIMIT ?";

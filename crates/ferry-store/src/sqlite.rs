@@ -9,6 +9,7 @@
 use crate::migrate::{Migration, SQLITE};
 use crate::query::{self, Val};
 use crate::*;
+use ferry_core::agent::{AgentEvent, HarvestedProfile};
 use ferry_core::model::lookup_key;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use std::path::{Path, PathBuf};
@@ -233,6 +234,58 @@ fn recreate_indexes(tx: &rusqlite::Transaction<'_>, defs: &[String]) -> Result<(
     Ok(())
 }
 
+fn psk_row(r: &Row<'_>) -> rusqlite::Result<Psk> {
+    Ok(Psk {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        retired_at: r.get(3)?,
+    })
+}
+
+/// An agent row with its facts still as JSON text.
+type AgentRow = (AgentRecord, String);
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok((
+        AgentRecord {
+            id: r.get(0)?,
+            device_id: r.get(1)?,
+            hostname: r.get(2)?,
+            os: r.get(3)?,
+            facts: Default::default(),
+            psk_id: r.get(5)?,
+            enrolled_at: r.get(6)?,
+            last_contact: r.get(7)?,
+            last_address: r.get(8)?,
+            agent_version: r.get(9)?,
+            state: r.get(10)?,
+        },
+        r.get(4)?,
+    ))
+}
+
+fn finish_agent((mut a, facts): AgentRow) -> Result<AgentRecord> {
+    a.facts = serde_json::from_str(&facts)
+        .map_err(|e| StoreError::Corrupt(format!("agent {} facts: {e}", a.id)))?;
+    Ok(a)
+}
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        agent_id: r.get(0)?,
+        run: r.get(1)?,
+        received_at: r.get(2)?,
+        event: AgentEvent {
+            at: r.get(3)?,
+            step: r.get(4)?,
+            status: r.get(5)?,
+            message: r.get(6)?,
+            progress: r.get::<_, Option<i64>>(7)?.map(|p| p.clamp(0, 100) as u8),
+        },
+    })
+}
+
 fn enrolment_row(r: &Row<'_>) -> rusqlite::Result<EnrolmentToken> {
     Ok(EnrolmentToken {
         id: r.get(0)?,
@@ -392,6 +445,364 @@ impl Store for SqliteStore {
 
     async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool> {
         self.write(|c| Ok(c.execute(query::REVOKE_ENROLMENT, params![now, id])? == 1))
+    }
+
+    async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO psks (name, hash, created_at) VALUES (?, ?, ?)",
+                params![name, hash, now],
+            )?;
+            Ok(c.query_row(
+                &format!("SELECT {} FROM psks WHERE name = ?", query::PSK_COLS),
+                [name],
+                psk_row,
+            )?)
+        })
+    }
+
+    async fn psks(&self) -> Result<Vec<Psk>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!("SELECT {} FROM psks ORDER BY id", query::PSK_COLS))?;
+            let rows = st.query_map([], psk_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn psk_by_hash(&self, hash: &str) -> Result<Option<Psk>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {} FROM psks WHERE hash = ?", query::PSK_COLS),
+                [hash],
+                psk_row,
+            )
+            .optional()?)
+        })
+    }
+
+    async fn retire_psk(&self, name: &str, now: i64) -> Result<bool> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE psks SET retired_at = ? WHERE name = ? AND retired_at IS NULL",
+                params![now, name],
+            )? == 1)
+        })
+    }
+
+    async fn enroll_agent(&self, e: &Enrollment<'_>) -> Result<AgentRecord> {
+        let facts =
+            serde_json::to_string(e.facts).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+        let bodies: Vec<(String, String)> = e
+            .profiles
+            .iter()
+            .map(|p| (p.name.clone(), serde_json::to_string(p).unwrap_or_default()))
+            .collect();
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let id: i64 = tx.query_row(
+                query::UPSERT_AGENT,
+                params![
+                    e.facts.device_id,
+                    e.facts.hostname,
+                    e.facts.os,
+                    facts,
+                    e.node_hash,
+                    e.psk_id,
+                    e.now,
+                    e.now,
+                    e.address,
+                    e.facts.agent_version
+                ],
+                |r| r.get(0),
+            )?;
+            tx.execute("DELETE FROM agent_profiles WHERE agent_id = ?", [id])?;
+            {
+                let mut st = tx.prepare_cached(query::INSERT_PROFILE)?;
+                for (name, body) in &bodies {
+                    st.execute(params![id, name, body])?;
+                }
+            }
+            let rec = tx.query_row(
+                &format!("SELECT {} FROM agents WHERE id = ?", query::AGENT_COLS),
+                [id],
+                agent_row,
+            )?;
+            tx.commit()?;
+            finish_agent(rec)
+        })
+    }
+
+    async fn agent_by_node_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM agents WHERE node_hash = ?",
+                query::AGENT_COLS
+            ))?
+            .query_row([hash], agent_row)
+            .optional()?
+            .map(finish_agent)
+            .transpose()
+        })
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM agents ORDER BY id",
+                query::AGENT_COLS
+            ))?;
+            let rows = st.query_map([], agent_row)?;
+            rows.map(|r| finish_agent(r?)).collect()
+        })
+    }
+
+    async fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(query::TOUCH_AGENT)?;
+                for k in contacts {
+                    st.execute(params![
+                        k.at,
+                        k.address,
+                        k.state,
+                        k.agent_version,
+                        k.agent_id,
+                        k.at
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn set_agent_profiles(&self, agent: i64, profiles: &[HarvestedProfile]) -> Result<()> {
+        let bodies: Vec<(String, String)> = profiles
+            .iter()
+            .map(|p| (p.name.clone(), serde_json::to_string(p).unwrap_or_default()))
+            .collect();
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM agent_profiles WHERE agent_id = ?", [agent])?;
+            {
+                let mut st = tx.prepare_cached(query::INSERT_PROFILE)?;
+                for (name, body) in &bodies {
+                    st.execute(params![agent, name, body])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn agent_profiles(&self, agent: i64) -> Result<Vec<HarvestedProfile>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT body FROM agent_profiles WHERE agent_id = ? ORDER BY name",
+            )?;
+            let rows = st.query_map([agent], |r| r.get::<_, String>(0))?;
+            rows.map(|b| {
+                serde_json::from_str(&b?).map_err(|e| StoreError::Corrupt(format!("profile: {e}")))
+            })
+            .collect()
+        })
+    }
+
+    async fn add_agent_events(
+        &self,
+        agent: i64,
+        run: &str,
+        events: &[AgentEvent],
+        now: i64,
+    ) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(query::INSERT_EVENT)?;
+                for e in events {
+                    st.execute(params![
+                        agent,
+                        run,
+                        now,
+                        e.at,
+                        e.step,
+                        e.status,
+                        e.message,
+                        e.progress.map(i64::from)
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(query::EVENTS)?;
+            let rows = st.query_map(params![agent, run, run], event_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn add_agent_log(
+        &self,
+        agent: i64,
+        run: &str,
+        start: i64,
+        text: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.write(|c| {
+            Ok(c.execute(
+                query::INSERT_LOG_CHUNK,
+                params![agent, run, start, now, text],
+            )? == 1)
+        })
+    }
+
+    async fn agent_log(&self, agent: i64, run: &str) -> Result<String> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT text FROM agent_logs WHERE agent_id = ? AND run = ? ORDER BY start",
+            )?;
+            let rows = st.query_map(params![agent, run], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.concat())
+        })
+    }
+
+    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO {} (name, body, created_at, updated_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                    kind.table()
+                ),
+                params![name, body, now, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT name, body FROM {} ORDER BY name",
+                kind.table()
+            ))?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                &format!("DELETE FROM {} WHERE name = ?", kind.table()),
+                [name],
+            )?;
+            if kind == DocKind::Batch {
+                tx.execute("DELETE FROM batch_computers WHERE batch = ?", [name])?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    async fn add_batch_computers(
+        &self,
+        batch: &str,
+        computers: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, String)>> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut conflicts = Vec::new();
+            {
+                let mut get = tx.prepare_cached("SELECT batch FROM batch_computers WHERE computer = ?")?;
+                for comp in computers {
+                    if let Some(other) = get.query_row([comp], |r| r.get::<_, String>(0)).optional()?
+                        && other != batch
+                    {
+                        conflicts.push((comp.clone(), other));
+                    }
+                }
+            }
+            if !conflicts.is_empty() {
+                return Ok(conflicts);
+            }
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO batch_computers (computer, batch, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                )?;
+                for comp in computers {
+                    ins.execute(params![comp, batch, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(conflicts)
+        })
+    }
+
+    async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            {
+                let mut st = tx.prepare_cached(
+                    "DELETE FROM batch_computers WHERE batch = ? AND computer = ?",
+                )?;
+                for comp in computers {
+                    n += st.execute(params![batch, comp])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT computer, batch, added_at FROM batch_computers ORDER BY batch, computer",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn record_failed_comm(&self, f: &FailedComm) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                query::INSERT_FAILED,
+                params![f.at, f.address, f.code, f.reason, f.agent_id, f.device_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(query::FAILED)?;
+            let rows = st.query_map([limit], |r| {
+                Ok(FailedComm {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    address: r.get(2)?,
+                    code: r.get(3)?,
+                    reason: r.get(4)?,
+                    agent_id: r.get(5)?,
+                    device_id: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {

@@ -85,8 +85,213 @@ conformance!(
     hostile_values_round_trip,
     bulk_commits_keep_indexes_and_roll_back_whole,
     a_restarted_server_recovers_its_own_cycles_only,
-    enrolment_tokens_store_content_and_revoke
+    enrolment_tokens_store_content_and_revoke,
+    devices_psks_agents_runs_batches
 );
+
+async fn devices_psks_agents_runs_batches(s: &dyn Store) {
+    use ferry_core::agent::{AgentEvent, DeviceFacts, HarvestedProfile};
+    // Pre-shared keys: unique names, looked up by hash, retired once.
+    let k = s.add_psk("wave-1", "hash-1", 10).await.unwrap();
+    assert_eq!((k.name.as_str(), k.retired_at), ("wave-1", None));
+    assert!(
+        s.add_psk("wave-1", "hash-2", 11).await.is_err(),
+        "names are unique"
+    );
+    assert_eq!(s.psk_by_hash("hash-1").await.unwrap().unwrap().id, k.id);
+    assert!(s.retire_psk("wave-1", 12).await.unwrap());
+    assert!(!s.retire_psk("wave-1", 13).await.unwrap());
+    assert_eq!(s.psks().await.unwrap()[0].retired_at, Some(12));
+    // Enrollment stores facts and harvest; enrolling again replaces the credential and harvest.
+    let facts = DeviceFacts {
+        device_id: "machine-1".into(),
+        hostname: "PC-0001".into(),
+        os: "linux".into(),
+        os_version: "Debian 12".into(),
+        agent_version: "0.1.0".into(),
+        directory_object_id: None,
+        joined_to: Some("contoso.test".into()),
+    };
+    let profiles = vec![
+        HarvestedProfile {
+            name: "ann".into(),
+            uid: Some(1001),
+            home: "/home/ann".into(),
+            ..Default::default()
+        },
+        HarvestedProfile {
+            name: "bob'; DROP TABLE agents;--".into(),
+            sid: Some("S-1-5-21-1-2-3-1104".into()),
+            home: "/home/bob".into(),
+            size_bytes: 1 << 40,
+            last_used: Some(5),
+            ..Default::default()
+        },
+    ];
+    let e = |hash: &'static str, now: i64| Enrollment {
+        facts: &facts,
+        profiles: &profiles,
+        node_hash: hash,
+        psk_id: k.id,
+        now,
+        address: Some("127.0.0.1"),
+    };
+    let a = s.enroll_agent(&e("node-1", 20)).await.unwrap();
+    assert_eq!(
+        (a.hostname.as_str(), a.state.as_str()),
+        ("PC-0001", "enrolled")
+    );
+    assert_eq!(a.facts, facts);
+    assert_eq!(s.agent_profiles(a.id).await.unwrap().len(), 2);
+    let again = s.enroll_agent(&e("node-2", 30)).await.unwrap();
+    assert_eq!(again.id, a.id, "the same device keeps its agent id");
+    assert!(
+        s.agent_by_node_hash("node-1").await.unwrap().is_none(),
+        "the old credential stops working"
+    );
+    assert_eq!(
+        s.agent_by_node_hash("node-2").await.unwrap().unwrap().id,
+        a.id
+    );
+    // Contacts are recorded in bulk, never backwards in time.
+    let contact = |at: i64, state: Option<&str>| Contact {
+        agent_id: a.id,
+        at,
+        address: Some("10.0.0.9".into()),
+        state: state.map(Into::into),
+        agent_version: None,
+    };
+    s.record_contacts(&[contact(40, Some("idle")), contact(35, Some("stale"))])
+        .await
+        .unwrap();
+    let now = s.agents().await.unwrap().remove(0);
+    assert_eq!(
+        (
+            now.last_contact,
+            now.state.as_str(),
+            now.last_address.as_deref()
+        ),
+        (40, "idle", Some("10.0.0.9"))
+    );
+    s.set_agent_profiles(a.id, &profiles[..1]).await.unwrap();
+    assert_eq!(
+        s.agent_profiles(a.id).await.unwrap(),
+        profiles[..1].to_vec()
+    );
+    // Events and log chunks per run; a resent chunk is stored once.
+    let ev = |step: &str, p: u8| AgentEvent {
+        at: 50,
+        step: step.into(),
+        status: "succeeded".into(),
+        message: "ok ü".into(),
+        progress: Some(p),
+    };
+    s.add_agent_events(a.id, "run-1", &[ev("startup", 10), ev("join", 60)], 51)
+        .await
+        .unwrap();
+    s.add_agent_events(a.id, "run-2", &[ev("startup", 5)], 52)
+        .await
+        .unwrap();
+    let evs = s.agent_events(a.id, Some("run-1")).await.unwrap();
+    assert_eq!(
+        evs.iter()
+            .map(|e| e.event.step.as_str())
+            .collect::<Vec<_>>(),
+        ["startup", "join"]
+    );
+    assert_eq!(s.agent_events(a.id, None).await.unwrap().len(), 3);
+    assert!(
+        s.add_agent_log(a.id, "run-1", 0, "line 1\n", 53)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.add_agent_log(a.id, "run-1", 7, "line 2\n", 54)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.add_agent_log(a.id, "run-1", 7, "line 2\n", 55)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.agent_log(a.id, "run-1").await.unwrap(),
+        "line 1\nline 2\n"
+    );
+    // Documents.
+    s.put_document(DocKind::Runbook, "Main", "{\"v\":1}", 60)
+        .await
+        .unwrap();
+    s.put_document(DocKind::Runbook, "Main", "{\"v\":2}", 61)
+        .await
+        .unwrap();
+    s.put_document(DocKind::Batch, "Pilot", "{}", 62)
+        .await
+        .unwrap();
+    s.put_document(DocKind::Batch, "Wave 2", "{}", 62)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.documents(DocKind::Runbook).await.unwrap(),
+        [("Main".to_string(), "{\"v\":2}".to_string())]
+    );
+    // A computer is in at most one batch; a refused add adds nothing.
+    let pcs = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(
+        s.add_batch_computers("Pilot", &pcs(&["PC-1", "PC-2"]), 70)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.add_batch_computers("Pilot", &pcs(&["PC-2"]), 71)
+            .await
+            .unwrap()
+            .is_empty(),
+        "idempotent"
+    );
+    let c = s
+        .add_batch_computers("Wave 2", &pcs(&["PC-3", "PC-2"]), 72)
+        .await
+        .unwrap();
+    assert_eq!(c, [("PC-2".to_string(), "Pilot".to_string())]);
+    assert_eq!(
+        s.batch_computers().await.unwrap().len(),
+        2,
+        "PC-3 was not added"
+    );
+    assert_eq!(
+        s.remove_batch_computers("Pilot", &pcs(&["PC-2", "PC-9"]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.delete_document(DocKind::Batch, "Pilot").await.unwrap());
+    assert!(
+        s.batch_computers().await.unwrap().is_empty(),
+        "a deleted batch frees its computers"
+    );
+    // Failed communications, newest first.
+    for (i, code) in ["bad_psk", "unauthorized"].iter().enumerate() {
+        s.record_failed_comm(&FailedComm {
+            id: 0,
+            at: 80 + i as i64,
+            address: Some("192.0.2.7".into()),
+            code: code.to_string(),
+            reason: "r".into(),
+            agent_id: None,
+            device_id: Some("machine-x".into()),
+        })
+        .await
+        .unwrap();
+    }
+    let f = s.failed_comms(10).await.unwrap();
+    assert_eq!(
+        f.iter().map(|x| x.code.as_str()).collect::<Vec<_>>(),
+        ["unauthorized", "bad_psk"]
+    );
+}
 
 async fn enrolment_tokens_store_content_and_revoke(s: &dyn Store) {
     let content: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();

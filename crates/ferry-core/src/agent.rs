@@ -1,0 +1,203 @@
+//! The agent protocol's messages (docs/agent-protocol.md), shared by the server and the agent.
+//! Every request and answer carries `protocol`; a server that does not speak the agent's version
+//! answers `426` with code `protocol_mismatch` and the versions it speaks.
+
+use crate::config::Secret;
+use crate::runbook::Runbook;
+use serde::{Deserialize, Serialize};
+
+/// The version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Versions the server accepts.
+pub const SUPPORTED_PROTOCOLS: &[u32] = &[1];
+
+/// `POST /agent/v1/enroll`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub protocol: u32,
+    /// The pre-shared key the agent was installed with.
+    pub psk: Secret,
+    pub device: DeviceFacts,
+    #[serde(default)]
+    pub profiles: Vec<HarvestedProfile>,
+}
+
+/// What the agent knows about its device.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFacts {
+    /// A stable identifier of the machine (Windows: the Entra `deviceId` or the machine GUID;
+    /// Linux: `/etc/machine-id`).
+    pub device_id: String,
+    pub hostname: String,
+    /// `windows`, `linux`, `macos`.
+    pub os: String,
+    #[serde(default)]
+    pub os_version: String,
+    pub agent_version: String,
+    /// The directory object id of the computer in the source directory, when known.
+    #[serde(default)]
+    pub directory_object_id: Option<String>,
+    /// Domain or tenant the device is joined to, when known.
+    #[serde(default)]
+    pub joined_to: Option<String>,
+}
+
+/// A local user profile found on the device (the "profile harvest").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HarvestedProfile {
+    /// Account name as the device shows it (`CONTOSO\ann`, `ann`).
+    pub name: String,
+    #[serde(default)]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    pub home: String,
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// Last use, ms since the epoch.
+    #[serde(default)]
+    pub last_used: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub protocol: u32,
+    pub agent_id: i64,
+    /// The node credential: sent as `Authorization: Bearer …` on every later call. The server
+    /// keeps only its SHA-256.
+    pub node_key: Secret,
+    pub poll_interval_seconds: u32,
+}
+
+/// `POST /agent/v1/checkin`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinRequest {
+    pub protocol: u32,
+    /// A fresh harvest, when the profiles changed since the last one.
+    #[serde(default)]
+    pub profiles: Option<Vec<HarvestedProfile>>,
+    /// The agent's own state (`idle`, `offered`, `running`, `succeeded`, `failed`).
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckinResponse {
+    pub protocol: u32,
+    pub poll_interval_seconds: u32,
+    /// The batch this device is in, if any.
+    pub assignment: Option<Assignment>,
+    /// Present when the migration is due (Available From or Enforced After has passed): all the
+    /// device needs to run it.
+    pub migration: Option<MigrationOrder>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub batch: String,
+    /// Runbook names in the order they run (prerequisites first).
+    pub runbooks: Vec<String>,
+    /// ms since the epoch.
+    pub available_from: Option<i64>,
+    pub enforced_after: i64,
+    pub time_zone: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MigrationOrder {
+    /// Identifies this run in events and logs.
+    pub run: String,
+    /// `offered` (the user may start or snooze) or `enforced` (start within 15 minutes when
+    /// nobody is signed in).
+    pub mode: String,
+    /// The runbooks, prerequisites first.
+    pub runbooks: Vec<Runbook>,
+    /// Translation entries for this device's harvested profiles only.
+    pub translation: Vec<ProfileTranslation>,
+    /// Profiles with no translation: they will not be re-permissioned.
+    pub untranslated: Vec<String>,
+    /// The target's bulk enrolment token, when a runbook joins Entra ID.
+    pub enrolment_token: Option<EnrolmentTokenGrant>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileTranslation {
+    /// The harvested profile's name.
+    pub profile: String,
+    pub source_sid: Option<String>,
+    pub target_sid: Option<String>,
+    pub source_uid: Option<u32>,
+    pub target_uid: Option<u32>,
+    pub source_gid: Option<u32>,
+    pub target_gid: Option<u32>,
+    pub target_name: String,
+    pub target_upn: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrolmentTokenGrant {
+    pub id: i64,
+    pub kind: String,
+    pub package_upn: String,
+    pub expires_at: i64,
+    pub file_name: Option<String>,
+    pub content_base64: Secret,
+}
+
+/// `POST /agent/v1/events`: progress of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    pub protocol: u32,
+    pub run: String,
+    pub events: Vec<AgentEvent>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEvent {
+    /// ms since the epoch, on the device.
+    pub at: i64,
+    pub step: String,
+    /// `started`, `succeeded`, `failed`, `skipped`.
+    pub status: String,
+    #[serde(default)]
+    pub message: String,
+    /// 0–100.
+    #[serde(default)]
+    pub progress: Option<u8>,
+}
+
+/// `POST /agent/v1/logs`: a chunk of the run's local log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogChunk {
+    pub protocol: u32,
+    pub run: String,
+    /// Position of this chunk in the run's log (bytes already sent), so a resend is not stored twice.
+    pub offset: u64,
+    pub text: String,
+}
+
+/// Every agent endpoint's error body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentError {
+    pub protocol: u32,
+    /// `protocol_mismatch`, `bad_psk`, `retired_psk`, `unauthorized`, `forbidden`,
+    /// `rate_limited`, `bad_request`, `not_found`, `internal`.
+    pub code: String,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supported_protocols: Vec<u32>,
+}
