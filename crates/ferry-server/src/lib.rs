@@ -4,8 +4,10 @@
 //! [`Server::start`] takes an already bound listener and returns a handle with a shutdown, so that
 //! tests, the quickstart and benchmarks run the real server in-process on port 0.
 
+pub mod agent_tls;
 pub mod api;
 pub mod auth;
+pub mod devices;
 pub mod engine;
 pub mod enrolment;
 pub mod scheduler;

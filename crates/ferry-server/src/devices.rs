@@ -1,0 +1,701 @@
+//! Devices on the server: batches and their rules, what a device gets when it checks in, the
+//! device what-if, and the in-memory state that keeps check-ins cheap (an authentication cache,
+//! write-behind of contacts, a per-address enrollment rate limit, and a snapshot of batches and
+//! runbooks).
+
+use crate::enrolment::{self, JoinTokenError};
+use crate::settings::Settings;
+use ferry_core::ObjectKind;
+use ferry_core::agent::{
+    Assignment, EnrolmentTokenGrant, HarvestedProfile, MigrationOrder, ProfileTranslation,
+};
+use ferry_core::config::{DirectoryConfig, Secret};
+use ferry_core::plan::Status;
+use ferry_core::runbook::{JoinKind, Runbook, RunbookContext};
+use ferry_store::{AgentRecord, Contact, DecisionQuery, DocKind, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub const HOUR_MS: i64 = 3_600_000;
+/// How often agents are told to check in.
+pub const POLL_SECONDS: u32 = 60;
+
+/// A batch: computers, the runbooks they run, and when (the seed's "Create a Batch").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub name: String,
+    pub source_directory: String,
+    pub target_directory: String,
+    /// Runbook names; prerequisites must be in the list too.
+    pub runbooks: Vec<String>,
+    /// Local date and time (`2026-12-01T18:00`) in `time_zone` from which the user is offered
+    /// the migration.
+    #[serde(default)]
+    pub available_from: Option<String>,
+    /// Local date and time from which the migration runs without asking.
+    pub enforced_after: String,
+    /// IANA time zone of the two times (default UTC).
+    #[serde(default = "utc")]
+    pub time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// A local date-time in a time zone, as ms since the epoch.
+pub fn local_time(s: &str, tz: &str, field: &str) -> Result<i64, String> {
+    let zone = jiff::tz::TimeZone::get(tz).map_err(|_| {
+        format!("time_zone: `{tz}` is not an IANA time zone (Europe/London, America/New_York, UTC)")
+    })?;
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let dt: jiff::civil::DateTime = s
+        .parse()
+        .map_err(|_| format!("{field}: `{s}` is not a date and time; expected YYYY-MM-DDTHH:MM"))?;
+    dt.to_zoned(zone)
+        .map(|z| z.timestamp().as_millisecond())
+        .map_err(|e| format!("{field}: {e}"))
+}
+
+impl Batch {
+    pub fn enforced_at(&self) -> Result<i64, String> {
+        local_time(&self.enforced_after, &self.time_zone, "enforced_after")
+    }
+    pub fn available_at(&self) -> Result<Option<i64>, String> {
+        self.available_from
+            .as_deref()
+            .map(|a| local_time(a, &self.time_zone, "available_from"))
+            .transpose()
+    }
+}
+
+/// The runbooks of a batch in the order they run (each after its prerequisites).
+pub fn ordered_runbooks(names: &[String], all: &HashMap<String, Runbook>) -> Vec<Runbook> {
+    fn visit(
+        n: &str,
+        all: &HashMap<String, Runbook>,
+        seen: &mut Vec<String>,
+        out: &mut Vec<Runbook>,
+    ) {
+        if seen.iter().any(|s| s == n) {
+            return;
+        }
+        seen.push(n.to_string());
+        if let Some(r) = all.get(n) {
+            for p in &r.prerequisites {
+                visit(p, all, seen, out);
+            }
+            out.push(r.clone());
+        }
+    }
+    let (mut seen, mut out) = (Vec::new(), Vec::new());
+    for n in names {
+        visit(n, all, &mut seen, &mut out);
+    }
+    out
+}
+
+/// What the server keeps in memory for agents.
+pub struct Devices {
+    /// node-key hash → (agent, when cached).
+    auth: Mutex<HashMap<String, (AgentRecord, Instant)>>,
+    contacts: tokio::sync::mpsc::UnboundedSender<Contact>,
+    enroll_limit: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    translation: Mutex<HashMap<(String, String), (Instant, Arc<TranslationIndex>)>>,
+    /// The agent endpoint's URL and certificate fingerprint, when it is served.
+    pub endpoint: RwLock<Option<(String, String)>>,
+}
+
+/// Batches and runbooks as last loaded, with computer → batch.
+#[derive(Default)]
+pub struct Snapshot {
+    pub batches: HashMap<String, Batch>,
+    pub runbooks: HashMap<String, Runbook>,
+    /// Lower-case computer name → batch name.
+    pub computers: HashMap<String, String>,
+}
+
+/// Matched translation entries of one source → target pair, indexed by SID, uid and name.
+#[derive(Default)]
+pub struct TranslationIndex {
+    entries: Vec<ProfileTranslation>,
+    by_sid: HashMap<String, usize>,
+    by_uid: HashMap<u32, usize>,
+    by_name: HashMap<String, usize>,
+}
+
+impl TranslationIndex {
+    /// The entry for a harvested profile: by SID, else uid, else account name (`DOMAIN\name`
+    /// or `name`, compared without the domain and ignoring case).
+    pub fn lookup(&self, p: &HarvestedProfile) -> Option<ProfileTranslation> {
+        let i = p
+            .sid
+            .as_ref()
+            .and_then(|s| self.by_sid.get(&s.to_ascii_uppercase()))
+            .or_else(|| p.uid.and_then(|u| self.by_uid.get(&u)))
+            .or_else(|| self.by_name.get(&short_name(&p.name)))?;
+        let mut e = self.entries[*i].clone();
+        e.profile = p.name.clone();
+        Some(e)
+    }
+}
+
+fn short_name(n: &str) -> String {
+    n.rsplit(['\\', '/']).next().unwrap_or(n).to_lowercase()
+}
+
+impl Devices {
+    /// Starts the write-behind task that records check-ins in bulk.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Devices> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Contact>();
+        let flush_store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(c) = rx.recv().await {
+                buf.push(c);
+                // Gather what arrives within a moment, then write it in one transaction.
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+                while buf.len() < 20_000 {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(c)) => buf.push(c),
+                        _ => break,
+                    }
+                }
+                if let Err(e) = flush_store.record_contacts(&buf).await {
+                    tracing::warn!(error = %e, n = buf.len(), "could not record agent contacts");
+                }
+                buf.clear();
+            }
+        });
+        Arc::new(Devices {
+            auth: Mutex::new(HashMap::new()),
+            contacts: tx,
+            enroll_limit: Mutex::new(HashMap::new()),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            translation: Mutex::new(HashMap::new()),
+            endpoint: RwLock::new(None),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .map(|s| Arc::clone(&s))
+            .unwrap_or_default()
+    }
+
+    /// Reloads batches, runbooks and memberships from the store.
+    pub async fn reload(&self, store: &dyn Store) -> Result<Arc<Snapshot>, StoreError> {
+        let mut snap = Snapshot::default();
+        for (name, body) in store.documents(DocKind::Runbook).await? {
+            match serde_json::from_str::<Runbook>(&body) {
+                Ok(r) => {
+                    snap.runbooks.insert(name, r);
+                }
+                Err(e) => {
+                    tracing::error!(runbook = name, error = %e, "stored runbook is unreadable")
+                }
+            }
+        }
+        for (name, body) in store.documents(DocKind::Batch).await? {
+            match serde_json::from_str::<Batch>(&body) {
+                Ok(b) => {
+                    snap.batches.insert(name, b);
+                }
+                Err(e) => tracing::error!(batch = name, error = %e, "stored batch is unreadable"),
+            }
+        }
+        for (computer, batch, _) in store.batch_computers().await? {
+            snap.computers.insert(computer.to_lowercase(), batch);
+        }
+        let snap = Arc::new(snap);
+        if let Ok(mut s) = self.snapshot.write() {
+            *s = Arc::clone(&snap);
+        }
+        Ok(snap)
+    }
+
+    /// The agent whose node key hashes to `hash` (cached for 30 s; re-enrolling replaces the key,
+    /// so a cached old key can at most outlive its replacement by that long).
+    pub async fn authenticate(
+        &self,
+        store: &dyn Store,
+        hash: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        if let Ok(m) = self.auth.lock()
+            && let Some((a, at)) = m.get(hash)
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return Ok(Some(a.clone()));
+        }
+        let found = store.agent_by_node_hash(hash).await?;
+        if let (Some(a), Ok(mut m)) = (&found, self.auth.lock()) {
+            if m.len() > 500_000 {
+                m.clear();
+            }
+            m.insert(hash.to_string(), (a.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Forgets cached credentials of a device (after it enrolled again).
+    pub fn forget_device(&self, device_id: &str) {
+        if let Ok(mut m) = self.auth.lock() {
+            m.retain(|_, (a, _)| a.device_id != device_id);
+        }
+    }
+
+    pub fn record_contact(&self, c: Contact) {
+        let _ = self.contacts.send(c);
+    }
+
+    /// Token bucket per source address: `burst` enrollments, refilled at `per_minute`.
+    pub fn allow_enroll(&self, ip: std::net::IpAddr, burst: f64, per_minute: f64) -> bool {
+        let Ok(mut m) = self.enroll_limit.lock() else {
+            return true;
+        };
+        if m.len() > 100_000 {
+            m.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(600));
+        }
+        let now = Instant::now();
+        let (tokens, last) = m.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + last.elapsed().as_secs_f64() * per_minute / 60.0).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The translation entries from `source` to `target` (matched decisions of every profile
+    /// between them), cached for a minute.
+    pub async fn translation(
+        &self,
+        store: &dyn Store,
+        settings: &Settings,
+        source: &str,
+        target: &str,
+    ) -> Result<Arc<TranslationIndex>, StoreError> {
+        let key = (source.to_string(), target.to_string());
+        if let Ok(m) = self.translation.lock()
+            && let Some((at, idx)) = m.get(&key)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(Arc::clone(idx));
+        }
+        let mut idx = TranslationIndex::default();
+        for p in settings
+            .config
+            .profiles
+            .iter()
+            .filter(|p| p.source == source && p.target == target)
+        {
+            let rows = store
+                .decisions(&DecisionQuery {
+                    profile: Some(p.name.clone()),
+                    status: Some(Status::Matched),
+                    kind: Some(ObjectKind::User),
+                    ..Default::default()
+                })
+                .await?;
+            for r in rows {
+                let i = idx.entries.len();
+                if let Some(s) = &r.source_sid {
+                    idx.by_sid.entry(s.to_ascii_uppercase()).or_insert(i);
+                }
+                if let Some(u) = r.source_uid {
+                    idx.by_uid.entry(u).or_insert(i);
+                }
+                for n in [
+                    Some(&r.source_name),
+                    r.source_upn.as_ref(),
+                    r.source_mail.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    idx.by_name
+                        .entry(short_name(n.split('@').next().unwrap_or(n)))
+                        .or_insert(i);
+                }
+                idx.by_name.entry(short_name(&r.source_name)).or_insert(i);
+                idx.entries.push(ProfileTranslation {
+                    profile: String::new(),
+                    source_sid: r.source_sid,
+                    target_sid: r.target_sid,
+                    source_uid: r.source_uid,
+                    target_uid: r.target_uid,
+                    source_gid: r.source_gid,
+                    target_gid: r.target_gid,
+                    target_name: r.target_name.unwrap_or_default(),
+                    target_upn: r.target_upn,
+                });
+            }
+        }
+        let idx = Arc::new(idx);
+        if let Ok(mut m) = self.translation.lock() {
+            m.insert(key, (Instant::now(), Arc::clone(&idx)));
+        }
+        Ok(idx)
+    }
+}
+
+/// What an agent is told at check-in.
+pub struct Orders {
+    pub assignment: Option<Assignment>,
+    pub migration: Option<MigrationOrder>,
+    /// Why a due migration is held back (e.g. the enrolment token expired).
+    pub blocked: Option<String>,
+}
+
+/// The device's batch, and when due, its migration order.
+pub async fn orders(
+    store: &dyn Store,
+    settings: &Settings,
+    devices: &Devices,
+    agent: &AgentRecord,
+    profiles: &[HarvestedProfile],
+    now: i64,
+) -> Result<Orders, StoreError> {
+    let snap = devices.snapshot();
+    let none = Orders {
+        assignment: None,
+        migration: None,
+        blocked: None,
+    };
+    let Some(batch) = snap
+        .computers
+        .get(&agent.hostname.to_lowercase())
+        .and_then(|b| snap.batches.get(b))
+    else {
+        return Ok(none);
+    };
+    let (Ok(enforced), Ok(available)) = (batch.enforced_at(), batch.available_at()) else {
+        return Ok(none);
+    };
+    let runbooks = ordered_runbooks(&batch.runbooks, &snap.runbooks);
+    let assignment = Assignment {
+        batch: batch.name.clone(),
+        runbooks: runbooks.iter().map(|r| r.name.clone()).collect(),
+        available_from: available,
+        enforced_after: enforced,
+        time_zone: batch.time_zone.clone(),
+    };
+    let mode = if now >= enforced {
+        "enforced"
+    } else if available.is_some_and(|a| now >= a) {
+        "offered"
+    } else {
+        return Ok(Orders {
+            assignment: Some(assignment),
+            migration: None,
+            blocked: None,
+        });
+    };
+    let index = devices
+        .translation(
+            store,
+            settings,
+            &batch.source_directory,
+            &batch.target_directory,
+        )
+        .await?;
+    let (mut translation, mut untranslated) = (Vec::new(), Vec::new());
+    for p in profiles {
+        match index.lookup(p) {
+            Some(t) => translation.push(t),
+            None => untranslated.push(p.name.clone()),
+        }
+    }
+    let mut enrolment_token = None;
+    if let Some(r) = runbooks
+        .iter()
+        .find(|r| r.device_state.join == JoinKind::EntraId)
+    {
+        let grant = match r.device_state.bulk_enrolment_token.as_deref() {
+            Some(id) if id != "latest" => {
+                let id: i64 = id.parse().unwrap_or(-1);
+                match store.enrolment_token_content(id).await? {
+                    Some((t, bytes))
+                        if t.directory == batch.target_directory
+                            && t.revoked_at.is_none()
+                            && t.expires_at > now =>
+                    {
+                        Ok((t, bytes))
+                    }
+                    Some((t, _))
+                        if t.directory == batch.target_directory && t.revoked_at.is_none() =>
+                    {
+                        Err(enrolment::status(&t, now).1.unwrap_or_default())
+                    }
+                    _ => Err(format!(
+                        "runbook `{}` names bulk enrolment token {id}, which is not a live token of `{}`",
+                        r.name, batch.target_directory
+                    )),
+                }
+            }
+            _ => enrolment::token_for_join(store, &batch.target_directory, now)
+                .await
+                .map_err(|e| match e {
+                    JoinTokenError::Store(_) => "the enrolment tokens could not be read".into(),
+                    e => e.to_string(),
+                }),
+        };
+        match grant {
+            Ok((t, bytes)) => {
+                use base64::Engine as _;
+                enrolment_token = Some(EnrolmentTokenGrant {
+                    id: t.id,
+                    kind: t.kind,
+                    package_upn: t.package_upn,
+                    expires_at: t.expires_at,
+                    file_name: t.file_name,
+                    content_base64: Secret::new(
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    ),
+                });
+            }
+            Err(why) => {
+                return Ok(Orders {
+                    assignment: Some(assignment),
+                    migration: None,
+                    blocked: Some(format!("runbook `{}` joins Entra ID but {why}", r.name)),
+                });
+            }
+        }
+    }
+    Ok(Orders {
+        migration: Some(MigrationOrder {
+            run: format!("{}-{}-{}", batch.name, agent.id, enforced / 1000),
+            mode: mode.into(),
+            runbooks,
+            translation,
+            untranslated,
+            enrolment_token,
+        }),
+        assignment: Some(assignment),
+        blocked: None,
+    })
+}
+
+/// A batch as the admin saves it: checked against the configuration and the runbooks; with
+/// `add_prerequisites`, missing prerequisites are added instead of refused.
+pub fn check_batch(
+    b: &mut Batch,
+    settings: &Settings,
+    runbooks: &HashMap<String, Runbook>,
+    add_prerequisites: bool,
+) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    if b.name.trim().is_empty() || b.name.len() > 128 {
+        return Err("name: must be 1–128 characters".into());
+    }
+    for (field, d) in [
+        ("source_directory", &b.source_directory),
+        ("target_directory", &b.target_directory),
+    ] {
+        if settings.config.directory(d).is_none() {
+            return Err(format!("{field}: `{d}` is not a configured directory"));
+        }
+    }
+    if b.runbooks.is_empty() {
+        return Err("runbooks: name at least one runbook".into());
+    }
+    for (i, r) in b.runbooks.iter().enumerate() {
+        if !runbooks.contains_key(r) {
+            return Err(format!("runbooks[{i}]: there is no runbook named `{r}`"));
+        }
+    }
+    // Every prerequisite (transitively) must be in the batch.
+    loop {
+        let missing: Vec<(String, String)> = b
+            .runbooks
+            .iter()
+            .filter_map(|r| runbooks.get(r))
+            .flat_map(|r| {
+                r.prerequisites
+                    .iter()
+                    .map(move |p| (r.name.clone(), p.clone()))
+            })
+            .filter(|(_, p)| !b.runbooks.contains(p))
+            .collect();
+        let Some((of, p)) = missing.into_iter().next() else {
+            break;
+        };
+        if !add_prerequisites {
+            return Err(format!(
+                "runbooks: `{of}` needs its prerequisite runbook `{p}`, which is not in the batch; add it (or save with add_prerequisites)"
+            ));
+        }
+        notes.push(format!(
+            "added prerequisite runbook `{p}` (needed by `{of}`)"
+        ));
+        b.runbooks.insert(0, p);
+    }
+    let enforced = b.enforced_at()?;
+    if let Some(a) = b.available_at()?
+        && a > enforced
+    {
+        return Err("available_from: must not be after enforced_after".into());
+    }
+    for r in b.runbooks.iter().filter_map(|r| runbooks.get(r)) {
+        if r.device_state.join == JoinKind::EntraId
+            && !matches!(
+                settings.config.directory(&b.target_directory),
+                Some(DirectoryConfig::Graph(_))
+            )
+        {
+            return Err(format!(
+                "runbooks: `{}` joins Entra ID, but the batch's target `{}` is not a Microsoft Entra (graph) directory",
+                r.name, b.target_directory
+            ));
+        }
+    }
+    Ok(notes)
+}
+
+/// The runbook context for validation: configured directories and stored runbooks.
+pub fn validate_runbook(
+    r: &Runbook,
+    settings: &Settings,
+    stored: &HashMap<String, Runbook>,
+) -> Result<(), ferry_core::runbook::FieldError> {
+    let dirs: Vec<(&str, &str)> = settings
+        .config
+        .directories
+        .iter()
+        .map(|d| (d.name(), d.kind()))
+        .collect();
+    let others: Vec<(&str, &[String])> = stored
+        .iter()
+        .filter(|(n, _)| **n != r.name)
+        .map(|(n, rb)| (n.as_str(), rb.prerequisites.as_slice()))
+        .collect();
+    r.validate(&RunbookContext {
+        directories: &dirs,
+        runbooks: &others,
+    })
+}
+
+/// Adding a computer this close to Enforced After is warned about (the seed: "unlikely to be
+/// successful unless you restart the agent").
+pub fn late_add_warning(b: &Batch, computer: &str, now: i64) -> Option<String> {
+    let enforced = b.enforced_at().ok()?;
+    (enforced - now < 24 * HOUR_MS).then(|| {
+        format!(
+            "{computer} was added less than 24 hours before the batch's Enforced After ({}): the agent may not pick it up in time unless it checks in (restart the agent on the computer)",
+            b.enforced_after
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_times_use_the_time_zone() {
+        let utc = local_time("2026-12-01T18:00", "UTC", "f").unwrap();
+        let london = local_time("2026-07-01T18:00", "Europe/London", "f").unwrap();
+        let july_utc = local_time("2026-07-01T18:00", "UTC", "f").unwrap();
+        assert_eq!(july_utc - london, HOUR_MS, "BST is UTC+1");
+        assert_eq!(utc % 1000, 0);
+        assert!(
+            local_time("tomorrow", "UTC", "enforced_after")
+                .unwrap_err()
+                .starts_with("enforced_after:")
+        );
+        assert!(
+            local_time("2026-12-01T18:00", "Mars/Olympus", "f")
+                .unwrap_err()
+                .contains("IANA")
+        );
+    }
+
+    #[test]
+    fn runbooks_run_after_their_prerequisites() {
+        let rb = |n: &str, pre: &[&str]| Runbook {
+            name: n.into(),
+            source_directories: vec![],
+            target_directories: vec![],
+            prerequisites: pre.iter().map(|p| p.to_string()).collect(),
+            startup: Default::default(),
+            user_experience: Default::default(),
+            device_state: Default::default(),
+            permission_updates: Default::default(),
+            app_reconfiguration: Default::default(),
+            completion: Default::default(),
+        };
+        let all: HashMap<String, Runbook> =
+            [rb("Main", &["Pre"]), rb("Pre", &["Zero"]), rb("Zero", &[])]
+                .into_iter()
+                .map(|r| (r.name.clone(), r))
+                .collect();
+        let order: Vec<String> =
+            ordered_runbooks(&["Main".into(), "Pre".into(), "Zero".into()], &all)
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+        assert_eq!(order, ["Zero", "Pre", "Main"]);
+    }
+
+    #[test]
+    fn enrollment_is_rate_limited_per_address() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> =
+                Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.path().join("f.db")).unwrap());
+            let d = Devices::start(store);
+            let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+            let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+            let allowed = (0..10).filter(|_| d.allow_enroll(a, 5.0, 1.0)).count();
+            assert_eq!(allowed, 5);
+            assert!(
+                d.allow_enroll(b, 5.0, 1.0),
+                "another address has its own bucket"
+            );
+        });
+    }
+
+    #[test]
+    fn profiles_are_found_by_sid_uid_or_name() {
+        let mut idx = TranslationIndex::default();
+        idx.entries.push(ProfileTranslation {
+            target_name: "Ann".into(),
+            target_sid: Some("S-1-12-1-9".into()),
+            ..Default::default()
+        });
+        idx.by_sid.insert("S-1-5-21-1-2-3-1104".into(), 0);
+        idx.by_uid.insert(1001, 0);
+        idx.by_name.insert("ann".into(), 0);
+        let p = |name: &str, sid: Option<&str>, uid: Option<u32>| HarvestedProfile {
+            name: name.into(),
+            sid: sid.map(Into::into),
+            uid,
+            home: "/home/x".into(),
+            ..Default::default()
+        };
+        assert!(
+            idx.lookup(&p("x", Some("s-1-5-21-1-2-3-1104"), None))
+                .is_some()
+        );
+        assert!(idx.lookup(&p("x", None, Some(1001))).is_some());
+        assert_eq!(
+            idx.lookup(&p("CONTOSO\\Ann", None, None)).unwrap().profile,
+            "CONTOSO\\Ann"
+        );
+        assert!(idx.lookup(&p("zed", None, Some(5))).is_none());
+    }
+}
