@@ -88,7 +88,27 @@ impl FromRequestParts<AppState> for AdminAuth {
             Some(_) => Err(ApiError::Forbidden(
                 "this token may not use the admin API".into(),
             )),
-            None => Err(ApiError::Unauthorized("the token is not valid".into())),
+            None => {
+                // An agent's node key on the admin API: refused like any bad token, and reported.
+                if let Some(a) = state.store.agent_by_node_hash(&hash_token(token)).await? {
+                    let f = ferry_store::FailedComm {
+                        id: 0,
+                        at: ferry_store::now_ms(),
+                        address: None,
+                        code: "forbidden".into(),
+                        reason: format!(
+                            "agent {} ({}) called the admin API {}",
+                            a.id,
+                            a.hostname,
+                            parts.uri.path()
+                        ),
+                        agent_id: Some(a.id),
+                        device_id: Some(a.device_id),
+                    };
+                    state.store.record_failed_comm(&f).await?;
+                }
+                Err(ApiError::Unauthorized("the token is not valid".into()))
+            }
         }
     }
 }

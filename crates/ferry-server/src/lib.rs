@@ -4,6 +4,7 @@
 //! [`Server::start`] takes an already bound listener and returns a handle with a shutdown, so that
 //! tests, the quickstart and benchmarks run the real server in-process on port 0.
 
+pub mod agent_api;
 pub mod agent_tls;
 pub mod api;
 pub mod auth;
@@ -37,6 +38,19 @@ pub struct ServerOptions {
     pub admin_token: Option<String>,
     /// Run scheduled cycles (on by default; benchmarks and some tests turn it off).
     pub scheduler: bool,
+    /// Serve the agent endpoint (TLS) on this listener.
+    pub agent: Option<AgentEndpoint>,
+}
+
+/// The agent endpoint's listener and certificate.
+pub struct AgentEndpoint {
+    pub listener: tokio::net::TcpListener,
+    /// A configured certificate and key (PEM); none: generated in `DATA_DIR/agent-tls/`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Host names and addresses agents reach the server by (put in a generated certificate).
+    pub names: Vec<String>,
+    /// The URL agents are given (shown to the operator), e.g. `https://ferry.contoso.com/agent`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +63,8 @@ pub enum StartError {
     Locked(PathBuf),
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
+    #[error("agent endpoint certificate: {0}")]
+    AgentTls(String),
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -56,6 +72,9 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The agent endpoint's address and certificate fingerprint, when served.
+    pub agent_addr: Option<SocketAddr>,
+    pub agent_fingerprint: Option<String>,
     pub state: AppState,
     /// Where the admin token came from (a file path or `FERRY_ADMIN_TOKEN`).
     pub admin_token_source: String,
@@ -147,13 +166,60 @@ impl Server {
             server_id,
             opts.data_dir.clone(),
         ));
+        let devices = devices::Devices::start(Arc::clone(&store));
+        devices.reload(&*store).await?;
         let state = AppState {
             store,
             settings,
             engine: Arc::clone(&engine),
+            devices: Arc::clone(&devices),
         };
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let (mut agent_addr, mut agent_fingerprint) = (None, None);
+        if let Some(ep) = opts.agent {
+            let tls = agent_tls::load_or_generate(
+                &opts.data_dir,
+                ep.cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                &ep.names,
+            )
+            .map_err(StartError::AgentTls)?;
+            let a = ep.listener.local_addr()?;
+            let url = ep
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{a}/agent"));
+            if let Ok(mut e) = devices.endpoint.write() {
+                *e = Some((url, tls.fingerprint.clone()));
+            }
+            let listener = agent_tls::TlsListener::new(ep.listener, Arc::clone(&tls.config))?;
+            let mut rx3 = rx.clone();
+            let app = agent_api::app(state.clone())
+                .into_make_service_with_connect_info::<agent_tls::AgentPeer>();
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx3.changed().await;
+                    })
+                    .into_future(),
+            );
+            // Batches and runbooks changed by another server on the same database.
+            let (d, s, mut rx4) = (Arc::clone(&devices), Arc::clone(&state.store), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                            if let Err(e) = d.reload(&*s).await {
+                                tracing::warn!(error = %e, "could not reload batches and runbooks");
+                            }
+                        }
+                        _ = rx4.changed() => break,
+                    }
+                }
+            });
+            agent_addr = Some(a);
+            agent_fingerprint = Some(tls.fingerprint);
+        }
         if opts.scheduler {
             tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
         }
@@ -167,6 +233,8 @@ impl Server {
         );
         Ok(Server {
             addr,
+            agent_addr,
+            agent_fingerprint,
             state,
             admin_token_source: source,
             admin_token: token,

@@ -10,4 +10,5 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     pub engine: Arc<Engine>,
+    pub devices: Arc<crate::devices::Devices>,
 }

@@ -38,6 +38,7 @@ async fn start(dir: &Path, cfg: &str) -> Harness {
         database_url: None,
         admin_token: None,
         scheduler: false,
+        agent: None,
     };
     let server = Server::start(opts, listener).await.unwrap();
     let url = format!("http://{}", server.addr);
@@ -143,6 +144,7 @@ async fn health_and_authentication() {
             database_url: None,
             admin_token: None,
             scheduler: false,
+            agent: None,
         },
         l,
     )

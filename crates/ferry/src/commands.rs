@@ -156,18 +156,37 @@ async fn server(a: ServerArgs) -> Result<ExitCode> {
     } else {
         format!("SQLite in {}", data_dir.display())
     };
+    let agent_listen = a.agent_listen.unwrap_or_else(|| "127.0.0.1:5443".into());
+    let agent = if agent_listen == "off" {
+        None
+    } else {
+        Some(ferry_server::AgentEndpoint {
+            listener: tokio::net::TcpListener::bind(&agent_listen)
+                .await
+                .with_context(|| format!("cannot listen on {agent_listen} for agents (give --agent-listen ADDR or off)"))?,
+            cert: a.agent_cert.zip(a.agent_key),
+            names: a.agent_names,
+            public_url: a.agent_url,
+        })
+    };
     let opts = ServerOptions {
         settings,
         data_dir,
         database_url,
         admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
         scheduler: !a.no_scheduler,
+        agent,
     };
     let server = Server::start(opts, listener).await?;
     eprintln!(
         "ferry server listening on http://{} ({backend}); admin token: {}",
         server.addr, server.admin_token_source
     );
+    if let (Some(addr), Some(fp)) = (server.agent_addr, &server.agent_fingerprint) {
+        eprintln!(
+            "agent endpoint on https://{addr}/agent; certificate SHA-256 {fp} (agents pin it)"
+        );
+    }
     wait_for_signal().await;
     eprintln!("shutting down");
     server.stop().await?;

@@ -82,6 +82,21 @@ pub struct ServerArgs {
     /// Do not run scheduled cycles on this server.
     #[arg(long)]
     pub no_scheduler: bool,
+    /// Agent endpoint (TLS) listen address (default 127.0.0.1:5443; `off` to serve none).
+    #[arg(long, env = "FERRY_AGENT_LISTEN")]
+    pub agent_listen: Option<String>,
+    /// PEM certificate of the agent endpoint (default: generated in DATA_DIR/agent-tls/).
+    #[arg(long, requires = "agent_key")]
+    pub agent_cert: Option<PathBuf>,
+    /// PEM private key of --agent-cert.
+    #[arg(long, requires = "agent_cert")]
+    pub agent_key: Option<PathBuf>,
+    /// Host name agents use to reach this server, put in a generated certificate (repeatable).
+    #[arg(long = "agent-name")]
+    pub agent_names: Vec<String>,
+    /// The agent endpoint's public URL, when published behind a proxy (https://host/agent).
+    #[arg(long)]
+    pub agent_url: Option<String>,
 }
 
 #[derive(Subcommand)]

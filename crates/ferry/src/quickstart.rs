@@ -112,6 +112,7 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         database_url: None,
         admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
         scheduler: true,
+        agent: None,
     };
     let server = Server::start(opts, listener).await?;
     let engine = server.state.engine.clone();

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::OpenApi;
 
+pub mod devices;
 pub mod directories;
 pub mod enrolment;
 pub mod logs;
@@ -101,10 +102,15 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report, bulk enrolment tokens."),
+    info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report, bulk enrolment tokens, devices (pre-shared keys, agents, runbooks, batches, reports). Agents call the separate TLS agent endpoint (docs/agent-protocol.md)."),
     paths(
         directories::list, directories::test,
         enrolment::upload, enrolment::list, enrolment::revoke,
+        devices::create_psk, devices::list_psks, devices::retire_psk, devices::agent_endpoint,
+        devices::agents, devices::agent, devices::agent_log, devices::failed,
+        devices::runbooks, devices::put_runbook, devices::delete_runbook,
+        devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
+        devices::whatif, devices::progress,
         sync::profiles, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
         logs::list,
@@ -141,6 +147,7 @@ pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .merge(directories::router())
         .merge(enrolment::router())
+        .merge(devices::router())
         .merge(sync::router())
         .merge(translation::router())
         .merge(logs::router())

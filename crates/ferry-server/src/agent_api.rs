@@ -1,0 +1,601 @@
+//! `/agent/v1/…`: what migration agents call, over TLS (docs/agent-protocol.md). Agents
+//! authenticate with their node key; admin tokens are not accepted here, node keys are not
+//! accepted on `/api/v1`. Every refusal is recorded in the failed communications report.
+
+use crate::agent_tls::AgentPeer;
+use crate::devices::{self, POLL_SECONDS};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_core::agent::{
+    AgentError, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse, EventsRequest,
+    LogChunk, PROTOCOL_VERSION, ProfileTranslation, SUPPORTED_PROTOCOLS,
+};
+use ferry_core::config::Secret;
+use ferry_store::{AgentRecord, Contact, Enrollment, FailedComm, now_ms};
+use serde::Deserialize;
+use sha2::Digest;
+
+/// An agent endpoint refusal.
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = AgentError {
+            protocol: PROTOCOL_VERSION,
+            code: self.code.into(),
+            error: self.message,
+            supported_protocols: if self.code == "protocol_mismatch" {
+                SUPPORTED_PROTOCOLS.to_vec()
+            } else {
+                Vec::new()
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ferry_store::StoreError> for Refusal {
+    fn from(e: ferry_store::StoreError) -> Refusal {
+        tracing::error!(error = %e, "agent endpoint: store error");
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the call",
+        )
+    }
+}
+
+/// Records a refusal for the failed communications report, then returns it.
+async fn refuse(
+    st: &AppState,
+    peer: Option<&AgentPeer>,
+    agent: Option<&AgentRecord>,
+    device: Option<&str>,
+    r: Refusal,
+) -> Refusal {
+    let f = FailedComm {
+        id: 0,
+        at: now_ms(),
+        address: peer.map(|p| p.0.ip().to_string()),
+        code: r.code.into(),
+        reason: r.message.clone(),
+        agent_id: agent.map(|a| a.id),
+        device_id: device
+            .map(str::to_string)
+            .or_else(|| agent.map(|a| a.device_id.clone())),
+    };
+    if let Err(e) = st.store.record_failed_comm(&f).await {
+        tracing::warn!(error = %e, "could not record a failed agent communication");
+    }
+    tracing::info!(code = r.code, address = ?f.address, reason = %r.message, "agent call refused");
+    r
+}
+
+fn check_protocol(p: u32) -> Result<(), Refusal> {
+    if SUPPORTED_PROTOCOLS.contains(&p) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "protocol_mismatch",
+            format!(
+                "this server speaks agent protocol {SUPPORTED_PROTOCOLS:?}; the agent sent {p}: update the agent or the server"
+            ),
+        ))
+    }
+}
+
+pub fn hash(secret: &str) -> String {
+    ferry_core::config::hex(&sha2::Sha256::digest(secret.as_bytes()))
+}
+
+fn random_key() -> Secret {
+    let mut b = [0u8; 32];
+    if getrandom::fill(&mut b).is_err() {
+        // Without an entropy source no credential can be made safely.
+        return Secret::new(String::new());
+    }
+    use base64::Engine as _;
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// The calling agent, from `Authorization: Bearer <node key>`.
+pub struct Agent(pub AgentRecord);
+
+impl FromRequestParts<AppState> for Agent {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<AgentPeer>>()
+            .map(|c| c.0);
+        let key = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        let Some(key) = key else {
+            return Err(refuse(
+                st,
+                peer.as_ref(),
+                None,
+                None,
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "no node key: enroll first, then send it as a bearer token",
+                ),
+            )
+            .await);
+        };
+        match st.devices.authenticate(&*st.store, &hash(key)).await? {
+            Some(a) => Ok(Agent(a)),
+            None => Err(refuse(
+                st,
+                peer.as_ref(),
+                None,
+                None,
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unknown or replaced node key: enroll again",
+                ),
+            )
+            .await),
+        }
+    }
+}
+
+async fn enroll(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<EnrollResponse>, Refusal> {
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        // An admin token (or anything else) is not how agents enroll.
+        return Err(refuse(
+            &st,
+            Some(&peer),
+            None,
+            None,
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "enrollment takes a pre-shared key in the body, not an Authorization header",
+            ),
+        )
+        .await);
+    }
+    if !st.devices.allow_enroll(peer.0.ip(), 20.0, 60.0) {
+        return Err(refuse(
+            &st,
+            Some(&peer),
+            None,
+            None,
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many enrollments from this address; retry in a minute",
+            ),
+        )
+        .await);
+    }
+    let req: EnrollRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(refuse(
+                &st,
+                Some(&peer),
+                None,
+                None,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "the enrollment is not valid JSON for protocol {PROTOCOL_VERSION}: {e}"
+                    ),
+                ),
+            )
+            .await);
+        }
+    };
+    let device = req.device.device_id.clone();
+    if let Err(r) = check_protocol(req.protocol) {
+        return Err(refuse(&st, Some(&peer), None, Some(&device), r).await);
+    }
+    let f = &req.device;
+    for (field, v, max) in [
+        ("device.device_id", &f.device_id, 256),
+        ("device.hostname", &f.hostname, 255),
+        ("device.os", &f.os, 64),
+        ("device.agent_version", &f.agent_version, 64),
+    ] {
+        if v.trim().is_empty() || v.len() > max {
+            return Err(refuse(
+                &st,
+                Some(&peer),
+                None,
+                Some(&device),
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("{field}: must be 1–{max} characters"),
+                ),
+            )
+            .await);
+        }
+    }
+    if req.profiles.len() > 10_000 {
+        return Err(refuse(
+            &st,
+            Some(&peer),
+            None,
+            Some(&device),
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "profiles: more than 10000",
+            ),
+        )
+        .await);
+    }
+    let psk = st.store.psk_by_hash(&hash(req.psk.expose())).await?;
+    let psk = match psk {
+        None => {
+            return Err(refuse(
+                &st,
+                Some(&peer),
+                None,
+                Some(&device),
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_psk",
+                    "the pre-shared key is not one this server knows",
+                ),
+            )
+            .await);
+        }
+        Some(k) if k.retired_at.is_some() => return Err(refuse(
+            &st,
+            Some(&peer),
+            None,
+            Some(&device),
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "retired_psk",
+                format!(
+                    "the pre-shared key `{}` is retired: install the agent with the current key",
+                    k.name
+                ),
+            ),
+        )
+        .await),
+        Some(k) => k,
+    };
+    let key = random_key();
+    if key.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "no entropy source for a node key",
+        ));
+    }
+    let address = peer.0.ip().to_string();
+    let a = st
+        .store
+        .enroll_agent(&Enrollment {
+            facts: &req.device,
+            profiles: &req.profiles,
+            node_hash: &hash(key.expose()),
+            psk_id: psk.id,
+            now: now_ms(),
+            address: Some(&address),
+        })
+        .await?;
+    st.devices.forget_device(&a.device_id);
+    tracing::info!(agent = a.id, hostname = a.hostname, %address, "agent enrolled");
+    Ok(Json(EnrollResponse {
+        protocol: PROTOCOL_VERSION,
+        agent_id: a.id,
+        node_key: key,
+        poll_interval_seconds: POLL_SECONDS,
+    }))
+}
+
+#[derive(serde::Serialize)]
+struct CheckinBody {
+    #[serde(flatten)]
+    inner: CheckinResponse,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocked: Option<String>,
+}
+
+async fn checkin(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
+    Agent(a): Agent,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let req: CheckinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(refuse(
+                &st,
+                Some(&peer),
+                Some(&a),
+                None,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the check-in is not valid JSON: {e}"),
+                ),
+            )
+            .await);
+        }
+    };
+    if let Err(r) = check_protocol(req.protocol) {
+        return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
+    }
+    let now = now_ms();
+    st.devices.record_contact(Contact {
+        agent_id: a.id,
+        at: now,
+        address: Some(peer.0.ip().to_string()),
+        state: req.state.clone().filter(|s| s.len() <= 32),
+        agent_version: req.agent_version.clone().filter(|v| v.len() <= 64),
+    });
+    let snap = st.devices.snapshot();
+    let in_batch = snap.computers.contains_key(&a.hostname.to_lowercase());
+    if let Some(p) = &req.profiles {
+        st.store.set_agent_profiles(a.id, p).await?;
+    }
+    // Only devices in a batch need their profiles (to translate them); the rest answer from memory.
+    let orders = if in_batch {
+        let profiles = match req.profiles {
+            Some(p) => p,
+            None => st.store.agent_profiles(a.id).await?,
+        };
+        devices::orders(&*st.store, &st.settings, &st.devices, &a, &profiles, now).await?
+    } else {
+        devices::Orders {
+            assignment: None,
+            migration: None,
+            blocked: None,
+        }
+    };
+    Ok(Json(CheckinBody {
+        inner: CheckinResponse {
+            protocol: PROTOCOL_VERSION,
+            poll_interval_seconds: POLL_SECONDS,
+            assignment: orders.assignment,
+            migration: orders.migration,
+        },
+        blocked: orders.blocked,
+    })
+    .into_response())
+}
+
+async fn events(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
+    Agent(a): Agent,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Refusal> {
+    let req: EventsRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(refuse(
+                &st,
+                Some(&peer),
+                Some(&a),
+                None,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the events are not valid JSON: {e}"),
+                ),
+            )
+            .await);
+        }
+    };
+    check_protocol(req.protocol)?;
+    if req.run.is_empty() || req.run.len() > 256 || req.events.len() > 1000 {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "run: 1–256 characters; at most 1000 events per call",
+        ));
+    }
+    st.store
+        .add_agent_events(a.id, &req.run, &req.events, now_ms())
+        .await?;
+    if let Some(last) = req.events.last() {
+        let state = match last.status.as_str() {
+            "failed" => "failed",
+            "succeeded" if last.step == "done" => "succeeded",
+            _ => "running",
+        };
+        st.devices.record_contact(Contact {
+            agent_id: a.id,
+            at: now_ms(),
+            address: Some(peer.0.ip().to_string()),
+            state: Some(state.into()),
+            agent_version: None,
+        });
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logs(
+    State(st): State<AppState>,
+    Agent(a): Agent,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Refusal> {
+    let req: LogChunk = serde_json::from_slice(&body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the log chunk is not valid JSON: {e}"),
+        )
+    })?;
+    check_protocol(req.protocol)?;
+    if req.text.len() > 1 << 20 {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            "a log chunk is at most 1 MiB",
+        ));
+    }
+    let start = i64::try_from(req.offset).map_err(|_| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "offset is too large",
+        )
+    })?;
+    st.store
+        .add_agent_log(a.id, &req.run, start, &req.text, now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A runbook by name: only one of the calling device's batch.
+async fn runbook(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
+    Agent(a): Agent,
+    Path(name): Path<String>,
+) -> Result<Response, Refusal> {
+    let snap = st.devices.snapshot();
+    let mine = snap
+        .computers
+        .get(&a.hostname.to_lowercase())
+        .and_then(|b| snap.batches.get(b))
+        .map(|b| devices::ordered_runbooks(&b.runbooks, &snap.runbooks))
+        .unwrap_or_default();
+    match mine.into_iter().find(|r| r.name == name) {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(refuse(
+            &st,
+            Some(&peer),
+            Some(&a),
+            None,
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("runbook `{name}` is not assigned to this device"),
+            ),
+        )
+        .await),
+    }
+}
+
+#[derive(Deserialize)]
+struct TranslationParams {
+    profile: String,
+}
+
+/// The translation entry of one of the calling device's harvested profiles.
+async fn translation(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
+    Agent(a): Agent,
+    Query(q): Query<TranslationParams>,
+) -> Result<Json<ProfileTranslation>, Refusal> {
+    let profiles = st.store.agent_profiles(a.id).await?;
+    let Some(p) = profiles
+        .iter()
+        .find(|p| p.name == q.profile || p.sid.as_deref() == Some(q.profile.as_str()))
+    else {
+        return Err(refuse(
+            &st,
+            Some(&peer),
+            Some(&a),
+            None,
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("`{}` is not a profile harvested on this device", q.profile),
+            ),
+        )
+        .await);
+    };
+    let snap = st.devices.snapshot();
+    let Some(b) = snap
+        .computers
+        .get(&a.hostname.to_lowercase())
+        .and_then(|b| snap.batches.get(b))
+    else {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this device is in no batch",
+        ));
+    };
+    let idx = st
+        .devices
+        .translation(
+            &*st.store,
+            &st.settings,
+            &b.source_directory,
+            &b.target_directory,
+        )
+        .await?;
+    idx.lookup(p).map(Json).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the translation table has no entry for `{}`", p.name),
+        )
+    })
+}
+
+async fn landing() -> &'static str {
+    "ferry agent endpoint: agents call /agent/v1/enroll and /agent/v1/checkin (docs/agent-protocol.md)\n"
+}
+
+async fn agent_not_found() -> Refusal {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such agent endpoint (see docs/agent-protocol.md)",
+    )
+}
+
+/// The agent endpoint's application (served on its own TLS listener).
+pub fn app(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/agent", get(landing))
+        .route("/agent/v1/enroll", post(enroll))
+        .route("/agent/v1/checkin", post(checkin))
+        .route("/agent/v1/events", post(events))
+        .route("/agent/v1/logs", post(logs))
+        .route("/agent/v1/runbooks/{name}", get(runbook))
+        .route("/agent/v1/translation", get(translation))
+        .fallback(agent_not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
+        .with_state(state)
+}

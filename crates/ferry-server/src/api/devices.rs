@@ -1,0 +1,631 @@
+//! Devices for the operator: pre-shared keys, the agent endpoint, agents and their runs, runbooks,
+//! batches (with their rules and the device what-if), and the reports.
+
+use super::{ApiError, ApiResult};
+use crate::auth::AdminAuth;
+use crate::devices::{self, Batch};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ferry_core::agent::{Assignment, HarvestedProfile, ProfileTranslation};
+use ferry_core::runbook::Runbook;
+use ferry_store::{AgentRecord, DocKind, FailedComm, Psk, StoredEvent, now_ms};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPsk {
+    /// A label, e.g. `wave-1`.
+    pub name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedPsk {
+    #[serde(flatten)]
+    pub psk: Psk,
+    /// The key itself: shown this once (the server keeps its SHA-256). Install agents with it.
+    pub key: String,
+}
+
+#[utoipa::path(post, path = "/psks", tag = "devices", request_body = NewPsk,
+    responses((status = 201, body = CreatedPsk), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn create_psk(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Json(b): Json<NewPsk>,
+) -> ApiResult<(StatusCode, Json<CreatedPsk>)> {
+    let name = b.name.trim();
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::BadRequest("name: must be 1–64 characters".into()));
+    }
+    if st.store.psks().await?.iter().any(|k| k.name == name) {
+        return Err(ApiError::Conflict(format!(
+            "a pre-shared key named `{name}` exists"
+        )));
+    }
+    let key = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let key = format!("psk_{}", key.trim_start_matches("ferry_"));
+    let psk = st
+        .store
+        .add_psk(name, &crate::agent_api::hash(&key), now_ms())
+        .await?;
+    Ok((StatusCode::CREATED, Json(CreatedPsk { psk, key })))
+}
+
+#[utoipa::path(get, path = "/psks", tag = "devices", responses((status = 200, body = Vec<Psk>)))]
+pub async fn list_psks(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<Psk>>> {
+    Ok(Json(st.store.psks().await?))
+}
+
+#[utoipa::path(post, path = "/psks/{name}/retire", tag = "devices", params(("name" = String, Path)),
+    responses((status = 200, body = Psk, description = "retired: it enrolls no new agents; enrolled agents keep working"), (status = 404, body = super::ErrorBody)))]
+pub async fn retire_psk(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Psk>> {
+    st.store.retire_psk(&name, now_ms()).await?;
+    st.store
+        .psks()
+        .await?
+        .into_iter()
+        .find(|k| k.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no pre-shared key `{name}`")))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentEndpointInfo {
+    /// Where agents call (none when this server does not serve the agent endpoint).
+    pub url: Option<String>,
+    /// SHA-256 of the endpoint's certificate, lower-case hex: give it to agents to pin.
+    pub certificate_sha256: Option<String>,
+}
+
+#[utoipa::path(get, path = "/agent-endpoint", tag = "devices", responses((status = 200, body = AgentEndpointInfo)))]
+pub async fn agent_endpoint(_: AdminAuth, State(st): State<AppState>) -> Json<AgentEndpointInfo> {
+    let e = st.devices.endpoint.read().ok().and_then(|e| e.clone());
+    Json(AgentEndpointInfo {
+        url: e.as_ref().map(|(u, _)| u.clone()),
+        certificate_sha256: e.map(|(_, f)| f),
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentView {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    pub batch: Option<String>,
+    /// The last reported step of the newest run, and its progress.
+    pub last_step: Option<String>,
+    pub progress: Option<u8>,
+    /// No contact for longer than three poll intervals.
+    pub silent: bool,
+}
+
+async fn agent_views(st: &AppState) -> ApiResult<Vec<AgentView>> {
+    let snap = st.devices.snapshot();
+    let now = now_ms();
+    let mut out = Vec::new();
+    for a in st.store.agents().await? {
+        let last = st.store.agent_events(a.id, None).await?.pop();
+        out.push(AgentView {
+            batch: snap.computers.get(&a.hostname.to_lowercase()).cloned(),
+            last_step: last
+                .as_ref()
+                .map(|e| format!("{} {}", e.event.step, e.event.status)),
+            progress: last.and_then(|e| e.event.progress),
+            silent: now - a.last_contact > 3 * i64::from(devices::POLL_SECONDS) * 1000,
+            agent: a,
+        });
+    }
+    Ok(out)
+}
+
+#[utoipa::path(get, path = "/agents", tag = "devices", responses((status = 200, body = Vec<AgentView>)))]
+pub async fn agents(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<AgentView>>> {
+    Ok(Json(agent_views(&st).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentDetail {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    pub profiles: Vec<HarvestedProfile>,
+    pub events: Vec<StoredEvent>,
+}
+
+#[utoipa::path(get, path = "/agents/{id}", tag = "devices", params(("id" = i64, Path)),
+    responses((status = 200, body = AgentDetail), (status = 404, body = super::ErrorBody)))]
+pub async fn agent(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<AgentDetail>> {
+    let a = st
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no agent {id}")))?;
+    Ok(Json(AgentDetail {
+        profiles: st.store.agent_profiles(id).await?,
+        events: st.store.agent_events(id, None).await?,
+        agent: a,
+    }))
+}
+
+#[utoipa::path(get, path = "/agents/{id}/runs/{run}/log", tag = "devices", params(("id" = i64, Path), ("run" = String, Path)),
+    responses((status = 200, description = "the run's log as the agent sent it", content_type = "text/plain")))]
+pub async fn agent_log(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path((id, run)): Path<(i64, String)>,
+) -> ApiResult<String> {
+    Ok(st.store.agent_log(id, &run).await?)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FailedParams {
+    /// Agents silent for more than this many poll intervals are listed too (default 3).
+    pub silent_polls: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FailedReport {
+    /// Refused or failed calls, newest first: enrollment with a bad or retired key, bad node
+    /// keys, agents on the admin API, requests for another device's data, rate limits.
+    pub failures: Vec<FailedComm>,
+    /// Agents that stopped calling.
+    pub silent: Vec<AgentRecord>,
+}
+
+#[utoipa::path(get, path = "/reports/failed-communications", tag = "devices", params(FailedParams), responses((status = 200, body = FailedReport)))]
+pub async fn failed(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<FailedParams>,
+) -> ApiResult<Json<FailedReport>> {
+    let polls = p.silent_polls.unwrap_or(3).max(1);
+    let cutoff = now_ms() - polls * i64::from(devices::POLL_SECONDS) * 1000;
+    Ok(Json(FailedReport {
+        failures: st
+            .store
+            .failed_comms(p.limit.unwrap_or(200).clamp(1, 10_000))
+            .await?,
+        silent: st
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .filter(|a| a.last_contact < cutoff)
+            .collect(),
+    }))
+}
+
+async fn runbook_map(st: &AppState) -> ApiResult<HashMap<String, Runbook>> {
+    Ok(st.devices.reload(&*st.store).await?.runbooks.clone())
+}
+
+#[utoipa::path(get, path = "/runbooks", tag = "devices", responses((status = 200, body = Vec<Runbook>)))]
+pub async fn runbooks(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<Runbook>>> {
+    let mut v: Vec<Runbook> = runbook_map(&st).await?.into_values().collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(v))
+}
+
+#[utoipa::path(put, path = "/runbooks/{name}", tag = "devices", params(("name" = String, Path)), request_body = Runbook,
+    responses((status = 200, body = Runbook), (status = 400, body = super::ErrorBody, description = "names the field that is wrong")))]
+pub async fn put_runbook(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(r): Json<Runbook>,
+) -> ApiResult<Json<Runbook>> {
+    if r.name != name {
+        return Err(ApiError::BadRequest(format!(
+            "name: `{}` differs from the URL's `{name}`",
+            r.name
+        )));
+    }
+    let stored = runbook_map(&st).await?;
+    devices::validate_runbook(&r, &st.settings, &stored)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let body = serde_json::to_string(&r).map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .put_document(DocKind::Runbook, &name, &body, now_ms())
+        .await?;
+    st.devices.reload(&*st.store).await?;
+    Ok(Json(r))
+}
+
+#[utoipa::path(delete, path = "/runbooks/{name}", tag = "devices", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn delete_runbook(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let snap = st.devices.reload(&*st.store).await?;
+    if let Some(r) = snap
+        .runbooks
+        .values()
+        .find(|r| r.prerequisites.contains(&name))
+    {
+        return Err(ApiError::Conflict(format!(
+            "runbook `{}` has `{name}` as a prerequisite",
+            r.name
+        )));
+    }
+    if let Some(b) = snap.batches.values().find(|b| b.runbooks.contains(&name)) {
+        return Err(ApiError::Conflict(format!(
+            "batch `{}` uses runbook `{name}`",
+            b.name
+        )));
+    }
+    if !st.store.delete_document(DocKind::Runbook, &name).await? {
+        return Err(ApiError::NotFound(format!("there is no runbook `{name}`")));
+    }
+    st.devices.reload(&*st.store).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchView {
+    #[serde(flatten)]
+    pub batch: Batch,
+    pub computers: Vec<String>,
+    /// Notes on the last change (prerequisites added, late additions).
+    pub warnings: Vec<String>,
+}
+
+async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult<BatchView> {
+    let computers = st
+        .store
+        .batch_computers()
+        .await?
+        .into_iter()
+        .filter(|(_, batch, _)| *batch == b.name)
+        .map(|(c, _, _)| c)
+        .collect();
+    Ok(BatchView {
+        batch: b,
+        computers,
+        warnings,
+    })
+}
+
+#[utoipa::path(get, path = "/batches", tag = "devices", responses((status = 200, body = Vec<BatchView>)))]
+pub async fn batches(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<BatchView>>> {
+    let snap = st.devices.reload(&*st.store).await?;
+    let mut out = Vec::new();
+    let mut names: Vec<&String> = snap.batches.keys().collect();
+    names.sort();
+    for n in names {
+        out.push(batch_view(&st, snap.batches[n].clone(), vec![]).await?);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct PutBatchParams {
+    /// Add missing prerequisite runbooks instead of refusing the batch.
+    #[serde(default)]
+    pub add_prerequisites: bool,
+}
+
+#[utoipa::path(put, path = "/batches/{name}", tag = "devices", params(("name" = String, Path), PutBatchParams), request_body = Batch,
+    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody)))]
+pub async fn put_batch(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<PutBatchParams>,
+    Json(mut b): Json<Batch>,
+) -> ApiResult<Json<BatchView>> {
+    if b.name != name {
+        return Err(ApiError::BadRequest(format!(
+            "name: `{}` differs from the URL's `{name}`",
+            b.name
+        )));
+    }
+    let snap = st.devices.reload(&*st.store).await?;
+    let notes = devices::check_batch(&mut b, &st.settings, &snap.runbooks, p.add_prerequisites)
+        .map_err(ApiError::BadRequest)?;
+    let body = serde_json::to_string(&b).map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .put_document(DocKind::Batch, &name, &body, now_ms())
+        .await?;
+    st.devices.reload(&*st.store).await?;
+    Ok(Json(batch_view(&st, b, notes).await?))
+}
+
+#[utoipa::path(delete, path = "/batches/{name}", tag = "devices", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = super::ErrorBody)))]
+pub async fn delete_batch(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !st.store.delete_document(DocKind::Batch, &name).await? {
+        return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
+    }
+    st.devices.reload(&*st.store).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerChange {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/batches/{name}/computers", tag = "devices", params(("name" = String, Path)), request_body = ComputerChange,
+    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch")))]
+pub async fn computers(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(c): Json<ComputerChange>,
+) -> ApiResult<Json<BatchView>> {
+    let snap = st.devices.reload(&*st.store).await?;
+    let b = snap
+        .batches
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("there is no batch `{name}`")))?;
+    // Computers come from enrolled agents or the source directory's imported devices.
+    let mut known: HashMap<String, String> = st
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.hostname.to_lowercase(), a.hostname))
+        .collect();
+    for o in st.store.load_objects(&b.source_directory).await? {
+        if o.kind == ferry_core::ObjectKind::Device {
+            known.entry(o.name.to_lowercase()).or_insert(o.name);
+        }
+    }
+    let mut add = Vec::new();
+    for (i, comp) in c.add.iter().enumerate() {
+        if !known.contains_key(&comp.to_lowercase()) {
+            return Err(ApiError::BadRequest(format!(
+                "add[{i}]: `{comp}` is neither an enrolled agent nor a device of `{}`",
+                b.source_directory
+            )));
+        }
+        add.push(comp.to_lowercase());
+    }
+    let conflicts = st.store.add_batch_computers(&name, &add, now_ms()).await?;
+    if !conflicts.is_empty() {
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|(c, other)| format!("{c} is already in batch `{other}`"))
+            .collect();
+        return Err(ApiError::Conflict(format!(
+            "a computer is in at most one batch: {}; nothing was added",
+            list.join("; ")
+        )));
+    }
+    let removed: Vec<String> = c.remove.iter().map(|r| r.to_lowercase()).collect();
+    st.store.remove_batch_computers(&name, &removed).await?;
+    st.devices.reload(&*st.store).await?;
+    let now = now_ms();
+    let warnings = add
+        .iter()
+        .filter(|c| !snap.computers.contains_key(*c))
+        .filter_map(|c| devices::late_add_warning(&b, c, now))
+        .collect();
+    Ok(Json(batch_view(&st, b, warnings).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceWhatIf {
+    pub computer: String,
+    /// The enrolled agent, if the computer has one yet.
+    pub agent_id: Option<i64>,
+    /// Profiles that will be re-permissioned, source → target.
+    pub remap: Vec<ProfileTranslation>,
+    /// Profiles with no translation entry: they will not be re-permissioned (do not migrate
+    /// these users' device before they are translated).
+    pub no_target: Vec<String>,
+    pub steps: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchWhatIf {
+    pub batch: String,
+    pub assignment: Option<Assignment>,
+    pub devices: Vec<DeviceWhatIf>,
+}
+
+#[utoipa::path(get, path = "/batches/{name}/whatif", tag = "devices", params(("name" = String, Path)),
+    responses((status = 200, body = BatchWhatIf), (status = 404, body = super::ErrorBody)))]
+pub async fn whatif(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<BatchWhatIf>> {
+    let snap = st.devices.reload(&*st.store).await?;
+    let b = snap
+        .batches
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("there is no batch `{name}`")))?;
+    let runbooks = devices::ordered_runbooks(&b.runbooks, &snap.runbooks);
+    let steps: Vec<String> = runbooks
+        .iter()
+        .flat_map(|r| {
+            r.steps()
+                .into_iter()
+                .map(move |s| format!("{}: {s}", r.name))
+        })
+        .collect();
+    let index = st
+        .devices
+        .translation(
+            &*st.store,
+            &st.settings,
+            &b.source_directory,
+            &b.target_directory,
+        )
+        .await?;
+    let agents: HashMap<String, AgentRecord> = st
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.hostname.to_lowercase(), a))
+        .collect();
+    let now = now_ms();
+    let token_problem = if runbooks
+        .iter()
+        .any(|r| r.device_state.join == ferry_core::runbook::JoinKind::EntraId)
+    {
+        crate::enrolment::token_for_join(
+            &*st.store,
+            &b.target_directory,
+            b.enforced_at().unwrap_or(now),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    for (computer, batch) in &snap.computers {
+        if *batch != name {
+            continue;
+        }
+        let agent = agents.get(computer);
+        let mut d = DeviceWhatIf {
+            computer: computer.clone(),
+            agent_id: agent.map(|a| a.id),
+            remap: vec![],
+            no_target: vec![],
+            steps: steps.clone(),
+            warnings: vec![],
+        };
+        match agent {
+            None => d.warnings.push(
+                "no agent has enrolled from this computer yet: its profiles are unknown".into(),
+            ),
+            Some(a) => {
+                for p in st.store.agent_profiles(a.id).await? {
+                    match index.lookup(&p) {
+                        Some(t) => d.remap.push(t),
+                        None => d.no_target.push(p.name),
+                    }
+                }
+                if !d.no_target.is_empty() {
+                    d.warnings.push(format!(
+                        "{} profile(s) have no translation entry and will not be re-permissioned: {}",
+                        d.no_target.len(),
+                        d.no_target.join(", ")
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &token_problem {
+            d.warnings.push(format!(
+                "the device cannot join Entra ID at Enforced After: {t}"
+            ));
+        }
+        out.push(d);
+    }
+    out.sort_by(|a, b| a.computer.cmp(&b.computer));
+    let assignment = Some(Assignment {
+        batch: b.name.clone(),
+        runbooks: runbooks.iter().map(|r| r.name.clone()).collect(),
+        available_from: b.available_at().ok().flatten(),
+        enforced_after: b.enforced_at().unwrap_or_default(),
+        time_zone: b.time_zone.clone(),
+    });
+    Ok(Json(BatchWhatIf {
+        batch: name,
+        assignment,
+        devices: out,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchProgress {
+    pub batch: String,
+    pub computers: usize,
+    /// Per state (`pending`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
+    pub states: HashMap<String, usize>,
+    pub agents: Vec<AgentView>,
+}
+
+#[utoipa::path(get, path = "/batches/{name}/progress", tag = "devices", params(("name" = String, Path)),
+    responses((status = 200, body = BatchProgress), (status = 404, body = super::ErrorBody)))]
+pub async fn progress(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<BatchProgress>> {
+    let snap = st.devices.reload(&*st.store).await?;
+    if !snap.batches.contains_key(&name) {
+        return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
+    }
+    let members: Vec<&String> = snap
+        .computers
+        .iter()
+        .filter(|(_, b)| **b == name)
+        .map(|(c, _)| c)
+        .collect();
+    let agents: Vec<AgentView> = agent_views(&st)
+        .await?
+        .into_iter()
+        .filter(|v| v.batch.as_deref() == Some(name.as_str()))
+        .collect();
+    let mut states: HashMap<String, usize> = HashMap::new();
+    for v in &agents {
+        *states.entry(v.agent.state.clone()).or_default() += 1;
+    }
+    let pending = members.len().saturating_sub(agents.len());
+    if pending > 0 {
+        states.insert("no agent yet".into(), pending);
+    }
+    Ok(Json(BatchProgress {
+        batch: name,
+        computers: members.len(),
+        states,
+        agents,
+    }))
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/psks", get(list_psks).post(create_psk))
+        .route("/psks/{name}/retire", post(retire_psk))
+        .route("/agent-endpoint", get(agent_endpoint))
+        .route("/agents", get(agents))
+        .route("/agents/{id}", get(agent))
+        .route("/agents/{id}/runs/{run}/log", get(agent_log))
+        .route("/reports/failed-communications", get(failed))
+        .route("/runbooks", get(runbooks))
+        .route(
+            "/runbooks/{name}",
+            axum::routing::put(put_runbook).delete(delete_runbook),
+        )
+        .route("/batches", get(batches))
+        .route(
+            "/batches/{name}",
+            axum::routing::put(put_batch).delete(delete_batch),
+        )
+        .route("/batches/{name}/computers", post(computers))
+        .route("/batches/{name}/whatif", get(whatif))
+        .route("/batches/{name}/progress", get(progress))
+}
