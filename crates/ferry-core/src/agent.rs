@@ -2,9 +2,33 @@
 //! Every request and answer carries `protocol`; a server that does not speak the agent's version
 //! answers `426` with code `protocol_mismatch` and the versions it speaks.
 
-use crate::config::Secret;
 use crate::runbook::Runbook;
 use serde::{Deserialize, Serialize};
+
+/// A secret that travels in a protocol message (a pre-shared key, a node key, a token): sent as
+/// is, unlike [`crate::config::Secret`] which never serializes its value, but never shown by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(s: impl Into<String>) -> Credential {
+        Credential(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(***)")
+    }
+}
 
 /// The version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -17,7 +41,7 @@ pub const SUPPORTED_PROTOCOLS: &[u32] = &[1];
 pub struct EnrollRequest {
     pub protocol: u32,
     /// The pre-shared key the agent was installed with.
-    pub psk: Secret,
+    pub psk: Credential,
     pub device: DeviceFacts,
     #[serde(default)]
     pub profiles: Vec<HarvestedProfile>,
@@ -70,7 +94,7 @@ pub struct EnrollResponse {
     pub agent_id: i64,
     /// The node credential: sent as `Authorization: Bearer …` on every later call. The server
     /// keeps only its SHA-256.
-    pub node_key: Secret,
+    pub node_key: Credential,
     pub poll_interval_seconds: u32,
 }
 
@@ -151,7 +175,7 @@ pub struct EnrolmentTokenGrant {
     pub package_upn: String,
     pub expires_at: i64,
     pub file_name: Option<String>,
-    pub content_base64: Secret,
+    pub content_base64: Credential,
 }
 
 /// `POST /agent/v1/events`: progress of a run.
@@ -200,4 +224,21 @@ pub struct AgentError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supported_protocols: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_travel_but_are_not_shown() {
+        let c = Credential::new("psk_abc");
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"psk_abc\"");
+        assert_eq!(format!("{c:?}"), "Credential(***)");
+        let r: EnrollResponse = serde_json::from_str(
+            r#"{"protocol": 1, "agent_id": 3, "node_key": "k", "poll_interval_seconds": 60}"#,
+        )
+        .unwrap();
+        assert!(!format!("{r:?}").contains("\"k\""));
+    }
 }

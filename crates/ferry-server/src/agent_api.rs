@@ -11,11 +11,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ferry_core::agent::Credential;
 use ferry_core::agent::{
     AgentError, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse, EventsRequest,
     LogChunk, PROTOCOL_VERSION, ProfileTranslation, SUPPORTED_PROTOCOLS,
 };
-use ferry_core::config::Secret;
 use ferry_store::{AgentRecord, Contact, Enrollment, FailedComm, now_ms};
 use serde::Deserialize;
 use sha2::Digest;
@@ -108,14 +108,14 @@ pub fn hash(secret: &str) -> String {
     ferry_core::config::hex(&sha2::Sha256::digest(secret.as_bytes()))
 }
 
-fn random_key() -> Secret {
+fn random_key() -> Credential {
     let mut b = [0u8; 32];
     if getrandom::fill(&mut b).is_err() {
         // Without an entropy source no credential can be made safely.
-        return Secret::new(String::new());
+        return Credential::new(String::new());
     }
     use base64::Engine as _;
-    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    Credential::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
 /// The calling agent, from `Authorization: Bearer <node key>`.

@@ -6,10 +6,11 @@
 use crate::enrolment::{self, JoinTokenError};
 use crate::settings::Settings;
 use ferry_core::ObjectKind;
+use ferry_core::agent::Credential;
 use ferry_core::agent::{
     Assignment, EnrolmentTokenGrant, HarvestedProfile, MigrationOrder, ProfileTranslation,
 };
-use ferry_core::config::{DirectoryConfig, Secret};
+use ferry_core::config::DirectoryConfig;
 use ferry_core::plan::Status;
 use ferry_core::runbook::{JoinKind, Runbook, RunbookContext};
 use ferry_store::{AgentRecord, Contact, DecisionQuery, DocKind, Store, StoreError};
@@ -100,6 +101,9 @@ pub fn ordered_runbooks(names: &[String], all: &HashMap<String, Runbook>) -> Vec
     out
 }
 
+/// A translation index and when it was built.
+type CachedIndex = (Instant, Arc<TranslationIndex>);
+
 /// What the server keeps in memory for agents.
 pub struct Devices {
     /// node-key hash → (agent, when cached).
@@ -107,7 +111,7 @@ pub struct Devices {
     contacts: tokio::sync::mpsc::UnboundedSender<Contact>,
     enroll_limit: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
     snapshot: RwLock<Arc<Snapshot>>,
-    translation: Mutex<HashMap<(String, String), (Instant, Arc<TranslationIndex>)>>,
+    translation: Mutex<HashMap<(String, String), CachedIndex>>,
     /// The agent endpoint's URL and certificate fingerprint, when it is served.
     pub endpoint: RwLock<Option<(String, String)>>,
 }
@@ -458,7 +462,7 @@ pub async fn orders(
                     package_upn: t.package_upn,
                     expires_at: t.expires_at,
                     file_name: t.file_name,
-                    content_base64: Secret::new(
+                    content_base64: Credential::new(
                         base64::engine::general_purpose::STANDARD.encode(bytes),
                     ),
                 });

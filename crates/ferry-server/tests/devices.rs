@@ -1,0 +1,632 @@
+//! Devices over real HTTP: the admin API on plain HTTP and the agent endpoint on TLS (the client
+//! trusts exactly the server's generated certificate). Enrollment, check-in orders, runbooks,
+//! batches and their rules, the what-if, reports, and every refusal the issue lists.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use ferry_core::sample;
+use ferry_core::snapshot::render_json;
+use ferry_server::settings::Settings;
+use ferry_server::{AgentEndpoint, Server, ServerOptions};
+use serde_json::{Value, json};
+use std::path::Path;
+
+struct H {
+    _server: Server,
+    admin: reqwest::Client,
+    agent: reqwest::Client,
+    url: String,
+    agent_url: String,
+    token: String,
+    fingerprint: String,
+    dir: std::path::PathBuf,
+}
+
+fn config() -> String {
+    format!(
+        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
+         [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+         [[directory]]\nname = \"fabrikam-entra\"\nkind = \"graph\"\ntenant_id = \"fabrikam.onmicrosoft.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\ngraph_url = \"http://127.0.0.1:9\"\nlogin_url = \"http://127.0.0.1:9\"\n\n\
+         [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{}",
+        sample::QUICKSTART_RULES
+    )
+}
+
+async fn start(dir: &Path) -> H {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = sample::generate(60, true, 5);
+    std::fs::write(dir.join("contoso.json"), render_json(&s.source)).unwrap();
+    std::fs::write(dir.join("fabrikam.json"), render_json(&s.target)).unwrap();
+    std::fs::write(dir.join("ferry.toml"), config()).unwrap();
+    let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::start(
+        ServerOptions {
+            settings,
+            data_dir: dir.join("data"),
+            database_url: None,
+            admin_token: None,
+            scheduler: false,
+            agent: Some(AgentEndpoint {
+                listener: agent_listener,
+                cert: None,
+                names: vec![],
+                public_url: None,
+            }),
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let pem = std::fs::read(dir.join("data/agent-tls/cert.pem")).unwrap();
+    let agent = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    H {
+        url: format!("http://{}", server.addr),
+        agent_url: format!("https://{}", server.agent_addr.unwrap()),
+        token: server.admin_token.clone(),
+        fingerprint: server.agent_fingerprint.clone().unwrap(),
+        _server: server,
+        admin: reqwest::Client::new(),
+        agent,
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl H {
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .admin
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let s = resp.status().as_u16();
+        let t = resp.text().await.unwrap();
+        (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    }
+
+    async fn call_agent(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        let mut r = self
+            .agent
+            .post(format!("{}/agent/v1{path}", self.agent_url))
+            .json(&body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let resp = r.send().await.unwrap();
+        let s = resp.status().as_u16();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get_agent(&self, path: &str, key: &str) -> (u16, Value) {
+        let resp = self
+            .agent
+            .get(format!("{}/agent/v1{path}", self.agent_url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let s = resp.status().as_u16();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn enroll(&self, psk: &str, host: &str, profiles: Value) -> (u16, Value) {
+        self.call_agent(
+            "/enroll",
+            None,
+            json!({"protocol": 1, "psk": psk, "profiles": profiles,
+                   "device": {"device_id": format!("id-{host}"), "hostname": host, "os": "linux", "os_version": "Debian 12", "agent_version": "0.1.0"}}),
+        )
+        .await
+    }
+}
+
+fn runbook(name: &str, prerequisites: &[&str], join_entra: bool) -> Value {
+    let mut r = json!({
+        "name": name, "source_directories": ["contoso"],
+        "target_directories": [if join_entra { "fabrikam-entra" } else { "fabrikam" }],
+        "prerequisites": prerequisites,
+        "permission_updates": {"mode": "add-and-remove", "paths": ["/home", "/srv/share"], "ignore": ["**/.cache"]},
+    });
+    if join_entra {
+        r["device_state"] =
+            json!({"remove_from": "ad", "join": "entra-id", "enrol_in_intune": true});
+    }
+    r
+}
+
+fn local(offset_hours: i64) -> String {
+    (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(offset_hours))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime()
+        .strftime("%Y-%m-%dT%H:%M")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_checkin_runbooks_batches_and_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    // The endpoint and its fingerprint, the same as the certificate's.
+    let (_, ep) = h.api(M::GET, "/agent-endpoint", None).await;
+    assert_eq!(ep["certificate_sha256"], h.fingerprint);
+    let pem = std::fs::read_to_string(h.dir.join("data/agent-tls/cert.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    assert_eq!(
+        ferry_server::agent_tls::fingerprint(der.as_ref()),
+        h.fingerprint
+    );
+
+    // A translation table to hand out: one cycle.
+    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202);
+    let (_, t) = h
+        .api(M::GET, "/translation?profile=users&kind=user&limit=3", None)
+        .await;
+    let entries = t["entries"].as_array().unwrap().clone();
+    let (ann, bob) = (&entries[0], &entries[1]);
+
+    // A pre-shared key, shown once.
+    let (s, k) = h
+        .api(M::POST, "/psks", Some(json!({"name": "wave-1"})))
+        .await;
+    assert_eq!(s, 201, "{k}");
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (_, list) = h.api(M::GET, "/psks", None).await;
+    assert!(!list.to_string().contains(&psk), "the key is never listed");
+
+    // Enrollment with a harvest: two translated profiles and one unknown.
+    let profiles = json!([
+        {"name": ann["source_name"], "sid": ann["source_sid"], "uid": ann["source_uid"], "home": "/home/ann", "size_bytes": 1000},
+        {"name": bob["source_name"], "sid": bob["source_sid"], "uid": bob["source_uid"], "home": "/home/bob"},
+        {"name": "stranger", "uid": 4242, "home": "/home/stranger"}
+    ]);
+    let (s, e) = h.enroll(&psk, "PC-0001", profiles.clone()).await;
+    assert_eq!(s, 200, "{e}");
+    let key = e["node_key"].as_str().unwrap().to_string();
+    assert_eq!(e["poll_interval_seconds"], 60);
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&key),
+            json!({"protocol": 1, "state": "idle"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert!(c["assignment"].is_null() && c["migration"].is_null());
+
+    // Runbooks: a prerequisite and a main one; bad ones name their field.
+    let (s, v) = h.api(M::PUT, "/runbooks/Pre-Req", Some(json!({"name": "Pre-Req", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
+        "startup": {"user_interaction": "silent", "do_not_run_startup": true}, "app_reconfiguration": {"onedrive_cloud_only": true}, "completion": {"do_not_run_completion": true}}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h
+        .api(
+            M::PUT,
+            "/runbooks/Main",
+            Some(runbook("Main", &["Pre-Req"], false)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut bad = runbook("Bad", &[], true);
+    bad["target_directories"] = json!(["fabrikam"]);
+    let (s, v) = h.api(M::PUT, "/runbooks/Bad", Some(bad)).await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("device_state.join:"),
+        "{v}"
+    );
+    let (s, v) = h.api(M::PUT, "/runbooks/Pre-Req", Some(json!({"name": "Pre-Req", "source_directories": ["contoso"], "target_directories": ["fabrikam"], "prerequisites": ["Main"]}))).await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("cycle"), "{v}");
+
+    // Batches: the prerequisite is refused when missing, added on request.
+    let batch = |name: &str, runbooks: &[&str], enforced: i64| {
+        json!({"name": name, "source_directory": "contoso", "target_directory": "fabrikam",
+        "runbooks": runbooks, "enforced_after": local(enforced), "time_zone": "UTC"})
+    };
+    let (s, v) = h
+        .api(
+            M::PUT,
+            "/batches/Pilot",
+            Some(batch("Pilot", &["Main"], 72)),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("`Pre-Req`"), "{v}");
+    let (s, v) = h
+        .api(
+            M::PUT,
+            "/batches/Pilot?add_prerequisites=true",
+            Some(batch("Pilot", &["Main"], 72)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["runbooks"], json!(["Pre-Req", "Main"]));
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("added prerequisite")
+    );
+    h.api(
+        M::PUT,
+        "/batches/Wave2",
+        Some(batch("Wave2", &["Pre-Req", "Main"], 2)),
+    )
+    .await;
+    // Computers: known ones only, one batch each, late additions warned.
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Pilot/computers",
+            Some(json!({"add": ["PC-0001"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["warnings"].as_array().unwrap().is_empty(),
+        "72 h ahead: no warning"
+    );
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Wave2/computers",
+            Some(json!({"add": ["pc-0001"]})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("already in batch `Pilot`"),
+        "{v}"
+    );
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Wave2/computers",
+            Some(json!({"add": ["NOT-A-PC"]})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (_, e2) = h.enroll(&psk, "PC-0002", json!([])).await;
+    let key2 = e2["node_key"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Wave2/computers",
+            Some(json!({"add": ["PC-0002"]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("less than 24 hours"),
+        "{v}"
+    );
+
+    // Not due yet: the assignment only.
+    let (_, c) = h
+        .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
+        .await;
+    assert_eq!(c["assignment"]["batch"], "Pilot");
+    assert_eq!(c["assignment"]["runbooks"], json!(["Pre-Req", "Main"]));
+    assert!(c["migration"].is_null());
+
+    // The what-if: two profiles remapped, one without a target.
+    let (_, w) = h.api(M::GET, "/batches/Pilot/whatif", None).await;
+    let d = &w["devices"][0];
+    assert_eq!(d["computer"], "pc-0001");
+    assert_eq!(d["remap"].as_array().unwrap().len(), 2, "{d}");
+    assert_eq!(d["no_target"], json!(["stranger"]));
+    assert!(
+        d["steps"]
+            .to_string()
+            .contains("make OneDrive files cloud-only"),
+        "{d}"
+    );
+
+    // Due: the migration order carries the runbooks and this device's translation only.
+    let (s, _) = h
+        .api(
+            M::PUT,
+            "/batches/Pilot",
+            Some(batch("Pilot", &["Pre-Req", "Main"], -1)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, c) = h
+        .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
+        .await;
+    let m = &c["migration"];
+    assert_eq!(m["mode"], "enforced", "{c}");
+    assert_eq!(m["runbooks"][0]["name"], "Pre-Req");
+    assert_eq!(m["translation"].as_array().unwrap().len(), 2);
+    assert_eq!(m["translation"][0]["target_sid"], ann["target_sid"]);
+    assert_eq!(m["untranslated"], json!(["stranger"]));
+    let run = m["run"].as_str().unwrap().to_string();
+
+    // Progress events and logs, seen by the operator.
+    let (s, _) = h.call_agent("/events", Some(&key), json!({"protocol": 1, "run": run, "events": [
+        {"at": 1, "step": "startup", "status": "succeeded", "progress": 10},
+        {"at": 2, "step": "repermission", "status": "started", "message": "3 paths", "progress": 40}]})).await;
+    assert_eq!(s, 204);
+    for (off, text) in [(0, "line one\n"), (9, "line two\n"), (9, "line two\n")] {
+        let (s, _) = h
+            .call_agent(
+                "/logs",
+                Some(&key),
+                json!({"protocol": 1, "run": run, "offset": off, "text": text}),
+            )
+            .await;
+        assert_eq!(s, 204);
+    }
+    let log = h
+        .admin
+        .get(format!(
+            "{}/api/v1/agents/{}/runs/{run}/log",
+            h.url, e["agent_id"]
+        ))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(log, "line one\nline two\n");
+    // Check-ins and states are written behind (within ~200 ms): wait for them.
+    let mut p = Value::Null;
+    for _ in 0..50 {
+        p = h.api(M::GET, "/batches/Pilot/progress", None).await.1;
+        if p["agents"][0]["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(p["computers"], 1);
+    assert_eq!(p["agents"][0]["progress"], 40, "{p}");
+    assert_eq!(p["agents"][0]["state"], "running", "{p}");
+
+    // Own runbook and translation: yes; another batch's runbook or someone else's profile: no.
+    let (s, _) = h.get_agent("/runbooks/Main", &key).await;
+    assert_eq!(s, 200);
+    let (s, v) = h
+        .get_agent(
+            &format!(
+                "/translation?profile={}",
+                ann["source_name"].as_str().unwrap().replace(' ', "%20")
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h.get_agent("/translation?profile=stranger", &key2).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")));
+    h.api(
+        M::PUT,
+        "/runbooks/Other",
+        Some(runbook("Other", &[], false)),
+    )
+    .await;
+    let (s, _) = h.get_agent("/runbooks/Other", &key).await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_right_logged_and_leak_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "old"}))).await;
+    let old = k["key"].as_str().unwrap().to_string();
+    let (_, e) = h.enroll(&old, "PC-OLD", json!([])).await;
+    let old_agent_key = e["node_key"].as_str().unwrap().to_string();
+
+    // No or bad PSK.
+    let (s, v) = h.enroll("psk_wrong", "PC-X", json!([])).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("bad_psk")));
+    let (s, v) = h.call_agent("/enroll", None, json!({"protocol": 1, "device": {"device_id": "x", "hostname": "x", "os": "linux", "agent_version": "1"}})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("bad_request")),
+        "a missing psk is a malformed enrollment"
+    );
+    // Retired PSK: no new agents; the enrolled one keeps working.
+    h.api(M::POST, "/psks/old/retire", None).await;
+    let (s, v) = h.enroll(&old, "PC-NEW", json!([])).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("retired_psk")), "{v}");
+    let (s, _) = h
+        .call_agent("/checkin", Some(&old_agent_key), json!({"protocol": 1}))
+        .await;
+    assert_eq!(s, 200);
+    // A forged node credential; no credential.
+    let (s, v) = h
+        .call_agent("/checkin", Some("forged"), json!({"protocol": 1}))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")));
+    let (s, _) = h.call_agent("/checkin", None, json!({"protocol": 1})).await;
+    assert_eq!(s, 401);
+    // A protocol the server does not speak.
+    let (s, v) = h
+        .call_agent("/checkin", Some(&old_agent_key), json!({"protocol": 99}))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (426, Some("protocol_mismatch")));
+    assert_eq!(v["supported_protocols"], json!([1]));
+    // An agent on the admin API; the admin token on the agent endpoint.
+    let r = h
+        .admin
+        .get(format!("{}/api/v1/agents", h.url))
+        .bearer_auth(&old_agent_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (s, _) = h
+        .call_agent("/checkin", Some(&h.token), json!({"protocol": 1}))
+        .await;
+    assert_eq!(s, 401);
+    let r = h.agent.post(format!("{}/agent/v1/enroll", h.agent_url)).bearer_auth(&h.token)
+        .json(&json!({"protocol": 1, "psk": old, "device": {"device_id": "y", "hostname": "y", "os": "linux", "agent_version": "1"}}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // The admin API is not served on the agent endpoint, nor the agent API on the admin port.
+    let r = h
+        .agent
+        .get(format!("{}/api/v1/agents", h.agent_url))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = h
+        .admin
+        .post(format!("{}/agent/v1/checkin", h.url))
+        .bearer_auth(&old_agent_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Plain HTTP to the agent endpoint does not work.
+    let plain = h.agent_url.replace("https://", "http://");
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{plain}/agent"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // Every refusal is in the failed communications report, without any secret.
+    let (_, f) = h.api(M::GET, "/reports/failed-communications", None).await;
+    let codes: Vec<&str> = f["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str().unwrap())
+        .collect();
+    for c in [
+        "bad_psk",
+        "retired_psk",
+        "unauthorized",
+        "protocol_mismatch",
+        "forbidden",
+    ] {
+        assert!(codes.contains(&c), "{c} missing from {codes:?}");
+    }
+    let text = f.to_string();
+    for secret in [&old, &old_agent_key, &h.token] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret leaked into the report"
+        );
+    }
+    assert!(f["failures"][0]["address"].as_str().is_some());
+
+    // Enrollment is rate limited per address.
+    let mut limited = false;
+    for i in 0..40 {
+        let (s, _) = h.enroll("psk_wrong", &format!("PC-R{i}"), json!([])).await;
+        if s == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "40 enrollments from one address were not limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_joins_get_the_token_or_are_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let (_, e) = h
+        .enroll(k["key"].as_str().unwrap(), "PC-E", json!([]))
+        .await;
+    let key = e["node_key"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .api(M::PUT, "/runbooks/Join", Some(runbook("Join", &[], true)))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h.api(M::PUT, "/batches/Cutover", Some(json!({"name": "Cutover", "source_directory": "contoso", "target_directory": "fabrikam-entra",
+        "runbooks": ["Join"], "enforced_after": local(-1)}))).await;
+    assert_eq!(s, 200, "{v}");
+    h.api(
+        M::POST,
+        "/batches/Cutover/computers",
+        Some(json!({"add": ["PC-E"]})),
+    )
+    .await;
+    // No token stored: held back, and the what-if says why.
+    let (_, c) = h
+        .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
+        .await;
+    assert!(c["migration"].is_null());
+    assert!(
+        c["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("no bulk enrolment token"),
+        "{c}"
+    );
+    let (_, w) = h.api(M::GET, "/batches/Cutover/whatif", None).await;
+    assert!(
+        w["devices"][0]["warnings"]
+            .to_string()
+            .contains("cannot join Entra ID"),
+        "{w}"
+    );
+    // A valid token: handed to this device with its migration.
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD.encode(b"ppkg");
+    let day = |d: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * d))
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string()
+    };
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/directories/fabrikam-entra/enrolment-tokens",
+            Some(
+                json!({"kind": "ppkg", "package_upn": "package_1@fabrikam.onmicrosoft.com",
+        "created": day(-10), "expires": day(100), "content_base64": content}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, c) = h
+        .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
+        .await;
+    assert_eq!(
+        c["migration"]["enrolment_token"]["content_base64"], content,
+        "{c}"
+    );
+    // Revoked: held back again.
+    h.api(
+        M::POST,
+        &format!("/enrolment-tokens/{}/revoke", v["id"]),
+        None,
+    )
+    .await;
+    let (_, c) = h
+        .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
+        .await;
+    assert!(c["migration"].is_null() && c["blocked"].is_string(), "{c}");
+}
