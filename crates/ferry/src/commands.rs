@@ -48,6 +48,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Directory(c) => directory(&client()?, c, json).await,
+        Command::Psk(c) => crate::devices::psk(&client()?, c, json).await,
+        Command::Agents(c) => crate::devices::agents(&client()?, c, json).await,
+        Command::Runbook(c) => crate::devices::runbook(&client()?, c, json).await,
+        Command::Batch(c) => crate::devices::batch(&client()?, c, json).await,
         Command::Sync(c) => sync(&client()?, c, json).await,
         Command::Translation(c) => translation(&client()?, c, json).await,
         Command::Logs(a) => {

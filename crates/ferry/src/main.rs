@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
 mod commands;
+mod devices;
 mod quickstart;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,18 @@ pub enum Command {
     Config(ConfigCmd),
     /// Print the API's OpenAPI document.
     Openapi,
+    /// Pre-shared keys agents enroll with.
+    #[command(subcommand)]
+    Psk(devices::PskCmd),
+    /// Enrolled migration agents and failed communications.
+    #[command(subcommand)]
+    Agents(devices::AgentsCmd),
+    /// Runbooks: what agents do on a device.
+    #[command(subcommand)]
+    Runbook(devices::RunbookCmd),
+    /// Batches: which computers run which runbooks, and when.
+    #[command(subcommand)]
+    Batch(devices::BatchCmd),
 }
 
 #[derive(clap::Args)]

@@ -41,6 +41,12 @@ impl ServerProc {
         c.arg("server")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
+            // Tests run servers side by side: no fixed agent port unless a test asks for one.
+            .args(if args.contains(&"--agent-listen") {
+                &[][..]
+            } else {
+                &["--agent-listen", "127.0.0.1:0"][..]
+            })
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         for (k, v) in envs {

@@ -1,0 +1,478 @@
+//! `ferry psk …`, `ferry agents …`, `ferry runbook …`, `ferry batch …`: device migration for the
+//! operator, as clients of the admin API.
+
+use crate::client::Client;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum PskCmd {
+    /// Create a pre-shared key; it is printed once: install agents with it.
+    Create {
+        name: String,
+    },
+    List,
+    /// Retire a key: it enrolls no new agents; agents enrolled with it keep working.
+    Retire {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCmd {
+    /// Enrolled agents: version, OS, last contact, state, batch, progress.
+    List,
+    /// One agent: facts, harvested profiles, run events.
+    Show { id: i64 },
+    /// A run's log as the agent sent it.
+    Log { id: i64, run: String },
+    /// Failed communications: refused calls and agents that stopped calling.
+    Failed {
+        /// Agents silent for more than this many poll intervals.
+        #[arg(long, default_value_t = 3)]
+        silent_polls: i64,
+    },
+    /// Where agents connect and the certificate fingerprint they pin.
+    Endpoint,
+}
+
+#[derive(Subcommand)]
+pub enum RunbookCmd {
+    List,
+    Show {
+        name: String,
+    },
+    /// Create or replace a runbook from a JSON file (see docs/devices.md for every field).
+    Put {
+        file: PathBuf,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BatchCmd {
+    List,
+    /// Create or replace a batch from a JSON file.
+    Put {
+        file: PathBuf,
+        /// Add prerequisite runbooks the batch is missing instead of refusing it.
+        #[arg(long)]
+        add_prerequisites: bool,
+    },
+    Delete {
+        name: String,
+    },
+    /// Add computers (enrolled agents' host names or the source directory's devices).
+    Add {
+        name: String,
+        computers: Vec<String>,
+    },
+    Remove {
+        name: String,
+        computers: Vec<String>,
+    },
+    /// Per device: profiles to remap, profiles with no target, steps, warnings.
+    Whatif {
+        name: String,
+    },
+    /// Migration progress of the batch's devices.
+    Progress {
+        name: String,
+    },
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+fn print(v: &Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(())
+}
+
+fn read_json(file: &PathBuf) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: line {}, column {}: {e}",
+            file.display(),
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+async fn call(
+    c: &Client,
+    m: Method,
+    path: &str,
+    q: &[(&str, String)],
+    body: Option<Value>,
+) -> Result<Value> {
+    let r = c.send(m, path, q, body).await?;
+    let text = r.text().await?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn warnings(v: &Value) {
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        println!("warning: {}", s(w));
+    }
+}
+
+pub async fn psk(c: &Client, cmd: PskCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        PskCmd::Create { name } => {
+            let v = call(c, Method::POST, "/psks", &[], Some(json!({ "name": name }))).await?;
+            print(&v, json)?;
+            if !json {
+                println!(
+                    "pre-shared key `{}` (shown once; install agents with it):\n{}",
+                    s(&v["name"]),
+                    s(&v["key"])
+                );
+            }
+        }
+        PskCmd::List => {
+            let v = call(c, Method::GET, "/psks", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                for k in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<20} created {}  {}",
+                        s(&k["name"]),
+                        s(&k["created_at"]),
+                        if k["retired_at"].is_null() {
+                            "active".to_string()
+                        } else {
+                            format!("retired {}", s(&k["retired_at"]))
+                        }
+                    );
+                }
+            }
+        }
+        PskCmd::Retire { name } => {
+            let v = call(c, Method::POST, &format!("/psks/{name}/retire"), &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                println!(
+                    "retired `{name}`: it enrolls no new agents; agents enrolled with it keep working"
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        AgentsCmd::List => {
+            let v = call(c, Method::GET, "/agents", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                println!(
+                    "{:<5} {:<18} {:<8} {:<8} {:<10} {:<14} {:<12} LAST STEP",
+                    "ID", "HOSTNAME", "OS", "VERSION", "STATE", "BATCH", "PROGRESS"
+                );
+                for a in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<5} {:<18} {:<8} {:<8} {:<10} {:<14} {:<12} {}{}",
+                        s(&a["id"]),
+                        s(&a["hostname"]),
+                        s(&a["os"]),
+                        s(&a["agent_version"]),
+                        s(&a["state"]),
+                        s(&a["batch"]),
+                        s(&a["progress"]),
+                        s(&a["last_step"]),
+                        if a["silent"] == true {
+                            "  (silent)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        AgentsCmd::Show { id } => {
+            let v = call(c, Method::GET, &format!("/agents/{id}"), &[], None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        AgentsCmd::Log { id, run } => {
+            let v = call(
+                c,
+                Method::GET,
+                &format!("/agents/{id}/runs/{run}/log"),
+                &[],
+                None,
+            )
+            .await?;
+            print!("{}", s(&v));
+        }
+        AgentsCmd::Failed { silent_polls } => {
+            let v = call(
+                c,
+                Method::GET,
+                "/reports/failed-communications",
+                &[("silent_polls", silent_polls.to_string())],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                for f in v["failures"].as_array().into_iter().flatten() {
+                    println!(
+                        "{} {:<16} {:<18} {}",
+                        s(&f["at"]),
+                        s(&f["address"]),
+                        s(&f["code"]),
+                        s(&f["reason"])
+                    );
+                }
+                for a in v["silent"].as_array().into_iter().flatten() {
+                    println!(
+                        "silent: agent {} {} (last contact {})",
+                        s(&a["id"]),
+                        s(&a["hostname"]),
+                        s(&a["last_contact"])
+                    );
+                }
+            }
+        }
+        AgentsCmd::Endpoint => {
+            let v = call(c, Method::GET, "/agent-endpoint", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                println!(
+                    "agent endpoint: {}\ncertificate SHA-256: {}",
+                    s(&v["url"]),
+                    s(&v["certificate_sha256"])
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        RunbookCmd::List => {
+            let v = call(c, Method::GET, "/runbooks", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                for r in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {} → {}  prerequisites: {}",
+                        s(&r["name"]),
+                        s(&r["source_directories"]),
+                        s(&r["target_directories"]),
+                        s(&r["prerequisites"])
+                    );
+                }
+            }
+        }
+        RunbookCmd::Show { name } => {
+            let v = call(c, Method::GET, "/runbooks", &[], None).await?;
+            let r = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == name.as_str())
+                .with_context(|| format!("there is no runbook `{name}`"))?;
+            println!("{}", serde_json::to_string_pretty(r)?);
+        }
+        RunbookCmd::Put { file } => {
+            let body = read_json(&file)?;
+            let name = body["name"]
+                .as_str()
+                .context("the runbook has no `name`")?
+                .to_string();
+            let v = call(
+                c,
+                Method::PUT,
+                &format!("/runbooks/{name}"),
+                &[],
+                Some(body),
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                println!("saved runbook `{name}`");
+            }
+        }
+        RunbookCmd::Delete { name } => {
+            call(c, Method::DELETE, &format!("/runbooks/{name}"), &[], None).await?;
+            println!("deleted runbook `{name}`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
+    let v = match cmd {
+        BatchCmd::List => {
+            let v = call(c, Method::GET, "/batches", &[], None).await?;
+            if !json {
+                for b in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {} → {}  runbooks {}  enforced after {} {}  computers {}",
+                        s(&b["name"]),
+                        s(&b["source_directory"]),
+                        s(&b["target_directory"]),
+                        s(&b["runbooks"]),
+                        s(&b["enforced_after"]),
+                        s(&b["time_zone"]),
+                        b["computers"].as_array().map_or(0, Vec::len)
+                    );
+                }
+            }
+            v
+        }
+        BatchCmd::Put {
+            file,
+            add_prerequisites,
+        } => {
+            let body = read_json(&file)?;
+            let name = body["name"]
+                .as_str()
+                .context("the batch has no `name`")?
+                .to_string();
+            let v = call(
+                c,
+                Method::PUT,
+                &format!("/batches/{name}"),
+                &[("add_prerequisites", add_prerequisites.to_string())],
+                Some(body),
+            )
+            .await?;
+            if !json {
+                println!("saved batch `{name}`: runbooks {}", s(&v["runbooks"]));
+                warnings(&v);
+            }
+            v
+        }
+        BatchCmd::Delete { name } => {
+            call(c, Method::DELETE, &format!("/batches/{name}"), &[], None).await?;
+            println!("deleted batch `{name}`");
+            return Ok(ExitCode::SUCCESS);
+        }
+        BatchCmd::Add { name, computers } | BatchCmd::Remove { name, computers }
+            if computers.is_empty() =>
+        {
+            anyhow::bail!("name at least one computer to change in batch `{name}`")
+        }
+        BatchCmd::Add { name, computers } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/batches/{name}/computers"),
+                &[],
+                Some(json!({ "add": computers })),
+            )
+            .await?;
+            if !json {
+                println!(
+                    "batch `{name}`: {} computer(s)",
+                    v["computers"].as_array().map_or(0, Vec::len)
+                );
+                warnings(&v);
+            }
+            v
+        }
+        BatchCmd::Remove { name, computers } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/batches/{name}/computers"),
+                &[],
+                Some(json!({ "remove": computers })),
+            )
+            .await?;
+            if !json {
+                println!(
+                    "batch `{name}`: {} computer(s)",
+                    v["computers"].as_array().map_or(0, Vec::len)
+                );
+            }
+            v
+        }
+        BatchCmd::Whatif { name } => {
+            let v = call(
+                c,
+                Method::GET,
+                &format!("/batches/{name}/whatif"),
+                &[],
+                None,
+            )
+            .await?;
+            if !json {
+                println!(
+                    "batch `{name}`: runbooks {}",
+                    s(&v["assignment"]["runbooks"])
+                );
+                for d in v["devices"].as_array().into_iter().flatten() {
+                    println!("\n{} (agent {})", s(&d["computer"]), s(&d["agent_id"]));
+                    for m in d["remap"].as_array().into_iter().flatten() {
+                        println!(
+                            "  remap {} ({}) → {} ({})",
+                            s(&m["profile"]),
+                            s(&m["source_sid"]),
+                            s(&m["target_name"]),
+                            s(&m["target_sid"])
+                        );
+                    }
+                    for n in d["no_target"].as_array().into_iter().flatten() {
+                        println!("  no target: {} (will not be re-permissioned)", s(n));
+                    }
+                    for st in d["steps"].as_array().into_iter().flatten() {
+                        println!("  step: {}", s(st));
+                    }
+                    warnings(d);
+                }
+            }
+            v
+        }
+        BatchCmd::Progress { name } => {
+            let v = call(
+                c,
+                Method::GET,
+                &format!("/batches/{name}/progress"),
+                &[],
+                None,
+            )
+            .await?;
+            if !json {
+                println!(
+                    "batch `{name}`: {} computer(s); {}",
+                    s(&v["computers"]),
+                    s(&v["states"])
+                );
+                for a in v["agents"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<18} {:<10} {:<5} {}",
+                        s(&a["hostname"]),
+                        s(&a["state"]),
+                        s(&a["progress"]),
+                        s(&a["last_step"])
+                    );
+                }
+            }
+            v
+        }
+    };
+    print(&v, json)?;
+    Ok(ExitCode::SUCCESS)
+}
