@@ -90,6 +90,31 @@ async fn refuse(
     r
 }
 
+/// A request body, or a recorded `400 bad_request` saying what is wrong and where.
+async fn parse<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    peer: &AgentPeer,
+    agent: Option<&AgentRecord>,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Refusal> {
+    match serde_json::from_slice(body) {
+        Ok(r) => Ok(r),
+        Err(e) => Err(refuse(
+            st,
+            Some(peer),
+            agent,
+            None,
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{what} is not valid JSON for agent protocol {PROTOCOL_VERSION}: {e}"),
+            ),
+        )
+        .await),
+    }
+}
+
 fn check_protocol(p: u32) -> Result<(), Refusal> {
     if SUPPORTED_PROTOCOLS.contains(&p) {
         Ok(())
@@ -203,25 +228,7 @@ async fn enroll(
         )
         .await);
     }
-    let req: EnrollRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(refuse(
-                &st,
-                Some(&peer),
-                None,
-                None,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!(
-                        "the enrollment is not valid JSON for protocol {PROTOCOL_VERSION}: {e}"
-                    ),
-                ),
-            )
-            .await);
-        }
-    };
+    let req: EnrollRequest = parse(&st, &peer, None, &body, "the enrollment").await?;
     let device = req.device.device_id.clone();
     if let Err(r) = check_protocol(req.protocol) {
         return Err(refuse(&st, Some(&peer), None, Some(&device), r).await);
@@ -339,23 +346,7 @@ async fn checkin(
     Agent(a): Agent,
     body: axum::body::Bytes,
 ) -> Result<Response, Refusal> {
-    let req: CheckinRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(refuse(
-                &st,
-                Some(&peer),
-                Some(&a),
-                None,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("the check-in is not valid JSON: {e}"),
-                ),
-            )
-            .await);
-        }
-    };
+    let req: CheckinRequest = parse(&st, &peer, Some(&a), &body, "the check-in").await?;
     if let Err(r) = check_protocol(req.protocol) {
         return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
     }
@@ -404,23 +395,7 @@ async fn events(
     Agent(a): Agent,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let req: EventsRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(refuse(
-                &st,
-                Some(&peer),
-                Some(&a),
-                None,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("the events are not valid JSON: {e}"),
-                ),
-            )
-            .await);
-        }
-    };
+    let req: EventsRequest = parse(&st, &peer, Some(&a), &body, "the events").await?;
     check_protocol(req.protocol)?;
     if req.run.is_empty() || req.run.len() > 256 || req.events.len() > 1000 {
         return Err(Refusal::new(

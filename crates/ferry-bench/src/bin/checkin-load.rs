@@ -24,7 +24,10 @@ fn node_key(i: usize) -> String {
 }
 
 fn serve(dir: &str, agents: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let dir = std::path::PathBuf::from(dir);
         std::fs::write(dir.join("ferry.toml"), "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"c.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"f.json\"\n").expect("config");
@@ -120,14 +123,27 @@ fn main() {
         .spawn()
         .expect("server child");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
     let parts: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(parts.first(), Some(&"READY"), "the server child did not start: {line}");
+    assert_eq!(
+        parts.first(),
+        Some(&"READY"),
+        "the server child did not start: {line}"
+    );
     let (url, cert) = (parts[1].to_string(), parts[2].to_string());
     let pid = child.id().to_string();
-    let backend = if std::env::var("FERRY_BENCH_DATABASE_URL").is_ok() { "PostgreSQL" } else { "SQLite" };
+    let backend = if std::env::var("FERRY_BENCH_DATABASE_URL").is_ok() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (n, wall, lat, client_cpu, server_cpu, errors) = rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pem = std::fs::read(&cert).expect("cert");
@@ -142,7 +158,9 @@ fn main() {
             async move {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
-                let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let mut x = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 while Instant::now() < until {
                     x ^= x << 13;
                     x ^= x >> 7;
@@ -169,14 +187,18 @@ fn main() {
         };
         // Warm-up: connections, TLS sessions, the server's caches.
         let warm = Instant::now() + Duration::from_secs(2);
-        let w: Vec<_> = (0..concurrency).map(|c| tokio::spawn(run(warm, c as u64 + 1))).collect();
+        let w: Vec<_> = (0..concurrency)
+            .map(|c| tokio::spawn(run(warm, c as u64 + 1)))
+            .collect();
         for t in w {
             let _ = t.await;
         }
         let (c0, s0) = (cpu_seconds(), process_cpu_seconds(&pid));
         let start = Instant::now();
         let until = start + Duration::from_secs(seconds);
-        let tasks: Vec<_> = (0..concurrency).map(|c| tokio::spawn(run(until, 1000 + c as u64))).collect();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|c| tokio::spawn(run(until, 1000 + c as u64)))
+            .collect();
         let mut lat = Vec::new();
         let mut errors = 0;
         for t in tasks {
@@ -185,14 +207,26 @@ fn main() {
             errors += e;
         }
         let wall = start.elapsed().as_secs_f64();
-        (lat.len(), wall, lat, cpu_seconds() - c0, process_cpu_seconds(&pid) - s0, errors)
+        (
+            lat.len(),
+            wall,
+            lat,
+            cpu_seconds() - c0,
+            process_cpu_seconds(&pid) - s0,
+            errors,
+        )
     });
     drop(child.stdin.take());
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let mut lat = lat;
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         "{backend}: {agents} agents, {concurrency} connections: {n} check-ins in {wall:.1}s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {errors} errors",
         n as f64 / wall,
