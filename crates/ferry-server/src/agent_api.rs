@@ -560,6 +560,28 @@ async fn agent_not_found() -> Refusal {
     )
 }
 
+/// Every answer names the protocol version (`Ferry-Agent-Protocol`); a request that names one the
+/// server does not speak (GET calls have no body to carry it) is refused with 426.
+async fn protocol_header(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let asked = req
+        .headers()
+        .get("ferry-agent-protocol")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u32>().ok()));
+    let mut resp = match asked {
+        Some(Some(p)) if SUPPORTED_PROTOCOLS.contains(&p) => next.run(req).await,
+        Some(p) => check_protocol(p.unwrap_or(0)).err().map_or_else(
+            || StatusCode::BAD_REQUEST.into_response(),
+            IntoResponse::into_response,
+        ),
+        None => next.run(req).await,
+    };
+    resp.headers_mut().insert(
+        "ferry-agent-protocol",
+        axum::http::HeaderValue::from(PROTOCOL_VERSION),
+    );
+    resp
+}
+
 /// The agent endpoint's application (served on its own TLS listener).
 pub fn app(state: AppState) -> axum::Router {
     axum::Router::new()
@@ -572,5 +594,6 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/agent/v1/translation", get(translation))
         .fallback(agent_not_found)
         .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
+        .layer(axum::middleware::from_fn(protocol_header))
         .with_state(state)
 }

@@ -467,6 +467,17 @@ async fn refusals_are_right_logged_and_leak_nothing() {
         .await;
     assert_eq!((s, v["code"].as_str()), (426, Some("protocol_mismatch")));
     assert_eq!(v["supported_protocols"], json!([1]));
+    // GET calls carry the version in a header; every answer names the server's.
+    let r = h
+        .agent
+        .get(format!("{}/agent/v1/runbooks/x", h.agent_url))
+        .bearer_auth(&old_agent_key)
+        .header("Ferry-Agent-Protocol", "7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 426);
+    assert_eq!(r.headers()["ferry-agent-protocol"], "1");
     // An agent on the admin API; the admin token on the agent endpoint.
     let r = h
         .admin
