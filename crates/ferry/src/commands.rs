@@ -52,6 +52,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents(c) => crate::devices::agents(&client()?, c, json).await,
         Command::Runbook(c) => crate::devices::runbook(&client()?, c, json).await,
         Command::Batch(c) => crate::devices::batch(&client()?, c, json).await,
+        Command::Repermission(a) => repermission(a, json),
         Command::Sync(c) => sync(&client()?, c, json).await,
         Command::Translation(c) => translation(&client()?, c, json).await,
         Command::Logs(a) => {
@@ -752,4 +753,64 @@ fn print_report(r: &Value) {
             );
         }
     }
+}
+
+fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
+    use ferry_agent::repermission::{self, Map, Mode, Options};
+    let summary = match a.undo {
+        Some(crate::RepermissionCmd::Undo { journal }) => {
+            repermission::undo(&journal).map_err(anyhow::Error::msg)?
+        }
+        None => {
+            let Some(map_path) = a.map else {
+                anyhow::bail!("give --map MAP.csv (or `ferry repermission undo --journal FILE`)");
+            };
+            if a.paths.is_empty() {
+                anyhow::bail!("give at least one PATH to re-permission");
+            }
+            let text = std::fs::read_to_string(&map_path)
+                .with_context(|| format!("cannot read {}", map_path.display()))?;
+            let map =
+                Map::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", map_path.display()))?;
+            let mode = match a.mode.as_str() {
+                "add-and-remove" => Mode::AddAndRemove,
+                "add" => Mode::Add,
+                m => anyhow::bail!("--mode: `{m}` is not add-and-remove or add"),
+            };
+            let threads = a
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2));
+            let opts = Options {
+                mode,
+                what_if: a.what_if,
+                excludes: a.exclude,
+                threads,
+                cross_devices: a.cross_devices,
+            };
+            repermission::run(&a.paths, &map, &opts, a.journal.as_deref())
+                .map_err(anyhow::Error::msg)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for (p, e) in &summary.failures {
+            eprintln!("failed: {}: {e}", repermission::show(p));
+        }
+        println!(
+            "{} entries: {} {}, {} unchanged, {} failed in {:.2}s ({:.0} entries/s)",
+            summary.scanned,
+            summary.changed,
+            if a.what_if { "would change" } else { "changed" },
+            summary.unchanged,
+            summary.failed,
+            summary.seconds,
+            summary.scanned as f64 / summary.seconds.max(1e-9)
+        );
+    }
+    Ok(if summary.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -76,6 +76,47 @@ pub enum Command {
     /// Batches: which computers run which runbooks, and when.
     #[command(subcommand)]
     Batch(devices::BatchCmd),
+    /// Translate owners, groups and POSIX ACL entries of file trees through a map, with a journal
+    /// for exact undo (`ferry repermission undo --journal FILE`).
+    Repermission(RepermissionArgs),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RepermissionArgs {
+    #[command(subcommand)]
+    pub undo: Option<RepermissionCmd>,
+    /// CSV with the header `source,target` (uid:N, gid:N or SIDs), or ferry's csv translation export.
+    #[arg(long)]
+    pub map: Option<PathBuf>,
+    /// add-and-remove (source principals replaced) or add (targets gain the same rights).
+    #[arg(long, default_value = "add-and-remove")]
+    pub mode: String,
+    /// Change nothing; print what would change.
+    #[arg(long)]
+    pub what_if: bool,
+    /// Journal of every change (for undo and for resuming a killed run).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Leave this path and everything below it alone (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<PathBuf>,
+    /// Worker threads (default: the CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Cross into other file systems below the paths.
+    #[arg(long)]
+    pub cross_devices: bool,
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum RepermissionCmd {
+    /// Restore every file of a journal exactly as it was, newest change first.
+    Undo {
+        #[arg(long)]
+        journal: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]

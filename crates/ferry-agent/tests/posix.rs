@@ -1,0 +1,333 @@
+//! The engine on real files, read back with `stat` and `getfacl` (needs root to chown; CI runs as
+//! root, and scripts/test installs `acl`).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use ferry_agent::repermission::{self, Map, Mode, Options};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> bool {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1);
+    if uid != 0 {
+        assert_ne!(
+            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+            Ok("1"),
+            "scripts/test must run these as root"
+        );
+        eprintln!("skipping: changing owners needs root");
+    }
+    uid == 0
+}
+
+fn sh(cmd: &str) {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A tree with every kind of entry: files, directories, symlinks inside and outside, hard links,
+/// a fifo, setuid/setgid files, access and default ACLs, names with spaces and a newline.
+fn tree(base: &Path) -> (PathBuf, PathBuf) {
+    let t = base.join("tree");
+    let outside = base.join("outside.txt");
+    std::fs::create_dir_all(t.join("docs/deep dir")).unwrap();
+    std::fs::create_dir_all(t.join("shared")).unwrap();
+    std::fs::write(&outside, "outside").unwrap();
+    for (p, uid, gid) in [
+        ("docs/a.txt", 1001, 501),
+        ("docs/deep dir/b c.txt", 1002, 502),
+        ("shared/s.bin", 1001, 502),
+        ("keep.txt", 3000, 3000),
+    ] {
+        std::fs::write(t.join(p), p).unwrap();
+        std::os::unix::fs::chown(t.join(p), Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::write(t.join("new\nline.txt"), "x").unwrap();
+    std::os::unix::fs::chown(t.join("new\nline.txt"), Some(1001), Some(501)).unwrap();
+    std::os::unix::fs::chown(t.join("docs"), Some(1001), Some(501)).unwrap();
+    std::fs::write(t.join("suid"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::chown(t.join("suid"), Some(1002), Some(502)).unwrap();
+    std::fs::set_permissions(t.join("suid"), std::fs::Permissions::from_mode(0o6755)).unwrap();
+    std::fs::hard_link(t.join("docs/a.txt"), t.join("shared/a-link.txt")).unwrap();
+    std::os::unix::fs::symlink("../docs/a.txt", t.join("shared/inside-link")).unwrap();
+    std::os::unix::fs::symlink(&outside, t.join("outside-link")).unwrap();
+    std::os::unix::fs::lchown(t.join("outside-link"), Some(1001), Some(501)).unwrap();
+    sh(&format!("mkfifo '{}'", t.join("fifo").display()));
+    std::os::unix::fs::chown(t.join("fifo"), Some(1002), Some(501)).unwrap();
+    sh(&format!(
+        "setfacl -m u:1001:rw,u:1002:r,g:501:rwx,u:4000:r '{}' && setfacl -m d:u:1002:rwx,d:g:502:rx,u:1001:rwx '{}' && setfacl -m u:1001:r '{}'",
+        t.join("docs/a.txt").display(),
+        t.join("shared").display(),
+        t.join("docs/deep dir/b c.txt").display()
+    ));
+    (t, outside)
+}
+
+/// `stat` of every entry (path, uid, gid, mode) and `getfacl` of the tree.
+fn dump(t: &Path, outside: &Path) -> String {
+    let mut out = Vec::new();
+    let mut stack = vec![t.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push(format!("{:?} {} {} {:o}", p, m.uid(), m.gid(), m.mode()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    let m = std::fs::metadata(outside).unwrap();
+    out.push(format!("outside {} {}", m.uid(), m.gid()));
+    let facl = Command::new("getfacl")
+        .args(["-R", "-P", "-n", "--absolute-names"])
+        .arg(t)
+        .output()
+        .unwrap();
+    assert!(facl.status.success());
+    let mut f: Vec<String> = String::from_utf8_lossy(&facl.stdout)
+        .split("\n\n")
+        .map(str::to_string)
+        .collect();
+    f.sort();
+    format!("{}\n{}", out.join("\n"), f.join("\n\n"))
+}
+
+fn map() -> Map {
+    Map::parse(
+        "source,target\nuid:1001,uid:2001\nuid:1002,uid:2002\ngid:501,gid:601\ngid:502,gid:602\n",
+    )
+    .unwrap()
+}
+
+fn opts(mode: Mode) -> Options {
+    Options {
+        mode,
+        what_if: false,
+        excludes: vec![],
+        threads: 4,
+        cross_devices: false,
+    }
+}
+
+fn getfacl(p: &Path) -> String {
+    String::from_utf8_lossy(
+        &Command::new("getfacl")
+            .args(["-n", "-P", "--absolute-names"])
+            .arg(p)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
+    if !root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (t, outside) = tree(d.path());
+    let before = dump(&t, &outside);
+    let journal = d.path().join("journal");
+
+    // What-if changes nothing.
+    let w = repermission::run(
+        std::slice::from_ref(&t),
+        &map(),
+        &Options {
+            what_if: true,
+            ..opts(Mode::AddAndRemove)
+        },
+        Some(&journal),
+    )
+    .unwrap();
+    assert!(w.changed >= 9, "{w:?}");
+    assert_eq!(dump(&t, &outside), before);
+    assert!(!journal.exists());
+
+    let s = repermission::run(
+        std::slice::from_ref(&t),
+        &map(),
+        &opts(Mode::AddAndRemove),
+        Some(&journal),
+    )
+    .unwrap();
+    assert_eq!((s.changed, s.failed), (w.changed, 0), "{s:?}");
+    let md = |p: &str| std::fs::symlink_metadata(t.join(p)).unwrap();
+    assert_eq!(
+        (md("docs/a.txt").uid(), md("docs/a.txt").gid()),
+        (2001, 601)
+    );
+    assert_eq!(
+        (
+            md("docs/deep dir/b c.txt").uid(),
+            md("docs/deep dir/b c.txt").gid()
+        ),
+        (2002, 602)
+    );
+    assert_eq!(md("new\nline.txt").uid(), 2001);
+    assert_eq!(md("keep.txt").uid(), 3000, "unmapped owners stay");
+    assert_eq!(md("fifo").uid(), 2002);
+    assert_eq!(
+        md("outside-link").uid(),
+        2001,
+        "the link itself is re-owned"
+    );
+    assert_eq!(
+        std::fs::metadata(&outside).unwrap().uid(),
+        0,
+        "its target outside the tree is not"
+    );
+    assert_eq!(
+        md("suid").mode() & 0o7777,
+        0o6755,
+        "setuid and setgid survive the chown"
+    );
+    let a = getfacl(&t.join("docs/a.txt"));
+    assert!(
+        a.contains("user:2001:rw-")
+            && a.contains("user:2002:r--")
+            && a.contains("group:601:rwx")
+            && a.contains("user:4000:r--"),
+        "{a}"
+    );
+    assert!(!a.contains(":1001:") && !a.contains(":501:"), "{a}");
+    let sh_acl = getfacl(&t.join("shared"));
+    assert!(
+        sh_acl.contains("default:user:2002:rwx")
+            && sh_acl.contains("default:group:602:r-x")
+            && sh_acl.contains("user:2001:rwx"),
+        "{sh_acl}"
+    );
+
+    // A second run writes nothing.
+    let again = repermission::run(
+        std::slice::from_ref(&t),
+        &map(),
+        &opts(Mode::AddAndRemove),
+        Some(&journal),
+    )
+    .unwrap();
+    assert_eq!(again.changed, 0, "{again:?}");
+    // Undo restores stat and getfacl of every file exactly.
+    let u = repermission::undo(&journal).unwrap();
+    assert_eq!(u.failed, 0, "{u:?}");
+    assert_eq!(dump(&t, &outside), before);
+}
+
+#[test]
+fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
+    if !root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (t, outside) = tree(d.path());
+    let before = dump(&t, &outside);
+    let journal = d.path().join("journal");
+    let s = repermission::run(
+        std::slice::from_ref(&t),
+        &map(),
+        &opts(Mode::Add),
+        Some(&journal),
+    )
+    .unwrap();
+    assert_eq!(s.failed, 0, "{s:?}");
+    let md = std::fs::metadata(t.join("docs/a.txt")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (1001, 501),
+        "owners are not changed in add mode"
+    );
+    let a = getfacl(&t.join("docs/a.txt"));
+    for e in [
+        "user:1001:rw-",
+        "user:2001:rw-",
+        "user:1002:r--",
+        "user:2002:r--",
+        "group:501:rwx",
+        "group:601:rwx",
+    ] {
+        assert!(a.contains(e), "{e} missing:\n{a}");
+    }
+    // A plain file owned by a source gains a named entry for the target with the owner's rights.
+    let n = getfacl(&t.join("new\nline.txt"));
+    assert!(n.contains("user:2001:rw-"), "{n}");
+    let again = repermission::run(
+        std::slice::from_ref(&t),
+        &map(),
+        &opts(Mode::Add),
+        Some(&journal),
+    )
+    .unwrap();
+    assert_eq!(again.changed, 0, "add is idempotent: {again:?}");
+    repermission::undo(&journal).unwrap();
+    assert_eq!(dump(&t, &outside), before);
+}
+
+#[test]
+fn a_journal_refuses_another_map_and_excludes_are_honoured() {
+    if !root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (t, _) = tree(d.path());
+    let journal = d.path().join("journal");
+    let o = Options {
+        excludes: vec![t.join("docs")],
+        ..opts(Mode::AddAndRemove)
+    };
+    repermission::run(std::slice::from_ref(&t), &map(), &o, Some(&journal)).unwrap();
+    // (docs/a.txt is also reachable through a hard link outside the excluded folder.)
+    assert_eq!(
+        std::fs::metadata(t.join("docs/deep dir/b c.txt"))
+            .unwrap()
+            .uid(),
+        1002,
+        "excluded"
+    );
+    assert_eq!(
+        std::fs::metadata(t.join("shared/s.bin")).unwrap().uid(),
+        2001
+    );
+    let other = Map::parse("source,target\nuid:1001,uid:7001\n").unwrap();
+    let e = repermission::run(
+        std::slice::from_ref(&t),
+        &other,
+        &opts(Mode::AddAndRemove),
+        Some(&journal),
+    )
+    .unwrap_err();
+    assert!(e.contains("another map"), "{e}");
+}
+
+#[test]
+fn maps_are_checked() {
+    assert!(Map::parse("from,to\n").unwrap_err().contains("line 1"));
+    assert!(
+        Map::parse("source,target\nuid:1,gid:2\n")
+            .unwrap_err()
+            .contains("line 2")
+    );
+    assert!(
+        Map::parse("source,target\nuid:1,uid:2\nuid:2,uid:3\n")
+            .unwrap_err()
+            .contains("both a target")
+    );
+    assert!(
+        Map::parse("source,target\nuid:1,uid:2\nuid:1,uid:3\n")
+            .unwrap_err()
+            .contains("twice")
+    );
+    let m =
+        Map::parse("source,target\nS-1-5-21-1-2-3-1104,S-1-12-1-1-2-3-4\ngid:10,gid:20\n").unwrap();
+    assert_eq!((m.sids.len(), m.gids[&10]), (1, 20));
+}
