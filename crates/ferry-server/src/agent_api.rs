@@ -3,6 +3,7 @@
 //! accepted on `/api/v1`. Every refusal is recorded in the failed communications report.
 
 use crate::agent_tls::AgentPeer;
+use crate::auth::hash_token;
 use crate::devices::{self, POLL_SECONDS};
 use crate::state::AppState;
 use axum::Json;
@@ -18,7 +19,6 @@ use ferry_core::agent::{
 };
 use ferry_store::{AgentRecord, Contact, Enrollment, FailedComm, now_ms};
 use serde::Deserialize;
-use sha2::Digest;
 
 /// An agent endpoint refusal.
 pub struct Refusal {
@@ -129,10 +129,6 @@ fn check_protocol(p: u32) -> Result<(), Refusal> {
     }
 }
 
-pub fn hash(secret: &str) -> String {
-    ferry_core::config::hex(&sha2::Sha256::digest(secret.as_bytes()))
-}
-
 fn random_key() -> Credential {
     let mut b = [0u8; 32];
     if getrandom::fill(&mut b).is_err() {
@@ -175,7 +171,11 @@ impl FromRequestParts<AppState> for Agent {
             )
             .await);
         };
-        match st.devices.authenticate(&*st.store, &hash(key)).await? {
+        match st
+            .devices
+            .authenticate(&*st.store, &hash_token(key))
+            .await?
+        {
             Some(a) => Ok(Agent(a)),
             None => Err(refuse(
                 st,
@@ -190,6 +190,42 @@ impl FromRequestParts<AppState> for Agent {
             )
             .await),
         }
+    }
+}
+
+/// Checks an enrollment: protocol, fields, and the pre-shared key (known and not retired).
+async fn admit(st: &AppState, req: &EnrollRequest) -> Result<ferry_store::Psk, Refusal> {
+    check_protocol(req.protocol)?;
+    let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let f = &req.device;
+    for (field, v, max) in [
+        ("device.device_id", &f.device_id, 256),
+        ("device.hostname", &f.hostname, 255),
+        ("device.os", &f.os, 64),
+        ("device.agent_version", &f.agent_version, 64),
+    ] {
+        if v.trim().is_empty() || v.len() > max {
+            return Err(bad(format!("{field}: must be 1–{max} characters")));
+        }
+    }
+    if req.profiles.len() > 10_000 {
+        return Err(bad("profiles: more than 10000".into()));
+    }
+    match st.store.psk_by_hash(&hash_token(req.psk.expose())).await? {
+        None => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_psk",
+            "the pre-shared key is not one this server knows",
+        )),
+        Some(k) if k.retired_at.is_some() => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "retired_psk",
+            format!(
+                "the pre-shared key `{}` is retired: install the agent with the current key",
+                k.name
+            ),
+        )),
+        Some(k) => Ok(k),
     }
 }
 
@@ -230,77 +266,9 @@ async fn enroll(
     }
     let req: EnrollRequest = parse(&st, &peer, None, &body, "the enrollment").await?;
     let device = req.device.device_id.clone();
-    if let Err(r) = check_protocol(req.protocol) {
-        return Err(refuse(&st, Some(&peer), None, Some(&device), r).await);
-    }
-    let f = &req.device;
-    for (field, v, max) in [
-        ("device.device_id", &f.device_id, 256),
-        ("device.hostname", &f.hostname, 255),
-        ("device.os", &f.os, 64),
-        ("device.agent_version", &f.agent_version, 64),
-    ] {
-        if v.trim().is_empty() || v.len() > max {
-            return Err(refuse(
-                &st,
-                Some(&peer),
-                None,
-                Some(&device),
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("{field}: must be 1–{max} characters"),
-                ),
-            )
-            .await);
-        }
-    }
-    if req.profiles.len() > 10_000 {
-        return Err(refuse(
-            &st,
-            Some(&peer),
-            None,
-            Some(&device),
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "profiles: more than 10000",
-            ),
-        )
-        .await);
-    }
-    let psk = st.store.psk_by_hash(&hash(req.psk.expose())).await?;
-    let psk = match psk {
-        None => {
-            return Err(refuse(
-                &st,
-                Some(&peer),
-                None,
-                Some(&device),
-                Refusal::new(
-                    StatusCode::UNAUTHORIZED,
-                    "bad_psk",
-                    "the pre-shared key is not one this server knows",
-                ),
-            )
-            .await);
-        }
-        Some(k) if k.retired_at.is_some() => return Err(refuse(
-            &st,
-            Some(&peer),
-            None,
-            Some(&device),
-            Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "retired_psk",
-                format!(
-                    "the pre-shared key `{}` is retired: install the agent with the current key",
-                    k.name
-                ),
-            ),
-        )
-        .await),
-        Some(k) => k,
+    let psk = match admit(&st, &req).await {
+        Ok(k) => k,
+        Err(r) => return Err(refuse(&st, Some(&peer), None, Some(&device), r).await),
     };
     let key = random_key();
     if key.is_empty() {
@@ -316,7 +284,7 @@ async fn enroll(
         .enroll_agent(&Enrollment {
             facts: &req.device,
             profiles: &req.profiles,
-            node_hash: &hash(key.expose()),
+            node_hash: &hash_token(key.expose()),
             psk_id: psk.id,
             now: now_ms(),
             address: Some(&address),
@@ -358,25 +326,19 @@ async fn checkin(
         state: req.state.clone().filter(|s| s.len() <= 32),
         agent_version: req.agent_version.clone().filter(|v| v.len() <= 64),
     });
-    let snap = st.devices.snapshot();
-    let in_batch = snap.computers.contains_key(&a.hostname.to_lowercase());
     if let Some(p) = &req.profiles {
         st.store.set_agent_profiles(a.id, p).await?;
     }
-    // Only devices in a batch need their profiles (to translate them); the rest answer from memory.
-    let orders = if in_batch {
-        let profiles = match req.profiles {
-            Some(p) => p,
-            None => st.store.agent_profiles(a.id).await?,
-        };
-        devices::orders(&*st.store, &st.settings, &st.devices, &a, &profiles, now).await?
-    } else {
-        devices::Orders {
-            assignment: None,
-            migration: None,
-            blocked: None,
-        }
-    };
+    // A device in no batch, or whose migration is not due, is answered from memory.
+    let orders = devices::orders(
+        &*st.store,
+        &st.settings,
+        &st.devices,
+        &a,
+        req.profiles.as_deref(),
+        now,
+    )
+    .await?;
     Ok(Json(CheckinBody {
         inner: CheckinResponse {
             protocol: PROTOCOL_VERSION,

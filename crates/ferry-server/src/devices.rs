@@ -360,13 +360,14 @@ pub struct Orders {
     pub blocked: Option<String>,
 }
 
-/// The device's batch, and when due, its migration order.
+/// The device's batch, and when due, its migration order. `fresh_profiles` is a harvest sent
+/// with this check-in; otherwise the stored one is read, and only when the migration is due.
 pub async fn orders(
     store: &dyn Store,
     settings: &Settings,
     devices: &Devices,
     agent: &AgentRecord,
-    profiles: &[HarvestedProfile],
+    fresh_profiles: Option<&[HarvestedProfile]>,
     now: i64,
 ) -> Result<Orders, StoreError> {
     let snap = devices.snapshot();
@@ -413,7 +414,12 @@ pub async fn orders(
         )
         .await?;
     let (mut translation, mut untranslated) = (Vec::new(), Vec::new());
-    for p in profiles {
+    // The harvest is read only now that the migration is due.
+    let profiles = match fresh_profiles {
+        Some(p) => p.to_vec(),
+        None => store.agent_profiles(agent.id).await?,
+    };
+    for p in &profiles {
         match index.lookup(p) {
             Some(t) => translation.push(t),
             None => untranslated.push(p.name.clone()),

@@ -425,6 +425,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Oldest first; every run when `run` is None.
     async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>>;
+    /// The newest event of every agent that reported one (for the agents report).
+    async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>>;
     /// Stores a log chunk once per (agent, run, start); false for a resend.
     async fn add_agent_log(
         &self,

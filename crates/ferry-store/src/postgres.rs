@@ -508,24 +508,16 @@ impl Store for PgStore {
             .await?
             .query(&numbered(query::EVENTS), &[&agent, &run, &run])
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredEvent {
-                    agent_id: r.try_get(0)?,
-                    run: r.try_get(1)?,
-                    received_at: r.try_get(2)?,
-                    event: AgentEvent {
-                        at: r.try_get(3)?,
-                        step: r.try_get(4)?,
-                        status: r.try_get(5)?,
-                        message: r.try_get(6)?,
-                        progress: r
-                            .try_get::<_, Option<i64>>(7)?
-                            .map(|p| p.clamp(0, 100) as u8),
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>> {
+        let rows = self
+            .client()
+            .await?
+            .query(query::LATEST_EVENTS, &[])
+            .await?;
+        rows.iter().map(event_row).collect()
     }
 
     async fn add_agent_log(
@@ -1327,5 +1319,22 @@ fn agent_row(r: &Row) -> Result<AgentRecord> {
         last_address: r.try_get(8)?,
         agent_version: r.try_get(9)?,
         state: r.try_get(10)?,
+    })
+}
+
+fn event_row(r: &Row) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        agent_id: r.try_get(0)?,
+        run: r.try_get(1)?,
+        received_at: r.try_get(2)?,
+        event: AgentEvent {
+            at: r.try_get(3)?,
+            step: r.try_get(4)?,
+            status: r.try_get(5)?,
+            message: r.try_get(6)?,
+            progress: r
+                .try_get::<_, Option<i64>>(7)?
+                .map(|p| p.clamp(0, 100) as u8),
+        },
     })
 }

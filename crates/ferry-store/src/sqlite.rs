@@ -649,6 +649,14 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(query::LATEST_EVENTS)?;
+            let rows = st.query_map([], event_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     async fn add_agent_log(
         &self,
         agent: i64,

@@ -200,6 +200,12 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         ["startup", "join"]
     );
     assert_eq!(s.agent_events(a.id, None).await.unwrap().len(), 3);
+    let latest = s.latest_agent_events().await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(
+        (latest[0].run.as_str(), latest[0].event.step.as_str()),
+        ("run-2", "startup")
+    );
     assert!(
         s.add_agent_log(a.id, "run-1", 0, "line 1\n", 53)
             .await

@@ -78,7 +78,7 @@ fn serve(dir: &str, agents: usize) {
                         agent_version: "0.1.0".into(),
                         ..Default::default()
                     };
-                    let hash = ferry_server::agent_api::hash(&node_key(i));
+                    let hash = ferry_server::auth::hash_token(&node_key(i));
                     store
                         .enroll_agent(&Enrollment { facts: &facts, profiles: &profiles, node_hash: &hash, psk_id: psk.id, now: 1, address: None })
                         .await

@@ -50,7 +50,7 @@ pub async fn create_psk(
     let key = format!("psk_{}", key.trim_start_matches("ferry_"));
     let psk = st
         .store
-        .add_psk(name, &crate::agent_api::hash(&key), now_ms())
+        .add_psk(name, &crate::auth::hash_token(&key), now_ms())
         .await?;
     Ok((StatusCode::CREATED, Json(CreatedPsk { psk, key })))
 }
@@ -109,9 +109,17 @@ pub struct AgentView {
 async fn agent_views(st: &AppState) -> ApiResult<Vec<AgentView>> {
     let snap = st.devices.snapshot();
     let now = now_ms();
+    // One query for every agent's newest event, not one per agent.
+    let mut last_events: HashMap<i64, StoredEvent> = st
+        .store
+        .latest_agent_events()
+        .await?
+        .into_iter()
+        .map(|e| (e.agent_id, e))
+        .collect();
     let mut out = Vec::new();
     for a in st.store.agents().await? {
-        let last = st.store.agent_events(a.id, None).await?.pop();
+        let last = last_events.remove(&a.id);
         out.push(AgentView {
             batch: snap.computers.get(&a.hostname.to_lowercase()).cloned(),
             last_step: last
