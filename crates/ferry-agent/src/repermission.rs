@@ -147,6 +147,9 @@ pub struct Options {
     pub mode: Mode,
     pub what_if: bool,
     pub excludes: Vec<PathBuf>,
+    /// Glob patterns of paths to leave alone, with what is below them (the runbook's "areas to
+    /// ignore"): `*` and `?` within a name, `**` across names: `**/node_modules`, `/srv/**/cache`.
+    pub ignore: Vec<String>,
     pub threads: usize,
     /// Cross into other file systems (default: stay on each path's own).
     pub cross_devices: bool,
@@ -325,6 +328,10 @@ impl Ctx<'_> {
 
     fn excluded(&self, p: &Path) -> bool {
         self.opts.excludes.iter().any(|x| p.starts_with(x))
+            || (!self.opts.ignore.is_empty() && {
+                let s = p.as_os_str().as_bytes();
+                self.opts.ignore.iter().any(|g| glob_match(g.as_bytes(), s))
+            })
     }
 
     /// Decides and applies the change of one entry.
@@ -629,9 +636,51 @@ pub fn undo(journal: &Path) -> Result<Summary, String> {
     Ok(s)
 }
 
+/// Whether `path` matches the glob `pat`: `*` and `?` stay within one name, `**` spans names
+/// (`**/x` also matches `x` at the top).
+pub fn glob_match(pat: &[u8], path: &[u8]) -> bool {
+    match pat {
+        [] => path.is_empty(),
+        [b'*', b'*', b'/', rest @ ..] => {
+            glob_match(rest, path)
+                || path
+                    .iter()
+                    .enumerate()
+                    .any(|(i, c)| *c == b'/' && glob_match(rest, &path[i + 1..]))
+        }
+        [b'*', b'*', rest @ ..] => (0..=path.len()).any(|i| glob_match(rest, &path[i..])),
+        [b'*', rest @ ..] => (0..=path.len())
+            .take_while(|i| *i == 0 || path[i - 1] != b'/')
+            .any(|i| glob_match(rest, &path[i..])),
+        [b'?', rest @ ..] => !path.is_empty() && path[0] != b'/' && glob_match(rest, &path[1..]),
+        [c, rest @ ..] => path.first() == Some(c) && glob_match(rest, &path[1..]),
+    }
+}
+
 /// A path for messages and JSON (file names may hold newlines).
 pub fn show(p: &Path) -> String {
     String::from_utf8_lossy(p.as_os_str().as_bytes())
         .escape_debug()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn ignore_globs() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("**/node_modules", "/home/ann/src/node_modules"));
+        assert!(m("**/node_modules", "node_modules"));
+        assert!(!m("**/node_modules", "/home/ann/node_modules2"));
+        assert!(m("/home/*/cache", "/home/ann/cache"));
+        assert!(!m("/home/*/cache", "/home/ann/x/cache"));
+        assert!(m("/srv/**/cache", "/srv/a/b/cache"));
+        assert!(m("/srv/**", "/srv/a/b"));
+        assert!(m("**/*.tmp", "/home/ann/a b.tmp"));
+        assert!(!m("**/*.tmp", "/home/ann.tmp/x"));
+        assert!(m("/home/ann/?.txt", "/home/ann/a.txt"));
+        assert!(!m("/home/ann/?.txt", "/home/ann/ab.txt"));
+    }
 }

@@ -112,6 +112,7 @@ fn opts(mode: Mode) -> Options {
         mode,
         what_if: false,
         excludes: vec![],
+        ignore: vec![],
         threads: 4,
         cross_devices: false,
     }

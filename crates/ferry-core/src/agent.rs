@@ -122,6 +122,9 @@ pub struct CheckinResponse {
     /// Present when the migration is due (Available From or Enforced After has passed): all the
     /// device needs to run it.
     pub migration: Option<MigrationOrder>,
+    /// Why a due migration is held back (the device keeps checking in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -164,6 +164,9 @@ pub struct AppReconfiguration {
     pub reconfigure_applications: bool,
     /// "Make OneDrive Files Cloud Only".
     pub onedrive_cloud_only: bool,
+    /// On Linux, the commands that reconfigure applications for the target (run when
+    /// `reconfigure_applications` is set), with the translation in their environment.
+    pub commands: Vec<Script>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -281,6 +284,18 @@ impl Runbook {
             "completion.post_migration_scripts",
             &self.completion.post_migration_scripts,
         )?;
+        scripts(
+            "app_reconfiguration.commands",
+            &self.app_reconfiguration.commands,
+        )?;
+        if !self.app_reconfiguration.commands.is_empty()
+            && !self.app_reconfiguration.reconfigure_applications
+        {
+            return err(
+                "app_reconfiguration.commands",
+                "commands run only when reconfigure_applications is set".into(),
+            );
+        }
         if let Some(m) = self.user_experience.snooze_minutes
             && !(1..=10_080).contains(&m)
         {
@@ -451,6 +466,12 @@ impl Runbook {
         }
         if self.app_reconfiguration.reconfigure_applications {
             out.push("reconfigure applications for the target tenant".into());
+            for sc in &self.app_reconfiguration.commands {
+                out.push(format!(
+                    "run app reconfiguration `{}` ({})",
+                    sc.name, sc.interpreter
+                ));
+            }
         }
         if !self.completion.do_not_run_completion {
             for sc in &self.completion.post_migration_scripts {

@@ -300,14 +300,6 @@ async fn enroll(
     }))
 }
 
-#[derive(serde::Serialize)]
-struct CheckinBody {
-    #[serde(flatten)]
-    inner: CheckinResponse,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    blocked: Option<String>,
-}
-
 async fn checkin(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<AgentPeer>,
@@ -339,13 +331,11 @@ async fn checkin(
         now,
     )
     .await?;
-    Ok(Json(CheckinBody {
-        inner: CheckinResponse {
-            protocol: PROTOCOL_VERSION,
-            poll_interval_seconds: POLL_SECONDS,
-            assignment: orders.assignment,
-            migration: orders.migration,
-        },
+    Ok(Json(CheckinResponse {
+        protocol: PROTOCOL_VERSION,
+        poll_interval_seconds: POLL_SECONDS,
+        assignment: orders.assignment,
+        migration: orders.migration,
         blocked: orders.blocked,
     })
     .into_response())
@@ -373,6 +363,7 @@ async fn events(
         let state = match last.status.as_str() {
             "failed" => "failed",
             "succeeded" if last.step == "done" => "succeeded",
+            "succeeded" if last.step == "rollback" => "rolled-back",
             _ => "running",
         };
         st.devices.record_contact(Contact {

@@ -53,6 +53,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runbook(c) => crate::devices::runbook(&client()?, c, json).await,
         Command::Batch(c) => crate::devices::batch(&client()?, c, json).await,
         Command::Repermission(a) => repermission(a, json),
+        Command::Agent(c) => {
+            let server = cli.server_on_command_line.then(|| cli.server.clone());
+            crate::agent::agent(c, server, json).await
+        }
         Command::Sync(c) => sync(&client()?, c, json).await,
         Command::Translation(c) => translation(&client()?, c, json).await,
         Command::Logs(a) => {
@@ -784,6 +788,7 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
                 mode,
                 what_if: a.what_if,
                 excludes: a.exclude,
+                ignore: Vec::new(),
                 threads,
                 cross_devices: a.cross_devices,
             };

@@ -5,6 +5,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod agent;
 mod client;
 mod commands;
 mod devices;
@@ -35,6 +36,9 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Whether `--server` was given on the command line (the agent takes it only from there).
+    #[arg(skip)]
+    pub server_on_command_line: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -79,6 +83,9 @@ pub enum Command {
     /// Translate owners, groups and POSIX ACL entries of file trees through a map, with a journal
     /// for exact undo (`ferry repermission undo --journal FILE`).
     Repermission(RepermissionArgs),
+    /// The migration agent on this device: run, status, start-now, snooze, rollback.
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
 }
 
 #[derive(clap::Args)]
@@ -295,7 +302,13 @@ fn main() -> ExitCode {
         }
         default_hook(info);
     }));
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    cli.server_on_command_line =
+        matches.value_source("server") == Some(clap::parser::ValueSource::CommandLine);
     // The server logs its work; other commands print results and log only problems.
     let default = if matches!(cli.command, Command::Server(_)) {
         "info"

@@ -1,0 +1,258 @@
+//! `ferry agent …`: the migration agent on a device (Linux), and the commands a signed-in user
+//! or an administrator of the device uses with it.
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use ferry_agent::daemon::{self, Config, Request, SNOOZE_CHOICES, Status, show_time};
+use ferry_agent::harvest::Sources;
+use ferry_agent::run::{self, RunState};
+use ferry_agent::state::StateDir;
+use ferry_core::agent::Credential;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Run the agent: enroll once, check in, harvest profiles, run due migrations. `--server` is
+    /// the agent endpoint (`ferry agents endpoint` shows it and its fingerprint).
+    Run(RunArgs),
+    /// What the agent is doing: its batch, the offered migration, the run's steps.
+    Status(StateArgs),
+    /// Start the offered migration now.
+    StartNow(StateArgs),
+    /// Defer the offered migration (never past its Enforced After time).
+    Snooze {
+        #[arg(value_parser = ["5m", "15m", "30m", "1h", "4h", "1d", "1w"])]
+        duration: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Undo the permission changes of the last run (its journal) and the home links it made.
+    Rollback(StateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct StateArgs {
+    /// The agent's state directory.
+    #[arg(
+        long,
+        env = "FERRY_AGENT_STATE_DIR",
+        default_value = "/var/lib/ferry-agent"
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The pre-shared key to enroll with (needed the first time only).
+    #[arg(long, env = "FERRY_AGENT_PSK", hide_env_values = true)]
+    pub psk: Option<String>,
+    /// SHA-256 of the server's agent certificate: the only certificate this agent trusts.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Check in once, run a migration if one is due and may start, then exit (1 if it failed).
+    #[arg(long)]
+    pub once: bool,
+    /// Harvest profiles from this passwd-format file instead of /etc/passwd and NSS.
+    #[arg(long)]
+    pub passwd: Option<PathBuf>,
+    /// A command printing one line per signed-in session (default: `loginctl list-sessions`,
+    /// else `who`).
+    #[arg(long)]
+    pub sessions_command: Option<String>,
+    /// The file that prevents sign-in (pam_nologin) while a runbook asks for it.
+    #[arg(long, default_value = "/etc/nologin")]
+    pub nologin_file: PathBuf,
+    /// Where a runbook's legal notice is shown before sign-in (agetty reads /etc/issue.d).
+    #[arg(long, default_value = "/etc/issue.d/ferry-legal-notice.issue")]
+    pub legal_notice_file: PathBuf,
+    /// Re-permissioning threads (default: the CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Check in every N seconds instead of the server's interval.
+    #[arg(long, hide = true)]
+    pub poll_seconds: Option<u32>,
+}
+
+impl RunArgs {
+    pub fn config(self, server: Option<String>) -> Config {
+        let sources = match self.passwd {
+            Some(p) => Sources {
+                passwd: p,
+                nss: false,
+                home_roots: Vec::new(),
+                ..Sources::default()
+            },
+            None => Sources::default(),
+        };
+        Config {
+            server,
+            psk: self.psk.map(Credential::new),
+            fingerprint: self.fingerprint,
+            state_dir: self.state.state_dir,
+            once: self.once,
+            sources,
+            sessions_command: self.sessions_command,
+            nologin_file: self.nologin_file,
+            legal_notice_file: self.legal_notice_file,
+            threads: self.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            poll_seconds: self.poll_seconds,
+        }
+    }
+}
+
+pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<ExitCode> {
+    match cmd {
+        AgentCmd::Run(a) => {
+            let once = a.once;
+            let ended = daemon::run(a.config(server))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if once {
+                println!("{}: {}", ended.state, ended.detail);
+            }
+            Ok(if ended.failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AgentCmd::Status(s) => status(&s.state_dir, json),
+        AgentCmd::StartNow(s) => ask(
+            &s.state_dir,
+            Request {
+                action: "start-now".into(),
+                minutes: None,
+            },
+        ),
+        AgentCmd::Snooze { duration, state } => {
+            let minutes = SNOOZE_CHOICES
+                .iter()
+                .find(|(c, _)| *c == duration)
+                .map(|(_, m)| *m);
+            ask(
+                &state.state_dir,
+                Request {
+                    action: "snooze".into(),
+                    minutes,
+                },
+            )
+        }
+        AgentCmd::Rollback(s) => {
+            let sd = StateDir::existing(&s.state_dir).map_err(anyhow::Error::msg)?;
+            let env = run::Env {
+                state: sd,
+                sources: Sources::default(),
+                nologin_file: "/etc/nologin".into(),
+                legal_notice_file: "/etc/issue.d/ferry-legal-notice.issue".into(),
+                threads: 1,
+            };
+            let m = run::rollback(&env).map_err(anyhow::Error::msg)?;
+            println!("rolled back: {m}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ask(state_dir: &std::path::Path, req: Request) -> Result<ExitCode> {
+    match daemon::request(state_dir, &req, Duration::from_secs(10)) {
+        Ok(m) => {
+            println!("{m}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => bail!("{e}"),
+    }
+}
+
+fn status(state_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let sd = StateDir::existing(state_dir).map_err(anyhow::Error::msg)?;
+    let st: Option<Status> = sd.read("status.json").map_err(anyhow::Error::msg)?;
+    // run.json is the administrator's (mode 0600); a signed-in user sees status.json only.
+    let run: Option<RunState> = sd.read("run.json").ok().flatten();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "status": st,
+                "run": run.as_ref().map(|r| serde_json::json!({
+                    "run": r.run, "status": r.status, "progress": r.progress(), "steps": r.steps,
+                })),
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(st) = st else {
+        bail!("the agent has not reported its status yet");
+    };
+    println!(
+        "agent {} ({}) → {}",
+        st.agent_id.map(|i| i.to_string()).unwrap_or("-".into()),
+        st.hostname,
+        st.server
+    );
+    println!("state         {}: {}", st.state, st.detail);
+    println!(
+        "last contact  {}{}",
+        st.last_contact.map(show_time).unwrap_or("never".into()),
+        st.last_error
+            .as_ref()
+            .map(|e| format!(" (since then: {e})"))
+            .unwrap_or_default()
+    );
+    if let Some(a) = &st.assignment {
+        println!(
+            "batch         {}: {}; {}enforced after {} ({})",
+            a.batch,
+            a.runbooks.join(", "),
+            a.available_from
+                .map(|t| format!("offered from {}, ", show_time(t)))
+                .unwrap_or_default(),
+            show_time(a.enforced_after),
+            a.time_zone
+        );
+    }
+    if let Some(b) = &st.blocked {
+        println!("held back     {b}");
+    }
+    if let Some(o) = &st.offer {
+        println!(
+            "offer         {} ({}){}{}",
+            o.run,
+            o.mode,
+            o.snoozed_until
+                .map(|t| format!(", snoozed until {}", show_time(t)))
+                .unwrap_or_default(),
+            o.snoozes_left
+                .map(|n| format!(", {n} snooze(s) left"))
+                .unwrap_or_default()
+        );
+        if let Some(m) = &o.message {
+            println!("message       {m}");
+        }
+        if !o.choices.is_empty() {
+            println!(
+                "              ferry agent start-now | ferry agent snooze {}",
+                o.choices.join("|")
+            );
+        }
+    }
+    if let Some(r) = &run {
+        println!("run           {} ({}%)", run::describe(r), r.progress());
+        for s in &r.steps {
+            println!(
+                "  {:<10} {:<40} {}",
+                format!("{:?}", s.status).to_lowercase(),
+                s.id,
+                s.message
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
