@@ -208,7 +208,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn get_xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) fn get_xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     loop {
         match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
@@ -223,7 +223,7 @@ fn get_xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-fn set_xattr(path: &Path, name: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+pub(crate) fn set_xattr(path: &Path, name: &str, value: Option<&[u8]>) -> std::io::Result<()> {
     match value {
         Some(v) => rustix::fs::lsetxattr(path, name, v, rustix::fs::XattrFlags::empty())
             .map_err(Into::into),

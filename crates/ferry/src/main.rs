@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod devices;
 mod quickstart;
+mod quickstart_device;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -27,6 +27,9 @@ pub struct Args {
     /// Print the summary and exit instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+    /// Leave out the local agent that migrates a sample device tree.
+    #[arg(long)]
+    pub no_device: bool,
 }
 
 fn config() -> String {
@@ -112,7 +115,13 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         database_url: None,
         admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
         scheduler: true,
-        agent: None,
+        // Agents' endpoint on a free port: the local agent below talks to it over TLS.
+        agent: Some(ferry_server::AgentEndpoint {
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            cert: None,
+            names: Vec::new(),
+            public_url: None,
+        }),
     };
     let server = Server::start(opts, listener).await?;
     let engine = server.state.engine.clone();
@@ -134,12 +143,33 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         summary.push((profile, c, started.elapsed()));
     }
     let url = format!("http://{}", server.addr);
+    let device = if a.no_device {
+        None
+    } else {
+        let token = std::fs::read_to_string(dir.join("data/admin-token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .or_else(|| std::env::var("FERRY_ADMIN_TOKEN").ok());
+        let admin = crate::client::Client::new(&url, token)?;
+        let endpoint = match (server.agent_addr, &server.agent_fingerprint) {
+            (Some(addr), Some(fp)) => (format!("https://{addr}/agent"), fp.clone()),
+            _ => bail!("the agent endpoint did not start"),
+        };
+        Some(crate::quickstart_device::demo(&dir, &admin, &endpoint).await)
+    };
     if json {
         let v: Vec<_> = summary.iter().map(|(p, c, d)| serde_json::json!({"profile": p, "cycle": c, "seconds": d.as_secs_f64()})).collect();
+        let device = match &device {
+            Some(Ok(o)) => {
+                serde_json::json!({"run": o.run.run, "status": o.run.status, "steps": o.run.steps, "tree": o.tree, "state_dir": o.state_dir})
+            }
+            Some(Err(e)) => serde_json::json!({"skipped": format!("{e:#}")}),
+            None => serde_json::Value::Null,
+        };
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"server": url, "dir": dir, "cycles": v})
+                &serde_json::json!({"server": url, "dir": dir, "cycles": v, "device": device})
             )?
         );
     } else {
@@ -159,6 +189,25 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
                     k.matched, k.unmatched, k.ambiguous, k.conflict
                 );
             }
+        }
+        match &device {
+            Some(Ok(o)) => {
+                println!(
+                    "\n  device   a local agent took migration {} ({}):",
+                    o.run.run,
+                    format!("{:?}", o.run.status).to_lowercase()
+                );
+                for s in &o.run.steps {
+                    println!(
+                        "           {:<10} {:<26} {}",
+                        format!("{:?}", s.status).to_lowercase(),
+                        s.id,
+                        s.message
+                    );
+                }
+            }
+            Some(Err(e)) => println!("\n  device   skipped: {e:#}"),
+            None => {}
         }
         println!(
             "\n  server         {url}   (API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json)"
@@ -188,6 +237,18 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         println!("    ferry{srv}{tok} sync whatif users --status ambiguous");
         println!("    ferry{srv}{tok} translation export --format sidmap -o sidmap.json");
         println!("    ferry{srv}{tok} report object ann.lee@contoso.test");
+        if let Some(Ok(o)) = &device {
+            println!("    ferry{srv}{tok} batch progress Quickstart");
+            println!("    getfacl -R -n {}/home | less", o.tree.display());
+            println!(
+                "    ferry agent status --state-dir {}",
+                o.state_dir.display()
+            );
+            println!(
+                "    ferry agent rollback --state-dir {}   # undo the device migration exactly",
+                o.state_dir.display()
+            );
+        }
     }
     if a.once {
         server.stop().await?;

@@ -1,0 +1,262 @@
+//! The device part of `ferry quickstart`: a sample device tree (homes of three Contoso users and
+//! a shared folder, with owners, access and default ACLs, a symlink and a hard link), a runbook
+//! and a batch enforced a minute ago, and a local agent that enrolls over TLS, takes the
+//! migration and re-permissions the tree to the users' Fabrikam accounts.
+//!
+//! The tree stands for a device: its users are in `device/passwd` (not the machine's), the agent's
+//! "prevent sign-in" file is `device/nologin` (not `/etc/nologin`), and nobody counts as signed in.
+
+use crate::client::Client;
+use anyhow::{Context, Result, bail};
+use ferry_agent::acl;
+use ferry_agent::daemon::{self, Config};
+use ferry_agent::harvest::Sources;
+use ferry_agent::run::RunState;
+use ferry_core::agent::Credential;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::os::unix::fs::{MetadataExt, chown, symlink};
+use std::path::{Path, PathBuf};
+
+pub struct Outcome {
+    pub run: RunState,
+    pub tree: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+struct User {
+    login: String,
+    uid: u32,
+    gid: u32,
+    target_login: String,
+    target_uid: u32,
+    target_gid: u32,
+}
+
+pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Result<Outcome> {
+    if std::fs::metadata("/proc/self")?.uid() != 0 {
+        bail!(
+            "the local agent changes files' owners, which needs root: run the quickstart as root (sudo) to see it"
+        );
+    }
+    let entries: Vec<Value> = admin
+        .get(
+            "/translation/export",
+            &[
+                ("format", "json".into()),
+                ("profile", "users".into()),
+                ("kind", "user".into()),
+            ],
+        )
+        .await?;
+    let users: Vec<User> = entries
+        .iter()
+        .filter_map(|e| {
+            let n = |k: &str| e[k].as_u64().and_then(|v| u32::try_from(v).ok());
+            let login = |k: &str| {
+                e[k].as_str()
+                    .and_then(|u| u.split('@').next())
+                    .map(|s| s.to_lowercase())
+            };
+            Some(User {
+                login: login("source_upn")?,
+                uid: n("source_uid")?,
+                gid: n("source_gid")?,
+                target_login: login("target_upn")?,
+                target_uid: n("target_uid")?,
+                target_gid: n("target_gid")?,
+            })
+        })
+        .take(3)
+        .collect();
+    if users.len() < 2 {
+        bail!("the translation table has fewer than two users with uids to migrate");
+    }
+    let device = dir.join("device");
+    let tree = device.join("home");
+    let shared = device.join("shared");
+    if !tree.exists() {
+        build_tree(&device, &users).context("cannot build the sample device tree")?;
+    }
+    let mut passwd = String::new();
+    for u in &users {
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:{}:{}:/bin/bash\n",
+            u.login,
+            u.uid,
+            u.gid,
+            u.login,
+            tree.join(&u.login).display()
+        ));
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:{}:{}:/bin/bash\n",
+            u.target_login,
+            u.target_uid,
+            u.target_gid,
+            u.target_login,
+            device.join("home-target").join(&u.target_login).display()
+        ));
+    }
+    std::fs::write(device.join("passwd"), passwd)?;
+
+    let runbook = json!({
+        "name": "Quickstart",
+        "source_directories": ["contoso"],
+        "target_directories": ["fabrikam"],
+        "startup": {
+            "prevent_login": true,
+            "pre_migration_scripts": [{"name": "check", "interpreter": "sh",
+                "body": "echo \"pre-migration check of run $FERRY_RUN on $(hostname)\"\ntest -r \"$FERRY_TRANSLATION\""}]
+        },
+        "user_experience": {"message": "Your device is moving to Fabrikam."},
+        "permission_updates": {"mode": "add-and-remove",
+            "paths": [tree.to_string_lossy(), shared.to_string_lossy()],
+            "ignore": ["**/.cache"]},
+        "completion": {"post_migration_scripts": [{"name": "report", "interpreter": "sh",
+            "body": "echo \"migrated; translation in $FERRY_TRANSLATION\""}]}
+    });
+    admin
+        .send(Method::PUT, "/runbooks/Quickstart", &[], Some(runbook))
+        .await?;
+    let batches: Value = admin.get("/batches", &[]).await?;
+    let exists = batches
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|b| b["name"] == "Quickstart");
+    if !exists {
+        // Enforced a minute ago: the agent starts at its first check-in.
+        let enforced = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+        let batch = json!({
+            "name": "Quickstart", "source_directory": "contoso", "target_directory": "fabrikam",
+            "runbooks": ["Quickstart"],
+            "enforced_after": enforced.strftime("%Y-%m-%dT%H:%M").to_string(),
+            "time_zone": "UTC",
+        });
+        admin
+            .send(Method::PUT, "/batches/Quickstart", &[], Some(batch))
+            .await?;
+    }
+
+    let state_dir = dir.join("agent");
+    let psk = if state_dir.join("agent.json").exists() {
+        None
+    } else {
+        let created: Value = admin
+            .post(
+                "/psks",
+                &[],
+                Some(json!({"name": format!("quickstart-{}", jiff::Timestamp::now().as_second())})),
+            )
+            .await?;
+        created["key"].as_str().map(Credential::new)
+    };
+    let cfg = Config {
+        server: Some(endpoint.0.clone()),
+        psk,
+        fingerprint: Some(endpoint.1.clone()),
+        state_dir: state_dir.clone(),
+        once: true,
+        sources: Sources {
+            passwd: device.join("passwd"),
+            nss: false,
+            home_roots: Vec::new(),
+            ..Sources::default()
+        },
+        sessions_command: Some("true".into()),
+        nologin_file: device.join("nologin"),
+        legal_notice_file: device.join("issue"),
+        threads: 2,
+        poll_seconds: Some(1),
+    };
+    // Enroll (the computer becomes known), join the batch, then take the migration.
+    daemon::run(cfg.clone()).await.map_err(anyhow::Error::msg)?;
+    let hostname = daemon::device_facts().hostname;
+    admin
+        .send(
+            Method::POST,
+            "/batches/Quickstart/computers",
+            &[],
+            Some(json!({"add": [hostname]})),
+        )
+        .await?;
+    let cfg = Config { psk: None, ..cfg };
+    daemon::run(cfg).await.map_err(anyhow::Error::msg)?;
+    let run: RunState = ferry_agent::state::read_json(&state_dir.join("run.json"))
+        .map_err(anyhow::Error::msg)?
+        .context("the agent did not start the migration")?;
+    Ok(Outcome {
+        run,
+        tree: device,
+        state_dir,
+    })
+}
+
+fn build_tree(device: &Path, users: &[User]) -> std::io::Result<()> {
+    let home = device.join("home");
+    for (i, u) in users.iter().enumerate() {
+        let next = &users[(i + 1) % users.len()];
+        let h = home.join(&u.login);
+        for d in ["Documents", "Projects", ".cache"] {
+            std::fs::create_dir_all(h.join(d))?;
+        }
+        std::fs::write(
+            h.join("Documents/report.txt"),
+            format!("{}'s report\n", u.login),
+        )?;
+        std::fs::write(h.join("Documents/Meeting notes.txt"), "notes\n")?;
+        std::fs::write(h.join("Projects/plan.md"), "# plan\n")?;
+        std::fs::write(h.join(".cache/thumbs.db"), "cache\n")?;
+        std::fs::write(h.join(".profile"), "umask 022\n")?;
+        std::fs::hard_link(
+            h.join("Documents/report.txt"),
+            h.join("Projects/report (hard link).txt"),
+        )?;
+        symlink("Documents/report.txt", h.join("latest-report"))?;
+        for p in walk(&h)? {
+            std::os::unix::fs::lchown(&p, Some(u.uid), Some(u.gid))?;
+        }
+        // The next user may read the report; the project folder gives them rwx, also by default.
+        acl::grant(
+            &h.join("Documents/report.txt"),
+            acl::USER,
+            next.uid,
+            4,
+            false,
+        )?;
+        acl::grant(&h.join("Projects"), acl::USER, next.uid, 7, false)?;
+        acl::grant(&h.join("Projects"), acl::USER, next.uid, 7, true)?;
+    }
+    let shared = device.join("shared");
+    std::fs::create_dir_all(shared.join("Team"))?;
+    std::fs::write(shared.join("Team/handbook.txt"), "handbook\n")?;
+    chown(&shared, Some(0), Some(users[0].gid))?;
+    for u in users {
+        acl::grant(&shared, acl::USER, u.uid, 7, false)?;
+        acl::grant(&shared, acl::USER, u.uid, 7, true)?;
+        acl::grant(
+            &shared.join("Team/handbook.txt"),
+            acl::USER,
+            u.uid,
+            6,
+            false,
+        )?;
+    }
+    acl::grant(&shared, acl::GROUP, users[0].gid, 5, false)?;
+    Ok(())
+}
+
+fn walk(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if std::fs::symlink_metadata(&p)?.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                out.push(e?.path());
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
