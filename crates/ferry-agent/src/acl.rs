@@ -215,6 +215,48 @@ pub fn mode_with(mode: u32, acl: &Acl) -> u32 {
     (mode & !0o777) | (owner << 6) | (group << 3) | other
 }
 
+/// Grants `perm` (`rwx` bits) to the named user or group (`tag` [`USER`] or [`GROUP`]) in the
+/// access ACL of `path`, or in its default ACL (directories), widening the mask as `setfacl -m`
+/// does. Used to set up sample trees; the engine itself never grants anything.
+pub fn grant(
+    path: &std::path::Path,
+    tag: u16,
+    id: u32,
+    perm: u16,
+    default: bool,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let name = if default { DEFAULT } else { ACCESS };
+    let mode = std::fs::symlink_metadata(path)?.mode();
+    let mut acl = match crate::repermission::get_xattr(path, name)? {
+        Some(b) => Acl::parse(&b).map_err(std::io::Error::other)?,
+        None => from_mode(mode),
+    };
+    acl.entries.retain(|e| !(e.tag == tag && e.id == id));
+    acl.entries.push(Entry { tag, id, perm });
+    let group_class = acl
+        .entries
+        .iter()
+        .filter(|e| matches!(e.tag, USER | GROUP | GROUP_OBJ))
+        .fold(0, |m, e| m | e.perm);
+    acl.entries.retain(|e| e.tag != MASK);
+    acl.entries.push(Entry {
+        tag: MASK,
+        id: UNDEFINED_ID,
+        perm: group_class,
+    });
+    acl.entries.sort();
+    crate::repermission::set_xattr(path, name, Some(&acl.to_bytes()))?;
+    if !default {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(mode_with(mode, &acl) & 0o7777),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,46 +339,4 @@ mod tests {
         );
         assert_eq!(mode_with(0o100640, &m), 0o100660);
     }
-}
-
-/// Grants `perm` (`rwx` bits) to the named user or group (`tag` [`USER`] or [`GROUP`]) in the
-/// access ACL of `path`, or in its default ACL (directories), widening the mask as `setfacl -m`
-/// does. Used to set up sample trees; the engine itself never grants anything.
-pub fn grant(
-    path: &std::path::Path,
-    tag: u16,
-    id: u32,
-    perm: u16,
-    default: bool,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let name = if default { DEFAULT } else { ACCESS };
-    let mode = std::fs::symlink_metadata(path)?.mode();
-    let mut acl = match crate::repermission::get_xattr(path, name)? {
-        Some(b) => Acl::parse(&b).map_err(std::io::Error::other)?,
-        None => from_mode(mode),
-    };
-    acl.entries.retain(|e| !(e.tag == tag && e.id == id));
-    acl.entries.push(Entry { tag, id, perm });
-    let group_class = acl
-        .entries
-        .iter()
-        .filter(|e| matches!(e.tag, USER | GROUP | GROUP_OBJ))
-        .fold(0, |m, e| m | e.perm);
-    acl.entries.retain(|e| e.tag != MASK);
-    acl.entries.push(Entry {
-        tag: MASK,
-        id: UNDEFINED_ID,
-        perm: group_class,
-    });
-    acl.entries.sort();
-    crate::repermission::set_xattr(path, name, Some(&acl.to_bytes()))?;
-    if !default {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(mode_with(mode, &acl) & 0o7777),
-        )?;
-    }
-    Ok(())
 }
