@@ -56,6 +56,26 @@ fn quickstart_runs_a_cycle_and_prints_a_summary() {
         out.contains("ferry quickstart: Contoso → Fabrikam"),
         "{out}"
     );
+    // As root (CI), the local agent migrates the sample device tree.
+    if is_root() {
+        assert!(
+            out.contains("a local agent took migration Quickstart-")
+                && out.contains("(succeeded)")
+                && out.contains("Quickstart/repermission"),
+            "{out}"
+        );
+        let facl = std::process::Command::new("getfacl")
+            .args(["-R", "-n", "-p"])
+            .arg(qs.join("device/home"))
+            .output()
+            .unwrap();
+        let facl = String::from_utf8_lossy(&facl.stdout);
+        // Sample source uids are 10000+, target uids 200000+.
+        assert!(
+            facl.contains("# owner: 20") && !facl.contains("# owner: 10"),
+            "{facl}"
+        );
+    }
     for needle in [
         "user ",
         "matched",

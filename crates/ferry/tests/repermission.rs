@@ -10,32 +10,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn dump(t: &Path) -> String {
-    let mut out = Vec::new();
-    let mut stack = vec![t.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        out.push(format!("{:?} {} {} {:o}", p, m.uid(), m.gid(), m.mode()));
-        if m.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
-    }
-    out.sort();
-    let facl = Command::new("getfacl")
-        .args(["-R", "-P", "-n", "--absolute-names"])
-        .arg(t)
-        .output()
-        .unwrap();
-    let mut f: Vec<String> = String::from_utf8_lossy(&facl.stdout)
-        .split("\n\n")
-        .map(str::to_string)
-        .collect();
-    f.sort();
-    format!("{}\n{}", out.join("\n"), f.join("\n\n"))
-}
-
 #[test]
 fn killed_runs_resume_and_undo_restores_everything() {
     if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
@@ -85,8 +59,23 @@ fn killed_runs_resume_and_undo_restores_everything() {
             t.display().to_string(),
         ]
     };
-    // Kill it at a few points, then let it finish.
-    for ms in [5u64, 20, 60] {
+    // Kill it at random points (the seed is printed to replay a failure), then let it finish.
+    let mut seed = std::env::var("FERRY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("kill points from FERRY_KILL_SEED={seed}");
+    for _ in 0..12 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let ms = 1 + seed % 120;
         let mut c = Command::new(FERRY).args(args(&journal)).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = Command::new("kill")

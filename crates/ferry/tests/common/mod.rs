@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses some of them
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,4 +93,46 @@ impl Drop for ServerProc {
         }
         let _ = self.child.kill();
     }
+}
+
+/// Every file's path, owner, group and mode, then `getfacl -R` of the tree, in a stable order:
+/// two trees with equal dumps have equal metadata.
+pub fn dump(t: &Path) -> String {
+    let mut out = Vec::new();
+    let mut stack = vec![t.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push(format!("{:?} {} {} {:o}", p, m.uid(), m.gid(), m.mode()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    let facl = Command::new("getfacl")
+        .args(["-R", "-P", "-n", "--absolute-names"])
+        .arg(t)
+        .output()
+        .unwrap();
+    let mut f: Vec<String> = String::from_utf8_lossy(&facl.stdout)
+        .split("\n\n")
+        .map(str::to_string)
+        .collect();
+    f.sort();
+    format!("{}\n{}", out.join("\n"), f.join("\n\n"))
+}
+
+/// Whether this test may change owners; without root it is skipped, except under scripts/test.
+pub fn is_root() -> bool {
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+        Ok("1"),
+        "scripts/test must run this as root"
+    );
+    eprintln!("skipping: needs root");
+    false
 }
