@@ -165,6 +165,9 @@ pub fn harvest(src: &Sources) -> Result<Vec<HarvestedProfile>, String> {
             }
         })
         .collect();
+    // One profile per name, the first as NSS would resolve it (passwd order).
+    let mut names = FxHashSet::default();
+    out.retain(|p| names.insert(p.name.clone()));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -248,6 +248,9 @@ impl Journal {
             mode,
         };
         if path.exists() {
+            Journal::cut_partial_record(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if path.exists() && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0 {
             let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut first = String::new();
             std::io::BufReader::new(f)
@@ -277,6 +280,44 @@ impl Journal {
             file: Mutex::new(std::io::BufWriter::new(f)),
             since_sync: AtomicU64::new(0),
         })
+    }
+
+    /// A process killed while writing a record leaves it cut short, and its change was never
+    /// made (the record goes first): the partial line is removed so that the records appended
+    /// next start on a line of their own.
+    fn cut_partial_record(path: &Path) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let len = f.metadata()?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        // Look back for the last newline, a block at a time.
+        let mut end = len;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let start = end.saturating_sub(buf.len() as u64);
+            let n = (end - start) as usize;
+            f.seek(SeekFrom::Start(start))?;
+            f.read_exact(&mut buf[..n])?;
+            if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+                let keep = start + i as u64 + 1;
+                if keep != len {
+                    f.set_len(keep)?;
+                    f.sync_all()?;
+                }
+                return Ok(());
+            }
+            if start == 0 {
+                // Not even the header is whole: start the journal again.
+                f.set_len(0)?;
+                return f.sync_all();
+            }
+            end = start;
+        }
     }
 
     /// Records a file's previous state; it reaches the OS before the change is made (a killed
@@ -666,7 +707,30 @@ pub fn show(p: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{Journal, Map, Mode, glob_match};
+
+    #[test]
+    fn a_journal_cut_short_by_a_kill_is_resumed_cleanly() {
+        let d = tempfile::tempdir().unwrap();
+        let j = d.path().join("journal");
+        let map = Map::parse("source,target\nuid:1,uid:2\n").unwrap();
+        // Killed while writing the header: started again.
+        std::fs::write(&j, "{\"ferry_jour").unwrap();
+        drop(Journal::open(&j, &map, Mode::Add).unwrap());
+        let text = std::fs::read_to_string(&j).unwrap();
+        assert!(
+            text.starts_with("{\"ferry_journal\":1") && text.ends_with("}\n"),
+            "{text}"
+        );
+        // Killed while writing a record: the partial line goes, whole records stay.
+        let whole = format!("{text}{{\"path\":\"/a\"}}\n");
+        std::fs::write(&j, format!("{whole}{{\"path\":\"/b")).unwrap();
+        drop(Journal::open(&j, &map, Mode::Add).unwrap());
+        assert_eq!(std::fs::read_to_string(&j).unwrap(), whole);
+        // Another map is refused.
+        let other = Map::parse("source,target\nuid:1,uid:3\n").unwrap();
+        assert!(Journal::open(&j, &other, Mode::Add).is_err());
+    }
 
     #[test]
     fn ignore_globs() {

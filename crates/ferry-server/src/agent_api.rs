@@ -193,6 +193,27 @@ impl FromRequestParts<AppState> for Agent {
     }
 }
 
+/// A harvest: at most 10,000 profiles, each named once.
+fn check_profiles(p: &[ferry_core::agent::HarvestedProfile]) -> Result<(), Refusal> {
+    let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    if p.len() > 10_000 {
+        return Err(bad("profiles: more than 10000".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, h) in p.iter().enumerate() {
+        if h.name.is_empty() || h.name.len() > 512 {
+            return Err(bad(format!("profiles[{i}].name: must be 1–512 characters")));
+        }
+        if !seen.insert(h.name.as_str()) {
+            return Err(bad(format!(
+                "profiles[{i}].name: `{}` appears twice in the harvest",
+                h.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks an enrollment: protocol, fields, and the pre-shared key (known and not retired).
 async fn admit(st: &AppState, req: &EnrollRequest) -> Result<ferry_store::Psk, Refusal> {
     check_protocol(req.protocol)?;
@@ -208,9 +229,7 @@ async fn admit(st: &AppState, req: &EnrollRequest) -> Result<ferry_store::Psk, R
             return Err(bad(format!("{field}: must be 1–{max} characters")));
         }
     }
-    if req.profiles.len() > 10_000 {
-        return Err(bad("profiles: more than 10000".into()));
-    }
+    check_profiles(&req.profiles)?;
     match st.store.psk_by_hash(&hash_token(req.psk.expose())).await? {
         None => Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -319,6 +338,9 @@ async fn checkin(
         agent_version: req.agent_version.clone().filter(|v| v.len() <= 64),
     });
     if let Some(p) = &req.profiles {
+        if let Err(r) = check_profiles(p) {
+            return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
+        }
         st.store.set_agent_profiles(a.id, p).await?;
     }
     // A device in no batch, or whose migration is not due, is answered from memory.

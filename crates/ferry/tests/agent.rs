@@ -132,52 +132,10 @@ fn translated(dump: &str, users: &[Pair]) -> String {
     out
 }
 
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-#[test]
-fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
-    if !is_root() {
-        return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path();
-    write_config(dir);
-    let data = dir.join("data");
-    let server_args = [
-        "--config",
-        dir.join("ferry.toml").to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]
-    .map(str::to_string);
-    let args: Vec<&str> = server_args.iter().map(String::as_str).collect();
-    let srv = ServerProc::start(&args, &[]);
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let admin = |url: &str, a: &[&str]| {
-        let o = ferry(a, &[("FERRY_SERVER", url), ("FERRY_TOKEN", &token)]);
-        assert!(o.status.success(), "ferry {a:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let url = srv.url.clone();
-    admin(&url, &["sync", "run", "users", "--wait"]);
-    let entries: Vec<Value> = serde_json::from_str(&admin(
-        &url,
-        &[
-            "translation",
-            "export",
-            "--format",
-            "json",
-            "--profile",
-            "users",
-        ],
-    ))
-    .unwrap();
-    let users: Vec<Pair> = entries
+/// Two translated users with uids and distinct login names.
+fn two_users(entries: &[Value]) -> Vec<Pair> {
+    let mut seen = std::collections::HashSet::new();
+    entries
         .iter()
         .filter(|e| e["kind"] == "user")
         .filter_map(|e| {
@@ -190,9 +148,127 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
                 n("target_gid")?,
             ))
         })
+        .filter(|u| seen.insert(u.0.clone()))
         .take(2)
-        .collect();
-    assert_eq!(users.len(), 2, "{entries:?}");
+        .collect()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// A `ferry server` on sample tenants, and the admin CLI against it.
+struct Rig {
+    d: tempfile::TempDir,
+    srv: Option<ServerProc>,
+    token: String,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let d = tempfile::tempdir().unwrap();
+        write_config(d.path());
+        let mut r = Rig {
+            d,
+            srv: None,
+            token: String::new(),
+        };
+        r.restart();
+        r.token = std::fs::read_to_string(r.dir().join("data/admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        r
+    }
+
+    fn dir(&self) -> &Path {
+        self.d.path()
+    }
+
+    /// Starts the server (again: same database and certificate, new ports).
+    fn restart(&mut self) {
+        let (cfg, data) = (self.dir().join("ferry.toml"), self.dir().join("data"));
+        self.srv = Some(ServerProc::start(
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            &[],
+        ));
+    }
+
+    fn stop(&mut self) {
+        self.srv = None;
+    }
+
+    fn admin(&self, a: &[&str]) -> String {
+        let url = &self.srv.as_ref().unwrap().url;
+        let o = ferry(a, &[("FERRY_SERVER", url), ("FERRY_TOKEN", &self.token)]);
+        assert!(o.status.success(), "ferry {a:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `ferry runbook put` / `ferry batch put` of a JSON document.
+    fn put(&self, what: &str, v: Value) {
+        let p = self.dir().join(format!("{what}.json"));
+        std::fs::write(&p, v.to_string()).unwrap();
+        self.admin(&[what, "put", p.to_str().unwrap()]);
+    }
+
+    /// A new pre-shared key, and the agent endpoint's URL and certificate fingerprint.
+    fn enrolment(&self) -> (String, String, String) {
+        let psk = self.admin(&["psk", "create", "wave-1"]);
+        let ep: Value =
+            serde_json::from_str(&self.admin(&["--json", "agents", "endpoint"])).unwrap();
+        (
+            psk.lines().last().unwrap().trim().to_string(),
+            ep["url"].as_str().unwrap().to_string(),
+            ep["certificate_sha256"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Puts the (only) enrolled agent's computer in a batch; its id.
+    fn add_agent_to(&self, batch: &str) -> i64 {
+        let agents: Value =
+            serde_json::from_str(&self.admin(&["--json", "agents", "list"])).unwrap();
+        self.admin(&[
+            "batch",
+            "add",
+            batch,
+            agents[0]["hostname"].as_str().unwrap(),
+        ]);
+        agents[0]["id"].as_i64().unwrap()
+    }
+
+    /// Two translated users after a sync cycle.
+    fn users(&self) -> Vec<Pair> {
+        self.admin(&["sync", "run", "users", "--wait"]);
+        let entries: Vec<Value> = serde_json::from_str(&self.admin(&[
+            "translation",
+            "export",
+            "--format",
+            "json",
+            "--profile",
+            "users",
+        ]))
+        .unwrap();
+        let users = two_users(&entries);
+        assert_eq!(users.len(), 2, "{entries:?}");
+        users
+    }
+}
+
+#[test]
+fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
+    if !is_root() {
+        return;
+    }
+    let mut rig = Rig::start();
+    let dir = rig.dir().to_path_buf();
+    let dir = dir.as_path();
+    let users = rig.users();
 
     // The device: two homes and a shared folder; a file outside that a symlink points to.
     let dev = dir.join("dev");
@@ -223,33 +299,13 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
             "paths": [dev.join("home"), dev.join("shared")]},
         "completion": {"post_migration_scripts": [{"name": "post", "interpreter": "sh", "body": "echo translated: $(grep -c profile \"$FERRY_TRANSLATION\")"}]}
     });
-    std::fs::write(dir.join("rb.json"), runbook.to_string()).unwrap();
-    admin(
-        &url,
-        &["runbook", "put", dir.join("rb.json").to_str().unwrap()],
-    );
-    std::fs::write(
-        dir.join("batch.json"),
+    rig.put("runbook", runbook);
+    rig.put(
+        "batch",
         json!({"name": "Pilot", "source_directory": "contoso", "target_directory": "fabrikam",
-               "runbooks": ["Main"], "enforced_after": "2026-01-01T09:00", "time_zone": "Europe/London"})
-        .to_string(),
-    )
-    .unwrap();
-    admin(
-        &url,
-        &["batch", "put", dir.join("batch.json").to_str().unwrap()],
+               "runbooks": ["Main"], "enforced_after": "2026-01-01T09:00", "time_zone": "Europe/London"}),
     );
-    let psk = admin(&url, &["psk", "create", "wave-1"])
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
-    let ep: Value = serde_json::from_str(&admin(&url, &["--json", "agents", "endpoint"])).unwrap();
-    let (agent_url, fp) = (
-        ep["url"].as_str().unwrap().to_string(),
-        ep["certificate_sha256"].as_str().unwrap().to_string(),
-    );
+    let (psk, agent_url, fp) = rig.enrolment();
 
     let state = dir.join("agent-state");
     let nologin = dir.join("nologin");
@@ -318,10 +374,7 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
             .unwrap()
             .contains(&psk)
     );
-    let agents: Value = serde_json::from_str(&admin(&url, &["--json", "agents", "list"])).unwrap();
-    let host = agents[0]["hostname"].as_str().unwrap().to_string();
-    let agent_id = agents[0]["id"].as_i64().unwrap();
-    admin(&url, &["batch", "add", "Pilot", &host]);
+    let agent_id = rig.add_agent_to("Pilot");
 
     // The agent takes the enforced migration; it is killed inside the second script.
     let mut child = Command::new(FERRY)
@@ -361,7 +414,7 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
     assert_eq!(dump(&dev), before, "nothing was re-permissioned yet");
 
     // The server goes away; the agent resumes the run without it.
-    drop(srv);
+    rig.stop();
     let o = agent(&["--once"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).starts_with("succeeded"), "{}", text(&o));
@@ -397,9 +450,8 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
     );
 
     // The server is back (on another port): the agent sends everything it kept.
-    let srv = ServerProc::start(&args, &[]);
-    let url = srv.url.clone();
-    let ep: Value = serde_json::from_str(&admin(&url, &["--json", "agents", "endpoint"])).unwrap();
+    rig.restart();
+    let ep: Value = serde_json::from_str(&rig.admin(&["--json", "agents", "endpoint"])).unwrap();
     let o = agent(&["--once", "--server", ep["url"].as_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
@@ -421,11 +473,9 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
             )
         })
         .collect();
-    let detail: Value = serde_json::from_str(&admin(
-        &url,
-        &["--json", "agents", "show", &agent_id.to_string()],
-    ))
-    .unwrap();
+    let detail: Value =
+        serde_json::from_str(&rig.admin(&["--json", "agents", "show", &agent_id.to_string()]))
+            .unwrap();
     let mut remote: Vec<(i64, String, String)> = detail["events"]
         .as_array()
         .unwrap()
@@ -446,7 +496,7 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
     let state_is = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let list = admin(&url, &["agents", "list"]);
+            let list = rig.admin(&["agents", "list"]);
             if list.contains(want) {
                 return;
             }
@@ -458,12 +508,12 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
         }
     };
     state_is("succeeded");
-    let log = admin(&url, &["agents", "log", &agent_id.to_string(), run_id]);
+    let log = rig.admin(&["agents", "log", &agent_id.to_string(), run_id]);
     let local_log =
         std::fs::read_to_string(state.join("runs").join(format!("{run_id}.log"))).unwrap();
     assert_eq!(log.trim_end(), local_log.trim_end());
     assert!(local_log.contains("was interrupted") && local_log.contains("slow end"));
-    let progress = admin(&url, &["batch", "progress", "Pilot"]);
+    let progress = rig.admin(&["batch", "progress", "Pilot"]);
     assert!(progress.contains("succeeded"), "{progress}");
     // The run is not taken again.
     let o = agent(&["--once"]);
@@ -488,57 +538,21 @@ fn offered_migrations_wait_for_the_user_who_may_snooze() {
     if !is_root() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path();
-    write_config(dir);
-    let data = dir.join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            dir.join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
-    let admin = |a: &[&str]| {
-        let o = ferry(a, &env);
-        assert!(o.status.success(), "ferry {a:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    std::fs::write(
-        dir.join("rb.json"),
+    let rig = Rig::start();
+    let dir = rig.dir();
+    rig.put(
+        "runbook",
         json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
                "user_experience": {"message": "Fabrikam awaits", "max_snoozes": 1},
-               "completion": {"post_migration_scripts": [{"name": "p", "interpreter": "sh", "body": "true"}]}})
-        .to_string(),
-    )
-    .unwrap();
-    admin(&["runbook", "put", dir.join("rb.json").to_str().unwrap()]);
+               "completion": {"post_migration_scripts": [{"name": "p", "interpreter": "sh", "body": "true"}]}}),
+    );
     // Offered since 2026-01-01, enforced in 2030.
-    std::fs::write(
-        dir.join("batch.json"),
+    rig.put(
+        "batch",
         json!({"name": "Self", "source_directory": "contoso", "target_directory": "fabrikam",
-               "runbooks": ["Main"], "available_from": "2026-01-01T09:00", "enforced_after": "2030-01-01T09:00"})
-        .to_string(),
-    )
-    .unwrap();
-    admin(&["batch", "put", dir.join("batch.json").to_str().unwrap()]);
-    let psk = admin(&["psk", "create", "w"])
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
-    let ep: Value = serde_json::from_str(&admin(&["--json", "agents", "endpoint"])).unwrap();
+               "runbooks": ["Main"], "available_from": "2026-01-01T09:00", "enforced_after": "2030-01-01T09:00"}),
+    );
+    let (psk, u, f) = rig.enrolment();
     let state = dir.join("state");
     let st = state.to_str().unwrap().to_string();
     let run_args = [
@@ -554,20 +568,10 @@ fn offered_migrations_wait_for_the_user_who_may_snooze() {
         "1",
     ];
     let mut first = run_args.to_vec();
-    let (u, f) = (
-        ep["url"].as_str().unwrap(),
-        ep["certificate_sha256"].as_str().unwrap(),
-    );
-    first.extend(["--once", "--server", u, "--psk", &psk, "--fingerprint", f]);
+    first.extend(["--once", "--server", &u, "--psk", &psk, "--fingerprint", &f]);
     let o = ferry(&first, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let agents: Value = serde_json::from_str(&admin(&["--json", "agents", "list"])).unwrap();
-    admin(&[
-        "batch",
-        "add",
-        "Self",
-        agents[0]["hostname"].as_str().unwrap(),
-    ]);
+    rig.add_agent_to("Self");
 
     // Offered: nothing runs on its own, even though it is due.
     let mut once = run_args.to_vec();
@@ -627,4 +631,140 @@ fn offered_migrations_wait_for_the_user_who_may_snooze() {
     child.wait().unwrap();
     let r = read_json(&state.join("run.json"));
     assert_eq!(r["mode"], "offered");
+}
+
+#[test]
+fn agent_runs_killed_at_random_points_finish_exactly_once() {
+    if !is_root() {
+        return;
+    }
+    let rig = Rig::start();
+    let dir = rig.dir();
+    let users = rig.users();
+    // A tree big enough for kills to land inside the re-permissioning too.
+    let dev = dir.join("dev");
+    for (login, uid, gid, ..) in &users {
+        let h = dev.join(login);
+        for i in 0..20 {
+            let sub = h.join(format!("d{i}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for j in 0..150 {
+                std::fs::write(sub.join(format!("f {j}")), "x").unwrap();
+            }
+        }
+        for p in walk(&h) {
+            std::os::unix::fs::lchown(&p, Some(*uid), Some(*gid)).unwrap();
+        }
+        setfacl(&["-R", "-m", &format!("u:{}:rw", users[1].1)], &h);
+    }
+    let before = dump(&dev);
+    let counter = dir.join("counter");
+    rig.put(
+        "runbook",
+        json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
+            "startup": {"pre_migration_scripts": [
+                {"name": "count", "interpreter": "sh", "body": format!("echo ran >> '{}'", counter.display())},
+                {"name": "pause", "interpreter": "sh", "body": "sleep 0.2"}]},
+            "permission_updates": {"mode": "add-and-remove", "paths": [dev]},
+            "completion": {"post_migration_scripts": [{"name": "pause", "interpreter": "sh", "body": "sleep 0.2"}]}}),
+    );
+    rig.put(
+        "batch",
+        json!({"name": "B", "source_directory": "contoso", "target_directory": "fabrikam",
+               "runbooks": ["Main"], "enforced_after": "2026-01-01T00:00"}),
+    );
+    let (psk, u, f) = rig.enrolment();
+    let st = dir.join("state").to_str().unwrap().to_string();
+    let passwd: String = users
+        .iter()
+        .map(|(l, u, g, ..)| format!("{l}:x:{u}:{g}::{}:/bin/sh\n", dev.join(l).display()))
+        .collect();
+    std::fs::write(dir.join("passwd"), passwd).unwrap();
+    let pw = dir.join("passwd").to_str().unwrap().to_string();
+    let base = [
+        "agent",
+        "run",
+        "--state-dir",
+        &st,
+        "--passwd",
+        &pw,
+        "--sessions-command",
+        "true",
+        "--poll-seconds",
+        "1",
+        "--threads",
+        "2",
+    ];
+    let mut first = base.to_vec();
+    first.extend(["--once", "--server", &u, "--psk", &psk, "--fingerprint", &f]);
+    assert!(ferry(&first, &[]).status.success());
+    rig.add_agent_to("B");
+
+    let mut kills = 0;
+    for delay in kill_points(10, 300) {
+        let mut c = Command::new(FERRY)
+            .args(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once the run has started, a random moment later.
+        let run_json = dir.join("state/run.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !run_json.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        if c.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        Command::new("kill")
+            .args(["-KILL", &c.id().to_string()])
+            .status()
+            .unwrap();
+        c.wait().unwrap();
+        if read_json(&run_json)["status"] != "running" {
+            break;
+        }
+    }
+    let mut once = base.to_vec();
+    once.push("--once");
+    let o = ferry(&once, &[]);
+    assert!(
+        text(&o).starts_with("succeeded"),
+        "after {kills} kills: {}\n{}",
+        text(&o),
+        std::fs::read_to_string(dir.join("state/run.json")).unwrap()
+    );
+    let r = read_json(&dir.join("state/run.json"));
+    let steps = r["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().all(|s| s["status"] == "succeeded"),
+        "{}",
+        serde_json::to_string_pretty(&r["steps"]).unwrap()
+    );
+    let attempts: u64 = steps.iter().map(|s| s["attempts"].as_u64().unwrap()).sum();
+    eprintln!(
+        "{kills} kills; {attempts} step attempts for {} steps",
+        steps.len()
+    );
+    // A step runs again only when it was interrupted, never after it finished.
+    let count = steps
+        .iter()
+        .find(|s| s["id"] == "Main/pre-script-1")
+        .unwrap();
+    let lines = std::fs::read_to_string(&counter).unwrap().lines().count() as u64;
+    assert!(
+        lines >= 1 && lines <= count["attempts"].as_u64().unwrap(),
+        "{lines} runs, {count}"
+    );
+    assert_eq!(
+        dump(&dev),
+        translated(&before, &users),
+        "after {kills} kills"
+    );
+    // And rollback from the journal of all those attempts restores the tree.
+    let o = ferry(&["agent", "rollback", "--state-dir", &st], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(dump(&dev), before);
 }

@@ -60,22 +60,8 @@ fn killed_runs_resume_and_undo_restores_everything() {
         ]
     };
     // Kill it at random points (the seed is printed to replay a failure), then let it finish.
-    let mut seed = std::env::var("FERRY_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("kill points from FERRY_KILL_SEED={seed}");
-    for _ in 0..12 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let ms = 1 + seed % 120;
+    for ms in kill_points(12, 120) {
+        let ms = ms + 1;
         let mut c = Command::new(FERRY).args(args(&journal)).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = Command::new("kill")

@@ -136,3 +136,27 @@ pub fn is_root() -> bool {
     eprintln!("skipping: needs root");
     false
 }
+
+/// `n` pseudo-random delays in milliseconds below `max`, from `FERRY_KILL_SEED` or the clock;
+/// the seed is printed so that a failing sequence of kills can be replayed.
+pub fn kill_points(n: usize, max: u64) -> Vec<u64> {
+    let mut seed: u64 = std::env::var("FERRY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("kill points from FERRY_KILL_SEED={seed}");
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % max
+        })
+        .collect()
+}
