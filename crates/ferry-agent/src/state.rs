@@ -3,7 +3,7 @@
 //! directory), never half of one.
 //!
 //! ```text
-//! STATE_DIR/                     0700, root
+//! STATE_DIR/                     0711, root (others reach requests/ and status.json only)
 //!   agent.json                   0600  server URL, pinned fingerprint, agent id, node key
 //!   run.json                     0600  the current run: its order and every step's state
 //!   completed.json               0644  runbooks that succeeded on this device (prerequisites)
@@ -35,7 +35,8 @@ impl StateDir {
             root: root.to_path_buf(),
         };
         for (p, mode) in [
-            (d.root.clone(), 0o700),
+            // Others may pass through (to requests/ and status.json) but not list it.
+            (d.root.clone(), 0o711),
             (d.root.join("runs"), 0o700),
             (d.requests(), 0o1733),
         ] {
