@@ -387,12 +387,11 @@ impl Agent {
             if let Some(r) = self.env.state.read::<RunState>("run.json")?
                 && r.status == RunStatus::Running
             {
-                let r = self.execute(r).await?;
+                self.execute(r).await?;
                 self.flush().await;
                 if self.cfg.once {
                     return Ok(self.ended());
                 }
-                let _ = r;
                 continue;
             }
             let interval = self.check_in().await?;
