@@ -14,29 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn write_config(dir: &Path) {
-    let s = ferry_core::sample::generate(60, true, 5);
-    std::fs::write(
-        dir.join("contoso.json"),
-        ferry_core::snapshot::render_json(&s.source),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("fabrikam.json"),
-        ferry_core::snapshot::render_json(&s.target),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("ferry.toml"),
-        format!(
-            "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
-             [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{}",
-            ferry_core::sample::QUICKSTART_RULES
-        ),
-    )
-    .unwrap();
-}
-
 /// (login, source uid, source gid, target uid, target gid)
 type Pair = (String, u32, u32, u32, u32);
 
@@ -167,7 +144,7 @@ struct Rig {
 impl Rig {
     fn start() -> Rig {
         let d = tempfile::tempdir().unwrap();
-        write_config(d.path());
+        sample_config(d.path(), 60, 5, "");
         let mut r = Rig {
             d,
             srv: None,

@@ -3,35 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
-
-fn write_config(dir: &Path, extra_profile_keys: &str) {
-    let s = ferry_core::sample::generate(400, true, 9);
-    std::fs::write(
-        dir.join("contoso.json"),
-        ferry_core::snapshot::render_json(&s.source),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("fabrikam.json"),
-        ferry_core::snapshot::render_json(&s.target),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("ferry.toml"),
-        format!(
-            "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
-             [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{extra_profile_keys}\n{}",
-            ferry_core::sample::QUICKSTART_RULES
-        ),
-    )
-    .unwrap();
-}
 
 #[test]
 fn quickstart_runs_a_cycle_and_prints_a_summary() {
@@ -122,7 +98,7 @@ fn quickstart_runs_a_cycle_and_prints_a_summary() {
 #[test]
 fn admin_commands_against_a_server() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "");
+    sample_config(dir.path(), 400, 9, "");
     let data = dir.path().join("data");
     let srv = ServerProc::start(
         &[
@@ -260,7 +236,7 @@ fn admin_commands_against_a_server() {
 #[test]
 fn configuration_errors_name_file_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "colour = \"blue\"");
+    sample_config(dir.path(), 400, 9, "colour = \"blue\"");
     let cfg = dir.path().join("ferry.toml");
     let o = ferry(&["config", "check", cfg.to_str().unwrap()], &[]);
     let out = text(&o);
@@ -288,7 +264,7 @@ fn configuration_errors_name_file_key_and_line() {
         "{}",
         text(&o)
     );
-    write_config(dir.path(), "");
+    sample_config(dir.path(), 400, 9, "");
     let o = ferry(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -317,7 +293,7 @@ fn two_servers_on_one_postgres_run_each_scheduled_cycle_once() {
     assert!(psql.status.success(), "{}", text(&psql));
     let url = format!("{base}?options=-csearch_path%3D{schema}");
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "schedule = \"5s\"");
+    sample_config(dir.path(), 400, 9, "schedule = \"5s\"");
     let cfg = dir.path().join("ferry.toml");
     let token = "ferry_shared_test_token";
     let start = |n: &str| {
