@@ -439,8 +439,7 @@ impl Agent {
         let digest = harvest::digest(&profiles);
         let sent: Option<String> = self.env.state.read("harvest.json")?;
         let state = match self.env.state.read::<RunState>("run.json")? {
-            Some(r) if r.status == RunStatus::Succeeded => "succeeded",
-            Some(r) if r.status == RunStatus::Failed => "failed",
+            Some(r) if r.status != RunStatus::Running => r.status.as_str(),
             _ if self.status.state == "offered" => "offered",
             _ => "idle",
         };
@@ -528,13 +527,7 @@ impl Agent {
         if let Some(f) = finished {
             self.drop_requests("the migration has run already");
             self.status.offer = None;
-            self.status.state = match f.status {
-                RunStatus::Succeeded => "succeeded",
-                RunStatus::Failed => "failed",
-                RunStatus::RolledBack => "rolled-back",
-                RunStatus::Running => "running",
-            }
-            .into();
+            self.status.state = f.status.as_str().into();
             self.status.detail = run::describe(&f);
             return Ok(false);
         }
@@ -637,7 +630,7 @@ impl Agent {
     }
 
     /// Runs the steps on a blocking thread while events and logs go to the server.
-    async fn execute(&mut self, r: RunState) -> Result<RunState, String> {
+    async fn execute(&mut self, r: RunState) -> Result<(), String> {
         let Some(lock) = self.env.state.try_lock("lock")? else {
             return Err("the run is locked by another process (a rollback?)".into());
         };
@@ -660,17 +653,11 @@ impl Agent {
             }
         };
         drop(lock);
-        self.status.state = match r.status {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::RolledBack => "rolled-back",
-            RunStatus::Running => "running",
-        }
-        .into();
+        self.status.state = r.status.as_str().into();
         self.status.detail = run::describe(&r);
         self.status.run = Some(view(&r));
         self.write_status();
-        Ok(r)
+        Ok(())
     }
 
     /// Sends queued events and log text; whatever the server does not take stays queued.
@@ -734,7 +721,7 @@ impl Agent {
 fn view(r: &RunState) -> RunView {
     RunView {
         run: r.run.clone(),
-        status: format!("{:?}", r.status).to_lowercase(),
+        status: r.status.as_str().into(),
         progress: r.progress(),
         step: r
             .steps
@@ -774,10 +761,12 @@ pub async fn flush_events(sd: &StateDir, client: &Client) -> Result<(), String> 
     }
     let path = sd.path("outbox.jsonl");
     let sent_path = sd.path("outbox.sent");
-    let Ok(bytes) = std::fs::read(&path) else {
+    let base = state::read_offset(&sent_path);
+    // Only what was not sent yet is read.
+    let Some(bytes) = unsent(&path, base) else {
         return Ok(());
     };
-    let mut sent = (state::read_offset(&sent_path) as usize).min(bytes.len());
+    let mut sent = 0;
     while sent < bytes.len() {
         // Complete lines only: a line being appended is sent next time.
         let Some(end) = bytes[sent..].iter().rposition(|b| *b == b'\n') else {
@@ -814,9 +803,22 @@ pub async fn flush_events(sd: &StateDir, client: &Client) -> Result<(), String> 
             }
         }
         sent += used;
-        state::write_offset(&sent_path, sent as u64)?;
+        state::write_offset(&sent_path, base + sent as u64)?;
     }
     Ok(())
+}
+
+/// The bytes of `path` after `offset`; `None` when there are none (or no file).
+fn unsent(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    if f.metadata().ok()?.len() <= offset {
+        return None;
+    }
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut b = Vec::new();
+    f.read_to_end(&mut b).ok()?;
+    Some(b)
 }
 
 /// Sends what the server does not have yet of every run log, in chunks of whole lines.
@@ -833,11 +835,11 @@ pub async fn flush_logs(sd: &StateDir, client: &Client) -> Result<(), String> {
             continue;
         };
         let sent_path = p.with_extension("log.sent");
-        let mut sent = state::read_offset(&sent_path);
-        let Ok(bytes) = std::fs::read(&p) else {
+        let base = state::read_offset(&sent_path);
+        let Some(bytes) = unsent(&p, base) else {
             continue;
         };
-        // The run id as the server knows it, from run.json or the run's record.
+        // The run id as the server knows it (the file name is made safe), from its record.
         let run_id = sd
             .read::<RunState>(&format!("runs/{run}.json"))
             .ok()
@@ -850,19 +852,21 @@ pub async fn flush_logs(sd: &StateDir, client: &Client) -> Result<(), String> {
             })
             .map(|r| r.run)
             .unwrap_or(run);
-        while (sent as usize) < bytes.len() {
-            let rest = &bytes[sent as usize..];
+        let mut sent = 0;
+        while sent < bytes.len() {
+            let rest = &bytes[sent..];
             let window = &rest[..rest.len().min(256 * 1024)];
             let Some(end) = window.iter().rposition(|b| *b == b'\n') else {
                 break;
             };
             let text = String::from_utf8_lossy(&window[..end + 1]).into_owned();
+            let at = base + sent as u64;
             client
-                .log(&run_id, sent, text)
+                .log(&run_id, at, text)
                 .await
                 .map_err(|e| e.to_string())?;
-            sent += end as u64 + 1;
-            state::write_offset(&sent_path, sent)?;
+            sent += end + 1;
+            state::write_offset(&sent_path, base + sent as u64)?;
         }
     }
     Ok(())

@@ -63,14 +63,11 @@ fn parse_passwd_line(l: &str) -> Option<Account> {
     })
 }
 
-/// An account by uid: from `passwd`, else from NSS (`getent passwd UID`) when allowed.
-pub fn account_by_uid(src: &Sources, uid: u32) -> Option<Account> {
-    if let Some(a) = read_passwd(&src.passwd)
-        .ok()?
-        .into_iter()
-        .find(|a| a.uid == uid)
-    {
-        return Some(a);
+/// An account by uid: from the accounts of `passwd` already read, else from NSS
+/// (`getent passwd UID`) when the sources allow it.
+pub fn account_by_uid(src: &Sources, local: &[Account], uid: u32) -> Option<Account> {
+    if let Some(a) = local.iter().find(|a| a.uid == uid) {
+        return Some(a.clone());
     }
     if !src.nss {
         return None;
@@ -128,11 +125,8 @@ pub fn harvest(src: &Sources) -> Result<Vec<HarvestedProfile>, String> {
                 continue;
             }
             seen.insert(uid);
-            let a = if src.nss {
-                account_by_uid(src, uid)
-            } else {
-                None
-            };
+            // Not in passwd (that is why it is here): NSS, if anything, knows it.
+            let a = account_by_uid(src, &[], uid);
             accounts.push(Account {
                 name: a
                     .as_ref()

@@ -25,6 +25,19 @@ pub enum Status {
     Skipped,
 }
 
+impl Status {
+    /// As events and `run.json` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Started => "started",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 /// What a step does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -77,6 +90,18 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     RolledBack,
+}
+
+impl RunStatus {
+    /// As `run.json`, the agent's state and the server name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::RolledBack => "rolled-back",
+        }
+    }
 }
 
 /// `run.json`: everything a run needs, so that it finishes without the server.
@@ -281,13 +306,10 @@ pub fn event(env: &Env, run: &str, e: AgentEvent) {
 
 fn emit(env: &Env, r: &RunState, i: usize) {
     let s = &r.steps[i];
-    let status = match s.status {
-        Status::Started => "started",
-        Status::Succeeded => "succeeded",
-        Status::Failed => "failed",
-        Status::Skipped => "skipped",
-        Status::Pending => return,
-    };
+    if s.status == Status::Pending {
+        return;
+    }
+    let status = s.status.as_str();
     log(
         env,
         &r.run,
@@ -816,6 +838,7 @@ fn repermission_step(env: &Env, r: &RunState, rb: &Runbook) -> Outcome {
 /// device resolves it) is not the source home and does not exist yet, it becomes a link to it.
 fn reassociate_homes(env: &Env, r: &mut RunState) -> Outcome {
     let mut notes = Vec::new();
+    let local = harvest::read_passwd(&env.sources.passwd).unwrap_or_default();
     for t in r.order.translation.clone() {
         let (Some(_), Some(tuid)) = (t.source_uid, t.target_uid) else {
             continue;
@@ -824,7 +847,7 @@ fn reassociate_homes(env: &Env, r: &mut RunState) -> Outcome {
             continue;
         };
         let src_home = PathBuf::from(&src.home);
-        let Some(target) = harvest::account_by_uid(&env.sources, tuid) else {
+        let Some(target) = harvest::account_by_uid(&env.sources, &local, tuid) else {
             notes.push(format!(
                 "{}: target uid {tuid} is not known on this device yet; its home stays {}",
                 t.profile,
@@ -939,7 +962,7 @@ pub fn rollback(env: &Env) -> Result<String, String> {
     Ok(m)
 }
 
-/// Paths of files in the state dir, for status output.
+/// One line about a run: its id, status and how many steps are done.
 pub fn describe(r: &RunState) -> String {
     let done = r
         .steps
@@ -947,9 +970,9 @@ pub fn describe(r: &RunState) -> String {
         .filter(|s| matches!(s.status, Status::Succeeded | Status::Skipped))
         .count();
     format!(
-        "run {} ({:?}): {done}/{} steps",
+        "run {} ({}): {done}/{} steps",
         r.run,
-        r.status,
+        r.status.as_str(),
         r.steps.len()
     )
 }

@@ -106,24 +106,11 @@ fn generate(dir: &Path, cert: &Path, key: &Path, names: &[String]) -> Result<(),
         .self_signed(&kp)
         .map_err(|e| format!("cannot sign the agent certificate: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    write_private(key, kp.serialize_pem().as_bytes())?;
+    crate::auth::write_private(key, kp.serialize_pem().as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
     std::fs::write(cert, c.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
     tracing::info!(path = %cert.display(), "generated the agent endpoint's certificate");
     Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// A TCP listener that hands out TLS streams; handshakes run in their own tasks (with a time

@@ -36,12 +36,12 @@ pub fn admin_token(data_dir: &Path, from_env: Option<String>) -> std::io::Result
         Err(e) => return Err(e),
     }
     let token = new_token()?;
-    write_private(&path, &format!("{token}\n"))?;
+    write_private(&path, format!("{token}\n").as_bytes())?;
     Ok((token, path.display().to_string()))
 }
 
 /// Writes a file readable by its owner only, atomically.
-pub fn write_private(path: &Path, body: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
@@ -51,7 +51,7 @@ pub fn write_private(path: &Path, body: &str) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(body.as_bytes())?;
+    f.write_all(body)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }

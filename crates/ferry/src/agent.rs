@@ -246,12 +246,7 @@ fn status(state_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
     if let Some(r) = &run {
         println!("run           {} ({}%)", run::describe(r), r.progress());
         for s in &r.steps {
-            println!(
-                "  {:<10} {:<40} {}",
-                format!("{:?}", s.status).to_lowercase(),
-                s.id,
-                s.message
-            );
+            println!("  {:<10} {:<40} {}", s.status.as_str(), s.id, s.message);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -195,12 +195,12 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
                 println!(
                     "\n  device   a local agent took migration {} ({}):",
                     o.run.run,
-                    format!("{:?}", o.run.status).to_lowercase()
+                    o.run.status.as_str()
                 );
                 for s in &o.run.steps {
                     println!(
                         "           {:<10} {:<26} {}",
-                        format!("{:?}", s.status).to_lowercase(),
+                        s.status.as_str(),
                         s.id,
                         s.message
                     );

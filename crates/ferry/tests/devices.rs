@@ -10,22 +10,7 @@ use serde_json::{Value, json};
 #[test]
 fn psk_runbook_batch_agents_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let s = ferry_core::sample::generate(40, true, 3);
-    std::fs::write(
-        dir.path().join("contoso.json"),
-        ferry_core::snapshot::render_json(&s.source),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("fabrikam.json"),
-        ferry_core::snapshot::render_json(&s.target),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("ferry.toml"),
-        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n",
-    )
-    .unwrap();
+    sample_config(dir.path(), 40, 3, "");
     let data = dir.path().join("data");
     let srv = ServerProc::start(
         &[
