@@ -33,7 +33,7 @@ pub enum IcaclsError {
 
 impl SaveFile {
     pub fn parse(bytes: &[u8]) -> Result<SaveFile, IcaclsError> {
-        if bytes.len() % 2 != 0 {
+        if !bytes.len().is_multiple_of(2) {
             return Err(IcaclsError::OddLength(bytes.len()));
         }
         let units: Vec<u16> = bytes

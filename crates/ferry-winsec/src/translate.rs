@@ -208,8 +208,8 @@ fn translate_acl(acl: &mut Acl, map: &SidMap, mode: Mode) {
                 aces.push(ace.clone());
                 if ace_names_source(ace, map) {
                     let copy = mapped_ace(ace, map);
-                    // Already added by an earlier run: leave it.
-                    if old.get(i + 1) != Some(&copy) {
+                    // A SID mapped to itself, or a copy an earlier run added: leave it.
+                    if copy != *ace && old.get(i + 1) != Some(&copy) {
                         aces.push(copy);
                     }
                 }
