@@ -2,9 +2,9 @@
 //! Properties of translation over thousands of random descriptors: all ACE kinds (plain, object,
 //! conditional with SIDs in its expression, unknown types), any part order, padding.
 
+use ferry_winsec::Sid;
 use ferry_winsec::sd::{Ace, AceBody, Acl, Guid, Layout, Part, SecurityDescriptor};
 use ferry_winsec::translate::{Mode, SidMap, Translator, translate_bytes, translate_sd};
-use ferry_winsec::Sid;
 
 /// xorshift64*: reproducible without a dependency; FERRY_PROP_SEED picks another sequence.
 struct Rng(u64);
@@ -24,7 +24,10 @@ impl Rng {
 }
 
 fn seed() -> u64 {
-    std::env::var("FERRY_PROP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f3e7)
+    std::env::var("FERRY_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_f3e7)
 }
 
 /// SIDs the descriptors draw from: well-known ones, AD domain ones, Entra ones.
@@ -79,7 +82,11 @@ fn ace(r: &mut Rng, pool: &[Sid]) -> Ace {
         0..=4 => Ace {
             ace_type: r.below(4) as u8,
             flags,
-            body: AceBody::Basic { mask, sid, extra: Vec::new() },
+            body: AceBody::Basic {
+                mask,
+                sid,
+                extra: Vec::new(),
+            },
         },
         5 | 6 => {
             let g = |r: &mut Rng| {
@@ -95,7 +102,8 @@ fn ace(r: &mut Rng, pool: &[Sid]) -> Ace {
                 flags,
                 body: AceBody::Object {
                     mask,
-                    flags: u32::from(object_type.is_some()) | u32::from(inherited_object_type.is_some()) << 1,
+                    flags: u32::from(object_type.is_some())
+                        | u32::from(inherited_object_type.is_some()) << 1,
                     object_type,
                     inherited_object_type,
                     sid,
@@ -106,7 +114,11 @@ fn ace(r: &mut Rng, pool: &[Sid]) -> Ace {
         7 | 8 => Ace {
             ace_type: [0x09, 0x0a, 0x0d][r.below(3) as usize],
             flags,
-            body: AceBody::Basic { mask, sid, extra: conditional(r, pool) },
+            body: AceBody::Basic {
+                mask,
+                sid,
+                extra: conditional(r, pool),
+            },
         },
         _ => Ace {
             ace_type: 0x04,
@@ -128,7 +140,10 @@ fn acl(r: &mut Rng, pool: &[Sid]) -> Option<Acl> {
 }
 
 fn descriptor(r: &mut Rng, pool: &[Sid]) -> (SecurityDescriptor, Layout) {
-    let pick = |r: &mut Rng| r.chance(80).then(|| pool[r.below(pool.len() as u64) as usize]);
+    let pick = |r: &mut Rng| {
+        r.chance(80)
+            .then(|| pool[r.below(pool.len() as u64) as usize])
+    };
     let sd = SecurityDescriptor {
         control: 0x8000 | 0x0004 | 0x0010 | (r.next() as u16 & 0x3f00),
         owner: pick(r),
@@ -224,12 +239,17 @@ fn map_then_inverse_gives_the_original_and_sizes_follow_sid_lengths() {
             continue;
         };
         changed += 1;
-        let back = translate_bytes(&t, &inv, Mode::AddAndRemove).unwrap().unwrap();
+        let back = translate_bytes(&t, &inv, Mode::AddAndRemove)
+            .unwrap()
+            .unwrap();
         assert_eq!(back, b, "map then inverse");
 
         // The multiset of SIDs maps exactly, in order.
         let after = SecurityDescriptor::parse(&t).unwrap();
-        let want: Vec<Sid> = all_sids(&sd).iter().map(|s| *m.get(s).unwrap_or(s)).collect();
+        let want: Vec<Sid> = all_sids(&sd)
+            .iter()
+            .map(|s| *m.get(s).unwrap_or(s))
+            .collect();
         assert_eq!(all_sids(&after), want);
 
         // Size delta = the SIDs' length deltas.
@@ -242,10 +262,16 @@ fn map_then_inverse_gives_the_original_and_sizes_follow_sid_lengths() {
         // Everything but SIDs is unchanged: control, ACE types, flags, masks, unknown bodies.
         assert_eq!(after.control, sd.control);
         for (x, y) in [(&after.dacl, &sd.dacl), (&after.sacl, &sd.sacl)] {
-            let (x, y) = (x.as_ref().map(|a| &a.aces[..]).unwrap_or_default(), y.as_ref().map(|a| &a.aces[..]).unwrap_or_default());
+            let (x, y) = (
+                x.as_ref().map(|a| &a.aces[..]).unwrap_or_default(),
+                y.as_ref().map(|a| &a.aces[..]).unwrap_or_default(),
+            );
             assert_eq!(x.len(), y.len());
             for (a, b) in x.iter().zip(y) {
-                assert_eq!((a.ace_type, a.flags, a.mask()), (b.ace_type, b.flags, b.mask()));
+                assert_eq!(
+                    (a.ace_type, a.flags, a.mask()),
+                    (b.ace_type, b.flags, b.mask())
+                );
                 if let AceBody::Unknown(u) = &b.body {
                     assert_eq!(a.body, AceBody::Unknown(u.clone()));
                 }
@@ -254,7 +280,10 @@ fn map_then_inverse_gives_the_original_and_sizes_follow_sid_lengths() {
         // Idempotent: targets are not sources, so a second run changes nothing.
         assert_eq!(translate_bytes(&t, &m, Mode::AddAndRemove).unwrap(), None);
     }
-    assert!(changed > CASES / 2, "only {changed} of {CASES} descriptors named a mapped SID");
+    assert!(
+        changed > CASES / 2,
+        "only {changed} of {CASES} descriptors named a mapped SID"
+    );
 }
 
 #[test]
@@ -266,7 +295,11 @@ fn add_mode_inserts_after_each_source_and_is_idempotent() {
         let Some(t) = translate_sd(&sd, &m, Mode::Add) else {
             continue;
         };
-        assert_eq!((t.owner, t.group), (sd.owner, sd.group), "add leaves owner and group");
+        assert_eq!(
+            (t.owner, t.group),
+            (sd.owner, sd.group),
+            "add leaves owner and group"
+        );
         for (x, y) in [(&t.dacl, &sd.dacl), (&t.sacl, &sd.sacl)] {
             let (Some(x), Some(y)) = (x, y) else {
                 assert_eq!(x.is_some(), y.is_some());
@@ -284,14 +317,21 @@ fn add_mode_inserts_after_each_source_and_is_idempotent() {
                 .any(|s| m.get(s).is_some());
                 if names {
                     let c = &x.aces[i];
-                    assert_eq!((c.ace_type, c.flags, c.mask()), (a.ace_type, a.flags, a.mask()));
+                    assert_eq!(
+                        (c.ace_type, c.flags, c.mask()),
+                        (a.ace_type, a.flags, a.mask())
+                    );
                     assert_eq!(c.sid(), a.sid().map(|s| m.get(s).unwrap_or(s)));
                     i += 1;
                 }
             }
             assert_eq!(i, x.aces.len());
         }
-        assert_eq!(translate_sd(&t, &m, Mode::Add), None, "second add run changes nothing");
+        assert_eq!(
+            translate_sd(&t, &m, Mode::Add),
+            None,
+            "second add run changes nothing"
+        );
     }
 }
 
@@ -309,14 +349,19 @@ fn the_cache_gives_what_uncached_translation_gives() {
         let mut tr = Translator::new(&m, Mode::AddAndRemove).with_cache_limit(limit);
         for _ in 0..5000 {
             let b = &distinct[r.below(200) as usize];
-            let want = translate_bytes(b, &m, Mode::AddAndRemove).unwrap().unwrap_or_else(|| b.clone());
+            let want = translate_bytes(b, &m, Mode::AddAndRemove)
+                .unwrap()
+                .unwrap_or_else(|| b.clone());
             assert_eq!(tr.translate(b).unwrap(), &want[..]);
         }
         let s = tr.stats();
         assert_eq!(s.translated, 5000);
         assert_eq!(s.cache_hits + s.distinct, 5000);
         if limit > 200 {
-            assert!(s.distinct <= 200, "each distinct descriptor is translated once: {s:?}");
+            assert!(
+                s.distinct <= 200,
+                "each distinct descriptor is translated once: {s:?}"
+            );
         }
     }
 }
@@ -333,7 +378,10 @@ fn malformed_bytes_never_panic() {
         let cut = r.below(b.len() as u64 + 1) as usize;
         let b = &b[..if r.chance(30) { cut } else { b.len() }];
         if let Ok(x) = SecurityDescriptor::parse(b) {
-            assert_eq!(SecurityDescriptor::parse(&x.to_bytes().unwrap()).unwrap(), x);
+            assert_eq!(
+                SecurityDescriptor::parse(&x.to_bytes().unwrap()).unwrap(),
+                x
+            );
         }
         let _ = translate_bytes(b, &m, Mode::Add);
     }

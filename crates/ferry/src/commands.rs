@@ -53,6 +53,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runbook(c) => crate::devices::runbook(&client()?, c, json).await,
         Command::Batch(c) => crate::devices::batch(&client()?, c, json).await,
         Command::Repermission(a) => repermission(a, json),
+        Command::Sddl(c) => crate::windows::sddl(c, json),
+        Command::Icacls(c) => crate::windows::icacls(c, json),
         Command::Agent(c) => {
             let server = cli.server_on_command_line.then(|| cli.server.clone());
             crate::agent::agent(c, server, json).await

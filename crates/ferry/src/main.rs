@@ -11,6 +11,7 @@ mod commands;
 mod devices;
 mod quickstart;
 mod quickstart_device;
+mod windows;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -87,6 +88,12 @@ pub enum Command {
     /// The migration agent on this device: run, status, start-now, snooze, rollback.
     #[command(subcommand)]
     Agent(agent::AgentCmd),
+    /// Windows security descriptors in SDDL: translate lines through a SID map.
+    #[command(subcommand)]
+    Sddl(windows::SddlCmd),
+    /// `icacls /save` files: translate them through a SID map for `icacls /restore`.
+    #[command(subcommand)]
+    Icacls(windows::IcaclsCmd),
 }
 
 #[derive(clap::Args)]

@@ -1,0 +1,224 @@
+#![allow(clippy::unwrap_used)]
+//! `ferry sddl translate` and `ferry icacls translate` as an operator runs them.
+
+mod common;
+
+use common::{FERRY, ferry, text};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const SRC: &str = "S-1-5-21-1225132014-296224811-2507946102-1001";
+const DST: &str = "S-1-12-1-2712847316-2022761974-317705643-2423805492";
+
+fn map(dir: &std::path::Path) -> String {
+    let p = dir.join("map.csv");
+    std::fs::write(
+        &p,
+        format!("source,target\n{SRC},{DST}\nuid:1000,uid:2000\n"),
+    )
+    .unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn sddl(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut c = Command::new(FERRY)
+        .arg("sddl")
+        .arg("translate")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn sddl_lines_translate_and_errors_name_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let m = map(d.path());
+    let input = format!(
+        "O:{SRC}G:DUD:AI(A;ID;FA;;;{SRC})(A;OICIID;FA;;;SY)\nD:PAI(A;;FA;;;BA)\n\nS:(AU;SA;CR;;;{SRC})\n"
+    );
+    let o = sddl(
+        &[
+            "--map",
+            &m,
+            "--domain-sid",
+            "S-1-5-21-1225132014-296224811-2507946102",
+        ],
+        &input,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!(
+            "O:{DST}G:S-1-5-21-1225132014-296224811-2507946102-513D:AI(A;ID;FA;;;{DST})(A;OICIID;FA;;;SY)\nD:PAI(A;;FA;;;BA)\n\nS:(AU;SA;CR;;;{DST})\n"
+        ),
+        "owner and ACE SIDs mapped, the unmapped DU written in full, the rest as it was"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("3 descriptors, 2 changed"));
+
+    // add: the target's ACE right after the source's; owner left alone.
+    let o = sddl(
+        &["--map", &m, "--mode", "add"],
+        &format!("O:{SRC}D:(A;OICI;FA;;;{SRC})(A;;FR;;;WD)\n"),
+    );
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!("O:{SRC}D:(A;OICI;FA;;;{SRC})(A;OICI;FA;;;{DST})(A;;FR;;;WD)\n")
+    );
+
+    // One bad line: nothing on stdout, every bad line named, exit 1.
+    let o = sddl(
+        &["--map", &m],
+        "D:(A;;FA;;;BA)\nD:(A;;FA;;;DU)\nD:(A;;XX;;;BA)\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("line 2: at character 12: `DU` is relative to a domain"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 3: at character 7: `XX` is not an access right"),
+        "{err}"
+    );
+
+    let o = sddl(&["--map", &m, "--mode", "replace"], "D:\n");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("`replace` is not a mode"));
+}
+
+fn utf16(s: &str, bom: bool) -> Vec<u8> {
+    let mut v: Vec<u8> = if bom { vec![0xff, 0xfe] } else { Vec::new() };
+    v.extend(s.encode_utf16().flat_map(u16::to_le_bytes));
+    v
+}
+
+#[test]
+fn icacls_save_files_translate_for_restore() {
+    let d = tempfile::tempdir().unwrap();
+    let m = map(d.path());
+    // Names a hostile user might give files: quotes, PowerShell syntax, non-ASCII, spaces.
+    let hostile = "alice\\it's `$(rm -r C:\\)’ ‘x’ [*] ;&|.txt";
+    let saved = format!(
+        "alice\r\nD:AI(A;ID;FA;;;{SRC})(A;OICIID;FA;;;SY)\r\n{hostile}\r\nD:AI(A;ID;FA;;;{SRC})(A;OICIID;FA;;;SY)\r\nalice\\Public\r\nD:PAI(A;;FR;;;WD)\r\n"
+    );
+    for bom in [false, true] {
+        let inp = d.path().join("acl.txt");
+        let out = d.path().join("acl.translated.txt");
+        std::fs::write(&inp, utf16(&saved, bom)).unwrap();
+        let o = ferry(
+            &[
+                "icacls",
+                "translate",
+                "--map",
+                &m,
+                inp.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("3 descriptors, 2 changed, 2 distinct translated"),
+            "{}",
+            text(&o)
+        );
+        let want = saved.replace(SRC, DST);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            utf16(&want, bom),
+            "same encoding, BOM {bom}, CRLF, paths as they were"
+        );
+    }
+
+    // A broken SDDL line: the error names it and OUT is not written.
+    let inp = d.path().join("bad.txt");
+    let out = d.path().join("bad.out");
+    std::fs::write(
+        &inp,
+        utf16("a\r\nD:(A;;FA;;;BA)\r\nb\r\nD:(A;;FA;;;BA\r\n", false),
+    )
+    .unwrap();
+    let o = ferry(
+        &[
+            "icacls",
+            "translate",
+            "--map",
+            &m,
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("line 4 (b): at character 3: ACE is not closed"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+
+    // A path without its SDDL line; an odd byte count.
+    std::fs::write(&inp, utf16("a\r\nD:(A;;FA;;;BA)\r\nb\r\n", false)).unwrap();
+    let o = ferry(
+        &[
+            "icacls",
+            "translate",
+            "--map",
+            &m,
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        text(&o).contains("line 3: a path with no SDDL line after it"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&inp, b"abc").unwrap();
+    let o = ferry(
+        &[
+            "icacls",
+            "translate",
+            "--map",
+            &m,
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(text(&o).contains("odd number of bytes (3)"), "{}", text(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn map_errors_name_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m.csv");
+    for (body, want) in [
+        (
+            "source,target\nS-1-5-21-1-2-3-4,S-1-x\n",
+            "line 2: `S-1-x` is not a SID",
+        ),
+        (
+            "source,target\nS-1-5-21-1-2-3-4,S-1-5-21-9-9-9-4\nS-1-5-21-1-2-3-4,S-1-5-21-9-9-9-5\n",
+            "line 3: S-1-5-21-1-2-3-4 is mapped to both",
+        ),
+        (
+            "source,target\nS-1-5-1,S-1-5-2\nS-1-5-2,S-1-5-3\n",
+            "chains are refused",
+        ),
+        ("from,to\n", "line 1: expected the header `source,target`"),
+    ] {
+        std::fs::write(&m, body).unwrap();
+        let o = sddl(&["--map", m.to_str().unwrap()], "D:\n");
+        assert!(!o.status.success());
+        assert!(text(&o).contains(want), "{body}: {}", text(&o));
+    }
+}
