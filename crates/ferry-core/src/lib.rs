@@ -17,5 +17,6 @@ pub mod sample;
 pub mod sid;
 pub mod snapshot;
 pub mod transform;
+pub mod windows_script;
 
 pub use model::{DirObject, ObjectKind};

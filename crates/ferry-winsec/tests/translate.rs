@@ -68,7 +68,7 @@ fn conditional(r: &mut Rng, pool: &[Sid]) -> Vec<u8> {
     x.extend_from_slice(&[0x01, 0x02]);
     x.push(0x80);
     x.push(0xa0);
-    while x.len() % 4 != 0 {
+    while !x.len().is_multiple_of(4) {
         x.push(0);
     }
     x

@@ -50,6 +50,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Directory(c) => directory(&client()?, c, json).await,
         Command::Psk(c) => crate::devices::psk(&client()?, c, json).await,
         Command::Agents(c) => crate::devices::agents(&client()?, c, json).await,
+        Command::Runbook(crate::devices::RunbookCmd::Render {
+            runbook, output, ..
+        }) if std::path::Path::new(&runbook).is_file() => {
+            crate::devices::render_file(std::path::Path::new(&runbook), output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runbook(c) => crate::devices::runbook(&client()?, c, json).await,
         Command::Batch(c) => crate::devices::batch(&client()?, c, json).await,
         Command::Repermission(a) => repermission(a, json),

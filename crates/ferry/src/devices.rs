@@ -53,6 +53,16 @@ pub enum RunbookCmd {
     Delete {
         name: String,
     },
+    /// Print a runbook's device steps as a script to read before running (Windows: PowerShell).
+    /// RUNBOOK is a runbook JSON file, or the name of a runbook on the server.
+    Render {
+        runbook: String,
+        #[arg(long, value_parser = ["windows"])]
+        platform: String,
+        /// Write the script here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +327,21 @@ pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode
             call(c, Method::DELETE, &format!("/runbooks/{name}"), &[], None).await?;
             println!("deleted runbook `{name}`");
         }
+        RunbookCmd::Render {
+            runbook, output, ..
+        } => {
+            let v = call(c, Method::GET, "/runbooks", &[], None).await?;
+            let r = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == runbook.as_str())
+                .with_context(|| {
+                    format!("there is no runbook file or server runbook `{runbook}`")
+                })?;
+            let rb: ferry_core::runbook::Runbook = serde_json::from_value(r.clone())?;
+            render(&rb, output.as_deref())?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -475,4 +500,25 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
     };
     print(&v, json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A runbook rendered for Windows, from a file (no server needed) or the server.
+pub fn render_file(path: &std::path::Path, output: Option<&std::path::Path>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let rb: ferry_core::runbook::Runbook = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    render(&rb, output)
+}
+
+fn render(rb: &ferry_core::runbook::Runbook, output: Option<&std::path::Path>) -> Result<()> {
+    let script = ferry_core::windows_script::render_windows(rb, env!("CARGO_PKG_VERSION"));
+    match output {
+        Some(p) => {
+            std::fs::write(p, script).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None => print!("{script}"),
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! mean the same everywhere and stay.
 
 use anyhow::{Context, Result};
+use ferry_agent::repermission::glob_match;
 use ferry_winsec::icacls::SaveFile;
 use ferry_winsec::translate::{Mode, SidMap, translate_sd};
 use ferry_winsec::{Sid, sddl};
@@ -40,6 +41,10 @@ pub enum IcaclsCmd {
     Translate {
         #[command(flatten)]
         map: MapArgs,
+        /// Leave objects whose saved path matches this glob (and everything below) as they are;
+        /// `\` or `/`, case-insensitive, e.g. `**\AppData\Local\Temp` (repeatable).
+        #[arg(long)]
+        ignore: Vec<String>,
         input: PathBuf,
         output: PathBuf,
     },
@@ -152,7 +157,28 @@ fn summary(json: bool, lines: usize, changed: usize, distinct: usize) {
 }
 
 pub fn icacls(cmd: IcaclsCmd, json: bool) -> Result<ExitCode> {
-    let IcaclsCmd::Translate { map, input, output } = cmd;
+    let IcaclsCmd::Translate {
+        map,
+        ignore,
+        input,
+        output,
+    } = cmd;
+    let norm = |s: &str| s.replace('\\', "/").to_lowercase().into_bytes();
+    let ignore: Vec<(Vec<u8>, Vec<u8>)> = ignore
+        .iter()
+        .map(|g| {
+            let g = norm(g.trim_end_matches(['\\', '/']));
+            let mut below = g.clone();
+            below.extend_from_slice(b"/**");
+            (g, below)
+        })
+        .collect();
+    let ignored = |path: &str| {
+        let p = norm(path);
+        ignore
+            .iter()
+            .any(|(g, below)| glob_match(g, &p) || glob_match(below, &p))
+    };
     let l = load(&map)?;
     let bytes =
         std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
@@ -164,7 +190,12 @@ pub fn icacls(cmd: IcaclsCmd, json: bool) -> Result<ExitCode> {
         changed: 0,
     };
     let mut errors = Vec::new();
+    let mut skipped = 0;
     for e in &mut file.entries {
+        if ignored(&e.path) {
+            skipped += 1;
+            continue;
+        }
         match cache.translate(&e.sddl) {
             Ok(s) => e.sddl = s.to_string(),
             Err(err) => errors.push(format!("line {} ({}): {err}", e.line + 1, e.path)),
@@ -174,7 +205,15 @@ pub fn icacls(cmd: IcaclsCmd, json: bool) -> Result<ExitCode> {
         return refuse(&input.display().to_string(), &errors);
     }
     write_atomically(&output, &file.to_bytes())?;
-    summary(json, file.entries.len(), cache.changed, cache.seen.len());
+    summary(
+        json,
+        file.entries.len() - skipped,
+        cache.changed,
+        cache.seen.len(),
+    );
+    if skipped > 0 {
+        eprintln!("{skipped} left as they were (--ignore)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

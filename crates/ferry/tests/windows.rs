@@ -136,6 +136,31 @@ fn icacls_save_files_translate_for_restore() {
         );
     }
 
+    // --ignore leaves matching objects and everything below them as saved.
+    let inp = d.path().join("acl.txt");
+    let out = d.path().join("ignored.txt");
+    let saved = format!(
+        "alice\r\nD:(A;;FA;;;{SRC})\r\nalice\\AppData\\Local\\Temp\r\nD:(A;;FA;;;{SRC})\r\nalice\\AppData\\Local\\Temp\\x.tmp\r\nD:(A;;FA;;;{SRC})\r\n"
+    );
+    std::fs::write(&inp, utf16(&saved, false)).unwrap();
+    let o = ferry(
+        &[
+            "icacls",
+            "translate",
+            "--map",
+            &m,
+            "--ignore",
+            "**\\appdata\\local\\TEMP",
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 left as they were"), "{}", text(&o));
+    let want = saved.replacen(SRC, DST, 1);
+    assert_eq!(std::fs::read(&out).unwrap(), utf16(&want, false));
+
     // A broken SDDL line: the error names it and OUT is not written.
     let inp = d.path().join("bad.txt");
     let out = d.path().join("bad.out");
@@ -221,4 +246,64 @@ fn map_errors_name_the_line() {
         assert!(!o.status.success());
         assert!(text(&o).contains(want), "{body}: {}", text(&o));
     }
+}
+
+#[test]
+fn runbook_renders_for_windows_offline() {
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-core/tests/golden");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("runbook.ps1");
+    let json = golden.join("windows-runbook.json");
+    let o = ferry(
+        &[
+            "runbook",
+            "render",
+            json.to_str().unwrap(),
+            "--platform",
+            "windows",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[("FERRY_SERVER", "http://127.0.0.1:9")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let want = std::fs::read_to_string(golden.join("windows-runbook.ps1"))
+        .unwrap()
+        .replace(
+            "rendered by ferry TEST.",
+            &format!("rendered by ferry {}.", env!("CARGO_PKG_VERSION")),
+        );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
+
+    // A typo in the file is named with its place; other platforms are refused.
+    let bad = d.path().join("bad.json");
+    std::fs::write(&bad, "{\"name\": \"x\", \"source_directories\": [], \"target_directories\": [],\n \"startup\": {\"prevent_logon\": true}}").unwrap();
+    let o = ferry(
+        &[
+            "runbook",
+            "render",
+            bad.to_str().unwrap(),
+            "--platform",
+            "windows",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("startup.prevent_logon: unknown field `prevent_logon`"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(
+        &[
+            "runbook",
+            "render",
+            json.to_str().unwrap(),
+            "--platform",
+            "macos",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
 }
