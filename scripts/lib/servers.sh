@@ -15,6 +15,7 @@ ferry_install_packages() {
   [ -e /usr/include/sys/acl.h ] || missing+=(libacl1-dev)
   command -v getfacl >/dev/null 2>&1 || missing+=(acl)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  /usr/bin/python3 -c "import samba.dcerpc.security" >/dev/null 2>&1 || missing+=(python3-samba)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -48,8 +48,16 @@ fn descriptor(i: usize) -> SecurityDescriptor {
     match i / 500 {
         0 => {}
         _ => {
-            aces.insert(0, ace(1, 0x00, 0x10000, user(2507946102, 2000 + (i % 37) as u32)));
-            aces.push(ace(0, 0x10, 0x1200a9, user(2507946102, 3000 + (i % 11) as u32)));
+            aces.insert(
+                0,
+                ace(1, 0x00, 0x10000, user(2507946102, 2000 + (i % 37) as u32)),
+            );
+            aces.push(ace(
+                0,
+                0x10,
+                0x1200a9,
+                user(2507946102, 3000 + (i % 11) as u32),
+            ));
             aces.push(ace(0, 0x10, 0x1200a9, Sid::new(5, &[11]).expect("sid")));
         }
     }
@@ -65,8 +73,16 @@ fn descriptor(i: usize) -> SecurityDescriptor {
 /// Every source-domain user to an Entra SID (S-1-12-1-…), as a tenant move maps them.
 fn map() -> SidMap {
     let mut m = SidMap::new();
-    for rid in (1000..1500).chain(2000..2037).chain(3000..3011).chain([513]) {
-        let t = Sid::new(12, &[1, 0x9000_0000 + rid, 2022761974, 317705643, 2423805492]).expect("sid");
+    for rid in (1000..1500)
+        .chain(2000..2037)
+        .chain(3000..3011)
+        .chain([513])
+    {
+        let t = Sid::new(
+            12,
+            &[1, 0x9000_0000 + rid, 2022761974, 317705643, 2423805492],
+        )
+        .expect("sid");
         m.insert(user(2507946102, rid), t).expect("map");
     }
     m
@@ -94,7 +110,10 @@ fn main() {
         buf.extend_from_slice(d);
     }
     let avg = buf.len() as f64 / n as f64;
-    println!("{n} descriptors ({avg:.0} bytes on average) drawn from {DISTINCT} distinct; map of {} SIDs; one thread", map.len());
+    println!(
+        "{n} descriptors ({avg:.0} bytes on average) drawn from {DISTINCT} distinct; map of {} SIDs; one thread",
+        map.len()
+    );
 
     let t = Instant::now();
     let mut tr = Translator::new(&map, Mode::AddAndRemove);
@@ -116,7 +135,11 @@ fn main() {
     let t = Instant::now();
     let mut changed = 0usize;
     for &(o, l) in &spans {
-        changed += usize::from(tr.translate_uncached(&buf[o..o + l]).expect("translate").is_some());
+        changed += usize::from(
+            tr.translate_uncached(&buf[o..o + l])
+                .expect("translate")
+                .is_some(),
+        );
     }
     let uncached = t.elapsed().as_secs_f64();
     println!(
@@ -189,7 +212,9 @@ print(f"{len(lines) / s:.0f} {s:.3f}")
                 it.next().unwrap_or("?")
             );
         }
-        _ => println!("peer: python3-samba is not installed (apt-get install python3-samba) — no peer figure"),
+        _ => println!(
+            "peer: python3-samba is not installed (apt-get install python3-samba) — no peer figure"
+        ),
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
