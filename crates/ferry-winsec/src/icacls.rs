@@ -29,6 +29,8 @@ pub enum IcaclsError {
     Unpaired(usize),
     #[error("line {0}: empty path")]
     EmptyPath(usize),
+    #[error("line {0}: a carriage return inside the line (lines end with CR LF)")]
+    StrayCarriageReturn(usize),
 }
 
 impl SaveFile {
@@ -66,6 +68,9 @@ impl SaveFile {
         if lines.last() == Some(&"") {
             lines.pop();
         }
+        if let Some(i) = lines.iter().position(|l| l.contains('\r')) {
+            return Err(IcaclsError::StrayCarriageReturn(i + 1));
+        }
         let mut entries = Vec::with_capacity(lines.len() / 2);
         let mut it = lines.iter().enumerate();
         while let Some((i, path)) = it.next() {
@@ -99,5 +104,36 @@ impl SaveFile {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let f = SaveFile::parse(&utf16("a b\r\nD:(A;;FA;;;SY)\r\n")).unwrap();
+        assert_eq!(f.entries[0].path, "a b");
+        assert!(f.crlf && !f.bom);
+        assert_eq!(SaveFile::parse(&f.to_bytes()).unwrap(), f);
+        // Found by the fuzzer: a lone CR would not survive a write.
+        assert_eq!(
+            SaveFile::parse(&utf16("d\nx\r\r")),
+            Err(IcaclsError::StrayCarriageReturn(2))
+        );
+        assert_eq!(
+            SaveFile::parse(&utf16("\r\nD:\r\n")),
+            Err(IcaclsError::EmptyPath(1))
+        );
+        let bad = [0x00, 0xd8, 0x41, 0x00]; // an unpaired surrogate
+        assert!(matches!(
+            SaveFile::parse(&bad),
+            Err(IcaclsError::Utf16 { line: 1, .. })
+        ));
     }
 }

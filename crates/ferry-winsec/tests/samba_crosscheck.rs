@@ -61,7 +61,7 @@ fn sid(r: &mut Rng) -> Sid {
 }
 
 fn descriptor(r: &mut Rng) -> SecurityDescriptor {
-    let mut acl = |r: &mut Rng| {
+    let acl = |r: &mut Rng| {
         let aces = (0..r.below(7))
             .map(|_| {
                 let flags = (r.next() as u8) & 0xdf; // every defined flag bit
