@@ -52,7 +52,7 @@ pub fn sid_from_bytes(b: &[u8]) -> Result<String, SidError> {
     let mut s = String::with_capacity(12 + 11 * count as usize);
     // Windows prints authorities of 2^32 and above in hex.
     if authority >= 1 << 32 {
-        let _ = write!(s, "S-1-0x{authority:012X}");
+        let _ = write!(s, "S-1-0x{authority:X}");
     } else {
         let _ = write!(s, "S-1-{authority}");
     }

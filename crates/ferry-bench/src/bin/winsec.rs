@@ -197,7 +197,7 @@ for l in lines:
 s = time.perf_counter() - t
 print(f"{len(lines) / s:.0f} {s:.3f}")
 "#;
-    match std::process::Command::new("python3")
+    match std::process::Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(prog)
         .arg(&input)
