@@ -98,6 +98,23 @@ fn utf16(s: &str, bom: bool) -> Vec<u8> {
     v
 }
 
+/// Runs `ferry icacls translate` on `saved` (as IN); returns its output and OUT, if written.
+fn icacls(
+    dir: &std::path::Path,
+    map: &str,
+    extra: &[&str],
+    saved: &[u8],
+) -> (std::process::Output, Option<Vec<u8>>) {
+    let (inp, out) = (dir.join("in.txt"), dir.join("out.txt"));
+    let _ = std::fs::remove_file(&out);
+    std::fs::write(&inp, saved).unwrap();
+    let mut args = vec!["icacls", "translate", "--map", map];
+    args.extend_from_slice(extra);
+    args.extend([inp.to_str().unwrap(), out.to_str().unwrap()]);
+    let o = ferry(&args, &[]);
+    (o, std::fs::read(&out).ok())
+}
+
 #[test]
 fn icacls_save_files_translate_for_restore() {
     let d = tempfile::tempdir().unwrap();
@@ -108,20 +125,7 @@ fn icacls_save_files_translate_for_restore() {
         "alice\r\nD:AI(A;ID;FA;;;{SRC})(A;OICIID;FA;;;SY)\r\n{hostile}\r\nD:AI(A;ID;FA;;;{SRC})(A;OICIID;FA;;;SY)\r\nalice\\Public\r\nD:PAI(A;;FR;;;WD)\r\n"
     );
     for bom in [false, true] {
-        let inp = d.path().join("acl.txt");
-        let out = d.path().join("acl.translated.txt");
-        std::fs::write(&inp, utf16(&saved, bom)).unwrap();
-        let o = ferry(
-            &[
-                "icacls",
-                "translate",
-                "--map",
-                &m,
-                inp.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let (o, out) = icacls(d.path(), &m, &[], &utf16(&saved, bom));
         assert!(o.status.success(), "{}", text(&o));
         assert!(
             text(&o).contains("3 descriptors, 2 changed, 2 distinct translated"),
@@ -130,96 +134,43 @@ fn icacls_save_files_translate_for_restore() {
         );
         let want = saved.replace(SRC, DST);
         assert_eq!(
-            std::fs::read(&out).unwrap(),
+            out.unwrap(),
             utf16(&want, bom),
             "same encoding, BOM {bom}, CRLF, paths as they were"
         );
     }
 
     // --ignore leaves matching objects and everything below them as saved.
-    let inp = d.path().join("acl.txt");
-    let out = d.path().join("ignored.txt");
     let saved = format!(
         "alice\r\nD:(A;;FA;;;{SRC})\r\nalice\\AppData\\Local\\Temp\r\nD:(A;;FA;;;{SRC})\r\nalice\\AppData\\Local\\Temp\\x.tmp\r\nD:(A;;FA;;;{SRC})\r\n"
     );
-    std::fs::write(&inp, utf16(&saved, false)).unwrap();
-    let o = ferry(
-        &[
-            "icacls",
-            "translate",
-            "--map",
-            &m,
-            "--ignore",
-            "**\\appdata\\local\\TEMP",
-            inp.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-        &[],
+    let (o, out) = icacls(
+        d.path(),
+        &m,
+        &["--ignore", "**\\appdata\\local\\TEMP"],
+        &utf16(&saved, false),
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2 left as they were"), "{}", text(&o));
-    let want = saved.replacen(SRC, DST, 1);
-    assert_eq!(std::fs::read(&out).unwrap(), utf16(&want, false));
+    assert_eq!(out.unwrap(), utf16(&saved.replacen(SRC, DST, 1), false));
 
-    // A broken SDDL line: the error names it and OUT is not written.
-    let inp = d.path().join("bad.txt");
-    let out = d.path().join("bad.out");
-    std::fs::write(
-        &inp,
-        utf16("a\r\nD:(A;;FA;;;BA)\r\nb\r\nD:(A;;FA;;;BA\r\n", false),
-    )
-    .unwrap();
-    let o = ferry(
-        &[
-            "icacls",
-            "translate",
-            "--map",
-            &m,
-            inp.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("line 4 (b): at character 3: ACE is not closed"),
-        "{}",
-        text(&o)
-    );
-    assert!(!out.exists());
-
-    // A path without its SDDL line; an odd byte count.
-    std::fs::write(&inp, utf16("a\r\nD:(A;;FA;;;BA)\r\nb\r\n", false)).unwrap();
-    let o = ferry(
-        &[
-            "icacls",
-            "translate",
-            "--map",
-            &m,
-            inp.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        text(&o).contains("line 3: a path with no SDDL line after it"),
-        "{}",
-        text(&o)
-    );
-    std::fs::write(&inp, b"abc").unwrap();
-    let o = ferry(
-        &[
-            "icacls",
-            "translate",
-            "--map",
-            &m,
-            inp.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(text(&o).contains("odd number of bytes (3)"), "{}", text(&o));
-    assert!(!out.exists());
+    // Bad files: the error names the line, and OUT is not written.
+    for (bytes, want) in [
+        (
+            utf16("a\r\nD:(A;;FA;;;BA)\r\nb\r\nD:(A;;FA;;;BA\r\n", false),
+            "line 4 (b): at character 3: ACE is not closed",
+        ),
+        (
+            utf16("a\r\nD:(A;;FA;;;BA)\r\nb\r\n", false),
+            "line 3: a path with no SDDL line after it",
+        ),
+        (b"abc".to_vec(), "odd number of bytes (3)"),
+    ] {
+        let (o, out) = icacls(d.path(), &m, &[], &bytes);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(want), "{}", text(&o));
+        assert!(out.is_none());
+    }
 }
 
 #[test]
