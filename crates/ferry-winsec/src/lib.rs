@@ -8,6 +8,7 @@
 //!   by the descriptor's bytes;
 //! - [`icacls`]: the `icacls /save` file format (UTF-16LE, a path line then an SDDL line).
 
+pub mod conditional;
 pub mod icacls;
 pub mod sd;
 pub mod sddl;

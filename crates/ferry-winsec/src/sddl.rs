@@ -7,6 +7,7 @@
 //! numbers in hex, octal or decimal that saturate instead of failing, negative access masks.
 //! This parser accepts exactly those and refuses what Windows refuses.
 
+use crate::conditional;
 use crate::sd::{Ace, AceBody, Acl, Guid, SecurityDescriptor, ace_type, control};
 use crate::sid::{AliasLookup, Sid, alias_sid, sid_alias};
 use std::fmt::Write as _;
@@ -237,27 +238,38 @@ fn parse_acl(
     Ok(((!null).then(|| Acl::new(aces)), flags, i))
 }
 
-/// One `(type;flags;rights;object;inherited object;sid)`.
+/// One `(type;flags;rights;object;inherited object;sid)`, with a seventh field, a conditional
+/// expression, for callback ACEs.
 fn parse_ace(s: &str, open: usize, domain: Option<&Sid>) -> Result<(Ace, usize), SddlError> {
-    let Some(len) = s[open..].find(')') else {
-        return fail(open, "ACE is not closed with `)`");
-    };
-    let close = open + len;
-    let inner = &s[open + 1..close];
+    let b = s.as_bytes();
     let mut fields = [(0usize, ""); 6];
     let mut n = 0;
-    let mut at = open + 1;
-    for f in inner.split(';') {
-        if n == 6 {
-            return fail(
-                at,
-                "ACE has more than 6 fields (conditional and resource ACEs are read from binary only)",
-            );
+    let mut start = open + 1;
+    let mut i = start;
+    let mut coda = None;
+    let close = loop {
+        match b.get(i) {
+            None => return fail(open, "ACE is not closed with `)`"),
+            Some(b')') => {
+                fields[n] = (start, &s[start..i]);
+                n += 1;
+                break i;
+            }
+            Some(b';') if n == 5 => {
+                fields[5] = (start, &s[start..i]);
+                n = 6;
+                coda = Some(i + 1);
+                break i;
+            }
+            Some(b';') => {
+                fields[n] = (start, &s[start..i]);
+                n += 1;
+                start = i + 1;
+            }
+            Some(_) => {}
         }
-        fields[n] = (at, f);
-        n += 1;
-        at += f.len() + 1;
-    }
+        i += 1;
+    };
     if n < 6 {
         return fail(open, format!("ACE has {n} fields; it needs 6"));
     }
@@ -267,14 +279,31 @@ fn parse_ace(s: &str, open: usize, domain: Option<&Sid>) -> Result<(Ace, usize),
     let Some(&(_, ace_type)) = ACE_TYPES.iter().find(|(n, _)| n.eq_ignore_ascii_case(ty)) else {
         return fail(t.0, format!("`{}` is not an ACE type", t.1));
     };
-    if ace_type::is_callback(ace_type) || ace_type == ace_type::SYSTEM_RESOURCE_ATTRIBUTE {
+    if ace_type == ace_type::SYSTEM_RESOURCE_ATTRIBUTE {
         return fail(
             t.0,
-            format!(
-                "{ty} ACEs carry a conditional expression or claim; ferry reads those from binary descriptors only"
-            ),
+            "RA (resource attribute) ACEs carry a claim; ferry reads those from binary descriptors only",
         );
     }
+    let (extra, close) = match coda {
+        None => (Vec::new(), close),
+        Some(at) if ace_type::is_callback(ace_type) => {
+            let (bytes, used) = conditional::compile(&s[at..], domain)
+                .or_else(|(off, what)| fail(at + off, what))?;
+            if b.get(at + used) != Some(&b')') {
+                return fail(at + used, "expected `)` after the conditional expression");
+            }
+            (bytes, at + used)
+        }
+        Some(at) => {
+            return fail(
+                at,
+                format!(
+                    "{ty} ACEs have 6 fields; only callback ACEs (XA, XD, XU, ZA) have a condition"
+                ),
+            );
+        }
+    };
     let flags = ace_flags(fl.1).or_else(|w| fail(fl.0, w))?;
     let mask = rights(r.1).or_else(|w| fail(r.0, w))?;
     let guid = |(at, f): (usize, &str)| -> Result<Option<Guid>, SddlError> {
@@ -297,7 +326,7 @@ fn parse_ace(s: &str, open: usize, domain: Option<&Sid>) -> Result<(Ace, usize),
             object_type,
             inherited_object_type,
             sid,
-            extra: Vec::new(),
+            extra,
         }
     } else {
         if object_type.is_some() || inherited_object_type.is_some() {
@@ -306,11 +335,7 @@ fn parse_ace(s: &str, open: usize, domain: Option<&Sid>) -> Result<(Ace, usize),
                 format!("{ty} is not an object ACE; it cannot name GUIDs"),
             );
         }
-        AceBody::Basic {
-            mask,
-            sid,
-            extra: Vec::new(),
-        }
+        AceBody::Basic { mask, sid, extra }
     };
     Ok((
         Ace {
@@ -415,7 +440,9 @@ fn rights(f: &str) -> Result<u32, String> {
 pub enum FormatError {
     #[error("ACE type {0:#04x} has no SDDL form")]
     AceType(u8),
-    #[error("{0} ACEs with a conditional expression or claim are kept in binary only")]
+    #[error(
+        "{0} ACE: its condition or claim has no SDDL form ferry can print; it is kept in binary only"
+    )]
     Coda(&'static str),
 }
 
@@ -479,11 +506,13 @@ fn write_ace(s: &mut String, ace: &Ace, domain: Option<&Sid>) -> Result<(), Form
         } => (*mask, sid, (*object_type, *inherited_object_type), extra),
         AceBody::Unknown(_) => return Err(FormatError::AceType(ace.ace_type)),
     };
-    if (ace_type::is_callback(ace.ace_type) || ace.ace_type == ace_type::SYSTEM_RESOURCE_ATTRIBUTE)
-        && !extra.is_empty()
-    {
+    let condition = if ace_type::is_callback(ace.ace_type) && !extra.is_empty() {
+        Some(conditional::decompile(extra, domain).ok_or(FormatError::Coda(name))?)
+    } else if ace.ace_type == ace_type::SYSTEM_RESOURCE_ATTRIBUTE && !extra.is_empty() {
         return Err(FormatError::Coda(name));
-    }
+    } else {
+        None
+    };
     s.push('(');
     s.push_str(name);
     s.push(';');
@@ -508,6 +537,10 @@ fn write_ace(s: &mut String, ace: &Ace, domain: Option<&Sid>) -> Result<(), Form
     }
     s.push(';');
     write_sid(s, sid, domain);
+    if let Some(c) = condition {
+        s.push(';');
+        s.push_str(&c);
+    }
     s.push(')');
     Ok(())
 }

@@ -229,3 +229,108 @@ fn registry_object_rights() {
 fn oversize_acls() {
     sddl_to_bytes("oversize-acls.json");
 }
+
+/// Lines of a conditional-ACE file: `INPUT -> WINDOWS OUTPUT`, or just INPUT (Windows accepts it).
+fn conditional_lines(file: &str) -> Vec<(String, Option<String>)> {
+    std::fs::read_to_string(corpus().join(file))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(" -> ") {
+            Some((a, b)) => (a.to_string(), Some(b.to_string())),
+            None => (l.to_string(), None),
+        })
+        .collect()
+}
+
+/// Conditional ACEs: Windows' output for every line but those with resource-attribute (`RA`) ACEs,
+/// whose claims ferry reads from binary only.
+fn conditional_output(file: &str) -> usize {
+    let d = domain();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (input, want) in conditional_lines(file) {
+        if input.contains("(RA;") {
+            assert!(sddl::parse(&input, Some(&d)).is_err());
+            continue;
+        }
+        checked += 1;
+        match sddl::parse(&input, Some(&d)) {
+            Err(e) => failures.push(format!("{input}: refused: {e}")),
+            Ok(sd) => {
+                let got = sddl::to_sddl(&sd, Some(&d)).unwrap();
+                if want.as_ref().is_some_and(|w| *w != got) {
+                    failures.push(format!("{input}\n   got  {got}\n   want {}", want.unwrap()));
+                }
+                assert_eq!(sddl::parse(&got, Some(&d)).unwrap(), sd, "{input}");
+                let bytes = sd.to_bytes().unwrap();
+                assert_eq!(SecurityDescriptor::parse(&bytes).unwrap(), sd);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{file}: {} of {checked} differ from Windows:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    checked
+}
+
+#[test]
+fn conditional_aces() {
+    assert!(conditional_output("conditional_aces.txt") > 40);
+    conditional_output("conditional_aces_case_insensitive.txt");
+    conditional_output("conditional_aces_windows_only.txt");
+}
+
+#[test]
+fn conditional_aces_to_windows_bytes() {
+    let d = domain();
+    let text = std::fs::read_to_string(corpus().join("conditional_aces.txt.json")).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut failures = Vec::new();
+    let mut exact = 0;
+    for (k, v) in &map {
+        let want: Vec<u8> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u8)
+            .collect();
+        let from_bytes = SecurityDescriptor::parse(&want).unwrap();
+        assert_eq!(from_bytes.to_bytes().unwrap(), want, "{k}");
+        if k.contains("(RA;") {
+            continue;
+        }
+        match sddl::parse(k, Some(&d)) {
+            Ok(sd) if sd.to_bytes().unwrap() == want => exact += 1,
+            Ok(sd) => failures.push(format!(
+                "{k}\n   got  {:?}\n   want {want:?}",
+                sd.to_bytes().unwrap()
+            )),
+            Err(e) => failures.push(format!("{k}: {e}")),
+        }
+    }
+    println!("conditional_aces.txt.json: {exact} byte-exact");
+    assert!(
+        failures.is_empty(),
+        "{} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn conditional_aces_windows_refuses() {
+    let d = domain();
+    let accepted: Vec<String> = conditional_lines("conditional_aces_should_fail.txt")
+        .into_iter()
+        .filter_map(|(input, _)| sddl::parse(&input, Some(&d)).ok().map(|_| input))
+        .collect();
+    assert!(
+        accepted.is_empty(),
+        "Windows refuses these, ferry accepted:\n{}",
+        accepted.join("\n")
+    );
+}
