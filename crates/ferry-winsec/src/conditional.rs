@@ -53,10 +53,15 @@ enum Node {
 
 // ---- SDDL text → tokens -------------------------------------------------------------------
 
+/// Deepest nesting of an expression (parentheses, `!`, composites) ferry reads or prints; deeper
+/// input is refused rather than risk the stack.
+pub const MAX_DEPTH: usize = 256;
+
 struct Parser<'a> {
     s: &'a str,
     i: usize,
     domain: Option<&'a Sid>,
+    depth: usize,
 }
 
 type R<T> = Result<T, (usize, String)>;
@@ -101,10 +106,17 @@ impl<'a> Parser<'a> {
     }
 
     fn or(&mut self) -> R<Node> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err(format!(
+                "the expression is nested more than {MAX_DEPTH} deep"
+            ));
+        }
         let mut n = self.and()?;
         while self.eat("||") {
             n = Node::Op(OR, vec![n, self.and()?]);
         }
+        self.depth -= 1;
         Ok(n)
     }
     fn and(&mut self) -> R<Node> {
@@ -197,8 +209,15 @@ impl<'a> Parser<'a> {
     }
     fn sid_operand(&mut self) -> R<Node> {
         if self.eat("(") {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return self.err(format!(
+                    "the expression is nested more than {MAX_DEPTH} deep"
+                ));
+            }
             let n = self.sid_operand()?;
             self.expect(")")?;
+            self.depth -= 1;
             return Ok(n);
         }
         // SIDs, by the specification; Windows takes any value (`Member_of {1, 2, 3}`).
@@ -217,7 +236,7 @@ impl<'a> Parser<'a> {
             return self.err("SID( is not closed");
         };
         let text = self.s[start..start + len].trim_end();
-        let sid = if text.len() > 2 && text[..2].eq_ignore_ascii_case("S-") {
+        let sid = if text.len() > 2 && text.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("S-")) {
             Sid::parse(text).map_err(|e| (start, e.to_string()))?
         } else {
             match alias_sid(text, self.domain) {
@@ -361,7 +380,12 @@ fn emit(n: &Node, out: &mut Vec<u8>) {
 /// application data of the ACE (`artx`, tokens, padding) and how many bytes of `s` it took.
 /// Errors give a byte offset into `s`.
 pub fn compile(s: &str, domain: Option<&Sid>) -> Result<(Vec<u8>, usize), (usize, String)> {
-    let mut p = Parser { s, i: 0, domain };
+    let mut p = Parser {
+        s,
+        i: 0,
+        domain,
+        depth: 0,
+    };
     if p.peek() != Some('(') {
         return p.err("a conditional expression starts with `(`");
     }
@@ -378,8 +402,22 @@ pub fn compile(s: &str, domain: Option<&Sid>) -> Result<(Vec<u8>, usize), (usize
 
 // ---- tokens → SDDL text -------------------------------------------------------------------
 
-fn read_tokens(b: &[u8]) -> Option<Vec<Node>> {
-    let mut stack: Vec<Node> = Vec::new();
+fn read_tokens(b: &[u8], nesting: usize) -> Option<Vec<Node>> {
+    if nesting > 1 {
+        return None; // a composite inside a composite
+    }
+    // Each operand with the depth of its tree.
+    let mut stack: Vec<(Node, usize)> = Vec::new();
+    let op = |stack: &mut Vec<(Node, usize)>, code: u8, arity: usize| -> Option<()> {
+        let at = stack.len().checked_sub(arity)?;
+        let args: Vec<(Node, usize)> = stack.drain(at..).collect();
+        let d = 1 + args.iter().map(|a| a.1).max().unwrap_or(0);
+        if d > MAX_DEPTH {
+            return None;
+        }
+        stack.push((Node::Op(code, args.into_iter().map(|a| a.0).collect()), d));
+        Some(())
+    };
     let mut i = 0;
     while i < b.len() {
         let code = b[i];
@@ -405,7 +443,8 @@ fn read_tokens(b: &[u8]) -> Option<Vec<Node>> {
         match code {
             0x00 => {
                 // Padding: only zeros may follow.
-                return (b[i..].iter().all(|&x| x == 0)).then_some(stack);
+                return (b[i..].iter().all(|&x| x == 0))
+                    .then(|| stack.into_iter().map(|x| x.0).collect());
             }
             0x01..=0x04 => {
                 let v = u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?);
@@ -414,42 +453,31 @@ fn read_tokens(b: &[u8]) -> Option<Vec<Node>> {
                     return None;
                 }
                 i += 10;
-                stack.push(Node::Int(v, sign, base));
+                stack.push((Node::Int(v, sign, base), 1));
             }
-            0x10 => stack.push(Node::Str(utf16(sized(&mut i)?)?)),
-            0x18 => stack.push(Node::Octets(sized(&mut i)?.to_vec())),
-            0x50 => stack.push(Node::Composite(read_tokens(sized(&mut i)?)?)),
+            0x10 => stack.push((Node::Str(utf16(sized(&mut i)?)?), 1)),
+            0x18 => stack.push((Node::Octets(sized(&mut i)?.to_vec()), 1)),
+            0x50 => stack.push((
+                Node::Composite(read_tokens(sized(&mut i)?, nesting + 1)?),
+                2,
+            )),
             0x51 => {
                 let body = sized(&mut i)?;
                 let (sid, n) = Sid::read(body).ok()?;
                 if n != body.len() {
                     return None;
                 }
-                stack.push(Node::Sid(sid));
+                stack.push((Node::Sid(sid), 1));
             }
-            LOCAL | 0xf9..=0xfb => stack.push(Node::Attr(code, utf16(sized(&mut i)?)?)),
-            AND | OR => {
-                let r = stack.pop()?;
-                let l = stack.pop()?;
-                stack.push(Node::Op(code, vec![l, r]));
-            }
-            NOT => {
-                let a = stack.pop()?;
-                stack.push(Node::Op(NOT, vec![a]));
-            }
-            c if UNARY.iter().any(|(_, o)| *o == c) => {
-                let a = stack.pop()?;
-                stack.push(Node::Op(c, vec![a]));
-            }
-            c if RELATIONAL.iter().any(|(_, o)| *o == c) => {
-                let r = stack.pop()?;
-                let l = stack.pop()?;
-                stack.push(Node::Op(c, vec![l, r]));
-            }
+            LOCAL | 0xf9..=0xfb => stack.push((Node::Attr(code, utf16(sized(&mut i)?)?), 1)),
+            AND | OR => op(&mut stack, code, 2)?,
+            NOT => op(&mut stack, NOT, 1)?,
+            c if UNARY.iter().any(|(_, o)| *o == c) => op(&mut stack, c, 1)?,
+            c if RELATIONAL.iter().any(|(_, o)| *o == c) => op(&mut stack, c, 2)?,
             _ => return None,
         }
     }
-    Some(stack)
+    Some(stack.into_iter().map(|x| x.0).collect())
 }
 
 fn print(n: &Node, domain: Option<&Sid>, out: &mut String) {
@@ -548,7 +576,7 @@ fn print(n: &Node, domain: Option<&Sid>, out: &mut String) {
 /// well-formed expression.
 pub fn decompile(data: &[u8], domain: Option<&Sid>) -> Option<String> {
     let tokens = data.strip_prefix(MAGIC)?;
-    let stack = read_tokens(tokens)?;
+    let stack = read_tokens(tokens, 0)?;
     let [root] = stack.as_slice() else {
         return None;
     };

@@ -247,7 +247,10 @@ fn token(b: u8) -> Option<Token> {
 
 /// Calls `f` on each SID token; stops quietly at anything it cannot read.
 fn walk_conditional(x: &[u8], f: &mut dyn FnMut(&Sid)) {
-    fn walk(b: &[u8], f: &mut dyn FnMut(&Sid)) -> Option<()> {
+    fn walk(b: &[u8], f: &mut dyn FnMut(&Sid), depth: usize) -> Option<()> {
+        if depth > crate::conditional::MAX_DEPTH {
+            return None;
+        }
         let mut i = 0;
         while i < b.len() {
             let t = token(b[i])?;
@@ -259,7 +262,7 @@ fn walk_conditional(x: &[u8], f: &mut dyn FnMut(&Sid)) {
                     let len = u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize;
                     let payload = b.get(i + 4..i + 4 + len)?;
                     match t {
-                        Token::Composite => walk(payload, f)?,
+                        Token::Composite => walk(payload, f, depth + 1)?,
                         Token::Sid => f(&Sid::read(payload).ok()?.0),
                         _ => {}
                     }
@@ -269,13 +272,16 @@ fn walk_conditional(x: &[u8], f: &mut dyn FnMut(&Sid)) {
         }
         Some(())
     }
-    let _ = walk(x.get(4..).unwrap_or_default(), f);
+    let _ = walk(x.get(4..).unwrap_or_default(), f, 0);
 }
 
 /// The conditional expression with its SID tokens mapped; `None` when it cannot be read whole
 /// (then it is carried unchanged) or nothing in it changes.
 fn map_conditional(x: &[u8], map: &SidMap) -> Option<Vec<u8>> {
-    fn emit(b: &[u8], map: &SidMap, out: &mut Vec<u8>) -> Option<()> {
+    fn emit(b: &[u8], map: &SidMap, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+        if depth > crate::conditional::MAX_DEPTH {
+            return None;
+        }
         let mut i = 0;
         while i < b.len() {
             let code = b[i];
@@ -294,7 +300,7 @@ fn map_conditional(x: &[u8], map: &SidMap) -> Option<Vec<u8>> {
                     let at = out.len();
                     out.extend_from_slice(&[0; 4]);
                     match t {
-                        Token::Composite => emit(payload, map, out)?,
+                        Token::Composite => emit(payload, map, out, depth + 1)?,
                         Token::Sid => {
                             let (sid, n) = Sid::read(payload).ok()?;
                             if n != payload.len() {
@@ -314,7 +320,7 @@ fn map_conditional(x: &[u8], map: &SidMap) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(x.len() + 16);
     out.extend_from_slice(x.get(..4)?);
-    emit(&x[4..], map, &mut out)?;
+    emit(&x[4..], map, &mut out, 0)?;
     (out != x).then_some(out)
 }
 

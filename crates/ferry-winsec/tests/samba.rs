@@ -334,3 +334,82 @@ fn conditional_aces_windows_refuses() {
         accepted.join("\n")
     );
 }
+
+/// Found by the fuzzer: nesting deep enough to exhaust the stack is refused, in text and bytes.
+#[test]
+fn deep_nesting_is_refused_not_a_crash() {
+    let deep = format!(
+        "D:(XA;;FA;;;WD;{}@User.x{})",
+        "(!".repeat(5000),
+        ")".repeat(5000)
+    );
+    let e = sddl::parse(&deep, None).unwrap_err().to_string();
+    assert!(e.contains("nested more than 256 deep"), "{e}");
+    // 5,000 `!` in a row, as bytes: read, not printed, carried through translation unchanged.
+    let mut x = b"artx".to_vec();
+    x.push(0xf9);
+    x.extend_from_slice(&2u32.to_le_bytes());
+    x.extend_from_slice(&[b'x', 0]);
+    x.extend(std::iter::repeat_n(0xa2, 5000));
+    while x.len() % 4 != 0 {
+        x.push(0);
+    }
+    let sd = SecurityDescriptor {
+        control: 0x8004,
+        dacl: Some(ferry_winsec::Acl::new(vec![ferry_winsec::Ace {
+            ace_type: 0x09,
+            flags: 0,
+            body: ferry_winsec::AceBody::Basic {
+                mask: 1,
+                sid: Sid::parse("S-1-1-0").unwrap(),
+                extra: x,
+            },
+        }])),
+        ..SecurityDescriptor::default()
+    };
+    assert!(sddl::to_sddl(&sd, None).is_err());
+    let b = sd.to_bytes().unwrap();
+    assert_eq!(SecurityDescriptor::parse(&b).unwrap(), sd);
+    // Composites nested 5,000 deep around a SID.
+    let mut inner = Sid::parse("S-1-5-21-1-2-3-1001").unwrap().to_bytes();
+    inner.splice(0..0, [0x51, 28, 0, 0, 0]);
+    for _ in 0..5000 {
+        let len = (inner.len() as u32).to_le_bytes();
+        inner.splice(0..0, [0x50, len[0], len[1], len[2], len[3]]);
+    }
+    let mut x = b"artx".to_vec();
+    x.extend_from_slice(&inner);
+    x.push(0x89);
+    let mut map = ferry_winsec::SidMap::new();
+    map.insert(
+        Sid::parse("S-1-5-21-1-2-3-1001").unwrap(),
+        Sid::parse("S-1-5-21-9-9-9-1001").unwrap(),
+    )
+    .unwrap();
+    let sd = SecurityDescriptor {
+        control: 0x8004,
+        dacl: Some(ferry_winsec::Acl::new(vec![ferry_winsec::Ace {
+            ace_type: 0x09,
+            flags: 0,
+            body: ferry_winsec::AceBody::Basic {
+                mask: 1,
+                sid: Sid::parse("S-1-1-0").unwrap(),
+                extra: x,
+            },
+        }])),
+        ..SecurityDescriptor::default()
+    };
+    let b = sd.to_bytes().unwrap();
+    assert_eq!(
+        ferry_winsec::translate::translate_bytes(&b, &map, ferry_winsec::Mode::AddAndRemove)
+            .unwrap(),
+        None
+    );
+}
+
+/// Found by the fuzzer: a multi-byte character where a SID prefix is looked for.
+#[test]
+fn non_ascii_in_a_condition_is_an_error() {
+    let e = sddl::parse("D:(XA;;CC;;;WD;(Member_of {SID(;þ)}))", None).unwrap_err();
+    assert!(e.to_string().contains("is not a SID or SID alias"), "{e}");
+}
