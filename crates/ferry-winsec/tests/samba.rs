@@ -351,7 +351,7 @@ fn deep_nesting_is_refused_not_a_crash() {
     x.extend_from_slice(&2u32.to_le_bytes());
     x.extend_from_slice(&[b'x', 0]);
     x.extend(std::iter::repeat_n(0xa2, 5000));
-    while x.len() % 4 != 0 {
+    while !x.len().is_multiple_of(4) {
         x.push(0);
     }
     let sd = SecurityDescriptor {
