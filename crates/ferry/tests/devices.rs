@@ -108,6 +108,16 @@ fn psk_runbook_batch_agents_through_the_cli() {
     std::fs::write(&broken, "{\"name\": \"x\",\n  oops}").unwrap();
     run(&["runbook", "put", &pre]);
     run(&["runbook", "put", &main]);
+    // A server's runbook renders by name for Windows.
+    let ps = run(&["runbook", "render", "Main", "--platform", "windows"]);
+    assert!(
+        ps.contains("Invoke-Step 'repermission'") && ps.contains("$paths = @('/home')"),
+        "{ps}"
+    );
+    assert!(
+        fail(&["runbook", "render", "Nope", "--platform", "windows"])
+            .contains("no runbook file or server runbook `Nope`")
+    );
     assert!(fail(&["runbook", "put", &bad]).contains("permission_updates.paths[0]"));
     assert!(fail(&["runbook", "put", broken.to_str().unwrap()]).contains("line 2"));
     let batch = write(
