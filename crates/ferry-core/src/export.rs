@@ -264,6 +264,26 @@ mod tests {
     }
 
     #[test]
+    fn usermapping_export_passes_the_file_rules() {
+        // Mixed case, repeats across rows, a user without a target: what the export writes passes.
+        let mut rows = Vec::new();
+        for i in 0..500 {
+            rows.push(e(
+                &format!("User{}@contoso.test", i % 450),
+                &format!("user{i}@fabrikam.test"),
+                None,
+            ));
+        }
+        rows.push(e("same@x.test", "SAME@x.test", None));
+        let out = render(&rows, ExportFormat::Usermapping);
+        let users = crate::usermapping::validate(crate::usermapping::FILE_NAME, &out.body)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(users.len(), out.written);
+        assert_eq!(out.written, 450);
+        assert_eq!(out.skipped, 51);
+    }
+
+    #[test]
     fn sidmap_and_usermapping() {
         let rows = vec![
             e("ann@a.test", "ann@b.test", Some("S-1-5-21-1-2-3-1001")),

@@ -17,6 +17,7 @@ pub mod sample;
 pub mod sid;
 pub mod snapshot;
 pub mod transform;
+pub mod usermapping;
 pub mod windows_script;
 
 pub use model::{DirObject, ObjectKind};

@@ -61,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repermission(a) => repermission(a, json),
         Command::Sddl(c) => crate::windows::sddl(c, json),
         Command::Icacls(c) => crate::windows::icacls(c, json),
+        Command::Mapping(crate::MappingCmd::Validate { file }) => mapping_validate(&file, json),
         Command::Agent(c) => {
             let server = cli.server_on_command_line.then(|| cli.server.clone());
             crate::agent::agent(c, server, json).await
@@ -825,5 +826,40 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn mapping_validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
+    use ferry_core::usermapping;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let result = usermapping::validate(&name, &bytes);
+    if json {
+        let v = match &result {
+            Ok(rows) => serde_json::json!({"valid": true, "users": rows.len(), "errors": []}),
+            Err(e) => serde_json::json!({"valid": false, "errors": e}),
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &result {
+            Ok(rows) => println!(
+                "{}: {} users; the file rules pass",
+                file.display(),
+                rows.len()
+            ),
+            Err(errors) => {
+                for e in errors {
+                    println!("{e}");
+                }
+            }
+        }
+    }
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }

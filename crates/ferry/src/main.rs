@@ -94,6 +94,15 @@ pub enum Command {
     /// `icacls /save` files: translate them through a SID map for `icacls /restore`.
     #[command(subcommand)]
     Icacls(windows::IcaclsCmd),
+    /// `usermapping.csv` files of environment moves.
+    #[command(subcommand)]
+    Mapping(MappingCmd),
+}
+
+#[derive(Subcommand)]
+pub enum MappingCmd {
+    /// Check a usermapping.csv against the file rules, offline (no server).
+    Validate { file: PathBuf },
 }
 
 #[derive(clap::Args)]

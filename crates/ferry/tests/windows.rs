@@ -258,3 +258,45 @@ fn runbook_renders_for_windows_offline() {
     );
     assert!(!o.status.success());
 }
+
+#[test]
+fn mapping_validate_gives_microsofts_messages_offline() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = d.path().join("usermapping.csv");
+    std::fs::write(
+        &ok,
+        "\u{feff}Source,Destination\r\nann@contoso.test,ann@fabrikam.test\r\n",
+    )
+    .unwrap();
+    let o = ferry(
+        &["mapping", "validate", ok.to_str().unwrap()],
+        &[("FERRY_SERVER", "http://127.0.0.1:9")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 users; the file rules pass"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::write(&ok, "Source,Destination\nann@contoso.test,ANN@contoso.test\nbob@contoso.test,x@y.test,z\nAnn@Contoso.test,cy@fabrikam.test\n").unwrap();
+    let o = ferry(&["mapping", "validate", ok.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Each line must have exactly two columns: '3'\nTarget on line '2' is same as source email ID\nLine '2, 4' have the same 'ann@contoso.test'\n"
+    );
+
+    let wrong = d.path().join("UserMapping.csv");
+    std::fs::write(&wrong, "a@b.test,c@d.test\n").unwrap();
+    let o = ferry(
+        &["mapping", "validate", wrong.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["errors"][0],
+        "The User mapping file provided for Tenant To Tenant migration is invalid"
+    );
+}
