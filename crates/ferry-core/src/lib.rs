@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod duration;
+pub mod envmove;
 pub mod export;
 pub mod matching;
 pub mod model;
