@@ -175,6 +175,10 @@ pub struct FailedComm {
 pub enum DocKind {
     Runbook,
     Batch,
+    Tenant,
+    Environment,
+    /// An environment move request, named by its source-side migration id.
+    EnvMove,
 }
 
 impl DocKind {
@@ -182,8 +186,27 @@ impl DocKind {
         match self {
             DocKind::Runbook => "runbooks",
             DocKind::Batch => "batches",
+            DocKind::Tenant => "tenants",
+            DocKind::Environment => "environments",
+            DocKind::EnvMove => "env_moves",
         }
     }
+}
+
+/// One line of the audit trail: who did what, when, for which tenant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    /// The operator (token name).
+    pub actor: String,
+    pub tenant: Option<String>,
+    /// `env.move.submit`, `env.move.approve`, …
+    pub action: String,
+    /// What the action was on (an environment or migration id).
+    pub subject: String,
+    pub detail: String,
 }
 
 /// A cycle as listed and reported.
@@ -443,6 +466,11 @@ pub trait Store: Send + Sync + 'static {
     /// (name, body), by name.
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;
+
+    // --- audit ---
+    async fn add_audit(&self, e: &AuditEntry) -> Result<()>;
+    /// Newest first; only `tenant`'s lines when given.
+    async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>>;
     /// Adds computers to a batch, all or none: the computers already in another batch are returned
     /// with that batch's name, and nothing is added.
     async fn add_batch_computers(

@@ -23,6 +23,11 @@ pub const SQLITE: &[Migration] = &[
         name: "devices",
         sql: include_str!("../migrations/sqlite/0003_devices.sql"),
     },
+    Migration {
+        version: 4,
+        name: "environments",
+        sql: include_str!("../migrations/sqlite/0004_environments.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -40,5 +45,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "devices",
         sql: include_str!("../migrations/postgres/0003_devices.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "environments",
+        sql: include_str!("../migrations/postgres/0004_environments.sql"),
     },
 ];

@@ -600,6 +600,42 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&e.at, &e.actor, &e.tenant, &e.action, &e.subject, &e.detail],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, at, actor, tenant, action, subject, detail FROM audit \
+                 WHERE ($1::TEXT IS NULL OR tenant = $1) ORDER BY id DESC LIMIT $2",
+                &[&tenant, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    tenant: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    subject: r.try_get(5)?,
+                    detail: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
     async fn add_batch_computers(
         &self,
         batch: &str,

@@ -723,6 +723,39 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
+        let e = e.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                params![e.at, e.actor, e.tenant, e.action, e.subject, e.detail],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT id, at, actor, tenant, action, subject, detail FROM audit \
+                 WHERE (?1 IS NULL OR tenant = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![tenant, limit], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    tenant: r.get(3)?,
+                    action: r.get(4)?,
+                    subject: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     async fn add_batch_computers(
         &self,
         batch: &str,

@@ -86,8 +86,51 @@ conformance!(
     bulk_commits_keep_indexes_and_roll_back_whole,
     a_restarted_server_recovers_its_own_cycles_only,
     enrolment_tokens_store_content_and_revoke,
-    devices_psks_agents_runs_batches
+    devices_psks_agents_runs_batches,
+    environment_documents_and_audit
 );
+
+async fn environment_documents_and_audit(s: &dyn Store) {
+    use ferry_store::{AuditEntry, DocKind};
+    for kind in [DocKind::Tenant, DocKind::Environment, DocKind::EnvMove] {
+        s.put_document(kind, "b", r#"{"v": 1}"#, 1).await.unwrap();
+        s.put_document(kind, "a", r#"{"v": "it's \u00e9"}"#, 1)
+            .await
+            .unwrap();
+        s.put_document(kind, "b", r#"{"v": 2}"#, 2).await.unwrap();
+        let docs = s.documents(kind).await.unwrap();
+        assert_eq!(docs.len(), 2, "{kind:?}");
+        assert_eq!(docs[1], ("b".to_string(), r#"{"v": 2}"#.to_string()));
+        assert!(s.delete_document(kind, "a").await.unwrap());
+        assert!(!s.delete_document(kind, "a").await.unwrap());
+    }
+    let e = |at: i64, tenant: Option<&str>, action: &str| AuditEntry {
+        id: 0,
+        at,
+        actor: "ann".into(),
+        tenant: tenant.map(Into::into),
+        action: action.into(),
+        subject: "env-1".into(),
+        detail: "O'Brien; DROP TABLE audit".into(),
+    };
+    s.add_audit(&e(1, Some("contoso"), "env.move.submit"))
+        .await
+        .unwrap();
+    s.add_audit(&e(2, Some("fabrikam"), "env.move.approve"))
+        .await
+        .unwrap();
+    s.add_audit(&e(3, None, "tenant.put")).await.unwrap();
+    let all = s.audit(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|a| a.at).collect::<Vec<_>>(),
+        [3, 2, 1],
+        "newest first"
+    );
+    assert_eq!(all[0].detail, "O'Brien; DROP TABLE audit");
+    let c = s.audit(Some("contoso"), 10).await.unwrap();
+    assert_eq!((c.len(), c[0].action.as_str()), (1, "env.move.submit"));
+    assert_eq!(s.audit(None, 2).await.unwrap().len(), 2);
+}
 
 async fn devices_psks_agents_runs_batches(s: &dyn Store) {
     use ferry_core::agent::{AgentEvent, DeviceFacts, HarvestedProfile};
