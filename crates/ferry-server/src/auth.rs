@@ -61,6 +61,63 @@ pub struct AdminAuth {
     pub name: String,
 }
 
+/// What an operator may do: everything (`admin`), or act for one tenant (`tenant-admin:<id>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    TenantAdmin(String),
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            _ => s
+                .strip_prefix("tenant-admin:")
+                .filter(|t| !t.is_empty())
+                .map(|t| Role::TenantAdmin(t.to_string())),
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            Role::Admin => "admin".into(),
+            Role::TenantAdmin(t) => format!("tenant-admin:{t}"),
+        }
+    }
+
+    /// The tenant this role acts for (none: a ferry admin).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Role::Admin => None,
+            Role::TenantAdmin(t) => Some(t),
+        }
+    }
+}
+
+/// Any authenticated operator, with its role.
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let t = token(parts, state).await?;
+        match Role::parse(&t.role) {
+            Some(role) => Ok(Operator { name: t.name, role }),
+            None => Err(ApiError::Forbidden(
+                "this token may not use the admin API".into(),
+            )),
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
@@ -68,47 +125,60 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let Some(token) = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        else {
-            return Err(ApiError::Unauthorized(
-                "send `Authorization: Bearer <token>` (the admin token is in DATA_DIR/admin-token)"
-                    .into(),
-            ));
-        };
-        match state.store.token_by_hash(&hash_token(token)).await? {
-            Some(t) if t.role == "admin" => Ok(AdminAuth { name: t.name }),
-            Some(_) => Err(ApiError::Forbidden(
+        let t = token(parts, state).await?;
+        if t.role == "admin" {
+            Ok(AdminAuth { name: t.name })
+        } else if Role::parse(&t.role).is_some() {
+            Err(ApiError::Forbidden(
+                "a tenant admin may not use this part of the API; it needs a ferry admin".into(),
+            ))
+        } else {
+            Err(ApiError::Forbidden(
                 "this token may not use the admin API".into(),
-            )),
-            None => {
-                // An agent's node key on the admin API: refused like any bad token, and reported.
-                if let Some(a) = state.store.agent_by_node_hash(&hash_token(token)).await? {
-                    let f = ferry_store::FailedComm {
-                        id: 0,
-                        at: ferry_store::now_ms(),
-                        address: None,
-                        code: "forbidden".into(),
-                        reason: format!(
-                            "agent {} ({}) called the admin API {}",
-                            a.id,
-                            a.hostname,
-                            parts.uri.path()
-                        ),
-                        agent_id: Some(a.id),
-                        device_id: Some(a.device_id),
-                    };
-                    state.store.record_failed_comm(&f).await?;
-                }
-                Err(ApiError::Unauthorized("the token is not valid".into()))
+            ))
+        }
+    }
+}
+
+/// The bearer token's record, or why there is none.
+async fn token(parts: &Parts, state: &AppState) -> Result<ferry_store::TokenInfo, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(ApiError::Unauthorized(
+            "send `Authorization: Bearer <token>` (the admin token is in DATA_DIR/admin-token)"
+                .into(),
+        ));
+    };
+    match state.store.token_by_hash(&hash_token(token)).await? {
+        Some(t) => Ok(t),
+        None => {
+            // An agent's node key on the admin API: refused like any bad token, and reported.
+            if let Some(a) = state.store.agent_by_node_hash(&hash_token(token)).await? {
+                let f = ferry_store::FailedComm {
+                    id: 0,
+                    at: ferry_store::now_ms(),
+                    address: None,
+                    code: "forbidden".into(),
+                    reason: format!(
+                        "agent {} ({}) called the admin API {}",
+                        a.id,
+                        a.hostname,
+                        parts.uri.path()
+                    ),
+                    agent_id: Some(a.id),
+                    device_id: Some(a.device_id),
+                };
+                state.store.record_failed_comm(&f).await?;
             }
+            Err(ApiError::Unauthorized("the token is not valid".into()))
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod agent_api;
 pub mod agent_tls;
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod devices;
 pub mod engine;
 pub mod enrolment;

@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 pub mod devices;
 pub mod directories;
 pub mod enrolment;
+pub mod environments;
 pub mod logs;
 pub mod report;
 pub mod sync;
@@ -115,6 +116,11 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         translation::list, translation::export,
         logs::list,
         report::object,
+        environments::create_operator, environments::tenants, environments::put_tenant,
+        environments::environments, environments::get_environment, environments::put_environment,
+        environments::submit, environments::moves, environments::approvals, environments::approve,
+        environments::reject, environments::upload_mapping, environments::prepare, environments::status,
+        environments::errors, environments::migrate, environments::cancel, environments::delete_move, environments::audit_trail,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -148,6 +154,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(directories::router())
         .merge(enrolment::router())
         .merge(devices::router())
+        .merge(environments::router())
         .merge(sync::router())
         .merge(translation::router())
         .merge(logs::router())

@@ -1,0 +1,1035 @@
+//! Environment moves between tenants: tenants, operators for them, environments, and the move
+//! workflow named after Microsoft's cmdlets (submit, approve/reject, upload the user mapping,
+//! prepare, migrate, cancel). The source tenant's admins submit, upload, prepare, migrate and
+//! cancel; the target tenant's admins approve or reject; each side knows the move by its own
+//! migration id and sees only its own requests. Every action goes to the audit trail.
+
+use super::{ApiError, ApiResult};
+use crate::auth::{AdminAuth, Operator, Role};
+use crate::clock::now_ms;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use ferry_core::envmove::{
+    self, Environment, Move, OrgIndex, Request, State as MoveState, TargetLookup, Tenant,
+};
+use ferry_core::usermapping;
+use ferry_store::{AuditEntry, DocKind};
+use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// One move at a time changes state (read, check, write).
+static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn all<T: DeserializeOwned>(st: &AppState, kind: DocKind) -> ApiResult<Vec<T>> {
+    st.store
+        .documents(kind)
+        .await?
+        .into_iter()
+        .map(|(name, body)| {
+            serde_json::from_str(&body)
+                .map_err(|e| ApiError::Internal(format!("stored {kind:?} `{name}`: {e}")))
+        })
+        .collect()
+}
+
+async fn save<T: Serialize>(st: &AppState, kind: DocKind, name: &str, v: &T) -> ApiResult<()> {
+    let body = serde_json::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(st.store.put_document(kind, name, &body, now_ms()).await?)
+}
+
+async fn audit(
+    st: &AppState,
+    op: &Operator,
+    tenant: Option<&str>,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> ApiResult<()> {
+    Ok(st
+        .store
+        .add_audit(&AuditEntry {
+            id: 0,
+            at: now_ms(),
+            actor: op.name.clone(),
+            tenant: tenant.map(str::to_string),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            detail,
+        })
+        .await?)
+}
+
+fn forbidden(what: &str) -> ApiError {
+    ApiError::Forbidden(what.to_string())
+}
+
+/// A GUID-shaped migration id.
+fn migration_id() -> ApiResult<String> {
+    let t = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let h = &t["ferry_".len()..];
+    Ok(format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    ))
+}
+
+// ---- operators and tenants -----------------------------------------------------------------
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOperator {
+    pub name: String,
+    /// Admin of this tenant; none: a ferry admin.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedOperator {
+    pub name: String,
+    pub role: String,
+    /// Shown this once; the server keeps its SHA-256.
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/operators", tag = "environments", request_body = NewOperator,
+    responses((status = 201, body = CreatedOperator), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+pub async fn create_operator(
+    a: AdminAuth,
+    State(st): State<AppState>,
+    Json(b): Json<NewOperator>,
+) -> ApiResult<(StatusCode, Json<CreatedOperator>)> {
+    let name = b.name.trim();
+    if name.is_empty() || name.len() > 64 || name == "admin" {
+        return Err(ApiError::BadRequest(
+            "name: must be 1–64 characters and not `admin`".into(),
+        ));
+    }
+    let role = match &b.tenant {
+        None => Role::Admin,
+        Some(t) => {
+            let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
+            if !tenants.iter().any(|x| &x.id == t) {
+                return Err(ApiError::BadRequest(format!(
+                    "tenant: there is no tenant `{t}`"
+                )));
+            }
+            Role::TenantAdmin(t.clone())
+        }
+    };
+    let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .put_token(
+            name,
+            &crate::auth::hash_token(&token),
+            &role.as_string(),
+            now_ms(),
+        )
+        .await?;
+    let op = Operator {
+        name: a.name,
+        role: Role::Admin,
+    };
+    audit(
+        &st,
+        &op,
+        role.tenant(),
+        "operator.create",
+        name,
+        role.as_string(),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedOperator {
+            name: name.to_string(),
+            role: role.as_string(),
+            token,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/tenants", tag = "environments", responses((status = 200, body = Vec<Tenant>)))]
+pub async fn tenants(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {
+    let v: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
+    Ok(Json(
+        v.into_iter()
+            .filter(|t| op.role.tenant().is_none_or(|mine| mine == t.id))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(put, path = "/tenants/{id}", tag = "environments", request_body = Tenant,
+    responses((status = 200, body = Tenant), (status = 400, body = super::ErrorBody)))]
+pub async fn put_tenant(
+    a: AdminAuth,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Json(t): Json<Tenant>,
+) -> ApiResult<Json<Tenant>> {
+    if t.id != id || id.trim().is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "id: the body says `{}`, the path `{id}`",
+            t.id
+        )));
+    }
+    let known: Vec<String> = st
+        .settings
+        .config
+        .directories
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    if let Some(d) = t.directories.iter().find(|d| !known.contains(d)) {
+        return Err(ApiError::BadRequest(format!(
+            "directories: `{d}` is not a configured directory"
+        )));
+    }
+    save(&st, DocKind::Tenant, &id, &t).await?;
+    let op = Operator {
+        name: a.name,
+        role: Role::Admin,
+    };
+    audit(&st, &op, Some(&id), "tenant.put", &id, t.name.clone()).await?;
+    Ok(Json(t))
+}
+
+// ---- environments --------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/environments", tag = "environments", responses((status = 200, body = Vec<Environment>)))]
+pub async fn environments(
+    op: Operator,
+    State(st): State<AppState>,
+) -> ApiResult<Json<Vec<Environment>>> {
+    let v: Vec<Environment> = all(&st, DocKind::Environment).await?;
+    Ok(Json(
+        v.into_iter()
+            .filter(|e| op.role.tenant().is_none_or(|mine| mine == e.tenant))
+            .collect(),
+    ))
+}
+
+async fn environment(st: &AppState, op: &Operator, id: &str) -> ApiResult<Environment> {
+    let v: Vec<Environment> = all(st, DocKind::Environment).await?;
+    v.into_iter()
+        .find(|e| e.id == id && op.role.tenant().is_none_or(|mine| mine == e.tenant))
+        .ok_or_else(|| ApiError::NotFound(format!("there is no environment `{id}`")))
+}
+
+#[utoipa::path(get, path = "/environments/{id}", tag = "environments", responses((status = 200, body = Environment), (status = 404, body = super::ErrorBody)))]
+pub async fn get_environment(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Environment>> {
+    Ok(Json(environment(&st, &op, &id).await?))
+}
+
+#[utoipa::path(put, path = "/environments/{id}", tag = "environments", request_body = Environment,
+    responses((status = 200, body = Environment), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+pub async fn put_environment(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Json(e): Json<Environment>,
+) -> ApiResult<Json<Environment>> {
+    if e.id != id || id.trim().is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "id: the body says `{}`, the path `{id}`",
+            e.id
+        )));
+    }
+    let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
+    if !tenants.iter().any(|t| t.id == e.tenant) {
+        return Err(ApiError::BadRequest(format!(
+            "tenant: there is no tenant `{}`",
+            e.tenant
+        )));
+    }
+    let existing: Vec<Environment> = all(&st, DocKind::Environment).await?;
+    if let Some(mine) = op.role.tenant() {
+        let theirs = existing
+            .iter()
+            .find(|x| x.id == id)
+            .map(|x| x.tenant.as_str());
+        if e.tenant != mine || theirs.is_some_and(|t| t != mine) {
+            return Err(forbidden(
+                "a tenant admin registers environments of its own tenant only",
+            ));
+        }
+    }
+    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    if moves
+        .iter()
+        .any(|m| m.environment == id && m.request.state == MoveState::Migrating)
+    {
+        return Err(ApiError::Conflict(format!("`{id}` is being moved")));
+    }
+    save(&st, DocKind::Environment, &id, &e).await?;
+    audit(
+        &st,
+        &op,
+        Some(&e.tenant),
+        "environment.put",
+        &id,
+        e.name.clone(),
+    )
+    .await?;
+    Ok(Json(e))
+}
+
+// ---- moves ---------------------------------------------------------------------------------
+
+/// A move as one side sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MoveView {
+    /// This side's migration id.
+    pub migration_id: String,
+    /// `source`, `target`, or `admin` (a ferry admin sees both ids).
+    pub side: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_migration_id: Option<String>,
+    pub environment: String,
+    pub source_tenant: String,
+    pub target_tenant: String,
+    pub state: MoveState,
+    /// The status line of the last operation, as Microsoft's GetStatus prints it.
+    pub status: String,
+    pub submitted_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validated_at: Option<i64>,
+    pub warnings: Vec<String>,
+    pub mapped_users: usize,
+}
+
+fn errors_url(m: &Move) -> String {
+    format!("/api/v1/moves/{}/errors", m.source_migration_id)
+}
+
+fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
+    let (id, side, other) = match role.tenant() {
+        None => (
+            m.source_migration_id.clone(),
+            "admin",
+            Some(m.target_migration_id.clone()),
+        ),
+        Some(t) if t == m.source_tenant => (m.source_migration_id.clone(), "source", None),
+        Some(t) if t == m.target_tenant => (m.target_migration_id.clone(), "target", None),
+        Some(_) => return None,
+    };
+    Some(MoveView {
+        migration_id: id,
+        side: side.into(),
+        other_migration_id: other,
+        environment: m.environment.clone(),
+        source_tenant: m.source_tenant.clone(),
+        target_tenant: m.target_tenant.clone(),
+        state: m.request.state_at(now),
+        status: m.request.status_line(now, &errors_url(m)),
+        submitted_at: m.request.submitted_at,
+        validated_at: m.request.validated_at,
+        warnings: m.warnings.clone(),
+        mapped_users: m.mapped_users,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// The move `id` names for this operator, for an action of `side`. An id is known only to its own
+/// side: the other party's id, or another tenant's move, is not found. The right id with the wrong
+/// side's action is forbidden.
+async fn find(st: &AppState, op: &Operator, id: &str, side: Side) -> ApiResult<Move> {
+    let moves: Vec<Move> = all(st, DocKind::EnvMove).await?;
+    let not_found = || ApiError::NotFound(format!("there is no move `{id}` on your side"));
+    let refuse = || {
+        forbidden(if side == Side::Source {
+            "only the source tenant's admins may do this"
+        } else {
+            "only the target tenant's admins may approve or reject"
+        })
+    };
+    let Some((m, id_side)) = moves.into_iter().find_map(|m| {
+        if m.source_migration_id == id {
+            Some((m, Side::Source))
+        } else if m.target_migration_id == id {
+            Some((m, Side::Target))
+        } else {
+            None
+        }
+    }) else {
+        return Err(not_found());
+    };
+    let owner = if id_side == Side::Source {
+        &m.source_tenant
+    } else {
+        &m.target_tenant
+    };
+    match op.role.tenant() {
+        None => Err(forbidden(
+            "a ferry admin sees moves but does not act in them; the tenants' admins do",
+        )),
+        Some(t) if t != owner => Err(not_found()),
+        Some(_) if id_side != side => Err(refuse()),
+        Some(_) => Ok(m),
+    }
+}
+
+fn not_now(e: envmove::NotNow) -> ApiError {
+    ApiError::Conflict(e.to_string())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    pub target_tenant: String,
+}
+
+#[utoipa::path(post, path = "/environments/{id}/moves", tag = "environments", request_body = Submit,
+    responses((status = 201, body = MoveView), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn submit(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(env_id): Path<String>,
+    Json(b): Json<Submit>,
+) -> ApiResult<(StatusCode, Json<MoveView>)> {
+    let _g = MOVES.lock().await;
+    let Some(mine) = op.role.tenant() else {
+        return Err(forbidden("only the source tenant's admins submit a move"));
+    };
+    let env = environment(&st, &op, &env_id).await?;
+    if env.tenant != mine {
+        return Err(forbidden("only the source tenant's admins submit a move"));
+    }
+    let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
+    let Some(target) = tenants.iter().find(|t| t.id == b.target_tenant) else {
+        return Err(ApiError::BadRequest(format!(
+            "target_tenant: there is no tenant `{}`",
+            b.target_tenant
+        )));
+    };
+    if target.id == env.tenant {
+        return Err(ApiError::BadRequest(
+            "target_tenant: the environment is already in it".into(),
+        ));
+    }
+    let now = now_ms();
+    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    if let Some(m) = moves
+        .iter()
+        .find(|m| m.environment == env.id && !m.request.state_at(now).is_final())
+    {
+        return Err(ApiError::Conflict(format!(
+            "`{}` already has a move request ({}, {})",
+            env.id,
+            m.source_migration_id,
+            m.request.state_at(now).as_str()
+        )));
+    }
+    let kinds: Vec<&str> = env.components.iter().map(|c| c.kind.as_str()).collect();
+    let warnings = envmove::check_submit(&env.facts(target.cloud, &kinds))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let m = Move {
+        source_migration_id: migration_id()?,
+        target_migration_id: migration_id()?,
+        environment: env.id.clone(),
+        source_tenant: env.tenant.clone(),
+        target_tenant: target.id.clone(),
+        request: Request::submit(now),
+        warnings,
+        mapping: None,
+        errors: None,
+        mapped_users: 0,
+        checklist: Vec::new(),
+        last_error: None,
+    };
+    save(&st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
+    audit(
+        &st,
+        &op,
+        Some(mine),
+        "env.move.submit",
+        &m.source_migration_id,
+        format!("{} → {}", env.id, target.id),
+    )
+    .await?;
+    let v = view(&m, &op.role, now).ok_or_else(|| ApiError::Internal("no view".into()))?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(get, path = "/moves", tag = "environments", responses((status = 200, body = Vec<MoveView>)))]
+pub async fn moves(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<MoveView>>> {
+    let now = now_ms();
+    let v: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    Ok(Json(
+        v.iter().filter_map(|m| view(m, &op.role, now)).collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/moves/approvals", tag = "environments", responses((status = 200, body = Vec<MoveView>)))]
+pub async fn approvals(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<MoveView>>> {
+    let now = now_ms();
+    let v: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    Ok(Json(
+        v.iter()
+            .filter(|m| op.role.tenant() == Some(m.target_tenant.as_str()))
+            .filter(|m| m.request.state_at(now) == MoveState::Submitted)
+            .filter_map(|m| view(m, &op.role, now))
+            .collect(),
+    ))
+}
+
+async fn decide(
+    st: &AppState,
+    op: &Operator,
+    id: &str,
+    approve: bool,
+) -> ApiResult<Json<MoveView>> {
+    let _g = MOVES.lock().await;
+    let mut m = find(st, op, id, Side::Target).await?;
+    let now = now_ms();
+    if approve {
+        m.request.approve(now).map_err(not_now)?;
+    } else {
+        m.request.reject(now).map_err(not_now)?;
+    }
+    save(st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
+    let action = if approve {
+        "env.move.approve"
+    } else {
+        "env.move.reject"
+    };
+    audit(
+        st,
+        op,
+        Some(&m.target_tenant),
+        action,
+        id,
+        m.environment.clone(),
+    )
+    .await?;
+    view(&m, &op.role, now)
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal("no view".into()))
+}
+
+#[utoipa::path(post, path = "/moves/{id}/approve", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn approve(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MoveView>> {
+    decide(&st, &op, &id, true).await
+}
+
+#[utoipa::path(post, path = "/moves/{id}/reject", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn reject(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MoveView>> {
+    decide(&st, &op, &id, false).await
+}
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    /// The file's name as the operator has it: it must be exactly `usermapping.csv`.
+    pub file_name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    pub migration_id: String,
+    pub users: usize,
+}
+
+#[utoipa::path(put, path = "/environments/{id}/usermapping", tag = "environments",
+    params(("file_name" = String, Query, description = "must be usermapping.csv")),
+    request_body(content = String, content_type = "text/csv"),
+    responses((status = 200, body = Uploaded), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn upload_mapping(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(env_id): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Uploaded>> {
+    let _g = MOVES.lock().await;
+    let Some(mine) = op.role.tenant() else {
+        return Err(forbidden(
+            "only the source tenant's admins upload the user mapping",
+        ));
+    };
+    let env = environment(&st, &op, &env_id).await?;
+    if env.tenant != mine {
+        return Err(forbidden(
+            "only the source tenant's admins upload the user mapping",
+        ));
+    }
+    let now = now_ms();
+    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    let Some(mut m) = moves
+        .into_iter()
+        .find(|m| m.environment == env.id && !m.request.state_at(now).is_final())
+    else {
+        return Err(ApiError::Conflict(format!(
+            "`{env_id}` has no move request"
+        )));
+    };
+    let users = usermapping::validate(&q.file_name, &body)
+        .map_err(|msgs| ApiError::BadRequest(msgs.join("\n")))?
+        .len();
+    m.request.upload_mapping(now).map_err(not_now)?;
+    m.mapping = Some(String::from_utf8_lossy(&body).into_owned());
+    m.errors = None;
+    save(&st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
+    audit(
+        &st,
+        &op,
+        Some(mine),
+        "env.move.upload-mapping",
+        &m.source_migration_id,
+        format!("{users} users"),
+    )
+    .await?;
+    Ok(Json(Uploaded {
+        migration_id: m.source_migration_id,
+        users,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub code: u16,
+    pub description: String,
+}
+
+/// Whether a directory user has a licence; none when the directory says nothing of licences.
+fn licence(o: &ferry_core::model::DirObject) -> Option<bool> {
+    let mut said = false;
+    for (k, v) in &o.attrs {
+        if k.eq_ignore_ascii_case("assignedLicenses") || k.eq_ignore_ascii_case("licenses") {
+            said = true;
+            if !v.trim().is_empty() && v.trim() != "[]" {
+                return Some(true);
+            }
+        }
+    }
+    said.then_some(false)
+}
+
+/// Validates the uploaded mapping against the environment and the target tenant's directories.
+async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
+    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    let Some(m) = moves
+        .into_iter()
+        .find(|m| m.source_migration_id == source_id)
+    else {
+        return Ok(());
+    };
+    let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
+    let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
+    let env = envs.into_iter().find(|e| e.id == m.environment);
+    let target = tenants.into_iter().find(|t| t.id == m.target_tenant);
+    // Target directory: UPN → licensed (None: the directory says nothing of licences).
+    let mut dir: FxHashMap<String, Option<bool>> = FxHashMap::default();
+    let mut reachable = true;
+    for d in target.iter().flat_map(|t| t.directories.iter()) {
+        match st.store.load_objects(d).await {
+            Ok(objs) => {
+                for o in objs
+                    .iter()
+                    .filter(|o| o.kind == ferry_core::ObjectKind::User)
+                {
+                    for k in [&o.upn, &o.mail].into_iter().flatten() {
+                        dir.insert(k.to_ascii_lowercase(), licence(o));
+                    }
+                }
+            }
+            Err(_) => reachable = false,
+        }
+    }
+    let any_licence_data = dir.values().any(Option::is_some);
+    let text = m.mapping.clone().unwrap_or_default();
+    let (ok, errors, mapped) = match (
+        env,
+        usermapping::validate(usermapping::FILE_NAME, text.as_bytes()),
+    ) {
+        (Some(env), Ok(rows)) => {
+            let org = OrgIndex::new(&env.system_users);
+            let results = envmove::validate_users(&rows, &org, |upn| {
+                if !reachable {
+                    return TargetLookup::Unavailable;
+                }
+                match dir.get(&upn.to_ascii_lowercase()) {
+                    Some(l) => TargetLookup::Found {
+                        licensed: l.unwrap_or(!any_licence_data),
+                    },
+                    None => TargetLookup::Missing,
+                }
+            });
+            let failed = results.iter().any(|r| r.code.is_some_and(|c| c.fails()));
+            let mapped = results.iter().filter(|r| r.code.is_none()).count();
+            let file = results
+                .iter()
+                .any(|r| r.code.is_some())
+                .then(|| envmove::error_file(&results));
+            (!failed, file, mapped)
+        }
+        (None, _) => (
+            false,
+            Some("the environment is no longer registered\r\n".to_string()),
+            0,
+        ),
+        (_, Err(msgs)) => (false, Some(msgs.join("\r\n") + "\r\n"), 0),
+    };
+    let _g = MOVES.lock().await;
+    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    let Some(mut m) = moves
+        .into_iter()
+        .find(|m| m.source_migration_id == source_id)
+    else {
+        return Ok(());
+    };
+    if m.request.finish_prepare(now_ms(), ok).is_ok() {
+        m.errors = errors;
+        m.mapped_users = mapped;
+        save(&st, DocKind::EnvMove, &source_id, &m).await?;
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/moves/{id}/prepare", tag = "environments",
+    responses((status = 202, body = Accepted), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn prepare(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    {
+        let _g = MOVES.lock().await;
+        let mut m = find(&st, &op, &id, Side::Source).await?;
+        m.request.start_prepare(now_ms()).map_err(not_now)?;
+        save(&st, DocKind::EnvMove, &id, &m).await?;
+        audit(
+            &st,
+            &op,
+            Some(&m.source_tenant),
+            "env.move.prepare",
+            &id,
+            String::new(),
+        )
+        .await?;
+    }
+    let st2 = st.clone();
+    let id2 = id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run_prepare(st2, id2.clone()).await {
+            tracing::error!(migration = %id2, error = %e, "validation failed to run");
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            code: 202,
+            description: "Accepted".into(),
+        }),
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub migration_id: String,
+    pub state: MoveState,
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/moves/{id}/status", tag = "environments", responses((status = 200, body = Status), (status = 404, body = super::ErrorBody)))]
+pub async fn status(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Status>> {
+    let m = match find(&st, &op, &id, Side::Source).await {
+        Err(ApiError::Forbidden(_)) => find(&st, &op, &id, Side::Target).await?,
+        r => r?,
+    };
+    let now = now_ms();
+    Ok(Json(Status {
+        migration_id: id,
+        state: m.request.state_at(now),
+        status: m.request.status_line(now, &errors_url(&m)),
+    }))
+}
+
+#[utoipa::path(get, path = "/moves/{id}/errors", tag = "environments",
+    responses((status = 200, content_type = "text/csv", body = String), (status = 404, body = super::ErrorBody)))]
+pub async fn errors(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let m = find(&st, &op, &id, Side::Source).await?;
+    let Some(e) = m.errors else {
+        return Err(ApiError::NotFound(format!(
+            "`{id}` has no error file (no failed validation)"
+        )));
+    };
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"usermapping-errors.csv\"",
+            ),
+        ],
+        e,
+    ))
+}
+
+/// A view of a finished move: the post-move checklist.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Migrated {
+    #[serde(flatten)]
+    pub view: MoveView,
+    pub checklist: Vec<String>,
+    pub migrated_users: usize,
+    pub left_out_users: usize,
+}
+
+#[utoipa::path(post, path = "/moves/{id}/migrate", tag = "environments",
+    responses((status = 200, body = Migrated), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn migrate(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Migrated>> {
+    let _g = MOVES.lock().await;
+    let mut m = find(&st, &op, &id, Side::Source).await?;
+    let now = now_ms();
+    m.request.start_migrate(now).map_err(not_now)?;
+    let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
+    let Some(env) = envs.into_iter().find(|e| e.id == m.environment) else {
+        return Err(ApiError::Conflict(format!(
+            "`{}` is no longer registered",
+            m.environment
+        )));
+    };
+    save(&st, DocKind::EnvMove, &id, &m).await?;
+    audit(
+        &st,
+        &op,
+        Some(&m.source_tenant),
+        "env.move.migrate",
+        &id,
+        "started".into(),
+    )
+    .await?;
+    // Administration mode on for the move.
+    let mut during = env.clone();
+    during.administration_mode = true;
+    save(&st, DocKind::Environment, &env.id, &during).await?;
+
+    let result = async {
+        let text = m.mapping.clone().unwrap_or_default();
+        let rows = usermapping::validate(usermapping::FILE_NAME, text.as_bytes())
+            .map_err(|e| ApiError::Conflict(e.join("; ")))?;
+        let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
+        let mut mailboxes = rustc_hash::FxHashSet::default();
+        for d in tenants
+            .iter()
+            .filter(|t| t.id == m.target_tenant)
+            .flat_map(|t| t.directories.iter())
+        {
+            for o in st.store.load_objects(d).await? {
+                if let (Some(upn), Some(_)) = (&o.upn, &o.mail) {
+                    mailboxes.insert(upn.to_ascii_lowercase());
+                }
+            }
+        }
+        let remnant = format!("{}-{}", env.id, &id[..8]);
+        let mut fail = None;
+        let moved = envmove::move_environment(
+            &env,
+            &m.target_tenant,
+            &remnant,
+            &rows,
+            |upn| mailboxes.contains(&upn.to_ascii_lowercase()),
+            |c| match migration_id() {
+                Ok(g) => format!(
+                    "{}/workflows/{g}/triggers/manual/run",
+                    env.url.trim_end_matches('/')
+                ),
+                Err(e) => {
+                    fail = Some(e);
+                    format!("{}/{}", env.url, c.name)
+                }
+            },
+        );
+        if let Some(e) = fail {
+            return Err(e);
+        }
+        save(
+            &st,
+            DocKind::Environment,
+            &moved.source_remnant.id,
+            &moved.source_remnant,
+        )
+        .await?;
+        save(&st, DocKind::Environment, &moved.target.id, &moved.target).await?;
+        Ok::<_, ApiError>(moved)
+    }
+    .await;
+    let now = now_ms();
+    match result {
+        Ok(moved) => {
+            m.request.finish_migrate(now, true).map_err(not_now)?;
+            m.checklist = moved.checklist.clone();
+            m.last_error = None;
+            save(&st, DocKind::EnvMove, &id, &m).await?;
+            audit(
+                &st,
+                &op,
+                Some(&m.source_tenant),
+                "env.move.migrate",
+                &id,
+                format!(
+                    "completed: {} users migrated, {} left out",
+                    moved.migrated_users, moved.left_out_users
+                ),
+            )
+            .await?;
+            let view =
+                view(&m, &op.role, now).ok_or_else(|| ApiError::Internal("no view".into()))?;
+            Ok(Json(Migrated {
+                view,
+                checklist: moved.checklist,
+                migrated_users: moved.migrated_users,
+                left_out_users: moved.left_out_users,
+            }))
+        }
+        Err(e) => {
+            // Roll back: the environment as it was, the request validated again.
+            save(&st, DocKind::Environment, &env.id, &env).await?;
+            let _ = st
+                .store
+                .delete_document(DocKind::Environment, &format!("{}-{}", env.id, &id[..8]))
+                .await;
+            m.request.finish_migrate(now, false).map_err(not_now)?;
+            m.last_error = Some(e.to_string());
+            save(&st, DocKind::EnvMove, &id, &m).await?;
+            audit(
+                &st,
+                &op,
+                Some(&m.source_tenant),
+                "env.move.migrate",
+                &id,
+                format!("rolled back: {e}"),
+            )
+            .await?;
+            Err(e)
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/moves/{id}/cancel", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn cancel(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MoveView>> {
+    let _g = MOVES.lock().await;
+    let mut m = find(&st, &op, &id, Side::Source).await?;
+    let now = now_ms();
+    m.request.cancel(now).map_err(not_now)?;
+    save(&st, DocKind::EnvMove, &id, &m).await?;
+    audit(
+        &st,
+        &op,
+        Some(&m.source_tenant),
+        "env.move.cancel",
+        &id,
+        String::new(),
+    )
+    .await?;
+    view(&m, &op.role, now)
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal("no view".into()))
+}
+
+#[utoipa::path(delete, path = "/moves/{id}", tag = "environments", responses((status = 204), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn delete_move(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let _g = MOVES.lock().await;
+    let m = find(&st, &op, &id, Side::Source).await?;
+    if m.request.state == MoveState::Migrating {
+        return Err(ApiError::Conflict(format!(
+            "`{id}` is being migrated; it cannot be deleted now"
+        )));
+    }
+    st.store.delete_document(DocKind::EnvMove, &id).await?;
+    audit(
+        &st,
+        &op,
+        Some(&m.source_tenant),
+        "env.move.delete",
+        &id,
+        m.environment,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/audit", tag = "environments", params(("limit" = Option<i64>, Query,)), responses((status = 200, body = Vec<AuditEntry>)))]
+pub async fn audit_trail(
+    op: Operator,
+    State(st): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
+    Ok(Json(st.store.audit(op.role.tenant(), limit).await?))
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/operators", post(create_operator))
+        .route("/tenants", get(tenants))
+        .route("/tenants/{id}", put(put_tenant))
+        .route("/environments", get(environments))
+        .route(
+            "/environments/{id}",
+            get(get_environment).put(put_environment),
+        )
+        .route("/environments/{id}/moves", post(submit))
+        .route("/environments/{id}/usermapping", put(upload_mapping))
+        .route("/moves", get(moves))
+        .route("/moves/approvals", get(approvals))
+        .route("/moves/{id}", axum::routing::delete(delete_move))
+        .route("/moves/{id}/approve", post(approve))
+        .route("/moves/{id}/reject", post(reject))
+        .route("/moves/{id}/prepare", post(prepare))
+        .route("/moves/{id}/status", get(status))
+        .route("/moves/{id}/errors", get(errors))
+        .route("/moves/{id}/migrate", post(migrate))
+        .route("/moves/{id}/cancel", post(cancel))
+        .route("/audit", get(audit_trail))
+}

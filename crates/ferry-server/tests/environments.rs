@@ -1,0 +1,546 @@
+//! Environment moves over real HTTP: a ferry admin registers two tenants and their admins; the
+//! source admin registers an environment and submits a move; the target admin approves; the source
+//! uploads usermapping.csv, prepares (per-user codes in the error file), fixes it, prepares again
+//! and migrates. Both seven-day limits with the server's clock moved forward, and every refusal:
+//! a tenant admin acting for the other side or another tenant, a ferry admin acting in a move.
+//!
+//! One test function: the clock is per process.
+
+#![allow(clippy::unwrap_used)]
+
+use ferry_core::ObjectKind;
+use ferry_core::model::DirObject;
+use ferry_core::sample;
+use ferry_core::snapshot::render_json;
+use ferry_server::settings::Settings;
+use ferry_server::{Server, ServerOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+fn user(id: &str, upn: &str, mail: bool, licensed: bool) -> DirObject {
+    DirObject {
+        kind: ObjectKind::User,
+        id: id.into(),
+        dn: None,
+        name: upn.into(),
+        upn: Some(upn.into()),
+        mail: mail.then(|| upn.to_string()),
+        sid: None,
+        uid_number: None,
+        gid_number: None,
+        members: vec![],
+        attrs: vec![(
+            "assignedLicenses".into(),
+            if licensed { "E3".into() } else { String::new() },
+        )],
+    }
+}
+
+struct C {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl C {
+    async fn call(&self, token: &str, m: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(m, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let s = resp.status().as_u16();
+        let t = resp.text().await.unwrap();
+        (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    }
+
+    async fn upload(&self, token: &str, env: &str, name: &str, body: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .put(format!(
+                "{}/api/v1/environments/{env}/usermapping?file_name={name}",
+                self.url
+            ))
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let s = resp.status().as_u16();
+        (s, resp.json().await.unwrap())
+    }
+
+    /// Waits for a validation to end; returns the status line.
+    async fn settled(&self, token: &str, id: &str) -> String {
+        for _ in 0..200 {
+            let (_, v) = self
+                .call(token, Method::GET, &format!("/moves/{id}/status"), None)
+                .await;
+            let s = v["status"].as_str().unwrap().to_string();
+            if !s.ends_with("Running") {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("validation never ended");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_from_submission_to_migration_with_every_refusal() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("contoso.json"),
+        render_json(&[user("c1", "ann@contoso.test", true, true)]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("fabrikam.json"),
+        render_json(&[
+            user("f1", "ann@fabrikam.test", true, true),
+            user("f2", "boss@fabrikam.test", false, false),
+            user("f3", "cy@fabrikam.test", false, true),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ferry.toml"),
+        format!(
+            "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
+             [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+             [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{}",
+            sample::QUICKSTART_RULES
+        ),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::start(
+        ServerOptions {
+            settings: Settings::load(&d.join("ferry.toml")).unwrap(),
+            data_dir: d.join("data"),
+            database_url: None,
+            admin_token: None,
+            scheduler: false,
+            agent: None,
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let c = C {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+    };
+    let admin = server.admin_token.clone();
+    // The target directory is imported by a cycle.
+    let (s, v) = c
+        .call(&admin, Method::POST, "/profiles/users/run?wait=true", None)
+        .await;
+    assert_eq!(
+        (s, v["cycle"]["status"].as_str()),
+        (202, Some("succeeded")),
+        "{v}"
+    );
+
+    // Tenants and their admins (ferry admin only).
+    for (id, dirs) in [
+        ("contoso", ["contoso"]),
+        ("fabrikam", ["fabrikam"]),
+        ("northwind", ["contoso"]),
+    ] {
+        let (s, v) = c
+            .call(&admin, Method::PUT, &format!("/tenants/{id}"), Some(json!({"id": id, "name": id, "domains": [format!("{id}.test")], "directories": dirs})))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let mut tok = std::collections::HashMap::new();
+    for (name, tenant) in [
+        ("src", "contoso"),
+        ("dst", "fabrikam"),
+        ("other", "northwind"),
+    ] {
+        let (s, v) = c
+            .call(
+                &admin,
+                Method::POST,
+                "/operators",
+                Some(json!({"name": name, "tenant": tenant})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["role"], format!("tenant-admin:{tenant}"));
+        tok.insert(name, v["token"].as_str().unwrap().to_string());
+    }
+    let (src, dst, other) = (tok["src"].clone(), tok["dst"].clone(), tok["other"].clone());
+    let (s, _) = c
+        .call(&src, Method::POST, "/operators", Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(s, 403, "a tenant admin cannot make operators");
+    let (s, _) = c
+        .call(
+            &src,
+            Method::PUT,
+            "/tenants/contoso",
+            Some(json!({"id": "contoso", "name": "c"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (_, v) = c.call(&src, Method::GET, "/tenants", None).await;
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "a tenant admin sees its own tenant: {v}"
+    );
+
+    // The source admin registers its environment (not another tenant's).
+    let env = json!({
+        "id": "sales", "tenant": "contoso", "name": "Sales", "url": "https://sales.crm.test",
+        "org_id": "0a1b2c3d-0000-4000-8000-000000000001", "type": "production",
+        "components": [
+            {"kind": "flow", "name": "Notify", "enabled": true, "connection_references": ["shared_office365"], "http_trigger_url": "https://old.test/trigger"},
+            {"kind": "canvas-app", "name": "Orders"},
+            {"kind": "portal", "name": "Partners"}
+        ],
+        "managed": true,
+        "system_users": [
+            {"id": "11111111-1111-4111-8111-111111111111", "email": "ann@contoso.test"},
+            {"id": "22222222-2222-4222-8222-222222222222", "email": "boss@contoso.test", "administrative": true},
+            {"id": "33333333-3333-4333-8333-333333333333", "email": "app@contoso.test", "application_user": true},
+            {"id": "44444444-4444-4444-8444-444444444444", "email": "gone@contoso.test"}
+        ]
+    });
+    let (s, v) = c
+        .call(&src, Method::PUT, "/environments/sales", Some(env.clone()))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut foreign = env.clone();
+    foreign["tenant"] = json!("northwind");
+    let (s, _) = c
+        .call(&src, Method::PUT, "/environments/sales", Some(foreign))
+        .await;
+    assert_eq!(s, 403);
+    let (_, v) = c.call(&other, Method::GET, "/environments", None).await;
+    assert_eq!(v, json!([]), "another tenant sees none of it");
+    let (s, _) = c
+        .call(&other, Method::GET, "/environments/sales", None)
+        .await;
+    assert_eq!(s, 404);
+
+    // Submit: refused to others and for unsupported types; the portal is reported.
+    let (s, v) = c
+        .call(
+            &admin,
+            Method::POST,
+            "/environments/sales/moves",
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _) = c
+        .call(
+            &dst,
+            Method::POST,
+            "/environments/sales/moves",
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(s, 404, "the target cannot see the environment");
+    let mut dev = env.clone();
+    dev["id"] = json!("dev");
+    dev["type"] = json!("developer");
+    dev["name"] = json!("Dev");
+    c.call(&src, Method::PUT, "/environments/dev", Some(dev))
+        .await;
+    let (s, v) = c
+        .call(
+            &src,
+            Method::POST,
+            "/environments/dev/moves",
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (
+            400,
+            "only production and sandbox environments can move between tenants; this one is developer"
+        )
+    );
+    let (s, v) = c
+        .call(
+            &src,
+            Method::POST,
+            "/environments/sales/moves",
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        v["warnings"][0].as_str().unwrap().starts_with("portal: "),
+        "{v}"
+    );
+    let sid = v["migration_id"].as_str().unwrap().to_string();
+    let (s, _) = c
+        .call(
+            &src,
+            Method::POST,
+            "/environments/sales/moves",
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(s, 409, "one open request per environment");
+
+    // The target sees it under another id, and alone approves.
+    let (_, v) = c.call(&dst, Method::GET, "/moves/approvals", None).await;
+    let tid = v[0]["migration_id"].as_str().unwrap().to_string();
+    assert_ne!(tid, sid, "each side has its own migration id");
+    assert_eq!(v[0]["side"], "target");
+    let (_, v) = c.call(&other, Method::GET, "/moves", None).await;
+    assert_eq!(v, json!([]));
+    for (who, id) in [(&src, &tid), (&src, &sid), (&admin, &tid), (&other, &tid)] {
+        let (s, v) = c
+            .call(who, Method::POST, &format!("/moves/{id}/approve"), None)
+            .await;
+        assert!(s == 403 || s == 404, "{s} {v}");
+    }
+    let (s, v) = c
+        .call(&dst, Method::POST, &format!("/moves/{sid}/approve"), None)
+        .await;
+    assert_eq!(s, 404, "the source's id means nothing to the target: {v}");
+    let (s, v) = c
+        .call(&dst, Method::POST, &format!("/moves/{tid}/approve"), None)
+        .await;
+    assert_eq!((s, v["state"].as_str().unwrap()), (200, "approved"), "{v}");
+
+    // Upload: the file rules answer at once; only the source.
+    let (s, v) = c
+        .upload(&src, "sales", "UserMapping.csv", "a@b.test,c@d.test\n")
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (
+            400,
+            "The User mapping file provided for Tenant To Tenant migration is invalid"
+        )
+    );
+    let (s, v) = c
+        .upload(
+            &src,
+            "sales",
+            "usermapping.csv",
+            "Source,Destination\nann@contoso.test,ann@contoso.test\n",
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (400, "Target on line '2' is same as source email ID")
+    );
+    let (s, _) = c
+        .upload(&dst, "sales", "usermapping.csv", "a@b.test,c@d.test\n")
+        .await;
+    assert_eq!(s, 404);
+    let bad = "Source,Destination\r\nann@contoso.test,ann@fabrikam.test\r\nboss@contoso.test,boss@fabrikam.test\r\napp@contoso.test,cy@fabrikam.test\r\nghost@contoso.test,nobody@fabrikam.test\r\n";
+    let (s, v) = c.upload(&src, "sales", "usermapping.csv", bad).await;
+    assert_eq!((s, v["users"].as_u64()), (200, Some(4)), "{v}");
+
+    // Prepare: 202, then per-user codes in the error file.
+    let (s, _) = c
+        .call(&dst, Method::POST, &format!("/moves/{tid}/prepare"), None)
+        .await;
+    assert_eq!(s, 403, "only the source prepares");
+    let (s, v) = c
+        .call(&src, Method::POST, &format!("/moves/{sid}/prepare"), None)
+        .await;
+    assert_eq!((s, v["description"].as_str().unwrap()), (202, "Accepted"));
+    let status = c.settled(&src, &sid).await;
+    assert_eq!(
+        status,
+        format!(
+            "Validation Failed, Errors are updated on the blob here: /api/v1/moves/{sid}/errors"
+        )
+    );
+    let (s, v) = c
+        .call(&src, Method::GET, &format!("/moves/{sid}/errors"), None)
+        .await;
+    assert_eq!(s, 200);
+    let file = v.as_str().unwrap();
+    assert!(
+        file.contains("3,boss@contoso.test,boss@fabrikam.test,TargetUserHasNoLicense"),
+        "{file}"
+    );
+    assert!(
+        file.contains("4,app@contoso.test,cy@fabrikam.test,ApplicationUserCannotBeMapped"),
+        "{file}"
+    );
+    assert!(
+        file.contains("5,ghost@contoso.test,nobody@fabrikam.test,SourceUserDoesNotExistInOrgDB"),
+        "{file}"
+    );
+    let (s, _) = c
+        .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
+        .await;
+    assert_eq!(s, 409, "no migration after a failed validation");
+
+    // Fixed file: validated; the validation lasts seven days.
+    let good = "Source,Destination\r\nann@contoso.test,ann@fabrikam.test\r\napp@contoso.test,cy@fabrikam.test\r\n";
+    c.upload(&src, "sales", "usermapping.csv", good).await;
+    c.call(&src, Method::POST, &format!("/moves/{sid}/prepare"), None)
+        .await;
+    assert_eq!(
+        c.settled(&src, &sid).await,
+        "Validate Tenant To Tenant Migration: Succeeded"
+    );
+    ferry_server::clock::advance(7 * DAY);
+    let (s, v) = c
+        .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
+        .await;
+    assert_eq!(s, 409);
+    assert!(
+        v["error"].as_str().unwrap().contains("prepare again"),
+        "{v}"
+    );
+    c.call(&src, Method::POST, &format!("/moves/{sid}/prepare"), None)
+        .await;
+    assert_eq!(
+        c.settled(&src, &sid).await,
+        "Validate Tenant To Tenant Migration: Succeeded"
+    );
+
+    // Migrate: only the source.
+    let (s, _) = c
+        .call(&dst, Method::POST, &format!("/moves/{tid}/migrate"), None)
+        .await;
+    assert_eq!(s, 403);
+    let (s, v) = c
+        .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "Migrate Environment: Succeeded");
+    assert_eq!(
+        (v["migrated_users"].as_u64(), v["left_out_users"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let checklist: Vec<&str> = v["checklist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert!(
+        checklist
+            .iter()
+            .any(|l| l.contains("flow `Notify` has a new HTTP trigger URL")),
+        "{checklist:?}"
+    );
+    assert!(
+        checklist
+            .iter()
+            .any(|l| l.contains("connection reference `shared_office365`"))
+    );
+    assert!(
+        checklist
+            .iter()
+            .any(|l| l.contains("Managed Environment is off"))
+    );
+    // The environment now belongs to the target, same name, URL and org id; the source keeps one
+    // without Dataverse.
+    let (s, v) = c.call(&dst, Method::GET, "/environments/sales", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["name"].as_str(), v["url"].as_str(), v["org_id"].as_str()),
+        (
+            Some("Sales"),
+            Some("https://sales.crm.test"),
+            Some("0a1b2c3d-0000-4000-8000-000000000001")
+        )
+    );
+    assert_eq!(
+        v["system_users"],
+        json!([{"id": "11111111-1111-4111-8111-111111111111", "email": "ann@fabrikam.test", "application_user": false, "administrative": false}])
+    );
+    assert_eq!(v["components"][0]["enabled"], false);
+    assert_ne!(
+        v["components"][0]["http_trigger_url"],
+        "https://old.test/trigger"
+    );
+    assert_eq!(v["managed"], false);
+    let (_, v) = c.call(&src, Method::GET, "/environments", None).await;
+    let remnant = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "Sales")
+        .unwrap();
+    assert!(
+        remnant.get("org_id").is_none() && remnant["id"] != "sales",
+        "{remnant}"
+    );
+    let (s, _) = c
+        .call(&src, Method::POST, &format!("/moves/{sid}/cancel"), None)
+        .await;
+    assert_eq!(s, 409, "no cancel after completion");
+
+    // An unanswered request expires after seven days.
+    let (_, v) = c
+        .call(
+            &src,
+            Method::POST,
+            &format!("/environments/{}/moves", remnant["id"].as_str().unwrap()),
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    let sid2 = v["migration_id"].as_str().unwrap().to_string();
+    let (_, v) = c.call(&dst, Method::GET, "/moves/approvals", None).await;
+    let tid2 = v[0]["migration_id"].as_str().unwrap().to_string();
+    ferry_server::clock::advance(7 * DAY);
+    let (s, v) = c
+        .call(&dst, Method::POST, &format!("/moves/{tid2}/approve"), None)
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (409, "cannot approve: the request is expired")
+    );
+    let (_, v) = c
+        .call(&src, Method::GET, &format!("/moves/{sid2}/status"), None)
+        .await;
+    assert_eq!(v["state"], "expired");
+
+    // Every action is in the audit trail; each tenant sees its own lines.
+    let (_, v) = c.call(&admin, Method::GET, "/audit", None).await;
+    let actions: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "env.move.submit",
+        "env.move.approve",
+        "env.move.upload-mapping",
+        "env.move.prepare",
+        "env.move.migrate",
+        "operator.create",
+    ] {
+        assert!(actions.contains(&a), "{a} missing: {actions:?}");
+    }
+    let (_, v) = c.call(&dst, Method::GET, "/audit", None).await;
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["tenant"] == "fabrikam"),
+        "{v}"
+    );
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "env.move.approve" && a["actor"] == "dst")
+    );
+}
