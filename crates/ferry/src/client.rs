@@ -54,6 +54,31 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        self.finish(req).await
+    }
+
+    /// Sends raw bytes (a file) as the body.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .query(query)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.finish(req).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
                 anyhow!("cannot reach the ferry server at {}: is it running? (start it with `ferry server`, or give --server / FERRY_SERVER)", self.base)

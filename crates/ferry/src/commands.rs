@@ -62,6 +62,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sddl(c) => crate::windows::sddl(c, json),
         Command::Icacls(c) => crate::windows::icacls(c, json),
         Command::Mapping(crate::MappingCmd::Validate { file }) => mapping_validate(&file, json),
+        Command::Tenant(c) => crate::environments::tenant(&client()?, c, json).await,
+        Command::Operator(c) => crate::environments::operator(&client()?, c, json).await,
+        Command::Env(c) => crate::environments::env(&client()?, c, json).await,
+        Command::Audit { limit } => {
+            let v: Value = client()?
+                .get("/audit", &[("limit", limit.to_string())])
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for a in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<10} {:<10} {:<26} {}  {}",
+                        crate::devices::s(&a["at"]),
+                        crate::devices::s(&a["actor"]),
+                        crate::devices::s(&a["tenant"]),
+                        crate::devices::s(&a["action"]),
+                        crate::devices::s(&a["subject"]),
+                        crate::devices::s(&a["detail"])
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Agent(c) => {
             let server = cli.server_on_command_line.then(|| cli.server.clone());
             crate::agent::agent(c, server, json).await
@@ -600,10 +624,12 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
         TranslationCmd::Export {
             profile,
             format,
+            environment,
             output,
         } => {
             let mut q = vec![("format", format)];
             push(&mut q, "profile", profile);
+            push(&mut q, "environment", environment);
             let resp = c
                 .send(reqwest::Method::GET, "/translation/export", &q, None)
                 .await?;

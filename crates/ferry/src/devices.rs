@@ -97,7 +97,7 @@ pub enum BatchCmd {
     },
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -105,14 +105,14 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print(v: &Value, json: bool) -> Result<()> {
+pub(crate) fn print(v: &Value, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(v)?);
     }
     Ok(())
 }
 
-fn read_json(file: &PathBuf) -> Result<Value> {
+pub(crate) fn read_json(file: &PathBuf) -> Result<Value> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -125,7 +125,7 @@ fn read_json(file: &PathBuf) -> Result<Value> {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     c: &Client,
     m: Method,
     path: &str,

@@ -9,8 +9,10 @@ mod agent;
 mod client;
 mod commands;
 mod devices;
+mod environments;
 mod quickstart;
 mod quickstart_device;
+mod quickstart_moves;
 mod windows;
 
 use clap::{Parser, Subcommand};
@@ -97,6 +99,20 @@ pub enum Command {
     /// `usermapping.csv` files of environment moves.
     #[command(subcommand)]
     Mapping(MappingCmd),
+    /// Tenants environments move between (ferry admins put them).
+    #[command(subcommand)]
+    Tenant(environments::TenantCmd),
+    /// Operators: ferry admins and tenant admins, with API tokens.
+    #[command(subcommand)]
+    Operator(environments::OperatorCmd),
+    /// Environments and their moves between tenants.
+    #[command(subcommand)]
+    Env(environments::EnvCmd),
+    /// The audit trail: who did what, when (a tenant admin sees its tenant's lines).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +280,9 @@ pub enum TranslationCmd {
         profile: Option<String>,
         #[arg(long, value_parser = ["csv", "json", "sidmap", "usermapping"])]
         format: String,
+        /// Only the users of this registered environment (for its usermapping.csv).
+        #[arg(long)]
+        environment: Option<String>,
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,

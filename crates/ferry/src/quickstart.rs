@@ -157,6 +157,14 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         };
         Some(crate::quickstart_device::demo(&dir, &admin, &endpoint).await)
     };
+    let moves = {
+        let token = std::fs::read_to_string(dir.join("data/admin-token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .or_else(|| std::env::var("FERRY_ADMIN_TOKEN").ok());
+        let admin = crate::client::Client::new(&url, token)?;
+        crate::quickstart_moves::register(&dir, &url, &admin).await
+    };
     if json {
         let v: Vec<_> = summary.iter().map(|(p, c, d)| serde_json::json!({"profile": p, "cycle": c, "seconds": d.as_secs_f64()})).collect();
         let device = match &device {
@@ -169,7 +177,8 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"server": url, "dir": dir, "cycles": v, "device": device})
+                &serde_json::json!({"server": url, "dir": dir, "cycles": v, "device": device,
+                    "environments": match &moves { Ok(m) => serde_json::json!({"sample": "sales", "users": m.users}), Err(e) => serde_json::json!({"skipped": format!("{e:#}")}) }})
             )?
         );
     } else {
@@ -209,6 +218,13 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
             Some(Err(e)) => println!("\n  device   skipped: {e:#}"),
             None => {}
         }
+        match &moves {
+            Ok(m) => println!(
+                "\n  moves    tenants contoso and fabrikam, an admin each; environment `sales` (production, {} users) registered for Contoso",
+                m.users
+            ),
+            Err(e) => println!("\n  moves    sample not registered: {e:#}"),
+        }
         println!(
             "\n  server         {url}   (API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json)"
         );
@@ -237,6 +253,20 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         println!("    ferry{srv}{tok} sync whatif users --status ambiguous");
         println!("    ferry{srv}{tok} translation export --format sidmap -o sidmap.json");
         println!("    ferry{srv}{tok} report object ann.lee@contoso.test");
+        if moves.is_ok() {
+            let data = dir.join("data");
+            println!(
+                "    FERRY_TOKEN=$(cat {}/contoso-admin-token) ferry{srv} env move submit sales --target-tenant fabrikam",
+                data.display()
+            );
+            println!(
+                "    FERRY_TOKEN=$(cat {}/fabrikam-admin-token) ferry{srv} env move approvals    # then: env move approve ID",
+                data.display()
+            );
+            println!(
+                "    ferry{srv}{tok} translation export --format usermapping -o usermapping.csv && ferry mapping validate usermapping.csv"
+            );
+        }
         if let Some(Ok(o)) = &device {
             println!("    ferry{srv}{tok} batch progress Quickstart");
             println!("    getfacl -R -n {}/home | less", o.tree.display());

@@ -130,6 +130,9 @@ pub struct ExportParams {
     /// csv, json, sidmap (`{"source SID": "target SID"}`) or usermapping (`usermapping.csv`).
     pub format: String,
     pub kind: Option<String>,
+    /// Only the users of this registered environment (its system users, by e-mail): the
+    /// `usermapping.csv` of one environment move.
+    pub environment: Option<String>,
 }
 
 #[utoipa::path(get, path = "/translation/export", tag = "translation", params(ExportParams),
@@ -147,7 +150,31 @@ pub async fn export(
         kind: kind(&p.kind)?,
         ..Default::default()
     };
-    let all = entries(&st, &q).await?;
+    let mut all = entries(&st, &q).await?;
+    if let Some(env) = &p.environment {
+        let envs = st
+            .store
+            .documents(ferry_store::DocKind::Environment)
+            .await?;
+        let Some((_, body)) = envs.iter().find(|(name, _)| name == env) else {
+            return Err(super::ApiError::NotFound(format!(
+                "there is no environment `{env}`"
+            )));
+        };
+        let e: ferry_core::envmove::Environment =
+            serde_json::from_str(body).map_err(|e| super::ApiError::Internal(e.to_string()))?;
+        let users: std::collections::HashSet<String> = e
+            .system_users
+            .iter()
+            .map(|u| u.email.to_ascii_lowercase())
+            .collect();
+        all.retain(|t| {
+            [&t.source_upn, &t.source_mail]
+                .into_iter()
+                .flatten()
+                .any(|v| users.contains(&v.to_ascii_lowercase()))
+        });
+    }
     let out = render(&all, format);
     Ok((
         [

@@ -1,0 +1,412 @@
+//! `ferry tenant`, `ferry operator`, `ferry env` and `ferry env move …`: environment moves from the
+//! command line, named after Microsoft's TenantToTenant cmdlets.
+
+use crate::client::Client;
+use crate::devices::{call, print, read_json, s};
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    List,
+    /// Create or replace a tenant from a JSON file: {"id", "name", "domains", "directories", "cloud"}.
+    Put {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCmd {
+    /// Make an operator and print its API token (shown once): a ferry admin, or with --tenant the
+    /// admin of one tenant.
+    Add {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EnvCmd {
+    List,
+    Show {
+        id: String,
+    },
+    /// Register or replace an environment from a JSON file (see docs/environments.md).
+    Put {
+        file: PathBuf,
+    },
+    /// Moves between tenants.
+    #[command(subcommand)]
+    Move(MoveCmd),
+}
+
+#[derive(Subcommand)]
+pub enum MoveCmd {
+    /// Ask the target tenant to take ENV (source admin; TenantToTenant-SubmitMigrationRequest).
+    Submit {
+        env: String,
+        #[arg(long)]
+        target_tenant: String,
+    },
+    /// Your side's requests and their MigrationId.
+    List,
+    /// Requests waiting for your tenant's approval (target admin).
+    Approvals,
+    /// Approve a request (target admin).
+    Approve {
+        migration_id: String,
+    },
+    /// Reject a request (target admin).
+    Reject {
+        migration_id: String,
+    },
+    /// Upload ENV's usermapping.csv (source admin); the file rules are checked at once.
+    UploadMapping {
+        env: String,
+        file: PathBuf,
+    },
+    /// Validate the mapping (source admin); a long-running operation: see `status`.
+    Prepare {
+        migration_id: String,
+    },
+    Status {
+        migration_id: String,
+    },
+    /// The error file of a failed validation.
+    Errors {
+        migration_id: String,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Move the environment (source admin), within seven days of a successful validation.
+    Migrate {
+        migration_id: String,
+    },
+    Cancel {
+        migration_id: String,
+    },
+    Delete {
+        migration_id: String,
+    },
+}
+
+fn moves_table(v: &Value) {
+    for m in v.as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<8} {:<16} {} → {}  {}",
+            s(&m["migration_id"]),
+            s(&m["side"]),
+            s(&m["environment"]),
+            s(&m["source_tenant"]),
+            s(&m["target_tenant"]),
+            s(&m["status"])
+        );
+    }
+}
+
+pub async fn tenant(c: &Client, cmd: TenantCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        TenantCmd::List => {
+            let v = call(c, Method::GET, "/tenants", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                for t in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<20} {}  domains: {}  directories: {}",
+                        s(&t["id"]),
+                        s(&t["name"]),
+                        s(&t["domains"]),
+                        s(&t["directories"])
+                    );
+                }
+            }
+        }
+        TenantCmd::Put { file } => {
+            let body = read_json(&file)?;
+            let id = body["id"]
+                .as_str()
+                .context("the tenant has no `id`")?
+                .to_string();
+            let v = call(c, Method::PUT, &format!("/tenants/{id}"), &[], Some(body)).await?;
+            print(&v, json)?;
+            if !json {
+                println!("saved tenant `{id}`");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCode> {
+    let OperatorCmd::Add { name, tenant } = cmd;
+    let v = call(
+        c,
+        Method::POST,
+        "/operators",
+        &[],
+        Some(json!({"name": name, "tenant": tenant})),
+    )
+    .await?;
+    print(&v, json)?;
+    if !json {
+        println!(
+            "operator `{}` ({}); its token, shown this once:",
+            s(&v["name"]),
+            s(&v["role"])
+        );
+        println!("{}", s(&v["token"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn env(c: &Client, cmd: EnvCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        EnvCmd::List => {
+            let v = call(c, Method::GET, "/environments", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                for e in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<24} {:<12} {:<10} {}",
+                        s(&e["id"]),
+                        s(&e["name"]),
+                        s(&e["tenant"]),
+                        s(&e["type"]),
+                        s(&e["url"])
+                    );
+                }
+            }
+        }
+        EnvCmd::Show { id } => {
+            let v = call(c, Method::GET, &format!("/environments/{id}"), &[], None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        EnvCmd::Put { file } => {
+            let body = read_json(&file)?;
+            let id = body["id"]
+                .as_str()
+                .context("the environment has no `id`")?
+                .to_string();
+            let v = call(
+                c,
+                Method::PUT,
+                &format!("/environments/{id}"),
+                &[],
+                Some(body),
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                println!("saved environment `{id}`");
+            }
+        }
+        EnvCmd::Move(m) => return moves(c, m, json).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
+    let one = |v: &Value| {
+        println!("MigrationId: {}", s(&v["migration_id"]));
+        println!("Status: {}", s(&v["status"]));
+    };
+    match cmd {
+        MoveCmd::Submit { env, target_tenant } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/environments/{env}/moves"),
+                &[],
+                Some(json!({"target_tenant": target_tenant})),
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                one(&v);
+                for w in v["warnings"].as_array().into_iter().flatten() {
+                    println!("unsupported: {}", s(w));
+                }
+            }
+        }
+        MoveCmd::List => {
+            let v = call(c, Method::GET, "/moves", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                moves_table(&v);
+            }
+        }
+        MoveCmd::Approvals => {
+            let v = call(c, Method::GET, "/moves/approvals", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                moves_table(&v);
+            }
+        }
+        MoveCmd::Approve { migration_id } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/moves/{migration_id}/approve"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                one(&v);
+            }
+        }
+        MoveCmd::Reject { migration_id } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/moves/{migration_id}/reject"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                one(&v);
+            }
+        }
+        MoveCmd::UploadMapping { env, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let r = c
+                .send_bytes(
+                    Method::PUT,
+                    &format!("/environments/{env}/usermapping"),
+                    &[("file_name", name)],
+                    bytes,
+                    "text/csv",
+                )
+                .await?;
+            let v: Value = r.json().await?;
+            print(&v, json)?;
+            if !json {
+                println!(
+                    "uploaded: {} users (MigrationId {})",
+                    s(&v["users"]),
+                    s(&v["migration_id"])
+                );
+            }
+        }
+        MoveCmd::Prepare { migration_id } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/moves/{migration_id}/prepare"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                println!(
+                    "Code        : {}\nDescription : {}",
+                    s(&v["code"]),
+                    s(&v["description"])
+                );
+            }
+        }
+        MoveCmd::Status { migration_id } => {
+            let v = call(
+                c,
+                Method::GET,
+                &format!("/moves/{migration_id}/status"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                println!("{}", s(&v["status"]));
+            }
+        }
+        MoveCmd::Errors {
+            migration_id,
+            output,
+        } => {
+            let r = c
+                .send(
+                    Method::GET,
+                    &format!("/moves/{migration_id}/errors"),
+                    &[],
+                    None,
+                )
+                .await?;
+            let text = r.text().await?;
+            match output {
+                Some(p) => {
+                    std::fs::write(&p, &text)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    println!(
+                        "wrote {} ({} errors)",
+                        p.display(),
+                        text.lines().count().saturating_sub(1)
+                    );
+                }
+                None => print!("{text}"),
+            }
+        }
+        MoveCmd::Migrate { migration_id } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/moves/{migration_id}/migrate"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                one(&v);
+                println!(
+                    "{} users migrated, {} not in the mapping file (not migrated)",
+                    s(&v["migrated_users"]),
+                    s(&v["left_out_users"])
+                );
+                println!("After the move:");
+                for l in v["checklist"].as_array().into_iter().flatten() {
+                    println!("  [ ] {}", s(l));
+                }
+            }
+        }
+        MoveCmd::Cancel { migration_id } => {
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/moves/{migration_id}/cancel"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                one(&v);
+            }
+        }
+        MoveCmd::Delete { migration_id } => {
+            call(
+                c,
+                Method::DELETE,
+                &format!("/moves/{migration_id}"),
+                &[],
+                None,
+            )
+            .await?;
+            println!("deleted move request {migration_id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

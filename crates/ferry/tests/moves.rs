@@ -1,0 +1,164 @@
+#![allow(clippy::unwrap_used)]
+//! An environment move as the README tells a newcomer to try it: `ferry quickstart` registers
+//! Contoso, Fabrikam and the `sales` environment; then, against `ferry server` on the same data,
+//! each tenant's admin runs `ferry env move …` with its own token.
+
+mod common;
+
+use common::{ServerProc, ferry, text};
+
+#[test]
+fn the_quickstart_environment_moves_from_contoso_to_fabrikam() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("qs");
+    let o = ferry(
+        &[
+            "quickstart",
+            "--once",
+            "--no-device",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            "200",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("environment `sales` (production, 25 users) registered for Contoso"),
+        "{}",
+        text(&o)
+    );
+
+    let data = dir.join("data");
+    let server = ServerProc::start(
+        &[
+            "--config",
+            dir.join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = |who: &str| {
+        std::fs::read_to_string(data.join(format!("{who}-token")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (admin, src, dst) = (
+        token("admin"),
+        token("contoso-admin"),
+        token("fabrikam-admin"),
+    );
+    let run = |tok: &str, args: &[&str]| {
+        let mut a = vec!["--server", server.url.as_str(), "--token", tok];
+        a.extend_from_slice(args);
+        ferry(&a, &[])
+    };
+    let ok = |tok: &str, args: &[&str]| {
+        let o = run(tok, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+
+    // The environment's usermapping.csv, from the translation table, passes the file rules.
+    let file = d.path().join("usermapping.csv");
+    ok(
+        &admin,
+        &[
+            "translation",
+            "export",
+            "--format",
+            "usermapping",
+            "--environment",
+            "sales",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    let v = ok(&admin, &["mapping", "validate", file.to_str().unwrap()]);
+    assert!(v.contains("users; the file rules pass"), "{v}");
+
+    // Contoso submits; Fabrikam sees it under its own id and approves; Contoso may not.
+    let out = ok(
+        &src,
+        &[
+            "env",
+            "move",
+            "submit",
+            "sales",
+            "--target-tenant",
+            "fabrikam",
+        ],
+    );
+    let sid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("MigrationId: "))
+        .unwrap()
+        .to_string();
+    let approvals = ok(&dst, &["env", "move", "approvals"]);
+    let tid = approvals.split_whitespace().next().unwrap().to_string();
+    assert_ne!(sid, tid);
+    let o = run(&src, &["env", "move", "approve", &sid]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains("only the target tenant's admins may approve or reject"),
+        "{}",
+        text(&o)
+    );
+    ok(&dst, &["env", "move", "approve", &tid]);
+
+    // Upload, prepare, status until done, migrate; the checklist follows.
+    let up = ok(
+        &src,
+        &[
+            "env",
+            "move",
+            "upload-mapping",
+            "sales",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(up.contains("uploaded: "), "{up}");
+    let p = ok(&src, &["env", "move", "prepare", &sid]);
+    assert!(p.contains("Description : Accepted"), "{p}");
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = ok(&src, &["env", "move", "status", &sid]);
+        if !status.contains("Running") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if status.starts_with("Validation Failed") {
+        panic!("{}", ok(&src, &["env", "move", "errors", &sid]));
+    }
+    assert_eq!(
+        status.trim(),
+        "Validate Tenant To Tenant Migration: Succeeded"
+    );
+    let m = ok(&src, &["env", "move", "migrate", &sid]);
+    assert!(m.contains("Status: Migrate Environment: Succeeded"), "{m}");
+    assert!(
+        m.contains("flow `Notify sales` has a new HTTP trigger URL"),
+        "{m}"
+    );
+    let envs = ok(&dst, &["env", "list"]);
+    assert!(
+        envs.contains("sales") && envs.contains("fabrikam"),
+        "{envs}"
+    );
+
+    // The trail names who did what.
+    let trail = ok(&admin, &["audit", "--limit", "100"]);
+    for a in ["env.move.submit", "env.move.approve", "env.move.migrate"] {
+        assert!(trail.contains(a), "{trail}");
+    }
+    assert!(
+        !ok(&dst, &["audit"]).contains("env.move.submit"),
+        "Fabrikam sees only its own lines"
+    );
+}
