@@ -225,6 +225,31 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .call(&src, Method::PUT, "/environments/sales", Some(foreign))
         .await;
     assert_eq!(s, 403);
+    // Records that refer to users by e-mail.
+    let recs: Vec<Value> = (0..300)
+        .map(|i| {
+            let owner = ["ann@contoso.test", "boss@contoso.test", "gone@contoso.test"][i % 3];
+            json!({"id": format!("r{i:04}"), "owner": owner, "created_by": "Ann@Contoso.test", "modified_by": "system"})
+        })
+        .collect();
+    let (s, v) = c
+        .call(
+            &src,
+            Method::POST,
+            "/environments/sales/records",
+            Some(json!(recs)),
+        )
+        .await;
+    assert_eq!((s, v["total"].as_i64()), (200, Some(300)), "{v}");
+    let (s, _) = c
+        .call(
+            &other,
+            Method::POST,
+            "/environments/sales/records",
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!(s, 404);
     let (_, v) = c.call(&other, Method::GET, "/environments", None).await;
     assert_eq!(v, json!([]), "another tenant sees none of it");
     let (s, _) = c
@@ -425,6 +450,27 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     assert_eq!(
         (v["migrated_users"].as_u64(), v["left_out_users"].as_u64()),
         (Some(1), Some(3))
+    );
+    assert_eq!(
+        v["records_remapped"], 300,
+        "every record was created by Ann"
+    );
+    let (_, r) = c
+        .call(
+            &dst,
+            Method::GET,
+            "/environments/sales/records?limit=3",
+            None,
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!([
+            {"id": "r0000", "owner": "ann@fabrikam.test", "created_by": "ann@fabrikam.test", "modified_by": "system"},
+            {"id": "r0001", "owner": "boss@contoso.test", "created_by": "ann@fabrikam.test", "modified_by": "system"},
+            {"id": "r0002", "owner": "gone@contoso.test", "created_by": "ann@fabrikam.test", "modified_by": "system"}
+        ]),
+        "mapped users remapped in every record; users not in the file are not"
     );
     let checklist: Vec<&str> = v["checklist"]
         .as_array()

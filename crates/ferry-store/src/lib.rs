@@ -193,6 +193,16 @@ impl DocKind {
     }
 }
 
+/// A record of an environment, with the users it refers to (e-mail/UPN).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub id: String,
+    pub owner: String,
+    pub created_by: String,
+    pub modified_by: String,
+}
+
 /// One line of the audit trail: who did what, when, for which tenant.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,6 +476,16 @@ pub trait Store: Send + Sync + 'static {
     /// (name, body), by name.
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;
+
+    // --- environment records ---
+    /// Adds or replaces records of `env`, in one transaction.
+    async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()>;
+    async fn env_records(&self, env: &str, offset: i64, limit: i64) -> Result<Vec<EnvRecord>>;
+    async fn count_env_records(&self, env: &str) -> Result<i64>;
+    /// Rewrites every user reference (owner, created by, modified by) of `env`'s records found in
+    /// `map` (compared without ASCII case) to its target, in one transaction; returns the records
+    /// changed.
+    async fn remap_env_records(&self, env: &str, map: &[(String, String)]) -> Result<u64>;
 
     // --- audit ---
     async fn add_audit(&self, e: &AuditEntry) -> Result<()>;

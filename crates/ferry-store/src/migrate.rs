@@ -28,6 +28,11 @@ pub const SQLITE: &[Migration] = &[
         name: "environments",
         sql: include_str!("../migrations/sqlite/0004_environments.sql"),
     },
+    Migration {
+        version: 5,
+        name: "env_records",
+        sql: include_str!("../migrations/sqlite/0005_env_records.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -50,5 +55,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "environments",
         sql: include_str!("../migrations/postgres/0004_environments.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "env_records",
+        sql: include_str!("../migrations/postgres/0005_env_records.sql"),
     },
 ];

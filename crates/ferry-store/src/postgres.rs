@@ -600,6 +600,77 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        for chunk in records.chunks(10_000) {
+            let ids: Vec<&str> = chunk.iter().map(|r| r.id.as_str()).collect();
+            let owners: Vec<&str> = chunk.iter().map(|r| r.owner.as_str()).collect();
+            let created: Vec<&str> = chunk.iter().map(|r| r.created_by.as_str()).collect();
+            let modified: Vec<&str> = chunk.iter().map(|r| r.modified_by.as_str()).collect();
+            tx.execute(
+                "INSERT INTO env_records (env, id, owner, created_by, modified_by) \
+                 SELECT $1, * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[]) \
+                 ON CONFLICT (env, id) DO UPDATE SET owner = excluded.owner, created_by = excluded.created_by, modified_by = excluded.modified_by",
+                &[&env, &ids, &owners, &created, &modified],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn env_records(&self, env: &str, offset: i64, limit: i64) -> Result<Vec<EnvRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, owner, created_by, modified_by FROM env_records WHERE env = $1 ORDER BY id LIMIT $2 OFFSET $3",
+                &[&env, &limit, &offset],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EnvRecord {
+                    id: r.try_get(0)?,
+                    owner: r.try_get(1)?,
+                    created_by: r.try_get(2)?,
+                    modified_by: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_env_records(&self, env: &str) -> Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT COUNT(*) FROM env_records WHERE env = $1", &[&env])
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn remap_env_records(&self, env: &str, map: &[(String, String)]) -> Result<u64> {
+        let src: Vec<String> = map.iter().map(|(s, _)| s.to_lowercase()).collect();
+        let dst: Vec<&str> = map.iter().map(|(_, d)| d.as_str()).collect();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "WITH m AS (SELECT DISTINCT ON (s) s AS src, d AS dst FROM UNNEST($2::TEXT[], $3::TEXT[]) AS t(s, d)) \
+                 UPDATE env_records SET \
+                   owner = COALESCE((SELECT dst FROM m WHERE m.src = lower(owner)), owner), \
+                   created_by = COALESCE((SELECT dst FROM m WHERE m.src = lower(created_by)), created_by), \
+                   modified_by = COALESCE((SELECT dst FROM m WHERE m.src = lower(modified_by)), modified_by) \
+                 WHERE env = $1 AND (lower(owner) IN (SELECT src FROM m) OR lower(created_by) IN (SELECT src FROM m) \
+                   OR lower(modified_by) IN (SELECT src FROM m))",
+                &[&env, &src, &dst],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
         self.client()
             .await?

@@ -723,6 +723,78 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO env_records (env, id, owner, created_by, modified_by) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (env, id) DO UPDATE SET owner = excluded.owner, created_by = excluded.created_by, modified_by = excluded.modified_by",
+                )?;
+                for r in records {
+                    st.execute(params![env, r.id, r.owner, r.created_by, r.modified_by])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn env_records(&self, env: &str, offset: i64, limit: i64) -> Result<Vec<EnvRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, owner, created_by, modified_by FROM env_records WHERE env = ? ORDER BY id LIMIT ? OFFSET ?",
+            )?;
+            let rows = st.query_map(params![env, limit, offset], |r| {
+                Ok(EnvRecord {
+                    id: r.get(0)?,
+                    owner: r.get(1)?,
+                    created_by: r.get(2)?,
+                    modified_by: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn count_env_records(&self, env: &str) -> Result<i64> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM env_records WHERE env = ?",
+                [env],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    async fn remap_env_records(&self, env: &str, map: &[(String, String)]) -> Result<u64> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS usermap (src TEXT PRIMARY KEY COLLATE NOCASE, dst TEXT NOT NULL); \
+                 DELETE FROM usermap;",
+            )?;
+            {
+                let mut st = tx.prepare_cached("INSERT OR REPLACE INTO usermap (src, dst) VALUES (?, ?)")?;
+                for (s, d) in map {
+                    st.execute(params![s, d])?;
+                }
+            }
+            let n = tx.execute(
+                "UPDATE env_records SET \
+                   owner = COALESCE((SELECT dst FROM usermap WHERE src = owner), owner), \
+                   created_by = COALESCE((SELECT dst FROM usermap WHERE src = created_by), created_by), \
+                   modified_by = COALESCE((SELECT dst FROM usermap WHERE src = modified_by), modified_by) \
+                 WHERE env = ?1 AND EXISTS (SELECT 1 FROM usermap \
+                   WHERE src = owner OR src = created_by OR src = modified_by)",
+                [env],
+            )?;
+            tx.execute("DELETE FROM usermap", [])?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+    }
+
     async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
         let e = e.clone();
         self.write(move |c| {

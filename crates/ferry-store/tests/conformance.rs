@@ -87,8 +87,78 @@ conformance!(
     a_restarted_server_recovers_its_own_cycles_only,
     enrolment_tokens_store_content_and_revoke,
     devices_psks_agents_runs_batches,
-    environment_documents_and_audit
+    environment_documents_and_audit,
+    environment_records_remap_in_one_go
 );
+
+async fn environment_records_remap_in_one_go(s: &dyn Store) {
+    use ferry_store::EnvRecord;
+    let r = |id: &str, o: &str, c: &str, m: &str| EnvRecord {
+        id: id.into(),
+        owner: o.into(),
+        created_by: c.into(),
+        modified_by: m.into(),
+    };
+    let recs: Vec<EnvRecord> = (0..2500)
+        .map(|i| {
+            r(
+                &format!("r{i:05}"),
+                &format!("u{}@contoso.test", i % 10),
+                "Ann@Contoso.test",
+                "system",
+            )
+        })
+        .collect();
+    s.put_env_records("sales", &recs).await.unwrap();
+    s.put_env_records(
+        "other",
+        &[r(
+            "x",
+            "u1@contoso.test",
+            "u1@contoso.test",
+            "u1@contoso.test",
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.count_env_records("sales").await.unwrap(), 2500);
+    let map = vec![
+        (
+            "ann@contoso.test".to_string(),
+            "ann@fabrikam.test".to_string(),
+        ),
+        (
+            "U1@contoso.test".to_string(),
+            "u1@fabrikam.test".to_string(),
+        ),
+    ];
+    assert_eq!(
+        s.remap_env_records("sales", &map).await.unwrap(),
+        2500,
+        "every record names Ann"
+    );
+    let page = s.env_records("sales", 0, 3).await.unwrap();
+    assert_eq!(
+        page[0],
+        r("r00000", "u0@contoso.test", "ann@fabrikam.test", "system"),
+        "unmapped users stay"
+    );
+    assert_eq!(
+        page[1],
+        r("r00001", "u1@fabrikam.test", "ann@fabrikam.test", "system")
+    );
+    assert_eq!(
+        s.env_records("other", 0, 10).await.unwrap()[0].owner,
+        "u1@contoso.test",
+        "other environments untouched"
+    );
+    assert_eq!(
+        s.remap_env_records("sales", &map).await.unwrap(),
+        0,
+        "a second remap changes nothing"
+    );
+    assert_eq!(s.env_records("sales", 2499, 10).await.unwrap().len(), 1);
+}
 
 async fn environment_documents_and_audit(s: &dyn Store) {
     use ferry_store::{AuditEntry, DocKind};

@@ -286,6 +286,74 @@ pub async fn put_environment(
     Ok(Json(e))
 }
 
+#[derive(Deserialize)]
+pub struct Page {
+    pub offset: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/environments/{id}/records", tag = "environments",
+    params(("offset" = Option<i64>, Query,), ("limit" = Option<i64>, Query,)),
+    responses((status = 200, body = Vec<ferry_store::EnvRecord>), (status = 404, body = super::ErrorBody)))]
+pub async fn records(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<Page>,
+) -> ApiResult<Json<Vec<ferry_store::EnvRecord>>> {
+    let env = environment(&st, &op, &id).await?;
+    let (offset, limit) = (
+        p.offset.unwrap_or(0).max(0),
+        p.limit.unwrap_or(100).clamp(1, 10_000),
+    );
+    Ok(Json(st.store.env_records(&env.id, offset, limit).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RecordsAdded {
+    pub added: usize,
+    pub total: i64,
+}
+
+#[utoipa::path(post, path = "/environments/{id}/records", tag = "environments", request_body = Vec<ferry_store::EnvRecord>,
+    responses((status = 200, body = RecordsAdded), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn add_records(
+    op: Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Json(recs): Json<Vec<ferry_store::EnvRecord>>,
+) -> ApiResult<Json<RecordsAdded>> {
+    let env = environment(&st, &op, &id).await?;
+    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+    if moves
+        .iter()
+        .any(|m| m.environment == id && m.request.state == MoveState::Migrating)
+    {
+        return Err(ApiError::Conflict(format!("`{id}` is being moved")));
+    }
+    if let Some((i, _)) = recs
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.id.trim().is_empty())
+    {
+        return Err(ApiError::BadRequest(format!("[{i}].id: empty")));
+    }
+    st.store.put_env_records(&env.id, &recs).await?;
+    audit(
+        &st,
+        &op,
+        Some(&env.tenant),
+        "environment.records",
+        &id,
+        format!("{} records", recs.len()),
+    )
+    .await?;
+    Ok(Json(RecordsAdded {
+        added: recs.len(),
+        total: st.store.count_env_records(&env.id).await?,
+    }))
+}
+
 // ---- moves ---------------------------------------------------------------------------------
 
 /// A move as one side sees it.
@@ -806,6 +874,7 @@ pub struct Migrated {
     pub checklist: Vec<String>,
     pub migrated_users: usize,
     pub left_out_users: usize,
+    pub records_remapped: u64,
 }
 
 #[utoipa::path(post, path = "/moves/{id}/migrate", tag = "environments",
@@ -858,6 +927,20 @@ pub async fn migrate(
                 }
             }
         }
+        // Every record's user references, in one transaction, before anything else changes.
+        let org = OrgIndex::new(&env.system_users);
+        let pairs: Vec<(String, String)> = rows
+            .iter()
+            .filter_map(|r| {
+                org.find(r.source)
+                    .filter(|u| !u.application_user)
+                    .map(|u| (u.email.clone(), r.destination.to_string()))
+            })
+            .collect();
+        let remapped = st.store.remap_env_records(&env.id, &pairs).await?;
+        let undo = |pairs: &[(String, String)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(s, d)| (d.clone(), s.clone())).collect()
+        };
         let remnant = format!("{}-{}", env.id, &id[..8]);
         let mut fail = None;
         let moved = envmove::move_environment(
@@ -877,23 +960,31 @@ pub async fn migrate(
                 }
             },
         );
-        if let Some(e) = fail {
+        let saved = async {
+            if let Some(e) = fail {
+                return Err(e);
+            }
+            save(
+                &st,
+                DocKind::Environment,
+                &moved.source_remnant.id,
+                &moved.source_remnant,
+            )
+            .await?;
+            save(&st, DocKind::Environment, &moved.target.id, &moved.target).await
+        }
+        .await;
+        if let Err(e) = saved {
+            // The records back as they were.
+            st.store.remap_env_records(&env.id, &undo(&pairs)).await?;
             return Err(e);
         }
-        save(
-            &st,
-            DocKind::Environment,
-            &moved.source_remnant.id,
-            &moved.source_remnant,
-        )
-        .await?;
-        save(&st, DocKind::Environment, &moved.target.id, &moved.target).await?;
-        Ok::<_, ApiError>(moved)
+        Ok::<_, ApiError>((moved, remapped))
     }
     .await;
     let now = now_ms();
     match result {
-        Ok(moved) => {
+        Ok((moved, remapped)) => {
             m.request.finish_migrate(now, true).map_err(not_now)?;
             m.checklist = moved.checklist.clone();
             m.last_error = None;
@@ -905,7 +996,7 @@ pub async fn migrate(
                 "env.move.migrate",
                 &id,
                 format!(
-                    "completed: {} users migrated, {} left out",
+                    "completed: {} users migrated, {} left out, {remapped} records remapped",
                     moved.migrated_users, moved.left_out_users
                 ),
             )
@@ -917,6 +1008,7 @@ pub async fn migrate(
                 checklist: moved.checklist,
                 migrated_users: moved.migrated_users,
                 left_out_users: moved.left_out_users,
+                records_remapped: remapped,
             }))
         }
         Err(e) => {
@@ -1020,6 +1112,7 @@ pub fn router() -> axum::Router<AppState> {
             get(get_environment).put(put_environment),
         )
         .route("/environments/{id}/moves", post(submit))
+        .route("/environments/{id}/records", get(records).post(add_records))
         .route("/environments/{id}/usermapping", put(upload_mapping))
         .route("/moves", get(moves))
         .route("/moves/approvals", get(approvals))

@@ -118,6 +118,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         report::object,
         environments::create_operator, environments::tenants, environments::put_tenant,
         environments::environments, environments::get_environment, environments::put_environment,
+        environments::records, environments::add_records,
         environments::submit, environments::moves, environments::approvals, environments::approve,
         environments::reject, environments::upload_mapping, environments::prepare, environments::status,
         environments::errors, environments::migrate, environments::cancel, environments::delete_move, environments::audit_trail,
