@@ -56,6 +56,33 @@ pub fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// An argon2id hash (PHC string) of an operator's password, with a random salt.
+pub fn hash_password(password: &str) -> std::io::Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Whether `password` matches a stored hash. Without one, a dummy hash is checked all the same,
+/// so an unknown name takes as long as a wrong password.
+pub fn verify_password(password: &str, hash: Option<&str>) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| hash_password("ferry: no such operator").unwrap_or_default());
+    let Ok(parsed) = PasswordHash::new(hash.unwrap_or(dummy)) else {
+        return false;
+    };
+    let ok = argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    ok && hash.is_some()
+}
+
 /// An authenticated operator.
 pub struct AdminAuth {
     pub name: String,
@@ -110,7 +137,14 @@ impl FromRequestParts<AppState> for Operator {
     ) -> Result<Self, Self::Rejection> {
         let t = token(parts, state).await?;
         match Role::parse(&t.role) {
-            Some(role) => Ok(Operator { name: t.name, role }),
+            Some(role) => Ok(Operator {
+                name: t
+                    .name
+                    .strip_prefix("session:")
+                    .unwrap_or(&t.name)
+                    .to_string(),
+                role,
+            }),
             None => Err(ApiError::Forbidden(
                 "this token may not use the admin API".into(),
             )),

@@ -590,3 +590,120 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
             .any(|a| a["action"] == "env.move.approve" && a["actor"] == "dst")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_sign_in_with_a_password_kept_as_argon2() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ferry.toml"), "").unwrap();
+    let server = Server::start(
+        ServerOptions {
+            settings: Settings::load(&d.join("ferry.toml")).unwrap(),
+            data_dir: d.join("data"),
+            database_url: None,
+            admin_token: None,
+            scheduler: false,
+            agent: None,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = C {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+    };
+    let admin = server.admin_token.clone();
+    c.call(
+        &admin,
+        Method::PUT,
+        "/tenants/contoso",
+        Some(json!({"id": "contoso", "name": "Contoso"})),
+    )
+    .await;
+    let (s, v) = c
+        .call(
+            &admin,
+            Method::POST,
+            "/operators",
+            Some(json!({"name": "ann", "tenant": "contoso", "password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (400, "password: at least 12 characters")
+    );
+    let pw = "correct horse battery";
+    let (s, _) = c
+        .call(
+            &admin,
+            Method::POST,
+            "/operators",
+            Some(json!({"name": "ann", "tenant": "contoso", "password": pw})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // Stored as an argon2id PHC string, never as the password.
+    let mut db = std::fs::read(d.join("data/ferry.db")).unwrap();
+    db.extend(std::fs::read(d.join("data/ferry.db-wal")).unwrap_or_default());
+    assert!(
+        !db.windows(pw.len()).any(|w| w == pw.as_bytes()),
+        "the password is not in the database"
+    );
+    assert!(
+        db.windows(10).any(|w| w == b"$argon2id$"),
+        "an argon2id hash is"
+    );
+
+    let sign_in = |name: &str, password: &str| {
+        let (http, url) = (c.http.clone(), c.url.clone());
+        let body = json!({"name": name, "password": password});
+        async move {
+            let r = http
+                .post(format!("{url}/api/v1/sessions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    for (name, password) in [("ann", "wrong password!!"), ("nobody", pw)] {
+        let (s, v) = sign_in(name, password).await;
+        assert_eq!(
+            (s, v["error"].as_str().unwrap()),
+            (401, "the name or the password is wrong")
+        );
+    }
+    let (s, v) = sign_in("ann", pw).await;
+    assert_eq!(
+        (s, v["role"].as_str().unwrap()),
+        (201, "tenant-admin:contoso"),
+        "{v}"
+    );
+    let token = v["token"].as_str().unwrap().to_string();
+    let (s, v) = c.call(&token, Method::GET, "/tenants", None).await;
+    assert_eq!(
+        (s, v.as_array().unwrap().len()),
+        (200, 1),
+        "the session acts as Contoso's admin"
+    );
+    let (s, _) = c.call(&token, Method::GET, "/psks", None).await;
+    assert_eq!(s, 403, "and only that");
+    let (s, _) = c.call(&token, Method::DELETE, "/sessions", None).await;
+    assert_eq!(s, 204);
+    let (s, _) = c.call(&token, Method::GET, "/tenants", None).await;
+    assert_eq!(s, 401, "signed out");
+    let (_, v) = c.call(&admin, Method::GET, "/audit", None).await;
+    let a: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["action"].as_str().unwrap(), x["actor"].as_str().unwrap()))
+        .collect();
+    assert!(
+        a.contains(&("session.sign-in", "ann")) && a.contains(&("session.sign-out", "ann")),
+        "{a:?}"
+    );
+}

@@ -418,6 +418,16 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces the token called `name`.
     async fn put_token(&self, name: &str, hash: &str, role: &str, now: i64) -> Result<()>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>>;
+    /// Creates or replaces an operator's password (an argon2 PHC string) and role.
+    async fn put_operator_password(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<()>;
+    /// An operator's role and password hash.
+    async fn operator_password(&self, name: &str) -> Result<Option<(String, String)>>;
 
     // --- bulk enrolment tokens ---
 

@@ -33,6 +33,11 @@ pub const SQLITE: &[Migration] = &[
         name: "env_records",
         sql: include_str!("../migrations/sqlite/0005_env_records.sql"),
     },
+    Migration {
+        version: 6,
+        name: "operator_passwords",
+        sql: include_str!("../migrations/sqlite/0006_operator_passwords.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -60,5 +65,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "env_records",
         sql: include_str!("../migrations/postgres/0005_env_records.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "operator_passwords",
+        sql: include_str!("../migrations/postgres/0006_operator_passwords.sql"),
     },
 ];

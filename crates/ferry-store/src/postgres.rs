@@ -600,6 +600,36 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn put_operator_password(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO operator_passwords (name, role, hash, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, created_at = excluded.created_at",
+                &[&name, &role, &hash, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn operator_password(&self, name: &str) -> Result<Option<(String, String)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT role, hash FROM operator_passwords WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
     async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

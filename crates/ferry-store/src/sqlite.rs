@@ -723,6 +723,34 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn put_operator_password(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO operator_passwords (name, role, hash, created_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, created_at = excluded.created_at",
+                params![name, role, hash, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn operator_password(&self, name: &str) -> Result<Option<(String, String)>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT role, hash FROM operator_passwords WHERE name = ?",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+    }
+
     async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;

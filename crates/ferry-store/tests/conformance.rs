@@ -455,6 +455,17 @@ async fn enrolment_tokens_store_content_and_revoke(s: &dyn Store) {
 async fn tokens(s: &dyn Store) {
     assert_eq!(s.token_by_hash("h1").await.unwrap(), None);
     s.put_token("admin", "h1", "admin", 5).await.unwrap();
+    assert_eq!(s.operator_password("ann").await.unwrap(), None);
+    s.put_operator_password("ann", "tenant-admin:contoso", "$argon2id$x", 5)
+        .await
+        .unwrap();
+    s.put_operator_password("ann", "tenant-admin:contoso", "$argon2id$y", 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.operator_password("ann").await.unwrap(),
+        Some(("tenant-admin:contoso".into(), "$argon2id$y".into()))
+    );
     assert_eq!(s.token_by_hash("h1").await.unwrap().unwrap().name, "admin");
     s.put_token("admin", "h2", "admin", 6).await.unwrap();
     assert_eq!(

@@ -27,7 +27,22 @@ pub enum OperatorCmd {
         name: String,
         #[arg(long)]
         tenant: Option<String>,
+        /// Read a password to sign in with (`ferry operator login`) from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
     },
+    /// Sign in with a password (the first line of stdin); prints a session token for FERRY_TOKEN.
+    Login { name: String },
+}
+
+fn password_from_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let p = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(!p.is_empty(), "no password on stdin");
+    Ok(p)
 }
 
 #[derive(Subcommand)]
@@ -143,15 +158,30 @@ pub async fn tenant(c: &Client, cmd: TenantCmd, json: bool) -> Result<ExitCode> 
 }
 
 pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCode> {
-    let OperatorCmd::Add { name, tenant } = cmd;
-    let v = call(
-        c,
-        Method::POST,
-        "/operators",
-        &[],
-        Some(json!({"name": name, "tenant": tenant})),
-    )
-    .await?;
+    let (name, tenant, password_stdin) = match cmd {
+        OperatorCmd::Add {
+            name,
+            tenant,
+            password_stdin,
+        } => (name, tenant, password_stdin),
+        OperatorCmd::Login { name } => {
+            let password = password_from_stdin()?;
+            let body = json!({"name": name, "password": password});
+            let v = call(c, Method::POST, "/sessions", &[], Some(body)).await?;
+            print(&v, json)?;
+            if !json {
+                println!("{}", s(&v["token"]));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let password = if password_stdin {
+        Some(password_from_stdin()?)
+    } else {
+        None
+    };
+    let body = json!({"name": name, "tenant": tenant, "password": password});
+    let v = call(c, Method::POST, "/operators", &[], Some(body)).await?;
     print(&v, json)?;
     if !json {
         println!(

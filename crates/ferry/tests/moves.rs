@@ -161,4 +161,46 @@ fn the_quickstart_environment_moves_from_contoso_to_fabrikam() {
         !ok(&dst, &["audit"]).contains("env.move.submit"),
         "Fabrikam sees only its own lines"
     );
+
+    // An operator with a password signs in and gets a session token.
+    let with_stdin = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new(common::FERRY)
+            .args(["--server", server.url.as_str()])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let o = with_stdin(
+        &[
+            "--token",
+            &admin,
+            "operator",
+            "add",
+            "carol",
+            "--tenant",
+            "fabrikam",
+            "--password-stdin",
+        ],
+        "a long enough secret\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = with_stdin(&["operator", "login", "carol"], "a long enough secret\n");
+    assert!(o.status.success(), "{}", text(&o));
+    let session = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert!(
+        ok(&session, &["env", "move", "list"]).contains("fabrikam"),
+        "the session sees Fabrikam's moves"
+    );
+    let o = with_stdin(&["operator", "login", "carol"], "not it\n");
+    assert!(
+        !o.status.success() && text(&o).contains("the name or the password is wrong"),
+        "{}",
+        text(&o)
+    );
 }

@@ -90,6 +90,9 @@ pub struct NewOperator {
     /// Admin of this tenant; none: a ferry admin.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// To sign in with (`POST /sessions`); at least 12 characters. Stored as an argon2 hash.
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -125,6 +128,21 @@ pub async fn create_operator(
             Role::TenantAdmin(t.clone())
         }
     };
+    if let Some(p) = &b.password {
+        if p.chars().count() < 12 {
+            return Err(ApiError::BadRequest(
+                "password: at least 12 characters".into(),
+            ));
+        }
+        let p = p.clone();
+        let h = tokio::task::spawn_blocking(move || crate::auth::hash_password(&p))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        st.store
+            .put_operator_password(name, &role.as_string(), &h, now_ms())
+            .await?;
+    }
     let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_token(
@@ -155,6 +173,96 @@ pub async fn create_operator(
             token,
         }),
     ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub name: String,
+    pub password: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Session {
+    pub name: String,
+    pub role: String,
+    /// A bearer token for this operator; signing in again, or out, ends the previous one.
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/sessions", tag = "environments", request_body = SignIn, security(()),
+    responses((status = 201, body = Session), (status = 401, body = super::ErrorBody)))]
+pub async fn sign_in(
+    State(st): State<AppState>,
+    Json(b): Json<SignIn>,
+) -> ApiResult<(StatusCode, Json<Session>)> {
+    let stored = st.store.operator_password(&b.name).await?;
+    let ok = {
+        let (pw, hash) = (b.password.clone(), stored.as_ref().map(|s| s.1.clone()));
+        tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, hash.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let Some((role, _)) = stored.filter(|_| ok) else {
+        return Err(ApiError::Unauthorized(
+            "the name or the password is wrong".into(),
+        ));
+    };
+    let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .put_token(
+            &format!("session:{}", b.name),
+            &crate::auth::hash_token(&token),
+            &role,
+            now_ms(),
+        )
+        .await?;
+    let op = Operator {
+        name: b.name.clone(),
+        role: Role::parse(&role).unwrap_or(Role::Admin),
+    };
+    audit(
+        &st,
+        &op,
+        op.role.tenant(),
+        "session.sign-in",
+        &b.name,
+        String::new(),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Session {
+            name: b.name,
+            role,
+            token,
+        }),
+    ))
+}
+
+#[utoipa::path(delete, path = "/sessions", tag = "environments", responses((status = 204)))]
+pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<StatusCode> {
+    // The session's token is replaced by one nobody holds.
+    let nobody = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let name = op.name.clone();
+    st.store
+        .put_token(
+            &format!("session:{name}"),
+            &crate::auth::hash_token(&nobody),
+            &op.role.as_string(),
+            now_ms(),
+        )
+        .await?;
+    audit(
+        &st,
+        &op,
+        op.role.tenant(),
+        "session.sign-out",
+        &name,
+        String::new(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/tenants", tag = "environments", responses((status = 200, body = Vec<Tenant>)))]
@@ -1104,6 +1212,7 @@ pub async fn audit_trail(
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/operators", post(create_operator))
+        .route("/sessions", post(sign_in).delete(sign_out))
         .route("/tenants", get(tenants))
         .route("/tenants/{id}", put(put_tenant))
         .route("/environments", get(environments))
