@@ -92,6 +92,12 @@ pub struct Config {
     /// `[[sync_profile]]` entries.
     #[serde(default, rename = "sync_profile")]
     pub profiles: Vec<SyncProfile>,
+    /// `[[tenant]]` entries: tenants environments move between.
+    #[serde(default, rename = "tenant", skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<crate::envmove::Tenant>,
+    /// `[[environment]]` entries: environments registered at start when not registered yet.
+    #[serde(default, rename = "environment", skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<crate::envmove::Environment>,
 }
 
 /// `[server]`: every key can be overridden on the command line.
@@ -564,6 +570,55 @@ impl Config {
                 && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
+        for (i, t) in self.tenants.iter().enumerate() {
+            let p = |k: &str| format!("tenant[{i}].{k}");
+            if !valid_name(&t.id) {
+                return Err(err(
+                    p("id"),
+                    format!(
+                        "`{}` is not a valid id: use 1–64 letters, digits, `-`, `_` or `.`",
+                        t.id
+                    ),
+                ));
+            }
+            if self.tenants[..i].iter().any(|o| o.id == t.id) {
+                return Err(err(p("id"), format!("tenant `{}` is defined twice", t.id)));
+            }
+            if let Some(d) = t
+                .directories
+                .iter()
+                .find(|d| !self.directories.iter().any(|x| x.name() == d.as_str()))
+            {
+                return Err(err(
+                    p("directories"),
+                    format!("there is no directory `{d}`"),
+                ));
+            }
+        }
+        for (i, e) in self.environments.iter().enumerate() {
+            let p = |k: &str| format!("environment[{i}].{k}");
+            if !valid_name(&e.id) {
+                return Err(err(
+                    p("id"),
+                    format!(
+                        "`{}` is not a valid id: use 1–64 letters, digits, `-`, `_` or `.`",
+                        e.id
+                    ),
+                ));
+            }
+            if self.environments[..i].iter().any(|o| o.id == e.id) {
+                return Err(err(
+                    p("id"),
+                    format!("environment `{}` is defined twice", e.id),
+                ));
+            }
+            if !self.tenants.iter().any(|t| t.id == e.tenant) {
+                return Err(err(
+                    p("tenant"),
+                    format!("there is no [[tenant]] `{}` in this file", e.tenant),
+                ));
+            }
+        }
         for (i, d) in self.directories.iter().enumerate() {
             let p = |k: &str| format!("directory[{i}].{k}");
             if !valid_name(d.name()) {

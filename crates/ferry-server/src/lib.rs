@@ -147,6 +147,41 @@ impl Server {
                 ferry_store::now_ms(),
             )
             .await?;
+        // Tenants of the configuration are put as written; its environments only when not
+        // registered yet (a move may have handed one to another tenant since).
+        for t in &opts.settings.config.tenants {
+            let body = serde_json::to_string(t).map_err(|e| StartError::DataDir {
+                path: dir.clone(),
+                detail: e.to_string(),
+            })?;
+            store
+                .put_document(
+                    ferry_store::DocKind::Tenant,
+                    &t.id,
+                    &body,
+                    ferry_store::now_ms(),
+                )
+                .await?;
+        }
+        let registered = store.documents(ferry_store::DocKind::Environment).await?;
+        for e in &opts.settings.config.environments {
+            if registered.iter().any(|(n, _)| n == &e.id) {
+                continue;
+            }
+            let body = serde_json::to_string(e).map_err(|e| StartError::DataDir {
+                path: dir.clone(),
+                detail: e.to_string(),
+            })?;
+            store
+                .put_document(
+                    ferry_store::DocKind::Environment,
+                    &e.id,
+                    &body,
+                    ferry_store::now_ms(),
+                )
+                .await?;
+            tracing::info!(environment = %e.id, tenant = %e.tenant, "registered from the configuration");
+        }
         let settings = Arc::new(opts.settings);
         let server_id = server_id(dir).map_err(|e| StartError::DataDir {
             path: dir.clone(),

@@ -707,3 +707,76 @@ async fn operators_sign_in_with_a_password_kept_as_argon2() {
         "{a:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_declared_in_the_configuration_are_registered_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("contoso.json"),
+        render_json(&[user("c1", "ann@contoso.test", true, true)]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ferry.toml"),
+        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
+         [[tenant]]\nid = \"contoso\"\nname = \"Contoso\"\ndirectories = [\"contoso\"]\n\n\
+         [[environment]]\nid = \"hr\"\ntenant = \"contoso\"\nname = \"HR\"\nurl = \"https://hr.crm.test\"\ntype = \"sandbox\"\n\
+         system_users = [{ id = \"11111111-1111-4111-8111-111111111111\", email = \"ann@contoso.test\" }]\n",
+    )
+    .unwrap();
+    let start = || async {
+        Server::start(
+            ServerOptions {
+                settings: Settings::load(&d.join("ferry.toml")).unwrap(),
+                data_dir: d.join("data"),
+                database_url: None,
+                admin_token: None,
+                scheduler: false,
+                agent: None,
+            },
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap()
+    };
+    let server = start().await;
+    let c = C {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+    };
+    let admin = server.admin_token.clone();
+    let (_, v) = c.call(&admin, Method::GET, "/environments/hr", None).await;
+    assert_eq!(
+        (v["name"].as_str(), v["type"].as_str()),
+        (Some("HR"), Some("sandbox")),
+        "{v}"
+    );
+    let mut changed = v.clone();
+    changed["name"] = json!("Human Resources");
+    let (s, _) = c
+        .call(&admin, Method::PUT, "/environments/hr", Some(changed))
+        .await;
+    assert_eq!(s, 200);
+    server.stop().await.unwrap();
+    // A restart does not undo what happened since (a move may have handed it over).
+    let server = start().await;
+    let c = C {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+    };
+    let (_, v) = c.call(&admin, Method::GET, "/environments/hr", None).await;
+    assert_eq!(v["name"], "Human Resources");
+    server.stop().await.unwrap();
+
+    // The configuration is checked: an environment of an undeclared tenant is named with its place.
+    let bad = "[[environment]]\nid = \"x\"\ntenant = \"nobody\"\nname = \"X\"\nurl = \"u\"\ntype = \"production\"\n";
+    let e = ferry_core::config::Config::parse(bad, "ferry.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("environment[0].tenant") && e.contains("there is no [[tenant]] `nobody`"),
+        "{e}"
+    );
+}
