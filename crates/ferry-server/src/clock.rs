@@ -14,3 +14,19 @@ pub fn now_ms() -> i64 {
 pub fn advance(ms: i64) {
     OFFSET_MS.fetch_add(ms, Ordering::Relaxed);
 }
+
+/// Fault injection for tests: the next environment move fails after its records were remapped,
+/// before the environment is handed over, so the rollback can be seen.
+pub mod faults {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static FAIL_NEXT_MIGRATE: AtomicBool = AtomicBool::new(false);
+
+    pub fn fail_next_migrate() {
+        FAIL_NEXT_MIGRATE.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_migrate_fault() -> bool {
+        FAIL_NEXT_MIGRATE.swap(false, Ordering::SeqCst)
+    }
+}

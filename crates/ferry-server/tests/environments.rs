@@ -442,6 +442,43 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .call(&dst, Method::POST, &format!("/moves/{tid}/migrate"), None)
         .await;
     assert_eq!(s, 403);
+    // A failure mid-move: records and environment back as they were, the request validated.
+    ferry_server::clock::faults::fail_next_migrate();
+    let (s, _) = c
+        .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
+        .await;
+    assert_eq!(s, 500);
+    let (_, st) = c
+        .call(&src, Method::GET, &format!("/moves/{sid}/status"), None)
+        .await;
+    assert_eq!(
+        st["status"],
+        "Validate Tenant To Tenant Migration: Succeeded"
+    );
+    let (_, e) = c.call(&src, Method::GET, "/environments/sales", None).await;
+    assert_eq!(
+        (e["tenant"].as_str(), e["administration_mode"].as_bool()),
+        (Some("contoso"), Some(false))
+    );
+    let (_, r) = c
+        .call(
+            &src,
+            Method::GET,
+            "/environments/sales/records?limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        r[0]["created_by"], "Ann@Contoso.test",
+        "records exactly as they were, letter case included"
+    );
+    let (_, envs) = c.call(&src, Method::GET, "/environments", None).await;
+    assert_eq!(
+        envs.as_array().unwrap().len(),
+        2,
+        "no remnant left behind: {envs}"
+    );
+
     let (s, v) = c
         .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
         .await;

@@ -1045,10 +1045,6 @@ pub async fn migrate(
                     .map(|u| (u.email.clone(), r.destination.to_string()))
             })
             .collect();
-        let remapped = st.store.remap_env_records(&env.id, &pairs).await?;
-        let undo = |pairs: &[(String, String)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(s, d)| (d.clone(), s.clone())).collect()
-        };
         let remnant = format!("{}-{}", env.id, &id[..8]);
         let mut fail = None;
         let moved = envmove::move_environment(
@@ -1068,25 +1064,25 @@ pub async fn migrate(
                 }
             },
         );
-        let saved = async {
-            if let Some(e) = fail {
-                return Err(e);
-            }
-            save(
-                &st,
-                DocKind::Environment,
-                &moved.source_remnant.id,
-                &moved.source_remnant,
-            )
-            .await?;
-            save(&st, DocKind::Environment, &moved.target.id, &moved.target).await
-        }
-        .await;
-        if let Err(e) = saved {
-            // The records back as they were.
-            st.store.remap_env_records(&env.id, &undo(&pairs)).await?;
+        // The environment is handed over first; the records last, in one transaction. A failure
+        // anywhere leaves the records untouched, and the rollback below puts the environment back.
+        if let Some(e) = fail {
             return Err(e);
         }
+        save(
+            &st,
+            DocKind::Environment,
+            &moved.source_remnant.id,
+            &moved.source_remnant,
+        )
+        .await?;
+        save(&st, DocKind::Environment, &moved.target.id, &moved.target).await?;
+        if crate::clock::faults::take_migrate_fault() {
+            return Err(ApiError::Internal(
+                "injected fault: the records could not be remapped".into(),
+            ));
+        }
+        let remapped = st.store.remap_env_records(&env.id, &pairs).await?;
         Ok::<_, ApiError>((moved, remapped))
     }
     .await;
