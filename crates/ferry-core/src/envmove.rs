@@ -41,40 +41,18 @@ pub struct MoveFacts<'a> {
     pub component_kinds: &'a [&'a str],
 }
 
-/// Components the move does not carry (the seed's list), with what to do about them.
+/// Components the move does not carry: the seed's list, by kind and name.
 pub const UNSUPPORTED_COMPONENTS: &[(&str, &str)] = &[
+    ("customer-voice", "Dynamics 365 Customer Voice"),
+    ("omnichannel", "Omnichannel for Customer Service"),
+    ("component-library", "component library"),
     (
-        "customer-insights",
-        "Dynamics 365 Customer Insights is not supported; recreate it in the target tenant",
+        "customer-insights-journeys",
+        "Dynamics 365 Customer Insights - Journeys",
     ),
     (
-        "customer-voice",
-        "Dynamics 365 Customer Voice is not supported; recreate it in the target tenant",
-    ),
-    ("marketing", "Dynamics 365 Marketing is not supported"),
-    (
-        "fraud-protection",
-        "Dynamics 365 Fraud Protection is not supported",
-    ),
-    (
-        "portal",
-        "Power Pages websites must be deleted before the move and re-provisioned after it",
-    ),
-    (
-        "power-bi-embedded",
-        "Power BI embedded content is not moved; re-embed it after the move",
-    ),
-    (
-        "ai-builder",
-        "AI Builder models must be retrained in the target tenant",
-    ),
-    (
-        "virtual-agent-legacy",
-        "legacy chatbots must be exported and recreated",
-    ),
-    (
-        "on-premises-gateway",
-        "on-premises data gateways must be reconfigured in the target tenant",
+        "customer-insights-data",
+        "Dynamics 365 Customer Insights - Data",
     ),
 ];
 
@@ -116,7 +94,9 @@ pub fn check_submit(f: &MoveFacts<'_>) -> Result<Vec<String>, Refusal> {
             UNSUPPORTED_COMPONENTS
                 .iter()
                 .find(|(u, _)| u == k)
-                .map(|(u, why)| format!("{u}: {why}"))
+                .map(|(u, name)| {
+                    format!("{u}: {name} isn't supported by a tenant-to-tenant migration")
+                })
         })
         .collect())
 }
@@ -283,10 +263,14 @@ pub fn move_environment(
             })
         })
         .collect();
-    let mut checklist = vec![format!(
-        "Managed Environment is off for {}: turn it on again in the target tenant if it was on",
-        env.name
-    )];
+    let mut checklist = vec![
+        format!(
+            "Managed Environment needs to be re-enabled for {} in the destination tenant (it needs the required license there)",
+            env.name
+        ),
+        "Update the security groups in the destination tenant: security group migration isn't supported".to_string(),
+        "Reconfigure applications and settings such as Dynamics 365 for Outlook, server-side sync and SharePoint".to_string(),
+    ];
     let mut references = Vec::new();
     for c in &mut target.components {
         if c.kind == "flow" {
@@ -858,12 +842,17 @@ mod tests {
             target_cloud: tc,
             has_dataverse: true,
             linked_to_finance_and_operations: fo,
-            component_kinds: &["canvas-app", "portal", "flow"],
+            component_kinds: &["canvas-app", "omnichannel", "flow"],
         };
         use {Cloud::*, EnvironmentType::*};
         let w = check_submit(&f(Production, Public, Public, false)).unwrap();
         assert_eq!(w.len(), 1);
-        assert!(w[0].starts_with("portal: "));
+        assert_eq!(
+            w,
+            [
+                "omnichannel: Omnichannel for Customer Service isn't supported by a tenant-to-tenant migration"
+            ]
+        );
         assert!(check_submit(&f(Sandbox, Gcc, Gcc, false)).is_ok());
         for t in [Default, Developer, Trial, Teams] {
             assert!(matches!(

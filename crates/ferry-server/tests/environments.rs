@@ -205,7 +205,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         "components": [
             {"kind": "flow", "name": "Notify", "enabled": true, "connection_references": ["shared_office365"], "http_trigger_url": "https://old.test/trigger"},
             {"kind": "canvas-app", "name": "Orders"},
-            {"kind": "portal", "name": "Partners"}
+            {"kind": "component-library", "name": "Shared"}
         ],
         "managed": true,
         "system_users": [
@@ -257,7 +257,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .await;
     assert_eq!(s, 404);
 
-    // Submit: refused to others and for unsupported types; the portal is reported.
+    // Submit: refused to others and for unsupported types; the component library is reported.
     let (s, v) = c
         .call(
             &admin,
@@ -307,7 +307,10 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert!(
-        v["warnings"][0].as_str().unwrap().starts_with("portal: "),
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("component-library: component library isn't supported"),
         "{v}"
     );
     let sid = v["migration_id"].as_str().unwrap().to_string();
@@ -442,6 +445,32 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .call(&dst, Method::POST, &format!("/moves/{tid}/migrate"), None)
         .await;
     assert_eq!(s, 403);
+    // The target may not cancel, delete or read the error file; another tenant does not see the
+    // move; a ferry admin reads its status.
+    for (m, path) in [
+        (Method::POST, format!("/moves/{tid}/cancel")),
+        (Method::DELETE, format!("/moves/{tid}")),
+        (Method::GET, format!("/moves/{tid}/errors")),
+    ] {
+        let (s, v) = c.call(&dst, m, &path, None).await;
+        assert_eq!(s, 403, "{path}: {v}");
+    }
+    let (s, _) = c
+        .call(&other, Method::GET, &format!("/moves/{sid}/status"), None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = c
+        .call(&admin, Method::GET, &format!("/moves/{tid}/status"), None)
+        .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (200, Some("Validate Tenant To Tenant Migration: Succeeded"))
+    );
+    let (s, _) = c
+        .call(&admin, Method::POST, &format!("/moves/{sid}/cancel"), None)
+        .await;
+    assert_eq!(s, 403, "a ferry admin does not act in a move");
+
     // A failure mid-move: records and environment back as they were, the request validated.
     ferry_server::clock::faults::fail_next_migrate();
     let (s, _) = c
@@ -529,7 +558,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     assert!(
         checklist
             .iter()
-            .any(|l| l.contains("Managed Environment is off"))
+            .any(|l| l.contains("Managed Environment needs to be re-enabled"))
     );
     // The environment now belongs to the target, same name, URL and org id; the source keeps one
     // without Dataverse.

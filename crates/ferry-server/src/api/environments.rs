@@ -937,9 +937,18 @@ pub async fn status(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Status>> {
-    let m = match find(&st, &op, &id, Side::Source).await {
-        Err(ApiError::Forbidden(_)) => find(&st, &op, &id, Side::Target).await?,
-        r => r?,
+    let m = if op.role.tenant().is_none() {
+        // A ferry admin sees every move, by either id.
+        let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
+        moves
+            .into_iter()
+            .find(|m| m.source_migration_id == id || m.target_migration_id == id)
+            .ok_or_else(|| ApiError::NotFound(format!("there is no move `{id}`")))?
+    } else {
+        match find(&st, &op, &id, Side::Source).await {
+            Err(ApiError::Forbidden(_)) => find(&st, &op, &id, Side::Target).await?,
+            r => r?,
+        }
     };
     let now = now_ms();
     Ok(Json(Status {
