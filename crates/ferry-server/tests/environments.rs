@@ -90,6 +90,29 @@ impl C {
     }
 }
 
+/// A server on `d/ferry.toml` and `d/data` (SQLite), and a client for it.
+async fn start(d: &std::path::Path) -> (Server, C) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = Server::start(
+        ServerOptions {
+            settings: Settings::load(&d.join("ferry.toml")).unwrap(),
+            data_dir: d.join("data"),
+            database_url: None,
+            admin_token: None,
+            scheduler: false,
+            agent: None,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = C {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+    };
+    (server, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_from_submission_to_migration_with_every_refusal() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -119,24 +142,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         ),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::start(
-        ServerOptions {
-            settings: Settings::load(&d.join("ferry.toml")).unwrap(),
-            data_dir: d.join("data"),
-            database_url: None,
-            admin_token: None,
-            scheduler: false,
-            agent: None,
-        },
-        listener,
-    )
-    .await
-    .unwrap();
-    let c = C {
-        http: reqwest::Client::new(),
-        url: format!("http://{}", server.addr),
-    };
+    let (server, c) = start(d).await;
     let admin = server.admin_token.clone();
     // The target directory is imported by a cycle.
     let (s, v) = c
@@ -663,23 +669,7 @@ async fn operators_sign_in_with_a_password_kept_as_argon2() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("ferry.toml"), "").unwrap();
-    let server = Server::start(
-        ServerOptions {
-            settings: Settings::load(&d.join("ferry.toml")).unwrap(),
-            data_dir: d.join("data"),
-            database_url: None,
-            admin_token: None,
-            scheduler: false,
-            agent: None,
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let c = C {
-        http: reqwest::Client::new(),
-        url: format!("http://{}", server.addr),
-    };
+    let (server, c) = start(d).await;
     let admin = server.admin_token.clone();
     c.call(
         &admin,
@@ -792,26 +782,7 @@ async fn environments_declared_in_the_configuration_are_registered_once() {
          system_users = [{ id = \"11111111-1111-4111-8111-111111111111\", email = \"ann@contoso.test\" }]\n",
     )
     .unwrap();
-    let start = || async {
-        Server::start(
-            ServerOptions {
-                settings: Settings::load(&d.join("ferry.toml")).unwrap(),
-                data_dir: d.join("data"),
-                database_url: None,
-                admin_token: None,
-                scheduler: false,
-                agent: None,
-            },
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await
-        .unwrap()
-    };
-    let server = start().await;
-    let c = C {
-        http: reqwest::Client::new(),
-        url: format!("http://{}", server.addr),
-    };
+    let (server, c) = start(d).await;
     let admin = server.admin_token.clone();
     let (_, v) = c.call(&admin, Method::GET, "/environments/hr", None).await;
     assert_eq!(
@@ -827,11 +798,7 @@ async fn environments_declared_in_the_configuration_are_registered_once() {
     assert_eq!(s, 200);
     server.stop().await.unwrap();
     // A restart does not undo what happened since (a move may have handed it over).
-    let server = start().await;
-    let c = C {
-        http: reqwest::Client::new(),
-        url: format!("http://{}", server.addr),
-    };
+    let (server, c) = start(d).await;
     let (_, v) = c.call(&admin, Method::GET, "/environments/hr", None).await;
     assert_eq!(v["name"], "Human Resources");
     server.stop().await.unwrap();

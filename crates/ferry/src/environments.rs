@@ -240,6 +240,17 @@ pub async fn env(c: &Client, cmd: EnvCmd, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A POST on a move, printed as MigrationId and Status.
+async fn act(c: &Client, path: &str, json: bool) -> Result<Value> {
+    let v = call(c, Method::POST, path, &[], None).await?;
+    print(&v, json)?;
+    if !json {
+        println!("MigrationId: {}", s(&v["migration_id"]));
+        println!("Status: {}", s(&v["status"]));
+    }
+    Ok(v)
+}
+
 async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
     let one = |v: &Value| {
         println!("MigrationId: {}", s(&v["migration_id"]));
@@ -278,32 +289,10 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
             }
         }
         MoveCmd::Approve { migration_id } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/moves/{migration_id}/approve"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                one(&v);
-            }
+            act(c, &format!("/moves/{migration_id}/approve"), json).await?;
         }
         MoveCmd::Reject { migration_id } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/moves/{migration_id}/reject"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                one(&v);
-            }
+            act(c, &format!("/moves/{migration_id}/reject"), json).await?;
         }
         MoveCmd::UploadMapping { env, file } => {
             let bytes =
@@ -413,18 +402,7 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
             }
         }
         MoveCmd::Cancel { migration_id } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/moves/{migration_id}/cancel"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                one(&v);
-            }
+            act(c, &format!("/moves/{migration_id}/cancel"), json).await?;
         }
         MoveCmd::Delete { migration_id } => {
             call(

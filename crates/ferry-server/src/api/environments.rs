@@ -332,6 +332,23 @@ async fn environment(st: &AppState, op: &Operator, id: &str) -> ApiResult<Enviro
         .ok_or_else(|| ApiError::NotFound(format!("there is no environment `{id}`")))
 }
 
+/// `id`, when the operator is the admin of the tenant it belongs to (the source side of a move).
+async fn own_environment(
+    st: &AppState,
+    op: &Operator,
+    id: &str,
+    refusal: &str,
+) -> ApiResult<(Environment, String)> {
+    let Some(mine) = op.role.tenant() else {
+        return Err(forbidden(refusal));
+    };
+    let env = environment(st, op, id).await?;
+    if env.tenant != mine {
+        return Err(forbidden(refusal));
+    }
+    Ok((env, mine.to_string()))
+}
+
 #[utoipa::path(get, path = "/environments/{id}", tag = "environments", responses((status = 200, body = Environment), (status = 404, body = super::ErrorBody)))]
 pub async fn get_environment(
     op: Operator,
@@ -581,13 +598,14 @@ pub async fn submit(
     Json(b): Json<Submit>,
 ) -> ApiResult<(StatusCode, Json<MoveView>)> {
     let _g = MOVES.lock().await;
-    let Some(mine) = op.role.tenant() else {
-        return Err(forbidden("only the source tenant's admins submit a move"));
-    };
-    let env = environment(&st, &op, &env_id).await?;
-    if env.tenant != mine {
-        return Err(forbidden("only the source tenant's admins submit a move"));
-    }
+    let (env, mine) = own_environment(
+        &st,
+        &op,
+        &env_id,
+        "only the source tenant's admins submit a move",
+    )
+    .await?;
+    let mine = mine.as_str();
     let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
     let Some(target) = tenants.iter().find(|t| t.id == b.target_tenant) else {
         return Err(ApiError::BadRequest(format!(
@@ -742,17 +760,14 @@ pub async fn upload_mapping(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Uploaded>> {
     let _g = MOVES.lock().await;
-    let Some(mine) = op.role.tenant() else {
-        return Err(forbidden(
-            "only the source tenant's admins upload the user mapping",
-        ));
-    };
-    let env = environment(&st, &op, &env_id).await?;
-    if env.tenant != mine {
-        return Err(forbidden(
-            "only the source tenant's admins upload the user mapping",
-        ));
-    }
+    let (env, mine) = own_environment(
+        &st,
+        &op,
+        &env_id,
+        "only the source tenant's admins upload the user mapping",
+    )
+    .await?;
+    let mine = mine.as_str();
     let now = now_ms();
     let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
     let Some(mut m) = moves
