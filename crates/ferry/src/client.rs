@@ -57,6 +57,11 @@ impl Client {
         self.finish(req).await
     }
 
+    /// The server's own URL (without `/api/v1`).
+    pub fn server(&self) -> &str {
+        self.base.trim_end_matches("/api/v1")
+    }
+
     /// Sends raw bytes (a file) as the body.
     pub async fn send_bytes(
         &self,

@@ -110,7 +110,12 @@ pub enum MoveCmd {
     },
 }
 
-fn moves_table(v: &Value) {
+/// A status line with the error file's address made absolute for this server.
+fn status_line(c: &Client, v: &Value) -> String {
+    s(v).replace("here: /api/v1/", &format!("here: {}/api/v1/", c.server()))
+}
+
+fn moves_table(c: &Client, v: &Value) {
     for m in v.as_array().into_iter().flatten() {
         println!(
             "{}  {:<8} {:<16} {} → {}  {}",
@@ -119,7 +124,7 @@ fn moves_table(v: &Value) {
             s(&m["environment"]),
             s(&m["source_tenant"]),
             s(&m["target_tenant"]),
-            s(&m["status"])
+            status_line(c, &m["status"])
         );
     }
 }
@@ -278,14 +283,14 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
             let v = call(c, Method::GET, "/moves", &[], None).await?;
             print(&v, json)?;
             if !json {
-                moves_table(&v);
+                moves_table(c, &v);
             }
         }
         MoveCmd::Approvals => {
             let v = call(c, Method::GET, "/moves/approvals", &[], None).await?;
             print(&v, json)?;
             if !json {
-                moves_table(&v);
+                moves_table(c, &v);
             }
         }
         MoveCmd::Approve { migration_id } => {
@@ -349,7 +354,7 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
             .await?;
             print(&v, json)?;
             if !json {
-                println!("{}", s(&v["status"]));
+                println!("{}", status_line(c, &v["status"]));
             }
         }
         MoveCmd::Errors {

@@ -111,6 +111,61 @@ fn the_quickstart_environment_moves_from_contoso_to_fabrikam() {
     );
     ok(&dst, &["env", "move", "approve", &tid]);
 
+    // A mapping with a user the environment does not have: the validation fails, the status line
+    // gives the error file's address, and `errors -o` fetches it.
+    let bad_dir = d.path().join("bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    let bad = bad_dir.join("usermapping.csv");
+    std::fs::write(
+        &bad,
+        "Source,Destination\r\nnobody@contoso.test,ann.lee@fabrikam.test\r\n",
+    )
+    .unwrap();
+    ok(
+        &src,
+        &[
+            "env",
+            "move",
+            "upload-mapping",
+            "sales",
+            bad.to_str().unwrap(),
+        ],
+    );
+    ok(&src, &["env", "move", "prepare", &sid]);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = ok(&src, &["env", "move", "status", &sid]);
+        if !status.contains("Running") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        status.trim(),
+        format!(
+            "Validation Failed, Errors are updated on the blob here: {}/api/v1/moves/{sid}/errors",
+            server.url
+        )
+    );
+    let errors = d.path().join("errors.csv");
+    let out = ok(
+        &src,
+        &[
+            "env",
+            "move",
+            "errors",
+            &sid,
+            "-o",
+            errors.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("(1 errors)"), "{out}");
+    assert!(
+        std::fs::read_to_string(&errors)
+            .unwrap()
+            .contains("2,nobody@contoso.test,ann.lee@fabrikam.test,SourceUserDoesNotExistInOrgDB")
+    );
+
     // Upload, prepare, status until done, migrate; the checklist follows.
     let up = ok(
         &src,
