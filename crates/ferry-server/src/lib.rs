@@ -9,6 +9,7 @@ pub mod agent_tls;
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod console;
 pub mod devices;
 pub mod engine;
 pub mod enrolment;
@@ -108,6 +109,7 @@ async fn trace(req: Request, next: Next) -> Response {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(console::router())
         .nest("/api/v1", api::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(trace))

@@ -813,3 +813,41 @@ async fn environments_declared_in_the_configuration_are_registered_once() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ferry.toml"), "").unwrap();
+    let (server, c) = start(d).await;
+    let r = c.http.get(format!("{}/", c.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let html = r.text().await.unwrap();
+    // Every asset is this server's own: no CDN, works offline.
+    for attr in ["src=\"", "href=\""] {
+        for rest in html.split(attr).skip(1) {
+            let url = &rest[..rest.find('"').unwrap()];
+            assert!(
+                url.starts_with('/') || url.starts_with('#') || url.starts_with("data:"),
+                "{url}"
+            );
+            if url.starts_with("/assets/") {
+                let a = c.http.get(format!("{}{url}", c.url)).send().await.unwrap();
+                assert_eq!(a.status(), 200, "{url}");
+                assert!(a.text().await.unwrap().len() > 100);
+            }
+        }
+    }
+    let (s, v) = c.call(&server.admin_token, Method::GET, "/me", None).await;
+    assert_eq!((s, v["role"].as_str()), (200, Some("admin")));
+    let (s, _) = c.call("nope", Method::GET, "/me", None).await;
+    assert_eq!(s, 401);
+}

@@ -265,6 +265,29 @@ pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Who the caller is.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub name: String,
+    /// `admin` or `tenant-admin`.
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+#[utoipa::path(get, path = "/me", tag = "environments", responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
+pub async fn me(op: Operator) -> Json<Me> {
+    Json(Me {
+        name: op.name,
+        role: if op.role.tenant().is_some() {
+            "tenant-admin".into()
+        } else {
+            "admin".into()
+        },
+        tenant: op.role.tenant().map(str::to_string),
+    })
+}
+
 #[utoipa::path(get, path = "/tenants", tag = "environments", responses((status = 200, body = Vec<Tenant>)))]
 pub async fn tenants(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {
     let v: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
@@ -1232,6 +1255,7 @@ pub async fn audit_trail(
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/operators", post(create_operator))
+        .route("/me", get(me))
         .route("/sessions", post(sign_in).delete(sign_out))
         .route("/tenants", get(tenants))
         .route("/tenants/{id}", put(put_tenant))

@@ -116,7 +116,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         translation::list, translation::export,
         logs::list,
         report::object,
-        environments::create_operator, environments::sign_in, environments::sign_out, environments::tenants, environments::put_tenant,
+        environments::create_operator, environments::me, environments::sign_in, environments::sign_out, environments::tenants, environments::put_tenant,
         environments::environments, environments::get_environment, environments::put_environment,
         environments::records, environments::add_records,
         environments::submit, environments::moves, environments::approvals, environments::approve,
