@@ -46,7 +46,7 @@ function page(title, ...body) {
 }
 
 function failure(e) {
-  main().append(h("p", { class: "error" }, String(e.message || e)));
+  main().replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, String(e.message || e)));
 }
 
 // ---- sign-in ----
@@ -123,7 +123,7 @@ async function readiness() {
     line(ran, "A sync cycle ran end to end", "profiles"),
     line(tr.total > 0, `Translation table populated (${tr.total} entries)`, "translation"),
     line(psks.some((k) => !k.retired_at), "A pre-shared key for agents", "psks"),
-    line(!!(ep && ep.fingerprint), "The server certificate for agents" + (ep && ep.fingerprint ? ` (${ep.fingerprint})` : ""), "psks"),
+    line(!!(ep && ep.certificate_sha256), "The server certificate for agents" + (ep && ep.certificate_sha256 ? ` (SHA-256 ${ep.certificate_sha256.slice(0, 16)}…)` : ""), "psks"),
     line(runbooks.length > 0, `Runbooks (${runbooks.length})`, "runbooks"),
     line(batches.length > 0, `Batches (${batches.length})`, "batches"),
     line(agents.length > 0, `Agents registered (${agents.length})`, "agents")));
@@ -179,7 +179,7 @@ async function psks() {
     } catch (err) { out.replaceChildren(h("span", { class: "error" }, err.message)); }
   };
   page("Pre-shared keys",
-    h("p", {}, "Server certificate fingerprint: ", h("code", {}, ep ? show(ep.fingerprint) : "—")),
+    h("p", {}, "Agents connect to ", h("code", {}, ep ? show(ep.url) : "—"), ", certificate SHA-256 ", h("code", {}, ep ? show(ep.certificate_sha256) : "—")),
     h("form", { class: "inline", onsubmit: create }, name, h("button", { type: "submit", id: "psk-create" }, "Create")), out,
     table(v, [["Name", (k) => k.name], ["Created", (k) => when(k.created_at)], ["Retired", (k) => when(k.retired_at)]]));
 }
@@ -253,7 +253,11 @@ const ROUTES = {
   runbooks: () => simpleList("Runbooks", "/runbooks", [["Name", (r) => r.name], ["Source", (r) => show(r.source_directories)], ["Target", (r) => show(r.target_directories)], ["Prerequisites", (r) => show(r.prerequisites)]]),
   batches: () => simpleList("Batches", "/batches", [["Name", (b) => b.name], ["Runbooks", (b) => show(b.runbooks)], ["Available from", (b) => show(b.available_from)], ["Enforced after", (b) => show(b.enforced_after)]]),
   agents: () => simpleList("Agents", "/agents", [["Host", (a) => a.hostname], ["OS", (a) => a.os], ["State", (a) => a.state], ["Last contact", (a) => when(a.last_contact)]]),
-  failed: () => simpleList("Failed communications", "/reports/failed-communications", [["When", (f) => when(f.at)], ["Code", (f) => f.code], ["Reason", (f) => f.reason]]),
+  failed: async () => {
+    const v = await api("/reports/failed-communications");
+    page("Failed communications", table(v.failures, [["When", (f) => when(f.at)], ["Code", (f) => f.code], ["Reason", (f) => f.reason], ["Address", (f) => show(f.address)]], "No failed communications."),
+      h("h2", {}, "Silent agents"), table(v.silent, [["Host", (a) => show(a.hostname)], ["Last contact", (a) => when(a.last_contact)]], "None."));
+  },
   environments, moves, audit,
 };
 
