@@ -16,6 +16,8 @@ ferry_install_packages() {
   command -v getfacl >/dev/null 2>&1 || missing+=(acl)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   /usr/bin/python3 -c "import samba.dcerpc.security" >/dev/null 2>&1 || missing+=(python3-samba)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

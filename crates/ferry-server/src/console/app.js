@@ -1,7 +1,7 @@
 // ferry's console: one page, no framework, no network but this server. Every value from the API
 // is put into the page as text (never as HTML).
 
-const state = { token: sessionStorage.getItem("ferry-token"), me: null };
+const state = { token: sessionStorage.getItem("ferry-token"), me: null, render: 0 };
 const main = () => document.getElementById("main");
 
 function h(tag, attrs = {}, ...children) {
@@ -17,13 +17,18 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// An answer that came back after the operator went to another page: dropped, not rendered.
+class Stale extends Error {}
+
 async function api(path, opts = {}) {
+  const at = state.render;
   const headers = { Authorization: "Bearer " + state.token };
   if (opts.body && typeof opts.body === "string" && !opts.raw) headers["Content-Type"] = "application/json";
   const r = await fetch("/api/v1" + path, { ...opts, headers: { ...headers, ...(opts.headers || {}) } });
   const text = await r.text();
   let v;
   try { v = JSON.parse(text); } catch { v = text; }
+  if (at !== state.render) throw new Stale();
   if (r.status === 401 && path !== "/sessions") { signOut(); throw new Error("signed out"); }
   if (!r.ok) throw new Error((v && v.error) || text || r.statusText);
   return v;
@@ -62,16 +67,19 @@ function signInPage() {
     ev.preventDefault();
     err.textContent = "";
     try {
-      if (token.value.trim()) {
-        state.token = token.value.trim();
-      } else {
+      let candidate = token.value.trim();
+      if (!candidate) {
         const r = await fetch("/api/v1/sessions", { method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ name: name.value, password: password.value }) });
         const v = await r.json();
         if (!r.ok) throw new Error(v.error);
-        state.token = v.token;
+        candidate = v.token;
       }
-      state.me = await api("/me");
+      const r = await fetch("/api/v1/me", { headers: { Authorization: "Bearer " + candidate } });
+      const me = await r.json();
+      if (!r.ok) throw new Error(me.error);
+      state.token = candidate;
+      state.me = me;
       sessionStorage.setItem("ferry-token", state.token);
       location.hash = "#/";
       route();
@@ -166,22 +174,28 @@ async function logs() {
 }
 
 async function psks() {
-  const v = await api("/psks");
   const ep = await api("/agent-endpoint").catch(() => null);
   const name = h("input", { id: "psk-name", placeholder: "wave-1" });
   const out = h("p", { id: "psk-created" });
+  const list = h("div", { id: "psk-list" });
+  const load = async () => {
+    const v = await api("/psks");
+    list.replaceChildren(table(v, [["Name", (k) => k.name], ["Created", (k) => when(k.created_at)], ["Retired", (k) => when(k.retired_at)]]));
+  };
   const create = async (e) => {
     e.preventDefault();
     try {
       const k = await post("/psks", { name: name.value });
+      // The key stays on the page until the operator leaves it: it is not shown again.
       out.replaceChildren("Shown this once: ", h("code", {}, k.key));
-      setTimeout(route, 0);
+      name.value = "";
+      await load();
     } catch (err) { out.replaceChildren(h("span", { class: "error" }, err.message)); }
   };
   page("Pre-shared keys",
     h("p", {}, "Agents connect to ", h("code", {}, ep ? show(ep.url) : "—"), ", certificate SHA-256 ", h("code", {}, ep ? show(ep.certificate_sha256) : "—")),
-    h("form", { class: "inline", onsubmit: create }, name, h("button", { type: "submit", id: "psk-create" }, "Create")), out,
-    table(v, [["Name", (k) => k.name], ["Created", (k) => when(k.created_at)], ["Retired", (k) => when(k.retired_at)]]));
+    h("form", { class: "inline", onsubmit: create }, name, h("button", { type: "submit", id: "psk-create" }, "Create")), out, list);
+  await load();
 }
 
 async function simpleList(title, path, cols) {
@@ -271,8 +285,13 @@ async function route() {
   const target = allowed.includes(path) ? path : allowed[0];
   nav(target);
   main().replaceChildren(h("p", { class: "muted" }, "Loading…"));
-  try { await ROUTES[target](); } catch (e) { failure(e); }
+  state.render += 1;
+  try { await ROUTES[target](); } catch (e) { if (!(e instanceof Stale)) failure(e); }
 }
 
+// A page left before its answers came back has nothing to show: its answers are dropped quietly.
+window.addEventListener("unhandledrejection", (e) => {
+  if (e.reason instanceof Stale) e.preventDefault();
+});
 window.addEventListener("hashchange", route);
 route();
