@@ -270,6 +270,8 @@ async fn the_console_in_chromium() {
     let pages = [
         "directories",
         "profiles",
+        "cycles",
+        "whatif",
         "translation",
         "logs",
         "psks",
@@ -305,6 +307,22 @@ async fn the_console_in_chromium() {
     b.click("main table button").await;
     b.wait_text("main table", "succeeded").await;
     b.screenshot("profiles").await;
+    b.go(&format!("{url}#/cycles")).await;
+    b.wait_text("main table", "succeeded").await;
+
+    // The What-If, filtered to the unmatched users, with the rule that did not match them.
+    b.go(&format!("{url}#/whatif?profile=users&status=unmatched"))
+        .await;
+    let summary = b.wait_text("#whatif-summary", "unmatched").await;
+    assert!(
+        summary.contains("Nothing to approve."),
+        "match-only plans have no writes: {summary}"
+    );
+    let rows = b.wait_text("main table", "unmatched").await;
+    assert!(!rows.contains("\nuser matched"), "filtered: {rows}");
+    b.screenshot("whatif").await;
+    b.go(&format!("{url}#/logs?level=warning")).await;
+    b.wait_text("main table", "warning").await;
     b.go(&format!("{url}#/translation")).await;
     b.type_in("#search", "ann.lee").await;
     b.click("main form button").await;

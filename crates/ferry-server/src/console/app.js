@@ -105,7 +105,7 @@ async function signOut() {
 // ---- pages ----
 
 const ADMIN_PAGES = [
-  ["", "Readiness"], ["directories", "Directories"], ["profiles", "Sync profiles"], ["translation", "Translation table"],
+  ["", "Readiness"], ["directories", "Directories"], ["profiles", "Sync profiles"], ["cycles", "Cycles"], ["whatif", "What-If"], ["translation", "Translation table"],
   ["logs", "Message logs"], ["psks", "Pre-shared keys"], ["runbooks", "Runbooks"], ["batches", "Batches"],
   ["agents", "Agents"], ["failed", "Failed communications"], ["environments", "Environments"], ["moves", "Environment moves"], ["audit", "Audit"],
 ];
@@ -151,6 +151,49 @@ async function profiles() {
     ["", (p) => h("button", { onclick: run(p.name) }, "Run now")]]));
 }
 
+async function cycles() {
+  const v = await api("/cycles?limit=100");
+  const n = (c, k) => (c.counts ? c.counts[k] : "—");
+  page("Cycles", table(v, [["Cycle", (c) => c.id], ["Profile", (c) => c.profile], ["Trigger", (c) => c.trigger], ["Status", (c) => c.status],
+    ["Started", (c) => when(c.started_at)], ["Source", (c) => n(c, "source_objects")], ["Target", (c) => n(c, "target_objects")],
+    ["Matched", (c) => n(c, "matched")], ["Unmatched", (c) => n(c, "unmatched")], ["Ambiguous", (c) => n(c, "ambiguous")], ["Export", (c) => show(c.export)]]));
+}
+
+async function whatif() {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const profiles = await api("/profiles");
+  if (profiles.length === 0) return page("What-If", h("p", { class: "muted" }, "No sync profiles."));
+  const name = params.get("profile") || profiles[0].name;
+  const status = params.get("status") || "";
+  const q = new URLSearchParams({ limit: "200" });
+  if (status) q.set("status", status);
+  let v;
+  try { v = await api(`/profiles/${encodeURIComponent(name)}/whatif?${q}`); } catch (e) {
+    return page("What-If", h("p", { class: "muted" }, `${name}: ${e.message}`));
+  }
+  const go = (p, st) => { location.hash = `#/whatif?profile=${encodeURIComponent(p)}&status=${st}`; };
+  const profileSel = h("select", { id: "whatif-profile", onchange: (e) => go(e.target.value, status) },
+    profiles.map((p) => h("option", { value: p.name, selected: p.name === name }, p.name)));
+  const statusSel = h("select", { id: "whatif-status", onchange: (e) => go(name, e.target.value) },
+    ["", "matched", "unmatched", "ambiguous", "conflict"].map((x) => h("option", { value: x, selected: x === status }, x || "all decisions")));
+  const msg = h("p", { id: "whatif-message" });
+  const approve = async () => {
+    try { await post(`/profiles/${encodeURIComponent(name)}/approve`, { plan_hash: v.plan.hash }); route(); }
+    catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
+  const c = v.plan.counts;
+  page("What-If",
+    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, profileSel, statusSel),
+    h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${v.writes_total} writes. `,
+      v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.") : v.needs_approval ? h("button", { id: "whatif-approve", onclick: approve }, "Approve") : h("span", { class: "muted" }, "Nothing to approve.")),
+    msg,
+    h("p", { class: "muted" }, `${v.decisions_total} decisions`),
+    table(v.decisions, [["Kind", (d) => d.kind], ["Status", (d) => d.status], ["Source", (d) => d.source_upn || d.source_name],
+      ["Target", (d) => show(d.target_upn || d.target_name)], ["Candidates", (d) => (d.candidates || []).join(", ")]], "No decisions."),
+    v.writes.length ? h("h2", {}, "Writes") : "",
+    v.writes.length ? h("pre", {}, v.writes.map((w) => JSON.stringify(w)).join("\n")) : "");
+}
+
 async function translation() {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const q = params.get("q") || "";
@@ -168,9 +211,16 @@ async function translation() {
 }
 
 async function logs() {
-  const v = await api("/logs?limit=200");
-  page("Message logs", table(v, [["When", (l) => when(l.at)], ["Level", (l) => l.level], ["Profile", (l) => show(l.profile)],
-    ["Object", (l) => show(l.object_id)], ["Message", (l) => l.message]]));
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const level = params.get("level") || "";
+  const q = new URLSearchParams({ limit: "200" });
+  if (level) q.set("level", level);
+  const v = await api(`/logs?${q}`);
+  const sel = h("select", { id: "log-level", onchange: (e) => { location.hash = `#/logs?level=${e.target.value}`; } },
+    ["", "error", "warning", "info"].map((x) => h("option", { value: x, selected: x === level }, x || "every level")));
+  page("Message logs", h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, sel),
+    table(v, [["When", (l) => when(l.at)], ["Level", (l) => l.level], ["Profile", (l) => show(l.profile)],
+      ["Object", (l) => show(l.object_name || l.object_id)], ["Message", (l) => l.message]]));
 }
 
 async function psks() {
@@ -263,7 +313,7 @@ async function audit() {
 }
 
 const ROUTES = {
-  "": readiness, directories, profiles, translation, logs, psks,
+  "": readiness, directories, profiles, cycles, whatif, translation, logs, psks,
   runbooks: () => simpleList("Runbooks", "/runbooks", [["Name", (r) => r.name], ["Source", (r) => show(r.source_directories)], ["Target", (r) => show(r.target_directories)], ["Prerequisites", (r) => show(r.prerequisites)]]),
   batches: () => simpleList("Batches", "/batches", [["Name", (b) => b.name], ["Runbooks", (b) => show(b.runbooks)], ["Available from", (b) => show(b.available_from)], ["Enforced after", (b) => show(b.enforced_after)]]),
   agents: () => simpleList("Agents", "/agents", [["Host", (a) => a.hostname], ["OS", (a) => a.os], ["State", (a) => a.state], ["Last contact", (a) => when(a.last_contact)]]),
