@@ -135,7 +135,11 @@ pub fn read_json<T: DeserializeOwned>(p: &Path) -> Result<Option<T>, String> {
 /// Replaces `path` with `bytes` atomically and durably, with `mode` from the start (a secret is
 /// never readable by others, not even for a moment).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "": the current directory.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),

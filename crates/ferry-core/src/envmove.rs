@@ -227,6 +227,8 @@ pub struct Moved {
     /// Users migrated (mapped), users left out.
     pub migrated_users: usize,
     pub left_out_users: usize,
+    /// Source e-mail → target UPN of each migrated user: what records' references become.
+    pub remap: Vec<(String, String)>,
 }
 
 /// Moves `env` to `target_tenant`: system users remapped through `mapping` (source e-mail or
@@ -351,7 +353,16 @@ pub fn move_environment(
         administration_mode: false,
         system_users: Vec::new(),
     };
+    let remap = env
+        .system_users
+        .iter()
+        .filter_map(|u| {
+            to.get(u.id.as_str())
+                .map(|d| (u.email.clone(), d.to_string()))
+        })
+        .collect();
     Moved {
+        remap,
         migrated_users: target.system_users.len(),
         left_out_users: env.system_users.len() - target.system_users.len(),
         target,

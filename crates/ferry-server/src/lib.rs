@@ -165,7 +165,11 @@ impl Server {
                 )
                 .await?;
         }
-        let registered = store.documents(ferry_store::DocKind::Environment).await?;
+        let registered = if opts.settings.config.environments.is_empty() {
+            Vec::new()
+        } else {
+            store.documents(ferry_store::DocKind::Environment).await?
+        };
         for e in &opts.settings.config.environments {
             if registered.iter().any(|(n, _)| n == &e.id) {
                 continue;

@@ -602,19 +602,26 @@ impl SecurityDescriptor {
 mod tests {
     use super::*;
 
-    /// MS-DTYP 2.5.1.4's example descriptor: SACL first, owner after the DACL.
+    /// MS-DTYP 2.5.1.4's example: 176 bytes, control 0xB014, SACL at 0x14, DACL at 0x30, owner at
+    /// 0x90, group at 0xA0 (not owner first), ACL revision 2.
     #[test]
     fn ms_dtyp_example_layout() {
-        let hex = "01001498 90000000 a0000000 14000000 30000000";
-        let head: Vec<u8> = hex
-            .split_whitespace()
-            .flat_map(|w| {
-                (0..w.len())
-                    .step_by(2)
-                    .map(move |i| u8::from_str_radix(&w[i..i + 2], 16).unwrap())
-            })
-            .collect();
-        assert_eq!(head.len(), 20);
+        let sd = crate::sddl::parse(
+            "O:BAG:BAD:P(A;CIOI;GRGX;;;BU)(A;CIOI;GA;;;BA)(A;CIOI;GA;;;SY)(A;CIOI;GA;;;CO)S:P(AU;FA;GR;;;WD)",
+            None,
+        )
+        .unwrap();
+        let b = sd.to_bytes().unwrap();
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        assert_eq!(b.len(), 176);
+        assert_eq!(u16::from_le_bytes([b[2], b[3]]), 0xB014);
+        assert_eq!(
+            (u32_at(4), u32_at(8), u32_at(12), u32_at(16)),
+            (0x90, 0xA0, 0x14, 0x30)
+        );
+        assert_eq!((b[0x14], b[0x30]), (2, 2), "ACL revision 2");
+        let (back, layout) = SecurityDescriptor::parse_with_layout(&b).unwrap();
+        assert_eq!((back, layout), (sd, Layout::WINDOWS));
         let g = Guid::parse("bf967aba-0de6-11d0-a285-00aa003049e2").unwrap();
         assert_eq!(g.to_string(), "bf967aba-0de6-11d0-a285-00aa003049e2");
         assert_eq!(g.0[..4], [0xba, 0x7a, 0x96, 0xbf]);

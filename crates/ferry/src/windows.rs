@@ -12,7 +12,7 @@ use ferry_winsec::translate::{Mode, SidMap, translate_sd};
 use ferry_winsec::{Sid, sddl};
 use rustc_hash::FxHashMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -204,7 +204,9 @@ pub fn icacls(cmd: IcaclsCmd, json: bool) -> Result<ExitCode> {
     if !errors.is_empty() {
         return refuse(&input.display().to_string(), &errors);
     }
-    write_atomically(&output, &file.to_bytes())?;
+    // Beside the destination, then renamed: a killed run leaves the old file or the new one.
+    ferry_agent::state::atomic_write(&output, &file.to_bytes(), 0o644)
+        .map_err(anyhow::Error::msg)?;
     summary(
         json,
         file.entries.len() - skipped,
@@ -215,20 +217,4 @@ pub fn icacls(cmd: IcaclsCmd, json: bool) -> Result<ExitCode> {
         eprintln!("{skipped} left as they were (--ignore)");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes beside the destination, then renames: a killed run leaves the old file or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().context("OUT names no file")?;
-    let tmp = dir.join(format!(".{}.ferry-tmp", name.to_string_lossy()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

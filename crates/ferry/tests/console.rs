@@ -6,7 +6,6 @@
 
 mod common;
 
-use common::{ServerProc, ferry, text};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -211,40 +210,12 @@ async fn the_console_in_chromium() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("qs");
-    let o = ferry(
-        &[
-            "quickstart",
-            "--once",
-            "--no-device",
-            "--listen",
-            "127.0.0.1:0",
-            "--users",
-            "200",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let data = dir.join("data");
-    let server = ServerProc::start(
-        &[
-            "--config",
-            dir.join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (server, out, token) = common::quickstart_server(&dir);
+    drop(out);
     let Some(b) = Browser::start().await else {
         return;
     };
-    let token = |who: &str| {
-        std::fs::read_to_string(data.join(format!("{who}-token")))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+
     let url = format!("{}/", server.url);
 
     // A wrong token is refused on the sign-in page.

@@ -5,49 +5,18 @@
 
 mod common;
 
-use common::{ServerProc, ferry, text};
+use common::{ferry, text};
 
 #[test]
 fn the_quickstart_environment_moves_from_contoso_to_fabrikam() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("qs");
-    let o = ferry(
-        &[
-            "quickstart",
-            "--once",
-            "--no-device",
-            "--listen",
-            "127.0.0.1:0",
-            "--users",
-            "200",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let (server, out, token) = common::quickstart_server(&dir);
     assert!(
-        text(&o).contains("environment `sales` (production, 25 users) registered for Contoso"),
-        "{}",
-        text(&o)
+        out.contains("environment `sales` (production, 25 users) registered for Contoso"),
+        "{out}"
     );
 
-    let data = dir.join("data");
-    let server = ServerProc::start(
-        &[
-            "--config",
-            dir.join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = |who: &str| {
-        std::fs::read_to_string(data.join(format!("{who}-token")))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
     let (admin, src, dst) = (
         token("admin"),
         token("contoso-admin"),

@@ -140,6 +140,19 @@ fn icacls_save_files_translate_for_restore() {
         );
     }
 
+    // OUT as a bare file name, in the current directory.
+    std::fs::write(d.path().join("in.txt"), utf16(&saved, false)).unwrap();
+    let o = std::process::Command::new(FERRY)
+        .current_dir(d.path())
+        .args(["icacls", "translate", "--map", &m, "in.txt", "bare.txt"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(d.path().join("bare.txt")).unwrap(),
+        utf16(&saved.replace(SRC, DST), false)
+    );
+
     // --ignore leaves matching objects and everything below them as saved.
     let saved = format!(
         "alice\r\nD:(A;;FA;;;{SRC})\r\nalice\\AppData\\Local\\Temp\r\nD:(A;;FA;;;{SRC})\r\nalice\\AppData\\Local\\Temp\\x.tmp\r\nD:(A;;FA;;;{SRC})\r\n"

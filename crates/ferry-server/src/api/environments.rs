@@ -1082,16 +1082,6 @@ pub async fn migrate(
                 }
             }
         }
-        // Every record's user references, in one transaction, before anything else changes.
-        let org = OrgIndex::new(&env.system_users);
-        let pairs: Vec<(String, String)> = rows
-            .iter()
-            .filter_map(|r| {
-                org.find(r.source)
-                    .filter(|u| !u.application_user)
-                    .map(|u| (u.email.clone(), r.destination.to_string()))
-            })
-            .collect();
         let remnant = format!("{}-{}", env.id, &id[..8]);
         let mut fail = None;
         let moved = envmove::move_environment(
@@ -1129,7 +1119,7 @@ pub async fn migrate(
                 "injected fault: the records could not be remapped".into(),
             ));
         }
-        let remapped = st.store.remap_env_records(&env.id, &pairs).await?;
+        let remapped = st.store.remap_env_records(&env.id, &moved.remap).await?;
         Ok::<_, ApiError>((moved, remapped))
     }
     .await;

@@ -185,3 +185,40 @@ pub fn sample_config(dir: &Path, users: usize, seed: u64, extra_profile_keys: &s
     )
     .unwrap();
 }
+
+/// `ferry quickstart --once` in `dir` (200 users, no device), then `ferry server` on its data:
+/// the server, the quickstart's output, and a reader of the tokens in its data directory.
+pub fn quickstart_server(dir: &Path) -> (ServerProc, String, impl Fn(&str) -> String) {
+    let o = ferry(
+        &[
+            "quickstart",
+            "--once",
+            "--no-device",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            "200",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let data = dir.join("data");
+    let server = ServerProc::start(
+        &[
+            "--config",
+            dir.join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = move |who: &str| {
+        std::fs::read_to_string(data.join(format!("{who}-token")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    (server, text(&o), token)
+}
