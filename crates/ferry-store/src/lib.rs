@@ -179,6 +179,10 @@ pub enum DocKind {
     Environment,
     /// An environment move request, named by its source-side migration id.
     EnvMove,
+    /// A directory added in the console (with its credential, which the API never returns).
+    Directory,
+    /// A sync profile added in the console.
+    Profile,
 }
 
 impl DocKind {
@@ -189,6 +193,8 @@ impl DocKind {
             DocKind::Tenant => "tenants",
             DocKind::Environment => "environments",
             DocKind::EnvMove => "env_moves",
+            DocKind::Directory => "console_directories",
+            DocKind::Profile => "console_profiles",
         }
     }
 }
@@ -369,6 +375,21 @@ pub struct DecisionQuery {
     pub limit: i64,
 }
 
+/// Which agents to list: a page by id, optionally narrowed.
+#[derive(Clone, Debug, Default)]
+pub struct AgentQuery {
+    /// Case-insensitive substring of the host name or device id.
+    pub search: Option<String>,
+    pub state: Option<String>,
+    /// Only agents whose computer is in this batch.
+    pub batch: Option<String>,
+    /// Only agents not heard from since this time (ms).
+    pub silent_before: Option<i64>,
+    pub offset: i64,
+    /// 0 means no limit.
+    pub limit: i64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LogQuery {
     pub profile: Option<String>,
@@ -451,6 +472,12 @@ pub trait Store: Send + Sync + 'static {
     async fn enroll_agent(&self, e: &Enrollment<'_>) -> Result<AgentRecord>;
     async fn agent_by_node_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
+    async fn agent(&self, id: i64) -> Result<Option<AgentRecord>>;
+    /// A page of agents, by id.
+    async fn agents_page(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>>;
+    async fn count_agents(&self, q: &AgentQuery) -> Result<i64>;
+    /// How many agents are in each state, among those of `batch` (all agents when None).
+    async fn agent_states(&self, batch: Option<&str>) -> Result<Vec<(String, i64)>>;
     /// Records check-ins in one transaction.
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()>;
     async fn set_agent_profiles(
@@ -470,6 +497,8 @@ pub trait Store: Send + Sync + 'static {
     async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>>;
     /// The newest event of every agent that reported one (for the agents report).
     async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>>;
+    /// The newest event of each of these agents that reported one.
+    async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>>;
     /// Stores a log chunk once per (agent, run, start); false for a resend.
     async fn add_agent_log(
         &self,

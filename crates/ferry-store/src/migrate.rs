@@ -38,6 +38,11 @@ pub const SQLITE: &[Migration] = &[
         name: "operator_passwords",
         sql: include_str!("../migrations/sqlite/0006_operator_passwords.sql"),
     },
+    Migration {
+        version: 7,
+        name: "console",
+        sql: include_str!("../migrations/sqlite/0007_console.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -70,5 +75,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "operator_passwords",
         sql: include_str!("../migrations/postgres/0006_operator_passwords.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "console",
+        sql: include_str!("../migrations/postgres/0007_console.sql"),
     },
 ];

@@ -413,6 +413,53 @@ impl Store for PgStore {
         rows.iter().map(agent_row).collect()
     }
 
+    async fn agent(&self, id: i64) -> Result<Option<AgentRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {} FROM agents WHERE id = $1", query::AGENT_COLS),
+                &[&id],
+            )
+            .await?;
+        row.as_ref().map(agent_row).transpose()
+    }
+
+    async fn agents_page(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>> {
+        let (sql, vals) = query::agents(q, false);
+        let p = params(&vals);
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(&sql), &refs(&p))
+            .await?;
+        rows.iter().map(agent_row).collect()
+    }
+
+    async fn count_agents(&self, q: &AgentQuery) -> Result<i64> {
+        let (sql, vals) = query::agents(q, true);
+        let p = params(&vals);
+        Ok(self
+            .client()
+            .await?
+            .query_one(&numbered(&sql), &refs(&p))
+            .await?
+            .try_get(0)?)
+    }
+
+    async fn agent_states(&self, batch: Option<&str>) -> Result<Vec<(String, i64)>> {
+        let (sql, vals) = query::agent_states(batch);
+        let p = params(&vals);
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(&sql), &refs(&p))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
         if contacts.is_empty() {
             return Ok(());
@@ -516,6 +563,20 @@ impl Store for PgStore {
             .client()
             .await?
             .query(query::LATEST_EVENTS, &[])
+            .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>> {
+        if agents.is_empty() {
+            return Ok(vec![]);
+        }
+        let (sql, vals) = query::latest_events_of(agents);
+        let p = params(&vals);
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(&sql), &refs(&p))
             .await?;
         rows.iter().map(event_row).collect()
     }

@@ -1,7 +1,7 @@
 //! SQL shared by both backends. Placeholders are written `?` and numbered for PostgreSQL by
 //! [`numbered`]; everything else is the common dialect (`ON CONFLICT`, `RETURNING`, integer epoch ms).
 
-use crate::{DecisionQuery, LogQuery, codec};
+use crate::{AgentQuery, DecisionQuery, LogQuery, codec};
 
 /// A parameter value of a dynamically built query.
 #[derive(Clone, Debug)]
@@ -35,6 +35,73 @@ pub const OBJ_COLS: &str =
 pub const CYCLE_COLS: &str = "id, profile, trigger, slot, server, status, phase, started_at, finished_at, counts, plan_hash, export, error";
 
 pub const LOG_COLS: &str = "id, at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message";
+
+/// `SELECT … FROM agents WHERE …` (or `SELECT count(*)`) for a query.
+pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val>) {
+    let mut sql = if count {
+        "SELECT count(*) FROM agents WHERE 1=1".to_string()
+    } else {
+        format!("SELECT {AGENT_COLS} FROM agents WHERE 1=1")
+    };
+    let mut vals = Vec::new();
+    if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
+        sql.push_str(
+            " AND (lower(hostname) LIKE ? ESCAPE '\\' OR lower(device_id) LIKE ? ESCAPE '\\')",
+        );
+        let pat = codec::like_pattern(term);
+        vals.push(Val::Text(pat.clone()));
+        vals.push(Val::Text(pat));
+    }
+    if let Some(s) = &q.state {
+        sql.push_str(" AND state = ?");
+        vals.push(Val::Text(s.clone()));
+    }
+    if let Some(b) = &q.batch {
+        sql.push_str(
+            " AND lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?)",
+        );
+        vals.push(Val::Text(b.clone()));
+    }
+    if let Some(t) = q.silent_before {
+        sql.push_str(" AND last_contact < ?");
+        vals.push(Val::Int(t));
+    }
+    if !count {
+        sql.push_str(" ORDER BY id");
+        if q.limit > 0 {
+            sql.push_str(" LIMIT ? OFFSET ?");
+            vals.push(Val::Int(q.limit));
+            vals.push(Val::Int(q.offset.max(0)));
+        }
+    }
+    (sql, vals)
+}
+
+/// Agents in each state, of one batch or of all.
+pub fn agent_states(batch: Option<&str>) -> (String, Vec<Val>) {
+    match batch {
+        Some(b) => (
+            "SELECT state, count(*) FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) GROUP BY state ORDER BY state".into(),
+            vec![Val::Text(b.into())],
+        ),
+        None => (
+            "SELECT state, count(*) FROM agents GROUP BY state ORDER BY state".into(),
+            vec![],
+        ),
+    }
+}
+
+/// The newest event of each listed agent.
+pub fn latest_events_of(agents: &[i64]) -> (String, Vec<Val>) {
+    let marks = vec!["?"; agents.len()].join(", ");
+    (
+        format!(
+            "SELECT agent_id, run, received_at, at, step, status, message, progress FROM agent_events \
+             WHERE id IN (SELECT MAX(id) FROM agent_events WHERE agent_id IN ({marks}) GROUP BY agent_id)"
+        ),
+        agents.iter().map(|&a| Val::Int(a)).collect(),
+    )
+}
 
 /// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query.
 pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val>) {

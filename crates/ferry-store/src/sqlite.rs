@@ -556,6 +556,47 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn agent(&self, id: i64) -> Result<Option<AgentRecord>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM agents WHERE id = ?",
+                query::AGENT_COLS
+            ))?
+            .query_row([id], agent_row)
+            .optional()?
+            .map(finish_agent)
+            .transpose()
+        })
+    }
+
+    async fn agents_page(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>> {
+        let (sql, vals) = query::agents(q, false);
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params_from_iter(vals.iter()), agent_row)?;
+            rows.map(|r| finish_agent(r?)).collect()
+        })
+    }
+
+    async fn count_agents(&self, q: &AgentQuery) -> Result<i64> {
+        let (sql, vals) = query::agents(q, true);
+        self.read(|c| {
+            Ok(c.prepare_cached(&sql)?
+                .query_row(params_from_iter(vals.iter()), |r| r.get(0))?)
+        })
+    }
+
+    async fn agent_states(&self, batch: Option<&str>) -> Result<Vec<(String, i64)>> {
+        let (sql, vals) = query::agent_states(batch);
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params_from_iter(vals.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
         if contacts.is_empty() {
             return Ok(());
@@ -653,6 +694,18 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c.prepare_cached(query::LATEST_EVENTS)?;
             let rows = st.query_map([], event_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>> {
+        if agents.is_empty() {
+            return Ok(vec![]);
+        }
+        let (sql, vals) = query::latest_events_of(agents);
+        self.read(|c| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params_from_iter(vals.iter()), event_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

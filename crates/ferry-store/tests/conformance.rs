@@ -88,8 +88,132 @@ conformance!(
     enrolment_tokens_store_content_and_revoke,
     devices_psks_agents_runs_batches,
     environment_documents_and_audit,
-    environment_records_remap_in_one_go
+    environment_records_remap_in_one_go,
+    agents_page_count_and_group_by_state
 );
+
+async fn agents_page_count_and_group_by_state(s: &dyn Store) {
+    use ferry_core::agent::{AgentEvent, DeviceFacts};
+    use ferry_store::AgentQuery;
+    let k = s.add_psk("k", "hash-k", 1).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let facts = DeviceFacts {
+            device_id: format!("dev-{i:02}"),
+            hostname: format!("PC-{i:02}"),
+            os: "linux".into(),
+            os_version: "12".into(),
+            agent_version: "0.1.0".into(),
+            directory_object_id: None,
+            joined_to: None,
+        };
+        let node = format!("node-{i}");
+        let a = s
+            .enroll_agent(&Enrollment {
+                facts: &facts,
+                profiles: &[],
+                node_hash: &node,
+                psk_id: k.id,
+                now: 10,
+                address: None,
+            })
+            .await
+            .unwrap();
+        ids.push(a.id);
+    }
+    // Agents 0..10 report `running` at 100, the rest stay `enrolled` with their last contact at 10.
+    let contacts: Vec<Contact> = ids[..10]
+        .iter()
+        .map(|&id| Contact {
+            agent_id: id,
+            at: 100,
+            address: None,
+            state: Some("running".into()),
+            agent_version: None,
+        })
+        .collect();
+    s.record_contacts(&contacts).await.unwrap();
+    // PC-00..PC-04 are in batch wave-1 (computers are stored in lower case).
+    let comps: Vec<String> = (0..5).map(|i| format!("pc-{i:02}")).collect();
+    s.add_batch_computers("wave-1", &comps, 1).await.unwrap();
+
+    let page = |q: AgentQuery| async move { s.agents_page(&q).await.unwrap() };
+    let p = page(AgentQuery {
+        offset: 10,
+        limit: 5,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(p.iter().map(|a| a.id).collect::<Vec<_>>(), ids[10..15]);
+    assert_eq!(s.count_agents(&AgentQuery::default()).await.unwrap(), 30);
+    let q = AgentQuery {
+        search: Some("pc-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.count_agents(&q).await.unwrap(), 10, "search ignores case");
+    let q = AgentQuery {
+        search: Some("_".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.count_agents(&q).await.unwrap(),
+        0,
+        "`_` is not a wildcard"
+    );
+    let q = AgentQuery {
+        state: Some("running".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(page(q.clone()).await.len(), 10);
+    let q = AgentQuery {
+        silent_before: Some(50),
+        ..Default::default()
+    };
+    assert_eq!(s.count_agents(&q).await.unwrap(), 20);
+    let q = AgentQuery {
+        batch: Some("wave-1".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        page(q)
+            .await
+            .iter()
+            .map(|a| a.hostname.clone())
+            .collect::<Vec<_>>(),
+        ["PC-00", "PC-01", "PC-02", "PC-03", "PC-04"]
+    );
+    assert_eq!(
+        s.agent_states(None).await.unwrap(),
+        [("enrolled".to_string(), 20), ("running".to_string(), 10)]
+    );
+    assert_eq!(
+        s.agent_states(Some("wave-1")).await.unwrap(),
+        [("running".to_string(), 5)]
+    );
+    assert_eq!(s.agent_states(Some("none")).await.unwrap(), []);
+    assert_eq!(s.agent(ids[3]).await.unwrap().unwrap().hostname, "PC-03");
+    assert!(s.agent(-1).await.unwrap().is_none());
+    // The newest event of each listed agent only.
+    let ev = |step: &str| AgentEvent {
+        at: 1,
+        step: step.into(),
+        status: "succeeded".into(),
+        message: String::new(),
+        progress: Some(50),
+    };
+    s.add_agent_events(ids[0], "r", &[ev("a"), ev("b")], 2)
+        .await
+        .unwrap();
+    s.add_agent_events(ids[1], "r", &[ev("c")], 2)
+        .await
+        .unwrap();
+    let l = s.latest_events_of(&[ids[0], ids[2]]).await.unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!((l[0].agent_id, l[0].event.step.as_str()), (ids[0], "b"));
+    assert!(s.latest_events_of(&[]).await.unwrap().is_empty());
+}
 
 async fn environment_records_remap_in_one_go(s: &dyn Store) {
     use ferry_store::EnvRecord;

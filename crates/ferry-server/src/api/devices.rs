@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_core::agent::{Assignment, HarvestedProfile, ProfileTranslation};
 use ferry_core::runbook::Runbook;
-use ferry_store::{AgentRecord, DocKind, FailedComm, Psk, StoredEvent, now_ms};
+use ferry_store::{AgentQuery, AgentRecord, DocKind, FailedComm, Psk, StoredEvent, now_ms};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -106,36 +106,77 @@ pub struct AgentView {
     pub silent: bool,
 }
 
-async fn agent_views(st: &AppState) -> ApiResult<Vec<AgentView>> {
+async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>> {
     let snap = st.devices.snapshot();
     let now = now_ms();
-    // One query for every agent's newest event, not one per agent.
+    let agents = st.store.agents_page(q).await?;
+    // One query for the page's newest events, not one per agent.
+    let ids: Vec<i64> = agents.iter().map(|a| a.id).collect();
     let mut last_events: HashMap<i64, StoredEvent> = st
         .store
-        .latest_agent_events()
+        .latest_events_of(&ids)
         .await?
         .into_iter()
         .map(|e| (e.agent_id, e))
         .collect();
-    let mut out = Vec::new();
-    for a in st.store.agents().await? {
-        let last = last_events.remove(&a.id);
-        out.push(AgentView {
-            batch: snap.computers.get(&a.hostname.to_lowercase()).cloned(),
-            last_step: last
-                .as_ref()
-                .map(|e| format!("{} {}", e.event.step, e.event.status)),
-            progress: last.and_then(|e| e.event.progress),
-            silent: now - a.last_contact > 3 * i64::from(devices::POLL_SECONDS) * 1000,
-            agent: a,
-        });
-    }
-    Ok(out)
+    Ok(agents
+        .into_iter()
+        .map(|a| {
+            let last = last_events.remove(&a.id);
+            AgentView {
+                batch: snap.computers.get(&a.hostname.to_lowercase()).cloned(),
+                last_step: last
+                    .as_ref()
+                    .map(|e| format!("{} {}", e.event.step, e.event.status)),
+                progress: last.and_then(|e| e.event.progress),
+                silent: now - a.last_contact > 3 * i64::from(devices::POLL_SECONDS) * 1000,
+                agent: a,
+            }
+        })
+        .collect())
 }
 
-#[utoipa::path(get, path = "/agents", tag = "devices", responses((status = 200, body = Vec<AgentView>)))]
-pub async fn agents(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<AgentView>>> {
-    Ok(Json(agent_views(&st).await?))
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AgentParams {
+    /// Part of the host name or device id (any case).
+    pub search: Option<String>,
+    /// Only agents in this state (`enrolled`, `idle`, `running`, `succeeded`, `failed`, …).
+    pub state: Option<String>,
+    /// Only agents whose computer is in this batch.
+    pub batch: Option<String>,
+    #[serde(default)]
+    pub offset: i64,
+    /// At most this many (default 1000, at most 10000); the total is in `X-Total-Count`.
+    pub limit: Option<i64>,
+}
+
+impl AgentParams {
+    fn query(&self) -> AgentQuery {
+        AgentQuery {
+            search: self.search.clone().filter(|s| !s.trim().is_empty()),
+            state: self.state.clone().filter(|s| !s.is_empty()),
+            batch: self.batch.clone().filter(|s| !s.is_empty()),
+            silent_before: None,
+            offset: self.offset.max(0),
+            limit: self.limit.unwrap_or(1000).clamp(1, 10_000),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/agents", tag = "devices", params(AgentParams),
+    responses((status = 200, body = Vec<AgentView>, description = "a page of agents by id; `X-Total-Count` says how many match",
+        headers(("X-Total-Count" = i64, description = "agents matching, all pages")))))]
+pub async fn agents(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<AgentParams>,
+) -> ApiResult<([(&'static str, String); 1], Json<Vec<AgentView>>)> {
+    let q = p.query();
+    let total = st.store.count_agents(&q).await?;
+    Ok((
+        [("x-total-count", total.to_string())],
+        Json(agent_views(&st, &q).await?),
+    ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -155,10 +196,8 @@ pub async fn agent(
 ) -> ApiResult<Json<AgentDetail>> {
     let a = st
         .store
-        .agents()
+        .agent(id)
         .await?
-        .into_iter()
-        .find(|a| a.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("there is no agent {id}")))?;
     Ok(Json(AgentDetail {
         profiles: st.store.agent_profiles(id).await?,
@@ -208,11 +247,12 @@ pub async fn failed(
             .await?,
         silent: st
             .store
-            .agents()
-            .await?
-            .into_iter()
-            .filter(|a| a.last_contact < cutoff)
-            .collect(),
+            .agents_page(&AgentQuery {
+                silent_before: Some(cutoff),
+                limit: p.limit.unwrap_or(200).clamp(1, 10_000),
+                ..Default::default()
+            })
+            .await?,
     }))
 }
 
@@ -490,7 +530,10 @@ pub async fn whatif(
         .await?;
     let agents: HashMap<String, AgentRecord> = st
         .store
-        .agents()
+        .agents_page(&AgentQuery {
+            batch: Some(name.clone()),
+            ..Default::default()
+        })
         .await?
         .into_iter()
         .map(|a| (a.hostname.to_lowercase(), a))
@@ -571,46 +614,57 @@ pub async fn whatif(
 pub struct BatchProgress {
     pub batch: String,
     pub computers: usize,
-    /// Per state (`pending`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
+    /// Per state (`no agent yet`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
     pub states: HashMap<String, usize>,
+    /// A page of the batch's agents (see `offset` and `limit`).
     pub agents: Vec<AgentView>,
 }
 
-#[utoipa::path(get, path = "/batches/{name}/progress", tag = "devices", params(("name" = String, Path)),
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ProgressParams {
+    /// Only agents in this state.
+    pub state: Option<String>,
+    #[serde(default)]
+    pub offset: i64,
+    /// Agents listed (default 200, at most 10000); `states` always counts them all.
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/batches/{name}/progress", tag = "devices", params(("name" = String, Path), ProgressParams),
     responses((status = 200, body = BatchProgress), (status = 404, body = super::ErrorBody)))]
 pub async fn progress(
     _: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
+    Query(p): Query<ProgressParams>,
 ) -> ApiResult<Json<BatchProgress>> {
     let snap = st.devices.reload(&*st.store).await?;
     if !snap.batches.contains_key(&name) {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
     }
-    let members: Vec<&String> = snap
-        .computers
-        .iter()
-        .filter(|(_, b)| **b == name)
-        .map(|(c, _)| c)
-        .collect();
-    let agents: Vec<AgentView> = agent_views(&st)
-        .await?
-        .into_iter()
-        .filter(|v| v.batch.as_deref() == Some(name.as_str()))
-        .collect();
+    let computers = snap.computers.values().filter(|b| **b == name).count();
     let mut states: HashMap<String, usize> = HashMap::new();
-    for v in &agents {
-        *states.entry(v.agent.state.clone()).or_default() += 1;
+    let mut with_agent = 0;
+    for (state, n) in st.store.agent_states(Some(&name)).await? {
+        with_agent += n as usize;
+        states.insert(state, n as usize);
     }
-    let pending = members.len().saturating_sub(agents.len());
+    let pending = computers.saturating_sub(with_agent);
     if pending > 0 {
         states.insert("no agent yet".into(), pending);
     }
+    let q = AgentQuery {
+        batch: Some(name.clone()),
+        state: p.state.filter(|s| !s.is_empty()),
+        offset: p.offset.max(0),
+        limit: p.limit.unwrap_or(200).clamp(1, 10_000),
+        ..Default::default()
+    };
     Ok(Json(BatchProgress {
         batch: name,
-        computers: members.len(),
+        computers,
         states,
-        agents,
+        agents: agent_views(&st, &q).await?,
     }))
 }
 

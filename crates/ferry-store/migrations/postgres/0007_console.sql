@@ -1,0 +1,18 @@
+-- Directories and sync profiles added in the console (JSON documents; a directory's credential is
+-- kept here and never returned by the API), and the indexes the console's agent pages page by.
+CREATE TABLE console_directories (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE console_profiles (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX agents_hostname_lower ON agents (lower(hostname));
+CREATE INDEX agents_last_contact ON agents (last_contact);
+CREATE INDEX agents_state ON agents (state);
+CREATE INDEX agent_events_agent ON agent_events (agent_id, id);
