@@ -557,7 +557,9 @@ impl Config {
         self.profiles.iter().find(|p| p.name == name)
     }
 
-    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+    /// Checks the whole configuration: names, references between entries, rules; `file` names it in
+    /// errors.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |path: String, message: String| ConfigError {
             file: file.into(),
             path,

@@ -346,7 +346,7 @@ async fn checkin(
     // A device in no batch, or whose migration is not due, is answered from memory.
     let orders = devices::orders(
         &*st.store,
-        &st.settings,
+        &st.settings.get(),
         &st.devices,
         &a,
         req.profiles.as_deref(),
@@ -509,7 +509,7 @@ async fn translation(
         .devices
         .translation(
             &*st.store,
-            &st.settings,
+            &st.settings.get(),
             &b.source_directory,
             &b.target_directory,
         )

@@ -88,17 +88,20 @@ pub struct AdminAuth {
     pub name: String,
 }
 
-/// What an operator may do: everything (`admin`), or act for one tenant (`tenant-admin:<id>`).
+/// What an operator may do: everything (`admin`), act for one tenant (`tenant-admin:<id>`), or
+/// look at everything an admin sees and change nothing (`viewer`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     Admin,
     TenantAdmin(String),
+    Viewer,
 }
 
 impl Role {
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
             _ => s
                 .strip_prefix("tenant-admin:")
                 .filter(|t| !t.is_empty())
@@ -110,13 +113,14 @@ impl Role {
         match self {
             Role::Admin => "admin".into(),
             Role::TenantAdmin(t) => format!("tenant-admin:{t}"),
+            Role::Viewer => "viewer".into(),
         }
     }
 
     /// The tenant this role acts for (none: a ferry admin).
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Role::Admin => None,
+            Role::Admin | Role::Viewer => None,
             Role::TenantAdmin(t) => Some(t),
         }
     }
@@ -137,6 +141,7 @@ impl FromRequestParts<AppState> for Operator {
     ) -> Result<Self, Self::Rejection> {
         let t = token(parts, state).await?;
         match Role::parse(&t.role) {
+            Some(Role::Viewer) if !reads(parts) && !signs_out(parts) => Err(read_only()),
             Some(role) => Ok(Operator {
                 name: t
                     .name
@@ -162,6 +167,12 @@ impl FromRequestParts<AppState> for AdminAuth {
         let t = token(parts, state).await?;
         if t.role == "admin" {
             Ok(AdminAuth { name: t.name })
+        } else if t.role == "viewer" {
+            if reads(parts) {
+                Ok(AdminAuth { name: t.name })
+            } else {
+                Err(read_only())
+            }
         } else if Role::parse(&t.role).is_some() {
             Err(ApiError::Forbidden(
                 "a tenant admin may not use this part of the API; it needs a ferry admin".into(),
@@ -172,6 +183,20 @@ impl FromRequestParts<AppState> for AdminAuth {
             ))
         }
     }
+}
+
+/// Whether the request only reads (all a viewer may do).
+fn reads(parts: &Parts) -> bool {
+    parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD
+}
+
+/// Signing out changes nothing but the operator's own session.
+fn signs_out(parts: &Parts) -> bool {
+    parts.method == axum::http::Method::DELETE && parts.uri.path().ends_with("/sessions")
+}
+
+fn read_only() -> ApiError {
+    ApiError::Forbidden("a viewer may look but not change anything".into())
 }
 
 /// The bearer token's record, or why there is none.

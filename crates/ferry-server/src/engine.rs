@@ -14,7 +14,6 @@
 //!   hash. After an export, target and source are read again and the table is rebuilt, so objects the
 //!   export created are translated at once.
 
-use crate::settings::Settings;
 use ferry_core::ObjectKind;
 use ferry_core::config::{DirectoryConfig, SyncProfile};
 use ferry_core::model::DirObject;
@@ -70,7 +69,7 @@ pub enum Trigger {
 
 pub struct Engine {
     pub store: Arc<dyn Store>,
-    pub settings: Arc<Settings>,
+    pub settings: Arc<crate::settings::Live>,
     pub server_id: String,
     /// Where the initial passwords of users an export created are written (mode 0600).
     pub data_dir: PathBuf,
@@ -118,7 +117,7 @@ struct Side {
 impl Engine {
     pub fn new(
         store: Arc<dyn Store>,
-        settings: Arc<Settings>,
+        settings: Arc<crate::settings::Live>,
         server_id: String,
         data_dir: PathBuf,
     ) -> Engine {
@@ -132,19 +131,28 @@ impl Engine {
         }
     }
 
-    fn profile(&self, name: &str) -> Result<&SyncProfile, EngineError> {
+    fn profile(&self, name: &str) -> Result<SyncProfile, EngineError> {
         self.settings
+            .get()
             .config
             .profile(name)
+            .cloned()
             .ok_or_else(|| EngineError::UnknownProfile(name.to_string()))
+    }
+
+    /// Drops the cached connector of a directory whose settings changed.
+    pub fn forget_connector(&self, name: &str) {
+        if let Ok(mut m) = self.connectors.lock() {
+            m.remove(name);
+        }
     }
 
     fn connector(&self, dir: &DirectoryConfig) -> Arc<dyn Connector> {
         let make = || {
             ferry_directory::connect(
                 dir,
-                &self.settings.base,
-                self.settings.secrets.get(dir.name()).cloned(),
+                &self.settings.get().base,
+                self.settings.get().secrets.get(dir.name()).cloned(),
             )
         };
         match self.connectors.lock() {
@@ -309,7 +317,7 @@ impl Engine {
             .into_iter()
             .filter(|d| {
                 matches!(
-                    self.settings.config.directory(d),
+                    self.settings.get().config.directory(d),
                     Some(DirectoryConfig::Graph(_))
                 )
             })
@@ -342,6 +350,7 @@ impl Engine {
             code: "config",
             message: e.to_string(),
         })?;
+        let profile = &profile;
         self.warn_about_enrolment_tokens(profile, id).await?;
         let (plan, src, tgt) = self.import_and_sync(profile, id).await?;
         if !plan.needs_approval() {
@@ -371,8 +380,8 @@ impl Engine {
                 .await?;
             return Ok(msg);
         }
-        let target = self
-            .settings
+        let settings = self.settings.get();
+        let target = settings
             .config
             .directory(&profile.target)
             .ok_or_else(|| CycleFailure {
@@ -422,7 +431,7 @@ impl Engine {
         profile: &SyncProfile,
         id: i64,
     ) -> Result<(Plan, Side, Side), CycleFailure> {
-        let cfg = &self.settings.config;
+        let cfg = &self.settings.get().config;
         let missing = |d: &str| CycleFailure {
             code: "config",
             message: format!("directory `{d}` is not configured"),

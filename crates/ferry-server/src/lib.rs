@@ -188,7 +188,10 @@ impl Server {
                 .await?;
             tracing::info!(environment = %e.id, tenant = %e.tenant, "registered from the configuration");
         }
-        let settings = Arc::new(opts.settings);
+        let settings = settings::Live::new(opts.settings);
+        for w in settings.load(&*store).await? {
+            tracing::warn!("{w}");
+        }
         let server_id = server_id(dir).map_err(|e| StartError::DataDir {
             path: dir.clone(),
             detail: format!("server-id: {e}"),

@@ -13,36 +13,44 @@ use std::time::Duration;
 
 /// Runs until `shutdown` resolves.
 pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let profiles: Vec<(String, i64)> = engine
-        .settings
-        .config
-        .profiles
-        .iter()
-        .filter(|p| p.enabled)
-        .filter_map(|p| p.schedule.map(|s| (p.name.clone(), s.0.as_millis() as i64)))
-        .collect();
-    if profiles.is_empty() {
-        return;
-    }
-    // The first scheduled cycle is the next slot to begin: starting a server does not start cycles
-    // (run one on demand with `ferry sync run`).
-    let mut last: HashMap<String, i64> = profiles
-        .iter()
-        .map(|(n, every)| (n.clone(), now_ms() / every))
-        .collect();
+    // The first scheduled cycle of a profile is the next slot to begin: starting a server, or
+    // adding or rescheduling a profile in the console, does not start a cycle (run one on demand
+    // with `ferry sync run`). Profiles are read every tick, so console changes apply at once.
+    let mut last: HashMap<String, (i64, i64)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        let profiles: Vec<(String, i64)> = engine
+            .settings
+            .get()
+            .config
+            .profiles
+            .iter()
+            .filter(|p| p.enabled)
+            .filter_map(|p| {
+                p.schedule
+                    .map(|s| (p.name.clone(), (s.0.as_millis() as i64).max(1)))
+            })
+            .collect();
+        for (name, every) in &profiles {
+            match last.get(name) {
+                Some(&(e, _)) if e == *every => {}
+                _ => {
+                    last.insert(name.clone(), (*every, now_ms() / every));
+                }
+            }
+        }
+        last.retain(|n, _| profiles.iter().any(|(p, _)| p == n));
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         for (name, every) in &profiles {
             let slot = now_ms() / every;
-            if last.get(name).is_some_and(|&l| l >= slot) {
+            if last.get(name).is_some_and(|&(_, l)| l >= slot) {
                 continue;
             }
-            last.insert(name.clone(), slot);
+            last.insert(name.clone(), (*every, slot));
             match engine
                 .store
                 .claim_slot(name, slot, &engine.server_id, now_ms())

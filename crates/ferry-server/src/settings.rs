@@ -1,10 +1,18 @@
 //! Loading `ferry.toml` and resolving what it refers to: secrets from `*_file` keys or `FERRY_…`
 //! variables, paths relative to the file. The parsed [`Config`] stays pure; the resolved secrets
 //! live beside it in [`Settings`], whose `Debug` shows no secret.
+//!
+//! Directories and sync profiles can also be added in the console. They are stored as documents
+//! and merged with the file's by [`Live`], which every handler and the engine read through; the
+//! file's entries cannot be changed from the console, and a stored entry whose name the file took
+//! later is set aside with a warning.
 
-use ferry_core::config::{Config, ConfigError, DirectoryConfig, Secret};
-use std::collections::HashMap;
+use ferry_core::config::{Config, ConfigError, DirectoryConfig, Secret, SyncProfile};
+use ferry_store::{DocKind, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// A loaded configuration with its secrets resolved.
 #[derive(Clone, Debug)]
@@ -16,6 +24,9 @@ pub struct Settings {
     pub file: String,
     /// Directory name → bind password (or other credential).
     pub secrets: HashMap<String, Secret>,
+    /// Directories and profiles that were added in the console (the others are the file's).
+    pub console_directories: BTreeSet<String>,
+    pub console_profiles: BTreeSet<String>,
 }
 
 impl Settings {
@@ -34,7 +45,11 @@ impl Settings {
 
     /// Parses configuration text; `base` resolves relative paths.
     pub fn from_str(src: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
-        let config = Config::parse(src, file)?;
+        Settings::resolve(Config::parse(src, file)?, file, base)
+    }
+
+    /// Resolves the secrets of a validated configuration.
+    pub fn resolve(config: Config, file: &str, base: &Path) -> Result<Settings, ConfigError> {
         let mut secrets = HashMap::new();
         for (i, d) in config.directories.iter().enumerate() {
             if let DirectoryConfig::Ldap(l) = d {
@@ -103,7 +118,56 @@ impl Settings {
             base: base.to_path_buf(),
             file: file.into(),
             secrets,
+            console_directories: BTreeSet::new(),
+            console_profiles: BTreeSet::new(),
         })
+    }
+
+    /// These settings with the console's directories and profiles added; errors name the entry's
+    /// field (`url`, `match[0].source_attribute`, …).
+    pub fn with_console(
+        &self,
+        dirs: &[DirectoryConfig],
+        profiles: &[SyncProfile],
+    ) -> Result<Settings, ConfigError> {
+        let mut config = self.config.clone();
+        let first_dir = config.directories.len();
+        let first_profile = config.profiles.len();
+        config.directories.extend(dirs.iter().cloned());
+        config.profiles.extend(profiles.iter().cloned());
+        let rename = |mut e: ConfigError| {
+            // `directory[7].url` of an entry added here is that entry's `url`.
+            for (prefix, first, names) in [
+                (
+                    "directory[",
+                    first_dir,
+                    dirs.iter()
+                        .map(|d| d.name().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                (
+                    "sync_profile[",
+                    first_profile,
+                    profiles.iter().map(|p| p.name.clone()).collect(),
+                ),
+            ] {
+                if let Some(rest) = e.path.strip_prefix(prefix)
+                    && let Some((i, field)) = rest.split_once(']')
+                    && let Ok(i) = i.parse::<usize>()
+                    && i >= first
+                    && let Some(name) = names.get(i - first)
+                {
+                    e.path = format!("{name}{field}");
+                    e.file = "console".into();
+                }
+            }
+            e
+        };
+        config.validate(&self.file).map_err(rename)?;
+        let mut s = Settings::resolve(config, &self.file, &self.base).map_err(rename)?;
+        s.console_directories = dirs.iter().map(|d| d.name().to_string()).collect();
+        s.console_profiles = profiles.iter().map(|p| p.name.clone()).collect();
+        Ok(s)
     }
 
     /// An empty configuration (a server with nothing configured yet).
@@ -113,6 +177,166 @@ impl Settings {
             base: PathBuf::from("."),
             file: "(none)".into(),
             secrets: HashMap::new(),
+            console_directories: BTreeSet::new(),
+            console_profiles: BTreeSet::new(),
+        }
+    }
+}
+
+/// A directory added in the console, as stored: its settings without the credential, and the
+/// credential apart (never returned by the API).
+#[derive(Serialize, Deserialize)]
+pub struct StoredDirectory {
+    pub settings: serde_json::Value,
+    pub credential: Option<String>,
+}
+
+/// The directory's inline credential (LDAP bind password or Graph client secret), taken out.
+pub fn take_credential(d: &mut DirectoryConfig) -> Option<Secret> {
+    match d {
+        DirectoryConfig::Ldap(l) => l.bind_password.take(),
+        DirectoryConfig::Graph(g) => g.client_secret.take(),
+        DirectoryConfig::File(_) => None,
+    }
+}
+
+/// Puts a credential back in (ignored for file directories).
+pub fn put_credential(d: &mut DirectoryConfig, c: Option<Secret>) {
+    match d {
+        DirectoryConfig::Ldap(l) => l.bind_password = c,
+        DirectoryConfig::Graph(g) => g.client_secret = c,
+        DirectoryConfig::File(_) => {}
+    }
+}
+
+impl StoredDirectory {
+    pub fn new(mut d: DirectoryConfig) -> Result<StoredDirectory, serde_json::Error> {
+        let credential = take_credential(&mut d).map(|s| s.expose().to_string());
+        Ok(StoredDirectory {
+            settings: serde_json::to_value(&d)?,
+            credential,
+        })
+    }
+
+    pub fn directory(self) -> Result<DirectoryConfig, serde_json::Error> {
+        let mut d: DirectoryConfig = serde_json::from_value(self.settings)?;
+        put_credential(&mut d, self.credential.map(Secret::new));
+        Ok(d)
+    }
+}
+
+/// The settings in force: the file's and the console's. Readers take a snapshot with
+/// [`Live::get`]; a change in the console builds and validates new settings, then swaps them in.
+pub struct Live {
+    file: Arc<Settings>,
+    current: RwLock<Arc<Settings>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Live {
+    /// Settings that change only through the console.
+    pub fn new(file: Settings) -> Arc<Live> {
+        let file = Arc::new(file);
+        Arc::new(Live {
+            current: RwLock::new(Arc::clone(&file)),
+            file,
+        })
+    }
+
+    pub fn get(&self) -> Arc<Settings> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The configuration file's settings alone.
+    pub fn file(&self) -> &Settings {
+        &self.file
+    }
+
+    /// The console's stored directories and profiles.
+    pub async fn stored(
+        store: &dyn Store,
+    ) -> Result<(Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
+        let corrupt = |what: &str, name: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("{what} `{name}`: {e}"))
+        };
+        let mut dirs = Vec::new();
+        for (name, body) in store.documents(DocKind::Directory).await? {
+            let d: StoredDirectory =
+                serde_json::from_str(&body).map_err(|e| corrupt("directory", &name, e))?;
+            dirs.push(d.directory().map_err(|e| corrupt("directory", &name, e))?);
+        }
+        let mut profiles = Vec::new();
+        for (name, body) in store.documents(DocKind::Profile).await? {
+            profiles
+                .push(serde_json::from_str(&body).map_err(|e| corrupt("sync profile", &name, e))?);
+        }
+        Ok((dirs, profiles))
+    }
+
+    /// Validates the file's settings plus these entries and puts them in force.
+    pub fn apply(
+        &self,
+        dirs: &[DirectoryConfig],
+        profiles: &[SyncProfile],
+    ) -> Result<Arc<Settings>, ConfigError> {
+        let s = Arc::new(self.file.with_console(dirs, profiles)?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&s);
+        Ok(s)
+    }
+
+    /// At start: puts the stored entries in force, setting aside (with a warning) those the file
+    /// now names too or that no longer validate, so that a server always starts.
+    pub async fn load(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
+        let (mut dirs, mut profiles) = Live::stored(store).await?;
+        let mut warnings = Vec::new();
+        let file = &self.file.config;
+        dirs.retain(|d| {
+            let clash = file.directory(d.name()).is_some();
+            if clash {
+                warnings.push(format!(
+                    "directory `{}` added in the console is set aside: {} defines one by that name",
+                    d.name(),
+                    self.file.file
+                ));
+            }
+            !clash
+        });
+        profiles.retain(|p| {
+            let clash = file.profile(&p.name).is_some();
+            if clash {
+                warnings.push(format!(
+                    "sync profile `{}` added in the console is set aside: {} defines one by that name",
+                    p.name, self.file.file
+                ));
+            }
+            !clash
+        });
+        loop {
+            match self.apply(&dirs, &profiles) {
+                Ok(_) => return Ok(warnings),
+                Err(e) => {
+                    // Drop the entry the error names, or everything when it names none.
+                    let before = dirs.len() + profiles.len();
+                    let name = e
+                        .path
+                        .split(['.', '['])
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    dirs.retain(|d| d.name() != name);
+                    profiles.retain(|p| p.name != name);
+                    if dirs.len() + profiles.len() == before {
+                        dirs.clear();
+                        profiles.clear();
+                    }
+                    warnings.push(format!("set aside what the console added: {e}"));
+                }
+            }
         }
     }
 }

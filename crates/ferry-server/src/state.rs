@@ -1,14 +1,13 @@
 //! What every handler can reach.
 
 use crate::engine::Engine;
-use crate::settings::Settings;
 use ferry_store::Store;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub settings: Arc<Settings>,
+    pub settings: Arc<crate::settings::Live>,
     pub engine: Arc<Engine>,
     pub devices: Arc<crate::devices::Devices>,
 }

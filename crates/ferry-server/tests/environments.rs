@@ -765,6 +765,99 @@ async fn operators_sign_in_with_a_password_kept_as_argon2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_everything_and_changes_nothing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ferry.toml"), "").unwrap();
+    let (_server, c) = start(d).await;
+    let admin = _server.admin_token.clone();
+    let (s, v) = c
+        .call(
+            &admin,
+            Method::POST,
+            "/operators",
+            Some(json!({"name": "v", "tenant": "x", "viewer": true})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let pw = "a viewer's password";
+    let (s, v) = c
+        .call(
+            &admin,
+            Method::POST,
+            "/operators",
+            Some(json!({"name": "vera", "viewer": true, "password": pw})),
+        )
+        .await;
+    assert_eq!((s, v["role"].as_str()), (201, Some("viewer")), "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    let (s, v) = c.call(&token, Method::GET, "/me", None).await;
+    assert_eq!((s, v["role"].as_str()), (200, Some("viewer")));
+    // Reads what an admin reads, admin-only pages included.
+    for path in [
+        "/psks",
+        "/directories",
+        "/profiles",
+        "/agents",
+        "/tenants",
+        "/moves",
+        "/audit",
+        "/runbooks",
+    ] {
+        assert_eq!(
+            c.call(&token, Method::GET, path, None).await.0,
+            200,
+            "{path}"
+        );
+    }
+    // Changes nothing, on either kind of endpoint.
+    for (m, path, body) in [
+        (Method::POST, "/psks", json!({"name": "k"})),
+        (Method::PUT, "/tenants/t", json!({"id": "t", "name": "T"})),
+        (
+            Method::PUT,
+            "/directories/d",
+            json!({"name": "d", "kind": "file", "path": "x.json"}),
+        ),
+        (Method::POST, "/operators", json!({"name": "w"})),
+        (Method::POST, "/moves/x/approve", json!({})),
+    ] {
+        let (s, v) = c.call(&token, m, path, Some(body)).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (403, Some("a viewer may look but not change anything")),
+            "{path}"
+        );
+    }
+    assert!(
+        c.call(&admin, Method::GET, "/psks", None)
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Signs in and out like anyone.
+    let r = c
+        .http
+        .post(format!("{}/api/v1/sessions", c.url))
+        .json(&json!({"name": "vera", "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    let session = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        c.call(&session, Method::DELETE, "/sessions", None).await.0,
+        204
+    );
+    assert_eq!(c.call(&session, Method::GET, "/me", None).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environments_declared_in_the_configuration_are_registered_once() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();

@@ -21,12 +21,14 @@ pub enum TenantCmd {
 
 #[derive(Subcommand)]
 pub enum OperatorCmd {
-    /// Make an operator and print its API token (shown once): a ferry admin, or with --tenant the
-    /// admin of one tenant.
+    /// Make an operator and print its API token (shown once): a ferry admin, with --tenant the
+    /// admin of one tenant, or with --viewer one who sees everything and changes nothing.
     Add {
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "viewer")]
         tenant: Option<String>,
+        #[arg(long)]
+        viewer: bool,
         /// Read a password to sign in with (`ferry operator login`) from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
@@ -163,12 +165,13 @@ pub async fn tenant(c: &Client, cmd: TenantCmd, json: bool) -> Result<ExitCode> 
 }
 
 pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCode> {
-    let (name, tenant, password_stdin) = match cmd {
+    let (name, tenant, viewer, password_stdin) = match cmd {
         OperatorCmd::Add {
             name,
             tenant,
+            viewer,
             password_stdin,
-        } => (name, tenant, password_stdin),
+        } => (name, tenant, viewer, password_stdin),
         OperatorCmd::Login { name } => {
             let password = password_from_stdin()?;
             let body = json!({"name": name, "password": password});
@@ -185,7 +188,7 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
     } else {
         None
     };
-    let body = json!({"name": name, "tenant": tenant, "password": password});
+    let body = json!({"name": name, "tenant": tenant, "viewer": viewer, "password": password});
     let v = call(c, Method::POST, "/operators", &[], Some(body)).await?;
     print(&v, json)?;
     if !json {

@@ -100,7 +100,9 @@ async fn run(dir: &Path, expected: u64) {
          [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"user\"]\n{}",
         sample::USER_RULES
     );
-    let settings = Arc::new(Settings::from_str(&cfg, "bench.toml", dir).expect("config"));
+    let settings = ferry_server::settings::Live::new(
+        Settings::from_str(&cfg, "bench.toml", dir).expect("config"),
+    );
     let store: Arc<dyn ferry_store::Store> =
         Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.join("ferry.db")).expect("store"));
     let engine = Arc::new(Engine::new(
@@ -179,7 +181,8 @@ async fn run(dir: &Path, expected: u64) {
     }
 
     // 4. The match stage alone, on the same objects (best of 3).
-    let profile = settings.config.profile("users").expect("profile");
+    let current = settings.get();
+    let profile = current.config.profile("users").expect("profile");
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();

@@ -282,7 +282,7 @@ pub async fn put_runbook(
         )));
     }
     let stored = runbook_map(&st).await?;
-    devices::validate_runbook(&r, &st.settings, &stored)
+    devices::validate_runbook(&r, &st.settings.get(), &stored)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let body = serde_json::to_string(&r).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
@@ -383,8 +383,13 @@ pub async fn put_batch(
         )));
     }
     let snap = st.devices.reload(&*st.store).await?;
-    let notes = devices::check_batch(&mut b, &st.settings, &snap.runbooks, p.add_prerequisites)
-        .map_err(ApiError::BadRequest)?;
+    let notes = devices::check_batch(
+        &mut b,
+        &st.settings.get(),
+        &snap.runbooks,
+        p.add_prerequisites,
+    )
+    .map_err(ApiError::BadRequest)?;
     let body = serde_json::to_string(&b).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_document(DocKind::Batch, &name, &body, now_ms())
@@ -523,7 +528,7 @@ pub async fn whatif(
         .devices
         .translation(
             &*st.store,
-            &st.settings,
+            &st.settings.get(),
             &b.source_directory,
             &b.target_directory,
         )

@@ -20,6 +20,13 @@ pub struct DirectoryInfo {
     pub location: String,
     /// The last import, if any.
     pub state: Option<DirectoryState>,
+    /// `file` (ferry.toml; change it there) or `console` (added in the console; editable).
+    pub origin: String,
+    /// The entry's keys as in ferry.toml, without its credential.
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// Whether a bind password or client secret is set (it is never shown).
+    pub has_credential: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -40,11 +47,12 @@ pub struct TestResult {
 #[utoipa::path(get, path = "/directories", tag = "directories", responses((status = 200, body = Vec<DirectoryInfo>), (status = 401, body = super::ErrorBody)))]
 pub async fn list(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<DirectoryInfo>>> {
     let mut out = Vec::new();
-    for d in &st.settings.config.directories {
+    let settings = st.settings.get();
+    for d in &settings.config.directories {
         let location = match d {
             ferry_core::config::DirectoryConfig::Ldap(l) => format!("{} ({})", l.url, l.base_dn),
             ferry_core::config::DirectoryConfig::File(f) => {
-                st.settings.base.join(&f.path).display().to_string()
+                st.settings.get().base.join(&f.path).display().to_string()
             }
             ferry_core::config::DirectoryConfig::Graph(g) => {
                 format!("tenant {} at {}", g.tenant_id, g.graph_url())
@@ -56,6 +64,21 @@ pub async fn list(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Ve
             object_types: d.object_types().to_vec(),
             location,
             state: st.store.directory_state(d.name()).await?,
+            origin: if settings.console_directories.contains(d.name()) {
+                "console".into()
+            } else {
+                "file".into()
+            },
+            settings: {
+                let mut d = d.clone();
+                crate::settings::take_credential(&mut d);
+                let mut v = serde_json::to_value(&d).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.retain(|_, v| !v.is_null());
+                }
+                v
+            },
+            has_credential: settings.secrets.contains_key(d.name()),
         });
     }
     Ok(Json(out))
@@ -68,16 +91,12 @@ pub async fn test(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TestResult>> {
-    let d = st
-        .settings
+    let settings = st.settings.get();
+    let d = settings
         .config
         .directory(&name)
         .ok_or_else(|| ApiError::NotFound(format!("directory `{name}` is not configured")))?;
-    let c = ferry_directory::connect(
-        d,
-        &st.settings.base,
-        st.settings.secrets.get(&name).cloned(),
-    );
+    let c = ferry_directory::connect(d, &settings.base, settings.secrets.get(&name).cloned());
     Ok(Json(match c.test().await {
         Ok(r) => TestResult {
             directory: name,

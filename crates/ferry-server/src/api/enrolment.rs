@@ -56,7 +56,7 @@ pub async fn upload(
     Path(name): Path<String>,
     Json(b): Json<UploadBody>,
 ) -> ApiResult<(StatusCode, Json<TokenView>)> {
-    if st.settings.config.directory(&name).is_none() {
+    if st.settings.get().config.directory(&name).is_none() {
         return Err(ApiError::NotFound(format!(
             "directory `{name}` is not configured"
         )));
@@ -74,7 +74,7 @@ pub async fn upload(
     let expires = enrolment::parse_time(&b.expires)
         .map_err(|e| ApiError::BadRequest(format!("expires: {e}")))?;
     let new = enrolment::validate(
-        &st.settings,
+        &st.settings.get(),
         Upload {
             directory: name,
             kind: b.kind,
@@ -104,7 +104,7 @@ pub async fn list(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<TokenView>>> {
-    if st.settings.config.directory(&name).is_none() {
+    if st.settings.get().config.directory(&name).is_none() {
         return Err(ApiError::NotFound(format!(
             "directory `{name}` is not configured"
         )));

@@ -90,6 +90,9 @@ pub struct NewOperator {
     /// Admin of this tenant; none: a ferry admin.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Sees everything a ferry admin sees and changes nothing (not with `tenant`).
+    #[serde(default)]
+    pub viewer: bool,
     /// To sign in with (`POST /sessions`); at least 12 characters. Stored as an argon2 hash.
     #[serde(default)]
     pub password: Option<String>,
@@ -117,6 +120,12 @@ pub async fn create_operator(
         ));
     }
     let role = match &b.tenant {
+        None if b.viewer => Role::Viewer,
+        Some(_) if b.viewer => {
+            return Err(ApiError::BadRequest(
+                "viewer: a viewer sees every tenant; leave out `tenant`".into(),
+            ));
+        }
         None => Role::Admin,
         Some(t) => {
             let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
@@ -269,7 +278,7 @@ pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<Sta
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub name: String,
-    /// `admin` or `tenant-admin`.
+    /// `admin`, `tenant-admin` or `viewer`.
     pub role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -279,10 +288,10 @@ pub struct Me {
 pub async fn me(op: Operator) -> Json<Me> {
     Json(Me {
         name: op.name,
-        role: if op.role.tenant().is_some() {
-            "tenant-admin".into()
-        } else {
-            "admin".into()
+        role: match op.role {
+            Role::Admin => "admin".into(),
+            Role::TenantAdmin(_) => "tenant-admin".into(),
+            Role::Viewer => "viewer".into(),
         },
         tenant: op.role.tenant().map(str::to_string),
     })
@@ -314,6 +323,7 @@ pub async fn put_tenant(
     }
     let known: Vec<String> = st
         .settings
+        .get()
         .config
         .directories
         .iter()

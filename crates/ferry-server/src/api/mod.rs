@@ -15,6 +15,7 @@ pub mod enrolment;
 pub mod environments;
 pub mod logs;
 pub mod report;
+pub mod setup;
 pub mod sync;
 pub mod translation;
 
@@ -105,14 +106,14 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
 #[openapi(
     info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report, bulk enrolment tokens, devices (pre-shared keys, agents, runbooks, batches, reports). Agents call the separate TLS agent endpoint (docs/agent-protocol.md)."),
     paths(
-        directories::list, directories::test,
+        directories::list, directories::test, setup::put_directory, setup::delete_directory,
         enrolment::upload, enrolment::list, enrolment::revoke,
         devices::create_psk, devices::list_psks, devices::retire_psk, devices::agent_endpoint,
         devices::agents, devices::agent, devices::agent_log, devices::failed,
         devices::runbooks, devices::put_runbook, devices::delete_runbook,
         devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
         devices::whatif, devices::progress,
-        sync::profiles, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
+        sync::profiles, setup::put_profile, setup::delete_profile, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
         logs::list,
         report::object,
@@ -153,6 +154,7 @@ pub fn openapi_json() -> String {
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .merge(directories::router())
+        .merge(setup::router())
         .merge(enrolment::router())
         .merge(devices::router())
         .merge(environments::router())

@@ -62,8 +62,9 @@ pub async fn object(
         let o = &found.object;
         let mut profiles = Vec::new();
         let mut history = Vec::new();
+        let settings = st.settings.get();
         for d in st.store.decisions_for_object(o.kind, &o.id).await? {
-            let Some(cfg) = st.settings.config.profile(&d.profile) else {
+            let Some(cfg) = settings.config.profile(&d.profile) else {
                 continue;
             };
             let side = if d.source_id == o.id && cfg.source == found.directory {

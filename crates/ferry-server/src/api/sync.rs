@@ -30,6 +30,11 @@ pub struct ProfileInfo {
     pub last_cycle: Option<CycleInfo>,
     /// Whether the current What-If has writes that wait for an approval.
     pub awaiting_approval: bool,
+    /// `file` (ferry.toml; change it there) or `console` (added in the console; editable).
+    pub origin: String,
+    /// The entry as in ferry.toml (`match` rules, `attribute` mappings, `schedule`, …).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
 }
 
 #[utoipa::path(get, path = "/profiles", tag = "sync", responses((status = 200, body = Vec<ProfileInfo>)))]
@@ -38,7 +43,8 @@ pub async fn profiles(
     State(st): State<AppState>,
 ) -> ApiResult<Json<Vec<ProfileInfo>>> {
     let mut out = Vec::new();
-    for p in &st.settings.config.profiles {
+    let settings = st.settings.get();
+    for p in &settings.config.profiles {
         let plan = st.store.plan(&p.name).await?;
         let approval = st.store.approval(&p.name).await?;
         out.push(ProfileInfo {
@@ -55,6 +61,12 @@ pub async fn profiles(
                 pl.counts.creates + pl.counts.updates > 0
                     && approval.as_ref().is_none_or(|a| a.plan_hash != pl.hash)
             }),
+            origin: if settings.console_profiles.contains(&p.name) {
+                "console".into()
+            } else {
+                "file".into()
+            },
+            settings: serde_json::to_value(p).unwrap_or_default(),
         });
     }
     Ok(Json(out))
@@ -160,6 +172,7 @@ pub async fn whatif(
     Query(q): Query<WhatIfParams>,
 ) -> ApiResult<Json<WhatIf>> {
     st.settings
+        .get()
         .config
         .profile(&name)
         .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
@@ -209,6 +222,7 @@ pub async fn approve(
     body: Option<Json<ApproveBody>>,
 ) -> ApiResult<Json<Approval>> {
     st.settings
+        .get()
         .config
         .profile(&name)
         .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
@@ -224,8 +238,9 @@ pub async fn approve(
         )));
     }
     if plan.fingerprint
-        != st.settings.config.profile_fingerprint(
+        != st.settings.get().config.profile_fingerprint(
             st.settings
+                .get()
                 .config
                 .profile(&name)
                 .ok_or_else(|| ApiError::NotFound(name.clone()))?,

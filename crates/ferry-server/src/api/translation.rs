@@ -64,9 +64,10 @@ async fn to_entries(st: &AppState, rows: Vec<DecisionRow>) -> ApiResult<Vec<Tran
 
 /// Fills in devices' `deviceId` on both sides from the stored directory objects.
 async fn add_device_ids(st: &AppState, entries: &mut [TranslationEntry]) -> ApiResult<()> {
+    let settings = st.settings.get();
     let mut dirs: Vec<&str> = Vec::new();
     for e in entries.iter().filter(|e| e.kind == ObjectKind::Device) {
-        if let Some(p) = st.settings.config.profile(&e.profile) {
+        if let Some(p) = settings.config.profile(&e.profile) {
             for d in [&p.source, &p.target] {
                 if !dirs.contains(&d.as_str()) {
                     dirs.push(d);
@@ -88,7 +89,7 @@ async fn add_device_ids(st: &AppState, entries: &mut [TranslationEntry]) -> ApiR
         }
     }
     for e in entries.iter_mut().filter(|e| e.kind == ObjectKind::Device) {
-        if let Some(p) = st.settings.config.profile(&e.profile) {
+        if let Some(p) = st.settings.get().config.profile(&e.profile) {
             e.source_device_id = ids.get(&(p.source.clone(), e.source_id.clone())).cloned();
             e.target_device_id = ids.get(&(p.target.clone(), e.target_id.clone())).cloned();
         }

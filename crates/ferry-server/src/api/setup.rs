@@ -1,0 +1,316 @@
+//! Directories and sync profiles added, changed and removed in the console:
+//! `PUT`/`DELETE /directories/{name}`, `PUT`/`DELETE /profiles/{name}`.
+//!
+//! The bodies are the entries of `ferry.toml` as JSON (`[[directory]]`, `[[sync_profile]]` with its
+//! `match` rules and `schedule`). The whole configuration is validated before anything is stored,
+//! and the change applies at once (the scheduler reads profiles every second). Entries of the
+//! configuration file cannot be changed here. A directory's credential (`bind_password`,
+//! `client_secret`) is write-only: it is stored apart, never returned, and kept when an edit leaves
+//! it out.
+
+use super::{ApiError, ApiResult};
+use crate::auth::AdminAuth;
+use crate::settings::{Live, StoredDirectory, put_credential, take_credential};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::put;
+use ferry_core::config::{ConfigError, DirectoryConfig, SyncProfile};
+use ferry_store::{AuditEntry, DocKind, now_ms};
+
+/// One change at a time: each reads the stored entries, validates, stores and applies.
+static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn invalid(e: ConfigError) -> ApiError {
+    if e.path.is_empty() {
+        ApiError::BadRequest(e.message)
+    } else {
+        ApiError::BadRequest(format!("{}: {}", e.path, e.message))
+    }
+}
+
+/// Parses a JSON body with the path of the field that is wrong.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("{what}: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("{what}: {path}: {}", e.inner()))
+        }
+    })
+}
+
+async fn audit(
+    st: &AppState,
+    who: &str,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> ApiResult<()> {
+    Ok(st
+        .store
+        .add_audit(&AuditEntry {
+            id: 0,
+            at: now_ms(),
+            actor: who.to_string(),
+            tenant: None,
+            action: action.into(),
+            subject: subject.into(),
+            detail,
+        })
+        .await?)
+}
+
+/// Refuses a change to an entry of the configuration file.
+fn not_the_files(
+    st: &AppState,
+    kind: &str,
+    name: &str,
+    console: bool,
+    exists: bool,
+) -> ApiResult<()> {
+    if exists && !console {
+        return Err(ApiError::Conflict(format!(
+            "{kind} `{name}` is defined in {}; change it there",
+            st.settings.file().file
+        )));
+    }
+    Ok(())
+}
+
+/// Validates and stores the console's entries, then puts them in force.
+fn check(live: &Live, dirs: &[DirectoryConfig], profiles: &[SyncProfile]) -> ApiResult<()> {
+    live.file()
+        .with_console(dirs, profiles)
+        .map(|_| ())
+        .map_err(invalid)
+}
+
+#[utoipa::path(put, path = "/directories/{name}", tag = "directories", params(("name" = String, Path)),
+    request_body(content = Object, description = "a `[[directory]]` entry as JSON: `kind` (`ldap`, `file`, `graph`) and its keys; `bind_password`/`client_secret` are write-only and kept when left out"),
+    responses((status = 200, description = "changed"), (status = 201, description = "added"),
+        (status = 400, body = super::ErrorBody, description = "the field that is wrong, and why"),
+        (status = 409, body = super::ErrorBody, description = "defined in the configuration file")))]
+pub async fn put_directory(
+    a: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let mut d: DirectoryConfig = parse(&body, "directory")?;
+    if d.name() != name {
+        return Err(ApiError::BadRequest(format!(
+            "name: `{}` differs from the URL's `{name}`",
+            d.name()
+        )));
+    }
+    let _guard = CHANGES.lock().await;
+    let now = st.settings.get();
+    not_the_files(
+        &st,
+        "directory",
+        &name,
+        now.console_directories.contains(&name),
+        now.config.directory(&name).is_some(),
+    )?;
+    let (mut dirs, profiles) = Live::stored(&*st.store).await?;
+    let old = dirs.iter().position(|x| x.name() == name);
+    let mut kept = false;
+    if let Some(i) = old {
+        let same_kind = dirs[i].kind() == d.kind();
+        let mut previous = dirs[i].clone();
+        if same_kind && take_credential(&mut d.clone()).is_none() {
+            put_credential(&mut d, take_credential(&mut previous));
+            kept = true;
+        }
+        dirs[i] = d.clone();
+    } else {
+        dirs.push(d.clone());
+    }
+    check(&st.settings, &dirs, &profiles)?;
+    let doc = StoredDirectory::new(d.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let doc = serde_json::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .put_document(DocKind::Directory, &name, &doc, now_ms())
+        .await?;
+    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    st.engine.forget_connector(&name);
+    let mut shown = d;
+    let had = take_credential(&mut shown).is_some();
+    audit(
+        &st,
+        &a.name,
+        if old.is_some() {
+            "directory.change"
+        } else {
+            "directory.add"
+        },
+        &name,
+        format!(
+            "{} directory{}",
+            shown.kind(),
+            match (had, kept) {
+                (true, true) => ", credential kept",
+                (true, false) => ", credential set",
+                _ => "",
+            }
+        ),
+    )
+    .await?;
+    Ok(if old.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+#[utoipa::path(delete, path = "/directories/{name}", tag = "directories", params(("name" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody, description = "defined in the configuration file, or a profile uses it")))]
+pub async fn delete_directory(
+    a: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let _guard = CHANGES.lock().await;
+    let now = st.settings.get();
+    not_the_files(
+        &st,
+        "directory",
+        &name,
+        now.console_directories.contains(&name),
+        now.config.directory(&name).is_some(),
+    )?;
+    let (mut dirs, profiles) = Live::stored(&*st.store).await?;
+    let before = dirs.len();
+    dirs.retain(|d| d.name() != name);
+    if dirs.len() == before {
+        return Err(ApiError::NotFound(format!(
+            "there is no directory `{name}`"
+        )));
+    }
+    if let Some(p) = now
+        .config
+        .profiles
+        .iter()
+        .find(|p| p.source == name || p.target == name)
+    {
+        return Err(ApiError::Conflict(format!(
+            "sync profile `{}` uses directory `{name}`: change or remove the profile first",
+            p.name
+        )));
+    }
+    check(&st.settings, &dirs, &profiles).map_err(|e| ApiError::Conflict(e.to_string()))?;
+    st.store.delete_document(DocKind::Directory, &name).await?;
+    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    st.engine.forget_connector(&name);
+    audit(&st, &a.name, "directory.remove", &name, String::new()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/profiles/{name}", tag = "sync", params(("name" = String, Path)),
+    request_body(content = Object, description = "a `[[sync_profile]]` entry as JSON: `source`, `target`, `mode`, `object_types`, `schedule` (e.g. `15m`), `enabled`, `match` rules, `attribute` mappings"),
+    responses((status = 200, description = "changed"), (status = 201, description = "added"),
+        (status = 400, body = super::ErrorBody, description = "the field that is wrong, and why"),
+        (status = 409, body = super::ErrorBody, description = "defined in the configuration file")))]
+pub async fn put_profile(
+    a: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let p: SyncProfile = parse(&body, "sync profile")?;
+    if p.name != name {
+        return Err(ApiError::BadRequest(format!(
+            "name: `{}` differs from the URL's `{name}`",
+            p.name
+        )));
+    }
+    let _guard = CHANGES.lock().await;
+    let now = st.settings.get();
+    not_the_files(
+        &st,
+        "sync profile",
+        &name,
+        now.console_profiles.contains(&name),
+        now.config.profile(&name).is_some(),
+    )?;
+    let (dirs, mut profiles) = Live::stored(&*st.store).await?;
+    let old = profiles.iter().position(|x| x.name == name);
+    match old {
+        Some(i) => profiles[i] = p.clone(),
+        None => profiles.push(p.clone()),
+    }
+    check(&st.settings, &dirs, &profiles)?;
+    let doc = serde_json::to_string(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .put_document(DocKind::Profile, &name, &doc, now_ms())
+        .await?;
+    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    audit(
+        &st,
+        &a.name,
+        if old.is_some() {
+            "profile.change"
+        } else {
+            "profile.add"
+        },
+        &name,
+        format!(
+            "{} → {}, {}, schedule {}",
+            p.source,
+            p.target,
+            p.mode.as_str(),
+            p.schedule.map_or("none".into(), |s| s.to_string())
+        ),
+    )
+    .await?;
+    Ok(if old.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+#[utoipa::path(delete, path = "/profiles/{name}", tag = "sync", params(("name" = String, Path)),
+    responses((status = 204, description = "removed (its cycles, What-If and translation entries stay)"), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody, description = "defined in the configuration file")))]
+pub async fn delete_profile(
+    a: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let _guard = CHANGES.lock().await;
+    let now = st.settings.get();
+    not_the_files(
+        &st,
+        "sync profile",
+        &name,
+        now.console_profiles.contains(&name),
+        now.config.profile(&name).is_some(),
+    )?;
+    let (dirs, mut profiles) = Live::stored(&*st.store).await?;
+    let before = profiles.len();
+    profiles.retain(|p| p.name != name);
+    if profiles.len() == before {
+        return Err(ApiError::NotFound(format!(
+            "there is no sync profile `{name}`"
+        )));
+    }
+    check(&st.settings, &dirs, &profiles)?;
+    st.store.delete_document(DocKind::Profile, &name).await?;
+    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    audit(&st, &a.name, "profile.remove", &name, String::new()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route(
+            "/directories/{name}",
+            put(put_directory).delete(delete_directory),
+        )
+        .route("/profiles/{name}", put(put_profile).delete(delete_profile))
+}
