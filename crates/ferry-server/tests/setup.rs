@@ -211,7 +211,7 @@ async fn directories_and_profiles_from_the_console() {
     assert!(v["error"].as_str().unwrap().contains("users"), "{v}");
 
     // Kept across a restart; the audit trail has every change, without the password.
-    h.server.stop().await;
+    h.server.stop().await.unwrap();
     let h = start(d).await;
     let (_, list) = h.call(Method::GET, "/directories", None).await;
     assert_eq!(list.as_array().unwrap().len(), 4, "{list}");

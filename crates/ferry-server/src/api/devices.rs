@@ -257,7 +257,7 @@ pub async fn failed(
 }
 
 async fn runbook_map(st: &AppState) -> ApiResult<HashMap<String, Runbook>> {
-    Ok(st.devices.reload(&*st.store).await?.runbooks.clone())
+    Ok(st.devices.current(&*st.store).await?.runbooks.clone())
 }
 
 #[utoipa::path(get, path = "/runbooks", tag = "devices", responses((status = 200, body = Vec<Runbook>)))]
@@ -281,7 +281,7 @@ pub async fn put_runbook(
             r.name
         )));
     }
-    let stored = runbook_map(&st).await?;
+    let stored = st.devices.reload(&*st.store).await?.runbooks.clone();
     devices::validate_runbook(&r, &st.settings.get(), &stored)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let body = serde_json::to_string(&r).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -333,14 +333,14 @@ pub struct BatchView {
 }
 
 async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult<BatchView> {
-    let computers = st
-        .store
-        .batch_computers()
-        .await?
-        .into_iter()
-        .filter(|(_, batch, _)| *batch == b.name)
-        .map(|(c, _, _)| c)
+    let snap = st.devices.snapshot();
+    let mut computers: Vec<String> = snap
+        .computers
+        .iter()
+        .filter(|(_, batch)| **batch == b.name)
+        .map(|(c, _)| c.clone())
         .collect();
+    computers.sort();
     Ok(BatchView {
         batch: b,
         computers,
@@ -350,13 +350,26 @@ async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult
 
 #[utoipa::path(get, path = "/batches", tag = "devices", responses((status = 200, body = Vec<BatchView>)))]
 pub async fn batches(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<BatchView>>> {
-    let snap = st.devices.reload(&*st.store).await?;
-    let mut out = Vec::new();
-    let mut names: Vec<&String> = snap.batches.keys().collect();
-    names.sort();
-    for n in names {
-        out.push(batch_view(&st, snap.batches[n].clone(), vec![]).await?);
+    let snap = st.devices.current(&*st.store).await?;
+    // Every batch's computers in one pass over the memberships.
+    let mut members: HashMap<&str, Vec<String>> = HashMap::new();
+    for (c, b) in &snap.computers {
+        members.entry(b.as_str()).or_default().push(c.clone());
     }
+    let mut out: Vec<BatchView> = snap
+        .batches
+        .values()
+        .map(|b| {
+            let mut computers = members.remove(b.name.as_str()).unwrap_or_default();
+            computers.sort();
+            BatchView {
+                batch: b.clone(),
+                computers,
+                warnings: vec![],
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.batch.name.cmp(&b.batch.name));
     Ok(Json(out))
 }
 
@@ -509,7 +522,7 @@ pub async fn whatif(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<BatchWhatIf>> {
-    let snap = st.devices.reload(&*st.store).await?;
+    let snap = st.devices.current(&*st.store).await?;
     let b = snap
         .batches
         .get(&name)
@@ -643,7 +656,7 @@ pub async fn progress(
     Path(name): Path<String>,
     Query(p): Query<ProgressParams>,
 ) -> ApiResult<Json<BatchProgress>> {
-    let snap = st.devices.reload(&*st.store).await?;
+    let snap = st.devices.current(&*st.store).await?;
     if !snap.batches.contains_key(&name) {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
     }
