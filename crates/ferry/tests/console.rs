@@ -95,7 +95,12 @@ impl Browser {
             if let Some(id) = v[ELEMENT].as_str() {
                 return id.to_string();
             }
-            assert!(Instant::now() < deadline, "no element `{css}`");
+            if Instant::now() >= deadline {
+                let page = self
+                    .script("return document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText")
+                    .await;
+                panic!("no element `{css}` on the page: {page}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -235,7 +240,7 @@ async fn the_console_in_chromium() {
 
     // The ferry admin: every page renders without console errors, and every link goes somewhere.
     b.sign_in_with_token(&url, &token("admin")).await;
-    b.wait_text("#readiness", "A sync cycle ran end to end")
+    b.wait_text("#readiness", "✓ Run an end-to-end Import/Sync/Export")
         .await;
     b.screenshot("readiness").await;
     let pages = [
@@ -244,20 +249,26 @@ async fn the_console_in_chromium() {
         "cycles",
         "whatif",
         "translation",
+        "report",
         "logs",
         "psks",
         "runbooks",
         "batches",
+        "dashboard",
         "agents",
         "failed",
         "environments",
         "moves",
         "audit",
     ];
+    // Reached from other pages' links.
+    let linked = ["agent"];
     for p in pages {
         b.go(&format!("{url}#/{p}")).await;
         let h1 = b.text("main h1").await;
         assert_ne!(h1, "Something went wrong", "{p}: {}", b.text("main").await);
+        let all = b.text("main").await;
+        assert!(!all.contains("[object "), "{p}: a value shown as an object: {all}");
         let links = b
             .script("return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
             .await;
@@ -266,49 +277,321 @@ async fn the_console_in_chromium() {
             assert!(l.starts_with("#/"), "{p}: a link leaves the console: {l}");
             let target = l.trim_start_matches("#/").split('?').next().unwrap();
             assert!(
-                target.is_empty() || pages.contains(&target),
+                target.is_empty() || pages.contains(&target) || linked.contains(&target),
                 "{p}: broken link {l}"
             );
         }
     }
     assert_eq!(b.console_errors().await, Vec::<String>::new());
 
-    // Run a cycle from the console; find a user in the translation table.
+    // Two file directories and a profile, configured in the console; a bad entry says what is wrong.
+    let s = ferry_core::sample::generate(60, false, 11);
+    for (name, objs) in [("hr-src", &s.source), ("hr-tgt", &s.target)] {
+        let path = d.path().join(format!("{name}.json"));
+        std::fs::write(&path, ferry_core::snapshot::render_json(objs)).unwrap();
+        b.go(&format!("{url}#/directories")).await;
+        b.type_in("#dir-name", name).await;
+        b.type_in("#dir-path", path.to_str().unwrap()).await;
+        b.click("#dir-save").await;
+        b.wait_text("main table", name).await;
+    }
+    b.type_in("#dir-name", "broken").await;
+    b.click("#dir-save").await;
+    b.wait_text("#dir-form-message", "missing field `path`")
+        .await;
+    // The browser logs the refused request; that one is expected.
+    let refused = b.console_errors().await;
+    assert!(
+        refused.len() == 1
+            && refused[0].contains("/api/v1/directories/broken")
+            && refused[0].contains("400"),
+        "{refused:?}"
+    );
+    b.screenshot("directories").await;
     b.go(&format!("{url}#/profiles")).await;
-    b.click("main table button").await;
-    b.wait_text("main table", "succeeded").await;
+    b.type_in("#profile-name", "hr").await;
+    b.script(
+        "for (const [id, v] of [['profile-source', 'hr-src'], ['profile-target', 'hr-tgt'], ['profile-mode', 'create']]) \
+         document.getElementById(id).value = v;",
+    )
+    .await;
+    b.type_in("#profile-schedule", "1h").await;
+    b.click("#profile-add-rule").await;
+    b.type_in(".rule .rule-source", "mail").await;
+    b.type_in(".rule .rule-target", "mail").await;
+    b.type_in(
+        ".rule .rule-transforms",
+        r#"[{"replace_suffix": ["@contoso.test", "@fabrikam.test"]}]"#,
+    )
+    .await;
+    b.click("#profile-add-rule").await;
+    b.script(
+        "const r = document.querySelectorAll('.rule')[1]; \
+         r.querySelector('.rule-source').value = 'employeeId'; r.querySelector('.rule-target').value = 'employeeId';",
+    )
+    .await;
+    b.click("#profile-save").await;
+    let t = b.wait_text("main table", "hr-src → hr-tgt").await;
+    assert!(t.contains("every 1h") && t.contains("Edit") && !t.contains("[object "), "{t}");
     b.screenshot("profiles").await;
-    b.go(&format!("{url}#/cycles")).await;
-    b.wait_text("main table", "succeeded").await;
 
-    // The What-If, filtered to the unmatched users, with the rule that did not match them.
-    b.go(&format!("{url}#/whatif?profile=users&status=unmatched"))
+    // Run it now: a create plan waits for approval; approve it in the What-If.
+    b.script(
+        "[...document.querySelectorAll('main tr')].find(r => r.textContent.includes('hr-src → hr-tgt')).querySelector('button.run').click()",
+    )
+    .await;
+    b.wait_text("main table", "awaits approval").await;
+    b.go(&format!("{url}#/whatif?profile=hr&status=unmatched"))
         .await;
     let summary = b.wait_text("#whatif-summary", "unmatched").await;
     assert!(
-        summary.contains("Nothing to approve."),
-        "match-only plans have no writes: {summary}"
+        summary.contains(&format!("{} matched", s.expected.users_matched)),
+        "{summary}"
     );
-    let rows = b.wait_text("main table", "unmatched").await;
-    assert!(!rows.contains("\nuser matched"), "filtered: {rows}");
     b.screenshot("whatif").await;
+    b.click("#whatif-approve").await;
+    b.wait_text("#whatif-summary", "Approved: the next cycle exports.")
+        .await;
+    b.go(&format!("{url}#/cycles")).await;
+    b.wait_text("main table", "succeeded").await;
+    b.find("#chart-cycles rect").await;
+    b.screenshot("cycles").await;
     b.go(&format!("{url}#/logs?level=warning")).await;
     b.wait_text("main table", "warning").await;
+
+    // Find a user in the translation table, and its single object report.
     b.go(&format!("{url}#/translation")).await;
     b.type_in("#search", "ann.lee").await;
     b.click("main form button").await;
     let t = b.wait_text("main table", "ann.lee@contoso.test").await;
     assert!(t.to_lowercase().contains("ann.lee@fabrikam.test"), "{t}");
     b.screenshot("translation").await;
+    b.go(&format!("{url}#/report?q=ann.lee@contoso.test")).await;
+    let r = b.wait_text("main section.report", "Decisions").await;
+    assert!(r.contains("matched"), "{r}");
+    b.screenshot("report").await;
 
-    // A pre-shared key, shown once.
+    // Pre-shared keys: created and shown once; an older one retired.
     b.go(&format!("{url}#/psks")).await;
-    b.type_in("#psk-name", "wave-1").await;
-    b.click("#psk-create").await;
+    for name in ["wave-0", "wave-1"] {
+        b.type_in("#psk-name", name).await;
+        b.click("#psk-create").await;
+        b.wait_text("main table", name).await;
+    }
     let created = b.wait_text("#psk-created", "Shown this once: psk_").await;
-    assert!(created.len() > 30);
-    b.wait_text("main table", "wave-1").await;
+    let psk = created
+        .trim_start_matches("Shown this once: ")
+        .trim()
+        .to_string();
+    assert!(psk.len() > 30);
     b.screenshot("psks").await;
+    b.script(
+        "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('wave-0')).querySelector('button.retire').click()",
+    )
+    .await;
+    b.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let retired = b
+            .script("return [...document.querySelectorAll('main tr')].filter(r => r.textContent.startsWith('wave-0') && !r.querySelector('button.retire')).length")
+            .await;
+        if retired == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "wave-0 was not retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        b.script("return document.querySelectorAll('button.retire').length")
+            .await,
+        1,
+        "wave-1 stays"
+    );
+
+    // A runbook: a refused one says which field, then one with its sections filled in.
+    b.go(&format!("{url}#/runbooks")).await;
+    b.click("#runbook-save").await;
+    b.wait_text("#runbook-form-message", "name").await;
+    b.type_in("#rb-name", "Wave 1 workstations").await;
+    b.click("#rb-source input[value=contoso]").await;
+    b.click("#rb-target input[value=fabrikam]").await;
+    b.type_in("#rb-message", "Your computer moves to Fabrikam tonight.")
+        .await;
+    b.type_in("#rb-snoozes", "3").await;
+    b.script("document.getElementById('rb-perm-mode').value = 'add-and-remove'")
+        .await;
+    b.type_in("#rb-ignore", "**/node_modules").await;
+    b.screenshot("runbook-form").await;
+    b.click("#runbook-save").await;
+    b.wait_text("main table", "Wave 1 workstations").await;
+    let api_get = |path: &str| {
+        let (http, url, t) = (reqwest::Client::new(), server.url.clone(), token("admin"));
+        let path = path.to_string();
+        async move {
+            http.get(format!("{url}/api/v1{path}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let rbs = api_get("/runbooks").await;
+    let rb = rbs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Wave 1 workstations")
+        .unwrap();
+    assert_eq!(rb["user_experience"]["max_snoozes"], 3);
+    assert_eq!(rb["permission_updates"]["mode"], "add-and-remove");
+    assert_eq!(
+        rb["permission_updates"]["ignore"],
+        json!(["**/node_modules"])
+    );
+
+    // A batch of one of Contoso's devices, its rules' warnings and its device What-If.
+    let device = api_get("/translation?kind=device&limit=1").await["entries"][0]["source_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.go(&format!("{url}#/batches")).await;
+    b.type_in("#batch-name", "wave-1").await;
+    b.click("#batch-runbooks input[value='Wave 1 workstations']")
+        .await;
+    b.script(
+        "document.getElementById('batch-source').value = 'contoso'; document.getElementById('batch-target').value = 'fabrikam'; \
+         document.getElementById('batch-enforced').value = '2030-01-01T18:00';",
+    )
+    .await;
+    b.type_in("#batch-computers", &device).await;
+    b.click("#batch-save").await;
+    let row = b.wait_text("main table", "wave-1").await;
+    assert!(row.contains("2030-01-01T18:00 UTC"), "{row}");
+    b.script(
+        "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('wave-1')).querySelector('button.whatif').click()",
+    )
+    .await;
+    b.wait_text("#batch-message", &format!("What-If of wave-1"))
+        .await;
+    b.wait_text("#batch-message", &device.to_lowercase()).await;
+    b.screenshot("batches").await;
+
+    // The device enrolls with the key the console showed, and reports a run under way.
+    let ep = api_get("/agent-endpoint").await;
+    let agent = ferry_agent::client::Client::new(
+        ep["url"].as_str().unwrap(),
+        ep["certificate_sha256"].as_str().unwrap(),
+    )
+    .unwrap();
+    let facts = ferry_core::agent::DeviceFacts {
+        device_id: "console-test-device".into(),
+        hostname: device.clone(),
+        os: "linux".into(),
+        os_version: "Debian 13".into(),
+        agent_version: "0.1.0".into(),
+        directory_object_id: None,
+        joined_to: Some("contoso.test".into()),
+    };
+    let enrolled = agent
+        .enroll(&ferry_core::agent::Credential::new(psk), facts, vec![])
+        .await
+        .unwrap();
+    let agent = agent.with_node_key(enrolled.node_key);
+    agent
+        .checkin(&ferry_core::agent::CheckinRequest {
+            protocol: ferry_core::agent::PROTOCOL_VERSION,
+            state: Some("running".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ev = |step: &str, status: &str, p: u8| ferry_core::agent::AgentEvent {
+        at: 1_800_000_000_000,
+        step: step.into(),
+        status: status.into(),
+        message: format!("{step} {status}"),
+        progress: Some(p),
+    };
+    agent
+        .events(
+            "run-1",
+            vec![
+                ev("startup", "succeeded", 10),
+                ev("permissions", "running", 60),
+            ],
+        )
+        .await
+        .unwrap();
+    agent
+        .log("run-1", 0, "re-permissioning /home/ann\n".into())
+        .await
+        .unwrap();
+
+    // The migration dashboard: devices by state, updating by itself; the device's steps and log.
+    b.go(&format!("{url}#/dashboard?batch=wave-1")).await;
+    b.find("#chart-states rect.state-running").await;
+    let row = b.wait_text("#dash-agents", "permissions running").await;
+    assert!(row.contains(&device), "{row}");
+    let first = b.text("#dash-updated").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.text("#dash-updated").await == first {
+        assert!(Instant::now() < deadline, "the dashboard did not update");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot("dashboard").await;
+    b.click("#dash-agents a").await;
+    b.wait_text("main", "Run run-1").await;
+    b.click("main h2 button").await;
+    b.wait_text("#agent-log", "re-permissioning /home/ann")
+        .await;
+    b.screenshot("agent").await;
+    b.go(&format!("{url}#/agents")).await;
+    b.wait_text("#agents-total", "1 agents").await;
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+    b.sign_out().await;
+
+    // A viewer sees the admin's pages and no control that changes anything.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/operators", server.url))
+        .bearer_auth(token("admin"))
+        .json(&json!({"name": "vera", "viewer": true}))
+        .send()
+        .await
+        .unwrap();
+    let viewer = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.sign_in_with_token(&url, &viewer).await;
+    assert!(b.text("#who").await.contains("viewer, read-only"));
+    for p in [
+        "directories",
+        "profiles",
+        "psks",
+        "runbooks",
+        "batches",
+        "moves",
+    ] {
+        b.go(&format!("{url}#/{p}")).await;
+        b.find("main h1").await;
+        b.find("main table, main p.muted").await;
+        let controls = b
+            .script(
+                "return document.querySelectorAll('button.run, button.retire, button.approve, #whatif-approve, #psk-create, \
+                 #dir-form, #profile-form, #runbook-form, #batch-form').length",
+            )
+            .await;
+        assert_eq!(
+            controls, 0,
+            "{p}: a viewer sees no control that changes anything"
+        );
+    }
+    b.go(&format!("{url}#/profiles")).await;
+    b.wait_text("main table", "hr-src → hr-tgt").await;
     b.sign_out().await;
 
     // Contoso's admin submits a move (by the API, as the CLI does); the console shows it to both sides.
