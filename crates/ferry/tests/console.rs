@@ -268,7 +268,10 @@ async fn the_console_in_chromium() {
         let h1 = b.text("main h1").await;
         assert_ne!(h1, "Something went wrong", "{p}: {}", b.text("main").await);
         let all = b.text("main").await;
-        assert!(!all.contains("[object "), "{p}: a value shown as an object: {all}");
+        assert!(
+            !all.contains("[object "),
+            "{p}: a value shown as an object: {all}"
+        );
         let links = b
             .script("return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
             .await;
@@ -332,7 +335,10 @@ async fn the_console_in_chromium() {
     .await;
     b.click("#profile-save").await;
     let t = b.wait_text("main table", "hr-src → hr-tgt").await;
-    assert!(t.contains("every 1h") && t.contains("Edit") && !t.contains("[object "), "{t}");
+    assert!(
+        t.contains("every 1h") && t.contains("Edit") && !t.contains("[object "),
+        "{t}"
+    );
     b.screenshot("profiles").await;
 
     // Run it now: a create plan waits for approval; approve it in the What-If.
@@ -475,8 +481,7 @@ async fn the_console_in_chromium() {
         "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('wave-1')).querySelector('button.whatif').click()",
     )
     .await;
-    b.wait_text("#batch-message", &format!("What-If of wave-1"))
-        .await;
+    b.wait_text("#batch-message", "What-If of wave-1").await;
     b.wait_text("#batch-message", &device.to_lowercase()).await;
     b.screenshot("batches").await;
 
