@@ -608,6 +608,8 @@ pub trait Store: Send + Sync + 'static {
     /// Decisions where the object is the source or the target.
     async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>>;
     async fn plan(&self, profile: &str) -> Result<Option<PlanInfo>>;
+    /// The profiles that have a plan (configured or not any more), by name.
+    async fn plan_profiles(&self) -> Result<Vec<String>>;
     async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>>;
     async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()>;
     async fn approval(&self, profile: &str) -> Result<Option<Approval>>;

@@ -1390,6 +1390,15 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn plan_profiles(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT profile FROM plans ORDER BY profile", &[])
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>> {
         let limit: Option<i64> = (limit > 0).then_some(limit);
         let rows = self

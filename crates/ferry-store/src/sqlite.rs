@@ -1276,6 +1276,14 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn plan_profiles(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT profile FROM plans ORDER BY profile")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
     async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>> {
         self.read(|c| {
             let mut st = c.prepare(

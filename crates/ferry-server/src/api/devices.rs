@@ -327,7 +327,9 @@ pub async fn delete_runbook(
 pub struct BatchView {
     #[serde(flatten)]
     pub batch: Batch,
+    /// Its computers (lower case), unless the list asked for counts only.
     pub computers: Vec<String>,
+    pub computer_count: usize,
     /// Notes on the last change (prerequisites added, late additions).
     pub warnings: Vec<String>,
 }
@@ -343,28 +345,46 @@ async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult
     computers.sort();
     Ok(BatchView {
         batch: b,
+        computer_count: computers.len(),
         computers,
         warnings,
     })
 }
 
-#[utoipa::path(get, path = "/batches", tag = "devices", responses((status = 200, body = Vec<BatchView>)))]
-pub async fn batches(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<BatchView>>> {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct BatchListParams {
+    /// List each batch's computers (default true); `false` gives their number only.
+    pub computers: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/batches", tag = "devices", params(BatchListParams), responses((status = 200, body = Vec<BatchView>)))]
+pub async fn batches(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<BatchListParams>,
+) -> ApiResult<Json<Vec<BatchView>>> {
+    let list = p.computers.unwrap_or(true);
     let snap = st.devices.current(&*st.store).await?;
     // Every batch's computers in one pass over the memberships.
-    let mut members: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut members: HashMap<&str, (usize, Vec<String>)> = HashMap::new();
     for (c, b) in &snap.computers {
-        members.entry(b.as_str()).or_default().push(c.clone());
+        let m = members.entry(b.as_str()).or_default();
+        m.0 += 1;
+        if list {
+            m.1.push(c.clone());
+        }
     }
     let mut out: Vec<BatchView> = snap
         .batches
         .values()
         .map(|b| {
-            let mut computers = members.remove(b.name.as_str()).unwrap_or_default();
+            let (computer_count, mut computers) =
+                members.remove(b.name.as_str()).unwrap_or_default();
             computers.sort();
             BatchView {
                 batch: b.clone(),
                 computers,
+                computer_count,
                 warnings: vec![],
             }
         })

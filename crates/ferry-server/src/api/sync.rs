@@ -195,7 +195,7 @@ pub async fn whatif(
     Ok(Json(WhatIf {
         needs_approval: writes_total > 0 && !approved,
         approved,
-        decisions_total: st.store.count_decisions(&dq).await?,
+        decisions_total: super::translation::count(&st, &dq).await?,
         decisions: st.store.decisions(&dq).await?,
         writes: st
             .store

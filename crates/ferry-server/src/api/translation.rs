@@ -35,6 +35,38 @@ pub struct TranslationPage {
     pub entries: Vec<TranslationEntry>,
 }
 
+/// How many decisions a query finds. Without a search term the plans' counts say it (a plan and
+/// its decisions are committed together), so a page over a million entries costs no count scan;
+/// a search counts in the store.
+pub async fn count(st: &AppState, q: &DecisionQuery) -> ApiResult<i64> {
+    if q.search.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Ok(st.store.count_decisions(q).await?);
+    }
+    let profiles = match &q.profile {
+        Some(p) => vec![p.clone()],
+        None => st.store.plan_profiles().await?,
+    };
+    let mut n = 0;
+    for p in profiles {
+        let Some(plan) = st.store.plan(&p).await? else {
+            continue;
+        };
+        for (k, c) in &plan.counts.by_kind {
+            if q.kind.is_some_and(|want| want != *k) {
+                continue;
+            }
+            n += match q.status {
+                Some(Status::Matched) => c.matched,
+                Some(Status::Unmatched) => c.unmatched,
+                Some(Status::Ambiguous) => c.ambiguous,
+                Some(Status::Conflict) => c.conflict,
+                None => c.matched + c.unmatched + c.ambiguous + c.conflict,
+            };
+        }
+    }
+    Ok(n as i64)
+}
+
 /// Translation entries of matched decisions, with their rules described.
 pub async fn entries(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<TranslationEntry>> {
     let rows = st.store.decisions(q).await?;
@@ -117,7 +149,7 @@ pub async fn list(
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
     };
-    let total = st.store.count_decisions(&q).await?;
+    let total = count(&st, &q).await?;
     Ok(Json(TranslationPage {
         total,
         offset: q.offset,

@@ -225,7 +225,7 @@ function nav(current) {
 async function readiness() {
   const [dirs, profiles, tr, psks, ep, runbooks, batches, agents, warnings, errors] = await Promise.all([
     api("/directories"), api("/profiles"), api("/translation?limit=1"), api("/psks"), api("/agent-endpoint").catch(() => null),
-    api("/runbooks"), api("/batches"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=1000"), api("/logs?level=error&limit=1000"),
+    api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=1000"), api("/logs?level=error&limit=1000"),
   ]);
   const graph = dirs.filter((d) => d.kind === "graph");
   const tokens = (await Promise.all(graph.map((d) => api(`/directories/${enc(d.name)}/enrolment-tokens`).catch(() => []))))
@@ -748,7 +748,7 @@ function batchForm(existing, dirs, runbooks, onSaved) {
       field("Available From", input("batch-available", b.available_from, { type: "datetime-local", "data-field": "available_from" }), "the user is offered the migration"),
       field("Enforced After", input("batch-enforced", b.enforced_after, { type: "datetime-local", "data-field": "enforced_after", required: true }), "it runs without asking"),
       field("Time zone", input("batch-tz", b.time_zone || "UTC", { "data-field": "time_zone", placeholder: "Europe/London" })),
-      field("Add computers", area("batch-computers", "", { placeholder: "one host name per line" }), `${existing ? existing.computers.length : 0} in the batch`)),
+      field("Add computers", area("batch-computers", "", { placeholder: "one host name per line" }), `${existing ? existing.computer_count : 0} in the batch`)),
     h("p", {}, h("button", { type: "submit", id: "batch-save" }, existing ? "Save" : "Create batch")), box);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -769,7 +769,7 @@ function batchForm(existing, dirs, runbooks, onSaved) {
 }
 
 async function batches() {
-  const [v, dirs, rbs] = await Promise.all([api("/batches"), api("/directories"), api("/runbooks")]);
+  const [v, dirs, rbs] = await Promise.all([api("/batches?computers=false"), api("/directories"), api("/runbooks")]);
   const msg = h("div", { id: "batch-message" });
   const formSlot = h("div", {});
   const saved = (warnings) => {
@@ -792,7 +792,7 @@ async function batches() {
     try { await del(`/batches/${enc(b.name)}`); route(); } catch (e) { msg.replaceChildren(h("p", { class: "error" }, e.message)); }
   };
   page("Batches", table(v, [["Name", (b) => b.name], ["Source → target", (b) => `${b.source_directory} → ${b.target_directory}`], ["Runbooks", (b) => b.runbooks.join(", ")],
-    ["Computers", (b) => b.computers.length], ["Available From", (b) => show(b.available_from)], ["Enforced After", (b) => `${b.enforced_after} ${b.time_zone}`],
+    ["Computers", (b) => b.computer_count], ["Available From", (b) => show(b.available_from)], ["Enforced After", (b) => `${b.enforced_after} ${b.time_zone}`],
     ["", (b) => [h("button", { class: "secondary whatif", onclick: whatifOf(b) }, "Device What-If"), " ", h("a", { href: `#/dashboard?batch=${enc(b.name)}` }, "Dashboard"), " ",
       canChange() ? [h("button", { class: "secondary", onclick: () => formSlot.replaceChildren(batchForm(b, dirs, rbs, saved)) }, "Edit"), " ",
         h("button", { class: "secondary", onclick: remove(b) }, "Delete")] : ""]]], "No batches yet."), msg, formSlot);
@@ -801,7 +801,7 @@ async function batches() {
 
 // Per batch: devices by state, live. Polls every three seconds while the page is shown.
 async function dashboard() {
-  const v = await api("/batches");
+  const v = await api("/batches?computers=false");
   if (v.length === 0) return page("Migration dashboard", h("p", { class: "muted" }, "No batches yet: create one on the Batches page."));
   const name = params().get("batch") || v[0].name;
   const stateFilter = params().get("state") || "";

@@ -1,0 +1,469 @@
+//! The console's pages with 1,000,000 translation entries and 100,000 agents in the database: for
+//! every page, the API requests its first render makes (the same ones, in the same order, as
+//! `console/app.js`: concurrent where the page sends them together), timed end to end over
+//! loopback against a real `ferry server`.
+//!
+//! `console-pages [USERS] [AGENTS] [RENDERS]` (defaults 1,055,000 source users, which match about
+//! 1,002,000, 100,000 agents, 20 renders per page) on SQLite; with
+//! `FERRY_BENCH_DATABASE_URL=postgres://…` on PostgreSQL (a schema of its own). Seeding is not timed:
+//! the users go through a real sync cycle, agents are enrolled through the store, 10 batches of
+//! 10,000 computers each, contacts in five states, and one run's events for 20,000 agents. The server
+//! is then restarted, so the first render of each page runs on cold caches; it is reported apart
+//! from the median and 95th percentile of the following renders.
+
+use ferry_core::agent::{AgentEvent, DeviceFacts};
+use ferry_core::model::DirObject;
+use ferry_core::{ObjectKind, sample};
+use ferry_server::settings::Settings;
+use ferry_server::{Server, ServerOptions};
+use ferry_store::{Contact, Enrollment, Store};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+const BATCHES: usize = 10;
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> (Value, usize) {
+        let r = self
+            .http
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let body = r.bytes().await.expect("body");
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        (
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+            body.len(),
+        )
+    }
+
+    /// Sends the paths together, as the page does; the bytes answered.
+    async fn all(&self, paths: &[String]) -> usize {
+        let mut set = tokio::task::JoinSet::new();
+        for p in paths {
+            let api = Api {
+                http: self.http.clone(),
+                url: self.url.clone(),
+                token: self.token.clone(),
+            };
+            let p = p.clone();
+            set.spawn(async move { api.get(&p).await.1 });
+        }
+        let mut bytes = 0;
+        while let Some(n) = set.join_next().await {
+            bytes += n.expect("request task");
+        }
+        bytes
+    }
+
+    async fn send(&self, m: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .request(m, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+}
+
+fn generate(dir: &Path, users: usize) {
+    let s = sample::generate(users, true, 1);
+    let mut target = s.target;
+    let mut rng = sample::Rng::new(99);
+    let mut n = 0;
+    while target.len() < users {
+        let mut o = DirObject::new(ObjectKind::User, rng.guid(), format!("Pad {n}"));
+        o.mail = Some(format!("pad{n}@fabrikam.test"));
+        o.upn = o.mail.clone();
+        target.push(o);
+        n += 1;
+    }
+    std::fs::write(
+        dir.join("contoso.json"),
+        ferry_core::snapshot::render_json(&s.source),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("fabrikam.json"),
+        ferry_core::snapshot::render_json(&target),
+    )
+    .expect("write");
+}
+
+async fn start(dir: &Path, database_url: Option<String>) -> Server {
+    Server::start(
+        ServerOptions {
+            settings: Settings::load(&dir.join("ferry.toml")).expect("settings"),
+            data_dir: dir.join("data"),
+            database_url,
+            admin_token: None,
+            scheduler: false,
+            agent: None,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    )
+    .await
+    .expect("server")
+}
+
+async fn seed_agents(store: &Arc<dyn Store>, agents: usize) {
+    let psk = store
+        .add_psk("bench", "bench-psk-hash", 1)
+        .await
+        .expect("psk");
+    let chunk = agents.div_ceil(16);
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            for i in c * chunk..((c + 1) * chunk).min(agents) {
+                let facts = DeviceFacts {
+                    device_id: format!("machine-{i:08}"),
+                    hostname: format!("PC-{i:06}"),
+                    os: "linux".into(),
+                    os_version: "Debian 13".into(),
+                    agent_version: "0.1.0".into(),
+                    ..Default::default()
+                };
+                let hash = format!("bench-node-{i:08}");
+                store
+                    .enroll_agent(&Enrollment {
+                        facts: &facts,
+                        profiles: &[],
+                        node_hash: &hash,
+                        psk_id: psk.id,
+                        now: 1,
+                        address: None,
+                    })
+                    .await
+                    .expect("enroll");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("seed");
+    }
+    // Contacts in five states, now for most, long ago for every 50th (silent).
+    let now = ferry_store::now_ms();
+    let states = ["idle", "running", "succeeded", "failed", "offered"];
+    let contacts: Vec<Contact> = (1..=agents as i64)
+        .map(|id| Contact {
+            agent_id: id,
+            at: if id % 50 == 0 { now - 86_400_000 } else { now },
+            address: Some("10.0.0.1".into()),
+            state: Some(states[id as usize % states.len()].into()),
+            agent_version: None,
+        })
+        .collect();
+    for c in contacts.chunks(20_000) {
+        store.record_contacts(c).await.expect("contacts");
+    }
+    // One run's events for the first 20,000 agents.
+    let ev = |step: &str, p: u8| AgentEvent {
+        at: now,
+        step: step.into(),
+        status: "succeeded".into(),
+        message: String::new(),
+        progress: Some(p),
+    };
+    for id in 1..=(agents.min(20_000) as i64) {
+        store
+            .add_agent_events(
+                id,
+                "run-1",
+                &[
+                    ev("startup", 10),
+                    ev("permissions", 60),
+                    ev("completion", 100),
+                ],
+                now,
+            )
+            .await
+            .expect("events");
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let users: usize = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_055_000);
+    let agents: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let renders: usize = args
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20)
+        .max(2);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(users, agents, renders));
+}
+
+async fn run(users: usize, agents: usize, renders: usize) {
+    let dir = std::env::temp_dir().join(format!("ferry-bench-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let t = Instant::now();
+    generate(&dir, users);
+    std::fs::write(
+        dir.join("ferry.toml"),
+        format!(
+            "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\
+             [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\
+             [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"user\", \"group\", \"device\"]\nschedule = \"1h\"\n{}",
+            sample::QUICKSTART_RULES
+        ),
+    )
+    .expect("config");
+    let database_url = match std::env::var("FERRY_BENCH_DATABASE_URL") {
+        Ok(url) => {
+            let schema = format!("bench_{}", std::process::id());
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .expect("schema");
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+        }
+        Err(_) => None,
+    };
+    let backend = if database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+
+    // Seed (not timed): a real cycle for the translation table, agents, batches.
+    let server = start(&dir, database_url.clone()).await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+        token: server.admin_token.clone(),
+    };
+    let c = api
+        .send(
+            reqwest::Method::POST,
+            "/profiles/users/run?wait=true&timeout=3600",
+            json!({}),
+        )
+        .await;
+    assert_eq!(c["cycle"]["status"], "succeeded", "{c}");
+    let store = Arc::clone(&server.state.store);
+    seed_agents(&store, agents).await;
+    api.send(reqwest::Method::PUT, "/runbooks/Main", json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"]})).await;
+    let per = agents / BATCHES;
+    for b in 0..BATCHES {
+        let name = format!("wave-{b}");
+        api.send(
+            reqwest::Method::PUT,
+            &format!("/batches/{name}"),
+            json!({"name": name, "source_directory": "contoso", "target_directory": "fabrikam",
+            "runbooks": ["Main"], "enforced_after": "2030-01-01T00:00", "time_zone": "UTC"}),
+        )
+        .await;
+        let comps: Vec<String> = (b * per..(b + 1) * per)
+            .map(|i| format!("pc-{i:06}"))
+            .collect();
+        store
+            .add_batch_computers(&name, &comps, 1)
+            .await
+            .expect("computers");
+    }
+    let entries = api.get("/translation?limit=1").await.0["total"]
+        .as_u64()
+        .unwrap_or(0);
+    let agent_total = store
+        .count_agents(&Default::default())
+        .await
+        .expect("count");
+    println!(
+        "{backend}: {entries} translation entries, {agent_total} agents, {BATCHES} batches of {per} computers; seeded in {:.0}s (not timed)",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        entries >= 1_000_000 || users < 1_000_000,
+        "fewer than 1M translation entries: {entries}"
+    );
+    let token = server.admin_token.clone();
+    server.stop().await.expect("stop");
+
+    // Measure on a restarted server: the first render of each page is cold.
+    let server = start(&dir, database_url).await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        url: format!("http://{}", server.addr),
+        token,
+    };
+    let upn = api
+        .get(&format!("/translation?limit=1&offset={}", entries / 2))
+        .await
+        .0["entries"][0]["source_upn"]
+        .as_str()
+        .unwrap_or("ann")
+        .to_string();
+    let s = |x: &str| x.to_string();
+    type Pages = Vec<(&'static str, Vec<Vec<String>>)>;
+    // Each page: its steps in order; each step's requests are sent together.
+    let pages: Pages = vec![
+        (
+            "readiness",
+            vec![vec![
+                s("/directories"),
+                s("/profiles"),
+                s("/translation?limit=1"),
+                s("/psks"),
+                s("/agent-endpoint"),
+                s("/runbooks"),
+                s("/batches?computers=false"),
+                s("/agents?limit=1"),
+                s("/logs?level=warning&limit=1000"),
+                s("/logs?level=error&limit=1000"),
+            ]],
+        ),
+        ("directories", vec![vec![s("/directories")]]),
+        ("profiles", vec![vec![s("/profiles"), s("/directories")]]),
+        ("cycles", vec![vec![s("/cycles?limit=100")]]),
+        (
+            "whatif",
+            vec![
+                vec![s("/profiles")],
+                vec![s(
+                    "/profiles/users/whatif?limit=100&offset=0&writes_limit=0",
+                )],
+            ],
+        ),
+        (
+            "whatif, unmatched",
+            vec![
+                vec![s("/profiles")],
+                vec![s(
+                    "/profiles/users/whatif?limit=100&offset=0&writes_limit=0&status=unmatched",
+                )],
+            ],
+        ),
+        (
+            "translation",
+            vec![vec![s("/translation?limit=50&offset=0&q=")]],
+        ),
+        (
+            "translation, middle page",
+            vec![vec![format!(
+                "/translation?limit=50&offset={}&q=",
+                entries / 2
+            )]],
+        ),
+        (
+            "translation, search",
+            vec![vec![format!("/translation?limit=50&offset=0&q={upn}")]],
+        ),
+        (
+            "object report",
+            vec![vec![format!("/report/object?q={upn}")]],
+        ),
+        ("logs", vec![vec![s("/logs?limit=500"), s("/profiles")]]),
+        (
+            "logs, warnings",
+            vec![vec![s("/logs?limit=500&level=warning"), s("/profiles")]],
+        ),
+        ("psks", vec![vec![s("/agent-endpoint"), s("/psks")]]),
+        ("runbooks", vec![vec![s("/runbooks"), s("/directories")]]),
+        (
+            "batches",
+            vec![vec![s("/batches?computers=false"), s("/directories"), s("/runbooks")]],
+        ),
+        (
+            "dashboard",
+            vec![
+                vec![s("/batches?computers=false")],
+                vec![s("/batches/wave-3/progress?limit=200")],
+            ],
+        ),
+        ("agents", vec![vec![s("/agents?limit=100&offset=0")]]),
+        (
+            "agents, middle page",
+            vec![vec![format!(
+                "/agents?limit=100&offset={}",
+                agent_total / 2
+            )]],
+        ),
+        (
+            "agents, search",
+            vec![vec![s("/agents?limit=100&offset=0&search=pc-0777")]],
+        ),
+        (
+            "agent",
+            vec![vec![format!("/agents/{}", agent_total * 7 / 9)]],
+        ),
+        (
+            "failed communications",
+            vec![vec![s("/reports/failed-communications")]],
+        ),
+        ("environments", vec![vec![s("/environments")]]),
+        ("environment moves", vec![vec![s("/moves")]]),
+        ("audit", vec![vec![s("/audit?limit=200")]]),
+    ];
+    println!(
+        "\n| page | first render (cold) | median | p95 | max | bytes |\n|---|---|---|---|---|---|"
+    );
+    let mut worst: (f64, &str) = (0.0, "");
+    for (name, steps) in &pages {
+        let mut times = Vec::with_capacity(renders);
+        let mut bytes = 0;
+        for _ in 0..renders {
+            let t = Instant::now();
+            bytes = 0;
+            for step in steps {
+                bytes += api.all(step).await;
+            }
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let first = times[0];
+        let mut warm = times[1..].to_vec();
+        let (med, p95) = (pct(&mut warm, 0.5), pct(&mut warm, 0.95));
+        let max = warm.iter().cloned().fold(first, f64::max);
+        if max > worst.0 {
+            worst = (max, name);
+        }
+        println!("| {name} | {first:.1} ms | {med:.1} ms | {p95:.1} ms | {max:.1} ms | {bytes} |");
+    }
+    println!(
+        "\nslowest render of any page: {:.1} ms ({}); target ≤ 200 ms",
+        worst.0, worst.1
+    );
+    server.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
