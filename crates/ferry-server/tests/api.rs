@@ -553,7 +553,10 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
     use ferry_core::plan::Status;
     let dir = tempfile::tempdir().unwrap();
     write_sample(dir.path(), 400);
-    let h = start(dir.path(), &config("match-only")).await;
+    let also = format!(
+        "\n[[sync_profile]]\nname = \"also\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"user\", \"group\", \"device\"]\n{PROFILE_TAIL}"
+    );
+    let h = start(dir.path(), &(config("match-only") + &also)).await;
     assert_eq!(h.run().await["status"], "succeeded");
     let st = &h.server.state;
     let mut checked = 0;
@@ -588,6 +591,51 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
         checked >= 8,
         "the sample has decisions of several kinds and statuses"
     );
+    // Pages across profiles, read profile by profile, are the store's pages.
+    let (s2, v) = h
+        .call(reqwest::Method::POST, "/profiles/also/run?wait=true", None)
+        .await;
+    assert_eq!(
+        (s2, v["cycle"]["status"].as_str()),
+        (202, Some("succeeded")),
+        "{v}"
+    );
+    let key = |rows: &[ferry_store::DecisionRow]| -> Vec<String> {
+        rows.iter()
+            .map(|r| format!("{} {} {}", r.profile, r.kind.as_str(), r.source_id))
+            .collect()
+    };
+    let all = st.store.count_decisions(&Default::default()).await.unwrap();
+    let mut pages = 0;
+    for kind in [None, Some(ObjectKind::User), Some(ObjectKind::Device)] {
+        for status in [Some(Status::Matched), Some(Status::Unmatched), None] {
+            for (offset, limit) in [
+                (0, 1),
+                (0, 50),
+                (3, 7),
+                (all / 2 - 5, 20),
+                (all - 3, 10),
+                (all + 5, 10),
+            ] {
+                let q = ferry_store::DecisionQuery {
+                    status,
+                    kind,
+                    offset,
+                    limit,
+                    ..Default::default()
+                };
+                let paged = ferry_server::api::translation::page(st, &q).await.unwrap();
+                let stored = st.store.decisions(&q).await.unwrap();
+                assert_eq!(
+                    key(&paged),
+                    key(&stored),
+                    "{kind:?} {status:?} {offset} {limit}"
+                );
+                pages += usize::from(!paged.is_empty());
+            }
+        }
+    }
+    assert!(pages > 20, "{pages}");
     // With a search term the store counts.
     let t = h.get("/translation?q=contoso.test&limit=1").await;
     assert!(t["total"].as_i64().unwrap() > 0);

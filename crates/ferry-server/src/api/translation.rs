@@ -67,6 +67,46 @@ pub async fn count(st: &AppState, q: &DecisionQuery) -> ApiResult<i64> {
     Ok(n as i64)
 }
 
+/// A page of decisions. Without a search term and across profiles, each profile's part is read
+/// on its own — `profile = ? AND status = ?` walks the index in order — and the page is found
+/// from the plans' counts, so no query sorts or skips a million rows of other profiles.
+pub async fn page(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<DecisionRow>> {
+    if q.profile.is_some() || q.search.as_deref().is_some_and(|s| !s.is_empty()) || q.limit <= 0 {
+        return Ok(st.store.decisions(q).await?);
+    }
+    let mut offset = q.offset.max(0);
+    let mut need = q.limit;
+    let mut rows = Vec::new();
+    for p in st.store.plan_profiles().await? {
+        let one = DecisionQuery {
+            profile: Some(p),
+            offset: 0,
+            limit: 0,
+            ..q.clone()
+        };
+        let n = count(st, &one).await?;
+        if offset >= n {
+            offset -= n;
+            continue;
+        }
+        let got = st
+            .store
+            .decisions(&DecisionQuery {
+                offset,
+                limit: need,
+                ..one
+            })
+            .await?;
+        need -= got.len() as i64;
+        rows.extend(got);
+        offset = 0;
+        if need <= 0 {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
 /// Translation entries of matched decisions, with their rules described.
 pub async fn entries(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<TranslationEntry>> {
     let rows = st.store.decisions(q).await?;
@@ -153,7 +193,7 @@ pub async fn list(
     Ok(Json(TranslationPage {
         total,
         offset: q.offset,
-        entries: entries(&st, &q).await?,
+        entries: to_entries(&st, page(&st, &q).await?).await?,
     }))
 }
 

@@ -225,7 +225,7 @@ function nav(current) {
 async function readiness() {
   const [dirs, profiles, tr, psks, ep, runbooks, batches, agents, warnings, errors] = await Promise.all([
     api("/directories"), api("/profiles"), api("/translation?limit=1"), api("/psks"), api("/agent-endpoint").catch(() => null),
-    api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=1000"), api("/logs?level=error&limit=1000"),
+    api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=100"), api("/logs?level=error&limit=100"),
   ]);
   const graph = dirs.filter((d) => d.kind === "graph");
   const tokens = (await Promise.all(graph.map((d) => api(`/directories/${enc(d.name)}/enrolment-tokens`).catch(() => []))))
@@ -249,7 +249,7 @@ async function readiness() {
       line(exported, "Run an end-to-end Import/Sync/Export", "cycles"),
       // Errors fail the line; warnings (unmatched users, say) are for the engineer to review.
       line(ended.length > 0 && errors.length === 0, "Check Message Logs for Warnings and Errors", "logs?level=warning",
-        `${errors.length}${errors.length === 1000 ? "+" : ""} errors, ${warnings.length - errors.length}${warnings.length === 1000 ? "+" : ""} warnings to review`),
+        `${errors.length}${errors.length === 100 ? "+" : ""} errors, ${warnings.length === 100 ? "100+ warnings and errors" : warnings.length - errors.length + " warnings"} to review`),
       line(planned.length > 0 && !profiles.some((p) => p.awaiting_approval), "Confirm the What If report", "whatif",
         profiles.filter((p) => p.awaiting_approval).map((p) => p.name + " awaits approval").join(", ")),
       line(tr.total > 0, "Spot check the Translation Table", "translation", `${tr.total} entries`),
