@@ -416,12 +416,23 @@ async fn the_console_in_chromium() {
     );
 
     // A runbook: a refused one says which field, then one with its sections filled in.
+    // A prerequisite runbook, put by the API as the CLI does; the form's runbook needs it.
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/v1/runbooks/Pre-Req%20agent%20check", server.url))
+        .bearer_auth(token("admin"))
+        .json(&json!({"name": "Pre-Req agent check", "source_directories": ["contoso"], "target_directories": ["fabrikam"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     b.go(&format!("{url}#/runbooks")).await;
     b.click("#runbook-save").await;
     b.wait_text("#runbook-form-message", "name").await;
     b.type_in("#rb-name", "Wave 1 workstations").await;
     b.click("#rb-source input[value=contoso]").await;
     b.click("#rb-target input[value=fabrikam]").await;
+    b.click("#rb-prereq input[value='Pre-Req agent check']")
+        .await;
     b.type_in("#rb-message", "Your computer moves to Fabrikam tonight.")
         .await;
     b.type_in("#rb-snoozes", "3").await;
@@ -458,6 +469,7 @@ async fn the_console_in_chromium() {
         rb["permission_updates"]["ignore"],
         json!(["**/node_modules"])
     );
+    assert_eq!(rb["prerequisites"], json!(["Pre-Req agent check"]));
 
     // A batch of one of Contoso's devices, its rules' warnings and its device What-If.
     let device = api_get("/translation?kind=device&limit=1").await["entries"][0]["source_name"]
@@ -476,6 +488,16 @@ async fn the_console_in_chromium() {
     b.type_in("#batch-computers", &device).await;
     b.click("#batch-save").await;
     let row = b.wait_text("main table", "wave-1").await;
+    // The batch rules added the prerequisite, and say so.
+    b.wait_text(
+        "#batch-warnings",
+        "added prerequisite runbook `Pre-Req agent check`",
+    )
+    .await;
+    assert!(
+        row.contains("Pre-Req agent check, Wave 1 workstations"),
+        "{row}"
+    );
     assert!(row.contains("2030-01-01T18:00 UTC"), "{row}");
     b.script(
         "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('wave-1')).querySelector('button.whatif').click()",
