@@ -35,3 +35,36 @@ pub fn process_cpu_seconds(pid: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Writes `contoso.json` and `fabrikam.json` into `dir`: the sample's `users` source users (with
+/// their groups and devices when asked) and its target, padded with new hires up to as many users.
+/// Returns the sample's expected matches.
+pub fn write_user_snapshots(
+    dir: &std::path::Path,
+    users: usize,
+    with_groups_and_devices: bool,
+) -> ferry_core::sample::Expected {
+    use ferry_core::model::DirObject;
+    use ferry_core::{ObjectKind, sample};
+    let s = sample::generate(users, with_groups_and_devices, 1);
+    let mut target = s.target;
+    let mut rng = sample::Rng::new(99);
+    let have = target.iter().filter(|o| o.kind == ObjectKind::User).count();
+    for n in have..users {
+        let mut o = DirObject::new(ObjectKind::User, rng.guid(), format!("Pad {n}"));
+        o.mail = Some(format!("pad{n}@fabrikam.test"));
+        o.upn = o.mail.clone();
+        target.push(o);
+    }
+    std::fs::write(
+        dir.join("contoso.json"),
+        ferry_core::snapshot::render_json(&s.source),
+    )
+    .expect("write contoso.json");
+    std::fs::write(
+        dir.join("fabrikam.json"),
+        ferry_core::snapshot::render_json(&target),
+    )
+    .expect("write fabrikam.json");
+    s.expected
+}

@@ -12,8 +12,7 @@
 //! from the median and 95th percentile of the following renders.
 
 use ferry_core::agent::{AgentEvent, DeviceFacts};
-use ferry_core::model::DirObject;
-use ferry_core::{ObjectKind, sample};
+use ferry_core::sample;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use ferry_store::{Contact, Enrollment, Store};
@@ -85,30 +84,6 @@ impl Api {
         assert!(status.is_success(), "{path}: {status} {v}");
         v
     }
-}
-
-fn generate(dir: &Path, users: usize) {
-    let s = sample::generate(users, true, 1);
-    let mut target = s.target;
-    let mut rng = sample::Rng::new(99);
-    let mut n = 0;
-    while target.len() < users {
-        let mut o = DirObject::new(ObjectKind::User, rng.guid(), format!("Pad {n}"));
-        o.mail = Some(format!("pad{n}@fabrikam.test"));
-        o.upn = o.mail.clone();
-        target.push(o);
-        n += 1;
-    }
-    std::fs::write(
-        dir.join("contoso.json"),
-        ferry_core::snapshot::render_json(&s.source),
-    )
-    .expect("write");
-    std::fs::write(
-        dir.join("fabrikam.json"),
-        ferry_core::snapshot::render_json(&target),
-    )
-    .expect("write");
 }
 
 async fn start(dir: &Path, database_url: Option<String>) -> Server {
@@ -235,7 +210,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
     let dir = std::env::temp_dir().join(format!("ferry-bench-console-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let t = Instant::now();
-    generate(&dir, users);
+    ferry_bench::write_user_snapshots(&dir, users, true);
     std::fs::write(
         dir.join("ferry.toml"),
         format!(

@@ -8,8 +8,7 @@
 //! `cargo run --release -p ferry-bench --bin sync-1m [-- USERS]`
 
 use ferry_bench::{cpu_seconds, peak_rss_mib};
-use ferry_core::model::DirObject;
-use ferry_core::{ObjectKind, sample};
+use ferry_core::sample;
 use ferry_server::engine::{Engine, Trigger};
 use ferry_server::settings::Settings;
 use std::path::{Path, PathBuf};
@@ -57,40 +56,19 @@ fn main() {
 /// Writes the snapshots; returns how many users the engine must match.
 fn generate(dir: &Path, users: usize) -> u64 {
     let t = Instant::now();
-    let s = sample::generate(users, false, 1);
-    let mut target = s.target;
-    // Pad the target with new hires up to the same number of users.
-    let mut rng = sample::Rng::new(99);
-    let mut n = 0;
-    while target.len() < users {
-        let mut o = DirObject::new(ObjectKind::User, rng.guid(), format!("Pad {n}"));
-        o.mail = Some(format!("pad{n}@fabrikam.test"));
-        o.upn = o.mail.clone();
-        target.push(o);
-        n += 1;
-    }
-    std::fs::write(
-        dir.join("contoso.json"),
-        ferry_core::snapshot::render_json(&s.source),
-    )
-    .expect("write");
-    std::fs::write(
-        dir.join("fabrikam.json"),
-        ferry_core::snapshot::render_json(&target),
-    )
-    .expect("write");
+    let expected = ferry_bench::write_user_snapshots(dir, users, false);
     let bytes: u64 = ["contoso.json", "fabrikam.json"]
         .iter()
         .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
         .sum();
     println!(
         "setup: {} source and {} target users, {:.0} MB of JSON, generated in {:.1}s (not timed below)",
-        s.source.len(),
-        target.len(),
+        users,
+        users,
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
-    s.expected.users_matched
+    expected.users_matched
 }
 
 async fn run(dir: &Path, expected: u64) {
