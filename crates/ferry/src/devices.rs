@@ -24,8 +24,21 @@ pub enum PskCmd {
 
 #[derive(Subcommand)]
 pub enum AgentsCmd {
-    /// Enrolled agents: version, OS, last contact, state, batch, progress.
-    List,
+    /// Enrolled agents: version, OS, last contact, state, batch, progress (a page by id).
+    List {
+        /// Part of the host name or device id.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        batch: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        /// At most 10000.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
     /// One agent: facts, harvested profiles, run events.
     Show { id: i64 },
     /// A run's log as the agent sent it.
@@ -189,8 +202,20 @@ pub async fn psk(c: &Client, cmd: PskCmd, json: bool) -> Result<ExitCode> {
 
 pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> {
     match cmd {
-        AgentsCmd::List => {
-            let v = call(c, Method::GET, "/agents", &[], None).await?;
+        AgentsCmd::List {
+            search,
+            state,
+            batch,
+            offset,
+            limit,
+        } => {
+            let mut q = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
+            for (k, v) in [("search", search), ("state", state), ("batch", batch)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let v = call(c, Method::GET, "/agents", &q, None).await?;
             print(&v, json)?;
             if !json {
                 println!(

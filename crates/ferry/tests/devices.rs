@@ -84,6 +84,10 @@ fn psk_runbook_batch_agents_through_the_cli() {
         list.contains("PC-0001") && list.contains("enrolled"),
         "{list}"
     );
+    let found = run(&["agents", "list", "--search", "pc-00", "--state", "enrolled"]);
+    assert!(found.contains("PC-0001"), "{found}");
+    let none = run(&["agents", "list", "--search", "no-such-host"]);
+    assert!(!none.contains("PC-0001"), "{none}");
 
     // Runbooks and batches from files; errors name the field or the missing prerequisite.
     let write = |name: &str, v: Value| {
