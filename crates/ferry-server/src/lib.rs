@@ -268,6 +268,30 @@ impl Server {
         if opts.scheduler {
             tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
         }
+        // Servers sharing a database see each other's console changes within five seconds.
+        {
+            let (live, store, mut stop) = (
+                Arc::clone(&state.settings),
+                Arc::clone(&state.store),
+                rx.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    match live.refresh(&*store).await {
+                        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not reread the console's directories and profiles")
+                        }
+                    }
+                }
+            });
+        }
         let mut rx2 = rx;
         let task = tokio::spawn(
             axum::serve(listener, app(state.clone()))

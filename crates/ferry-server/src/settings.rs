@@ -230,6 +230,11 @@ impl StoredDirectory {
 pub struct Live {
     file: Arc<Settings>,
     current: RwLock<Arc<Settings>>,
+    /// The stored entries last read, hashed.
+    seen: std::sync::Mutex<u64>,
+    /// Held by a change (read the stored entries, validate, store, apply) and by a reread, so
+    /// that one never puts older entries in force over the other.
+    pub changes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Live {
@@ -245,6 +250,8 @@ impl Live {
         Arc::new(Live {
             current: RwLock::new(Arc::clone(&file)),
             file,
+            seen: std::sync::Mutex::new(0),
+            changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -289,10 +296,34 @@ impl Live {
         Ok(s)
     }
 
+    /// Rereads the stored entries and, when they changed since they were last read (another
+    /// server sharing the database changed them), puts them in force as [`Live::load`] does.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
+        let _guard = self.changes.lock().await;
+        let seen = Live::fingerprint(store).await?;
+        if self.seen.lock().map(|s| *s == seen).unwrap_or(false) {
+            return Ok(vec![]);
+        }
+        self.load(store).await
+    }
+
+    /// What the stored entries are, to notice a change.
+    async fn fingerprint(store: &dyn Store) -> Result<u64, StoreError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        store.documents(DocKind::Directory).await?.hash(&mut h);
+        store.documents(DocKind::Profile).await?.hash(&mut h);
+        Ok(h.finish())
+    }
+
     /// At start: puts the stored entries in force, setting aside (with a warning) those the file
     /// now names too or that no longer validate, so that a server always starts.
     pub async fn load(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
+        let seen = Live::fingerprint(store).await?;
         let (mut dirs, mut profiles) = Live::stored(store).await?;
+        if let Ok(mut s) = self.seen.lock() {
+            *s = seen;
+        }
         let mut warnings = Vec::new();
         let file = &self.file.config;
         dirs.retain(|d| {

@@ -374,6 +374,49 @@ fn two_servers_on_one_postgres_run_each_scheduled_cycle_once() {
             .matches("scheduled cycle started")
             .count();
     assert!(started >= 1, "no server logged a scheduled start");
+
+    // A directory added in the console of one server is in force on the other within seconds.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let r = http
+            .put(format!("{}/api/v1/directories/shared", a.url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "shared", "kind": "file", "path": "shared.json"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let list: serde_json::Value = http
+                .get(format!("{}/api/v1/directories", b.url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if list
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["name"] == "shared" && d["origin"] == "console")
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server b never saw the directory: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
 }
 
 #[test]

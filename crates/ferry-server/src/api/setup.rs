@@ -18,9 +18,6 @@ use axum::routing::put;
 use ferry_core::config::{ConfigError, DirectoryConfig, SyncProfile};
 use ferry_store::{AuditEntry, DocKind, now_ms};
 
-/// One change at a time: each reads the stored entries, validates, stores and applies.
-static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn invalid(e: ConfigError) -> ApiError {
     if e.path.is_empty() {
         ApiError::BadRequest(e.message)
@@ -106,7 +103,7 @@ pub async fn put_directory(
             d.name()
         )));
     }
-    let _guard = CHANGES.lock().await;
+    let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
         &st,
@@ -174,7 +171,7 @@ pub async fn delete_directory(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let _guard = CHANGES.lock().await;
+    let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
         &st,
@@ -228,7 +225,7 @@ pub async fn put_profile(
             p.name
         )));
     }
-    let _guard = CHANGES.lock().await;
+    let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
         &st,
@@ -282,7 +279,7 @@ pub async fn delete_profile(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let _guard = CHANGES.lock().await;
+    let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
         &st,
