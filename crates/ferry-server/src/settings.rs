@@ -268,21 +268,36 @@ impl Live {
     pub async fn stored(
         store: &dyn Store,
     ) -> Result<(Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
+        let (_, dirs, profiles) = Live::read(store).await?;
+        Ok((dirs, profiles))
+    }
+
+    /// The stored entries, and a hash of their documents to notice a change.
+    async fn read(
+        store: &dyn Store,
+    ) -> Result<(u64, Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
+        use std::hash::{Hash, Hasher};
         let corrupt = |what: &str, name: &str, e: serde_json::Error| {
             StoreError::Corrupt(format!("{what} `{name}`: {e}"))
         };
+        let (d, p) = (
+            store.documents(DocKind::Directory).await?,
+            store.documents(DocKind::Profile).await?,
+        );
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&d, &p).hash(&mut h);
         let mut dirs = Vec::new();
-        for (name, body) in store.documents(DocKind::Directory).await? {
+        for (name, body) in d {
             let d: StoredDirectory =
                 serde_json::from_str(&body).map_err(|e| corrupt("directory", &name, e))?;
             dirs.push(d.directory().map_err(|e| corrupt("directory", &name, e))?);
         }
         let mut profiles = Vec::new();
-        for (name, body) in store.documents(DocKind::Profile).await? {
+        for (name, body) in p {
             profiles
                 .push(serde_json::from_str(&body).map_err(|e| corrupt("sync profile", &name, e))?);
         }
-        Ok((dirs, profiles))
+        Ok((h.finish(), dirs, profiles))
     }
 
     /// Validates the file's settings plus these entries and puts them in force.
@@ -290,37 +305,40 @@ impl Live {
         &self,
         dirs: &[DirectoryConfig],
         profiles: &[SyncProfile],
-    ) -> Result<Arc<Settings>, ConfigError> {
-        let s = Arc::new(self.file.with_console(dirs, profiles)?);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&s);
-        Ok(s)
+    ) -> Result<(), ConfigError> {
+        self.set(self.file.with_console(dirs, profiles)?);
+        Ok(())
+    }
+
+    /// Puts settings built by [`Settings::with_console`] on [`Live::file`] in force.
+    pub fn set(&self, s: Settings) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 
     /// Rereads the stored entries and, when they changed since they were last read (another
     /// server sharing the database changed them), puts them in force as [`Live::load`] does.
     pub async fn refresh(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
         let _guard = self.changes.lock().await;
-        let seen = Live::fingerprint(store).await?;
+        let (seen, dirs, profiles) = Live::read(store).await?;
         if self.seen.lock().map(|s| *s == seen).unwrap_or(false) {
             return Ok(vec![]);
         }
-        self.load(store).await
-    }
-
-    /// What the stored entries are, to notice a change.
-    async fn fingerprint(store: &dyn Store) -> Result<u64, StoreError> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        store.documents(DocKind::Directory).await?.hash(&mut h);
-        store.documents(DocKind::Profile).await?.hash(&mut h);
-        Ok(h.finish())
+        Ok(self.put_in_force(seen, dirs, profiles))
     }
 
     /// At start: puts the stored entries in force, setting aside (with a warning) those the file
     /// now names too or that no longer validate, so that a server always starts.
     pub async fn load(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
-        let seen = Live::fingerprint(store).await?;
-        let (mut dirs, mut profiles) = Live::stored(store).await?;
+        let (seen, dirs, profiles) = Live::read(store).await?;
+        Ok(self.put_in_force(seen, dirs, profiles))
+    }
+
+    fn put_in_force(
+        &self,
+        seen: u64,
+        mut dirs: Vec<DirectoryConfig>,
+        mut profiles: Vec<SyncProfile>,
+    ) -> Vec<String> {
         if let Ok(mut s) = self.seen.lock() {
             *s = seen;
         }
@@ -349,7 +367,7 @@ impl Live {
         });
         loop {
             match self.apply(&dirs, &profiles) {
-                Ok(_) => return Ok(warnings),
+                Ok(()) => return warnings,
                 Err(e) => {
                     // Drop the entry the error names, or everything when it names none.
                     let before = dirs.len() + profiles.len();

@@ -580,7 +580,11 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
                     kind,
                     ..Default::default()
                 };
-                let from_plans = ferry_server::api::translation::count(st, &q).await.unwrap();
+                let plans = ferry_server::api::translation::plans(st, &q).await.unwrap();
+                let from_plans: i64 = plans
+                    .iter()
+                    .map(|p| ferry_server::api::translation::counted(p, &q))
+                    .sum();
                 let scanned = st.store.count_decisions(&q).await.unwrap();
                 assert_eq!(from_plans, scanned, "{profile:?} {kind:?} {status:?}");
                 checked += usize::from(scanned > 0);
@@ -624,7 +628,11 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
                     limit,
                     ..Default::default()
                 };
-                let paged = ferry_server::api::translation::page(st, &q).await.unwrap();
+                let plans = ferry_server::api::translation::plans(st, &q).await.unwrap();
+                let (total, paged) = ferry_server::api::translation::page(st, &q, &plans)
+                    .await
+                    .unwrap();
+                assert_eq!(total, st.store.count_decisions(&q).await.unwrap());
                 let stored = st.store.decisions(&q).await.unwrap();
                 assert_eq!(
                     key(&paged),

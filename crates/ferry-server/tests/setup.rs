@@ -161,6 +161,10 @@ async fn directories_and_profiles_from_the_console() {
     // Test connection reaches the new settings (nothing listens on port 2).
     let (_, t) = h.call(Method::POST, "/directories/corp/test", None).await;
     assert_eq!(t["ok"], false, "{t}");
+    assert!(
+        t["checks"].to_string().contains("127.0.0.1:2"),
+        "the edited URL is the one tried: {t}"
+    );
 
     // Two file directories and a profile with a match rule and a schedule; a cycle runs on them.
     for (name, file) in [("src", "contoso.json"), ("tgt", "fabrikam.json")] {

@@ -495,8 +495,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Oldest first; every run when `run` is None.
     async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>>;
-    /// The newest event of every agent that reported one (for the agents report).
-    async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>>;
     /// The newest event of each of these agents that reported one.
     async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>>;
     /// Stores a log chunk once per (agent, run, start); false for a resend.

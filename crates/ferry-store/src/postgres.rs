@@ -558,15 +558,6 @@ impl Store for PgStore {
         rows.iter().map(event_row).collect()
     }
 
-    async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>> {
-        let rows = self
-            .client()
-            .await?
-            .query(query::LATEST_EVENTS, &[])
-            .await?;
-        rows.iter().map(event_row).collect()
-    }
-
     async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>> {
         if agents.is_empty() {
             return Ok(vec![]);

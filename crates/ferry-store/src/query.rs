@@ -276,5 +276,3 @@ pub const EVENTS: &str = "SELECT agent_id, run, received_at, at, step, status, m
 pub const INSERT_LOG_CHUNK: &str = "INSERT INTO agent_logs (agent_id, run, start, received_at, text) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
 pub const INSERT_FAILED: &str = "INSERT INTO failed_comms (at, address, code, reason, agent_id, device_id) VALUES (?, ?, ?, ?, ?, ?)";
 pub const FAILED: &str = "SELECT id, at, address, code, reason, agent_id, device_id FROM failed_comms ORDER BY id DESC LIMIT ?";
-pub const LATEST_EVENTS: &str = "SELECT agent_id, run, received_at, at, step, status, message, progress FROM agent_events \
-     WHERE id IN (SELECT MAX(id) FROM agent_events GROUP BY agent_id)";

@@ -690,14 +690,6 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn latest_agent_events(&self) -> Result<Vec<StoredEvent>> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(query::LATEST_EVENTS)?;
-            let rows = st.query_map([], event_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-    }
-
     async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>> {
         if agents.is_empty() {
             return Ok(vec![]);

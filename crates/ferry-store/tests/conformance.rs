@@ -437,7 +437,7 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         ["startup", "join"]
     );
     assert_eq!(s.agent_events(a.id, None).await.unwrap().len(), 3);
-    let latest = s.latest_agent_events().await.unwrap();
+    let latest = s.latest_events_of(&[a.id]).await.unwrap();
     assert_eq!(latest.len(), 1);
     assert_eq!(
         (latest[0].run.as_str(), latest[0].event.step.as_str()),

@@ -275,12 +275,7 @@ pub async fn put_runbook(
     Path(name): Path<String>,
     Json(r): Json<Runbook>,
 ) -> ApiResult<Json<Runbook>> {
-    if r.name != name {
-        return Err(ApiError::BadRequest(format!(
-            "name: `{}` differs from the URL's `{name}`",
-            r.name
-        )));
-    }
+    super::same_name(&r.name, &name)?;
     let stored = st.devices.reload(&*st.store).await?.runbooks.clone();
     devices::validate_runbook(&r, &st.settings.get(), &stored)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -409,12 +404,7 @@ pub async fn put_batch(
     Query(p): Query<PutBatchParams>,
     Json(mut b): Json<Batch>,
 ) -> ApiResult<Json<BatchView>> {
-    if b.name != name {
-        return Err(ApiError::BadRequest(format!(
-            "name: `{}` differs from the URL's `{name}`",
-            b.name
-        )));
-    }
+    super::same_name(&b.name, &name)?;
     let snap = st.devices.reload(&*st.store).await?;
     let notes = devices::check_batch(
         &mut b,

@@ -41,7 +41,7 @@ async fn save<T: Serialize>(st: &AppState, kind: DocKind, name: &str, v: &T) -> 
     Ok(st.store.put_document(kind, name, &body, now_ms()).await?)
 }
 
-async fn audit(
+pub(super) async fn audit(
     st: &AppState,
     op: &Operator,
     tenant: Option<&str>,

@@ -95,6 +95,17 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Refuses a body whose `name` is not the one in the URL.
+pub fn same_name(body: &str, path: &str) -> ApiResult<()> {
+    if body == path {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "name: `{body}` differs from the URL's `{path}`"
+        )))
+    }
+}
+
 /// A query parameter that failed to parse, as a 400 naming the parameter.
 pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
     ApiError::BadRequest(format!(

@@ -10,13 +10,13 @@
 
 use super::{ApiError, ApiResult};
 use crate::auth::AdminAuth;
-use crate::settings::{Live, StoredDirectory, put_credential, take_credential};
+use crate::settings::{Live, Settings, StoredDirectory, put_credential, take_credential};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::put;
 use ferry_core::config::{ConfigError, DirectoryConfig, SyncProfile};
-use ferry_store::{AuditEntry, DocKind, now_ms};
+use ferry_store::{DocKind, now_ms};
 
 fn invalid(e: ConfigError) -> ApiError {
     if e.path.is_empty() {
@@ -39,6 +39,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T
     })
 }
 
+/// Audits a change (`tenant` none: directories and profiles belong to no tenant).
 async fn audit(
     st: &AppState,
     who: &str,
@@ -46,18 +47,11 @@ async fn audit(
     subject: &str,
     detail: String,
 ) -> ApiResult<()> {
-    Ok(st
-        .store
-        .add_audit(&AuditEntry {
-            id: 0,
-            at: now_ms(),
-            actor: who.to_string(),
-            tenant: None,
-            action: action.into(),
-            subject: subject.into(),
-            detail,
-        })
-        .await?)
+    let op = crate::auth::Operator {
+        name: who.to_string(),
+        role: crate::auth::Role::Admin,
+    };
+    super::environments::audit(st, &op, None, action, subject, detail).await
 }
 
 /// Refuses a change to an entry of the configuration file.
@@ -77,11 +71,11 @@ fn not_the_files(
     Ok(())
 }
 
-/// Validates and stores the console's entries, then puts them in force.
-fn check(live: &Live, dirs: &[DirectoryConfig], profiles: &[SyncProfile]) -> ApiResult<()> {
-    live.file()
+/// The settings these entries would give, validated with the file's (nothing in force yet).
+fn build(st: &AppState, dirs: &[DirectoryConfig], profiles: &[SyncProfile]) -> ApiResult<Settings> {
+    st.settings
+        .file()
         .with_console(dirs, profiles)
-        .map(|_| ())
         .map_err(invalid)
 }
 
@@ -97,12 +91,7 @@ pub async fn put_directory(
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     let mut d: DirectoryConfig = parse(&body, "directory")?;
-    if d.name() != name {
-        return Err(ApiError::BadRequest(format!(
-            "name: `{}` differs from the URL's `{name}`",
-            d.name()
-        )));
-    }
+    super::same_name(d.name(), &name)?;
     let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
@@ -126,13 +115,13 @@ pub async fn put_directory(
     } else {
         dirs.push(d.clone());
     }
-    check(&st.settings, &dirs, &profiles)?;
+    let next = build(&st, &dirs, &profiles)?;
     let doc = StoredDirectory::new(d.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
     let doc = serde_json::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_document(DocKind::Directory, &name, &doc, now_ms())
         .await?;
-    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    st.settings.set(next);
     st.engine.forget_connector(&name);
     let mut shown = d;
     let had = take_credential(&mut shown).is_some();
@@ -199,9 +188,9 @@ pub async fn delete_directory(
             p.name
         )));
     }
-    check(&st.settings, &dirs, &profiles).map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let next = build(&st, &dirs, &profiles)?;
     st.store.delete_document(DocKind::Directory, &name).await?;
-    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    st.settings.set(next);
     st.engine.forget_connector(&name);
     audit(&st, &a.name, "directory.remove", &name, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -219,12 +208,7 @@ pub async fn put_profile(
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     let p: SyncProfile = parse(&body, "sync profile")?;
-    if p.name != name {
-        return Err(ApiError::BadRequest(format!(
-            "name: `{}` differs from the URL's `{name}`",
-            p.name
-        )));
-    }
+    super::same_name(&p.name, &name)?;
     let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
@@ -240,12 +224,12 @@ pub async fn put_profile(
         Some(i) => profiles[i] = p.clone(),
         None => profiles.push(p.clone()),
     }
-    check(&st.settings, &dirs, &profiles)?;
+    let next = build(&st, &dirs, &profiles)?;
     let doc = serde_json::to_string(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_document(DocKind::Profile, &name, &doc, now_ms())
         .await?;
-    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    st.settings.set(next);
     audit(
         &st,
         &a.name,
@@ -296,9 +280,9 @@ pub async fn delete_profile(
             "there is no sync profile `{name}`"
         )));
     }
-    check(&st.settings, &dirs, &profiles)?;
+    let next = build(&st, &dirs, &profiles)?;
     st.store.delete_document(DocKind::Profile, &name).await?;
-    st.settings.apply(&dirs, &profiles).map_err(invalid)?;
+    st.settings.set(next);
     audit(&st, &a.name, "profile.remove", &name, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

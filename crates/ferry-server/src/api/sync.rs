@@ -190,13 +190,15 @@ pub async fn whatif(
         offset: q.offset.max(0),
         limit: page(q.limit),
     };
+    let (decisions_total, decisions) =
+        super::translation::page(&st, &dq, std::slice::from_ref(&plan)).await?;
     let writes_total = plan.counts.creates + plan.counts.updates;
     let approved = writes_total > 0 && approval.as_ref().is_some_and(|a| a.plan_hash == plan.hash);
     Ok(Json(WhatIf {
         needs_approval: writes_total > 0 && !approved,
         approved,
-        decisions_total: super::translation::count(&st, &dq).await?,
-        decisions: st.store.decisions(&dq).await?,
+        decisions_total,
+        decisions,
         writes: st
             .store
             .plan_writes(&name, q.writes_offset.max(0), page(q.writes_limit))

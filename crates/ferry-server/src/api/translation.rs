@@ -11,7 +11,7 @@ use axum::routing::get;
 use ferry_core::ObjectKind;
 use ferry_core::export::{ExportFormat, TranslationEntry, render};
 use ferry_core::plan::Status;
-use ferry_store::{DecisionQuery, DecisionRow};
+use ferry_store::{DecisionQuery, DecisionRow, PlanInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -35,56 +35,63 @@ pub struct TranslationPage {
     pub entries: Vec<TranslationEntry>,
 }
 
-/// How many decisions a query finds. Without a search term the plans' counts say it (a plan and
-/// its decisions are committed together), so a page over a million entries costs no count scan;
-/// a search counts in the store.
-pub async fn count(st: &AppState, q: &DecisionQuery) -> ApiResult<i64> {
-    if q.search.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Ok(st.store.count_decisions(q).await?);
-    }
-    let profiles = match &q.profile {
+/// The plans a query reads: its profile's, or every profile's (configured or not any more).
+pub async fn plans(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<PlanInfo>> {
+    let names = match &q.profile {
         Some(p) => vec![p.clone()],
         None => st.store.plan_profiles().await?,
     };
-    let mut n = 0;
-    for p in profiles {
-        let Some(plan) = st.store.plan(&p).await? else {
-            continue;
-        };
-        for (k, c) in &plan.counts.by_kind {
-            if q.kind.is_some_and(|want| want != *k) {
-                continue;
-            }
-            n += match q.status {
-                Some(Status::Matched) => c.matched,
-                Some(Status::Unmatched) => c.unmatched,
-                Some(Status::Ambiguous) => c.ambiguous,
-                Some(Status::Conflict) => c.conflict,
-                None => c.matched + c.unmatched + c.ambiguous + c.conflict,
-            };
-        }
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        out.extend(st.store.plan(&n).await?);
     }
-    Ok(n as i64)
+    Ok(out)
 }
 
-/// A page of decisions. Without a search term and across profiles, each profile's part is read
-/// on its own — `profile = ? AND status = ?` walks the index in order — and the page is found
-/// from the plans' counts, so no query sorts or skips a million rows of other profiles.
-pub async fn page(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<DecisionRow>> {
-    if q.profile.is_some() || q.search.as_deref().is_some_and(|s| !s.is_empty()) || q.limit <= 0 {
-        return Ok(st.store.decisions(q).await?);
-    }
-    let mut offset = q.offset.max(0);
-    let mut need = q.limit;
-    let mut rows = Vec::new();
-    for p in st.store.plan_profiles().await? {
-        let one = DecisionQuery {
-            profile: Some(p),
-            offset: 0,
-            limit: 0,
-            ..q.clone()
+/// How many decisions of one plan a query (without a search term) finds: the plan's counts say
+/// it, as a plan and its decisions are committed together.
+pub fn counted(plan: &PlanInfo, q: &DecisionQuery) -> i64 {
+    let mut n = 0;
+    for (k, c) in &plan.counts.by_kind {
+        if q.kind.is_some_and(|want| want != *k) {
+            continue;
+        }
+        n += match q.status {
+            Some(Status::Matched) => c.matched,
+            Some(Status::Unmatched) => c.unmatched,
+            Some(Status::Ambiguous) => c.ambiguous,
+            Some(Status::Conflict) => c.conflict,
+            None => c.matched + c.unmatched + c.ambiguous + c.conflict,
         };
-        let n = count(st, &one).await?;
+    }
+    n as i64
+}
+
+fn searching(q: &DecisionQuery) -> bool {
+    q.search.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+/// A page of decisions and how many the query finds in all. With a search term the store counts
+/// and pages. Without one the total comes from `plans` (no count over a million rows), and each
+/// profile's part is read on its own — `profile = ? AND status = ?` walks the index in order — so
+/// no query sorts or skips the rows of other profiles.
+pub async fn page(
+    st: &AppState,
+    q: &DecisionQuery,
+    plans: &[PlanInfo],
+) -> ApiResult<(i64, Vec<DecisionRow>)> {
+    if searching(q) {
+        return Ok((
+            st.store.count_decisions(q).await?,
+            st.store.decisions(q).await?,
+        ));
+    }
+    let total = plans.iter().map(|p| counted(p, q)).sum();
+    let mut offset = q.offset.max(0);
+    let mut need = if q.limit > 0 { q.limit } else { i64::MAX };
+    let mut rows = Vec::new();
+    for plan in plans {
+        let n = counted(plan, q);
         if offset >= n {
             offset -= n;
             continue;
@@ -92,9 +99,10 @@ pub async fn page(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<DecisionRow
         let got = st
             .store
             .decisions(&DecisionQuery {
+                profile: Some(plan.profile.clone()),
                 offset,
-                limit: need,
-                ..one
+                limit: if q.limit > 0 { need } else { 0 },
+                ..q.clone()
             })
             .await?;
         need -= got.len() as i64;
@@ -104,32 +112,27 @@ pub async fn page(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<DecisionRow
             break;
         }
     }
-    Ok(rows)
+    Ok((total, rows))
 }
 
-/// Translation entries of matched decisions, with their rules described.
+/// Translation entries of matched decisions, with their plans' rules described.
+fn to_entries(rows: Vec<DecisionRow>, plans: &[PlanInfo]) -> Vec<TranslationEntry> {
+    let none = Vec::new();
+    rows.into_iter()
+        .filter_map(|r| {
+            let rules = plans
+                .iter()
+                .find(|p| p.profile == r.profile)
+                .map_or(&none, |p| &p.rules);
+            r.to_entry(rules)
+        })
+        .collect()
+}
+
+/// Every translation entry a query finds (exports).
 pub async fn entries(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<TranslationEntry>> {
-    let rows = st.store.decisions(q).await?;
-    to_entries(st, rows).await
-}
-
-async fn to_entries(st: &AppState, rows: Vec<DecisionRow>) -> ApiResult<Vec<TranslationEntry>> {
-    let mut rules: HashMap<String, Vec<String>> = HashMap::new();
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        if !rules.contains_key(&r.profile) {
-            let p = st
-                .store
-                .plan(&r.profile)
-                .await?
-                .map(|p| p.rules)
-                .unwrap_or_default();
-            rules.insert(r.profile.clone(), p);
-        }
-        if let Some(e) = r.to_entry(&rules[&r.profile]) {
-            out.push(e);
-        }
-    }
+    let plans = plans(st, q).await?;
+    let mut out = to_entries(st.store.decisions(q).await?, &plans);
     add_device_ids(st, &mut out).await?;
     Ok(out)
 }
@@ -189,11 +192,14 @@ pub async fn list(
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
     };
-    let total = count(&st, &q).await?;
+    let plans = plans(&st, &q).await?;
+    let (total, rows) = page(&st, &q, &plans).await?;
+    let mut entries = to_entries(rows, &plans);
+    add_device_ids(&st, &mut entries).await?;
     Ok(Json(TranslationPage {
         total,
         offset: q.offset,
-        entries: to_entries(&st, page(&st, &q).await?).await?,
+        entries,
     }))
 }
 
