@@ -123,7 +123,6 @@ pub struct Snapshot {
     pub runbooks: HashMap<String, Runbook>,
     /// Lower-case computer name → batch name.
     pub computers: HashMap<String, String>,
-    loaded: Option<Instant>,
 }
 
 /// Matched translation entries of one source → target pair, indexed by SID, uid and name.
@@ -195,19 +194,6 @@ impl Devices {
             .unwrap_or_default()
     }
 
-    /// Batches, runbooks and memberships for a page that only reads them: as loaded within the
-    /// last two seconds (this server's changes reload at once; another server's show within two
-    /// seconds), else reloaded.
-    pub async fn current(&self, store: &dyn Store) -> Result<Arc<Snapshot>, StoreError> {
-        let s = self.snapshot();
-        if s.loaded
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
-        {
-            return Ok(s);
-        }
-        self.reload(store).await
-    }
-
     /// Reloads batches, runbooks and memberships from the store.
     pub async fn reload(&self, store: &dyn Store) -> Result<Arc<Snapshot>, StoreError> {
         let mut snap = Snapshot::default();
@@ -232,7 +218,6 @@ impl Devices {
         for (computer, batch, _) in store.batch_computers().await? {
             snap.computers.insert(computer.to_lowercase(), batch);
         }
-        snap.loaded = Some(Instant::now());
         let snap = Arc::new(snap);
         if let Ok(mut s) = self.snapshot.write() {
             *s = Arc::clone(&snap);

@@ -248,8 +248,16 @@ impl Server {
                     })
                     .into_future(),
             );
-            // Batches and runbooks changed by another server on the same database.
-            let (d, s, mut rx4) = (Arc::clone(&devices), Arc::clone(&state.store), rx.clone());
+            agent_addr = Some(a);
+            agent_fingerprint = Some(tls.fingerprint);
+        }
+        if opts.scheduler {
+            tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
+        }
+        // Batches and runbooks changed by another server on the same database (this server's
+        // changes reload at once): the agent endpoint and the console's pages read the snapshot.
+        {
+            let (d, s, mut stop) = (Arc::clone(&devices), Arc::clone(&state.store), rx.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -258,15 +266,10 @@ impl Server {
                                 tracing::warn!(error = %e, "could not reload batches and runbooks");
                             }
                         }
-                        _ = rx4.changed() => break,
+                        _ = stop.changed() => break,
                     }
                 }
             });
-            agent_addr = Some(a);
-            agent_fingerprint = Some(tls.fingerprint);
-        }
-        if opts.scheduler {
-            tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
         }
         // Servers sharing a database see each other's console changes within five seconds.
         {

@@ -257,7 +257,7 @@ pub async fn failed(
 }
 
 async fn runbook_map(st: &AppState) -> ApiResult<HashMap<String, Runbook>> {
-    Ok(st.devices.current(&*st.store).await?.runbooks.clone())
+    Ok(st.devices.snapshot().runbooks.clone())
 }
 
 #[utoipa::path(get, path = "/runbooks", tag = "devices", responses((status = 200, body = Vec<Runbook>)))]
@@ -359,7 +359,7 @@ pub async fn batches(
     Query(p): Query<BatchListParams>,
 ) -> ApiResult<Json<Vec<BatchView>>> {
     let list = p.computers.unwrap_or(true);
-    let snap = st.devices.current(&*st.store).await?;
+    let snap = st.devices.snapshot();
     // Every batch's computers in one pass over the memberships.
     let mut members: HashMap<&str, (usize, Vec<String>)> = HashMap::new();
     for (c, b) in &snap.computers {
@@ -532,7 +532,7 @@ pub async fn whatif(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<BatchWhatIf>> {
-    let snap = st.devices.current(&*st.store).await?;
+    let snap = st.devices.snapshot();
     let b = snap
         .batches
         .get(&name)
@@ -666,7 +666,7 @@ pub async fn progress(
     Path(name): Path<String>,
     Query(p): Query<ProgressParams>,
 ) -> ApiResult<Json<BatchProgress>> {
-    let snap = st.devices.current(&*st.store).await?;
+    let snap = st.devices.snapshot();
     if !snap.batches.contains_key(&name) {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
     }
