@@ -228,7 +228,7 @@ pub fn grant(
     use std::os::unix::fs::MetadataExt;
     let name = if default { DEFAULT } else { ACCESS };
     let mode = std::fs::symlink_metadata(path)?.mode();
-    let mut acl = match crate::repermission::get_xattr(path, name)? {
+    let mut acl = match get_xattr(path, name)? {
         Some(b) => Acl::parse(&b).map_err(std::io::Error::other)?,
         None => from_mode(mode),
     };
@@ -246,7 +246,7 @@ pub fn grant(
         perm: group_class,
     });
     acl.entries.sort();
-    crate::repermission::set_xattr(path, name, Some(&acl.to_bytes()))?;
+    set_xattr(path, name, Some(&acl.to_bytes()))?;
     if !default {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
@@ -255,6 +255,33 @@ pub fn grant(
         )?;
     }
     Ok(())
+}
+
+/// `lgetxattr` by path: for setting up sample trees only (the engine reads by descriptor).
+fn get_xattr(path: &std::path::Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => return Ok(None),
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn set_xattr(path: &std::path::Path, name: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+    match value {
+        Some(v) => rustix::fs::lsetxattr(path, name, v, rustix::fs::XattrFlags::empty())
+            .map_err(Into::into),
+        None => match rustix::fs::lremovexattr(path, name) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    }
 }
 
 #[cfg(test)]

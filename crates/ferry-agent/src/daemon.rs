@@ -49,6 +49,8 @@ pub struct Config {
     pub nologin_file: PathBuf,
     pub legal_notice_file: PathBuf,
     pub threads: usize,
+    /// Ids below this are the system's; translations naming one are refused.
+    pub min_id: u32,
     /// Check-in interval instead of the server's (tests, demos).
     pub poll_seconds: Option<u32>,
 }
@@ -61,6 +63,7 @@ impl Config {
             nologin_file: self.nologin_file.clone(),
             legal_notice_file: self.legal_notice_file.clone(),
             threads: self.threads,
+            min_id: self.min_id,
         }
     }
 }

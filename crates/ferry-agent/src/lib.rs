@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod client;
 pub mod daemon;
+pub mod fsat;
 pub mod harvest;
 pub mod repermission;
 pub mod run;

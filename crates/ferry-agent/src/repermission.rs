@@ -1,18 +1,31 @@
 //! The re-permissioning engine: one parallel pass over each path translating owner, group and
 //! every named entry of the access and default POSIX ACLs through a map; symlinks never
-//! followed, hard links once, unchanged files never written, every change journaled first so
-//! that `undo` restores the exact previous state.
+//! followed, hard links once, unchanged files never written, every change journaled (and the
+//! record durable) before it is made, so that `undo` restores the exact previous state.
+//!
+//! It runs as root in trees that their users can change while it works, so it never acts on a
+//! path after checking it (see [`crate::fsat`]): directories are walked by descriptor, each entry
+//! is decided from `lstat` and its ACL read relative to its directory's descriptor, and one that
+//! changes is opened `O_PATH | O_NOFOLLOW`, decided again from that descriptor, and changed
+//! through it. A directory whose entries are renamed while it is listed is listed again, and
+//! reported when it does not hold still. setuid/setgid are put back after `chown` only on the
+//! inode just changed, only when its owner is the one set, and never for a privileged owner.
+//! `undo` opens each journaled path without following it and restores only the journaled inode
+//! (device and inode number), and only while its owner is the one the run set or found.
 
 use crate::acl::{self, Acl};
+use crate::fsat::{self, Meta, Node};
+use ferry_core::agent::ProfileTranslation;
+use ferry_core::privileged::{self, DEFAULT_MIN_ID};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -22,19 +35,42 @@ pub enum Mode {
 }
 
 /// Source → target principals.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Map {
     pub uids: FxHashMap<u32, u32>,
     pub gids: FxHashMap<u32, u32>,
     /// SIDs (used by the Windows engine; carried so that one file serves both).
     pub sids: FxHashMap<String, String>,
+    /// Ids below this are the system's: no entry may name one, and a file owned by one keeps no
+    /// setuid/setgid bit through a change ([`privileged`]).
+    pub min_id: u32,
+}
+
+impl Default for Map {
+    fn default() -> Map {
+        Map {
+            uids: FxHashMap::default(),
+            gids: FxHashMap::default(),
+            sids: FxHashMap::default(),
+            min_id: DEFAULT_MIN_ID,
+        }
+    }
 }
 
 impl Map {
     /// Reads `source,target` CSV (`uid:N`, `gid:N` or `S-1-…`), or ferry's `csv` translation
-    /// export (uid, gid and SID columns). Errors name the line.
+    /// export (uid, gid and SID columns). Errors name the line. Ids below
+    /// [`DEFAULT_MIN_ID`] are refused; see [`Map::parse_with`].
     pub fn parse(text: &str) -> Result<Map, String> {
-        let mut m = Map::default();
+        Map::parse_with(text, DEFAULT_MIN_ID)
+    }
+
+    /// [`Map::parse`] with another bound of the system range (root is refused whatever it is).
+    pub fn parse_with(text: &str, min_id: u32) -> Result<Map, String> {
+        let mut m = Map {
+            min_id,
+            ..Map::default()
+        };
         let mut lines = text.lines().enumerate();
         let Some((_, header)) = lines.next() else {
             return Err("line 1: the map is empty; expected the header `source,target`".into());
@@ -52,6 +88,7 @@ impl Map {
             if line.trim().is_empty() {
                 continue;
             }
+            let at = format!("line {n}");
             if export {
                 let f: Vec<&str> = line.split(',').collect();
                 let get = |c: &str| {
@@ -61,50 +98,78 @@ impl Map {
                         .filter(|s| !s.is_empty())
                 };
                 if let (Some(s), Some(t)) = (get("source_uid"), get("target_uid")) {
-                    m.add(n, &format!("uid:{s}"), &format!("uid:{t}"))?;
+                    m.add(&at, &format!("uid:{s}"), &format!("uid:{t}"))?;
                 }
                 if let (Some(s), Some(t)) = (get("source_gid"), get("target_gid")) {
-                    m.add(n, &format!("gid:{s}"), &format!("gid:{t}"))?;
+                    m.add(&at, &format!("gid:{s}"), &format!("gid:{t}"))?;
                 }
                 if let (Some(s), Some(t)) = (get("source_sid"), get("target_sid")) {
-                    m.add(n, s, t)?;
+                    m.add(&at, s, t)?;
                 }
                 continue;
             }
             let Some((s, t)) = line.split_once(',') else {
                 return Err(format!("line {n}: expected `source,target`"));
             };
-            m.add(n, s.trim(), t.trim())?;
+            m.add(&at, s.trim(), t.trim())?;
         }
         m.check()?;
         Ok(m)
     }
 
-    fn add(&mut self, line: usize, s: &str, t: &str) -> Result<(), String> {
+    /// The map of a run's translation entries, as the device applies them; an entry naming a
+    /// privileged id or SID is refused with its profile named.
+    pub fn from_translation(entries: &[ProfileTranslation], min_id: u32) -> Result<Map, String> {
+        let mut m = Map {
+            min_id,
+            ..Map::default()
+        };
+        for t in entries {
+            let at = format!("profile `{}`", t.profile);
+            if let (Some(s), Some(d)) = (t.source_uid, t.target_uid) {
+                m.add(&at, &format!("uid:{s}"), &format!("uid:{d}"))?;
+            }
+            if let (Some(s), Some(d)) = (t.source_gid, t.target_gid) {
+                m.add(&at, &format!("gid:{s}"), &format!("gid:{d}"))?;
+            }
+            if let (Some(s), Some(d)) = (&t.source_sid, &t.target_sid) {
+                m.add(&at, s, d)?;
+            }
+        }
+        m.check()?;
+        Ok(m)
+    }
+
+    fn add(&mut self, at: &str, s: &str, t: &str) -> Result<(), String> {
         let num = |v: &str, p: &str| -> Result<u32, String> {
             v.strip_prefix(p)
                 .and_then(|x| x.parse().ok())
-                .ok_or_else(|| format!("line {line}: `{v}` is not {p}N"))
+                .ok_or_else(|| format!("{at}: `{v}` is not {p}N"))
+        };
+        let refuse = |why: Option<String>| match why {
+            Some(w) => Err(format!("{at}: `{s}` → `{t}`: {w}")),
+            None => Ok(()),
         };
         let prev = if s.starts_with("uid:") {
-            self.uids
-                .insert(num(s, "uid:")?, num(t, "uid:")?)
-                .map(|p| p.to_string())
+            let (a, b) = (num(s, "uid:")?, num(t, "uid:")?);
+            refuse(privileged::posix("uid", a, b, self.min_id))?;
+            self.uids.insert(a, b).map(|p| (p != b, p.to_string()))
         } else if s.starts_with("gid:") {
-            self.gids
-                .insert(num(s, "gid:")?, num(t, "gid:")?)
-                .map(|p| p.to_string())
+            let (a, b) = (num(s, "gid:")?, num(t, "gid:")?);
+            refuse(privileged::posix("gid", a, b, self.min_id))?;
+            self.gids.insert(a, b).map(|p| (p != b, p.to_string()))
         } else if s.starts_with("S-1-") && t.starts_with("S-1-") {
-            self.sids.insert(s.to_string(), t.to_string())
+            refuse(privileged::sid(s, t))?;
+            self.sids
+                .insert(s.to_string(), t.to_string())
+                .map(|p| (p != t, p))
         } else {
             return Err(format!(
-                "line {line}: `{s}` → `{t}`: each side must be uid:N, gid:N or a SID, of the same kind"
+                "{at}: `{s}` → `{t}`: each side must be uid:N, gid:N or a SID, of the same kind"
             ));
         };
         match prev {
-            Some(p) if p != t.trim_start_matches("uid:").trim_start_matches("gid:") => {
-                Err(format!("line {line}: `{s}` is mapped twice"))
-            }
+            Some((true, _)) => Err(format!("{at}: `{s}` is mapped twice")),
             _ => Ok(()),
         }
     }
@@ -140,6 +205,11 @@ impl Map {
         lines.sort();
         ferry_core::config::hex(&sha2::Sha256::digest(lines.join("\n").as_bytes()))
     }
+
+    /// Whether a file owned by this uid (or group) may keep setuid (setgid) through a change.
+    fn may_keep_setid(&self, id: u32) -> bool {
+        id != 0 && id >= self.min_id
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +237,13 @@ pub struct Before {
     /// Hex of the ACL xattrs, absent when the file had none.
     pub acl_access: Option<String>,
     pub acl_default: Option<String>,
+    /// The owner and group the run gives the file (journal version 2): undo restores a file only
+    /// while it has these or the ones above, so an inode number reused by another file is not
+    /// mistaken for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_gid: Option<u32>,
 }
 
 /// One planned change (what-if output with `--json`).
@@ -186,9 +263,16 @@ pub struct Summary {
     pub unchanged: u64,
     pub failed: u64,
     pub failures: Vec<(PathBuf, String)>,
+    /// Changed, with something to know: a setuid/setgid bit not kept for a privileged owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<(PathBuf, String)>,
     pub changes: Vec<Change>,
     pub seconds: f64,
 }
+
+/// Version 2 records carry the owner the run set (`new_uid`, `new_gid`); version 1 journals are
+/// still resumed and undone.
+const JOURNAL_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct JournalHeader {
@@ -208,54 +292,53 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-pub(crate) fn get_xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => return Ok(None),
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-pub(crate) fn set_xattr(path: &Path, name: &str, value: Option<&[u8]>) -> std::io::Result<()> {
-    match value {
-        Some(v) => rustix::fs::lsetxattr(path, name, v, rustix::fs::XattrFlags::empty())
-            .map_err(Into::into),
-        None => match rustix::fs::lremovexattr(path, name) {
-            Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
-            Err(e) => Err(e.into()),
-        },
-    }
-}
-
-/// The journal: a header line, then one JSON line per file, written before the change.
+/// The journal: a header line, then one JSON line per file. A batch of records is written and
+/// made durable (`fdatasync`, shared by the workers that wait for it at the same moment) before
+/// any change it describes is made, so that after a crash or power loss at any point every change
+/// on disk has its record.
 struct Journal {
-    file: Mutex<std::io::BufWriter<std::fs::File>>,
-    since_sync: AtomicU64,
+    file: std::fs::File,
+    state: Mutex<Durability>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct Durability {
+    /// Batches written, and written and synced.
+    written: u64,
+    synced: u64,
+    syncing: bool,
 }
 
 impl Journal {
     fn open(path: &Path, map: &Map, mode: Mode) -> Result<Journal, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
         let header = JournalHeader {
-            ferry_journal: 1,
+            ferry_journal: JOURNAL_VERSION,
             map_hash: map.hash(),
             mode,
         };
-        if path.exists() {
-            Journal::cut_partial_record(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let existing = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{}: the journal is a symlink; give a regular file",
+                    path.display()
+                ));
+            }
+            Ok(m) => m.len() > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(err(e)),
+        };
+        if existing {
+            Journal::cut_partial_record(path).map_err(err)?;
         }
-        if path.exists() && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0 {
-            let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if existing && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0 {
+            let f = std::fs::File::open(path).map_err(err)?;
             let mut first = String::new();
             std::io::BufReader::new(f)
                 .read_line(&mut first)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(err)?;
             let h: JournalHeader = serde_json::from_str(&first)
                 .map_err(|_| format!("{}: not a ferry journal", path.display()))?;
             if h.map_hash != header.map_hash || h.mode != mode {
@@ -268,17 +351,28 @@ impl Journal {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
             .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(err)?;
         if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
             let line = serde_json::to_string(&header).unwrap_or_default();
             writeln!(f, "{line}")
                 .and_then(|()| f.sync_all())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(err)?;
+            // The journal's own name must survive a power loss too.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         Ok(Journal {
-            file: Mutex::new(std::io::BufWriter::new(f)),
-            since_sync: AtomicU64::new(0),
+            file: f,
+            state: Mutex::new(Durability::default()),
+            synced: Condvar::new(),
         })
     }
 
@@ -320,50 +414,226 @@ impl Journal {
         }
     }
 
-    /// Records a file's previous state; it reaches the OS before the change is made (a killed
-    /// process loses nothing written), and is fsynced every 4096 records and at the end.
-    fn record(&self, b: &Before) -> std::io::Result<()> {
-        let line = serde_json::to_string(b).map_err(std::io::Error::other)?;
-        let mut f = self
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("journal lock"))?;
-        writeln!(f, "{line}")?;
-        f.flush()?;
-        if self.since_sync.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-            f.get_ref().sync_data()?;
+    /// Writes a batch of records and returns once they are durable.
+    fn commit(&self, records: &[Before]) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(records.len() * 160);
+        for r in records {
+            serde_json::to_writer(&mut bytes, r).map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
         }
-        Ok(())
+        let lock = || {
+            self.state
+                .lock()
+                .map_err(|_| std::io::Error::other("journal lock"))
+        };
+        let target = {
+            let mut st = lock()?;
+            (&self.file).write_all(&bytes)?;
+            st.written += 1;
+            st.written
+        };
+        let mut st = lock()?;
+        loop {
+            if st.synced >= target {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self
+                    .synced
+                    .wait(st)
+                    .map_err(|_| std::io::Error::other("journal lock"))?;
+                continue;
+            }
+            // This caller syncs for every batch written so far.
+            st.syncing = true;
+            let upto = st.written;
+            drop(st);
+            let r = self.file.sync_data();
+            st = lock()?;
+            st.syncing = false;
+            if r.is_ok() {
+                st.synced = upto;
+            }
+            self.synced.notify_all();
+            r?;
+        }
     }
 
     fn finish(&self) -> std::io::Result<()> {
-        let mut f = self
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("journal lock"))?;
-        f.flush()?;
-        f.get_ref().sync_all()
+        self.file.sync_all()
     }
+}
+
+/// `O_NOFOLLOW`: the journal is not opened through a symlink.
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// A change as decided: the new owner, group and ACL xattrs (`None`: unchanged).
+#[derive(Debug, PartialEq, Eq)]
+struct Planned {
+    uid: u32,
+    gid: u32,
+    access: Option<Vec<u8>>,
+    default: Option<Vec<u8>>,
+}
+
+/// Decides the change of one inode from its metadata and ACLs; `None` when nothing changes.
+fn decide(
+    map: &Map,
+    mode: Mode,
+    m: &Meta,
+    old_access: Option<&[u8]>,
+    old_default: Option<&[u8]>,
+) -> std::io::Result<Option<Planned>> {
+    let add = mode == Mode::Add;
+    let (uid, gid) = (m.uid, m.gid);
+    let new_uid = if add {
+        uid
+    } else {
+        *map.uids.get(&uid).unwrap_or(&uid)
+    };
+    let new_gid = if add {
+        gid
+    } else {
+        *map.gids.get(&gid).unwrap_or(&gid)
+    };
+    let uf = |u: u32| map.uids.get(&u).copied();
+    let gf = |g: u32| map.gids.get(&g).copied();
+    let (mut access, mut default) = (None, None);
+    if !m.is_symlink() {
+        let base = match old_access {
+            Some(b) => Some(Acl::parse(b).map_err(std::io::Error::other)?),
+            // `add` gives a target the owner's or group's rights through a new ACL.
+            None if add && (uf(uid).is_some() || gf(gid).is_some()) => Some(acl::from_mode(m.mode)),
+            None => None,
+        };
+        if let Some(a) = base {
+            let t = a.translate(&uf, &gf, add, Some(uid), Some(gid));
+            let bytes = t.to_bytes();
+            if old_access != Some(bytes.as_slice())
+                && (old_access.is_some() || t != acl::from_mode(m.mode))
+            {
+                access = Some(bytes);
+            }
+        }
+        if let Some(b) = old_default {
+            let d = Acl::parse(b).map_err(std::io::Error::other)?;
+            let bytes = d.translate(&uf, &gf, add, None, None).to_bytes();
+            if bytes != b {
+                default = Some(bytes);
+            }
+        }
+    }
+    if new_uid == uid && new_gid == gid && access.is_none() && default.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Planned {
+        uid: new_uid,
+        gid: new_gid,
+        access,
+        default,
+    }))
+}
+
+/// A decided change holding the descriptor of its inode until it is journaled and made.
+struct Pending {
+    node: Arc<Node>,
+    path: PathBuf,
+    before: Meta,
+    old_access: Option<Vec<u8>>,
+    old_default: Option<Vec<u8>>,
+    plan: Planned,
+}
+
+impl Pending {
+    fn record(&self) -> Before {
+        Before {
+            path: self.path.clone(),
+            dev: self.before.dev,
+            ino: self.before.ino,
+            uid: self.before.uid,
+            gid: self.before.gid,
+            mode: self.before.mode,
+            acl_access: self.old_access.as_deref().map(hex),
+            acl_default: self.old_default.as_deref().map(hex),
+            new_uid: Some(self.plan.uid),
+            new_gid: Some(self.plan.gid),
+        }
+    }
+}
+
+/// A directory to walk: its name in a parent already open, and the inode seen there.
+struct Item {
+    parent: Arc<Node>,
+    name: OsString,
+    path: PathBuf,
+    expect: (u64, u64),
+    /// The device of the path it is under (the walk stays on it unless `cross_devices`).
+    dev: u64,
+    /// False for the root of another file system: the directory itself is changed, not entered.
+    descend: bool,
 }
 
 struct Ctx<'a> {
     map: &'a Map,
     opts: &'a Options,
     journal: Option<&'a Journal>,
+    /// Changes decided before they are journaled and made, per worker, at most this many.
+    batch: usize,
     seen_links: Mutex<FxHashSet<(u64, u64)>>,
     scanned: AtomicU64,
     changed: AtomicU64,
     unchanged: AtomicU64,
     failures: Mutex<Vec<(PathBuf, String)>>,
+    warnings: Mutex<Vec<(PathBuf, String)>>,
     changes: Mutex<Vec<Change>>,
-    queue: Mutex<(Vec<(PathBuf, u64)>, usize)>,
+    queue: Mutex<(Vec<Item>, usize)>,
     wake: Condvar,
+}
+
+/// What the walk of one directory keeps while it lists it.
+struct Listing {
+    /// The device of the walked path (the walk stays on it unless `cross_devices`).
+    dev: u64,
+    /// Inodes handled in an earlier listing of this directory.
+    done: FxHashSet<(u64, u64)>,
+    /// Directories found, queued after the listing.
+    subdirs: Vec<Item>,
+}
+
+impl Listing {
+    fn new(dev: u64) -> Listing {
+        Listing {
+            dev,
+            done: FxHashSet::default(),
+            subdirs: Vec::new(),
+        }
+    }
+}
+
+/// What a worker takes from the queue.
+enum Next {
+    Dir(Item),
+    /// Nothing to walk now: make the decided changes before waiting.
+    Flush,
+    Done,
+}
+
+fn errno(e: &std::io::Error) -> Option<rustix::io::Errno> {
+    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error)
 }
 
 impl Ctx<'_> {
     fn fail(&self, path: &Path, e: impl std::fmt::Display) {
         if let Ok(mut f) = self.failures.lock() {
             f.push((path.to_path_buf(), e.to_string()));
+        }
+    }
+
+    fn warn(&self, path: &Path, w: String) {
+        if let Ok(mut f) = self.warnings.lock() {
+            f.push((path.to_path_buf(), w));
         }
     }
 
@@ -375,135 +645,311 @@ impl Ctx<'_> {
             })
     }
 
-    /// Decides and applies the change of one entry.
-    fn visit(&self, path: &Path, md: &std::fs::Metadata) {
+    fn what_if(&self, path: &Path, m: &Meta, p: &Planned) {
+        self.changed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.changes.lock() {
+            c.push(Change {
+                path: path.to_path_buf(),
+                uid: (p.uid != m.uid).then_some((m.uid, p.uid)),
+                gid: (p.gid != m.gid).then_some((m.gid, p.gid)),
+                acl_access: p.access.is_some(),
+                acl_default: p.default.is_some(),
+            });
+        }
+    }
+
+    /// One entry of an open directory (not a directory: those go to the queue). Decided from
+    /// `lstat` and the ACL read relative to the directory; a change is decided again from the
+    /// entry's own descriptor before it is queued for the journal.
+    fn entry(
+        &self,
+        dir: &Arc<Node>,
+        name: &OsStr,
+        path: PathBuf,
+        l: &mut Listing,
+        pending: &mut Vec<Pending>,
+    ) {
+        if self.excluded(&path) {
+            return;
+        }
+        let vanished = "disappeared while the walk ran (renamed or removed); not translated";
+        let m = match fsat::stat_entry(dir.fd(), name) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.fail(&path, vanished);
+            }
+            Err(e) => return self.fail(&path, e),
+        };
+        if !l.done.insert(m.id()) {
+            // Seen in an earlier listing of this directory.
+            return;
+        }
+        if m.is_dir() {
+            l.subdirs.push(Item {
+                parent: Arc::clone(dir),
+                name: name.to_os_string(),
+                path,
+                expect: m.id(),
+                dev: l.dev,
+                descend: self.opts.cross_devices || m.dev == l.dev,
+            });
+            return;
+        }
         self.scanned.fetch_add(1, Ordering::Relaxed);
-        if md.nlink() > 1 && !md.is_dir() {
+        if m.nlink > 1 {
             let first = self
                 .seen_links
                 .lock()
-                .map(|mut s| s.insert((md.dev(), md.ino())))
+                .map(|mut s| s.insert(m.id()))
                 .unwrap_or(true);
             if !first {
                 return;
             }
         }
-        match self.change(path, md) {
-            Ok(true) => {
-                self.changed.fetch_add(1, Ordering::Relaxed);
+        let acl = if m.is_symlink() {
+            None
+        } else {
+            match fsat::entry_xattr(dir.fd(), name, acl::ACCESS) {
+                Ok(a) => a,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return self.fail(&path, vanished);
+                }
+                Err(e) => return self.fail(&path, e),
             }
-            Ok(false) => {
+        };
+        match decide(self.map, self.opts.mode, &m, acl.as_deref(), None) {
+            Ok(None) => {
+                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Some(p)) if self.opts.what_if => return self.what_if(&path, &m, &p),
+            Ok(Some(_)) => {}
+            Err(e) => return self.fail(&path, e),
+        }
+        // The entry to change, by descriptor; what was seen by name is checked against it.
+        let node = match fsat::open_entry(dir.fd(), name) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.fail(&path, vanished);
+            }
+            Err(e) => return self.fail(&path, e),
+        };
+        let now = match node.stat() {
+            Ok(n) => n,
+            Err(e) => return self.fail(&path, e),
+        };
+        if now.id() != m.id() {
+            // Its directory changed under the walk: the listing is read again.
+            return self.fail(&path, "replaced while the walk ran; left alone");
+        }
+        let acl = if now.is_symlink() {
+            None
+        } else {
+            match node.get_xattr(acl::ACCESS) {
+                Ok(a) => a,
+                Err(e) => return self.fail(&path, e),
+            }
+        };
+        match decide(self.map, self.opts.mode, &now, acl.as_deref(), None) {
+            Ok(Some(plan)) => pending.push(Pending {
+                node: Arc::new(node),
+                path,
+                before: now,
+                old_access: acl,
+                old_default: None,
+                plan,
+            }),
+            Ok(None) => {
                 self.unchanged.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => self.fail(path, e),
+            Err(e) => self.fail(&path, e),
         }
     }
 
-    fn change(&self, path: &Path, md: &std::fs::Metadata) -> std::io::Result<bool> {
-        let (uid, gid, mode) = (md.uid(), md.gid(), md.mode());
-        let m = self.map;
-        let add = self.opts.mode == Mode::Add;
-        let is_link = md.file_type().is_symlink();
-        let new_uid = if add {
-            uid
-        } else {
-            *m.uids.get(&uid).unwrap_or(&uid)
-        };
-        let new_gid = if add {
-            gid
-        } else {
-            *m.gids.get(&gid).unwrap_or(&gid)
-        };
-        let uf = |u: u32| m.uids.get(&u).copied();
-        let gf = |g: u32| m.gids.get(&g).copied();
-        let (mut old_access, mut old_default, mut new_access, mut new_default) =
-            (None, None, None, None);
-        if !is_link {
-            old_access = get_xattr(path, acl::ACCESS)?;
-            if md.is_dir() {
-                old_default = get_xattr(path, acl::DEFAULT)?;
+    /// A directory from the queue: opened by name in its parent (never through a symlink), its
+    /// entries walked (again while renames in it change its ctime), then its own change decided
+    /// from its descriptor. The change of the directory itself comes after its listing, so that
+    /// its ctime tells of others' renames only.
+    fn dir(&self, it: Item, pending: &mut Vec<Pending>) {
+        let node = match fsat::open_dir(it.parent.fd(), &it.name) {
+            Ok(n) => n,
+            Err(e) => {
+                let why = match errno(&e) {
+                    Some(rustix::io::Errno::LOOP) | Some(rustix::io::Errno::NOTDIR) => {
+                        "replaced by something else while the walk ran; not entered".to_string()
+                    }
+                    Some(rustix::io::Errno::NOENT) => {
+                        "disappeared while the walk ran (renamed or removed); not translated".into()
+                    }
+                    _ => e.to_string(),
+                };
+                return self.fail(&it.path, why);
             }
-            let base = match &old_access {
-                Some(b) => Some(Acl::parse(b).map_err(std::io::Error::other)?),
-                // `add` gives a target the owner's or group's rights through a new ACL.
-                None if add && (uf(uid).is_some() || gf(gid).is_some()) => {
-                    Some(acl::from_mode(mode))
+        };
+        let m = match node.stat() {
+            Ok(m) => m,
+            Err(e) => return self.fail(&it.path, e),
+        };
+        if m.id() != it.expect {
+            return self.fail(&it.path, "replaced while the walk ran; not entered");
+        }
+        self.scanned.fetch_add(1, Ordering::Relaxed);
+        let node = Arc::new(node);
+        if it.descend {
+            let mut l = Listing::new(it.dev);
+            let mut stable = false;
+            for _ in 0..3 {
+                let before = match node.stat() {
+                    Ok(m) => m.ctime,
+                    Err(e) => return self.fail(&it.path, e),
+                };
+                let names = match fsat::list(node.fd()) {
+                    Ok(n) => n,
+                    Err(e) => return self.fail(&it.path, e),
+                };
+                for name in names {
+                    let path = it.path.join(&name);
+                    self.entry(&node, &name, path, &mut l, pending);
+                    if pending.len() >= self.batch {
+                        self.flush(pending);
+                    }
                 }
-                None => None,
-            };
-            if let Some(a) = base {
-                let t = a.translate(&uf, &gf, add, Some(uid), Some(gid));
-                let bytes = t.to_bytes();
-                if old_access.as_deref() != Some(bytes.as_slice())
-                    && (old_access.is_some() || t != acl::from_mode(mode))
+                if !l.subdirs.is_empty()
+                    && let Ok(mut q) = self.queue.lock()
                 {
-                    new_access = Some((bytes, acl::mode_with(mode, &t)));
+                    q.0.append(&mut l.subdirs);
+                    self.wake.notify_all();
+                }
+                if node.stat().map(|m| m.ctime).ok() == Some(before) {
+                    stable = true;
+                    break;
                 }
             }
-            if let Some(b) = &old_default {
-                let d = Acl::parse(b).map_err(std::io::Error::other)?;
-                let t = d.translate(&uf, &gf, add, None, None);
-                let bytes = t.to_bytes();
-                if bytes != *b {
-                    new_default = Some(bytes);
-                }
+            if !stable {
+                self.fail(
+                    &it.path,
+                    "entries were renamed or replaced while the walk ran, in three listings: some may not be translated (run again)",
+                );
             }
         }
-        if new_uid == uid && new_gid == gid && new_access.is_none() && new_default.is_none() {
-            return Ok(false);
-        }
-        if self.opts.what_if {
-            if let Ok(mut c) = self.changes.lock() {
-                c.push(Change {
-                    path: path.to_path_buf(),
-                    uid: (new_uid != uid).then_some((uid, new_uid)),
-                    gid: (new_gid != gid).then_some((gid, new_gid)),
-                    acl_access: new_access.is_some(),
-                    acl_default: new_default.is_some(),
-                });
+        let (access, default) = match (node.get_xattr(acl::ACCESS), node.get_xattr(acl::DEFAULT)) {
+            (Ok(a), Ok(d)) => (a, d),
+            (Err(e), _) | (_, Err(e)) => return self.fail(&it.path, e),
+        };
+        let m = match node.stat() {
+            Ok(m) => m,
+            Err(e) => return self.fail(&it.path, e),
+        };
+        match decide(
+            self.map,
+            self.opts.mode,
+            &m,
+            access.as_deref(),
+            default.as_deref(),
+        ) {
+            Ok(None) => {
+                self.unchanged.fetch_add(1, Ordering::Relaxed);
             }
-            return Ok(true);
+            Ok(Some(p)) if self.opts.what_if => self.what_if(&it.path, &m, &p),
+            Ok(Some(plan)) => pending.push(Pending {
+                node,
+                path: it.path,
+                before: m,
+                old_access: access,
+                old_default: default,
+                plan,
+            }),
+            Err(e) => self.fail(&it.path, e),
+        }
+    }
+
+    /// Journals the decided changes (durably) and then makes them.
+    fn flush(&self, pending: &mut Vec<Pending>) {
+        if pending.is_empty() {
+            return;
         }
         if let Some(j) = self.journal {
-            j.record(&Before {
-                path: path.to_path_buf(),
-                dev: md.dev(),
-                ino: md.ino(),
-                uid,
-                gid,
-                mode,
-                acl_access: old_access.as_deref().map(hex),
-                acl_default: old_default.as_deref().map(hex),
-            })?;
-        }
-        if new_uid != uid || new_gid != gid {
-            std::os::unix::fs::lchown(path, Some(new_uid), Some(new_gid))?;
-            // chown clears setuid/setgid on regular files: put the exact mode back.
-            if !is_link && mode & 0o6000 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            let records: Vec<Before> = pending.iter().map(Pending::record).collect();
+            if let Err(e) = j.commit(&records) {
+                for p in pending.drain(..) {
+                    self.fail(&p.path, format!("journal: {e}; not changed"));
+                }
+                return;
             }
         }
-        if let Some((bytes, _)) = &new_access {
-            set_xattr(path, acl::ACCESS, Some(bytes))?;
+        for p in pending.drain(..) {
+            match self.apply(&p) {
+                Ok(()) => {
+                    self.changed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => self.fail(&p.path, e),
+            }
         }
-        if let Some(bytes) = &new_default {
-            set_xattr(path, acl::DEFAULT, Some(bytes))?;
-        }
-        Ok(true)
     }
 
-    /// Worker: takes directories from the shared queue until every worker is idle and it is empty.
+    fn apply(&self, p: &Pending) -> std::io::Result<()> {
+        let (b, n) = (&p.before, &p.node);
+        if p.plan.uid != b.uid || p.plan.gid != b.gid {
+            n.chown(p.plan.uid, p.plan.gid)?;
+            // chown clears setuid and setgid of a file: they go back on this very inode, only
+            // while its owner is the one just set, and never for a privileged owner.
+            if !b.is_symlink() && !b.is_dir() && b.mode & 0o6000 != 0 {
+                let now = n.stat()?;
+                let mut want = b.mode & 0o7777;
+                if (now.uid, now.gid) != (p.plan.uid, p.plan.gid) {
+                    want &= !0o6000;
+                }
+                if want & 0o4000 != 0 && !self.map.may_keep_setid(p.plan.uid) {
+                    want &= !0o4000;
+                    self.warn(
+                        &p.path,
+                        format!(
+                            "setuid not kept: the owner uid {} is privileged",
+                            p.plan.uid
+                        ),
+                    );
+                }
+                if want & 0o2000 != 0 && !self.map.may_keep_setid(p.plan.gid) {
+                    want &= !0o2000;
+                    self.warn(
+                        &p.path,
+                        format!(
+                            "setgid not kept: the group gid {} is privileged",
+                            p.plan.gid
+                        ),
+                    );
+                }
+                if now.mode & 0o7777 != want {
+                    n.chmod(want)?;
+                }
+            }
+        }
+        if let Some(a) = &p.plan.access {
+            n.set_xattr(acl::ACCESS, Some(a))?;
+        }
+        if let Some(d) = &p.plan.default {
+            n.set_xattr(acl::DEFAULT, Some(d))?;
+        }
+        Ok(())
+    }
+
+    /// Worker: takes directories from the shared queue until every worker is idle and it is
+    /// empty; its decided changes are made in batches, and before it waits.
     fn work(&self) {
+        let mut pending = Vec::new();
         loop {
             let next = {
                 let Ok(mut q) = self.queue.lock() else { return };
                 loop {
                     if let Some(d) = q.0.pop() {
                         q.1 += 1;
-                        break Some(d);
+                        break Next::Dir(d);
                     }
                     if q.1 == 0 {
-                        break None;
+                        break Next::Done;
+                    }
+                    if !pending.is_empty() {
+                        break Next::Flush;
                     }
                     q = match self.wake.wait(q) {
                         Ok(q) => q,
@@ -511,54 +957,24 @@ impl Ctx<'_> {
                     };
                 }
             };
-            let Some((dir, dev)) = next else {
-                self.wake.notify_all();
-                return;
-            };
-            self.read_dir(&dir, dev);
-            if let Ok(mut q) = self.queue.lock() {
-                q.1 -= 1;
-            }
-            self.wake.notify_all();
-        }
-    }
-
-    fn read_dir(&self, dir: &Path, dev: u64) {
-        let rd = match std::fs::read_dir(dir) {
-            Ok(r) => r,
-            Err(e) => return self.fail(dir, e),
-        };
-        let mut subdirs = Vec::new();
-        for ent in rd {
-            let ent = match ent {
-                Ok(e) => e,
-                Err(e) => {
-                    self.fail(dir, e);
-                    continue;
+            match next {
+                Next::Dir(d) => {
+                    self.dir(d, &mut pending);
+                    if pending.len() >= self.batch {
+                        self.flush(&mut pending);
+                    }
+                    if let Ok(mut q) = self.queue.lock() {
+                        q.1 -= 1;
+                    }
+                    self.wake.notify_all();
                 }
-            };
-            let path = ent.path();
-            if self.excluded(&path) {
-                continue;
-            }
-            // DirEntry::metadata does not follow symlinks.
-            let md = match ent.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    self.fail(&path, e);
-                    continue;
+                Next::Flush => self.flush(&mut pending),
+                Next::Done => {
+                    self.flush(&mut pending);
+                    self.wake.notify_all();
+                    return;
                 }
-            };
-            self.visit(&path, &md);
-            if md.is_dir() && (self.opts.cross_devices || md.dev() == dev) {
-                subdirs.push((path, dev));
             }
-        }
-        if !subdirs.is_empty()
-            && let Ok(mut q) = self.queue.lock()
-        {
-            q.0.extend(subdirs);
-            self.wake.notify_all();
         }
     }
 }
@@ -571,6 +987,11 @@ pub fn run(
     journal: Option<&Path>,
 ) -> Result<Summary, String> {
     let started = std::time::Instant::now();
+    fsat::check_procfs()?;
+    let threads = opts.threads.max(1);
+    // Each worker holds the descriptors of a batch; the rest of the limit is for directories.
+    let limit = fsat::raise_fd_limit();
+    let batch = (limit.saturating_sub(512) / (threads as u64 * 2)).clamp(16, 4096) as usize;
     let journal = match journal {
         Some(p) if !opts.what_if => Some(Journal::open(p, map, opts.mode)?),
         _ => None,
@@ -579,26 +1000,47 @@ pub fn run(
         map,
         opts,
         journal: journal.as_ref(),
+        batch,
         seen_links: Mutex::new(FxHashSet::default()),
         scanned: AtomicU64::new(0),
         changed: AtomicU64::new(0),
         unchanged: AtomicU64::new(0),
         failures: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
         changes: Mutex::new(Vec::new()),
         queue: Mutex::new((Vec::new(), 0)),
         wake: Condvar::new(),
     };
+    let mut pending = Vec::new();
     for p in paths {
-        let md = std::fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        ctx.visit(p, &md);
-        if md.is_dir()
-            && let Ok(mut q) = ctx.queue.lock()
-        {
-            q.0.push((p.clone(), md.dev()));
+        let (parent, name) = fsat::open_parent(p)?;
+        let parent = Arc::new(parent);
+        let m =
+            fsat::stat_entry(parent.fd(), &name).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.is_dir() {
+            if let Ok(mut q) = ctx.queue.lock() {
+                q.0.push(Item {
+                    parent,
+                    name,
+                    path: p.clone(),
+                    expect: m.id(),
+                    dev: m.dev,
+                    descend: true,
+                });
+            }
+        } else {
+            ctx.entry(
+                &parent,
+                &name,
+                p.clone(),
+                &mut Listing::new(m.dev),
+                &mut pending,
+            );
         }
     }
+    ctx.flush(&mut pending);
     std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
+        for _ in 0..threads {
             s.spawn(|| ctx.work());
         }
     });
@@ -614,15 +1056,20 @@ pub fn run(
         unchanged: ctx.unchanged.load(Ordering::Relaxed),
         failed: failures.len() as u64,
         failures,
+        warnings: ctx.warnings.into_inner().unwrap_or_default(),
         changes,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Restores every journaled file exactly, newest record first. A file that is no longer the
-/// journaled one (another device and inode at the path) is reported, not touched.
+/// Restores every journaled file exactly, newest record first (a file journaled twice, by a run
+/// resumed after a kill, is restored to its oldest record: the state before the run). A path
+/// that leads to another inode now, or to the same inode with an owner the run neither found nor
+/// set, is reported and not touched; setuid/setgid go back only once the journaled owner is on
+/// the inode.
 pub fn undo(journal: &Path) -> Result<Summary, String> {
     let started = std::time::Instant::now();
+    fsat::check_procfs()?;
     let text = std::fs::read(journal).map_err(|e| format!("{}: {e}", journal.display()))?;
     let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
     let header = lines
@@ -632,9 +1079,14 @@ pub fn undo(journal: &Path) -> Result<Summary, String> {
         .map_err(|_| format!("{}: not a ferry journal", journal.display()))?;
     let lines: Vec<&[u8]> = lines.collect();
     let mut records: Vec<Before> = Vec::with_capacity(lines.len());
+    let mut seen = FxHashSet::default();
     for (i, l) in lines.iter().enumerate() {
         match serde_json::from_slice::<Before>(l) {
-            Ok(b) => records.push(b),
+            Ok(b) => {
+                if seen.insert((b.dev, b.ino)) {
+                    records.push(b);
+                }
+            }
             // A record cut short by a kill is the last line, and its change was never made.
             Err(_) if i + 1 == lines.len() => {}
             Err(e) => return Err(format!("{}: line {}: {e}", journal.display(), i + 2)),
@@ -643,38 +1095,54 @@ pub fn undo(journal: &Path) -> Result<Summary, String> {
     let mut s = Summary::default();
     for b in records.iter().rev() {
         s.scanned += 1;
-        let restore = || -> std::io::Result<()> {
-            let md = std::fs::symlink_metadata(&b.path)?;
-            if md.dev() != b.dev || md.ino() != b.ino {
-                return Err(std::io::Error::other(
-                    "the path is another file now; left alone",
-                ));
-            }
-            std::os::unix::fs::lchown(&b.path, Some(b.uid), Some(b.gid))?;
-            if !md.file_type().is_symlink() {
-                let access = b.acl_access.as_deref().and_then(unhex);
-                set_xattr(&b.path, acl::ACCESS, access.as_deref())?;
-                if md.is_dir() {
-                    let default = b.acl_default.as_deref().and_then(unhex);
-                    set_xattr(&b.path, acl::DEFAULT, default.as_deref())?;
-                }
-                std::fs::set_permissions(
-                    &b.path,
-                    std::fs::Permissions::from_mode(b.mode & 0o7777),
-                )?;
-            }
-            Ok(())
-        };
-        match restore() {
+        match restore(b) {
             Ok(()) => s.changed += 1,
             Err(e) => {
                 s.failed += 1;
-                s.failures.push((b.path.clone(), e.to_string()));
+                s.failures.push((b.path.clone(), e));
             }
         }
     }
     s.seconds = started.elapsed().as_secs_f64();
     Ok(s)
+}
+
+fn restore(b: &Before) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let node = fsat::open_path(&b.path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no longer exists".to_string(),
+        _ => e.to_string(),
+    })?;
+    let m = node.stat().map_err(io)?;
+    if m.id() != (b.dev, b.ino) {
+        return Err("the path is another file now; left alone".into());
+    }
+    if let (Some(nu), Some(ng)) = (b.new_uid, b.new_gid) {
+        let owner = (m.uid, m.gid);
+        if owner != (nu, ng) && owner != (b.uid, b.gid) {
+            return Err(format!(
+                "its owner is {}:{} now, neither {nu}:{ng} as the run left it nor {}:{} as it found it; changed since, left alone",
+                m.uid, m.gid, b.uid, b.gid
+            ));
+        }
+    }
+    node.chown(b.uid, b.gid).map_err(io)?;
+    if !m.is_symlink() {
+        let access = b.acl_access.as_deref().and_then(unhex);
+        node.set_xattr(acl::ACCESS, access.as_deref()).map_err(io)?;
+        if m.is_dir() {
+            let default = b.acl_default.as_deref().and_then(unhex);
+            node.set_xattr(acl::DEFAULT, default.as_deref())
+                .map_err(io)?;
+        }
+        let now = node.stat().map_err(io)?;
+        let mut mode = b.mode & 0o7777;
+        if (now.uid, now.gid) != (b.uid, b.gid) {
+            mode &= !0o6000;
+        }
+        node.chmod(mode).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Whether `path` matches the glob `pat`: `*` and `?` stay within one name, `**` spans names
@@ -713,13 +1181,13 @@ mod tests {
     fn a_journal_cut_short_by_a_kill_is_resumed_cleanly() {
         let d = tempfile::tempdir().unwrap();
         let j = d.path().join("journal");
-        let map = Map::parse("source,target\nuid:1,uid:2\n").unwrap();
+        let map = Map::parse("source,target\nuid:1001,uid:2001\n").unwrap();
         // Killed while writing the header: started again.
         std::fs::write(&j, "{\"ferry_jour").unwrap();
         drop(Journal::open(&j, &map, Mode::Add).unwrap());
         let text = std::fs::read_to_string(&j).unwrap();
         assert!(
-            text.starts_with("{\"ferry_journal\":1") && text.ends_with("}\n"),
+            text.starts_with("{\"ferry_journal\":2") && text.ends_with("}\n"),
             "{text}"
         );
         // Killed while writing a record: the partial line goes, whole records stay.
@@ -728,7 +1196,7 @@ mod tests {
         drop(Journal::open(&j, &map, Mode::Add).unwrap());
         assert_eq!(std::fs::read_to_string(&j).unwrap(), whole);
         // Another map is refused.
-        let other = Map::parse("source,target\nuid:1,uid:3\n").unwrap();
+        let other = Map::parse("source,target\nuid:1001,uid:3001\n").unwrap();
         assert!(Journal::open(&j, &other, Mode::Add).is_err());
     }
 

@@ -137,6 +137,9 @@ pub struct Env {
     /// The pre-login notice (default `/etc/issue.d/ferry-legal-notice.issue`, shown by agetty).
     pub legal_notice_file: PathBuf,
     pub threads: usize,
+    /// Ids below this are the system's: a translation naming one is refused
+    /// ([`ferry_core::privileged`]).
+    pub min_id: u32,
 }
 
 impl RunState {
@@ -247,21 +250,10 @@ impl RunState {
         ((done * 100) / self.steps.len().max(1)) as u8
     }
 
-    /// The source → target map of the run's translation entries.
-    pub fn map(&self) -> Result<Map, String> {
-        let mut csv = String::from("source,target\n");
-        for t in &self.order.translation {
-            if let (Some(s), Some(d)) = (t.source_uid, t.target_uid) {
-                csv.push_str(&format!("uid:{s},uid:{d}\n"));
-            }
-            if let (Some(s), Some(d)) = (t.source_gid, t.target_gid) {
-                csv.push_str(&format!("gid:{s},gid:{d}\n"));
-            }
-            if let (Some(s), Some(d)) = (&t.source_sid, &t.target_sid) {
-                csv.push_str(&format!("{s},{d}\n"));
-            }
-        }
-        Map::parse(&csv)
+    /// The source → target map of the run's translation entries; an entry naming a privileged
+    /// id is refused with its profile named.
+    pub fn map(&self, min_id: u32) -> Result<Map, String> {
+        Map::from_translation(&self.order.translation, min_id)
     }
 }
 
@@ -757,7 +749,7 @@ fn run_captured(
 }
 
 fn repermission_step(env: &Env, r: &RunState, rb: &Runbook) -> Outcome {
-    let map = match r.map() {
+    let map = match r.map(env.min_id) {
         Ok(m) => m,
         Err(e) => return Outcome::Fail(format!("the translation entries make no usable map: {e}")),
     };
@@ -821,6 +813,13 @@ fn repermission_step(env: &Env, r: &RunState, rb: &Runbook) -> Outcome {
                     env,
                     &r.run,
                     &format!("  failed: {}: {e}", repermission::show(p)),
+                );
+            }
+            for (p, w) in s.warnings.iter().take(1000) {
+                log(
+                    env,
+                    &r.run,
+                    &format!("  note: {}: {w}", repermission::show(p)),
                 );
             }
             let m = format!(

@@ -41,28 +41,28 @@ fn tree(base: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(t.join("shared")).unwrap();
     std::fs::write(&outside, "outside").unwrap();
     for (p, uid, gid) in [
-        ("docs/a.txt", 1001, 501),
-        ("docs/deep dir/b c.txt", 1002, 502),
-        ("shared/s.bin", 1001, 502),
+        ("docs/a.txt", 1001, 1501),
+        ("docs/deep dir/b c.txt", 1002, 1502),
+        ("shared/s.bin", 1001, 1502),
         ("keep.txt", 3000, 3000),
     ] {
         std::fs::write(t.join(p), p).unwrap();
         std::os::unix::fs::chown(t.join(p), Some(uid), Some(gid)).unwrap();
     }
     std::fs::write(t.join("new\nline.txt"), "x").unwrap();
-    std::os::unix::fs::chown(t.join("new\nline.txt"), Some(1001), Some(501)).unwrap();
-    std::os::unix::fs::chown(t.join("docs"), Some(1001), Some(501)).unwrap();
+    std::os::unix::fs::chown(t.join("new\nline.txt"), Some(1001), Some(1501)).unwrap();
+    std::os::unix::fs::chown(t.join("docs"), Some(1001), Some(1501)).unwrap();
     std::fs::write(t.join("suid"), "#!/bin/sh\n").unwrap();
-    std::os::unix::fs::chown(t.join("suid"), Some(1002), Some(502)).unwrap();
+    std::os::unix::fs::chown(t.join("suid"), Some(1002), Some(1502)).unwrap();
     std::fs::set_permissions(t.join("suid"), std::fs::Permissions::from_mode(0o6755)).unwrap();
     std::fs::hard_link(t.join("docs/a.txt"), t.join("shared/a-link.txt")).unwrap();
     std::os::unix::fs::symlink("../docs/a.txt", t.join("shared/inside-link")).unwrap();
     std::os::unix::fs::symlink(&outside, t.join("outside-link")).unwrap();
-    std::os::unix::fs::lchown(t.join("outside-link"), Some(1001), Some(501)).unwrap();
+    std::os::unix::fs::lchown(t.join("outside-link"), Some(1001), Some(1501)).unwrap();
     sh(&format!("mkfifo '{}'", t.join("fifo").display()));
-    std::os::unix::fs::chown(t.join("fifo"), Some(1002), Some(501)).unwrap();
+    std::os::unix::fs::chown(t.join("fifo"), Some(1002), Some(1501)).unwrap();
     sh(&format!(
-        "setfacl -m u:1001:rw,u:1002:r,g:501:rwx,u:4000:r '{}' && setfacl -m d:u:1002:rwx,d:g:502:rx,u:1001:rwx '{}' && setfacl -m u:1001:r '{}'",
+        "setfacl -m u:1001:rw,u:1002:r,g:1501:rwx,u:4000:r '{}' && setfacl -m d:u:1002:rwx,d:g:1502:rx,u:1001:rwx '{}' && setfacl -m u:1001:r '{}'",
         t.join("docs/a.txt").display(),
         t.join("shared").display(),
         t.join("docs/deep dir/b c.txt").display()
@@ -102,7 +102,7 @@ fn dump(t: &Path, outside: &Path) -> String {
 
 fn map() -> Map {
     Map::parse(
-        "source,target\nuid:1001,uid:2001\nuid:1002,uid:2002\ngid:501,gid:601\ngid:502,gid:602\n",
+        "source,target\nuid:1001,uid:2001\nuid:1002,uid:2002\ngid:1501,gid:1601\ngid:1502,gid:1602\n",
     )
     .unwrap()
 }
@@ -166,14 +166,14 @@ fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
     let md = |p: &str| std::fs::symlink_metadata(t.join(p)).unwrap();
     assert_eq!(
         (md("docs/a.txt").uid(), md("docs/a.txt").gid()),
-        (2001, 601)
+        (2001, 1601)
     );
     assert_eq!(
         (
             md("docs/deep dir/b c.txt").uid(),
             md("docs/deep dir/b c.txt").gid()
         ),
-        (2002, 602)
+        (2002, 1602)
     );
     assert_eq!(md("new\nline.txt").uid(), 2001);
     assert_eq!(md("keep.txt").uid(), 3000, "unmapped owners stay");
@@ -197,15 +197,15 @@ fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
     assert!(
         a.contains("user:2001:rw-")
             && a.contains("user:2002:r--")
-            && a.contains("group:601:rwx")
+            && a.contains("group:1601:rwx")
             && a.contains("user:4000:r--"),
         "{a}"
     );
-    assert!(!a.contains(":1001:") && !a.contains(":501:"), "{a}");
+    assert!(!a.contains(":1001:") && !a.contains(":1501:"), "{a}");
     let sh_acl = getfacl(&t.join("shared"));
     assert!(
         sh_acl.contains("default:user:2002:rwx")
-            && sh_acl.contains("default:group:602:r-x")
+            && sh_acl.contains("default:group:1602:r-x")
             && sh_acl.contains("user:2001:rwx"),
         "{sh_acl}"
     );
@@ -245,7 +245,7 @@ fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
     let md = std::fs::metadata(t.join("docs/a.txt")).unwrap();
     assert_eq!(
         (md.uid(), md.gid()),
-        (1001, 501),
+        (1001, 1501),
         "owners are not changed in add mode"
     );
     let a = getfacl(&t.join("docs/a.txt"));
@@ -254,8 +254,8 @@ fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
         "user:2001:rw-",
         "user:1002:r--",
         "user:2002:r--",
-        "group:501:rwx",
-        "group:601:rwx",
+        "group:1501:rwx",
+        "group:1601:rwx",
     ] {
         assert!(a.contains(e), "{e} missing:\n{a}");
     }
@@ -314,21 +314,65 @@ fn a_journal_refuses_another_map_and_excludes_are_honoured() {
 fn maps_are_checked() {
     assert!(Map::parse("from,to\n").unwrap_err().contains("line 1"));
     assert!(
-        Map::parse("source,target\nuid:1,gid:2\n")
+        Map::parse("source,target\nuid:1001,gid:2001\n")
             .unwrap_err()
             .contains("line 2")
     );
     assert!(
-        Map::parse("source,target\nuid:1,uid:2\nuid:2,uid:3\n")
+        Map::parse("source,target\nuid:1001,uid:2001\nuid:2001,uid:3001\n")
             .unwrap_err()
             .contains("both a target")
     );
     assert!(
-        Map::parse("source,target\nuid:1,uid:2\nuid:1,uid:3\n")
+        Map::parse("source,target\nuid:1001,uid:2001\nuid:1001,uid:3001\n")
             .unwrap_err()
             .contains("twice")
     );
-    let m =
-        Map::parse("source,target\nS-1-5-21-1-2-3-1104,S-1-12-1-1-2-3-4\ngid:10,gid:20\n").unwrap();
-    assert_eq!((m.sids.len(), m.gids[&10]), (1, 20));
+    let m = Map::parse("source,target\nS-1-5-21-1-2-3-1104,S-1-12-1-1-2-3-4\ngid:1010,gid:2020\n")
+        .unwrap();
+    assert_eq!((m.sids.len(), m.gids[&1010]), (1, 2020));
+}
+
+/// Would catch: a map (or a translation table) that gives a user's files to root, root's files to
+/// a user, or a system account's; refused with the line or the profile named.
+#[test]
+fn privileged_ids_are_refused_with_the_entry_named() {
+    for (map, want) in [
+        (
+            "uid:1001,uid:0",
+            "line 2: `uid:1001` → `uid:0`: uid 0 is root",
+        ),
+        (
+            "gid:0,gid:2001",
+            "line 2: `gid:0` → `gid:2001`: gid 0 is root",
+        ),
+        ("uid:1001,uid:33", "uid 33 is below 1000"),
+        (
+            "S-1-5-21-1-2-3-1104,S-1-5-32-544",
+            "BUILTIN\\Administrators",
+        ),
+    ] {
+        let e = Map::parse(&format!("source,target\n{map}\n")).unwrap_err();
+        assert!(e.contains(want), "{map}: {e}");
+    }
+    // The system range is configurable; root is not.
+    assert!(Map::parse_with("source,target\nuid:1001,uid:33\n", 1).is_ok());
+    assert!(Map::parse_with("source,target\nuid:1001,uid:0\n", 1).is_err());
+    // An id kept as it is changes nothing and is allowed.
+    assert!(Map::parse("source,target\ngid:100,gid:100\n").is_ok());
+    // The device names the profile of a bad entry.
+    let e = Map::from_translation(
+        &[ferry_core::agent::ProfileTranslation {
+            profile: "CONTOSO\\Smith, Ann".into(),
+            source_uid: Some(1001),
+            target_uid: Some(0),
+            ..Default::default()
+        }],
+        1000,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("profile `CONTOSO\\Smith, Ann`") && e.contains("root"),
+        "{e}"
+    );
 }

@@ -406,6 +406,15 @@ pub struct SyncProfile {
     /// Attribute mappings for `create` and `update`.
     #[serde(default, rename = "attribute")]
     pub attributes: Vec<AttributeMap>,
+    /// uids and gids below this are the system's: a match whose translation would name one (or
+    /// root, whatever this is, or a privileged SID) is refused and left out of the translation
+    /// table. Default 1000.
+    #[serde(default = "default_min_id")]
+    pub min_id: u32,
+}
+
+fn default_min_id() -> u32 {
+    crate::privileged::DEFAULT_MIN_ID
 }
 
 /// `[[sync_profile.match]]`.

@@ -13,6 +13,7 @@ pub mod export;
 pub mod matching;
 pub mod model;
 pub mod plan;
+pub mod privileged;
 pub mod runbook;
 pub mod sample;
 pub mod sid;

@@ -35,6 +35,12 @@ pub enum Outcome {
         rule: u16,
         others: Vec<u32>,
     },
+    /// Matched `target` by `rule`, but the translation would name a privileged principal
+    /// ([`crate::privileged::refusal`]): not in the translation table.
+    Refused {
+        target: u32,
+        rule: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,6 +26,9 @@ pub enum Status {
     Unmatched,
     Ambiguous,
     Conflict,
+    /// Matched, but the translation would name a privileged principal (root, the system range, an
+    /// administrative SID): left out of the translation table.
+    Refused,
 }
 
 impl Status {
@@ -35,6 +38,7 @@ impl Status {
             Status::Unmatched => "unmatched",
             Status::Ambiguous => "ambiguous",
             Status::Conflict => "conflict",
+            Status::Refused => "refused",
         }
     }
     pub fn parse(s: &str) -> Option<Status> {
@@ -43,6 +47,7 @@ impl Status {
             "unmatched" => Some(Status::Unmatched),
             "ambiguous" => Some(Status::Ambiguous),
             "conflict" => Some(Status::Conflict),
+            "refused" => Some(Status::Refused),
             _ => None,
         }
     }
@@ -56,6 +61,8 @@ pub struct KindCounts {
     pub unmatched: u64,
     pub ambiguous: u64,
     pub conflict: u64,
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// A plan's numbers, per kind and in total.
@@ -68,6 +75,9 @@ pub struct Counts {
     pub unmatched: u64,
     /// Ambiguous and conflicting decisions together.
     pub ambiguous: u64,
+    /// Matches refused because they name a privileged principal.
+    #[serde(default)]
+    pub refused: u64,
     pub creates: u64,
     pub updates: u64,
     pub by_kind: BTreeMap<ObjectKind, KindCounts>,
@@ -139,6 +149,8 @@ pub struct Plan {
     pub counts: Counts,
     /// SHA-256 over the fingerprint and the writes: what an approval approves.
     pub hash: String,
+    /// The profile's bound of the system range ([`crate::privileged`]).
+    pub min_id: u32,
 }
 
 impl Plan {
@@ -158,7 +170,19 @@ pub fn build(
     let mut decisions = Vec::new();
     let mut counts = Counts::default();
     for &kind in &profile.object_types {
-        let d = match_kind(kind, &rules, sources, targets);
+        let mut d = match_kind(kind, &rules, sources, targets);
+        for x in &mut d {
+            if let Outcome::Matched { target, rule } = x.outcome
+                && refusal(
+                    &sources[x.source as usize],
+                    &targets[target as usize],
+                    profile.min_id,
+                )
+                .is_some()
+            {
+                x.outcome = Outcome::Refused { target, rule };
+            }
+        }
         let kc = counts.by_kind.entry(kind).or_default();
         for x in &d {
             match x.outcome {
@@ -166,6 +190,7 @@ pub fn build(
                 Outcome::Unmatched => kc.unmatched += 1,
                 Outcome::Ambiguous { .. } => kc.ambiguous += 1,
                 Outcome::Conflict { .. } => kc.conflict += 1,
+                Outcome::Refused { .. } => kc.refused += 1,
             }
         }
         decisions.extend(d);
@@ -182,6 +207,7 @@ pub fn build(
         counts.matched += kc.matched;
         counts.unmatched += kc.unmatched;
         counts.ambiguous += kc.ambiguous + kc.conflict;
+        counts.refused += kc.refused;
     }
     let writes = if profile.mode == SyncMode::MatchOnly {
         Vec::new()
@@ -205,7 +231,17 @@ pub fn build(
         writes,
         counts,
         hash: hex(&h.finalize()),
+        min_id: profile.min_id,
     }
+}
+
+/// Why the match of `source` to `target` may not be translated (a privileged uid, gid or SID).
+pub fn refusal(source: &DirObject, target: &DirObject, min_id: u32) -> Option<String> {
+    crate::privileged::refusal(
+        (source.uid_number, source.gid_number, source.sid.as_deref()),
+        (target.uid_number, target.gid_number, target.sid.as_deref()),
+        min_id,
+    )
 }
 
 fn mapped_values(map: &crate::config::AttributeMap, src: &DirObject) -> Vec<String> {
@@ -340,6 +376,12 @@ impl<'a> DecisionRecord<'a> {
         let (status, rule, target, candidates) = match &d.outcome {
             Outcome::Matched { target, rule } => (
                 Status::Matched,
+                Some(*rule),
+                Some(&targets[*target as usize]),
+                vec![],
+            ),
+            Outcome::Refused { target, rule } => (
+                Status::Refused,
                 Some(*rule),
                 Some(&targets[*target as usize]),
                 vec![],
@@ -578,6 +620,18 @@ pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> 
                     rec.candidates.join(", ")
                 ),
             ),
+            Status::Refused => LogEntry::error(
+                "refused",
+                format!(
+                    "{} {who} matches {} by rule {}, but {}; it is not translated",
+                    rec.source.kind,
+                    rec.target.map(|t| t.name.as_str()).unwrap_or_default(),
+                    rule(rec.rule),
+                    rec.target
+                        .and_then(|t| refusal(rec.source, t, plan.min_id))
+                        .unwrap_or_else(|| "it names a privileged principal".into())
+                ),
+            ),
             Status::Conflict => LogEntry::warning(
                 "conflict",
                 format!(
@@ -623,6 +677,11 @@ pub fn history_lines(plan: &Plan, diff: &DecisionDiff<'_>) -> Vec<(ObjectKind, S
                     format!("matched to {t} by rule {}", rule(rec.rule))
                 }
                 Status::Unmatched => "unmatched".to_string(),
+                Status::Refused => format!(
+                    "refused: matches {} by rule {} but names a privileged principal",
+                    rec.target.map(|t| t.id.as_str()).unwrap_or_default(),
+                    rule(rec.rule)
+                ),
                 Status::Ambiguous => format!(
                     "ambiguous by rule {} ({} candidates)",
                     rule(rec.rule),
@@ -723,6 +782,54 @@ object_types = ["group"]
             (p.counts.matched, p.counts.unmatched, p.counts.ambiguous),
             (3, 2, 0)
         );
+    }
+
+    /// Would catch: a translation table that gives a user's files to root or a system account
+    /// (or root's to a user) because the target directory holds such an id.
+    #[test]
+    fn matches_naming_a_privileged_id_are_refused_and_logged() {
+        let c = cfg("match-only");
+        let (mut s, mut t) = fixture();
+        s[0].name = "Smith, Ann".into();
+        s[0].uid_number = Some(10_001);
+        t[0].uid_number = Some(0);
+        s[1].gid_number = Some(10_000);
+        t[1].gid_number = Some(50);
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let refused: Vec<&str> = p
+            .decisions
+            .iter()
+            .filter(|d| matches!(d.outcome, Outcome::Refused { .. }))
+            .map(|d| s[d.source as usize].id.as_str())
+            .collect();
+        assert_eq!(refused, ["s1", "s2"]);
+        assert_eq!((p.counts.matched, p.counts.refused), (1, 2));
+        let d = diff(&p, &s, &t, &FxHashMap::default());
+        let logs = decision_logs(&p, &d, "a");
+        let ann = logs
+            .iter()
+            .find(|l| l.object_id.as_deref() == Some("s1"))
+            .unwrap();
+        assert_eq!(ann.level, Level::Error);
+        assert!(
+            ann.message.contains("ann@a") && ann.message.contains("uid 10001 → 0: uid 0 is root"),
+            "{}",
+            ann.message
+        );
+        let bob = logs
+            .iter()
+            .find(|l| l.object_id.as_deref() == Some("s2"))
+            .unwrap();
+        assert!(
+            bob.message.contains("gid 50 is below 1000"),
+            "{}",
+            bob.message
+        );
+        // With the system range lowered, only root stays refused.
+        let mut profile = c.profiles[0].clone();
+        profile.min_id = 1;
+        let p = build(&profile, "fp", &s, &t);
+        assert_eq!((p.counts.matched, p.counts.refused), (2, 1));
     }
 
     #[test]

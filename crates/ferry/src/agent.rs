@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Re-permissioning threads (default: the CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Refuse translations to or from uids and gids below this (the system range); root (0) is
+    /// refused whatever it is.
+    #[arg(long, default_value_t = ferry_core::privileged::DEFAULT_MIN_ID, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_id: u32,
     /// Check in every N seconds instead of the server's interval.
     #[arg(long, hide = true)]
     pub poll_seconds: Option<u32>,
@@ -104,6 +108,7 @@ impl RunArgs {
                     .unwrap_or(2)
             }),
             poll_seconds: self.poll_seconds,
+            min_id: self.min_id,
         }
     }
 }
@@ -153,6 +158,7 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
                 nologin_file: "/etc/nologin".into(),
                 legal_notice_file: "/etc/issue.d/ferry-legal-notice.issue".into(),
                 threads: 1,
+                min_id: ferry_core::privileged::DEFAULT_MIN_ID,
             };
             let m = run::rollback(&env).map_err(anyhow::Error::msg)?;
             println!("rolled back: {m}");

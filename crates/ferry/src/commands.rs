@@ -809,8 +809,8 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
             }
             let text = std::fs::read_to_string(&map_path)
                 .with_context(|| format!("cannot read {}", map_path.display()))?;
-            let map =
-                Map::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", map_path.display()))?;
+            let map = Map::parse_with(&text, a.min_id)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", map_path.display()))?;
             let mode = match a.mode.as_str() {
                 "add-and-remove" => Mode::AddAndRemove,
                 "add" => Mode::Add,
@@ -836,6 +836,9 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
     } else {
         for (p, e) in &summary.failures {
             eprintln!("failed: {}: {e}", repermission::show(p));
+        }
+        for (p, w) in &summary.warnings {
+            eprintln!("note: {}: {w}", repermission::show(p));
         }
         println!(
             "{} entries: {} {}, {} unchanged, {} failed in {:.2}s ({:.0} entries/s)",

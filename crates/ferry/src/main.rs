@@ -147,6 +147,10 @@ pub struct RepermissionArgs {
     /// Cross into other file systems below the paths.
     #[arg(long)]
     pub cross_devices: bool,
+    /// Refuse maps naming uids or gids below this (the system range); root (0) is refused
+    /// whatever it is.
+    #[arg(long, default_value_t = ferry_core::privileged::DEFAULT_MIN_ID, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_id: u32,
     pub paths: Vec<PathBuf>,
 }
 

@@ -194,8 +194,16 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
             );
             for (kind, k) in &n.by_kind {
                 println!(
-                    "           {kind:<7} {:>6} matched {:>6} unmatched {:>6} ambiguous {:>6} conflict",
-                    k.matched, k.unmatched, k.ambiguous, k.conflict
+                    "           {kind:<7} {:>6} matched {:>6} unmatched {:>6} ambiguous {:>6} conflict{}",
+                    k.matched,
+                    k.unmatched,
+                    k.ambiguous,
+                    k.conflict,
+                    if k.refused > 0 {
+                        format!(" {:>6} refused (privileged)", k.refused)
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }

@@ -167,6 +167,7 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
         nologin_file: device.join("nologin"),
         legal_notice_file: device.join("issue"),
         threads: 2,
+        min_id: ferry_core::privileged::DEFAULT_MIN_ID,
         poll_seconds: Some(1),
     };
     // Enroll (the computer becomes known), join the batch, then take the migration.

@@ -29,11 +29,15 @@ fn killed_runs_resume_and_undo_restores_everything() {
         for j in 0..500 {
             let f = dir.join(format!("f {j}"));
             std::fs::write(&f, "x").unwrap();
-            std::os::unix::fs::chown(&f, Some(1000 + (j % 50) as u32), Some(500 + (j % 5) as u32))
-                .unwrap();
+            std::os::unix::fs::chown(
+                &f,
+                Some(1000 + (j % 50) as u32),
+                Some(1500 + (j % 5) as u32),
+            )
+            .unwrap();
         }
         let o = Command::new("setfacl")
-            .args(["-R", "-m", "u:1001:rw,g:501:r"])
+            .args(["-R", "-m", "u:1001:rw,g:1501:r"])
             .arg(&dir)
             .output()
             .unwrap();
@@ -45,7 +49,7 @@ fn killed_runs_resume_and_undo_restores_everything() {
         map.push_str(&format!("uid:{},uid:{}\n", 1000 + u, 5000 + u));
     }
     for g in 0..5 {
-        map.push_str(&format!("gid:{},gid:{}\n", 500 + g, 600 + g));
+        map.push_str(&format!("gid:{},gid:{}\n", 1500 + g, 1600 + g));
     }
     std::fs::write(d.path().join("map.csv"), map).unwrap();
     let journal = d.path().join("journal");

@@ -61,7 +61,8 @@ pub fn counted(plan: &PlanInfo, q: &DecisionQuery) -> i64 {
             Some(Status::Unmatched) => c.unmatched,
             Some(Status::Ambiguous) => c.ambiguous,
             Some(Status::Conflict) => c.conflict,
-            None => c.matched + c.unmatched + c.ambiguous + c.conflict,
+            Some(Status::Refused) => c.refused,
+            None => c.matched + c.unmatched + c.ambiguous + c.conflict + c.refused,
         };
     }
     n as i64
