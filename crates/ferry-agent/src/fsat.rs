@@ -109,6 +109,24 @@ impl Node {
         }
     }
 
+    /// Sets an xattr, or removes it (`None`); whether anything changed (a removal of one that
+    /// is not there changes nothing).
+    pub fn put_xattr(&self, name: &str, value: Option<&[u8]>) -> std::io::Result<bool> {
+        if value.is_some() {
+            return self.set_xattr(name, value).map(|()| true);
+        }
+        let r = if self.real {
+            rustix::fs::fremovexattr(&self.fd, name)
+        } else {
+            rustix::fs::removexattr(self.magic().as_os_str(), name)
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(Errno::NODATA) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Changes owner and group of this inode (a symlink itself, not what it points to).
     pub fn chown(&self, uid: u32, gid: u32) -> std::io::Result<()> {
         rustix::fs::chownat(

@@ -706,25 +706,31 @@ impl Ctx<'_> {
                 return;
             }
         }
-        let acl = if m.is_symlink() {
-            None
-        } else {
-            match fsat::entry_xattr(dir.fd(), name, acl::ACCESS) {
-                Ok(a) => a,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return self.fail(&path, vanished);
+        // A mapped owner or group changes the entry whatever its ACL (in `add`, the target gains
+        // an entry): its ACL is read once, from its descriptor. Otherwise the ACL read relative to
+        // the directory decides whether the entry is opened at all.
+        let mapped = self.map.uids.contains_key(&m.uid) || self.map.gids.contains_key(&m.gid);
+        if !mapped || self.opts.what_if {
+            let acl = if m.is_symlink() {
+                None
+            } else {
+                match fsat::entry_xattr(dir.fd(), name, acl::ACCESS) {
+                    Ok(a) => a,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return self.fail(&path, vanished);
+                    }
+                    Err(e) => return self.fail(&path, e),
                 }
+            };
+            match decide(self.map, self.opts.mode, &m, acl.as_deref(), None) {
+                Ok(None) => {
+                    self.unchanged.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(Some(p)) if self.opts.what_if => return self.what_if(&path, &m, &p),
+                Ok(Some(_)) => {}
                 Err(e) => return self.fail(&path, e),
             }
-        };
-        match decide(self.map, self.opts.mode, &m, acl.as_deref(), None) {
-            Ok(None) => {
-                self.unchanged.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Ok(Some(p)) if self.opts.what_if => return self.what_if(&path, &m, &p),
-            Ok(Some(_)) => {}
-            Err(e) => return self.fail(&path, e),
         }
         // The entry to change, by descriptor; what was seen by name is checked against it.
         let node = match fsat::open_entry(dir.fd(), name) {
@@ -1067,7 +1073,7 @@ pub fn run(
 /// that leads to another inode now, or to the same inode with an owner the run neither found nor
 /// set, is reported and not touched; setuid/setgid go back only once the journaled owner is on
 /// the inode.
-pub fn undo(journal: &Path) -> Result<Summary, String> {
+pub fn undo(journal: &Path, threads: usize) -> Result<Summary, String> {
     let started = std::time::Instant::now();
     fsat::check_procfs()?;
     let text = std::fs::read(journal).map_err(|e| format!("{}: {e}", journal.display()))?;
@@ -1092,17 +1098,39 @@ pub fn undo(journal: &Path) -> Result<Summary, String> {
             Err(e) => return Err(format!("{}: line {}: {e}", journal.display(), i + 2)),
         }
     }
-    let mut s = Summary::default();
-    for b in records.iter().rev() {
-        s.scanned += 1;
-        match restore(b) {
-            Ok(()) => s.changed += 1,
-            Err(e) => {
-                s.failed += 1;
-                s.failures.push((b.path.clone(), e));
-            }
-        }
+    // Every inode is restored once and on its own, so the order between them does not matter:
+    // workers take interleaved shares, each newest first.
+    let threads = threads.clamp(1, 64);
+    let parts: Vec<(u64, Vec<(PathBuf, String)>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let records = &records;
+                sc.spawn(move || {
+                    let (mut ok, mut failed) = (0u64, Vec::new());
+                    for b in records.iter().rev().skip(t).step_by(threads) {
+                        match restore(b) {
+                            Ok(()) => ok += 1,
+                            Err(e) => failed.push((b.path.clone(), e)),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut s = Summary {
+        scanned: records.len() as u64,
+        ..Summary::default()
+    };
+    for (ok, failed) in parts {
+        s.changed += ok;
+        s.failures.extend(failed);
     }
+    s.failed = s.failures.len() as u64;
     s.seconds = started.elapsed().as_secs_f64();
     Ok(s)
 }
@@ -1117,29 +1145,40 @@ fn restore(b: &Before) -> Result<(), String> {
     if m.id() != (b.dev, b.ino) {
         return Err("the path is another file now; left alone".into());
     }
-    if let (Some(nu), Some(ng)) = (b.new_uid, b.new_gid) {
-        let owner = (m.uid, m.gid);
-        if owner != (nu, ng) && owner != (b.uid, b.gid) {
-            return Err(format!(
-                "its owner is {}:{} now, neither {nu}:{ng} as the run left it nor {}:{} as it found it; changed since, left alone",
-                m.uid, m.gid, b.uid, b.gid
-            ));
-        }
+    let owner = (m.uid, m.gid);
+    if let (Some(nu), Some(ng)) = (b.new_uid, b.new_gid)
+        && owner != (nu, ng)
+        && owner != (b.uid, b.gid)
+    {
+        return Err(format!(
+            "its owner is {}:{} now, neither {nu}:{ng} as the run left it nor {}:{} as it found it; changed since, left alone",
+            m.uid, m.gid, b.uid, b.gid
+        ));
     }
-    node.chown(b.uid, b.gid).map_err(io)?;
-    if !m.is_symlink() {
-        let access = b.acl_access.as_deref().and_then(unhex);
-        node.set_xattr(acl::ACCESS, access.as_deref()).map_err(io)?;
-        if m.is_dir() {
-            let default = b.acl_default.as_deref().and_then(unhex);
-            node.set_xattr(acl::DEFAULT, default.as_deref())
-                .map_err(io)?;
-        }
+    let chowned = owner != (b.uid, b.gid);
+    if chowned {
+        node.chown(b.uid, b.gid).map_err(io)?;
+    }
+    if m.is_symlink() {
+        return Ok(());
+    }
+    // Setting or removing an access ACL moves the mode's group bits: the mode is put back after.
+    let mut mode_moved = chowned && m.mode & 0o6000 != 0;
+    let access = b.acl_access.as_deref().and_then(unhex);
+    mode_moved |= node.put_xattr(acl::ACCESS, access.as_deref()).map_err(io)?;
+    if m.is_dir() {
+        let default = b.acl_default.as_deref().and_then(unhex);
+        node.put_xattr(acl::DEFAULT, default.as_deref())
+            .map_err(io)?;
+    }
+    let mut mode = b.mode & 0o7777;
+    if mode & 0o6000 != 0 {
         let now = node.stat().map_err(io)?;
-        let mut mode = b.mode & 0o7777;
         if (now.uid, now.gid) != (b.uid, b.gid) {
             mode &= !0o6000;
         }
+    }
+    if mode_moved || m.mode & 0o7777 != mode {
         node.chmod(mode).map_err(io)?;
     }
     Ok(())

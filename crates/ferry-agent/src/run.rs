@@ -915,7 +915,7 @@ pub fn rollback(env: &Env) -> Result<String, String> {
     let journal = env.state.run_file(&r.run, "journal");
     let mut msg = Vec::new();
     if journal.exists() {
-        let s = repermission::undo(&journal)?;
+        let s = repermission::undo(&journal, env.threads)?;
         for (p, e) in &s.failures {
             log(
                 env,

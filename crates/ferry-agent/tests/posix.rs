@@ -220,7 +220,7 @@ fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
     .unwrap();
     assert_eq!(again.changed, 0, "{again:?}");
     // Undo restores stat and getfacl of every file exactly.
-    let u = repermission::undo(&journal).unwrap();
+    let u = repermission::undo(&journal, 4).unwrap();
     assert_eq!(u.failed, 0, "{u:?}");
     assert_eq!(dump(&t, &outside), before);
 }
@@ -270,7 +270,7 @@ fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
     )
     .unwrap();
     assert_eq!(again.changed, 0, "add is idempotent: {again:?}");
-    repermission::undo(&journal).unwrap();
+    repermission::undo(&journal, 4).unwrap();
     assert_eq!(dump(&t, &outside), before);
 }
 

@@ -290,7 +290,7 @@ fn scenario(i: usize, mode: Mode) {
         outcome(&tree, &fwd, TARGET, &format!("iteration {i}, forward run"));
     }
     let racer = start_racer(base.path());
-    let undo = repermission::undo(&journal);
+    let undo = repermission::undo(&journal, 4);
     stop_racer(base.path(), racer);
     let undo = undo.unwrap();
     canaries.check(&format!("iteration {i}, undo"));

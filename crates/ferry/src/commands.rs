@@ -796,9 +796,12 @@ fn print_report(r: &Value) {
 
 fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
     use ferry_agent::repermission::{self, Map, Mode, Options};
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2));
     let summary = match a.undo {
         Some(crate::RepermissionCmd::Undo { journal }) => {
-            repermission::undo(&journal).map_err(anyhow::Error::msg)?
+            repermission::undo(&journal, threads).map_err(anyhow::Error::msg)?
         }
         None => {
             let Some(map_path) = a.map else {
@@ -816,9 +819,6 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
                 "add" => Mode::Add,
                 m => anyhow::bail!("--mode: `{m}` is not add-and-remove or add"),
             };
-            let threads = a
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2));
             let opts = Options {
                 mode,
                 what_if: a.what_if,
