@@ -18,6 +18,7 @@ ferry_install_packages() {
   /usr/bin/python3 -c "import samba.dcerpc.security" >/dev/null 2>&1 || missing+=(python3-samba)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  command -v strace >/dev/null 2>&1 || missing+=(strace)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
