@@ -16,6 +16,7 @@ pub mod enrolment;
 pub mod scheduler;
 pub mod settings;
 pub mod state;
+pub mod vault;
 
 use axum::Router;
 use axum::extract::Request;

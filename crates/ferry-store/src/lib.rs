@@ -459,6 +459,11 @@ pub trait Store: Send + Sync + 'static {
     async fn enrolment_token_content(&self, id: i64) -> Result<Option<(EnrolmentToken, Vec<u8>)>>;
     /// Marks a token revoked; false when there is no such token or it already was.
     async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool>;
+    /// Replaces a token's stored content (sealing one stored before ferry sealed them).
+    async fn set_enrolment_token_content(&self, id: i64, content: &[u8]) -> Result<()>;
+    /// Sets `key` to `value` unless it is set already, and returns the value it has: the first
+    /// server to claim a key wins, every other one reads what it wrote.
+    async fn claim_meta(&self, key: &str, value: &str) -> Result<String>;
 
     // --- devices ---
 

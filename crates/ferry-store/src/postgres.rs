@@ -305,6 +305,21 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn set_enrolment_token_content(&self, id: i64, content: &[u8]) -> Result<()> {
+        self.client()
+            .await?
+            .execute(&numbered(query::SET_ENROLMENT_CONTENT), &[&content, &id])
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_meta(&self, key: &str, value: &str) -> Result<String> {
+        let c = self.client().await?;
+        c.execute(&numbered(query::CLAIM_META), &[&key, &value])
+            .await?;
+        Ok(c.query_one(&numbered(query::GET_META), &[&key]).await?.get(0))
+    }
+
     async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
         let row = self
             .client()

@@ -256,6 +256,9 @@ pub const LIST_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package
      FROM enrolment_tokens WHERE (CAST(? AS TEXT) IS NULL OR directory = ?) ORDER BY id DESC";
 pub const GET_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package_upn, sha256, length(content), created_at, expires_at, uploaded_at, revoked_at, content \
      FROM enrolment_tokens WHERE id = ?";
+pub const SET_ENROLMENT_CONTENT: &str = "UPDATE enrolment_tokens SET content = ? WHERE id = ?";
+pub const CLAIM_META: &str = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING";
+pub const GET_META: &str = "SELECT value FROM meta WHERE key = ?";
 pub const REVOKE_ENROLMENT: &str =
     "UPDATE enrolment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL";
 

@@ -447,6 +447,20 @@ impl Store for SqliteStore {
         self.write(|c| Ok(c.execute(query::REVOKE_ENROLMENT, params![now, id])? == 1))
     }
 
+    async fn set_enrolment_token_content(&self, id: i64, content: &[u8]) -> Result<()> {
+        self.write(|c| {
+            c.execute(query::SET_ENROLMENT_CONTENT, params![content, id])?;
+            Ok(())
+        })
+    }
+
+    async fn claim_meta(&self, key: &str, value: &str) -> Result<String> {
+        self.write(|c| {
+            c.execute(query::CLAIM_META, params![key, value])?;
+            Ok(c.query_row(query::GET_META, [key], |r| r.get(0))?)
+        })
+    }
+
     async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
         self.write(|c| {
             c.execute(
