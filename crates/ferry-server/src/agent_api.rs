@@ -346,6 +346,7 @@ async fn checkin(
     // A device in no batch, or whose migration is not due, is answered from memory.
     let orders = devices::orders(
         &*st.store,
+        &st.settings.vault,
         &st.settings.get(),
         &st.devices,
         &a,

@@ -105,10 +105,18 @@ fn generate(dir: &Path, cert: &Path, key: &Path, names: &[String]) -> Result<(),
     let c = params
         .self_signed(&kp)
         .map_err(|e| format!("cannot sign the agent certificate: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     crate::auth::write_private(key, kp.serialize_pem().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
-    std::fs::write(cert, c.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    crate::auth::write_private(cert, c.pem().as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
     tracing::info!(path = %cert.display(), "generated the agent endpoint's certificate");
     Ok(())
 }

@@ -364,6 +364,7 @@ pub struct Orders {
 /// with this check-in; otherwise the stored one is read, and only when the migration is due.
 pub async fn orders(
     store: &dyn Store,
+    vault: &crate::vault::Vault,
     settings: &Settings,
     devices: &Devices,
     agent: &AgentRecord,
@@ -434,12 +435,16 @@ pub async fn orders(
             Some(id) if id != "latest" => {
                 let id: i64 = id.parse().unwrap_or(-1);
                 match store.enrolment_token_content(id).await? {
-                    Some((t, bytes))
+                    Some((t, sealed))
                         if t.directory == batch.target_directory
                             && t.revoked_at.is_none()
                             && t.expires_at > now =>
                     {
-                        Ok((t, bytes))
+                        let context = crate::vault::enrolment_context(&t.directory, &t.sha256);
+                        vault
+                            .open(&sealed, &context)
+                            .map(|bytes| (t, bytes))
+                            .map_err(|e| format!("bulk enrolment token {id}: {e}"))
                     }
                     Some((t, _))
                         if t.directory == batch.target_directory && t.revoked_at.is_none() =>
@@ -452,7 +457,7 @@ pub async fn orders(
                     )),
                 }
             }
-            _ => enrolment::token_for_join(store, &batch.target_directory, now)
+            _ => enrolment::token_for_join(store, vault, &batch.target_directory, now)
                 .await
                 .map_err(|e| match e {
                     JoinTokenError::Store(_) => "the enrolment tokens could not be read".into(),

@@ -92,6 +92,7 @@ pub fn validate(settings: &Settings, u: Upload, now: i64) -> Result<NewEnrolment
         file_name: u.file_name,
         package_upn: upn.to_string(),
         sha256: ferry_core::config::hex(&sha2::Sha256::digest(&u.content)),
+        size: u.content.len() as i64,
         content: u.content,
         created_at: created,
         expires_at: u.expires_at,
@@ -156,6 +157,8 @@ pub enum JoinTokenError {
     None(String),
     #[error("{0}")]
     Expired(String),
+    #[error("the stored token cannot be opened: {0}")]
+    Sealed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -164,15 +167,20 @@ pub enum JoinTokenError {
 /// expired. A runbook that would use an expired one is refused with the reason.
 pub async fn token_for_join(
     store: &dyn Store,
+    vault: &crate::vault::Vault,
     directory: &str,
     now: i64,
 ) -> Result<(EnrolmentToken, Vec<u8>), JoinTokenError> {
     let tokens = store.enrolment_tokens(Some(directory)).await?;
     let live: Vec<&EnrolmentToken> = tokens.iter().filter(|t| t.revoked_at.is_none()).collect();
     if let Some(t) = live.iter().find(|t| t.expires_at > now)
-        && let Some(found) = store.enrolment_token_content(t.id).await?
+        && let Some((t, content)) = store.enrolment_token_content(t.id).await?
     {
-        return Ok(found);
+        let context = crate::vault::enrolment_context(&t.directory, &t.sha256);
+        let content = vault
+            .open(&content, &context)
+            .map_err(|e| JoinTokenError::Sealed(e.to_string()))?;
+        return Ok((t, content));
     }
     match live.first() {
         Some(t) => Err(JoinTokenError::Expired(
@@ -207,6 +215,10 @@ pub async fn expiry_warnings(
 mod tests {
     use super::*;
     use ferry_store::sqlite::SqliteStore;
+
+    fn test_vault() -> crate::vault::Vault {
+        crate::vault::Vault::new([4; 32], "test")
+    }
 
     fn settings() -> Settings {
         Settings::from_str(
@@ -301,7 +313,7 @@ mod tests {
         let s = settings();
         let now = 1_000 * DAY_MS;
         assert!(matches!(
-            token_for_join(&store, "fab", now).await,
+            token_for_join(&store, &test_vault(), "fab", now).await,
             Err(JoinTokenError::None(_))
         ));
         let old = store
@@ -311,13 +323,15 @@ mod tests {
             .await
             .unwrap();
         // Expiring in 10 days: usable, with a warning.
-        let (t, bytes) = token_for_join(&store, "fab", now).await.unwrap();
+        let (t, bytes) = token_for_join(&store, &test_vault(), "fab", now)
+            .await
+            .unwrap();
         assert_eq!((t.id, bytes.as_slice()), (old.id, &b"ppkg bytes"[..]));
         let w = expiry_warnings(&store, &["fab"], now).await.unwrap();
         assert!(w.len() == 1 && w[0].contains("in 10 day(s)"), "{w:?}");
         // 11 days later it has expired: joins are refused with the reason.
         let later = now + 11 * DAY_MS;
-        let e = token_for_join(&store, "fab", later)
+        let e = token_for_join(&store, &test_vault(), "fab", later)
             .await
             .unwrap_err()
             .to_string();
@@ -331,7 +345,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            token_for_join(&store, "fab", later).await.unwrap().0.id,
+            token_for_join(&store, &test_vault(), "fab", later)
+                .await
+                .unwrap()
+                .0
+                .id,
             new.id
         );
         assert!(
@@ -341,6 +359,10 @@ mod tests {
                 .is_empty()
         );
         store.revoke_enrolment_token(new.id, later).await.unwrap();
-        assert!(token_for_join(&store, "fab", later).await.is_err());
+        assert!(
+            token_for_join(&store, &test_vault(), "fab", later)
+                .await
+                .is_err()
+        );
     }
 }

@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub database_url: Option<String>,
     /// `FERRY_ADMIN_TOKEN`, if set.
     pub admin_token: Option<String>,
+    /// `FERRY_SECRET_KEY`, if set: the key sealing stored credentials (else `DATA_DIR/secret.key`).
+    pub secret_key: Option<String>,
     /// Run scheduled cycles (on by default; benchmarks and some tests turn it off).
     pub scheduler: bool,
     /// Serve the agent endpoint (TLS) on this listener.
@@ -66,6 +68,8 @@ pub enum StartError {
     Locked(PathBuf),
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
+    #[error("secret key: {0}")]
+    SecretKey(String),
     #[error("agent endpoint certificate: {0}")]
     AgentTls(String),
     #[error("cannot serve: {0}")]
@@ -117,6 +121,109 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Creates the data directory readable by its owner only, and tightens an existing one: every
+/// directory in it to 0700 and every file to 0600 (its database, tokens, keys and logs), saying
+/// what it changed.
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut tightened = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = std::fs::symlink_metadata(&d)?;
+        if m.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            tightened.push(d.display().to_string());
+        }
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let mode = e.metadata()?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(
+                        e.path(),
+                        std::fs::Permissions::from_mode(mode & 0o700),
+                    )?;
+                    tightened.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    if !tightened.is_empty() {
+        tracing::warn!(
+            count = tightened.len(),
+            paths = %tightened.join(", "),
+            "the data directory was readable by others: made it and its files private to the server's user (0700/0600)"
+        );
+    }
+    Ok(())
+}
+
+/// Checks that the database's secrets are sealed with this server's key (the first server to
+/// start on a database records its key id), and seals what an earlier version stored in the clear.
+async fn seal_stored_secrets(
+    store: &dyn ferry_store::Store,
+    vault: &vault::Vault,
+) -> Result<(), StartError> {
+    let ours = vault.key_id();
+    let recorded = store.claim_meta(vault::META_KEY, &ours).await?;
+    if recorded != ours {
+        return Err(StartError::SecretKey(format!(
+            "this database's credentials are sealed with key {recorded}, and this server's key ({}) is {ours}: \
+             give it the key the other servers use (copy their DATA_DIR/secret.key, or set FERRY_SECRET_KEY)",
+            vault.source
+        )));
+    }
+    let mut sealed = 0;
+    for (name, body) in store.documents(ferry_store::DocKind::Directory).await? {
+        let Ok(doc) = serde_json::from_str::<settings::StoredDirectory>(&body) else {
+            continue; // reported when the settings are loaded
+        };
+        if !doc.needs_sealing() {
+            continue;
+        }
+        let d = doc
+            .directory(vault)
+            .map_err(|e| StartError::SecretKey(format!("directory `{name}`: {e}")))?;
+        let doc = settings::StoredDirectory::new(d, vault)
+            .and_then(|d| serde_json::to_string(&d))
+            .map_err(|e| StartError::SecretKey(format!("directory `{name}`: {e}")))?;
+        store
+            .put_document(
+                ferry_store::DocKind::Directory,
+                &name,
+                &doc,
+                ferry_store::now_ms(),
+            )
+            .await?;
+        sealed += 1;
+    }
+    for t in store.enrolment_tokens(None).await? {
+        if let Some((t, content)) = store.enrolment_token_content(t.id).await?
+            && !vault::Vault::is_sealed(&content)
+        {
+            let context = vault::enrolment_context(&t.directory, &t.sha256);
+            store
+                .set_enrolment_token_content(t.id, &vault.seal(&content, &context))
+                .await?;
+            sealed += 1;
+        }
+    }
+    if sealed > 0 {
+        tracing::warn!(
+            sealed,
+            "credentials and tokens stored in the clear by an earlier version are now sealed"
+        );
+    }
+    Ok(())
+}
+
 impl Server {
     /// Opens the store, installs the admin token, and serves on `listener` until [`Server::stop`].
     pub async fn start(
@@ -124,19 +231,33 @@ impl Server {
         listener: tokio::net::TcpListener,
     ) -> Result<Server, StartError> {
         let dir = &opts.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir {
+        private_data_dir(dir).map_err(|e| StartError::DataDir {
             path: dir.clone(),
             detail: e.to_string(),
         })?;
         // One live server per data directory: it holds the SQLite database, the admin token and this
         // server's identity (so that a restarted server can recover what its previous run left).
-        let f = std::fs::File::create(dir.join("ferry.lock")).map_err(|e| StartError::DataDir {
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(dir.join("ferry.lock"))
+        }
+        .map_err(|e| StartError::DataDir {
             path: dir.clone(),
             detail: e.to_string(),
         })?;
         f.try_lock().map_err(|_| StartError::Locked(dir.clone()))?;
         let lock = Some(f);
         let store = ferry_store::open(opts.database_url.as_deref(), dir).await?;
+        let vault = Arc::new(
+            vault::Vault::load(dir, opts.secret_key.as_deref())
+                .map_err(|e| StartError::SecretKey(e.to_string()))?,
+        );
+        seal_stored_secrets(&*store, &vault).await?;
         let (token, source) =
             auth::admin_token(dir, opts.admin_token).map_err(|e| StartError::DataDir {
                 path: dir.clone(),
@@ -189,7 +310,7 @@ impl Server {
                 .await?;
             tracing::info!(environment = %e.id, tenant = %e.tenant, "registered from the configuration");
         }
-        let settings = settings::Live::new(opts.settings);
+        let settings = settings::Live::new(opts.settings, vault);
         for w in settings.load(&*store).await? {
             tracing::warn!("{w}");
         }
@@ -339,7 +460,7 @@ fn server_id(dir: &std::path::Path) -> std::io::Result<String> {
         Err(e) => return Err(e),
     }
     let id = format!("{}-{}", hostname(), &ferry_directory::new_guid()[..8]);
-    std::fs::write(&path, format!("{id}\n"))?;
+    auth::write_private(&path, format!("{id}\n").as_bytes())?;
     Ok(id)
 }
 

@@ -7,6 +7,7 @@
 //! file's entries cannot be changed from the console, and a stored entry whose name the file took
 //! later is set aside with a warning.
 
+use crate::vault::Vault;
 use ferry_core::config::{Config, ConfigError, DirectoryConfig, Secret, SyncProfile};
 use ferry_store::{DocKind, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -210,18 +211,40 @@ pub fn put_credential(d: &mut DirectoryConfig, c: Option<Secret>) {
 }
 
 impl StoredDirectory {
-    pub fn new(mut d: DirectoryConfig) -> Result<StoredDirectory, serde_json::Error> {
-        let credential = take_credential(&mut d).map(|s| s.expose().to_string());
+    /// The stored form: the credential sealed with `vault`, bound to the directory's name.
+    pub fn new(
+        mut d: DirectoryConfig,
+        vault: &Vault,
+    ) -> Result<StoredDirectory, serde_json::Error> {
+        let context = crate::vault::directory_context(d.name());
+        let credential = take_credential(&mut d).map(|s| vault.seal_text(s.expose(), &context));
         Ok(StoredDirectory {
             settings: serde_json::to_value(&d)?,
             credential,
         })
     }
 
-    pub fn directory(self) -> Result<DirectoryConfig, serde_json::Error> {
-        let mut d: DirectoryConfig = serde_json::from_value(self.settings)?;
-        put_credential(&mut d, self.credential.map(Secret::new));
+    /// The directory, its credential opened. A credential stored before ferry sealed them is
+    /// taken as it is (the server seals it at start).
+    pub fn directory(self, vault: &Vault) -> Result<DirectoryConfig, String> {
+        let mut d: DirectoryConfig =
+            serde_json::from_value(self.settings).map_err(|e| e.to_string())?;
+        let context = crate::vault::directory_context(d.name());
+        let credential = match self.credential {
+            Some(c) => Some(Secret::new(
+                vault.open_text(&c, &context).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        put_credential(&mut d, credential);
         Ok(d)
+    }
+
+    /// Whether the credential is stored in the clear (written by a version before sealing).
+    pub fn needs_sealing(&self) -> bool {
+        self.credential
+            .as_deref()
+            .is_some_and(|c| !Vault::is_sealed_text(c))
     }
 }
 
@@ -230,6 +253,8 @@ impl StoredDirectory {
 pub struct Live {
     file: Arc<Settings>,
     current: RwLock<Arc<Settings>>,
+    /// Seals and opens the credentials kept in the store.
+    pub vault: Arc<Vault>,
     /// The stored entries last read, hashed.
     seen: std::sync::Mutex<u64>,
     /// Held by a change (read the stored entries, validate, store, apply) and by a reread, so
@@ -244,12 +269,13 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    /// Settings that change only through the console.
-    pub fn new(file: Settings) -> Arc<Live> {
+    /// Settings that change only through the console; `vault` opens the stored credentials.
+    pub fn new(file: Settings, vault: Arc<Vault>) -> Arc<Live> {
         let file = Arc::new(file);
         Arc::new(Live {
             current: RwLock::new(Arc::clone(&file)),
             file,
+            vault,
             seen: std::sync::Mutex::new(0),
             changes: tokio::sync::Mutex::new(()),
         })
@@ -266,18 +292,20 @@ impl Live {
 
     /// The console's stored directories and profiles.
     pub async fn stored(
+        &self,
         store: &dyn Store,
     ) -> Result<(Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
-        let (_, dirs, profiles) = Live::read(store).await?;
+        let (_, dirs, profiles) = self.read(store).await?;
         Ok((dirs, profiles))
     }
 
     /// The stored entries, and a hash of their documents to notice a change.
     async fn read(
+        &self,
         store: &dyn Store,
     ) -> Result<(u64, Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
         use std::hash::{Hash, Hasher};
-        let corrupt = |what: &str, name: &str, e: serde_json::Error| {
+        let corrupt = |what: &str, name: &str, e: &dyn std::fmt::Display| {
             StoreError::Corrupt(format!("{what} `{name}`: {e}"))
         };
         let (d, p) = (
@@ -289,13 +317,16 @@ impl Live {
         let mut dirs = Vec::new();
         for (name, body) in d {
             let d: StoredDirectory =
-                serde_json::from_str(&body).map_err(|e| corrupt("directory", &name, e))?;
-            dirs.push(d.directory().map_err(|e| corrupt("directory", &name, e))?);
+                serde_json::from_str(&body).map_err(|e| corrupt("directory", &name, &e))?;
+            dirs.push(
+                d.directory(&self.vault)
+                    .map_err(|e| corrupt("directory", &name, &e))?,
+            );
         }
         let mut profiles = Vec::new();
         for (name, body) in p {
             profiles
-                .push(serde_json::from_str(&body).map_err(|e| corrupt("sync profile", &name, e))?);
+                .push(serde_json::from_str(&body).map_err(|e| corrupt("sync profile", &name, &e))?);
         }
         Ok((h.finish(), dirs, profiles))
     }
@@ -319,7 +350,7 @@ impl Live {
     /// server sharing the database changed them), puts them in force as [`Live::load`] does.
     pub async fn refresh(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
         let _guard = self.changes.lock().await;
-        let (seen, dirs, profiles) = Live::read(store).await?;
+        let (seen, dirs, profiles) = self.read(store).await?;
         if self.seen.lock().map(|s| *s == seen).unwrap_or(false) {
             return Ok(vec![]);
         }
@@ -329,7 +360,7 @@ impl Live {
     /// At start: puts the stored entries in force, setting aside (with a warning) those the file
     /// now names too or that no longer validate, so that a server always starts.
     pub async fn load(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
-        let (seen, dirs, profiles) = Live::read(store).await?;
+        let (seen, dirs, profiles) = self.read(store).await?;
         Ok(self.put_in_force(seen, dirs, profiles))
     }
 

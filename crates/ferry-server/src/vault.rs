@@ -54,19 +54,16 @@ pub enum VaultError {
 
 fn decode_key(text: &str, source: &str) -> Result<[u8; 32], VaultError> {
     let t = text.trim();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(t)
-        .ok()
-        .or_else(|| {
-            (t.len() == 64)
-                .then(|| {
-                    (0..64)
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok())
-                        .collect::<Option<Vec<u8>>>()
-                })
-                .flatten()
+    let hex = (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| {
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()
         })
+        .flatten();
+    let bytes = hex
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
         .ok_or_else(|| {
             VaultError::Key(format!(
                 "{source}: not a key (give 32 bytes in base64, or 64 hex digits)"
@@ -231,9 +228,10 @@ pub fn directory_context(name: &str) -> String {
     format!("console_directories/{name}/credential")
 }
 
-/// The associated data of an enrolment token's content (its id and the hash of its content).
-pub fn enrolment_context(id: i64, sha256: &str) -> String {
-    format!("enrolment_tokens/{id}/{sha256}")
+/// The associated data of an enrolment token's content (its directory and the hash of its
+/// content, both stored in its row).
+pub fn enrolment_context(directory: &str, sha256: &str) -> String {
+    format!("enrolment_tokens/{directory}/{sha256}")
 }
 
 #[cfg(test)]
@@ -288,8 +286,13 @@ mod tests {
         assert_eq!(decode_key(&hex, "x").unwrap(), [0u8; 32]);
         let b64 = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
         assert_eq!(decode_key(&b64, "x").unwrap(), [9u8; 32]);
-        let short = decode_key("AAAA", "FERRY_SECRET_KEY").unwrap_err().to_string();
-        assert!(short.contains("FERRY_SECRET_KEY") && short.contains("32"), "{short}");
+        let short = decode_key("AAAA", "FERRY_SECRET_KEY")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("FERRY_SECRET_KEY") && short.contains("32"),
+            "{short}"
+        );
         assert!(format!("{:?}", vault(5)).contains("key_id"));
         assert!(!format!("{:?}", vault(5)).contains("5, 5"));
     }

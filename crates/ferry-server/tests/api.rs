@@ -37,6 +37,7 @@ async fn start(dir: &Path, cfg: &str) -> Harness {
         data_dir: dir.join("data"),
         database_url: None,
         admin_token: None,
+        secret_key: None,
         scheduler: false,
         agent: None,
     };
@@ -143,6 +144,7 @@ async fn health_and_authentication() {
             data_dir: dir.path().join("data"),
             database_url: None,
             admin_token: None,
+            secret_key: None,
             scheduler: false,
             agent: None,
         },

@@ -47,6 +47,7 @@ async fn start(dir: &Path) -> H {
             data_dir: dir.join("data"),
             database_url: None,
             admin_token: None,
+            secret_key: None,
             scheduler: false,
             agent: Some(AgentEndpoint {
                 listener: agent_listener,

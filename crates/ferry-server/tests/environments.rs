@@ -99,6 +99,7 @@ async fn start(d: &std::path::Path) -> (Server, C) {
             data_dir: d.join("data"),
             database_url: None,
             admin_token: None,
+            secret_key: None,
             scheduler: false,
             agent: None,
         },

@@ -89,7 +89,10 @@ pub struct NewEnrolmentToken {
     pub kind: String,
     pub file_name: Option<String>,
     pub package_upn: String,
+    /// As stored (the server seals it).
     pub content: Vec<u8>,
+    /// The length of the content as uploaded.
+    pub size: i64,
     pub sha256: String,
     pub created_at: i64,
     pub expires_at: i64,

@@ -43,6 +43,11 @@ pub const SQLITE: &[Migration] = &[
         name: "console",
         sql: include_str!("../migrations/sqlite/0007_console.sql"),
     },
+    Migration {
+        version: 8,
+        name: "sealed_secrets",
+        sql: include_str!("../migrations/sqlite/0008_sealed_secrets.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -80,5 +85,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "console",
         sql: include_str!("../migrations/postgres/0007_console.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "sealed_secrets",
+        sql: include_str!("../migrations/postgres/0008_sealed_secrets.sql"),
     },
 ];

@@ -267,6 +267,7 @@ impl Store for PgStore {
                     &t.created_at,
                     &t.expires_at,
                     &t.uploaded_at,
+                    &t.size,
                 ],
             )
             .await?;
@@ -317,7 +318,9 @@ impl Store for PgStore {
         let c = self.client().await?;
         c.execute(&numbered(query::CLAIM_META), &[&key, &value])
             .await?;
-        Ok(c.query_one(&numbered(query::GET_META), &[&key]).await?.get(0))
+        Ok(c.query_one(&numbered(query::GET_META), &[&key])
+            .await?
+            .get(0))
     }
 
     async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
@@ -1507,7 +1510,7 @@ fn enrolment_row(r: &Row) -> Result<EnrolmentToken> {
         file_name: r.try_get(3)?,
         package_upn: r.try_get(4)?,
         sha256: r.try_get(5)?,
-        size: i64::from(r.try_get::<_, i32>(6)?),
+        size: r.try_get(6)?,
         created_at: r.try_get(7)?,
         expires_at: r.try_get(8)?,
         uploaded_at: r.try_get(9)?,

@@ -250,14 +250,16 @@ pub const UPSERT_PLAN: &str = "INSERT INTO plans (profile, cycle_id, hash, finge
 pub const INSERT_LOG: &str = "INSERT INTO logs (at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-pub const INSERT_ENROLMENT: &str = "INSERT INTO enrolment_tokens (directory, kind, file_name, package_upn, content, sha256, created_at, expires_at, uploaded_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
-pub const LIST_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package_upn, sha256, length(content), created_at, expires_at, uploaded_at, revoked_at \
+pub const INSERT_ENROLMENT: &str = "INSERT INTO enrolment_tokens (directory, kind, file_name, package_upn, content, sha256, created_at, expires_at, uploaded_at, size) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+pub const LIST_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package_upn, sha256, CAST(coalesce(size, length(content)) AS BIGINT), created_at, expires_at, uploaded_at, revoked_at \
      FROM enrolment_tokens WHERE (CAST(? AS TEXT) IS NULL OR directory = ?) ORDER BY id DESC";
-pub const GET_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package_upn, sha256, length(content), created_at, expires_at, uploaded_at, revoked_at, content \
+pub const GET_ENROLMENT: &str = "SELECT id, directory, kind, file_name, package_upn, sha256, CAST(coalesce(size, length(content)) AS BIGINT), created_at, expires_at, uploaded_at, revoked_at, content \
      FROM enrolment_tokens WHERE id = ?";
-pub const SET_ENROLMENT_CONTENT: &str = "UPDATE enrolment_tokens SET content = ? WHERE id = ?";
-pub const CLAIM_META: &str = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING";
+pub const SET_ENROLMENT_CONTENT: &str =
+    "UPDATE enrolment_tokens SET size = coalesce(size, length(content)), content = ? WHERE id = ?";
+pub const CLAIM_META: &str =
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING";
 pub const GET_META: &str = "SELECT value FROM meta WHERE key = ?";
 pub const REVOKE_ENROLMENT: &str =
     "UPDATE enrolment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL";

@@ -333,8 +333,27 @@ impl SqliteStore {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        // Made private before SQLite opens it: SQLite gives the -wal and -shm files the mode of
+        // the database file, so none of them is ever readable by others.
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::Open(format!("{}: {e}", path.display()))),
+            }
         }
         let mut writer = connect(path)?;
         // Small commits still checkpoint automatically (every 1000 pages, SQLite's default); a
@@ -415,7 +434,8 @@ impl Store for SqliteStore {
                     t.sha256,
                     t.created_at,
                     t.expires_at,
-                    t.uploaded_at
+                    t.uploaded_at,
+                    t.size
                 ],
                 |r| r.get(0),
             )?)

@@ -544,6 +544,7 @@ async fn enrolment_tokens_store_content_and_revoke(s: &dyn Store) {
         file_name: Some("Fabrikam Join ü.ppkg".into()),
         package_upn: "package_0a1b2c3d@fabrikam.onmicrosoft.com".into(),
         content: content.clone(),
+        size: 70_000,
         sha256: "ab".repeat(32),
         created_at: at,
         expires_at: at + 180 * 86_400_000,

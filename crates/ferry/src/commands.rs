@@ -216,6 +216,7 @@ async fn server(a: ServerArgs) -> Result<ExitCode> {
         data_dir,
         database_url,
         admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
+        secret_key: std::env::var("FERRY_SECRET_KEY").ok(),
         scheduler: !a.no_scheduler,
         agent,
     };

@@ -168,7 +168,9 @@ pub struct ServerArgs {
     /// Configuration file (TOML).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Data directory: the SQLite database and admin-token (default ./ferry-data).
+    /// Data directory, private to the server's user: the SQLite database, admin-token and
+    /// secret.key, which seals stored credentials unless FERRY_SECRET_KEY (32 bytes, base64) is
+    /// set; servers sharing a database need the same key (default ./ferry-data).
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Use PostgreSQL: postgres://user:pass@host/db.

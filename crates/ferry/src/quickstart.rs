@@ -114,6 +114,7 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
         data_dir: dir.join("data"),
         database_url: None,
         admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
+        secret_key: None,
         scheduler: true,
         // Agents' endpoint on a free port: the local agent below talks to it over TLS.
         agent: Some(ferry_server::AgentEndpoint {

@@ -306,7 +306,15 @@ fn two_servers_on_one_postgres_run_each_scheduled_cycle_once() {
                 "--data-dir",
                 dir.path().join(n).to_str().unwrap(),
             ],
-            &[("FERRY_ADMIN_TOKEN", token), ("FERRY_LOG", "info")],
+            &[
+                ("FERRY_ADMIN_TOKEN", token),
+                // Servers sharing a database share the key sealing its secrets.
+                (
+                    "FERRY_SECRET_KEY",
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                ),
+                ("FERRY_LOG", "info"),
+            ],
         )
     };
     let (a, b) = (start("a"), start("b"));

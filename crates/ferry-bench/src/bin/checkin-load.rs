@@ -48,6 +48,7 @@ fn serve(dir: &str, agents: usize) {
                 data_dir: dir.join("data"),
                 database_url: database_url.as_ref().map(|d| d.2.clone()),
                 admin_token: None,
+                secret_key: None,
                 scheduler: false,
                 agent: Some(AgentEndpoint {
                     listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),

@@ -93,6 +93,7 @@ async fn start(dir: &Path, database_url: Option<String>) -> Server {
             data_dir: dir.join("data"),
             database_url,
             admin_token: None,
+            secret_key: None,
             scheduler: false,
             agent: None,
         },

@@ -83,6 +83,7 @@ async fn main() {
             data_dir: dir.join("data"),
             database_url: None,
             admin_token: None,
+            secret_key: None,
             scheduler: false,
             agent: None,
         },

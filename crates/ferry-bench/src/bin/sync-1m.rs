@@ -80,6 +80,7 @@ async fn run(dir: &Path, expected: u64) {
     );
     let settings = ferry_server::settings::Live::new(
         Settings::from_str(&cfg, "bench.toml", dir).expect("config"),
+        Arc::new(ferry_server::vault::Vault::new([0; 32], "bench")),
     );
     let store: Arc<dyn ferry_store::Store> =
         Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.join("ferry.db")).expect("store"));

@@ -573,6 +573,7 @@ pub async fn whatif(
     {
         crate::enrolment::token_for_join(
             &*st.store,
+            &st.settings.vault,
             &b.target_directory,
             b.enforced_at().unwrap_or(now),
         )

@@ -87,6 +87,9 @@ pub async fn upload(
         now_ms(),
     )
     .map_err(ApiError::BadRequest)?;
+    let mut new = new;
+    let context = crate::vault::enrolment_context(&new.directory, &new.sha256);
+    new.content = st.settings.vault.seal(&new.content, &context);
     let t = st.store.add_enrolment_token(&new).await?;
     tracing::info!(
         id = t.id,

@@ -10,7 +10,7 @@
 
 use super::{ApiError, ApiResult};
 use crate::auth::AdminAuth;
-use crate::settings::{Live, Settings, StoredDirectory, put_credential, take_credential};
+use crate::settings::{Settings, StoredDirectory, put_credential, take_credential};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -101,7 +101,7 @@ pub async fn put_directory(
         now.console_directories.contains(&name),
         now.config.directory(&name).is_some(),
     )?;
-    let (mut dirs, profiles) = Live::stored(&*st.store).await?;
+    let (mut dirs, profiles) = st.settings.stored(&*st.store).await?;
     let old = dirs.iter().position(|x| x.name() == name);
     let mut kept = false;
     if let Some(i) = old {
@@ -116,7 +116,8 @@ pub async fn put_directory(
         dirs.push(d.clone());
     }
     let next = build(&st, &dirs, &profiles)?;
-    let doc = StoredDirectory::new(d.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let doc = StoredDirectory::new(d.clone(), &st.settings.vault)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let doc = serde_json::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_document(DocKind::Directory, &name, &doc, now_ms())
@@ -169,7 +170,7 @@ pub async fn delete_directory(
         now.console_directories.contains(&name),
         now.config.directory(&name).is_some(),
     )?;
-    let (mut dirs, profiles) = Live::stored(&*st.store).await?;
+    let (mut dirs, profiles) = st.settings.stored(&*st.store).await?;
     let before = dirs.len();
     dirs.retain(|d| d.name() != name);
     if dirs.len() == before {
@@ -218,7 +219,7 @@ pub async fn put_profile(
         now.console_profiles.contains(&name),
         now.config.profile(&name).is_some(),
     )?;
-    let (dirs, mut profiles) = Live::stored(&*st.store).await?;
+    let (dirs, mut profiles) = st.settings.stored(&*st.store).await?;
     let old = profiles.iter().position(|x| x.name == name);
     match old {
         Some(i) => profiles[i] = p.clone(),
@@ -272,7 +273,7 @@ pub async fn delete_profile(
         now.console_profiles.contains(&name),
         now.config.profile(&name).is_some(),
     )?;
-    let (dirs, mut profiles) = Live::stored(&*st.store).await?;
+    let (dirs, mut profiles) = st.settings.stored(&*st.store).await?;
     let before = profiles.len();
     profiles.retain(|p| p.name != name);
     if profiles.len() == before {
