@@ -110,6 +110,56 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// `postgres://user:pass@host/db`: use PostgreSQL instead of SQLite.
     pub database_url: Option<Secret>,
+    /// `[server.auth]`: sign-in limits and session lifetimes.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[server.auth]`: how long a session made by `POST /sessions` lasts and how sign-in guessing is
+/// slowed. Every key is optional:
+///
+/// ```toml
+/// [server.auth]
+/// session_idle = "30m"      # a session unused this long ends
+/// session_lifetime = "12h"  # and any session ends this long after sign-in
+/// sign_in_concurrency = 2   # password checks (argon2, ~19 MiB each) running at once, per server
+/// lockout_after = 5         # failures of one account before it is locked out
+/// address_lockout_after = 20  # failures from one address before it is locked out
+/// lockout = "15s"           # the first lockout; each further failure doubles it
+/// lockout_max = "15m"       # the longest lockout
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A session not used for this long ends (default 30 minutes).
+    pub session_idle: HumanDuration,
+    /// A session ends this long after sign-in, used or not (default 12 hours).
+    pub session_lifetime: HumanDuration,
+    /// Password verifications running at once on this server (default: the number of cores,
+    /// between 2 and 4). A sign-in that waits more than 2 s for one is answered 503.
+    pub sign_in_concurrency: Option<usize>,
+    /// Failed sign-ins of one operator name (known or not) before it is locked out (default 5).
+    pub lockout_after: u32,
+    /// Failed sign-ins from one address before it is locked out (default 20).
+    pub address_lockout_after: u32,
+    /// The first lockout (default 15 s); each further failure doubles it.
+    pub lockout: HumanDuration,
+    /// The longest lockout (default 15 minutes).
+    pub lockout_max: HumanDuration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_idle: HumanDuration(Duration::from_secs(30 * 60)),
+            session_lifetime: HumanDuration(Duration::from_secs(12 * 3600)),
+            sign_in_concurrency: None,
+            lockout_after: 5,
+            address_lockout_after: 20,
+            lockout: HumanDuration(Duration::from_secs(15)),
+            lockout_max: HumanDuration(Duration::from_secs(15 * 60)),
+        }
+    }
 }
 
 /// `[[directory]]`: a named source or target, by kind.
