@@ -20,13 +20,18 @@ fn config(dir: &Path, auth: &str) {
 }
 
 async fn start(dir: &Path, database_url: Option<String>) -> Server {
+    start_as(dir, database_url, None).await
+}
+
+/// Servers sharing a database share the install's `admin` token row: give them one token.
+async fn start_as(dir: &Path, database_url: Option<String>, admin_token: Option<&str>) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Server::start(
         ServerOptions {
             settings: Settings::load(&dir.join("ferry.toml")).unwrap(),
             data_dir: dir.join("data"),
             database_url,
-            admin_token: None,
+            admin_token: admin_token.map(str::to_string),
             secret_key: Some(KEY.into()),
             scheduler: false,
             agent: None,
@@ -357,8 +362,9 @@ async fn changes_end_sessions_on_a_second_server_postgres() {
     let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     config(ta.path(), "");
     config(tb.path(), "");
-    let a = start(ta.path(), Some(url.clone())).await;
-    let b = start(tb.path(), Some(url.clone())).await;
+    let admin = "ferry_shared_admin_token_for_this_test";
+    let a = start_as(ta.path(), Some(url.clone()), Some(admin)).await;
+    let b = start_as(tb.path(), Some(url.clone()), Some(admin)).await;
     changes_end_sessions(&a, &b).await;
     // The per-name lockout is shared: three failures on A and two on B lock the name on both.
     for i in 0..5 {
