@@ -256,6 +256,36 @@ async fn concurrent_sign_ins_never_hash_more_than_the_bound() {
     );
 }
 
+/// Would catch: a lockout checked only when a request arrives, so that 64 guesses sent at once
+/// at one name all get their password checked instead of stopping near `lockout_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_at_one_name_stop_at_the_lockout() {
+    let tmp = tempfile::tempdir().unwrap();
+    config(
+        tmp.path(),
+        "sign_in_concurrency = 2\nlockout_after = 5\naddress_lockout_after = 1000\nlockout = \"10m\"",
+    );
+    let s = std::sync::Arc::new(start(tmp.path(), None).await);
+    add_operator(&s, "judy", "judy's long password", false).await;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let s = std::sync::Arc::clone(&s);
+            tokio::spawn(async move { sign_in(&s, "judy", &format!("wrong {i} password")).await })
+        })
+        .collect();
+    let mut checked = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!([401, 429, 503].contains(&r.status), "{:?}", r.body);
+        checked += usize::from(r.status == 401);
+    }
+    assert!((5..=6).contains(&checked), "{checked} passwords checked");
+    assert_eq!(
+        sign_in(&s, "judy", "judy's long password").await.status,
+        429
+    );
+}
+
 /// Would catch: a role or password change that leaves the old session working (with its old
 /// role), on the server that made the change or on another server sharing the database; a
 /// removed operator whose session still works; a rotate whose old token still works.

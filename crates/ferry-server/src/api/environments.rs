@@ -202,6 +202,26 @@ pub struct SignIn {
     pub password: String,
 }
 
+/// Until when (ms) a name or an address is locked out, if either is.
+async fn locked_out(
+    st: &AppState,
+    key: &str,
+    ip: std::net::IpAddr,
+    now: i64,
+) -> ApiResult<Option<i64>> {
+    let limits = &st.sign_in;
+    let account = st
+        .store
+        .sign_in_failures(key)
+        .await?
+        .and_then(|(f, last)| limits.locked_until(f, last, limits.cfg.lockout_after))
+        .filter(|u| *u > now);
+    Ok(account
+        .into_iter()
+        .chain(limits.address_locked_until(ip, now))
+        .max())
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub name: String,
@@ -223,33 +243,33 @@ pub async fn sign_in(
     let limits = &st.sign_in;
     let ip = peer.ip();
     let key = account_key(&b.name);
-    let now = now_ms();
     // A lockout is answered before any password is checked, the same for every name.
-    let account_until = st
-        .store
-        .sign_in_failures(&key)
-        .await?
-        .and_then(|(f, last)| limits.locked_until(f, last, limits.cfg.lockout_after))
-        .filter(|u| *u > now);
-    if let Some(until) = account_until
-        .into_iter()
-        .chain(limits.address_locked_until(ip, now))
-        .max()
-    {
+    let refuse = |until: i64, now: i64| {
         tracing::warn!(address = %ip, name = %b.name.chars().take(64).collect::<String>(), "sign-in refused: locked out");
-        return Err(ApiError::TooManyRequests(
+        ApiError::TooManyRequests(
             "too many failed sign-ins; try again later".into(),
             retry_after(until, now),
-        ));
+        )
+    };
+    let now = now_ms();
+    if let Some(until) = locked_out(&st, &key, ip, now).await? {
+        return Err(refuse(until, now));
     }
     let stored = st.store.operator_password(&b.name).await?;
+    // The slot is held until the failure is recorded, so the next attempt's check sees it.
+    let Some(_slot) = limits.slot().await else {
+        return Err(ApiError::Unavailable(
+            "too many sign-ins at once; try again shortly".into(),
+            1,
+        ));
+    };
     let ok = {
-        let Some(_slot) = limits.slot().await else {
-            return Err(ApiError::Unavailable(
-                "too many sign-ins at once; try again shortly".into(),
-                1,
-            ));
-        };
+        // Again with the slot held: attempts that arrived together all passed the first check,
+        // and the failures of those before them may have locked the name out since.
+        let now = now_ms();
+        if let Some(until) = locked_out(&st, &key, ip, now).await? {
+            return Err(refuse(until, now));
+        }
         let (pw, hash) = (b.password.clone(), stored.as_ref().map(|s| s.1.clone()));
         tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, hash.as_deref()))
             .await
