@@ -631,6 +631,32 @@ impl Config {
                 && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
+        let a = &self.server.auth;
+        for (key, d) in [
+            ("session_idle", a.session_idle),
+            ("session_lifetime", a.session_lifetime),
+            ("lockout", a.lockout),
+            ("lockout_max", a.lockout_max),
+        ] {
+            if d.0.is_zero() {
+                return Err(err(
+                    format!("server.auth.{key}"),
+                    "must be longer than 0s".into(),
+                ));
+            }
+        }
+        if a.sign_in_concurrency == Some(0) {
+            return Err(err(
+                "server.auth.sign_in_concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if a.lockout_after == 0 || a.address_lockout_after == 0 {
+            return Err(err(
+                "server.auth.lockout_after".into(),
+                "lockout_after and address_lockout_after must be at least 1".into(),
+            ));
+        }
         for (i, t) in self.tenants.iter().enumerate() {
             let p = |k: &str| format!("tenant[{i}].{k}");
             if !valid_name(&t.id) {
@@ -1008,6 +1034,41 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
             "Debug must not show secrets"
         );
         assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
+    }
+
+    /// Would catch: `[server.auth]` keys not read (the documented example), unknown keys in it
+    /// accepted, or a zero duration or bound that would disable a limit accepted.
+    #[test]
+    fn server_auth_keys_parse_and_are_checked() {
+        let c = Config::parse(
+            "[server.auth]\nsession_idle = \"10m\"\nsession_lifetime = \"8h\"\nsign_in_concurrency = 3\n\
+             lockout_after = 4\naddress_lockout_after = 9\nlockout = \"1m\"\nlockout_max = \"1h\"\n",
+            "ferry.toml",
+        )
+        .unwrap();
+        let a = &c.server.auth;
+        assert_eq!(a.session_idle.0, Duration::from_secs(600));
+        assert_eq!(a.session_lifetime.0, Duration::from_secs(8 * 3600));
+        assert_eq!(
+            (
+                a.sign_in_concurrency,
+                a.lockout_after,
+                a.address_lockout_after
+            ),
+            (Some(3), 4, 9)
+        );
+        let d = Config::parse("", "ferry.toml").unwrap().server.auth;
+        assert_eq!(d.session_idle.0, Duration::from_secs(1800));
+        assert_eq!(d.session_lifetime.0, Duration::from_secs(12 * 3600));
+        for bad in [
+            "session_idle = \"0s\"",
+            "sign_in_concurrency = 0",
+            "lockout_after = 0",
+            "colour = 1",
+        ] {
+            let e = Config::parse(&format!("[server.auth]\n{bad}\n"), "ferry.toml").unwrap_err();
+            assert!(e.to_string().contains("server.auth"), "{bad}: {e}");
+        }
     }
 
     #[test]
