@@ -110,6 +110,56 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// `postgres://user:pass@host/db`: use PostgreSQL instead of SQLite.
     pub database_url: Option<Secret>,
+    /// `[server.auth]`: sign-in limits and session lifetimes.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[server.auth]`: how long a session made by `POST /sessions` lasts and how sign-in guessing is
+/// slowed. Every key is optional:
+///
+/// ```toml
+/// [server.auth]
+/// session_idle = "30m"      # a session unused this long ends
+/// session_lifetime = "12h"  # and any session ends this long after sign-in
+/// sign_in_concurrency = 2   # password checks (argon2, ~19 MiB each) running at once, per server
+/// lockout_after = 5         # failures of one account before it is locked out
+/// address_lockout_after = 20  # failures from one address before it is locked out
+/// lockout = "15s"           # the first lockout; each further failure doubles it
+/// lockout_max = "15m"       # the longest lockout
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A session not used for this long ends (default 30 minutes).
+    pub session_idle: HumanDuration,
+    /// A session ends this long after sign-in, used or not (default 12 hours).
+    pub session_lifetime: HumanDuration,
+    /// Password verifications running at once on this server (default: the number of cores,
+    /// between 2 and 4). A sign-in that waits more than 2 s for one is answered 503.
+    pub sign_in_concurrency: Option<usize>,
+    /// Failed sign-ins of one operator name (known or not) before it is locked out (default 5).
+    pub lockout_after: u32,
+    /// Failed sign-ins from one address before it is locked out (default 20).
+    pub address_lockout_after: u32,
+    /// The first lockout (default 15 s); each further failure doubles it.
+    pub lockout: HumanDuration,
+    /// The longest lockout (default 15 minutes).
+    pub lockout_max: HumanDuration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_idle: HumanDuration(Duration::from_secs(30 * 60)),
+            session_lifetime: HumanDuration(Duration::from_secs(12 * 3600)),
+            sign_in_concurrency: None,
+            lockout_after: 5,
+            address_lockout_after: 20,
+            lockout: HumanDuration(Duration::from_secs(15)),
+            lockout_max: HumanDuration(Duration::from_secs(15 * 60)),
+        }
+    }
 }
 
 /// `[[directory]]`: a named source or target, by kind.
@@ -581,6 +631,32 @@ impl Config {
                 && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
+        let a = &self.server.auth;
+        for (key, d) in [
+            ("session_idle", a.session_idle),
+            ("session_lifetime", a.session_lifetime),
+            ("lockout", a.lockout),
+            ("lockout_max", a.lockout_max),
+        ] {
+            if d.0.is_zero() {
+                return Err(err(
+                    format!("server.auth.{key}"),
+                    "must be longer than 0s".into(),
+                ));
+            }
+        }
+        if a.sign_in_concurrency == Some(0) {
+            return Err(err(
+                "server.auth.sign_in_concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if a.lockout_after == 0 || a.address_lockout_after == 0 {
+            return Err(err(
+                "server.auth.lockout_after".into(),
+                "lockout_after and address_lockout_after must be at least 1".into(),
+            ));
+        }
         for (i, t) in self.tenants.iter().enumerate() {
             let p = |k: &str| format!("tenant[{i}].{k}");
             if !valid_name(&t.id) {
@@ -958,6 +1034,41 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
             "Debug must not show secrets"
         );
         assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
+    }
+
+    /// Would catch: `[server.auth]` keys not read (the documented example), unknown keys in it
+    /// accepted, or a zero duration or bound that would disable a limit accepted.
+    #[test]
+    fn server_auth_keys_parse_and_are_checked() {
+        let c = Config::parse(
+            "[server.auth]\nsession_idle = \"10m\"\nsession_lifetime = \"8h\"\nsign_in_concurrency = 3\n\
+             lockout_after = 4\naddress_lockout_after = 9\nlockout = \"1m\"\nlockout_max = \"1h\"\n",
+            "ferry.toml",
+        )
+        .unwrap();
+        let a = &c.server.auth;
+        assert_eq!(a.session_idle.0, Duration::from_secs(600));
+        assert_eq!(a.session_lifetime.0, Duration::from_secs(8 * 3600));
+        assert_eq!(
+            (
+                a.sign_in_concurrency,
+                a.lockout_after,
+                a.address_lockout_after
+            ),
+            (Some(3), 4, 9)
+        );
+        let d = Config::parse("", "ferry.toml").unwrap().server.auth;
+        assert_eq!(d.session_idle.0, Duration::from_secs(1800));
+        assert_eq!(d.session_lifetime.0, Duration::from_secs(12 * 3600));
+        for bad in [
+            "session_idle = \"0s\"",
+            "sign_in_concurrency = 0",
+            "lockout_after = 0",
+            "colour = 1",
+        ] {
+            let e = Config::parse(&format!("[server.auth]\n{bad}\n"), "ferry.toml").unwrap_err();
+            assert!(e.to_string().contains("server.auth"), "{bad}: {e}");
+        }
     }
 
     #[test]

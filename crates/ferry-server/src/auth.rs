@@ -199,6 +199,38 @@ fn read_only() -> ApiError {
     ApiError::Forbidden("a viewer may look but not change anything".into())
 }
 
+/// How stale a session's recorded last use may be before it is written again: the idle timeout
+/// is checked against a time up to this much earlier than the true last use, so a session may
+/// end this much early, and a busy console writes once a minute instead of on every request.
+pub const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// A session's token if it has neither been idle too long nor lived too long (both checked on
+/// every request against the store's row, so a session ended on one server is ended on all).
+async fn session_alive(
+    state: &AppState,
+    hash: &str,
+    t: ferry_store::TokenInfo,
+) -> Result<ferry_store::TokenInfo, ApiError> {
+    let cfg = &state.sign_in.cfg;
+    let now = crate::clock::now_ms();
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let last = t.last_used_at.unwrap_or(t.created_at).max(t.created_at);
+    if now.saturating_sub(t.created_at) >= ms(cfg.session_lifetime.0) {
+        return Err(ApiError::Unauthorized(
+            "the session has ended (it is older than session_lifetime); sign in again".into(),
+        ));
+    }
+    if now.saturating_sub(last) >= ms(cfg.session_idle.0) {
+        return Err(ApiError::Unauthorized(
+            "the session has ended (unused for session_idle); sign in again".into(),
+        ));
+    }
+    if now - last >= TOUCH_EVERY_MS {
+        state.store.touch_token(hash, now).await?;
+    }
+    Ok(t)
+}
+
 /// The bearer token's record, or why there is none.
 async fn token(parts: &Parts, state: &AppState) -> Result<ferry_store::TokenInfo, ApiError> {
     let header = parts
@@ -216,7 +248,9 @@ async fn token(parts: &Parts, state: &AppState) -> Result<ferry_store::TokenInfo
                 .into(),
         ));
     };
-    match state.store.token_by_hash(&hash_token(token)).await? {
+    let hash = hash_token(token);
+    match state.store.token_by_hash(&hash).await? {
+        Some(t) if t.name.starts_with("session:") => session_alive(state, &hash, t).await,
         Some(t) => Ok(t),
         None => {
             // An agent's node key on the admin API: refused like any bad token, and reported.

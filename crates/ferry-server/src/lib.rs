@@ -15,6 +15,7 @@ pub mod engine;
 pub mod enrolment;
 pub mod scheduler;
 pub mod settings;
+pub mod signin;
 pub mod state;
 pub mod vault;
 
@@ -335,11 +336,15 @@ impl Server {
         ));
         let devices = devices::Devices::start(Arc::clone(&store));
         devices.reload(&*store).await?;
+        let sign_in = Arc::new(signin::SignInLimits::new(
+            settings.file().config.server.auth.clone(),
+        ));
         let state = AppState {
             store,
             settings,
             engine: Arc::clone(&engine),
             devices: Arc::clone(&devices),
+            sign_in,
         };
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -419,11 +424,14 @@ impl Server {
         }
         let mut rx2 = rx;
         let task = tokio::spawn(
-            axum::serve(listener, app(state.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = rx2.changed().await;
-                })
-                .into_future(),
+            axum::serve(
+                listener,
+                app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx2.changed().await;
+            })
+            .into_future(),
         );
         Ok(Server {
             addr,

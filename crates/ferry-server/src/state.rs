@@ -10,4 +10,6 @@ pub struct AppState {
     pub settings: Arc<crate::settings::Live>,
     pub engine: Arc<Engine>,
     pub devices: Arc<crate::devices::Devices>,
+    /// Sign-in limits and session lifetimes (`[server.auth]`).
+    pub sign_in: Arc<crate::signin::SignInLimits>,
 }

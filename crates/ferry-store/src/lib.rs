@@ -57,6 +57,21 @@ pub struct TokenInfo {
     pub name: String,
     pub role: String,
     pub created_at: i64,
+    /// When it was last used, as recorded (coalesced by the server); none: not since it was made.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+}
+
+/// An operator as listed: its API token's record and whether it may sign in with a password.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub has_password: bool,
+    /// Whether a session made by signing in exists (it may have expired).
+    pub has_session: bool,
 }
 
 /// A stored bulk enrolment token (its content is read separately, by whom it is for).
@@ -452,6 +467,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// An operator's role and password hash.
     async fn operator_password(&self, name: &str) -> Result<Option<(String, String)>>;
+    /// Records a token's use (the server calls this at most once a minute per token).
+    async fn touch_token(&self, hash: &str, now: i64) -> Result<()>;
+    /// Deletes the token called `name`; false when there was none.
+    async fn delete_token(&self, name: &str) -> Result<bool>;
+    /// Every operator (tokens other than sessions and the install's `admin` token), by name.
+    async fn operators(&self) -> Result<Vec<OperatorRecord>>;
+    /// Deletes an operator: its token, its session and its password, in one transaction.
+    async fn delete_operator(&self, name: &str) -> Result<bool>;
+    /// Failed sign-ins recorded under `key` and when the last one was: `(failures, last_at)`.
+    async fn sign_in_failures(&self, key: &str) -> Result<Option<(i64, i64)>>;
+    /// Counts one more failed sign-in under `key` (atomically); returns the new `(failures, last_at)`.
+    async fn add_sign_in_failure(&self, key: &str, now: i64) -> Result<(i64, i64)>;
+    /// Forgets the failures under `key` (after a successful sign-in).
+    async fn clear_sign_in_failures(&self, key: &str) -> Result<()>;
+    /// Forgets failures whose last one was before `before` (keeps the table bounded).
+    async fn prune_sign_in_failures(&self, before: i64) -> Result<u64>;
 
     // --- bulk enrolment tokens ---
 

@@ -48,6 +48,11 @@ pub const SQLITE: &[Migration] = &[
         name: "sealed_secrets",
         sql: include_str!("../migrations/sqlite/0008_sealed_secrets.sql"),
     },
+    Migration {
+        version: 10,
+        name: "sign_in",
+        sql: include_str!("../migrations/sqlite/0010_sign_in.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -90,5 +95,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "sealed_secrets",
         sql: include_str!("../migrations/postgres/0008_sealed_secrets.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "sign_in",
+        sql: include_str!("../migrations/postgres/0010_sign_in.sql"),
     },
 ];

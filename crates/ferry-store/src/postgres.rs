@@ -244,7 +244,7 @@ impl Store for PgStore {
             .await?
             .execute(
                 "INSERT INTO tokens (name, hash, role, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, created_at = excluded.created_at",
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, created_at = excluded.created_at, last_used_at = NULL",
                 &[&name, &hash, &role, &now],
             )
             .await?;
@@ -708,6 +708,101 @@ impl Store for PgStore {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
+    async fn touch_token(&self, hash: &str, now: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE tokens SET last_used_at = $1 WHERE hash = $2",
+                &[&now, &hash],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_token(&self, name: &str) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM tokens WHERE name = $1", &[&name])
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(query::OPERATORS), &[])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OperatorRecord {
+                    name: r.try_get(0)?,
+                    role: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    has_password: r.try_get(3)?,
+                    has_session: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_operator(&self, name: &str) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let session = format!("session:{name}");
+        let n = tx
+            .execute("DELETE FROM tokens WHERE name = $1", &[&name])
+            .await?;
+        let p = tx
+            .execute("DELETE FROM operator_passwords WHERE name = $1", &[&name])
+            .await?;
+        tx.execute("DELETE FROM tokens WHERE name = $1", &[&session])
+            .await?;
+        tx.commit().await?;
+        Ok(n + p > 0)
+    }
+
+    async fn sign_in_failures(&self, key: &str) -> Result<Option<(i64, i64)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT failures, last_at FROM sign_in_failures WHERE key = $1",
+                &[&key],
+            )
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    async fn add_sign_in_failure(&self, key: &str, now: i64) -> Result<(i64, i64)> {
+        let r = self
+            .client()
+            .await?
+            .query_one(&numbered(query::ADD_SIGN_IN_FAILURE), &[&key, &now])
+            .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    }
+
+    async fn prune_sign_in_failures(&self, before: i64) -> Result<u64> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM sign_in_failures WHERE last_at < $1",
+                &[&before],
+            )
+            .await?)
+    }
+
+    async fn clear_sign_in_failures(&self, key: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM sign_in_failures WHERE key = $1", &[&key])
+            .await?;
+        Ok(())
+    }
+
     async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -920,7 +1015,7 @@ impl Store for PgStore {
             .client()
             .await?
             .query_opt(
-                "SELECT name, role, created_at FROM tokens WHERE hash = $1",
+                "SELECT name, role, created_at, last_used_at FROM tokens WHERE hash = $1",
                 &[&hash],
             )
             .await?;
@@ -929,6 +1024,7 @@ impl Store for PgStore {
                 name: r.try_get(0)?,
                 role: r.try_get(1)?,
                 created_at: r.try_get(2)?,
+                last_used_at: r.try_get(3)?,
             })
         })
         .transpose()

@@ -281,3 +281,13 @@ pub const EVENTS: &str = "SELECT agent_id, run, received_at, at, step, status, m
 pub const INSERT_LOG_CHUNK: &str = "INSERT INTO agent_logs (agent_id, run, start, received_at, text) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
 pub const INSERT_FAILED: &str = "INSERT INTO failed_comms (at, address, code, reason, agent_id, device_id) VALUES (?, ?, ?, ?, ?, ?)";
 pub const FAILED: &str = "SELECT id, at, address, code, reason, agent_id, device_id FROM failed_comms ORDER BY id DESC LIMIT ?";
+
+/// Operators: every token but sessions, with whether the operator has a password and a session.
+pub const OPERATORS: &str = "SELECT t.name, t.role, t.created_at, (p.name IS NOT NULL), \
+     EXISTS (SELECT 1 FROM tokens s WHERE s.name = 'session:' || t.name) \
+     FROM tokens t LEFT JOIN operator_passwords p ON p.name = t.name \
+     WHERE t.name NOT LIKE 'session:%' ORDER BY t.name";
+/// One more failed sign-in under a key, atomically (servers sharing the database count together).
+pub const ADD_SIGN_IN_FAILURE: &str = "INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, 1, ?) \
+     ON CONFLICT (key) DO UPDATE SET failures = sign_in_failures.failures + 1, last_at = excluded.last_at \
+     RETURNING failures, last_at";

@@ -414,7 +414,7 @@ impl Store for SqliteStore {
         self.write(|c| {
             c.execute(
                 "INSERT INTO tokens (name, hash, role, created_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, created_at = excluded.created_at",
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, created_at = excluded.created_at, last_used_at = NULL",
                 params![name, hash, role, now],
             )?;
             Ok(())
@@ -830,6 +830,84 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn touch_token(&self, hash: &str, now: i64) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE tokens SET last_used_at = ? WHERE hash = ?",
+                params![now, hash],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn delete_token(&self, name: &str) -> Result<bool> {
+        self.write(|c| Ok(c.execute("DELETE FROM tokens WHERE name = ?", [name])? > 0))
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare(query::OPERATORS)?;
+            let rows = st.query_map([], |r| {
+                Ok(OperatorRecord {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    created_at: r.get(2)?,
+                    has_password: r.get(3)?,
+                    has_session: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn delete_operator(&self, name: &str) -> Result<bool> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM tokens WHERE name = ?", [name])?;
+            let p = tx.execute("DELETE FROM operator_passwords WHERE name = ?", [name])?;
+            tx.execute(
+                "DELETE FROM tokens WHERE name = ?",
+                [format!("session:{name}")],
+            )?;
+            tx.commit()?;
+            Ok(n + p > 0)
+        })
+    }
+
+    async fn sign_in_failures(&self, key: &str) -> Result<Option<(i64, i64)>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT failures, last_at FROM sign_in_failures WHERE key = ?",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+    }
+
+    async fn add_sign_in_failure(&self, key: &str, now: i64) -> Result<(i64, i64)> {
+        self.write(|c| {
+            Ok(
+                c.query_row(query::ADD_SIGN_IN_FAILURE, params![key, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?,
+            )
+        })
+    }
+
+    async fn prune_sign_in_failures(&self, before: i64) -> Result<u64> {
+        self.write(|c| {
+            Ok(c.execute("DELETE FROM sign_in_failures WHERE last_at < ?", [before])? as u64)
+        })
+    }
+
+    async fn clear_sign_in_failures(&self, key: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute("DELETE FROM sign_in_failures WHERE key = ?", [key])?;
+            Ok(())
+        })
+    }
+
     async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
@@ -1028,13 +1106,14 @@ impl Store for SqliteStore {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT name, role, created_at FROM tokens WHERE hash = ?",
+                "SELECT name, role, created_at, last_used_at FROM tokens WHERE hash = ?",
                 [hash],
                 |r| {
                     Ok(TokenInfo {
                         name: r.get(0)?,
                         role: r.get(1)?,
                         created_at: r.get(2)?,
+                        last_used_at: r.get(3)?,
                     })
                 },
             )

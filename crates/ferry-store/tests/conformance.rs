@@ -76,6 +76,7 @@ macro_rules! conformance {
 
 conformance!(
     tokens,
+    sessions_operators_and_sign_in_failures,
     leases_elect_one_holder,
     slots_are_claimed_once,
     cycle_lifecycle,
@@ -599,6 +600,75 @@ async fn tokens(s: &dyn Store) {
         "a replaced token stops working"
     );
     assert_eq!(s.token_by_hash("h2").await.unwrap().unwrap().created_at, 6);
+}
+
+/// Would catch: a backend whose failure count is not atomic (two servers counting one failure
+/// each end at 1), a touch that does not reach `last_used_at` or survives a replaced token, a
+/// listing that shows sessions as operators, or a removal that leaves the session.
+async fn sessions_operators_and_sign_in_failures(s: &dyn Store) {
+    s.put_token("admin", "ha", "admin", 1).await.unwrap();
+    s.put_token("bob", "hb", "viewer", 2).await.unwrap();
+    s.put_operator_password("bob", "viewer", "$argon2id$b", 2)
+        .await
+        .unwrap();
+    s.put_token("session:bob", "hs", "viewer", 3).await.unwrap();
+    assert_eq!(
+        s.token_by_hash("hs").await.unwrap().unwrap().last_used_at,
+        None
+    );
+    s.touch_token("hs", 70_000).await.unwrap();
+    assert_eq!(
+        s.token_by_hash("hs").await.unwrap().unwrap().last_used_at,
+        Some(70_000)
+    );
+    s.put_token("session:bob", "hs2", "viewer", 80_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.token_by_hash("hs2").await.unwrap().unwrap().last_used_at,
+        None,
+        "a new session starts unused"
+    );
+    let ops = s.operators().await.unwrap();
+    let names: Vec<(&str, bool, bool)> = ops
+        .iter()
+        .map(|o| (o.name.as_str(), o.has_password, o.has_session))
+        .collect();
+    assert_eq!(names, [("admin", false, false), ("bob", true, true)]);
+    assert!(s.delete_operator("bob").await.unwrap());
+    assert!(!s.delete_operator("bob").await.unwrap());
+    assert_eq!(s.token_by_hash("hs2").await.unwrap(), None);
+    assert_eq!(s.operator_password("bob").await.unwrap(), None);
+    assert!(!s.delete_token("session:bob").await.unwrap());
+
+    assert_eq!(s.sign_in_failures("account:x").await.unwrap(), None);
+    let n: Vec<i64> = futures_count(s).await;
+    let mut sorted = n.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=20).collect::<Vec<_>>(), "{n:?}");
+    assert_eq!(
+        s.sign_in_failures("account:x").await.unwrap().map(|f| f.0),
+        Some(20)
+    );
+    assert_eq!(s.prune_sign_in_failures(0).await.unwrap(), 0);
+    s.clear_sign_in_failures("account:x").await.unwrap();
+    assert_eq!(s.sign_in_failures("account:x").await.unwrap(), None);
+    s.add_sign_in_failure("account:old", 5).await.unwrap();
+    s.add_sign_in_failure("account:new", 500).await.unwrap();
+    assert_eq!(s.prune_sign_in_failures(100).await.unwrap(), 1);
+    assert!(s.sign_in_failures("account:new").await.unwrap().is_some());
+}
+
+/// 20 failures counted at once; the counts each returned.
+async fn futures_count(s: &dyn Store) -> Vec<i64> {
+    let mut out = Vec::new();
+    let calls: Vec<_> = (0..20)
+        .map(|i| s.add_sign_in_failure("account:x", 1000 + i))
+        .collect();
+    for c in futures_util::future::join_all(calls).await {
+        out.push(c.unwrap().0);
+    }
+    out
 }
 
 async fn leases_elect_one_holder(s: &dyn Store) {

@@ -35,6 +35,21 @@ pub enum OperatorCmd {
     },
     /// Sign in with a password (the first line of stdin); prints a session token for FERRY_TOKEN.
     Login { name: String },
+    /// Every operator: name, role, whether it has a password and a session.
+    List,
+    /// Remove an operator: its token, password and session (not the last ferry admin).
+    Remove { name: String },
+    /// Replace an operator's API token (printed once) and end its session. An operator with a
+    /// password gets a new one, generated and printed once unless given on stdin or in a file.
+    Rotate {
+        name: String,
+        /// Read the new password from the first line of stdin.
+        #[arg(long, conflicts_with = "password_file")]
+        password_stdin: bool,
+        /// Read the new password from the first line of this file.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 fn password_from_stdin() -> Result<String> {
@@ -179,6 +194,73 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
             print(&v, json)?;
             if !json {
                 println!("{}", s(&v["token"]));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OperatorCmd::List => {
+            let v = call(c, Method::GET, "/operators", &[], None).await?;
+            print(&v, json)?;
+            if !json {
+                for o in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<28} {:<12} {}",
+                        s(&o["name"]),
+                        s(&o["role"]),
+                        if o["has_password"].as_bool() == Some(true) {
+                            "password"
+                        } else {
+                            "token only"
+                        },
+                        if o["has_session"].as_bool() == Some(true) {
+                            "session"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OperatorCmd::Remove { name } => {
+            call(c, Method::DELETE, &format!("/operators/{name}"), &[], None).await?;
+            if !json {
+                println!("operator `{name}` removed; its session has ended");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OperatorCmd::Rotate {
+            name,
+            password_stdin,
+            password_file,
+        } => {
+            let password = if password_stdin {
+                Some(password_from_stdin()?)
+            } else if let Some(f) = password_file {
+                let t = std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                let p = t.lines().next().unwrap_or_default().to_string();
+                anyhow::ensure!(!p.is_empty(), "no password in {}", f.display());
+                Some(p)
+            } else {
+                None
+            };
+            let body = json!({"password": password});
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/operators/{name}/rotate"),
+                &[],
+                Some(body),
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                println!("operator `{name}`: new token, shown this once (its session has ended):");
+                println!("{}", s(&v["token"]));
+                if let Some(p) = v["password"].as_str() {
+                    println!("new password, shown this once:");
+                    println!("{p}");
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }

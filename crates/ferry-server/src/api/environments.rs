@@ -114,9 +114,9 @@ pub async fn create_operator(
     Json(b): Json<NewOperator>,
 ) -> ApiResult<(StatusCode, Json<CreatedOperator>)> {
     let name = b.name.trim();
-    if name.is_empty() || name.len() > 64 || name == "admin" {
+    if name.is_empty() || name.len() > 64 || name == "admin" || name.starts_with("session:") {
         return Err(ApiError::BadRequest(
-            "name: must be 1–64 characters and not `admin`".into(),
+            "name: must be 1–64 characters, not `admin` and not start with `session:`".into(),
         ));
     }
     let role = match &b.tenant {
@@ -151,7 +151,14 @@ pub async fn create_operator(
         st.store
             .put_operator_password(name, &role.as_string(), &h, now_ms())
             .await?;
+    } else if let Some((_, h)) = st.store.operator_password(name).await? {
+        // Replaced without a new password: the old one keeps working, with the new role.
+        st.store
+            .put_operator_password(name, &role.as_string(), &h, now_ms())
+            .await?;
     }
+    // A replaced operator (new role, token or password) loses its session, on every server.
+    let ended = st.store.delete_token(&format!("session:{name}")).await?;
     let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_token(
@@ -171,7 +178,11 @@ pub async fn create_operator(
         role.tenant(),
         "operator.create",
         name,
-        role.as_string(),
+        if ended {
+            format!("{}; its session ended", role.as_string())
+        } else {
+            role.as_string()
+        },
     )
     .await?;
     Ok((
@@ -191,6 +202,26 @@ pub struct SignIn {
     pub password: String,
 }
 
+/// Until when (ms) a name or an address is locked out, if either is.
+async fn locked_out(
+    st: &AppState,
+    key: &str,
+    ip: std::net::IpAddr,
+    now: i64,
+) -> ApiResult<Option<i64>> {
+    let limits = &st.sign_in;
+    let account = st
+        .store
+        .sign_in_failures(key)
+        .await?
+        .and_then(|(f, last)| limits.locked_until(f, last, limits.cfg.lockout_after))
+        .filter(|u| *u > now);
+    Ok(account
+        .into_iter()
+        .chain(limits.address_locked_until(ip, now))
+        .max())
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub name: String,
@@ -200,23 +231,86 @@ pub struct Session {
 }
 
 #[utoipa::path(post, path = "/sessions", tag = "environments", request_body = SignIn, security(()),
-    responses((status = 201, body = Session), (status = 401, body = super::ErrorBody)))]
+    responses((status = 201, body = Session), (status = 401, body = super::ErrorBody),
+        (status = 429, description = "too many failed sign-ins for this name or from this address; see `Retry-After`", body = super::ErrorBody),
+        (status = 503, description = "too many sign-ins at once; see `Retry-After`", body = super::ErrorBody)))]
 pub async fn sign_in(
     State(st): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Json(b): Json<SignIn>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
+    use crate::signin::{account_key, retry_after};
+    let limits = &st.sign_in;
+    let ip = peer.ip();
+    let key = account_key(&b.name);
+    // A lockout is answered before any password is checked, the same for every name.
+    let refuse = |until: i64, now: i64| {
+        tracing::warn!(address = %ip, name = %b.name.chars().take(64).collect::<String>(), "sign-in refused: locked out");
+        ApiError::TooManyRequests(
+            "too many failed sign-ins; try again later".into(),
+            retry_after(until, now),
+        )
+    };
+    let now = now_ms();
+    if let Some(until) = locked_out(&st, &key, ip, now).await? {
+        return Err(refuse(until, now));
+    }
     let stored = st.store.operator_password(&b.name).await?;
+    // The slot is held until the failure is recorded, so the next attempt's check sees it.
+    let Some(_slot) = limits.slot().await else {
+        return Err(ApiError::Unavailable(
+            "too many sign-ins at once; try again shortly".into(),
+            1,
+        ));
+    };
     let ok = {
+        // Again with the slot held: attempts that arrived together all passed the first check,
+        // and the failures of those before them may have locked the name out since.
+        let now = now_ms();
+        if let Some(until) = locked_out(&st, &key, ip, now).await? {
+            return Err(refuse(until, now));
+        }
         let (pw, hash) = (b.password.clone(), stored.as_ref().map(|s| s.1.clone()));
         tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, hash.as_deref()))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
     };
-    let Some((role, _)) = stored.filter(|_| ok) else {
+    let Some((role, _)) = stored.as_ref().filter(|_| ok).cloned() else {
+        let now = now_ms();
+        let (failures, last) = st.store.add_sign_in_failure(&key, now).await?;
+        if failures == 1 {
+            // A new row: forget names that have not failed for a day, so the table stays small.
+            st.store
+                .prune_sign_in_failures(now - 24 * 3600 * 1000)
+                .await?;
+        }
+        limits.address_failed(ip, now);
+        let reason = if stored.is_some() {
+            "wrong password"
+        } else {
+            "no such operator"
+        };
+        let locked = limits
+            .locked_until(failures, last, limits.cfg.lockout_after)
+            .map(|u| format!("; locked out for {} s", retry_after(u, now)))
+            .unwrap_or_default();
+        // Who tried (the name, cut to 64 characters), from where and why; never the password.
+        st.store
+            .add_audit(&AuditEntry {
+                id: 0,
+                at: now,
+                actor: format!("address:{ip}"),
+                tenant: None,
+                action: "session.sign-in.failed".into(),
+                subject: b.name.chars().take(64).collect(),
+                detail: format!("{reason}; failure {failures} for this name{locked}"),
+            })
+            .await?;
         return Err(ApiError::Unauthorized(
             "the name or the password is wrong".into(),
         ));
     };
+    st.store.clear_sign_in_failures(&key).await?;
     let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_token(

@@ -14,6 +14,7 @@ pub mod directories;
 pub mod enrolment;
 pub mod environments;
 pub mod logs;
+pub mod operators;
 pub mod report;
 pub mod setup;
 pub mod sync;
@@ -33,6 +34,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// 429 with `Retry-After` (seconds): a sign-in lockout.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
+    /// 503 with `Retry-After` (seconds): the server is too busy to answer this now.
+    #[error("{0}")]
+    Unavailable(String, u64),
 }
 
 /// The body of every error answer.
@@ -61,7 +68,16 @@ impl From<crate::engine::EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, msg) = match self {
+            ApiError::TooManyRequests(m, s) => {
+                retry_after = Some(s.max(1));
+                (StatusCode::TOO_MANY_REQUESTS, m)
+            }
+            ApiError::Unavailable(m, s) => {
+                retry_after = Some(s.max(1));
+                (StatusCode::SERVICE_UNAVAILABLE, m)
+            }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
@@ -83,6 +99,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(s) = retry_after {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(s),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -128,7 +150,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         translation::list, translation::export,
         logs::list,
         report::object,
-        environments::create_operator, environments::me, environments::sign_in, environments::sign_out, environments::tenants, environments::put_tenant,
+        environments::create_operator, operators::list, operators::remove, operators::rotate, environments::me, environments::sign_in, environments::sign_out, environments::tenants, environments::put_tenant,
         environments::environments, environments::get_environment, environments::put_environment,
         environments::records, environments::add_records,
         environments::submit, environments::moves, environments::approvals, environments::approve,
@@ -169,6 +191,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(enrolment::router())
         .merge(devices::router())
         .merge(environments::router())
+        .merge(operators::router())
         .merge(sync::router())
         .merge(translation::router())
         .merge(logs::router())
