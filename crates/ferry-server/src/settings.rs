@@ -46,13 +46,27 @@ impl Settings {
 
     /// Parses configuration text; `base` resolves relative paths.
     pub fn from_str(src: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
-        Settings::resolve(Config::parse(src, file)?, file, base)
+        Settings::resolve(Config::parse(src, file)?, file, base, &BTreeSet::new())
     }
 
-    /// Resolves the secrets of a validated configuration.
-    pub fn resolve(config: Config, file: &str, base: &Path) -> Result<Settings, ConfigError> {
+    /// Resolves the secrets of a validated configuration. Directories named in `console` were
+    /// entered through the API: their credential is only the one entered with them (never a
+    /// `FERRY_DIRECTORY_…` variable of the server's, which the name would otherwise pick).
+    pub fn resolve(
+        config: Config,
+        file: &str,
+        base: &Path,
+        console: &BTreeSet<String>,
+    ) -> Result<Settings, ConfigError> {
         let mut secrets = HashMap::new();
         for (i, d) in config.directories.iter().enumerate() {
+            let from_env = |env: &str| {
+                if console.contains(d.name()) {
+                    None
+                } else {
+                    std::env::var(env).ok().map(Secret::new)
+                }
+            };
             if let DirectoryConfig::Ldap(l) = d {
                 let env = l.bind_password_env();
                 let secret = if let Some(s) = &l.bind_password {
@@ -67,7 +81,7 @@ impl Settings {
                     })?;
                     Some(Secret::new(v.trim_end_matches(['\n', '\r'])))
                 } else {
-                    std::env::var(&env).ok().map(Secret::new)
+                    from_env(&env)
                 };
                 if let Some(s) = secret {
                     secrets.insert(l.name.clone(), s);
@@ -96,7 +110,7 @@ impl Settings {
                     })?;
                     Some(Secret::new(v.trim_end_matches(['\n', '\r'])))
                 } else if g.certificate_file.is_none() {
-                    std::env::var(&env).ok().map(Secret::new)
+                    from_env(&env)
                 } else {
                     None
                 };
@@ -164,9 +178,18 @@ impl Settings {
             }
             e
         };
+        for d in dirs {
+            console_entry_allowed(d, &self.base).map_err(|(field, message)| ConfigError {
+                file: "console".into(),
+                path: format!("{}.{field}", d.name()),
+                location: String::new(),
+                message,
+            })?;
+        }
         config.validate(&self.file).map_err(rename)?;
-        let mut s = Settings::resolve(config, &self.file, &self.base).map_err(rename)?;
-        s.console_directories = dirs.iter().map(|d| d.name().to_string()).collect();
+        let names: BTreeSet<String> = dirs.iter().map(|d| d.name().to_string()).collect();
+        let mut s = Settings::resolve(config, &self.file, &self.base, &names).map_err(rename)?;
+        s.console_directories = names;
         s.console_profiles = profiles.iter().map(|p| p.name.clone()).collect();
         Ok(s)
     }
@@ -181,6 +204,71 @@ impl Settings {
             console_directories: BTreeSet::new(),
             console_profiles: BTreeSet::new(),
         }
+    }
+}
+
+/// What a directory entered through the API or console may not name: a file on the server (a
+/// `*_file` key would send that file's content, as a password, to the directory's host; a file
+/// directory outside the configuration's folder would read any file as a snapshot). Those come
+/// only from `ferry.toml`. `(field, why)`.
+pub fn console_entry_allowed(
+    d: &DirectoryConfig,
+    base: &Path,
+) -> Result<(), (&'static str, String)> {
+    let base = std::env::current_dir().unwrap_or_default().join(base);
+    let only_in_file = |field: &'static str| {
+        Err((
+            field,
+            format!(
+                "`{field}` names a file on the server and is accepted only in ferry.toml; enter the credential itself"
+            ),
+        ))
+    };
+    match d {
+        DirectoryConfig::Ldap(l) if l.bind_password_file.is_some() => {
+            only_in_file("bind_password_file")
+        }
+        DirectoryConfig::Graph(g) if g.client_secret_file.is_some() => {
+            only_in_file("client_secret_file")
+        }
+        DirectoryConfig::Graph(g) if g.certificate_file.is_some() => {
+            only_in_file("certificate_file")
+        }
+        DirectoryConfig::Graph(g) if g.private_key_file.is_some() => {
+            only_in_file("private_key_file")
+        }
+        DirectoryConfig::File(f)
+            if !base.join(&f.path).starts_with(&base)
+                || f.path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)) =>
+        {
+            Err((
+                "path",
+                format!(
+                    "`{}`: a file directory added here reads a file in the configuration's folder ({}), with no `..`; other paths go in ferry.toml",
+                    f.path.display(),
+                    base.display()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Where a directory's credential is sent: an edit that changes it must enter the credential
+/// again, so that a kept credential never goes to a host it was not entered for.
+pub fn destination(d: &DirectoryConfig) -> Option<String> {
+    match d {
+        DirectoryConfig::Ldap(l) => Some(l.url.trim_end_matches('/').to_ascii_lowercase()),
+        DirectoryConfig::Graph(g) => Some(format!(
+            "{} {} {} {}",
+            g.login_url(),
+            g.graph_url(),
+            g.tenant_id.to_ascii_lowercase(),
+            g.client_id
+        )),
+        DirectoryConfig::File(_) => None,
     }
 }
 

@@ -147,10 +147,55 @@ async fn directories_and_profiles_from_the_console() {
     assert_eq!(c["settings"]["base_dn"], "dc=contoso,dc=test");
     assert!(c["settings"].get("bind_password").is_none(), "{c}");
     assert_eq!(find(&list, "hr")["origin"], "file");
+    // Would catch: a kept credential sent to a host it was not entered for (editing only the URL).
     let edit = json!({"name": "corp", "kind": "ldap", "url": "ldap://127.0.0.1:2", "base_dn": "dc=contoso,dc=test",
         "bind_dn": "cn=admin,dc=contoso,dc=test"});
     let (st, v) = h.call(Method::PUT, "/directories/corp", Some(edit)).await;
-    assert_eq!(st, 200, "an edit without the password keeps it: {v}");
+    assert_eq!(st, 400, "a new URL without the password: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("bind_password")
+            && v["error"].as_str().unwrap().contains("ldap://127.0.0.1:2"),
+        "{v}"
+    );
+    let same = json!({"name": "corp", "kind": "ldap", "url": "ldap://127.0.0.1:1", "base_dn": "dc=contoso,dc=test",
+        "bind_dn": "cn=admin,dc=contoso,dc=test"});
+    let (st, v) = h.call(Method::PUT, "/directories/corp", Some(same)).await;
+    assert_eq!(
+        st, 200,
+        "an edit of the same host without the password keeps it: {v}"
+    );
+    let edit = json!({"name": "corp", "kind": "ldap", "url": "ldap://127.0.0.1:2", "base_dn": "dc=contoso,dc=test",
+        "bind_dn": "cn=admin,dc=contoso,dc=test", "bind_password": "s3cret-Passw0rd"});
+    let (st, v) = h.call(Method::PUT, "/directories/corp", Some(edit)).await;
+    assert_eq!(st, 200, "a new URL with the password entered again: {v}");
+    // Would catch: the API reading a server file (as a password sent to the caller's host, or as
+    // a snapshot), or a server variable picked by the name of a console directory.
+    for (body, field) in [
+        (
+            json!({"name": "leak", "kind": "ldap", "url": "ldap://127.0.0.1:3", "base_dn": "dc=x",
+                "bind_dn": "cn=a", "bind_password_file": "/etc/shadow"}),
+            "bind_password_file",
+        ),
+        (
+            json!({"name": "leak", "kind": "graph", "tenant_id": "t", "client_id": "c",
+                "client_secret_file": "/etc/shadow"}),
+            "client_secret_file",
+        ),
+        (
+            json!({"name": "leak", "kind": "file", "path": "/etc/passwd"}),
+            "path",
+        ),
+        (
+            json!({"name": "leak", "kind": "file", "path": "../../etc/passwd"}),
+            "path",
+        ),
+    ] {
+        let (st, v) = h
+            .call(Method::PUT, "/directories/leak", Some(body.clone()))
+            .await;
+        assert_eq!(st, 400, "{body} → {v}");
+        assert!(v["error"].as_str().unwrap().contains(field), "{body} → {v}");
+    }
     let (_, list) = h.call(Method::GET, "/directories", None).await;
     assert_eq!(find(&list, "corp")["has_credential"], true);
     assert!(

@@ -108,7 +108,21 @@ pub async fn put_directory(
         let same_kind = dirs[i].kind() == d.kind();
         let mut previous = dirs[i].clone();
         if same_kind && take_credential(&mut d.clone()).is_none() {
-            put_credential(&mut d, take_credential(&mut previous));
+            let credential = take_credential(&mut previous);
+            if credential.is_some()
+                && crate::settings::destination(&previous) != crate::settings::destination(&d)
+            {
+                let field = match &d {
+                    DirectoryConfig::Graph(_) => "client_secret",
+                    _ => "bind_password",
+                };
+                return Err(ApiError::BadRequest(format!(
+                    "{field}: this edit changes where `{name}` connects ({} → {}); enter {field} again, so that the kept one is never sent to a host it was not entered for",
+                    crate::settings::destination(&previous).unwrap_or_default(),
+                    crate::settings::destination(&d).unwrap_or_default()
+                )));
+            }
+            put_credential(&mut d, credential);
             kept = true;
         }
         dirs[i] = d.clone();
