@@ -92,8 +92,23 @@ pub struct Server {
     _lock: Option<std::fs::File>,
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok` when the database answers (a cheap read, 2 s at most); else 503 saying why, so that a
+/// load balancer stops sending work to a server that cannot do it.
+async fn healthz(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        st.store.documents(ferry_store::DocKind::Tenant),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => "ok\n".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: the database does not answer");
+            api::ApiError::Unavailable("the database does not answer".into(), 5).into_response()
+        }
+        Err(_) => api::ApiError::Unavailable("the database did not answer within 2 s".into(), 5)
+            .into_response(),
+    }
 }
 
 async fn not_found() -> Response {

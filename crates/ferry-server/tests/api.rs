@@ -650,3 +650,38 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
     let t = h.get("/translation?q=contoso.test&limit=1").await;
     assert!(t["total"].as_i64().unwrap() > 0);
 }
+
+/// Would catch: `/healthz` answering `ok` while the database cannot be read (a load balancer
+/// would keep sending work to a server that cannot do it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_when_the_database_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 50);
+    let h = start(dir.path(), &config("match-only")).await;
+    let health = || async {
+        let r = h
+            .http
+            .get(format!("{}/healthz", h.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(health().await.0, 200);
+    // The database breaks under the server (as a lost volume or a dropped schema would).
+    let db = dir.path().join("data/ferry.db");
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('ALTER TABLE tenants RENAME TO tenants_gone'); c.commit()",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("database"), "{v}");
+}
