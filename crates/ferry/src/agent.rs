@@ -45,9 +45,13 @@ pub struct StateArgs {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The pre-shared key to enroll with (needed the first time only).
+    /// The pre-shared key to enroll with (needed the first time only). A key given here shows in
+    /// `ps` to every local user: prefer FERRY_AGENT_PSK or --psk-file.
     #[arg(long, env = "FERRY_AGENT_PSK", hide_env_values = true)]
     pub psk: Option<String>,
+    /// A file holding the pre-shared key (trailing newline ignored); readable by root only.
+    #[arg(long, conflicts_with = "psk")]
+    pub psk_file: Option<PathBuf>,
     /// SHA-256 of the server's agent certificate: the only certificate this agent trusts.
     #[arg(long)]
     pub fingerprint: Option<String>,
@@ -117,6 +121,18 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
     match cmd {
         AgentCmd::Run(a) => {
             let once = a.once;
+            let mut a = a;
+            if let Some(f) = a.psk_file.take() {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("--psk-file {}: {e}", f.display()))?;
+                let key = text.trim_end_matches(['\n', '\r']);
+                anyhow::ensure!(
+                    !key.is_empty(),
+                    "--psk-file {}: the file is empty",
+                    f.display()
+                );
+                a.psk = Some(key.to_string());
+            }
             let ended = daemon::run(a.config(server))
                 .await
                 .map_err(anyhow::Error::msg)?;

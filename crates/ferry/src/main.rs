@@ -173,7 +173,8 @@ pub struct ServerArgs {
     /// set; servers sharing a database need the same key (default ./ferry-data).
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Use PostgreSQL: postgres://user:pass@host/db.
+    /// Use PostgreSQL: postgres://user:pass@host/db. A password in the URL shows in `ps` when
+    /// given here: prefer FERRY_DATABASE_URL.
     #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Listen address (default 127.0.0.1:5000).

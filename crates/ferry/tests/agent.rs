@@ -326,13 +326,16 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
         "{}",
         text(&o)
     );
-    // Enrollment: the node key is stored 0600; the agent is in no batch yet.
+    // Enrollment, the key read from a file (not argv, where `ps` shows it): the node key is
+    // stored 0600; the agent is in no batch yet.
+    let psk_file = dir.join("psk");
+    std::fs::write(&psk_file, format!("{psk}\n")).unwrap();
     let o = agent(&[
         "--once",
         "--server",
         &agent_url,
-        "--psk",
-        &psk,
+        "--psk-file",
+        psk_file.to_str().unwrap(),
         "--fingerprint",
         &fp,
     ]);
