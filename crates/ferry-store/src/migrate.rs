@@ -48,6 +48,11 @@ pub const SQLITE: &[Migration] = &[
         name: "sealed_secrets",
         sql: include_str!("../migrations/sqlite/0008_sealed_secrets.sql"),
     },
+    Migration {
+        version: 9,
+        name: "device_identity",
+        sql: include_str!("../migrations/sqlite/0009_device_identity.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -90,5 +95,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "sealed_secrets",
         sql: include_str!("../migrations/postgres/0008_sealed_secrets.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "device_identity",
+        sql: include_str!("../migrations/postgres/0009_device_identity.sql"),
     },
 ];
