@@ -123,6 +123,43 @@ pub struct Psk {
     pub created_at: i64,
     /// A retired key enrolls no new agents; agents enrolled with it keep working.
     pub retired_at: Option<i64>,
+    /// Enrollments it may still admit (None: unlimited); a used-up key enrolls no one.
+    #[serde(default)]
+    pub uses_left: Option<i64>,
+    /// The one host name it enrolls (None: any).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// An enrollment held for an operator: it claimed the device id or host name of an enrolled
+/// agent without proving that agent's node key, or the project approves new enrollments.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentRequest {
+    pub id: i64,
+    pub device_id: String,
+    pub hostname: String,
+    pub facts: ferry_core::agent::DeviceFacts,
+    pub psk_id: i64,
+    pub address: Option<String>,
+    /// Why it is held (`claims the device id of agent 7 (PC-0001)`).
+    pub reason: String,
+    /// The enrolled agent it conflicts with.
+    pub conflict_agent_id: Option<i64>,
+    /// `pending`, `approved` or `refused`.
+    pub state: String,
+    pub created_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+/// An enrollment to hold: the facts and harvest as sent, and the hash of the node key it was
+/// given (which works only once approved).
+#[derive(Clone, Debug)]
+pub struct NewEnrollmentRequest<'a> {
+    pub enrollment: Enrollment<'a>,
+    pub reason: &'a str,
+    pub conflict_agent_id: Option<i64>,
 }
 
 /// An enrolled agent.
@@ -140,6 +177,9 @@ pub struct AgentRecord {
     pub last_address: Option<String>,
     pub agent_version: String,
     pub state: String,
+    /// The run the server last handed this agent (events and logs are taken for it only).
+    #[serde(default)]
+    pub assigned_run: Option<String>,
 }
 
 /// An enrollment to store: a new agent, or a device enrolling again (new node credential).
@@ -502,7 +542,19 @@ pub trait Store: Send + Sync + 'static {
     // --- devices ---
 
     /// Stores a pre-shared key's hash under a unique name.
-    async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk>;
+    /// A new pre-shared key; `uses` limits how many enrollments it admits, `device` the host
+    /// name it enrolls.
+    async fn add_psk(
+        &self,
+        name: &str,
+        hash: &str,
+        uses: Option<i64>,
+        device: Option<&str>,
+        now: i64,
+    ) -> Result<Psk>;
+    /// Takes one use of a live key in one statement (so two enrollments cannot share a
+    /// single-use key); false when it is retired or used up.
+    async fn use_psk(&self, id: i64) -> Result<bool>;
     async fn psks(&self) -> Result<Vec<Psk>>;
     async fn psk_by_hash(&self, hash: &str) -> Result<Option<Psk>>;
     /// False when there is no such key or it already was retired.
@@ -510,6 +562,33 @@ pub trait Store: Send + Sync + 'static {
     /// Enrolls a device (again): its facts, harvest and new node credential, in one transaction.
     async fn enroll_agent(&self, e: &Enrollment<'_>) -> Result<AgentRecord>;
     async fn agent_by_node_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
+    /// Enrolled agents with this device id or host name (ignoring case), each with its node-key
+    /// hash, to tell a re-enrollment that proves its key from a conflicting claim.
+    async fn agents_claimed(
+        &self,
+        device_id: &str,
+        hostname: &str,
+    ) -> Result<Vec<(AgentRecord, String)>>;
+    /// Records the run handed to the agent at check-in.
+    async fn assign_run(&self, agent: i64, run: &str) -> Result<()>;
+    async fn add_enrollment_request(&self, r: &NewEnrollmentRequest<'_>) -> Result<i64>;
+    /// Held enrollments, newest first; `state` narrows them (`pending`).
+    async fn enrollment_requests(&self, state: Option<&str>) -> Result<Vec<EnrollmentRequest>>;
+    async fn enrollment_request_by_node_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<EnrollmentRequest>>;
+    /// Decides a pending request in one transaction. Approving enrolls it as `enroll_agent`
+    /// would (the agent with its device id takes its node key; agents of other devices with its
+    /// host name are marked `replaced` and their keys stop working). None when there is no
+    /// pending request with that id.
+    async fn decide_enrollment(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<(EnrollmentRequest, Option<AgentRecord>)>>;
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
     async fn agent(&self, id: i64) -> Result<Option<AgentRecord>>;
     /// A page of agents, by id.

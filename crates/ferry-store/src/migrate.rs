@@ -49,6 +49,11 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0008_sealed_secrets.sql"),
     },
     Migration {
+        version: 9,
+        name: "device_identity",
+        sql: include_str!("../migrations/sqlite/0009_device_identity.sql"),
+    },
+    Migration {
         version: 10,
         name: "sign_in",
         sql: include_str!("../migrations/sqlite/0010_sign_in.sql"),
@@ -95,6 +100,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "sealed_secrets",
         sql: include_str!("../migrations/postgres/0008_sealed_secrets.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "device_identity",
+        sql: include_str!("../migrations/postgres/0009_device_identity.sql"),
     },
     Migration {
         version: 10,

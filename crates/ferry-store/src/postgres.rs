@@ -323,19 +323,36 @@ impl Store for PgStore {
             .get(0))
     }
 
-    async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
+    async fn add_psk(
+        &self,
+        name: &str,
+        hash: &str,
+        uses: Option<i64>,
+        device: Option<&str>,
+        now: i64,
+    ) -> Result<Psk> {
         let row = self
             .client()
             .await?
             .query_one(
                 &format!(
-                    "INSERT INTO psks (name, hash, created_at) VALUES ($1, $2, $3) RETURNING {}",
+                    "{} RETURNING {}",
+                    numbered(query::INSERT_PSK),
                     query::PSK_COLS
                 ),
-                &[&name, &hash, &now],
+                &[&name, &hash, &uses, &device, &now],
             )
             .await?;
         psk_row(&row)
+    }
+
+    async fn use_psk(&self, id: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(&numbered(query::USE_PSK), &[&id])
+            .await?;
+        Ok(n == 1)
     }
 
     async fn psks(&self) -> Result<Vec<Psk>> {
@@ -425,6 +442,167 @@ impl Store for PgStore {
             .await?;
         let row = c.query_opt(&st, &[&hash]).await?;
         row.as_ref().map(agent_row).transpose()
+    }
+
+    async fn agents_claimed(
+        &self,
+        device_id: &str,
+        hostname: &str,
+    ) -> Result<Vec<(AgentRecord, String)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(&numbered(query::AGENTS_CLAIMED), &[&device_id, &hostname])
+            .await?;
+        rows.iter()
+            .map(|r| Ok((agent_row(r)?, r.try_get::<_, String>(12)?)))
+            .collect()
+    }
+
+    async fn assign_run(&self, agent: i64, run: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(&numbered(query::ASSIGN_RUN), &[&run, &agent])
+            .await?;
+        Ok(())
+    }
+
+    async fn add_enrollment_request(&self, r: &NewEnrollmentRequest<'_>) -> Result<i64> {
+        let e = &r.enrollment;
+        let facts =
+            serde_json::to_string(e.facts).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+        let profiles =
+            serde_json::to_string(e.profiles).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &numbered(query::INSERT_REQUEST),
+                &[
+                    &e.facts.device_id,
+                    &e.facts.hostname,
+                    &facts,
+                    &profiles,
+                    &e.node_hash,
+                    &e.psk_id,
+                    &e.address,
+                    &r.reason,
+                    &r.conflict_agent_id,
+                    &e.now,
+                ],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn enrollment_requests(&self, state: Option<&str>) -> Result<Vec<EnrollmentRequest>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM enrollment_requests WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) ORDER BY id DESC LIMIT 1000",
+                    query::REQUEST_COLS
+                ),
+                &[&state],
+            )
+            .await?;
+        rows.iter().map(request_row).collect()
+    }
+
+    async fn enrollment_request_by_node_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<EnrollmentRequest>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM enrollment_requests WHERE node_hash = $1",
+                    query::REQUEST_COLS
+                ),
+                &[&hash],
+            )
+            .await?;
+        row.as_ref().map(request_row).transpose()
+    }
+
+    async fn decide_enrollment(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<(EnrollmentRequest, Option<AgentRecord>)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let state = if approve { "approved" } else { "refused" };
+        let Some(row) = tx
+            .query_opt(&numbered(query::DECIDE_REQUEST), &[&state, &by, &now, &id])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let node_hash: String = row.try_get(0)?;
+        let profiles: String = row.try_get(1)?;
+        let req = request_row(
+            &tx.query_one(
+                &format!(
+                    "SELECT {} FROM enrollment_requests WHERE id = $1",
+                    query::REQUEST_COLS
+                ),
+                &[&id],
+            )
+            .await?,
+        )?;
+        let mut agent = None;
+        if approve {
+            let profiles: Vec<ferry_core::agent::HarvestedProfile> =
+                serde_json::from_str(&profiles)
+                    .map_err(|x| StoreError::Corrupt(format!("request {id} profiles: {x}")))?;
+            let facts = serde_json::to_string(&req.facts)
+                .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+            tx.execute(
+                &numbered(query::REPLACE_AGENTS),
+                &[&req.hostname, &req.device_id],
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    &numbered(query::UPSERT_AGENT),
+                    &[
+                        &req.device_id,
+                        &req.hostname,
+                        &req.facts.os,
+                        &facts,
+                        &node_hash,
+                        &req.psk_id,
+                        &now,
+                        &now,
+                        &req.address,
+                        &req.facts.agent_version,
+                    ],
+                )
+                .await?;
+            let aid: i64 = row.try_get(0)?;
+            tx.execute("DELETE FROM agent_profiles WHERE agent_id = $1", &[&aid])
+                .await?;
+            let ins = tx.prepare(&numbered(query::INSERT_PROFILE)).await?;
+            for p in &profiles {
+                let body = serde_json::to_string(p).unwrap_or_default();
+                tx.execute(&ins, &[&aid, &p.name, &body]).await?;
+            }
+            let row = tx
+                .query_one(
+                    &format!("SELECT {} FROM agents WHERE id = $1", query::AGENT_COLS),
+                    &[&aid],
+                )
+                .await?;
+            agent = Some(agent_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(Some((req, agent)))
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
@@ -1620,6 +1798,28 @@ fn psk_row(r: &Row) -> Result<Psk> {
         name: r.try_get(1)?,
         created_at: r.try_get(2)?,
         retired_at: r.try_get(3)?,
+        uses_left: r.try_get(4)?,
+        device: r.try_get(5)?,
+    })
+}
+
+fn request_row(r: &Row) -> Result<EnrollmentRequest> {
+    let id: i64 = r.try_get(0)?;
+    let facts: String = r.try_get(3)?;
+    Ok(EnrollmentRequest {
+        id,
+        device_id: r.try_get(1)?,
+        hostname: r.try_get(2)?,
+        facts: serde_json::from_str(&facts)
+            .map_err(|e| StoreError::Corrupt(format!("enrollment request {id} facts: {e}")))?,
+        psk_id: r.try_get(4)?,
+        address: r.try_get(5)?,
+        reason: r.try_get(6)?,
+        conflict_agent_id: r.try_get(7)?,
+        state: r.try_get(8)?,
+        created_at: r.try_get(9)?,
+        decided_by: r.try_get(10)?,
+        decided_at: r.try_get(11)?,
     })
 }
 
@@ -1639,6 +1839,7 @@ fn agent_row(r: &Row) -> Result<AgentRecord> {
         last_address: r.try_get(8)?,
         agent_version: r.try_get(9)?,
         state: r.try_get(10)?,
+        assigned_run: r.try_get(11)?,
     })
 }
 

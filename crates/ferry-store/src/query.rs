@@ -264,8 +264,24 @@ pub const GET_META: &str = "SELECT value FROM meta WHERE key = ?";
 pub const REVOKE_ENROLMENT: &str =
     "UPDATE enrolment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL";
 
-pub const PSK_COLS: &str = "id, name, created_at, retired_at";
-pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state";
+pub const PSK_COLS: &str = "id, name, created_at, retired_at, uses_left, device";
+pub const INSERT_PSK: &str =
+    "INSERT INTO psks (name, hash, uses_left, device, created_at) VALUES (?, ?, ?, ?, ?)";
+/// One statement: a limited key's last use cannot be taken twice.
+pub const USE_PSK: &str = "UPDATE psks SET uses_left = uses_left - 1 \
+     WHERE id = ? AND retired_at IS NULL AND (uses_left IS NULL OR uses_left > 0)";
+pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run";
+pub const AGENTS_CLAIMED: &str = "SELECT id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, node_hash \
+     FROM agents WHERE device_id = ? OR lower(hostname) = lower(?) ORDER BY id";
+pub const ASSIGN_RUN: &str = "UPDATE agents SET assigned_run = ? WHERE id = ?";
+pub const REQUEST_COLS: &str = "id, device_id, hostname, facts, psk_id, address, reason, conflict_agent_id, state, created_at, decided_by, decided_at";
+pub const INSERT_REQUEST: &str = "INSERT INTO enrollment_requests (device_id, hostname, facts, profiles, node_hash, psk_id, address, reason, conflict_agent_id, state, created_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id";
+pub const DECIDE_REQUEST: &str = "UPDATE enrollment_requests SET state = ?, decided_by = ?, decided_at = ? WHERE id = ? AND state = 'pending' \
+     RETURNING node_hash, profiles";
+/// Agents of other devices with the approved request's host name stop working.
+pub const REPLACE_AGENTS: &str = "UPDATE agents SET node_hash = 'replaced:' || CAST(id AS TEXT), state = 'replaced' \
+     WHERE lower(hostname) = lower(?) AND device_id <> ?";
 pub const UPSERT_AGENT: &str = "INSERT INTO agents (device_id, hostname, os, facts, node_hash, psk_id, enrolled_at, last_contact, last_address, agent_version, state) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled') \
      ON CONFLICT (device_id) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, facts = excluded.facts, node_hash = excluded.node_hash, \

@@ -240,7 +240,36 @@ fn psk_row(r: &Row<'_>) -> rusqlite::Result<Psk> {
         name: r.get(1)?,
         created_at: r.get(2)?,
         retired_at: r.get(3)?,
+        uses_left: r.get(4)?,
+        device: r.get(5)?,
     })
+}
+
+/// An enrollment request row with its facts still as JSON text.
+fn request_row(r: &Row<'_>) -> rusqlite::Result<(EnrollmentRequest, String)> {
+    Ok((
+        EnrollmentRequest {
+            id: r.get(0)?,
+            device_id: r.get(1)?,
+            hostname: r.get(2)?,
+            facts: Default::default(),
+            psk_id: r.get(4)?,
+            address: r.get(5)?,
+            reason: r.get(6)?,
+            conflict_agent_id: r.get(7)?,
+            state: r.get(8)?,
+            created_at: r.get(9)?,
+            decided_by: r.get(10)?,
+            decided_at: r.get(11)?,
+        },
+        r.get(3)?,
+    ))
+}
+
+fn finish_request((mut e, facts): (EnrollmentRequest, String)) -> Result<EnrollmentRequest> {
+    e.facts = serde_json::from_str(&facts)
+        .map_err(|x| StoreError::Corrupt(format!("enrollment request {} facts: {x}", e.id)))?;
+    Ok(e)
 }
 
 /// An agent row with its facts still as JSON text.
@@ -260,6 +289,7 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
             last_address: r.get(8)?,
             agent_version: r.get(9)?,
             state: r.get(10)?,
+            assigned_run: r.get(11)?,
         },
         r.get(4)?,
     ))
@@ -481,18 +511,26 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn add_psk(&self, name: &str, hash: &str, now: i64) -> Result<Psk> {
+    async fn add_psk(
+        &self,
+        name: &str,
+        hash: &str,
+        uses: Option<i64>,
+        device: Option<&str>,
+        now: i64,
+    ) -> Result<Psk> {
         self.write(|c| {
-            c.execute(
-                "INSERT INTO psks (name, hash, created_at) VALUES (?, ?, ?)",
-                params![name, hash, now],
-            )?;
+            c.execute(query::INSERT_PSK, params![name, hash, uses, device, now])?;
             Ok(c.query_row(
                 &format!("SELECT {} FROM psks WHERE name = ?", query::PSK_COLS),
                 [name],
                 psk_row,
             )?)
         })
+    }
+
+    async fn use_psk(&self, id: i64) -> Result<bool> {
+        self.write(|c| Ok(c.execute(query::USE_PSK, [id])? == 1))
     }
 
     async fn psks(&self) -> Result<Vec<Psk>> {
@@ -576,6 +614,153 @@ impl Store for SqliteStore {
             .optional()?
             .map(finish_agent)
             .transpose()
+        })
+    }
+
+    async fn agents_claimed(
+        &self,
+        device_id: &str,
+        hostname: &str,
+    ) -> Result<Vec<(AgentRecord, String)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(query::AGENTS_CLAIMED)?;
+            let rows = st.query_map(params![device_id, hostname], |r| {
+                Ok((agent_row(r)?, r.get::<_, String>(12)?))
+            })?;
+            rows.map(|r| {
+                let (a, hash) = r?;
+                Ok((finish_agent(a)?, hash))
+            })
+            .collect()
+        })
+    }
+
+    async fn assign_run(&self, agent: i64, run: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute(query::ASSIGN_RUN, params![run, agent])?;
+            Ok(())
+        })
+    }
+
+    async fn add_enrollment_request(&self, r: &NewEnrollmentRequest<'_>) -> Result<i64> {
+        let e = &r.enrollment;
+        let facts =
+            serde_json::to_string(e.facts).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+        let profiles =
+            serde_json::to_string(e.profiles).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+        self.write(|c| {
+            Ok(c.query_row(
+                query::INSERT_REQUEST,
+                params![
+                    e.facts.device_id,
+                    e.facts.hostname,
+                    facts,
+                    profiles,
+                    e.node_hash,
+                    e.psk_id,
+                    e.address,
+                    r.reason,
+                    r.conflict_agent_id,
+                    e.now
+                ],
+                |row| row.get(0),
+            )?)
+        })
+    }
+
+    async fn enrollment_requests(&self, state: Option<&str>) -> Result<Vec<EnrollmentRequest>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {} FROM enrollment_requests WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) ORDER BY id DESC LIMIT 1000",
+                query::REQUEST_COLS
+            ))?;
+            let rows = st.query_map([state], request_row)?;
+            rows.map(|r| finish_request(r?)).collect()
+        })
+    }
+
+    async fn enrollment_request_by_node_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<EnrollmentRequest>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM enrollment_requests WHERE node_hash = ?",
+                query::REQUEST_COLS
+            ))?
+            .query_row([hash], request_row)
+            .optional()?
+            .map(finish_request)
+            .transpose()
+        })
+    }
+
+    async fn decide_enrollment(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<(EnrollmentRequest, Option<AgentRecord>)>> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let state = if approve { "approved" } else { "refused" };
+            let Some((node_hash, profiles)) = tx
+                .query_row(query::DECIDE_REQUEST, params![state, by, now, id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let req = finish_request(tx.query_row(
+                &format!(
+                    "SELECT {} FROM enrollment_requests WHERE id = ?",
+                    query::REQUEST_COLS
+                ),
+                [id],
+                request_row,
+            )?)?;
+            let mut agent = None;
+            if approve {
+                let profiles: Vec<HarvestedProfile> = serde_json::from_str(&profiles)
+                    .map_err(|x| StoreError::Corrupt(format!("request {id} profiles: {x}")))?;
+                let facts = serde_json::to_string(&req.facts)
+                    .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+                tx.execute(query::REPLACE_AGENTS, params![req.hostname, req.device_id])?;
+                let aid: i64 = tx.query_row(
+                    query::UPSERT_AGENT,
+                    params![
+                        req.device_id,
+                        req.hostname,
+                        req.facts.os,
+                        facts,
+                        node_hash,
+                        req.psk_id,
+                        now,
+                        now,
+                        req.address,
+                        req.facts.agent_version
+                    ],
+                    |r| r.get(0),
+                )?;
+                tx.execute("DELETE FROM agent_profiles WHERE agent_id = ?", [aid])?;
+                {
+                    let mut st = tx.prepare_cached(query::INSERT_PROFILE)?;
+                    for p in &profiles {
+                        let body = serde_json::to_string(p).unwrap_or_default();
+                        st.execute(params![aid, p.name, body])?;
+                    }
+                }
+                let rec = tx.query_row(
+                    &format!("SELECT {} FROM agents WHERE id = ?", query::AGENT_COLS),
+                    [aid],
+                    agent_row,
+                )?;
+                agent = Some(finish_agent(rec)?);
+            }
+            tx.commit()?;
+            Ok(Some((req, agent)))
         })
     }
 

@@ -90,13 +90,15 @@ conformance!(
     devices_psks_agents_runs_batches,
     environment_documents_and_audit,
     environment_records_remap_in_one_go,
-    agents_page_count_and_group_by_state
+    agents_page_count_and_group_by_state,
+    single_use_psks_admit_one_enrollment_under_a_race,
+    held_enrollments_replace_nothing_until_approved
 );
 
 async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     use ferry_core::agent::{AgentEvent, DeviceFacts};
     use ferry_store::AgentQuery;
-    let k = s.add_psk("k", "hash-k", 1).await.unwrap();
+    let k = s.add_psk("k", "hash-k", None, None, 1).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..30 {
         let facts = DeviceFacts {
@@ -330,10 +332,10 @@ async fn environment_documents_and_audit(s: &dyn Store) {
 async fn devices_psks_agents_runs_batches(s: &dyn Store) {
     use ferry_core::agent::{AgentEvent, DeviceFacts, HarvestedProfile};
     // Pre-shared keys: unique names, looked up by hash, retired once.
-    let k = s.add_psk("wave-1", "hash-1", 10).await.unwrap();
+    let k = s.add_psk("wave-1", "hash-1", None, None, 10).await.unwrap();
     assert_eq!((k.name.as_str(), k.retired_at), ("wave-1", None));
     assert!(
-        s.add_psk("wave-1", "hash-2", 11).await.is_err(),
+        s.add_psk("wave-1", "hash-2", None, None, 11).await.is_err(),
         "names are unique"
     );
     assert_eq!(s.psk_by_hash("hash-1").await.unwrap().unwrap().id, k.id);
@@ -1233,5 +1235,177 @@ async fn a_restarted_server_recovers_its_own_cycles_only(s: &dyn Store) {
             .await
             .unwrap(),
         "srv_10's lease is kept ('_' is no wildcard)"
+    );
+}
+
+/// Catches a use count read and written in two statements: eight concurrent takes of a
+/// single-use key (PostgreSQL: on separate connections) must admit exactly one, and an
+/// unlimited key must admit all.
+async fn single_use_psks_admit_one_enrollment_under_a_race(s: &dyn Store) {
+    let one = s
+        .add_psk("one", "hash-one", Some(1), Some("PC-0001"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (one.uses_left, one.device.as_deref()),
+        (Some(1), Some("PC-0001"))
+    );
+    let any = s.add_psk("any", "hash-any", None, None, 1).await.unwrap();
+    for (k, want) in [(one.id, 1), (any.id, 8)] {
+        let r = tokio::join!(
+            s.use_psk(k),
+            s.use_psk(k),
+            s.use_psk(k),
+            s.use_psk(k),
+            s.use_psk(k),
+            s.use_psk(k),
+            s.use_psk(k),
+            s.use_psk(k)
+        );
+        let won = [r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7]
+            .into_iter()
+            .filter(|r| *r.as_ref().unwrap())
+            .count();
+        assert_eq!(won, want, "key {k}");
+    }
+    assert_eq!(
+        s.psk_by_hash("hash-one").await.unwrap().unwrap().uses_left,
+        Some(0)
+    );
+    assert!(s.retire_psk("any", 2).await.unwrap());
+    assert!(
+        !s.use_psk(any.id).await.unwrap(),
+        "a retired key is not used"
+    );
+}
+
+/// Catches an approval that is not one transaction or a request that replaces a key before it
+/// is approved: the held request leaves the enrolled agent's key working; approving moves its
+/// key to the agent with its device id and retires the agents of other devices with its host
+/// name; a second decision finds nothing pending.
+async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
+    use ferry_core::agent::{DeviceFacts, HarvestedProfile};
+    let k = s.add_psk("k", "hash-k", None, None, 1).await.unwrap();
+    let facts = |id: &str, host: &str| DeviceFacts {
+        device_id: id.into(),
+        hostname: host.into(),
+        os: "linux".into(),
+        agent_version: "0.1.0".into(),
+        ..Default::default()
+    };
+    let victim = facts("victim-id", "PC-VICTIM");
+    let real = s
+        .enroll_agent(&Enrollment {
+            facts: &victim,
+            profiles: &[],
+            node_hash: "node-real",
+            psk_id: k.id,
+            now: 10,
+            address: None,
+        })
+        .await
+        .unwrap();
+    let claimed = s.agents_claimed("other-id", "pc-victim").await.unwrap();
+    assert_eq!(claimed.len(), 1, "found by host name, ignoring case");
+    assert_eq!(claimed[0].1, "node-real");
+    let attacker = facts("attacker-id", "PC-VICTIM");
+    let profiles = vec![HarvestedProfile {
+        name: "ann".into(),
+        home: "/home/ann".into(),
+        ..Default::default()
+    }];
+    let id = s
+        .add_enrollment_request(&NewEnrollmentRequest {
+            enrollment: Enrollment {
+                facts: &attacker,
+                profiles: &profiles,
+                node_hash: "node-attacker",
+                psk_id: k.id,
+                now: 20,
+                address: Some("192.0.2.9"),
+            },
+            reason: "claims the host name of agent 1",
+            conflict_agent_id: Some(real.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.agent_by_node_hash("node-real").await.unwrap().unwrap().id,
+        real.id
+    );
+    assert!(
+        s.agent_by_node_hash("node-attacker")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let pending = s.enrollment_requests(Some("pending")).await.unwrap();
+    assert_eq!((pending.len(), pending[0].id), (1, id));
+    assert_eq!(pending[0].facts.device_id, "attacker-id");
+    let held = s
+        .enrollment_request_by_node_hash("node-attacker")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.state, "pending");
+    // Refused: nothing changes, and it cannot be decided again.
+    let (r, a) = s
+        .decide_enrollment(id, false, "alice", 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.decided_by.as_deref(), a),
+        ("refused", Some("alice"), None)
+    );
+    assert!(
+        s.decide_enrollment(id, true, "alice", 31)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.agent_by_node_hash("node-real").await.unwrap().is_some());
+    // Another request, approved: the new device takes over the host name.
+    let id2 = s
+        .add_enrollment_request(&NewEnrollmentRequest {
+            enrollment: Enrollment {
+                facts: &attacker,
+                profiles: &profiles,
+                node_hash: "node-new",
+                psk_id: k.id,
+                now: 40,
+                address: None,
+            },
+            reason: "r",
+            conflict_agent_id: Some(real.id),
+        })
+        .await
+        .unwrap();
+    let (r, a) = s
+        .decide_enrollment(id2, true, "bob", 50)
+        .await
+        .unwrap()
+        .unwrap();
+    let a = a.unwrap();
+    assert_eq!(
+        (r.state.as_str(), a.device_id.as_str()),
+        ("approved", "attacker-id")
+    );
+    assert_eq!(
+        s.agent_by_node_hash("node-new").await.unwrap().unwrap().id,
+        a.id
+    );
+    assert!(s.agent_by_node_hash("node-real").await.unwrap().is_none());
+    assert_eq!(s.agent(real.id).await.unwrap().unwrap().state, "replaced");
+    assert_eq!(s.agent_profiles(a.id).await.unwrap()[0].name, "ann");
+    s.assign_run(a.id, "Pilot-2-1").await.unwrap();
+    assert_eq!(
+        s.agent(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .assigned_run
+            .as_deref(),
+        Some("Pilot-2-1")
     );
 }

@@ -62,7 +62,7 @@ fn serve(dir: &str, agents: usize) {
         .await
         .expect("server");
         let store: Arc<dyn Store> = Arc::clone(&server.state.store);
-        let psk = store.add_psk("bench", "bench-psk-hash", 1).await.expect("psk");
+        let psk = store.add_psk("bench", "bench-psk-hash", None, None, 1).await.expect("psk");
         let t = Instant::now();
         let profiles = vec![HarvestedProfile { name: "user".into(), uid: Some(1000), home: "/home/user".into(), ..Default::default() }];
         let chunk = agents.div_ceil(16);

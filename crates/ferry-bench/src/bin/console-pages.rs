@@ -107,7 +107,7 @@ async fn start(dir: &Path, database_url: Option<String>) -> Server {
 
 async fn seed_agents(store: &Arc<dyn Store>, agents: usize) {
     let psk = store
-        .add_psk("bench", "bench-psk-hash", 1)
+        .add_psk("bench", "bench-psk-hash", None, None, 1)
         .await
         .expect("psk");
     let chunk = agents.div_ceil(16);

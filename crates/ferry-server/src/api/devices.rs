@@ -50,7 +50,7 @@ pub async fn create_psk(
     let key = format!("psk_{}", key.trim_start_matches("ferry_"));
     let psk = st
         .store
-        .add_psk(name, &crate::auth::hash_token(&key), now_ms())
+        .add_psk(name, &crate::auth::hash_token(&key), None, None, now_ms())
         .await?;
     Ok((StatusCode::CREATED, Json(CreatedPsk { psk, key })))
 }
