@@ -290,7 +290,8 @@ async fn the_console_in_chromium() {
     // Two file directories and a profile, configured in the console; a bad entry says what is wrong.
     let s = ferry_core::sample::generate(60, false, 11);
     for (name, objs) in [("hr-src", &s.source), ("hr-tgt", &s.target)] {
-        let path = d.path().join(format!("{name}.json"));
+        // Beside ferry.toml: a file directory added in the console reads files in its folder.
+        let path = dir.join(format!("{name}.json"));
         std::fs::write(&path, ferry_core::snapshot::render_json(objs)).unwrap();
         b.go(&format!("{url}#/directories")).await;
         b.type_in("#dir-name", name).await;
