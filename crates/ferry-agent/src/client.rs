@@ -232,12 +232,14 @@ impl Client {
         psk: &Credential,
         device: DeviceFacts,
         profiles: Vec<HarvestedProfile>,
+        previous_node_key: Option<Credential>,
     ) -> Result<EnrollResponse, CallError> {
         let req = EnrollRequest {
             protocol: PROTOCOL_VERSION,
             psk: psk.clone(),
             device,
             profiles,
+            previous_node_key,
         };
         self.post("enroll", &req).await?.ok_or(CallError::Refused {
             status: 204,

@@ -363,8 +363,16 @@ async fn enroll(cfg: &Config, sd: &StateDir) -> Result<Identity, String> {
     let client = Client::new(server, fp)?;
     let device = device_facts();
     let profiles = harvest::harvest(&cfg.sources).unwrap_or_default();
+    // The key this device was given before proves it is the device enrolled under its name;
+    // without it, the server holds the enrollment for an operator.
+    let previous = sd
+        .read::<Identity>("agent.json")
+        .ok()
+        .flatten()
+        .filter(|id| id.server == *server && id.device_id == device.device_id)
+        .map(|id| id.node_key);
     let r = client
-        .enroll(psk, device.clone(), profiles)
+        .enroll(psk, device.clone(), profiles, previous)
         .await
         .map_err(|e| format!("enrollment failed: {e}"))?;
     let id = Identity {
@@ -376,10 +384,16 @@ async fn enroll(cfg: &Config, sd: &StateDir) -> Result<Identity, String> {
         enrolled_at: now_ms(),
     };
     sd.write("agent.json", &id, 0o600)?;
-    eprintln!(
-        "ferry agent: enrolled as agent {} with {server}",
-        id.agent_id
-    );
+    match &r.held {
+        Some(h) => eprintln!(
+            "ferry agent: enrollment request {} with {server} waits for an operator ({}): `ferry agents approve {}`",
+            h.request_id, h.reason, h.request_id
+        ),
+        None => eprintln!(
+            "ferry agent: enrolled as agent {} with {server}",
+            id.agent_id
+        ),
+    }
     Ok(id)
 }
 
@@ -458,6 +472,14 @@ impl Agent {
                 if req.profiles.is_some() {
                     self.env.state.write("harvest.json", &digest, 0o600)?;
                 }
+                if let Some(id) = resp.agent_id
+                    && id != self.ident.agent_id
+                {
+                    // A held enrollment was approved: the agent learns its id.
+                    self.ident.agent_id = id;
+                    self.env.state.write("agent.json", &self.ident, 0o600)?;
+                    self.status.agent_id = Some(id);
+                }
                 self.status.last_contact = Some(now_ms());
                 self.status.last_error = None;
                 self.status.assignment = resp.assignment.clone();
@@ -470,6 +492,17 @@ impl Agent {
                 self.last = Some(resp);
                 Ok(Duration::from_secs(u64::from(secs)))
             }
+            Err(CallError::Refused { code, error, .. }) if code == "pending_approval" => {
+                // Nothing runs until an operator decides; the agent keeps asking.
+                self.last = None;
+                self.status.last_error = Some(error.clone());
+                self.status.state = "pending-approval".into();
+                self.status.detail = error;
+                Ok(fallback)
+            }
+            Err(CallError::Refused { code, error, .. }) if code == "enrollment_refused" => Err(
+                format!("the server refused this device's enrollment ({error}); nothing was run"),
+            ),
             Err(CallError::Refused { code, error, .. }) if code == "unauthorized" => {
                 if self.cfg.psk.is_some() {
                     eprintln!(
@@ -487,6 +520,9 @@ impl Agent {
             }
             Err(e) => {
                 eprintln!("ferry agent: check-in: {e}");
+                if self.status.state == "pending-approval" {
+                    self.status.state = "unreachable".into();
+                }
                 self.last = None;
                 self.status.last_error = Some(e.to_string());
                 Ok(fallback)
@@ -497,6 +533,9 @@ impl Agent {
     /// Looks at the latest answer: starts a due run when the schedule allows. True: started.
     async fn consider(&mut self) -> Result<bool, String> {
         let Some(resp) = self.last.clone() else {
+            if self.status.state == "pending-approval" {
+                return Ok(false);
+            }
             self.status.state = "unreachable".into();
             self.status.detail =
                 "the server could not be reached; a migration starts only when it can".into();
@@ -795,11 +834,15 @@ pub async fn flush_events(sd: &StateDir, client: &Client) -> Result<(), String> 
         if let Some(run) = run {
             match client.events(&run, batch).await {
                 Ok(()) => {}
+                // Refused for what they are (malformed, not the assigned run, out of order):
+                // sending them again cannot help.
                 Err(CallError::Refused {
-                    status: 400, error, ..
-                }) => {
+                    status: 400 | 403 | 409 | 413,
+                    code,
+                    error,
+                }) if code != "pending_approval" => {
                     eprintln!(
-                        "ferry agent: the server refused {used} bytes of events: {error}; dropped"
+                        "ferry agent: the server refused {used} bytes of events ({code}): {error}; dropped"
                     );
                 }
                 Err(e) => return Err(e.to_string()),
@@ -864,10 +907,21 @@ pub async fn flush_logs(sd: &StateDir, client: &Client) -> Result<(), String> {
             };
             let text = String::from_utf8_lossy(&window[..end + 1]).into_owned();
             let at = base + sent as u64;
-            client
-                .log(&run_id, at, text)
-                .await
-                .map_err(|e| e.to_string())?;
+            match client.log(&run_id, at, text).await {
+                Ok(()) => {}
+                Err(CallError::Refused {
+                    status: 400 | 403 | 409 | 413,
+                    code,
+                    error,
+                }) if code != "pending_approval" => {
+                    eprintln!(
+                        "ferry agent: the server refused run {run_id}'s log ({code}): {error}; not sent again"
+                    );
+                    state::write_offset(&sent_path, base + bytes.len() as u64)?;
+                    break;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
             sent += end + 1;
             state::write_offset(&sent_path, base + sent as u64)?;
         }

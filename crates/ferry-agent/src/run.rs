@@ -38,34 +38,7 @@ impl Status {
     }
 }
 
-/// What a step does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Action {
-    /// The runbook's prerequisites succeeded on this device (in this run or an earlier one).
-    Prerequisites,
-    LegalNotice,
-    PreventLogin,
-    PreScript {
-        index: usize,
-    },
-    Leave,
-    Repermission,
-    HomeReassociation,
-    Join,
-    OnedriveCloudOnly,
-    AppCommand {
-        index: usize,
-    },
-    PostScript {
-        index: usize,
-    },
-    /// The runbook is recorded as succeeded on this device.
-    RunbookDone,
-    /// Sign-in allowed again and the legal notice taken down (runs even after a failure).
-    RestoreLogin,
-    Done,
-}
+pub use ferry_core::runbook::Action;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
@@ -150,77 +123,19 @@ impl RunState {
         profiles: Vec<HarvestedProfile>,
         now: i64,
     ) -> RunState {
-        let mut steps = Vec::new();
-        let mut push = |rb: Option<&str>, action: Action, name: String| {
-            steps.push(Step {
-                id: match rb {
-                    Some(r) => format!("{r}/{name}"),
-                    None => name,
-                },
-                runbook: rb.map(str::to_string),
-                action,
+        let steps = ferry_core::runbook::plan_steps(&order.runbooks)
+            .into_iter()
+            .map(|p| Step {
+                id: p.id,
+                runbook: p.runbook,
+                action: p.action,
                 status: Status::Pending,
                 started_at: None,
                 ended_at: None,
                 message: String::new(),
                 attempts: 0,
             })
-        };
-        let mut login_guarded = false;
-        for r in &order.runbooks {
-            let n = Some(r.name.as_str());
-            push(n, Action::Prerequisites, "prerequisites".into());
-            let s = &r.startup;
-            if !s.do_not_run_startup {
-                if s.legal_notice.is_some() {
-                    push(n, Action::LegalNotice, "legal-notice".into());
-                    login_guarded = true;
-                }
-                if s.prevent_login {
-                    push(n, Action::PreventLogin, "prevent-login".into());
-                    login_guarded = true;
-                }
-                for i in 0..s.pre_migration_scripts.len() {
-                    push(
-                        n,
-                        Action::PreScript { index: i },
-                        format!("pre-script-{}", i + 1),
-                    );
-                }
-            }
-            if r.device_state.remove_from != JoinKind::None {
-                push(n, Action::Leave, "leave".into());
-            }
-            if r.permission_updates.mode != PermissionMode::None {
-                push(n, Action::Repermission, "repermission".into());
-                push(n, Action::HomeReassociation, "home-reassociation".into());
-            }
-            if r.device_state.join != JoinKind::None {
-                push(n, Action::Join, "join".into());
-            }
-            if r.app_reconfiguration.onedrive_cloud_only {
-                push(n, Action::OnedriveCloudOnly, "onedrive-cloud-only".into());
-            }
-            if r.app_reconfiguration.reconfigure_applications {
-                for i in 0..r.app_reconfiguration.commands.len() {
-                    push(n, Action::AppCommand { index: i }, format!("app-{}", i + 1));
-                }
-            }
-            if !r.completion.do_not_run_completion {
-                for i in 0..r.completion.post_migration_scripts.len() {
-                    push(
-                        n,
-                        Action::PostScript { index: i },
-                        format!("post-script-{}", i + 1),
-                    );
-                }
-            }
-            push(n, Action::RunbookDone, "runbook-done".into());
-        }
-        if login_guarded {
-            push(None, Action::RestoreLogin, "restore-login".into());
-        }
-        push(None, Action::Done, "done".into());
+            .collect();
         RunState {
             run: order.run.clone(),
             batch: batch.to_string(),

@@ -45,6 +45,11 @@ pub struct EnrollRequest {
     pub device: DeviceFacts,
     #[serde(default)]
     pub profiles: Vec<HarvestedProfile>,
+    /// The node key this device was given before, when it enrolls again: the proof that it is
+    /// the device enrolled under that device id and host name. Without it, an enrollment that
+    /// claims an enrolled agent's device id or host name is held for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_node_key: Option<Credential>,
 }
 
 /// What the agent knows about its device.
@@ -96,6 +101,19 @@ pub struct EnrollResponse {
     /// keeps only its SHA-256.
     pub node_key: Credential,
     pub poll_interval_seconds: u32,
+    /// Set when the enrollment is held for an operator (`agent_id` is then 0): the node key
+    /// works only once the request is approved; until then calls are answered `403
+    /// pending_approval`, and `403 enrollment_refused` if it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldEnrollment>,
+}
+
+/// An enrollment waiting for an operator (`ferry agents approve ID`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldEnrollment {
+    pub request_id: i64,
+    /// Why it is held (`claims the host name of agent 7 (PC-0001)`).
+    pub reason: String,
 }
 
 /// `POST /agent/v1/checkin`.
@@ -125,6 +143,9 @@ pub struct CheckinResponse {
     /// Why a due migration is held back (the device keeps checking in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// The agent's id (an agent whose held enrollment was approved learns it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<i64>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -221,8 +242,9 @@ pub struct LogChunk {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AgentError {
     pub protocol: u32,
-    /// `protocol_mismatch`, `bad_psk`, `retired_psk`, `unauthorized`, `forbidden`,
-    /// `rate_limited`, `bad_request`, `not_found`, `internal`.
+    /// `protocol_mismatch`, `bad_psk`, `retired_psk`, `used_psk`, `unauthorized`,
+    /// `pending_approval`, `enrollment_refused`, `forbidden`, `not_assigned`, `out_of_order`,
+    /// `too_large`, `rate_limited`, `bad_request`, `not_found`, `internal`.
     pub code: String,
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

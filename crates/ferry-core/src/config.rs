@@ -113,6 +113,43 @@ pub struct ServerConfig {
     /// `[server.auth]`: sign-in limits and session lifetimes.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[server.agents]`: how devices enroll, and how much of their history is kept.
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+/// `[server.agents]`. Every key is optional:
+///
+/// ```toml
+/// [server.agents]
+/// approve_new_enrollments = false  # true: every new device waits for `ferry agents approve`
+/// log_bytes_per_run = 67108864     # a run's log stops being stored past this (64 MiB)
+/// failed_retention = "30d"         # failed communications last seen longer ago are deleted
+/// event_retention = "400d"         # run events and logs received longer ago are deleted
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Hold every enrollment of a device not enrolled yet for an operator (high-assurance
+    /// projects). Enrollments that claim an enrolled device are held either way.
+    pub approve_new_enrollments: bool,
+    /// Bytes of log stored per run (default 64 MiB); chunks past it are refused with 413.
+    pub log_bytes_per_run: u64,
+    /// Failed communications not seen again for this long are deleted (default 30 days).
+    pub failed_retention: HumanDuration,
+    /// Run events and log chunks are deleted this long after they arrived (default 400 days).
+    pub event_retention: HumanDuration,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            approve_new_enrollments: false,
+            log_bytes_per_run: 64 << 20,
+            failed_retention: HumanDuration(Duration::from_secs(30 * 86_400)),
+            event_retention: HumanDuration(Duration::from_secs(400 * 86_400)),
+        }
+    }
 }
 
 /// `[server.auth]`: how long a session made by `POST /sessions` lasts and how sign-in guessing is
@@ -626,7 +663,7 @@ impl Config {
             message,
         };
         let valid_name = |n: &str| {
-            !n.is_empty()
+            crate::names::check_name(n).is_ok()
                 && n.len() <= 64
                 && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')

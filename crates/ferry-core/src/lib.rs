@@ -12,6 +12,7 @@ pub mod envmove;
 pub mod export;
 pub mod matching;
 pub mod model;
+pub mod names;
 pub mod plan;
 pub mod privileged;
 pub mod runbook;
@@ -23,3 +24,4 @@ pub mod usermapping;
 pub mod windows_script;
 
 pub use model::{DirObject, ObjectKind};
+pub use names::check_name;

@@ -207,12 +207,8 @@ impl Runbook {
                 message,
             })
         };
-        let name = self.name.trim();
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return err(
-                "name",
-                "must be 1–128 printable characters (it is shown in reports and logs)".into(),
-            );
+        if let Err(e) = crate::names::check_name(&self.name) {
+            return err("name", e);
         }
         let kind_of = |d: &str| {
             cx.directories
@@ -520,6 +516,116 @@ fn scripts(field: &str, list: &[Script]) -> Result<(), FieldError> {
         }
     }
     Ok(())
+}
+
+/// What a step of a device run does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// The runbook's prerequisites succeeded on this device (in this run or an earlier one).
+    Prerequisites,
+    LegalNotice,
+    PreventLogin,
+    PreScript {
+        index: usize,
+    },
+    Leave,
+    Repermission,
+    HomeReassociation,
+    Join,
+    OnedriveCloudOnly,
+    AppCommand {
+        index: usize,
+    },
+    PostScript {
+        index: usize,
+    },
+    /// The runbook is recorded as succeeded on this device.
+    RunbookDone,
+    /// Sign-in allowed again and the legal notice taken down (runs even after a failure).
+    RestoreLogin,
+    Done,
+}
+
+/// One step of a run as planned: its id (`RUNBOOK/action`, as events and logs name it), its
+/// runbook and what it does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedStep {
+    pub id: String,
+    pub runbook: Option<String>,
+    pub action: Action,
+}
+
+/// The steps of a run of these runbooks (prerequisites first), in the order they run. The
+/// agent runs this plan; the server checks the events it is sent against the same plan.
+pub fn plan_steps(runbooks: &[Runbook]) -> Vec<PlannedStep> {
+    let mut steps = Vec::new();
+    let mut push = |rb: Option<&str>, action: Action, name: String| {
+        steps.push(PlannedStep {
+            id: match rb {
+                Some(r) => format!("{r}/{name}"),
+                None => name,
+            },
+            runbook: rb.map(str::to_string),
+            action,
+        })
+    };
+    let mut login_guarded = false;
+    for r in runbooks {
+        let n = Some(r.name.as_str());
+        push(n, Action::Prerequisites, "prerequisites".into());
+        let s = &r.startup;
+        if !s.do_not_run_startup {
+            if s.legal_notice.is_some() {
+                push(n, Action::LegalNotice, "legal-notice".into());
+                login_guarded = true;
+            }
+            if s.prevent_login {
+                push(n, Action::PreventLogin, "prevent-login".into());
+                login_guarded = true;
+            }
+            for i in 0..s.pre_migration_scripts.len() {
+                push(
+                    n,
+                    Action::PreScript { index: i },
+                    format!("pre-script-{}", i + 1),
+                );
+            }
+        }
+        if r.device_state.remove_from != JoinKind::None {
+            push(n, Action::Leave, "leave".into());
+        }
+        if r.permission_updates.mode != PermissionMode::None {
+            push(n, Action::Repermission, "repermission".into());
+            push(n, Action::HomeReassociation, "home-reassociation".into());
+        }
+        if r.device_state.join != JoinKind::None {
+            push(n, Action::Join, "join".into());
+        }
+        if r.app_reconfiguration.onedrive_cloud_only {
+            push(n, Action::OnedriveCloudOnly, "onedrive-cloud-only".into());
+        }
+        if r.app_reconfiguration.reconfigure_applications {
+            for i in 0..r.app_reconfiguration.commands.len() {
+                push(n, Action::AppCommand { index: i }, format!("app-{}", i + 1));
+            }
+        }
+        if !r.completion.do_not_run_completion {
+            for i in 0..r.completion.post_migration_scripts.len() {
+                push(
+                    n,
+                    Action::PostScript { index: i },
+                    format!("post-script-{}", i + 1),
+                );
+            }
+        }
+        push(n, Action::RunbookDone, "runbook-done".into());
+    }
+    if login_guarded {
+        push(None, Action::RestoreLogin, "restore-login".into());
+    }
+    push(None, Action::Done, "done".into());
+    steps
 }
 
 #[cfg(test)]

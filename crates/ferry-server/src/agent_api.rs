@@ -14,10 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_core::agent::Credential;
 use ferry_core::agent::{
-    AgentError, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse, EventsRequest,
-    LogChunk, PROTOCOL_VERSION, ProfileTranslation, SUPPORTED_PROTOCOLS,
+    AgentError, AgentEvent, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse,
+    EventsRequest, HeldEnrollment, LogChunk, PROTOCOL_VERSION, ProfileTranslation,
+    SUPPORTED_PROTOCOLS,
 };
-use ferry_store::{AgentRecord, Contact, Enrollment, FailedComm, now_ms};
+use ferry_store::{
+    AgentRecord, Contact, Enrollment, FailedComm, LogAdd, NewEnrollmentRequest, now_ms,
+};
 use serde::Deserialize;
 
 /// An agent endpoint refusal.
@@ -82,8 +85,11 @@ async fn refuse(
         device_id: device
             .map(str::to_string)
             .or_else(|| agent.map(|a| a.device_id.clone())),
+        count: 1,
+        first_at: 0,
     };
-    if let Err(e) = st.store.record_failed_comm(&f).await {
+    // Repeats within the hour are counted on one row (a prober adds one row, not thousands).
+    if let Err(e) = st.store.record_failed_comm(&f, f.at - 3_600_000).await {
         tracing::warn!(error = %e, "could not record a failed agent communication");
     }
     tracing::info!(code = r.code, address = ?f.address, reason = %r.message, "agent call refused");
@@ -171,25 +177,36 @@ impl FromRequestParts<AppState> for Agent {
             )
             .await);
         };
-        match st
-            .devices
-            .authenticate(&*st.store, &hash_token(key))
-            .await?
-        {
-            Some(a) => Ok(Agent(a)),
-            None => Err(refuse(
-                st,
-                peer.as_ref(),
-                None,
-                None,
-                Refusal::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "unknown or replaced node key: enroll again",
-                ),
-            )
-            .await),
+        let hash = hash_token(key);
+        if let Some(a) = st.devices.authenticate(&*st.store, &hash).await? {
+            return Ok(Agent(a));
         }
+        // A held enrollment's key: it works once an operator approves the request.
+        let r = match st.store.enrollment_request_by_node_hash(&hash).await? {
+            Some(r) if r.state == "pending" => Refusal::new(
+                StatusCode::FORBIDDEN,
+                "pending_approval",
+                format!(
+                    "enrollment request {} waits for an operator ({}): `ferry agents approve {}`",
+                    r.id, r.reason, r.id
+                ),
+            ),
+            Some(r) if r.state == "refused" => Refusal::new(
+                StatusCode::FORBIDDEN,
+                "enrollment_refused",
+                format!(
+                    "enrollment request {} was refused by {}",
+                    r.id,
+                    r.decided_by.as_deref().unwrap_or("an operator")
+                ),
+            ),
+            _ => Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown or replaced node key: enroll again",
+            ),
+        };
+        Err(refuse(st, peer.as_ref(), None, None, r).await)
     }
 }
 
@@ -244,16 +261,108 @@ async fn admit(st: &AppState, req: &EnrollRequest) -> Result<ferry_store::Psk, R
                 k.name
             ),
         )),
+        Some(k) if k.uses_left.is_some_and(|n| n <= 0) => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "used_psk",
+            format!(
+                "the pre-shared key `{}` has enrolled as many devices as it may",
+                k.name
+            ),
+        )),
+        Some(k)
+            if k.device
+                .as_deref()
+                .is_some_and(|d| !d.eq_ignore_ascii_case(f.hostname.trim())) =>
+        {
+            Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "the pre-shared key `{}` enrolls only `{}`; this device says it is `{}`",
+                    k.name,
+                    k.device.as_deref().unwrap_or_default(),
+                    f.hostname
+                ),
+            ))
+        }
         Some(k) => Ok(k),
     }
 }
+
+/// What becomes of an enrollment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A new device, or a device that proved the node key it was given before.
+    Enroll,
+    /// Held for an operator: it claims an enrolled agent's device id or host name without that
+    /// agent's node key, or the project approves new enrollments.
+    Hold {
+        reason: String,
+        conflict: Option<i64>,
+    },
+}
+
+/// Decides an enrollment from the enrolled agents it claims (by device id or host name, each
+/// with its node-key hash), the hash of the node key it proves (`previous_node_key`), and
+/// whether new devices wait for approval (`pre_approved`: a key bound to this host name).
+pub fn decide(
+    claimed: &[(AgentRecord, String)],
+    device_id: &str,
+    proof: Option<&str>,
+    approve_new: bool,
+    pre_approved: bool,
+) -> Decision {
+    let mut reasons = Vec::new();
+    let mut conflict = None;
+    let mut live = 0;
+    for (a, hash) in claimed.iter().filter(|(a, _)| a.state != "replaced") {
+        live += 1;
+        let proven = proof == Some(hash.as_str());
+        if proven && a.device_id == device_id {
+            continue;
+        }
+        let what = if a.device_id == device_id {
+            "device id"
+        } else {
+            "host name"
+        };
+        reasons.push(format!(
+            "claims the {what} of agent {} ({}){}",
+            a.id,
+            a.hostname,
+            if proven {
+                " under another device id"
+            } else {
+                " without its node key"
+            }
+        ));
+        conflict.get_or_insert(a.id);
+    }
+    if !reasons.is_empty() {
+        return Decision::Hold {
+            reason: reasons.join("; "),
+            conflict,
+        };
+    }
+    if live == 0 && approve_new && !pre_approved {
+        return Decision::Hold {
+            reason: "new devices wait for approval ([server.agents] approve_new_enrollments)"
+                .into(),
+            conflict: None,
+        };
+    }
+    Decision::Enroll
+}
+
+/// Pending enrollments the server keeps at most (each holds a harvest).
+const MAX_PENDING: usize = 1000;
 
 async fn enroll(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<AgentPeer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<EnrollResponse>, Refusal> {
+) -> Result<Response, Refusal> {
     if headers.contains_key(axum::http::header::AUTHORIZATION) {
         // An admin token (or anything else) is not how agents enroll.
         return Err(refuse(
@@ -289,6 +398,54 @@ async fn enroll(
         Ok(k) => k,
         Err(r) => return Err(refuse(&st, Some(&peer), None, Some(&device), r).await),
     };
+    let claimed = st
+        .store
+        .agents_claimed(&req.device.device_id, req.device.hostname.trim())
+        .await?;
+    let proof = req
+        .previous_node_key
+        .as_ref()
+        .map(|k| hash_token(k.expose()));
+    let decision = decide(
+        &claimed,
+        &req.device.device_id,
+        proof.as_deref(),
+        st.settings
+            .file()
+            .config
+            .server
+            .agents
+            .approve_new_enrollments,
+        psk.device.is_some(),
+    );
+    if matches!(decision, Decision::Hold { .. })
+        && st.store.enrollment_requests(Some("pending")).await?.len() >= MAX_PENDING
+    {
+        return Err(refuse(
+            &st,
+            Some(&peer),
+            None,
+            Some(&device),
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("{MAX_PENDING} enrollments wait for approval already: decide them first"),
+            ),
+        )
+        .await);
+    }
+    // One use of a limited key, taken in one statement (two devices cannot share a last use).
+    if !st.store.use_psk(psk.id).await? {
+        let r = Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "used_psk",
+            format!(
+                "the pre-shared key `{}` has enrolled as many devices as it may",
+                psk.name
+            ),
+        );
+        return Err(refuse(&st, Some(&peer), None, Some(&device), r).await);
+    }
     let key = random_key();
     if key.is_empty() {
         return Err(Refusal::new(
@@ -298,25 +455,55 @@ async fn enroll(
         ));
     }
     let address = peer.0.ip().to_string();
-    let a = st
-        .store
-        .enroll_agent(&Enrollment {
-            facts: &req.device,
-            profiles: &req.profiles,
-            node_hash: &hash_token(key.expose()),
-            psk_id: psk.id,
-            now: now_ms(),
-            address: Some(&address),
-        })
-        .await?;
-    st.devices.forget_device(&a.device_id);
-    tracing::info!(agent = a.id, hostname = a.hostname, %address, "agent enrolled");
-    Ok(Json(EnrollResponse {
-        protocol: PROTOCOL_VERSION,
-        agent_id: a.id,
-        node_key: key,
-        poll_interval_seconds: POLL_SECONDS,
-    }))
+    let node_hash = hash_token(key.expose());
+    let enrollment = Enrollment {
+        facts: &req.device,
+        profiles: &req.profiles,
+        node_hash: &node_hash,
+        psk_id: psk.id,
+        now: now_ms(),
+        address: Some(&address),
+    };
+    match decision {
+        Decision::Enroll => {
+            let a = st.store.enroll_agent(&enrollment).await?;
+            st.devices.forget_device(&a.device_id, &a.hostname);
+            tracing::info!(agent = a.id, hostname = a.hostname, %address, "agent enrolled");
+            Ok(Json(EnrollResponse {
+                protocol: PROTOCOL_VERSION,
+                agent_id: a.id,
+                node_key: key,
+                poll_interval_seconds: POLL_SECONDS,
+                held: None,
+            })
+            .into_response())
+        }
+        Decision::Hold { reason, conflict } => {
+            let id = st
+                .store
+                .add_enrollment_request(&NewEnrollmentRequest {
+                    enrollment,
+                    reason: &reason,
+                    conflict_agent_id: conflict,
+                })
+                .await?;
+            tracing::warn!(request = id, hostname = req.device.hostname, device = device, %address, reason, "enrollment held for an operator");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(EnrollResponse {
+                    protocol: PROTOCOL_VERSION,
+                    agent_id: 0,
+                    node_key: key,
+                    poll_interval_seconds: POLL_SECONDS,
+                    held: Some(HeldEnrollment {
+                        request_id: id,
+                        reason,
+                    }),
+                }),
+            )
+                .into_response())
+        }
+    }
 }
 
 async fn checkin(
@@ -354,12 +541,21 @@ async fn checkin(
         now,
     )
     .await?;
+    if let Some(m) = &orders.migration {
+        // Events and logs are taken for this run only, checked against these steps.
+        let steps: Vec<String> = ferry_core::runbook::plan_steps(&m.runbooks)
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        st.store.assign_run(a.id, &m.run, &steps).await?;
+    }
     Ok(Json(CheckinResponse {
         protocol: PROTOCOL_VERSION,
         poll_interval_seconds: POLL_SECONDS,
         assignment: orders.assignment,
         migration: orders.migration,
         blocked: orders.blocked,
+        agent_id: Some(a.id),
     })
     .into_response())
 }
@@ -379,10 +575,19 @@ async fn events(
             "run: 1–256 characters; at most 1000 events per call",
         ));
     }
+    let steps = assigned_steps(&st, &peer, &a, &req.run).await?;
+    let stored = st.store.agent_events(a.id, Some(&req.run)).await?;
+    let fresh = match check_events(&steps, stored.iter().map(|e| &e.event), &req.events) {
+        Ok(f) => f,
+        Err(r) => return Err(refuse(&st, Some(&peer), Some(&a), None, r).await),
+    };
+    if fresh.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     st.store
-        .add_agent_events(a.id, &req.run, &req.events, now_ms())
+        .add_agent_events(a.id, &req.run, &fresh, now_ms())
         .await?;
-    if let Some(last) = req.events.last() {
+    if let Some(last) = fresh.last() {
         let state = match last.status.as_str() {
             "failed" => "failed",
             "succeeded" if last.step == "done" => "succeeded",
@@ -400,23 +605,122 @@ async fn events(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The steps of `run` when it is the run this server assigned to the agent; otherwise a
+/// recorded `403 not_assigned`.
+async fn assigned_steps(
+    st: &AppState,
+    peer: &AgentPeer,
+    a: &AgentRecord,
+    run: &str,
+) -> Result<Vec<String>, Refusal> {
+    match st.store.assigned_run(a.id).await? {
+        Some((r, steps)) if r == run => Ok(steps),
+        other => Err(refuse(
+            st,
+            Some(peer),
+            Some(a),
+            None,
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                "not_assigned",
+                match other {
+                    Some((r, _)) => format!(
+                        "run `{run}` is not the run this server assigned to this agent (`{r}`)"
+                    ),
+                    None => format!("no run is assigned to this agent; `{run}` is not taken"),
+                },
+            ),
+        )
+        .await),
+    }
+}
+
+/// Checks a call's events against the run's planned steps and the events stored before, and
+/// returns those not stored yet (a resend is dropped). Every step's events must come after
+/// every earlier step ended (`succeeded`, `failed` or `skipped`), and `done` may succeed only
+/// when no earlier step failed and every one succeeded or was skipped. `rollback` events may
+/// come at any time. Nothing of a call is taken when one event is refused.
+pub fn check_events<'a>(
+    steps: &[String],
+    stored: impl Iterator<Item = &'a AgentEvent>,
+    events: &[AgentEvent],
+) -> Result<Vec<AgentEvent>, Refusal> {
+    use std::collections::{HashMap, HashSet};
+    let mut last: HashMap<&str, &str> = HashMap::new();
+    let mut seen: HashSet<(i64, &str, &str)> = HashSet::new();
+    for e in stored {
+        if e.status != "started" {
+            last.insert(e.step.as_str(), e.status.as_str());
+        }
+        seen.insert((e.at, e.step.as_str(), e.status.as_str()));
+    }
+    let mut fresh = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m);
+        if !["started", "succeeded", "failed", "skipped"].contains(&e.status.as_str()) {
+            return Err(bad(format!(
+                "events[{i}].status: `{}` is not started, succeeded, failed or skipped",
+                e.status
+            )));
+        }
+        if e.message.len() > 4000 {
+            return Err(bad(format!("events[{i}].message: more than 4000 bytes")));
+        }
+        if !seen.insert((e.at, e.step.as_str(), e.status.as_str())) {
+            continue;
+        }
+        if e.step != "rollback" {
+            let Some(pos) = steps.iter().position(|s| *s == e.step) else {
+                return Err(bad(format!(
+                    "events[{i}].step: `{}` is not a step of this run",
+                    e.step
+                )));
+            };
+            let order = |m: String| Refusal::new(StatusCode::CONFLICT, "out_of_order", m);
+            if let Some(open) = steps[..pos].iter().find(|s| !last.contains_key(s.as_str())) {
+                return Err(order(format!(
+                    "events[{i}]: `{} {}` comes before step `{open}` ended",
+                    e.step, e.status
+                )));
+            }
+            if e.step == "done" && e.status == "succeeded" {
+                if let Some((s, st)) = steps[..pos]
+                    .iter()
+                    .map(|s| (s, last.get(s.as_str()).copied().unwrap_or("")))
+                    .find(|(_, st)| !matches!(*st, "succeeded" | "skipped"))
+                {
+                    return Err(order(format!(
+                        "events[{i}]: the run cannot have succeeded: step `{s}` {st}"
+                    )));
+                }
+                if let Some(s) = last.iter().find(|(_, st)| **st == "failed") {
+                    return Err(order(format!(
+                        "events[{i}]: the run cannot have succeeded: step `{}` failed",
+                        s.0
+                    )));
+                }
+            }
+            if e.status != "started" {
+                last.insert(e.step.as_str(), e.status.as_str());
+            }
+        }
+        fresh.push(e.clone());
+    }
+    Ok(fresh)
+}
+
 async fn logs(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<AgentPeer>,
     Agent(a): Agent,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let req: LogChunk = serde_json::from_slice(&body).map_err(|e| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("the log chunk is not valid JSON: {e}"),
-        )
-    })?;
+    let req: LogChunk = parse(&st, &peer, Some(&a), &body, "the log chunk").await?;
     check_protocol(req.protocol)?;
     if req.text.len() > 1 << 20 {
         return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
+            "too_large",
             "a log chunk is at most 1 MiB",
         ));
     }
@@ -427,10 +731,31 @@ async fn logs(
             "offset is too large",
         )
     })?;
-    st.store
-        .add_agent_log(a.id, &req.run, start, &req.text, now_ms())
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    assigned_steps(&st, &peer, &a, &req.run).await?;
+    let cap = i64::try_from(st.settings.file().config.server.agents.log_bytes_per_run)
+        .unwrap_or(i64::MAX);
+    match st
+        .store
+        .add_agent_log(a.id, &req.run, start, &req.text, now_ms(), cap)
+        .await?
+    {
+        LogAdd::Stored | LogAdd::Resend => Ok(StatusCode::NO_CONTENT),
+        LogAdd::OverCap => Err(refuse(
+            &st,
+            Some(&peer),
+            Some(&a),
+            None,
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "run `{}`'s log reached {cap} bytes ([server.agents] log_bytes_per_run); the rest is not stored",
+                    req.run
+                ),
+            ),
+        )
+        .await),
+    }
 }
 
 /// A runbook by name: only one of the calling device's batch.

@@ -255,11 +255,17 @@ async fn token(parts: &Parts, state: &AppState) -> Result<ferry_store::TokenInfo
         None => {
             // An agent's node key on the admin API: refused like any bad token, and reported.
             if let Some(a) = state.store.agent_by_node_hash(&hash_token(token)).await? {
+                // The answer is 401, and the report says so, with where the call came from.
+                let address = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip().to_string());
+                let at = ferry_store::now_ms();
                 let f = ferry_store::FailedComm {
                     id: 0,
-                    at: ferry_store::now_ms(),
-                    address: None,
-                    code: "forbidden".into(),
+                    at,
+                    address,
+                    code: "unauthorized".into(),
                     reason: format!(
                         "agent {} ({}) called the admin API {}",
                         a.id,
@@ -268,8 +274,10 @@ async fn token(parts: &Parts, state: &AppState) -> Result<ferry_store::TokenInfo
                     ),
                     agent_id: Some(a.id),
                     device_id: Some(a.device_id),
+                    count: 1,
+                    first_at: at,
                 };
-                state.store.record_failed_comm(&f).await?;
+                state.store.record_failed_comm(&f, at - 3_600_000).await?;
             }
             Err(ApiError::Unauthorized("the token is not valid".into()))
         }

@@ -248,10 +248,13 @@ impl Devices {
         Ok(found)
     }
 
-    /// Forgets cached credentials of a device (after it enrolled again).
-    pub fn forget_device(&self, device_id: &str) {
+    /// Forgets cached credentials of a device and of agents with its host name (after it
+    /// enrolled again, or an enrollment claiming them was approved).
+    pub fn forget_device(&self, device_id: &str, hostname: &str) {
         if let Ok(mut m) = self.auth.lock() {
-            m.retain(|_, (a, _)| a.device_id != device_id);
+            m.retain(|_, (a, _)| {
+                a.device_id != device_id && !a.hostname.eq_ignore_ascii_case(hostname)
+            });
         }
     }
 
@@ -510,8 +513,8 @@ pub fn check_batch(
     add_prerequisites: bool,
 ) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
-    if b.name.trim().is_empty() || b.name.len() > 128 {
-        return Err("name: must be 1–128 characters".into());
+    if let Err(e) = ferry_core::check_name(&b.name) {
+        return Err(format!("name: {e}"));
     }
     for (field, d) in [
         ("source_directory", &b.source_directory),

@@ -22,9 +22,11 @@ struct H {
     dir: std::path::PathBuf,
 }
 
-fn config() -> String {
+/// The test configuration with `server` keys (`[server.agents]` …) in front.
+fn config_with(server: &str) -> String {
     format!(
-        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
+        "{server}\n\
+         [[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
          [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
          [[directory]]\nname = \"fabrikam-entra\"\nkind = \"graph\"\ntenant_id = \"fabrikam.onmicrosoft.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\ngraph_url = \"http://127.0.0.1:9\"\nlogin_url = \"http://127.0.0.1:9\"\n\n\
          [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{}",
@@ -33,11 +35,15 @@ fn config() -> String {
 }
 
 async fn start(dir: &Path) -> H {
+    start_with(dir, "").await
+}
+
+async fn start_with(dir: &Path, server_toml: &str) -> H {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s = sample::generate(60, true, 5);
     std::fs::write(dir.join("contoso.json"), render_json(&s.source)).unwrap();
     std::fs::write(dir.join("fabrikam.json"), render_json(&s.target)).unwrap();
-    std::fs::write(dir.join("ferry.toml"), config()).unwrap();
+    std::fs::write(dir.join("ferry.toml"), config_with(server_toml)).unwrap();
     let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -363,8 +369,8 @@ async fn enrollment_checkin_runbooks_batches_and_orders() {
 
     // Progress events and logs, seen by the operator.
     let (s, _) = h.call_agent("/events", Some(&key), json!({"protocol": 1, "run": run, "events": [
-        {"at": 1, "step": "startup", "status": "succeeded", "progress": 10},
-        {"at": 2, "step": "repermission", "status": "started", "message": "3 paths", "progress": 40}]})).await;
+        {"at": 1, "step": "Pre-Req/prerequisites", "status": "succeeded", "progress": 10},
+        {"at": 2, "step": "Pre-Req/onedrive-cloud-only", "status": "started", "message": "3 paths", "progress": 40}]})).await;
     assert_eq!(s, 204);
     for (off, text) in [(0, "line one\n"), (9, "line two\n"), (9, "line two\n")] {
         let (s, _) = h
@@ -536,10 +542,24 @@ async fn refusals_are_right_logged_and_leak_nothing() {
         "retired_psk",
         "unauthorized",
         "protocol_mismatch",
-        "forbidden",
     ] {
         assert!(codes.contains(&c), "{c} missing from {codes:?}");
     }
+    // The node key on the admin API: recorded as what it was answered (401), with its address
+    // (catches a report saying `forbidden` with no address for a call answered 401).
+    let admin = f["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| {
+            x["reason"]
+                .as_str()
+                .unwrap()
+                .contains("called the admin API")
+        })
+        .unwrap_or_else(|| panic!("no admin API refusal in {f}"));
+    assert_eq!(admin["code"], "unauthorized", "{admin}");
+    assert_eq!(admin["address"], "127.0.0.1", "{admin}");
     let text = f.to_string();
     for secret in [&old, &old_agent_key, &h.token] {
         assert!(
@@ -641,4 +661,363 @@ async fn entra_joins_get_the_token_or_are_held_back() {
         .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
         .await;
     assert!(c["migration"].is_null() && c["blocked"].is_string(), "{c}");
+}
+
+/// Enrolls `host` with this device id (and, to prove it, the key it was given before).
+async fn enroll_as(
+    h: &H,
+    psk: &str,
+    host: &str,
+    device_id: &str,
+    previous: Option<&str>,
+) -> (u16, Value) {
+    let mut body = json!({"protocol": 1, "psk": psk, "profiles": [],
+        "device": {"device_id": device_id, "hostname": host, "os": "linux", "agent_version": "0.1.0"}});
+    if let Some(p) = previous {
+        body["previous_node_key"] = json!(p);
+    }
+    h.call_agent("/enroll", None, body).await
+}
+
+async fn checkin(h: &H, key: &str) -> (u16, Value) {
+    h.call_agent("/checkin", Some(key), json!({"protocol": 1}))
+        .await
+}
+
+/// A batch due now with `hosts` in it (runbook `Main`, which repermissions).
+async fn due_batch(h: &H, hosts: &[&str]) {
+    use reqwest::Method as M;
+    let (s, v) = h
+        .api(M::PUT, "/runbooks/Main", Some(runbook("Main", &[], false)))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h
+        .api(
+            M::PUT,
+            "/batches/Now",
+            Some(
+                json!({"name": "Now", "source_directory": "contoso", "target_directory": "fabrikam",
+        "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Now/computers",
+            Some(json!({"add": hosts})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+// Catches: anyone holding the shared key enrolling as PC-VICTIM and receiving its orders, or
+// re-enrolling with its device id and revoking the real agent's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holder_cannot_take_another_devices_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (_, k) = h
+        .api(M::POST, "/psks", Some(json!({"name": "shared"})))
+        .await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (s, real) = enroll_as(&h, &psk, "PC-VICTIM", "machine-victim", None).await;
+    assert_eq!(s, 200, "{real}");
+    let real_key = real["node_key"].as_str().unwrap().to_string();
+    due_batch(&h, &["PC-VICTIM"]).await;
+    let (s, c) = checkin(&h, &real_key).await;
+    assert_eq!(s, 200, "{c}");
+    assert!(c["migration"].is_object(), "{c}");
+
+    // The attacker claims the host name, then the device id, then the device id with a made-up
+    // old key: each is held, gets a key that opens nothing, and the real agent keeps working.
+    let mut held = Vec::new();
+    for (device_id, previous, claim) in [
+        ("attacker-box", None, "host name"),
+        ("machine-victim", None, "device id"),
+        ("machine-victim", Some("not-the-key"), "device id"),
+    ] {
+        let (s, e) = enroll_as(&h, &psk, "pc-victim", device_id, previous).await;
+        assert_eq!(s, 202, "{e}");
+        assert_eq!(e["agent_id"], 0);
+        let reason = e["held"]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("claims the {claim} of agent {}", real["agent_id"])),
+            "{reason}"
+        );
+        let key = e["node_key"].as_str().unwrap().to_string();
+        let (s, c) = checkin(&h, &key).await;
+        assert_eq!(
+            (s, c["code"].as_str()),
+            (403, Some("pending_approval")),
+            "{c}"
+        );
+        let (s, _) = h.get_agent("/runbooks/Main", &key).await;
+        assert_eq!(s, 403, "a held key reads no runbook");
+        let (s, _) = h.get_agent("/translation?profile=ann", &key).await;
+        assert_eq!(s, 403, "a held key reads no translation entry");
+        let (s, _) = h
+            .call_agent(
+                "/events",
+                Some(&key),
+                json!({"protocol": 1, "run": c["migration"]["run"], "events": []}),
+            )
+            .await;
+        assert_eq!(s, 403);
+        let (s, c) = checkin(&h, &real_key).await;
+        assert_eq!(s, 200, "the real agent keeps working: {c}");
+        held.push((e["held"]["request_id"].as_i64().unwrap(), key));
+    }
+    let (_, pending) = h.api(M::GET, "/enrollment-requests", None).await;
+    assert_eq!(pending.as_array().unwrap().len(), 3, "{pending}");
+    assert_eq!(pending[0]["hostname"], "pc-victim");
+    assert_eq!(pending[0]["address"], "127.0.0.1");
+
+    // The real device proves its key and re-enrolls on its own; the old key stops.
+    let (s, again) = enroll_as(&h, &psk, "PC-VICTIM", "machine-victim", Some(&real_key)).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["agent_id"], real["agent_id"]);
+    let new_key = again["node_key"].as_str().unwrap().to_string();
+    assert_eq!(checkin(&h, &real_key).await.0, 401);
+    assert_eq!(checkin(&h, &new_key).await.0, 200);
+
+    // Refused: its key never works. Approved: the claimed agent is replaced.
+    let (s, d) = h
+        .api(
+            M::POST,
+            &format!("/enrollment-requests/{}/refuse", held[0].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["request"]["state"], "refused");
+    let (s, c) = checkin(&h, &held[0].1).await;
+    assert_eq!((s, c["code"].as_str()), (403, Some("enrollment_refused")));
+    let (s, _) = h
+        .api(
+            M::POST,
+            &format!("/enrollment-requests/{}/refuse", held[0].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "a decided request is not decided again");
+    let (s, d) = h
+        .api(
+            M::POST,
+            &format!("/enrollment-requests/{}/approve", held[1].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["agent"]["id"], real["agent_id"]);
+    assert_eq!(checkin(&h, &held[1].1).await.0, 200);
+    assert_eq!(
+        checkin(&h, &new_key).await.0,
+        401,
+        "approving gave the device id's agent the new key"
+    );
+    let (_, audit) = h.api(M::GET, "/audit?limit=20", None).await;
+    let audit = audit.to_string();
+    assert!(
+        audit.contains("agent.enrollment.refuse") && audit.contains("agent.enrollment.approve"),
+        "{audit}"
+    );
+    // The held key's calls are in the failed communications report, counted on one row.
+    let (_, f) = h.api(M::GET, "/reports/failed-communications", None).await;
+    let rows: Vec<&Value> = f["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["code"] == "pending_approval")
+        .collect();
+    assert!(!rows.is_empty(), "{f}");
+    assert!(rows.iter().all(|r| r["address"] == "127.0.0.1"), "{f}");
+    assert!(
+        rows.iter().any(|r| r["count"].as_i64().unwrap() >= 1),
+        "{f}"
+    );
+}
+
+// Catches: a single-use key enrolling two devices when both race for it, and a key bound to one
+// device enrolling another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_use_and_device_bound_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (s, k) = h
+        .api(M::POST, "/psks", Some(json!({"name": "once", "uses": 1})))
+        .await;
+    assert_eq!(s, 201, "{k}");
+    assert_eq!(k["uses_left"], 1);
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (a, b) = tokio::join!(
+        enroll_as(&h, &psk, "PC-A", "machine-a", None),
+        enroll_as(&h, &psk, "PC-B", "machine-b", None)
+    );
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [200, 401], "{a:?} {b:?}");
+    let loser = if a.0 == 401 { a.1 } else { b.1 };
+    assert_eq!(loser["code"], "used_psk", "{loser}");
+    let (s, k) = h
+        .api(
+            M::POST,
+            "/psks",
+            Some(json!({"name": "for-c", "uses": 1, "device": "PC-C"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{k}");
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (s, e) = enroll_as(&h, &psk, "PC-D", "machine-d", None).await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "{e}");
+    let (s, e) = enroll_as(&h, &psk, "pc-c", "machine-c", None).await;
+    assert_eq!(s, 200, "{e}");
+    let (s, e) = enroll_as(&h, &psk, "pc-c", "machine-c", None).await;
+    assert_eq!((s, e["code"].as_str()), (401, Some("used_psk")), "{e}");
+    for bad in [
+        json!({"name": "x", "uses": 0}),
+        json!({"name": "../x"}),
+        json!({"name": "a\r\nb"}),
+        json!({"name": "y", "device": ""}),
+    ] {
+        let (s, v) = h.api(M::POST, "/psks", Some(bad.clone())).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+}
+
+// Catches: a high-assurance project's new devices enrolling without an operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_enrollments_wait_for_approval_when_the_project_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_with(
+        dir.path(),
+        "[server.agents]\napprove_new_enrollments = true\n",
+    )
+    .await;
+    use reqwest::Method as M;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (s, e) = enroll_as(&h, &psk, "PC-NEW", "machine-new", None).await;
+    assert_eq!(s, 202, "{e}");
+    assert!(
+        e["held"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("approve_new_enrollments")
+    );
+    let key = e["node_key"].as_str().unwrap().to_string();
+    assert_eq!(checkin(&h, &key).await.0, 403);
+    let id = e["held"]["request_id"].as_i64().unwrap();
+    let (s, d) = h
+        .api(M::POST, &format!("/enrollment-requests/{id}/approve"), None)
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let (s, c) = checkin(&h, &key).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["agent_id"], d["agent"]["id"]);
+    // A key bound to one host name is the operator's approval of that device.
+    let (_, k) = h
+        .api(
+            M::POST,
+            "/psks",
+            Some(json!({"name": "pc-x", "uses": 1, "device": "PC-X"})),
+        )
+        .await;
+    let (s, e) = enroll_as(&h, k["key"].as_str().unwrap(), "PC-X", "machine-x", None).await;
+    assert_eq!(s, 200, "{e}");
+}
+
+// Catches: a device posting a fake "succeeded" for its run, or events and logs for a run the
+// server never handed it, and one run's log filling the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_logs_are_taken_for_the_assigned_run_in_step_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_with(dir.path(), "[server.agents]\nlog_bytes_per_run = 64\n").await;
+    use reqwest::Method as M;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (_, e) = enroll_as(&h, &psk, "PC-RUN", "machine-run", None).await;
+    let key = e["node_key"].as_str().unwrap().to_string();
+    let agent_id = e["agent_id"].as_i64().unwrap();
+    let ev = |step: &str, status: &str, at: i64| json!({"at": at, "step": step, "status": status});
+    let post = |run: Value, events: Vec<Value>| {
+        let key = key.clone();
+        let h = &h;
+        async move {
+            h.call_agent(
+                "/events",
+                Some(&key),
+                json!({"protocol": 1, "run": run, "events": events}),
+            )
+            .await
+        }
+    };
+    // Before any run is handed: nothing is taken.
+    let (s, v) = post(json!("Now-1-1"), vec![ev("done", "succeeded", 1)]).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("not_assigned")), "{v}");
+    due_batch(&h, &["PC-RUN"]).await;
+    let (_, c) = checkin(&h, &key).await;
+    let order: ferry_core::agent::MigrationOrder =
+        serde_json::from_value(c["migration"].clone()).unwrap();
+    let steps: Vec<String> = ferry_core::runbook::plan_steps(&order.runbooks)
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let run = json!(order.run);
+    let (s, v) = post(json!("Other-1-1"), vec![ev(&steps[0], "started", 1)]).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("not_assigned")), "{v}");
+    // A fake success straight away, a step out of order, a step the run does not have.
+    let (s, v) = post(run.clone(), vec![ev("done", "succeeded", 1)]).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("out_of_order")), "{v}");
+    let (s, v) = post(run.clone(), vec![ev(&steps[1], "started", 1)]).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("out_of_order")), "{v}");
+    let (s, v) = post(run.clone(), vec![ev("Main/format-disk", "started", 1)]).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("bad_request")), "{v}");
+    // The real run: every step in order, one failing; then "done succeeded" is refused.
+    let mut events = Vec::new();
+    for (i, st) in steps[..steps.len() - 1].iter().enumerate() {
+        events.push(ev(st, "started", 10 + 2 * i as i64));
+        events.push(ev(
+            st,
+            if i == 1 { "failed" } else { "succeeded" },
+            11 + 2 * i as i64,
+        ));
+    }
+    let (s, v) = post(run.clone(), events.clone()).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = post(run.clone(), events.clone()).await;
+    assert_eq!(s, 204, "a resend is taken and dropped: {v}");
+    let (_, detail) = h.api(M::GET, &format!("/agents/{agent_id}"), None).await;
+    assert_eq!(
+        detail["events"].as_array().unwrap().len(),
+        events.len(),
+        "stored once"
+    );
+    let (s, v) = post(run.clone(), vec![ev("done", "succeeded", 99)]).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("out_of_order")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("failed"), "{v}");
+    // Logs: the assigned run only, and no more than the cap.
+    let log = |run: &Value, offset: u64, text: &str| json!({"protocol": 1, "run": run, "offset": offset, "text": text});
+    let (s, _) = h
+        .call_agent("/logs", Some(&key), log(&json!("Other-1-1"), 0, "x\n"))
+        .await;
+    assert_eq!(s, 403);
+    let line = "a".repeat(40) + "\n";
+    let (s, _) = h.call_agent("/logs", Some(&key), log(&run, 0, &line)).await;
+    assert_eq!(s, 204);
+    let (s, v) = h
+        .call_agent("/logs", Some(&key), log(&run, 41, &line))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("too_large")), "{v}");
+    let (_, text) = h
+        .api(
+            M::GET,
+            &format!("/agents/{agent_id}/runs/{}/log", order.run),
+            None,
+        )
+        .await;
+    assert_eq!(text, json!(line));
 }

@@ -226,6 +226,43 @@ pub struct FailedComm {
     pub reason: String,
     pub agent_id: Option<i64>,
     pub device_id: Option<String>,
+    /// How often it was seen (repeats within an hour are counted, not stored again).
+    #[serde(default = "one")]
+    pub count: i64,
+    /// When it was first seen (`at` is the last time).
+    #[serde(default)]
+    pub first_at: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// An agent's assigned run and steps as stored (both or neither).
+pub(crate) fn assigned(
+    row: Option<(Option<String>, Option<String>)>,
+) -> Result<Option<(String, Vec<String>)>> {
+    match row {
+        Some((Some(run), steps)) => {
+            let steps = match steps {
+                Some(s) => serde_json::from_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("assigned steps: {e}")))?,
+                None => Vec::new(),
+            };
+            Ok(Some((run, steps)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What became of a log chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogAdd {
+    Stored,
+    /// A chunk with this start was stored before.
+    Resend,
+    /// It would take the run's log past the cap; nothing was stored.
+    OverCap,
 }
 
 /// Named JSON documents kept by the store.
@@ -569,8 +606,10 @@ pub trait Store: Send + Sync + 'static {
         device_id: &str,
         hostname: &str,
     ) -> Result<Vec<(AgentRecord, String)>>;
-    /// Records the run handed to the agent at check-in.
-    async fn assign_run(&self, agent: i64, run: &str) -> Result<()>;
+    /// Records the run handed to the agent at check-in, with its planned step ids.
+    async fn assign_run(&self, agent: i64, run: &str, steps: &[String]) -> Result<()>;
+    /// The run last handed to the agent and its step ids.
+    async fn assigned_run(&self, agent: i64) -> Result<Option<(String, Vec<String>)>>;
     async fn add_enrollment_request(&self, r: &NewEnrollmentRequest<'_>) -> Result<i64>;
     /// Held enrollments, newest first; `state` narrows them (`pending`).
     async fn enrollment_requests(&self, state: Option<&str>) -> Result<Vec<EnrollmentRequest>>;
@@ -615,7 +654,9 @@ pub trait Store: Send + Sync + 'static {
     async fn agent_events(&self, agent: i64, run: Option<&str>) -> Result<Vec<StoredEvent>>;
     /// The newest event of each of these agents that reported one.
     async fn latest_events_of(&self, agents: &[i64]) -> Result<Vec<StoredEvent>>;
-    /// Stores a log chunk once per (agent, run, start); false for a resend.
+    /// Stores a log chunk once per (agent, run, start), unless the run's stored log would pass
+    /// `cap` bytes (checked and counted in one transaction, so servers sharing the database
+    /// keep one count).
     async fn add_agent_log(
         &self,
         agent: i64,
@@ -623,7 +664,8 @@ pub trait Store: Send + Sync + 'static {
         start: i64,
         text: &str,
         now: i64,
-    ) -> Result<bool>;
+        cap: i64,
+    ) -> Result<LogAdd>;
     /// The run's log chunks joined in order.
     async fn agent_log(&self, agent: i64, run: &str) -> Result<String>;
     /// Inserts or replaces a named document.
@@ -657,7 +699,16 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
     /// (computer, batch, added_at) of every batch.
     async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
-    async fn record_failed_comm(&self, f: &FailedComm) -> Result<()>;
+    /// Records a refusal; one like it (same code, address, agent, device) seen since `window_from`
+    /// is counted instead of stored again.
+    async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()>;
+    /// Deletes failed communications last seen, events received and log chunks received
+    /// before these times (None: kept); returns how many rows went.
+    async fn prune_agent_history(
+        &self,
+        failed_before: Option<i64>,
+        events_before: Option<i64>,
+    ) -> Result<u64>;
     /// Newest first.
     async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>>;
 

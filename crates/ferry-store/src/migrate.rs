@@ -58,6 +58,11 @@ pub const SQLITE: &[Migration] = &[
         name: "sign_in",
         sql: include_str!("../migrations/sqlite/0010_sign_in.sql"),
     },
+    Migration {
+        version: 11,
+        name: "agent_runs",
+        sql: include_str!("../migrations/sqlite/0011_agent_runs.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -110,5 +115,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 10,
         name: "sign_in",
         sql: include_str!("../migrations/postgres/0010_sign_in.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "agent_runs",
+        sql: include_str!("../migrations/postgres/0011_agent_runs.sql"),
     },
 ];

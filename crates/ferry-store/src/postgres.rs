@@ -459,12 +459,29 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn assign_run(&self, agent: i64, run: &str) -> Result<()> {
+    async fn assign_run(&self, agent: i64, run: &str, steps: &[String]) -> Result<()> {
+        let steps = serde_json::to_string(steps).map_err(|x| StoreError::Corrupt(x.to_string()))?;
         self.client()
             .await?
-            .execute(&numbered(query::ASSIGN_RUN), &[&run, &agent])
+            .execute(
+                &numbered(query::ASSIGN_RUN),
+                &[&run, &steps, &agent, &run, &steps],
+            )
             .await?;
         Ok(())
+    }
+
+    async fn assigned_run(&self, agent: i64) -> Result<Option<(String, Vec<String>)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(&numbered(query::ASSIGNED_RUN), &[&agent])
+            .await?;
+        let row = match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            None => None,
+        };
+        crate::assigned(row)
     }
 
     async fn add_enrollment_request(&self, r: &NewEnrollmentRequest<'_>) -> Result<i64> {
@@ -783,16 +800,34 @@ impl Store for PgStore {
         start: i64,
         text: &str,
         now: i64,
-    ) -> Result<bool> {
-        let n = self
-            .client()
-            .await?
+        cap: i64,
+    ) -> Result<LogAdd> {
+        let len = text.len() as i64;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
             .execute(
                 &numbered(query::INSERT_LOG_CHUNK),
                 &[&agent, &run, &start, &now, &text],
             )
             .await?;
-        Ok(n == 1)
+        if n == 0 {
+            return Ok(LogAdd::Resend);
+        }
+        tx.execute(&numbered(query::LOG_BYTES_ROW), &[&agent, &run])
+            .await?;
+        let room = tx
+            .query_opt(
+                &numbered(query::ADD_LOG_BYTES),
+                &[&len, &agent, &run, &len, &cap],
+            )
+            .await?;
+        if room.is_none() {
+            // Over the cap: the chunk goes back with the rollback.
+            return Ok(LogAdd::OverCap);
+        }
+        tx.commit().await?;
+        Ok(LogAdd::Stored)
     }
 
     async fn agent_log(&self, agent: i64, run: &str) -> Result<String> {
@@ -1149,12 +1184,27 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn record_failed_comm(&self, f: &FailedComm) -> Result<()> {
-        self.client()
-            .await?
+    async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()> {
+        let c = self.client().await?;
+        let counted = c
             .execute(
+                &numbered(query::COUNT_FAILED),
+                &[
+                    &f.at,
+                    &f.reason,
+                    &window_from,
+                    &f.code,
+                    &f.address,
+                    &f.agent_id,
+                    &f.device_id,
+                ],
+            )
+            .await?;
+        if counted == 0 {
+            c.execute(
                 &numbered(query::INSERT_FAILED),
                 &[
+                    &f.at,
                     &f.at,
                     &f.address,
                     &f.code,
@@ -1164,7 +1214,25 @@ impl Store for PgStore {
                 ],
             )
             .await?;
+        }
         Ok(())
+    }
+
+    async fn prune_agent_history(
+        &self,
+        failed_before: Option<i64>,
+        events_before: Option<i64>,
+    ) -> Result<u64> {
+        let c = self.client().await?;
+        let mut n = 0;
+        if let Some(t) = failed_before {
+            n += c.execute(&numbered(query::PRUNE_FAILED), &[&t]).await?;
+        }
+        if let Some(t) = events_before {
+            n += c.execute(&numbered(query::PRUNE_EVENTS), &[&t]).await?;
+            n += c.execute(&numbered(query::PRUNE_LOGS), &[&t]).await?;
+        }
+        Ok(n)
     }
 
     async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>> {
@@ -1175,14 +1243,17 @@ impl Store for PgStore {
             .await?;
         rows.iter()
             .map(|r| {
+                let at: i64 = r.try_get(1)?;
                 Ok(FailedComm {
                     id: r.try_get(0)?,
-                    at: r.try_get(1)?,
+                    at,
                     address: r.try_get(2)?,
                     code: r.try_get(3)?,
                     reason: r.try_get(4)?,
                     agent_id: r.try_get(5)?,
                     device_id: r.try_get(6)?,
+                    count: r.try_get(7)?,
+                    first_at: r.try_get::<_, Option<i64>>(8)?.unwrap_or(at),
                 })
             })
             .collect()

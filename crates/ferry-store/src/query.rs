@@ -273,7 +273,14 @@ pub const USE_PSK: &str = "UPDATE psks SET uses_left = uses_left - 1 \
 pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run";
 pub const AGENTS_CLAIMED: &str = "SELECT id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, node_hash \
      FROM agents WHERE device_id = ? OR lower(hostname) = lower(?) ORDER BY id";
-pub const ASSIGN_RUN: &str = "UPDATE agents SET assigned_run = ? WHERE id = ?";
+pub const ASSIGN_RUN: &str = "UPDATE agents SET assigned_run = ?, assigned_steps = ? WHERE id = ? \
+     AND (assigned_run IS NULL OR assigned_run <> ? OR assigned_steps IS NULL OR assigned_steps <> ?)";
+pub const ASSIGNED_RUN: &str = "SELECT assigned_run, assigned_steps FROM agents WHERE id = ?";
+/// Makes room for a log chunk under the run's cap in one statement (after `LOG_BYTES_ROW`).
+pub const LOG_BYTES_ROW: &str =
+    "INSERT INTO agent_log_bytes (agent_id, run, bytes) VALUES (?, ?, 0) ON CONFLICT DO NOTHING";
+pub const ADD_LOG_BYTES: &str = "UPDATE agent_log_bytes SET bytes = bytes + ? \
+     WHERE agent_id = ? AND run = ? AND bytes + ? <= ? RETURNING bytes";
 pub const REQUEST_COLS: &str = "id, device_id, hostname, facts, psk_id, address, reason, conflict_agent_id, state, created_at, decided_by, decided_at";
 pub const INSERT_REQUEST: &str = "INSERT INTO enrollment_requests (device_id, hostname, facts, profiles, node_hash, psk_id, address, reason, conflict_agent_id, state, created_at) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id";
@@ -286,7 +293,7 @@ pub const UPSERT_AGENT: &str = "INSERT INTO agents (device_id, hostname, os, fac
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled') \
      ON CONFLICT (device_id) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, facts = excluded.facts, node_hash = excluded.node_hash, \
      psk_id = excluded.psk_id, enrolled_at = excluded.enrolled_at, last_contact = excluded.last_contact, last_address = excluded.last_address, \
-     agent_version = excluded.agent_version RETURNING id";
+     agent_version = excluded.agent_version, state = 'enrolled' RETURNING id";
 pub const TOUCH_AGENT: &str = "UPDATE agents SET last_contact = ?, last_address = COALESCE(?, last_address), state = COALESCE(?, state), \
      agent_version = COALESCE(?, agent_version) WHERE id = ? AND last_contact <= ?";
 pub const INSERT_PROFILE: &str =
@@ -295,8 +302,17 @@ pub const INSERT_EVENT: &str = "INSERT INTO agent_events (agent_id, run, receive
 pub const EVENTS: &str = "SELECT agent_id, run, received_at, at, step, status, message, progress FROM agent_events \
      WHERE agent_id = ? AND (CAST(? AS TEXT) IS NULL OR run = ?) ORDER BY id";
 pub const INSERT_LOG_CHUNK: &str = "INSERT INTO agent_logs (agent_id, run, start, received_at, text) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
-pub const INSERT_FAILED: &str = "INSERT INTO failed_comms (at, address, code, reason, agent_id, device_id) VALUES (?, ?, ?, ?, ?, ?)";
-pub const FAILED: &str = "SELECT id, at, address, code, reason, agent_id, device_id FROM failed_comms ORDER BY id DESC LIMIT ?";
+/// A refusal like one seen in the last hour (same address, code, agent and device) adds to
+/// its count instead of adding a row.
+pub const COUNT_FAILED: &str = "UPDATE failed_comms SET count = count + 1, at = ?, reason = ? \
+     WHERE id = (SELECT id FROM failed_comms WHERE at >= ? AND code = ? \
+     AND address IS NOT DISTINCT FROM ? AND agent_id IS NOT DISTINCT FROM ? AND device_id IS NOT DISTINCT FROM ? \
+     ORDER BY id DESC LIMIT 1)";
+pub const INSERT_FAILED: &str = "INSERT INTO failed_comms (at, first_at, count, address, code, reason, agent_id, device_id) VALUES (?, ?, 1, ?, ?, ?, ?, ?)";
+pub const FAILED: &str = "SELECT id, at, address, code, reason, agent_id, device_id, count, first_at FROM failed_comms ORDER BY at DESC, id DESC LIMIT ?";
+pub const PRUNE_FAILED: &str = "DELETE FROM failed_comms WHERE at < ?";
+pub const PRUNE_EVENTS: &str = "DELETE FROM agent_events WHERE received_at < ?";
+pub const PRUNE_LOGS: &str = "DELETE FROM agent_logs WHERE received_at < ?";
 
 /// Operators: every token but sessions, with whether the operator has a password and a session.
 pub const OPERATORS: &str = "SELECT t.name, t.role, t.created_at, (p.name IS NOT NULL), \

@@ -635,11 +635,22 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn assign_run(&self, agent: i64, run: &str) -> Result<()> {
+    async fn assign_run(&self, agent: i64, run: &str, steps: &[String]) -> Result<()> {
+        let steps = serde_json::to_string(steps).map_err(|x| StoreError::Corrupt(x.to_string()))?;
         self.write(|c| {
-            c.execute(query::ASSIGN_RUN, params![run, agent])?;
+            c.execute(query::ASSIGN_RUN, params![run, steps, agent, run, steps])?;
             Ok(())
         })
+    }
+
+    async fn assigned_run(&self, agent: i64) -> Result<Option<(String, Vec<String>)>> {
+        let row: Option<(Option<String>, Option<String>)> = self.read(|c| {
+            Ok(
+                c.query_row(query::ASSIGNED_RUN, [agent], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
+            )
+        })?;
+        assigned(row)
     }
 
     async fn add_enrollment_request(&self, r: &NewEnrollmentRequest<'_>) -> Result<i64> {
@@ -928,12 +939,32 @@ impl Store for SqliteStore {
         start: i64,
         text: &str,
         now: i64,
-    ) -> Result<bool> {
+        cap: i64,
+    ) -> Result<LogAdd> {
+        let len = text.len() as i64;
         self.write(|c| {
-            Ok(c.execute(
+            let tx = c.transaction()?;
+            if tx.execute(
                 query::INSERT_LOG_CHUNK,
                 params![agent, run, start, now, text],
-            )? == 1)
+            )? == 0
+            {
+                return Ok(LogAdd::Resend);
+            }
+            tx.execute(query::LOG_BYTES_ROW, params![agent, run])?;
+            let room: Option<i64> = tx
+                .query_row(
+                    query::ADD_LOG_BYTES,
+                    params![len, agent, run, len, cap],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if room.is_none() {
+                // Over the cap: the chunk goes back with the rollback.
+                return Ok(LogAdd::OverCap);
+            }
+            tx.commit()?;
+            Ok(LogAdd::Stored)
         })
     }
 
@@ -1260,13 +1291,53 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn record_failed_comm(&self, f: &FailedComm) -> Result<()> {
+    async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()> {
         self.write(|c| {
-            c.execute(
-                query::INSERT_FAILED,
-                params![f.at, f.address, f.code, f.reason, f.agent_id, f.device_id],
+            let counted = c.execute(
+                query::COUNT_FAILED,
+                params![
+                    f.at,
+                    f.reason,
+                    window_from,
+                    f.code,
+                    f.address,
+                    f.agent_id,
+                    f.device_id
+                ],
             )?;
+            if counted == 0 {
+                c.execute(
+                    query::INSERT_FAILED,
+                    params![
+                        f.at,
+                        f.at,
+                        f.address,
+                        f.code,
+                        f.reason,
+                        f.agent_id,
+                        f.device_id
+                    ],
+                )?;
+            }
             Ok(())
+        })
+    }
+
+    async fn prune_agent_history(
+        &self,
+        failed_before: Option<i64>,
+        events_before: Option<i64>,
+    ) -> Result<u64> {
+        self.write(|c| {
+            let mut n = 0;
+            if let Some(t) = failed_before {
+                n += c.execute(query::PRUNE_FAILED, [t])?;
+            }
+            if let Some(t) = events_before {
+                n += c.execute(query::PRUNE_EVENTS, [t])?;
+                n += c.execute(query::PRUNE_LOGS, [t])?;
+            }
+            Ok(n as u64)
         })
     }
 
@@ -1274,14 +1345,17 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c.prepare_cached(query::FAILED)?;
             let rows = st.query_map([limit], |r| {
+                let at: i64 = r.get(1)?;
                 Ok(FailedComm {
                     id: r.get(0)?,
-                    at: r.get(1)?,
+                    at,
                     address: r.get(2)?,
                     code: r.get(3)?,
                     reason: r.get(4)?,
                     agent_id: r.get(5)?,
                     device_id: r.get(6)?,
+                    count: r.get(7)?,
+                    first_at: r.get::<_, Option<i64>>(8)?.unwrap_or(at),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -446,24 +446,44 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         (latest[0].run.as_str(), latest[0].event.step.as_str()),
         ("run-2", "startup")
     );
-    assert!(
-        s.add_agent_log(a.id, "run-1", 0, "line 1\n", 53)
+    // Logs: a resend is stored once, and a run's log stops at its cap (catches an agent
+    // filling the database with one run's log).
+    let cap = 20;
+    assert_eq!(
+        s.add_agent_log(a.id, "run-1", 0, "line 1\n", 53, cap)
             .await
-            .unwrap()
+            .unwrap(),
+        LogAdd::Stored
     );
-    assert!(
-        s.add_agent_log(a.id, "run-1", 7, "line 2\n", 54)
+    assert_eq!(
+        s.add_agent_log(a.id, "run-1", 7, "line 2\n", 54, cap)
             .await
-            .unwrap()
+            .unwrap(),
+        LogAdd::Stored
     );
-    assert!(
-        !s.add_agent_log(a.id, "run-1", 7, "line 2\n", 55)
+    assert_eq!(
+        s.add_agent_log(a.id, "run-1", 7, "line 2\n", 55, cap)
             .await
-            .unwrap()
+            .unwrap(),
+        LogAdd::Resend
+    );
+    assert_eq!(
+        s.add_agent_log(a.id, "run-1", 14, "line 3\n", 56, cap)
+            .await
+            .unwrap(),
+        LogAdd::OverCap,
+        "7 + 7 + 7 bytes passes a cap of 20"
+    );
+    assert_eq!(
+        s.add_agent_log(a.id, "run-1", 14, "l3\n", 56, cap)
+            .await
+            .unwrap(),
+        LogAdd::Stored,
+        "a refused chunk did not count against the cap"
     );
     assert_eq!(
         s.agent_log(a.id, "run-1").await.unwrap(),
-        "line 1\nline 2\n"
+        "line 1\nline 2\nl3\n"
     );
     // Documents.
     s.put_document(DocKind::Runbook, "Main", "{\"v\":1}", 60)
@@ -518,25 +538,46 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         s.batch_computers().await.unwrap().is_empty(),
         "a deleted batch frees its computers"
     );
-    // Failed communications, newest first.
-    for (i, code) in ["bad_psk", "unauthorized"].iter().enumerate() {
-        s.record_failed_comm(&FailedComm {
-            id: 0,
-            at: 80 + i as i64,
-            address: Some("192.0.2.7".into()),
-            code: code.to_string(),
-            reason: "r".into(),
-            agent_id: None,
-            device_id: Some("machine-x".into()),
-        })
+    // Failed communications, newest first; a repeat within the window is counted, not
+    // stored again (catches 2,000 rows from one prober).
+    let fc = |at: i64, code: &str| FailedComm {
+        id: 0,
+        at,
+        address: Some("192.0.2.7".into()),
+        code: code.to_string(),
+        reason: "r".into(),
+        agent_id: None,
+        device_id: Some("machine-x".into()),
+        count: 1,
+        first_at: at,
+    };
+    s.record_failed_comm(&fc(80, "bad_psk"), 0).await.unwrap();
+    s.record_failed_comm(&fc(81, "unauthorized"), 0)
         .await
         .unwrap();
+    for at in 82..90 {
+        s.record_failed_comm(&fc(at, "bad_psk"), at - 20)
+            .await
+            .unwrap();
     }
     let f = s.failed_comms(10).await.unwrap();
     assert_eq!(
-        f.iter().map(|x| x.code.as_str()).collect::<Vec<_>>(),
-        ["unauthorized", "bad_psk"]
+        f.iter()
+            .map(|x| (x.code.as_str(), x.count, x.first_at, x.at))
+            .collect::<Vec<_>>(),
+        [("bad_psk", 9, 80, 89), ("unauthorized", 1, 81, 81)]
     );
+    // Outside the window it is a new row; another address is another row.
+    s.record_failed_comm(&fc(200, "bad_psk"), 150)
+        .await
+        .unwrap();
+    let mut other = fc(201, "bad_psk");
+    other.address = None;
+    s.record_failed_comm(&other, 150).await.unwrap();
+    assert_eq!(s.failed_comms(10).await.unwrap().len(), 4);
+    // Retention: what was last seen before the cut goes.
+    assert_eq!(s.prune_agent_history(Some(100), None).await.unwrap(), 2);
+    assert_eq!(s.failed_comms(10).await.unwrap().len(), 2);
 }
 
 async fn enrolment_tokens_store_content_and_revoke(s: &dyn Store) {
@@ -1398,7 +1439,14 @@ async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
     assert!(s.agent_by_node_hash("node-real").await.unwrap().is_none());
     assert_eq!(s.agent(real.id).await.unwrap().unwrap().state, "replaced");
     assert_eq!(s.agent_profiles(a.id).await.unwrap()[0].name, "ann");
-    s.assign_run(a.id, "Pilot-2-1").await.unwrap();
+    let steps = vec!["Main/prerequisites".to_string(), "done".to_string()];
+    s.assign_run(a.id, "Pilot-2-1", &steps).await.unwrap();
+    s.assign_run(a.id, "Pilot-2-1", &steps).await.unwrap();
+    assert_eq!(
+        s.assigned_run(a.id).await.unwrap(),
+        Some(("Pilot-2-1".to_string(), steps))
+    );
+    assert_eq!(s.assigned_run(real.id).await.unwrap(), None);
     assert_eq!(
         s.agent(a.id)
             .await

@@ -483,7 +483,8 @@ async fn the_console_in_chromium() {
         .await;
     b.script(
         "document.getElementById('batch-source').value = 'contoso'; document.getElementById('batch-target').value = 'fabrikam'; \
-         document.getElementById('batch-enforced').value = '2030-01-01T18:00';",
+         document.getElementById('batch-enforced').value = '2030-01-01T18:00'; \
+         document.getElementById('batch-available').value = '2020-01-01T08:00';",
     )
     .await;
     b.type_in("#batch-computers", &device).await;
@@ -525,18 +526,29 @@ async fn the_console_in_chromium() {
         joined_to: Some("contoso.test".into()),
     };
     let enrolled = agent
-        .enroll(&ferry_core::agent::Credential::new(psk), facts, vec![])
+        .enroll(
+            &ferry_core::agent::Credential::new(psk),
+            facts,
+            vec![],
+            None,
+        )
         .await
         .unwrap();
     let agent = agent.with_node_key(enrolled.node_key);
-    agent
+    // The batch is offered (Available From has passed): the check-in hands the run, and the
+    // server takes events of that run only, in the order of its steps.
+    let order = agent
         .checkin(&ferry_core::agent::CheckinRequest {
             protocol: ferry_core::agent::PROTOCOL_VERSION,
             state: Some("running".into()),
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .migration
+        .expect("an offered batch hands its run at check-in");
+    let steps = ferry_core::runbook::plan_steps(&order.runbooks);
+    let (first, second) = (steps[0].id.as_str(), steps[1].id.as_str());
     let ev = |step: &str, status: &str, p: u8| ferry_core::agent::AgentEvent {
         at: 1_800_000_000_000,
         step: step.into(),
@@ -546,23 +558,26 @@ async fn the_console_in_chromium() {
     };
     agent
         .events(
-            "run-1",
+            &order.run,
             vec![
-                ev("startup", "succeeded", 10),
-                ev("permissions", "running", 60),
+                ev(first, "started", 0),
+                ev(first, "succeeded", 10),
+                ev(second, "started", 60),
             ],
         )
         .await
         .unwrap();
     agent
-        .log("run-1", 0, "re-permissioning /home/ann\n".into())
+        .log(&order.run, 0, "re-permissioning /home/ann\n".into())
         .await
         .unwrap();
 
     // The migration dashboard: devices by state, updating by itself; the device's steps and log.
     b.go(&format!("{url}#/dashboard?batch=wave-1")).await;
     b.find("#chart-states rect.state-running").await;
-    let row = b.wait_text("#dash-agents", "permissions running").await;
+    let row = b
+        .wait_text("#dash-agents", &format!("{second} started"))
+        .await;
     assert!(row.contains(&device), "{row}");
     let first = b.text("#dash-updated").await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -580,7 +595,7 @@ async fn the_console_in_chromium() {
     }
     b.screenshot("dashboard").await;
     b.click("#dash-agents a").await;
-    b.wait_text("main", "Run run-1").await;
+    b.wait_text("main", &format!("Run {}", order.run)).await;
     b.click("main h2 button").await;
     b.wait_text("#agent-log", "re-permissioning /home/ann")
         .await;

@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_core::agent::{Assignment, HarvestedProfile, ProfileTranslation};
 use ferry_core::runbook::Runbook;
-use ferry_store::{AgentQuery, AgentRecord, DocKind, FailedComm, Psk, StoredEvent, now_ms};
+use ferry_store::{
+    AgentQuery, AgentRecord, DocKind, EnrollmentRequest, FailedComm, Psk, StoredEvent, now_ms,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -20,6 +22,13 @@ use std::collections::HashMap;
 pub struct NewPsk {
     /// A label, e.g. `wave-1`.
     pub name: String,
+    /// How many enrollments it admits (none: unlimited); `1` for a single-use key.
+    #[serde(default)]
+    pub uses: Option<i64>,
+    /// The one host name it enrolls (none: any). A key bound to a host name is the operator's
+    /// approval of that device's first enrollment when new enrollments wait for approval.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -33,13 +42,28 @@ pub struct CreatedPsk {
 #[utoipa::path(post, path = "/psks", tag = "devices", request_body = NewPsk,
     responses((status = 201, body = CreatedPsk), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub async fn create_psk(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Json(b): Json<NewPsk>,
 ) -> ApiResult<(StatusCode, Json<CreatedPsk>)> {
-    let name = b.name.trim();
-    if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::BadRequest("name: must be 1–64 characters".into()));
+    let name = b.name.as_str();
+    if let Err(e) = ferry_core::check_name(name) {
+        return Err(ApiError::BadRequest(format!("name: {e}")));
+    }
+    if let Some(n) = b.uses
+        && !(1..=1_000_000).contains(&n)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "uses: {n} is out of range: 1–1000000"
+        )));
+    }
+    let device = b.device.as_deref().map(str::trim);
+    if let Some(d) = device
+        && (d.is_empty() || d.len() > 255 || d.chars().any(char::is_control))
+    {
+        return Err(ApiError::BadRequest(
+            "device: a host name of 1–255 characters".into(),
+        ));
     }
     if st.store.psks().await?.iter().any(|k| k.name == name) {
         return Err(ApiError::Conflict(format!(
@@ -50,8 +74,26 @@ pub async fn create_psk(
     let key = format!("psk_{}", key.trim_start_matches("ferry_"));
     let psk = st
         .store
-        .add_psk(name, &crate::auth::hash_token(&key), None, None, now_ms())
+        .add_psk(
+            name,
+            &crate::auth::hash_token(&key),
+            b.uses,
+            device,
+            now_ms(),
+        )
         .await?;
+    super::setup::audit_change(
+        &st,
+        &op.name,
+        "psk.create",
+        name,
+        format!(
+            "uses {}, device {}",
+            b.uses.map_or("unlimited".into(), |n| n.to_string()),
+            device.unwrap_or("any")
+        ),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(CreatedPsk { psk, key })))
 }
 
@@ -75,6 +117,95 @@ pub async fn retire_psk(
         .find(|k| k.name == name)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("there is no pre-shared key `{name}`")))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RequestParams {
+    /// `pending` (the default), `approved`, `refused` or `all`.
+    pub state: Option<String>,
+}
+
+#[utoipa::path(get, path = "/enrollment-requests", tag = "devices", params(RequestParams),
+    responses((status = 200, body = Vec<EnrollmentRequest>, description = "held enrollments, newest first")))]
+pub async fn enrollment_requests(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<RequestParams>,
+) -> ApiResult<Json<Vec<EnrollmentRequest>>> {
+    let state = match p.state.as_deref().unwrap_or("pending") {
+        "all" => None,
+        s @ ("pending" | "approved" | "refused") => Some(s),
+        s => {
+            return Err(ApiError::BadRequest(format!(
+                "state: `{s}` is not pending, approved, refused or all"
+            )));
+        }
+    };
+    Ok(Json(st.store.enrollment_requests(state).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DecidedRequest {
+    pub request: EnrollmentRequest,
+    /// The agent it enrolled (approved).
+    pub agent: Option<AgentRecord>,
+}
+
+async fn decide(
+    st: &AppState,
+    op: &AdminAuth,
+    id: i64,
+    approve: bool,
+) -> ApiResult<Json<DecidedRequest>> {
+    let Some((request, agent)) = st
+        .store
+        .decide_enrollment(id, approve, &op.name, now_ms())
+        .await?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "there is no pending enrollment request {id}"
+        )));
+    };
+    // The agents it replaces stop at once on this server (others within the 30 s cache).
+    st.devices
+        .forget_device(&request.device_id, &request.hostname);
+    super::setup::audit_change(
+        st,
+        &op.name,
+        if approve {
+            "agent.enrollment.approve"
+        } else {
+            "agent.enrollment.refuse"
+        },
+        &format!("{} ({})", request.hostname, request.device_id),
+        format!(
+            "request {id} from {}: {}",
+            request.address.as_deref().unwrap_or("unknown address"),
+            request.reason
+        ),
+    )
+    .await?;
+    Ok(Json(DecidedRequest { request, agent }))
+}
+
+#[utoipa::path(post, path = "/enrollment-requests/{id}/approve", tag = "devices", params(("id" = i64, Path)),
+    responses((status = 200, body = DecidedRequest, description = "enrolled: the device's node key works; agents it claimed are replaced"), (status = 404, body = super::ErrorBody)))]
+pub async fn approve_enrollment(
+    op: AdminAuth,
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<DecidedRequest>> {
+    decide(&st, &op, id, true).await
+}
+
+#[utoipa::path(post, path = "/enrollment-requests/{id}/refuse", tag = "devices", params(("id" = i64, Path)),
+    responses((status = 200, body = DecidedRequest, description = "refused: its node key never works; the enrolled agent keeps working"), (status = 404, body = super::ErrorBody)))]
+pub async fn refuse_enrollment(
+    op: AdminAuth,
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<DecidedRequest>> {
+    decide(&st, &op, id, false).await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -701,6 +832,12 @@ pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/psks", get(list_psks).post(create_psk))
         .route("/psks/{name}/retire", post(retire_psk))
+        .route("/enrollment-requests", get(enrollment_requests))
+        .route(
+            "/enrollment-requests/{id}/approve",
+            post(approve_enrollment),
+        )
+        .route("/enrollment-requests/{id}/refuse", post(refuse_enrollment))
         .route("/agent-endpoint", get(agent_endpoint))
         .route("/agents", get(agents))
         .route("/agents/{id}", get(agent))

@@ -409,11 +409,14 @@ pub async fn put_tenant(
     Path(id): Path<String>,
     Json(t): Json<Tenant>,
 ) -> ApiResult<Json<Tenant>> {
-    if t.id != id || id.trim().is_empty() {
+    if t.id != id {
         return Err(ApiError::BadRequest(format!(
             "id: the body says `{}`, the path `{id}`",
             t.id
         )));
+    }
+    if let Err(why) = ferry_core::check_name(&id) {
+        return Err(ApiError::BadRequest(format!("id: {why}")));
     }
     let known: Vec<String> = st
         .settings
@@ -493,11 +496,14 @@ pub async fn put_environment(
     Path(id): Path<String>,
     Json(e): Json<Environment>,
 ) -> ApiResult<Json<Environment>> {
-    if e.id != id || id.trim().is_empty() {
+    if e.id != id {
         return Err(ApiError::BadRequest(format!(
             "id: the body says `{}`, the path `{id}`",
             e.id
         )));
+    }
+    if let Err(why) = ferry_core::check_name(&id) {
+        return Err(ApiError::BadRequest(format!("id: {why}")));
     }
     let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
     if !tenants.iter().any(|t| t.id == e.tenant) {

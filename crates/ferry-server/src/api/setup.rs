@@ -40,6 +40,16 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T
 }
 
 /// Audits a change (`tenant` none: directories and profiles belong to no tenant).
+pub(super) async fn audit_change(
+    st: &AppState,
+    who: &str,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> ApiResult<()> {
+    audit(st, who, action, subject, detail).await
+}
+
 async fn audit(
     st: &AppState,
     who: &str,
