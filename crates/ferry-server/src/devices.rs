@@ -409,6 +409,13 @@ pub async fn orders(
             blocked: None,
         });
     };
+    if let Some(why) = claims_mismatch(store, &batch.source_directory, agent).await? {
+        return Ok(Orders {
+            assignment: Some(assignment),
+            migration: None,
+            blocked: Some(why),
+        });
+    }
     let index = devices
         .translation(
             store,
@@ -502,6 +509,54 @@ pub async fn orders(
         assignment: Some(assignment),
         blocked: None,
     })
+}
+
+/// Why the device's claims contradict the batch's source directory, if they do: it names the
+/// directory object of its computer (`directory_object_id`), and the source directory has
+/// computers of its host name (or its first label), none of them that object. A device that
+/// names no object, or whose computer the directory does not have, is not contradicted (the
+/// computer was added to the batch by its agent's host name).
+pub async fn claims_mismatch(
+    store: &dyn Store,
+    source: &str,
+    agent: &AgentRecord,
+) -> Result<Option<String>, StoreError> {
+    let Some(claimed) = agent
+        .facts
+        .directory_object_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(None);
+    };
+    let host = agent.hostname.trim();
+    let short = host.split('.').next().unwrap_or(host);
+    let mut computers = Vec::new();
+    for q in if short == host {
+        vec![host]
+    } else {
+        vec![host, short]
+    } {
+        for o in store.find_objects(q, 50).await? {
+            if o.directory == source
+                && o.object.kind == ObjectKind::Device
+                && (o.object.name.eq_ignore_ascii_case(host)
+                    || o.object.name.eq_ignore_ascii_case(short))
+                && !computers
+                    .iter()
+                    .any(|c: &ferry_core::DirObject| c.id == o.object.id)
+            {
+                computers.push(o.object);
+            }
+        }
+    }
+    if computers.is_empty() || computers.iter().any(|c| c.id == claimed) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the device says it is `{host}` with directory object `{claimed}`, but `{source}`'s computer `{}` is `{}`: check the device before migrating it",
+        computers[0].name, computers[0].id
+    )))
 }
 
 /// A batch as the admin saves it: checked against the configuration and the runbooks; with

@@ -396,6 +396,11 @@ impl Server {
         if opts.scheduler {
             tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
         }
+        tokio::spawn(scheduler::prune_history(
+            Arc::clone(&state.store),
+            state.settings.file().config.server.agents.clone(),
+            rx.clone(),
+        ));
         // Batches and runbooks changed by another server on the same database (this server's
         // changes reload at once): the agent endpoint and the console's pages read the snapshot.
         {

@@ -89,3 +89,47 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver
         }
     }
 }
+
+/// The times before which agent history goes (`[server.agents]` retention): failed
+/// communications last seen, and run events and log chunks received.
+pub fn retention_cutoffs(a: &ferry_core::config::AgentsConfig, now: i64) -> (i64, i64) {
+    let before = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    (before(a.failed_retention.0), before(a.event_retention.0))
+}
+
+/// Prunes agent history now and every hour until `shutdown` resolves (each server does; the
+/// deletes are idempotent).
+pub async fn prune_history(
+    store: Arc<dyn ferry_store::Store>,
+    agents: ferry_core::config::AgentsConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (failed, events) = retention_cutoffs(&agents, now_ms());
+        match store.prune_agent_history(Some(failed), Some(events)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned agent history past its retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune agent history"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_counts_back_from_now() {
+        // Catches a retention measured in the wrong unit (seconds for milliseconds).
+        let a = ferry_core::config::AgentsConfig::default();
+        let now = 1_800_000_000_000;
+        assert_eq!(
+            retention_cutoffs(&a, now),
+            (now - 30 * 86_400_000, now - 400 * 86_400_000)
+        );
+    }
+}

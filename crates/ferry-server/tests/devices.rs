@@ -1021,3 +1021,124 @@ async fn events_and_logs_are_taken_for_the_assigned_run_in_step_order() {
         .await;
     assert_eq!(text, json!(line));
 }
+
+// Catches: a device naming itself after one of the source directory's computers while
+// claiming another directory object, and migrating anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_that_contradict_the_source_directory_hold_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202);
+    let contoso: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("contoso.json")).unwrap()).unwrap();
+    let computer = &contoso["devices"][0];
+    let (name, id) = (
+        computer["name"].as_str().unwrap(),
+        computer["id"].as_str().unwrap(),
+    );
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let psk = k["key"].as_str().unwrap();
+    let facts = |object: &str, device_id: &str| {
+        json!({"protocol": 1, "psk": psk, "device": {"device_id": device_id, "hostname": name,
+            "os": "windows", "agent_version": "0.1.0", "directory_object_id": object}})
+    };
+    let (s, e) = h
+        .call_agent("/enroll", None, facts("not-its-object", "machine-liar"))
+        .await;
+    assert_eq!(s, 200, "{e}");
+    let liar = e["node_key"].as_str().unwrap().to_string();
+    due_batch(&h, &[name]).await;
+    let (_, c) = checkin(&h, &liar).await;
+    assert!(c["migration"].is_null(), "{c}");
+    assert!(
+        c["blocked"].as_str().unwrap().contains(id),
+        "the reason names the directory's object: {c}"
+    );
+    let (_, list) = h.api(M::GET, "/agents", None).await;
+    assert!(
+        list[0]["mismatch"]
+            .as_str()
+            .unwrap()
+            .contains("not-its-object"),
+        "{list}"
+    );
+    // The operator refuses nothing here; the device that names the right object migrates.
+    let (_, e) = h
+        .call_agent(
+            "/enroll",
+            None,
+            json!({"protocol": 1, "psk": psk, "previous_node_key": liar, "device": {"device_id": "machine-liar", "hostname": name,
+                "os": "windows", "agent_version": "0.1.0", "directory_object_id": id}}),
+        )
+        .await;
+    let key = e["node_key"].as_str().unwrap().to_string();
+    let (_, c) = checkin(&h, &key).await;
+    assert!(c["migration"].is_object(), "{c}");
+    let (_, list) = h.api(M::GET, "/agents", None).await;
+    assert!(list[0]["mismatch"].is_null(), "{list}");
+}
+
+// Catches: a body that is not JSON answered with plain text instead of the documented error
+// body, and messages that do not say where the JSON went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_gets_the_error_body_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    for (body, status) in [
+        ("{\"name\": ", 400),
+        ("{\n  \"name\": 5\n}", 422),
+        ("{\"name\" \"x\"}", 400),
+    ] {
+        let r = h
+            .admin
+            .post(format!("{}/api/v1/psks", h.url))
+            .bearer_auth(&h.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], status, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("line "),
+            "{body}: {v}"
+        );
+    }
+    let r = h
+        .admin
+        .post(format!("{}/api/v1/psks", h.url))
+        .bearer_auth(&h.token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], 415, "{v}");
+    // The agent endpoint: its own error body, with the place.
+    let r = h
+        .agent
+        .post(format!("{}/agent/v1/enroll", h.agent_url))
+        .header("content-type", "application/json")
+        .body("{\"protocol\": 1,\n \"psk\": }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "bad_request");
+    assert!(
+        v["error"].as_str().unwrap().contains("line 2 column"),
+        "{v}"
+    );
+}

@@ -14,6 +14,13 @@ pub enum PskCmd {
     /// Create a pre-shared key; it is printed once: install agents with it.
     Create {
         name: String,
+        /// How many devices it may enroll (`--uses 1`: a single-use key); default unlimited.
+        #[arg(long)]
+        uses: Option<i64>,
+        /// The one host name it enrolls; when new enrollments wait for approval, it is the
+        /// approval of that device.
+        #[arg(long)]
+        device: Option<String>,
     },
     List,
     /// Retire a key: it enrolls no new agents; agents enrolled with it keep working.
@@ -51,6 +58,18 @@ pub enum AgentsCmd {
     },
     /// Where agents connect and the certificate fingerprint they pin.
     Endpoint,
+    /// Enrollments held for an operator: they claim an enrolled device's id or host name
+    /// without its node key, or new devices wait for approval.
+    Pending {
+        /// Also the decided ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a held enrollment: the device's key starts working, and the agents it claimed
+    /// are replaced (their keys stop).
+    Approve { id: i64 },
+    /// Refuse a held enrollment: its key never works; the enrolled agent keeps working.
+    Refuse { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -158,12 +177,27 @@ fn warnings(v: &Value) {
 
 pub async fn psk(c: &Client, cmd: PskCmd, json: bool) -> Result<ExitCode> {
     match cmd {
-        PskCmd::Create { name } => {
-            let v = call(c, Method::POST, "/psks", &[], Some(json!({ "name": name }))).await?;
+        PskCmd::Create { name, uses, device } => {
+            let v = call(
+                c,
+                Method::POST,
+                "/psks",
+                &[],
+                Some(json!({ "name": name, "uses": uses, "device": device })),
+            )
+            .await?;
             print(&v, json)?;
             if !json {
+                let limits = match (uses, &device) {
+                    (None, None) => String::new(),
+                    (u, d) => format!(
+                        " for {} enrollment(s) of {}",
+                        u.map_or("unlimited".into(), |n| n.to_string()),
+                        d.as_deref().unwrap_or("any device")
+                    ),
+                };
                 println!(
-                    "pre-shared key `{}` (shown once; install agents with it):\n{}",
+                    "pre-shared key `{}`{limits} (shown once; install agents with it):\n{}",
                     s(&v["name"]),
                     s(&v["key"])
                 );
@@ -270,10 +304,11 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             if !json {
                 for f in v["failures"].as_array().into_iter().flatten() {
                     println!(
-                        "{} {:<16} {:<18} {}",
+                        "{} {:<16} {:<18} ×{:<5} {}",
                         s(&f["at"]),
                         s(&f["address"]),
                         s(&f["code"]),
+                        s(&f["count"]),
                         s(&f["reason"])
                     );
                 }
@@ -283,6 +318,58 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
                         s(&a["id"]),
                         s(&a["hostname"]),
                         s(&a["last_contact"])
+                    );
+                }
+            }
+        }
+        AgentsCmd::Pending { all } => {
+            let q = [("state", if all { "all" } else { "pending" }.to_string())];
+            let v = call(c, Method::GET, "/enrollment-requests", &q, None).await?;
+            print(&v, json)?;
+            if !json {
+                let rows = v.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    println!("no enrollment waits for approval");
+                }
+                for r in rows {
+                    println!(
+                        "{:>5} {:<9} {:<20} {:<38} from {:<15} {}",
+                        s(&r["id"]),
+                        s(&r["state"]),
+                        s(&r["hostname"]),
+                        s(&r["device_id"]),
+                        s(&r["address"]),
+                        s(&r["reason"])
+                    );
+                }
+            }
+        }
+        AgentsCmd::Approve { id } | AgentsCmd::Refuse { id } => {
+            let approve = matches!(cmd, AgentsCmd::Approve { .. });
+            let verb = if approve { "approve" } else { "refuse" };
+            let v = call(
+                c,
+                Method::POST,
+                &format!("/enrollment-requests/{id}/{verb}"),
+                &[],
+                None,
+            )
+            .await?;
+            print(&v, json)?;
+            if !json {
+                let r = &v["request"];
+                if approve {
+                    println!(
+                        "approved: {} ({}) is agent {}; agents it claimed are replaced",
+                        s(&r["hostname"]),
+                        s(&r["device_id"]),
+                        s(&v["agent"]["id"])
+                    );
+                } else {
+                    println!(
+                        "refused: the key given to {} ({}) never works",
+                        s(&r["hostname"]),
+                        s(&r["device_id"])
                     );
                 }
             }

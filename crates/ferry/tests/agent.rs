@@ -748,3 +748,70 @@ fn agent_runs_killed_at_random_points_finish_exactly_once() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(dump(&dev), before);
 }
+
+// Catches: a reinstalled device (or anyone with the key and its device id) taking over an
+// enrolled agent's identity without an operator, and a held device running anything.
+#[test]
+fn a_device_enrolling_again_without_its_key_waits_for_an_operator() {
+    if !is_root() {
+        return;
+    }
+    let rig = Rig::start();
+    let dir = rig.dir();
+    let (psk, agent_url, fp) = rig.enrolment();
+    let once = |state: &str, extra: &[&str]| {
+        let state = dir.join(state);
+        let mut a = vec![
+            "agent",
+            "run",
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--sessions-command",
+            "true",
+            "--poll-seconds",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        ferry(&a, &[])
+    };
+    let enroll = ["--server", &agent_url, "--psk", &psk, "--fingerprint", &fp];
+    let o = once("first", &enroll);
+    assert!(o.status.success(), "{}", text(&o));
+    // The same machine (device id, host name) with a fresh state directory: held.
+    let o = once("second", &enroll);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("waits for an operator"), "{}", text(&o));
+    let pending = rig.admin(&["agents", "pending"]);
+    assert!(
+        pending.contains("claims the device id of agent"),
+        "{pending}"
+    );
+    let requests: Value =
+        serde_json::from_str(&rig.admin(&["--json", "agents", "pending"])).unwrap();
+    let id = requests[0]["id"].as_i64().unwrap().to_string();
+    // The enrolled agent keeps working meanwhile.
+    let o = once("first", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = once("second", &[]);
+    assert!(text(&o).contains("pending-approval"), "{}", text(&o));
+    let approved = rig.admin(&["agents", "approve", &id]);
+    assert!(approved.starts_with("approved:"), "{approved}");
+    assert!(
+        rig.admin(&["agents", "pending"])
+            .contains("no enrollment waits")
+    );
+    let o = once("second", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("pending"), "{}", text(&o));
+    // The replaced agent's key stops working.
+    let o = once("first", &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("refuses this agent's node key"),
+        "{}",
+        text(&o)
+    );
+    let audit = rig.admin(&["--json", "audit"]);
+    assert!(audit.contains("agent.enrollment.approve"), "{audit}");
+}

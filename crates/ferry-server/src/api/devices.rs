@@ -235,6 +235,10 @@ pub struct AgentView {
     pub progress: Option<u8>,
     /// No contact for longer than three poll intervals.
     pub silent: bool,
+    /// Why the device's claims contradict its batch's source directory (its migration is held
+    /// back until they agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
 }
 
 async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>> {
@@ -250,11 +254,26 @@ async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>>
         .into_iter()
         .map(|e| (e.agent_id, e))
         .collect();
+    let mut mismatches: HashMap<i64, String> = HashMap::new();
+    for a in agents
+        .iter()
+        .filter(|a| a.facts.directory_object_id.is_some())
+    {
+        if let Some(b) = snap
+            .computers
+            .get(&a.hostname.to_lowercase())
+            .and_then(|b| snap.batches.get(b))
+            && let Some(why) = devices::claims_mismatch(&*st.store, &b.source_directory, a).await?
+        {
+            mismatches.insert(a.id, why);
+        }
+    }
     Ok(agents
         .into_iter()
         .map(|a| {
             let last = last_events.remove(&a.id);
             AgentView {
+                mismatch: mismatches.remove(&a.id),
                 batch: snap.computers.get(&a.hostname.to_lowercase()).cloned(),
                 last_step: last
                     .as_ref()

@@ -142,6 +142,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         directories::list, directories::test, setup::put_directory, setup::delete_directory,
         enrolment::upload, enrolment::list, enrolment::revoke,
         devices::create_psk, devices::list_psks, devices::retire_psk, devices::agent_endpoint,
+        devices::enrollment_requests, devices::approve_enrollment, devices::refuse_enrollment,
         devices::agents, devices::agent, devices::agent_log, devices::failed,
         devices::runbooks, devices::put_runbook, devices::delete_runbook,
         devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
@@ -184,6 +185,46 @@ pub fn openapi_json() -> String {
     doc.to_pretty_json().unwrap_or_default() + "\n"
 }
 
+/// Axum's own refusals of a request (a body that is not JSON, or not the JSON a handler takes;
+/// a missing content type; a path or query that does not parse) come as plain text: they are
+/// answered with the documented error body instead, keeping their message (serde's says the
+/// line and column).
+async fn json_refusals(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() && plain) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let mut r = (
+        status,
+        Json(ErrorBody {
+            error: if text.is_empty() {
+                status.canonical_reason().unwrap_or("refused").to_string()
+            } else {
+                text
+            },
+            status: status.as_u16(),
+        }),
+    )
+        .into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            r.headers_mut().insert(k, v.clone());
+        }
+    }
+    r
+}
+
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .merge(directories::router())
@@ -205,4 +246,5 @@ pub fn router() -> axum::Router<AppState> {
                 )
             }),
         )
+        .layer(axum::middleware::from_fn(json_refusals))
 }
