@@ -36,7 +36,22 @@ ferry_start_postgres() {
   local dir=$1 port bin user
   port=$(ferry_free_port)
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-  mkdir -p "$dir/pg"
+  mkdir -p "$dir/pg/tls"
+  # TLS: a throw-away CA signs a certificate for localhost and 127.0.0.1 (tests connect with
+  # sslmode=verify-full against FERRY_TEST_PG_CA); a second CA signs nothing.
+  (
+    cd "$dir/pg/tls"
+    for ca in ca other-ca; do
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry test $ca" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -keyout "$ca.key" -out "$ca.pem" 2>/dev/null
+    done
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    chmod 600 server.key
+  )
   if [ "$(id -u)" -eq 0 ]; then
     user=postgres
     chown -R postgres:postgres "$dir/pg"
@@ -47,11 +62,12 @@ ferry_start_postgres() {
   fi
   run_pg "$bin/initdb" -D "$dir/pg/data" -U "$user" --auth=trust -E UTF8 --no-sync >"$dir/pg/initdb.log" 2>&1
   run_pg "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w \
-    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$dir/pg/tls/server.crt -c ssl_key_file=$dir/pg/tls/server.key" \
     start >/dev/null
   run_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" ferry_test
   FERRY_PG_STOP="run_pg $bin/pg_ctl -D $dir/pg/data -m fast stop"
   export FERRY_TEST_DATABASE_URL="postgres://$user@127.0.0.1:$port/ferry_test"
+  export FERRY_TEST_PG_CA="$dir/pg/tls/ca.pem" FERRY_TEST_PG_OTHER_CA="$dir/pg/tls/other-ca.pem"
   echo "==> PostgreSQL on 127.0.0.1:$port"
 }
 

@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 mod migrate;
+pub mod pgtls;
 pub mod postgres;
 mod query;
 pub mod sqlite;
@@ -30,7 +31,7 @@ pub mod sqlite;
 pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL connection pool: {0}")]
     Pool(String),
@@ -49,6 +50,20 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An error and its causes (`error performing TLS handshake: invalid peer certificate: UnknownIssuer`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg = format!("{msg}: {t}");
+        }
+        src = s.source();
+    }
+    msg
+}
 
 /// A bearer token's record (the token itself is never stored, only its SHA-256).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

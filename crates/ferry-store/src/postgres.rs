@@ -165,15 +165,22 @@ impl PgStore {
     /// `?options=-csearch_path%3Dschema` allowed) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<PgStore> {
         const WARM_CONNECTIONS: usize = 8;
-        let cfg = tokio_postgres::Config::from_str(url)
+        let (url, mode) = crate::pgtls::split_url(url)
             .map_err(|e| StoreError::Open(format!("database URL: {e}")))?;
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let mut cfg = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| StoreError::Open(format!("database URL: {e}")))?;
+        let mc = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match &mode {
+            crate::pgtls::Mode::Plain => Manager::from_config(cfg, NoTls, mc),
+            crate::pgtls::Mode::Tls { roots } => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = crate::pgtls::client_config(roots.as_deref())
+                    .map_err(|e| StoreError::Open(format!("database URL: {e}")))?;
+                Manager::from_config(cfg, crate::pgtls::MakeRustls(tls), mc)
+            }
+        };
         let pool = Pool::builder(mgr).max_size(16).build().map_err(pool_err)?;
         let store = PgStore { pool };
         store.migrate().await?;
@@ -185,6 +192,19 @@ impl PgStore {
         }
         drop(warm);
         Ok(store)
+    }
+
+    /// Whether this store's connections are encrypted, as the server sees them (`pg_stat_ssl`).
+    pub async fn tls_in_use(&self) -> Result<bool> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
