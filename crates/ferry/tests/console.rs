@@ -527,7 +527,7 @@ async fn the_console_in_chromium() {
     };
     let enrolled = agent
         .enroll(
-            &ferry_core::agent::Credential::new(psk),
+            &ferry_core::agent::Credential::new(psk.clone()),
             facts,
             vec![],
             None,
@@ -602,6 +602,65 @@ async fn the_console_in_chromium() {
     b.screenshot("agent").await;
     b.go(&format!("{url}#/agents")).await;
     b.wait_text("#agents-total", "1 agents").await;
+    // Another device with the key claims this one's host name: it waits on the agents page, and
+    // the admin refuses it there.
+    let claimer = ferry_agent::client::Client::new(
+        ep["url"].as_str().unwrap(),
+        ep["certificate_sha256"].as_str().unwrap(),
+    )
+    .unwrap();
+    let held = claimer
+        .enroll(
+            &ferry_core::agent::Credential::new(psk.clone()),
+            ferry_core::agent::DeviceFacts {
+                device_id: "someone-else".into(),
+                hostname: device.clone(),
+                os: "linux".into(),
+                agent_version: "0.1.0".into(),
+                ..Default::default()
+            },
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        held.held.is_some(),
+        "a claim on an enrolled host name is held"
+    );
+    b.go(&format!("{url}#/dashboard")).await;
+    b.go(&format!("{url}#/agents")).await;
+    let row = b
+        .wait_text("#enrollment-requests", "claims the host name")
+        .await;
+    assert!(row.contains("someone-else"), "{row}");
+    b.screenshot("agents-held").await;
+    b.script("document.querySelector('#enrollment-requests button.refuse').click()")
+        .await;
+    b.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .script("return document.querySelectorAll('#enrollment-requests').length")
+        .await
+        != json!(0)
+    {
+        assert!(Instant::now() < deadline, "the refused request stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/enrollment-requests?state=refused",
+            server.url
+        ))
+        .bearer_auth(token("admin"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refused[0]["decided_by"], "admin", "{refused}");
     assert_eq!(b.console_errors().await, Vec::<String>::new());
     b.sign_out().await;
 
@@ -632,7 +691,7 @@ async fn the_console_in_chromium() {
         b.find("main table, main p.muted").await;
         let controls = b
             .script(
-                "return document.querySelectorAll('button.run, button.retire, button.approve, #whatif-approve, #psk-create, \
+                "return document.querySelectorAll('button.run, button.retire, button.approve, button.refuse, #whatif-approve, #psk-create, \
                  #dir-form, #profile-form, #runbook-form, #batch-form').length",
             )
             .await;

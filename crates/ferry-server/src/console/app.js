@@ -840,12 +840,27 @@ async function agents() {
   const q = new URLSearchParams({ limit: "100", offset: String(offset) });
   if (search) q.set("search", search);
   if (st) q.set("state", st);
-  const v = await api(`/agents?${q}`, { total: true });
+  const [v, held] = await Promise.all([api(`/agents?${q}`, { total: true }), api("/enrollment-requests")]);
   const box = h("input", { id: "agent-search", value: search, placeholder: "host name or device id" });
   const go = (o) => { location.hash = `#/agents?q=${enc(box.value)}&state=${enc(st)}&offset=${o}`; };
-  page("Agents", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(0); } }, box, h("button", { type: "submit" }, "Search"),
+  const out = h("p", { id: "enrollment-message" });
+  // Enrollments held for an operator: a device claiming an enrolled one's id or name without its key.
+  const decide = (r, verb) => async () => {
+    const what = verb === "approve"
+      ? `Approve ${r.hostname}? Its key starts working and the agents it claims are replaced.`
+      : `Refuse ${r.hostname}? Its key never works; the enrolled agent keeps working.`;
+    if (!confirm(what)) return;
+    try { await post(`/enrollment-requests/${r.id}/${verb}`); await route(); } catch (e) { out.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
+  const pending = held.length === 0 ? "" : [h("h2", {}, `Waiting for approval (${held.length})`),
+    h("div", { id: "enrollment-requests" }, table(held, [["Host", (r) => r.hostname], ["Device id", (r) => r.device_id], ["Address", (r) => show(r.address)],
+      ["Asked", (r) => when(r.created_at)], ["Why it waits", (r) => h("span", { class: "bad" }, r.reason)],
+      ["", (r) => (canChange() ? [h("button", { class: "approve", onclick: decide(r, "approve") }, "Approve"), " ",
+        h("button", { class: "secondary refuse", onclick: decide(r, "refuse") }, "Refuse")] : "")]])), out];
+  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(0); } }, box, h("button", { type: "submit" }, "Search"),
     h("span", { class: "muted", id: "agents-total" }, `${v.total} agents`)),
-    table(v.items, [["Host", (a) => h("a", { href: `#/agent?id=${a.id}` }, a.hostname)], ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
+    table(v.items, [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""]],
+      ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
       ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No agents yet."),
     h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(Math.max(0, offset - 100)) }, "Previous") : "",
       " ", offset + 100 < v.total ? h("button", { class: "secondary", onclick: () => go(offset + 100) }, "Next") : ""));
@@ -871,7 +886,8 @@ async function agent() {
 
 async function failed() {
   const v = await api("/reports/failed-communications");
-  page("Failed communications", table(v.failures, [["When", (f) => when(f.at)], ["Code", (f) => f.code], ["Reason", (f) => f.reason], ["Address", (f) => show(f.address)]], "No failed communications."),
+  page("Failed communications", table(v.failures, [["Last seen", (f) => when(f.at)], ["Code", (f) => f.code], ["Reason", (f) => f.reason], ["Address", (f) => show(f.address)],
+    ["Times", (f) => String(f.count)], ["First seen", (f) => when(f.first_at)]], "No failed communications."),
     h("h2", {}, "Silent agents"), table(v.silent, [["Host", (a) => h("a", { href: `#/agent?id=${a.id}` }, a.hostname)], ["Last contact", (a) => when(a.last_contact)]], "None."));
 }
 
