@@ -687,7 +687,9 @@ mod tests {
         };
         type Change = Box<dyn Fn(&mut Runbook)>;
         let cases: Vec<(Change, &str, &str)> = vec![
-            (Box::new(|r| r.name = " ".into()), "name", "printable"),
+            (Box::new(|r| r.name = " ".into()), "name", "white space"),
+            (Box::new(|r| r.name = "../etc".into()), "name", "`/`"),
+            (Box::new(|r| r.name = "a\r\nb".into()), "name", "CR"),
             (
                 Box::new(|r| r.source_directories = vec!["nope".into()]),
                 "source_directories",
