@@ -23,7 +23,8 @@ use ferry_store::{
 };
 use serde::Deserialize;
 
-/// An agent endpoint refusal.
+/// An agent endpoint refusal (its message names no secret).
+#[derive(Debug)]
 pub struct Refusal {
     status: StatusCode,
     code: &'static str,
@@ -897,4 +898,150 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
         .layer(axum::middleware::from_fn(protocol_header))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agent(id: i64, device_id: &str, hostname: &str, state: &str) -> AgentRecord {
+        AgentRecord {
+            id,
+            device_id: device_id.into(),
+            hostname: hostname.into(),
+            os: "linux".into(),
+            facts: Default::default(),
+            psk_id: 1,
+            enrolled_at: 0,
+            last_contact: 0,
+            last_address: None,
+            agent_version: "0".into(),
+            state: state.into(),
+            assigned_run: None,
+        }
+    }
+
+    fn ev(at: i64, step: &str, status: &str) -> AgentEvent {
+        AgentEvent {
+            at,
+            step: step.into(),
+            status: status.into(),
+            message: String::new(),
+            progress: None,
+        }
+    }
+
+    proptest! {
+        /// Catches a device holding the shared key taking over an enrolled agent: whatever it
+        /// claims, an enrollment naming a live agent is taken only when it proves that agent's
+        /// node key under the same device id; otherwise it is held, naming that agent.
+        #[test]
+        fn a_live_claim_without_its_key_is_never_enrolled(
+            agents in proptest::collection::vec(
+                (0usize..3, 0usize..3, 0usize..3, prop::bool::ANY), 0..5),
+            device in 0usize..3,
+            proof in proptest::option::of(0usize..3),
+            approve_new in prop::bool::ANY,
+            pre_approved in prop::bool::ANY,
+        ) {
+            let claimed: Vec<(AgentRecord, String)> = agents
+                .iter()
+                .enumerate()
+                .map(|(i, (d, h, k, replaced))| {
+                    let state = if *replaced { "replaced" } else { "enrolled" };
+                    (agent(i as i64 + 1, &format!("dev-{d}"), &format!("PC-{h}"), state),
+                     format!("hash-{k}"))
+                })
+                .collect();
+            let device_id = format!("dev-{device}");
+            let proof = proof.map(|k| format!("hash-{k}"));
+            let decision = decide(&claimed, &device_id, proof.as_deref(), approve_new, pre_approved);
+            let live: Vec<_> = claimed.iter().filter(|(a, _)| a.state != "replaced").collect();
+            let unproven = live
+                .iter()
+                .find(|(a, h)| !(proof.as_deref() == Some(h.as_str()) && a.device_id == device_id));
+            match (&decision, unproven) {
+                (Decision::Enroll, Some((a, _))) => {
+                    prop_assert!(false, "enrolled over agent {} without its key", a.id)
+                }
+                (Decision::Hold { conflict, .. }, Some(_)) => {
+                    let first = unproven.map(|(a, _)| a.id);
+                    prop_assert_eq!(*conflict, first);
+                }
+                (Decision::Hold { conflict, .. }, None) => {
+                    // Only the approval mode holds a claim nobody contradicts.
+                    prop_assert!(live.is_empty() && approve_new && !pre_approved);
+                    prop_assert_eq!(*conflict, None);
+                }
+                (Decision::Enroll, None) => {
+                    prop_assert!(!(live.is_empty() && approve_new && !pre_approved));
+                }
+            }
+        }
+
+        /// Catches a device posting a fake "succeeded": whatever events come, in whatever
+        /// batches, `done succeeded` is taken only when every earlier step ended succeeded or
+        /// skipped and none failed, and no step's events are taken before the earlier ones ended.
+        #[test]
+        fn done_succeeds_only_after_every_earlier_step(
+            events in proptest::collection::vec((0usize..4, 0usize..4), 0..14),
+            cut in 0usize..14,
+        ) {
+            let steps: Vec<String> = ["copy", "translate", "profile", "done"]
+                .iter().map(|s| s.to_string()).collect();
+            let statuses = ["started", "succeeded", "failed", "skipped"];
+            let events: Vec<AgentEvent> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (s, st))| ev(i as i64, &steps[*s], statuses[*st]))
+                .collect();
+            let cut = cut.min(events.len());
+            let mut stored: Vec<AgentEvent> = Vec::new();
+            for batch in [&events[..cut], &events[cut..]] {
+                if let Ok(fresh) = check_events(&steps, stored.iter(), batch) {
+                    stored.extend(fresh);
+                }
+            }
+            // Replay what was taken and check the invariants on it.
+            let mut ended: std::collections::HashMap<&str, &str> = Default::default();
+            for e in &stored {
+                let pos = steps.iter().position(|s| *s == e.step).unwrap();
+                for s in &steps[..pos] {
+                    prop_assert!(ended.contains_key(s.as_str()),
+                        "`{} {}` taken before `{}` ended", e.step, e.status, s);
+                }
+                if e.step == "done" && e.status == "succeeded" {
+                    for s in &steps[..pos] {
+                        prop_assert!(matches!(ended[s.as_str()], "succeeded" | "skipped"),
+                            "done succeeded after `{}` {}", s, ended[s.as_str()]);
+                    }
+                    prop_assert!(!ended.values().any(|st| *st == "failed"));
+                }
+                if e.status != "started" {
+                    ended.insert(e.step.as_str(), e.status.as_str());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_clean_run_is_taken_and_its_resend_dropped() {
+        let steps: Vec<String> = ["copy", "done"].iter().map(|s| s.to_string()).collect();
+        let run = [
+            ev(1, "copy", "started"),
+            ev(2, "copy", "succeeded"),
+            ev(3, "done", "succeeded"),
+        ];
+        let fresh = check_events(&steps, [].iter(), &run).unwrap();
+        assert_eq!(fresh.len(), 3);
+        assert!(check_events(&steps, fresh.iter(), &run).unwrap().is_empty());
+        let skipped = check_events(&steps, [].iter(), &[ev(1, "done", "succeeded")]);
+        assert_eq!(skipped.unwrap_err().code, "out_of_order");
+        let failed = [ev(1, "copy", "failed"), ev(2, "done", "succeeded")];
+        assert_eq!(
+            check_events(&steps, [].iter(), &failed).unwrap_err().code,
+            "out_of_order"
+        );
+    }
 }
