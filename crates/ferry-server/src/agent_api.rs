@@ -19,7 +19,7 @@ use ferry_core::agent::{
     SUPPORTED_PROTOCOLS,
 };
 use ferry_store::{
-    AgentRecord, Contact, Enrollment, FailedComm, LogAdd, NewEnrollmentRequest, now_ms,
+    AgentRecord, Contact, Enrollment, FailedComm, LogAdd, NewEnrollmentRequest, StoreError, now_ms,
 };
 use serde::Deserialize;
 
@@ -457,6 +457,12 @@ async fn enroll(
     }
     let address = peer.0.ip().to_string();
     let node_hash = hash_token(key.expose());
+    // The key of the live agent with this device id, as decided against: if another server
+    // enrolled the device in between, the store refuses and the enrollment is held instead.
+    let replaces = claimed
+        .iter()
+        .find(|(a, _)| a.state != "replaced" && a.device_id == req.device.device_id)
+        .map(|(_, h)| h.as_str());
     let enrollment = Enrollment {
         facts: &req.device,
         profiles: &req.profiles,
@@ -464,10 +470,31 @@ async fn enroll(
         psk_id: psk.id,
         now: now_ms(),
         address: Some(&address),
+        replaces,
     };
-    match decision {
-        Decision::Enroll => {
-            let a = st.store.enroll_agent(&enrollment).await?;
+    // Taken, or held for an operator with why and the agent it conflicts with.
+    let outcome: Result<AgentRecord, (String, Option<i64>)> = match decision {
+        Decision::Enroll => match st.store.enroll_agent(&enrollment).await {
+            Ok(a) => Ok(a),
+            Err(StoreError::ClaimChanged(_)) => {
+                let now = st
+                    .store
+                    .agents_claimed(&req.device.device_id, req.device.hostname.trim())
+                    .await?;
+                Err((
+                    "another enrollment of this device id was taken a moment before this one"
+                        .into(),
+                    now.iter()
+                        .find(|(a, _)| a.device_id == req.device.device_id)
+                        .map(|(a, _)| a.id),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Decision::Hold { reason, conflict } => Err((reason, conflict)),
+    };
+    match outcome {
+        Ok(a) => {
             st.devices.forget_device(&a.device_id, &a.hostname);
             tracing::info!(agent = a.id, hostname = a.hostname, %address, "agent enrolled");
             Ok(Json(EnrollResponse {
@@ -479,7 +506,7 @@ async fn enroll(
             })
             .into_response())
         }
-        Decision::Hold { reason, conflict } => {
+        Err((reason, conflict)) => {
             let id = st
                 .store
                 .add_enrollment_request(&NewEnrollmentRequest {

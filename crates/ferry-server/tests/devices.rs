@@ -39,6 +39,17 @@ async fn start(dir: &Path) -> H {
 }
 
 async fn start_with(dir: &Path, server_toml: &str) -> H {
+    start_on(dir, server_toml, None, None).await
+}
+
+/// A server on `database_url` (None: the embedded SQLite); servers sharing a database share
+/// its admin token and secret key.
+async fn start_on(
+    dir: &Path,
+    server_toml: &str,
+    database_url: Option<String>,
+    admin_token: Option<&str>,
+) -> H {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s = sample::generate(60, true, 5);
     std::fs::write(dir.join("contoso.json"), render_json(&s.source)).unwrap();
@@ -51,9 +62,10 @@ async fn start_with(dir: &Path, server_toml: &str) -> H {
         ServerOptions {
             settings,
             data_dir: dir.join("data"),
-            database_url: None,
-            admin_token: None,
-            secret_key: None,
+            database_url,
+            admin_token: admin_token.map(str::to_string),
+            // Servers on one database seal credentials under one key.
+            secret_key: admin_token.map(|_| "cd".repeat(32)),
             scheduler: false,
             agent: Some(AgentEndpoint {
                 listener: agent_listener,
@@ -1141,4 +1153,74 @@ async fn malformed_json_gets_the_error_body_with_its_line_and_column() {
         v["error"].as_str().unwrap().contains("line 2 column"),
         "{v}"
     );
+}
+
+/// Would catch two servers on one PostgreSQL both taking first enrollments of one new device
+/// (each decided that no agent had its device id, and the later one silently replaced the
+/// earlier one's node key). Each pair of simultaneous enrollments of a new device, one per
+/// server, must end with exactly one enrolled and the other held for an operator, and the
+/// enrolled one's key must still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_racing_a_new_devices_first_enrollment_take_one() {
+    let Ok(base) = std::env::var("FERRY_TEST_DATABASE_URL") else {
+        assert_ne!(
+            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+            Ok("1"),
+            "FERRY_TEST_DATABASE_URL is required"
+        );
+        eprintln!("skipping: FERRY_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let schema = format!("enroll_race_{}", std::process::id());
+    let psql = |sql: &str| {
+        let o = std::process::Command::new("psql")
+            .args([base.as_str(), "-q", "-At", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(o.status.success(), "{o:?}");
+    };
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let url = format!("{base}?options=-csearch_path%3D{schema}");
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let admin = "ferry_shared_admin_token_for_the_race";
+    let a = start_on(ta.path(), "", Some(url.clone()), Some(admin)).await;
+    let b = start_on(tb.path(), "", Some(url.clone()), Some(admin)).await;
+    let (s, k) = a
+        .api(
+            reqwest::Method::POST,
+            "/psks",
+            Some(json!({"name": "race"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{k}");
+    let psk = k["key"].as_str().unwrap().to_string();
+    // Ten new devices, each enrolled on both servers at the same moment (the per-address
+    // enrollment limit allows this many).
+    for i in 0..10 {
+        let host = format!("pc-race-{i:02}.contoso.example");
+        let (ra, rb) = tokio::join!(
+            a.enroll(&psk, &host, json!([])),
+            b.enroll(&psk, &host, json!([]))
+        );
+        let mut codes = [ra.0, rb.0];
+        codes.sort();
+        assert_eq!(codes, [200, 202], "device {host}: {ra:?} / {rb:?}");
+        let (taken, held) = if ra.0 == 200 { (&ra, &rb) } else { (&rb, &ra) };
+        assert!(held.1["held"]["reason"].is_string(), "{held:?}");
+        let key = taken.1["node_key"].as_str().unwrap();
+        let (s, _) = a
+            .call_agent("/checkin", Some(key), json!({"protocol": 1}))
+            .await;
+        assert_eq!(s, 200, "the enrolled device's key still works ({host})");
+        let held_key = held.1["node_key"].as_str().unwrap();
+        let (s, _) = b
+            .call_agent("/checkin", Some(held_key), json!({"protocol": 1}))
+            .await;
+        assert_eq!(
+            s, 403,
+            "the held enrollment's key waits for approval ({host})"
+        );
+    }
+    drop((a, b));
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }

@@ -45,6 +45,8 @@ pub enum StoreError {
         "cycle {0} is no longer running (another server aborted it); its results were not committed"
     )]
     CycleNotRunning(i64),
+    #[error("another enrollment of device `{0}` was taken a moment before this one")]
+    ClaimChanged(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -206,6 +208,10 @@ pub struct Enrollment<'a> {
     pub psk_id: i64,
     pub now: i64,
     pub address: Option<&'a str>,
+    /// The node-key hash of the live agent with this device id that the enrollment was decided
+    /// against (None: no live agent had it). When it changed in between (two servers enrolling
+    /// the device at once), `enroll_agent` fails with [`StoreError::ClaimChanged`].
+    pub replaces: Option<&'a str>,
 }
 
 /// A check-in, recorded in bulk a moment later (write-behind).

@@ -417,7 +417,7 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let row = tx
-            .query_one(
+            .query_opt(
                 &numbered(query::UPSERT_AGENT),
                 &[
                     &e.facts.device_id,
@@ -430,9 +430,12 @@ impl Store for PgStore {
                     &e.now,
                     &e.address,
                     &e.facts.agent_version,
+                    &e.replaces,
+                    &0i64,
                 ],
             )
-            .await?;
+            .await?
+            .ok_or_else(|| StoreError::ClaimChanged(e.facts.device_id.clone()))?;
         let id: i64 = row.try_get(0)?;
         tx.execute("DELETE FROM agent_profiles WHERE agent_id = $1", &[&id])
             .await?;
@@ -619,6 +622,8 @@ impl Store for PgStore {
                         &now,
                         &req.address,
                         &req.facts.agent_version,
+                        &None::<&str>,
+                        &1i64,
                     ],
                 )
                 .await?;

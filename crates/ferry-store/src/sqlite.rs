@@ -571,22 +571,27 @@ impl Store for SqliteStore {
             .collect();
         self.write(|c| {
             let tx = c.transaction()?;
-            let id: i64 = tx.query_row(
-                query::UPSERT_AGENT,
-                params![
-                    e.facts.device_id,
-                    e.facts.hostname,
-                    e.facts.os,
-                    facts,
-                    e.node_hash,
-                    e.psk_id,
-                    e.now,
-                    e.now,
-                    e.address,
-                    e.facts.agent_version
-                ],
-                |r| r.get(0),
-            )?;
+            let id: i64 = tx
+                .query_row(
+                    query::UPSERT_AGENT,
+                    params![
+                        e.facts.device_id,
+                        e.facts.hostname,
+                        e.facts.os,
+                        facts,
+                        e.node_hash,
+                        e.psk_id,
+                        e.now,
+                        e.now,
+                        e.address,
+                        e.facts.agent_version,
+                        e.replaces,
+                        0i64
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::ClaimChanged(e.facts.device_id.clone()))?;
             tx.execute("DELETE FROM agent_profiles WHERE agent_id = ?", [id])?;
             {
                 let mut st = tx.prepare_cached(query::INSERT_PROFILE)?;
@@ -751,7 +756,9 @@ impl Store for SqliteStore {
                         now,
                         now,
                         req.address,
-                        req.facts.agent_version
+                        req.facts.agent_version,
+                        None::<&str>,
+                        1i64
                     ],
                     |r| r.get(0),
                 )?;

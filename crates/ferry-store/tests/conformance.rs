@@ -119,6 +119,7 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
                 psk_id: k.id,
                 now: 10,
                 address: None,
+                replaces: None,
             })
             .await
             .unwrap();
@@ -368,22 +369,36 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
             ..Default::default()
         },
     ];
-    let e = |hash: &'static str, now: i64| Enrollment {
+    let e = |hash: &'static str, now: i64, replaces: Option<&'static str>| Enrollment {
         facts: &facts,
         profiles: &profiles,
         node_hash: hash,
         psk_id: k.id,
         now,
         address: Some("127.0.0.1"),
+        replaces,
     };
-    let a = s.enroll_agent(&e("node-1", 20)).await.unwrap();
+    let a = s.enroll_agent(&e("node-1", 20, None)).await.unwrap();
     assert_eq!(
         (a.hostname.as_str(), a.state.as_str()),
         ("PC-0001", "enrolled")
     );
     assert_eq!(a.facts, facts);
     assert_eq!(s.agent_profiles(a.id).await.unwrap().len(), 2);
-    let again = s.enroll_agent(&e("node-2", 30)).await.unwrap();
+    // Two servers deciding the same device at once: the one decided against a key that is no
+    // longer the agent's (here: none, while node-1 is live) is refused, nothing changes.
+    let raced = s.enroll_agent(&e("node-x", 25, None)).await;
+    assert!(
+        matches!(raced, Err(StoreError::ClaimChanged(_))),
+        "an enrollment decided against a stale claim must not replace the key: {raced:?}"
+    );
+    assert!(s.agent_by_node_hash("node-x").await.unwrap().is_none());
+    let stale = s.enroll_agent(&e("node-x", 25, Some("node-0"))).await;
+    assert!(matches!(stale, Err(StoreError::ClaimChanged(_))));
+    let again = s
+        .enroll_agent(&e("node-2", 30, Some("node-1")))
+        .await
+        .unwrap();
     assert_eq!(again.id, a.id, "the same device keeps its agent id");
     assert!(
         s.agent_by_node_hash("node-1").await.unwrap().is_none(),
@@ -1343,6 +1358,7 @@ async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
             psk_id: k.id,
             now: 10,
             address: None,
+            replaces: None,
         })
         .await
         .unwrap();
@@ -1364,6 +1380,7 @@ async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
                 psk_id: k.id,
                 now: 20,
                 address: Some("192.0.2.9"),
+                replaces: None,
             },
             reason: "claims the host name of agent 1",
             conflict_agent_id: Some(real.id),
@@ -1416,6 +1433,7 @@ async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
                 psk_id: k.id,
                 now: 40,
                 address: None,
+                replaces: None,
             },
             reason: "r",
             conflict_agent_id: Some(real.id),

@@ -81,7 +81,7 @@ fn serve(dir: &str, agents: usize) {
                     };
                     let hash = ferry_server::auth::hash_token(&node_key(i));
                     store
-                        .enroll_agent(&Enrollment { facts: &facts, profiles: &profiles, node_hash: &hash, psk_id: psk.id, now: 1, address: None })
+                        .enroll_agent(&Enrollment { facts: &facts, profiles: &profiles, node_hash: &hash, psk_id: psk.id, now: 1, address: None, replaces: None })
                         .await
                         .expect("enroll");
                 }

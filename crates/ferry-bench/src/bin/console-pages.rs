@@ -133,6 +133,7 @@ async fn seed_agents(store: &Arc<dyn Store>, agents: usize) {
                         psk_id: psk.id,
                         now: 1,
                         address: None,
+                        replaces: None,
                     })
                     .await
                     .expect("enroll");
