@@ -409,7 +409,7 @@ pub async fn orders(
             blocked: None,
         });
     };
-    if let Some(why) = claims_mismatch(store, &batch.source_directory, agent).await? {
+    if let Claims::Contradicted(why) = check_claims(store, &batch.source_directory, agent).await? {
         return Ok(Orders {
             assignment: Some(assignment),
             migration: None,
@@ -511,24 +511,27 @@ pub async fn orders(
     })
 }
 
-/// Why the device's claims contradict the batch's source directory, if they do: it names the
-/// directory object of its computer (`directory_object_id`), and the source directory has
-/// computers of its host name (or its first label), none of them that object. A device that
-/// names no object, or whose computer the directory does not have, is not contradicted (the
-/// computer was added to the batch by its agent's host name).
-pub async fn claims_mismatch(
+/// How a device's claims stand against the batch's source directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claims {
+    /// The directory has computers of the device's host name and agrees with any object the
+    /// device names; or the directory holds no computers at all (none were synced from it).
+    Consistent,
+    /// The device names the directory object of its computer, and the directory's computers of
+    /// its host name are other objects: its migration is held back and it is flagged.
+    Contradicted(String),
+    /// The directory holds computers but none of this host name: flagged on the agents page,
+    /// not held (a workgroup machine, or one the last sync did not see).
+    NotInDirectory(String),
+}
+
+/// Checks the device's claims (host name, or its first label; `directory_object_id`) against
+/// the computers of `source`.
+pub async fn check_claims(
     store: &dyn Store,
     source: &str,
     agent: &AgentRecord,
-) -> Result<Option<String>, StoreError> {
-    let Some(claimed) = agent
-        .facts
-        .directory_object_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-    else {
-        return Ok(None);
-    };
+) -> Result<Claims, StoreError> {
     let host = agent.hostname.trim();
     let short = host.split('.').next().unwrap_or(host);
     let mut computers = Vec::new();
@@ -550,10 +553,27 @@ pub async fn claims_mismatch(
             }
         }
     }
-    if computers.is_empty() || computers.iter().any(|c| c.id == claimed) {
-        return Ok(None);
+    if computers.is_empty() {
+        return Ok(if store.has_objects(source, ObjectKind::Device).await? {
+            Claims::NotInDirectory(format!(
+                "the device says it is `{host}`, and `{source}` has no computer of that name: check the device before migrating it"
+            ))
+        } else {
+            Claims::Consistent
+        });
     }
-    Ok(Some(format!(
+    let Some(claimed) = agent
+        .facts
+        .directory_object_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(Claims::Consistent);
+    };
+    if computers.iter().any(|c| c.id == claimed) {
+        return Ok(Claims::Consistent);
+    }
+    Ok(Claims::Contradicted(format!(
         "the device says it is `{host}` with directory object `{claimed}`, but `{source}`'s computer `{}` is `{}`: check the device before migrating it",
         computers[0].name, computers[0].id
     )))

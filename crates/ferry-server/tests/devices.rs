@@ -1035,7 +1035,8 @@ async fn events_and_logs_are_taken_for_the_assigned_run_in_step_order() {
 }
 
 // Catches: a device naming itself after one of the source directory's computers while
-// claiming another directory object, and migrating anyway.
+// claiming another directory object, and migrating anyway; a device whose host name is none of
+// the directory's computers going unflagged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_that_contradict_the_source_directory_hold_the_migration() {
     let dir = tempfile::tempdir().unwrap();
@@ -1061,7 +1062,11 @@ async fn claims_that_contradict_the_source_directory_hold_the_migration() {
         .await;
     assert_eq!(s, 200, "{e}");
     let liar = e["node_key"].as_str().unwrap().to_string();
-    due_batch(&h, &[name]).await;
+    // A workgroup machine: a host name the directory's computers do not have.
+    let (s, w) = h.enroll(psk, "PC-WORKGROUP-01", json!([])).await;
+    assert_eq!(s, 200, "{w}");
+    let workgroup = w["node_key"].as_str().unwrap().to_string();
+    due_batch(&h, &[name, "PC-WORKGROUP-01"]).await;
     let (_, c) = checkin(&h, &liar).await;
     assert!(c["migration"].is_null(), "{c}");
     assert!(
@@ -1074,6 +1079,16 @@ async fn claims_that_contradict_the_source_directory_hold_the_migration() {
             .as_str()
             .unwrap()
             .contains("not-its-object"),
+        "{list}"
+    );
+    // Flagged, not held: the directory may simply not have seen it.
+    let (_, c) = checkin(&h, &workgroup).await;
+    assert!(c["migration"].is_object(), "{c}");
+    assert!(
+        list[1]["mismatch"]
+            .as_str()
+            .unwrap()
+            .contains("`contoso` has no computer of that name"),
         "{list}"
     );
     // The operator refuses nothing here; the device that names the right object migrates.

@@ -786,6 +786,8 @@ pub trait Store: Send + Sync + 'static {
     async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>>;
     /// Objects whose id, name, UPN, mail or SID equals `query` (case-insensitively).
     async fn find_objects(&self, query: &str, limit: i64) -> Result<Vec<StoredObject>>;
+    /// Whether `directory` holds any object of `kind` (has computers been synced from it?).
+    async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool>;
 
     // Decisions, plans, approvals.
     /// `(kind, source id) → (row hash, status)` of a profile's stored decisions.

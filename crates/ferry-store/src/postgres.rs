@@ -1679,6 +1679,14 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&numbered(query::HAS_OBJECTS)).await?;
+        Ok(c.query_opt(&st, &[&directory, &kind.as_str()])
+            .await?
+            .is_some())
+    }
+
     async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
         let key = lookup_key(q);
         let rows = self

@@ -215,6 +215,9 @@ pub const UPSERT_OBJECT: &str = "INSERT INTO objects (directory, kind, id, dn, n
      attrs = excluded.attrs, hash = excluded.hash, id_key = excluded.id_key, name_key = excluded.name_key, upn_key = excluded.upn_key, \
      mail_key = excluded.mail_key, sid_key = excluded.sid_key";
 
+/// Whether a directory holds any object of a kind (the unique key's prefix answers it).
+pub const HAS_OBJECTS: &str = "SELECT 1 FROM objects WHERE directory = ? AND kind = ? LIMIT 1";
+
 /// Candidates of the single object report: any look-up key equal to the query's.
 pub const FIND_OBJECTS: &str = "SELECT directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs FROM objects \
      WHERE id_key = ? OR name_key = ? OR upn_key = ? OR mail_key = ? OR sid_key = ? ORDER BY directory, kind, id LIMIT ?";

@@ -1560,6 +1560,13 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(query::HAS_OBJECTS)?;
+            Ok(st.exists(params![directory, kind.as_str()])?)
+        })
+    }
+
     async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
         let key = lookup_key(q);
         self.read(|c| {

@@ -998,6 +998,12 @@ async fn sync_commit_round_trip(s: &dyn Store) {
             + plan.counts.by_kind[&ObjectKind::Group].unmatched
     );
 
+    // Whether computers were synced from a directory (device claims are checked against them).
+    assert!(s.has_objects("contoso", ObjectKind::User).await.unwrap());
+    assert!(s.has_objects("contoso", ObjectKind::Device).await.unwrap());
+    assert!(!s.has_objects("nowhere", ObjectKind::Device).await.unwrap());
+    assert!(!s.has_objects("nowhere", ObjectKind::User).await.unwrap());
+
     // The single object report's look-ups: by upn (any case), SID, id; as source and target.
     let by_upn = s
         .find_objects(&ann.upn.clone().unwrap().to_uppercase(), 10)

@@ -235,8 +235,9 @@ pub struct AgentView {
     pub progress: Option<u8>,
     /// No contact for longer than three poll intervals.
     pub silent: bool,
-    /// Why the device's claims contradict its batch's source directory (its migration is held
-    /// back until they agree).
+    /// Why the device's claims do not match its batch's source directory: it names another
+    /// object than the directory's computer of its host name (its migration is held back until
+    /// they agree), or the directory has no computer of its host name (flagged only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mismatch: Option<String>,
 }
@@ -255,17 +256,18 @@ async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>>
         .map(|e| (e.agent_id, e))
         .collect();
     let mut mismatches: HashMap<i64, String> = HashMap::new();
-    for a in agents
-        .iter()
-        .filter(|a| a.facts.directory_object_id.is_some())
-    {
+    for a in &agents {
         if let Some(b) = snap
             .computers
             .get(&a.hostname.to_lowercase())
             .and_then(|b| snap.batches.get(b))
-            && let Some(why) = devices::claims_mismatch(&*st.store, &b.source_directory, a).await?
         {
-            mismatches.insert(a.id, why);
+            match devices::check_claims(&*st.store, &b.source_directory, a).await? {
+                devices::Claims::Consistent => {}
+                devices::Claims::Contradicted(why) | devices::Claims::NotInDirectory(why) => {
+                    mismatches.insert(a.id, why);
+                }
+            }
         }
     }
     Ok(agents
