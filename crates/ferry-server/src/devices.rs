@@ -409,7 +409,9 @@ pub async fn orders(
             blocked: None,
         });
     };
-    if let Claims::Contradicted(why) = check_claims(store, &batch.source_directory, agent).await? {
+    if let Claims::Contradicted(why) =
+        check_claims(store, &batch.source_directory, agent, &mut HashMap::new()).await?
+    {
         return Ok(Orders {
             assignment: Some(assignment),
             migration: None,
@@ -526,11 +528,13 @@ pub enum Claims {
 }
 
 /// Checks the device's claims (host name, or its first label; `directory_object_id`) against
-/// the computers of `source`.
+/// the computers of `source`. `synced` remembers, per directory, whether it holds computers
+/// (one look-up per directory for a page of agents).
 pub async fn check_claims(
     store: &dyn Store,
     source: &str,
     agent: &AgentRecord,
+    synced: &mut HashMap<String, bool>,
 ) -> Result<Claims, StoreError> {
     let host = agent.hostname.trim();
     let short = host.split('.').next().unwrap_or(host);
@@ -554,7 +558,15 @@ pub async fn check_claims(
         }
     }
     if computers.is_empty() {
-        return Ok(if store.has_objects(source, ObjectKind::Device).await? {
+        let has = match synced.get(source) {
+            Some(h) => *h,
+            None => {
+                let h = store.has_objects(source, ObjectKind::Device).await?;
+                synced.insert(source.to_string(), h);
+                h
+            }
+        };
+        return Ok(if has {
             Claims::NotInDirectory(format!(
                 "the device says it is `{host}`, and `{source}` has no computer of that name: check the device before migrating it"
             ))

@@ -11,6 +11,8 @@ use ferry_server::{AgentEndpoint, Server, ServerOptions};
 use serde_json::{Value, json};
 use std::path::Path;
 
+mod support;
+
 struct H {
     _server: Server,
     admin: reqwest::Client,
@@ -1177,25 +1179,10 @@ async fn malformed_json_gets_the_error_body_with_its_line_and_column() {
 /// enrolled one's key must still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_racing_a_new_devices_first_enrollment_take_one() {
-    let Ok(base) = std::env::var("FERRY_TEST_DATABASE_URL") else {
-        assert_ne!(
-            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
-            Ok("1"),
-            "FERRY_TEST_DATABASE_URL is required"
-        );
-        eprintln!("skipping: FERRY_TEST_DATABASE_URL is not set");
+    let Some(pg) = support::PgSchema::new("enroll_race") else {
         return;
     };
-    let schema = format!("enroll_race_{}", std::process::id());
-    let psql = |sql: &str| {
-        let o = std::process::Command::new("psql")
-            .args([base.as_str(), "-q", "-At", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(o.status.success(), "{o:?}");
-    };
-    psql(&format!("CREATE SCHEMA {schema}"));
-    let url = format!("{base}?options=-csearch_path%3D{schema}");
+    let url = pg.url.clone();
     let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let admin = "ferry_shared_admin_token_for_the_race";
     let a = start_on(ta.path(), "", Some(url.clone()), Some(admin)).await;
@@ -1237,5 +1224,4 @@ async fn two_servers_racing_a_new_devices_first_enrollment_take_one() {
         );
     }
     drop((a, b));
-    psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }

@@ -17,6 +17,8 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Command;
 
+mod support;
+
 const PASSWORD: &str = "Smith, Ann's bind pässword \"=1\"";
 const TOKEN: &[u8] = b"PPKG provisioning package: bulk token eyJhbGciOiJSUzI1NiJ9.bprt-secret";
 
@@ -281,33 +283,16 @@ async fn an_older_install_is_tightened_and_its_secrets_sealed() {
 /// credentials; and two servers on one PostgreSQL with different keys both starting.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_dump_reveals_no_secret() {
-    let Ok(base) = std::env::var("FERRY_TEST_DATABASE_URL") else {
-        assert_ne!(
-            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
-            Ok("1"),
-            "FERRY_TEST_DATABASE_URL is required"
-        );
-        eprintln!("skipping: FERRY_TEST_DATABASE_URL is not set");
+    let Some(pg) = support::PgSchema::new("secrets") else {
         return;
     };
-    let schema = format!("secrets_{}", std::process::id());
-    let psql = |url: &str, sql: &str| {
-        let o = Command::new("psql")
-            .args([url, "-q", "-At", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(o.status.success(), "{o:?}");
-        String::from_utf8(o.stdout).unwrap()
-    };
-    psql(&base, &format!("CREATE SCHEMA {schema}"));
-    let url = format!("{base}?options=-csearch_path%3D{schema}");
+    let url = pg.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     config(d);
     let s = start(d, Some(url.clone()), None).await.unwrap();
     store_secrets(&s).await;
-    let dump = psql(
-        &url,
+    let dump = pg.query(
         "SELECT body FROM console_directories UNION ALL SELECT encode(content, 'hex') FROM enrolment_tokens",
     );
     assert!(dump.contains("ferry-sealed:v1:"), "{dump}");
@@ -324,5 +309,4 @@ async fn a_postgres_dump_reveals_no_secret() {
         .to_string();
     assert!(e.contains("secret.key"), "{e}");
     s.stop().await.unwrap();
-    psql(&base, &format!("DROP SCHEMA {schema} CASCADE"));
 }

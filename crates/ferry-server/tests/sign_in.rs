@@ -13,6 +13,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
 
+mod support;
+
 const KEY: &str = "abababababababababababababababababababababababababababababababab";
 
 fn config(dir: &Path, auth: &str) {
@@ -370,25 +372,10 @@ async fn changes_end_sessions_sqlite() {
 /// See [`changes_end_sessions`]; two servers on one PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_end_sessions_on_a_second_server_postgres() {
-    let Ok(base) = std::env::var("FERRY_TEST_DATABASE_URL") else {
-        assert_ne!(
-            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
-            Ok("1"),
-            "FERRY_TEST_DATABASE_URL is required"
-        );
-        eprintln!("skipping: FERRY_TEST_DATABASE_URL is not set");
+    let Some(pg) = support::PgSchema::new("sign_in") else {
         return;
     };
-    let schema = format!("sign_in_{}", std::process::id());
-    let psql = |sql: &str| {
-        let o = std::process::Command::new("psql")
-            .args([base.as_str(), "-q", "-At", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(o.status.success(), "{o:?}");
-    };
-    psql(&format!("CREATE SCHEMA {schema}"));
-    let url = format!("{base}?options=-csearch_path%3D{schema}");
+    let url = pg.url.clone();
     let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     config(ta.path(), "");
     config(tb.path(), "");
@@ -405,7 +392,6 @@ async fn changes_end_sessions_on_a_second_server_postgres() {
     assert_eq!(sign_in(&b, "shared", "wrong password!").await.status, 429);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
-    psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
 
 /// Would catch: `GET /operators` missing an operator or showing a session as an operator;

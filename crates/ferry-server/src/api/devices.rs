@@ -256,13 +256,14 @@ async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>>
         .map(|e| (e.agent_id, e))
         .collect();
     let mut mismatches: HashMap<i64, String> = HashMap::new();
+    let mut synced = HashMap::new();
     for a in &agents {
         if let Some(b) = snap
             .computers
             .get(&a.hostname.to_lowercase())
             .and_then(|b| snap.batches.get(b))
         {
-            match devices::check_claims(&*st.store, &b.source_directory, a).await? {
+            match devices::check_claims(&*st.store, &b.source_directory, a, &mut synced).await? {
                 devices::Claims::Consistent => {}
                 devices::Claims::Contradicted(why) | devices::Claims::NotInDirectory(why) => {
                     mismatches.insert(a.id, why);
