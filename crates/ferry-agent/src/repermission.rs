@@ -16,6 +16,7 @@
 use crate::acl::{self, Acl};
 use crate::fsat::{self, Meta, Node};
 use ferry_core::agent::ProfileTranslation;
+use ferry_core::principal_map::{Pair, Principal, PrincipalMap};
 use ferry_core::privileged::{self, DEFAULT_MIN_ID};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -58,8 +59,8 @@ impl Default for Map {
 }
 
 impl Map {
-    /// Reads `source,target` CSV (`uid:N`, `gid:N` or `S-1-…`), or ferry's `csv` translation
-    /// export (uid, gid and SID columns). Errors name the line. Ids below
+    /// Reads a map in any format [`PrincipalMap::read`] takes (`source,target` CSV, or ferry's
+    /// csv, json or sidmap translation export). Errors name the line. Ids below
     /// [`DEFAULT_MIN_ID`] are refused; see [`Map::parse_with`].
     pub fn parse(text: &str) -> Result<Map, String> {
         Map::parse_with(text, DEFAULT_MIN_ID)
@@ -67,130 +68,72 @@ impl Map {
 
     /// [`Map::parse`] with another bound of the system range (root is refused whatever it is).
     pub fn parse_with(text: &str, min_id: u32) -> Result<Map, String> {
-        let mut m = Map {
-            min_id,
-            ..Map::default()
-        };
-        let mut lines = text.lines().enumerate();
-        let Some((_, header)) = lines.next() else {
-            return Err("line 1: the map is empty; expected the header `source,target`".into());
-        };
-        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-        let export = cols.contains(&"source_uid");
-        if !export && cols != ["source", "target"] {
-            return Err(format!(
-                "line 1: expected the header `source,target` (or ferry's csv translation export), found `{header}`"
-            ));
-        }
-        let idx = |n: &str| cols.iter().position(|c| *c == n);
-        for (i, line) in lines {
-            let n = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = format!("line {n}");
-            if export {
-                let f: Vec<&str> = line.split(',').collect();
-                let get = |c: &str| {
-                    idx(c)
-                        .and_then(|i| f.get(i))
-                        .map(|s| s.trim())
-                        .filter(|s| !s.is_empty())
-                };
-                if let (Some(s), Some(t)) = (get("source_uid"), get("target_uid")) {
-                    m.add(&at, &format!("uid:{s}"), &format!("uid:{t}"))?;
-                }
-                if let (Some(s), Some(t)) = (get("source_gid"), get("target_gid")) {
-                    m.add(&at, &format!("gid:{s}"), &format!("gid:{t}"))?;
-                }
-                if let (Some(s), Some(t)) = (get("source_sid"), get("target_sid")) {
-                    m.add(&at, s, t)?;
-                }
-                continue;
-            }
-            let Some((s, t)) = line.split_once(',') else {
-                return Err(format!("line {n}: expected `source,target`"));
-            };
-            m.add(&at, s.trim(), t.trim())?;
-        }
-        m.check()?;
-        Ok(m)
+        Map::checked(&PrincipalMap::read(text)?, min_id)
     }
 
     /// The map of a run's translation entries, as the device applies them; an entry naming a
     /// privileged id or SID is refused with its profile named.
     pub fn from_translation(entries: &[ProfileTranslation], min_id: u32) -> Result<Map, String> {
+        let mut pairs = Vec::new();
+        for t in entries {
+            let at = format!("profile `{}`", t.profile);
+            let mut pair = |s: Principal, d: Principal| {
+                pairs.push(Pair {
+                    at: at.clone(),
+                    source: s,
+                    target: d,
+                })
+            };
+            if let (Some(s), Some(d)) = (t.source_uid, t.target_uid) {
+                pair(Principal::Uid(s), Principal::Uid(d));
+            }
+            if let (Some(s), Some(d)) = (t.source_gid, t.target_gid) {
+                pair(Principal::Gid(s), Principal::Gid(d));
+            }
+            if let (Some(s), Some(d)) = (&t.source_sid, &t.target_sid) {
+                match (Principal::parse(s), Principal::parse(d)) {
+                    (Some(s), Some(d)) => pair(s, d),
+                    _ => return Err(format!("{at}: `{s}` → `{d}`: not SIDs")),
+                }
+            }
+        }
+        Map::checked(&PrincipalMap::from_pairs(pairs)?, min_id)
+    }
+
+    /// The engine's map of a checked principal map, refusing what names a privileged principal.
+    fn checked(pm: &PrincipalMap, min_id: u32) -> Result<Map, String> {
         let mut m = Map {
             min_id,
             ..Map::default()
         };
-        for t in entries {
-            let at = format!("profile `{}`", t.profile);
-            if let (Some(s), Some(d)) = (t.source_uid, t.target_uid) {
-                m.add(&at, &format!("uid:{s}"), &format!("uid:{d}"))?;
-            }
-            if let (Some(s), Some(d)) = (t.source_gid, t.target_gid) {
-                m.add(&at, &format!("gid:{s}"), &format!("gid:{d}"))?;
-            }
-            if let (Some(s), Some(d)) = (&t.source_sid, &t.target_sid) {
-                m.add(&at, s, d)?;
+        for p in pm.pairs() {
+            let refuse = |why: Option<String>| match why {
+                Some(w) => Err(format!("{}: `{}` → `{}`: {w}", p.at, p.source, p.target)),
+                None => Ok(()),
+            };
+            match (&p.source, &p.target) {
+                (Principal::Uid(a), Principal::Uid(b)) => {
+                    refuse(privileged::posix("uid", *a, *b, min_id))?;
+                    m.uids.insert(*a, *b);
+                }
+                (Principal::Gid(a), Principal::Gid(b)) => {
+                    refuse(privileged::posix("gid", *a, *b, min_id))?;
+                    m.gids.insert(*a, *b);
+                }
+                (Principal::Sid(a), Principal::Sid(b)) => {
+                    refuse(privileged::sid(a, b))?;
+                    m.sids.insert(a.clone(), b.clone());
+                }
+                // PrincipalMap holds pairs of one kind only.
+                _ => {
+                    return Err(format!(
+                        "{}: `{}` → `{}`: of two kinds",
+                        p.at, p.source, p.target
+                    ));
+                }
             }
         }
-        m.check()?;
         Ok(m)
-    }
-
-    fn add(&mut self, at: &str, s: &str, t: &str) -> Result<(), String> {
-        let num = |v: &str, p: &str| -> Result<u32, String> {
-            v.strip_prefix(p)
-                .and_then(|x| x.parse().ok())
-                .ok_or_else(|| format!("{at}: `{v}` is not {p}N"))
-        };
-        let refuse = |why: Option<String>| match why {
-            Some(w) => Err(format!("{at}: `{s}` → `{t}`: {w}")),
-            None => Ok(()),
-        };
-        let prev = if s.starts_with("uid:") {
-            let (a, b) = (num(s, "uid:")?, num(t, "uid:")?);
-            refuse(privileged::posix("uid", a, b, self.min_id))?;
-            self.uids.insert(a, b).map(|p| (p != b, p.to_string()))
-        } else if s.starts_with("gid:") {
-            let (a, b) = (num(s, "gid:")?, num(t, "gid:")?);
-            refuse(privileged::posix("gid", a, b, self.min_id))?;
-            self.gids.insert(a, b).map(|p| (p != b, p.to_string()))
-        } else if s.starts_with("S-1-") && t.starts_with("S-1-") {
-            refuse(privileged::sid(s, t))?;
-            self.sids
-                .insert(s.to_string(), t.to_string())
-                .map(|p| (p != t, p))
-        } else {
-            return Err(format!(
-                "{at}: `{s}` → `{t}`: each side must be uid:N, gid:N or a SID, of the same kind"
-            ));
-        };
-        match prev {
-            Some((true, _)) => Err(format!("{at}: `{s}` is mapped twice")),
-            _ => Ok(()),
-        }
-    }
-
-    /// A target that is also a source would make a second run change things again.
-    fn check(&self) -> Result<(), String> {
-        for (s, t) in &self.uids {
-            if s != t && self.uids.contains_key(t) {
-                return Err(format!(
-                    "uid {t} is both a target (of uid {s}) and a source: runs would not be repeatable"
-                ));
-            }
-        }
-        for (s, t) in &self.gids {
-            if s != t && self.gids.contains_key(t) {
-                return Err(format!(
-                    "gid {t} is both a target (of gid {s}) and a source: runs would not be repeatable"
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// A stable hash of the map, recorded in the journal.

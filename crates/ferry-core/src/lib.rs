@@ -14,6 +14,7 @@ pub mod matching;
 pub mod model;
 pub mod names;
 pub mod plan;
+pub mod principal_map;
 pub mod privileged;
 pub mod runbook;
 pub mod sample;

@@ -151,7 +151,16 @@ pub fn generate(users: usize, with_groups_and_devices: bool, seed: u64) -> Sampl
         } else {
             format!("{}.{}{n}", ascii_fold(first), ascii_fold(last)).to_lowercase()
         };
-        let name = format!("{first} {last}");
+        // Display names as AD has them: "Surname, Given", now and then a nickname in quotes,
+        // and a few that a spreadsheet would take for a formula.
+        let name = match i % 100 {
+            7 => format!(
+                "{last}, {first} \"{}\"",
+                first.chars().take(3).collect::<String>()
+            ),
+            43 => format!("={last}, {first}"),
+            _ => format!("{last}, {first}"),
+        };
         let dept = DEPARTMENTS[rng.below(DEPARTMENTS.len() as u64) as usize];
         let id = rng.guid();
         let mut s = DirObject::new(ObjectKind::User, id.clone(), name.clone());

@@ -70,55 +70,6 @@ impl SidMap {
         }
         Some(inv)
     }
-
-    /// Reads the map file the POSIX engine reads: `source,target` CSV (rows of `uid:`/`gid:` are
-    /// for POSIX and skipped here), or ferry's `csv` translation export (its SID columns).
-    /// Refuses a target that is also a source: a second run would change things again.
-    pub fn from_csv(text: &str) -> Result<SidMap, String> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut lines = text.lines().enumerate();
-        let Some((_, header)) = lines.next() else {
-            return Err("line 1: the map is empty; expected the header `source,target`".into());
-        };
-        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-        let pos = |n: &str| cols.iter().position(|c| *c == n);
-        let (si, ti) = match (pos("source_sid"), pos("target_sid"), cols.as_slice()) {
-            (Some(s), Some(t), _) => (s, t),
-            (_, _, ["source", "target"]) => (0, 1),
-            _ => {
-                return Err(format!(
-                    "line 1: expected the header `source,target` (or ferry's csv translation export), found `{header}`"
-                ));
-            }
-        };
-        let mut m = SidMap::new();
-        for (i, line) in lines {
-            let n = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            let (Some(s), Some(t)) = (f.get(si), f.get(ti)) else {
-                return Err(format!(
-                    "line {n}: expected {} fields, found {}",
-                    cols.len(),
-                    f.len()
-                ));
-            };
-            if s.is_empty() && t.is_empty() || s.starts_with("uid:") || s.starts_with("gid:") {
-                continue;
-            }
-            let sid = |v: &str| Sid::parse(v).map_err(|e| format!("line {n}: {e}"));
-            m.insert(sid(s)?, sid(t)?)
-                .map_err(|e| format!("line {n}: {e}"))?;
-        }
-        if let Some((s, t)) = m.map.iter().find(|(_, t)| m.map.contains_key(t)) {
-            return Err(format!(
-                "{s} → {t}, and {t} is itself a source: chains are refused (a second run would change things again)"
-            ));
-        }
-        Ok(m)
-    }
 }
 
 /// Translates a parsed descriptor; `None` when nothing in it is mapped.

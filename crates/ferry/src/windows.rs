@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result};
 use ferry_agent::repermission::glob_match;
+use ferry_core::principal_map::{Principal, PrincipalMap};
 use ferry_winsec::icacls::SaveFile;
 use ferry_winsec::translate::{Mode, SidMap, translate_sd};
 use ferry_winsec::{Sid, sddl};
@@ -59,7 +60,7 @@ struct Loaded {
 fn load(a: &MapArgs) -> Result<Loaded> {
     let text = std::fs::read_to_string(&a.map)
         .with_context(|| format!("cannot read {}", a.map.display()))?;
-    let map = SidMap::from_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.map.display()))?;
+    let map = sid_map(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.map.display()))?;
     let mode = a.mode.parse().map_err(|e| anyhow::anyhow!("--mode: {e}"))?;
     let domain = a
         .domain_sid
@@ -67,6 +68,22 @@ fn load(a: &MapArgs) -> Result<Loaded> {
         .map(|d| Sid::parse(d).map_err(|e| anyhow::anyhow!("--domain-sid: {e}")))
         .transpose()?;
     Ok(Loaded { map, mode, domain })
+}
+
+/// The SID pairs of a map file, read as every map reader reads it ([`PrincipalMap::read`]: the
+/// `source,target` CSV or any of ferry's translation exports); `uid:`/`gid:` pairs are POSIX's
+/// and left out here.
+fn sid_map(text: &str) -> Result<SidMap, String> {
+    let pm = PrincipalMap::read(text)?;
+    let mut m = SidMap::new();
+    for p in pm.pairs() {
+        if let (Principal::Sid(s), Principal::Sid(t)) = (&p.source, &p.target) {
+            let sid = |v: &str| Sid::parse(v).map_err(|e| format!("{}: {e}", p.at));
+            m.insert(sid(s)?, sid(t)?)
+                .map_err(|e| format!("{}: {e}", p.at))?;
+        }
+    }
+    Ok(m)
 }
 
 /// Translates SDDL text, remembering each distinct input: a tree shares a few descriptors.

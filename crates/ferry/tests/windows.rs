@@ -193,15 +193,15 @@ fn map_errors_name_the_line() {
     for (body, want) in [
         (
             "source,target\nS-1-5-21-1-2-3-4,S-1-x\n",
-            "line 2: `S-1-x` is not a SID",
+            "line 2: `S-1-x` is not uid:N, gid:N or a SID",
         ),
         (
             "source,target\nS-1-5-21-1-2-3-4,S-1-5-21-9-9-9-4\nS-1-5-21-1-2-3-4,S-1-5-21-9-9-9-5\n",
-            "line 3: S-1-5-21-1-2-3-4 is mapped to both",
+            "line 3: `S-1-5-21-1-2-3-4` is mapped twice",
         ),
         (
             "source,target\nS-1-5-1,S-1-5-2\nS-1-5-2,S-1-5-3\n",
-            "chains are refused",
+            "runs would not be repeatable",
         ),
         ("from,to\n", "line 1: expected the header `source,target`"),
     ] {
