@@ -68,18 +68,10 @@ impl Acl {
         self.entries.iter().find(|e| e.tag == tag).map(|e| e.perm)
     }
 
-    /// Adds `perm` to the named entry `(tag, id)`, creating it.
-    fn grant(&mut self, tag: u16, id: u32, perm: u16) {
-        match self.entries.iter_mut().find(|e| e.tag == tag && e.id == id) {
-            Some(e) => e.perm |= perm,
-            None => self.entries.push(Entry { tag, id, perm }),
-        }
-    }
-
-    /// Sorts the entries, merges duplicates, and makes the mask cover every group-class right
-    /// (so that no effective right shrinks); a mask is added when named entries need one.
-    fn normalise(&mut self, old_mask: Option<u16>) {
-        self.entries.sort_by_key(|e| {
+    /// Sorts the entries and merges duplicates (their rights joined: two sources mapped to one
+    /// target give it both).
+    fn normalise(&mut self) {
+        let key = |e: &Entry| {
             (
                 e.tag,
                 if e.tag == USER || e.tag == GROUP {
@@ -88,52 +80,31 @@ impl Acl {
                     0
                 },
             )
-        });
+        };
+        self.entries.sort_by_key(key);
         let mut merged: Vec<Entry> = Vec::with_capacity(self.entries.len());
         for e in self.entries.drain(..) {
             match merged.last_mut() {
-                Some(l)
-                    if l.tag == e.tag && (l.id == e.id || !(e.tag == USER || e.tag == GROUP)) =>
-                {
-                    l.perm |= e.perm
-                }
+                Some(l) if key(l) == key(&e) => l.perm |= e.perm,
                 _ => merged.push(e),
             }
         }
         self.entries = merged;
-        let named = self.entries.iter().any(|e| e.tag == USER || e.tag == GROUP);
-        if named {
-            let group_class = self
-                .entries
-                .iter()
-                .filter(|e| matches!(e.tag, USER | GROUP | GROUP_OBJ))
-                .fold(0, |m, e| m | e.perm);
-            let mask = old_mask.unwrap_or(0) | group_class;
-            match self.entries.iter_mut().find(|e| e.tag == MASK) {
-                Some(m) => m.perm = mask,
-                None => {
-                    self.entries.push(Entry {
-                        tag: MASK,
-                        id: UNDEFINED_ID,
-                        perm: mask,
-                    });
-                    self.entries.sort_by_key(|e| {
-                        (
-                            e.tag,
-                            if e.tag == USER || e.tag == GROUP {
-                                e.id
-                            } else {
-                                0
-                            },
-                        )
-                    });
-                }
-            }
-        }
     }
 
-    /// The ACL translated through the maps. `owner`/`group` are the file's (before translation);
-    /// in `add` mode the target principals gain the rights of the source ones, which keep theirs.
+    /// What a named entry (or the owning group) may do: its rights within the mask.
+    fn effective(&self, perm: u16) -> u16 {
+        self.perm_of(MASK).map_or(perm, |m| perm & m)
+    }
+
+    /// The ACL translated through the maps. `owner`/`group` are the file's (before translation).
+    ///
+    /// No principal's effective rights grow (issue 16): in `add-and-remove` entries are renamed
+    /// and the mask is kept, so each target has exactly its source's effective rights and the
+    /// mode's group bits stay as they were. In `add` each target gains its source's *effective*
+    /// rights (the owner's for the owner's target) and the source keeps its own; when that needs
+    /// a wider mask, the rights it would newly uncover are taken from every other group-class
+    /// entry, so none of them can do more than before.
     pub fn translate(
         &self,
         uid: &dyn Fn(u32) -> Option<u32>,
@@ -142,31 +113,8 @@ impl Acl {
         owner: Option<u32>,
         group: Option<u32>,
     ) -> Acl {
-        let old_mask = self.perm_of(MASK);
         let mut out = self.clone();
-        if add {
-            for e in &self.entries {
-                match e.tag {
-                    USER => {
-                        if let Some(t) = uid(e.id) {
-                            out.grant(USER, t, e.perm);
-                        }
-                    }
-                    GROUP => {
-                        if let Some(t) = gid(e.id) {
-                            out.grant(GROUP, t, e.perm);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let (Some(o), Some(p)) = (owner.and_then(uid), self.perm_of(USER_OBJ)) {
-                out.grant(USER, o, p);
-            }
-            if let (Some(g), Some(p)) = (group.and_then(gid), self.perm_of(GROUP_OBJ)) {
-                out.grant(GROUP, g, p);
-            }
-        } else {
+        if !add {
             for e in &mut out.entries {
                 match e.tag {
                     USER => e.id = uid(e.id).unwrap_or(e.id),
@@ -174,8 +122,66 @@ impl Acl {
                     _ => {}
                 }
             }
+            out.normalise();
+            return out;
         }
-        out.normalise(old_mask);
+        let mut grants: Vec<Entry> = Vec::new();
+        for e in &self.entries {
+            let target = match e.tag {
+                // The owner's rights are its `user::` entry; a named entry of it does not apply.
+                USER if Some(e.id) != owner => uid(e.id),
+                GROUP => gid(e.id),
+                _ => None,
+            };
+            if let Some(t) = target {
+                grants.push(Entry {
+                    tag: e.tag,
+                    id: t,
+                    perm: self.effective(e.perm),
+                });
+            }
+        }
+        if let (Some(o), Some(p)) = (owner.and_then(uid), self.perm_of(USER_OBJ)) {
+            grants.push(Entry {
+                tag: USER,
+                id: o,
+                perm: p,
+            });
+        }
+        if let (Some(g), Some(p)) = (group.and_then(gid), self.perm_of(GROUP_OBJ)) {
+            grants.push(Entry {
+                tag: GROUP,
+                id: g,
+                perm: self.effective(p),
+            });
+        }
+        if grants.is_empty() {
+            return out;
+        }
+        let granted = grants.iter().fold(0, |m, g| m | g.perm);
+        let group_class = |e: &Entry| matches!(e.tag, USER | GROUP | GROUP_OBJ);
+        match self.perm_of(MASK) {
+            Some(mask) => {
+                let widened = granted & !mask;
+                if widened != 0 {
+                    for e in out.entries.iter_mut().filter(|e| group_class(e)) {
+                        e.perm &= !widened;
+                    }
+                    for e in out.entries.iter_mut().filter(|e| e.tag == MASK) {
+                        e.perm = mask | widened;
+                    }
+                }
+            }
+            // No mask: the owning group's rights are unmasked; a mask covering them and the
+            // new entries changes no one's.
+            None => out.entries.push(Entry {
+                tag: MASK,
+                id: UNDEFINED_ID,
+                perm: self.perm_of(GROUP_OBJ).unwrap_or(0) | granted,
+            }),
+        }
+        out.entries.extend(grants);
+        out.normalise();
         out
     }
 }
@@ -365,5 +371,139 @@ mod tests {
             Some(6)
         );
         assert_eq!(mode_with(0o100640, &m), 0o100660);
+    }
+
+    /// Effective rights per principal, as the kernel checks them: the owner by `user::`, a
+    /// named user by its entry within the mask; a group by the owning-group entry and its named
+    /// entry, each within the mask. `others` for everyone else.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    pub(crate) struct Rights {
+        pub users: std::collections::BTreeMap<u32, u16>,
+        pub groups: std::collections::BTreeMap<u32, u16>,
+        pub others: u16,
+    }
+
+    pub(crate) fn rights(a: &Acl, owner: u32, group: u32) -> Rights {
+        let mut r = Rights::default();
+        for e in &a.entries {
+            match e.tag {
+                USER if e.id != owner => {
+                    r.users.insert(e.id, a.effective(e.perm));
+                }
+                USER_OBJ => {
+                    r.users.insert(owner, e.perm);
+                }
+                GROUP => *r.groups.entry(e.id).or_default() |= a.effective(e.perm),
+                GROUP_OBJ => *r.groups.entry(group).or_default() |= a.effective(e.perm),
+                OTHER => r.others = e.perm,
+                _ => {}
+            }
+        }
+        r
+    }
+
+    use proptest::prelude::*;
+
+    /// A valid access ACL: `user::`, `group::`, `other::`, named entries of ids 1000..1006 and
+    /// 3000..3003 (these are never sources), and a mask, often narrower than the group class (a
+    /// file `chmod`ed after its default ACL gave it wider entries).
+    fn any_acl() -> impl Strategy<Value = Acl> {
+        (
+            (0u16..8, 0u16..8, 0u16..8, 0u16..8),
+            proptest::collection::btree_map(
+                prop_oneof![1000u32..1006, 3000u32..3003],
+                0u16..8,
+                0..5,
+            ),
+            proptest::collection::btree_map(
+                prop_oneof![1000u32..1006, 3000u32..3003],
+                0u16..8,
+                0..4,
+            ),
+        )
+            .prop_map(|((u, g, m, o), users, groups)| {
+                let mut e = vec![(USER_OBJ, UNDEFINED_ID, u), (GROUP_OBJ, UNDEFINED_ID, g)];
+                e.extend(users.iter().map(|(&id, &p)| (USER, id, p)));
+                e.extend(groups.iter().map(|(&id, &p)| (GROUP, id, p)));
+                if !users.is_empty() || !groups.is_empty() {
+                    e.push((MASK, UNDEFINED_ID, m));
+                }
+                e.push((OTHER, UNDEFINED_ID, o));
+                let mut a = acl(&e);
+                a.normalise();
+                a
+            })
+    }
+
+    /// 1000..1003 map to 2000..2003 (so 1003..1006 and 3000.. are not mapped); targets are new
+    /// principals, or (with `onto_existing`) may be 3000..3003, which can be in the ACL already.
+    fn map_of(onto_existing: bool) -> impl Fn(u32) -> Option<u32> {
+        move |id| match id {
+            1000..1003 if onto_existing => Some(3000 + (id - 1000)),
+            1000..1003 => Some(id + 1000),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        /// Would catch: the mask widened to the union of the renamed entries (issue 16, defect 1:
+        /// `user:X:r-x #effective:r--` came out effective `r-x`, mode 640 became 650). In
+        /// `add-and-remove` each principal ends with exactly its source's effective rights, the
+        /// mask and `user::`/`other::` as they were.
+        #[test]
+        fn add_and_remove_moves_effective_rights_exactly(a in any_acl(), owner in 999u32..1004, group in 999u32..1004) {
+            let m = map_of(false);
+            let t = a.translate(&m, &m, false, Some(owner), Some(group));
+            let (before, after) = (rights(&a, owner, group), rights(&t, m(owner).unwrap_or(owner), m(group).unwrap_or(group)));
+            let moved = |xs: &std::collections::BTreeMap<u32, u16>| xs.iter().map(|(&id, &p)| (m(id).unwrap_or(id), p)).collect::<std::collections::BTreeMap<_, _>>();
+            prop_assert_eq!(&after.users, &moved(&before.users));
+            prop_assert_eq!(&after.groups, &moved(&before.groups));
+            prop_assert_eq!(after.others, before.others);
+            prop_assert_eq!(t.perm_of(MASK), a.perm_of(MASK));
+            prop_assert_eq!(mode_with(0o100000, &t), mode_with(0o100000, &a), "mode bits unchanged");
+            prop_assert_eq!(t.translate(&m, &m, false, m(owner), m(group)), t.clone(), "idempotent");
+        }
+
+        /// Would catch: `add` giving a target its source's raw entry instead of what the source
+        /// could do, or widening the mask so that others gain. Each target gains exactly its
+        /// source's effective rights, and no one else's change.
+        #[test]
+        fn add_gives_each_target_its_sources_rights_and_no_one_else_more(a in any_acl(), owner in 999u32..1004, group in 999u32..1004) {
+            let m = map_of(false);
+            let t = a.translate(&m, &m, true, Some(owner), Some(group));
+            let (before, after) = (rights(&a, owner, group), rights(&t, owner, group));
+            let mut want = before.users.clone();
+            for (&id, &p) in &before.users {
+                if let Some(target) = m(id) { want.insert(target, p); }
+            }
+            prop_assert_eq!(&after.users, &want);
+            let mut want = before.groups.clone();
+            for (&id, &p) in &before.groups {
+                if let Some(target) = m(id) { want.insert(target, p); }
+            }
+            prop_assert_eq!(&after.groups, &want);
+            prop_assert_eq!(after.others, before.others);
+            prop_assert_eq!(t.translate(&m, &m, true, Some(owner), Some(group)), t.clone(), "idempotent");
+        }
+
+        /// Would catch: any principal gaining a right it and its sources did not have, when
+        /// targets already hold entries of their own (two principals merged into one).
+        #[test]
+        fn no_principal_gains_a_right(a in any_acl(), owner in 999u32..1004, group in 999u32..1004, add in any::<bool>()) {
+            let m = map_of(true);
+            let t = a.translate(&m, &m, add, Some(owner), Some(group));
+            let (o2, g2) = if add { (owner, group) } else { (m(owner).unwrap_or(owner), m(group).unwrap_or(group)) };
+            let (before, after) = (rights(&a, owner, group), rights(&t, o2, g2));
+            let allowed = |xs: &std::collections::BTreeMap<u32, u16>, id: u32| {
+                xs.iter().filter(|&(&s, _)| s == id || m(s) == Some(id)).fold(0, |acc, (_, &p)| acc | p)
+            };
+            for (&id, &p) in &after.users {
+                prop_assert_eq!(p & !allowed(&before.users, id), 0, "user {} gained", id);
+            }
+            for (&id, &p) in &after.groups {
+                prop_assert_eq!(p & !allowed(&before.groups, id), 0, "group {} gained", id);
+            }
+            prop_assert_eq!(after.others, before.others);
+        }
     }
 }

@@ -376,3 +376,161 @@ fn privileged_ids_are_refused_with_the_entry_named() {
         "{e}"
     );
 }
+
+/// Effective rights per principal of one file as `getfacl` shows them (its own `#effective:`
+/// reckoning): `u<ID>` for users (the owner by `user::`), `g<ID>` for groups (the owning group's
+/// entry and a named one joined), `o` for others; and the file's mode.
+fn effective(p: &Path) -> (std::collections::BTreeMap<String, String>, u32) {
+    let text = getfacl(p);
+    let (mut owner, mut group) = (String::new(), String::new());
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    let join = |a: &str, b: &str| -> String {
+        a.chars()
+            .zip(b.chars())
+            .map(|(x, y)| if x != '-' { x } else { y })
+            .collect()
+    };
+    for line in text.lines() {
+        if let Some(o) = line.strip_prefix("# owner: ") {
+            owner = o.to_string();
+            continue;
+        }
+        if let Some(g) = line.strip_prefix("# group: ") {
+            group = g.to_string();
+            continue;
+        }
+        if line.starts_with('#') || line.starts_with("default:") || line.is_empty() {
+            continue;
+        }
+        let (entry, eff) = match line.split_once("#effective:") {
+            Some((e, x)) => (e.trim(), x.trim()),
+            None => (line.trim(), ""),
+        };
+        let mut f = entry.splitn(3, ':');
+        let (tag, id, perm) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let perm = if eff.is_empty() { perm } else { eff };
+        let key = match (tag, id) {
+            ("user", "") => format!("u{owner}"),
+            ("user", id) if id == owner => continue, // shadowed by `user::`
+            ("user", id) => format!("u{id}"),
+            ("group", "") => format!("g{group}"),
+            ("group", id) => format!("g{id}"),
+            ("other", _) => "o".into(),
+            _ => continue,
+        };
+        let v = match out.get(&key) {
+            Some(prev) => join(prev, perm),
+            None => perm.to_string(),
+        };
+        out.insert(key, v);
+    }
+    (out, std::fs::metadata(p).unwrap().mode() & 0o7777)
+}
+
+/// Would catch: re-permissioning widening a mask (issue 16, defect 1). A home owned by the user
+/// being migrated, with a default ACL; a file created under it and then `chmod 640` (mask `r--`,
+/// `user:1002:r-x #effective:r--`). In `add-and-remove` each target ends with its source's
+/// effective rights and the mode stays 640; in `add` each target gains its source's effective
+/// rights and no one else changes. Read back with `getfacl` and `stat`.
+#[test]
+fn a_file_chmod_narrower_than_its_default_acl_keeps_its_effective_rights() {
+    if !root() {
+        return;
+    }
+    for mode in [Mode::AddAndRemove, Mode::Add] {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home/ann");
+        std::fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(1001), Some(1501)).unwrap();
+        sh(&format!(
+            "setfacl -m d:u:1002:rx,d:g:1501:rwx,d:g:1502:rw,d:m::rwx '{}'",
+            home.display()
+        ));
+        let f = home.join("report.txt");
+        std::fs::write(&f, "q3").unwrap();
+        std::os::unix::fs::chown(&f, Some(1001), Some(1501)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let (before, mode_before) = effective(&f);
+        assert_eq!(
+            (before["u1002"].as_str(), mode_before),
+            ("r--", 0o640),
+            "the set-up: {before:?}"
+        );
+        repermission::run(std::slice::from_ref(&home), &map(), &opts(mode), None).unwrap();
+        let (after, mode_after) = effective(&f);
+        let rename = |k: &str| match k {
+            "u1001" => "u2001".to_string(),
+            "u1002" => "u2002".into(),
+            "g1501" => "g1601".into(),
+            "g1502" => "g1602".into(),
+            k => k.to_string(),
+        };
+        let want: std::collections::BTreeMap<String, String> = match mode {
+            Mode::AddAndRemove => before.iter().map(|(k, v)| (rename(k), v.clone())).collect(),
+            Mode::Add => before
+                .iter()
+                .flat_map(|(k, v)| [(k.clone(), v.clone()), (rename(k), v.clone())])
+                .collect(),
+        };
+        assert_eq!(after, want, "{mode:?}:\n{}", getfacl(&f));
+        if mode == Mode::AddAndRemove {
+            assert_eq!(mode_after, 0o640, "{}", getfacl(&f));
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+    /// Would catch: any random ACL on a real file (named users and groups, some mapped, a mask
+    /// often narrower than the group class after a `chmod`, a default ACL on its directory) where
+    /// a principal ends with other effective rights than the rule gives, read back with `getfacl`.
+    #[test]
+    fn random_acls_on_real_files_keep_the_effective_rights_rule(
+        users in proptest::collection::btree_map(proptest::prop_oneof![1001u32..1003, 4000u32..4003], 0u32..8, 0..4),
+        groups in proptest::collection::btree_map(proptest::prop_oneof![1501u32..1503, 4500u32..4502], 0u32..8, 0..3),
+        chmod in 0u32..0o1000,
+        setid in proptest::prop_oneof![proptest::strategy::Just(0u32), proptest::strategy::Just(0o4000), proptest::strategy::Just(0o2000)],
+        add in proptest::bool::ANY,
+    ) {
+        if !root() {
+            return Ok(());
+        }
+        let rwx = |p: u32| format!("{}{}{}", if p & 4 != 0 { 'r' } else { '-' }, if p & 2 != 0 { 'w' } else { '-' }, if p & 1 != 0 { 'x' } else { '-' });
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(1001), Some(1501)).unwrap();
+        let mut spec: Vec<String> = users.iter().map(|(u, p)| format!("u:{u}:{}", rwx(*p))).collect();
+        spec.extend(groups.iter().map(|(g, p)| format!("g:{g}:{}", rwx(*p))));
+        let f = dir.join("f");
+        std::fs::write(&f, "x").unwrap();
+        std::os::unix::fs::chown(&f, Some(1001), Some(1501)).unwrap();
+        if !spec.is_empty() {
+            let defaults: Vec<String> = spec.iter().map(|e| format!("d:{e}")).collect();
+            sh(&format!("setfacl -m '{}' '{}' && setfacl -m '{}' '{}'", spec.join(","), f.display(), defaults.join(","), dir.display()));
+        }
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(chmod | setid)).unwrap();
+        let (before, _) = effective(&f);
+        let mode = if add { Mode::Add } else { Mode::AddAndRemove };
+        repermission::run(std::slice::from_ref(&dir), &map(), &opts(mode), None).unwrap();
+        let (after, mode_after) = effective(&f);
+        let rename = |k: &str| match k {
+            "u1001" => "u2001".to_string(),
+            "u1002" => "u2002".into(),
+            "g1501" => "g1601".into(),
+            "g1502" => "g1602".into(),
+            k => k.to_string(),
+        };
+        let want: std::collections::BTreeMap<String, String> = if add {
+            before.iter().flat_map(|(k, v)| [(k.clone(), v.clone()), (rename(k), v.clone())]).collect()
+        } else {
+            before.iter().map(|(k, v)| (rename(k), v.clone())).collect()
+        };
+        proptest::prop_assert_eq!(&after, &want, "{:?}:\n{}", mode, getfacl(&f));
+        if !add {
+            proptest::prop_assert_eq!(mode_after & 0o777, chmod, "mode bits unchanged");
+        }
+        proptest::prop_assert_eq!(mode_after & 0o6000, setid, "setuid/setgid kept for an unprivileged owner");
+    }
+}
