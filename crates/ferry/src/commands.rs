@@ -755,14 +755,48 @@ fn print_report(r: &Value) {
             );
             let c = &p["counterpart"];
             if !c.is_null() {
+                let other = if s(&p["side"]) == "source" {
+                    "target"
+                } else {
+                    "source"
+                };
                 println!(
-                    "    ↔ {} {} in {} (id {}, sid {})",
+                    "    {other}: {} {} in {} (id {})",
                     s(&c["object"]["kind"]),
                     s(&c["object"]["name"]),
                     s(&c["directory"]),
-                    s(&c["object"]["id"]),
-                    s(&c["object"]["sid"])
+                    s(&c["object"]["id"])
                 );
+            }
+            let rows = p["identity"].as_array().cloned().unwrap_or_default();
+            if !rows.is_empty() {
+                let join = |v: &Value| {
+                    let vs: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
+                    if vs.is_empty() {
+                        "—".to_string()
+                    } else {
+                        vs.join("; ")
+                    }
+                };
+                let width = rows
+                    .iter()
+                    .map(|r| s(&r["attribute"]).chars().count())
+                    .max()
+                    .unwrap_or(0);
+                let swidth = rows
+                    .iter()
+                    .map(|r| join(&r["source"]).chars().count())
+                    .max()
+                    .unwrap_or(0);
+                println!("    {:<width$}  {:<swidth$}  target", "", "source");
+                for r in &rows {
+                    println!(
+                        "    {:<width$}  {:<swidth$}  {}",
+                        s(&r["attribute"]),
+                        join(&r["source"]),
+                        join(&r["target"])
+                    );
+                }
             }
             if let Some(cands) = d["candidates"].as_array().filter(|a| !a.is_empty()) {
                 println!(

@@ -329,6 +329,35 @@ fn admin_commands_against_a_server() {
         "{}",
         text(&o)
     );
+    // Both sides' identity attributes, side by side (issue 16, defect 3: the target showed only
+    // its name, id and SID).
+    let out = text(&o);
+    let row = |a: &str| {
+        out.lines()
+            .skip_while(|l| !(l.trim_start().starts_with("source") && l.ends_with("target")))
+            .find(|l| l.trim_start().starts_with(&format!("{a} ")))
+            .unwrap_or_else(|| panic!("no {a} row: {out}"))
+            .to_lowercase()
+    };
+    assert!(
+        row("upn").contains("ann.lee@contoso.test") && row("upn").contains("ann.lee@fabrikam.test"),
+        "{out}"
+    );
+    assert!(
+        row("uid_number").contains("10000") && row("uid_number").contains("200000"),
+        "{out}"
+    );
+    assert_eq!(row("sid").matches("s-1-12-1-").count(), 2, "{out}");
+    // From the target's side: the source that maps to it.
+    let tupn = row("upn").split_whitespace().last().unwrap().to_string();
+    let o = ferry(&["--json", "report", "object", &tupn], &env);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &v["objects"][0]["profiles"][0];
+    assert_eq!(p["side"], "target", "{v}");
+    assert_eq!(
+        p["counterpart"]["object"]["upn"], "ann.lee@contoso.test",
+        "{v}"
+    );
     let o = ferry(&["report", "object", "nobody@nowhere.test"], &env);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 

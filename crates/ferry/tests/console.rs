@@ -376,6 +376,12 @@ async fn the_console_in_chromium() {
     b.go(&format!("{url}#/report?q=ann.lee@contoso.test")).await;
     let r = b.wait_text("main section.report", "Decisions").await;
     assert!(r.contains("matched"), "{r}");
+    assert!(
+        r.contains("Both sides in")
+            && r.to_lowercase().contains("ann.lee@fabrikam.test")
+            && r.contains("200000"),
+        "the report shows the target's identity too: {r}"
+    );
     b.screenshot("report").await;
 
     // Pre-shared keys: created and shown once; an older one retired.

@@ -549,6 +549,10 @@ async function report() {
       h("h2", {}, `${r.object.name} in ${r.directory}`), attrs(r.object),
       h("h3", {}, "Decisions"), table(r.profiles, [["Profile", (p) => p.profile], ["Side", (p) => p.side], ["Status", (p) => p.decision.status],
         ["Rule", (p) => show(p.rule)], ["Counterpart", (p) => (p.counterpart ? `${p.counterpart.object.name} (${p.counterpart.directory})` : "—")]], "In no profile."),
+      r.profiles.filter((p) => (p.identity || []).length).map((p) => h("div", { class: "identity" },
+        h("h3", {}, `Both sides in ${p.profile}`),
+        table(p.identity, [["Attribute", (x) => x.attribute], ["Source", (x) => (x.source.length ? x.source.join("; ") : "—")],
+          ["Target", (x) => (x.target.length ? x.target.join("; ") : "—")]]))),
       h("h3", {}, "History"), table(r.history, [["Cycle", (x) => x.cycle_id], ["When", (x) => when(x.at)], ["Profile", (x) => x.profile], ["Change", (x) => x.change]], "No changes recorded."),
       h("h3", {}, "Message logs"), table(r.logs, [["When", (l) => when(l.at)], ["Level", (l) => l.level], ["Message", (l) => l.message]], "No messages."))));
 }
