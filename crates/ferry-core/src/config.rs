@@ -498,6 +498,53 @@ pub struct SyncProfile {
     /// table. Default 1000.
     #[serde(default = "default_min_id")]
     pub min_id: u32,
+    /// Operators' decisions that come before the rules: pins and excludes
+    /// (`[[sync_profile.override]]`).
+    #[serde(default, rename = "override", skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<Override>,
+}
+
+/// `[[sync_profile.override]]`: a source object pinned to a target object, or excluded from the
+/// profile. Objects are named by id or by any look-up key that names one object of the
+/// directory: UPN, mail, SID, name (case ignored).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// The source object.
+    pub source: String,
+    /// Pin: the target object it is matched to, whatever the rules say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Exclude: the source object is neither in the table nor warned about as unmatched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude: bool,
+    /// Why; shown wherever the decision's rule is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who made it: `config` for entries of ferry.toml.
+    #[serde(default = "config_operator")]
+    pub operator: String,
+}
+
+fn config_operator() -> String {
+    "config".into()
+}
+
+impl Override {
+    /// How a decision it made is described (the `rule` of the What-If and the exports).
+    pub fn describe(&self) -> String {
+        let verb = if self.exclude { "excluded" } else { "pinned" };
+        match self
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            Some(r) => format!("{verb} by {}: {r}", self.operator),
+            None => format!("{verb} by {}", self.operator),
+        }
+    }
 }
 
 fn default_min_id() -> u32 {
@@ -938,6 +985,30 @@ impl Config {
                     return Err(err(
                         format!("sync_profile[{i}].match[{j}].target_attribute"),
                         "must not be empty".into(),
+                    ));
+                }
+            }
+            for (j, o) in prof.overrides.iter().enumerate() {
+                let at = |k: &str| format!("sync_profile[{i}].override[{j}].{k}");
+                if o.source.trim().is_empty() {
+                    return Err(err(at("source"), "must not be empty".into()));
+                }
+                if o.target.is_some() == o.exclude {
+                    return Err(err(
+                        at("target"),
+                        "give exactly one of `target` (a pin) or `exclude = true`".into(),
+                    ));
+                }
+                if o.target.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                    return Err(err(at("target"), "must not be empty".into()));
+                }
+                if let Some(k) = prof.overrides[..j]
+                    .iter()
+                    .position(|x| x.source.trim().eq_ignore_ascii_case(o.source.trim()))
+                {
+                    return Err(err(
+                        at("source"),
+                        format!("`{}` already has an override (override[{k}])", o.source),
                     ));
                 }
             }

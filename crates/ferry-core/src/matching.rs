@@ -41,6 +41,16 @@ pub enum Outcome {
         target: u32,
         rule: u16,
     },
+    /// An operator excluded it from the profile (`rule` describes the override): neither in the
+    /// table nor warned about.
+    Excluded {
+        rule: u16,
+    },
+    /// An operator pinned it, but the pin cannot hold (`rule` describes the pin and why): an error
+    /// decision, not in the table.
+    Broken {
+        rule: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

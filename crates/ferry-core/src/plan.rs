@@ -29,6 +29,11 @@ pub enum Status {
     /// Matched, but the translation would name a privileged principal (root, the system range, an
     /// administrative SID): left out of the translation table.
     Refused,
+    /// Excluded from the profile by an operator.
+    Excluded,
+    /// Pinned by an operator, but the pin cannot hold (its source or target is gone, or its target
+    /// is matched or pinned from another source): not in the table.
+    Error,
 }
 
 impl Status {
@@ -39,6 +44,8 @@ impl Status {
             Status::Ambiguous => "ambiguous",
             Status::Conflict => "conflict",
             Status::Refused => "refused",
+            Status::Excluded => "excluded",
+            Status::Error => "error",
         }
     }
     pub fn parse(s: &str) -> Option<Status> {
@@ -48,6 +55,8 @@ impl Status {
             "ambiguous" => Some(Status::Ambiguous),
             "conflict" => Some(Status::Conflict),
             "refused" => Some(Status::Refused),
+            "excluded" => Some(Status::Excluded),
+            "error" => Some(Status::Error),
             _ => None,
         }
     }
@@ -63,6 +72,10 @@ pub struct KindCounts {
     pub conflict: u64,
     #[serde(default)]
     pub refused: u64,
+    #[serde(default)]
+    pub excluded: u64,
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// A plan's numbers, per kind and in total.
@@ -78,6 +91,12 @@ pub struct Counts {
     /// Matches refused because they name a privileged principal.
     #[serde(default)]
     pub refused: u64,
+    /// Source objects operators excluded from the profile.
+    #[serde(default)]
+    pub excluded: u64,
+    /// Pins that cannot hold (and overrides that name no object): errors to resolve.
+    #[serde(default)]
+    pub errors: u64,
     pub creates: u64,
     pub updates: u64,
     pub by_kind: BTreeMap<ObjectKind, KindCounts>,
@@ -151,6 +170,8 @@ pub struct Plan {
     pub hash: String,
     /// The profile's bound of the system range ([`crate::privileged`]).
     pub min_id: u32,
+    /// Overrides that name no source object (or several): they decide nothing, and are errors.
+    pub override_errors: Vec<String>,
 }
 
 impl Plan {
@@ -167,10 +188,23 @@ pub fn build(
     targets: &[DirObject],
 ) -> Plan {
     let rules = profile.effective_rules();
+    let mut descriptions: Vec<String> = rules.iter().map(|r| r.describe()).collect();
     let mut decisions = Vec::new();
     let mut counts = Counts::default();
+    let mut resolved = vec![false; profile.overrides.len()];
+    let mut override_errors = Vec::new();
     for &kind in &profile.object_types {
         let mut d = match_kind(kind, &rules, sources, targets);
+        apply_overrides(
+            profile,
+            kind,
+            sources,
+            targets,
+            &mut d,
+            &mut descriptions,
+            &mut resolved,
+            &mut override_errors,
+        );
         for x in &mut d {
             if let Outcome::Matched { target, rule } = x.outcome
                 && refusal(
@@ -191,9 +225,27 @@ pub fn build(
                 Outcome::Ambiguous { .. } => kc.ambiguous += 1,
                 Outcome::Conflict { .. } => kc.conflict += 1,
                 Outcome::Refused { .. } => kc.refused += 1,
+                Outcome::Excluded { .. } => kc.excluded += 1,
+                Outcome::Broken { .. } => kc.errors += 1,
             }
         }
         decisions.extend(d);
+    }
+    for (o, done) in profile.overrides.iter().zip(&resolved) {
+        if !done {
+            override_errors.push(format!(
+                "{} `{}` cannot hold: no {} of directory {} has `{}` as id, UPN, mail, SID or name",
+                if o.exclude {
+                    "the exclude of"
+                } else {
+                    "the pin of"
+                },
+                o.source,
+                kinds(&profile.object_types),
+                profile.source,
+                o.source
+            ));
+        }
     }
     counts.source_objects = sources
         .iter()
@@ -208,7 +260,10 @@ pub fn build(
         counts.unmatched += kc.unmatched;
         counts.ambiguous += kc.ambiguous + kc.conflict;
         counts.refused += kc.refused;
+        counts.excluded += kc.excluded;
+        counts.errors += kc.errors;
     }
+    counts.errors += override_errors.len() as u64;
     let writes = if profile.mode == SyncMode::MatchOnly {
         Vec::new()
     } else {
@@ -226,12 +281,175 @@ pub fn build(
         profile: profile.name.clone(),
         mode: profile.mode,
         fingerprint: fingerprint.to_string(),
-        rules: rules.iter().map(|r| r.describe()).collect(),
+        rules: descriptions,
         decisions,
         writes,
         counts,
         hash: hex(&h.finalize()),
         min_id: profile.min_id,
+        override_errors,
+    }
+}
+
+fn kinds(k: &[ObjectKind]) -> String {
+    k.iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The objects of `kind` that a look-up key names: by id exactly, or by UPN, mail, SID or name
+/// ignoring case.
+fn named<'a>(objects: &'a [DirObject], kind: ObjectKind, key: &str) -> Vec<u32> {
+    let key = key.trim();
+    let eq = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case(key));
+    let by_id: Vec<u32> = objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.kind == kind && o.id == key)
+        .map(|(i, _)| i as u32)
+        .collect();
+    if !by_id.is_empty() {
+        return by_id;
+    }
+    objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            o.kind == kind
+                && (eq(o.upn.as_deref())
+                    || eq(o.mail.as_deref())
+                    || eq(o.sid.as_deref())
+                    || eq(Some(&o.name)))
+        })
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// Pins and excludes decide before the rules (`[[sync_profile.override]]`). A pin that cannot
+/// hold becomes an error decision ([`Outcome::Broken`]) whose rule says why; every override
+/// decision's rule names the operator and the reason.
+#[allow(clippy::too_many_arguments)]
+fn apply_overrides(
+    profile: &SyncProfile,
+    kind: ObjectKind,
+    sources: &[DirObject],
+    targets: &[DirObject],
+    d: &mut [Decision],
+    descriptions: &mut Vec<String>,
+    resolved: &mut [bool],
+    errors: &mut Vec<String>,
+) {
+    if profile.overrides.is_empty() {
+        return;
+    }
+    let at: FxHashMap<u32, usize> = d.iter().enumerate().map(|(i, x)| (x.source, i)).collect();
+    let mut rule = |text: String| {
+        descriptions.push(text);
+        (descriptions.len() - 1) as u16
+    };
+    // Resolve each override's source among this kind's sources.
+    let mut mine: Vec<(usize, u32)> = Vec::new();
+    for (i, o) in profile.overrides.iter().enumerate() {
+        if resolved[i] {
+            continue;
+        }
+        let found = named(sources, kind, &o.source);
+        match found.as_slice() {
+            [] => {}
+            [s] if at.contains_key(s) => {
+                resolved[i] = true;
+                mine.push((i, *s));
+            }
+            [_] => {}
+            many => {
+                resolved[i] = true;
+                errors.push(format!(
+                    "the override of `{}` cannot hold: it names {} {kind}s of directory {} ({}); name one by its id",
+                    o.source,
+                    many.len(),
+                    profile.source,
+                    many.iter().map(|&c| sources[c as usize].id.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    // Pins: resolve targets; a target claimed twice breaks both pins.
+    let mut pins: Vec<(usize, u32, Result<u32, String>)> = Vec::new();
+    for &(i, s) in &mine {
+        let o = &profile.overrides[i];
+        let Some(t) = &o.target else { continue };
+        let r = match named(targets, kind, t).as_slice() {
+            [] => Err(format!(
+                "target `{t}` is not a {kind} of directory {}",
+                profile.target
+            )),
+            [one] => Ok(*one),
+            many => Err(format!(
+                "target `{t}` names {} {kind}s of directory {} ({})",
+                many.len(),
+                profile.target,
+                many.iter()
+                    .map(|&c| targets[c as usize].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        };
+        pins.push((i, s, r));
+    }
+    let overridden: FxHashSet<u32> = mine.iter().map(|&(_, s)| s).collect();
+    let mut claims: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    for (_, s, r) in &pins {
+        if let Ok(t) = r {
+            claims.entry(*t).or_default().push(*s);
+        }
+    }
+    // Targets the rules give to sources no override decides.
+    let mut matched: FxHashMap<u32, u32> = FxHashMap::default();
+    for x in d.iter().filter(|x| !overridden.contains(&x.source)) {
+        if let Outcome::Matched { target, .. } | Outcome::Refused { target, .. } = x.outcome {
+            matched.insert(target, x.source);
+        }
+    }
+    for (i, s, r) in pins {
+        let o = &profile.overrides[i];
+        let r = r.and_then(|t| {
+            if let Some(others) = claims.get(&t).filter(|c| c.len() > 1) {
+                let others: Vec<&str> = others
+                    .iter()
+                    .filter(|&&x| x != s)
+                    .map(|&x| sources[x as usize].id.as_str())
+                    .collect();
+                Err(format!(
+                    "its target is also pinned from {}",
+                    others.join(", ")
+                ))
+            } else if let Some(&other) = matched.get(&t) {
+                Err(format!(
+                    "its target is also matched from {} by the rules",
+                    sources[other as usize].id
+                ))
+            } else {
+                Ok(t)
+            }
+        });
+        d[at[&s]].outcome = match r {
+            Ok(target) => Outcome::Matched {
+                target,
+                rule: rule(o.describe()),
+            },
+            Err(why) => Outcome::Broken {
+                rule: rule(format!("{} (cannot hold: {why})", o.describe())),
+            },
+        };
+    }
+    for &(i, s) in &mine {
+        let o = &profile.overrides[i];
+        if o.exclude {
+            d[at[&s]].outcome = Outcome::Excluded {
+                rule: rule(o.describe()),
+            };
+        }
     }
 }
 
@@ -387,6 +605,8 @@ impl<'a> DecisionRecord<'a> {
                 vec![],
             ),
             Outcome::Unmatched => (Status::Unmatched, None, None, vec![]),
+            Outcome::Excluded { rule } => (Status::Excluded, Some(*rule), None, vec![]),
+            Outcome::Broken { rule } => (Status::Error, Some(*rule), None, vec![]),
             Outcome::Ambiguous { rule, candidates } => (
                 Status::Ambiguous,
                 Some(*rule),
@@ -570,7 +790,12 @@ pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> 
             .cloned()
             .unwrap_or_default()
     };
-    let mut out = Vec::new();
+    // An override that names no object is logged every cycle until it is fixed or removed.
+    let mut out: Vec<LogEntry> = plan
+        .override_errors
+        .iter()
+        .map(|e| LogEntry::error("override", e.clone()).with_directory(source_dir))
+        .collect();
     for (rec, prev) in &diff.upserts {
         let who = rec
             .source
@@ -632,6 +857,16 @@ pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> 
                         .unwrap_or_else(|| "it names a privileged principal".into())
                 ),
             ),
+            // Excluded objects are not warned about (an operator decided them).
+            Status::Excluded => continue,
+            Status::Error => LogEntry::error(
+                "override",
+                format!(
+                    "{} {who} is not translated: {}",
+                    rec.source.kind,
+                    rule(rec.rule)
+                ),
+            ),
             Status::Conflict => LogEntry::warning(
                 "conflict",
                 format!(
@@ -687,6 +922,8 @@ pub fn history_lines(plan: &Plan, diff: &DecisionDiff<'_>) -> Vec<(ObjectKind, S
                     rule(rec.rule),
                     rec.candidates.len()
                 ),
+                Status::Excluded => rule(rec.rule),
+                Status::Error => format!("error: {}", rule(rec.rule)),
                 Status::Conflict => format!(
                     "in conflict with {} by rule {}",
                     rec.candidates.join(", "),
@@ -769,6 +1006,168 @@ object_types = ["group"]
             ],
             vec![user("t1", "ann@b", "Ann B"), user("t2", "bob@b", "Bob"), tg],
         )
+    }
+
+    fn with_overrides(toml: &str) -> Config {
+        let base = cfg("match-only");
+        let src = format!(
+            "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"a.json\"\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"b.json\"\n\
+             [[sync_profile]]\nname = \"p\"\nsource = \"a\"\ntarget = \"b\"\nmode = \"match-only\"\n\
+             [[sync_profile.match]]\nsource_attribute = \"mail\"\ntarget_attribute = \"mail\"\ntransforms = [{{ replace_suffix = [\"@a\", \"@b\"] }}]\nobject_types = [\"user\"]\n{toml}"
+        );
+        let c = Config::parse(&src, "t").unwrap();
+        assert_eq!(c.profiles[0].rules, base.profiles[0].rules[..1]);
+        c
+    }
+
+    fn outcome_of<'a>(p: &'a Plan, s: &[DirObject], id: &str) -> (&'a Outcome, String) {
+        let d = p
+            .decisions
+            .iter()
+            .find(|d| s[d.source as usize].id == id)
+            .unwrap();
+        let rule = match &d.outcome {
+            Outcome::Matched { rule, .. }
+            | Outcome::Excluded { rule }
+            | Outcome::Broken { rule } => p.rules[*rule as usize].clone(),
+            _ => String::new(),
+        };
+        (&d.outcome, rule)
+    }
+
+    /// Would catch: a pin ignored, decided after the rules, or not named in the rule column; an
+    /// exclude that still warns; a pin whose target is gone or taken silently dropped.
+    #[test]
+    fn pins_and_excludes_decide_before_the_rules() {
+        let c = with_overrides(
+            "[[sync_profile.override]]\nsource = \"cy@a\"\ntarget = \"Ann B\"\nreason = \"mailbox renamed\"\n\
+             [[sync_profile.override]]\nsource = \"s2\"\nexclude = true\nreason = \"service account\"\n",
+        );
+        let (s, t) = fixture();
+        // Ann's rule match goes to t1 too: the pin of Cy to t1 cannot hold.
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let (o, rule) = outcome_of(&p, &s, "s3");
+        assert!(matches!(o, Outcome::Broken { .. }), "{o:?}");
+        assert!(
+            rule.contains("pinned by config: mailbox renamed")
+                && rule.contains("also matched from s1"),
+            "{rule}"
+        );
+        let (o, rule) = outcome_of(&p, &s, "s2");
+        assert!(
+            matches!(o, Outcome::Excluded { .. }) && rule == "excluded by config: service account",
+            "{rule}"
+        );
+        assert_eq!(
+            (p.counts.excluded, p.counts.errors, p.counts.matched),
+            (1, 1, 1)
+        );
+        let d = diff(&p, &s, &t, &FxHashMap::default());
+        let logs = decision_logs(&p, &d, "a");
+        assert!(
+            !logs.iter().any(|l| l.message.contains("bob@a")),
+            "an excluded object is not warned about: {logs:?}"
+        );
+        assert!(
+            logs.iter().any(|l| l.level == Level::Error
+                && l.message.contains("cy@a")
+                && l.message.contains("cannot hold")),
+            "{logs:?}"
+        );
+
+        // With Ann's mail changed (no rule match), the pin holds and says so.
+        let (mut s, t) = fixture();
+        s[0].mail = Some("ann.old@a".into());
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let (o, rule) = outcome_of(&p, &s, "s3");
+        assert!(matches!(o, Outcome::Matched { target: 0, .. }), "{o:?}");
+        assert_eq!(rule, "pinned by config: mailbox renamed");
+        // The target deleted: the pin becomes an error, never silently dropped.
+        let p = build(&c.profiles[0], "fp", &s, &t[1..]);
+        let (o, rule) = outcome_of(&p, &s, "s3");
+        assert!(
+            matches!(o, Outcome::Broken { .. })
+                && rule.contains("target `Ann B` is not a user of directory b"),
+            "{rule}"
+        );
+        // The source deleted: an error of the plan.
+        let p = build(&c.profiles[0], "fp", &s[1..], &t);
+        assert!(p.override_errors.is_empty());
+        let gone: Vec<DirObject> = s.iter().filter(|o| o.id != "s3").cloned().collect();
+        let p = build(&c.profiles[0], "fp", &gone, &t);
+        assert_eq!(p.override_errors.len(), 1, "{:?}", p.override_errors);
+        assert!(
+            p.override_errors[0].contains("`cy@a`"),
+            "{:?}",
+            p.override_errors
+        );
+        assert_eq!(p.counts.errors, 1);
+    }
+
+    /// Would catch: two pins onto one target both taken, and an override key naming several
+    /// objects applied to one of them.
+    #[test]
+    fn pins_onto_one_target_and_ambiguous_keys_are_errors() {
+        let c = with_overrides(
+            "[[sync_profile.override]]\nsource = \"s1\"\ntarget = \"t2\"\n\
+             [[sync_profile.override]]\nsource = \"s3\"\ntarget = \"bob@b\"\n",
+        );
+        let (s, t) = fixture();
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        for id in ["s1", "s3"] {
+            let (o, rule) = outcome_of(&p, &s, id);
+            assert!(
+                matches!(o, Outcome::Broken { .. }) && rule.contains("also pinned from"),
+                "{id}: {rule}"
+            );
+        }
+        let c =
+            with_overrides("[[sync_profile.override]]\nsource = \"Smith, Ann\"\nexclude = true\n");
+        let (mut s, t) = fixture();
+        s[0].name = "Smith, Ann".into();
+        s[2].name = "smith, ann".into();
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        assert!(
+            p.override_errors[0].contains("names 2 users")
+                && p.override_errors[0].contains("s1, s3"),
+            "{:?}",
+            p.override_errors
+        );
+        assert_eq!(p.counts.excluded, 0);
+    }
+
+    /// Would catch: an override added or removed without a new approval (the fingerprint covers it).
+    #[test]
+    fn overrides_change_the_fingerprint_and_config_checks_them() {
+        let a = with_overrides("");
+        let b = with_overrides("[[sync_profile.override]]\nsource = \"s2\"\nexclude = true\n");
+        assert_ne!(
+            a.profile_fingerprint(&a.profiles[0]),
+            b.profile_fingerprint(&b.profiles[0])
+        );
+        for (toml, want) in [
+            (
+                "source = \"s2\"\n",
+                "give exactly one of `target` (a pin) or `exclude = true`",
+            ),
+            (
+                "source = \"s2\"\ntarget = \"t1\"\nexclude = true\n",
+                "give exactly one",
+            ),
+            ("source = \" \"\nexclude = true\n", "must not be empty"),
+        ] {
+            let src = format!(
+                "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"a.json\"\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"b.json\"\n\
+                 [[sync_profile]]\nname = \"p\"\nsource = \"a\"\ntarget = \"b\"\nmode = \"match-only\"\n[[sync_profile.override]]\n{toml}"
+            );
+            let e = Config::parse(&src, "t").unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("override[0]"), "{toml}: {e}");
+        }
+        let dup = "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"a.json\"\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"b.json\"\n\
+                   [[sync_profile]]\nname = \"p\"\nsource = \"a\"\ntarget = \"b\"\nmode = \"match-only\"\n\
+                   [[sync_profile.override]]\nsource = \"s2\"\nexclude = true\n[[sync_profile.override]]\nsource = \"S2\"\ntarget = \"t1\"\n";
+        let e = Config::parse(dup, "t").unwrap_err().to_string();
+        assert!(e.contains("already has an override (override[0])"), "{e}");
     }
 
     #[test]

@@ -62,7 +62,17 @@ pub fn counted(plan: &PlanInfo, q: &DecisionQuery) -> i64 {
             Some(Status::Ambiguous) => c.ambiguous,
             Some(Status::Conflict) => c.conflict,
             Some(Status::Refused) => c.refused,
-            None => c.matched + c.unmatched + c.ambiguous + c.conflict + c.refused,
+            Some(Status::Excluded) => c.excluded,
+            Some(Status::Error) => c.errors,
+            None => {
+                c.matched
+                    + c.unmatched
+                    + c.ambiguous
+                    + c.conflict
+                    + c.refused
+                    + c.excluded
+                    + c.errors
+            }
         };
     }
     n as i64

@@ -483,7 +483,7 @@ async function whatif() {
   const profileSel = h("select", { id: "whatif-profile", onchange: (e) => go(e.target.value, status) },
     profiles.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
   const statusSel = h("select", { id: "whatif-status", onchange: (e) => go(name, e.target.value) },
-    [["", "all decisions"], ["matched", "matched"], ["unmatched", "unmatched"], ["ambiguous", "ambiguous"], ["conflict", "conflict"], ["refused", "refused (privileged)"], ["writes", "writes"]]
+    [["", "all decisions"], ["matched", "matched"], ["unmatched", "unmatched"], ["ambiguous", "ambiguous"], ["conflict", "conflict"], ["refused", "refused (privileged)"], ["excluded", "excluded"], ["error", "override errors"], ["writes", "writes"]]
       .map(([x, t]) => h("option", { value: x, selected: x === status }, t)));
   const msg = h("p", { id: "whatif-message" });
   const approve = async () => {
