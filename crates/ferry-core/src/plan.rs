@@ -300,7 +300,7 @@ fn kinds(k: &[ObjectKind]) -> String {
 
 /// The objects of `kind` that a look-up key names: by id exactly, or by UPN, mail, SID or name
 /// ignoring case.
-fn named<'a>(objects: &'a [DirObject], kind: ObjectKind, key: &str) -> Vec<u32> {
+fn named(objects: &[DirObject], kind: ObjectKind, key: &str) -> Vec<u32> {
     let key = key.trim();
     let eq = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case(key));
     let by_id: Vec<u32> = objects
