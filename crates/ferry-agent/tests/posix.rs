@@ -427,6 +427,17 @@ fn effective(p: &Path) -> (std::collections::BTreeMap<String, String>, u32) {
     (out, std::fs::metadata(p).unwrap().mode() & 0o7777)
 }
 
+/// The key of [`effective`] a principal has after [`map`] translated it.
+fn rename(k: &str) -> String {
+    match k {
+        "u1001" => "u2001".into(),
+        "u1002" => "u2002".into(),
+        "g1501" => "g1601".into(),
+        "g1502" => "g1602".into(),
+        k => k.to_string(),
+    }
+}
+
 /// Would catch: re-permissioning widening a mask (issue 16, defect 1). A home owned by the user
 /// being migrated, with a default ACL; a file created under it and then `chmod 640` (mask `r--`,
 /// `user:1002:r-x #effective:r--`). In `add-and-remove` each target ends with its source's
@@ -458,13 +469,6 @@ fn a_file_chmod_narrower_than_its_default_acl_keeps_its_effective_rights() {
         );
         repermission::run(std::slice::from_ref(&home), &map(), &opts(mode), None).unwrap();
         let (after, mode_after) = effective(&f);
-        let rename = |k: &str| match k {
-            "u1001" => "u2001".to_string(),
-            "u1002" => "u2002".into(),
-            "g1501" => "g1601".into(),
-            "g1502" => "g1602".into(),
-            k => k.to_string(),
-        };
         let want: std::collections::BTreeMap<String, String> = match mode {
             Mode::AddAndRemove => before.iter().map(|(k, v)| (rename(k), v.clone())).collect(),
             Mode::Add => before
@@ -515,13 +519,6 @@ proptest::proptest! {
         let mode = if add { Mode::Add } else { Mode::AddAndRemove };
         repermission::run(std::slice::from_ref(&dir), &map(), &opts(mode), None).unwrap();
         let (after, mode_after) = effective(&f);
-        let rename = |k: &str| match k {
-            "u1001" => "u2001".to_string(),
-            "u1002" => "u2002".into(),
-            "g1501" => "g1601".into(),
-            "g1502" => "g1602".into(),
-            k => k.to_string(),
-        };
         let want: std::collections::BTreeMap<String, String> = if add {
             before.iter().flat_map(|(k, v)| [(k.clone(), v.clone()), (rename(k), v.clone())]).collect()
         } else {
