@@ -532,6 +532,36 @@ fn config_operator() -> String {
 }
 
 impl Override {
+    /// What is wrong with it on its own, as (field, why): an empty source, neither or both of a
+    /// target and `exclude`, an empty target, a reason over 500 characters or holding control
+    /// characters (it is shown wherever the decision's rule is).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.source.trim().is_empty() {
+            return Err(("source", "must not be empty".into()));
+        }
+        if self.target.is_some() == self.exclude {
+            return Err((
+                "target",
+                "give exactly one of `target` (a pin) or `exclude = true`".into(),
+            ));
+        }
+        if self.target.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(("target", "must not be empty".into()));
+        }
+        if let Some(r) = &self.reason {
+            if r.chars().count() > 500 {
+                return Err(("reason", "is longer than 500 characters".into()));
+            }
+            if r.chars().any(char::is_control) {
+                return Err((
+                    "reason",
+                    "must not hold control characters or line breaks".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// How a decision it made is described (the `rule` of the What-If and the exports).
     pub fn describe(&self) -> String {
         let verb = if self.exclude { "excluded" } else { "pinned" };
@@ -990,18 +1020,7 @@ impl Config {
             }
             for (j, o) in prof.overrides.iter().enumerate() {
                 let at = |k: &str| format!("sync_profile[{i}].override[{j}].{k}");
-                if o.source.trim().is_empty() {
-                    return Err(err(at("source"), "must not be empty".into()));
-                }
-                if o.target.is_some() == o.exclude {
-                    return Err(err(
-                        at("target"),
-                        "give exactly one of `target` (a pin) or `exclude = true`".into(),
-                    ));
-                }
-                if o.target.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                    return Err(err(at("target"), "must not be empty".into()));
-                }
+                o.check().map_err(|(field, why)| err(at(field), why))?;
                 if let Some(k) = prof.overrides[..j]
                     .iter()
                     .position(|x| x.source.trim().eq_ignore_ascii_case(o.source.trim()))

@@ -13,6 +13,7 @@ pub mod export;
 pub mod matching;
 pub mod model;
 pub mod names;
+pub mod overrides;
 pub mod plan;
 pub mod principal_map;
 pub mod privileged;

@@ -300,29 +300,58 @@ fn kinds(k: &[ObjectKind]) -> String {
 
 /// The objects of `kind` that a look-up key names: by id exactly, or by UPN, mail, SID or name
 /// ignoring case.
-fn named(objects: &[DirObject], kind: ObjectKind, key: &str) -> Vec<u32> {
-    let key = key.trim();
-    let eq = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case(key));
-    let by_id: Vec<u32> = objects
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.kind == kind && o.id == key)
-        .map(|(i, _)| i as u32)
-        .collect();
-    if !by_id.is_empty() {
-        return by_id;
+/// The objects of `kinds` each key names, in one pass over `objects`: those whose id is the key
+/// exactly, else those whose UPN, mail, SID or name is the key with case ignored (the single
+/// object report's look-up). Overrides are resolved with it when a plan is built and when an
+/// operator enters one (so an ambiguous key is refused then, with these candidates).
+pub fn resolve_keys(objects: &[DirObject], kinds: &[ObjectKind], keys: &[&str]) -> Vec<Vec<u32>> {
+    use crate::transform::lowercase;
+    use std::borrow::Cow;
+    let mut exact: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+    let mut folded: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+    for (k, key) in keys.iter().enumerate() {
+        let key = key.trim();
+        exact.entry(key).or_default().push(k);
+        folded
+            .entry(lowercase(Cow::Borrowed(key)).into_owned())
+            .or_default()
+            .push(k);
     }
-    objects
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| {
-            o.kind == kind
-                && (eq(o.upn.as_deref())
-                    || eq(o.mail.as_deref())
-                    || eq(o.sid.as_deref())
-                    || eq(Some(&o.name)))
-        })
-        .map(|(i, _)| i as u32)
+    let mut by_id = vec![Vec::new(); keys.len()];
+    let mut by_key: Vec<Vec<u32>> = vec![Vec::new(); keys.len()];
+    for (i, o) in objects.iter().enumerate() {
+        if !kinds.contains(&o.kind) {
+            continue;
+        }
+        let i = i as u32;
+        if let Some(ks) = exact.get(o.id.as_str()) {
+            for &k in ks {
+                by_id[k].push(i);
+            }
+        }
+        for v in [
+            o.upn.as_deref(),
+            o.mail.as_deref(),
+            o.sid.as_deref(),
+            Some(o.name.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(ks) = folded.get(lowercase(Cow::Borrowed(v)).as_ref()) {
+                for &k in ks {
+                    // An object whose UPN and mail are both the key is one candidate.
+                    if by_key[k].last() != Some(&i) {
+                        by_key[k].push(i);
+                    }
+                }
+            }
+        }
+    }
+    by_id
+        .into_iter()
+        .zip(by_key)
+        .map(|(id, key)| if id.is_empty() { key } else { id })
         .collect()
 }
 
@@ -348,17 +377,33 @@ fn apply_overrides(
         descriptions.push(text);
         (descriptions.len() - 1) as u16
     };
-    // Resolve each override's source among this kind's sources.
+    // Resolve each override's source among this kind's sources (one pass for all of them).
+    let keys: Vec<&str> = profile
+        .overrides
+        .iter()
+        .map(|o| o.source.as_str())
+        .collect();
+    let found = resolve_keys(sources, &[kind], &keys);
     let mut mine: Vec<(usize, u32)> = Vec::new();
+    let mut decided: FxHashMap<u32, usize> = FxHashMap::default();
     for (i, o) in profile.overrides.iter().enumerate() {
         if resolved[i] {
             continue;
         }
-        let found = named(sources, kind, &o.source);
-        match found.as_slice() {
+        match found[i].as_slice() {
             [] => {}
             [s] if at.contains_key(s) => {
                 resolved[i] = true;
+                if let Some(&first) = decided.get(s) {
+                    errors.push(format!(
+                        "the override of `{}` cannot hold: the override of `{}` names the same {kind} ({}); keep one",
+                        o.source,
+                        profile.overrides[first].source,
+                        sources[*s as usize].id
+                    ));
+                    continue;
+                }
+                decided.insert(*s, i);
                 mine.push((i, *s));
             }
             [_] => {}
@@ -375,11 +420,16 @@ fn apply_overrides(
         }
     }
     // Pins: resolve targets; a target claimed twice breaks both pins.
+    let target_keys: Vec<&str> = mine
+        .iter()
+        .filter_map(|&(i, _)| profile.overrides[i].target.as_deref())
+        .collect();
+    let mut target_found = resolve_keys(targets, &[kind], &target_keys).into_iter();
     let mut pins: Vec<(usize, u32, Result<u32, String>)> = Vec::new();
     for &(i, s) in &mine {
         let o = &profile.overrides[i];
         let Some(t) = &o.target else { continue };
-        let r = match named(targets, kind, t).as_slice() {
+        let r = match target_found.next().unwrap_or_default().as_slice() {
             [] => Err(format!(
                 "target `{t}` is not a {kind} of directory {}",
                 profile.target

@@ -140,16 +140,25 @@ impl Settings {
 
     /// These settings with the console's directories and profiles added; errors name the entry's
     /// field (`url`, `match[0].source_attribute`, …).
-    pub fn with_console(
-        &self,
-        dirs: &[DirectoryConfig],
-        profiles: &[SyncProfile],
-    ) -> Result<Settings, ConfigError> {
+    pub fn with_console(&self, stored: &Stored) -> Result<Settings, ConfigError> {
+        let (dirs, profiles) = (&stored.dirs, &stored.profiles);
         let mut config = self.config.clone();
         let first_dir = config.directories.len();
         let first_profile = config.profiles.len();
         config.directories.extend(dirs.iter().cloned());
         config.profiles.extend(profiles.iter().cloned());
+        // Stored overrides follow the profile's own (ferry.toml's or the console entry's); one for
+        // a source the profile already overrides is left out (the configuration wins).
+        for (profile, o) in &stored.overrides {
+            if let Some(p) = config.profiles.iter_mut().find(|p| &p.name == profile)
+                && !p
+                    .overrides
+                    .iter()
+                    .any(|x| x.source.trim().eq_ignore_ascii_case(o.source.trim()))
+            {
+                p.overrides.push(o.clone());
+            }
+        }
         let rename = |mut e: ConfigError| {
             // `directory[7].url` of an entry added here is that entry's `url`.
             for (prefix, first, names) in [
@@ -336,6 +345,15 @@ impl StoredDirectory {
     }
 }
 
+/// What the console (the API) keeps in the store, added to the configuration file's entries.
+#[derive(Clone, Debug, Default)]
+pub struct Stored {
+    pub dirs: Vec<DirectoryConfig>,
+    pub profiles: Vec<SyncProfile>,
+    /// (profile, override): operators' pins and excludes, by object id.
+    pub overrides: Vec<(String, ferry_core::config::Override)>,
+}
+
 /// The settings in force: the file's and the console's. Readers take a snapshot with
 /// [`Live::get`]; a change in the console builds and validates new settings, then swaps them in.
 pub struct Live {
@@ -378,30 +396,24 @@ impl Live {
         &self.file
     }
 
-    /// The console's stored directories and profiles.
-    pub async fn stored(
-        &self,
-        store: &dyn Store,
-    ) -> Result<(Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
-        let (_, dirs, profiles) = self.read(store).await?;
-        Ok((dirs, profiles))
+    /// The console's stored directories, profiles and overrides.
+    pub async fn stored(&self, store: &dyn Store) -> Result<Stored, StoreError> {
+        Ok(self.read(store).await?.1)
     }
 
     /// The stored entries, and a hash of their documents to notice a change.
-    async fn read(
-        &self,
-        store: &dyn Store,
-    ) -> Result<(u64, Vec<DirectoryConfig>, Vec<SyncProfile>), StoreError> {
+    async fn read(&self, store: &dyn Store) -> Result<(u64, Stored), StoreError> {
         use std::hash::{Hash, Hasher};
         let corrupt = |what: &str, name: &str, e: &dyn std::fmt::Display| {
             StoreError::Corrupt(format!("{what} `{name}`: {e}"))
         };
-        let (d, p) = (
+        let (d, p, o) = (
             store.documents(DocKind::Directory).await?,
             store.documents(DocKind::Profile).await?,
+            store.documents(DocKind::Override).await?,
         );
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&d, &p).hash(&mut h);
+        (&d, &p, &o).hash(&mut h);
         let mut dirs = Vec::new();
         for (name, body) in d {
             let d: StoredDirectory =
@@ -416,16 +428,29 @@ impl Live {
             profiles
                 .push(serde_json::from_str(&body).map_err(|e| corrupt("sync profile", &name, &e))?);
         }
-        Ok((h.finish(), dirs, profiles))
+        let mut overrides = Vec::new();
+        for (name, body) in o {
+            let (profile, _) = name
+                .split_once('/')
+                .ok_or_else(|| corrupt("override", &name, &"the name has no profile"))?;
+            overrides.push((
+                profile.to_string(),
+                serde_json::from_str(&body).map_err(|e| corrupt("override", &name, &e))?,
+            ));
+        }
+        Ok((
+            h.finish(),
+            Stored {
+                dirs,
+                profiles,
+                overrides,
+            },
+        ))
     }
 
     /// Validates the file's settings plus these entries and puts them in force.
-    pub fn apply(
-        &self,
-        dirs: &[DirectoryConfig],
-        profiles: &[SyncProfile],
-    ) -> Result<(), ConfigError> {
-        self.set(self.file.with_console(dirs, profiles)?);
+    pub fn apply(&self, stored: &Stored) -> Result<(), ConfigError> {
+        self.set(self.file.with_console(stored)?);
         Ok(())
     }
 
@@ -438,32 +463,27 @@ impl Live {
     /// server sharing the database changed them), puts them in force as [`Live::load`] does.
     pub async fn refresh(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
         let _guard = self.changes.lock().await;
-        let (seen, dirs, profiles) = self.read(store).await?;
+        let (seen, stored) = self.read(store).await?;
         if self.seen.lock().map(|s| *s == seen).unwrap_or(false) {
             return Ok(vec![]);
         }
-        Ok(self.put_in_force(seen, dirs, profiles))
+        Ok(self.put_in_force(seen, stored))
     }
 
     /// At start: puts the stored entries in force, setting aside (with a warning) those the file
     /// now names too or that no longer validate, so that a server always starts.
     pub async fn load(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
-        let (seen, dirs, profiles) = self.read(store).await?;
-        Ok(self.put_in_force(seen, dirs, profiles))
+        let (seen, stored) = self.read(store).await?;
+        Ok(self.put_in_force(seen, stored))
     }
 
-    fn put_in_force(
-        &self,
-        seen: u64,
-        mut dirs: Vec<DirectoryConfig>,
-        mut profiles: Vec<SyncProfile>,
-    ) -> Vec<String> {
+    fn put_in_force(&self, seen: u64, mut stored: Stored) -> Vec<String> {
         if let Ok(mut s) = self.seen.lock() {
             *s = seen;
         }
         let mut warnings = Vec::new();
         let file = &self.file.config;
-        dirs.retain(|d| {
+        stored.dirs.retain(|d| {
             let clash = file.directory(d.name()).is_some();
             if clash {
                 warnings.push(format!(
@@ -474,7 +494,7 @@ impl Live {
             }
             !clash
         });
-        profiles.retain(|p| {
+        stored.profiles.retain(|p| {
             let clash = file.profile(&p.name).is_some();
             if clash {
                 warnings.push(format!(
@@ -485,26 +505,34 @@ impl Live {
             !clash
         });
         loop {
-            match self.apply(&dirs, &profiles) {
+            let e = match self.apply(&stored) {
                 Ok(()) => return warnings,
-                Err(e) => {
-                    // Drop the entry the error names, or everything when it names none.
-                    let before = dirs.len() + profiles.len();
-                    let name = e
-                        .path
-                        .split(['.', '['])
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    dirs.retain(|d| d.name() != name);
-                    profiles.retain(|p| p.name != name);
-                    if dirs.len() + profiles.len() == before {
-                        dirs.clear();
-                        profiles.clear();
-                    }
-                    warnings.push(format!("set aside what the console added: {e}"));
+                Err(e) => e,
+            };
+            // Drop the entry the error names; else the stored overrides; else everything.
+            let Stored {
+                dirs,
+                profiles,
+                overrides,
+            } = &mut stored;
+            let before = dirs.len() + profiles.len();
+            let name = e
+                .path
+                .split(['.', '['])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            dirs.retain(|d| d.name() != name);
+            profiles.retain(|p| p.name != name);
+            if dirs.len() + profiles.len() == before {
+                if overrides.is_empty() {
+                    dirs.clear();
+                    profiles.clear();
+                } else {
+                    overrides.clear();
                 }
             }
+            warnings.push(format!("set aside what the console added: {e}"));
         }
     }
 }

@@ -5,18 +5,14 @@
 
 use ferry_core::sample;
 use ferry_core::snapshot::{parse_json, render_json};
+mod support;
+
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
-
-struct Harness {
-    server: Server,
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
+use support::start;
 
 const PROFILE_TAIL: &str = sample::QUICKSTART_RULES;
 
@@ -25,62 +21,6 @@ fn config(mode: &str) -> String {
         "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
          [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"{mode}\"\n{PROFILE_TAIL}"
     )
-}
-
-async fn start(dir: &Path, cfg: &str) -> Harness {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::write(dir.join("ferry.toml"), cfg).unwrap();
-    let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let opts = ServerOptions {
-        settings,
-        data_dir: dir.join("data"),
-        database_url: None,
-        admin_token: None,
-        secret_key: None,
-        scheduler: false,
-        agent: None,
-    };
-    let server = Server::start(opts, listener).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let token = server.admin_token.clone();
-    Harness {
-        server,
-        http: reqwest::Client::new(),
-        url,
-        token,
-    }
-}
-
-impl Harness {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-    async fn get(&self, path: &str) -> Value {
-        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
-        assert_eq!(s, 200, "GET {path}: {v}");
-        v
-    }
-    async fn run(&self) -> Value {
-        let (s, v) = self
-            .call(reqwest::Method::POST, "/profiles/users/run?wait=true", None)
-            .await;
-        assert_eq!(s, 202, "{v}");
-        v["cycle"].clone()
-    }
 }
 
 fn write_sample(dir: &Path, users: usize) -> sample::Sample {

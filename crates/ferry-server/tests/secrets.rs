@@ -171,7 +171,7 @@ async fn a_local_user_and_a_database_copy_read_no_secret() {
     // Restarted, the server opens what it sealed.
     let s = start(d, None, None).await.unwrap();
     let st = &s.state;
-    let (dirs, _) = st.settings.stored(&*st.store).await.unwrap();
+    let dirs = st.settings.stored(&*st.store).await.unwrap().dirs;
     let corp = dirs.iter().find(|d| d.name() == "corp").unwrap();
     assert!(format!("{corp:?}").contains("corp"));
     let ferry_core::config::DirectoryConfig::Ldap(l) = corp else {
@@ -269,7 +269,7 @@ async fn an_older_install_is_tightened_and_its_secrets_sealed() {
     );
     assert!(body.contains("ferry-sealed:v1:"), "{body}");
     // And it still opens as the directory's credential.
-    let (dirs, _) = st.settings.stored(&*st.store).await.unwrap();
+    let dirs = st.settings.stored(&*st.store).await.unwrap().dirs;
     let ferry_core::config::DirectoryConfig::Ldap(l) =
         dirs.iter().find(|d| d.name() == "corp").unwrap()
     else {

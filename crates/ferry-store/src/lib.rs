@@ -299,6 +299,9 @@ pub enum DocKind {
     Directory,
     /// A sync profile added in the console.
     Profile,
+    /// An operator's override (pin or exclude) entered through the API, CLI or console, named
+    /// `PROFILE/SOURCE_ID` (profile names hold no `/`).
+    Override,
 }
 
 impl DocKind {
@@ -311,6 +314,7 @@ impl DocKind {
             DocKind::EnvMove => "env_moves",
             DocKind::Directory => "console_directories",
             DocKind::Profile => "console_profiles",
+            DocKind::Override => "sync_overrides",
         }
     }
 }
@@ -690,7 +694,19 @@ pub trait Store: Send + Sync + 'static {
     /// The run's log chunks joined in order.
     async fn agent_log(&self, agent: i64, run: &str) -> Result<String>;
     /// Inserts or replaces a named document.
-    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()>;
+    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()> {
+        self.change_documents(kind, &[(name.to_string(), body.to_string())], &[], now)
+            .await
+    }
+    /// Inserts or replaces `puts` (name, body) and deletes `deletes`, in one transaction: all or
+    /// nothing.
+    async fn change_documents(
+        &self,
+        kind: DocKind,
+        puts: &[(String, String)],
+        deletes: &[String],
+        now: i64,
+    ) -> Result<()>;
     /// (name, body), by name.
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;

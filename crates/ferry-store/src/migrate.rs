@@ -63,6 +63,11 @@ pub const SQLITE: &[Migration] = &[
         name: "agent_runs",
         sql: include_str!("../migrations/sqlite/0011_agent_runs.sql"),
     },
+    Migration {
+        version: 12,
+        name: "sync_overrides",
+        sql: include_str!("../migrations/sqlite/0012_sync_overrides.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -120,5 +125,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 11,
         name: "agent_runs",
         sql: include_str!("../migrations/postgres/0011_agent_runs.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "sync_overrides",
+        sql: include_str!("../migrations/postgres/0012_sync_overrides.sql"),
     },
 ];

@@ -870,18 +870,28 @@ impl Store for PgStore {
             .map(|v| v.concat())
     }
 
-    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()> {
-        self.client()
-            .await?
-            .execute(
-                &format!(
-                    "INSERT INTO {} (name, body, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-                     ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                    kind.table()
-                ),
-                &[&name, &body, &now],
-            )
+    async fn change_documents(
+        &self,
+        kind: DocKind,
+        puts: &[(String, String)],
+        deletes: &[String],
+        now: i64,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let put = tx
+            .prepare(&numbered(&query::put_document(kind.table())))
             .await?;
+        for (name, body) in puts {
+            tx.execute(&put, &[name, body, &now, &now]).await?;
+        }
+        let del = tx
+            .prepare(&numbered(&query::delete_document(kind.table())))
+            .await?;
+        for name in deletes {
+            tx.execute(&del, &[name]).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -903,10 +913,7 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let n = tx
-            .execute(
-                &format!("DELETE FROM {} WHERE name = $1", kind.table()),
-                &[&name],
-            )
+            .execute(&numbered(&query::delete_document(kind.table())), &[&name])
             .await?;
         if kind == DocKind::Batch {
             tx.execute("DELETE FROM batch_computers WHERE batch = $1", &[&name])

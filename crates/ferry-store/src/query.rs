@@ -26,6 +26,19 @@ pub fn numbered(sql: &str) -> String {
     out
 }
 
+/// Inserts or replaces a named document of `table` (name, body, created, updated).
+pub fn put_document(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (name, body, created_at, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
+    )
+}
+
+/// Deletes a named document of `table`.
+pub fn delete_document(table: &str) -> String {
+    format!("DELETE FROM {table} WHERE name = ?")
+}
+
 pub const DEC_COLS: &str = "profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, source_gid, \
      target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, first_cycle, changed_cycle";
 

@@ -985,16 +985,26 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()> {
+    async fn change_documents(
+        &self,
+        kind: DocKind,
+        puts: &[(String, String)],
+        deletes: &[String],
+        now: i64,
+    ) -> Result<()> {
         self.write(|c| {
-            c.execute(
-                &format!(
-                    "INSERT INTO {} (name, body, created_at, updated_at) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                    kind.table()
-                ),
-                params![name, body, now, now],
-            )?;
+            let tx = c.transaction()?;
+            {
+                let mut put = tx.prepare(&query::put_document(kind.table()))?;
+                for (name, body) in puts {
+                    put.execute(params![name, body, now, now])?;
+                }
+                let mut del = tx.prepare(&query::delete_document(kind.table()))?;
+                for name in deletes {
+                    del.execute([name])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
     }
@@ -1013,10 +1023,7 @@ impl Store for SqliteStore {
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool> {
         self.write(|c| {
             let tx = c.transaction()?;
-            let n = tx.execute(
-                &format!("DELETE FROM {} WHERE name = ?", kind.table()),
-                [name],
-            )?;
+            let n = tx.execute(&query::delete_document(kind.table()), [name])?;
             if kind == DocKind::Batch {
                 tx.execute("DELETE FROM batch_computers WHERE batch = ?", [name])?;
             }

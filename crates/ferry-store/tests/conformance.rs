@@ -517,6 +517,34 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         s.documents(DocKind::Runbook).await.unwrap(),
         [("Main".to_string(), "{\"v\":2}".to_string())]
     );
+    // Overrides are documents changed many at a time (a bulk import, a profile's removal):
+    // puts and deletes of one call land together.
+    let docs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(n, b)| (n.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    s.change_documents(
+        DocKind::Override,
+        &docs(&[("users/c-1", "{\"exclude\":true}"), ("users/c-2", "{}")]),
+        &[],
+        63,
+    )
+    .await
+    .unwrap();
+    s.change_documents(
+        DocKind::Override,
+        &docs(&[("users/c-3", "{}"), ("users/c-2", "{\"v\":2}")]),
+        &["users/c-1".to_string(), "users/none".to_string()],
+        64,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.documents(DocKind::Override).await.unwrap(),
+        docs(&[("users/c-2", "{\"v\":2}"), ("users/c-3", "{}")]),
+        "one call put two, replaced one and deleted one"
+    );
     // A computer is in at most one batch; a refused add adds nothing.
     let pcs = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert!(

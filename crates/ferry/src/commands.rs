@@ -3,9 +3,10 @@
 
 use crate::client::Client;
 use crate::{
-    Cli, Command, ConfigCmd, DirectoryCmd, ReportCmd, ServerArgs, SyncCmd, TokenCmd, TranslationCmd,
+    Cli, Command, ConfigCmd, DirectoryCmd, OverridesCmd, ReportCmd, ServerArgs, SyncCmd, TokenCmd,
+    TranslationCmd,
 };
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use serde_json::Value;
@@ -572,6 +573,117 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        SyncCmd::Pin {
+            profile,
+            source,
+            target,
+            reason,
+        } => {
+            let body = serde_json::json!({ "source": source, "target": target, "reason": reason });
+            add_override(c, &profile, body, json).await
+        }
+        SyncCmd::Exclude {
+            profile,
+            source,
+            reason,
+        } => {
+            let body = serde_json::json!({ "source": source, "exclude": true, "reason": reason });
+            add_override(c, &profile, body, json).await
+        }
+        SyncCmd::Unpin { profile, source } => {
+            c.send(
+                reqwest::Method::DELETE,
+                &format!("/profiles/{}/overrides/{}", seg(&profile), seg(&source)),
+                &[],
+                None,
+            )
+            .await?;
+            if !json {
+                println!(
+                    "removed the override of `{source}`; the rules decide it again at the next cycle (`ferry sync run {profile} --wait`)"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCmd::Overrides {
+            cmd: Some(OverridesCmd::Import { profile, file }),
+            ..
+        } => {
+            let data =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v: Value = c
+                .send_bytes(
+                    reqwest::Method::POST,
+                    &format!("/profiles/{}/overrides/import", seg(&profile)),
+                    &[],
+                    data,
+                    "text/csv",
+                )
+                .await?
+                .json()
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "imported {} pin(s) and {} exclude(s) into {profile} ({} replaced an earlier override); they take effect at the next cycle (`ferry sync run {profile} --wait`)",
+                    s(&v["pins"]),
+                    s(&v["excludes"]),
+                    s(&v["replaced"])
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCmd::Overrides { profile, cmd: None } => {
+            let Some(profile) = profile else {
+                bail!(
+                    "name a profile: `ferry sync overrides PROFILE`, or `ferry sync overrides import PROFILE FILE.csv`"
+                );
+            };
+            let v: Value = c
+                .get(&format!("/profiles/{}/overrides", seg(&profile)), &[])
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!(
+                    "{profile} has no overrides (`ferry sync pin {profile} SOURCE TARGET` adds one)"
+                );
+            }
+            let named = |id: &Value, name: &Value| {
+                if name.is_null() {
+                    format!("{} (not found)", s(id))
+                } else {
+                    format!("{} ({})", s(id), s(name))
+                }
+            };
+            for o in list {
+                let what = if o["exclude"] == true {
+                    "excluded".to_string()
+                } else {
+                    format!("→ {}", named(&o["target"], &o["target_name"]))
+                };
+                let why = if o["reason"].is_null() {
+                    String::new()
+                } else {
+                    format!(": {}", s(&o["reason"]))
+                };
+                println!(
+                    "  {} {what}\n      by {}{why} ({})",
+                    named(&o["source"], &o["source_name"]),
+                    s(&o["operator"]),
+                    if o["origin"] == "config" {
+                        "in the configuration: change it there"
+                    } else {
+                        "`ferry sync unpin` removes it"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         SyncCmd::Profiles => {
             let v: Value = c.get("/profiles", &[]).await?;
             if json {
@@ -618,6 +730,47 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn add_override(c: &Client, profile: &str, body: Value, json: bool) -> Result<ExitCode> {
+    let v: Value = c
+        .post(
+            &format!("/profiles/{}/overrides", seg(profile)),
+            &[],
+            Some(body),
+        )
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if v["exclude"] == true {
+        println!(
+            "excluded {} ({}) from {profile}; it takes effect at the next cycle (`ferry sync run {profile} --wait`)",
+            s(&v["source_name"]),
+            s(&v["source"])
+        );
+    } else {
+        println!(
+            "pinned {} ({}) to {} ({}) in {profile}; it takes effect at the next cycle (`ferry sync run {profile} --wait`)",
+            s(&v["source_name"]),
+            s(&v["source"]),
+            s(&v["target_name"]),
+            s(&v["target"])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A value as one path segment of a URL (names hold commas, spaces, `/`, non-ASCII).
+pub fn seg(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<ExitCode> {

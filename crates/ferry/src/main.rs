@@ -268,6 +268,32 @@ pub enum SyncCmd {
         #[arg(long)]
         plan: Option<String>,
     },
+    /// Pin a source object to a target object, whatever the rules say (objects named by id or by
+    /// a UPN, mail, SID or name that names one; an ambiguous key is refused with its candidates).
+    Pin {
+        profile: String,
+        source: String,
+        target: String,
+        /// Why; shown wherever the decision's rule is (`pinned by YOU: REASON`).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Exclude a source object from the profile: not in the table, not warned about.
+    Exclude {
+        profile: String,
+        source: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove the override (pin or exclude) of a source object: the rules decide again.
+    Unpin { profile: String, source: String },
+    /// List a profile's overrides (`ferry sync overrides import PROFILE FILE.csv` adds many).
+    #[command(args_conflicts_with_subcommands = true)]
+    Overrides {
+        profile: Option<String>,
+        #[command(subcommand)]
+        cmd: Option<OverridesCmd>,
+    },
     /// List profiles and their state.
     Profiles,
     /// List recent cycles.
@@ -277,6 +303,13 @@ pub enum SyncCmd {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+}
+
+#[derive(Subcommand)]
+pub enum OverridesCmd {
+    /// Add the overrides of a CSV file (columns `source`, `target`, `exclude`, `reason`): all of
+    /// them, or none when a line is bad (every bad line is named).
+    Import { profile: String, file: PathBuf },
 }
 
 #[derive(Subcommand)]

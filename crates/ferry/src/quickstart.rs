@@ -260,6 +260,51 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
             "    ferry{srv}{tok} logs --profile users --level warning        # unmatched and ambiguous users"
         );
         println!("    ferry{srv}{tok} sync whatif users --status ambiguous");
+        // An ambiguous user and how to resolve it: pin it to one of its candidates.
+        let ambiguous = server
+            .state
+            .store
+            .decisions(&ferry_store::DecisionQuery {
+                profile: Some("users".into()),
+                status: Some(ferry_core::plan::Status::Ambiguous),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        if let Some(d) = ambiguous.first()
+            && let Some(candidate) = d.candidates.first()
+        {
+            let who = d.source_upn.as_deref().unwrap_or(&d.source_id);
+            // The candidate by its UPN when that names it alone (ambiguous users often share
+            // a mail address, so it may not).
+            let store = &server.state.store;
+            let upn = store
+                .find_objects(candidate, 5)
+                .await?
+                .into_iter()
+                .find(|f| &f.object.id == candidate)
+                .and_then(|f| f.object.upn.map(|u| (f.directory, u)));
+            let candidate = match upn {
+                Some((dir, upn))
+                    if store
+                        .find_objects(&upn, 5)
+                        .await?
+                        .iter()
+                        .filter(|f| f.directory == dir)
+                        .count()
+                        == 1 =>
+                {
+                    upn
+                }
+                _ => candidate.clone(),
+            };
+            println!(
+                "    ferry{srv}{tok} sync pin users {who} {candidate} --reason \"confirmed by HR\"   # resolve an ambiguous user"
+            );
+            println!(
+                "    ferry{srv}{tok} sync run users --wait && ferry{srv}{tok} sync overrides users"
+            );
+        }
         println!("    ferry{srv}{tok} translation export --format sidmap -o sidmap.json");
         println!("    ferry{srv}{tok} report object ann.lee@contoso.test");
         if moves.is_ok() {

@@ -15,6 +15,7 @@ pub mod enrolment;
 pub mod environments;
 pub mod logs;
 pub mod operators;
+pub mod overrides;
 pub mod report;
 pub mod setup;
 pub mod sync;
@@ -147,7 +148,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         devices::runbooks, devices::put_runbook, devices::delete_runbook,
         devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
         devices::whatif, devices::progress,
-        sync::profiles, setup::put_profile, setup::delete_profile, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
+        sync::profiles, setup::put_profile, setup::delete_profile, overrides::list, overrides::add, overrides::remove, overrides::import, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
         logs::list,
         report::object,
@@ -234,6 +235,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(environments::router())
         .merge(operators::router())
         .merge(sync::router())
+        .merge(overrides::router())
         .merge(translation::router())
         .merge(logs::router())
         .merge(report::router())

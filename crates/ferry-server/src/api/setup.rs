@@ -10,7 +10,7 @@
 
 use super::{ApiError, ApiResult};
 use crate::auth::AdminAuth;
-use crate::settings::{Settings, StoredDirectory, put_credential, take_credential};
+use crate::settings::{Settings, Stored, StoredDirectory, put_credential, take_credential};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -82,11 +82,8 @@ fn not_the_files(
 }
 
 /// The settings these entries would give, validated with the file's (nothing in force yet).
-fn build(st: &AppState, dirs: &[DirectoryConfig], profiles: &[SyncProfile]) -> ApiResult<Settings> {
-    st.settings
-        .file()
-        .with_console(dirs, profiles)
-        .map_err(invalid)
+pub(super) fn build(st: &AppState, stored: &Stored) -> ApiResult<Settings> {
+    st.settings.file().with_console(stored).map_err(invalid)
 }
 
 #[utoipa::path(put, path = "/directories/{name}", tag = "directories", params(("name" = String, Path)),
@@ -111,7 +108,8 @@ pub async fn put_directory(
         now.console_directories.contains(&name),
         now.config.directory(&name).is_some(),
     )?;
-    let (mut dirs, profiles) = st.settings.stored(&*st.store).await?;
+    let mut stored = st.settings.stored(&*st.store).await?;
+    let dirs = &mut stored.dirs;
     let old = dirs.iter().position(|x| x.name() == name);
     let mut kept = false;
     if let Some(i) = old {
@@ -139,7 +137,7 @@ pub async fn put_directory(
     } else {
         dirs.push(d.clone());
     }
-    let next = build(&st, &dirs, &profiles)?;
+    let next = build(&st, &stored)?;
     let doc = StoredDirectory::new(d.clone(), &st.settings.vault)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let doc = serde_json::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -194,10 +192,10 @@ pub async fn delete_directory(
         now.console_directories.contains(&name),
         now.config.directory(&name).is_some(),
     )?;
-    let (mut dirs, profiles) = st.settings.stored(&*st.store).await?;
-    let before = dirs.len();
-    dirs.retain(|d| d.name() != name);
-    if dirs.len() == before {
+    let mut stored = st.settings.stored(&*st.store).await?;
+    let before = stored.dirs.len();
+    stored.dirs.retain(|d| d.name() != name);
+    if stored.dirs.len() == before {
         return Err(ApiError::NotFound(format!(
             "there is no directory `{name}`"
         )));
@@ -213,7 +211,7 @@ pub async fn delete_directory(
             p.name
         )));
     }
-    let next = build(&st, &dirs, &profiles)?;
+    let next = build(&st, &stored)?;
     st.store.delete_document(DocKind::Directory, &name).await?;
     st.settings.set(next);
     st.engine.forget_connector(&name);
@@ -243,13 +241,13 @@ pub async fn put_profile(
         now.console_profiles.contains(&name),
         now.config.profile(&name).is_some(),
     )?;
-    let (dirs, mut profiles) = st.settings.stored(&*st.store).await?;
-    let old = profiles.iter().position(|x| x.name == name);
+    let mut stored = st.settings.stored(&*st.store).await?;
+    let old = stored.profiles.iter().position(|x| x.name == name);
     match old {
-        Some(i) => profiles[i] = p.clone(),
-        None => profiles.push(p.clone()),
+        Some(i) => stored.profiles[i] = p.clone(),
+        None => stored.profiles.push(p.clone()),
     }
-    let next = build(&st, &dirs, &profiles)?;
+    let next = build(&st, &stored)?;
     let doc = serde_json::to_string(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
         .put_document(DocKind::Profile, &name, &doc, now_ms())
@@ -297,15 +295,26 @@ pub async fn delete_profile(
         now.console_profiles.contains(&name),
         now.config.profile(&name).is_some(),
     )?;
-    let (dirs, mut profiles) = st.settings.stored(&*st.store).await?;
-    let before = profiles.len();
-    profiles.retain(|p| p.name != name);
-    if profiles.len() == before {
+    let mut stored = st.settings.stored(&*st.store).await?;
+    let before = stored.profiles.len();
+    stored.profiles.retain(|p| p.name != name);
+    if stored.profiles.len() == before {
         return Err(ApiError::NotFound(format!(
             "there is no sync profile `{name}`"
         )));
     }
-    let next = build(&st, &dirs, &profiles)?;
+    // Its stored overrides go with it (a new profile of that name starts with none).
+    let overrides: Vec<String> = stored
+        .overrides
+        .iter()
+        .filter(|(p, _)| *p == name)
+        .map(|(_, o)| super::overrides::doc_name(&name, &o.source))
+        .collect();
+    stored.overrides.retain(|(p, _)| *p != name);
+    let next = build(&st, &stored)?;
+    st.store
+        .change_documents(DocKind::Override, &[], &overrides, now_ms())
+        .await?;
     st.store.delete_document(DocKind::Profile, &name).await?;
     st.settings.set(next);
     audit(&st, &a.name, "profile.remove", &name, String::new()).await?;

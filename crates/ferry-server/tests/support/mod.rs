@@ -1,6 +1,91 @@
-//! Shared by the ferry-server tests that run against the test command's real PostgreSQL.
+//! Shared by the ferry-server tests: a server in-process on port 0 with its HTTP client, and a
+//! throw-away schema on the test command's real PostgreSQL.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of it
+
+use ferry_server::settings::Settings;
+use ferry_server::{Server, ServerOptions};
+use serde_json::Value;
+use std::path::Path;
+
+pub struct Harness {
+    pub server: Server,
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: String,
+}
+
+/// A server on `cfg` (written to DIR/ferry.toml), its data in DIR/data, without a scheduler.
+pub async fn start(dir: &Path, cfg: &str) -> Harness {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::write(dir.join("ferry.toml"), cfg).unwrap();
+    let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = ServerOptions {
+        settings,
+        data_dir: dir.join("data"),
+        database_url: None,
+        admin_token: None,
+        secret_key: None,
+        scheduler: false,
+        agent: None,
+    };
+    let server = Server::start(opts, listener).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.admin_token.clone();
+    Harness {
+        server,
+        http: reqwest::Client::new(),
+        url,
+        token,
+    }
+}
+
+impl Harness {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call_as(&self.token, method, path, body).await
+    }
+    /// A call with another operator's token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    pub async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+    pub async fn run(&self) -> Value {
+        let (s, v) = self
+            .call(reqwest::Method::POST, "/profiles/users/run?wait=true", None)
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["cycle"].clone()
+    }
+}
 
 /// A scratch schema on `FERRY_TEST_DATABASE_URL`, dropped when this goes out of scope (also
 /// when the test panics). None (the test skips) when no PostgreSQL is configured, which the
