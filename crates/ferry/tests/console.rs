@@ -384,6 +384,107 @@ async fn the_console_in_chromium() {
     );
     b.screenshot("report").await;
 
+    let api_get = |path: &str| {
+        let (http, url, t) = (reqwest::Client::new(), server.url.clone(), token("admin"));
+        let path = path.to_string();
+        async move {
+            http.get(format!("{url}/api/v1{path}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Overrides from the What-If (issue 16): pin an ambiguous user to one of its candidates,
+    // search the target and pin an unmatched one, exclude another; a cycle shows the pins' rule;
+    // an override is removed again. The quickstart's users profile has ambiguous users.
+    b.go(&format!("{url}#/whatif?profile=users&status=ambiguous"))
+        .await;
+    b.wait_text("main table", "ambiguous").await;
+    let ambiguous = b
+        .script("return document.querySelector('main table tbody tr').children[2].textContent")
+        .await;
+    let ambiguous = ambiguous.as_str().unwrap().to_string();
+    b.click("button.pin-candidate").await;
+    b.type_in("#override-reason", "HR: \"same person\", checked")
+        .await;
+    b.click("#override-save").await;
+    b.wait_text("#override-message", "it takes effect at the next cycle")
+        .await;
+    b.wait_text("main", "Overrides of users").await;
+    b.go(&format!("{url}#/whatif?profile=users&status=unmatched"))
+        .await;
+    b.wait_text("main table", "unmatched").await;
+    // The first unmatched user: exclude it. The second: pin it to a target found by search.
+    b.script("document.querySelectorAll('main table tbody tr')[0].querySelector('button.exclude').click()")
+        .await;
+    b.type_in("#override-reason", "left the company").await;
+    b.click("#override-save").await;
+    b.wait_text("#override-message", "Excluded").await;
+    b.script("document.querySelectorAll('main table tbody tr')[1].querySelector('button.pin-search').click()")
+        .await;
+    b.type_in("#override-search", "Lee, Ann").await;
+    b.click("#override-find").await;
+    b.click("button.pick-target").await;
+    b.click("#override-save").await;
+    let pinned = b.wait_text("#override-message", "Pinned").await;
+    assert!(pinned.contains("to Lee, Ann"), "{pinned}");
+    b.screenshot("overrides").await;
+    let last_cycle = || async { api_get("/cycles?profile=users&limit=1").await[0].clone() };
+    let before = last_cycle().await["id"].as_i64().unwrap();
+    b.click("#override-run").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = last_cycle().await;
+        if c["id"].as_i64().unwrap() > before && c["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cycle did not finish: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.go(&format!("{url}#/report?q={}", ambiguous.trim())).await;
+    let r = b
+        .wait_text(
+            "main section.report",
+            "pinned by admin: HR: \"same person\", checked",
+        )
+        .await;
+    assert!(r.contains("matched"), "{ambiguous} is pinned: {r}");
+    b.go(&format!("{url}#/whatif?profile=users&status=matched"))
+        .await;
+    let list = b.wait_text("main", "Overrides of users").await;
+    assert!(
+        list.contains("left the company") && list.contains("excluded"),
+        "{list}"
+    );
+    // Ann Lee is matched by the rules already: the searched pin cannot hold, and says why.
+    b.go(&format!("{url}#/whatif?profile=users&status=error"))
+        .await;
+    b.wait_text("main table", "its target is also matched from")
+        .await;
+    b.go(&format!("{url}#/whatif?profile=users&status=excluded"))
+        .await;
+    b.wait_text("main table", "excluded by admin: left the company")
+        .await;
+    // Remove the exclude: the rules decide it again at the next cycle.
+    b.click("main table tbody button.unpin").await;
+    b.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+        .await;
+    b.wait_text("#override-message", "Removed the override")
+        .await;
+    assert_eq!(
+        api_get("/profiles/users/overrides")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "the ambiguous pin and the searched pin stay"
+    );
+
     // Pre-shared keys: created and shown once; an older one retired.
     b.go(&format!("{url}#/psks")).await;
     for name in ["wave-0", "wave-1"] {
@@ -449,20 +550,6 @@ async fn the_console_in_chromium() {
     b.screenshot("runbook-form").await;
     b.click("#runbook-save").await;
     b.wait_text("main table", "Wave 1 workstations").await;
-    let api_get = |path: &str| {
-        let (http, url, t) = (reqwest::Client::new(), server.url.clone(), token("admin"));
-        let path = path.to_string();
-        async move {
-            http.get(format!("{url}/api/v1{path}"))
-                .bearer_auth(t)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
     let rbs = api_get("/runbooks").await;
     let rb = rbs
         .as_array()
@@ -687,6 +774,7 @@ async fn the_console_in_chromium() {
     for p in [
         "directories",
         "profiles",
+        "whatif?profile=users&status=ambiguous",
         "psks",
         "runbooks",
         "batches",
@@ -698,6 +786,7 @@ async fn the_console_in_chromium() {
         let controls = b
             .script(
                 "return document.querySelectorAll('button.run, button.retire, button.approve, button.refuse, #whatif-approve, #psk-create, \
+                 button.pin-candidate, button.pin-search, button.exclude, button.unpin, #override-form, \
                  #dir-form, #profile-form, #runbook-form, #batch-form').length",
             )
             .await;

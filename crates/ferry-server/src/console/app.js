@@ -491,14 +491,19 @@ async function whatif() {
     catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
   const c = v.plan.counts;
+  const overrides = await api(`/profiles/${enc(name)}/overrides`);
+  const ov = overrideTools(profiles.find((x) => x.name === name), overrides);
+  const candidates = (d) => (d.candidates || []).map((t, i) => [i ? ", " : "", t,
+    d.status === "ambiguous" && canChange() ? [" ", h("button", { class: "secondary pin-candidate", title: `Pin to ${t}`, onclick: () => ov.pin(d, t) }, "pin")] : ""]);
   const body = status === "writes"
     ? [h("p", { class: "muted" }, `${v.writes_total} writes`), table(v.writes, [["Operation", (w) => w.op], ["Kind", (w) => show(w.kind)], ["Object", (w) => show(w.name || w.target_id || w.source_id)], ["Write", (w) => JSON.stringify(w.attributes || w.changes || w)]], "No writes.")]
-    : [h("p", { class: "muted" }, `${v.decisions_total} decisions`),
+    : [h("p", { class: "muted" }, `${v.decisions_total} decisions`), ov.panel,
       table(v.decisions, [["Kind", (d) => d.kind], ["Status", (d) => d.status], ["Source", (d) => d.source_upn || d.source_name],
-        ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule)], ["Candidates", (d) => (d.candidates || []).join(", ")],
-        ["", (d) => h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report")]], "No decisions."),
+        ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule == null ? null : v.plan.rules[d.rule])], ["Candidates", candidates],
+        ["", (d) => [h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report"), " ", ov.actions(d)]]], "No decisions."),
       h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(name, status, Math.max(0, offset - 100)) }, "Previous") : "",
-        " ", offset + 100 < v.decisions_total ? h("button", { class: "secondary", onclick: () => go(name, status, offset + 100) }, "Next") : "")];
+        " ", offset + 100 < v.decisions_total ? h("button", { class: "secondary", onclick: () => go(name, status, offset + 100) }, "Next") : ""),
+      ov.list];
   page("What-If",
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, profileSel, statusSel),
     h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${v.writes_total} writes. `,
@@ -506,6 +511,81 @@ async function whatif() {
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, "Approve") : h("span", { class: "muted" }, "Awaits an admin's approval."))
           : h("span", { class: "muted" }, "Nothing to approve.")),
     msg, ...body);
+}
+
+// Operators' overrides on the What-If: pin an ambiguous decision to one of its candidates, search
+// the target directory and pin an unmatched one, exclude, remove an override. Overrides of the
+// configuration are listed, read-only. A change takes effect at the next cycle.
+function overrideTools(profile, overrides) {
+  const panel = h("div", { id: "override-panel" });
+  const base = `/profiles/${enc(profile.name)}/overrides`;
+  const mine = new Map(overrides.filter((o) => o.origin === "operator").map((o) => [o.source, o]));
+  // After a change the page is drawn again (the list of overrides with it), with the message.
+  const done = (text) => { state.flash = text; route(); };
+  if (state.flash) {
+    panel.replaceChildren(h("p", { class: "ok", id: "override-message" }, state.flash, " ",
+      h("button", { class: "secondary", id: "override-run", onclick: async () => {
+        try { await post(`/profiles/${enc(profile.name)}/run?wait=true`); route(); }
+        catch (e) { panel.append(h("p", { class: "error" }, e.message)); }
+      } }, "Run a cycle now")));
+    state.flash = null;
+  }
+  const form = (title, body, submit) => {
+    const reason = h("input", { id: "override-reason", placeholder: "reason (shown wherever the rule is)", size: 40 });
+    const err = h("p", { class: "error", id: "override-error" });
+    panel.replaceChildren(h("form", { class: "card wide", id: "override-form", onsubmit: async (e) => {
+      e.preventDefault();
+      try { done(await submit(reason.value.trim() || null)); } catch (x) { err.replaceChildren(x.message); }
+    } }, h("h3", {}, title), body, h("p", { class: "inline" }, reason, " ", h("button", { type: "submit", id: "override-save" }, "Save"), " ",
+      h("button", { type: "button", class: "secondary", onclick: () => panel.replaceChildren() }, "Cancel")), err));
+    panel.scrollIntoView();
+  };
+  const who = (d) => d.source_upn || d.source_name;
+  const pin = (d, target, label) => form(`Pin ${who(d)} to ${label || target}`, "", async (reason) => {
+    const o = await post(base, { source: d.source_id, target, reason });
+    return `Pinned ${o.source_name} to ${o.target_name}; it takes effect at the next cycle.`;
+  });
+  const search = (d) => {
+    const box = h("input", { id: "override-search", placeholder: `a ${d.kind} of ${profile.target}: name, UPN, mail, SID, id`, size: 40 });
+    const found = h("div", { id: "override-found" });
+    const find = async () => {
+      try {
+        const v = await api(`/report/object?q=${enc(box.value.trim())}`);
+        const hits = v.objects.filter((r) => r.directory === profile.target && r.object.kind === d.kind);
+        found.replaceChildren(hits.length === 0 ? h("p", { class: "muted" }, "No such object in the target directory.")
+          : table(hits, [["Name", (r) => r.object.name], ["UPN", (r) => show(r.object.upn)], ["Mail", (r) => show(r.object.mail)], ["Id", (r) => r.object.id],
+            ["", (r) => h("button", { class: "secondary pick-target", onclick: () => pin(d, r.object.id, r.object.name) }, "pick")]]));
+      } catch (e) { found.replaceChildren(h("p", { class: "error" }, e.message)); }
+    };
+    panel.replaceChildren(h("div", { class: "card wide" }, h("h3", {}, `Pin ${who(d)} to a ${d.kind} of ${profile.target}`),
+      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); find(); } }, box, h("button", { type: "submit", id: "override-find" }, "Find"),
+        h("button", { type: "button", class: "secondary", onclick: () => panel.replaceChildren() }, "Cancel")), found));
+    box.focus();
+  };
+  const exclude = (d) => form(`Exclude ${who(d)} from ${profile.name}`, h("p", { class: "muted" }, "It leaves the translation table and the unmatched warnings."), async (reason) => {
+    const o = await post(base, { source: d.source_id, exclude: true, reason });
+    return `Excluded ${o.source_name}; it takes effect at the next cycle.`;
+  });
+  const remove = (source, label) => async () => {
+    if (!confirm(`Remove the override of ${label}? The rules decide it again at the next cycle.`)) return;
+    try { await del(`${base}/${enc(source)}`); done(`Removed the override of ${label}; it takes effect at the next cycle.`); }
+    catch (e) { panel.replaceChildren(h("p", { class: "error" }, e.message)); }
+  };
+  const actions = (d) => {
+    if (!canChange()) return "";
+    if (mine.has(d.source_id)) return h("button", { class: "secondary unpin", onclick: remove(d.source_id, who(d)) }, "remove override");
+    if (overrides.some((o) => o.source === d.source_id)) return h("span", { class: "muted" }, "override in the configuration");
+    return [d.status === "unmatched" || d.status === "error" ? [h("button", { class: "secondary pin-search", onclick: () => search(d) }, "pin…"), " "] : "",
+      d.status !== "excluded" ? h("button", { class: "secondary exclude", onclick: () => exclude(d) }, "exclude…") : ""];
+  };
+  const list = [h("h2", {}, `Overrides of ${profile.name}`),
+    table(overrides, [["Source", (o) => o.source_name ? `${o.source_name} (${o.source})` : `${o.source} (not found)`],
+      ["Override", (o) => (o.exclude ? "excluded" : `→ ${o.target_name ? `${o.target_name} (${o.target})` : `${o.target} (not found)`}`)],
+      ["By", (o) => o.operator], ["Reason", (o) => show(o.reason)],
+      ["", (o) => (o.origin === "config" ? h("span", { class: "muted" }, "in the configuration")
+        : canChange() ? h("button", { class: "secondary unpin", onclick: remove(o.source, o.source_name || o.source) }, "remove") : "")]],
+    "No overrides: the rules decide every object.")];
+  return { panel, actions, pin, list };
 }
 
 async function translation() {
