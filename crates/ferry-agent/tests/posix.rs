@@ -225,6 +225,48 @@ fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
     assert_eq!(dump(&t, &outside), before);
 }
 
+/// Would catch: an agent upgraded in the middle of a migration that can no longer undo what the
+/// previous version journaled. The journal is rewritten as version 1 wrote it (header
+/// `ferry_journal: 1`, records without `new_uid`/`new_gid`); undo restores the tree exactly.
+#[test]
+fn a_version_1_journal_is_still_undone_exactly() {
+    if !root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (t, outside) = tree(d.path());
+    let before = dump(&t, &outside);
+    let journal = d.path().join("journal");
+    let s = repermission::run(
+        std::slice::from_ref(&t),
+        &map(),
+        &opts(Mode::AddAndRemove),
+        Some(&journal),
+    )
+    .unwrap();
+    assert!(s.changed >= 9 && s.failed == 0, "{s:?}");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut lines = text.lines();
+    let mut header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["ferry_journal"], 2);
+    header["ferry_journal"] = 1.into();
+    let mut v1 = vec![header.to_string()];
+    for l in lines {
+        let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+        let o = r.as_object_mut().unwrap();
+        assert!(
+            o.remove("new_uid").is_some() && o.remove("new_gid").is_some(),
+            "{l}"
+        );
+        v1.push(r.to_string());
+    }
+    std::fs::write(&journal, v1.join("\n") + "\n").unwrap();
+    assert_ne!(dump(&t, &outside), before);
+    let u = repermission::undo(&journal, 4).unwrap();
+    assert_eq!(u.failed, 0, "{u:?}");
+    assert_eq!(dump(&t, &outside), before);
+}
+
 #[test]
 fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
     if !root() {

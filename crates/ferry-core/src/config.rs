@@ -548,6 +548,17 @@ impl Override {
         if self.target.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(("target", "must not be empty".into()));
         }
+        for (field, v) in [
+            ("source", Some(&self.source)),
+            ("target", self.target.as_ref()),
+        ] {
+            if v.is_some_and(|v| v.len() > 1024) {
+                return Err((
+                    field,
+                    "is longer than 1024 bytes: name the object by its id".into(),
+                ));
+            }
+        }
         if let Some(r) = &self.reason {
             if r.chars().count() > 500 {
                 return Err(("reason", "is longer than 500 characters".into()));

@@ -1003,7 +1003,8 @@ pub fn history_lines(plan: &Plan, diff: &DecisionDiff<'_>) -> Vec<(ObjectKind, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, Override};
+    use proptest::prelude::*;
 
     fn cfg(mode: &str) -> Config {
         let src = format!(
@@ -1056,6 +1057,103 @@ object_types = ["group"]
             ],
             vec![user("t1", "ann@b", "Ann B"), user("t2", "bob@b", "Bob"), tg],
         )
+    }
+
+    /// Would catch: two overrides of one object (ferry.toml names it by mail, an operator by id)
+    /// both deciding it, the later silently winning.
+    #[test]
+    fn two_overrides_of_one_object_are_an_error_not_a_silent_choice() {
+        let mut c = with_overrides(
+            "[[sync_profile.override]]\nsource = \"CY@A\"\nexclude = true\nreason = \"contractor\"\n",
+        );
+        c.profiles[0].overrides.push(Override {
+            source: "s3".into(),
+            target: Some("t2".into()),
+            exclude: false,
+            reason: None,
+            operator: "alice".into(),
+        });
+        let (s, t) = fixture();
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let (o, _) = outcome_of(&p, &s, "s3");
+        assert!(
+            matches!(o, Outcome::Excluded { .. }),
+            "the first one decides: {o:?}"
+        );
+        assert_eq!(p.override_errors.len(), 1, "{:?}", p.override_errors);
+        assert!(
+            p.override_errors[0].contains("the override of `s3` cannot hold")
+                && p.override_errors[0].contains("the override of `CY@A` names the same user"),
+            "{:?}",
+            p.override_errors
+        );
+    }
+
+    fn key_object() -> impl Strategy<Value = DirObject> {
+        let v = || {
+            proptest::option::of(proptest::sample::select(vec![
+                "ann@a",
+                "ANN@A",
+                "Ann",
+                "Smith, Ann",
+                "S-1-5-21-1-2-3-500",
+                "ÅSA",
+                "åsa",
+                "x1",
+            ]))
+        };
+        (
+            proptest::sample::select(vec!["x1", "X1", "s1", "s2", "ann@a", "Ann"]),
+            proptest::sample::select(vec!["Ann", "Smith, Ann", "ÅSA", "Bob"]),
+            v(),
+            v(),
+            v(),
+            proptest::bool::ANY,
+        )
+            .prop_map(|(id, name, upn, mail, sid, group)| {
+                let mut o = DirObject::new(
+                    if group {
+                        ObjectKind::Group
+                    } else {
+                        ObjectKind::User
+                    },
+                    id,
+                    name,
+                );
+                o.upn = upn.map(str::to_string);
+                o.mail = mail.map(str::to_string);
+                o.sid = sid.map(str::to_string);
+                o
+            })
+    }
+
+    proptest! {
+        /// `resolve_keys` (one pass for all keys) names exactly what the rule says, key by key:
+        /// the objects of the kinds whose id is the key, else those whose UPN, mail, SID or name
+        /// is the key with case ignored, each once.
+        #[test]
+        fn resolve_keys_is_the_rule_for_every_key(
+            objects in proptest::collection::vec(key_object(), 0..30),
+            keys in proptest::collection::vec(proptest::sample::select(vec!["ann@a", "Ann", " Ann ", "x1", "X1", "smith, ann", "åsa", "nobody"]), 1..6),
+        ) {
+            let kinds = [ObjectKind::User];
+            let got = resolve_keys(&objects, &kinds, &keys);
+            for (k, key) in keys.iter().enumerate() {
+                let key = key.trim();
+                let fold = |v: &str| v.to_lowercase() == key.to_lowercase();
+                let of_kind = |o: &&DirObject| kinds.contains(&o.kind);
+                let by_id: Vec<u32> = objects.iter().enumerate().filter(|(_, o)| of_kind(o) && o.id == key).map(|(i, _)| i as u32).collect();
+                let want = if by_id.is_empty() {
+                    objects.iter().enumerate()
+                        .filter(|(_, o)| of_kind(o) && [o.upn.as_deref(), o.mail.as_deref(), o.sid.as_deref(), Some(o.name.as_str())].into_iter().flatten().any(fold))
+                        .map(|(i, _)| i as u32)
+                        .collect()
+                } else {
+                    by_id
+                };
+                prop_assert_eq!(&got[k], &want, "key {}", key);
+            }
+        }
     }
 
     fn with_overrides(toml: &str) -> Config {

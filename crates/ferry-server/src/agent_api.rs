@@ -481,13 +481,36 @@ async fn enroll(
                     .store
                     .agents_claimed(&req.device.device_id, req.device.hostname.trim())
                     .await?;
-                Err((
-                    "another enrollment of this device id was taken a moment before this one"
-                        .into(),
-                    now.iter()
-                        .find(|(a, _)| a.device_id == req.device.device_id)
-                        .map(|(a, _)| a.id),
-                ))
+                // Another server took an enrollment of this device id, or of another device
+                // with this host name, a moment before: an operator decides between them.
+                let live = |(a, _): &&(AgentRecord, _)| a.state != "replaced";
+                let same_id = now
+                    .iter()
+                    .filter(live)
+                    .find(|(a, _)| a.device_id == req.device.device_id);
+                let same_host = now
+                    .iter()
+                    .filter(live)
+                    .find(|(a, _)| a.hostname.eq_ignore_ascii_case(req.device.hostname.trim()));
+                Err(match (same_id, same_host) {
+                    (Some((a, _)), _) => (
+                        "another enrollment of this device id was taken a moment before this one"
+                            .into(),
+                        Some(a.id),
+                    ),
+                    (None, Some((a, _))) => (
+                        format!(
+                            "another device ({}) enrolled with host name {} a moment before this one",
+                            a.device_id, a.hostname
+                        ),
+                        Some(a.id),
+                    ),
+                    (None, None) => (
+                        "another enrollment of this device was taken a moment before this one"
+                            .into(),
+                        None,
+                    ),
+                })
             }
             Err(e) => return Err(e.into()),
         },

@@ -101,6 +101,9 @@ pub fn ordered_runbooks(names: &[String], all: &HashMap<String, Runbook>) -> Vec
     out
 }
 
+/// How long a node key's agent is taken from memory before the store is asked again.
+pub const AUTH_CACHE: Duration = Duration::from_secs(2);
+
 /// A translation index and when it was built.
 type CachedIndex = (Instant, Arc<TranslationIndex>);
 
@@ -225,8 +228,10 @@ impl Devices {
         Ok(snap)
     }
 
-    /// The agent whose node key hashes to `hash` (cached for 30 s; re-enrolling replaces the key,
-    /// so a cached old key can at most outlive its replacement by that long).
+    /// The agent whose node key hashes to `hash`, cached for [`AUTH_CACHE`]: a run's burst of
+    /// events and log chunks reads the store once. The server that replaces a key forgets it at
+    /// once ([`Devices::forget_device`]); another server sharing the database may take the old
+    /// key for at most that long.
     pub async fn authenticate(
         &self,
         store: &dyn Store,
@@ -234,7 +239,7 @@ impl Devices {
     ) -> Result<Option<AgentRecord>, StoreError> {
         if let Ok(m) = self.auth.lock()
             && let Some((a, at)) = m.get(hash)
-            && at.elapsed() < Duration::from_secs(30)
+            && at.elapsed() < AUTH_CACHE
         {
             return Ok(Some(a.clone()));
         }

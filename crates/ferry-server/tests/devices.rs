@@ -138,11 +138,21 @@ impl H {
     }
 
     async fn enroll(&self, psk: &str, host: &str, profiles: Value) -> (u16, Value) {
+        self.enroll_as(psk, &format!("id-{host}"), host, profiles)
+            .await
+    }
+    async fn enroll_as(
+        &self,
+        psk: &str,
+        device_id: &str,
+        host: &str,
+        profiles: Value,
+    ) -> (u16, Value) {
         self.call_agent(
             "/enroll",
             None,
             json!({"protocol": 1, "psk": psk, "profiles": profiles,
-                   "device": {"device_id": format!("id-{host}"), "hostname": host, "os": "linux", "os_version": "Debian 12", "agent_version": "0.1.0"}}),
+                   "device": {"device_id": device_id, "hostname": host, "os": "linux", "os_version": "Debian 12", "agent_version": "0.1.0"}}),
         )
         .await
     }
@@ -1223,5 +1233,66 @@ async fn two_servers_racing_a_new_devices_first_enrollment_take_one() {
             "the held enrollment's key waits for approval ({host})"
         );
     }
+    // Five pairs of two new devices (two device ids) with one host name, one on each server at
+    // the same moment: one enrolls, the other is held naming it (issue 15: "two new devices
+    // with one host name on two servers both enroll"; fails without agents_hostname_claim).
+    for i in 0..5 {
+        let host = format!("PC-TWIN-{i:02}.contoso.example");
+        let lower = host.to_lowercase();
+        let (ida, idb) = (format!("twin-a-{i}"), format!("twin-b-{i}"));
+        let (ra, rb) = tokio::join!(
+            a.enroll_as(&psk, &ida, &host, json!([])),
+            b.enroll_as(&psk, &idb, &lower, json!([]))
+        );
+        let mut codes = [ra.0, rb.0];
+        codes.sort();
+        assert_eq!(codes, [200, 202], "host {host}: {ra:?} / {rb:?}");
+        let held = if ra.0 == 202 { &ra } else { &rb };
+        assert!(
+            held.1["held"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.to_lowercase().contains(&host.to_lowercase())),
+            "the held one says which host name: {held:?}"
+        );
+    }
+    // A key replaced on one server stops working on the other within its credential cache
+    // (devices::AUTH_CACHE, 2 s; was 30 s).
+    let host = "pc-rekey.contoso.example";
+    let (s, first) = a.enroll(&psk, host, json!([])).await;
+    assert_eq!(s, 200, "{first}");
+    let old = first["node_key"].as_str().unwrap().to_string();
+    let (s, _) = b
+        .call_agent("/checkin", Some(&old), json!({"protocol": 1}))
+        .await;
+    assert_eq!(s, 200, "cached on b now");
+    let (s, again) = a
+        .call_agent(
+            "/enroll",
+            None,
+            json!({"protocol": 1, "psk": psk, "profiles": [], "previous_node_key": old,
+                   "device": {"device_id": format!("id-{host}"), "hostname": host, "os": "linux", "os_version": "Debian 12", "agent_version": "0.1.0"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{again}");
+    let (s, _) = a
+        .call_agent("/checkin", Some(&old), json!({"protocol": 1}))
+        .await;
+    assert_ne!(
+        s, 200,
+        "the server that replaced the key refuses the old one at once"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, _) = b
+        .call_agent("/checkin", Some(&old), json!({"protocol": 1}))
+        .await;
+    assert_ne!(s, 200, "the other server refuses it after its cache");
+    let (s, _) = b
+        .call_agent(
+            "/checkin",
+            again["node_key"].as_str(),
+            json!({"protocol": 1}),
+        )
+        .await;
+    assert_eq!(s, 200);
     drop((a, b));
 }

@@ -370,12 +370,12 @@ async fn overrides_on_file_directories() {
         "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n{PROFILE}"
     );
     let h = start(d, &cfg).await;
-    viewers_may_look_but_not_override(&h).await;
+    viewers_and_tenant_admins_may_not_override(&h).await;
     scenario(&h, &mut Dirs::Files(d.to_path_buf())).await;
     h.server.stop().await.unwrap();
 }
 
-async fn viewers_may_look_but_not_override(h: &Harness) {
+async fn viewers_and_tenant_admins_may_not_override(h: &Harness) {
     let (s, v) = post(
         h,
         "/operators",
@@ -384,6 +384,23 @@ async fn viewers_may_look_but_not_override(h: &Harness) {
     .await;
     assert_eq!(s, 201, "{v}");
     let viewer = v["token"].as_str().unwrap().to_string();
+    // A tenant admin acts on its tenant's environments only: overrides need a ferry admin.
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/tenants/contoso",
+            Some(json!({"id": "contoso", "name": "Contoso"})),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{v}");
+    let (s, v) = post(
+        h,
+        "/operators",
+        json!({"name": "tina", "tenant": "contoso", "password": "a tenant admin's password"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let tenant_admin = v["token"].as_str().unwrap().to_string();
     assert_eq!(
         h.call_as(&viewer, Method::GET, "/profiles/users/overrides", None)
             .await
@@ -398,16 +415,30 @@ async fn viewers_may_look_but_not_override(h: &Harness) {
             "/profiles/users/overrides/eq%40contoso.test",
         ),
     ] {
-        let (s, v) = h
-            .call_as(
-                &viewer,
-                m,
-                path,
-                Some(json!({"source": "eq@contoso.test", "exclude": true})),
-            )
-            .await;
-        assert_eq!(s, 403, "{path}: {v}");
+        for token in [&viewer, &tenant_admin] {
+            let (s, v) = h
+                .call_as(
+                    token,
+                    m.clone(),
+                    path,
+                    Some(json!({"source": "eq@contoso.test", "exclude": true})),
+                )
+                .await;
+            assert_eq!(s, 403, "{path}: {v}");
+        }
     }
+    assert_eq!(
+        h.call_as(
+            &tenant_admin,
+            Method::GET,
+            "/profiles/users/overrides",
+            None
+        )
+        .await
+        .0,
+        403,
+        "a tenant admin does not read profiles either"
+    );
     assert!(
         h.get("/profiles/users/overrides")
             .await

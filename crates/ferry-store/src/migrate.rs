@@ -68,6 +68,11 @@ pub const SQLITE: &[Migration] = &[
         name: "sync_overrides",
         sql: include_str!("../migrations/sqlite/0012_sync_overrides.sql"),
     },
+    Migration {
+        version: 13,
+        name: "agent_hostname_claim",
+        sql: include_str!("../migrations/sqlite/0013_agent_hostname_claim.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -130,5 +135,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 12,
         name: "sync_overrides",
         sql: include_str!("../migrations/postgres/0012_sync_overrides.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "agent_hostname_claim",
+        sql: include_str!("../migrations/postgres/0013_agent_hostname_claim.sql"),
     },
 ];

@@ -430,11 +430,13 @@ impl Store for PgStore {
                     &e.now,
                     &e.address,
                     &e.facts.agent_version,
+                    &e.facts.hostname,
                     &e.replaces,
                     &0i64,
                 ],
             )
-            .await?
+            .await
+            .map_err(|x| claim_taken(x, &e.facts.device_id))?
             .ok_or_else(|| StoreError::ClaimChanged(e.facts.device_id.clone()))?;
         let id: i64 = row.try_get(0)?;
         tx.execute("DELETE FROM agent_profiles WHERE agent_id = $1", &[&id])
@@ -622,6 +624,7 @@ impl Store for PgStore {
                         &now,
                         &req.address,
                         &req.facts.agent_version,
+                        &req.hostname,
                         &None::<&str>,
                         &1i64,
                     ],
@@ -1969,4 +1972,18 @@ fn event_row(r: &Row) -> Result<StoredEvent> {
                 .map(|p| p.clamp(0, 100) as u8),
         },
     })
+}
+
+/// A live agent of another device holds the host name (the unique `hostname_claim`): the
+/// enrollment's claim changed under it, as with a device id taken in between.
+fn claim_taken(e: tokio_postgres::Error, device_id: &str) -> StoreError {
+    let taken = e.as_db_error().is_some_and(|d| {
+        *d.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && d.constraint() == Some("agents_hostname_claim")
+    });
+    if taken {
+        StoreError::ClaimChanged(device_id.to_string())
+    } else {
+        e.into()
+    }
 }

@@ -303,15 +303,17 @@ pub const INSERT_REQUEST: &str = "INSERT INTO enrollment_requests (device_id, ho
 pub const DECIDE_REQUEST: &str = "UPDATE enrollment_requests SET state = ?, decided_by = ?, decided_at = ? WHERE id = ? AND state = 'pending' \
      RETURNING node_hash, profiles";
 /// Agents of other devices with the approved request's host name stop working.
-pub const REPLACE_AGENTS: &str = "UPDATE agents SET node_hash = 'replaced:' || CAST(id AS TEXT), state = 'replaced' \
+pub const REPLACE_AGENTS: &str = "UPDATE agents SET node_hash = 'replaced:' || CAST(id AS TEXT), state = 'replaced', hostname_claim = NULL \
      WHERE lower(hostname) = lower(?) AND device_id <> ?";
 /// Enrolls a device, or a device again: the agent with its device id takes the new node key
 /// only when it was replaced, when its node key is still the one the enrollment was decided
 /// against (11th parameter), or when an operator approved it (12th, 1). Otherwise no row comes
-/// back: another enrollment of the device was taken in between.
-pub const UPSERT_AGENT: &str = "INSERT INTO agents (device_id, hostname, os, facts, node_hash, psk_id, enrolled_at, last_contact, last_address, agent_version, state) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled') \
-     ON CONFLICT (device_id) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, facts = excluded.facts, node_hash = excluded.node_hash, \
+/// back: another enrollment of the device was taken in between. The agent claims its host name
+/// (`hostname_claim`, unique): a live agent of another device holding it fails the statement
+/// with a unique violation, which the backends report as [`crate::StoreError::ClaimChanged`].
+pub const UPSERT_AGENT: &str = "INSERT INTO agents (device_id, hostname, os, facts, node_hash, psk_id, enrolled_at, last_contact, last_address, agent_version, state, hostname_claim) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', lower(?)) \
+     ON CONFLICT (device_id) DO UPDATE SET hostname = excluded.hostname, hostname_claim = excluded.hostname_claim, os = excluded.os, facts = excluded.facts, node_hash = excluded.node_hash, \
      psk_id = excluded.psk_id, enrolled_at = excluded.enrolled_at, last_contact = excluded.last_contact, last_address = excluded.last_address, \
      agent_version = excluded.agent_version, state = 'enrolled' \
      WHERE agents.state = 'replaced' OR agents.node_hash = ? OR CAST(? AS BIGINT) = 1 RETURNING id";

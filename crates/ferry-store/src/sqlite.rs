@@ -585,12 +585,14 @@ impl Store for SqliteStore {
                         e.now,
                         e.address,
                         e.facts.agent_version,
+                        e.facts.hostname,
                         e.replaces,
                         0i64
                     ],
                     |r| r.get(0),
                 )
-                .optional()?
+                .optional()
+                .map_err(|x| claim_taken(x, &e.facts.device_id))?
                 .ok_or_else(|| StoreError::ClaimChanged(e.facts.device_id.clone()))?;
             tx.execute("DELETE FROM agent_profiles WHERE agent_id = ?", [id])?;
             {
@@ -757,6 +759,7 @@ impl Store for SqliteStore {
                         now,
                         req.address,
                         req.facts.agent_version,
+                        req.hostname,
                         None::<&str>,
                         1i64
                     ],
@@ -1914,5 +1917,19 @@ impl SqliteStore {
         tx.commit()?;
         tracing::debug!(commit_ms = t4.elapsed().as_millis() as u64, "SQLite commit");
         Ok(())
+    }
+}
+
+/// A live agent of another device holds the host name (the unique `hostname_claim`): the
+/// enrollment's claim changed under it, as with a device id taken in between.
+fn claim_taken(e: rusqlite::Error, device_id: &str) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+                && msg.contains("hostname_claim") =>
+        {
+            StoreError::ClaimChanged(device_id.to_string())
+        }
+        _ => e.into(),
     }
 }

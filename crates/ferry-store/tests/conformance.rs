@@ -408,6 +408,21 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         s.agent_by_node_hash("node-2").await.unwrap().unwrap().id,
         a.id
     );
+    // Another device claiming the live agent's host name (case ignored) is not enrolled beside
+    // it (catches two servers each enrolling one of two new devices with one host name).
+    let twin = DeviceFacts {
+        device_id: "machine-2".into(),
+        hostname: "pc-0001".into(),
+        ..facts.clone()
+    };
+    let r = s
+        .enroll_agent(&Enrollment {
+            facts: &twin,
+            ..e("node-t", 31, None)
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::ClaimChanged(_))), "{r:?}");
+    assert!(s.agent_by_node_hash("node-t").await.unwrap().is_none());
     // Contacts are recorded in bulk, never backwards in time.
     let contact = |at: i64, state: Option<&str>| Contact {
         agent_id: a.id,
