@@ -118,6 +118,11 @@ fn opts(mode: Mode) -> Options {
     }
 }
 
+/// A real run over `t` with the test map, journaled.
+fn run(t: &Path, mode: Mode, journal: &Path) -> repermission::Summary {
+    repermission::run(&[t.to_path_buf()], &map(), &opts(mode), Some(journal)).unwrap()
+}
+
 fn getfacl(p: &Path) -> String {
     String::from_utf8_lossy(
         &Command::new("getfacl")
@@ -155,13 +160,7 @@ fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
     assert_eq!(dump(&t, &outside), before);
     assert!(!journal.exists());
 
-    let s = repermission::run(
-        std::slice::from_ref(&t),
-        &map(),
-        &opts(Mode::AddAndRemove),
-        Some(&journal),
-    )
-    .unwrap();
+    let s = run(&t, Mode::AddAndRemove, &journal);
     assert_eq!((s.changed, s.failed), (w.changed, 0), "{s:?}");
     let md = |p: &str| std::fs::symlink_metadata(t.join(p)).unwrap();
     assert_eq!(
@@ -211,13 +210,7 @@ fn add_and_remove_translates_everything_and_undo_restores_it_exactly() {
     );
 
     // A second run writes nothing.
-    let again = repermission::run(
-        std::slice::from_ref(&t),
-        &map(),
-        &opts(Mode::AddAndRemove),
-        Some(&journal),
-    )
-    .unwrap();
+    let again = run(&t, Mode::AddAndRemove, &journal);
     assert_eq!(again.changed, 0, "{again:?}");
     // Undo restores stat and getfacl of every file exactly.
     let u = repermission::undo(&journal, 4).unwrap();
@@ -237,13 +230,7 @@ fn a_version_1_journal_is_still_undone_exactly() {
     let (t, outside) = tree(d.path());
     let before = dump(&t, &outside);
     let journal = d.path().join("journal");
-    let s = repermission::run(
-        std::slice::from_ref(&t),
-        &map(),
-        &opts(Mode::AddAndRemove),
-        Some(&journal),
-    )
-    .unwrap();
+    let s = run(&t, Mode::AddAndRemove, &journal);
     assert!(s.changed >= 9 && s.failed == 0, "{s:?}");
     let text = std::fs::read_to_string(&journal).unwrap();
     let mut lines = text.lines();
@@ -276,13 +263,7 @@ fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
     let (t, outside) = tree(d.path());
     let before = dump(&t, &outside);
     let journal = d.path().join("journal");
-    let s = repermission::run(
-        std::slice::from_ref(&t),
-        &map(),
-        &opts(Mode::Add),
-        Some(&journal),
-    )
-    .unwrap();
+    let s = run(&t, Mode::Add, &journal);
     assert_eq!(s.failed, 0, "{s:?}");
     let md = std::fs::metadata(t.join("docs/a.txt")).unwrap();
     assert_eq!(
@@ -304,13 +285,7 @@ fn add_mode_keeps_the_source_and_gives_the_target_the_same_rights() {
     // A plain file owned by a source gains a named entry for the target with the owner's rights.
     let n = getfacl(&t.join("new\nline.txt"));
     assert!(n.contains("user:2001:rw-"), "{n}");
-    let again = repermission::run(
-        std::slice::from_ref(&t),
-        &map(),
-        &opts(Mode::Add),
-        Some(&journal),
-    )
-    .unwrap();
+    let again = run(&t, Mode::Add, &journal);
     assert_eq!(again.changed, 0, "add is idempotent: {again:?}");
     repermission::undo(&journal, 4).unwrap();
     assert_eq!(dump(&t, &outside), before);

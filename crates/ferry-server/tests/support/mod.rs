@@ -73,6 +73,18 @@ impl Harness {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
+    /// A GET's body as text (exports), asserting 200.
+    pub async fn text(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET {path}");
+        r.text().await.unwrap()
+    }
     pub async fn get(&self, path: &str) -> Value {
         let (s, v) = self.call(reqwest::Method::GET, path, None).await;
         assert_eq!(s, 200, "GET {path}: {v}");
