@@ -32,6 +32,15 @@ fn quickstart_runs_a_cycle_and_prints_a_summary() {
         out.contains("ferry quickstart: Contoso → Fabrikam"),
         "{out}"
     );
+    // It says how to resolve an ambiguous user, with a real pair (issue 16).
+    let pin = out
+        .lines()
+        .find(|l| l.contains(" sync pin users "))
+        .unwrap_or_else(|| panic!("no `ferry sync pin` hint: {out}"));
+    assert!(
+        pin.contains("@contoso.test") && pin.contains("# resolve an ambiguous user"),
+        "{pin}"
+    );
     // As root (CI), the local agent migrates the sample device tree.
     if is_root() {
         assert!(
@@ -155,6 +164,69 @@ fn admin_commands_against_a_server() {
     );
     let o = ferry(&["sync", "approve", "users"], &env);
     assert!(o.status.success(), "{}", text(&o));
+
+    // Overrides from the command line: pin an ambiguous user to a candidate, a bulk import
+    // with a bad line applies nothing and names it, list, unpin.
+    let o = ferry(
+        &["sync", "whatif", "users", "--status", "ambiguous", "--json"],
+        &env,
+    );
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &w["decisions"][0];
+    let (who, candidate) = (
+        d["source_upn"].as_str().unwrap(),
+        d["candidates"][0].as_str().unwrap(),
+    );
+    let o = ferry(
+        &[
+            "sync",
+            "pin",
+            "users",
+            who,
+            candidate,
+            "--reason",
+            "HR, ticket 1",
+        ],
+        &env,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("pinned"),
+        "{}",
+        text(&o)
+    );
+    let csv = dir.path().join("overrides.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "source,exclude,reason\n{who},true,\"left, after all\"\nnobody@contoso.test,true,\n"
+        ),
+    )
+    .unwrap();
+    let o = ferry(
+        &[
+            "sync",
+            "overrides",
+            "import",
+            "users",
+            csv.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("line 3: source: no user"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&["sync", "overrides", "users"], &env);
+    let out = text(&o);
+    assert!(
+        o.status.success() && out.contains("by admin: HR, ticket 1") && !out.contains("excluded"),
+        "the refused import changed nothing: {out}"
+    );
+    let o = ferry(&["sync", "unpin", "users", who], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = ferry(&["sync", "overrides", "users"], &env);
+    assert!(text(&o).contains("has no overrides"), "{}", text(&o));
 
     let map = dir.path().join("usermapping.csv");
     let o = ferry(
