@@ -1029,18 +1029,18 @@ impl Config {
                     ));
                 }
             }
+            let mut sources: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::new();
             for (j, o) in prof.overrides.iter().enumerate() {
                 let at = |k: &str| format!("sync_profile[{i}].override[{j}].{k}");
                 o.check().map_err(|(field, why)| err(at(field), why))?;
-                if let Some(k) = prof.overrides[..j]
-                    .iter()
-                    .position(|x| x.source.trim().eq_ignore_ascii_case(o.source.trim()))
-                {
+                if let Some(&k) = sources.get(&o.source.trim().to_ascii_lowercase()) {
                     return Err(err(
                         at("source"),
                         format!("`{}` already has an override (override[{k}])", o.source),
                     ));
                 }
+                sources.insert(o.source.trim().to_ascii_lowercase(), j);
             }
             for (j, a) in prof.attributes.iter().enumerate() {
                 if a.source.is_some() == a.value.is_some() {

@@ -149,12 +149,15 @@ impl Settings {
         config.profiles.extend(profiles.iter().cloned());
         // Stored overrides follow the profile's own (ferry.toml's or the console entry's); one for
         // a source the profile already overrides is left out (the configuration wins).
+        let key = |s: &str| s.trim().to_ascii_lowercase();
+        let mut taken: std::collections::HashSet<(String, String)> = config
+            .profiles
+            .iter()
+            .flat_map(|p| p.overrides.iter().map(|o| (p.name.clone(), key(&o.source))))
+            .collect();
         for (profile, o) in &stored.overrides {
             if let Some(p) = config.profiles.iter_mut().find(|p| &p.name == profile)
-                && !p
-                    .overrides
-                    .iter()
-                    .any(|x| x.source.trim().eq_ignore_ascii_case(o.source.trim()))
+                && taken.insert((profile.clone(), key(&o.source)))
             {
                 p.overrides.push(o.clone());
             }

@@ -146,6 +146,31 @@ async fn run(users: usize, n: usize) {
         v["pins"],
         v["excludes"]
     );
+    // One pin as an operator enters it (the CLI's `ferry sync pin`): keys looked up, not loaded.
+    let one = sources
+        .iter()
+        .rev()
+        .find(|o| o.upn.is_some())
+        .expect("a source user");
+    let pad = pads.last().expect("a padded target");
+    let t = Instant::now();
+    let r = http
+        .post(format!("{url}/profiles/users/overrides"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"source": one.upn, "target": pad.upn, "reason": "bench"}))
+        .send()
+        .await
+        .expect("pin");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    println!(
+        "one pin by UPN through the API (two look-ups among {} stored objects): {:.0} ms",
+        sources.len() + targets.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let (with, counts) = cycle().await;
     println!(
         "cycle without overrides: {plain:.2}s; with {rows}: {with:.2}s ({} excluded, {} override errors)",

@@ -185,6 +185,26 @@ async fn resolve(
     } else {
         candidates(st, &p.target, &target_keys).await?
     };
+    // Targets are resolved among the source's kind: one pass per kind for all of them.
+    let mut target_found: Vec<Option<Vec<u32>>> = vec![None; asked.len()];
+    for &kind in &p.object_types {
+        let (at, keys): (Vec<usize>, Vec<&str>) = asked
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                let [s] = asked_found[i].as_slice() else {
+                    return None;
+                };
+                (sources[*s as usize].kind == kind)
+                    .then_some(())
+                    .and(o.target.as_deref())
+                    .map(|t| (i, t))
+            })
+            .unzip();
+        for (i, f) in at.into_iter().zip(resolve_keys(&targets, &[kind], &keys)) {
+            target_found[i] = Some(f);
+        }
+    }
     let what = kinds_text(p);
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -216,8 +236,8 @@ async fn resolve(
         let target = match &o.target {
             None => None,
             Some(t) => {
-                let f = resolve_keys(&targets, &[s.kind], &[t.as_str()]);
-                match one(&targets, &f[0], "target", t, s.kind.as_str(), &p.target) {
+                let f = target_found[i].as_deref().unwrap_or_default();
+                match one(&targets, f, "target", t, s.kind.as_str(), &p.target) {
                     Ok(t) => Some(t),
                     Err(e) => {
                         errors.push(format!("{}{e}", label(i)));
@@ -254,13 +274,16 @@ async fn resolve(
 async fn store(st: &AppState, profile: &str, add: &[Override]) -> ApiResult<u64> {
     let mut stored = st.settings.stored(&*st.store).await?;
     let mut replaced = 0;
+    let at: std::collections::HashMap<String, usize> = stored
+        .overrides
+        .iter()
+        .enumerate()
+        .filter(|(_, (p, _))| p == profile)
+        .map(|(i, (_, o))| (o.source.clone(), i))
+        .collect();
     for o in add {
-        if let Some(x) = stored
-            .overrides
-            .iter_mut()
-            .find(|(p, x)| p == profile && x.source == o.source)
-        {
-            x.1 = o.clone();
+        if let Some(&i) = at.get(&o.source) {
+            stored.overrides[i].1 = o.clone();
             replaced += 1;
         } else {
             stored.overrides.push((profile.to_string(), o.clone()));
