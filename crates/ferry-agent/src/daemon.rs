@@ -746,7 +746,8 @@ impl Agent {
 
     /// Sleeps until the next check-in; a user's request cuts it short.
     async fn sleep(&mut self, d: Duration) {
-        let until = tokio::time::Instant::now() + d;
+        // A day at most, whatever the server asks (an interval near u64::MAX would overflow).
+        let until = tokio::time::Instant::now() + d.min(Duration::from_secs(86_400));
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500).min(until - tokio::time::Instant::now()))
                 .await;

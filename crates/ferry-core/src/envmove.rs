@@ -4,7 +4,7 @@
 //! Pure: time comes in as milliseconds since the epoch, lookups as functions.
 
 use crate::usermapping::Row;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Seven days, the life of an unanswered request and of a successful validation.
 pub const SEVEN_DAYS_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -64,6 +64,10 @@ pub enum Refusal {
     #[error("an environment cannot move between the public cloud and GCC")]
     Cloud,
     #[error(
+        "tenant-to-tenant moves support sandbox and production environments with Dataverse; this one has no Dataverse organisation (org_id)"
+    )]
+    NoDataverse,
+    #[error(
         "a Dataverse organisation linked to finance and operations cannot move between tenants"
     )]
     FinanceAndOperations,
@@ -82,10 +86,13 @@ pub fn check_submit(f: &MoveFacts<'_>) -> Result<Vec<String>, Refusal> {
             }));
         }
     }
+    if !f.has_dataverse {
+        return Err(Refusal::NoDataverse);
+    }
     if f.cloud != f.target_cloud {
         return Err(Refusal::Cloud);
     }
-    if f.has_dataverse && f.linked_to_finance_and_operations {
+    if f.linked_to_finance_and_operations {
         return Err(Refusal::FinanceAndOperations);
     }
     Ok(f.component_kinds
@@ -224,9 +231,14 @@ pub struct Moved {
     /// The environment the source tenant keeps: same name, no Dataverse.
     pub source_remnant: Environment,
     pub checklist: Vec<String>,
-    /// Users migrated (mapped), users left out.
+    /// Users migrated (mapped), users left out (the next two together).
     pub migrated_users: usize,
     pub left_out_users: usize,
+    /// Users left out because the mapping file does not name them.
+    pub not_in_mapping: usize,
+    /// Application users the mapping file names: they cannot be mapped
+    /// (`ApplicationUserCannotBeMapped`), so they are left out although they are in the file.
+    pub application_users_in_mapping: usize,
     /// Source e-mail → target UPN of each migrated user: what records' references become.
     pub remap: Vec<(String, String)>,
 }
@@ -245,11 +257,14 @@ pub fn move_environment(
 ) -> Moved {
     let org = OrgIndex::new(&env.system_users);
     let mut to: FxHashMap<&str, &str> = FxHashMap::default();
+    let mut applications: FxHashSet<&str> = FxHashSet::default();
     for r in mapping {
-        if let Some(u) = org.find(r.source)
-            && !u.application_user
-        {
-            to.insert(u.id.as_str(), r.destination);
+        if let Some(u) = org.find(r.source) {
+            if u.application_user {
+                applications.insert(u.id.as_str());
+            } else {
+                to.insert(u.id.as_str(), r.destination);
+            }
         }
     }
     let mut target = env.clone();
@@ -361,10 +376,13 @@ pub fn move_environment(
                 .map(|d| (u.email.clone(), d.to_string()))
         })
         .collect();
+    let left_out = env.system_users.len() - target.system_users.len();
     Moved {
         remap,
         migrated_users: target.system_users.len(),
-        left_out_users: env.system_users.len() - target.system_users.len(),
+        left_out_users: left_out,
+        not_in_mapping: left_out - applications.len(),
+        application_users_in_mapping: applications.len(),
         target,
         source_remnant,
         checklist,
@@ -879,6 +897,17 @@ mod tests {
             check_submit(&f(Production, Public, Public, true)),
             Err(Refusal::FinanceAndOperations)
         );
+        // The seed: "Tenant-to-tenant moves support sandbox and production environments with
+        // Dataverse" (issue 17: one without went through the whole move).
+        for t in [Production, Sandbox] {
+            assert_eq!(
+                check_submit(&MoveFacts {
+                    has_dataverse: false,
+                    ..f(t, Public, Public, false)
+                }),
+                Err(Refusal::NoDataverse)
+            );
+        }
     }
 
     #[test]

@@ -530,7 +530,9 @@ impl GraphConnector {
         };
         match read_token_answer(status, &body) {
             Ok((t, life)) => {
-                let until = Instant::now() + Duration::from_secs(life.saturating_sub(60).max(1));
+                // A day at most, whatever `expires_in` says (near u64::MAX it would overflow).
+                let life = life.clamp(61, 86_400) - 60;
+                let until = Instant::now() + Duration::from_secs(life);
                 *cached = Some((t.clone(), until));
                 Ok(t)
             }

@@ -50,6 +50,10 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// The longest [`Engine::wait`] waits (a caller's timeout near `u64::MAX` seconds would overflow
+/// the deadline).
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("sync profile `{0}` is not configured")]
@@ -658,13 +662,14 @@ impl Engine {
         })
     }
 
-    /// Waits until a cycle has finished (or the timeout passes) and returns its record.
+    /// Waits until a cycle has finished (or the timeout, at most [`MAX_WAIT`], passes) and
+    /// returns its record.
     pub async fn wait(
         &self,
         id: i64,
         timeout: Duration,
     ) -> Result<Option<ferry_store::CycleInfo>, StoreError> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now() + timeout.min(MAX_WAIT);
         loop {
             let c = self.store.cycle(id).await?;
             if c.as_ref().is_none_or(|c| c.status != "running")

@@ -481,6 +481,60 @@ fn the_committed_openapi_document_is_current() {
     );
 }
 
+/// Would catch: two Rust types with one schema name, where utoipa keeps one and every answer
+/// naming the other violates the document (a move's status line stood in for a decision's
+/// `status`, so every What-If and object report broke the contract).
+#[test]
+fn schema_references_name_the_type_they_mean() {
+    let doc: Value = serde_json::from_str(&ferry_server::api::openapi_json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let target = |r: &Value| {
+        let r = r["$ref"].as_str().unwrap();
+        schemas[r.trim_start_matches("#/components/schemas/")].clone()
+    };
+    let status = target(&schemas["DecisionRow"]["properties"]["status"]);
+    let values: Vec<&str> = status["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("DecisionRow.status is not the decision status enum: {status}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for v in [
+        "matched",
+        "unmatched",
+        "ambiguous",
+        "conflict",
+        "refused",
+        "excluded",
+        "error",
+    ] {
+        assert!(values.contains(&v), "{v} missing from {values:?}");
+    }
+    assert!(schemas["MoveStatus"]["properties"]["migration_id"].is_object());
+}
+
+/// Would catch: a `timeout` near u64::MAX overflowing the deadline and panicking the handler (the
+/// client got an empty reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_wait_timeout_is_capped_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 20);
+    let h = start(dir.path(), &config("match-only")).await;
+    let (s, v) = h
+        .call(
+            reqwest::Method::POST,
+            "/profiles/users/run?wait=true&timeout=18446744073709551615",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["cycle"]["status"].as_str()),
+        (202, Some("succeeded")),
+        "{v}"
+    );
+    h.server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_totals_from_plans_equal_the_stores_counts() {
     use ferry_core::ObjectKind;

@@ -304,6 +304,28 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
             "only production and sandbox environments can move between tenants; this one is developer"
         )
     );
+    // Without a Dataverse organisation there is nothing to move (issue 17: it went through).
+    let mut plain = env.clone();
+    plain["id"] = json!("plain");
+    plain["name"] = json!("Plain");
+    plain.as_object_mut().unwrap().remove("org_id");
+    c.call(&src, Method::PUT, "/environments/plain", Some(plain))
+        .await;
+    let (s, v) = c
+        .call(
+            &src,
+            Method::POST,
+            "/environments/plain/moves",
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with(
+            "tenant-to-tenant moves support sandbox and production environments with Dataverse"
+        ),
+        "{v}"
+    );
     let (s, v) = c
         .call(
             &src,
@@ -404,6 +426,22 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .call(&src, Method::GET, &format!("/moves/{sid}/errors"), None)
         .await;
     assert_eq!(s, 200);
+    // The target's status line names the error file under the target's own id, which it can
+    // open (issue 17: it named the source's id, which the target cannot use).
+    assert_eq!(
+        c.settled(&dst, &tid).await,
+        format!(
+            "Validation Failed, Errors are updated on the blob here: /api/v1/moves/{tid}/errors"
+        )
+    );
+    let (s, theirs) = c
+        .call(&dst, Method::GET, &format!("/moves/{tid}/errors"), None)
+        .await;
+    assert_eq!((s, &theirs), (200, &v), "the same file, by the target's id");
+    let (s, _) = c
+        .call(&dst, Method::GET, &format!("/moves/{sid}/errors"), None)
+        .await;
+    assert_eq!(s, 404, "but not by the source's id");
     let file = v.as_str().unwrap();
     assert!(
         file.contains("3,boss@contoso.test,boss@fabrikam.test,TargetUserHasNoLicense"),
@@ -452,12 +490,11 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .call(&dst, Method::POST, &format!("/moves/{tid}/migrate"), None)
         .await;
     assert_eq!(s, 403);
-    // The target may not cancel, delete or read the error file; another tenant does not see the
-    // move; a ferry admin reads its status.
+    // The target may not cancel or delete; another tenant does not see the move; a ferry admin
+    // reads its status.
     for (m, path) in [
         (Method::POST, format!("/moves/{tid}/cancel")),
         (Method::DELETE, format!("/moves/{tid}")),
-        (Method::GET, format!("/moves/{tid}/errors")),
     ] {
         let (s, v) = c.call(&dst, m, &path, None).await;
         assert_eq!(s, 403, "{path}: {v}");
@@ -511,8 +548,8 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     let (_, envs) = c.call(&src, Method::GET, "/environments", None).await;
     assert_eq!(
         envs.as_array().unwrap().len(),
-        2,
-        "no remnant left behind: {envs}"
+        3,
+        "sales, dev and plain; no remnant left behind: {envs}"
     );
 
     let (s, v) = c
@@ -523,6 +560,16 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     assert_eq!(
         (v["migrated_users"].as_u64(), v["left_out_users"].as_u64()),
         (Some(1), Some(3))
+    );
+    // The application user was in the file: it is not counted as "not in the mapping file"
+    // (issue 17).
+    assert_eq!(
+        (
+            v["not_in_mapping"].as_u64(),
+            v["application_users_in_mapping"].as_u64()
+        ),
+        (Some(2), Some(1)),
+        "{v}"
     );
     assert_eq!(
         v["records_remapped"], 300,
@@ -605,12 +652,28 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .await;
     assert_eq!(s, 409, "no cancel after completion");
 
-    // An unanswered request expires after seven days.
-    let (_, v) = c
+    // The remnant has no Dataverse left, so it cannot move again.
+    let (s, _) = c
         .call(
             &src,
             Method::POST,
             &format!("/environments/{}/moves", remnant["id"].as_str().unwrap()),
+            Some(json!({"target_tenant": "fabrikam"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // An unanswered request expires after seven days.
+    let mut later = env.clone();
+    later["id"] = json!("sales-2");
+    later["name"] = json!("Sales 2");
+    later["org_id"] = json!("0a1b2c3d-0000-4000-8000-000000000002");
+    c.call(&src, Method::PUT, "/environments/sales-2", Some(later))
+        .await;
+    let (_, v) = c
+        .call(
+            &src,
+            Method::POST,
+            "/environments/sales-2/moves",
             Some(json!({"target_tenant": "fabrikam"})),
         )
         .await;

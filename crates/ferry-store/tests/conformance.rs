@@ -954,6 +954,22 @@ async fn sync_commit_round_trip(s: &dyn Store) {
     // The plan, its writes and the cycle's counts.
     let plan = s.plan("users").await.unwrap().unwrap();
     assert_eq!(plan.hash, hash);
+    assert_eq!(s.plan_profiles().await.unwrap(), ["users"]);
+    // An approval is of one plan hash, by one operator; approving again replaces it.
+    assert!(s.approval("users").await.unwrap().is_none());
+    s.approve("users", "0123abcd", "alice", 3).await.unwrap();
+    s.approve("users", &hash, "Ann O'Brien", 4).await.unwrap();
+    let a = s.approval("users").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            a.profile.as_str(),
+            a.plan_hash.as_str(),
+            a.approved_by.as_str(),
+            a.approved_at
+        ),
+        ("users", hash.as_str(), "Ann O'Brien", 4)
+    );
+    assert!(s.approval("devices").await.unwrap().is_none());
     assert_eq!(plan.rules.len(), 3);
     let writes = s.plan_writes("users", 0, 0).await.unwrap();
     assert_eq!(

@@ -479,10 +479,12 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             );
             let cn = &p["counts"];
             println!(
-                "  {} matched, {} unmatched, {} ambiguous; {} create(s), {} update(s)",
+                "  {} matched, {} unmatched, {} ambiguous, {} excluded, {} override error(s); {} create(s), {} update(s)",
                 s(&cn["matched"]),
                 s(&cn["unmatched"]),
                 s(&cn["ambiguous"]),
+                s(&cn["excluded"]),
+                s(&cn["errors"]),
                 s(&cn["creates"]),
                 s(&cn["updates"])
             );
@@ -528,6 +530,7 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                         s(&d["target_name"]),
                         d["candidates"]
                     ),
+                    Some("excluded" | "error" | "refused") => format!("[{rule}]"),
                     _ => String::new(),
                 };
                 println!(

@@ -481,9 +481,10 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
             if !json {
                 one(&v);
                 println!(
-                    "{} users migrated, {} not in the mapping file (not migrated)",
+                    "{} users migrated; not migrated: {} not in the mapping file, {} application users in it (they cannot be mapped)",
                     s(&v["migrated_users"]),
-                    s(&v["left_out_users"])
+                    s(&v["not_in_mapping"]),
+                    s(&v["application_users_in_mapping"])
                 );
                 println!("After the move:");
                 for l in v["checklist"].as_array().into_iter().flatten() {

@@ -636,8 +636,10 @@ pub struct MoveView {
     pub mapped_users: usize,
 }
 
-fn errors_url(m: &Move) -> String {
-    format!("/api/v1/moves/{}/errors", m.source_migration_id)
+/// The error file's URL under the migration id its reader knows the move by (each side has its
+/// own, and can open only that one).
+fn errors_url(id: &str) -> String {
+    format!("/api/v1/moves/{id}/errors")
 }
 
 fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
@@ -651,6 +653,7 @@ fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
         Some(t) if t == m.target_tenant => (m.target_migration_id.clone(), "target", None),
         Some(_) => return None,
     };
+    let status = m.request.status_line(now, &errors_url(&id));
     Some(MoveView {
         migration_id: id,
         side: side.into(),
@@ -659,7 +662,7 @@ fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
         source_tenant: m.source_tenant.clone(),
         target_tenant: m.target_tenant.clone(),
         state: m.request.state_at(now),
-        status: m.request.status_line(now, &errors_url(m)),
+        status,
         submitted_at: m.request.submitted_at,
         validated_at: m.request.validated_at,
         warnings: m.warnings.clone(),
@@ -1072,19 +1075,20 @@ pub async fn prepare(
     ))
 }
 
+/// A move request's status line (not a decision's status: that is `Status`).
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Status {
+pub struct MoveStatus {
     pub migration_id: String,
     pub state: MoveState,
     pub status: String,
 }
 
-#[utoipa::path(get, path = "/moves/{id}/status", tag = "environments", responses((status = 200, body = Status), (status = 404, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/moves/{id}/status", tag = "environments", responses((status = 200, body = MoveStatus), (status = 404, body = super::ErrorBody)))]
 pub async fn status(
     op: Operator,
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Status>> {
+) -> ApiResult<Json<MoveStatus>> {
     let m = if op.role.tenant().is_none() {
         // A ferry admin sees every move, by either id.
         let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
@@ -1099,10 +1103,10 @@ pub async fn status(
         }
     };
     let now = now_ms();
-    Ok(Json(Status {
-        migration_id: id,
+    Ok(Json(MoveStatus {
         state: m.request.state_at(now),
-        status: m.request.status_line(now, &errors_url(&m)),
+        status: m.request.status_line(now, &errors_url(&id)),
+        migration_id: id,
     }))
 }
 
@@ -1113,7 +1117,12 @@ pub async fn errors(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let m = find(&st, &op, &id, Side::Source).await?;
+    // Either side reads it by its own id: the target's admins are the ones who can create the
+    // destination users a failed validation names.
+    let m = match find(&st, &op, &id, Side::Source).await {
+        Err(ApiError::Forbidden(_)) => find(&st, &op, &id, Side::Target).await?,
+        r => r?,
+    };
     let Some(e) = m.errors else {
         return Err(ApiError::NotFound(format!(
             "`{id}` has no error file (no failed validation)"
@@ -1138,7 +1147,11 @@ pub struct Migrated {
     pub view: MoveView,
     pub checklist: Vec<String>,
     pub migrated_users: usize,
+    /// Users not migrated: those the mapping file does not name, and application users it names
+    /// (they cannot be mapped).
     pub left_out_users: usize,
+    pub not_in_mapping: usize,
+    pub application_users_in_mapping: usize,
     pub records_remapped: u64,
 }
 
@@ -1247,8 +1260,10 @@ pub async fn migrate(
                 "env.move.migrate",
                 &id,
                 format!(
-                    "completed: {} users migrated, {} left out, {remapped} records remapped",
-                    moved.migrated_users, moved.left_out_users
+                    "completed: {} users migrated, {} not in the mapping file, {} application users in it not mapped, {remapped} records remapped",
+                    moved.migrated_users,
+                    moved.not_in_mapping,
+                    moved.application_users_in_mapping
                 ),
             )
             .await?;
@@ -1259,6 +1274,8 @@ pub async fn migrate(
                 checklist: moved.checklist,
                 migrated_users: moved.migrated_users,
                 left_out_users: moved.left_out_users,
+                not_in_mapping: moved.not_in_mapping,
+                application_users_in_mapping: moved.application_users_in_mapping,
                 records_remapped: remapped,
             }))
         }

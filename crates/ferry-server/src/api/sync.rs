@@ -74,7 +74,8 @@ pub async fn profiles(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct RunParams {
-    /// Wait for the cycle to finish (up to `timeout` seconds, default 600) before answering.
+    /// Wait for the cycle to finish (up to `timeout` seconds, default 600, at most 86400) before
+    /// answering.
     #[serde(default)]
     pub wait: bool,
     pub timeout: Option<u64>,

@@ -506,7 +506,7 @@ async function whatif() {
       ov.list];
   page("What-If",
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, profileSel, statusSel),
-    h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${v.writes_total} writes. `,
+    h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${c.excluded || 0} excluded, ${c.errors || 0} override errors, ${v.writes_total} writes. `,
       v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.")
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, "Approve") : h("span", { class: "muted" }, "Awaits an admin's approval."))
           : h("span", { class: "muted" }, "Nothing to approve.")),
