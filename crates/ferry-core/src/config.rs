@@ -531,6 +531,24 @@ fn config_operator() -> String {
     "config".into()
 }
 
+impl SyncProfile {
+    /// Overrides written into a profile's entry (ferry.toml, or the console's profile document)
+    /// are the configuration's: their operator is `config`, so no rule names someone who did
+    /// not make it. `Err((index, why))`.
+    pub fn configured_overrides(&self) -> Result<(), (usize, String)> {
+        match self.overrides.iter().position(|o| o.operator != "config") {
+            None => Ok(()),
+            Some(j) => Err((
+                j,
+                format!(
+                    "`{}`: overrides of the configuration are made by `config`; leave `operator` out (an operator's own override is entered with `ferry sync pin`, and named after them)",
+                    self.overrides[j].operator
+                ),
+            )),
+        }
+    }
+}
+
 impl Override {
     /// What is wrong with it on its own, as (field, why): an empty source, neither or both of a
     /// target and `exclude`, an empty target, a reason over 500 characters or holding control
@@ -563,10 +581,13 @@ impl Override {
             if r.chars().count() > 500 {
                 return Err(("reason", "is longer than 500 characters".into()));
             }
-            if r.chars().any(char::is_control) {
+            if let Some(c) = r.chars().find(|&c| crate::names::invisible(c)) {
                 return Err((
                     "reason",
-                    "must not hold control characters or line breaks".into(),
+                    format!(
+                        "must not hold control or invisible characters or line breaks (U+{:04X})",
+                        c as u32
+                    ),
                 ));
             }
         }
@@ -730,6 +751,15 @@ impl Config {
             toml_error(file, src, &path, e.inner())
         })?;
         cfg.validate(file)?;
+        for (i, p) in cfg.profiles.iter().enumerate() {
+            p.configured_overrides()
+                .map_err(|(j, message)| ConfigError {
+                    file: file.into(),
+                    path: format!("sync_profile[{i}].override[{j}].operator"),
+                    location: String::new(),
+                    message,
+                })?;
+        }
         Ok(cfg)
     }
 

@@ -133,6 +133,27 @@ pub enum AttrValue<'a> {
 }
 
 impl DirObject {
+    /// Whether `key` names this object: its id exactly, or its UPN, mail, SID or name with case
+    /// ignored. The single object report's look-up and overrides use this rule; among several
+    /// objects a key names, [`crate::plan::resolve_keys`] prefers those named by id.
+    pub fn named_by(&self, key: &str) -> bool {
+        use crate::transform::lowercase;
+        use std::borrow::Cow;
+        if self.id == key {
+            return true;
+        }
+        let key = lowercase(Cow::Borrowed(key));
+        [
+            self.upn.as_deref(),
+            self.mail.as_deref(),
+            self.sid.as_deref(),
+            Some(self.name.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|v| lowercase(Cow::Borrowed(v)) == key)
+    }
+
     pub fn new(kind: ObjectKind, id: impl Into<String>, name: impl Into<String>) -> DirObject {
         DirObject {
             kind,

@@ -4,6 +4,18 @@
 //! log lines and CSV reports, so none may carry a path separator, a `..`, a control character or
 //! CR/LF (which would forge a log line or a report row).
 
+/// Whether `c` is invisible or breaks a line where ferry shows text: a control character, a
+/// Unicode format character (zero-width spaces and joiners, bidirectional overrides such as
+/// U+202E, the byte-order mark) or a line or paragraph separator. Such characters in a name or
+/// a reason would make what an operator reads differ from what is stored.
+pub fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x180E | 0x200B..=0x200F
+            | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
+            | 0xE0001 | 0xE0020..=0xE007F)
+}
+
 /// The longest name, in bytes.
 pub const MAX_NAME: usize = 128;
 
@@ -18,9 +30,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.trim() != name {
         return Err("must not start or end with white space".into());
     }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
+    if let Some(c) = name.chars().find(|&c| invisible(c)) {
         return Err(format!(
-            "must not contain control characters (U+{:04X}{})",
+            "must not contain control or invisible characters (U+{:04X}{})",
             c as u32,
             match c {
                 '\r' => ", CR",

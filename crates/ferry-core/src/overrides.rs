@@ -20,9 +20,28 @@ pub struct Row {
 /// How many bad rows an error lists before it counts the rest.
 pub const MAX_LISTED: usize = 50;
 
+/// The most rows one file may hold.
+pub const MAX_ROWS: usize = 100_000;
+
 /// Reads the file; `operator` is who imports it. `Err` lists every bad row (`line N: field:
 /// why`), at most [`MAX_LISTED`] and then how many more there are.
 pub fn read_csv(data: &[u8], operator: &str) -> Result<Vec<Row>, Vec<String>> {
+    let (rows, errors) = read_rows(data, operator)?;
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(listed(errors.into_iter().map(|(_, e)| e).collect()))
+    }
+}
+
+/// The good rows and every bad row's error with its line, for a caller that checks the good
+/// rows further and reports all errors together. `Err`: the file cannot be read at all (its
+/// header, its size).
+#[allow(clippy::type_complexity)]
+pub fn read_rows(
+    data: &[u8],
+    operator: &str,
+) -> Result<(Vec<Row>, Vec<(u64, String)>), Vec<String>> {
     let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -60,10 +79,16 @@ pub fn read_csv(data: &[u8], operator: &str) -> Result<Vec<Row>, Vec<String>> {
     let mut errors = Vec::new();
     let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for rec in r.records() {
+        if rows.len() + errors.len() >= MAX_ROWS {
+            return Err(vec![format!(
+                "the file holds more than {MAX_ROWS} rows; split it"
+            )]);
+        }
         let rec = match rec {
             Ok(rec) => rec,
             Err(e) => {
-                errors.push(format!("line {}: {e}", line(e.position())));
+                let at = line(e.position());
+                errors.push((at, format!("line {at}: {e}")));
                 // A row of the wrong length is skipped; a broken quote ends the file.
                 if matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
                     continue;
@@ -86,9 +111,12 @@ pub fn read_csv(data: &[u8], operator: &str) -> Result<Vec<Row>, Vec<String>> {
             None | Some("false" | "no" | "0") => false,
             Some("true" | "yes" | "1") => true,
             Some(_) => {
-                errors.push(format!(
-                    "line {at}: exclude: `{}` is not true or false",
-                    get(exclude).unwrap_or_default()
+                errors.push((
+                    at,
+                    format!(
+                        "line {at}: exclude: `{}` is not true or false",
+                        get(exclude).unwrap_or_default()
+                    ),
                 ));
                 continue;
             }
@@ -101,28 +129,29 @@ pub fn read_csv(data: &[u8], operator: &str) -> Result<Vec<Row>, Vec<String>> {
             operator: operator.to_string(),
         };
         if let Err((field, why)) = ov.check() {
-            errors.push(format!("line {at}: {field}: {why}"));
+            errors.push((at, format!("line {at}: {field}: {why}")));
             continue;
         }
         let key = crate::transform::lowercase(std::borrow::Cow::Borrowed(ov.source.as_str()))
             .into_owned();
         if let Some(first) = seen.insert(key, at) {
-            errors.push(format!(
-                "line {at}: source: `{}` is overridden on line {first} already",
-                ov.source
+            errors.push((
+                at,
+                format!(
+                    "line {at}: source: `{}` is overridden on line {first} already",
+                    ov.source
+                ),
             ));
             continue;
         }
         rows.push(Row { line: at, ov });
     }
     if rows.is_empty() && errors.is_empty() {
-        errors.push("the file holds no overrides (a header and one row a source)".into());
+        return Err(vec![
+            "the file holds no overrides (a header and one row a source)".into(),
+        ]);
     }
-    if errors.is_empty() {
-        Ok(rows)
-    } else {
-        Err(listed(errors))
-    }
+    Ok((rows, errors))
 }
 
 /// At most [`MAX_LISTED`] errors, then a line counting the rest.

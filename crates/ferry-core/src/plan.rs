@@ -1140,12 +1140,11 @@ object_types = ["group"]
             let got = resolve_keys(&objects, &kinds, &keys);
             for (k, key) in keys.iter().enumerate() {
                 let key = key.trim();
-                let fold = |v: &str| v.to_lowercase() == key.to_lowercase();
                 let of_kind = |o: &&DirObject| kinds.contains(&o.kind);
                 let by_id: Vec<u32> = objects.iter().enumerate().filter(|(_, o)| of_kind(o) && o.id == key).map(|(i, _)| i as u32).collect();
                 let want = if by_id.is_empty() {
                     objects.iter().enumerate()
-                        .filter(|(_, o)| of_kind(o) && [o.upn.as_deref(), o.mail.as_deref(), o.sid.as_deref(), Some(o.name.as_str())].into_iter().flatten().any(fold))
+                        .filter(|(_, o)| of_kind(o) && o.named_by(key))
                         .map(|(i, _)| i as u32)
                         .collect()
                 } else {

@@ -192,7 +192,9 @@ fn reads(parts: &Parts) -> bool {
 
 /// Signing out changes nothing but the operator's own session.
 fn signs_out(parts: &Parts) -> bool {
-    parts.method == axum::http::Method::DELETE && parts.uri.path().ends_with("/sessions")
+    // Exactly the sign-out route (nested under /api/v1, or not), not any path ending so.
+    parts.method == axum::http::Method::DELETE
+        && matches!(parts.uri.path(), "/sessions" | "/api/v1/sessions")
 }
 
 fn read_only() -> ApiError {

@@ -46,6 +46,7 @@ fn objects(rows: &[(&str, &str, &str, u32)], skip: &str) -> Vec<DirObject> {
             let mut o = DirObject::new(ObjectKind::User, id, name);
             o.mail = Some(mail.into());
             o.uid_number = Some(uid);
+            o.sid = Some(format!("S-1-5-21-1-2-3-{uid}"));
             o
         })
         .collect()
@@ -362,6 +363,144 @@ async fn overrides_on_file_directories() {
     viewers_and_tenant_admins_may_not_override(&h).await;
     scenario(&h, &mut Dirs::Files(d.to_path_buf())).await;
     h.server.stop().await.unwrap();
+}
+
+/// Would catch (from an attack on the first version): a configuration override signed with an
+/// operator's name, operators named `config` or with a line break, invisible characters in a
+/// reason, a key whose case decides whether it resolves, an import that reports only the first
+/// kind of bad line, an unpin of the configuration's override by another key answered 404, an
+/// error classed as a conflict by its text, a viewer's DELETE reaching a handler because its
+/// path ends in `/sessions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_hold_against_hostile_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("contoso.json"), render_json(&objects(SOURCES, ""))).unwrap();
+    std::fs::write(d.join("fabrikam.json"), render_json(&objects(TARGETS, ""))).unwrap();
+    let files = "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n";
+    let config_override = "\n[[sync_profile.override]]\nsource = \"eq@contoso.test\"\nexclude = true\nreason = \"test account\"\n";
+    // ferry.toml may not sign an override with someone's name.
+    let signed = format!("{files}{PROFILE}{config_override}operator = \"vera\"\n");
+    let e = ferry_core::config::Config::parse(&signed, "ferry.toml").unwrap_err();
+    assert!(
+        e.path == "sync_profile[0].override[0].operator" && e.message.contains("`vera`"),
+        "{e}"
+    );
+    let server = start(d, &format!("{files}{PROFILE}{config_override}")).await;
+    server.run().await;
+    let h = &server;
+    let over = |body: Value| post(h, "/profiles/users/overrides", body);
+    // The configuration's override, by its key, by the object's id and by its SID: 409.
+    for key in ["eq@contoso.test", "eq", "s-1-5-21-1-2-3-10004"] {
+        let (s, v) = over(json!({"source": key, "exclude": true})).await;
+        assert_eq!(s, 409, "{key}: {v}");
+        let (s, v) = h
+            .call(
+                Method::DELETE,
+                &format!("/profiles/users/overrides/{key}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 409, "unpin {key}: {v}");
+    }
+    // An error whose text mentions the configuration is still a 400.
+    let (s, _) =
+        over(json!({"source": "nobody overridden by the configuration", "exclude": true})).await;
+    assert_eq!(s, 400);
+    // Invisible characters in a reason.
+    for reason in [
+        "ok \u{202e}gnp.exe",
+        "zero\u{200b}width",
+        "line\u{2028}sep",
+        "bom\u{feff}",
+    ] {
+        let (s, v) =
+            over(json!({"source": "ann.smith2@contoso.test", "exclude": true, "reason": reason}))
+                .await;
+        assert_eq!(s, 400, "{reason:?}: {v}");
+    }
+    // A SID in lower case names its object, as a plan resolves it.
+    let (s, v) = over(json!({"source": "s-1-5-21-1-2-3-10002", "exclude": true})).await;
+    assert_eq!((s, v["source"].as_str()), (201, Some("ann2")), "{v}");
+    // Operators cannot be named `config`, nor carry a line break or a bidi override.
+    for name in ["config", "a\nb", "eve\u{202e}nimda"] {
+        let (s, v) = post_to(
+            h,
+            "/operators",
+            json!({"name": name, "password": "a long enough password"}),
+        )
+        .await;
+        assert_eq!(s, 400, "{name:?}: {v}");
+    }
+    // A console profile's overrides are the configuration's: no operator's name on them.
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/profiles/p2",
+            Some(json!({"name": "p2", "source": "contoso", "target": "fabrikam", "mode": "match-only",
+                "override": [{"source": "jose.muller@contoso.test", "target": "tjose", "operator": "vera"}]})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("override[0].operator"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/profiles/p2",
+            Some(json!({"name": "p2", "source": "contoso", "target": "fabrikam", "mode": "match-only",
+                "override": [{"source": "jose.muller@contoso.test", "target": "tjose", "reason": "renamed"}]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let audit = h.get("/audit?limit=20").await.to_string();
+    assert!(
+        audit.contains("override jose.muller@contoso.test → tjose: renamed"),
+        "a profile's overrides are in its audit line: {audit}"
+    );
+    // An import names every bad line, whichever check finds it, in file order.
+    let (s, v) = import(
+        h,
+        "source,exclude\nann.smith@contoso.test,maybe\nnobody@contoso.test,true\nsean.obrien@contoso.test,true\n\"Smith, Ann\",true\nSEAN.OBRIEN@contoso.test,yes\n",
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let lines: Vec<&str> = v["error"].as_str().unwrap().lines().collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    for (l, want) in lines.iter().zip([
+        "line 2: exclude",
+        "line 3: source: no user",
+        "line 5: source: `Smith, Ann` names 2 users",
+        "line 6: source: `SEAN.OBRIEN@contoso.test` is overridden on line 4",
+    ]) {
+        assert!(l.starts_with(want), "{l} / {want}");
+    }
+    // A viewer's DELETE of a path that merely ends in /sessions is refused as a write.
+    let (_, v) = post_to(
+        h,
+        "/operators",
+        json!({"name": "vic", "viewer": true, "password": "a viewer's password"}),
+    )
+    .await;
+    let (s, _) = h
+        .call_as(
+            v["token"].as_str().unwrap(),
+            Method::DELETE,
+            "/moves/sessions",
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    server.server.stop().await.unwrap();
+}
+
+async fn post_to(h: &Harness, path: &str, body: Value) -> (u16, Value) {
+    h.call(Method::POST, path, Some(body)).await
 }
 
 async fn viewers_and_tenant_admins_may_not_override(h: &Harness) {

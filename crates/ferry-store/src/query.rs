@@ -237,12 +237,7 @@ pub const FIND_OBJECTS: &str = "SELECT directory, kind, id, dn, name, upn, mail,
 
 /// Whether a found object really has `query` as its id, SID, or (ignoring case) name, UPN or mail.
 pub fn object_matches(o: &ferry_core::model::DirObject, query: &str) -> bool {
-    let eq = |v: &str| v.to_lowercase() == query.to_lowercase();
-    o.id == query
-        || o.sid.as_deref() == Some(query)
-        || eq(&o.name)
-        || o.upn.as_deref().is_some_and(eq)
-        || o.mail.as_deref().is_some_and(eq)
+    o.named_by(query)
 }
 
 pub const UPSERT_DIRSTATE: &str = "INSERT INTO directory_state (directory, watermark, last_full_import, last_import, objects) VALUES (?, ?, ?, ?, ?) \

@@ -406,13 +406,23 @@ fn print_cycle(c: &Value) {
         s(&c["trigger"])
     );
     if !counts.is_null() {
+        let n = |k: &str| counts[k].as_u64().unwrap_or(0);
         println!(
-            "  {} source / {} target objects: {} matched, {} unmatched, {} ambiguous; {} create(s), {} update(s) planned",
+            "  {} source / {} target objects: {} matched, {} unmatched, {} ambiguous{}; {} create(s), {} update(s) planned",
             s(&counts["source_objects"]),
             s(&counts["target_objects"]),
             s(&counts["matched"]),
             s(&counts["unmatched"]),
             s(&counts["ambiguous"]),
+            [
+                ("refused (privileged)", n("refused")),
+                ("excluded", n("excluded")),
+                ("override error(s)", n("errors"))
+            ]
+            .iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!(", {v} {k}"))
+            .collect::<String>(),
             s(&counts["creates"]),
             s(&counts["updates"])
         );

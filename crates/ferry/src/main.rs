@@ -251,7 +251,8 @@ pub enum SyncCmd {
     /// Show the pending What-If report: decisions and the writes an export would make.
     Whatif {
         profile: String,
-        /// Only decisions of this status: matched, unmatched, ambiguous, conflict.
+        /// Only decisions of this status: matched, unmatched, ambiguous, conflict, refused,
+        /// excluded, error.
         #[arg(long)]
         status: Option<String>,
         /// Search names, UPNs, mail, SIDs and ids.

@@ -200,11 +200,15 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
                     k.unmatched,
                     k.ambiguous,
                     k.conflict,
-                    if k.refused > 0 {
-                        format!(" {:>6} refused (privileged)", k.refused)
-                    } else {
-                        String::new()
-                    }
+                    [
+                        ("refused (privileged)", k.refused),
+                        ("excluded", k.excluded),
+                        ("override errors", k.errors)
+                    ]
+                    .iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(|(what, v)| format!(" {v:>6} {what}"))
+                    .collect::<String>()
                 );
             }
         }

@@ -114,11 +114,20 @@ pub async fn create_operator(
     Json(b): Json<NewOperator>,
 ) -> ApiResult<(StatusCode, Json<CreatedOperator>)> {
     let name = b.name.trim();
-    if name.is_empty() || name.len() > 64 || name == "admin" || name.starts_with("session:") {
+    // `config` is the operator of the configuration's overrides ("pinned by config"): no
+    // operator may sign rules with it. Names are shown in rules, logs and the audit trail.
+    if name.is_empty()
+        || name.len() > 64
+        || name == "admin"
+        || name == "config"
+        || name.starts_with("session:")
+    {
         return Err(ApiError::BadRequest(
-            "name: must be 1–64 characters, not `admin` and not start with `session:`".into(),
+            "name: must be 1–64 characters, not `admin` or `config` and not start with `session:`"
+                .into(),
         ));
     }
+    ferry_core::check_name(name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
     let role = match &b.tenant {
         None if b.viewer => Role::Viewer,
         Some(_) if b.viewer => {

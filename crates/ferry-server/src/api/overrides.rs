@@ -165,15 +165,23 @@ struct Resolved {
     target_name: Option<String>,
 }
 
+/// Why an entered override was refused: `asked` index, whether it conflicts with the
+/// configuration (409) or is wrong (400), and what to say (`field: why`).
+struct Refused {
+    at: usize,
+    conflict: bool,
+    message: String,
+}
+
 /// Resolves overrides as the operator entered them into overrides by object id, checking each
-/// against the configuration's. `Err` has one message per bad entry, prefixed by `label(i)`.
+/// against the configuration's: one entry per asked override (none where it was refused), and
+/// the refusals.
 async fn resolve(
     st: &AppState,
     p: &SyncProfile,
     configured: &[Override],
     asked: &[Override],
-    label: impl Fn(usize) -> String,
-) -> ApiResult<Result<Vec<Resolved>, Vec<String>>> {
+) -> ApiResult<(Vec<Option<Resolved>>, Vec<Refused>)> {
     let mut keys: Vec<&str> = asked.iter().map(|o| o.source.as_str()).collect();
     keys.extend(configured.iter().map(|o| o.source.as_str()));
     let sources = candidates(st, &p.source, &keys).await?;
@@ -206,8 +214,15 @@ async fn resolve(
         }
     }
     let what = kinds_text(p);
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
+    let mut out = Vec::with_capacity(asked.len());
+    let mut refused = Vec::new();
+    let mut refuse = |at: usize, conflict: bool, message: String| {
+        refused.push(Refused {
+            at,
+            conflict,
+            message,
+        });
+    };
     for (i, o) in asked.iter().enumerate() {
         let s = match one(
             &sources,
@@ -219,18 +234,23 @@ async fn resolve(
         ) {
             Ok(s) => s,
             Err(e) => {
-                errors.push(format!("{}{e}", label(i)));
+                refuse(i, false, e);
+                out.push(None);
                 continue;
             }
         };
         let s_index = asked_found[i][0];
         if let Some(c) = configured_found.iter().position(|f| f.contains(&s_index)) {
-            errors.push(format!(
-                "{}source: {} is overridden by the configuration (`{}`); change it there",
-                label(i),
-                describe(s),
-                configured[c].source
-            ));
+            refuse(
+                i,
+                true,
+                format!(
+                    "source: {} is overridden by the configuration (`{}`); change it there",
+                    describe(s),
+                    configured[c].source
+                ),
+            );
+            out.push(None);
             continue;
         }
         let target = match &o.target {
@@ -240,13 +260,14 @@ async fn resolve(
                 match one(&targets, f, "target", t, s.kind.as_str(), &p.target) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        errors.push(format!("{}{e}", label(i)));
+                        refuse(i, false, e);
+                        out.push(None);
                         continue;
                     }
                 }
             }
         };
-        out.push(Resolved {
+        out.push(Some(Resolved {
             source_name: s.name.clone(),
             target_name: target.map(|t| t.name.clone()),
             ov: Override {
@@ -261,19 +282,15 @@ async fn resolve(
                     .map(str::to_string),
                 operator: o.operator.clone(),
             },
-        });
+        }));
     }
-    Ok(if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    })
+    Ok((out, refused))
 }
 
-/// Stores overrides (replacing those of the same sources) and puts them in force.
-async fn store(st: &AppState, profile: &str, add: &[Override]) -> ApiResult<u64> {
+/// Stores overrides (replacing those of the same sources) and puts them in force; returns the
+/// override each one replaced.
+async fn store(st: &AppState, profile: &str, add: &[Override]) -> ApiResult<Vec<Option<Override>>> {
     let mut stored = st.settings.stored(&*st.store).await?;
-    let mut replaced = 0;
     let at: std::collections::HashMap<String, usize> = stored
         .overrides
         .iter()
@@ -281,12 +298,16 @@ async fn store(st: &AppState, profile: &str, add: &[Override]) -> ApiResult<u64>
         .filter(|(_, (p, _))| p == profile)
         .map(|(i, (_, o))| (o.source.clone(), i))
         .collect();
+    let mut replaced = Vec::with_capacity(add.len());
     for o in add {
         if let Some(&i) = at.get(&o.source) {
-            stored.overrides[i].1 = o.clone();
-            replaced += 1;
+            replaced.push(Some(std::mem::replace(
+                &mut stored.overrides[i].1,
+                o.clone(),
+            )));
         } else {
             stored.overrides.push((profile.to_string(), o.clone()));
+            replaced.push(None);
         }
     }
     let next = super::setup::build(st, &stored)?;
@@ -303,6 +324,34 @@ async fn store(st: &AppState, profile: &str, add: &[Override]) -> ApiResult<u64>
         .await?;
     st.settings.set(next);
     Ok(replaced)
+}
+
+/// Audits an override as entered (`how`: how it came, e.g. an import's line), with the override
+/// it replaced.
+async fn audit_override(
+    st: &AppState,
+    who: &str,
+    profile: &str,
+    o: &Override,
+    replaced: Option<&Override>,
+    how: &str,
+) -> ApiResult<()> {
+    super::setup::audit_change(
+        st,
+        who,
+        if o.exclude {
+            "override.exclude"
+        } else {
+            "override.pin"
+        },
+        profile,
+        format!(
+            "{}{how}{}",
+            summary(o),
+            replaced.map_or(String::new(), |r| format!("; replaces {}", summary(r)))
+        ),
+    )
+    .await
 }
 
 fn summary(o: &Override) -> String {
@@ -388,35 +437,27 @@ pub async fn add(
         .map_err(|(field, why)| ApiError::BadRequest(format!("{field}: {why}")))?;
     let _guard = st.settings.changes.lock().await;
     let (p, configured) = profile(&st, &name).await?;
-    let o = match resolve(&st, &p, &configured, std::slice::from_ref(&asked), |_| {
-        String::new()
-    })
-    .await?
-    {
-        Ok(mut v) => v.remove(0),
-        Err(e) if e[0].contains("overridden by the configuration") => {
-            return Err(ApiError::Conflict(e.join("\n")));
-        }
-        Err(e) => return Err(ApiError::BadRequest(e.join("\n"))),
-    };
-    let Resolved {
+    let (mut found, refused) = resolve(&st, &p, &configured, std::slice::from_ref(&asked)).await?;
+    if let Some(r) = refused.first() {
+        return Err(if r.conflict {
+            ApiError::Conflict(r.message.clone())
+        } else {
+            ApiError::BadRequest(r.message.clone())
+        });
+    }
+    let Some(Resolved {
         ov: o,
         source_name,
         target_name,
-    } = o;
-    let replaced = store(&st, &name, std::slice::from_ref(&o)).await? > 0;
-    super::setup::audit_change(
-        &st,
-        who(&a),
-        if o.exclude {
-            "override.exclude"
-        } else {
-            "override.pin"
-        },
-        &name,
-        summary(&o),
-    )
-    .await?;
+    }) = found.pop().flatten()
+    else {
+        return Err(ApiError::Internal("an override resolved to nothing".into()));
+    };
+    let replaced = store(&st, &name, std::slice::from_ref(&o))
+        .await?
+        .pop()
+        .flatten();
+    audit_override(&st, who(&a), &name, &o, replaced.as_ref(), "").await?;
     let view = OverrideView {
         source_name: Some(source_name),
         target_name,
@@ -428,7 +469,7 @@ pub async fn add(
         origin: "operator".into(),
     };
     Ok((
-        if replaced {
+        if replaced.is_some() {
             StatusCode::OK
         } else {
             StatusCode::CREATED
@@ -455,23 +496,35 @@ pub async fn remove(
         .filter(|(x, _)| *x == name)
         .map(|(_, o)| o)
         .collect();
-    // By id first; else the object the key names today.
+    // By id first; else the object the key names today (with the configuration's keys, to
+    // tell an override of the configuration from none).
+    let mut keys = vec![source.as_str()];
+    keys.extend(configured.iter().map(|o| o.source.as_str()));
+    let objects = candidates(&st, &p.source, &keys).await?;
+    let f = resolve_keys(&objects, &p.object_types, &keys);
+    let named: Vec<&str> = f[0]
+        .iter()
+        .map(|&i| objects[i as usize].id.as_str())
+        .collect();
     let id = if mine.iter().any(|o| o.source == source) {
         Some(source.clone())
     } else {
-        let objects = candidates(&st, &p.source, &[source.as_str()]).await?;
-        let f = resolve_keys(&objects, &p.object_types, &[source.as_str()]);
-        f[0].iter()
-            .map(|&i| objects[i as usize].id.clone())
-            .find(|id| mine.iter().any(|o| &o.source == id))
+        named
+            .iter()
+            .find(|id| mine.iter().any(|o| o.source == **id))
+            .map(|id| id.to_string())
     };
     let Some(id) = id else {
-        if configured
-            .iter()
-            .any(|o| o.source.trim().eq_ignore_ascii_case(source.trim()))
-        {
+        let by_config = configured.iter().zip(&f[1..]).find(|(o, found)| {
+            o.source.trim().eq_ignore_ascii_case(source.trim())
+                || found
+                    .iter()
+                    .any(|&i| named.contains(&objects[i as usize].id.as_str()))
+        });
+        if let Some((o, _)) = by_config {
             return Err(ApiError::Conflict(format!(
-                "the override of `{source}` is in the configuration of `{name}`; change it there"
+                "the override of `{source}` is in the configuration of `{name}` (as `{}`); change it there",
+                o.source
             )));
         }
         return Err(ApiError::NotFound(format!(
@@ -513,68 +566,79 @@ pub async fn import(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<ImportResult>> {
-    let rows = ferry_core::overrides::read_csv(&body, who(&a))
+    let (rows, mut errors) = ferry_core::overrides::read_rows(&body, who(&a))
         .map_err(|e| ApiError::BadRequest(e.join("\n")))?;
     let _guard = st.settings.changes.lock().await;
     let (p, configured) = profile(&st, &name).await?;
     let asked: Vec<Override> = rows.iter().map(|r| r.ov.clone()).collect();
-    let resolved: Vec<Override> = match resolve(&st, &p, &configured, &asked, |i| {
-        format!("line {}: ", rows[i].line)
-    })
-    .await?
-    {
-        Ok(v) => v.into_iter().map(|r| r.ov).collect(),
-        Err(e) => {
-            return Err(ApiError::BadRequest(
-                ferry_core::overrides::listed(e).join("\n"),
-            ));
-        }
-    };
+    let (found, refused) = resolve(&st, &p, &configured, &asked).await?;
+    for r in refused {
+        let line = rows[r.at].line;
+        errors.push((line, format!("line {line}: {}", r.message)));
+    }
     // Two keys of the file may name one object.
-    let mut first: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    let mut errors = Vec::new();
-    for (o, r) in resolved.iter().zip(&rows) {
-        if let Some(l) = first.insert(&o.source, r.line) {
-            errors.push(format!(
-                "line {}: source: names {}, as line {l} does",
-                r.line, o.source
+    let mut first: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut resolved: Vec<(u64, Override)> = Vec::with_capacity(found.len());
+    for (f, r) in found.into_iter().zip(&rows) {
+        let Some(f) = f else { continue };
+        if let Some(l) = first.get(f.ov.source.as_str()) {
+            errors.push((
+                r.line,
+                format!(
+                    "line {}: source: names {} ({}), as line {l} does",
+                    r.line, f.ov.source, f.source_name
+                ),
             ));
+            continue;
         }
+        first.insert(f.ov.source.clone(), r.line);
+        resolved.push((r.line, f.ov));
     }
     if !errors.is_empty() {
+        // Every bad line, in file order, whichever check found it: nothing is applied.
+        errors.sort_by_key(|(line, _)| *line);
         return Err(ApiError::BadRequest(
-            ferry_core::overrides::listed(errors).join("\n"),
+            ferry_core::overrides::listed(errors.into_iter().map(|(_, e)| e).collect()).join("\n"),
         ));
     }
-    let replaced = store(&st, &name, &resolved).await?;
-    let excludes = resolved.iter().filter(|o| o.exclude).count() as u64;
+    let overrides: Vec<Override> = resolved.iter().map(|(_, o)| o.clone()).collect();
+    let replaced = store(&st, &name, &overrides).await?;
+    let excludes = overrides.iter().filter(|o| o.exclude).count() as u64;
     let result = ImportResult {
-        pins: resolved.len() as u64 - excludes,
+        pins: overrides.len() as u64 - excludes,
         excludes,
-        replaced,
+        replaced: replaced.iter().filter(|r| r.is_some()).count() as u64,
     };
+    let file = format!(
+        "sha256 {}",
+        ferry_core::config::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body))
+    );
+    // One line for the file, then one for each override it made (with what it replaced).
     super::setup::audit_change(
         &st,
         who(&a),
         "override.import",
         &name,
         format!(
-            "{} pins, {} excludes ({} replaced) from a file of {} bytes (sha256 {}): {}",
+            "{} pins, {} excludes ({} replaced) from a file of {} bytes ({file})",
             result.pins,
             result.excludes,
             result.replaced,
-            body.len(),
-            ferry_core::config::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)),
-            resolved
-                .iter()
-                .take(20)
-                .map(summary)
-                .collect::<Vec<_>>()
-                .join("; ")
-                + if resolved.len() > 20 { "; …" } else { "" }
+            body.len()
         ),
     )
     .await?;
+    for ((line, o), r) in resolved.iter().zip(&replaced) {
+        audit_override(
+            &st,
+            who(&a),
+            &name,
+            o,
+            r.as_ref(),
+            &format!(" (import line {line}, {file})"),
+        )
+        .await?;
+    }
     Ok(Json(result))
 }
 

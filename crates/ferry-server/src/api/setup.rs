@@ -232,6 +232,8 @@ pub async fn put_profile(
 ) -> ApiResult<StatusCode> {
     let p: SyncProfile = parse(&body, "sync profile")?;
     super::same_name(&p.name, &name)?;
+    p.configured_overrides()
+        .map_err(|(j, why)| ApiError::BadRequest(format!("override[{j}].operator: {why}")))?;
     let _guard = st.settings.changes.lock().await;
     let now = st.settings.get();
     not_the_files(
@@ -263,11 +265,24 @@ pub async fn put_profile(
         },
         &name,
         format!(
-            "{} → {}, {}, schedule {}",
+            "{} → {}, {}, schedule {}{}",
             p.source,
             p.target,
             p.mode.as_str(),
-            p.schedule.map_or("none".into(), |s| s.to_string())
+            p.schedule.map_or("none".into(), |s| s.to_string()),
+            p.overrides
+                .iter()
+                .map(|o| format!(
+                    "; override {} {}{}",
+                    o.source,
+                    o.target
+                        .as_deref()
+                        .map_or("excluded".to_string(), |t| format!("→ {t}")),
+                    o.reason
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(": {r}"))
+                ))
+                .collect::<String>()
         ),
     )
     .await?;

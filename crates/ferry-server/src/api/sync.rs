@@ -115,7 +115,8 @@ pub async fn run(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct WhatIfParams {
-    /// Only decisions of this status: matched, unmatched, ambiguous, conflict.
+    /// Only decisions of this status: matched, unmatched, ambiguous, conflict, refused, excluded,
+    /// error.
     pub status: Option<String>,
     /// Only decisions of this kind: user, group, device.
     pub kind: Option<String>,
@@ -148,8 +149,13 @@ pub struct WhatIf {
 fn parse_status(s: &Option<String>) -> ApiResult<Option<Status>> {
     s.as_deref()
         .map(|v| {
-            Status::parse(v)
-                .ok_or_else(|| bad_param("status", v, "matched, unmatched, ambiguous or conflict"))
+            Status::parse(v).ok_or_else(|| {
+                bad_param(
+                    "status",
+                    v,
+                    "matched, unmatched, ambiguous, conflict, refused, excluded or error",
+                )
+            })
         })
         .transpose()
 }
