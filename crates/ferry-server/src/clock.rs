@@ -29,4 +29,20 @@ pub mod faults {
     pub(crate) fn take_migrate_fault() -> bool {
         FAIL_NEXT_MIGRATE.swap(false, Ordering::SeqCst)
     }
+
+    static DECIDE_PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// Tests: every move transition waits this long between reading the request and writing it,
+    /// so that two servers deciding it at once both read it first (the race the
+    /// compare-and-swap closes).
+    pub fn pause_move_decisions(ms: u64) {
+        DECIDE_PAUSE_MS.store(ms, Ordering::SeqCst);
+    }
+
+    pub(crate) async fn decision_pause() {
+        let ms = DECIDE_PAUSE_MS.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
 }

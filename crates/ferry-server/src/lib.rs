@@ -360,6 +360,7 @@ impl Server {
             engine: Arc::clone(&engine),
             devices: Arc::clone(&devices),
             sign_in,
+            moves: Arc::default(),
         };
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::watch::channel(false);

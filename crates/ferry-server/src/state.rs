@@ -12,4 +12,7 @@ pub struct AppState {
     pub devices: Arc<crate::devices::Devices>,
     /// Sign-in limits and session lifetimes (`[server.auth]`).
     pub sign_in: Arc<crate::signin::SignInLimits>,
+    /// Within this server, one environment move changes state at a time; across servers each
+    /// transition is a compare-and-swap (`api/environments.rs::swap`).
+    pub moves: Arc<tokio::sync::Mutex<()>>,
 }

@@ -707,6 +707,16 @@ pub trait Store: Send + Sync + 'static {
         deletes: &[String],
         now: i64,
     ) -> Result<()>;
+    /// Replaces a document only if its body is still `old` (compare-and-swap): false when another
+    /// writer (another server) changed or removed it since it was read.
+    async fn swap_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        old: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<bool>;
     /// (name, body), by name.
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;

@@ -898,6 +898,25 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn swap_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        old: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &numbered(&query::swap_document(kind.table())),
+                &[&new, &now, &name, &old],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>> {
         let rows = self
             .client()

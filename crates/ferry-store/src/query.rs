@@ -34,6 +34,12 @@ pub fn put_document(table: &str) -> String {
     )
 }
 
+/// Replaces a named document of `table` whose body is still the one read (name, new body,
+/// updated, old body in the parameters: `new`, `now`, `name`, `old`).
+pub fn swap_document(table: &str) -> String {
+    format!("UPDATE {table} SET body = ?, updated_at = ? WHERE name = ? AND body = ?")
+}
+
 /// Deletes a named document of `table`.
 pub fn delete_document(table: &str) -> String {
     format!("DELETE FROM {table} WHERE name = ?")

@@ -1012,6 +1012,22 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn swap_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        old: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.write(|c| {
+            Ok(c.execute(
+                &query::swap_document(kind.table()),
+                params![new, now, name, old],
+            )? == 1)
+        })
+    }
+
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>> {
         self.read(|c| {
             let mut st = c.prepare(&format!(

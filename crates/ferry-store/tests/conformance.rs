@@ -532,6 +532,27 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         s.documents(DocKind::Runbook).await.unwrap(),
         [("Main".to_string(), "{\"v\":2}".to_string())]
     );
+    // A compare-and-swap takes only the body it was read with (two servers deciding one move).
+    assert!(
+        s.swap_document(DocKind::Runbook, "Main", "{\"v\":2}", "{\"v\":3}", 62)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.swap_document(DocKind::Runbook, "Main", "{\"v\":2}", "{\"v\":4}", 63)
+            .await
+            .unwrap(),
+        "the second writer read v2, which is gone"
+    );
+    assert!(
+        !s.swap_document(DocKind::Runbook, "Nope", "", "{}", 63)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.documents(DocKind::Runbook).await.unwrap(),
+        [("Main".to_string(), "{\"v\":3}".to_string())]
+    );
     // Overrides are documents changed many at a time (a bulk import, a profile's removal):
     // puts and deletes of one call land together.
     let docs = |v: &[(&str, &str)]| {

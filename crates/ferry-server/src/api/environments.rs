@@ -21,19 +21,58 @@ use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// One move at a time changes state (read, check, write).
-static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn all<T: DeserializeOwned>(st: &AppState, kind: DocKind) -> ApiResult<Vec<T>> {
+    Ok(all_read(st, kind)
+        .await?
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect())
+}
+
+/// Every document of `kind`, with the body each was read from (for [`swap`]).
+async fn all_read<T: DeserializeOwned>(
+    st: &AppState,
+    kind: DocKind,
+) -> ApiResult<Vec<(T, String)>> {
     st.store
         .documents(kind)
         .await?
         .into_iter()
         .map(|(name, body)| {
             serde_json::from_str(&body)
+                .map(|v| (v, body))
                 .map_err(|e| ApiError::Internal(format!("stored {kind:?} `{name}`: {e}")))
         })
         .collect()
+}
+
+/// Within one server, one move changes state at a time (read, check, write: `AppState::moves`).
+/// Across servers a transition is this compare-and-swap of the move's document: of two servers
+/// deciding one request at once, one wins and the other is answered 409.
+///
+/// Writes a move's new state only if its document is still the one read (`read`): a move
+/// another server or operator changed meanwhile is answered 409 and nothing is written. Returns
+/// the body written, for the next transition.
+async fn swap(st: &AppState, id: &str, read: &str, m: &Move) -> ApiResult<String> {
+    crate::clock::faults::decision_pause().await;
+    let body = serde_json::to_string(m).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if st
+        .store
+        .swap_document(
+            DocKind::EnvMove,
+            &m.source_migration_id,
+            read,
+            &body,
+            now_ms(),
+        )
+        .await?
+    {
+        Ok(body)
+    } else {
+        Err(ApiError::Conflict(format!(
+            "`{id}` changed while this was being decided (another operator or server acted on it); look at it again"
+        )))
+    }
 }
 
 async fn save<T: Serialize>(st: &AppState, kind: DocKind, name: &str, v: &T) -> ApiResult<()> {
@@ -689,7 +728,17 @@ enum Side {
 /// side: the other party's id, or another tenant's move, is not found. The right id with the wrong
 /// side's action is forbidden.
 async fn find(st: &AppState, op: &Operator, id: &str, side: Side) -> ApiResult<Move> {
-    let moves: Vec<Move> = all(st, DocKind::EnvMove).await?;
+    Ok(find_read(st, op, id, side).await?.0)
+}
+
+/// [`find`], with the document's body as read (for [`swap`]).
+async fn find_read(
+    st: &AppState,
+    op: &Operator,
+    id: &str,
+    side: Side,
+) -> ApiResult<(Move, String)> {
+    let moves: Vec<(Move, String)> = all_read(st, DocKind::EnvMove).await?;
     let not_found = || ApiError::NotFound(format!("there is no move `{id}` on your side"));
     let refuse = || {
         forbidden(if side == Side::Source {
@@ -698,11 +747,11 @@ async fn find(st: &AppState, op: &Operator, id: &str, side: Side) -> ApiResult<M
             "only the target tenant's admins may approve or reject"
         })
     };
-    let Some((m, id_side)) = moves.into_iter().find_map(|m| {
+    let Some(((m, body), id_side)) = moves.into_iter().find_map(|(m, body)| {
         if m.source_migration_id == id {
-            Some((m, Side::Source))
+            Some(((m, body), Side::Source))
         } else if m.target_migration_id == id {
-            Some((m, Side::Target))
+            Some(((m, body), Side::Target))
         } else {
             None
         }
@@ -720,7 +769,7 @@ async fn find(st: &AppState, op: &Operator, id: &str, side: Side) -> ApiResult<M
         )),
         Some(t) if t != owner => Err(not_found()),
         Some(_) if id_side != side => Err(refuse()),
-        Some(_) => Ok(m),
+        Some(_) => Ok((m, body)),
     }
 }
 
@@ -742,7 +791,7 @@ pub async fn submit(
     Path(env_id): Path<String>,
     Json(b): Json<Submit>,
 ) -> ApiResult<(StatusCode, Json<MoveView>)> {
-    let _g = MOVES.lock().await;
+    let _g = st.moves.lock().await;
     let (env, mine) = own_environment(
         &st,
         &op,
@@ -835,15 +884,15 @@ async fn decide(
     id: &str,
     approve: bool,
 ) -> ApiResult<Json<MoveView>> {
-    let _g = MOVES.lock().await;
-    let mut m = find(st, op, id, Side::Target).await?;
+    let _g = st.moves.lock().await;
+    let (mut m, read) = find_read(st, op, id, Side::Target).await?;
     let now = now_ms();
     if approve {
         m.request.approve(now).map_err(not_now)?;
     } else {
         m.request.reject(now).map_err(not_now)?;
     }
-    save(st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
+    swap(st, id, &read, &m).await?;
     let action = if approve {
         "env.move.approve"
     } else {
@@ -904,7 +953,7 @@ pub async fn upload_mapping(
     Query(q): Query<UploadQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Uploaded>> {
-    let _g = MOVES.lock().await;
+    let _g = st.moves.lock().await;
     let (env, mine) = own_environment(
         &st,
         &op,
@@ -1030,18 +1079,19 @@ async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
         ),
         (_, Err(msgs)) => (false, Some(msgs.join("\r\n") + "\r\n"), 0),
     };
-    let _g = MOVES.lock().await;
-    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
-    let Some(mut m) = moves
+    let _g = st.moves.lock().await;
+    let moves: Vec<(Move, String)> = all_read(&st, DocKind::EnvMove).await?;
+    let Some((mut m, read)) = moves
         .into_iter()
-        .find(|m| m.source_migration_id == source_id)
+        .find(|(m, _)| m.source_migration_id == source_id)
     else {
         return Ok(());
     };
+    // A request cancelled (here or on another server) while it was validated stays cancelled.
     if m.request.finish_prepare(now_ms(), ok).is_ok() {
         m.errors = errors;
         m.mapped_users = mapped;
-        save(&st, DocKind::EnvMove, &source_id, &m).await?;
+        swap(&st, &source_id, &read, &m).await?;
     }
     Ok(())
 }
@@ -1054,10 +1104,10 @@ pub async fn prepare(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     {
-        let _g = MOVES.lock().await;
-        let mut m = find(&st, &op, &id, Side::Source).await?;
+        let _g = st.moves.lock().await;
+        let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
         m.request.start_prepare(now_ms()).map_err(not_now)?;
-        save(&st, DocKind::EnvMove, &id, &m).await?;
+        swap(&st, &id, &read, &m).await?;
         audit(
             &st,
             &op,
@@ -1171,8 +1221,8 @@ pub async fn migrate(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Migrated>> {
-    let _g = MOVES.lock().await;
-    let mut m = find(&st, &op, &id, Side::Source).await?;
+    let _g = st.moves.lock().await;
+    let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
     let now = now_ms();
     m.request.start_migrate(now).map_err(not_now)?;
     let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
@@ -1182,7 +1232,9 @@ pub async fn migrate(
             m.environment
         )));
     };
-    save(&st, DocKind::EnvMove, &id, &m).await?;
+    // Only one server starts the hand-over: the move is `migrating` from here, and a cancel or
+    // a second migrate read before this is refused by its own swap.
+    swap(&st, &id, &read, &m).await?;
     audit(
         &st,
         &op,
@@ -1318,11 +1370,11 @@ pub async fn cancel(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MoveView>> {
-    let _g = MOVES.lock().await;
-    let mut m = find(&st, &op, &id, Side::Source).await?;
+    let _g = st.moves.lock().await;
+    let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
     let now = now_ms();
     m.request.cancel(now).map_err(not_now)?;
-    save(&st, DocKind::EnvMove, &id, &m).await?;
+    swap(&st, &id, &read, &m).await?;
     audit(
         &st,
         &op,
@@ -1343,7 +1395,7 @@ pub async fn delete_move(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let _g = MOVES.lock().await;
+    let _g = st.moves.lock().await;
     let m = find(&st, &op, &id, Side::Source).await?;
     if m.request.state == MoveState::Migrating {
         return Err(ApiError::Conflict(format!(

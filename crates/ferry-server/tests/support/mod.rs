@@ -17,6 +17,12 @@ pub struct Harness {
 
 /// A server on `cfg` (written to DIR/ferry.toml), its data in DIR/data, without a scheduler.
 pub async fn start(dir: &Path, cfg: &str) -> Harness {
+    start_on(dir, cfg, None).await
+}
+
+/// The same on a shared database (`postgres://…`): servers started so share one admin token and
+/// one secret key, as servers of one installation do.
+pub async fn start_on(dir: &Path, cfg: &str, database_url: Option<&str>) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::write(dir.join("ferry.toml"), cfg).unwrap();
     let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
@@ -24,9 +30,9 @@ pub async fn start(dir: &Path, cfg: &str) -> Harness {
     let opts = ServerOptions {
         settings,
         data_dir: dir.join("data"),
-        database_url: None,
-        admin_token: None,
-        secret_key: None,
+        database_url: database_url.map(str::to_string),
+        admin_token: database_url.map(|_| "ferry_shared_admin_token_of_the_test".to_string()),
+        secret_key: database_url.map(|_| "ab".repeat(32)),
         scheduler: false,
         agent: None,
     };
