@@ -222,6 +222,10 @@ pub struct Move {
     /// Why the last migration attempt was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The server running the hand-over while `migrating` (its `server-id`): a server that
+    /// restarts rolls back the moves it was handing over when it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrating_on: Option<String>,
 }
 
 /// The outcome of moving an environment: what the target and the source now hold.
@@ -564,7 +568,8 @@ impl Request {
         self.step(now, "finish the move", &[State::Migrating], to, "")
     }
 
-    /// Any time before completion.
+    /// Any time before the hand-over begins (not while migrating: the move then completes or
+    /// rolls back on its own).
     pub fn cancel(&mut self, now: i64) -> Result<(), NotNow> {
         use State::*;
         let from = [
@@ -575,7 +580,6 @@ impl Request {
             ValidationFailed,
             Validated,
             ValidationExpired,
-            Migrating,
             Failed,
         ];
         self.step(now, "cancel", &from, Cancelled, "")

@@ -362,6 +362,18 @@ impl Server {
             sign_in,
             moves: Arc::default(),
         };
+        // Moves this server was handing over when it stopped: nothing of them was handed over
+        // (one transaction), so they go back to validated.
+        match api::environments::recover_moves(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                moves = n,
+                "rolled back the environment moves this server was handing over when it stopped"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "could not recover interrupted environment moves")
+            }
+        }
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let (mut agent_addr, mut agent_fingerprint) = (None, None);

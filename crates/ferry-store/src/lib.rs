@@ -329,6 +329,21 @@ pub struct EnvRecord {
     pub modified_by: String,
 }
 
+/// What [`Store::hand_over`] writes.
+pub struct HandOver<'a> {
+    /// Environment documents (name, body): the environment as the target's, the source's remnant.
+    pub environments: &'a [(String, String)],
+    /// The move request's document name, the body it was read with, its new body.
+    pub move_name: &'a str,
+    pub move_read: &'a str,
+    pub move_body: &'a str,
+    /// Whose records, and source user → target user.
+    pub records_env: &'a str,
+    pub remap: &'a [(String, String)],
+    pub audit: &'a AuditEntry,
+    pub now: i64,
+}
+
 /// One line of the audit trail: who did what, when, for which tenant.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -726,10 +741,13 @@ pub trait Store: Send + Sync + 'static {
     async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()>;
     async fn env_records(&self, env: &str, offset: i64, limit: i64) -> Result<Vec<EnvRecord>>;
     async fn count_env_records(&self, env: &str) -> Result<i64>;
-    /// Rewrites every user reference (owner, created by, modified by) of `env`'s records found in
-    /// `map` (compared without ASCII case) to its target, in one transaction; returns the records
-    /// changed.
-    async fn remap_env_records(&self, env: &str, map: &[(String, String)]) -> Result<u64>;
+    /// An environment move's hand-over, in one transaction: the environment documents put, the
+    /// move request swapped to its new state (compare-and-swap: `None`, and nothing written, when
+    /// it is no longer the body read), every user reference (owner, created by, modified by) of
+    /// the records of `records_env` found in `remap` (compared without ASCII case) rewritten, and
+    /// the audit line. Returns the records changed. A server killed at any point leaves all of
+    /// it or none.
+    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<u64>>;
 
     // --- audit ---
     async fn add_audit(&self, e: &AuditEntry) -> Result<()>;

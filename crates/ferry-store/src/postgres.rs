@@ -1120,11 +1120,28 @@ impl Store for PgStore {
         Ok(row.try_get(0)?)
     }
 
-    async fn remap_env_records(&self, env: &str, map: &[(String, String)]) -> Result<u64> {
-        let src: Vec<String> = map.iter().map(|(s, _)| s.to_lowercase()).collect();
-        let dst: Vec<&str> = map.iter().map(|(_, d)| d.as_str()).collect();
+    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<u64>> {
+        let src: Vec<String> = h.remap.iter().map(|(s, _)| s.to_lowercase()).collect();
+        let dst: Vec<&str> = h.remap.iter().map(|(_, d)| d.as_str()).collect();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        let swapped = tx
+            .execute(
+                &numbered(&query::swap_document(DocKind::EnvMove.table())),
+                &[&h.move_body, &h.now, &h.move_name, &h.move_read],
+            )
+            .await?;
+        if swapped != 1 {
+            return Ok(None);
+        }
+        let put = tx
+            .prepare(&numbered(&query::put_document(
+                DocKind::Environment.table(),
+            )))
+            .await?;
+        for (name, body) in h.environments {
+            tx.execute(&put, &[name, body, &h.now, &h.now]).await?;
+        }
         let n = tx
             .execute(
                 "WITH m AS (SELECT DISTINCT ON (s) s AS src, d AS dst FROM UNNEST($2::TEXT[], $3::TEXT[]) AS t(s, d)) \
@@ -1134,18 +1151,24 @@ impl Store for PgStore {
                    modified_by = COALESCE((SELECT dst FROM m WHERE m.src = lower(modified_by)), modified_by) \
                  WHERE env = $1 AND (lower(owner) IN (SELECT src FROM m) OR lower(created_by) IN (SELECT src FROM m) \
                    OR lower(modified_by) IN (SELECT src FROM m))",
-                &[&env, &src, &dst],
+                &[&h.records_env, &src, &dst],
             )
             .await?;
+        let e = h.audit;
+        tx.execute(
+            &numbered(query::INSERT_AUDIT),
+            &[&e.at, &e.actor, &e.tenant, &e.action, &e.subject, &e.detail],
+        )
+        .await?;
         tx.commit().await?;
-        Ok(n)
+        Ok(Some(n))
     }
 
     async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
         self.client()
             .await?
             .execute(
-                "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                &numbered(query::INSERT_AUDIT),
                 &[&e.at, &e.actor, &e.tenant, &e.action, &e.subject, &e.detail],
             )
             .await?;

@@ -40,6 +40,10 @@ pub fn swap_document(table: &str) -> String {
     format!("UPDATE {table} SET body = ?, updated_at = ? WHERE name = ? AND body = ?")
 }
 
+/// An audit line.
+pub const INSERT_AUDIT: &str =
+    "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)";
+
 /// Deletes a named document of `table`.
 pub fn delete_document(table: &str) -> String {
     format!("DELETE FROM {table} WHERE name = ?")

@@ -1201,16 +1201,29 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn remap_env_records(&self, env: &str, map: &[(String, String)]) -> Result<u64> {
+    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<u64>> {
         self.write(|c| {
             let tx = c.transaction()?;
+            let swapped = tx.execute(
+                &query::swap_document(DocKind::EnvMove.table()),
+                params![h.move_body, h.now, h.move_name, h.move_read],
+            )?;
+            if swapped != 1 {
+                return Ok(None);
+            }
+            {
+                let mut put = tx.prepare(&query::put_document(DocKind::Environment.table()))?;
+                for (name, body) in h.environments {
+                    put.execute(params![name, body, h.now, h.now])?;
+                }
+            }
             tx.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS usermap (src TEXT PRIMARY KEY COLLATE NOCASE, dst TEXT NOT NULL); \
                  DELETE FROM usermap;",
             )?;
             {
                 let mut st = tx.prepare_cached("INSERT OR REPLACE INTO usermap (src, dst) VALUES (?, ?)")?;
-                for (s, d) in map {
+                for (s, d) in h.remap {
                     st.execute(params![s, d])?;
                 }
             }
@@ -1221,11 +1234,16 @@ impl Store for SqliteStore {
                    modified_by = COALESCE((SELECT dst FROM usermap WHERE src = modified_by), modified_by) \
                  WHERE env = ?1 AND EXISTS (SELECT 1 FROM usermap \
                    WHERE src = owner OR src = created_by OR src = modified_by)",
-                [env],
+                [h.records_env],
             )?;
             tx.execute("DELETE FROM usermap", [])?;
+            let e = h.audit;
+            tx.execute(
+                query::INSERT_AUDIT,
+                params![e.at, e.actor, e.tenant, e.action, e.subject, e.detail],
+            )?;
             tx.commit()?;
-            Ok(n as u64)
+            Ok(Some(n as u64))
         })
     }
 
@@ -1233,7 +1251,7 @@ impl Store for SqliteStore {
         let e = e.clone();
         self.write(move |c| {
             c.execute(
-                "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                query::INSERT_AUDIT,
                 params![e.at, e.actor, e.tenant, e.action, e.subject, e.detail],
             )?;
             Ok(())

@@ -260,11 +260,82 @@ async fn environment_records_remap_in_one_go(s: &dyn Store) {
             "u1@fabrikam.test".to_string(),
         ),
     ];
+    // The hand-over: environment documents, the move's state (compare-and-swap), the records
+    // and the audit line in one transaction.
+    s.put_document(DocKind::EnvMove, "m1", "{\"state\":\"migrating\"}", 1)
+        .await
+        .unwrap();
+    s.put_document(DocKind::Environment, "sales", "{\"tenant\":\"contoso\"}", 1)
+        .await
+        .unwrap();
+    let audit = AuditEntry {
+        id: 0,
+        at: 5,
+        actor: "src".into(),
+        tenant: Some("contoso".into()),
+        action: "env.move.migrate".into(),
+        subject: "m1".into(),
+        detail: "completed".into(),
+    };
+    let envs = vec![
+        ("sales".to_string(), "{\"tenant\":\"fabrikam\"}".to_string()),
+        (
+            "sales-m1".to_string(),
+            "{\"tenant\":\"contoso\"}".to_string(),
+        ),
+    ];
+    let hand_over = |read: &'static str, body: &'static str| HandOver {
+        environments: &envs,
+        move_name: "m1",
+        move_read: read,
+        move_body: body,
+        records_env: "sales",
+        remap: &map,
+        audit: &audit,
+        now: 5,
+    };
+    // A request another server changed meanwhile: nothing at all is written.
     assert_eq!(
-        s.remap_env_records("sales", &map).await.unwrap(),
-        2500,
+        s.hand_over(&hand_over(
+            "{\"state\":\"validated\"}",
+            "{\"state\":\"completed\"}"
+        ))
+        .await
+        .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.env_records("sales", 0, 1).await.unwrap()[0].created_by,
+        "Ann@Contoso.test"
+    );
+    assert_eq!(s.documents(DocKind::Environment).await.unwrap().len(), 1);
+    assert!(
+        s.audit(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.subject != "m1")
+    );
+    assert_eq!(
+        s.hand_over(&hand_over(
+            "{\"state\":\"migrating\"}",
+            "{\"state\":\"completed\"}"
+        ))
+        .await
+        .unwrap(),
+        Some(2500),
         "every record names Ann"
     );
+    assert_eq!(
+        s.documents(DocKind::Environment).await.unwrap(),
+        envs,
+        "the environment is the target's, the remnant the source's"
+    );
+    assert_eq!(
+        s.documents(DocKind::EnvMove).await.unwrap()[0].1,
+        "{\"state\":\"completed\"}"
+    );
+    assert_eq!(s.audit(None, 1).await.unwrap()[0].detail, "completed");
     let page = s.env_records("sales", 0, 3).await.unwrap();
     assert_eq!(
         page[0],
@@ -281,8 +352,13 @@ async fn environment_records_remap_in_one_go(s: &dyn Store) {
         "other environments untouched"
     );
     assert_eq!(
-        s.remap_env_records("sales", &map).await.unwrap(),
-        0,
+        s.hand_over(&hand_over(
+            "{\"state\":\"completed\"}",
+            "{\"state\":\"again\"}"
+        ))
+        .await
+        .unwrap(),
+        Some(0),
         "a second remap changes nothing"
     );
     assert_eq!(s.env_records("sales", 2499, 10).await.unwrap().len(), 1);

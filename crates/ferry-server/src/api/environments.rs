@@ -55,7 +55,7 @@ async fn all_read<T: DeserializeOwned>(
 /// the body written, for the next transition.
 async fn swap(st: &AppState, id: &str, read: &str, m: &Move) -> ApiResult<String> {
     crate::clock::faults::decision_pause().await;
-    let body = serde_json::to_string(m).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = to_json(m)?;
     if st
         .store
         .swap_document(
@@ -75,8 +75,12 @@ async fn swap(st: &AppState, id: &str, read: &str, m: &Move) -> ApiResult<String
     }
 }
 
+fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
+    serde_json::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 async fn save<T: Serialize>(st: &AppState, kind: DocKind, name: &str, v: &T) -> ApiResult<()> {
-    let body = serde_json::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = to_json(v)?;
     Ok(st.store.put_document(kind, name, &body, now_ms()).await?)
 }
 
@@ -841,6 +845,7 @@ pub async fn submit(
         mapped_users: 0,
         checklist: Vec::new(),
         last_error: None,
+        migrating_on: None,
     };
     save(&st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
     audit(
@@ -1225,6 +1230,7 @@ pub async fn migrate(
     let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
     let now = now_ms();
     m.request.start_migrate(now).map_err(not_now)?;
+    m.migrating_on = Some(st.engine.server_id.clone());
     let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
     let Some(env) = envs.into_iter().find(|e| e.id == m.environment) else {
         return Err(ApiError::Conflict(format!(
@@ -1234,7 +1240,7 @@ pub async fn migrate(
     };
     // Only one server starts the hand-over: the move is `migrating` from here, and a cancel or
     // a second migrate read before this is refused by its own swap.
-    swap(&st, &id, &read, &m).await?;
+    let read = swap(&st, &id, &read, &m).await?;
     audit(
         &st,
         &op,
@@ -1285,51 +1291,66 @@ pub async fn migrate(
                 }
             },
         );
-        // The environment is handed over first; the records last, in one transaction. A failure
-        // anywhere leaves the records untouched, and the rollback below puts the environment back.
         if let Some(e) = fail {
             return Err(e);
         }
-        save(
-            &st,
-            DocKind::Environment,
-            &moved.source_remnant.id,
-            &moved.source_remnant,
-        )
-        .await?;
-        save(&st, DocKind::Environment, &moved.target.id, &moved.target).await?;
         if crate::clock::faults::take_migrate_fault() {
             return Err(ApiError::Internal(
                 "injected fault: the records could not be remapped".into(),
             ));
         }
-        let remapped = st.store.remap_env_records(&env.id, &moved.remap).await?;
-        Ok::<_, ApiError>((moved, remapped))
+        // The hand-over is one transaction: the environment as the target's, the source's
+        // remnant, the request completed, the records remapped, the audit line. A failure (or
+        // a kill) anywhere before its commit leaves none of it.
+        let mut done = m.clone();
+        let now = now_ms();
+        done.request.finish_migrate(now, true).map_err(not_now)?;
+        done.checklist = moved.checklist.clone();
+        done.last_error = None;
+        done.migrating_on = None;
+        let environments = vec![
+            (moved.source_remnant.id.clone(), to_json(&moved.source_remnant)?),
+            (moved.target.id.clone(), to_json(&moved.target)?),
+        ];
+        let body = to_json(&done)?;
+        let line = AuditEntry {
+            id: 0,
+            at: now,
+            actor: op.name.clone(),
+            tenant: Some(m.source_tenant.clone()),
+            action: "env.move.migrate".into(),
+            subject: id.clone(),
+            detail: format!(
+                "completed: {} users migrated, {} not in the mapping file, {} application users in it not mapped",
+                moved.migrated_users, moved.not_in_mapping, moved.application_users_in_mapping
+            ),
+        };
+        let remapped = st
+            .store
+            .hand_over(&ferry_store::HandOver {
+                environments: &environments,
+                move_name: &id,
+                move_read: &read,
+                move_body: &body,
+                records_env: &env.id,
+                remap: &moved.remap,
+                audit: &line,
+                now,
+            })
+            .await?
+            .ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "`{id}` changed during its hand-over (another server acted on it); nothing was handed over"
+                ))
+            })?;
+        Ok::<_, ApiError>((done, moved, remapped))
     }
     .await;
     let now = now_ms();
     match result {
-        Ok((moved, remapped)) => {
-            m.request.finish_migrate(now, true).map_err(not_now)?;
-            m.checklist = moved.checklist.clone();
-            m.last_error = None;
-            save(&st, DocKind::EnvMove, &id, &m).await?;
-            audit(
-                &st,
-                &op,
-                Some(&m.source_tenant),
-                "env.move.migrate",
-                &id,
-                format!(
-                    "completed: {} users migrated, {} not in the mapping file, {} application users in it not mapped, {remapped} records remapped",
-                    moved.migrated_users,
-                    moved.not_in_mapping,
-                    moved.application_users_in_mapping
-                ),
-            )
-            .await?;
+        Ok((done, moved, remapped)) => {
             let view =
-                view(&m, &op.role, now).ok_or_else(|| ApiError::Internal("no view".into()))?;
+                view(&done, &op.role, now).ok_or_else(|| ApiError::Internal("no view".into()))?;
             Ok(Json(Migrated {
                 view,
                 checklist: moved.checklist,
@@ -1341,15 +1362,13 @@ pub async fn migrate(
             }))
         }
         Err(e) => {
-            // Roll back: the environment as it was, the request validated again.
+            // Nothing was handed over: the environment out of administration mode, the request
+            // validated again.
             save(&st, DocKind::Environment, &env.id, &env).await?;
-            let _ = st
-                .store
-                .delete_document(DocKind::Environment, &format!("{}-{}", env.id, &id[..8]))
-                .await;
             m.request.finish_migrate(now, false).map_err(not_now)?;
             m.last_error = Some(e.to_string());
-            save(&st, DocKind::EnvMove, &id, &m).await?;
+            m.migrating_on = None;
+            swap(&st, &id, &read, &m).await?;
             audit(
                 &st,
                 &op,
@@ -1362,6 +1381,52 @@ pub async fn migrate(
             Err(e)
         }
     }
+}
+
+/// At start: the moves this server was handing over when it stopped (killed, or the machine
+/// went down) are rolled back. The hand-over is one transaction, so nothing of theirs was
+/// handed over; the environment leaves administration mode and the request is validated again,
+/// with the reason. Returns how many.
+pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
+    let _g = st.moves.lock().await;
+    let me = st.engine.server_id.as_str();
+    let moves: Vec<(Move, String)> = all_read(st, DocKind::EnvMove).await?;
+    let mut n = 0;
+    for (mut m, read) in moves {
+        if m.request.state != MoveState::Migrating || m.migrating_on.as_deref() != Some(me) {
+            continue;
+        }
+        let envs: Vec<Environment> = all(st, DocKind::Environment).await?;
+        if let Some(mut env) = envs
+            .into_iter()
+            .find(|e| e.id == m.environment && e.tenant == m.source_tenant)
+        {
+            env.administration_mode = false;
+            save(st, DocKind::Environment, &env.id, &env).await?;
+        }
+        let now = now_ms();
+        m.request.finish_migrate(now, false).map_err(not_now)?;
+        m.migrating_on = None;
+        m.last_error = Some(
+            "the server stopped during the hand-over; nothing was handed over, migrate again"
+                .into(),
+        );
+        let id = m.source_migration_id.clone();
+        swap(st, &id, &read, &m).await?;
+        st.store
+            .add_audit(&AuditEntry {
+                id: 0,
+                at: now,
+                actor: "ferry".into(),
+                tenant: Some(m.source_tenant.clone()),
+                action: "env.move.migrate".into(),
+                subject: id,
+                detail: "rolled back at start: the server stopped during the hand-over".into(),
+            })
+            .await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 #[utoipa::path(post, path = "/moves/{id}/cancel", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
