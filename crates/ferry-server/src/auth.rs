@@ -214,7 +214,7 @@ async fn session_alive(
     t: ferry_store::TokenInfo,
 ) -> Result<ferry_store::TokenInfo, ApiError> {
     let cfg = &state.sign_in.cfg;
-    let now = crate::clock::now_ms();
+    let now = state.clock.now_ms();
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let last = t.last_used_at.unwrap_or(t.created_at).max(t.created_at);
     if now.saturating_sub(t.created_at) >= ms(cfg.session_lifetime.0) {

@@ -1,46 +1,46 @@
-//! The server's clock for time limits (the seven days of environment moves). Tests move it
-//! forward instead of waiting.
+//! The server's clock for time limits (the seven days of environment moves, session lifetimes),
+//! and the faults tests inject. One per server (`AppState::clock`): tests of one binary run in
+//! parallel, each moving its own servers' clocks without moving the others'.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
-
-/// Milliseconds since the epoch, plus whatever [`advance`] added.
-pub fn now_ms() -> i64 {
-    ferry_store::now_ms() + OFFSET_MS.load(Ordering::Relaxed)
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicI64,
+    fail_next_migrate: AtomicBool,
+    decision_pause_ms: AtomicU64,
 }
 
-/// Moves this process's clock forward (tests only).
-pub fn advance(ms: i64) {
-    OFFSET_MS.fetch_add(ms, Ordering::Relaxed);
-}
-
-/// Fault injection for tests: the next environment move fails after its records were remapped,
-/// before the environment is handed over, so the rollback can be seen.
-pub mod faults {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static FAIL_NEXT_MIGRATE: AtomicBool = AtomicBool::new(false);
-
-    pub fn fail_next_migrate() {
-        FAIL_NEXT_MIGRATE.store(true, Ordering::SeqCst);
+impl Clock {
+    /// Milliseconds since the epoch, plus whatever [`Clock::advance`] added.
+    pub fn now_ms(&self) -> i64 {
+        ferry_store::now_ms() + self.offset_ms.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn take_migrate_fault() -> bool {
-        FAIL_NEXT_MIGRATE.swap(false, Ordering::SeqCst)
+    /// Moves this server's clock forward (tests only).
+    pub fn advance(&self, ms: i64) {
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
-    static DECIDE_PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    /// Tests: the next environment move fails before its hand-over, so the rollback can be
+    /// seen.
+    pub fn fail_next_migrate(&self) {
+        self.fail_next_migrate.store(true, Ordering::SeqCst);
+    }
 
-    /// Tests: every move transition waits this long between reading the request and writing it,
-    /// so that two servers deciding it at once both read it first (the race the
+    pub(crate) fn take_migrate_fault(&self) -> bool {
+        self.fail_next_migrate.swap(false, Ordering::SeqCst)
+    }
+
+    /// Tests: every move transition waits this long between reading the request and writing
+    /// it, so that two servers deciding it at once both read it first (the race the
     /// compare-and-swap closes).
-    pub fn pause_move_decisions(ms: u64) {
-        DECIDE_PAUSE_MS.store(ms, Ordering::SeqCst);
+    pub fn pause_move_decisions(&self, ms: u64) {
+        self.decision_pause_ms.store(ms, Ordering::SeqCst);
     }
 
-    pub(crate) async fn decision_pause() {
-        let ms = DECIDE_PAUSE_MS.load(Ordering::SeqCst);
+    pub(crate) async fn decision_pause(&self) {
+        let ms = self.decision_pause_ms.load(Ordering::SeqCst);
         if ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }

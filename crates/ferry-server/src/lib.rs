@@ -361,6 +361,7 @@ impl Server {
             devices: Arc::clone(&devices),
             sign_in,
             moves: Arc::default(),
+            clock: Arc::default(),
         };
         // Moves this server was handing over when it stopped: nothing of them was handed over
         // (one transaction), so they go back to validated.

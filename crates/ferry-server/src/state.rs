@@ -15,4 +15,6 @@ pub struct AppState {
     /// Within this server, one environment move changes state at a time; across servers each
     /// transition is a compare-and-swap (`api/environments.rs::swap`).
     pub moves: Arc<tokio::sync::Mutex<()>>,
+    /// The server's clock (and the faults tests inject).
+    pub clock: Arc<crate::clock::Clock>,
 }

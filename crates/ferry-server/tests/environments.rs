@@ -469,7 +469,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         c.settled(&src, &sid).await,
         "Validate Tenant To Tenant Migration: Succeeded"
     );
-    ferry_server::clock::advance(7 * DAY);
+    server.state.clock.advance(7 * DAY);
     let (s, v) = c
         .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
         .await;
@@ -516,7 +516,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     assert_eq!(s, 403, "a ferry admin does not act in a move");
 
     // A failure mid-move: records and environment back as they were, the request validated.
-    ferry_server::clock::faults::fail_next_migrate();
+    server.state.clock.fail_next_migrate();
     let (s, _) = c
         .call(&src, Method::POST, &format!("/moves/{sid}/migrate"), None)
         .await;
@@ -680,7 +680,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     let sid2 = v["migration_id"].as_str().unwrap().to_string();
     let (_, v) = c.call(&dst, Method::GET, "/moves/approvals", None).await;
     let tid2 = v[0]["migration_id"].as_str().unwrap().to_string();
-    ferry_server::clock::advance(7 * DAY);
+    server.state.clock.advance(7 * DAY);
     let (s, v) = c
         .call(&dst, Method::POST, &format!("/moves/{tid2}/approve"), None)
         .await;

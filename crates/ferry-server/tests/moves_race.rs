@@ -93,7 +93,9 @@ async fn two_servers_deciding_one_move_give_one_outcome() {
     let (src, dst) = (tok["src"].as_str(), tok["dst"].as_str());
     // Each transition waits between reading the request and writing it, so that both servers
     // read it before either writes: the race, every round.
-    ferry_server::clock::faults::pause_move_decisions(150);
+    for h in [&a, &b] {
+        h.server.state.clock.pause_move_decisions(150);
+    }
 
     // approve on one server, reject on the other.
     for i in 0..ROUNDS {

@@ -6,7 +6,6 @@
 
 use super::{ApiError, ApiResult};
 use crate::auth::{AdminAuth, Operator, Role};
-use crate::clock::now_ms;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -54,7 +53,7 @@ async fn all_read<T: DeserializeOwned>(
 /// another server or operator changed meanwhile is answered 409 and nothing is written. Returns
 /// the body written, for the next transition.
 async fn swap(st: &AppState, id: &str, read: &str, m: &Move) -> ApiResult<String> {
-    crate::clock::faults::decision_pause().await;
+    st.clock.decision_pause().await;
     let body = to_json(m)?;
     if st
         .store
@@ -63,7 +62,7 @@ async fn swap(st: &AppState, id: &str, read: &str, m: &Move) -> ApiResult<String
             &m.source_migration_id,
             read,
             &body,
-            now_ms(),
+            st.clock.now_ms(),
         )
         .await?
     {
@@ -81,7 +80,10 @@ fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
 
 async fn save<T: Serialize>(st: &AppState, kind: DocKind, name: &str, v: &T) -> ApiResult<()> {
     let body = to_json(v)?;
-    Ok(st.store.put_document(kind, name, &body, now_ms()).await?)
+    Ok(st
+        .store
+        .put_document(kind, name, &body, st.clock.now_ms())
+        .await?)
 }
 
 pub(super) async fn audit(
@@ -96,7 +98,7 @@ pub(super) async fn audit(
         .store
         .add_audit(&AuditEntry {
             id: 0,
-            at: now_ms(),
+            at: st.clock.now_ms(),
             actor: op.name.clone(),
             tenant: tenant.map(str::to_string),
             action: action.to_string(),
@@ -201,12 +203,12 @@ pub async fn create_operator(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         st.store
-            .put_operator_password(name, &role.as_string(), &h, now_ms())
+            .put_operator_password(name, &role.as_string(), &h, st.clock.now_ms())
             .await?;
     } else if let Some((_, h)) = st.store.operator_password(name).await? {
         // Replaced without a new password: the old one keeps working, with the new role.
         st.store
-            .put_operator_password(name, &role.as_string(), &h, now_ms())
+            .put_operator_password(name, &role.as_string(), &h, st.clock.now_ms())
             .await?;
     }
     // A replaced operator (new role, token or password) loses its session, on every server.
@@ -217,7 +219,7 @@ pub async fn create_operator(
             name,
             &crate::auth::hash_token(&token),
             &role.as_string(),
-            now_ms(),
+            st.clock.now_ms(),
         )
         .await?;
     let op = Operator {
@@ -303,7 +305,7 @@ pub async fn sign_in(
             retry_after(until, now),
         )
     };
-    let now = now_ms();
+    let now = st.clock.now_ms();
     if let Some(until) = locked_out(&st, &key, ip, now).await? {
         return Err(refuse(until, now));
     }
@@ -318,7 +320,7 @@ pub async fn sign_in(
     let ok = {
         // Again with the slot held: attempts that arrived together all passed the first check,
         // and the failures of those before them may have locked the name out since.
-        let now = now_ms();
+        let now = st.clock.now_ms();
         if let Some(until) = locked_out(&st, &key, ip, now).await? {
             return Err(refuse(until, now));
         }
@@ -328,7 +330,7 @@ pub async fn sign_in(
             .map_err(|e| ApiError::Internal(e.to_string()))?
     };
     let Some((role, _)) = stored.as_ref().filter(|_| ok).cloned() else {
-        let now = now_ms();
+        let now = st.clock.now_ms();
         let (failures, last) = st.store.add_sign_in_failure(&key, now).await?;
         if failures == 1 {
             // A new row: forget names that have not failed for a day, so the table stays small.
@@ -369,7 +371,7 @@ pub async fn sign_in(
             &format!("session:{}", b.name),
             &crate::auth::hash_token(&token),
             &role,
-            now_ms(),
+            st.clock.now_ms(),
         )
         .await?;
     let op = Operator {
@@ -405,7 +407,7 @@ pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<Sta
             &format!("session:{name}"),
             &crate::auth::hash_token(&nobody),
             &op.role.as_string(),
-            now_ms(),
+            st.clock.now_ms(),
         )
         .await?;
     audit(
@@ -816,7 +818,7 @@ pub async fn submit(
             "target_tenant: the environment is already in it".into(),
         ));
     }
-    let now = now_ms();
+    let now = st.clock.now_ms();
     let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
     if let Some(m) = moves
         .iter()
@@ -863,7 +865,7 @@ pub async fn submit(
 
 #[utoipa::path(get, path = "/moves", tag = "environments", responses((status = 200, body = Vec<MoveView>)))]
 pub async fn moves(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<MoveView>>> {
-    let now = now_ms();
+    let now = st.clock.now_ms();
     let v: Vec<Move> = all(&st, DocKind::EnvMove).await?;
     Ok(Json(
         v.iter().filter_map(|m| view(m, &op.role, now)).collect(),
@@ -872,7 +874,7 @@ pub async fn moves(op: Operator, State(st): State<AppState>) -> ApiResult<Json<V
 
 #[utoipa::path(get, path = "/moves/approvals", tag = "environments", responses((status = 200, body = Vec<MoveView>)))]
 pub async fn approvals(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<MoveView>>> {
-    let now = now_ms();
+    let now = st.clock.now_ms();
     let v: Vec<Move> = all(&st, DocKind::EnvMove).await?;
     Ok(Json(
         v.iter()
@@ -891,7 +893,7 @@ async fn decide(
 ) -> ApiResult<Json<MoveView>> {
     let _g = st.moves.lock().await;
     let (mut m, read) = find_read(st, op, id, Side::Target).await?;
-    let now = now_ms();
+    let now = st.clock.now_ms();
     if approve {
         m.request.approve(now).map_err(not_now)?;
     } else {
@@ -967,7 +969,7 @@ pub async fn upload_mapping(
     )
     .await?;
     let mine = mine.as_str();
-    let now = now_ms();
+    let now = st.clock.now_ms();
     let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
     let Some(mut m) = moves
         .into_iter()
@@ -1093,7 +1095,7 @@ async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
         return Ok(());
     };
     // A request cancelled (here or on another server) while it was validated stays cancelled.
-    if m.request.finish_prepare(now_ms(), ok).is_ok() {
+    if m.request.finish_prepare(st.clock.now_ms(), ok).is_ok() {
         m.errors = errors;
         m.mapped_users = mapped;
         swap(&st, &source_id, &read, &m).await?;
@@ -1111,7 +1113,9 @@ pub async fn prepare(
     {
         let _g = st.moves.lock().await;
         let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
-        m.request.start_prepare(now_ms()).map_err(not_now)?;
+        m.request
+            .start_prepare(st.clock.now_ms())
+            .map_err(not_now)?;
         swap(&st, &id, &read, &m).await?;
         audit(
             &st,
@@ -1166,7 +1170,7 @@ pub async fn status(
             r => r?,
         }
     };
-    let now = now_ms();
+    let now = st.clock.now_ms();
     Ok(Json(MoveStatus {
         state: m.request.state_at(now),
         status: m.request.status_line(now, &errors_url(&id)),
@@ -1228,7 +1232,7 @@ pub async fn migrate(
 ) -> ApiResult<Json<Migrated>> {
     let _g = st.moves.lock().await;
     let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
-    let now = now_ms();
+    let now = st.clock.now_ms();
     m.request.start_migrate(now).map_err(not_now)?;
     m.migrating_on = Some(st.engine.server_id.clone());
     let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
@@ -1294,7 +1298,7 @@ pub async fn migrate(
         if let Some(e) = fail {
             return Err(e);
         }
-        if crate::clock::faults::take_migrate_fault() {
+        if st.clock.take_migrate_fault() {
             return Err(ApiError::Internal(
                 "injected fault: the records could not be remapped".into(),
             ));
@@ -1303,7 +1307,7 @@ pub async fn migrate(
         // remnant, the request completed, the records remapped, the audit line. A failure (or
         // a kill) anywhere before its commit leaves none of it.
         let mut done = m.clone();
-        let now = now_ms();
+        let now = st.clock.now_ms();
         done.request.finish_migrate(now, true).map_err(not_now)?;
         done.checklist = moved.checklist.clone();
         done.last_error = None;
@@ -1346,7 +1350,7 @@ pub async fn migrate(
         Ok::<_, ApiError>((done, moved, remapped))
     }
     .await;
-    let now = now_ms();
+    let now = st.clock.now_ms();
     match result {
         Ok((done, moved, remapped)) => {
             let view =
@@ -1404,7 +1408,7 @@ pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
             env.administration_mode = false;
             save(st, DocKind::Environment, &env.id, &env).await?;
         }
-        let now = now_ms();
+        let now = st.clock.now_ms();
         m.request.finish_migrate(now, false).map_err(not_now)?;
         m.migrating_on = None;
         m.last_error = Some(
@@ -1437,7 +1441,7 @@ pub async fn cancel(
 ) -> ApiResult<Json<MoveView>> {
     let _g = st.moves.lock().await;
     let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
-    let now = now_ms();
+    let now = st.clock.now_ms();
     m.request.cancel(now).map_err(not_now)?;
     swap(&st, &id, &read, &m).await?;
     audit(

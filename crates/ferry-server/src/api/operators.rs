@@ -7,7 +7,6 @@
 use super::environments::audit;
 use super::{ApiError, ApiResult};
 use crate::auth::{AdminAuth, Operator, Role};
-use crate::clock::now_ms;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -129,12 +128,17 @@ pub async fn rotate(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         st.store
-            .put_operator_password(&name, &op.role, &h, now_ms())
+            .put_operator_password(&name, &op.role, &h, st.clock.now_ms())
             .await?;
     }
     let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
-        .put_token(&name, &crate::auth::hash_token(&token), &op.role, now_ms())
+        .put_token(
+            &name,
+            &crate::auth::hash_token(&token),
+            &op.role,
+            st.clock.now_ms(),
+        )
         .await?;
     st.store.delete_token(&format!("session:{name}")).await?;
     let actor = acting(a);
