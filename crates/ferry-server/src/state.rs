@@ -12,9 +12,27 @@ pub struct AppState {
     pub devices: Arc<crate::devices::Devices>,
     /// Sign-in limits and session lifetimes (`[server.auth]`).
     pub sign_in: Arc<crate::signin::SignInLimits>,
-    /// Within this server, one environment move changes state at a time; across servers each
-    /// transition is a compare-and-swap (`api/environments.rs::swap`).
-    pub moves: Arc<tokio::sync::Mutex<()>>,
+    /// Within this server, one environment move of a tenant changes state at a time (moves of
+    /// other tenants do not wait); across servers each transition is a compare-and-swap
+    /// (`api/environments.rs::swap`).
+    pub moves: Arc<TenantLocks>,
     /// The server's clock (and the faults tests inject).
     pub clock: Arc<crate::clock::Clock>,
+}
+
+/// One lock per tenant.
+#[derive(Default)]
+pub struct TenantLocks(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl TenantLocks {
+    /// Holds `tenant`'s lock until the guard is dropped.
+    pub async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(all.entry(tenant.to_string()).or_default())
+        };
+        m.lock_owned().await
+    }
 }

@@ -797,7 +797,7 @@ pub async fn submit(
     Path(env_id): Path<String>,
     Json(b): Json<Submit>,
 ) -> ApiResult<(StatusCode, Json<MoveView>)> {
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let (env, mine) = own_environment(
         &st,
         &op,
@@ -891,7 +891,7 @@ async fn decide(
     id: &str,
     approve: bool,
 ) -> ApiResult<Json<MoveView>> {
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let (mut m, read) = find_read(st, op, id, Side::Target).await?;
     let now = st.clock.now_ms();
     if approve {
@@ -960,7 +960,7 @@ pub async fn upload_mapping(
     Query(q): Query<UploadQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Uploaded>> {
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let (env, mine) = own_environment(
         &st,
         &op,
@@ -1030,6 +1030,7 @@ async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
     else {
         return Ok(());
     };
+    let source_tenant = m.source_tenant.clone();
     let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
     let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
     let env = envs.into_iter().find(|e| e.id == m.environment);
@@ -1086,7 +1087,7 @@ async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
         ),
         (_, Err(msgs)) => (false, Some(msgs.join("\r\n") + "\r\n"), 0),
     };
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(&source_tenant).await;
     let moves: Vec<(Move, String)> = all_read(&st, DocKind::EnvMove).await?;
     let Some((mut m, read)) = moves
         .into_iter()
@@ -1111,7 +1112,7 @@ pub async fn prepare(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     {
-        let _g = st.moves.lock().await;
+        let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
         let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
         m.request
             .start_prepare(st.clock.now_ms())
@@ -1230,7 +1231,7 @@ pub async fn migrate(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Migrated>> {
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
     let now = st.clock.now_ms();
     m.request.start_migrate(now).map_err(not_now)?;
@@ -1392,7 +1393,7 @@ pub async fn migrate(
 /// handed over; the environment leaves administration mode and the request is validated again,
 /// with the reason. Returns how many.
 pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
-    let _g = st.moves.lock().await;
+    // At start, before any request: no other move of this server runs yet.
     let me = st.engine.server_id.as_str();
     let moves: Vec<(Move, String)> = all_read(st, DocKind::EnvMove).await?;
     let mut n = 0;
@@ -1439,7 +1440,7 @@ pub async fn cancel(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MoveView>> {
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
     let now = st.clock.now_ms();
     m.request.cancel(now).map_err(not_now)?;
@@ -1464,7 +1465,7 @@ pub async fn delete_move(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let _g = st.moves.lock().await;
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let m = find(&st, &op, &id, Side::Source).await?;
     if m.request.state == MoveState::Migrating {
         return Err(ApiError::Conflict(format!(
