@@ -14,6 +14,7 @@
 //!   hash. After an export, target and source are read again and the table is rebuilt, so objects the
 //!   export created are translated at once.
 
+use crate::settings::Settings;
 use ferry_core::ObjectKind;
 use ferry_core::config::{DirectoryConfig, SyncProfile};
 use ferry_core::model::DirObject;
@@ -151,12 +152,12 @@ impl Engine {
         }
     }
 
-    fn connector(&self, dir: &DirectoryConfig) -> Arc<dyn Connector> {
+    fn connector(&self, settings: &Settings, dir: &DirectoryConfig) -> Arc<dyn Connector> {
         let make = || {
             ferry_directory::connect(
                 dir,
-                &self.settings.get().base,
-                self.settings.get().secrets.get(dir.name()).cloned(),
+                &settings.base,
+                settings.secrets.get(dir.name()).cloned(),
             )
         };
         match self.connectors.lock() {
@@ -314,6 +315,7 @@ impl Engine {
     /// within 30 days or has expired.
     async fn warn_about_enrolment_tokens(
         &self,
+        settings: &Settings,
         profile: &SyncProfile,
         id: i64,
     ) -> Result<(), CycleFailure> {
@@ -321,7 +323,7 @@ impl Engine {
             .into_iter()
             .filter(|d| {
                 matches!(
-                    self.settings.get().config.directory(d),
+                    settings.config.directory(d),
                     Some(DirectoryConfig::Graph(_))
                 )
             })
@@ -350,13 +352,21 @@ impl Engine {
     }
 
     async fn cycle(&self, name: &str, id: i64) -> Result<String, CycleFailure> {
-        let profile = self.profile(name).map_err(|e| CycleFailure {
-            code: "config",
-            message: e.to_string(),
-        })?;
+        // One snapshot of the settings for the whole cycle: a console edit meanwhile applies
+        // from the next cycle on, never to half of this one.
+        let settings = self.settings.get();
+        let profile = settings
+            .config
+            .profile(name)
+            .cloned()
+            .ok_or_else(|| CycleFailure {
+                code: "config",
+                message: EngineError::UnknownProfile(name.to_string()).to_string(),
+            })?;
         let profile = &profile;
-        self.warn_about_enrolment_tokens(profile, id).await?;
-        let (plan, src, tgt) = self.import_and_sync(profile, id).await?;
+        self.warn_about_enrolment_tokens(&settings, profile, id)
+            .await?;
+        let (plan, src, tgt) = self.import_and_sync(&settings, profile, id).await?;
         if !plan.needs_approval() {
             let msg = "not needed: the plan has no writes".to_string();
             self.store
@@ -384,7 +394,6 @@ impl Engine {
                 .await?;
             return Ok(msg);
         }
-        let settings = self.settings.get();
         let target = settings
             .config
             .directory(&profile.target)
@@ -393,7 +402,7 @@ impl Engine {
                 message: "target directory vanished".into(),
             })?;
         let report = self
-            .connector(target)
+            .connector(&settings, target)
             .export(&plan.writes, &tgt.objects)
             .await
             .map_err(|e| CycleFailure {
@@ -422,7 +431,7 @@ impl Engine {
         // Read the target again so that what the export created is translated now, not next cycle.
         if report.applied > 0 {
             self.store.set_cycle_phase(id, "sync").await?;
-            self.import_and_sync(profile, id).await?;
+            self.import_and_sync(&settings, profile, id).await?;
         }
         self.store
             .finish_cycle(id, name, &msg, &[], now_ms())
@@ -432,10 +441,11 @@ impl Engine {
 
     async fn import_and_sync(
         &self,
+        settings: &Settings,
         profile: &SyncProfile,
         id: i64,
     ) -> Result<(Plan, Side, Side), CycleFailure> {
-        let cfg = &self.settings.get().config;
+        let cfg = &settings.config;
         let missing = |d: &str| CycleFailure {
             code: "config",
             message: format!("directory `{d}` is not configured"),
@@ -447,7 +457,7 @@ impl Engine {
             .directory(&profile.target)
             .ok_or_else(|| missing(&profile.target))?;
         let t = std::time::Instant::now();
-        let (src, tgt) = tokio::join!(self.import(sdir), self.import(tdir));
+        let (src, tgt) = tokio::join!(self.import(settings, sdir), self.import(settings, tdir));
         let (src, tgt) = (src?, tgt?);
         tracing::info!(
             cycle = id,
@@ -518,9 +528,13 @@ impl Engine {
     }
 
     /// Imports one directory (full or delta) and works out what changed against the store.
-    async fn import(&self, dir: &DirectoryConfig) -> Result<Side, CycleFailure> {
+    async fn import(
+        &self,
+        settings: &Settings,
+        dir: &DirectoryConfig,
+    ) -> Result<Side, CycleFailure> {
         let name = dir.name();
-        let connector = self.connector(dir);
+        let connector = self.connector(settings, dir);
         let prev = self.store.directory_state(name).await?;
         let now = now_ms();
         let full_every = match dir {
