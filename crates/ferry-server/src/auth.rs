@@ -85,7 +85,17 @@ pub fn verify_password(password: &str, hash: Option<&str>) -> bool {
 
 /// An authenticated operator.
 pub struct AdminAuth {
+    /// The operator's name (a session's token is named `session:NAME`; this is `NAME`), as
+    /// audit lines, approvals and override rules show it.
     pub name: String,
+}
+
+/// The operator a token belongs to: its name without a session's `session:` prefix.
+fn operator_name(token_name: &str) -> String {
+    token_name
+        .strip_prefix("session:")
+        .unwrap_or(token_name)
+        .to_string()
 }
 
 /// What an operator may do: everything (`admin`), act for one tenant (`tenant-admin:<id>`), or
@@ -143,11 +153,7 @@ impl FromRequestParts<AppState> for Operator {
         match Role::parse(&t.role) {
             Some(Role::Viewer) if !reads(parts) && !signs_out(parts) => Err(read_only()),
             Some(role) => Ok(Operator {
-                name: t
-                    .name
-                    .strip_prefix("session:")
-                    .unwrap_or(&t.name)
-                    .to_string(),
+                name: operator_name(&t.name),
                 role,
             }),
             None => Err(ApiError::Forbidden(
@@ -166,10 +172,14 @@ impl FromRequestParts<AppState> for AdminAuth {
     ) -> Result<Self, Self::Rejection> {
         let t = token(parts, state).await?;
         if t.role == "admin" {
-            Ok(AdminAuth { name: t.name })
+            Ok(AdminAuth {
+                name: operator_name(&t.name),
+            })
         } else if t.role == "viewer" {
             if reads(parts) {
-                Ok(AdminAuth { name: t.name })
+                Ok(AdminAuth {
+                    name: operator_name(&t.name),
+                })
             } else {
                 Err(read_only())
             }

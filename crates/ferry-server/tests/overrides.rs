@@ -422,6 +422,39 @@ async fn overrides_hold_against_hostile_input() {
     // A SID in lower case names its object, as a plan resolves it.
     let (s, v) = over(json!({"source": "s-1-5-21-1-2-3-10002", "exclude": true})).await;
     assert_eq!((s, v["source"].as_str()), (201, Some("ann2")), "{v}");
+    // An admin signed in with a password signs with its name, not its session token's
+    // (`session:olga`), in the override and the audit trail.
+    let pw = "olga's long password";
+    let (s, v) = post_to(h, "/operators", json!({"name": "olga", "password": pw})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post_to(h, "/sessions", json!({"name": "olga", "password": pw})).await;
+    assert!(s == 200 || s == 201, "{v}");
+    let olga = v["token"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .call_as(
+            &olga,
+            Method::POST,
+            "/profiles/users/overrides",
+            Some(json!({"source": "sean.obrien@contoso.test", "exclude": true, "reason": "left"})),
+        )
+        .await;
+    assert_eq!((s, v["operator"].as_str()), (201, Some("olga")), "{v}");
+    // Every admin endpoint names her so (a profile change was audited as `session:olga`).
+    let (s, v) = h
+        .call_as(
+            &olga,
+            Method::PUT,
+            "/profiles/p3",
+            Some(json!({"name": "p3", "source": "contoso", "target": "fabrikam", "mode": "match-only"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let audit = h.get("/audit?limit=5").await;
+    assert_eq!(
+        (audit[0]["action"].as_str(), audit[0]["actor"].as_str()),
+        (Some("profile.add"), Some("olga")),
+        "{audit}"
+    );
     // Operators cannot be named `config`, nor carry a line break or a bidi override.
     for name in ["config", "a\nb", "eve\u{202e}nimda"] {
         let (s, v) = post_to(

@@ -30,11 +30,7 @@ pub async fn list(
 
 fn acting(a: AdminAuth) -> Operator {
     Operator {
-        name: a
-            .name
-            .strip_prefix("session:")
-            .unwrap_or(&a.name)
-            .to_string(),
+        name: a.name,
         role: Role::Admin,
     }
 }

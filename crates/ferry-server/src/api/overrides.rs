@@ -71,11 +71,6 @@ pub struct ImportResult {
     pub replaced: u64,
 }
 
-/// The operator's name as audits and rules show it.
-fn who(a: &AdminAuth) -> &str {
-    a.name.strip_prefix("session:").unwrap_or(&a.name)
-}
-
 /// The profile and the overrides of its configuration (not those entered here).
 async fn profile(st: &AppState, name: &str) -> ApiResult<(SyncProfile, Vec<Override>)> {
     let now = st.settings.get();
@@ -430,7 +425,7 @@ pub async fn add(
         target: req.target,
         exclude: req.exclude,
         reason: req.reason,
-        operator: who(&a).to_string(),
+        operator: a.name.clone(),
     };
     asked
         .check()
@@ -457,7 +452,7 @@ pub async fn add(
         .await?
         .pop()
         .flatten();
-    audit_override(&st, who(&a), &name, &o, replaced.as_ref(), "").await?;
+    audit_override(&st, &a.name, &name, &o, replaced.as_ref(), "").await?;
     let view = OverrideView {
         source_name: Some(source_name),
         target_name,
@@ -546,7 +541,7 @@ pub async fn remove(
     st.settings.set(next);
     super::setup::audit_change(
         &st,
-        who(&a),
+        &a.name,
         "override.remove",
         &name,
         removed.as_ref().map(summary).unwrap_or(id),
@@ -566,7 +561,7 @@ pub async fn import(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<ImportResult>> {
-    let (rows, mut errors) = ferry_core::overrides::read_rows(&body, who(&a))
+    let (rows, mut errors) = ferry_core::overrides::read_rows(&body, &a.name)
         .map_err(|e| ApiError::BadRequest(e.join("\n")))?;
     let _guard = st.settings.changes.lock().await;
     let (p, configured) = profile(&st, &name).await?;
@@ -616,7 +611,7 @@ pub async fn import(
     // One line for the file, then one for each override it made (with what it replaced).
     super::setup::audit_change(
         &st,
-        who(&a),
+        &a.name,
         "override.import",
         &name,
         format!(
@@ -631,7 +626,7 @@ pub async fn import(
     for ((line, o), r) in resolved.iter().zip(&replaced) {
         audit_override(
             &st,
-            who(&a),
+            &a.name,
             &name,
             o,
             r.as_ref(),
