@@ -403,16 +403,7 @@ async fn one_cycle_per_profile_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_with_a_wrong_password_fails_the_cycle_and_keeps_the_table() {
-    let (Ok(url), Ok(pw)) = (
-        std::env::var("FERRY_TEST_LDAP_URL"),
-        std::env::var("FERRY_TEST_LDAP_PASSWORD"),
-    ) else {
-        assert_ne!(
-            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
-            Ok("1"),
-            "FERRY_TEST_LDAP_URL is required"
-        );
-        eprintln!("skipping: FERRY_TEST_LDAP_URL is not set");
+    let Some((url, pw)) = support::slapd() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

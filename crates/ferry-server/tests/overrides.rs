@@ -612,16 +612,7 @@ async fn viewers_and_tenant_admins_may_not_override(h: &Harness) {
 /// The same on two real slapd directories (OpenLDAP: ids are entryUUIDs, keys are mail and cn).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overrides_on_slapd_directories() {
-    let (Ok(url), Ok(pw)) = (
-        std::env::var("FERRY_TEST_LDAP_URL"),
-        std::env::var("FERRY_TEST_LDAP_PASSWORD"),
-    ) else {
-        assert_ne!(
-            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
-            Ok("1"),
-            "FERRY_TEST_LDAP_URL is required"
-        );
-        eprintln!("skipping: FERRY_TEST_LDAP_URL is not set");
+    let Some((url, pw)) = support::slapd() else {
         return;
     };
     let (mut src, src_ou) = ou(&url, &pw, "contoso").await;

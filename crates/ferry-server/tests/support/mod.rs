@@ -105,6 +105,26 @@ impl Harness {
     }
 }
 
+/// The test command's slapd: (URL, admin password). None (the test skips) when it is not
+/// configured, which the test command (`FERRY_REQUIRE_SERVERS=1`) does not allow.
+pub fn slapd() -> Option<(String, String)> {
+    match (
+        std::env::var("FERRY_TEST_LDAP_URL"),
+        std::env::var("FERRY_TEST_LDAP_PASSWORD"),
+    ) {
+        (Ok(url), Ok(pw)) => Some((url, pw)),
+        _ => {
+            assert_ne!(
+                std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+                Ok("1"),
+                "FERRY_TEST_LDAP_URL is required"
+            );
+            eprintln!("skipping: FERRY_TEST_LDAP_URL is not set");
+            None
+        }
+    }
+}
+
 /// A scratch schema on `FERRY_TEST_DATABASE_URL`, dropped when this goes out of scope (also
 /// when the test panics). None (the test skips) when no PostgreSQL is configured, which the
 /// test command (`FERRY_REQUIRE_SERVERS=1`) does not allow.
