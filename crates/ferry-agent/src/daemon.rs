@@ -718,7 +718,12 @@ impl Agent {
         let Ok(rd) = std::fs::read_dir(self.env.state.requests()) else {
             return out;
         };
-        let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        // Dot names are requests still being written (see [`request`]).
+        let mut names: Vec<_> = rd
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
         names.sort();
         for p in names {
             let name = p
@@ -752,7 +757,10 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(500).min(until - tokio::time::Instant::now()))
                 .await;
             let pending = std::fs::read_dir(self.env.state.requests())
-                .map(|mut r| r.next().is_some())
+                .map(|r| {
+                    r.flatten()
+                        .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                })
                 .unwrap_or(false);
             if pending {
                 return;
@@ -945,12 +953,19 @@ pub fn request(
         std::process::id()
     );
     let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-    std::fs::write(sd.requests().join(&name), body).map_err(|e| {
-        format!(
-            "cannot leave the request in {}: {e}",
-            sd.requests().display()
-        )
-    })?;
+    // Written under a dot name and renamed, so the agent never reads a request half written
+    // (it skips dot names). Not `state::atomic_write`: its directory fsync needs read access
+    // to the requests directory, which a user has not (1733).
+    let tmp = sd.requests().join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, sd.requests().join(&name)))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!(
+                "cannot leave the request in {}: {e}",
+                sd.requests().display()
+            )
+        })?;
     let deadline = std::time::Instant::now() + wait;
     while std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
