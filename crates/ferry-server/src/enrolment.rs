@@ -214,6 +214,7 @@ pub async fn expiry_warnings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_store::DeviceStore as _;
     use ferry_store::sqlite::SqliteStore;
 
     fn test_vault() -> crate::vault::Vault {

@@ -234,7 +234,7 @@ async fn an_older_install_is_tightened_and_its_secrets_sealed() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     {
         // As an earlier version wrote it: the credential in the clear, the file 0644.
-        use ferry_store::Store as _;
+        use ferry_store::ConfigStore as _;
         let store = ferry_store::sqlite::SqliteStore::open(&data.join("ferry.db")).unwrap();
         let body = json!({"settings": {"name": "corp", "kind": "ldap", "url": "ldap://127.0.0.1:1",
             "base_dn": "dc=contoso,dc=test", "bind_dn": "cn=admin,dc=contoso,dc=test"}, "credential": PASSWORD});

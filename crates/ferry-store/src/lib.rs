@@ -1,6 +1,10 @@
-//! ferry's persistent state behind one [`Store`] trait, with two implementations chosen once at start:
-//! embedded SQLite ([`sqlite::SqliteStore`], the default, one file under `--data-dir`) and PostgreSQL
-//! ([`postgres::PgStore`], `--database-url`, for several servers sharing one database).
+//! ferry's persistent state behind one [`Store`] trait, made of one trait per area ([`AuthStore`],
+//! [`DeviceStore`], [`ConfigStore`], [`MoveStore`], [`ElectionStore`], [`SyncStore`]) so that a
+//! reader sees what each caller may touch. It is implemented once, in SQL, by [`SqlStore`] over a
+//! small [`backend::Backend`] adapter, of which there are two, chosen once at start: embedded
+//! SQLite ([`sqlite::SqliteStore`], the default, one file under `--data-dir`) and PostgreSQL
+//! ([`postgres::PgStore`], `--database-url`, for several servers sharing one database). Only a
+//! cycle's bulk write ([`backend::Backend::commit_sync`]) is written per backend, for speed.
 //!
 //! Methods are use cases, not tables. Writes that belong together are one transaction: a cycle's
 //! objects, decisions (the translation table), plan, history and logs are committed by
@@ -21,11 +25,15 @@ use ferry_core::plan::{
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+pub mod backend;
 mod migrate;
 pub mod pgtls;
 pub mod postgres;
 mod query;
+mod sql;
 pub mod sqlite;
+
+pub use sql::SqlStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +53,8 @@ pub enum StoreError {
         "cycle {0} is no longer running (another server aborted it); its results were not committed"
     )]
     CycleNotRunning(i64),
+    #[error("a unique value is taken: {0}")]
+    Unique(String),
     #[error("another enrollment of device `{0}` was taken a moment before this one")]
     ClaimChanged(String),
     #[error("stored data is corrupt: {0}")]
@@ -565,12 +575,9 @@ pub struct StoredObject {
     pub object: DirObject,
 }
 
+/// Operators, their tokens, passwords and sign-in throttling.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `sqlite` or `postgres`.
-    fn backend(&self) -> &'static str;
-
-    // Tokens.
+pub trait AuthStore: Send + Sync + 'static {
     /// Creates or replaces the token called `name`.
     async fn put_token(&self, name: &str, hash: &str, role: &str, now: i64) -> Result<()>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>>;
@@ -600,9 +607,11 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_sign_in_failures(&self, key: &str) -> Result<()>;
     /// Forgets failures whose last one was before `before` (keeps the table bounded).
     async fn prune_sign_in_failures(&self, before: i64) -> Result<u64>;
+}
 
-    // --- bulk enrolment tokens ---
-
+/// Devices: enrolment packages, pre-shared keys, enrollments, agents, their runs, events and logs, batches, refused contacts.
+#[async_trait]
+pub trait DeviceStore: Send + Sync + 'static {
     async fn add_enrolment_token(&self, t: &NewEnrolmentToken) -> Result<EnrolmentToken>;
     /// Newest first; all directories when `directory` is None.
     async fn enrolment_tokens(&self, directory: Option<&str>) -> Result<Vec<EnrolmentToken>>;
@@ -612,12 +621,6 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_enrolment_token(&self, id: i64, now: i64) -> Result<bool>;
     /// Replaces a token's stored content (sealing one stored before ferry sealed them).
     async fn set_enrolment_token_content(&self, id: i64, content: &[u8]) -> Result<()>;
-    /// Sets `key` to `value` unless it is set already, and returns the value it has: the first
-    /// server to claim a key wins, every other one reads what it wrote.
-    async fn claim_meta(&self, key: &str, value: &str) -> Result<String>;
-
-    // --- devices ---
-
     /// Stores a pre-shared key's hash under a unique name.
     /// A new pre-shared key; `uses` limits how many enrollments it admits, `device` the host
     /// name it enrolls.
@@ -708,6 +711,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<LogAdd>;
     /// The run's log chunks joined in order.
     async fn agent_log(&self, agent: i64, run: &str) -> Result<String>;
+    /// Adds computers to a batch, all or none: the computers already in another batch are returned
+    /// with that batch's name, and nothing is added.
+    async fn add_batch_computers(
+        &self,
+        batch: &str,
+        computers: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, String)>>;
+    async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
+    /// (computer, batch, added_at) of every batch.
+    async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
+    /// Records a refusal; one like it (same code, address, agent, device) seen since `window_from`
+    /// is counted instead of stored again.
+    async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()>;
+    /// Deletes failed communications last seen, events received and log chunks received
+    /// before these times (None: kept); returns how many rows went.
+    async fn prune_agent_history(
+        &self,
+        failed_before: Option<i64>,
+        events_before: Option<i64>,
+    ) -> Result<u64>;
+    /// Newest first.
+    async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>>;
+}
+
+/// Named JSON documents (console directories and profiles, overrides, batches, tenants, environments, moves) and the audit trail.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + 'static {
     /// Inserts or replaces a named document.
     async fn put_document(&self, kind: DocKind, name: &str, body: &str, now: i64) -> Result<()> {
         self.change_documents(kind, &[(name.to_string(), body.to_string())], &[], now)
@@ -735,8 +766,14 @@ pub trait Store: Send + Sync + 'static {
     /// (name, body), by name.
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;
+    async fn add_audit(&self, e: &AuditEntry) -> Result<()>;
+    /// Newest first; only `tenant`'s lines when given.
+    async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>>;
+}
 
-    // --- environment records ---
+/// Environment moves: the records of an environment and the hand-over.
+#[async_trait]
+pub trait MoveStore: Send + Sync + 'static {
     /// Adds or replaces records of `env`, in one transaction.
     async fn put_env_records(&self, env: &str, records: &[EnvRecord]) -> Result<()>;
     async fn env_records(&self, env: &str, offset: i64, limit: i64) -> Result<Vec<EnvRecord>>;
@@ -748,36 +785,11 @@ pub trait Store: Send + Sync + 'static {
     /// the audit line. Returns the records changed. A server killed at any point leaves all of
     /// it or none.
     async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<u64>>;
+}
 
-    // --- audit ---
-    async fn add_audit(&self, e: &AuditEntry) -> Result<()>;
-    /// Newest first; only `tenant`'s lines when given.
-    async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>>;
-    /// Adds computers to a batch, all or none: the computers already in another batch are returned
-    /// with that batch's name, and nothing is added.
-    async fn add_batch_computers(
-        &self,
-        batch: &str,
-        computers: &[String],
-        now: i64,
-    ) -> Result<Vec<(String, String)>>;
-    async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
-    /// (computer, batch, added_at) of every batch.
-    async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
-    /// Records a refusal; one like it (same code, address, agent, device) seen since `window_from`
-    /// is counted instead of stored again.
-    async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()>;
-    /// Deletes failed communications last seen, events received and log chunks received
-    /// before these times (None: kept); returns how many rows went.
-    async fn prune_agent_history(
-        &self,
-        failed_before: Option<i64>,
-        events_before: Option<i64>,
-    ) -> Result<u64>;
-    /// Newest first.
-    async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>>;
-
-    // Election.
+/// Servers sharing a database: leases, scheduled slots, recovery of a stopped server, cluster-wide values.
+#[async_trait]
+pub trait ElectionStore: Send + Sync + 'static {
     /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`; false if another holder's
     /// lease has not expired.
     async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool>;
@@ -787,8 +799,14 @@ pub trait Store: Send + Sync + 'static {
     async fn recover_server(&self, server: &str, now: i64) -> Result<u64>;
     /// Claims a scheduled slot of a profile; exactly one claimant ever gets true for a slot.
     async fn claim_slot(&self, profile: &str, slot: i64, holder: &str, now: i64) -> Result<bool>;
+    /// Sets `key` to `value` unless it is set already, and returns the value it has: the first
+    /// server to claim a key wins, every other one reads what it wrote.
+    async fn claim_meta(&self, key: &str, value: &str) -> Result<String>;
+}
 
-    // Cycles.
+/// Sync cycles: objects, decisions (the translation table), plans, approvals, history and logs.
+#[async_trait]
+pub trait SyncStore: Send + Sync + 'static {
     /// Records a new running cycle, marking any earlier `running` cycle of the profile `aborted`
     /// (its server died; the caller holds the profile's lease).
     async fn begin_cycle(
@@ -822,8 +840,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn cycle(&self, id: i64) -> Result<Option<CycleInfo>>;
     async fn cycles(&self, profile: Option<&str>, limit: i64) -> Result<Vec<CycleInfo>>;
-
-    // Directory objects.
     /// `(kind, id) → content hash` of every stored object of a directory.
     async fn object_digest(&self, directory: &str) -> Result<FxHashMap<(ObjectKind, String), u64>>;
     async fn load_objects(&self, directory: &str) -> Result<Vec<DirObject>>;
@@ -832,8 +848,6 @@ pub trait Store: Send + Sync + 'static {
     async fn find_objects(&self, query: &str, limit: i64) -> Result<Vec<StoredObject>>;
     /// Whether `directory` holds any object of `kind` (has computers been synced from it?).
     async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool>;
-
-    // Decisions, plans, approvals.
     /// `(kind, source id) → (row hash, status)` of a profile's stored decisions.
     async fn decision_digest(&self, profile: &str)
     -> Result<FxHashMap<DecisionKey, (u64, Status)>>;
@@ -848,8 +862,6 @@ pub trait Store: Send + Sync + 'static {
     async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()>;
     async fn approval(&self, profile: &str) -> Result<Option<Approval>>;
     async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>>;
-
-    // Logs.
     async fn append_logs(
         &self,
         cycle_id: Option<i64>,
@@ -858,6 +870,21 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<()>;
     async fn logs(&self, q: &LogQuery) -> Result<Vec<StoredLog>>;
+}
+
+/// The whole store: every area, as the server holds it (`Arc<dyn Store>`).
+pub trait Store:
+    AuthStore + DeviceStore + ConfigStore + MoveStore + ElectionStore + SyncStore
+{
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+}
+
+/// The area traits, for calling store methods: `use ferry_store::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        AuthStore, ConfigStore, DeviceStore, ElectionStore, MoveStore, Store, SyncStore,
+    };
 }
 
 /// Milliseconds since the Unix epoch.
@@ -916,9 +943,6 @@ pub(crate) mod codec {
         } else {
             serde_json::to_string(&o.attrs).ok()
         }
-    }
-    pub fn u32_opt(v: Option<i64>) -> Option<u32> {
-        v.and_then(|v| u32::try_from(v).ok())
     }
     /// The `%term%` pattern for a case-insensitive substring search, with LIKE's wildcards escaped.
     pub fn like_pattern(term: &str) -> String {

@@ -1,30 +1,9 @@
-//! SQL shared by both backends. Placeholders are written `?` and numbered for PostgreSQL by
-//! [`numbered`]; everything else is the common dialect (`ON CONFLICT`, `RETURNING`, integer epoch ms).
+//! SQL text shared by the store's areas. Placeholders are written `?` (PostgreSQL's adapter numbers
+//! them); everything else is the dialect SQLite and PostgreSQL share (`ON CONFLICT`, `RETURNING`,
+//! `CAST`, integer epoch ms).
 
-use crate::{AgentQuery, DecisionQuery, LogQuery, codec};
-
-/// A parameter value of a dynamically built query.
-#[derive(Clone, Debug)]
-pub enum Val {
-    Text(String),
-    Int(i64),
-}
-
-/// Rewrites `?` placeholders as `$1`, `$2`, … (no query here has `?` inside a literal).
-pub fn numbered(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use crate::backend::Val;
+use crate::{AgentQuery, AuditEntry, DecisionQuery, LogQuery, codec};
 
 /// Inserts or replaces a named document of `table` (name, body, created, updated).
 pub fn put_document(table: &str) -> String {
@@ -44,6 +23,11 @@ pub fn swap_document(table: &str) -> String {
 pub const INSERT_AUDIT: &str =
     "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)";
 
+/// The parameters of [`INSERT_AUDIT`].
+pub fn audit_params(e: &AuditEntry) -> Vec<Val<'_>> {
+    crate::params![e.at, &e.actor, &e.tenant, &e.action, &e.subject, &e.detail].to_vec()
+}
+
 /// Deletes a named document of `table`.
 pub fn delete_document(table: &str) -> String {
     format!("DELETE FROM {table} WHERE name = ?")
@@ -60,7 +44,7 @@ pub const CYCLE_COLS: &str = "id, profile, trigger, slot, server, status, phase,
 pub const LOG_COLS: &str = "id, at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message";
 
 /// `SELECT … FROM agents WHERE …` (or `SELECT count(*)`) for a query.
-pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val>) {
+pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
     let mut sql = if count {
         "SELECT count(*) FROM agents WHERE 1=1".to_string()
     } else {
@@ -72,18 +56,18 @@ pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val>) {
             " AND (lower(hostname) LIKE ? ESCAPE '\\' OR lower(device_id) LIKE ? ESCAPE '\\')",
         );
         let pat = codec::like_pattern(term);
-        vals.push(Val::Text(pat.clone()));
-        vals.push(Val::Text(pat));
+        vals.push(Val::text(pat.clone()));
+        vals.push(Val::text(pat));
     }
     if let Some(s) = &q.state {
         sql.push_str(" AND state = ?");
-        vals.push(Val::Text(s.clone()));
+        vals.push(Val::text(s.clone()));
     }
     if let Some(b) = &q.batch {
         sql.push_str(
             " AND lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?)",
         );
-        vals.push(Val::Text(b.clone()));
+        vals.push(Val::text(b.clone()));
     }
     if let Some(t) = q.silent_before {
         sql.push_str(" AND last_contact < ?");
@@ -101,11 +85,11 @@ pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val>) {
 }
 
 /// Agents in each state, of one batch or of all.
-pub fn agent_states(batch: Option<&str>) -> (String, Vec<Val>) {
+pub fn agent_states(batch: Option<&str>) -> (String, Vec<Val<'static>>) {
     match batch {
         Some(b) => (
             "SELECT state, count(*) FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) GROUP BY state ORDER BY state".into(),
-            vec![Val::Text(b.into())],
+            vec![Val::text(b)],
         ),
         None => (
             "SELECT state, count(*) FROM agents GROUP BY state ORDER BY state".into(),
@@ -115,7 +99,7 @@ pub fn agent_states(batch: Option<&str>) -> (String, Vec<Val>) {
 }
 
 /// The newest event of each listed agent.
-pub fn latest_events_of(agents: &[i64]) -> (String, Vec<Val>) {
+pub fn latest_events_of(agents: &[i64]) -> (String, Vec<Val<'static>>) {
     let marks = vec!["?"; agents.len()].join(", ");
     (
         format!(
@@ -127,7 +111,7 @@ pub fn latest_events_of(agents: &[i64]) -> (String, Vec<Val>) {
 }
 
 /// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query.
-pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val>) {
+pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val<'static>>) {
     let mut sql = if count {
         "SELECT count(*) FROM decisions WHERE 1=1".to_string()
     } else {
@@ -136,15 +120,15 @@ pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val>) {
     let mut vals = Vec::new();
     if let Some(p) = &q.profile {
         sql.push_str(" AND profile = ?");
-        vals.push(Val::Text(p.clone()));
+        vals.push(Val::text(p.clone()));
     }
     if let Some(s) = q.status {
         sql.push_str(" AND status = ?");
-        vals.push(Val::Text(s.as_str().into()));
+        vals.push(Val::text(s.as_str()));
     }
     if let Some(k) = q.kind {
         sql.push_str(" AND kind = ?");
-        vals.push(Val::Text(k.as_str().into()));
+        vals.push(Val::text(k.as_str()));
     }
     if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
         let cols = [
@@ -165,7 +149,7 @@ pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val>) {
             .collect();
         sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
         let pat = codec::like_pattern(term);
-        vals.extend(cols.iter().map(|_| Val::Text(pat.clone())));
+        vals.extend(cols.iter().map(|_| Val::text(pat.clone())));
     }
     if !count {
         sql.push_str(" ORDER BY profile, kind, source_id");
@@ -178,12 +162,12 @@ pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val>) {
     (sql, vals)
 }
 
-pub fn logs(q: &LogQuery) -> (String, Vec<Val>) {
+pub fn logs(q: &LogQuery) -> (String, Vec<Val<'static>>) {
     let mut sql = format!("SELECT {LOG_COLS} FROM logs WHERE 1=1");
     let mut vals = Vec::new();
     if let Some(p) = &q.profile {
         sql.push_str(" AND profile = ?");
-        vals.push(Val::Text(p.clone()));
+        vals.push(Val::text(p.clone()));
     }
     if let Some(c) = q.cycle_id {
         sql.push_str(" AND cycle_id = ?");
@@ -199,11 +183,11 @@ pub fn logs(q: &LogQuery) -> (String, Vec<Val>) {
             " AND level IN ({})",
             vec!["?"; levels.len()].join(", ")
         ));
-        vals.extend(levels.iter().map(|l| Val::Text((*l).into())));
+        vals.extend(levels.iter().map(|l| Val::text(*l)));
     }
     if let Some(o) = &q.object_id {
         sql.push_str(" AND object_id = ?");
-        vals.push(Val::Text(o.clone()));
+        vals.push(Val::text(o.clone()));
     }
     if let Some(b) = q.before_id {
         sql.push_str(" AND id < ?");

@@ -1,0 +1,257 @@
+//! The small adapter a database backend implements so that the store's SQL is written once
+//! ([`crate::sql::SqlStore`]): connections for reading, transactions for writing, statements with
+//! `?` placeholders and rows read by column index.
+//!
+//! Placeholders are written `?` in the shared SQL; PostgreSQL numbers them (`$1`, `$2`, …). A
+//! parameter is a [`Val`]; a row is read through [`Row`], whose typed access ([`Col`]) is shared,
+//! so a row decoder exists once for both backends.
+
+use crate::{Result, StoreError, SyncCommit};
+use async_trait::async_trait;
+use std::borrow::Cow;
+
+/// A statement parameter.
+#[derive(Clone, Debug)]
+pub enum Val<'a> {
+    Null,
+    Int(i64),
+    Text(Cow<'a, str>),
+    Bytes(&'a [u8]),
+}
+
+impl Val<'static> {
+    /// An owned text parameter.
+    pub fn text(s: impl Into<String>) -> Self {
+        Val::Text(Cow::Owned(s.into()))
+    }
+}
+
+impl From<i64> for Val<'_> {
+    fn from(v: i64) -> Self {
+        Val::Int(v)
+    }
+}
+impl From<&i64> for Val<'_> {
+    fn from(v: &i64) -> Self {
+        Val::Int(*v)
+    }
+}
+impl From<u32> for Val<'_> {
+    fn from(v: u32) -> Self {
+        Val::Int(i64::from(v))
+    }
+}
+impl From<&u32> for Val<'_> {
+    fn from(v: &u32) -> Self {
+        Val::Int(i64::from(*v))
+    }
+}
+impl From<bool> for Val<'_> {
+    fn from(v: bool) -> Self {
+        Val::Int(i64::from(v))
+    }
+}
+impl<'a> From<&'a str> for Val<'a> {
+    fn from(v: &'a str) -> Self {
+        Val::Text(Cow::Borrowed(v))
+    }
+}
+impl<'a> From<&'a String> for Val<'a> {
+    fn from(v: &'a String) -> Self {
+        Val::Text(Cow::Borrowed(v))
+    }
+}
+impl<'a> From<&&'a str> for Val<'a> {
+    fn from(v: &&'a str) -> Self {
+        Val::Text(Cow::Borrowed(v))
+    }
+}
+impl From<String> for Val<'_> {
+    fn from(v: String) -> Self {
+        Val::Text(Cow::Owned(v))
+    }
+}
+impl<'a> From<&'a [u8]> for Val<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Val::Bytes(v)
+    }
+}
+impl<'a> From<&'a Vec<u8>> for Val<'a> {
+    fn from(v: &'a Vec<u8>) -> Self {
+        Val::Bytes(v)
+    }
+}
+impl<'a, T: Into<Val<'a>>> From<Option<T>> for Val<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+impl<'a> From<&'a Option<String>> for Val<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        v.as_deref().into()
+    }
+}
+impl<'a> From<&'a Option<i64>> for Val<'a> {
+    fn from(v: &'a Option<i64>) -> Self {
+        (*v).into()
+    }
+}
+
+/// The parameters of a statement: `params![a, b, c]`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! params {
+    ($($v:expr),* $(,)?) => { &[$($crate::backend::Val::from($v)),*][..] };
+}
+
+/// One row of a result, read by column index.
+pub trait Row {
+    fn int(&self, i: usize) -> Result<Option<i64>>;
+    fn text(&self, i: usize) -> Result<Option<&str>>;
+    fn bytes(&self, i: usize) -> Result<Option<&[u8]>>;
+}
+
+/// A column value read from a [`Row`].
+pub trait Col: Sized {
+    fn read(r: &dyn Row, i: usize) -> Result<Self>;
+}
+
+fn null(i: usize) -> StoreError {
+    StoreError::Corrupt(format!("column {i} is NULL where a value is required"))
+}
+
+impl Col for Option<i64> {
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        r.int(i)
+    }
+}
+impl Col for i64 {
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        r.int(i)?.ok_or_else(|| null(i))
+    }
+}
+impl Col for bool {
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        Ok(r.int(i)?.ok_or_else(|| null(i))? != 0)
+    }
+}
+impl Col for Option<u32> {
+    /// Out-of-range values read as absent, as uid and gid numbers always did.
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        Ok(r.int(i)?.and_then(|v| u32::try_from(v).ok()))
+    }
+}
+impl Col for Option<String> {
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        Ok(r.text(i)?.map(str::to_string))
+    }
+}
+impl Col for String {
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        Ok(r.text(i)?.ok_or_else(|| null(i))?.to_string())
+    }
+}
+impl Col for Vec<u8> {
+    fn read(r: &dyn Row, i: usize) -> Result<Self> {
+        Ok(r.bytes(i)?.ok_or_else(|| null(i))?.to_vec())
+    }
+}
+
+impl dyn Row + '_ {
+    /// Column `i` as `T`.
+    pub fn get<T: Col>(&self, i: usize) -> Result<T> {
+        T::read(self, i)
+    }
+    /// Column `i`, required text, borrowed.
+    pub fn str(&self, i: usize) -> Result<&str> {
+        self.text(i)?.ok_or_else(|| null(i))
+    }
+}
+
+/// Called once per row of a query.
+pub type EachRow<'f> = dyn FnMut(&dyn Row) -> Result<()> + Send + 'f;
+
+/// A connection, inside a transaction when it came from [`Backend::begin`].
+#[async_trait]
+pub trait Conn: Send {
+    /// Runs a statement; the number of rows it changed.
+    async fn execute(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64>;
+    /// Runs one statement once per parameter row (one prepared statement; pipelined on
+    /// PostgreSQL); the rows changed in all.
+    async fn execute_many(&mut self, sql: &str, rows: &[Vec<Val<'_>>]) -> Result<u64>;
+    /// Runs a query, calling `f` with each row.
+    async fn each(&mut self, sql: &str, params: &[Val<'_>], f: &mut EachRow<'_>) -> Result<()>;
+    /// Takes a lock that serialises writers of `table` until the transaction ends (SQLite's
+    /// transactions are serialised already).
+    async fn lock_table(&mut self, table: &str) -> Result<()>;
+    /// Commits the transaction (a no-op outside one). Dropped without it, a transaction rolls back.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+impl dyn Conn + '_ {
+    /// Every row, decoded.
+    pub async fn query<T: Send>(
+        &mut self,
+        sql: &str,
+        params: &[Val<'_>],
+        decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.each(sql, params, &mut |r| {
+            out.push(decode(r)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The first row, decoded, if any.
+    pub async fn query_opt<T: Send>(
+        &mut self,
+        sql: &str,
+        params: &[Val<'_>],
+        decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
+    ) -> Result<Option<T>> {
+        let mut out = None;
+        self.each(sql, params, &mut |r| {
+            if out.is_none() {
+                out = Some(decode(r)?);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The first row, decoded; an error when there is none.
+    pub async fn query_one<T: Send>(
+        &mut self,
+        sql: &str,
+        params: &[Val<'_>],
+        decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
+    ) -> Result<T> {
+        self.query_opt(sql, params, decode).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "no row where one was expected: {}",
+                sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+            ))
+        })
+    }
+}
+
+/// A database the store runs on.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    const NAME: &'static str;
+    /// A connection for reading (no transaction).
+    async fn read(&self) -> Result<Box<dyn Conn + '_>>;
+    /// A connection for one write, committed as it runs (no transaction).
+    async fn write(&self) -> Result<Box<dyn Conn + '_>>;
+    /// A connection inside a new transaction, the only writer of the rows it touches until it
+    /// commits or is dropped.
+    async fn begin(&self) -> Result<Box<dyn Conn + '_>>;
+    /// A cycle's bulk write, the one place where the backends differ for speed (SQLite: sorted
+    /// prepared inserts with the decisions' indexes rebuilt; PostgreSQL: `UNNEST` arrays).
+    async fn commit_sync(&self, s: &SyncCommit<'_>) -> Result<()>;
+}

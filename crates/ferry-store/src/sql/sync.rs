@@ -1,0 +1,314 @@
+//! Sync cycles: objects, decisions (the translation table), plans, approvals, history and logs.
+
+use super::*;
+use ferry_core::model::lookup_key;
+
+#[async_trait]
+impl<B: Backend> SyncStore for SqlStore<B> {
+    async fn begin_cycle(
+        &self,
+        profile: &str,
+        trigger: &str,
+        slot: Option<i64>,
+        server: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let mut tx = self.b.begin().await?;
+        tx.execute(query::ABORT_RUNNING, params![now, profile])
+            .await?;
+        let id = tx
+            .query_one(
+                query::INSERT_CYCLE,
+                params![profile, trigger, slot, server, now],
+                |r| r.get(0),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn set_cycle_phase(&self, id: i64, phase: &str) -> Result<()> {
+        self.exec(
+            "UPDATE cycles SET phase = ? WHERE id = ?",
+            params![phase, id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        error: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.b.begin().await?;
+        tx.execute(
+            "UPDATE cycles SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            params![now, error, id],
+        )
+        .await?;
+        insert_logs(tx.as_mut(), Some(id), Some(profile), logs, now).await?;
+        tx.commit().await
+    }
+
+    async fn commit_sync(&self, c: SyncCommit<'_>) -> Result<()> {
+        self.b.commit_sync(&c).await
+    }
+
+    async fn finish_cycle(
+        &self,
+        id: i64,
+        profile: &str,
+        export: &str,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.b.begin().await?;
+        tx.execute(
+            "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = ?, export = ? WHERE id = ?",
+            params![now, export, id],
+        )
+        .await?;
+        insert_logs(tx.as_mut(), Some(id), Some(profile), logs, now).await?;
+        tx.commit().await
+    }
+
+    async fn cycle(&self, id: i64) -> Result<Option<CycleInfo>> {
+        self.row(
+            &format!("SELECT {} FROM cycles WHERE id = ?", query::CYCLE_COLS),
+            params![id],
+            cycle_row,
+        )
+        .await
+    }
+
+    async fn cycles(&self, profile: Option<&str>, limit: i64) -> Result<Vec<CycleInfo>> {
+        self.rows(
+            &format!(
+                "SELECT {} FROM cycles WHERE (CAST(? AS TEXT) IS NULL OR profile = ?) ORDER BY id DESC LIMIT ?",
+                query::CYCLE_COLS
+            ),
+            params![profile, profile, limit],
+            cycle_row,
+        )
+        .await
+    }
+
+    async fn object_digest(&self, directory: &str) -> Result<FxHashMap<(ObjectKind, String), u64>> {
+        let mut out = FxHashMap::default();
+        let mut c = self.b.read().await?;
+        c.each(
+            "SELECT kind, id, hash FROM objects WHERE directory = ?",
+            params![directory],
+            &mut |r| {
+                out.insert(
+                    (codec::kind(r.str(0)?)?, r.get(1)?),
+                    r.get::<i64>(2)? as u64,
+                );
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
+    async fn load_objects(&self, directory: &str) -> Result<Vec<DirObject>> {
+        self.rows(
+            &format!(
+                "SELECT {} FROM objects WHERE directory = ? ORDER BY kind, id",
+                query::OBJ_COLS
+            ),
+            params![directory],
+            |r| object_row(r).map(|s| s.object),
+        )
+        .await
+    }
+
+    async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>> {
+        self.row(
+            "SELECT directory, watermark, last_full_import, last_import, objects FROM directory_state WHERE directory = ?",
+            params![directory],
+            |r| {
+                Ok(DirectoryState {
+                    directory: r.get(0)?,
+                    watermark: r.get(1)?,
+                    last_full_import: r.get(2)?,
+                    last_import: r.get(3)?,
+                    objects: r.get(4)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn find_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
+        let key = lookup_key(q);
+        let found = self
+            .rows(
+                query::FIND_OBJECTS,
+                params![&key, &key, &key, &key, &key, limit],
+                object_row,
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|f| query::object_matches(&f.object, q))
+            .collect())
+    }
+
+    async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool> {
+        Ok(self
+            .row(
+                query::HAS_OBJECTS,
+                params![directory, kind.as_str()],
+                |_| Ok(()),
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn decision_digest(
+        &self,
+        profile: &str,
+    ) -> Result<FxHashMap<DecisionKey, (u64, Status)>> {
+        let mut out = FxHashMap::default();
+        let mut c = self.b.read().await?;
+        c.each(
+            "SELECT kind, source_id, hash, status FROM decisions WHERE profile = ?",
+            params![profile],
+            &mut |r| {
+                out.insert(
+                    (codec::kind(r.str(0)?)?, r.get(1)?),
+                    (r.get::<i64>(2)? as u64, codec::status(r.str(3)?)?),
+                );
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
+    async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>> {
+        let (sql, vals) = query::decisions(q, false);
+        self.rows(&sql, &vals, decision_row).await
+    }
+
+    async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64> {
+        let (sql, vals) = query::decisions(q, true);
+        Ok(self.row(&sql, &vals, |r| r.get(0)).await?.unwrap_or(0))
+    }
+
+    async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>> {
+        self.rows(
+            &format!(
+                "SELECT {} FROM decisions WHERE kind = ? AND (source_id = ? OR target_id = ?) ORDER BY profile",
+                query::DEC_COLS
+            ),
+            params![kind.as_str(), id, id],
+            decision_row,
+        )
+        .await
+    }
+
+    async fn plan(&self, profile: &str) -> Result<Option<PlanInfo>> {
+        self.row(
+            "SELECT profile, cycle_id, hash, fingerprint, mode, rules, counts, created_at FROM plans WHERE profile = ?",
+            params![profile],
+            |r| {
+                Ok(PlanInfo {
+                    profile: r.get(0)?,
+                    cycle_id: r.get(1)?,
+                    hash: r.get(2)?,
+                    fingerprint: r.get(3)?,
+                    mode: r.get(4)?,
+                    rules: codec::json(r.str(5)?)?,
+                    counts: codec::json(r.str(6)?)?,
+                    created_at: r.get(7)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn plan_profiles(&self) -> Result<Vec<String>> {
+        self.rows("SELECT profile FROM plans ORDER BY profile", &[], |r| {
+            r.get(0)
+        })
+        .await
+    }
+
+    async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>> {
+        self.rows(
+            "SELECT body FROM plan_writes WHERE profile = ? ORDER BY seq LIMIT ? OFFSET ?",
+            params![
+                profile,
+                if limit > 0 { limit } else { i64::MAX },
+                offset.max(0)
+            ],
+            |r| codec::json(r.str(0)?),
+        )
+        .await
+    }
+
+    async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()> {
+        self.exec(
+            "INSERT INTO approvals (profile, plan_hash, approved_by, approved_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (profile) DO UPDATE SET plan_hash = excluded.plan_hash, approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+            params![profile, plan_hash, by, now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn approval(&self, profile: &str) -> Result<Option<Approval>> {
+        self.row(
+            "SELECT profile, plan_hash, approved_by, approved_at FROM approvals WHERE profile = ?",
+            params![profile],
+            |r| {
+                Ok(Approval {
+                    profile: r.get(0)?,
+                    plan_hash: r.get(1)?,
+                    approved_by: r.get(2)?,
+                    approved_at: r.get(3)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>> {
+        self.rows(
+            "SELECT profile, cycle_id, at, change FROM history WHERE kind = ? AND source_id = ? ORDER BY id",
+            params![kind.as_str(), source_id],
+            |r| {
+                Ok(HistoryRow {
+                    profile: r.get(0)?,
+                    cycle_id: r.get(1)?,
+                    at: r.get(2)?,
+                    change: r.get(3)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn append_logs(
+        &self,
+        cycle_id: Option<i64>,
+        profile: Option<&str>,
+        logs: &[LogEntry],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.b.begin().await?;
+        insert_logs(tx.as_mut(), cycle_id, profile, logs, now).await?;
+        tx.commit().await
+    }
+
+    async fn logs(&self, q: &LogQuery) -> Result<Vec<StoredLog>> {
+        let (sql, vals) = query::logs(q);
+        self.rows(&sql, &vals, log_row).await
+    }
+}
