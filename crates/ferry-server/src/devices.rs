@@ -104,8 +104,13 @@ pub fn ordered_runbooks(names: &[String], all: &HashMap<String, Runbook>) -> Vec
 /// How long a node key's agent is taken from memory before the store is asked again.
 pub const AUTH_CACHE: Duration = Duration::from_secs(2);
 
-/// A translation index and when it was built.
-type CachedIndex = (Instant, Arc<TranslationIndex>);
+/// The generation of a translation index: each profile it was built from, with the cycle that last
+/// committed that profile's table (`plans.cycle_id`). Every cycle's commit changes it, on whichever
+/// server ran the cycle, so an index built before is rebuilt.
+type Generation = Vec<(String, Option<i64>)>;
+
+/// A translation index and the generation it was built at.
+type CachedIndex = (Generation, Arc<TranslationIndex>);
 
 /// What the server keeps in memory for agents.
 pub struct Devices {
@@ -288,7 +293,8 @@ impl Devices {
     }
 
     /// The translation entries from `source` to `target` (matched decisions of every profile
-    /// between them), cached for a minute.
+    /// between them), kept in memory until a cycle of one of those profiles commits (its
+    /// [`Generation`]), which one small read per profile checks.
     pub async fn translation(
         &self,
         store: &dyn Store,
@@ -297,19 +303,25 @@ impl Devices {
         target: &str,
     ) -> Result<Arc<TranslationIndex>, StoreError> {
         let key = (source.to_string(), target.to_string());
-        if let Ok(m) = self.translation.lock()
-            && let Some((at, idx)) = m.get(&key)
-            && at.elapsed() < Duration::from_secs(60)
-        {
-            return Ok(Arc::clone(idx));
-        }
-        let mut idx = TranslationIndex::default();
-        for p in settings
+        let profiles: Vec<&ferry_core::config::SyncProfile> = settings
             .config
             .profiles
             .iter()
             .filter(|p| p.source == source && p.target == target)
+            .collect();
+        let mut generation: Generation = Vec::with_capacity(profiles.len());
+        for p in &profiles {
+            let cycle = store.plan(&p.name).await?.map(|plan| plan.cycle_id);
+            generation.push((p.name.clone(), cycle));
+        }
+        if let Ok(m) = self.translation.lock()
+            && let Some((built, idx)) = m.get(&key)
+            && *built == generation
         {
+            return Ok(Arc::clone(idx));
+        }
+        let mut idx = TranslationIndex::default();
+        for p in profiles {
             let rows = store
                 .decisions(&DecisionQuery {
                     profile: Some(p.name.clone()),
@@ -354,7 +366,7 @@ impl Devices {
         }
         let idx = Arc::new(idx);
         if let Ok(mut m) = self.translation.lock() {
-            m.insert(key, (Instant::now(), Arc::clone(&idx)));
+            m.insert(key, (generation, Arc::clone(&idx)));
         }
         Ok(idx)
     }

@@ -446,6 +446,39 @@ async fn enrollment_checkin_runbooks_batches_and_orders() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    // A cycle that changes the table reaches the agent endpoint at once, not after a cache's
+    // lifetime (catches an index cached by time: Ann, excluded, was still handed out).
+    let ann_path = format!(
+        "/translation?profile={}",
+        ann["source_name"].as_str().unwrap().replace(' ', "%20")
+    );
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/profiles/users/overrides",
+            Some(json!({"source": ann["source_id"], "exclude": true, "reason": "left"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202);
+    let (s, v) = h.get_agent(&ann_path, &key).await;
+    assert_eq!(s, 404, "an excluded user is no longer handed out: {v}");
+    let (s, v) = h
+        .api(
+            M::DELETE,
+            &format!(
+                "/profiles/users/overrides/{}",
+                ann["source_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202);
+    let (s, v) = h.get_agent(&ann_path, &key).await;
+    assert_eq!(s, 200, "back after the override is removed: {v}");
     let (s, v) = h.get_agent("/translation?profile=stranger", &key2).await;
     assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")));
     h.api(
