@@ -38,8 +38,9 @@ impl Principal {
         } else if let Some(n) = num("gid:") {
             Some(Principal::Gid(n))
         } else if sid::looks_like_sid(s) {
-            let b = sid::sid_to_bytes(s).ok()?;
-            sid::sid_from_bytes(&b).ok().map(Principal::Sid)
+            sid::parse_sid(s)
+                .ok()
+                .map(|x| Principal::Sid(x.to_string()))
         } else {
             None
         }
