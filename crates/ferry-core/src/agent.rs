@@ -177,6 +177,8 @@ pub struct MigrationOrder {
     pub enrolment_token: Option<EnrolmentTokenGrant>,
 }
 
+/// A translation entry as a device receives it: a projection of the one translation shape,
+/// [`crate::export::TranslationEntry::for_profile`].
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileTranslation {

@@ -41,6 +41,24 @@ pub struct TranslationEntry {
     pub target_device_id: Option<String>,
 }
 
+impl TranslationEntry {
+    /// The agent's view of this entry for one harvested profile (what a device applies: ids
+    /// and SIDs on both sides, the target's name and UPN).
+    pub fn for_profile(&self, profile: &str) -> crate::agent::ProfileTranslation {
+        crate::agent::ProfileTranslation {
+            profile: profile.to_string(),
+            source_sid: self.source_sid.clone(),
+            target_sid: self.target_sid.clone(),
+            source_uid: self.source_uid,
+            target_uid: self.target_uid,
+            source_gid: self.source_gid,
+            target_gid: self.target_gid,
+            target_name: self.target_name.clone(),
+            target_upn: self.target_upn.clone(),
+        }
+    }
+}
+
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

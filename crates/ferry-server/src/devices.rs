@@ -112,6 +112,8 @@ type Generation = Vec<(String, Option<i64>)>;
 /// A translation index and the generation it was built at.
 type CachedIndex = (Generation, Arc<TranslationIndex>);
 
+use ferry_core::export::TranslationEntry;
+
 /// What the server keeps in memory for agents.
 pub struct Devices {
     /// node-key hash → (agent, when cached).
@@ -136,7 +138,7 @@ pub struct Snapshot {
 /// Matched translation entries of one source → target pair, indexed by SID, uid and name.
 #[derive(Default)]
 pub struct TranslationIndex {
-    entries: Vec<ProfileTranslation>,
+    entries: Vec<TranslationEntry>,
     by_sid: HashMap<String, usize>,
     by_uid: HashMap<u32, usize>,
     by_name: HashMap<String, usize>,
@@ -152,9 +154,7 @@ impl TranslationIndex {
             .and_then(|s| self.by_sid.get(&s.to_ascii_uppercase()))
             .or_else(|| p.uid.and_then(|u| self.by_uid.get(&u)))
             .or_else(|| self.by_name.get(&short_name(&p.name)))?;
-        let mut e = self.entries[*i].clone();
-        e.profile = p.name.clone();
-        Some(e)
+        Some(self.entries[*i].for_profile(&p.name))
     }
 }
 
@@ -331,6 +331,9 @@ impl Devices {
                 })
                 .await?;
             for r in rows {
+                let Some(entry) = r.to_entry(&[]) else {
+                    continue;
+                };
                 let i = idx.entries.len();
                 if let Some(s) = &r.source_sid {
                     idx.by_sid.entry(s.to_ascii_uppercase()).or_insert(i);
@@ -351,17 +354,7 @@ impl Devices {
                         .or_insert(i);
                 }
                 idx.by_name.entry(short_name(&r.source_name)).or_insert(i);
-                idx.entries.push(ProfileTranslation {
-                    profile: String::new(),
-                    source_sid: r.source_sid,
-                    target_sid: r.target_sid,
-                    source_uid: r.source_uid,
-                    target_uid: r.target_uid,
-                    source_gid: r.source_gid,
-                    target_gid: r.target_gid,
-                    target_name: r.target_name.unwrap_or_default(),
-                    target_upn: r.target_upn,
-                });
+                idx.entries.push(entry);
             }
         }
         let idx = Arc::new(idx);
@@ -794,10 +787,26 @@ mod tests {
     #[test]
     fn profiles_are_found_by_sid_uid_or_name() {
         let mut idx = TranslationIndex::default();
-        idx.entries.push(ProfileTranslation {
+        idx.entries.push(TranslationEntry {
+            profile: "users".into(),
+            kind: ObjectKind::User,
+            source_id: "ann".into(),
+            target_id: "ann-t".into(),
+            source_name: "Smith, Ann".into(),
             target_name: "Ann".into(),
+            source_upn: None,
+            target_upn: None,
+            source_mail: None,
+            target_mail: None,
+            source_sid: Some("S-1-5-21-1-2-3-1104".into()),
             target_sid: Some("S-1-12-1-9".into()),
-            ..Default::default()
+            source_uid: Some(1001),
+            target_uid: None,
+            source_gid: None,
+            target_gid: None,
+            rule: None,
+            source_device_id: None,
+            target_device_id: None,
         });
         idx.by_sid.insert("S-1-5-21-1-2-3-1104".into(), 0);
         idx.by_uid.insert(1001, 0);
