@@ -363,8 +363,9 @@ impl Server {
             moves: Arc::default(),
             clock: Arc::default(),
         };
-        // Moves this server was handing over when it stopped: nothing of them was handed over
-        // (one transaction), so they go back to validated.
+        // Moves whose hand-over no server holds (this server's previous run's claims were
+        // released above): nothing of them was handed over (one transaction), so they go back to
+        // validated.
         match api::environments::recover_moves(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -428,6 +429,29 @@ impl Server {
                             }
                         }
                         _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
+        // Hand-overs of environment moves whose server died are rolled back by whichever server
+        // sees their claim lapse first.
+        {
+            let (st, mut stop) = (state.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(api::environments::SWEEP_EVERY) => {}
+                        _ = stop.changed() => return,
+                    }
+                    match api::environments::recover_moves(&st).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            moves = n,
+                            "rolled back environment moves whose server stopped during the hand-over"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not look for interrupted environment moves")
+                        }
                     }
                 }
             });

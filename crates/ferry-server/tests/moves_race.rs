@@ -155,3 +155,152 @@ async fn two_servers_deciding_one_move_give_one_outcome() {
     assert_eq!(cancels, 1);
     drop((a, b, pg));
 }
+
+/// Puts move `sid` in the state a server killed during its hand-over leaves it: `migrating`,
+/// naming that server (or none, as moves from before claims existed).
+async fn left_migrating(h: &Harness, sid: &str, on: Option<&str>) {
+    let store = &h.server.state.store;
+    let (_, old) = store
+        .documents(ferry_store::DocKind::EnvMove)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == sid)
+        .unwrap();
+    let mut v: Value = serde_json::from_str(&old).unwrap();
+    v["request"]["state"] = json!("migrating");
+    match on {
+        Some(s) => v["migrating_on"] = json!(s),
+        None => {
+            v.as_object_mut().unwrap().remove("migrating_on");
+        }
+    }
+    let new = serde_json::to_string(&v).unwrap();
+    assert!(
+        store
+            .swap_document(ferry_store::DocKind::EnvMove, sid, &old, &new, 0)
+            .await
+            .unwrap()
+    );
+}
+
+/// Would catch: a move left `migrating` forever when the server handing it over dies and does
+/// not come back (only its own restart rolled it back), and a move from before claims existed
+/// (no `migrating_on`) never being rolled back (issue 17). A live claim is respected: the move
+/// is rolled back only once its server's claim lapsed, by another server, with one audit line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_whose_server_died_is_rolled_back_by_another_server() {
+    use ferry_server::api::environments::{MOVE_LEASE_TTL_MS, recover_moves};
+    let Some(pg) = PgSchema::new("moves_dead_server") else {
+        return;
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_on(da.path(), "", Some(&pg.url)).await;
+    let b = start_on(db.path(), "", Some(&pg.url)).await;
+    for id in ["contoso", "fabrikam"] {
+        ok(
+            &a,
+            &a.token,
+            Method::PUT,
+            &format!("/tenants/{id}"),
+            Some(json!({"id": id, "name": id, "domains": [format!("{id}.test")]})),
+        )
+        .await;
+    }
+    let mut tok = std::collections::HashMap::new();
+    for (name, tenant) in [("src", "contoso"), ("dst", "fabrikam")] {
+        let v = ok(
+            &a,
+            &a.token,
+            Method::POST,
+            "/operators",
+            Some(json!({"name": name, "tenant": tenant})),
+        )
+        .await;
+        tok.insert(name, v["token"].as_str().unwrap().to_string());
+    }
+    let (src, dst) = (tok["src"].as_str(), tok["dst"].as_str());
+
+    // Server A "dies" handing over env-1: the move is migrating on A and A's claim was taken
+    // just before; A never renews it.
+    let (sid, tid) = submit(&a, src, dst, 1).await;
+    ok(
+        &a,
+        dst,
+        Method::POST,
+        &format!("/moves/{tid}/approve"),
+        None,
+    )
+    .await;
+    let a_id = a.server.state.engine.server_id.clone();
+    left_migrating(&a, &sid, Some(&a_id)).await;
+    let claimed = a
+        .server
+        .state
+        .store
+        .try_lease(
+            &format!("move:{sid}"),
+            &format!("{a_id}:dead"),
+            a.server.state.clock.now_ms(),
+            MOVE_LEASE_TTL_MS,
+        )
+        .await
+        .unwrap();
+    assert!(claimed);
+    // And a move from before claims: migrating, on no recorded server, with no claim.
+    let (old_sid, old_tid) = submit(&a, src, dst, 2).await;
+    ok(
+        &a,
+        dst,
+        Method::POST,
+        &format!("/moves/{old_tid}/approve"),
+        None,
+    )
+    .await;
+    left_migrating(&a, &old_sid, None).await;
+
+    // B's sweep: the old move has no claim and goes back; A's claim is alive, so its move stays.
+    assert_eq!(recover_moves(&b.server.state).await.unwrap(), 1);
+    let status = |h: &'static str, id: String| {
+        let h = if h == "a" { &a } else { &b };
+        async move { ok(h, src, Method::GET, &format!("/moves/{id}/status"), None).await }
+    };
+    let old = status("b", old_sid.clone()).await;
+    assert_ne!(old["state"], "migrating", "{old}");
+    let held = status("b", sid.clone()).await;
+    assert_eq!(
+        held["state"], "migrating",
+        "a live claim is respected: {held}"
+    );
+    let (s, v) = b
+        .call_as(src, Method::POST, &format!("/moves/{sid}/migrate"), None)
+        .await;
+    assert_eq!(s, 409, "no second hand-over while one is claimed: {v}");
+
+    // A's claim lapses (B's clock past its end): B rolls the move back, once.
+    b.server.state.clock.advance(MOVE_LEASE_TTL_MS + 1_000);
+    assert_eq!(recover_moves(&b.server.state).await.unwrap(), 1);
+    assert_eq!(recover_moves(&b.server.state).await.unwrap(), 0);
+    let back = status("b", sid.clone()).await;
+    assert_ne!(back["state"], "migrating", "{back}");
+    let audit = ok(&b, &b.token, Method::GET, "/audit?limit=1000", None).await;
+    let rolled: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["subject"] == sid.as_str()
+                && l["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("rolled back by")
+        })
+        .collect();
+    assert_eq!(rolled.len(), 1, "{audit}");
+    assert!(
+        rolled[0]["detail"].as_str().unwrap().contains(&a_id),
+        "the line names the dead server: {}",
+        rolled[0]
+    );
+    drop((a, b, pg));
+}

@@ -1209,6 +1209,81 @@ pub async fn errors(
     ))
 }
 
+/// How long a server's claim on a hand-over (the lease `move:<id>`) lasts without renewal. The
+/// server migrating renews it every [`MOVE_LEASE_RENEW`]; when it dies, any server's sweep
+/// ([`recover_moves`]) finds the lease lapsed and rolls the move back.
+pub const MOVE_LEASE_TTL_MS: i64 = 60_000;
+const MOVE_LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn move_lease(id: &str) -> String {
+    format!("move:{id}")
+}
+
+/// A held `move:<id>` lease, renewed in the background until dropped, then released.
+struct MoveClaim {
+    st: AppState,
+    lease: String,
+    holder: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl MoveClaim {
+    /// Takes the lease of move `id`; None when another server holds it.
+    async fn take(st: &AppState, id: &str) -> ApiResult<Option<MoveClaim>> {
+        let lease = move_lease(id);
+        let holder = format!("{}:{}", st.engine.server_id, ferry_directory::new_guid());
+        if !st
+            .store
+            .try_lease(&lease, &holder, st.clock.now_ms(), MOVE_LEASE_TTL_MS)
+            .await?
+        {
+            return Ok(None);
+        }
+        let (s, l, h) = (st.clone(), lease.clone(), holder.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MOVE_LEASE_RENEW).await;
+                match s
+                    .store
+                    .try_lease(&l, &h, s.clock.now_ms(), MOVE_LEASE_TTL_MS)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(lease = %l, "lost the claim on a hand-over to another server");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, lease = %l, "could not renew a hand-over's claim")
+                    }
+                }
+            }
+        });
+        Ok(Some(MoveClaim {
+            st: st.clone(),
+            lease,
+            holder,
+            renew,
+        }))
+    }
+}
+
+impl Drop for MoveClaim {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let (store, lease, holder) = (
+            std::sync::Arc::clone(&self.st.store),
+            std::mem::take(&mut self.lease),
+            std::mem::take(&mut self.holder),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.release_lease(&lease, &holder).await {
+                tracing::warn!(error = %e, lease = %lease, "could not release a hand-over's claim; it lapses by itself");
+            }
+        });
+    }
+}
+
 /// A view of a finished move: the post-move checklist.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Migrated {
@@ -1241,6 +1316,13 @@ pub async fn migrate(
         return Err(ApiError::Conflict(format!(
             "`{}` is no longer registered",
             m.environment
+        )));
+    };
+    // This server's claim on the hand-over, held (renewed) until it ends: another server's sweep
+    // rolls the move back only once the claim lapsed, i.e. when this server died.
+    let Some(_claim) = MoveClaim::take(&st, &id).await? else {
+        return Err(ApiError::Conflict(format!(
+            "`{id}` is being handed over by another server"
         )));
     };
     // Only one server starts the hand-over: the move is `migrating` from here, and a cancel or
@@ -1388,17 +1470,33 @@ pub async fn migrate(
     }
 }
 
-/// At start: the moves this server was handing over when it stopped (killed, or the machine
-/// went down) are rolled back. The hand-over is one transaction, so nothing of theirs was
-/// handed over; the environment leaves administration mode and the request is validated again,
-/// with the reason. Returns how many.
+/// The moves whose hand-over no server holds any more (the server handing it over was killed or
+/// its machine went down, or the move predates claims) are rolled back: the hand-over is one
+/// transaction, so nothing of theirs was handed over; the request is validated again, with the
+/// reason, and the environment leaves administration mode. Runs at start (a server's own claims
+/// were released by then) and every [`SWEEP_EVERY`] on every server, so a move never waits for
+/// its dead server to come back. Returns how many.
 pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
-    // At start, before any request: no other move of this server runs yet.
-    let me = st.engine.server_id.as_str();
     let moves: Vec<(Move, String)> = all_read(st, DocKind::EnvMove).await?;
     let mut n = 0;
     for (mut m, read) in moves {
-        if m.request.state != MoveState::Migrating || m.migrating_on.as_deref() != Some(me) {
+        if m.request.state != MoveState::Migrating {
+            continue;
+        }
+        let id = m.source_migration_id.clone();
+        // Held: its server is alive and handing it over (perhaps this one).
+        let Some(_claim) = MoveClaim::take(st, &id).await? else {
+            continue;
+        };
+        let now = st.clock.now_ms();
+        let was_on = m.migrating_on.take();
+        m.request.finish_migrate(now, false).map_err(not_now)?;
+        m.last_error = Some(
+            "the server handing it over stopped during the hand-over; nothing was handed over, migrate again"
+                .into(),
+        );
+        if swap(st, &id, &read, &m).await.is_err() {
+            // Completed or rolled back in between, by whoever held it.
             continue;
         }
         let envs: Vec<Environment> = all(st, DocKind::Environment).await?;
@@ -1409,15 +1507,6 @@ pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
             env.administration_mode = false;
             save(st, DocKind::Environment, &env.id, &env).await?;
         }
-        let now = st.clock.now_ms();
-        m.request.finish_migrate(now, false).map_err(not_now)?;
-        m.migrating_on = None;
-        m.last_error = Some(
-            "the server stopped during the hand-over; nothing was handed over, migrate again"
-                .into(),
-        );
-        let id = m.source_migration_id.clone();
-        swap(st, &id, &read, &m).await?;
         st.store
             .add_audit(&AuditEntry {
                 id: 0,
@@ -1426,13 +1515,20 @@ pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
                 tenant: Some(m.source_tenant.clone()),
                 action: "env.move.migrate".into(),
                 subject: id,
-                detail: "rolled back at start: the server stopped during the hand-over".into(),
+                detail: format!(
+                    "rolled back by {}: the server handing it over ({}) stopped during the hand-over",
+                    st.engine.server_id,
+                    was_on.as_deref().unwrap_or("unknown")
+                ),
             })
             .await?;
         n += 1;
     }
     Ok(n)
 }
+
+/// How often every server looks for hand-overs whose server died.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[utoipa::path(post, path = "/moves/{id}/cancel", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub async fn cancel(
