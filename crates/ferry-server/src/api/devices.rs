@@ -392,7 +392,9 @@ pub async fn failed(
     Query(p): Query<FailedParams>,
 ) -> ApiResult<Json<FailedReport>> {
     let polls = p.silent_polls.unwrap_or(3).max(1);
-    let cutoff = now_ms() - polls * i64::from(devices::POLL_SECONDS) * 1000;
+    // Saturating: a huge `silent_polls` means "silent since ever", not an overflow.
+    let cutoff =
+        now_ms().saturating_sub(polls.saturating_mul(i64::from(devices::POLL_SECONDS) * 1000));
     Ok(Json(FailedReport {
         failures: st
             .store
