@@ -160,7 +160,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         environments::errors, environments::migrate, environments::cancel, environments::delete_move, environments::audit_trail,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ViewsOfStrictTypes),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -175,6 +175,51 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// A view that flattens a type the API also takes as a body (`#[serde(flatten)]` of a type with
+/// `deny_unknown_fields`) is written by utoipa as `allOf: [that type, the view's own fields]`,
+/// and that type's `additionalProperties: false` then forbids the view's own fields: no answer
+/// could conform (the API fuzzer caught it on every BatchView). The part is inlined here without
+/// `additionalProperties`; the type's own schema, for the request body, stays strict.
+struct ViewsOfStrictTypes;
+
+impl utoipa::Modify for ViewsOfStrictTypes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let strict: std::collections::BTreeMap<String, Schema> = components
+            .schemas
+            .iter()
+            .filter_map(|(name, s)| match s {
+                RefOr::T(Schema::Object(o))
+                    if matches!(
+                        o.additional_properties.as_deref(),
+                        Some(AdditionalProperties::FreeForm(false))
+                    ) =>
+                {
+                    let mut o = o.clone();
+                    o.additional_properties = None;
+                    Some((format!("#/components/schemas/{name}"), Schema::Object(o)))
+                }
+                _ => None,
+            })
+            .collect();
+        for s in components.schemas.values_mut() {
+            if let RefOr::T(Schema::AllOf(all)) = s {
+                for part in &mut all.items {
+                    if let RefOr::Ref(r) = part
+                        && let Some(open) = strict.get(&r.ref_location)
+                    {
+                        *part = RefOr::T(open.clone());
+                    }
+                }
+            }
+        }
     }
 }
 
