@@ -226,7 +226,9 @@ pub struct ExportParams {
 }
 
 #[utoipa::path(get, path = "/translation/export", tag = "translation", params(ExportParams),
-    responses((status = 200, description = "the file; `X-Ferry-Skipped` counts entries the format had to leave out", content_type = "text/csv"), (status = 400, body = super::ErrorBody)))]
+    responses((status = 200, description = "the file (`csv`, `usermapping`: CSV; `json`, `sidmap`: JSON); `X-Ferry-Skipped` counts entries the format had to leave out",
+            content((String = "text/csv"), (serde_json::Value = "application/json"))),
+        (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such environment")))]
 pub async fn export(
     _: AdminAuth,
     State(st): State<AppState>,
