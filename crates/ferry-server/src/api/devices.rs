@@ -600,7 +600,7 @@ pub struct ComputerChange {
 }
 
 #[utoipa::path(post, path = "/batches/{name}/computers", tag = "devices", params(("name" = String, Path)), request_body = ComputerChange,
-    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch")))]
+    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such batch"), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch")))]
 pub async fn computers(
     _: AdminAuth,
     State(st): State<AppState>,

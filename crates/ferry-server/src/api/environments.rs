@@ -628,7 +628,7 @@ pub struct RecordsAdded {
 }
 
 #[utoipa::path(post, path = "/environments/{id}/records", tag = "environments", request_body = Vec<ferry_store::EnvRecord>,
-    responses((status = 200, body = RecordsAdded), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = RecordsAdded), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such environment, or another tenant's"), (status = 409, body = super::ErrorBody)))]
 pub async fn add_records(
     op: Operator,
     State(st): State<AppState>,
@@ -790,7 +790,7 @@ pub struct Submit {
 }
 
 #[utoipa::path(post, path = "/environments/{id}/moves", tag = "environments", request_body = Submit,
-    responses((status = 201, body = MoveView), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 201, body = MoveView), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such environment, or another tenant's"), (status = 409, body = super::ErrorBody)))]
 pub async fn submit(
     op: Operator,
     State(st): State<AppState>,
@@ -919,7 +919,7 @@ async fn decide(
         .ok_or_else(|| ApiError::Internal("no view".into()))
 }
 
-#[utoipa::path(post, path = "/moves/{id}/approve", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/moves/{id}/approve", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn approve(
     op: Operator,
     State(st): State<AppState>,
@@ -928,7 +928,7 @@ pub async fn approve(
     decide(&st, &op, &id, true).await
 }
 
-#[utoipa::path(post, path = "/moves/{id}/reject", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/moves/{id}/reject", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn reject(
     op: Operator,
     State(st): State<AppState>,
@@ -952,7 +952,7 @@ pub struct Uploaded {
 #[utoipa::path(put, path = "/environments/{id}/usermapping", tag = "environments",
     params(("file_name" = String, Query, description = "must be usermapping.csv")),
     request_body(content = String, content_type = "text/csv"),
-    responses((status = 200, body = Uploaded), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = Uploaded), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such environment, or another tenant's"), (status = 409, body = super::ErrorBody)))]
 pub async fn upload_mapping(
     op: Operator,
     State(st): State<AppState>,
@@ -1105,7 +1105,7 @@ async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
 }
 
 #[utoipa::path(post, path = "/moves/{id}/prepare", tag = "environments",
-    responses((status = 202, body = Accepted), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn prepare(
     op: Operator,
     State(st): State<AppState>,
@@ -1300,7 +1300,7 @@ pub struct Migrated {
 }
 
 #[utoipa::path(post, path = "/moves/{id}/migrate", tag = "environments",
-    responses((status = 200, body = Migrated), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = Migrated), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn migrate(
     op: Operator,
     State(st): State<AppState>,
@@ -1530,7 +1530,7 @@ pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
 /// How often every server looks for hand-overs whose server died.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
-#[utoipa::path(post, path = "/moves/{id}/cancel", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/moves/{id}/cancel", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn cancel(
     op: Operator,
     State(st): State<AppState>,
@@ -1555,7 +1555,7 @@ pub async fn cancel(
         .ok_or_else(|| ApiError::Internal("no view".into()))
 }
 
-#[utoipa::path(delete, path = "/moves/{id}", tag = "environments", responses((status = 204), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/moves/{id}", tag = "environments", responses((status = 204), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn delete_move(
     op: Operator,
     State(st): State<AppState>,

@@ -87,7 +87,8 @@ pub struct Rotated {
 }
 
 #[utoipa::path(post, path = "/operators/{name}/rotate", tag = "environments", request_body = Rotate,
-    responses((status = 200, body = Rotated), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = Rotated), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody, description = "the install's `admin` token (replaced in DATA_DIR/admin-token or FERRY_ADMIN_TOKEN)")))]
 pub async fn rotate(
     a: AdminAuth,
     State(st): State<AppState>,
