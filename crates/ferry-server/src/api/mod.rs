@@ -160,7 +160,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         environments::errors, environments::migrate, environments::cancel, environments::delete_move, environments::audit_trail,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth, &ViewsOfStrictTypes),
+    modifiers(&BearerAuth, &CommonResponses, &ViewsOfStrictTypes),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -175,6 +175,108 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The answers an operation gives before its handler runs (the token and the role are checked,
+/// the path, query and body parsed), added to each operation that does not list them itself, so
+/// that the document gives every status a client can see (the API fuzzer, tests/api_fuzz.rs,
+/// holds every answer to it).
+struct CommonResponses;
+
+/// Operations that any operator may call (`Operator`, a GET or signing out): no role is refused.
+const ANY_ROLE: &[&str] = &[
+    "me",
+    "sign_out",
+    "tenants",
+    "environments",
+    "get_environment",
+    "records",
+    "moves",
+    "approvals",
+    "status",
+    "audit_trail",
+];
+
+/// Operations that read their body as bytes and parse it themselves (a 400 saying what is wrong):
+/// no 415 or 422.
+const RAW_BODY: &[&str] = &["put_directory", "put_profile", "upload_mapping", "import"];
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let secured_by_default = openapi.security.as_ref().is_some_and(|s| !s.is_empty());
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let id = op.operation_id.clone().unwrap_or_default();
+                // `security: [{}]`: no token needed.
+                let secured = match &op.security {
+                    Some(reqs) => reqs.iter().any(|r| {
+                        serde_json::to_value(r)
+                            .is_ok_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+                    }),
+                    None => secured_by_default,
+                };
+                let json_body = matches!(&op.request_body, Some(utoipa::openapi::RefOr::T(b))
+                    if b.content.keys().any(|c| c == "application/json"));
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                };
+                if secured {
+                    add(
+                        "401",
+                        "no token, or one that is not valid (`WWW-Authenticate: Bearer`)",
+                    );
+                    if !ANY_ROLE.contains(&id.as_str()) {
+                        add(
+                            "403",
+                            "the caller's role may not do this: a tenant admin outside their tenant's environments and moves, a viewer changing anything",
+                        );
+                    }
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || op.request_body.is_some()
+                {
+                    add(
+                        "400",
+                        "a path or query parameter, or the body, that does not parse",
+                    );
+                }
+                if op.request_body.is_some() {
+                    add("413", "a body over the size limit");
+                    if json_body && !RAW_BODY.contains(&id.as_str()) {
+                        add("415", "a body without `Content-Type: application/json`");
+                        add(
+                            "422",
+                            "JSON that is not the body's schema: the field, and why",
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
