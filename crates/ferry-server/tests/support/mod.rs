@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of it
 
+pub mod schema;
+
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use serde_json::Value;
