@@ -60,6 +60,33 @@ async fn submit(h: &Harness, src: &str, dst: &str, i: usize) -> (String, String)
     (sid, tid)
 }
 
+/// The two tenants and a tenant admin of each; (source admin's token, target admin's token).
+async fn tenants(a: &Harness) -> (String, String) {
+    for id in ["contoso", "fabrikam"] {
+        ok(
+            a,
+            &a.token,
+            Method::PUT,
+            &format!("/tenants/{id}"),
+            Some(json!({"id": id, "name": id, "domains": [format!("{id}.test")]})),
+        )
+        .await;
+    }
+    let mut tok = Vec::new();
+    for (name, tenant) in [("src", "contoso"), ("dst", "fabrikam")] {
+        let v = ok(
+            a,
+            &a.token,
+            Method::POST,
+            "/operators",
+            Some(json!({"name": name, "tenant": tenant})),
+        )
+        .await;
+        tok.push(v["token"].as_str().unwrap().to_string());
+    }
+    (tok[0].clone(), tok[1].clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_deciding_one_move_give_one_outcome() {
     let Some(pg) = PgSchema::new("moves_race") else {
@@ -68,29 +95,8 @@ async fn two_servers_deciding_one_move_give_one_outcome() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start_on(da.path(), "", Some(&pg.url)).await;
     let b = start_on(db.path(), "", Some(&pg.url)).await;
-    for id in ["contoso", "fabrikam"] {
-        ok(
-            &a,
-            &a.token,
-            Method::PUT,
-            &format!("/tenants/{id}"),
-            Some(json!({"id": id, "name": id, "domains": [format!("{id}.test")]})),
-        )
-        .await;
-    }
-    let mut tok = std::collections::HashMap::new();
-    for (name, tenant) in [("src", "contoso"), ("dst", "fabrikam")] {
-        let v = ok(
-            &a,
-            &a.token,
-            Method::POST,
-            "/operators",
-            Some(json!({"name": name, "tenant": tenant})),
-        )
-        .await;
-        tok.insert(name, v["token"].as_str().unwrap().to_string());
-    }
-    let (src, dst) = (tok["src"].as_str(), tok["dst"].as_str());
+    let (src, dst) = &tenants(&a).await;
+    let (src, dst) = (src.as_str(), dst.as_str());
     // Each transition waits between reading the request and writing it, so that both servers
     // read it before either writes: the race, every round.
     for h in [&a, &b] {
@@ -197,29 +203,8 @@ async fn a_move_whose_server_died_is_rolled_back_by_another_server() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start_on(da.path(), "", Some(&pg.url)).await;
     let b = start_on(db.path(), "", Some(&pg.url)).await;
-    for id in ["contoso", "fabrikam"] {
-        ok(
-            &a,
-            &a.token,
-            Method::PUT,
-            &format!("/tenants/{id}"),
-            Some(json!({"id": id, "name": id, "domains": [format!("{id}.test")]})),
-        )
-        .await;
-    }
-    let mut tok = std::collections::HashMap::new();
-    for (name, tenant) in [("src", "contoso"), ("dst", "fabrikam")] {
-        let v = ok(
-            &a,
-            &a.token,
-            Method::POST,
-            "/operators",
-            Some(json!({"name": name, "tenant": tenant})),
-        )
-        .await;
-        tok.insert(name, v["token"].as_str().unwrap().to_string());
-    }
-    let (src, dst) = (tok["src"].as_str(), tok["dst"].as_str());
+    let (src, dst) = &tenants(&a).await;
+    let (src, dst) = (src.as_str(), dst.as_str());
 
     // Server A "dies" handing over env-1: the move is migrating on A and A's claim was taken
     // just before; A never renews it.
