@@ -43,9 +43,10 @@ pub fn write_user_snapshots(
     dir: &std::path::Path,
     users: usize,
     with_groups_and_devices: bool,
-) -> ferry_core::sample::Expected {
+) -> ferry_demo::Expected {
+    use ferry_core::ObjectKind;
     use ferry_core::model::DirObject;
-    use ferry_core::{ObjectKind, sample};
+    use ferry_demo as sample;
     let s = sample::generate(users, with_groups_and_devices, 1);
     let mut target = s.target;
     let mut rng = sample::Rng::new(99);

@@ -18,7 +18,6 @@ pub mod plan;
 pub mod principal_map;
 pub mod privileged;
 pub mod runbook;
-pub mod sample;
 pub mod sid;
 pub mod snapshot;
 pub mod transform;

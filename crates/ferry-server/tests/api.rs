@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use ferry_core::sample;
 use ferry_core::snapshot::{parse_json, render_json};
+use ferry_demo as sample;
 mod support;
 
 use ferry_server::settings::Settings;

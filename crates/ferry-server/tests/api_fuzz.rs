@@ -30,8 +30,8 @@
 
 mod support;
 
-use ferry_core::sample;
 use ferry_core::snapshot::render_json;
+use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{AgentEndpoint, Server, ServerOptions};
 use proptest::prelude::*;

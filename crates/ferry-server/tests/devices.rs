@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use ferry_core::sample;
 use ferry_core::snapshot::render_json;
+use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{AgentEndpoint, Server, ServerOptions};
 use serde_json::{Value, json};

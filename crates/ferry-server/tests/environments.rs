@@ -10,8 +10,8 @@
 
 use ferry_core::ObjectKind;
 use ferry_core::model::DirObject;
-use ferry_core::sample;
 use ferry_core::snapshot::render_json;
+use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use reqwest::Method;

@@ -967,7 +967,7 @@ fn config() -> Config {
     let src = format!(
         "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"s.json\"\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"t.json\"\n\
          [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"create\"\n{}",
-        ferry_core::sample::QUICKSTART_RULES
+        ferry_demo::QUICKSTART_RULES
     );
     Config::parse(&src, "test").unwrap()
 }
@@ -1024,7 +1024,7 @@ fn sorted(mut v: Vec<DirObject>) -> Vec<DirObject> {
 }
 
 async fn sync_commit_round_trip(s: &dyn Store) {
-    let sample = ferry_core::sample::generate(600, true, 11);
+    let sample = ferry_demo::generate(600, true, 11);
     let c1 = s
         .begin_cycle("users", "manual", None, "t", 1)
         .await
@@ -1223,7 +1223,7 @@ async fn sync_commit_round_trip(s: &dyn Store) {
 }
 
 async fn aborted_cycle_commits_nothing(s: &dyn Store) {
-    let sample = ferry_core::sample::generate(200, true, 3);
+    let sample = ferry_demo::generate(200, true, 3);
     let c1 = s
         .begin_cycle("users", "manual", None, "a", 1)
         .await
@@ -1363,7 +1363,7 @@ async fn hostile_values_round_trip(s: &dyn Store) {
 
 async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
     // Large enough for SQLite's bulk path (indexes dropped and rebuilt inside the transaction).
-    let sample = ferry_core::sample::generate(60_000, false, 21);
+    let sample = ferry_demo::generate(60_000, false, 21);
     let c1 = s
         .begin_cycle("users", "manual", None, "a", 1)
         .await
@@ -1400,7 +1400,7 @@ async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
         .begin_cycle("users", "manual", None, "b", 4)
         .await
         .unwrap();
-    let other = ferry_core::sample::generate(60_000, false, 22);
+    let other = ferry_demo::generate(60_000, false, 22);
     assert!(matches!(
         commit(s, c2, &other.source, &other.target).await,
         Err(StoreError::CycleNotRunning(_))

@@ -4,8 +4,8 @@
 
 use crate::commands::wait_for_signal;
 use anyhow::{Context, Result, bail};
-use ferry_core::sample;
 use ferry_core::snapshot::render_json;
+use ferry_demo as sample;
 use ferry_server::engine::Trigger;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};

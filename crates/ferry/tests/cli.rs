@@ -655,7 +655,7 @@ fn two_servers_on_one_postgres_run_each_scheduled_cycle_once() {
 fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
     let dir = tempfile::tempdir().unwrap();
     // Large enough that the sync phase takes a while in a debug build.
-    let s = ferry_core::sample::generate(40_000, false, 4);
+    let s = ferry_demo::generate(40_000, false, 4);
     std::fs::write(
         dir.path().join("contoso.json"),
         ferry_core::snapshot::render_json(&s.source),
@@ -671,7 +671,7 @@ fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
         format!(
             "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
              [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\nobject_types = [\"user\"]\n{}",
-            ferry_core::sample::USER_RULES
+            ferry_demo::USER_RULES
         ),
     )
     .unwrap();

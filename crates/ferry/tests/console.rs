@@ -288,7 +288,7 @@ async fn the_console_in_chromium() {
     assert_eq!(b.console_errors().await, Vec::<String>::new());
 
     // Two file directories and a profile, configured in the console; a bad entry says what is wrong.
-    let s = ferry_core::sample::generate(60, false, 11);
+    let s = ferry_demo::generate(60, false, 11);
     for (name, objs) in [("hr-src", &s.source), ("hr-tgt", &s.target)] {
         // Beside ferry.toml: a file directory added in the console reads files in its folder.
         let path = dir.join(format!("{name}.json"));

@@ -12,7 +12,7 @@
 //! from the median and 95th percentile of the following renders.
 
 use ferry_core::agent::{AgentEvent, DeviceFacts};
-use ferry_core::sample;
+use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use ferry_store::{Contact, Enrollment, Store};

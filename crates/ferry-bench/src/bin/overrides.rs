@@ -5,9 +5,10 @@
 //!
 //! `cargo run --release -p ferry-bench --bin overrides [-- USERS OVERRIDES]`
 
+use ferry_core::ObjectKind;
 use ferry_core::model::DirObject;
 use ferry_core::plan::resolve_keys;
-use ferry_core::{ObjectKind, sample};
+use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! `cargo run --release -p ferry-bench --bin sync-1m [-- USERS]`
 
 use ferry_bench::{cpu_seconds, peak_rss_mib};
-use ferry_core::sample;
+use ferry_demo as sample;
 use ferry_server::engine::{Engine, Trigger};
 use ferry_server::settings::Settings;
 use std::path::{Path, PathBuf};

@@ -164,7 +164,7 @@ pub fn kill_points(n: usize, max: u64) -> Vec<u64> {
 /// Sample Contoso and Fabrikam tenants as file directories, with a `users` sync profile using the
 /// quickstart's match rules (plus `extra_profile_keys`).
 pub fn sample_config(dir: &Path, users: usize, seed: u64, extra_profile_keys: &str) {
-    let s = ferry_core::sample::generate(users, true, seed);
+    let s = ferry_demo::generate(users, true, seed);
     std::fs::write(
         dir.join("contoso.json"),
         ferry_core::snapshot::render_json(&s.source),
@@ -180,7 +180,7 @@ pub fn sample_config(dir: &Path, users: usize, seed: u64, extra_profile_keys: &s
         format!(
             "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n[[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
              [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{extra_profile_keys}\n{}",
-            ferry_core::sample::QUICKSTART_RULES
+            ferry_demo::QUICKSTART_RULES
         ),
     )
     .unwrap();

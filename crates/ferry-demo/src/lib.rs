@@ -6,8 +6,8 @@
 //! (matched by `employeeId` instead), people who left (unmatched), duplicated target mailboxes
 //! (ambiguous), new hires only in the target, groups with members, and devices.
 
-use crate::model::{DirObject, ObjectKind};
-use crate::sid::entra_sid_from_object_id;
+use ferry_core::model::{DirObject, ObjectKind};
+use ferry_core::sid::entra_sid_from_object_id;
 
 const FIRST: [&str; 40] = [
     "Ann", "Bob", "Carla", "Dev", "Emma", "Femi", "Greta", "Hiro", "Ines", "Jon", "Kofi", "Lena",
@@ -337,7 +337,7 @@ object_types = ["group"]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use ferry_core::config::Config;
 
     #[test]
     fn generated_pair_matches_as_expected() {
@@ -348,7 +348,7 @@ mod tests {
              [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{QUICKSTART_RULES}"
         );
         let c = Config::parse(&cfg, "q").unwrap();
-        let p = crate::plan::build(&c.profiles[0], "fp", &s.source, &s.target);
+        let p = ferry_core::plan::build(&c.profiles[0], "fp", &s.source, &s.target);
         let u = p.counts.by_kind[&ObjectKind::User];
         assert_eq!(u.matched, s.expected.users_matched);
         assert_eq!(u.unmatched, s.expected.users_unmatched);
@@ -362,7 +362,8 @@ mod tests {
         assert!(g.matched > 80 && g.unmatched > 0, "{g:?}");
         // Every snapshot round-trips.
         assert_eq!(
-            crate::snapshot::parse_json(&crate::snapshot::render_json(&s.target)).unwrap(),
+            ferry_core::snapshot::parse_json(&ferry_core::snapshot::render_json(&s.target))
+                .unwrap(),
             s.target
         );
     }
@@ -373,7 +374,7 @@ mod large {
     #[test]
     fn counts_hold_at_scale() {
         let s = super::generate(120_000, false, 1);
-        let cfg = crate::config::Config::parse(
+        let cfg = ferry_core::config::Config::parse(
             &format!(
                 "[[directory]]\nname = \"a\"\nkind = \"file\"\npath = \"a\"\n[[directory]]\nname = \"b\"\nkind = \"file\"\npath = \"b\"\n\
                  [[sync_profile]]\nname = \"u\"\nsource = \"a\"\ntarget = \"b\"\nmode = \"match-only\"\nobject_types = [\"user\"]\n{}",
@@ -382,8 +383,8 @@ mod large {
             "t",
         )
         .unwrap();
-        let p = crate::plan::build(&cfg.profiles[0], "fp", &s.source, &s.target);
-        let u = p.counts.by_kind[&crate::ObjectKind::User];
+        let p = ferry_core::plan::build(&cfg.profiles[0], "fp", &s.source, &s.target);
+        let u = p.counts.by_kind[&ferry_core::ObjectKind::User];
         eprintln!("{u:?} {:?}", s.expected);
         assert_eq!(u.unmatched, s.expected.users_unmatched);
     }
