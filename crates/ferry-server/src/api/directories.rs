@@ -52,7 +52,7 @@ pub async fn list(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Ve
         let location = match d {
             ferry_core::config::DirectoryConfig::Ldap(l) => format!("{} ({})", l.url, l.base_dn),
             ferry_core::config::DirectoryConfig::File(f) => {
-                st.settings.get().base.join(&f.path).display().to_string()
+                settings.base.join(&f.path).display().to_string()
             }
             ferry_core::config::DirectoryConfig::Graph(g) => {
                 format!("tenant {} at {}", g.tenant_id, g.graph_url())

@@ -56,7 +56,8 @@ pub async fn upload(
     Path(name): Path<String>,
     Json(b): Json<UploadBody>,
 ) -> ApiResult<(StatusCode, Json<TokenView>)> {
-    if st.settings.get().config.directory(&name).is_none() {
+    let settings = st.settings.get();
+    if settings.config.directory(&name).is_none() {
         return Err(ApiError::NotFound(format!(
             "directory `{name}` is not configured"
         )));
@@ -74,7 +75,7 @@ pub async fn upload(
     let expires = enrolment::parse_time(&b.expires)
         .map_err(|e| ApiError::BadRequest(format!("expires: {e}")))?;
     let new = enrolment::validate(
-        &st.settings.get(),
+        &settings,
         Upload {
             directory: name,
             kind: b.kind,

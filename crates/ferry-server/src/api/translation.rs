@@ -175,7 +175,7 @@ async fn add_device_ids(st: &AppState, entries: &mut [TranslationEntry]) -> ApiR
         }
     }
     for e in entries.iter_mut().filter(|e| e.kind == ObjectKind::Device) {
-        if let Some(p) = st.settings.get().config.profile(&e.profile) {
+        if let Some(p) = settings.config.profile(&e.profile) {
             e.source_device_id = ids.get(&(p.source.clone(), e.source_id.clone())).cloned();
             e.target_device_id = ids.get(&(p.target.clone(), e.target_id.clone())).cloned();
         }
