@@ -662,3 +662,44 @@ async fn health_says_when_the_database_does_not_answer() {
     assert_eq!(v["status"], 503, "{v}");
     assert!(v["error"].as_str().unwrap().contains("database"), "{v}");
 }
+
+/// Would catch: a JSON array taken as an object body (serde reads a struct from an array of its
+/// fields, so `[]` rotated a token with defaults and `["x"]` changed a batch's computers; found by
+/// the API fuzzer). Every object body refuses an array with 422 and the error body, nothing done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_bodies_are_refused_where_an_object_is_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 20);
+    let h = start(dir.path(), &config("match-only")).await;
+    let (s, v) = h
+        .call(
+            reqwest::Method::POST,
+            "/operators",
+            Some(serde_json::json!({"name": "Müller, Jürgen", "viewer": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    for (path, body) in [
+        ("/operators/Müller,%20Jürgen/rotate", serde_json::json!([])),
+        ("/psks", serde_json::json!(["wave-1"])),
+        ("/operators", serde_json::json!(["eve", "admin"])),
+    ] {
+        let (s, v) = h.call(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(s, 422, "{path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("must be a JSON object"),
+            "{path}: {v}"
+        );
+    }
+    // The token was not rotated by the refused call.
+    let (s, _) = h
+        .call_as(&token, reqwest::Method::GET, "/directories", None)
+        .await;
+    assert_ne!(s, 401, "the operator's token still works");
+    let (_, ops) = h.call(reqwest::Method::GET, "/operators", None).await;
+    assert!(!ops.to_string().contains("\"eve\""), "{ops}");
+}

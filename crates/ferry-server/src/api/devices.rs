@@ -44,7 +44,7 @@ pub struct CreatedPsk {
 pub async fn create_psk(
     op: AdminAuth,
     State(st): State<AppState>,
-    Json(b): Json<NewPsk>,
+    super::Object(b): super::Object<NewPsk>,
 ) -> ApiResult<(StatusCode, Json<CreatedPsk>)> {
     let name = b.name.as_str();
     if let Err(e) = ferry_core::check_name(name) {
@@ -428,7 +428,7 @@ pub async fn put_runbook(
     _: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Json(r): Json<Runbook>,
+    super::Object(r): super::Object<Runbook>,
 ) -> ApiResult<Json<Runbook>> {
     super::same_name(&r.name, &name)?;
     let stored = st.devices.reload(&*st.store).await?.runbooks.clone();
@@ -557,7 +557,7 @@ pub async fn put_batch(
     State(st): State<AppState>,
     Path(name): Path<String>,
     Query(p): Query<PutBatchParams>,
-    Json(mut b): Json<Batch>,
+    super::Object(mut b): super::Object<Batch>,
 ) -> ApiResult<Json<BatchView>> {
     super::same_name(&b.name, &name)?;
     let snap = st.devices.reload(&*st.store).await?;
@@ -605,7 +605,7 @@ pub async fn computers(
     _: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Json(c): Json<ComputerChange>,
+    super::Object(c): super::Object<ComputerChange>,
 ) -> ApiResult<Json<BatchView>> {
     let snap = st.devices.reload(&*st.store).await?;
     let b = snap

@@ -54,7 +54,7 @@ pub async fn upload(
     _: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Json(b): Json<UploadBody>,
+    super::Object(b): super::Object<UploadBody>,
 ) -> ApiResult<(StatusCode, Json<TokenView>)> {
     let settings = st.settings.get();
     if settings.config.directory(&name).is_none() {

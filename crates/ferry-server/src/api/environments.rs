@@ -156,7 +156,7 @@ pub struct CreatedOperator {
 pub async fn create_operator(
     a: AdminAuth,
     State(st): State<AppState>,
-    Json(b): Json<NewOperator>,
+    super::Object(b): super::Object<NewOperator>,
 ) -> ApiResult<(StatusCode, Json<CreatedOperator>)> {
     let name = b.name.trim();
     // `config` is the operator of the configuration's overrides ("pinned by config"): no
@@ -291,7 +291,7 @@ pub struct Session {
 pub async fn sign_in(
     State(st): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    Json(b): Json<SignIn>,
+    super::Object(b): super::Object<SignIn>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     use crate::signin::{account_key, retry_after};
     let limits = &st.sign_in;
@@ -461,7 +461,7 @@ pub async fn put_tenant(
     a: AdminAuth,
     State(st): State<AppState>,
     Path(id): Path<String>,
-    Json(t): Json<Tenant>,
+    super::Object(t): super::Object<Tenant>,
 ) -> ApiResult<Json<Tenant>> {
     if t.id != id {
         return Err(ApiError::BadRequest(format!(
@@ -548,7 +548,7 @@ pub async fn put_environment(
     op: Operator,
     State(st): State<AppState>,
     Path(id): Path<String>,
-    Json(e): Json<Environment>,
+    super::Object(e): super::Object<Environment>,
 ) -> ApiResult<Json<Environment>> {
     if e.id != id {
         return Err(ApiError::BadRequest(format!(
@@ -795,7 +795,7 @@ pub async fn submit(
     op: Operator,
     State(st): State<AppState>,
     Path(env_id): Path<String>,
-    Json(b): Json<Submit>,
+    super::Object(b): super::Object<Submit>,
 ) -> ApiResult<(StatusCode, Json<MoveView>)> {
     let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
     let (env, mine) = own_environment(

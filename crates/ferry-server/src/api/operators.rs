@@ -93,9 +93,9 @@ pub async fn rotate(
     a: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    body: Option<Json<Rotate>>,
+    body: Option<super::Object<Rotate>>,
 ) -> ApiResult<Json<Rotated>> {
-    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let b = body.map(|super::Object(b)| b).unwrap_or_default();
     if name == INSTALL_ADMIN {
         return Err(ApiError::Conflict(
             "`admin` is the install's token: replace DATA_DIR/admin-token (or FERRY_ADMIN_TOKEN) and restart".into(),

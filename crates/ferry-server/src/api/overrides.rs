@@ -418,7 +418,7 @@ pub async fn add(
     a: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Json(req): Json<OverrideRequest>,
+    super::Object(req): super::Object<OverrideRequest>,
 ) -> ApiResult<(StatusCode, Json<OverrideView>)> {
     let asked = Override {
         source: req.source,

@@ -228,7 +228,7 @@ pub async fn approve(
     auth: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    body: Option<Json<ApproveBody>>,
+    body: Option<super::Object<ApproveBody>>,
 ) -> ApiResult<Json<Approval>> {
     st.settings
         .get()
@@ -238,7 +238,7 @@ pub async fn approve(
     let plan = st.store.plan(&name).await?.ok_or_else(|| {
         ApiError::NotFound(format!("no What-If for `{name}` yet: run a cycle first"))
     })?;
-    if let Some(Json(ApproveBody { plan_hash: Some(h) })) = &body
+    if let Some(super::Object(ApproveBody { plan_hash: Some(h) })) = &body
         && !plan.hash.starts_with(h.as_str())
     {
         return Err(ApiError::Conflict(format!(
