@@ -5,24 +5,18 @@
 //! pure function over values, so it is table-tested and property-tested on its own, and the server,
 //! the store and the connectors only move values in and out of it.
 
-pub mod agent;
 pub mod config;
-pub mod duration;
-pub mod envmove;
-pub mod export;
-pub mod matching;
+pub mod devices;
 pub mod model;
-pub mod names;
-pub mod overrides;
-pub mod plan;
-pub mod principal_map;
-pub mod privileged;
-pub mod runbook;
+pub mod moves;
 pub mod sid;
-pub mod snapshot;
-pub mod transform;
-pub mod usermapping;
-pub mod windows_script;
+pub mod sync;
+
+// Each module also at the crate's root, where callers have always found it.
+pub use config::{duration, names};
+pub use devices::{agent, principal_map, privileged, runbook, windows_script};
+pub use moves::{envmove, usermapping};
+pub use sync::{export, matching, overrides, plan, snapshot, transform};
 
 pub use model::{DirObject, ObjectKind};
 pub use names::check_name;

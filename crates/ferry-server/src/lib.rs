@@ -4,20 +4,21 @@
 //! [`Server::start`] takes an already bound listener and returns a handle with a shutdown, so that
 //! tests, the quickstart and benchmarks run the real server in-process on port 0.
 
-pub mod agent_api;
-pub mod agent_tls;
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod config;
 pub mod console;
 pub mod devices;
-pub mod engine;
-pub mod enrolment;
-pub mod scheduler;
-pub mod settings;
+pub mod moves;
 pub mod signin;
 pub mod state;
-pub mod vault;
+pub mod sync;
+
+// Each module also at the crate's root, where callers have always found it.
+pub use config::{settings, vault};
+pub use devices::{agent_api, agent_tls, enrolment};
+pub use sync::{engine, scheduler};
 
 use axum::Router;
 use axum::extract::Request;
@@ -366,7 +367,7 @@ impl Server {
         // Moves whose hand-over no server holds (this server's previous run's claims were
         // released above): nothing of them was handed over (one transaction), so they go back to
         // validated.
-        match api::environments::recover_moves(&state).await {
+        match moves::recover::recover_moves(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 moves = n,
@@ -440,10 +441,10 @@ impl Server {
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(api::environments::SWEEP_EVERY) => {}
+                        _ = tokio::time::sleep(moves::recover::SWEEP_EVERY) => {}
                         _ = stop.changed() => return,
                     }
-                    match api::environments::recover_moves(&st).await {
+                    match moves::recover::recover_moves(&st).await {
                         Ok(0) => {}
                         Ok(n) => tracing::warn!(
                             moves = n,

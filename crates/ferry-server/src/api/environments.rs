@@ -1,90 +1,28 @@
-//! Environment moves between tenants: tenants, operators for them, environments, and the move
-//! workflow named after Microsoft's cmdlets (submit, approve/reject, upload the user mapping,
+//! Environment moves between tenants, over HTTP: tenants, environments and their records, and the
+//! move workflow named after Microsoft's cmdlets (submit, approve/reject, upload the user mapping,
 //! prepare, migrate, cancel). The source tenant's admins submit, upload, prepare, migrate and
 //! cancel; the target tenant's admins approve or reject; each side knows the move by its own
-//! migration id and sees only its own requests. Every action goes to the audit trail.
+//! migration id and sees only its own requests. Every action goes to the audit trail. The workflow's
+//! storage, claims, recovery and validation are `crate::moves`; operators and sessions are
+//! `sessions.rs`.
 
 use super::{ApiError, ApiResult};
 use crate::auth::{AdminAuth, Operator, Role};
+use crate::moves::claim::MoveClaim;
+use crate::moves::validate::run_prepare;
+use crate::moves::{all, all_read, not_now, save, swap, to_json};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use ferry_core::envmove::{
-    self, Environment, Move, OrgIndex, Request, State as MoveState, TargetLookup, Tenant,
-};
+use ferry_core::envmove::{self, Environment, Move, Request, State as MoveState, Tenant};
 use ferry_core::usermapping;
 use ferry_store::{AuditEntry, DocKind};
-use rustc_hash::FxHashMap;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-async fn all<T: DeserializeOwned>(st: &AppState, kind: DocKind) -> ApiResult<Vec<T>> {
-    Ok(all_read(st, kind)
-        .await?
-        .into_iter()
-        .map(|(v, _)| v)
-        .collect())
-}
-
-/// Every document of `kind`, with the body each was read from (for [`swap`]).
-async fn all_read<T: DeserializeOwned>(
-    st: &AppState,
-    kind: DocKind,
-) -> ApiResult<Vec<(T, String)>> {
-    st.store
-        .documents(kind)
-        .await?
-        .into_iter()
-        .map(|(name, body)| {
-            serde_json::from_str(&body)
-                .map(|v| (v, body))
-                .map_err(|e| ApiError::Internal(format!("stored {kind:?} `{name}`: {e}")))
-        })
-        .collect()
-}
-
-/// Within one server, one move changes state at a time (read, check, write: `AppState::moves`).
-/// Across servers a transition is this compare-and-swap of the move's document: of two servers
-/// deciding one request at once, one wins and the other is answered 409.
-///
-/// Writes a move's new state only if its document is still the one read (`read`): a move
-/// another server or operator changed meanwhile is answered 409 and nothing is written. Returns
-/// the body written, for the next transition.
-async fn swap(st: &AppState, id: &str, read: &str, m: &Move) -> ApiResult<String> {
-    st.clock.decision_pause().await;
-    let body = to_json(m)?;
-    if st
-        .store
-        .swap_document(
-            DocKind::EnvMove,
-            &m.source_migration_id,
-            read,
-            &body,
-            st.clock.now_ms(),
-        )
-        .await?
-    {
-        Ok(body)
-    } else {
-        Err(ApiError::Conflict(format!(
-            "`{id}` changed while this was being decided (another operator or server acted on it); look at it again"
-        )))
-    }
-}
-
-fn to_json<T: Serialize>(v: &T) -> ApiResult<String> {
-    serde_json::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-async fn save<T: Serialize>(st: &AppState, kind: DocKind, name: &str, v: &T) -> ApiResult<()> {
-    let body = to_json(v)?;
-    Ok(st
-        .store
-        .put_document(kind, name, &body, st.clock.now_ms())
-        .await?)
-}
+pub use crate::moves::claim::MOVE_LEASE_TTL_MS;
+pub use crate::moves::recover::{SWEEP_EVERY, recover_moves};
 
 pub(super) async fn audit(
     st: &AppState,
@@ -126,324 +64,7 @@ fn migration_id() -> ApiResult<String> {
     ))
 }
 
-// ---- operators and tenants -----------------------------------------------------------------
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewOperator {
-    pub name: String,
-    /// Admin of this tenant; none: a ferry admin.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// Sees everything a ferry admin sees and changes nothing (not with `tenant`).
-    #[serde(default)]
-    pub viewer: bool,
-    /// To sign in with (`POST /sessions`); at least 12 characters. Stored as an argon2 hash.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CreatedOperator {
-    pub name: String,
-    pub role: String,
-    /// Shown this once; the server keeps its SHA-256.
-    pub token: String,
-}
-
-#[utoipa::path(post, path = "/operators", tag = "environments", request_body = NewOperator,
-    responses((status = 201, body = CreatedOperator), (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
-pub async fn create_operator(
-    a: AdminAuth,
-    State(st): State<AppState>,
-    super::Object(b): super::Object<NewOperator>,
-) -> ApiResult<(StatusCode, Json<CreatedOperator>)> {
-    let name = b.name.trim();
-    // `config` is the operator of the configuration's overrides ("pinned by config"): no
-    // operator may sign rules with it. Names are shown in rules, logs and the audit trail.
-    if name.is_empty()
-        || name.len() > 64
-        || name == "admin"
-        || name == "config"
-        || name.starts_with("session:")
-    {
-        return Err(ApiError::BadRequest(
-            "name: must be 1–64 characters, not `admin` or `config` and not start with `session:`"
-                .into(),
-        ));
-    }
-    ferry_core::check_name(name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
-    let role = match &b.tenant {
-        None if b.viewer => Role::Viewer,
-        Some(_) if b.viewer => {
-            return Err(ApiError::BadRequest(
-                "viewer: a viewer sees every tenant; leave out `tenant`".into(),
-            ));
-        }
-        None => Role::Admin,
-        Some(t) => {
-            let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
-            if !tenants.iter().any(|x| &x.id == t) {
-                return Err(ApiError::BadRequest(format!(
-                    "tenant: there is no tenant `{t}`"
-                )));
-            }
-            Role::TenantAdmin(t.clone())
-        }
-    };
-    if let Some(p) = &b.password {
-        if p.chars().count() < 12 {
-            return Err(ApiError::BadRequest(
-                "password: at least 12 characters".into(),
-            ));
-        }
-        let p = p.clone();
-        let h = tokio::task::spawn_blocking(move || crate::auth::hash_password(&p))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        st.store
-            .put_operator_password(name, &role.as_string(), &h, st.clock.now_ms())
-            .await?;
-    } else if let Some((_, h)) = st.store.operator_password(name).await? {
-        // Replaced without a new password: the old one keeps working, with the new role.
-        st.store
-            .put_operator_password(name, &role.as_string(), &h, st.clock.now_ms())
-            .await?;
-    }
-    // A replaced operator (new role, token or password) loses its session, on every server.
-    let ended = st.store.delete_token(&format!("session:{name}")).await?;
-    let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-    st.store
-        .put_token(
-            name,
-            &crate::auth::hash_token(&token),
-            &role.as_string(),
-            st.clock.now_ms(),
-        )
-        .await?;
-    let op = Operator {
-        name: a.name,
-        role: Role::Admin,
-    };
-    audit(
-        &st,
-        &op,
-        role.tenant(),
-        "operator.create",
-        name,
-        if ended {
-            format!("{}; its session ended", role.as_string())
-        } else {
-            role.as_string()
-        },
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedOperator {
-            name: name.to_string(),
-            role: role.as_string(),
-            token,
-        }),
-    ))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SignIn {
-    pub name: String,
-    pub password: String,
-}
-
-/// Until when (ms) a name or an address is locked out, if either is.
-async fn locked_out(
-    st: &AppState,
-    key: &str,
-    ip: std::net::IpAddr,
-    now: i64,
-) -> ApiResult<Option<i64>> {
-    let limits = &st.sign_in;
-    let account = st
-        .store
-        .sign_in_failures(key)
-        .await?
-        .and_then(|(f, last)| limits.locked_until(f, last, limits.cfg.lockout_after))
-        .filter(|u| *u > now);
-    Ok(account
-        .into_iter()
-        .chain(limits.address_locked_until(ip, now))
-        .max())
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Session {
-    pub name: String,
-    pub role: String,
-    /// A bearer token for this operator; signing in again, or out, ends the previous one.
-    pub token: String,
-}
-
-#[utoipa::path(post, path = "/sessions", tag = "environments", request_body = SignIn, security(()),
-    responses((status = 201, body = Session), (status = 401, body = super::ErrorBody),
-        (status = 429, description = "too many failed sign-ins for this name or from this address; see `Retry-After`", body = super::ErrorBody),
-        (status = 503, description = "too many sign-ins at once; see `Retry-After`", body = super::ErrorBody)))]
-pub async fn sign_in(
-    State(st): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    super::Object(b): super::Object<SignIn>,
-) -> ApiResult<(StatusCode, Json<Session>)> {
-    use crate::signin::{account_key, retry_after};
-    let limits = &st.sign_in;
-    let ip = peer.ip();
-    let key = account_key(&b.name);
-    // A lockout is answered before any password is checked, the same for every name.
-    let refuse = |until: i64, now: i64| {
-        tracing::warn!(address = %ip, name = %b.name.chars().take(64).collect::<String>(), "sign-in refused: locked out");
-        ApiError::TooManyRequests(
-            "too many failed sign-ins; try again later".into(),
-            retry_after(until, now),
-        )
-    };
-    let now = st.clock.now_ms();
-    if let Some(until) = locked_out(&st, &key, ip, now).await? {
-        return Err(refuse(until, now));
-    }
-    let stored = st.store.operator_password(&b.name).await?;
-    // The slot is held until the failure is recorded, so the next attempt's check sees it.
-    let Some(_slot) = limits.slot().await else {
-        return Err(ApiError::Unavailable(
-            "too many sign-ins at once; try again shortly".into(),
-            1,
-        ));
-    };
-    let ok = {
-        // Again with the slot held: attempts that arrived together all passed the first check,
-        // and the failures of those before them may have locked the name out since.
-        let now = st.clock.now_ms();
-        if let Some(until) = locked_out(&st, &key, ip, now).await? {
-            return Err(refuse(until, now));
-        }
-        let (pw, hash) = (b.password.clone(), stored.as_ref().map(|s| s.1.clone()));
-        tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, hash.as_deref()))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    };
-    let Some((role, _)) = stored.as_ref().filter(|_| ok).cloned() else {
-        let now = st.clock.now_ms();
-        let (failures, last) = st.store.add_sign_in_failure(&key, now).await?;
-        if failures == 1 {
-            // A new row: forget names that have not failed for a day, so the table stays small.
-            st.store
-                .prune_sign_in_failures(now - 24 * 3600 * 1000)
-                .await?;
-        }
-        limits.address_failed(ip, now);
-        let reason = if stored.is_some() {
-            "wrong password"
-        } else {
-            "no such operator"
-        };
-        let locked = limits
-            .locked_until(failures, last, limits.cfg.lockout_after)
-            .map(|u| format!("; locked out for {} s", retry_after(u, now)))
-            .unwrap_or_default();
-        // Who tried (the name, cut to 64 characters), from where and why; never the password.
-        st.store
-            .add_audit(&AuditEntry {
-                id: 0,
-                at: now,
-                actor: format!("address:{ip}"),
-                tenant: None,
-                action: "session.sign-in.failed".into(),
-                subject: b.name.chars().take(64).collect(),
-                detail: format!("{reason}; failure {failures} for this name{locked}"),
-            })
-            .await?;
-        return Err(ApiError::Unauthorized(
-            "the name or the password is wrong".into(),
-        ));
-    };
-    st.store.clear_sign_in_failures(&key).await?;
-    let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-    st.store
-        .put_token(
-            &format!("session:{}", b.name),
-            &crate::auth::hash_token(&token),
-            &role,
-            st.clock.now_ms(),
-        )
-        .await?;
-    let op = Operator {
-        name: b.name.clone(),
-        role: Role::parse(&role).unwrap_or(Role::Admin),
-    };
-    audit(
-        &st,
-        &op,
-        op.role.tenant(),
-        "session.sign-in",
-        &b.name,
-        String::new(),
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Session {
-            name: b.name,
-            role,
-            token,
-        }),
-    ))
-}
-
-#[utoipa::path(delete, path = "/sessions", tag = "environments", responses((status = 204)))]
-pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<StatusCode> {
-    // The session's token is replaced by one nobody holds.
-    let nobody = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let name = op.name.clone();
-    st.store
-        .put_token(
-            &format!("session:{name}"),
-            &crate::auth::hash_token(&nobody),
-            &op.role.as_string(),
-            st.clock.now_ms(),
-        )
-        .await?;
-    audit(
-        &st,
-        &op,
-        op.role.tenant(),
-        "session.sign-out",
-        &name,
-        String::new(),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Who the caller is.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Me {
-    pub name: String,
-    /// `admin`, `tenant-admin` or `viewer`.
-    pub role: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-}
-
-#[utoipa::path(get, path = "/me", tag = "environments", responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
-pub async fn me(op: Operator) -> Json<Me> {
-    Json(Me {
-        name: op.name,
-        role: match op.role {
-            Role::Admin => "admin".into(),
-            Role::TenantAdmin(_) => "tenant-admin".into(),
-            Role::Viewer => "viewer".into(),
-        },
-        tenant: op.role.tenant().map(str::to_string),
-    })
-}
+// ---- tenants -------------------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/tenants", tag = "environments", responses((status = 200, body = Vec<Tenant>)))]
 pub async fn tenants(op: Operator, State(st): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {
@@ -779,10 +400,6 @@ async fn find_read(
     }
 }
 
-fn not_now(e: envmove::NotNow) -> ApiError {
-    ApiError::Conflict(e.to_string())
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
@@ -1007,103 +624,6 @@ pub struct Accepted {
     pub description: String,
 }
 
-/// Whether a directory user has a licence; none when the directory says nothing of licences.
-fn licence(o: &ferry_core::model::DirObject) -> Option<bool> {
-    let mut said = false;
-    for (k, v) in &o.attrs {
-        if k.eq_ignore_ascii_case("assignedLicenses") || k.eq_ignore_ascii_case("licenses") {
-            said = true;
-            if !v.trim().is_empty() && v.trim() != "[]" {
-                return Some(true);
-            }
-        }
-    }
-    said.then_some(false)
-}
-
-/// Validates the uploaded mapping against the environment and the target tenant's directories.
-async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()> {
-    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
-    let Some(m) = moves
-        .into_iter()
-        .find(|m| m.source_migration_id == source_id)
-    else {
-        return Ok(());
-    };
-    let source_tenant = m.source_tenant.clone();
-    let envs: Vec<Environment> = all(&st, DocKind::Environment).await?;
-    let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
-    let env = envs.into_iter().find(|e| e.id == m.environment);
-    let target = tenants.into_iter().find(|t| t.id == m.target_tenant);
-    // Target directory: UPN → licensed (None: the directory says nothing of licences).
-    let mut dir: FxHashMap<String, Option<bool>> = FxHashMap::default();
-    let mut reachable = true;
-    for d in target.iter().flat_map(|t| t.directories.iter()) {
-        match st.store.load_objects(d).await {
-            Ok(objs) => {
-                for o in objs
-                    .iter()
-                    .filter(|o| o.kind == ferry_core::ObjectKind::User)
-                {
-                    for k in [&o.upn, &o.mail].into_iter().flatten() {
-                        dir.insert(k.to_ascii_lowercase(), licence(o));
-                    }
-                }
-            }
-            Err(_) => reachable = false,
-        }
-    }
-    let any_licence_data = dir.values().any(Option::is_some);
-    let text = m.mapping.clone().unwrap_or_default();
-    let (ok, errors, mapped) = match (
-        env,
-        usermapping::validate(usermapping::FILE_NAME, text.as_bytes()),
-    ) {
-        (Some(env), Ok(rows)) => {
-            let org = OrgIndex::new(&env.system_users);
-            let results = envmove::validate_users(&rows, &org, |upn| {
-                if !reachable {
-                    return TargetLookup::Unavailable;
-                }
-                match dir.get(&upn.to_ascii_lowercase()) {
-                    Some(l) => TargetLookup::Found {
-                        licensed: l.unwrap_or(!any_licence_data),
-                    },
-                    None => TargetLookup::Missing,
-                }
-            });
-            let failed = results.iter().any(|r| r.code.is_some_and(|c| c.fails()));
-            let mapped = results.iter().filter(|r| r.code.is_none()).count();
-            let file = results
-                .iter()
-                .any(|r| r.code.is_some())
-                .then(|| envmove::error_file(&results));
-            (!failed, file, mapped)
-        }
-        (None, _) => (
-            false,
-            Some("the environment is no longer registered\r\n".to_string()),
-            0,
-        ),
-        (_, Err(msgs)) => (false, Some(msgs.join("\r\n") + "\r\n"), 0),
-    };
-    let _g = st.moves.lock(&source_tenant).await;
-    let moves: Vec<(Move, String)> = all_read(&st, DocKind::EnvMove).await?;
-    let Some((mut m, read)) = moves
-        .into_iter()
-        .find(|(m, _)| m.source_migration_id == source_id)
-    else {
-        return Ok(());
-    };
-    // A request cancelled (here or on another server) while it was validated stays cancelled.
-    if m.request.finish_prepare(st.clock.now_ms(), ok).is_ok() {
-        m.errors = errors;
-        m.mapped_users = mapped;
-        swap(&st, &source_id, &read, &m).await?;
-    }
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/moves/{id}/prepare", tag = "environments",
     responses((status = 202, body = Accepted), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn prepare(
@@ -1207,81 +727,6 @@ pub async fn errors(
         ],
         e,
     ))
-}
-
-/// How long a server's claim on a hand-over (the lease `move:<id>`) lasts without renewal. The
-/// server migrating renews it every [`MOVE_LEASE_RENEW`]; when it dies, any server's sweep
-/// ([`recover_moves`]) finds the lease lapsed and rolls the move back.
-pub const MOVE_LEASE_TTL_MS: i64 = 60_000;
-const MOVE_LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn move_lease(id: &str) -> String {
-    format!("move:{id}")
-}
-
-/// A held `move:<id>` lease, renewed in the background until dropped, then released.
-struct MoveClaim {
-    st: AppState,
-    lease: String,
-    holder: String,
-    renew: tokio::task::JoinHandle<()>,
-}
-
-impl MoveClaim {
-    /// Takes the lease of move `id`; None when another server holds it.
-    async fn take(st: &AppState, id: &str) -> ApiResult<Option<MoveClaim>> {
-        let lease = move_lease(id);
-        let holder = format!("{}:{}", st.engine.server_id, ferry_directory::new_guid());
-        if !st
-            .store
-            .try_lease(&lease, &holder, st.clock.now_ms(), MOVE_LEASE_TTL_MS)
-            .await?
-        {
-            return Ok(None);
-        }
-        let (s, l, h) = (st.clone(), lease.clone(), holder.clone());
-        let renew = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(MOVE_LEASE_RENEW).await;
-                match s
-                    .store
-                    .try_lease(&l, &h, s.clock.now_ms(), MOVE_LEASE_TTL_MS)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(lease = %l, "lost the claim on a hand-over to another server");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, lease = %l, "could not renew a hand-over's claim")
-                    }
-                }
-            }
-        });
-        Ok(Some(MoveClaim {
-            st: st.clone(),
-            lease,
-            holder,
-            renew,
-        }))
-    }
-}
-
-impl Drop for MoveClaim {
-    fn drop(&mut self) {
-        self.renew.abort();
-        let (store, lease, holder) = (
-            std::sync::Arc::clone(&self.st.store),
-            std::mem::take(&mut self.lease),
-            std::mem::take(&mut self.holder),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = store.release_lease(&lease, &holder).await {
-                tracing::warn!(error = %e, lease = %lease, "could not release a hand-over's claim; it lapses by itself");
-            }
-        });
-    }
 }
 
 /// A view of a finished move: the post-move checklist.
@@ -1470,66 +915,6 @@ pub async fn migrate(
     }
 }
 
-/// The moves whose hand-over no server holds any more (the server handing it over was killed or
-/// its machine went down, or the move predates claims) are rolled back: the hand-over is one
-/// transaction, so nothing of theirs was handed over; the request is validated again, with the
-/// reason, and the environment leaves administration mode. Runs at start (a server's own claims
-/// were released by then) and every [`SWEEP_EVERY`] on every server, so a move never waits for
-/// its dead server to come back. Returns how many.
-pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
-    let moves: Vec<(Move, String)> = all_read(st, DocKind::EnvMove).await?;
-    let mut n = 0;
-    for (mut m, read) in moves {
-        if m.request.state != MoveState::Migrating {
-            continue;
-        }
-        let id = m.source_migration_id.clone();
-        // Held: its server is alive and handing it over (perhaps this one).
-        let Some(_claim) = MoveClaim::take(st, &id).await? else {
-            continue;
-        };
-        let now = st.clock.now_ms();
-        let was_on = m.migrating_on.take();
-        m.request.finish_migrate(now, false).map_err(not_now)?;
-        m.last_error = Some(
-            "the server handing it over stopped during the hand-over; nothing was handed over, migrate again"
-                .into(),
-        );
-        if swap(st, &id, &read, &m).await.is_err() {
-            // Completed or rolled back in between, by whoever held it.
-            continue;
-        }
-        let envs: Vec<Environment> = all(st, DocKind::Environment).await?;
-        if let Some(mut env) = envs
-            .into_iter()
-            .find(|e| e.id == m.environment && e.tenant == m.source_tenant)
-        {
-            env.administration_mode = false;
-            save(st, DocKind::Environment, &env.id, &env).await?;
-        }
-        st.store
-            .add_audit(&AuditEntry {
-                id: 0,
-                at: now,
-                actor: "ferry".into(),
-                tenant: Some(m.source_tenant.clone()),
-                action: "env.move.migrate".into(),
-                subject: id,
-                detail: format!(
-                    "rolled back by {}: the server handing it over ({}) stopped during the hand-over",
-                    st.engine.server_id,
-                    was_on.as_deref().unwrap_or("unknown")
-                ),
-            })
-            .await?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// How often every server looks for hand-overs whose server died.
-pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
-
 #[utoipa::path(post, path = "/moves/{id}/cancel", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn cancel(
     op: Operator,
@@ -1598,9 +983,6 @@ pub async fn audit_trail(
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
-        .route("/operators", post(create_operator))
-        .route("/me", get(me))
-        .route("/sessions", post(sign_in).delete(sign_out))
         .route("/tenants", get(tenants))
         .route("/tenants/{id}", put(put_tenant))
         .route("/environments", get(environments))

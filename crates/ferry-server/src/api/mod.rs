@@ -17,6 +17,7 @@ pub mod logs;
 pub mod operators;
 pub mod overrides;
 pub mod report;
+pub mod sessions;
 pub mod setup;
 pub mod sync;
 pub mod translation;
@@ -152,7 +153,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         translation::list, translation::export,
         logs::list,
         report::object,
-        environments::create_operator, operators::list, operators::remove, operators::rotate, environments::me, environments::sign_in, environments::sign_out, environments::tenants, environments::put_tenant,
+        sessions::create_operator, operators::list, operators::remove, operators::rotate, sessions::me, sessions::sign_in, sessions::sign_out, environments::tenants, environments::put_tenant,
         environments::environments, environments::get_environment, environments::put_environment,
         environments::records, environments::add_records,
         environments::submit, environments::moves, environments::approvals, environments::approve,
@@ -380,6 +381,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(enrolment::router())
         .merge(devices::router())
         .merge(environments::router())
+        .merge(sessions::router())
         .merge(operators::router())
         .merge(sync::router())
         .merge(overrides::router())

@@ -5,6 +5,9 @@
 //! `Serialize` never show the value; `*_file` keys and `FERRY_…` variables are resolved by the
 //! binary (this crate does no I/O), see [`LdapDirectory::bind_password_env`].
 
+pub mod duration;
+pub mod names;
+
 use crate::duration::HumanDuration;
 use crate::model::{AttrRef, ObjectKind};
 use crate::transform::Transform;

@@ -3,8 +3,12 @@
 //! write-behind of contacts, a per-address enrollment rate limit, and a snapshot of batches and
 //! runbooks).
 
-use crate::enrolment::{self, JoinTokenError};
+pub mod agent_api;
+pub mod agent_tls;
+pub mod enrolment;
+
 use crate::settings::Settings;
+use enrolment::JoinTokenError;
 use ferry_core::ObjectKind;
 use ferry_core::agent::Credential;
 use ferry_core::agent::{
