@@ -75,13 +75,27 @@ ferry_stop_postgres() {
   if [ -n "${FERRY_PG_STOP:-}" ]; then $FERRY_PG_STOP >/dev/null 2>&1 || true; fi
 }
 
-# ferry_start_slapd DIR → exports FERRY_TEST_LDAP_URL, FERRY_TEST_LDAP_PASSWORD
+# ferry_start_slapd DIR → exports FERRY_TEST_LDAP_URL, FERRY_TEST_LDAP_PASSWORD, and for LDAPS
+# FERRY_TEST_LDAPS_URL (ldaps://localhost:PORT) and FERRY_TEST_LDAP_CA (the CA that signed the
+# server's certificate, for DNS:localhost only: ldaps://127.0.0.1 fails verification on purpose).
 # Two databases: dc=contoso,dc=test and dc=fabrikam,dc=test, root DNs cn=admin,<suffix>.
 # FERRY_SLAPD_PRELOAD=file.ldif bulk-loads entries into dc=contoso,dc=test before the server starts.
 ferry_start_slapd() {
-  local dir=$1 port password=ferry-test-secret
+  local dir=$1 port tls_port password=ferry-test-secret
   port=$(ferry_free_port)
-  mkdir -p "$dir/ldap/config" "$dir/ldap/contoso" "$dir/ldap/fabrikam"
+  tls_port=$(ferry_free_port)
+  mkdir -p "$dir/ldap/config" "$dir/ldap/contoso" "$dir/ldap/fabrikam" "$dir/ldap/tls"
+  (
+    cd "$dir/ldap/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry test LDAP CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    chmod 600 server.key
+  )
   {
     cat <<LDIF
 dn: cn=config
@@ -89,6 +103,9 @@ objectClass: olcGlobal
 cn: config
 olcPidFile: $dir/ldap/slapd.pid
 olcSizeLimit: unlimited
+olcTLSCACertificateFile: $dir/ldap/tls/ca.pem
+olcTLSCertificateFile: $dir/ldap/tls/server.crt
+olcTLSCertificateKeyFile: $dir/ldap/tls/server.key
 
 dn: cn=module{0},cn=config
 objectClass: olcModuleList
@@ -145,14 +162,15 @@ LDIF
   if [ -n "${FERRY_SLAPD_PRELOAD:-}" ]; then
     slapadd -q -F "$dir/ldap/config" -b dc=contoso,dc=test -l "$FERRY_SLAPD_PRELOAD" >/dev/null 2>>"$dir/ldap/slapadd.log"
   fi
-  /usr/sbin/slapd -h "ldap://127.0.0.1:$port/" -F "$dir/ldap/config" 2>"$dir/ldap/slapd.log"
+  /usr/sbin/slapd -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$tls_port/" -F "$dir/ldap/config" 2>"$dir/ldap/slapd.log"
   for _ in $(seq 50); do
     ldapsearch -x -H "ldap://127.0.0.1:$port" -b "" -s base >/dev/null 2>&1 && break
     sleep 0.1
   done
   FERRY_SLAPD_PIDFILE="$dir/ldap/slapd.pid"
   export FERRY_TEST_LDAP_URL="ldap://127.0.0.1:$port" FERRY_TEST_LDAP_PASSWORD=$password
-  echo "==> slapd on 127.0.0.1:$port"
+  export FERRY_TEST_LDAPS_URL="ldaps://localhost:$tls_port" FERRY_TEST_LDAP_CA="$dir/ldap/tls/ca.pem"
+  echo "==> slapd on 127.0.0.1:$port (LDAPS on $tls_port)"
 }
 
 ferry_stop_slapd() {

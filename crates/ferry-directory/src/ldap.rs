@@ -1,4 +1,7 @@
-//! `kind = "ldap"`: Active Directory and RFC 4519 servers (OpenLDAP, 389-ds, …) through `ldap3`.
+//! `kind = "ldap"`: Active Directory and RFC 4519 servers (OpenLDAP, 389-ds, …).
+//!
+//! Imports and connection tests read through ferry's own client ([`client`]: paged search, entries
+//! decoded in place from the read buffer); exports write through `ldap3`.
 //!
 //! Imports use the Simple Paged Results control. Identity attributes are decoded from their wire
 //! form: `objectGUID` and `objectSid` are binary on AD (they may also arrive as text when the bytes
@@ -12,16 +15,16 @@
 //! every `full_import_every`, which does.
 
 use crate::*;
+use client::{Client, Entry, Failure, Scope};
 use ferry_core::config::{LdapDirectory, LdapFlavor};
 use ferry_core::model::AttrRef;
 use ferry_core::sid::{guid_from_ms_bytes, sid_from_bytes};
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{
-    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, ResultEntry, Scope, SearchEntry,
-    asn1::StructureTag, dn_escape,
-};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, SearchEntry, dn_escape};
 use rustc_hash::FxHashMap;
 use std::collections::HashSet;
+
+mod ber;
+mod client;
 
 const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 
@@ -31,11 +34,32 @@ pub struct LdapConnector {
     password: Option<Secret>,
 }
 
-/// An open, bound connection.
+/// An open, bound `ldap3` connection, for writes.
 struct Session {
     ldap: Ldap,
     flavor: LdapFlavor,
+}
+
+/// An open, bound connection of ferry's client, for reads.
+struct Reader {
+    client: Client,
+    flavor: LdapFlavor,
     contexts: Vec<String>,
+}
+
+impl From<LdapError> for Failure {
+    fn from(e: LdapError) -> Failure {
+        match e {
+            LdapError::Io { source } => Failure::Io(source),
+            LdapError::Timeout { .. } => Failure::Timeout,
+            LdapError::LdapResult { result } => Failure::Result {
+                rc: result.rc,
+                text: result.text,
+                refs: result.refs,
+            },
+            other => Failure::Protocol(other.to_string()),
+        }
+    }
 }
 
 impl LdapConnector {
@@ -43,41 +67,62 @@ impl LdapConnector {
         LdapConnector { cfg, password }
     }
 
-    fn err(&self, operation: &str, e: LdapError) -> DirectoryError {
+    fn err(&self, operation: &str, e: impl Into<Failure>) -> DirectoryError {
         let url = self.cfg.url.clone();
-        match e {
-            LdapError::Io { source } => DirectoryError::Unreachable {
+        match e.into() {
+            Failure::Io(source) => DirectoryError::Unreachable {
                 url,
                 detail: source.to_string(),
             },
-            LdapError::Timeout { .. } => DirectoryError::Timeout {
+            Failure::Timeout => DirectoryError::Timeout {
                 url,
                 seconds: self.cfg.timeout.0.as_secs(),
             },
-            LdapError::LdapResult { result } if result.rc == 49 => DirectoryError::BadCredentials {
+            Failure::Result { rc: 49, .. } => DirectoryError::BadCredentials {
                 url,
                 bind_dn: self.cfg.bind_dn.clone().unwrap_or_default(),
             },
-            LdapError::LdapResult { result } => {
-                let text = if result.text.is_empty() {
+            Failure::Result { rc, text, refs } => {
+                let text = if text.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", result.text)
+                    format!(": {text}")
+                };
+                let refs = if refs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (referred to {})", refs.join(", "))
                 };
                 DirectoryError::Ldap {
                     url,
                     operation: operation.into(),
-                    detail: format!("{} (result code {}){text}", rc_name(result.rc), result.rc),
+                    detail: format!("{} (result code {rc}){text}{refs}", rc_name(rc)),
                 }
             }
-            other => DirectoryError::Ldap {
+            Failure::Protocol(detail) | Failure::Invalid(detail) => DirectoryError::Ldap {
                 url,
                 operation: operation.into(),
-                detail: other.to_string(),
+                detail,
             },
         }
     }
 
+    fn password(&self) -> &str {
+        self.password
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default()
+    }
+
+    fn flavor(&self, capabilities: &[String]) -> LdapFlavor {
+        match self.cfg.flavor {
+            LdapFlavor::Auto if capabilities.iter().any(|c| c == AD_CAPABILITY) => LdapFlavor::Ad,
+            LdapFlavor::Auto => LdapFlavor::Openldap,
+            f => f,
+        }
+    }
+
+    /// Connects and binds through `ldap3`, for writes.
     async fn open(&self) -> Result<Session, DirectoryError> {
         let timeout = self.cfg.timeout.0;
         let settings = LdapConnSettings::new().set_conn_timeout(timeout);
@@ -86,48 +131,83 @@ impl LdapConnector {
             .map_err(|e| self.err("connect", e))?;
         ldap3::drive!(conn);
         if let Some(dn) = &self.cfg.bind_dn {
-            let pw = self
-                .password
-                .as_ref()
-                .map(Secret::expose)
-                .unwrap_or_default();
             ldap.with_timeout(timeout)
-                .simple_bind(dn, pw)
+                .simple_bind(dn, self.password())
                 .await
                 .and_then(|r| r.success())
                 .map_err(|e| self.err("bind", e))?;
         }
-        // The root DSE says which server this is and which naming contexts it holds.
+        // The root DSE says which server this is.
         let (entries, _) = ldap
             .with_timeout(timeout)
             .search(
                 "",
-                Scope::Base,
+                ldap3::Scope::Base,
                 "(objectClass=*)",
-                vec!["supportedCapabilities", "namingContexts"],
+                vec!["supportedCapabilities"],
             )
             .await
             .and_then(|r| r.success())
             .map_err(|e| self.err("read the root DSE", e))?;
-        let root = entries.into_iter().next().map(SearchEntry::construct);
-        let caps = root
-            .as_ref()
-            .and_then(|r| r.attrs.get("supportedCapabilities"))
-            .cloned()
+        let caps = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .and_then(|mut r| r.attrs.remove("supportedCapabilities"))
             .unwrap_or_default();
-        let contexts = root
-            .as_ref()
-            .and_then(|r| r.attrs.get("namingContexts"))
-            .cloned()
-            .unwrap_or_default();
-        let flavor = match self.cfg.flavor {
-            LdapFlavor::Auto if caps.iter().any(|c| c == AD_CAPABILITY) => LdapFlavor::Ad,
-            LdapFlavor::Auto => LdapFlavor::Openldap,
-            f => f,
-        };
         Ok(Session {
             ldap,
-            flavor,
+            flavor: self.flavor(&caps),
+        })
+    }
+
+    /// Connects and binds through ferry's client, for reads, and reads the root DSE: which
+    /// server this is and which naming contexts it holds.
+    async fn open_reader(&self) -> Result<Reader, DirectoryError> {
+        let timeout = self.cfg.timeout.0;
+        let mut client = Client::connect(&self.cfg.url, timeout)
+            .await
+            .map_err(|e| self.err("connect", e))?;
+        if let Some(dn) = &self.cfg.bind_dn {
+            client
+                .bind(dn, self.password())
+                .await
+                .map_err(|e| self.err("bind", e))?;
+        }
+        let (mut caps, mut contexts) = (Vec::new(), Vec::new());
+        client
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                &["supportedCapabilities", "namingContexts"],
+                None,
+                |e| {
+                    let Ok(mut attrs) = e.attributes() else {
+                        return;
+                    };
+                    while let Ok((name, values)) = client::attribute(&mut attrs) {
+                        let into = if name.eq_ignore_ascii_case(b"supportedCapabilities") {
+                            &mut caps
+                        } else if name.eq_ignore_ascii_case(b"namingContexts") {
+                            &mut contexts
+                        } else {
+                            continue;
+                        };
+                        into.extend(
+                            values
+                                .filter_map(Result::ok)
+                                .filter_map(|v| std::str::from_utf8(v).ok())
+                                .map(str::to_string),
+                        );
+                    }
+                },
+            )
+            .await
+            .map_err(|e| self.err("read the root DSE", e))?;
+        Ok(Reader {
+            client,
+            flavor: self.flavor(&caps),
             contexts,
         })
     }
@@ -152,70 +232,63 @@ impl LdapConnector {
         .to_string()
     }
 
+    fn bad_base(&self, r: &Reader) -> DirectoryError {
+        DirectoryError::BadBaseDn {
+            url: self.cfg.url.clone(),
+            base_dn: self.cfg.base_dn.clone(),
+            contexts: if r.contexts.is_empty() {
+                "none announced".into()
+            } else {
+                r.contexts.join("; ")
+            },
+        }
+    }
+
     /// Checks that the base DN exists, naming the server's contexts if not.
-    async fn check_base(&self, s: &mut Session) -> Result<(), DirectoryError> {
-        match s
-            .ldap
-            .with_timeout(self.cfg.timeout.0)
+    async fn check_base(&self, r: &mut Reader) -> Result<(), DirectoryError> {
+        match r
+            .client
             .search(
                 &self.cfg.base_dn,
                 Scope::Base,
                 "(objectClass=*)",
-                vec!["1.1"],
+                &["1.1"],
+                None,
+                |_| {},
             )
             .await
-            .and_then(|r| r.success())
         {
-            Ok(_) => Ok(()),
-            Err(LdapError::LdapResult { result }) if result.rc == 32 => {
-                Err(DirectoryError::BadBaseDn {
-                    url: self.cfg.url.clone(),
-                    base_dn: self.cfg.base_dn.clone(),
-                    contexts: if s.contexts.is_empty() {
-                        "none announced".into()
-                    } else {
-                        s.contexts.join("; ")
-                    },
-                })
-            }
+            Ok(()) => Ok(()),
+            Err(Failure::Result { rc: 32, .. }) => Err(self.bad_base(r)),
             Err(e) => Err(self.err("read the base DN", e)),
         }
     }
 
-    /// One paged search; calls `f` with each entry.
+    /// One paged search under the base DN; calls `f` with each entry as it arrives.
     async fn paged(
         &self,
-        s: &mut Session,
+        r: &mut Reader,
         filter: &str,
-        attrs: Vec<&str>,
-        mut f: impl FnMut(ResultEntry),
+        attrs: &[&str],
+        f: impl FnMut(Entry<'_>),
     ) -> Result<(), DirectoryError> {
-        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(self.cfg.page_size as i32)),
-        ];
-        let mut stream = s
-            .ldap
-            .with_timeout(self.cfg.timeout.0)
-            .streaming_search_with(adapters, &self.cfg.base_dn, Scope::Subtree, filter, attrs)
+        let page = i32::try_from(self.cfg.page_size).unwrap_or(i32::MAX);
+        match r
+            .client
+            .search(
+                &self.cfg.base_dn,
+                Scope::Subtree,
+                filter,
+                attrs,
+                Some(page),
+                f,
+            )
             .await
-            .map_err(|e| self.err("search", e))?;
-        loop {
-            match stream.next().await {
-                Ok(Some(raw)) => f(raw),
-                Ok(None) => break,
-                Err(e) => return Err(self.err("search", e)),
-            }
+        {
+            Ok(()) => Ok(()),
+            Err(Failure::Result { rc: 32, .. }) => Err(self.bad_base(r)),
+            Err(e) => Err(self.err("search", e)),
         }
-        stream.finish().await.success().map_err(|e| match e {
-            LdapError::LdapResult { result } if result.rc == 32 => DirectoryError::BadBaseDn {
-                url: self.cfg.url.clone(),
-                base_dn: self.cfg.base_dn.clone(),
-                contexts: s.contexts.join("; "),
-            },
-            e => self.err("search", e),
-        })?;
-        Ok(())
     }
 }
 
@@ -248,55 +321,6 @@ fn rc_name(rc: u32) -> &'static str {
     }
 }
 
-/// A search result entry as it came off the wire: the DN and each attribute's raw values.
-#[derive(Debug)]
-struct RawEntry {
-    dn: String,
-    attrs: Vec<(String, Vec<Vec<u8>>)>,
-}
-
-impl RawEntry {
-    /// Takes the entry's parts out of `ldap3`'s BER tree without copying them (`SearchEntry`
-    /// copies every value and builds two hash maps; this runs once per object of every import).
-    /// A malformed entry is an error, not a panic.
-    fn from_wire(tag: StructureTag) -> Result<RawEntry, String> {
-        let malformed = || "the server sent a malformed entry".to_string();
-        let mut parts = tag
-            .match_id(4)
-            .and_then(StructureTag::expect_constructed)
-            .ok_or_else(malformed)?
-            .into_iter();
-        let dn = parts
-            .next()
-            .and_then(StructureTag::expect_primitive)
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(malformed)?;
-        let list = parts
-            .next()
-            .and_then(StructureTag::expect_constructed)
-            .ok_or_else(|| format!("{dn}: the server sent a malformed attribute list"))?;
-        let mut attrs = Vec::with_capacity(list.len());
-        for attr in list {
-            let bad = || format!("{dn}: the server sent a malformed attribute");
-            let mut pair = attr.expect_constructed().ok_or_else(bad)?.into_iter();
-            let name = pair
-                .next()
-                .and_then(StructureTag::expect_primitive)
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(bad)?;
-            let values = pair
-                .next()
-                .and_then(StructureTag::expect_constructed)
-                .ok_or_else(bad)?
-                .into_iter()
-                .map(|v| v.expect_primitive().ok_or_else(bad))
-                .collect::<Result<Vec<_>, _>>()?;
-            attrs.push((name, values));
-        }
-        Ok(RawEntry { dn, attrs })
-    }
-}
-
 /// An entry converted to an object, with what still needs the rest of the import.
 #[derive(Debug)]
 struct Converted {
@@ -308,83 +332,185 @@ struct Converted {
     member_uids: Vec<String>,
 }
 
-/// Decodes a raw entry and converts it.
-fn convert(kind: ObjectKind, raw: ResultEntry) -> Result<Converted, String> {
-    to_object(kind, RawEntry::from_wire(raw.0)?)
+/// The attributes that conversion reads into an object's fields; the rest become `attrs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    Guid,
+    Sid,
+    EntryUuid,
+    Upn,
+    Mail,
+    UidNumber,
+    GidNumber,
+    Member,
+    MemberUid,
+    DisplayName,
+    Usn,
+    Csn,
+    Modified,
+    SambaSid,
+    Cn,
+    Other,
 }
 
-/// The values of a textual attribute; values that are not UTF-8 (binary attributes such as
-/// `jpegPhoto`) are not kept.
-fn texts(vs: Vec<Vec<u8>>) -> Vec<String> {
-    vs.into_iter()
-        .filter_map(|v| String::from_utf8(v).ok())
-        .collect()
+impl Known {
+    /// Attribute names are case-insensitive; options (`;binary`) make another attribute.
+    fn of(name: &[u8]) -> Known {
+        let mut low = [0u8; 20];
+        let Some(l) = low.get_mut(..name.len()) else {
+            return Known::Other;
+        };
+        for (d, s) in l.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        match &*l {
+            b"objectguid" => Known::Guid,
+            b"objectsid" => Known::Sid,
+            b"entryuuid" => Known::EntryUuid,
+            b"userprincipalname" => Known::Upn,
+            b"mail" => Known::Mail,
+            b"uidnumber" => Known::UidNumber,
+            b"gidnumber" => Known::GidNumber,
+            b"member" => Known::Member,
+            b"memberuid" => Known::MemberUid,
+            b"displayname" => Known::DisplayName,
+            b"usnchanged" => Known::Usn,
+            b"entrycsn" => Known::Csn,
+            b"modifytimestamp" => Known::Modified,
+            b"sambasid" => Known::SambaSid,
+            b"cn" => Known::Cn,
+            _ => Known::Other,
+        }
+    }
 }
 
-fn first_text(vs: Vec<Vec<u8>>) -> Option<String> {
-    vs.into_iter().find_map(|v| String::from_utf8(v).ok())
+/// Calls `f` with each value that is text; values that are not UTF-8 (binary attributes such as
+/// `jpegPhoto`) are passed over. Every value is checked to be well-formed.
+fn each_text<'a>(
+    values: client::Values<'a>,
+    mut f: impl FnMut(&'a str),
+) -> Result<(), ber::Malformed> {
+    for v in values {
+        if let Ok(t) = std::str::from_utf8(v?) {
+            f(t);
+        }
+    }
+    Ok(())
 }
 
-/// Converts an entry, moving its values rather than copying them.
-fn to_object(kind: ObjectKind, e: RawEntry) -> Result<Converted, String> {
-    let RawEntry { dn, attrs } = e;
+fn first_text(values: client::Values<'_>) -> Result<Option<&str>, ber::Malformed> {
+    let mut first = None;
+    each_text(values, |t| {
+        first.get_or_insert(t);
+    })?;
+    Ok(first)
+}
+
+fn first_value(values: client::Values<'_>) -> Result<Option<&[u8]>, ber::Malformed> {
+    let mut first = None;
+    for v in values {
+        first.get_or_insert(v?);
+    }
+    Ok(first)
+}
+
+fn texts(values: client::Values<'_>) -> Result<Vec<String>, ber::Malformed> {
+    let mut all = Vec::new();
+    each_text(values, |t| all.push(t.to_string()))?;
+    Ok(all)
+}
+
+/// Converts an entry read in place from the connection's buffer: each value the object keeps is
+/// copied once, into its `String`, and values it does not keep are not copied at all.
+/// Multi-valued attributes keep the server's order. `scratch` collects the attributes (reused
+/// from entry to entry, so each object's list is allocated once, at its size). A malformed entry
+/// is an error, not a panic.
+fn to_object(
+    kind: ObjectKind,
+    e: Entry<'_>,
+    scratch: &mut Vec<(String, String)>,
+) -> Result<Converted, String> {
+    let dn = e
+        .dn()
+        .ok()
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .ok_or_else(|| "the server sent a malformed entry".to_string())?;
+    let mut list = e
+        .attributes()
+        .map_err(|_| format!("{dn}: the server sent a malformed attribute list"))?;
+    scratch.clear();
     let mut o = DirObject::new(kind, String::new(), String::new());
     let (mut guid, mut entry_uuid, mut display, mut cn, mut samba_sid) =
         (None, None, None, None, None);
     let (mut usn, mut csn, mut modified) = (None, None, None);
     let (mut member_dns, mut member_uids) = (Vec::new(), Vec::new());
-    for (k, vs) in attrs {
-        let is = |n: &str| k.eq_ignore_ascii_case(n);
-        if is("objectGUID") {
-            if let Some(b) = vs.first() {
-                guid =
-                    Some(guid_from_ms_bytes(b).map_err(|err| format!("{dn}: objectGUID: {err}"))?);
+    let bad = |what: &str| format!("{dn}: the server sent a malformed {what}");
+    while !list.is_empty() {
+        let (name, vs) = client::attribute(&mut list).map_err(|_| bad("attribute"))?;
+        let name = std::str::from_utf8(name).map_err(|_| bad("attribute name"))?;
+        let known = Known::of(name.as_bytes());
+        let text = |vs| {
+            first_text(vs)
+                .map(|t| t.map(str::to_string))
+                .map_err(|_| bad(name))
+        };
+        match known {
+            Known::Guid => {
+                if let Some(b) = first_value(vs).map_err(|_| bad(name))? {
+                    guid = Some(
+                        guid_from_ms_bytes(b).map_err(|err| format!("{dn}: objectGUID: {err}"))?,
+                    );
+                }
             }
-        } else if is("objectSid") {
-            if let Some(b) = vs.first() {
-                o.sid = Some(sid_from_bytes(b).map_err(|err| format!("{dn}: objectSid: {err}"))?);
+            Known::Sid => {
+                if let Some(b) = first_value(vs).map_err(|_| bad(name))? {
+                    o.sid =
+                        Some(sid_from_bytes(b).map_err(|err| format!("{dn}: objectSid: {err}"))?);
+                }
             }
-        } else if is("entryUUID") {
-            entry_uuid = first_text(vs);
-        } else if is("userPrincipalName") {
-            o.upn = first_text(vs);
-        } else if is("mail") {
-            o.mail = first_text(vs);
-        } else if is("uidNumber") {
-            o.uid_number = first_text(vs).and_then(|v| v.parse().ok());
-        } else if is("gidNumber") {
-            o.gid_number = first_text(vs).and_then(|v| v.parse().ok());
-        } else if is("member") {
-            member_dns = texts(vs);
-        } else if is("memberUid") {
-            member_uids = texts(vs);
-        } else if is("displayName") {
-            display = first_text(vs);
-        } else if is("uSNChanged") {
-            usn = first_text(vs);
-        } else if is("entryCSN") {
-            csn = first_text(vs);
-        } else if is("modifyTimestamp") {
-            modified = first_text(vs);
-        } else if is("sambaSID") {
-            samba_sid = first_text(vs);
-        } else {
-            let mut vs = texts(vs);
-            if is("cn") {
-                cn = vs.first().cloned();
+            Known::EntryUuid => entry_uuid = text(vs)?,
+            Known::Upn => o.upn = text(vs)?,
+            Known::Mail => o.mail = text(vs)?,
+            Known::UidNumber => {
+                o.uid_number = first_text(vs)
+                    .map_err(|_| bad(name))?
+                    .and_then(|v| v.parse().ok());
             }
-            if let Some(last) = vs.pop() {
-                o.attrs.extend(vs.into_iter().map(|v| (k.clone(), v)));
-                o.attrs.push((k, last));
+            Known::GidNumber => {
+                o.gid_number = first_text(vs)
+                    .map_err(|_| bad(name))?
+                    .and_then(|v| v.parse().ok());
+            }
+            Known::Member => member_dns = texts(vs).map_err(|_| bad(name))?,
+            Known::MemberUid => member_uids = texts(vs).map_err(|_| bad(name))?,
+            Known::DisplayName => display = text(vs)?,
+            Known::Usn => usn = text(vs)?,
+            Known::Csn => csn = text(vs)?,
+            Known::Modified => modified = text(vs)?,
+            Known::SambaSid => samba_sid = text(vs)?,
+            Known::Cn | Known::Other => {
+                let at = scratch.len();
+                each_text(vs, |t| scratch.push((name.to_string(), t.to_string())))
+                    .map_err(|_| bad(name))?;
+                if known == Known::Cn && cn.is_none() && scratch.len() > at {
+                    cn = Some(at);
+                }
             }
         }
     }
-    o.id = guid.or(entry_uuid).unwrap_or_else(|| dn.clone());
-    o.name = display.or(cn).unwrap_or_else(|| dn.clone());
+    o.name = match (display, cn) {
+        (Some(d), _) => d,
+        (None, Some(i)) => scratch[i].1.clone(),
+        (None, None) => dn.to_string(),
+    };
+    o.id = guid.or(entry_uuid).unwrap_or_else(|| dn.to_string());
     if o.sid.is_none() {
         o.sid = samba_sid;
     }
-    o.dn = Some(dn);
+    o.dn = Some(dn.to_string());
+    // Moved into a list of exactly their number; `scratch` keeps its capacity for the next entry.
+    o.attrs = Vec::with_capacity(scratch.len());
+    o.attrs.append(scratch);
     o.normalise();
     Ok(Converted {
         object: o,
@@ -430,13 +556,13 @@ impl LdapConnector {
         kinds: &[ObjectKind],
         since: Option<&str>,
     ) -> Result<Imported, DirectoryError> {
-        let mut s = self.open().await?;
-        self.check_base(&mut s).await?;
+        let mut r = self.open_reader().await?;
+        self.check_base(&mut r).await?;
         let mut objects = Vec::new();
         let mut watermark: Option<String> = since.map(str::to_string);
         let mut logs = Vec::new();
         let mut members: Vec<(usize, Vec<String>, Vec<String>)> = Vec::new();
-        let attrs = vec![
+        let attrs = [
             "*",
             "entryUUID",
             "entryCSN",
@@ -446,10 +572,10 @@ impl LdapConnector {
             "objectSid",
         ];
         for &kind in kinds {
-            let base = self.filter(kind, s.flavor);
+            let base = self.filter(kind, r.flavor);
             let filter = match since {
                 None => base,
-                Some(w) if s.flavor == LdapFlavor::Ad => {
+                Some(w) if r.flavor == LdapFlavor::Ad => {
                     let next = w.parse::<u64>().map(|n| n + 1).unwrap_or(0);
                     format!("(&{base}(uSNChanged>={next}))")
                 }
@@ -458,11 +584,11 @@ impl LdapConnector {
                 }
                 Some(w) => format!("(&{base}(modifyTimestamp>={}))", ldap3::ldap_escape(w)),
             };
-            // Converted as they arrive (on this task, while ldap3's connection task decodes the
-            // next message), straight into `objects`.
+            // Converted as they arrive, straight from the read buffer into `objects`.
             let mut bad = Vec::new();
-            self.paged(&mut s, &filter, attrs.clone(), |raw| {
-                match convert(kind, raw) {
+            let mut scratch = Vec::new();
+            self.paged(&mut r, &filter, &attrs, |e| {
+                match to_object(kind, e, &mut scratch) {
                     Ok(Converted {
                         object: o,
                         watermark: w,
@@ -492,7 +618,7 @@ impl LdapConnector {
         if !members.is_empty() {
             self.resolve_members(&mut objects, members);
         }
-        let _ = s.ldap.unbind().await;
+        r.client.unbind().await;
         Ok(Imported {
             removed: Vec::new(),
             objects,
@@ -546,11 +672,10 @@ impl LdapConnector {
 
 #[async_trait]
 impl Connector for LdapConnector {
-    /// Runs on a thread of its own with a single-threaded runtime: `ldap3`'s connection task
-    /// decodes each message and this import converts it on the same core, so the per-value
-    /// allocations are freed by the thread that made them and no wake-up crosses threads. On the
-    /// 2-core benchmark machine this cut the client's CPU per 100,000 entries from ~1.1 s to
-    /// ~0.8 s (docs/BENCHMARKS.md).
+    /// Runs on a thread of its own with a single-threaded runtime: the connection is read and
+    /// each entry converted on that one core, so the objects' allocations are made by the thread
+    /// that keeps them and a large import does not hold up the caller's runtime
+    /// (docs/BENCHMARKS.md).
     async fn import(
         &self,
         kinds: &[ObjectKind],
@@ -736,7 +861,7 @@ impl Connector for LdapConnector {
 
     async fn test(&self) -> Result<TestReport, DirectoryError> {
         let mut checks = vec![];
-        let mut s = self.open().await?;
+        let mut r = self.open_reader().await?;
         checks.push(format!("connected to {}", self.cfg.url));
         checks.push(match &self.cfg.bind_dn {
             Some(dn) => format!("bound as {dn}"),
@@ -744,23 +869,23 @@ impl Connector for LdapConnector {
         });
         checks.push(format!(
             "server type: {}",
-            if s.flavor == LdapFlavor::Ad {
+            if r.flavor == LdapFlavor::Ad {
                 "Active Directory"
             } else {
                 "LDAP (RFC 4519)"
             }
         ));
-        self.check_base(&mut s).await?;
+        self.check_base(&mut r).await?;
         checks.push(format!("base DN {} found", self.cfg.base_dn));
         let mut counts = Vec::new();
         for &k in &self.cfg.object_types {
-            let f = self.filter(k, s.flavor);
+            let f = self.filter(k, r.flavor);
             let mut n = 0u64;
-            self.paged(&mut s, &f, vec!["1.1"], |_| n += 1).await?;
+            self.paged(&mut r, &f, &["1.1"], |_| n += 1).await?;
             checks.push(format!("{n} {k}s match {f}"));
             counts.push((k, n));
         }
-        let _ = s.ldap.unbind().await;
+        r.client.unbind().await;
         Ok(TestReport {
             ok: true,
             checks,
@@ -790,14 +915,29 @@ mod tests {
         assert_eq!(max_watermark(None, "5").as_deref(), Some("5"));
     }
 
-    fn entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> RawEntry {
-        RawEntry {
-            dn: dn.into(),
-            attrs: attrs
-                .iter()
-                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_vec()).collect()))
-                .collect(),
-        }
+    use ber::tag;
+
+    /// A SearchResultEntry's contents as a server sends them.
+    fn entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        ber::octets(&mut b, tag::OCTET_STRING, dn.as_bytes());
+        ber::tlv(&mut b, tag::SEQUENCE, |o| {
+            for (k, vs) in attrs {
+                ber::tlv(o, tag::SEQUENCE, |o| {
+                    ber::octets(o, tag::OCTET_STRING, k.as_bytes());
+                    ber::tlv(o, tag::SET, |o| {
+                        for v in *vs {
+                            ber::octets(o, tag::OCTET_STRING, v);
+                        }
+                    });
+                });
+            }
+        });
+        b
+    }
+
+    fn convert(kind: ObjectKind, body: &[u8]) -> Result<Converted, String> {
+        to_object(kind, Entry::from_body(body), &mut Vec::new())
     }
 
     #[test]
@@ -823,7 +963,7 @@ mod tests {
             object: o,
             watermark: w,
             ..
-        } = to_object(ObjectKind::User, e).unwrap();
+        } = convert(ObjectKind::User, &e).unwrap();
         assert_eq!(o.id, "73d664e4-0886-4a73-b745-c694da45ddb4");
         assert_eq!(o.sid.as_deref(), Some("S-1-5-21-1-2-3-1104"));
         assert_eq!(o.upn.as_deref(), Some("ann@contoso.test"));
@@ -843,35 +983,196 @@ mod tests {
         let ascii_guid = b"ABCDEFGHIJKLMNOP";
         let e = entry("CN=x", &[("objectGUID", &[ascii_guid])]);
         assert_eq!(
-            to_object(ObjectKind::User, e).unwrap().object.id,
+            convert(ObjectKind::User, &e).unwrap().object.id,
             guid_from_ms_bytes(ascii_guid).unwrap()
         );
         let bad = entry("CN=y", &[("objectSid", &[&[1, 9]])]);
         assert!(
-            to_object(ObjectKind::User, bad)
+            convert(ObjectKind::User, &bad)
                 .unwrap_err()
                 .contains("objectSid")
         );
     }
 
     #[test]
+    fn realistic_entries_keep_every_value_in_order() {
+        let e = entry(
+            "cn=M\\C3\\BCller\\2C J\\C3\\BCrgen 7,ou=Users,ou=M\\C3\\BCnchen,dc=contoso,dc=test",
+            &[
+                ("objectClass", &[b"top", b"inetOrgPerson", b"posixAccount"]),
+                ("CN", &["Müller, Jürgen 7".as_bytes()]),
+                ("displayName", &["Müller, Jürgen".as_bytes()]),
+                ("mail", &[b"j.mueller@contoso.test", b"jm@contoso.test"]),
+                (
+                    "seeAlso",
+                    &[
+                        b"cn=GG-B,ou=Groups",
+                        b"cn=GG-A,ou=Groups",
+                        b"cn=DL,ou=Groups",
+                    ],
+                ),
+                ("jpegPhoto", &[&[0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]]),
+                ("userCertificate;binary", &[&[0x30, 0x82, 0xff]]),
+                ("description", &["Vertrieb – Außendienst".as_bytes()]),
+                ("uidNumber", &[b"10007"]),
+                ("entryUUID", &[b"88135a22-85ee-1041-9c97-39ee7f0270d7"]),
+                ("entryCSN", &[b"20261206182809.287292Z#000000#000#000000"]),
+                ("modifyTimestamp", &[b"20261206182809Z"]),
+            ],
+        );
+        let c = convert(ObjectKind::User, &e).unwrap();
+        let o = c.object;
+        assert_eq!(o.name, "Müller, Jürgen");
+        assert_eq!(o.id, "88135a22-85ee-1041-9c97-39ee7f0270d7");
+        assert_eq!(o.mail.as_deref(), Some("j.mueller@contoso.test"));
+        assert_eq!(o.uid_number, Some(10007));
+        assert_eq!(
+            c.watermark.as_deref(),
+            Some("20261206182809.287292Z#000000#000#000000")
+        );
+        let pairs: Vec<(&str, &str)> = o
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("CN", "Müller, Jürgen 7"),
+                ("description", "Vertrieb – Außendienst"),
+                ("objectClass", "top"),
+                ("objectClass", "inetOrgPerson"),
+                ("objectClass", "posixAccount"),
+                ("seeAlso", "cn=GG-B,ou=Groups"),
+                ("seeAlso", "cn=GG-A,ou=Groups"),
+                ("seeAlso", "cn=DL,ou=Groups"),
+            ],
+            "binary values are not kept; multi-valued ones keep the server's order"
+        );
+        // Without displayName the first cn names the object.
+        let e = entry("cn=x", &[("cn", &[b"first", b"second"])]);
+        assert_eq!(convert(ObjectKind::User, &e).unwrap().object.name, "first");
+    }
+
+    #[test]
     fn malformed_wire_entries_are_errors_not_panics() {
-        use ldap3::asn1::{PL, TagClass};
-        let prim = |b: &[u8]| StructureTag {
-            class: TagClass::Universal,
-            id: 4,
-            payload: PL::P(b.to_vec()),
-        };
         // A SearchResultEntry whose attribute list is a primitive.
-        let tag = StructureTag {
-            class: TagClass::Application,
-            id: 4,
-            payload: PL::C(vec![prim(b"cn=z"), prim(b"oops")]),
-        };
-        let err = RawEntry::from_wire(tag).unwrap_err();
+        let mut body = Vec::new();
+        ber::octets(&mut body, tag::OCTET_STRING, b"cn=z");
+        ber::octets(&mut body, tag::OCTET_STRING, b"oops");
+        let err = convert(ObjectKind::User, &body).unwrap_err();
         assert!(err.contains("cn=z") && err.contains("malformed"), "{err}");
         // Not an entry at all.
-        let err = RawEntry::from_wire(prim(b"x")).unwrap_err();
+        let err = convert(ObjectKind::User, &[0x02, 0x01, 0x00]).unwrap_err();
         assert!(err.contains("malformed"), "{err}");
+        // Every truncation of a good entry (its outer lengths then overrun) is an error.
+        let good = entry(
+            "cn=y",
+            &[
+                ("cn", &[b"y"]),
+                ("objectGUID", &[&[1; 16]]),
+                ("mail", &[b"a", b"b"]),
+            ],
+        );
+        assert!(convert(ObjectKind::User, &good).is_ok());
+        for cut in 0..good.len() {
+            assert!(convert(ObjectKind::User, &good[..cut]).is_err(), "{cut}");
+        }
+        // A value that is not an OCTET STRING.
+        let mut body = Vec::new();
+        ber::octets(&mut body, tag::OCTET_STRING, b"cn=w");
+        ber::tlv(&mut body, tag::SEQUENCE, |o| {
+            ber::tlv(o, tag::SEQUENCE, |o| {
+                ber::octets(o, tag::OCTET_STRING, b"mail");
+                ber::tlv(o, tag::SET, |o| ber::integer(o, tag::INTEGER, 5));
+            });
+        });
+        let err = convert(ObjectKind::User, &body).unwrap_err();
+        assert!(err.contains("cn=w") && err.contains("mail"), "{err}");
+    }
+
+    #[test]
+    fn known_attribute_names_are_case_insensitive() {
+        assert_eq!(Known::of(b"OBJECTGUID"), Known::Guid);
+        assert_eq!(Known::of(b"userPrincipalName"), Known::Upn);
+        assert_eq!(Known::of(b"mail;lang-de"), Known::Other);
+        assert_eq!(Known::of(b"aVeryLongAttributeNameIndeed"), Known::Other);
+        assert_eq!(Known::of(b""), Known::Other);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            // Ordinary names, with the special ones among them.
+            prop_oneof![
+                "[a-zA-Z][a-zA-Z0-9-]{0,24}(;binary)?",
+                Just("cn".to_string()),
+                Just("mail".to_string()),
+                Just("member".to_string()),
+                Just("entryUUID".to_string()),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                ".{0,40}".prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..300),
+            ]
+        }
+
+        proptest! {
+            /// Every text value of an ordinary attribute comes out once, in the server's order;
+            /// binary ones do not.
+            #[test]
+            fn values_survive_in_order(
+                dn in ".{0,60}",
+                attrs in proptest::collection::vec(
+                    (name(), proptest::collection::vec(value(), 1..6)),
+                    0..12,
+                ),
+            ) {
+                let refs: Vec<(&str, Vec<&[u8]>)> = attrs
+                    .iter()
+                    .map(|(k, vs)| (k.as_str(), vs.iter().map(Vec::as_slice).collect()))
+                    .collect();
+                let refs: Vec<(&str, &[&[u8]])> =
+                    refs.iter().map(|(k, vs)| (*k, vs.as_slice())).collect();
+                let o = convert(ObjectKind::User, &entry(&dn, &refs)).unwrap().object;
+                prop_assert_eq!(o.dn.as_deref(), Some(dn.as_str()));
+                for (k, vs) in &attrs {
+                    if Known::of(k.as_bytes()) != Known::Other {
+                        continue;
+                    }
+                    let want: Vec<&str> = attrs
+                        .iter()
+                        .filter(|(k2, _)| k2 == k)
+                        .flat_map(|(_, vs)| vs.iter())
+                        .filter_map(|v| std::str::from_utf8(v).ok())
+                        .collect();
+                    let got: Vec<&str> = o
+                        .attrs
+                        .iter()
+                        .filter(|(k2, _)| k2 == k)
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    prop_assert_eq!(got, want, "{} of {:?}", k, vs.len());
+                }
+            }
+
+            /// Whatever the bytes, conversion answers (an object or an error) and never panics.
+            #[test]
+            fn garbage_is_an_error_not_a_panic(
+                body in proptest::collection::vec(any::<u8>(), 0..200),
+                flip in any::<(usize, u8)>(),
+            ) {
+                let _ = convert(ObjectKind::User, &body);
+                let mut good = entry("cn=x", &[("cn", &[b"x"]), ("mail", &[b"a", b"b"])]);
+                let at = flip.0 % good.len();
+                good[at] ^= flip.1;
+                let _ = convert(ObjectKind::User, &good);
+            }
+        }
     }
 }

@@ -407,3 +407,139 @@ async fn exports_create_and_update() {
         again.failed
     );
 }
+
+/// Entries shaped like real directories: non-ASCII names with commas, multi-valued attributes
+/// (whose order the server keeps and so must ferry), a binary photo, long DN values; and a
+/// referral object among them, which a subtree search returns as a continuation reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realistic_entries_binary_values_order_and_referrals() {
+    let Some((url, pw)) = env() else { return };
+    let (mut ldap, base) = fresh_ou(&url, &pw, "contoso").await;
+    let cn = "Müller, Jürgen";
+    let dn = format!("cn={},{base}", dn_escape(cn));
+    let photo: Vec<u8> = [0xff, 0xd8, 0xff, 0xe0]
+        .into_iter()
+        .chain((0..3000u32).map(|i| (i * 7 % 256) as u8))
+        .collect();
+    let one = |v: &[u8]| HashSet::from([v.to_vec()]);
+    ldap.add(
+        &dn,
+        vec![
+            (
+                b"objectClass".to_vec(),
+                HashSet::from([b"inetOrgPerson".to_vec(), b"posixAccount".to_vec()]),
+            ),
+            (b"cn".to_vec(), one(cn.as_bytes())),
+            (b"sn".to_vec(), one("Müller".as_bytes())),
+            (b"uid".to_vec(), one(b"jmueller")),
+            (b"displayName".to_vec(), one("Müller, Jürgen".as_bytes())),
+            (b"mail".to_vec(), one(b"j.mueller@contoso.test")),
+            (b"uidNumber".to_vec(), one(b"30001")),
+            (b"gidNumber".to_vec(), one(b"100")),
+            (b"homeDirectory".to_vec(), one(b"/home/jmueller")),
+            (b"jpegPhoto".to_vec(), one(&photo)),
+            (
+                b"description".to_vec(),
+                one("Vertrieb – Außendienst Süd".as_bytes()),
+            ),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    // Values added one at a time are stored, and returned, in that order.
+    let groups: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                "cn=GG-Sales-EMEA-Field-{:02},ou=Security Groups,ou=Groups,ou=Corp,dc=contoso,dc=test",
+                12 - i
+            )
+        })
+        .collect();
+    for g in &groups {
+        ldap.modify(
+            &dn,
+            vec![ldap3::Mod::Add("seeAlso", HashSet::from([g.as_str()]))],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+    ldap.add(
+        &format!("ou=elsewhere,{base}"),
+        vec![
+            (
+                "objectClass",
+                HashSet::from(["referral", "extensibleObject"]),
+            ),
+            ("ou", HashSet::from(["elsewhere"])),
+            (
+                "ref",
+                HashSet::from(["ldap://dc2.contoso.test/ou=elsewhere,dc=contoso,dc=test"]),
+            ),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+
+    let conn = LdapConnector::new(
+        cfg(&url, &pw, "contoso", &base),
+        Some(Secret::new(pw.clone())),
+    );
+    let imp = conn.import(&[ObjectKind::User], None).await.unwrap();
+    assert_eq!(imp.objects.len(), 1, "the referral is not an object");
+    assert!(imp.logs.is_empty(), "{:?}", imp.logs);
+    let u = &imp.objects[0];
+    assert_eq!(u.name, "Müller, Jürgen");
+    // (slapd writes the escaped comma as \2C, dn_escape as \2c.)
+    assert!(
+        u.dn.as_deref().unwrap().eq_ignore_ascii_case(&dn),
+        "{:?}",
+        u.dn
+    );
+    assert_eq!(u.attr("cn"), Some(cn));
+    assert_eq!(u.attr("description"), Some("Vertrieb – Außendienst Süd"));
+    assert_eq!(u.uid_number, Some(30001));
+    assert_eq!(u.attr("jpegPhoto"), None, "binary values are not kept");
+    let see_also: Vec<&str> = u
+        .attrs
+        .iter()
+        .filter(|(k, _)| k == "seeAlso")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(see_also, groups, "multi-valued attributes keep their order");
+    let classes: Vec<&str> = u
+        .attrs
+        .iter()
+        .filter(|(k, _)| k == "objectClass")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(classes.contains(&"posixAccount"), "{classes:?}");
+
+    // A base DN that is itself a referral: the server's answer, with where it refers to.
+    let referred = LdapConnector::new(
+        cfg(&url, &pw, "contoso", &format!("ou=elsewhere,{base}")),
+        Some(Secret::new(pw.clone())),
+    );
+    let e = referred
+        .import(&[ObjectKind::User], None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("referral (result code 10)")
+            && e.to_string().contains("ldap://dc2.contoso.test/"),
+        "{e}"
+    );
+    // A filter the client cannot parse is the search's error, named.
+    let mut bad = cfg(&url, &pw, "contoso", &base);
+    bad.user_filter = Some("(cn=unclosed".into());
+    let e = LdapConnector::new(bad, Some(Secret::new(pw.clone())))
+        .import(&[ObjectKind::User], None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("(cn=unclosed"), "{e}");
+}
