@@ -75,9 +75,10 @@ ferry_stop_postgres() {
   if [ -n "${FERRY_PG_STOP:-}" ]; then $FERRY_PG_STOP >/dev/null 2>&1 || true; fi
 }
 
-# ferry_start_slapd DIR → exports FERRY_TEST_LDAP_URL, FERRY_TEST_LDAP_PASSWORD, and for LDAPS
+# ferry_start_slapd DIR → exports FERRY_TEST_LDAP_URL, FERRY_TEST_LDAP_PASSWORD, for LDAPS
 # FERRY_TEST_LDAPS_URL (ldaps://localhost:PORT) and FERRY_TEST_LDAP_CA (the CA that signed the
-# server's certificate, for DNS:localhost only: ldaps://127.0.0.1 fails verification on purpose).
+# server's certificate, for DNS:localhost only: ldaps://127.0.0.1 fails verification on purpose),
+# and FERRY_TEST_LDAPI_URL (ldapi://, the Unix socket DIR/ldap/ldapi).
 # Two databases: dc=contoso,dc=test and dc=fabrikam,dc=test, root DNs cn=admin,<suffix>.
 # FERRY_SLAPD_PRELOAD=file.ldif bulk-loads entries into dc=contoso,dc=test before the server starts.
 ferry_start_slapd() {
@@ -162,7 +163,9 @@ LDIF
   if [ -n "${FERRY_SLAPD_PRELOAD:-}" ]; then
     slapadd -q -F "$dir/ldap/config" -b dc=contoso,dc=test -l "$FERRY_SLAPD_PRELOAD" >/dev/null 2>>"$dir/ldap/slapadd.log"
   fi
-  /usr/sbin/slapd -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$tls_port/" -F "$dir/ldap/config" 2>"$dir/ldap/slapd.log"
+  local ldapi
+  ldapi="ldapi://$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$dir/ldap/ldapi")"
+  /usr/sbin/slapd -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$tls_port/ $ldapi" -F "$dir/ldap/config" 2>"$dir/ldap/slapd.log"
   for _ in $(seq 50); do
     ldapsearch -x -H "ldap://127.0.0.1:$port" -b "" -s base >/dev/null 2>&1 && break
     sleep 0.1
@@ -170,6 +173,7 @@ LDIF
   FERRY_SLAPD_PIDFILE="$dir/ldap/slapd.pid"
   export FERRY_TEST_LDAP_URL="ldap://127.0.0.1:$port" FERRY_TEST_LDAP_PASSWORD=$password
   export FERRY_TEST_LDAPS_URL="ldaps://localhost:$tls_port" FERRY_TEST_LDAP_CA="$dir/ldap/tls/ca.pem"
+  export FERRY_TEST_LDAPI_URL=$ldapi
   echo "==> slapd on 127.0.0.1:$port (LDAPS on $tls_port)"
 }
 

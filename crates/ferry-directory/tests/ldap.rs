@@ -543,3 +543,44 @@ async fn realistic_entries_binary_values_order_and_referrals() {
         .unwrap_err();
     assert!(e.to_string().contains("(cn=unclosed"), "{e}");
 }
+
+/// The same slapd over its Unix socket (`FERRY_TEST_LDAPI_URL`, percent-encoded path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_over_ldapi() {
+    let Some((url, pw)) = env() else { return };
+    let Ok(ldapi) = std::env::var("FERRY_TEST_LDAPI_URL") else {
+        assert_ne!(
+            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+            Ok("1"),
+            "FERRY_TEST_LDAPI_URL is not set: run through scripts/test"
+        );
+        return;
+    };
+    let (mut ldap, base) = fresh_ou(&url, &pw, "contoso").await;
+    for i in 0..3 {
+        add_user(
+            &mut ldap,
+            &base,
+            &format!("s{i}"),
+            &format!("Socket {i}"),
+            &format!("s{i}@contoso.test"),
+            40_000 + i,
+        )
+        .await;
+    }
+    let conn = LdapConnector::new(
+        cfg(&ldapi, &pw, "contoso", &base),
+        Some(Secret::new(pw.clone())),
+    );
+    let imp = conn.import(&[ObjectKind::User], None).await.unwrap();
+    assert_eq!(imp.objects.len(), 3);
+    assert_eq!(conn.test().await.unwrap().counts[0], (ObjectKind::User, 3));
+    let e = LdapConnector::new(
+        cfg("ldapi://%2Fnonexistent%2Fldapi", &pw, "contoso", &base),
+        Some(Secret::new(pw.clone())),
+    )
+    .import(&[ObjectKind::User], None)
+    .await
+    .unwrap_err();
+    assert!(matches!(e, DirectoryError::Unreachable { .. }), "{e}");
+}
