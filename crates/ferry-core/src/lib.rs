@@ -10,7 +10,9 @@ pub mod devices;
 pub mod model;
 pub mod moves;
 pub mod sid;
+pub mod state;
 pub mod sync;
+pub mod wire;
 
 // Each module also at the crate's root, where callers have always found it.
 pub use config::{duration, names};

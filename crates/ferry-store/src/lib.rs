@@ -17,13 +17,9 @@
 
 use async_trait::async_trait;
 use ferry_core::ObjectKind;
-use ferry_core::export::TranslationEntry;
 use ferry_core::model::DirObject;
-use ferry_core::plan::{
-    self, Counts, DecisionDiff, DecisionKey, Level, LogEntry, Plan, Status, Write,
-};
+use ferry_core::plan::{self, DecisionDiff, DecisionKey, Level, LogEntry, Plan, Status, Write};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
 pub mod backend;
 mod migrate;
@@ -33,6 +29,12 @@ mod query;
 mod sql;
 pub mod sqlite;
 
+/// The plain row types live in `ferry_core::wire`, shared with the API client.
+pub use ferry_core::wire::{
+    AgentRecord, Approval, AuditEntry, CycleInfo, DecisionRow, DirectoryState, EnrollmentRequest,
+    EnrolmentToken, EnvRecord, FailedComm, HistoryRow, OperatorRecord, PlanInfo, Psk, StoredEvent,
+    StoredLog, StoredObject, TokenInfo,
+};
 pub use sql::SqlStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,53 +79,6 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// A bearer token's record (the token itself is never stored, only its SHA-256).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenInfo {
-    pub name: String,
-    pub role: String,
-    pub created_at: i64,
-    /// When it was last used, as recorded (coalesced by the server); none: not since it was made.
-    #[serde(default)]
-    pub last_used_at: Option<i64>,
-}
-
-/// An operator as listed: its API token's record and whether it may sign in with a password.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorRecord {
-    pub name: String,
-    pub role: String,
-    pub created_at: i64,
-    pub has_password: bool,
-    /// Whether a session made by signing in exists (it may have expired).
-    pub has_session: bool,
-}
-
-/// A stored bulk enrolment token (its content is read separately, by whom it is for).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrolmentToken {
-    pub id: i64,
-    /// The target Entra directory devices join with it.
-    pub directory: String,
-    /// `ppkg` (a provisioning package from Windows Configuration Designer) or `bprt` (the bulk
-    /// token itself, or a reference to where it is kept).
-    pub kind: String,
-    pub file_name: Option<String>,
-    /// The `package_{GUID}@…` account Windows Configuration Designer created; deleting it in the
-    /// tenant revokes the token.
-    pub package_upn: String,
-    pub sha256: String,
-    pub size: i64,
-    /// When the token was made, and when it expires (at most 180 days later), in ms.
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub uploaded_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
 /// A token to store.
 #[derive(Clone, Debug)]
 pub struct NewEnrolmentToken {
@@ -141,45 +96,6 @@ pub struct NewEnrolmentToken {
     pub uploaded_at: i64,
 }
 
-/// A pre-shared key agents enroll with (only its SHA-256 is stored).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Psk {
-    pub id: i64,
-    pub name: String,
-    pub created_at: i64,
-    /// A retired key enrolls no new agents; agents enrolled with it keep working.
-    pub retired_at: Option<i64>,
-    /// Enrollments it may still admit (None: unlimited); a used-up key enrolls no one.
-    #[serde(default)]
-    pub uses_left: Option<i64>,
-    /// The one host name it enrolls (None: any).
-    #[serde(default)]
-    pub device: Option<String>,
-}
-
-/// An enrollment held for an operator: it claimed the device id or host name of an enrolled
-/// agent without proving that agent's node key, or the project approves new enrollments.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollmentRequest {
-    pub id: i64,
-    pub device_id: String,
-    pub hostname: String,
-    pub facts: ferry_core::agent::DeviceFacts,
-    pub psk_id: i64,
-    pub address: Option<String>,
-    /// Why it is held (`claims the device id of agent 7 (PC-0001)`).
-    pub reason: String,
-    /// The enrolled agent it conflicts with.
-    pub conflict_agent_id: Option<i64>,
-    /// `pending`, `approved` or `refused`.
-    pub state: String,
-    pub created_at: i64,
-    pub decided_by: Option<String>,
-    pub decided_at: Option<i64>,
-}
-
 /// An enrollment to hold: the facts and harvest as sent, and the hash of the node key it was
 /// given (which works only once approved).
 #[derive(Clone, Debug)]
@@ -187,26 +103,6 @@ pub struct NewEnrollmentRequest<'a> {
     pub enrollment: Enrollment<'a>,
     pub reason: &'a str,
     pub conflict_agent_id: Option<i64>,
-}
-
-/// An enrolled agent.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub id: i64,
-    pub device_id: String,
-    pub hostname: String,
-    pub os: String,
-    pub facts: ferry_core::agent::DeviceFacts,
-    pub psk_id: i64,
-    pub enrolled_at: i64,
-    pub last_contact: i64,
-    pub last_address: Option<String>,
-    pub agent_version: String,
-    pub state: String,
-    /// The run the server last handed this agent (events and logs are taken for it only).
-    #[serde(default)]
-    pub assigned_run: Option<String>,
 }
 
 /// An enrollment to store: a new agent, or a device enrolling again (new node credential).
@@ -232,41 +128,6 @@ pub struct Contact {
     pub address: Option<String>,
     pub state: Option<String>,
     pub agent_version: Option<String>,
-}
-
-/// A run's event as stored.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub agent_id: i64,
-    pub run: String,
-    pub received_at: i64,
-    #[serde(flatten)]
-    pub event: ferry_core::agent::AgentEvent,
-}
-
-/// A refused or failed agent call, for the failed communications report.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedComm {
-    pub id: i64,
-    pub at: i64,
-    pub address: Option<String>,
-    /// `bad_psk`, `retired_psk`, `unauthorized`, `forbidden`, `protocol_mismatch`, `rate_limited`, …
-    pub code: String,
-    pub reason: String,
-    pub agent_id: Option<i64>,
-    pub device_id: Option<String>,
-    /// How often it was seen (repeats within an hour are counted, not stored again).
-    #[serde(default = "one")]
-    pub count: i64,
-    /// When it was first seen (`at` is the last time).
-    #[serde(default)]
-    pub first_at: i64,
-}
-
-fn one() -> i64 {
-    1
 }
 
 /// An agent's assigned run and steps as stored (both or neither).
@@ -329,16 +190,6 @@ impl DocKind {
     }
 }
 
-/// A record of an environment, with the users it refers to (e-mail/UPN).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvRecord {
-    pub id: String,
-    pub owner: String,
-    pub created_by: String,
-    pub modified_by: String,
-}
-
 /// What [`Store::hand_over`] writes.
 pub struct HandOver<'a> {
     /// Environment documents (name, body): the environment as the target's, the source's remnant.
@@ -352,57 +203,6 @@ pub struct HandOver<'a> {
     pub remap: &'a [(String, String)],
     pub audit: &'a AuditEntry,
     pub now: i64,
-}
-
-/// One line of the audit trail: who did what, when, for which tenant.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub at: i64,
-    /// The operator (token name).
-    pub actor: String,
-    pub tenant: Option<String>,
-    /// `env.move.submit`, `env.move.approve`, …
-    pub action: String,
-    /// What the action was on (an environment or migration id).
-    pub subject: String,
-    pub detail: String,
-}
-
-/// A cycle as listed and reported.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CycleInfo {
-    pub id: i64,
-    pub profile: String,
-    /// `manual` or `schedule`.
-    pub trigger: String,
-    pub slot: Option<i64>,
-    pub server: String,
-    /// `running`, `succeeded`, `failed`, `aborted`.
-    pub status: String,
-    /// `import`, `sync`, `export`, `done`.
-    pub phase: String,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub counts: Option<Counts>,
-    pub plan_hash: Option<String>,
-    /// What the export did: `not needed`, `awaiting approval`, `exported N writes, M failed`.
-    pub export: Option<String>,
-    pub error: Option<String>,
-}
-
-/// What an import left behind for the next one.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryState {
-    pub directory: String,
-    /// LDAP: the highest `modifyTimestamp`/`uSNChanged` seen; the next delta starts there.
-    pub watermark: Option<String>,
-    pub last_full_import: Option<i64>,
-    pub last_import: i64,
-    pub objects: i64,
 }
 
 /// The changes one import makes to a directory's stored objects.
@@ -423,88 +223,6 @@ pub struct SyncCommit<'a> {
     /// History lines for decisions that changed: (kind, source id, text).
     pub history: Vec<(ObjectKind, String, String)>,
     pub logs: &'a [LogEntry],
-}
-
-/// The current What-If of a profile.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanInfo {
-    pub profile: String,
-    pub cycle_id: i64,
-    pub hash: String,
-    pub fingerprint: String,
-    pub mode: String,
-    pub rules: Vec<String>,
-    pub counts: Counts,
-    pub created_at: i64,
-}
-
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Approval {
-    pub profile: String,
-    pub plan_hash: String,
-    pub approved_by: String,
-    pub approved_at: i64,
-}
-
-/// One stored decision, with the identities on both sides.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DecisionRow {
-    pub profile: String,
-    pub kind: ObjectKind,
-    pub source_id: String,
-    pub status: Status,
-    /// Position of the deciding rule in the plan's rule list.
-    pub rule: Option<u32>,
-    pub source_name: String,
-    pub source_upn: Option<String>,
-    pub source_mail: Option<String>,
-    pub source_sid: Option<String>,
-    pub source_uid: Option<u32>,
-    pub source_gid: Option<u32>,
-    pub target_id: Option<String>,
-    pub target_name: Option<String>,
-    pub target_upn: Option<String>,
-    pub target_mail: Option<String>,
-    pub target_sid: Option<String>,
-    pub target_uid: Option<u32>,
-    pub target_gid: Option<u32>,
-    /// Ambiguous: candidate target ids; conflict: the other source ids.
-    pub candidates: Vec<String>,
-    pub first_cycle: i64,
-    pub changed_cycle: i64,
-}
-
-impl DecisionRow {
-    /// The translation-table view of a matched decision, with the rule described.
-    pub fn to_entry(&self, rules: &[String]) -> Option<TranslationEntry> {
-        if self.status != Status::Matched {
-            return None;
-        }
-        Some(TranslationEntry {
-            profile: self.profile.clone(),
-            kind: self.kind,
-            source_id: self.source_id.clone(),
-            target_id: self.target_id.clone().unwrap_or_default(),
-            source_name: self.source_name.clone(),
-            target_name: self.target_name.clone().unwrap_or_default(),
-            source_upn: self.source_upn.clone(),
-            target_upn: self.target_upn.clone(),
-            source_mail: self.source_mail.clone(),
-            target_mail: self.target_mail.clone(),
-            source_sid: self.source_sid.clone(),
-            target_sid: self.target_sid.clone(),
-            source_uid: self.source_uid,
-            target_uid: self.target_uid,
-            source_gid: self.source_gid,
-            target_gid: self.target_gid,
-            rule: self.rule.and_then(|r| rules.get(r as usize).cloned()),
-            source_device_id: None,
-            target_device_id: None,
-        })
-    }
 }
 
 /// Which decisions to list.
@@ -545,34 +263,6 @@ pub struct LogQuery {
     /// Only entries with an id below this (paging backwards from the newest).
     pub before_id: Option<i64>,
     pub limit: i64,
-}
-
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredLog {
-    pub id: i64,
-    pub at: i64,
-    pub cycle_id: Option<i64>,
-    pub profile: Option<String>,
-    #[serde(flatten)]
-    pub entry: LogEntry,
-}
-
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryRow {
-    pub profile: String,
-    pub cycle_id: i64,
-    pub at: i64,
-    pub change: String,
-}
-
-/// A directory object found by the single object report.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredObject {
-    pub directory: String,
-    pub object: DirObject,
 }
 
 /// Operators, their tokens, passwords and sign-in throttling.

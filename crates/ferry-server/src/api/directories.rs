@@ -6,43 +6,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use ferry_core::ObjectKind;
-use ferry_store::DirectoryState;
-use serde::Serialize;
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct DirectoryInfo {
-    pub name: String,
-    /// `ldap` or `file`.
-    pub kind: String,
-    pub object_types: Vec<ObjectKind>,
-    /// Where it is: the LDAP URL and base DN, or the snapshot path.
-    pub location: String,
-    /// The last import, if any.
-    pub state: Option<DirectoryState>,
-    /// `file` (ferry.toml; change it there) or `console` (added in the console; editable).
-    pub origin: String,
-    /// The entry's keys as in ferry.toml, without its credential.
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
-    /// Whether a bind password or client secret is set (it is never shown).
-    pub has_credential: bool,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct KindCount {
-    pub kind: ObjectKind,
-    pub count: u64,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct TestResult {
-    pub directory: String,
-    pub ok: bool,
-    /// What was checked, in order; on failure the last line says what is wrong.
-    pub checks: Vec<String>,
-    pub counts: Vec<KindCount>,
-}
+pub use ferry_core::wire::{DirectoryInfo, KindCount, TestResult};
 
 #[utoipa::path(get, path = "/directories", tag = "directories", responses((status = 200, body = Vec<DirectoryInfo>), (status = 401, body = super::ErrorBody)))]
 pub async fn list(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<DirectoryInfo>>> {

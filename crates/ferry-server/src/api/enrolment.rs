@@ -8,34 +8,8 @@ use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+pub use ferry_core::wire::{TokenView, UploadBody};
 use ferry_store::{EnrolmentToken, now_ms};
-use serde::{Deserialize, Serialize};
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UploadBody {
-    /// `ppkg` (provisioning package) or `bprt` (the bulk token itself).
-    pub kind: String,
-    pub file_name: Option<String>,
-    /// The `package_{GUID}@…` account Windows Configuration Designer created.
-    pub package_upn: String,
-    /// When the token was made: `YYYY-MM-DD` or RFC 3339 (default: now).
-    pub created: Option<String>,
-    /// When it expires (at most 180 days after `created`): `YYYY-MM-DD` or RFC 3339.
-    pub expires: String,
-    /// The file's bytes, base64.
-    pub content_base64: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct TokenView {
-    #[serde(flatten)]
-    pub token: EnrolmentToken,
-    /// `valid`, `expiring` (within 30 days), `expired` or `revoked`.
-    pub status: String,
-    pub expires: String,
-    pub warning: Option<String>,
-}
 
 fn view(t: EnrolmentToken) -> TokenView {
     let (status, warning) = enrolment::status(&t, now_ms());

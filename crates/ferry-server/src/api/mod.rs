@@ -6,7 +6,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+pub use ferry_core::wire::ErrorBody;
 use utoipa::OpenApi;
 
 pub mod devices;
@@ -42,13 +42,6 @@ pub enum ApiError {
     /// 503 with `Retry-After` (seconds): the server is too busy to answer this now.
     #[error("{0}")]
     Unavailable(String, u64),
-}
-
-/// The body of every error answer.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    pub status: u16,
 }
 
 impl From<ferry_store::StoreError> for ApiError {

@@ -21,8 +21,8 @@ use axum::routing::{delete, get, post};
 use ferry_core::config::{Override, SyncProfile};
 use ferry_core::model::DirObject;
 use ferry_core::plan::resolve_keys;
+pub use ferry_core::wire::{ImportResult, OverrideRequest, OverrideView};
 use ferry_store::{DocKind, now_ms};
-use serde::{Deserialize, Serialize};
 
 /// The store document's name of a profile's override of a source object.
 pub fn doc_name(profile: &str, source_id: &str) -> String {
@@ -31,45 +31,6 @@ pub fn doc_name(profile: &str, source_id: &str) -> String {
 
 /// The most a bulk import may hold.
 const IMPORT_LIMIT: usize = 16 << 20;
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OverrideRequest {
-    /// The source object: its id, or a UPN, mail, SID or name that names one object.
-    pub source: String,
-    /// Pin: the target object (id or look-up key) the source is matched to.
-    #[serde(default)]
-    pub target: Option<String>,
-    /// Exclude the source object from the profile.
-    #[serde(default)]
-    pub exclude: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct OverrideView {
-    /// The source object's id (as the configuration names it, for `config` overrides).
-    pub source: String,
-    pub source_name: Option<String>,
-    pub target: Option<String>,
-    pub target_name: Option<String>,
-    pub exclude: bool,
-    pub reason: Option<String>,
-    /// Who made it (`config` for entries of the configuration).
-    pub operator: String,
-    /// `config` (ferry.toml or the console profile's entry; change it there) or `operator`
-    /// (entered through the API, CLI or console; `unpin` removes it).
-    pub origin: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ImportResult {
-    pub pins: u64,
-    pub excludes: u64,
-    /// Overrides of sources that had one already (replaced).
-    pub replaced: u64,
-}
 
 /// The profile and the overrides of its configuration (not those entered here).
 async fn profile(st: &AppState, name: &str) -> ApiResult<(SyncProfile, Vec<Override>)> {

@@ -7,38 +7,14 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use ferry_core::plan::Level;
-use ferry_store::{DecisionRow, HistoryRow, LogQuery, StoredLog, StoredObject};
-use serde::{Deserialize, Serialize};
+pub use ferry_core::wire::{IdentityRow, ObjectReport, ObjectReports, ProfileView};
+use ferry_store::LogQuery;
+use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ObjectParams {
     /// A name, UPN, mail, object id or SID (names, UPNs and mail ignore case).
     pub q: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ProfileView {
-    pub profile: String,
-    /// `source` or `target`: the object's side in this profile.
-    pub side: String,
-    pub decision: DecisionRow,
-    /// The rule that decided it, described.
-    pub rule: Option<String>,
-    /// The object on the other side: the target a source is matched to, or the source that maps
-    /// to a target.
-    pub counterpart: Option<StoredObject>,
-    /// Both sides' identity attributes, side by side: name, UPN, mail, SID, uid/gid, then every
-    /// attribute a match rule of the profile compares for this kind (the target side empty when
-    /// there is no counterpart).
-    pub identity: Vec<IdentityRow>,
-}
-
-/// One attribute on both sides (`source → target` when a rule compares two different ones).
-#[derive(Serialize, utoipa::ToSchema, Debug, PartialEq, Eq)]
-pub struct IdentityRow {
-    pub attribute: String,
-    pub source: Vec<String>,
-    pub target: Vec<String>,
 }
 
 /// The identity rows of a source and a target object under a profile's rules.
@@ -88,23 +64,6 @@ fn identity(
         })
         .filter(|r| !r.source.is_empty() || !r.target.is_empty())
         .collect()
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ObjectReport {
-    pub directory: String,
-    pub object: ferry_core::model::DirObject,
-    pub profiles: Vec<ProfileView>,
-    /// How its decisions changed across cycles.
-    pub history: Vec<HistoryRow>,
-    /// The newest message log entries about it.
-    pub logs: Vec<StoredLog>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ObjectReports {
-    pub query: String,
-    pub objects: Vec<ObjectReport>,
 }
 
 #[utoipa::path(get, path = "/report/object", tag = "report", params(ObjectParams), responses((status = 200, body = ObjectReports), (status = 400, body = super::ErrorBody)))]

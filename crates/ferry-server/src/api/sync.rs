@@ -9,33 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_core::ObjectKind;
-use ferry_core::plan::{Status, Write};
-use ferry_store::{Approval, CycleInfo, DecisionQuery, DecisionRow, PlanInfo, now_ms};
-use serde::{Deserialize, Serialize};
+use ferry_core::plan::Status;
+pub use ferry_core::wire::{ApproveBody, ProfileInfo, Started, WhatIf};
+use ferry_store::{Approval, CycleInfo, DecisionQuery, now_ms};
+use serde::Deserialize;
 use std::time::Duration;
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ProfileInfo {
-    pub name: String,
-    pub source: String,
-    pub target: String,
-    /// `match-only`, `create` or `update`.
-    pub mode: String,
-    pub object_types: Vec<ObjectKind>,
-    /// Interval between scheduled cycles, e.g. `15m`; none: on demand only.
-    pub schedule: Option<String>,
-    pub enabled: bool,
-    /// The match rules in force, in order.
-    pub rules: Vec<String>,
-    pub last_cycle: Option<CycleInfo>,
-    /// Whether the current What-If has writes that wait for an approval.
-    pub awaiting_approval: bool,
-    /// `file` (ferry.toml; change it there) or `console` (added in the console; editable).
-    pub origin: String,
-    /// The entry as in ferry.toml (`match` rules, `attribute` mappings, `schedule`, …).
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
-}
 
 #[utoipa::path(get, path = "/profiles", tag = "sync", responses((status = 200, body = Vec<ProfileInfo>)))]
 pub async fn profiles(
@@ -81,13 +59,6 @@ pub struct RunParams {
     pub timeout: Option<u64>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Started {
-    pub cycle_id: i64,
-    /// The cycle's record when `wait` was asked for.
-    pub cycle: Option<CycleInfo>,
-}
-
 #[utoipa::path(post, path = "/profiles/{name}/run", tag = "sync", params(("name" = String, Path), RunParams),
     responses((status = 202, body = Started, description = "Import → Sync → (Export if the current What-If is approved)"), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "a cycle of the profile is running")))]
 pub async fn run(
@@ -130,20 +101,6 @@ pub struct WhatIfParams {
     pub writes_offset: i64,
     /// Writes per page (default 100, at most 10000).
     pub writes_limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct WhatIf {
-    pub plan: PlanInfo,
-    pub approval: Option<Approval>,
-    /// The plan has writes, and they are not approved.
-    pub needs_approval: bool,
-    /// The next cycle will export (the plan's exact writes are approved).
-    pub approved: bool,
-    pub decisions_total: i64,
-    pub decisions: Vec<DecisionRow>,
-    pub writes_total: u64,
-    pub writes: Vec<Write>,
 }
 
 fn parse_status(s: &Option<String>) -> ApiResult<Option<Status>> {
@@ -214,12 +171,6 @@ pub async fn whatif(
         plan,
         approval,
     }))
-}
-
-#[derive(Deserialize, utoipa::ToSchema, Default)]
-pub struct ApproveBody {
-    /// The plan hash the operator reviewed; refused if the What-If has changed since.
-    pub plan_hash: Option<String>,
 }
 
 #[utoipa::path(post, path = "/profiles/{name}/approve", tag = "sync", params(("name" = String, Path)), request_body(content = ApproveBody, description = "optional"),

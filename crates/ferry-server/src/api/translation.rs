@@ -11,8 +11,9 @@ use axum::routing::get;
 use ferry_core::ObjectKind;
 use ferry_core::export::{ExportFormat, TranslationEntry, render};
 use ferry_core::plan::Status;
+pub use ferry_core::wire::TranslationPage;
 use ferry_store::{DecisionQuery, DecisionRow, PlanInfo};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::HashMap;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -26,13 +27,6 @@ pub struct ListParams {
     pub offset: i64,
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct TranslationPage {
-    pub total: i64,
-    pub offset: i64,
-    pub entries: Vec<TranslationEntry>,
 }
 
 /// The plans a query reads: its profile's, or every profile's (configured or not any more).

@@ -1,0 +1,578 @@
+//! The API's wire types: the bodies the admin API answers and takes, shared by the server that
+//! writes them and the client (`ferry-client`) that reads them, so that there is one shape. Plain
+//! values only: the store re-exports its row types from here.
+
+use crate::ObjectKind;
+use crate::export::TranslationEntry;
+use crate::model::DirObject;
+use crate::plan::{Counts, LogEntry, Status, Write};
+use crate::state::{AgentState, CyclePhase, CycleStatus, UnknownState};
+use serde::{Deserialize, Serialize};
+
+// ---- Store rows (re-exported by ferry-store) ----
+
+/// A bearer token's record (the token itself is never stored, only its SHA-256).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    /// When it was last used, as recorded (coalesced by the server); none: not since it was made.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+}
+
+/// An operator as listed: its API token's record and whether it may sign in with a password.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub has_password: bool,
+    /// Whether a session made by signing in exists (it may have expired).
+    pub has_session: bool,
+}
+
+/// A stored bulk enrolment token (its content is read separately, by whom it is for).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentToken {
+    pub id: i64,
+    /// The target Entra directory devices join with it.
+    pub directory: String,
+    /// `ppkg` (a provisioning package from Windows Configuration Designer) or `bprt` (the bulk
+    /// token itself, or a reference to where it is kept).
+    pub kind: String,
+    pub file_name: Option<String>,
+    /// The `package_{GUID}@…` account Windows Configuration Designer created; deleting it in the
+    /// tenant revokes the token.
+    pub package_upn: String,
+    pub sha256: String,
+    pub size: i64,
+    /// When the token was made, and when it expires (at most 180 days later), in ms.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uploaded_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A pre-shared key agents enroll with (only its SHA-256 is stored).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Psk {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    /// A retired key enrolls no new agents; agents enrolled with it keep working.
+    pub retired_at: Option<i64>,
+    /// Enrollments it may still admit (None: unlimited); a used-up key enrolls no one.
+    #[serde(default)]
+    pub uses_left: Option<i64>,
+    /// The one host name it enrolls (None: any).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// An enrollment held for an operator: it claimed the device id or host name of an enrolled
+/// agent without proving that agent's node key, or the project approves new enrollments.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentRequest {
+    pub id: i64,
+    pub device_id: String,
+    pub hostname: String,
+    pub facts: crate::agent::DeviceFacts,
+    pub psk_id: i64,
+    pub address: Option<String>,
+    /// Why it is held (`claims the device id of agent 7 (PC-0001)`).
+    pub reason: String,
+    /// The enrolled agent it conflicts with.
+    pub conflict_agent_id: Option<i64>,
+    /// `pending`, `approved` or `refused`.
+    pub state: String,
+    pub created_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+/// An enrolled agent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: i64,
+    pub device_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub facts: crate::agent::DeviceFacts,
+    pub psk_id: i64,
+    pub enrolled_at: i64,
+    pub last_contact: i64,
+    pub last_address: Option<String>,
+    pub agent_version: String,
+    pub state: String,
+    /// The run the server last handed this agent (events and logs are taken for it only).
+    #[serde(default)]
+    pub assigned_run: Option<String>,
+}
+
+/// A run's event as stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub agent_id: i64,
+    pub run: String,
+    pub received_at: i64,
+    #[serde(flatten)]
+    pub event: crate::agent::AgentEvent,
+}
+
+/// A refused or failed agent call, for the failed communications report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedComm {
+    pub id: i64,
+    pub at: i64,
+    pub address: Option<String>,
+    /// `bad_psk`, `retired_psk`, `unauthorized`, `forbidden`, `protocol_mismatch`, `rate_limited`, …
+    pub code: String,
+    pub reason: String,
+    pub agent_id: Option<i64>,
+    pub device_id: Option<String>,
+    /// How often it was seen (repeats within an hour are counted, not stored again).
+    #[serde(default = "one")]
+    pub count: i64,
+    /// When it was first seen (`at` is the last time).
+    #[serde(default)]
+    pub first_at: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// A record of an environment, with the users it refers to (e-mail/UPN).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub id: String,
+    pub owner: String,
+    pub created_by: String,
+    pub modified_by: String,
+}
+
+/// One line of the audit trail: who did what, when, for which tenant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    /// The operator (token name).
+    pub actor: String,
+    pub tenant: Option<String>,
+    /// `env.move.submit`, `env.move.approve`, …
+    pub action: String,
+    /// What the action was on (an environment or migration id).
+    pub subject: String,
+    pub detail: String,
+}
+
+/// A cycle as listed and reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleInfo {
+    pub id: i64,
+    pub profile: String,
+    /// `manual` or `schedule`.
+    pub trigger: String,
+    pub slot: Option<i64>,
+    pub server: String,
+    /// `running`, `succeeded`, `failed`, `aborted`.
+    pub status: String,
+    /// `import`, `sync`, `export`, `done`.
+    pub phase: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub counts: Option<Counts>,
+    pub plan_hash: Option<String>,
+    /// What the export did: `not needed`, `awaiting approval`, `exported N writes, M failed`.
+    pub export: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What an import left behind for the next one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryState {
+    pub directory: String,
+    /// LDAP: the highest `modifyTimestamp`/`uSNChanged` seen; the next delta starts there.
+    pub watermark: Option<String>,
+    pub last_full_import: Option<i64>,
+    pub last_import: i64,
+    pub objects: i64,
+}
+
+/// The current What-If of a profile.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    pub profile: String,
+    pub cycle_id: i64,
+    pub hash: String,
+    pub fingerprint: String,
+    pub mode: String,
+    pub rules: Vec<String>,
+    pub counts: Counts,
+    pub created_at: i64,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub profile: String,
+    pub plan_hash: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+}
+
+/// One stored decision, with the identities on both sides.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    pub profile: String,
+    pub kind: ObjectKind,
+    pub source_id: String,
+    pub status: Status,
+    /// Position of the deciding rule in the plan's rule list.
+    pub rule: Option<u32>,
+    pub source_name: String,
+    pub source_upn: Option<String>,
+    pub source_mail: Option<String>,
+    pub source_sid: Option<String>,
+    pub source_uid: Option<u32>,
+    pub source_gid: Option<u32>,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    pub target_upn: Option<String>,
+    pub target_mail: Option<String>,
+    pub target_sid: Option<String>,
+    pub target_uid: Option<u32>,
+    pub target_gid: Option<u32>,
+    /// Ambiguous: candidate target ids; conflict: the other source ids.
+    pub candidates: Vec<String>,
+    pub first_cycle: i64,
+    pub changed_cycle: i64,
+}
+
+impl DecisionRow {
+    /// The translation-table view of a matched decision, with the rule described.
+    pub fn to_entry(&self, rules: &[String]) -> Option<TranslationEntry> {
+        if self.status != Status::Matched {
+            return None;
+        }
+        Some(TranslationEntry {
+            profile: self.profile.clone(),
+            kind: self.kind,
+            source_id: self.source_id.clone(),
+            target_id: self.target_id.clone().unwrap_or_default(),
+            source_name: self.source_name.clone(),
+            target_name: self.target_name.clone().unwrap_or_default(),
+            source_upn: self.source_upn.clone(),
+            target_upn: self.target_upn.clone(),
+            source_mail: self.source_mail.clone(),
+            target_mail: self.target_mail.clone(),
+            source_sid: self.source_sid.clone(),
+            target_sid: self.target_sid.clone(),
+            source_uid: self.source_uid,
+            target_uid: self.target_uid,
+            source_gid: self.source_gid,
+            target_gid: self.target_gid,
+            rule: self.rule.and_then(|r| rules.get(r as usize).cloned()),
+            source_device_id: None,
+            target_device_id: None,
+        })
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLog {
+    pub id: i64,
+    pub at: i64,
+    pub cycle_id: Option<i64>,
+    pub profile: Option<String>,
+    #[serde(flatten)]
+    pub entry: LogEntry,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    pub profile: String,
+    pub cycle_id: i64,
+    pub at: i64,
+    pub change: String,
+}
+
+/// A directory object found by the single object report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub directory: String,
+    pub object: DirObject,
+}
+
+// ---- Errors ----
+
+/// The body of every error answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub status: u16,
+}
+
+// ---- Directories ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryInfo {
+    pub name: String,
+    /// `ldap` or `file`.
+    pub kind: String,
+    pub object_types: Vec<ObjectKind>,
+    /// Where it is: the LDAP URL and base DN, or the snapshot path.
+    pub location: String,
+    /// The last import, if any.
+    pub state: Option<DirectoryState>,
+    /// `file` (ferry.toml; change it there) or `console` (added in the console; editable).
+    pub origin: String,
+    /// The entry's keys as in ferry.toml, without its credential.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub settings: serde_json::Value,
+    /// Whether a bind password or client secret is set (it is never shown).
+    pub has_credential: bool,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCount {
+    pub kind: ObjectKind,
+    pub count: u64,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub directory: String,
+    pub ok: bool,
+    /// What was checked, in order; on failure the last line says what is wrong.
+    pub checks: Vec<String>,
+    pub counts: Vec<KindCount>,
+}
+
+// ---- Bulk enrolment tokens ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadBody {
+    /// `ppkg` (provisioning package) or `bprt` (the bulk token itself).
+    pub kind: String,
+    pub file_name: Option<String>,
+    /// The `package_{GUID}@…` account Windows Configuration Designer created.
+    pub package_upn: String,
+    /// When the token was made: `YYYY-MM-DD` or RFC 3339 (default: now).
+    pub created: Option<String>,
+    /// When it expires (at most 180 days after `created`): `YYYY-MM-DD` or RFC 3339.
+    pub expires: String,
+    /// The file's bytes, base64.
+    pub content_base64: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    #[serde(flatten)]
+    pub token: EnrolmentToken,
+    /// `valid`, `expiring` (within 30 days), `expired` or `revoked`.
+    pub status: String,
+    pub expires: String,
+    pub warning: Option<String>,
+}
+
+// ---- Sync profiles, cycles, the What-If ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    /// `match-only`, `create` or `update`.
+    pub mode: String,
+    pub object_types: Vec<ObjectKind>,
+    /// Interval between scheduled cycles, e.g. `15m`; none: on demand only.
+    pub schedule: Option<String>,
+    pub enabled: bool,
+    /// The match rules in force, in order.
+    pub rules: Vec<String>,
+    pub last_cycle: Option<CycleInfo>,
+    /// Whether the current What-If has writes that wait for an approval.
+    pub awaiting_approval: bool,
+    /// `file` (ferry.toml; change it there) or `console` (added in the console; editable).
+    pub origin: String,
+    /// The entry as in ferry.toml (`match` rules, `attribute` mappings, `schedule`, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub settings: serde_json::Value,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub cycle_id: i64,
+    /// The cycle's record when `wait` was asked for.
+    pub cycle: Option<CycleInfo>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WhatIf {
+    pub plan: PlanInfo,
+    pub approval: Option<Approval>,
+    /// The plan has writes, and they are not approved.
+    pub needs_approval: bool,
+    /// The next cycle will export (the plan's exact writes are approved).
+    pub approved: bool,
+    pub decisions_total: i64,
+    pub decisions: Vec<DecisionRow>,
+    pub writes_total: u64,
+    pub writes: Vec<Write>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveBody {
+    /// The plan hash the operator reviewed; refused if the What-If has changed since.
+    pub plan_hash: Option<String>,
+}
+
+// ---- Overrides ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// The source object: its id, or a UPN, mail, SID or name that names one object.
+    pub source: String,
+    /// Pin: the target object (id or look-up key) the source is matched to.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Exclude the source object from the profile.
+    #[serde(default)]
+    pub exclude: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideView {
+    /// The source object's id (as the configuration names it, for `config` overrides).
+    pub source: String,
+    pub source_name: Option<String>,
+    pub target: Option<String>,
+    pub target_name: Option<String>,
+    pub exclude: bool,
+    pub reason: Option<String>,
+    /// Who made it (`config` for entries of the configuration).
+    pub operator: String,
+    /// `config` (ferry.toml or the console profile's entry; change it there) or `operator`
+    /// (entered through the API, CLI or console; `unpin` removes it).
+    pub origin: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportResult {
+    pub pins: u64,
+    pub excludes: u64,
+    /// Overrides of sources that had one already (replaced).
+    pub replaced: u64,
+}
+
+// ---- The translation table ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranslationPage {
+    pub total: i64,
+    pub offset: i64,
+    pub entries: Vec<TranslationEntry>,
+}
+
+// ---- The single object report ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileView {
+    pub profile: String,
+    /// `source` or `target`: the object's side in this profile.
+    pub side: String,
+    pub decision: DecisionRow,
+    /// The rule that decided it, described.
+    pub rule: Option<String>,
+    /// The object on the other side: the target a source is matched to, or the source that maps
+    /// to a target.
+    pub counterpart: Option<StoredObject>,
+    /// Both sides' identity attributes, side by side: name, UPN, mail, SID, uid/gid, then every
+    /// attribute a match rule of the profile compares for this kind (the target side empty when
+    /// there is no counterpart).
+    pub identity: Vec<IdentityRow>,
+}
+
+/// One attribute on both sides (`source → target` when a rule compares two different ones).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRow {
+    pub attribute: String,
+    pub source: Vec<String>,
+    pub target: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectReport {
+    pub directory: String,
+    pub object: DirObject,
+    pub profiles: Vec<ProfileView>,
+    /// How its decisions changed across cycles.
+    pub history: Vec<HistoryRow>,
+    /// The newest message log entries about it.
+    pub logs: Vec<StoredLog>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectReports {
+    pub query: String,
+    pub objects: Vec<ObjectReport>,
+}
+
+// ---- Typed states of rows that keep them as text ----
+
+impl CycleInfo {
+    pub fn status(&self) -> Result<CycleStatus, UnknownState> {
+        self.status.parse()
+    }
+    pub fn phase(&self) -> Result<CyclePhase, UnknownState> {
+        self.phase.parse()
+    }
+}
+
+impl AgentRecord {
+    pub fn state(&self) -> Result<AgentState, UnknownState> {
+        self.state.parse()
+    }
+}
