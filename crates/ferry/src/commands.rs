@@ -1,21 +1,23 @@
 //! Each subcommand: the server, the admin commands (API calls, printed for people or as JSON), and
 //! the offline ones.
 
-use crate::client::Client;
 use crate::{
     Cli, Command, ConfigCmd, DirectoryCmd, OverridesCmd, ReportCmd, ServerArgs, SyncCmd, TokenCmd,
     TranslationCmd,
 };
 use anyhow::{Context, Result, bail};
+use ferry_client::wire::{CycleInfo, ObjectReports, OverrideRequest, TokenView, UploadBody};
+use ferry_client::{Client, LogsQuery, TranslationQuery, WhatIfQuery};
+use ferry_core::plan::{Status, Write};
+use ferry_core::state::CycleStatus;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
-use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
-    let client = || Client::new(&cli.server, cli.token.clone());
+    let client = || Client::discover(&cli.server, cli.token.clone());
     match cli.command {
         Command::Server(a) => server(a).await,
         Command::Quickstart(a) => crate::quickstart::run(a, json).await,
@@ -67,21 +69,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Operator(c) => crate::environments::operator(&client()?, c, json).await,
         Command::Env(c) => crate::environments::env(&client()?, c, json).await,
         Command::Audit { limit } => {
-            let v: Value = client()?
-                .get("/audit", &[("limit", limit.to_string())])
-                .await?;
+            let v = client()?.audit(Some(limit)).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
-                for a in v.as_array().into_iter().flatten() {
+                for a in &v {
                     println!(
                         "{}  {:<10} {:<10} {:<26} {}  {}",
-                        crate::devices::s(&a["at"]),
-                        crate::devices::s(&a["actor"]),
-                        crate::devices::s(&a["tenant"]),
-                        crate::devices::s(&a["action"]),
-                        crate::devices::s(&a["subject"]),
-                        crate::devices::s(&a["detail"])
+                        a.at,
+                        a.actor,
+                        opt(&a.tenant),
+                        a.action,
+                        a.subject,
+                        a.detail
                     );
                 }
             }
@@ -94,36 +94,36 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync(c) => sync(&client()?, c, json).await,
         Command::Translation(c) => translation(&client()?, c, json).await,
         Command::Logs(a) => {
-            let mut q = vec![("limit", a.limit.to_string())];
-            push(&mut q, "profile", a.profile);
-            push(&mut q, "level", a.level);
-            push(&mut q, "cycle", a.cycle.map(|c| c.to_string()));
-            let logs: Value = client()?.get("/logs", &q).await?;
+            let q = LogsQuery {
+                limit: Some(a.limit),
+                profile: a.profile,
+                level: a.level,
+                cycle: a.cycle,
+            };
+            let logs = client()?.logs(&q).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&logs)?);
+                print_json(&logs)?;
             } else {
-                for l in logs.as_array().into_iter().flatten() {
+                for l in &logs {
                     println!(
                         "{}  {:<7} {:<10} {}",
-                        time(&l["at"]),
-                        s(&l["level"]),
-                        s(&l["code"]),
-                        s(&l["message"])
+                        time(l.at),
+                        l.entry.level.as_str(),
+                        l.entry.code,
+                        l.entry.message
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(ReportCmd::Object { query }) => {
-            let r: Value = client()?
-                .get("/report/object", &[("q", query.clone())])
-                .await?;
+            let r = client()?.object_report(&query).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                print_json(&r)?;
             } else {
                 print_report(&r);
             }
-            Ok(if r["objects"].as_array().is_some_and(|a| !a.is_empty()) {
+            Ok(if !r.objects.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -132,43 +132,58 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn push(q: &mut Vec<(&'static str, String)>, k: &'static str, v: Option<String>) {
-    if let Some(v) = v {
-        q.push((k, v));
-    }
+/// Prints an answer as JSON, its objects' keys sorted (as the server's JSON read untyped was).
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::to_value(v)?)?
+    );
+    Ok(())
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn time(v: &Value) -> String {
-    v.as_i64()
-        .map(|ms| {
-            let secs = ms / 1000;
-            let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-            // Civil date from days since the epoch (Howard Hinnant's algorithm).
-            let z = d + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let day = doy - (153 * mp + 2) / 5 + 1;
-            let month = if mp < 10 { mp + 3 } else { mp - 9 };
-            let year = yoe + era * 400 + i64::from(month <= 2);
-            format!(
-                "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
-        })
+/// A value as compact JSON, objects' keys sorted.
+pub fn compact<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .map(|v| v.to_string())
         .unwrap_or_default()
+}
+
+/// An optional text, empty when absent.
+pub fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+/// An optional number, empty when absent.
+pub fn num<T: ToString>(v: Option<T>) -> String {
+    v.map(|n| n.to_string()).unwrap_or_default()
+}
+
+fn time(ms: i64) -> String {
+    time_opt(Some(ms))
+}
+
+fn time_opt(v: Option<i64>) -> String {
+    v.map(|ms| {
+        let secs = ms / 1000;
+        let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since the epoch (Howard Hinnant's algorithm).
+        let z = d + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    })
+    .unwrap_or_default()
 }
 
 async fn server(a: ServerArgs) -> Result<ExitCode> {
@@ -261,37 +276,35 @@ pub async fn wait_for_signal() {
 async fn directory(c: &Client, cmd: DirectoryCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         DirectoryCmd::List => {
-            let v: Value = c.get("/directories", &[]).await?;
+            let v = c.directories().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
                 println!(
                     "{:<16} {:<5} {:<10} {:<19} LOCATION",
                     "NAME", "KIND", "OBJECTS", "LAST IMPORT"
                 );
-                for d in v.as_array().into_iter().flatten() {
+                for d in &v {
                     println!(
                         "{:<16} {:<5} {:<10} {:<19} {}",
-                        s(&d["name"]),
-                        s(&d["kind"]),
-                        s(&d["state"]["objects"]),
-                        time(&d["state"]["last_import"]),
-                        s(&d["location"])
+                        d.name,
+                        d.kind,
+                        num(d.state.as_ref().map(|s| s.objects)),
+                        time_opt(d.state.as_ref().map(|s| s.last_import)),
+                        d.location
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         DirectoryCmd::Test { name } => {
-            let v: Value = c
-                .post(&format!("/directories/{name}/test"), &[], None)
-                .await?;
-            let ok = v["ok"].as_bool().unwrap_or(false);
+            let v = c.test_directory(&name).await?;
+            let ok = v.ok;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
-                for line in v["checks"].as_array().into_iter().flatten() {
-                    println!("{} {}", if ok { "✓" } else { "✗" }, s(line));
+                for line in &v.checks {
+                    println!("{} {}", if ok { "✓" } else { "✗" }, line);
                 }
                 println!(
                     "{}",
@@ -313,23 +326,24 @@ async fn directory(c: &Client, cmd: DirectoryCmd, json: bool) -> Result<ExitCode
 }
 
 async fn token(c: &Client, cmd: TokenCmd, json: bool) -> Result<ExitCode> {
-    let show = |v: &Value| {
+    let show = |v: &TokenView| {
+        let t = &v.token;
         println!(
             "#{:<4} {:<9} {:<5} expires {}  {}  {} ({} bytes, sha256 {})",
-            s(&v["id"]),
-            s(&v["status"]),
-            s(&v["kind"]),
-            s(&v["expires"]),
-            s(&v["package_upn"]),
-            v["file_name"].as_str().unwrap_or("-"),
-            s(&v["size"]),
-            &s(&v["sha256"])[..12.min(s(&v["sha256"]).len())]
+            t.id,
+            v.status,
+            t.kind,
+            v.expires,
+            t.package_upn,
+            t.file_name.as_deref().unwrap_or("-"),
+            t.size,
+            &t.sha256[..12.min(t.sha256.len())]
         );
-        if let Some(w) = v["warning"].as_str() {
+        if let Some(w) = &v.warning {
             println!("      warning: {w}");
         }
     };
-    let v: Value = match cmd {
+    let list = match cmd {
         TokenCmd::Add {
             directory,
             file,
@@ -351,112 +365,95 @@ async fn token(c: &Client, cmd: TokenCmd, json: bool) -> Result<ExitCode> {
                 }
             });
             use base64::Engine as _;
-            let body = serde_json::json!({
-                "kind": kind,
-                "file_name": file.file_name().map(|n| n.to_string_lossy().into_owned()),
-                "package_upn": package_upn,
-                "created": created,
-                "expires": expires,
-                "content_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
-            });
-            c.post(
-                &format!("/directories/{directory}/enrolment-tokens"),
-                &[],
-                Some(body),
-            )
-            .await?
+            let body = UploadBody {
+                kind,
+                file_name: file.file_name().map(|n| n.to_string_lossy().into_owned()),
+                package_upn,
+                created,
+                expires,
+                content_base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            };
+            Err(c.upload_enrolment_token(&directory, &body).await?)
         }
-        TokenCmd::List { directory } => {
-            c.get(&format!("/directories/{directory}/enrolment-tokens"), &[])
-                .await?
-        }
+        TokenCmd::List { directory } => Ok(c.enrolment_tokens(&directory).await?),
         TokenCmd::Revoke { id } => {
-            let v: Value = c
-                .post(&format!("/enrolment-tokens/{id}/revoke"), &[], None)
-                .await?;
+            let v = c.revoke_enrolment_token(id).await?;
             if !json {
                 println!(
                     "revoked in ferry: devices no longer receive it. To revoke it at Microsoft, delete the account {} in the tenant.",
-                    s(&v["package_upn"])
+                    v.token.package_upn
                 );
             }
-            v
+            Err(v)
         }
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if let Some(list) = v.as_array() {
-        if list.is_empty() {
-            println!("no bulk enrolment tokens");
+    match list {
+        // A list (Ok) or one token (Err).
+        Ok(list) if json => print_json(&list)?,
+        Err(one) if json => print_json(&one)?,
+        Ok(list) => {
+            if list.is_empty() {
+                println!("no bulk enrolment tokens");
+            }
+            list.iter().for_each(show);
         }
-        list.iter().for_each(show);
-    } else {
-        show(&v);
+        Err(one) => show(&one),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_cycle(c: &Value) {
-    let counts = &c["counts"];
+fn print_cycle(c: &CycleInfo) {
     println!(
         "cycle {} of {}: {} ({})",
-        s(&c["id"]),
-        s(&c["profile"]),
-        s(&c["status"]),
-        s(&c["trigger"])
+        c.id, c.profile, c.status, c.trigger
     );
-    if !counts.is_null() {
-        let n = |k: &str| counts[k].as_u64().unwrap_or(0);
+    if let Some(counts) = &c.counts {
         println!(
             "  {} source / {} target objects: {} matched, {} unmatched, {} ambiguous{}; {} create(s), {} update(s) planned",
-            s(&counts["source_objects"]),
-            s(&counts["target_objects"]),
-            s(&counts["matched"]),
-            s(&counts["unmatched"]),
-            s(&counts["ambiguous"]),
+            counts.source_objects,
+            counts.target_objects,
+            counts.matched,
+            counts.unmatched,
+            counts.ambiguous,
             [
-                ("refused (privileged)", n("refused")),
-                ("excluded", n("excluded")),
-                ("override error(s)", n("errors"))
+                ("refused (privileged)", counts.refused),
+                ("excluded", counts.excluded),
+                ("override error(s)", counts.errors)
             ]
             .iter()
             .filter(|(_, v)| *v > 0)
             .map(|(k, v)| format!(", {v} {k}"))
             .collect::<String>(),
-            s(&counts["creates"]),
-            s(&counts["updates"])
+            counts.creates,
+            counts.updates
         );
     }
-    if !c["export"].is_null() {
-        println!("  export: {}", s(&c["export"]));
+    if let Some(export) = &c.export {
+        println!("  export: {export}");
     }
-    if !c["error"].is_null() {
-        println!("  error: {}", s(&c["error"]));
+    if let Some(error) = &c.error {
+        println!("  error: {error}");
     }
 }
 
 async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         SyncCmd::Run { profile, wait } => {
-            let q = if wait {
-                vec![("wait", "true".to_string())]
-            } else {
-                vec![]
-            };
-            let v: Value = c
-                .post(&format!("/profiles/{profile}/run"), &q, None)
-                .await?;
+            let v = c.run(&profile, wait).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else if wait {
-                print_cycle(&v["cycle"]);
+                if let Some(cycle) = &v.cycle {
+                    print_cycle(cycle);
+                }
             } else {
                 println!(
                     "cycle {} started; follow it with `ferry sync cycles --profile {profile}`",
-                    s(&v["cycle_id"])
+                    v.cycle_id
                 );
             }
-            let failed = wait && v["cycle"]["status"].as_str() != Some("succeeded");
+            let status = v.cycle.as_ref().map(|c| c.status()).transpose()?;
+            let failed = wait && status != Some(CycleStatus::Succeeded);
             Ok(if failed {
                 ExitCode::from(1)
             } else {
@@ -469,119 +466,102 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             query,
             limit,
         } => {
-            let mut q = vec![
-                ("limit", limit.to_string()),
-                ("writes_limit", limit.to_string()),
-            ];
-            push(&mut q, "status", status);
-            push(&mut q, "q", query);
-            let v: Value = c.get(&format!("/profiles/{profile}/whatif"), &q).await?;
+            let q = WhatIfQuery {
+                status,
+                q: query,
+                limit: Some(limit),
+                writes_limit: Some(limit),
+                ..WhatIfQuery::default()
+            };
+            let v = c.whatif(&profile, &q).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let p = &v["plan"];
+            let p = &v.plan;
             println!(
                 "What-If for {profile} (cycle {}, plan {}, mode {})",
-                s(&p["cycle_id"]),
-                &s(&p["hash"])[..12.min(s(&p["hash"]).len())],
-                s(&p["mode"])
+                p.cycle_id,
+                &p.hash[..12.min(p.hash.len())],
+                p.mode
             );
-            let cn = &p["counts"];
+            let cn = &p.counts;
             println!(
                 "  {} matched, {} unmatched, {} ambiguous, {} excluded, {} override error(s); {} create(s), {} update(s)",
-                s(&cn["matched"]),
-                s(&cn["unmatched"]),
-                s(&cn["ambiguous"]),
-                s(&cn["excluded"]),
-                s(&cn["errors"]),
-                s(&cn["creates"]),
-                s(&cn["updates"])
+                cn.matched,
+                cn.unmatched,
+                cn.ambiguous,
+                cn.excluded,
+                cn.errors,
+                cn.creates,
+                cn.updates
             );
             println!(
                 "  {}",
-                if v["approved"].as_bool() == Some(true) {
+                if v.approved {
                     "approved: the next cycle exports these writes".to_string()
-                } else if v["needs_approval"].as_bool() == Some(true) {
+                } else if v.needs_approval {
                     format!("NOT approved: review, then `ferry sync approve {profile}`")
                 } else {
                     "nothing to export".to_string()
                 }
             );
-            let rules: Vec<String> = p["rules"].as_array().into_iter().flatten().map(s).collect();
             println!(
                 "\nDecisions ({} shown of {}):",
-                v["decisions"].as_array().map_or(0, Vec::len),
-                s(&v["decisions_total"])
+                v.decisions.len(),
+                v.decisions_total
             );
-            for d in v["decisions"].as_array().into_iter().flatten() {
-                let rule = d["rule"]
-                    .as_u64()
-                    .and_then(|r| rules.get(r as usize))
+            for d in &v.decisions {
+                let rule = d
+                    .rule
+                    .and_then(|r| p.rules.get(r as usize))
                     .cloned()
                     .unwrap_or_default();
-                let who = if d["source_upn"].is_null() {
-                    s(&d["source_name"])
-                } else {
-                    s(&d["source_upn"])
-                };
-                let detail = match d["status"].as_str() {
-                    Some("matched") => format!(
+                let who = d.source_upn.as_deref().unwrap_or(&d.source_name);
+                let detail = match d.status {
+                    Status::Matched => format!(
                         "→ {} [{rule}]",
-                        if d["target_upn"].is_null() {
-                            s(&d["target_name"])
-                        } else {
-                            s(&d["target_upn"])
-                        }
+                        d.target_upn.as_deref().unwrap_or(opt(&d.target_name))
                     ),
-                    Some("ambiguous") => format!("candidates {} [{rule}]", d["candidates"]),
-                    Some("conflict") => format!(
+                    Status::Ambiguous => {
+                        format!("candidates {} [{rule}]", compact(&d.candidates))
+                    }
+                    Status::Conflict => format!(
                         "target {} also claimed by {}",
-                        s(&d["target_name"]),
-                        d["candidates"]
+                        opt(&d.target_name),
+                        compact(&d.candidates)
                     ),
-                    Some("excluded" | "error" | "refused") => format!("[{rule}]"),
-                    _ => String::new(),
+                    Status::Excluded | Status::Error | Status::Refused => format!("[{rule}]"),
+                    Status::Unmatched => String::new(),
                 };
                 println!(
                     "  {:<9} {:<6} {who} {detail}",
-                    s(&d["status"]),
-                    s(&d["kind"])
+                    d.status.as_str(),
+                    d.kind.as_str()
                 );
             }
-            if v["writes_total"].as_u64().unwrap_or(0) > 0 {
-                println!(
-                    "\nWrites ({} shown of {}):",
-                    v["writes"].as_array().map_or(0, Vec::len),
-                    s(&v["writes_total"])
-                );
-                for w in v["writes"].as_array().into_iter().flatten() {
-                    println!(
-                        "  {} {} {}: {}",
-                        s(&w["op"]),
-                        s(&w["kind"]),
-                        s(&w["name"]),
-                        if w["op"] == "create" {
-                            w["attributes"].to_string()
-                        } else {
-                            w["changes"].to_string()
-                        }
-                    );
+            if v.writes_total > 0 {
+                println!("\nWrites ({} shown of {}):", v.writes.len(), v.writes_total);
+                for w in &v.writes {
+                    let (name, what) = match w {
+                        Write::Create {
+                            name, attributes, ..
+                        } => (name, compact(attributes)),
+                        Write::Update { name, changes, .. } => (name, compact(changes)),
+                    };
+                    println!("  {} {} {name}: {what}", w.op(), w.kind().as_str());
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         SyncCmd::Approve { profile, plan } => {
-            let body = plan.map(|h| serde_json::json!({ "plan_hash": h }));
-            let v: Value = c
-                .post(&format!("/profiles/{profile}/approve"), &[], body)
-                .await?;
+            let v = c.approve(&profile, plan.as_deref()).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
                 println!(
                     "approved plan {} of {profile}; the next cycle exports it",
-                    &s(&v["plan_hash"])[..12]
+                    &v.plan_hash[..12]
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -592,25 +572,29 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             target,
             reason,
         } => {
-            let body = serde_json::json!({ "source": source, "target": target, "reason": reason });
-            add_override(c, &profile, body, json).await
+            let body = OverrideRequest {
+                source,
+                target: Some(target),
+                exclude: false,
+                reason,
+            };
+            add_override(c, &profile, &body, json).await
         }
         SyncCmd::Exclude {
             profile,
             source,
             reason,
         } => {
-            let body = serde_json::json!({ "source": source, "exclude": true, "reason": reason });
-            add_override(c, &profile, body, json).await
+            let body = OverrideRequest {
+                source,
+                target: None,
+                exclude: true,
+                reason,
+            };
+            add_override(c, &profile, &body, json).await
         }
         SyncCmd::Unpin { profile, source } => {
-            c.send(
-                reqwest::Method::DELETE,
-                &format!("/profiles/{}/overrides/{}", seg(&profile), seg(&source)),
-                &[],
-                None,
-            )
-            .await?;
+            c.remove_override(&profile, &source).await?;
             if !json {
                 println!(
                     "removed the override of `{source}`; the rules decide it again at the next cycle (`ferry sync run {profile} --wait`)"
@@ -624,25 +608,13 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
         } => {
             let data =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let v: Value = c
-                .send_bytes(
-                    reqwest::Method::POST,
-                    &format!("/profiles/{}/overrides/import", seg(&profile)),
-                    &[],
-                    data,
-                    "text/csv",
-                )
-                .await?
-                .json()
-                .await?;
+            let v = c.import_overrides(&profile, data).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
                 println!(
                     "imported {} pin(s) and {} exclude(s) into {profile} ({} replaced an earlier override); they take effect at the next cycle (`ferry sync run {profile} --wait`)",
-                    s(&v["pins"]),
-                    s(&v["excludes"]),
-                    s(&v["replaced"])
+                    v.pins, v.excludes, v.replaced
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -653,42 +625,35 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                     "name a profile: `ferry sync overrides PROFILE`, or `ferry sync overrides import PROFILE FILE.csv`"
                 );
             };
-            let v: Value = c
-                .get(&format!("/profiles/{}/overrides", seg(&profile)), &[])
-                .await?;
+            let list = c.overrides(&profile).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&list)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
                 println!(
                     "{profile} has no overrides (`ferry sync pin {profile} SOURCE TARGET` adds one)"
                 );
             }
-            let named = |id: &Value, name: &Value| {
-                if name.is_null() {
-                    format!("{} (not found)", s(id))
-                } else {
-                    format!("{} ({})", s(id), s(name))
-                }
+            let named = |id: &str, name: &Option<String>| match name {
+                None => format!("{id} (not found)"),
+                Some(name) => format!("{id} ({name})"),
             };
-            for o in list {
-                let what = if o["exclude"] == true {
+            for o in &list {
+                let what = if o.exclude {
                     "excluded".to_string()
                 } else {
-                    format!("→ {}", named(&o["target"], &o["target_name"]))
+                    format!("→ {}", named(opt(&o.target), &o.target_name))
                 };
-                let why = if o["reason"].is_null() {
-                    String::new()
-                } else {
-                    format!(": {}", s(&o["reason"]))
+                let why = match &o.reason {
+                    None => String::new(),
+                    Some(r) => format!(": {r}"),
                 };
                 println!(
                     "  {} {what}\n      by {}{why} ({})",
-                    named(&o["source"], &o["source_name"]),
-                    s(&o["operator"]),
-                    if o["origin"] == "config" {
+                    named(&o.source, &o.source_name),
+                    o.operator,
+                    if o.origin == "config" {
                         "in the configuration: change it there"
                     } else {
                         "`ferry sync unpin` removes it"
@@ -698,45 +663,42 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SyncCmd::Profiles => {
-            let v: Value = c.get("/profiles", &[]).await?;
+            let v = c.profiles().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
-                for p in v.as_array().into_iter().flatten() {
-                    let sched = if p["schedule"].is_null() {
-                        "on demand".into()
-                    } else {
-                        format!("every {}", s(&p["schedule"]))
+                for p in &v {
+                    let sched = match &p.schedule {
+                        None => "on demand".into(),
+                        Some(s) => format!("every {s}"),
                     };
                     println!(
                         "{}: {} → {}, {}, {sched}{}",
-                        s(&p["name"]),
-                        s(&p["source"]),
-                        s(&p["target"]),
-                        s(&p["mode"]),
-                        if p["awaiting_approval"] == true {
+                        p.name,
+                        p.source,
+                        p.target,
+                        p.mode,
+                        if p.awaiting_approval {
                             ", What-If awaiting approval"
                         } else {
                             ""
                         }
                     );
-                    if !p["last_cycle"].is_null() {
+                    if let Some(last) = &p.last_cycle {
                         print!("  last ");
-                        print_cycle(&p["last_cycle"]);
+                        print_cycle(last);
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         SyncCmd::Cycles { profile, limit } => {
-            let mut q = vec![("limit", limit.to_string())];
-            push(&mut q, "profile", profile);
-            let v: Value = c.get("/cycles", &q).await?;
+            let v = c.cycles(profile.as_deref(), Some(limit)).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
-                for cy in v.as_array().into_iter().flatten() {
-                    print!("{}  ", time(&cy["started_at"]));
+                for cy in &v {
+                    print!("{}  ", time(cy.started_at));
                     print_cycle(cy);
                 }
             }
@@ -745,45 +707,31 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
     }
 }
 
-async fn add_override(c: &Client, profile: &str, body: Value, json: bool) -> Result<ExitCode> {
-    let v: Value = c
-        .post(
-            &format!("/profiles/{}/overrides", seg(profile)),
-            &[],
-            Some(body),
-        )
-        .await?;
+async fn add_override(
+    c: &Client,
+    profile: &str,
+    body: &OverrideRequest,
+    json: bool,
+) -> Result<ExitCode> {
+    let v = c.add_override(profile, body).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if v["exclude"] == true {
+        print_json(&v)?;
+    } else if v.exclude {
         println!(
             "excluded {} ({}) from {profile}; it takes effect at the next cycle (`ferry sync run {profile} --wait`)",
-            s(&v["source_name"]),
-            s(&v["source"])
+            opt(&v.source_name),
+            v.source
         );
     } else {
         println!(
             "pinned {} ({}) to {} ({}) in {profile}; it takes effect at the next cycle (`ferry sync run {profile} --wait`)",
-            s(&v["source_name"]),
-            s(&v["source"]),
-            s(&v["target_name"]),
-            s(&v["target"])
+            opt(&v.source_name),
+            v.source,
+            opt(&v.target_name),
+            opt(&v.target)
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A value as one path segment of a URL (names hold commas, spaces, `/`, non-ASCII).
-pub fn seg(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<ExitCode> {
@@ -794,29 +742,15 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             environment,
             output,
         } => {
-            let mut q = vec![("format", format)];
-            push(&mut q, "profile", profile);
-            push(&mut q, "environment", environment);
-            let resp = c
-                .send(reqwest::Method::GET, "/translation/export", &q, None)
+            let e = c
+                .export_translation(&format, profile.as_deref(), environment.as_deref())
                 .await?;
-            let skipped = resp
-                .headers()
-                .get("x-ferry-skipped")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("0")
-                .to_string();
-            let written = resp
-                .headers()
-                .get("x-ferry-written")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_string();
-            let body = resp.bytes().await?;
+            let skipped = e.skipped.as_deref().unwrap_or("0");
+            let written = e.written.as_deref().unwrap_or("?");
             match output {
                 Some(path) => {
                     let tmp = path.with_extension("part");
-                    std::fs::write(&tmp, &body)
+                    std::fs::write(&tmp, &e.body)
                         .with_context(|| format!("cannot write {}", tmp.display()))?;
                     std::fs::rename(&tmp, &path)
                         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -827,7 +761,7 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
                 }
                 None => {
                     use std::io::Write as _;
-                    std::io::stdout().write_all(&body)?;
+                    std::io::stdout().write_all(&e.body)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -837,34 +771,29 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             profile,
             limit,
         } => {
-            let mut q = vec![("q", query), ("limit", limit.to_string())];
-            push(&mut q, "profile", profile);
-            let v: Value = c.get("/translation", &q).await?;
+            let q = TranslationQuery {
+                q: Some(query),
+                profile,
+                limit: Some(limit),
+            };
+            let v = c.translation(&q).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
                 println!(
                     "{} entr{} found",
-                    s(&v["total"]),
-                    if v["total"] == 1 { "y" } else { "ies" }
+                    v.total,
+                    if v.total == 1 { "y" } else { "ies" }
                 );
-                for e in v["entries"].as_array().into_iter().flatten() {
+                for e in &v.entries {
                     println!(
                         "  {} {}: {} ({}) → {} ({})",
-                        s(&e["profile"]),
-                        s(&e["kind"]),
-                        if e["source_upn"].is_null() {
-                            s(&e["source_name"])
-                        } else {
-                            s(&e["source_upn"])
-                        },
-                        s(&e["source_sid"]),
-                        if e["target_upn"].is_null() {
-                            s(&e["target_name"])
-                        } else {
-                            s(&e["target_upn"])
-                        },
-                        s(&e["target_sid"])
+                        e.profile,
+                        e.kind.as_str(),
+                        e.source_upn.as_deref().unwrap_or(&e.source_name),
+                        opt(&e.source_sid),
+                        e.target_upn.as_deref().unwrap_or(&e.target_name),
+                        opt(&e.target_sid)
                     );
                 }
             }
@@ -873,71 +802,67 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
     }
 }
 
-fn print_report(r: &Value) {
-    let objs = r["objects"].as_array().cloned().unwrap_or_default();
-    if objs.is_empty() {
+fn print_report(r: &ObjectReports) {
+    if r.objects.is_empty() {
         println!(
             "nothing known as `{}` (search is exact: a name, UPN, mail, object id or SID)",
-            s(&r["query"])
+            r.query
         );
         return;
     }
-    for o in objs {
-        let ob = &o["object"];
+    for o in &r.objects {
+        let ob = &o.object;
         println!(
             "{} {} in directory {}",
-            s(&ob["kind"]),
-            s(&ob["name"]),
-            s(&o["directory"])
+            ob.kind.as_str(),
+            ob.name,
+            o.directory
         );
         for (k, v) in [
-            ("id", &ob["id"]),
-            ("dn", &ob["dn"]),
-            ("upn", &ob["upn"]),
-            ("mail", &ob["mail"]),
-            ("sid", &ob["sid"]),
-            ("uid_number", &ob["uid_number"]),
-            ("gid_number", &ob["gid_number"]),
+            ("id", Some(ob.id.clone())),
+            ("dn", ob.dn.clone()),
+            ("upn", ob.upn.clone()),
+            ("mail", ob.mail.clone()),
+            ("sid", ob.sid.clone()),
+            ("uid_number", ob.uid_number.map(|n| n.to_string())),
+            ("gid_number", ob.gid_number.map(|n| n.to_string())),
         ] {
-            if !v.is_null() {
-                println!("  {k:<11} {}", s(v));
+            if let Some(v) = v {
+                println!("  {k:<11} {v}");
             }
         }
-        for pair in ob["attrs"].as_array().into_iter().flatten() {
-            println!("  {:<11} {}", s(&pair[0]), s(&pair[1]));
+        for (k, v) in &ob.attrs {
+            println!("  {k:<11} {v}");
         }
-        for p in o["profiles"].as_array().into_iter().flatten() {
-            let d = &p["decision"];
+        for p in &o.profiles {
+            let d = &p.decision;
             println!(
                 "  profile {} ({} side): {}{}",
-                s(&p["profile"]),
-                s(&p["side"]),
-                s(&d["status"]),
-                if p["rule"].is_null() {
-                    String::new()
-                } else {
-                    format!(" by rule {}", s(&p["rule"]))
+                p.profile,
+                p.side,
+                d.status.as_str(),
+                match &p.rule {
+                    None => String::new(),
+                    Some(rule) => format!(" by rule {rule}"),
                 }
             );
-            let c = &p["counterpart"];
-            if !c.is_null() {
-                let other = if s(&p["side"]) == "source" {
+            if let Some(c) = &p.counterpart {
+                let other = if p.side == "source" {
                     "target"
                 } else {
                     "source"
                 };
                 println!(
                     "    {other}: {} {} in {} (id {})",
-                    s(&c["object"]["kind"]),
-                    s(&c["object"]["name"]),
-                    s(&c["directory"]),
-                    s(&c["object"]["id"])
+                    c.object.kind.as_str(),
+                    c.object.name,
+                    c.directory,
+                    c.object.id
                 );
             }
-            let rows = p["identity"].as_array().cloned().unwrap_or_default();
+            let rows = &p.identity;
             if !rows.is_empty() {
-                let join = |v: &Value| {
-                    let vs: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
+                let join = |vs: &[String]| {
                     if vs.is_empty() {
                         "—".to_string()
                     } else {
@@ -946,50 +871,46 @@ fn print_report(r: &Value) {
                 };
                 let width = rows
                     .iter()
-                    .map(|r| s(&r["attribute"]).chars().count())
+                    .map(|r| r.attribute.chars().count())
                     .max()
                     .unwrap_or(0);
                 let swidth = rows
                     .iter()
-                    .map(|r| join(&r["source"]).chars().count())
+                    .map(|r| join(&r.source).chars().count())
                     .max()
                     .unwrap_or(0);
                 println!("    {:<width$}  {:<swidth$}  target", "", "source");
-                for r in &rows {
+                for r in rows {
                     println!(
                         "    {:<width$}  {:<swidth$}  {}",
-                        s(&r["attribute"]),
-                        join(&r["source"]),
-                        join(&r["target"])
+                        r.attribute,
+                        join(&r.source),
+                        join(&r.target)
                     );
                 }
             }
-            if let Some(cands) = d["candidates"].as_array().filter(|a| !a.is_empty()) {
-                println!(
-                    "    candidates: {}",
-                    cands.iter().map(s).collect::<Vec<_>>().join(", ")
-                );
+            if !d.candidates.is_empty() {
+                println!("    candidates: {}", d.candidates.join(", "));
             }
             println!(
                 "    decided in cycle {}, last changed in cycle {}",
-                s(&d["first_cycle"]),
-                s(&d["changed_cycle"])
+                d.first_cycle, d.changed_cycle
             );
         }
-        for h in o["history"].as_array().into_iter().flatten() {
+        for h in &o.history {
             println!(
                 "  history: {} cycle {}: {}",
-                time(&h["at"]),
-                s(&h["cycle_id"]),
-                s(&h["change"])
+                time(h.at),
+                h.cycle_id,
+                h.change
             );
         }
-        for l in o["logs"].as_array().into_iter().flatten().take(10) {
+        for l in o.logs.iter().take(10) {
             println!(
                 "  log: {} {} {}",
-                time(&l["at"]),
-                s(&l["level"]),
-                s(&l["message"])
+                time(l.at),
+                l.entry.level.as_str(),
+                l.entry.message
             );
         }
     }

@@ -1,9 +1,9 @@
 //! `ferry psk …`, `ferry agents …`, `ferry runbook …`, `ferry batch …`: device migration for the
 //! operator, as clients of the admin API.
 
-use crate::client::Client;
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use ferry_client::Client;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;

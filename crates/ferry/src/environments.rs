@@ -1,10 +1,10 @@
 //! `ferry tenant`, `ferry operator`, `ferry env` and `ferry env move …`: environment moves from the
 //! command line, named after Microsoft's TenantToTenant cmdlets.
 
-use crate::client::Client;
 use crate::devices::{call, print, read_json, s};
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use ferry_client::Client;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;

@@ -6,7 +6,6 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
-mod client;
 mod commands;
 mod devices;
 mod environments;

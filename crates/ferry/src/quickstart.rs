@@ -151,7 +151,7 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
             .ok()
             .map(|t| t.trim().to_string())
             .or_else(|| std::env::var("FERRY_ADMIN_TOKEN").ok());
-        let admin = crate::client::Client::new(&url, token)?;
+        let admin = ferry_client::Client::discover(&url, token)?;
         let endpoint = match (server.agent_addr, &server.agent_fingerprint) {
             (Some(addr), Some(fp)) => (format!("https://{addr}/agent"), fp.clone()),
             _ => bail!("the agent endpoint did not start"),
@@ -163,7 +163,7 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
             .ok()
             .map(|t| t.trim().to_string())
             .or_else(|| std::env::var("FERRY_ADMIN_TOKEN").ok());
-        let admin = crate::client::Client::new(&url, token)?;
+        let admin = ferry_client::Client::discover(&url, token)?;
         crate::quickstart_moves::register(&dir, &url, &admin).await
     };
     if json {

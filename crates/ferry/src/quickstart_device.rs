@@ -6,12 +6,12 @@
 //! The tree stands for a device: its users are in `device/passwd` (not the machine's), the agent's
 //! "prevent sign-in" file is `device/nologin` (not `/etc/nologin`), and nobody counts as signed in.
 
-use crate::client::Client;
 use anyhow::{Context, Result, bail};
 use ferry_agent::acl;
 use ferry_agent::daemon::{self, Config};
 use ferry_agent::harvest::Sources;
 use ferry_agent::run::RunState;
+use ferry_client::Client;
 use ferry_core::agent::Credential;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -2,8 +2,8 @@
 //! (tokens in `DATA/contoso-admin-token`, `DATA/fabrikam-admin-token`), and a production
 //! environment `sales` registered for Contoso whose system users are Contoso's first users.
 
-use crate::client::Client;
 use anyhow::{Context, Result};
+use ferry_client::Client;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;

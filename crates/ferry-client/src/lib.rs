@@ -1,0 +1,524 @@
+//! A typed client of ferry's admin API (`/api/v1`), used by the CLI, the integration tests and the
+//! benchmarks. One async method per endpoint, answering the wire types the server writes
+//! ([`ferry_core::wire`] and the other `ferry-core` types), so that both sides share one shape.
+//!
+//! Every path a method calls is one of the [`ep`] constants; a test checks each of them against
+//! the committed OpenAPI document (`docs/openapi.json`).
+
+use ferry_core::wire::{
+    Approval, ApproveBody, AuditEntry, CycleInfo, DirectoryInfo, ErrorBody, ImportResult,
+    ObjectReports, OverrideRequest, OverrideView, ProfileInfo, Started, StoredLog, TestResult,
+    TokenView, TranslationPage, UploadBody, WhatIf,
+};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+pub use ferry_core::wire;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error: its status and message (the body `{"error", "status"}`).
+    #[error("{}", api_message(*.status, .message))]
+    Api { status: u16, message: String },
+    /// Nothing answers at the server's address.
+    #[error(
+        "cannot reach the ferry server at {base}: is it running? (start it with `ferry server`, or give --server / FERRY_SERVER)"
+    )]
+    Connect { base: String },
+    /// The answer was not the type this client expects.
+    #[error("the server's answer was not what this ferry expects")]
+    Decode(#[source] reqwest::Error),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    /// A body that cannot be sent as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+fn api_message(status: u16, message: &str) -> String {
+    if status == StatusCode::UNAUTHORIZED.as_u16() {
+        format!(
+            "{message} (give --token or FERRY_TOKEN; the server writes its admin token to DATA_DIR/admin-token)"
+        )
+    } else {
+        format!("{message} (HTTP {status})")
+    }
+}
+
+impl Error {
+    /// The HTTP status of an error answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An endpoint: its method and its path template as the OpenAPI document spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ep {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+impl Ep {
+    const fn new(method: &'static str, path: &'static str) -> Ep {
+        Ep { method, path }
+    }
+
+    fn method(self) -> Method {
+        match self.method {
+            "post" => Method::POST,
+            "put" => Method::PUT,
+            "delete" => Method::DELETE,
+            "patch" => Method::PATCH,
+            _ => Method::GET,
+        }
+    }
+
+    /// The path with each `{…}` filled, in order, with an argument as one URL segment.
+    pub fn fill(self, args: &[&str]) -> String {
+        let mut out = String::with_capacity(self.path.len());
+        let mut args = args.iter();
+        let mut rest = self.path;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+            out.push_str(&seg(args.next().copied().unwrap_or_default()));
+            rest = &rest[close..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The endpoints this client calls.
+pub mod ep {
+    use super::Ep;
+
+    pub const DIRECTORIES: Ep = Ep::new("get", "/directories");
+    pub const DIRECTORY_TEST: Ep = Ep::new("post", "/directories/{name}/test");
+    pub const ENROLMENT_TOKENS: Ep = Ep::new("get", "/directories/{name}/enrolment-tokens");
+    pub const ENROLMENT_TOKEN_UPLOAD: Ep = Ep::new("post", "/directories/{name}/enrolment-tokens");
+    pub const ENROLMENT_TOKEN_REVOKE: Ep = Ep::new("post", "/enrolment-tokens/{id}/revoke");
+    pub const PROFILES: Ep = Ep::new("get", "/profiles");
+    pub const RUN: Ep = Ep::new("post", "/profiles/{name}/run");
+    pub const WHATIF: Ep = Ep::new("get", "/profiles/{name}/whatif");
+    pub const APPROVE: Ep = Ep::new("post", "/profiles/{name}/approve");
+    pub const OVERRIDES: Ep = Ep::new("get", "/profiles/{name}/overrides");
+    pub const OVERRIDE_ADD: Ep = Ep::new("post", "/profiles/{name}/overrides");
+    pub const OVERRIDE_REMOVE: Ep = Ep::new("delete", "/profiles/{name}/overrides/{source}");
+    pub const OVERRIDES_IMPORT: Ep = Ep::new("post", "/profiles/{name}/overrides/import");
+    pub const CYCLES: Ep = Ep::new("get", "/cycles");
+    pub const CYCLE: Ep = Ep::new("get", "/cycles/{id}");
+    pub const TRANSLATION: Ep = Ep::new("get", "/translation");
+    pub const TRANSLATION_EXPORT: Ep = Ep::new("get", "/translation/export");
+    pub const LOGS: Ep = Ep::new("get", "/logs");
+    pub const REPORT_OBJECT: Ep = Ep::new("get", "/report/object");
+    pub const AUDIT: Ep = Ep::new("get", "/audit");
+
+    /// Every endpoint above.
+    pub const ALL: &[Ep] = &[
+        DIRECTORIES,
+        DIRECTORY_TEST,
+        ENROLMENT_TOKENS,
+        ENROLMENT_TOKEN_UPLOAD,
+        ENROLMENT_TOKEN_REVOKE,
+        PROFILES,
+        RUN,
+        WHATIF,
+        APPROVE,
+        OVERRIDES,
+        OVERRIDE_ADD,
+        OVERRIDE_REMOVE,
+        OVERRIDES_IMPORT,
+        CYCLES,
+        CYCLE,
+        TRANSLATION,
+        TRANSLATION_EXPORT,
+        LOGS,
+        REPORT_OBJECT,
+        AUDIT,
+    ];
+}
+
+/// A value as one path segment of a URL (names hold commas, spaces, `/`, non-ASCII).
+pub fn seg(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The token given, else an admin-token file in the usual data directories (relative to the
+/// working directory).
+pub fn find_token(given: Option<String>) -> Option<String> {
+    given.or_else(|| {
+        [
+            "ferry-data/admin-token",
+            "ferry-quickstart/data/admin-token",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(Path::new(p)).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+    })
+}
+
+/// Query parameters: name and value, in order.
+pub type Query<'a> = [(&'a str, String)];
+
+fn push(q: &mut Vec<(&'static str, String)>, k: &'static str, v: Option<impl ToString>) {
+    if let Some(v) = v {
+        q.push((k, v.to_string()));
+    }
+}
+
+/// `GET /logs`: which entries.
+#[derive(Clone, Debug, Default)]
+pub struct LogsQuery {
+    pub limit: Option<i64>,
+    pub profile: Option<String>,
+    /// Minimum level: `info`, `warning` or `error`.
+    pub level: Option<String>,
+    pub cycle: Option<i64>,
+}
+
+/// `GET /profiles/{name}/whatif`: which page of decisions and writes.
+#[derive(Clone, Debug, Default)]
+pub struct WhatIfQuery {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub q: Option<String>,
+    pub limit: Option<i64>,
+    pub writes_limit: Option<i64>,
+}
+
+/// `GET /translation`: a search of the translation table.
+#[derive(Clone, Debug, Default)]
+pub struct TranslationQuery {
+    pub q: Option<String>,
+    pub profile: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// An exported translation table: the file's bytes and what the server counted.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub body: Vec<u8>,
+    /// Entries written (`x-ferry-written`), as the server said it.
+    pub written: Option<String>,
+    /// Entries the format left out (`x-ferry-skipped`).
+    pub skipped: Option<String>,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client of the server at `server` (`http://host:port`), with this bearer token.
+    pub fn new(server: &str, token: Option<String>) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            http,
+            base: format!("{}/api/v1", server.trim_end_matches('/')),
+            token,
+        })
+    }
+
+    /// As [`Client::new`], the token found by [`find_token`] when none is given.
+    pub fn discover(server: &str, token: Option<String>) -> Result<Client> {
+        Client::new(server, find_token(token))
+    }
+
+    /// The server's own URL (without `/api/v1`).
+    pub fn server(&self) -> &str {
+        self.base.trim_end_matches("/api/v1")
+    }
+
+    fn request(&self, method: Method, path: &str, query: &Query<'_>) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    /// Sends a request with an optional JSON body; an error answer is an [`Error::Api`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &Query<'_>,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self.request(method, path, query);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.finish(req).await
+    }
+
+    /// Sends raw bytes (a file) as the body.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        query: &Query<'_>,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<reqwest::Response> {
+        let req = self
+            .request(method, path, query)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.finish(req).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                Error::Connect {
+                    base: self.base.clone(),
+                }
+            } else {
+                Error::Http(e)
+            }
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or(text);
+        Err(Error::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+        resp.json().await.map_err(Error::Decode)
+    }
+
+    /// `GET path` answering JSON, untyped callers' way in.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &Query<'_>) -> Result<T> {
+        Self::decode(self.send(Method::GET, path, query, None).await?).await
+    }
+
+    /// `POST path` answering JSON.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Query<'_>,
+        body: Option<serde_json::Value>,
+    ) -> Result<T> {
+        Self::decode(self.send(Method::POST, path, query, body).await?).await
+    }
+
+    /// Calls an endpoint with a typed body (or none) and decodes its typed answer.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        ep: Ep,
+        args: &[&str],
+        query: &Query<'_>,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let body = body.map(serde_json::to_value).transpose()?;
+        Self::decode(self.send(ep.method(), &ep.fill(args), query, body).await?).await
+    }
+
+    async fn ask<T: DeserializeOwned>(
+        &self,
+        ep: Ep,
+        args: &[&str],
+        query: &Query<'_>,
+    ) -> Result<T> {
+        self.call::<(), T>(ep, args, query, None).await
+    }
+
+    // ---- Directories and bulk enrolment tokens ----
+
+    pub async fn directories(&self) -> Result<Vec<DirectoryInfo>> {
+        self.ask(ep::DIRECTORIES, &[], &[]).await
+    }
+
+    pub async fn test_directory(&self, name: &str) -> Result<TestResult> {
+        self.ask(ep::DIRECTORY_TEST, &[name], &[]).await
+    }
+
+    pub async fn enrolment_tokens(&self, directory: &str) -> Result<Vec<TokenView>> {
+        self.ask(ep::ENROLMENT_TOKENS, &[directory], &[]).await
+    }
+
+    pub async fn upload_enrolment_token(
+        &self,
+        directory: &str,
+        body: &UploadBody,
+    ) -> Result<TokenView> {
+        self.call(ep::ENROLMENT_TOKEN_UPLOAD, &[directory], &[], Some(body))
+            .await
+    }
+
+    pub async fn revoke_enrolment_token(&self, id: i64) -> Result<TokenView> {
+        self.ask(ep::ENROLMENT_TOKEN_REVOKE, &[&id.to_string()], &[])
+            .await
+    }
+
+    // ---- Sync profiles, cycles, the What-If, overrides ----
+
+    pub async fn profiles(&self) -> Result<Vec<ProfileInfo>> {
+        self.ask(ep::PROFILES, &[], &[]).await
+    }
+
+    /// Starts a cycle; with `wait`, answers when it finished (with its record).
+    pub async fn run(&self, profile: &str, wait: bool) -> Result<Started> {
+        let q = if wait {
+            vec![("wait", "true".to_string())]
+        } else {
+            vec![]
+        };
+        self.ask(ep::RUN, &[profile], &q).await
+    }
+
+    pub async fn whatif(&self, profile: &str, query: &WhatIfQuery) -> Result<WhatIf> {
+        let mut q = Vec::new();
+        push(&mut q, "limit", query.limit);
+        push(&mut q, "writes_limit", query.writes_limit);
+        push(&mut q, "status", query.status.as_ref());
+        push(&mut q, "kind", query.kind.as_ref());
+        push(&mut q, "q", query.q.as_ref());
+        self.ask(ep::WHATIF, &[profile], &q).await
+    }
+
+    /// Approves the current What-If; with `plan_hash`, only if it is still the one reviewed.
+    pub async fn approve(&self, profile: &str, plan_hash: Option<&str>) -> Result<Approval> {
+        let body = plan_hash.map(|h| ApproveBody {
+            plan_hash: Some(h.to_string()),
+        });
+        self.call(ep::APPROVE, &[profile], &[], body.as_ref()).await
+    }
+
+    pub async fn overrides(&self, profile: &str) -> Result<Vec<OverrideView>> {
+        self.ask(ep::OVERRIDES, &[profile], &[]).await
+    }
+
+    pub async fn add_override(
+        &self,
+        profile: &str,
+        body: &OverrideRequest,
+    ) -> Result<OverrideView> {
+        self.call(ep::OVERRIDE_ADD, &[profile], &[], Some(body))
+            .await
+    }
+
+    pub async fn remove_override(&self, profile: &str, source: &str) -> Result<()> {
+        let e = ep::OVERRIDE_REMOVE;
+        self.send(e.method(), &e.fill(&[profile, source]), &[], None)
+            .await?;
+        Ok(())
+    }
+
+    /// Imports overrides from a CSV file's bytes.
+    pub async fn import_overrides(&self, profile: &str, csv: Vec<u8>) -> Result<ImportResult> {
+        let e = ep::OVERRIDES_IMPORT;
+        let resp = self
+            .send_bytes(e.method(), &e.fill(&[profile]), &[], csv, "text/csv")
+            .await?;
+        Self::decode(resp).await
+    }
+
+    pub async fn cycles(
+        &self,
+        profile: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Vec<CycleInfo>> {
+        let mut q = Vec::new();
+        push(&mut q, "limit", limit);
+        push(&mut q, "profile", profile);
+        self.ask(ep::CYCLES, &[], &q).await
+    }
+
+    pub async fn cycle(&self, id: i64) -> Result<CycleInfo> {
+        self.ask(ep::CYCLE, &[&id.to_string()], &[]).await
+    }
+
+    // ---- The translation table, logs, reports, the audit trail ----
+
+    pub async fn translation(&self, query: &TranslationQuery) -> Result<TranslationPage> {
+        let mut q = Vec::new();
+        push(&mut q, "q", query.q.as_ref());
+        push(&mut q, "limit", query.limit);
+        push(&mut q, "profile", query.profile.as_ref());
+        self.ask(ep::TRANSLATION, &[], &q).await
+    }
+
+    /// The translation table in a format (`csv`, `json`, `sidhistory`, …), for a profile or an
+    /// environment.
+    pub async fn export_translation(
+        &self,
+        format: &str,
+        profile: Option<&str>,
+        environment: Option<&str>,
+    ) -> Result<Export> {
+        let mut q = vec![("format", format.to_string())];
+        push(&mut q, "profile", profile);
+        push(&mut q, "environment", environment);
+        let e = ep::TRANSLATION_EXPORT;
+        let resp = self.send(e.method(), e.path, &q, None).await?;
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (written, skipped) = (header("x-ferry-written"), header("x-ferry-skipped"));
+        Ok(Export {
+            body: resp.bytes().await?.to_vec(),
+            written,
+            skipped,
+        })
+    }
+
+    pub async fn logs(&self, query: &LogsQuery) -> Result<Vec<StoredLog>> {
+        let mut q = Vec::new();
+        push(&mut q, "limit", query.limit);
+        push(&mut q, "profile", query.profile.as_ref());
+        push(&mut q, "level", query.level.as_ref());
+        push(&mut q, "cycle", query.cycle);
+        self.ask(ep::LOGS, &[], &q).await
+    }
+
+    /// The single object report: everything known about the objects a key names.
+    pub async fn object_report(&self, query: &str) -> Result<ObjectReports> {
+        self.ask(ep::REPORT_OBJECT, &[], &[("q", query.to_string())])
+            .await
+    }
+
+    pub async fn audit(&self, limit: Option<i64>) -> Result<Vec<AuditEntry>> {
+        let mut q = Vec::new();
+        push(&mut q, "limit", limit);
+        self.ask(ep::AUDIT, &[], &q).await
+    }
+}
