@@ -5,10 +5,13 @@
 //! Every path a method calls is one of the [`ep`] constants; a test checks each of them against
 //! the committed OpenAPI document (`docs/openapi.json`).
 
+use ferry_core::runbook::Runbook;
 use ferry_core::wire::{
-    Approval, ApproveBody, AuditEntry, CycleInfo, DirectoryInfo, ErrorBody, ImportResult,
-    ObjectReports, OverrideRequest, OverrideView, ProfileInfo, Started, StoredLog, TestResult,
-    TokenView, TranslationPage, UploadBody, WhatIf,
+    AgentDetail, AgentEndpointInfo, AgentView, Approval, ApproveBody, AuditEntry, BatchProgress,
+    BatchView, BatchWhatIf, ComputerChange, CreatedPsk, CycleInfo, DecidedRequest, DirectoryInfo,
+    EnrollmentRequest, ErrorBody, FailedReport, ImportResult, NewPsk, ObjectReports,
+    OverrideRequest, OverrideView, ProfileInfo, Psk, Started, StoredLog, TestResult, TokenView,
+    TranslationPage, UploadBody, WhatIf,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -122,6 +125,26 @@ pub mod ep {
     pub const LOGS: Ep = Ep::new("get", "/logs");
     pub const REPORT_OBJECT: Ep = Ep::new("get", "/report/object");
     pub const AUDIT: Ep = Ep::new("get", "/audit");
+    pub const PSKS: Ep = Ep::new("get", "/psks");
+    pub const PSK_CREATE: Ep = Ep::new("post", "/psks");
+    pub const PSK_RETIRE: Ep = Ep::new("post", "/psks/{name}/retire");
+    pub const ENROLLMENT_REQUESTS: Ep = Ep::new("get", "/enrollment-requests");
+    pub const ENROLLMENT_APPROVE: Ep = Ep::new("post", "/enrollment-requests/{id}/approve");
+    pub const ENROLLMENT_REFUSE: Ep = Ep::new("post", "/enrollment-requests/{id}/refuse");
+    pub const AGENT_ENDPOINT: Ep = Ep::new("get", "/agent-endpoint");
+    pub const AGENTS: Ep = Ep::new("get", "/agents");
+    pub const AGENT: Ep = Ep::new("get", "/agents/{id}");
+    pub const AGENT_LOG: Ep = Ep::new("get", "/agents/{id}/runs/{run}/log");
+    pub const FAILED_COMMUNICATIONS: Ep = Ep::new("get", "/reports/failed-communications");
+    pub const RUNBOOKS: Ep = Ep::new("get", "/runbooks");
+    pub const RUNBOOK_PUT: Ep = Ep::new("put", "/runbooks/{name}");
+    pub const RUNBOOK_DELETE: Ep = Ep::new("delete", "/runbooks/{name}");
+    pub const BATCHES: Ep = Ep::new("get", "/batches");
+    pub const BATCH_PUT: Ep = Ep::new("put", "/batches/{name}");
+    pub const BATCH_DELETE: Ep = Ep::new("delete", "/batches/{name}");
+    pub const BATCH_COMPUTERS: Ep = Ep::new("post", "/batches/{name}/computers");
+    pub const BATCH_WHATIF: Ep = Ep::new("get", "/batches/{name}/whatif");
+    pub const BATCH_PROGRESS: Ep = Ep::new("get", "/batches/{name}/progress");
 
     /// Every endpoint above.
     pub const ALL: &[Ep] = &[
@@ -145,6 +168,26 @@ pub mod ep {
         LOGS,
         REPORT_OBJECT,
         AUDIT,
+        PSKS,
+        PSK_CREATE,
+        PSK_RETIRE,
+        ENROLLMENT_REQUESTS,
+        ENROLLMENT_APPROVE,
+        ENROLLMENT_REFUSE,
+        AGENT_ENDPOINT,
+        AGENTS,
+        AGENT,
+        AGENT_LOG,
+        FAILED_COMMUNICATIONS,
+        RUNBOOKS,
+        RUNBOOK_PUT,
+        RUNBOOK_DELETE,
+        BATCHES,
+        BATCH_PUT,
+        BATCH_DELETE,
+        BATCH_COMPUTERS,
+        BATCH_WHATIF,
+        BATCH_PROGRESS,
     ];
 }
 
@@ -210,6 +253,17 @@ pub struct WhatIfQuery {
 pub struct TranslationQuery {
     pub q: Option<String>,
     pub profile: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /agents`: a page of agents, optionally narrowed.
+#[derive(Clone, Debug, Default)]
+pub struct AgentsQuery {
+    /// Part of the host name or device id.
+    pub search: Option<String>,
+    pub state: Option<String>,
+    pub batch: Option<String>,
+    pub offset: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -520,5 +574,126 @@ impl Client {
         let mut q = Vec::new();
         push(&mut q, "limit", limit);
         self.ask(ep::AUDIT, &[], &q).await
+    }
+
+    // ---- Devices: pre-shared keys, enrollments, agents ----
+
+    /// Creates a pre-shared key; the answer holds the key itself, shown this once.
+    pub async fn create_psk(&self, body: &NewPsk) -> Result<CreatedPsk> {
+        self.call(ep::PSK_CREATE, &[], &[], Some(body)).await
+    }
+
+    pub async fn psks(&self) -> Result<Vec<Psk>> {
+        self.ask(ep::PSKS, &[], &[]).await
+    }
+
+    pub async fn retire_psk(&self, name: &str) -> Result<Psk> {
+        self.ask(ep::PSK_RETIRE, &[name], &[]).await
+    }
+
+    /// Held enrollments: `pending` (the server's default), `approved`, `refused` or `all`.
+    pub async fn enrollment_requests(&self, state: Option<&str>) -> Result<Vec<EnrollmentRequest>> {
+        let mut q = Vec::new();
+        push(&mut q, "state", state);
+        self.ask(ep::ENROLLMENT_REQUESTS, &[], &q).await
+    }
+
+    pub async fn approve_enrollment(&self, id: i64) -> Result<DecidedRequest> {
+        self.ask(ep::ENROLLMENT_APPROVE, &[&id.to_string()], &[])
+            .await
+    }
+
+    pub async fn refuse_enrollment(&self, id: i64) -> Result<DecidedRequest> {
+        self.ask(ep::ENROLLMENT_REFUSE, &[&id.to_string()], &[])
+            .await
+    }
+
+    pub async fn agent_endpoint(&self) -> Result<AgentEndpointInfo> {
+        self.ask(ep::AGENT_ENDPOINT, &[], &[]).await
+    }
+
+    pub async fn agents(&self, query: &AgentsQuery) -> Result<Vec<AgentView>> {
+        let mut q = Vec::new();
+        push(&mut q, "offset", query.offset);
+        push(&mut q, "limit", query.limit);
+        push(&mut q, "search", query.search.as_ref());
+        push(&mut q, "state", query.state.as_ref());
+        push(&mut q, "batch", query.batch.as_ref());
+        self.ask(ep::AGENTS, &[], &q).await
+    }
+
+    pub async fn agent(&self, id: i64) -> Result<AgentDetail> {
+        self.ask(ep::AGENT, &[&id.to_string()], &[]).await
+    }
+
+    /// A run's log as the agent sent it (text).
+    pub async fn agent_log(&self, id: i64, run: &str) -> Result<String> {
+        let e = ep::AGENT_LOG;
+        let resp = self
+            .send(e.method(), &e.fill(&[&id.to_string(), run]), &[], None)
+            .await?;
+        Ok(resp.text().await?)
+    }
+
+    pub async fn failed_communications(&self, silent_polls: Option<i64>) -> Result<FailedReport> {
+        let mut q = Vec::new();
+        push(&mut q, "silent_polls", silent_polls);
+        self.ask(ep::FAILED_COMMUNICATIONS, &[], &q).await
+    }
+
+    // ---- Runbooks and batches ----
+
+    pub async fn runbooks(&self) -> Result<Vec<Runbook>> {
+        self.ask(ep::RUNBOOKS, &[], &[]).await
+    }
+
+    /// Creates or replaces a runbook; the body is sent as given (the server checks it).
+    pub async fn put_runbook<B: Serialize>(&self, name: &str, body: &B) -> Result<Runbook> {
+        self.call(ep::RUNBOOK_PUT, &[name], &[], Some(body)).await
+    }
+
+    pub async fn delete_runbook(&self, name: &str) -> Result<()> {
+        let e = ep::RUNBOOK_DELETE;
+        self.send(e.method(), &e.fill(&[name]), &[], None).await?;
+        Ok(())
+    }
+
+    pub async fn batches(&self) -> Result<Vec<BatchView>> {
+        self.ask(ep::BATCHES, &[], &[]).await
+    }
+
+    /// Creates or replaces a batch (the body as given); `add_prerequisites` adds the runbooks'
+    /// prerequisites it lacks.
+    pub async fn put_batch<B: Serialize>(
+        &self,
+        name: &str,
+        body: &B,
+        add_prerequisites: bool,
+    ) -> Result<BatchView> {
+        let q = [("add_prerequisites", add_prerequisites.to_string())];
+        self.call(ep::BATCH_PUT, &[name], &q, Some(body)).await
+    }
+
+    pub async fn delete_batch(&self, name: &str) -> Result<()> {
+        let e = ep::BATCH_DELETE;
+        self.send(e.method(), &e.fill(&[name]), &[], None).await?;
+        Ok(())
+    }
+
+    pub async fn change_batch_computers(
+        &self,
+        name: &str,
+        change: &ComputerChange,
+    ) -> Result<BatchView> {
+        self.call(ep::BATCH_COMPUTERS, &[name], &[], Some(change))
+            .await
+    }
+
+    pub async fn batch_whatif(&self, name: &str) -> Result<BatchWhatIf> {
+        self.ask(ep::BATCH_WHATIF, &[name], &[]).await
+    }
+
+    pub async fn batch_progress(&self, name: &str) -> Result<BatchProgress> {
+        self.ask(ep::BATCH_PROGRESS, &[name], &[]).await
     }
 }

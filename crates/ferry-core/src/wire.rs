@@ -3,11 +3,13 @@
 //! values only: the store re-exports its row types from here.
 
 use crate::ObjectKind;
+use crate::agent::{Assignment, HarvestedProfile, ProfileTranslation};
 use crate::export::TranslationEntry;
 use crate::model::DirObject;
 use crate::plan::{Counts, LogEntry, Status, Write};
 use crate::state::{AgentState, CyclePhase, CycleStatus, UnknownState};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 // ---- Store rows (re-exported by ferry-store) ----
 
@@ -558,6 +560,167 @@ pub struct ObjectReport {
 pub struct ObjectReports {
     pub query: String,
     pub objects: Vec<ObjectReport>,
+}
+
+// ---- Devices: keys, agents, runbooks, batches ----
+
+/// A batch: computers, the runbooks they run, and when (the seed's "Create a Batch").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub name: String,
+    pub source_directory: String,
+    pub target_directory: String,
+    /// Runbook names; prerequisites must be in the list too.
+    pub runbooks: Vec<String>,
+    /// Local date and time (`2026-12-01T18:00`) in `time_zone` from which the user is offered
+    /// the migration.
+    #[serde(default)]
+    pub available_from: Option<String>,
+    /// Local date and time from which the migration runs without asking.
+    pub enforced_after: String,
+    /// IANA time zone of the two times (default UTC).
+    #[serde(default = "utc")]
+    pub time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPsk {
+    /// A label, e.g. `wave-1`.
+    pub name: String,
+    /// How many enrollments it admits (none: unlimited); `1` for a single-use key.
+    #[serde(default)]
+    pub uses: Option<i64>,
+    /// The one host name it enrolls (none: any). A key bound to a host name is the operator's
+    /// approval of that device's first enrollment when new enrollments wait for approval.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedPsk {
+    #[serde(flatten)]
+    pub psk: Psk,
+    /// The key itself: shown this once (the server keeps its SHA-256). Install agents with it.
+    pub key: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedRequest {
+    pub request: EnrollmentRequest,
+    /// The agent it enrolled (approved).
+    pub agent: Option<AgentRecord>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEndpointInfo {
+    /// Where agents call (none when this server does not serve the agent endpoint).
+    pub url: Option<String>,
+    /// SHA-256 of the endpoint's certificate, lower-case hex: give it to agents to pin.
+    pub certificate_sha256: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    pub batch: Option<String>,
+    /// The last reported step of the newest run, and its progress.
+    pub last_step: Option<String>,
+    pub progress: Option<u8>,
+    /// No contact for longer than three poll intervals.
+    pub silent: bool,
+    /// Why the device's claims do not match its batch's source directory: it names another
+    /// object than the directory's computer of its host name (its migration is held back until
+    /// they agree), or the directory has no computer of its host name (flagged only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentDetail {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    pub profiles: Vec<HarvestedProfile>,
+    pub events: Vec<StoredEvent>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedReport {
+    /// Refused or failed calls, newest first: enrollment with a bad or retired key, bad node
+    /// keys, agents on the admin API, requests for another device's data, rate limits.
+    pub failures: Vec<FailedComm>,
+    /// Agents that stopped calling.
+    pub silent: Vec<AgentRecord>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchView {
+    #[serde(flatten)]
+    pub batch: Batch,
+    /// Its computers (lower case), unless the list asked for counts only.
+    pub computers: Vec<String>,
+    pub computer_count: usize,
+    /// Notes on the last change (prerequisites added, late additions).
+    pub warnings: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerChange {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceWhatIf {
+    pub computer: String,
+    /// The enrolled agent, if the computer has one yet.
+    pub agent_id: Option<i64>,
+    /// Profiles that will be re-permissioned, source → target.
+    pub remap: Vec<ProfileTranslation>,
+    /// Profiles with no translation entry: they will not be re-permissioned (do not migrate
+    /// these users' device before they are translated).
+    pub no_target: Vec<String>,
+    pub steps: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchWhatIf {
+    pub batch: String,
+    pub assignment: Option<Assignment>,
+    pub devices: Vec<DeviceWhatIf>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchProgress {
+    pub batch: String,
+    pub computers: usize,
+    /// Per state (`no agent yet`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
+    pub states: HashMap<String, usize>,
+    /// A page of the batch's agents (see `offset` and `limit`).
+    pub agents: Vec<AgentView>,
 }
 
 // ---- Typed states of rows that keep them as text ----

@@ -1,11 +1,13 @@
 //! `ferry psk …`, `ferry agents …`, `ferry runbook …`, `ferry batch …`: device migration for the
 //! operator, as clients of the admin API.
 
+use crate::commands::{compact, print_json};
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use ferry_client::Client;
+use ferry_client::wire::{ComputerChange, NewPsk};
+use ferry_client::{AgentsQuery, Client};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -169,25 +171,29 @@ pub(crate) async fn call(
     Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn warnings(v: &Value) {
-    for w in v["warnings"].as_array().into_iter().flatten() {
-        println!("warning: {}", s(w));
+fn warnings(ws: &[String]) {
+    for w in ws {
+        println!("warning: {w}");
     }
+}
+
+/// An optional value as the device commands show it: `-` when absent.
+fn dash<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), T::to_string)
 }
 
 pub async fn psk(c: &Client, cmd: PskCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         PskCmd::Create { name, uses, device } => {
-            let v = call(
-                c,
-                Method::POST,
-                "/psks",
-                &[],
-                Some(json!({ "name": name, "uses": uses, "device": device })),
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
+            let body = NewPsk {
+                name,
+                uses,
+                device: device.clone(),
+            };
+            let v = c.create_psk(&body).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 let limits = match (uses, &device) {
                     (None, None) => String::new(),
                     (u, d) => format!(
@@ -198,33 +204,33 @@ pub async fn psk(c: &Client, cmd: PskCmd, json: bool) -> Result<ExitCode> {
                 };
                 println!(
                     "pre-shared key `{}`{limits} (shown once; install agents with it):\n{}",
-                    s(&v["name"]),
-                    s(&v["key"])
+                    v.psk.name, v.key
                 );
             }
         }
         PskCmd::List => {
-            let v = call(c, Method::GET, "/psks", &[], None).await?;
-            print(&v, json)?;
-            if !json {
-                for k in v.as_array().into_iter().flatten() {
+            let v = c.psks().await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for k in &v {
                     println!(
                         "{:<20} created {}  {}",
-                        s(&k["name"]),
-                        s(&k["created_at"]),
-                        if k["retired_at"].is_null() {
-                            "active".to_string()
-                        } else {
-                            format!("retired {}", s(&k["retired_at"]))
+                        k.name,
+                        k.created_at,
+                        match k.retired_at {
+                            None => "active".to_string(),
+                            Some(r) => format!("retired {r}"),
                         }
                     );
                 }
             }
         }
         PskCmd::Retire { name } => {
-            let v = call(c, Method::POST, &format!("/psks/{name}/retire"), &[], None).await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.retire_psk(&name).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!(
                     "retired `{name}`: it enrolls no new agents; agents enrolled with it keep working"
                 );
@@ -243,145 +249,125 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             offset,
             limit,
         } => {
-            let mut q = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
-            for (k, v) in [("search", search), ("state", state), ("batch", batch)] {
-                if let Some(v) = v {
-                    q.push((k, v));
-                }
-            }
-            let v = call(c, Method::GET, "/agents", &q, None).await?;
-            print(&v, json)?;
-            if !json {
+            let q = AgentsQuery {
+                search,
+                state,
+                batch,
+                offset: Some(offset),
+                limit: Some(limit),
+            };
+            let v = c.agents(&q).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!(
                     "{:<5} {:<18} {:<8} {:<8} {:<10} {:<14} {:<12} LAST STEP",
                     "ID", "HOSTNAME", "OS", "VERSION", "STATE", "BATCH", "PROGRESS"
                 );
-                for a in v.as_array().into_iter().flatten() {
+                for a in &v {
+                    let r = &a.agent;
                     println!(
                         "{:<5} {:<18} {:<8} {:<8} {:<10} {:<14} {:<12} {}{}",
-                        s(&a["id"]),
-                        s(&a["hostname"]),
-                        s(&a["os"]),
-                        s(&a["agent_version"]),
-                        s(&a["state"]),
-                        s(&a["batch"]),
-                        s(&a["progress"]),
-                        s(&a["last_step"]),
-                        if a["silent"] == true {
-                            "  (silent)"
-                        } else {
-                            ""
-                        }
+                        r.id,
+                        r.hostname,
+                        r.os,
+                        r.agent_version,
+                        r.state,
+                        dash(&a.batch),
+                        dash(&a.progress),
+                        dash(&a.last_step),
+                        if a.silent { "  (silent)" } else { "" }
                     );
                 }
             }
         }
         AgentsCmd::Show { id } => {
-            let v = call(c, Method::GET, &format!("/agents/{id}"), &[], None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            print_json(&c.agent(id).await?)?;
         }
         AgentsCmd::Log { id, run } => {
-            let v = call(
-                c,
-                Method::GET,
-                &format!("/agents/{id}/runs/{run}/log"),
-                &[],
-                None,
-            )
-            .await?;
-            print!("{}", s(&v));
+            print!("{}", c.agent_log(id, &run).await?);
         }
         AgentsCmd::Failed { silent_polls } => {
-            let v = call(
-                c,
-                Method::GET,
-                "/reports/failed-communications",
-                &[("silent_polls", silent_polls.to_string())],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                for f in v["failures"].as_array().into_iter().flatten() {
+            let v = c.failed_communications(Some(silent_polls)).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for f in &v.failures {
                     println!(
                         "{} {:<16} {:<18} ×{:<5} {}",
-                        s(&f["at"]),
-                        s(&f["address"]),
-                        s(&f["code"]),
-                        s(&f["count"]),
-                        s(&f["reason"])
+                        f.at,
+                        dash(&f.address),
+                        f.code,
+                        f.count,
+                        f.reason
                     );
                 }
-                for a in v["silent"].as_array().into_iter().flatten() {
+                for a in &v.silent {
                     println!(
                         "silent: agent {} {} (last contact {})",
-                        s(&a["id"]),
-                        s(&a["hostname"]),
-                        s(&a["last_contact"])
+                        a.id, a.hostname, a.last_contact
                     );
                 }
             }
         }
         AgentsCmd::Pending { all } => {
-            let q = [("state", if all { "all" } else { "pending" }.to_string())];
-            let v = call(c, Method::GET, "/enrollment-requests", &q, None).await?;
-            print(&v, json)?;
-            if !json {
-                let rows = v.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
+            let v = c
+                .enrollment_requests(Some(if all { "all" } else { "pending" }))
+                .await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                if v.is_empty() {
                     println!("no enrollment waits for approval");
                 }
-                for r in rows {
+                for r in &v {
                     println!(
                         "{:>5} {:<9} {:<20} {:<38} from {:<15} {}",
-                        s(&r["id"]),
-                        s(&r["state"]),
-                        s(&r["hostname"]),
-                        s(&r["device_id"]),
-                        s(&r["address"]),
-                        s(&r["reason"])
+                        r.id,
+                        r.state,
+                        r.hostname,
+                        r.device_id,
+                        dash(&r.address),
+                        r.reason
                     );
                 }
             }
         }
         AgentsCmd::Approve { id } | AgentsCmd::Refuse { id } => {
             let approve = matches!(cmd, AgentsCmd::Approve { .. });
-            let verb = if approve { "approve" } else { "refuse" };
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/enrollment-requests/{id}/{verb}"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                let r = &v["request"];
+            let v = if approve {
+                c.approve_enrollment(id).await?
+            } else {
+                c.refuse_enrollment(id).await?
+            };
+            if json {
+                print_json(&v)?;
+            } else {
+                let r = &v.request;
                 if approve {
                     println!(
                         "approved: {} ({}) is agent {}; agents it claimed are replaced",
-                        s(&r["hostname"]),
-                        s(&r["device_id"]),
-                        s(&v["agent"]["id"])
+                        r.hostname,
+                        r.device_id,
+                        dash(&v.agent.as_ref().map(|a| a.id))
                     );
                 } else {
                     println!(
                         "refused: the key given to {} ({}) never works",
-                        s(&r["hostname"]),
-                        s(&r["device_id"])
+                        r.hostname, r.device_id
                     );
                 }
             }
         }
         AgentsCmd::Endpoint => {
-            let v = call(c, Method::GET, "/agent-endpoint", &[], None).await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.agent_endpoint().await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!(
                     "agent endpoint: {}\ncertificate SHA-256: {}",
-                    s(&v["url"]),
-                    s(&v["certificate_sha256"])
+                    dash(&v.url),
+                    dash(&v.certificate_sha256)
                 );
             }
         }
@@ -392,29 +378,28 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
 pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         RunbookCmd::List => {
-            let v = call(c, Method::GET, "/runbooks", &[], None).await?;
-            print(&v, json)?;
-            if !json {
-                for r in v.as_array().into_iter().flatten() {
+            let v = c.runbooks().await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for r in &v {
                     println!(
                         "{:<24} {} → {}  prerequisites: {}",
-                        s(&r["name"]),
-                        s(&r["source_directories"]),
-                        s(&r["target_directories"]),
-                        s(&r["prerequisites"])
+                        r.name,
+                        compact(&r.source_directories),
+                        compact(&r.target_directories),
+                        compact(&r.prerequisites)
                     );
                 }
             }
         }
         RunbookCmd::Show { name } => {
-            let v = call(c, Method::GET, "/runbooks", &[], None).await?;
+            let v = c.runbooks().await?;
             let r = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|r| r["name"] == name.as_str())
+                .iter()
+                .find(|r| r.name == name)
                 .with_context(|| format!("there is no runbook `{name}`"))?;
-            println!("{}", serde_json::to_string_pretty(r)?);
+            print_json(r)?;
         }
         RunbookCmd::Put { file } => {
             let body = read_json(&file)?;
@@ -422,61 +407,50 @@ pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode
                 .as_str()
                 .context("the runbook has no `name`")?
                 .to_string();
-            let v = call(
-                c,
-                Method::PUT,
-                &format!("/runbooks/{name}"),
-                &[],
-                Some(body),
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.put_runbook(&name, &body).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!("saved runbook `{name}`");
             }
         }
         RunbookCmd::Delete { name } => {
-            call(c, Method::DELETE, &format!("/runbooks/{name}"), &[], None).await?;
+            c.delete_runbook(&name).await?;
             println!("deleted runbook `{name}`");
         }
         RunbookCmd::Render {
             runbook, output, ..
         } => {
-            let v = call(c, Method::GET, "/runbooks", &[], None).await?;
-            let r = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|r| r["name"] == runbook.as_str())
-                .with_context(|| {
-                    format!("there is no runbook file or server runbook `{runbook}`")
-                })?;
-            let rb: ferry_core::runbook::Runbook = serde_json::from_value(r.clone())?;
-            render(&rb, output.as_deref())?;
+            let v = c.runbooks().await?;
+            let rb = v.iter().find(|r| r.name == runbook).with_context(|| {
+                format!("there is no runbook file or server runbook `{runbook}`")
+            })?;
+            render(rb, output.as_deref())?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
-    let v = match cmd {
+    match cmd {
         BatchCmd::List => {
-            let v = call(c, Method::GET, "/batches", &[], None).await?;
-            if !json {
-                for b in v.as_array().into_iter().flatten() {
+            let v = c.batches().await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for b in &v {
                     println!(
                         "{:<16} {} → {}  runbooks {}  enforced after {} {}  computers {}",
-                        s(&b["name"]),
-                        s(&b["source_directory"]),
-                        s(&b["target_directory"]),
-                        s(&b["runbooks"]),
-                        s(&b["enforced_after"]),
-                        s(&b["time_zone"]),
-                        b["computers"].as_array().map_or(0, Vec::len)
+                        b.batch.name,
+                        b.batch.source_directory,
+                        b.batch.target_directory,
+                        compact(&b.batch.runbooks),
+                        b.batch.enforced_after,
+                        b.batch.time_zone,
+                        b.computers.len()
                     );
                 }
             }
-            v
         }
         BatchCmd::Put {
             file,
@@ -487,24 +461,20 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
                 .as_str()
                 .context("the batch has no `name`")?
                 .to_string();
-            let v = call(
-                c,
-                Method::PUT,
-                &format!("/batches/{name}"),
-                &[("add_prerequisites", add_prerequisites.to_string())],
-                Some(body),
-            )
-            .await?;
-            if !json {
-                println!("saved batch `{name}`: runbooks {}", s(&v["runbooks"]));
-                warnings(&v);
+            let v = c.put_batch(&name, &body, add_prerequisites).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!(
+                    "saved batch `{name}`: runbooks {}",
+                    compact(&v.batch.runbooks)
+                );
+                warnings(&v.warnings);
             }
-            v
         }
         BatchCmd::Delete { name } => {
-            call(c, Method::DELETE, &format!("/batches/{name}"), &[], None).await?;
+            c.delete_batch(&name).await?;
             println!("deleted batch `{name}`");
-            return Ok(ExitCode::SUCCESS);
         }
         BatchCmd::Add { name, computers } | BatchCmd::Remove { name, computers }
             if computers.is_empty() =>
@@ -512,105 +482,84 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
             anyhow::bail!("name at least one computer to change in batch `{name}`")
         }
         BatchCmd::Add { name, computers } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/batches/{name}/computers"),
-                &[],
-                Some(json!({ "add": computers })),
-            )
-            .await?;
-            if !json {
-                println!(
-                    "batch `{name}`: {} computer(s)",
-                    v["computers"].as_array().map_or(0, Vec::len)
-                );
-                warnings(&v);
+            let change = ComputerChange {
+                add: computers,
+                remove: Vec::new(),
+            };
+            let v = c.change_batch_computers(&name, &change).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("batch `{name}`: {} computer(s)", v.computers.len());
+                warnings(&v.warnings);
             }
-            v
         }
         BatchCmd::Remove { name, computers } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/batches/{name}/computers"),
-                &[],
-                Some(json!({ "remove": computers })),
-            )
-            .await?;
-            if !json {
-                println!(
-                    "batch `{name}`: {} computer(s)",
-                    v["computers"].as_array().map_or(0, Vec::len)
-                );
+            let change = ComputerChange {
+                add: Vec::new(),
+                remove: computers,
+            };
+            let v = c.change_batch_computers(&name, &change).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("batch `{name}`: {} computer(s)", v.computers.len());
             }
-            v
         }
         BatchCmd::Whatif { name } => {
-            let v = call(
-                c,
-                Method::GET,
-                &format!("/batches/{name}/whatif"),
-                &[],
-                None,
-            )
-            .await?;
-            if !json {
+            let v = c.batch_whatif(&name).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!(
                     "batch `{name}`: runbooks {}",
-                    s(&v["assignment"]["runbooks"])
+                    v.assignment
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |a| compact(&a.runbooks))
                 );
-                for d in v["devices"].as_array().into_iter().flatten() {
-                    println!("\n{} (agent {})", s(&d["computer"]), s(&d["agent_id"]));
-                    for m in d["remap"].as_array().into_iter().flatten() {
+                for d in &v.devices {
+                    println!("\n{} (agent {})", d.computer, dash(&d.agent_id));
+                    for m in &d.remap {
                         println!(
                             "  remap {} ({}) → {} ({})",
-                            s(&m["profile"]),
-                            s(&m["source_sid"]),
-                            s(&m["target_name"]),
-                            s(&m["target_sid"])
+                            m.profile,
+                            dash(&m.source_sid),
+                            m.target_name,
+                            dash(&m.target_sid)
                         );
                     }
-                    for n in d["no_target"].as_array().into_iter().flatten() {
-                        println!("  no target: {} (will not be re-permissioned)", s(n));
+                    for n in &d.no_target {
+                        println!("  no target: {n} (will not be re-permissioned)");
                     }
-                    for st in d["steps"].as_array().into_iter().flatten() {
-                        println!("  step: {}", s(st));
+                    for st in &d.steps {
+                        println!("  step: {st}");
                     }
-                    warnings(d);
+                    warnings(&d.warnings);
                 }
             }
-            v
         }
         BatchCmd::Progress { name } => {
-            let v = call(
-                c,
-                Method::GET,
-                &format!("/batches/{name}/progress"),
-                &[],
-                None,
-            )
-            .await?;
-            if !json {
+            let v = c.batch_progress(&name).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!(
                     "batch `{name}`: {} computer(s); {}",
-                    s(&v["computers"]),
-                    s(&v["states"])
+                    v.computers,
+                    compact(&v.states)
                 );
-                for a in v["agents"].as_array().into_iter().flatten() {
+                for a in &v.agents {
                     println!(
                         "  {:<18} {:<10} {:<5} {}",
-                        s(&a["hostname"]),
-                        s(&a["state"]),
-                        s(&a["progress"]),
-                        s(&a["last_step"])
+                        a.agent.hostname,
+                        a.agent.state,
+                        dash(&a.progress),
+                        dash(&a.last_step)
                     );
                 }
             }
-            v
         }
-    };
-    print(&v, json)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

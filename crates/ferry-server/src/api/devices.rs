@@ -3,41 +3,21 @@
 
 use super::{ApiError, ApiResult};
 use crate::auth::AdminAuth;
-use crate::devices::{self, Batch};
+use crate::devices::{self, Batch, BatchTimes};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use ferry_core::agent::{Assignment, HarvestedProfile, ProfileTranslation};
+use ferry_core::agent::Assignment;
 use ferry_core::runbook::Runbook;
-use ferry_store::{
-    AgentQuery, AgentRecord, DocKind, EnrollmentRequest, FailedComm, Psk, StoredEvent, now_ms,
+pub use ferry_core::wire::{
+    AgentDetail, AgentEndpointInfo, AgentView, BatchProgress, BatchView, BatchWhatIf,
+    ComputerChange, CreatedPsk, DecidedRequest, DeviceWhatIf, FailedReport, NewPsk,
 };
-use serde::{Deserialize, Serialize};
+use ferry_store::{AgentQuery, AgentRecord, DocKind, EnrollmentRequest, Psk, StoredEvent, now_ms};
+use serde::Deserialize;
 use std::collections::HashMap;
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPsk {
-    /// A label, e.g. `wave-1`.
-    pub name: String,
-    /// How many enrollments it admits (none: unlimited); `1` for a single-use key.
-    #[serde(default)]
-    pub uses: Option<i64>,
-    /// The one host name it enrolls (none: any). A key bound to a host name is the operator's
-    /// approval of that device's first enrollment when new enrollments wait for approval.
-    #[serde(default)]
-    pub device: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CreatedPsk {
-    #[serde(flatten)]
-    pub psk: Psk,
-    /// The key itself: shown this once (the server keeps its SHA-256). Install agents with it.
-    pub key: String,
-}
 
 #[utoipa::path(post, path = "/psks", tag = "devices", request_body = NewPsk,
     responses((status = 201, body = CreatedPsk), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
@@ -144,13 +124,6 @@ pub async fn enrollment_requests(
     Ok(Json(st.store.enrollment_requests(state).await?))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct DecidedRequest {
-    pub request: EnrollmentRequest,
-    /// The agent it enrolled (approved).
-    pub agent: Option<AgentRecord>,
-}
-
 async fn decide(
     st: &AppState,
     op: &AdminAuth,
@@ -208,14 +181,6 @@ pub async fn refuse_enrollment(
     decide(&st, &op, id, false).await
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentEndpointInfo {
-    /// Where agents call (none when this server does not serve the agent endpoint).
-    pub url: Option<String>,
-    /// SHA-256 of the endpoint's certificate, lower-case hex: give it to agents to pin.
-    pub certificate_sha256: Option<String>,
-}
-
 #[utoipa::path(get, path = "/agent-endpoint", tag = "devices", responses((status = 200, body = AgentEndpointInfo)))]
 pub async fn agent_endpoint(_: AdminAuth, State(st): State<AppState>) -> Json<AgentEndpointInfo> {
     let e = st.devices.endpoint.read().ok().and_then(|e| e.clone());
@@ -223,23 +188,6 @@ pub async fn agent_endpoint(_: AdminAuth, State(st): State<AppState>) -> Json<Ag
         url: e.as_ref().map(|(u, _)| u.clone()),
         certificate_sha256: e.map(|(_, f)| f),
     })
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentView {
-    #[serde(flatten)]
-    pub agent: AgentRecord,
-    pub batch: Option<String>,
-    /// The last reported step of the newest run, and its progress.
-    pub last_step: Option<String>,
-    pub progress: Option<u8>,
-    /// No contact for longer than three poll intervals.
-    pub silent: bool,
-    /// Why the device's claims do not match its batch's source directory: it names another
-    /// object than the directory's computer of its host name (its migration is held back until
-    /// they agree), or the directory has no computer of its host name (flagged only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mismatch: Option<String>,
 }
 
 async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>> {
@@ -332,14 +280,6 @@ pub async fn agents(
     ))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentDetail {
-    #[serde(flatten)]
-    pub agent: AgentRecord,
-    pub profiles: Vec<HarvestedProfile>,
-    pub events: Vec<StoredEvent>,
-}
-
 #[utoipa::path(get, path = "/agents/{id}", tag = "devices", params(("id" = i64, Path)),
     responses((status = 200, body = AgentDetail), (status = 404, body = super::ErrorBody)))]
 pub async fn agent(
@@ -374,15 +314,6 @@ pub struct FailedParams {
     /// Agents silent for more than this many poll intervals are listed too (default 3).
     pub silent_polls: Option<i64>,
     pub limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct FailedReport {
-    /// Refused or failed calls, newest first: enrollment with a bad or retired key, bad node
-    /// keys, agents on the admin API, requests for another device's data, rate limits.
-    pub failures: Vec<FailedComm>,
-    /// Agents that stopped calling.
-    pub silent: Vec<AgentRecord>,
 }
 
 #[utoipa::path(get, path = "/reports/failed-communications", tag = "devices", params(FailedParams), responses((status = 200, body = FailedReport)))]
@@ -471,17 +402,6 @@ pub async fn delete_runbook(
     }
     st.devices.reload(&*st.store).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct BatchView {
-    #[serde(flatten)]
-    pub batch: Batch,
-    /// Its computers (lower case), unless the list asked for counts only.
-    pub computers: Vec<String>,
-    pub computer_count: usize,
-    /// Notes on the last change (prerequisites added, late additions).
-    pub warnings: Vec<String>,
 }
 
 async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult<BatchView> {
@@ -590,15 +510,6 @@ pub async fn delete_batch(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ComputerChange {
-    #[serde(default)]
-    pub add: Vec<String>,
-    #[serde(default)]
-    pub remove: Vec<String>,
-}
-
 #[utoipa::path(post, path = "/batches/{name}/computers", tag = "devices", params(("name" = String, Path)), request_body = ComputerChange,
     responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such batch"), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch")))]
 pub async fn computers(
@@ -657,27 +568,6 @@ pub async fn computers(
         .filter_map(|c| devices::late_add_warning(&b, c, now))
         .collect();
     Ok(Json(batch_view(&st, b, warnings).await?))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct DeviceWhatIf {
-    pub computer: String,
-    /// The enrolled agent, if the computer has one yet.
-    pub agent_id: Option<i64>,
-    /// Profiles that will be re-permissioned, source → target.
-    pub remap: Vec<ProfileTranslation>,
-    /// Profiles with no translation entry: they will not be re-permissioned (do not migrate
-    /// these users' device before they are translated).
-    pub no_target: Vec<String>,
-    pub steps: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct BatchWhatIf {
-    pub batch: String,
-    pub assignment: Option<Assignment>,
-    pub devices: Vec<DeviceWhatIf>,
 }
 
 #[utoipa::path(get, path = "/batches/{name}/whatif", tag = "devices", params(("name" = String, Path)),
@@ -792,16 +682,6 @@ pub async fn whatif(
         assignment,
         devices: out,
     }))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct BatchProgress {
-    pub batch: String,
-    pub computers: usize,
-    /// Per state (`no agent yet`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
-    pub states: HashMap<String, usize>,
-    /// A page of the batch's agents (see `offset` and `limit`).
-    pub agents: Vec<AgentView>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

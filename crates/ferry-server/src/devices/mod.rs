@@ -18,7 +18,8 @@ use ferry_core::config::DirectoryConfig;
 use ferry_core::plan::Status;
 use ferry_core::runbook::{JoinKind, Runbook, RunbookContext};
 use ferry_store::{AgentRecord, Contact, DecisionQuery, DocKind, Store, StoreError};
-use serde::{Deserialize, Serialize};
+
+pub use ferry_core::wire::Batch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -26,30 +27,6 @@ use std::time::{Duration, Instant};
 pub const HOUR_MS: i64 = 3_600_000;
 /// How often agents are told to check in.
 pub const POLL_SECONDS: u32 = 60;
-
-/// A batch: computers, the runbooks they run, and when (the seed's "Create a Batch").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Batch {
-    pub name: String,
-    pub source_directory: String,
-    pub target_directory: String,
-    /// Runbook names; prerequisites must be in the list too.
-    pub runbooks: Vec<String>,
-    /// Local date and time (`2026-12-01T18:00`) in `time_zone` from which the user is offered
-    /// the migration.
-    #[serde(default)]
-    pub available_from: Option<String>,
-    /// Local date and time from which the migration runs without asking.
-    pub enforced_after: String,
-    /// IANA time zone of the two times (default UTC).
-    #[serde(default = "utc")]
-    pub time_zone: String,
-}
-
-fn utc() -> String {
-    "UTC".into()
-}
 
 /// A local date-time in a time zone, as ms since the epoch.
 pub fn local_time(s: &str, tz: &str, field: &str) -> Result<i64, String> {
@@ -67,11 +44,17 @@ pub fn local_time(s: &str, tz: &str, field: &str) -> Result<i64, String> {
         .map_err(|e| format!("{field}: {e}"))
 }
 
-impl Batch {
-    pub fn enforced_at(&self) -> Result<i64, String> {
+/// A batch's two times as ms since the epoch (the batch itself is a wire type of ferry-core).
+pub trait BatchTimes {
+    fn enforced_at(&self) -> Result<i64, String>;
+    fn available_at(&self) -> Result<Option<i64>, String>;
+}
+
+impl BatchTimes for Batch {
+    fn enforced_at(&self) -> Result<i64, String> {
         local_time(&self.enforced_after, &self.time_zone, "enforced_after")
     }
-    pub fn available_at(&self) -> Result<Option<i64>, String> {
+    fn available_at(&self) -> Result<Option<i64>, String> {
         self.available_from
             .as_deref()
             .map(|a| local_time(a, &self.time_zone, "available_from"))
