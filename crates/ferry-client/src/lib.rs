@@ -5,13 +5,15 @@
 //! Every path a method calls is one of the [`ep`] constants; a test checks each of them against
 //! the committed OpenAPI document (`docs/openapi.json`).
 
+use ferry_core::envmove::{Environment, Tenant};
 use ferry_core::runbook::Runbook;
 use ferry_core::wire::{
-    AgentDetail, AgentEndpointInfo, AgentView, Approval, ApproveBody, AuditEntry, BatchProgress,
-    BatchView, BatchWhatIf, ComputerChange, CreatedPsk, CycleInfo, DecidedRequest, DirectoryInfo,
-    EnrollmentRequest, ErrorBody, FailedReport, ImportResult, NewPsk, ObjectReports,
-    OverrideRequest, OverrideView, ProfileInfo, Psk, Started, StoredLog, TestResult, TokenView,
-    TranslationPage, UploadBody, WhatIf,
+    Accepted, AgentDetail, AgentEndpointInfo, AgentView, Approval, ApproveBody, AuditEntry,
+    BatchProgress, BatchView, BatchWhatIf, ComputerChange, CreatedOperator, CreatedPsk, CycleInfo,
+    DecidedRequest, DirectoryInfo, EnrollmentRequest, ErrorBody, FailedReport, ImportResult, Me,
+    Migrated, MoveStatus, MoveView, NewOperator, NewPsk, ObjectReports, OperatorRecord,
+    OverrideRequest, OverrideView, ProfileInfo, Psk, Rotate, Rotated, Session, SignIn, Started,
+    StoredLog, Submit, TestResult, TokenView, TranslationPage, UploadBody, Uploaded, WhatIf,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -145,6 +147,30 @@ pub mod ep {
     pub const BATCH_COMPUTERS: Ep = Ep::new("post", "/batches/{name}/computers");
     pub const BATCH_WHATIF: Ep = Ep::new("get", "/batches/{name}/whatif");
     pub const BATCH_PROGRESS: Ep = Ep::new("get", "/batches/{name}/progress");
+    pub const TENANTS: Ep = Ep::new("get", "/tenants");
+    pub const TENANT_PUT: Ep = Ep::new("put", "/tenants/{id}");
+    pub const SIGN_IN: Ep = Ep::new("post", "/sessions");
+    pub const SIGN_OUT: Ep = Ep::new("delete", "/sessions");
+    pub const ME: Ep = Ep::new("get", "/me");
+    pub const OPERATORS: Ep = Ep::new("get", "/operators");
+    pub const OPERATOR_CREATE: Ep = Ep::new("post", "/operators");
+    pub const OPERATOR_REMOVE: Ep = Ep::new("delete", "/operators/{name}");
+    pub const OPERATOR_ROTATE: Ep = Ep::new("post", "/operators/{name}/rotate");
+    pub const ENVIRONMENTS: Ep = Ep::new("get", "/environments");
+    pub const ENVIRONMENT: Ep = Ep::new("get", "/environments/{id}");
+    pub const ENVIRONMENT_PUT: Ep = Ep::new("put", "/environments/{id}");
+    pub const MOVE_SUBMIT: Ep = Ep::new("post", "/environments/{id}/moves");
+    pub const MOVES: Ep = Ep::new("get", "/moves");
+    pub const MOVE_APPROVALS: Ep = Ep::new("get", "/moves/approvals");
+    pub const MOVE_APPROVE: Ep = Ep::new("post", "/moves/{id}/approve");
+    pub const MOVE_REJECT: Ep = Ep::new("post", "/moves/{id}/reject");
+    pub const USERMAPPING_UPLOAD: Ep = Ep::new("put", "/environments/{id}/usermapping");
+    pub const MOVE_PREPARE: Ep = Ep::new("post", "/moves/{id}/prepare");
+    pub const MOVE_STATUS: Ep = Ep::new("get", "/moves/{id}/status");
+    pub const MOVE_ERRORS: Ep = Ep::new("get", "/moves/{id}/errors");
+    pub const MOVE_MIGRATE: Ep = Ep::new("post", "/moves/{id}/migrate");
+    pub const MOVE_CANCEL: Ep = Ep::new("post", "/moves/{id}/cancel");
+    pub const MOVE_DELETE: Ep = Ep::new("delete", "/moves/{id}");
 
     /// Every endpoint above.
     pub const ALL: &[Ep] = &[
@@ -188,6 +214,30 @@ pub mod ep {
         BATCH_COMPUTERS,
         BATCH_WHATIF,
         BATCH_PROGRESS,
+        TENANTS,
+        TENANT_PUT,
+        SIGN_IN,
+        SIGN_OUT,
+        ME,
+        OPERATORS,
+        OPERATOR_CREATE,
+        OPERATOR_REMOVE,
+        OPERATOR_ROTATE,
+        ENVIRONMENTS,
+        ENVIRONMENT,
+        ENVIRONMENT_PUT,
+        MOVE_SUBMIT,
+        MOVES,
+        MOVE_APPROVALS,
+        MOVE_APPROVE,
+        MOVE_REJECT,
+        USERMAPPING_UPLOAD,
+        MOVE_PREPARE,
+        MOVE_STATUS,
+        MOVE_ERRORS,
+        MOVE_MIGRATE,
+        MOVE_CANCEL,
+        MOVE_DELETE,
     ];
 }
 
@@ -488,10 +538,8 @@ impl Client {
     }
 
     pub async fn remove_override(&self, profile: &str, source: &str) -> Result<()> {
-        let e = ep::OVERRIDE_REMOVE;
-        self.send(e.method(), &e.fill(&[profile, source]), &[], None)
-            .await?;
-        Ok(())
+        self.no_answer(ep::OVERRIDE_REMOVE, &[profile, source])
+            .await
     }
 
     /// Imports overrides from a CSV file's bytes.
@@ -653,9 +701,7 @@ impl Client {
     }
 
     pub async fn delete_runbook(&self, name: &str) -> Result<()> {
-        let e = ep::RUNBOOK_DELETE;
-        self.send(e.method(), &e.fill(&[name]), &[], None).await?;
-        Ok(())
+        self.no_answer(ep::RUNBOOK_DELETE, &[name]).await
     }
 
     pub async fn batches(&self) -> Result<Vec<BatchView>> {
@@ -675,9 +721,7 @@ impl Client {
     }
 
     pub async fn delete_batch(&self, name: &str) -> Result<()> {
-        let e = ep::BATCH_DELETE;
-        self.send(e.method(), &e.fill(&[name]), &[], None).await?;
-        Ok(())
+        self.no_answer(ep::BATCH_DELETE, &[name]).await
     }
 
     pub async fn change_batch_computers(
@@ -695,5 +739,137 @@ impl Client {
 
     pub async fn batch_progress(&self, name: &str) -> Result<BatchProgress> {
         self.ask(ep::BATCH_PROGRESS, &[name], &[]).await
+    }
+
+    async fn no_answer(&self, ep: Ep, args: &[&str]) -> Result<()> {
+        self.send(ep.method(), &ep.fill(args), &[], None).await?;
+        Ok(())
+    }
+
+    // ---- Operators and sessions ----
+
+    /// Signs in with a password: a session token.
+    pub async fn sign_in(&self, body: &SignIn) -> Result<Session> {
+        self.call(ep::SIGN_IN, &[], &[], Some(body)).await
+    }
+
+    pub async fn sign_out(&self) -> Result<()> {
+        self.no_answer(ep::SIGN_OUT, &[]).await
+    }
+
+    /// Who this client's token is.
+    pub async fn me(&self) -> Result<Me> {
+        self.ask(ep::ME, &[], &[]).await
+    }
+
+    pub async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.ask(ep::OPERATORS, &[], &[]).await
+    }
+
+    /// Creates an operator; the answer holds its token, shown this once.
+    pub async fn create_operator(&self, body: &NewOperator) -> Result<CreatedOperator> {
+        self.call(ep::OPERATOR_CREATE, &[], &[], Some(body)).await
+    }
+
+    pub async fn remove_operator(&self, name: &str) -> Result<()> {
+        self.no_answer(ep::OPERATOR_REMOVE, &[name]).await
+    }
+
+    /// A new token (and password, when one is generated) for an operator.
+    pub async fn rotate_operator(&self, name: &str, body: &Rotate) -> Result<Rotated> {
+        self.call(ep::OPERATOR_ROTATE, &[name], &[], Some(body))
+            .await
+    }
+
+    // ---- Tenants and environments ----
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.ask(ep::TENANTS, &[], &[]).await
+    }
+
+    /// Creates or replaces a tenant (the body as given; the server checks it).
+    pub async fn put_tenant<B: Serialize>(&self, id: &str, body: &B) -> Result<Tenant> {
+        self.call(ep::TENANT_PUT, &[id], &[], Some(body)).await
+    }
+
+    pub async fn environments(&self) -> Result<Vec<Environment>> {
+        self.ask(ep::ENVIRONMENTS, &[], &[]).await
+    }
+
+    pub async fn environment(&self, id: &str) -> Result<Environment> {
+        self.ask(ep::ENVIRONMENT, &[id], &[]).await
+    }
+
+    /// Creates or replaces an environment (the body as given; the server checks it).
+    pub async fn put_environment<B: Serialize>(&self, id: &str, body: &B) -> Result<Environment> {
+        self.call(ep::ENVIRONMENT_PUT, &[id], &[], Some(body)).await
+    }
+
+    // ---- Environment moves ----
+
+    pub async fn submit_move(&self, environment: &str, body: &Submit) -> Result<MoveView> {
+        self.call(ep::MOVE_SUBMIT, &[environment], &[], Some(body))
+            .await
+    }
+
+    pub async fn moves(&self) -> Result<Vec<MoveView>> {
+        self.ask(ep::MOVES, &[], &[]).await
+    }
+
+    /// Moves that wait for this side's approval.
+    pub async fn move_approvals(&self) -> Result<Vec<MoveView>> {
+        self.ask(ep::MOVE_APPROVALS, &[], &[]).await
+    }
+
+    pub async fn approve_move(&self, migration_id: &str) -> Result<MoveView> {
+        self.ask(ep::MOVE_APPROVE, &[migration_id], &[]).await
+    }
+
+    pub async fn reject_move(&self, migration_id: &str) -> Result<MoveView> {
+        self.ask(ep::MOVE_REJECT, &[migration_id], &[]).await
+    }
+
+    pub async fn cancel_move(&self, migration_id: &str) -> Result<MoveView> {
+        self.ask(ep::MOVE_CANCEL, &[migration_id], &[]).await
+    }
+
+    /// Uploads the user mapping file (`usermapping.csv`) of an environment's move.
+    pub async fn upload_mapping(
+        &self,
+        environment: &str,
+        file_name: &str,
+        csv: Vec<u8>,
+    ) -> Result<Uploaded> {
+        let e = ep::USERMAPPING_UPLOAD;
+        let q = [("file_name", file_name.to_string())];
+        let resp = self
+            .send_bytes(e.method(), &e.fill(&[environment]), &q, csv, "text/csv")
+            .await?;
+        Self::decode(resp).await
+    }
+
+    pub async fn prepare_move(&self, migration_id: &str) -> Result<Accepted> {
+        self.ask(ep::MOVE_PREPARE, &[migration_id], &[]).await
+    }
+
+    pub async fn move_status(&self, migration_id: &str) -> Result<MoveStatus> {
+        self.ask(ep::MOVE_STATUS, &[migration_id], &[]).await
+    }
+
+    /// The validation errors of a move, as the CSV file the server writes.
+    pub async fn move_errors(&self, migration_id: &str) -> Result<String> {
+        let e = ep::MOVE_ERRORS;
+        let resp = self
+            .send(e.method(), &e.fill(&[migration_id]), &[], None)
+            .await?;
+        Ok(resp.text().await?)
+    }
+
+    pub async fn migrate_move(&self, migration_id: &str) -> Result<Migrated> {
+        self.ask(ep::MOVE_MIGRATE, &[migration_id], &[]).await
+    }
+
+    pub async fn delete_move(&self, migration_id: &str) -> Result<()> {
+        self.no_answer(ep::MOVE_DELETE, &[migration_id]).await
     }
 }

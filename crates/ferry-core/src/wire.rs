@@ -4,6 +4,7 @@
 
 use crate::ObjectKind;
 use crate::agent::{Assignment, HarvestedProfile, ProfileTranslation};
+use crate::envmove::State as MoveState;
 use crate::export::TranslationEntry;
 use crate::model::DirObject;
 use crate::plan::{Counts, LogEntry, Status, Write};
@@ -721,6 +722,159 @@ pub struct BatchProgress {
     pub states: HashMap<String, usize>,
     /// A page of the batch's agents (see `offset` and `limit`).
     pub agents: Vec<AgentView>,
+}
+
+// ---- Operators, tenants, environments and their moves ----
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOperator {
+    pub name: String,
+    /// Admin of this tenant; none: a ferry admin.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Sees everything a ferry admin sees and changes nothing (not with `tenant`).
+    #[serde(default)]
+    pub viewer: bool,
+    /// To sign in with (`POST /sessions`); at least 12 characters. Stored as an argon2 hash.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedOperator {
+    pub name: String,
+    pub role: String,
+    /// Shown this once; the server keeps its SHA-256.
+    pub token: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub name: String,
+    pub password: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub name: String,
+    pub role: String,
+    /// A bearer token for this operator; signing in again, or out, ends the previous one.
+    pub token: String,
+}
+
+/// Who the caller is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub name: String,
+    /// `admin`, `tenant-admin` or `viewer`.
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordsAdded {
+    pub added: usize,
+    pub total: i64,
+}
+
+/// A move as one side sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveView {
+    /// This side's migration id.
+    pub migration_id: String,
+    /// `source`, `target`, or `admin` (a ferry admin sees both ids).
+    pub side: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_migration_id: Option<String>,
+    pub environment: String,
+    pub source_tenant: String,
+    pub target_tenant: String,
+    pub state: MoveState,
+    /// The status line of the last operation, as Microsoft's GetStatus prints it.
+    pub status: String,
+    pub submitted_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validated_at: Option<i64>,
+    pub warnings: Vec<String>,
+    pub mapped_users: usize,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    pub target_tenant: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub migration_id: String,
+    pub users: usize,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub code: u16,
+    pub description: String,
+}
+
+/// A move request's status line (not a decision's status: that is `Status`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveStatus {
+    pub migration_id: String,
+    pub state: MoveState,
+    pub status: String,
+}
+
+/// A view of a finished move: the post-move checklist.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrated {
+    #[serde(flatten)]
+    pub view: MoveView,
+    pub checklist: Vec<String>,
+    pub migrated_users: usize,
+    /// Users not migrated: those the mapping file does not name, and application users it names
+    /// (they cannot be mapped).
+    pub left_out_users: usize,
+    pub not_in_mapping: usize,
+    pub application_users_in_mapping: usize,
+    pub records_remapped: u64,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// The new password (at least 12 characters); none: one is generated and returned once. Only
+    /// for an operator who signs in with a password, or to give one that did not.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotated {
+    pub name: String,
+    pub role: String,
+    /// The new API token, shown this once; the previous one no longer works.
+    pub token: String,
+    /// The generated password, shown this once (none when it was given or the operator has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 // ---- Typed states of rows that keep them as text ----

@@ -148,6 +148,15 @@ pub fn compact<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// A value's string form on the wire (an enum's name), else its compact JSON.
+pub fn wire_str<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 /// An optional text, empty when absent.
 pub fn opt(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")

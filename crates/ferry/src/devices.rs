@@ -131,21 +131,6 @@ pub enum BatchCmd {
     },
 }
 
-pub(crate) fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
-    }
-}
-
-pub(crate) fn print(v: &Value, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
-    }
-    Ok(())
-}
-
 pub(crate) fn read_json(file: &PathBuf) -> Result<Value> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;

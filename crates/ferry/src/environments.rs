@@ -1,12 +1,12 @@
 //! `ferry tenant`, `ferry operator`, `ferry env` and `ferry env move …`: environment moves from the
 //! command line, named after Microsoft's TenantToTenant cmdlets.
 
-use crate::devices::{call, print, read_json, s};
+use crate::commands::{compact, print_json, wire_str};
+use crate::devices::read_json;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_client::Client;
-use reqwest::Method;
-use serde_json::{Value, json};
+use ferry_client::wire::{MoveView, NewOperator, Rotate, SignIn, Submit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -128,20 +128,20 @@ pub enum MoveCmd {
 }
 
 /// A status line with the error file's address made absolute for this server.
-fn status_line(c: &Client, v: &Value) -> String {
-    s(v).replace("here: /api/v1/", &format!("here: {}/api/v1/", c.server()))
+fn status_line(c: &Client, status: &str) -> String {
+    status.replace("here: /api/v1/", &format!("here: {}/api/v1/", c.server()))
 }
 
-fn moves_table(c: &Client, v: &Value) {
-    for m in v.as_array().into_iter().flatten() {
+fn moves_table(c: &Client, v: &[MoveView]) {
+    for m in v {
         println!(
             "{}  {:<8} {:<16} {} → {}  {}",
-            s(&m["migration_id"]),
-            s(&m["side"]),
-            s(&m["environment"]),
-            s(&m["source_tenant"]),
-            s(&m["target_tenant"]),
-            status_line(c, &m["status"])
+            m.migration_id,
+            m.side,
+            m.environment,
+            m.source_tenant,
+            m.target_tenant,
+            status_line(c, &m.status)
         );
     }
 }
@@ -149,16 +149,17 @@ fn moves_table(c: &Client, v: &Value) {
 pub async fn tenant(c: &Client, cmd: TenantCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         TenantCmd::List => {
-            let v = call(c, Method::GET, "/tenants", &[], None).await?;
-            print(&v, json)?;
-            if !json {
-                for t in v.as_array().into_iter().flatten() {
+            let v = c.tenants().await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for t in &v {
                     println!(
                         "{:<20} {}  domains: {}  directories: {}",
-                        s(&t["id"]),
-                        s(&t["name"]),
-                        s(&t["domains"]),
-                        s(&t["directories"])
+                        t.id,
+                        t.name,
+                        compact(&t.domains),
+                        compact(&t.directories)
                     );
                 }
             }
@@ -169,9 +170,10 @@ pub async fn tenant(c: &Client, cmd: TenantCmd, json: bool) -> Result<ExitCode> 
                 .as_str()
                 .context("the tenant has no `id`")?
                 .to_string();
-            let v = call(c, Method::PUT, &format!("/tenants/{id}"), &[], Some(body)).await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.put_tenant(&id, &body).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!("saved tenant `{id}`");
             }
         }
@@ -189,40 +191,37 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
         } => (name, tenant, viewer, password_stdin),
         OperatorCmd::Login { name } => {
             let password = password_from_stdin()?;
-            let body = json!({"name": name, "password": password});
-            let v = call(c, Method::POST, "/sessions", &[], Some(body)).await?;
-            print(&v, json)?;
-            if !json {
-                println!("{}", s(&v["token"]));
+            let v = c.sign_in(&SignIn { name, password }).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("{}", v.token);
             }
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCmd::List => {
-            let v = call(c, Method::GET, "/operators", &[], None).await?;
-            print(&v, json)?;
-            if !json {
-                for o in v.as_array().into_iter().flatten() {
+            let v = c.operators().await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for o in &v {
                     println!(
                         "{:<24} {:<28} {:<12} {}",
-                        s(&o["name"]),
-                        s(&o["role"]),
-                        if o["has_password"].as_bool() == Some(true) {
+                        o.name,
+                        o.role,
+                        if o.has_password {
                             "password"
                         } else {
                             "token only"
                         },
-                        if o["has_session"].as_bool() == Some(true) {
-                            "session"
-                        } else {
-                            ""
-                        }
+                        if o.has_session { "session" } else { "" }
                     );
                 }
             }
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCmd::Remove { name } => {
-            call(c, Method::DELETE, &format!("/operators/{name}"), &[], None).await?;
+            c.remove_operator(&name).await?;
             if !json {
                 println!("operator `{name}` removed; its session has ended");
             }
@@ -244,20 +243,13 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
             } else {
                 None
             };
-            let body = json!({"password": password});
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/operators/{name}/rotate"),
-                &[],
-                Some(body),
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.rotate_operator(&name, &Rotate { password }).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!("operator `{name}`: new token, shown this once (its session has ended):");
-                println!("{}", s(&v["token"]));
-                if let Some(p) = v["password"].as_str() {
+                println!("{}", v.token);
+                if let Some(p) = &v.password {
                     println!("new password, shown this once:");
                     println!("{p}");
                 }
@@ -270,16 +262,21 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
     } else {
         None
     };
-    let body = json!({"name": name, "tenant": tenant, "viewer": viewer, "password": password});
-    let v = call(c, Method::POST, "/operators", &[], Some(body)).await?;
-    print(&v, json)?;
-    if !json {
+    let body = NewOperator {
+        name,
+        tenant,
+        viewer,
+        password,
+    };
+    let v = c.create_operator(&body).await?;
+    if json {
+        print_json(&v)?;
+    } else {
         println!(
             "operator `{}` ({}); its token, shown this once:",
-            s(&v["name"]),
-            s(&v["role"])
+            v.name, v.role
         );
-        println!("{}", s(&v["token"]));
+        println!("{}", v.token);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -287,24 +284,24 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
 pub async fn env(c: &Client, cmd: EnvCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         EnvCmd::List => {
-            let v = call(c, Method::GET, "/environments", &[], None).await?;
-            print(&v, json)?;
-            if !json {
-                for e in v.as_array().into_iter().flatten() {
+            let v = c.environments().await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                for e in &v {
                     println!(
                         "{:<16} {:<24} {:<12} {:<10} {}",
-                        s(&e["id"]),
-                        s(&e["name"]),
-                        s(&e["tenant"]),
-                        s(&e["type"]),
-                        s(&e["url"])
+                        e.id,
+                        e.name,
+                        e.tenant,
+                        wire_str(&e.environment_type),
+                        e.url
                     );
                 }
             }
         }
         EnvCmd::Show { id } => {
-            let v = call(c, Method::GET, &format!("/environments/{id}"), &[], None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            print_json(&c.environment(&id).await?)?;
         }
         EnvCmd::Put { file } => {
             let body = read_json(&file)?;
@@ -312,16 +309,10 @@ pub async fn env(c: &Client, cmd: EnvCmd, json: bool) -> Result<ExitCode> {
                 .as_str()
                 .context("the environment has no `id`")?
                 .to_string();
-            let v = call(
-                c,
-                Method::PUT,
-                &format!("/environments/{id}"),
-                &[],
-                Some(body),
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.put_environment(&id, &body).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!("saved environment `{id}`");
             }
         }
@@ -330,60 +321,53 @@ pub async fn env(c: &Client, cmd: EnvCmd, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A POST on a move, printed as MigrationId and Status.
-async fn act(c: &Client, path: &str, json: bool) -> Result<Value> {
-    let v = call(c, Method::POST, path, &[], None).await?;
-    print(&v, json)?;
-    if !json {
-        println!("MigrationId: {}", s(&v["migration_id"]));
-        println!("Status: {}", s(&v["status"]));
+/// A move's MigrationId and Status, as Microsoft's cmdlets print them.
+fn one(v: &MoveView) {
+    println!("MigrationId: {}", v.migration_id);
+    println!("Status: {}", v.status);
+}
+
+/// A move after an action on it: printed as JSON, or as MigrationId and Status.
+fn acted(v: &MoveView, json: bool) -> Result<()> {
+    if json {
+        print_json(v)
+    } else {
+        one(v);
+        Ok(())
     }
-    Ok(v)
 }
 
 async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
-    let one = |v: &Value| {
-        println!("MigrationId: {}", s(&v["migration_id"]));
-        println!("Status: {}", s(&v["status"]));
-    };
     match cmd {
         MoveCmd::Submit { env, target_tenant } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/environments/{env}/moves"),
-                &[],
-                Some(json!({"target_tenant": target_tenant})),
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.submit_move(&env, &Submit { target_tenant }).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 one(&v);
-                for w in v["warnings"].as_array().into_iter().flatten() {
-                    println!("unsupported: {}", s(w));
+                for w in &v.warnings {
+                    println!("unsupported: {w}");
                 }
             }
         }
         MoveCmd::List => {
-            let v = call(c, Method::GET, "/moves", &[], None).await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.moves().await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 moves_table(c, &v);
             }
         }
         MoveCmd::Approvals => {
-            let v = call(c, Method::GET, "/moves/approvals", &[], None).await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.move_approvals().await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 moves_table(c, &v);
             }
         }
-        MoveCmd::Approve { migration_id } => {
-            act(c, &format!("/moves/{migration_id}/approve"), json).await?;
-        }
-        MoveCmd::Reject { migration_id } => {
-            act(c, &format!("/moves/{migration_id}/reject"), json).await?;
-        }
+        MoveCmd::Approve { migration_id } => acted(&c.approve_move(&migration_id).await?, json)?,
+        MoveCmd::Reject { migration_id } => acted(&c.reject_move(&migration_id).await?, json)?,
         MoveCmd::UploadMapping { env, file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -391,70 +375,37 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let r = c
-                .send_bytes(
-                    Method::PUT,
-                    &format!("/environments/{env}/usermapping"),
-                    &[("file_name", name)],
-                    bytes,
-                    "text/csv",
-                )
-                .await?;
-            let v: Value = r.json().await?;
-            print(&v, json)?;
-            if !json {
+            let v = c.upload_mapping(&env, &name, bytes).await?;
+            if json {
+                print_json(&v)?;
+            } else {
                 println!(
                     "uploaded: {} users (MigrationId {})",
-                    s(&v["users"]),
-                    s(&v["migration_id"])
+                    v.users, v.migration_id
                 );
             }
         }
         MoveCmd::Prepare { migration_id } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/moves/{migration_id}/prepare"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                println!(
-                    "Code        : {}\nDescription : {}",
-                    s(&v["code"]),
-                    s(&v["description"])
-                );
+            let v = c.prepare_move(&migration_id).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("Code        : {}\nDescription : {}", v.code, v.description);
             }
         }
         MoveCmd::Status { migration_id } => {
-            let v = call(
-                c,
-                Method::GET,
-                &format!("/moves/{migration_id}/status"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                println!("{}", status_line(c, &v["status"]));
+            let v = c.move_status(&migration_id).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("{}", status_line(c, &v.status));
             }
         }
         MoveCmd::Errors {
             migration_id,
             output,
         } => {
-            let r = c
-                .send(
-                    Method::GET,
-                    &format!("/moves/{migration_id}/errors"),
-                    &[],
-                    None,
-                )
-                .await?;
-            let text = r.text().await?;
+            let text = c.move_errors(&migration_id).await?;
             match output {
                 Some(p) => {
                     std::fs::write(&p, &text)
@@ -469,41 +420,24 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
             }
         }
         MoveCmd::Migrate { migration_id } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/moves/{migration_id}/migrate"),
-                &[],
-                None,
-            )
-            .await?;
-            print(&v, json)?;
-            if !json {
-                one(&v);
+            let v = c.migrate_move(&migration_id).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                one(&v.view);
                 println!(
                     "{} users migrated; not migrated: {} not in the mapping file, {} application users in it (they cannot be mapped)",
-                    s(&v["migrated_users"]),
-                    s(&v["not_in_mapping"]),
-                    s(&v["application_users_in_mapping"])
+                    v.migrated_users, v.not_in_mapping, v.application_users_in_mapping
                 );
                 println!("After the move:");
-                for l in v["checklist"].as_array().into_iter().flatten() {
-                    println!("  [ ] {}", s(l));
+                for l in &v.checklist {
+                    println!("  [ ] {l}");
                 }
             }
         }
-        MoveCmd::Cancel { migration_id } => {
-            act(c, &format!("/moves/{migration_id}/cancel"), json).await?;
-        }
+        MoveCmd::Cancel { migration_id } => acted(&c.cancel_move(&migration_id).await?, json)?,
         MoveCmd::Delete { migration_id } => {
-            call(
-                c,
-                Method::DELETE,
-                &format!("/moves/{migration_id}"),
-                &[],
-                None,
-            )
-            .await?;
+            c.delete_move(&migration_id).await?;
             println!("deleted move request {migration_id}");
         }
     }

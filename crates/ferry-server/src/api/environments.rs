@@ -18,8 +18,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use ferry_core::envmove::{self, Environment, Move, Request, State as MoveState, Tenant};
 use ferry_core::usermapping;
+pub use ferry_core::wire::{
+    Accepted, Migrated, MoveStatus, MoveView, RecordsAdded, Submit, Uploaded,
+};
 use ferry_store::{AuditEntry, DocKind};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub use crate::moves::claim::MOVE_LEASE_TTL_MS;
 pub use crate::moves::recover::{SWEEP_EVERY, recover_moves};
@@ -242,12 +245,6 @@ pub async fn records(
     Ok(Json(st.store.env_records(&env.id, offset, limit).await?))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RecordsAdded {
-    pub added: usize,
-    pub total: i64,
-}
-
 #[utoipa::path(post, path = "/environments/{id}/records", tag = "environments", request_body = Vec<ferry_store::EnvRecord>,
     responses((status = 200, body = RecordsAdded), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such environment, or another tenant's"), (status = 409, body = super::ErrorBody)))]
 pub async fn add_records(
@@ -288,28 +285,6 @@ pub async fn add_records(
 }
 
 // ---- moves ---------------------------------------------------------------------------------
-
-/// A move as one side sees it.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct MoveView {
-    /// This side's migration id.
-    pub migration_id: String,
-    /// `source`, `target`, or `admin` (a ferry admin sees both ids).
-    pub side: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub other_migration_id: Option<String>,
-    pub environment: String,
-    pub source_tenant: String,
-    pub target_tenant: String,
-    pub state: MoveState,
-    /// The status line of the last operation, as Microsoft's GetStatus prints it.
-    pub status: String,
-    pub submitted_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validated_at: Option<i64>,
-    pub warnings: Vec<String>,
-    pub mapped_users: usize,
-}
 
 /// The error file's URL under the migration id its reader knows the move by (each side has its
 /// own, and can open only that one).
@@ -398,12 +373,6 @@ async fn find_read(
         Some(_) if id_side != side => Err(refuse()),
         Some(_) => Ok((m, body)),
     }
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Submit {
-    pub target_tenant: String,
 }
 
 #[utoipa::path(post, path = "/environments/{id}/moves", tag = "environments", request_body = Submit,
@@ -560,12 +529,6 @@ pub struct UploadQuery {
     pub file_name: String,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Uploaded {
-    pub migration_id: String,
-    pub users: usize,
-}
-
 #[utoipa::path(put, path = "/environments/{id}/usermapping", tag = "environments",
     params(("file_name" = String, Query, description = "must be usermapping.csv")),
     request_body(content = String, content_type = "text/csv"),
@@ -618,12 +581,6 @@ pub async fn upload_mapping(
     }))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Accepted {
-    pub code: u16,
-    pub description: String,
-}
-
 #[utoipa::path(post, path = "/moves/{id}/prepare", tag = "environments",
     responses((status = 202, body = Accepted), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
 pub async fn prepare(
@@ -662,14 +619,6 @@ pub async fn prepare(
             description: "Accepted".into(),
         }),
     ))
-}
-
-/// A move request's status line (not a decision's status: that is `Status`).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct MoveStatus {
-    pub migration_id: String,
-    pub state: MoveState,
-    pub status: String,
 }
 
 #[utoipa::path(get, path = "/moves/{id}/status", tag = "environments", responses((status = 200, body = MoveStatus), (status = 404, body = super::ErrorBody)))]
@@ -727,21 +676,6 @@ pub async fn errors(
         ],
         e,
     ))
-}
-
-/// A view of a finished move: the post-move checklist.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Migrated {
-    #[serde(flatten)]
-    pub view: MoveView,
-    pub checklist: Vec<String>,
-    pub migrated_users: usize,
-    /// Users not migrated: those the mapping file does not name, and application users it names
-    /// (they cannot be mapped).
-    pub left_out_users: usize,
-    pub not_in_mapping: usize,
-    pub application_users_in_mapping: usize,
-    pub records_remapped: u64,
 }
 
 #[utoipa::path(post, path = "/moves/{id}/migrate", tag = "environments",

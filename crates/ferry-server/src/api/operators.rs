@@ -12,8 +12,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+pub use ferry_core::wire::{Rotate, Rotated};
 use ferry_store::OperatorRecord;
-use serde::{Deserialize, Serialize};
 
 /// The install's own token (`DATA_DIR/admin-token` or `FERRY_ADMIN_TOKEN`), put again at every
 /// start: it is changed there, not through the API.
@@ -64,26 +64,6 @@ pub async fn remove(
     let op = acting(a);
     audit(&st, &op, None, "operator.remove", &name, role).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rotate {
-    /// The new password (at least 12 characters); none: one is generated and returned once. Only
-    /// for an operator who signs in with a password, or to give one that did not.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Rotated {
-    pub name: String,
-    pub role: String,
-    /// The new API token, shown this once; the previous one no longer works.
-    pub token: String,
-    /// The generated password, shown this once (none when it was given or the operator has none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
 }
 
 #[utoipa::path(post, path = "/operators/{name}/rotate", tag = "environments", request_body = Rotate,

@@ -12,37 +12,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_core::envmove::Tenant;
+pub use ferry_core::wire::{CreatedOperator, Me, NewOperator, Session, SignIn};
 use ferry_store::{AuditEntry, DocKind};
-use serde::{Deserialize, Serialize};
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/operators", post(create_operator))
         .route("/me", get(me))
         .route("/sessions", post(sign_in).delete(sign_out))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewOperator {
-    pub name: String,
-    /// Admin of this tenant; none: a ferry admin.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// Sees everything a ferry admin sees and changes nothing (not with `tenant`).
-    #[serde(default)]
-    pub viewer: bool,
-    /// To sign in with (`POST /sessions`); at least 12 characters. Stored as an argon2 hash.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CreatedOperator {
-    pub name: String,
-    pub role: String,
-    /// Shown this once; the server keeps its SHA-256.
-    pub token: String,
 }
 
 #[utoipa::path(post, path = "/operators", tag = "environments", request_body = NewOperator,
@@ -143,13 +120,6 @@ pub async fn create_operator(
     ))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SignIn {
-    pub name: String,
-    pub password: String,
-}
-
 /// Until when (ms) a name or an address is locked out, if either is.
 async fn locked_out(
     st: &AppState,
@@ -168,14 +138,6 @@ async fn locked_out(
         .into_iter()
         .chain(limits.address_locked_until(ip, now))
         .max())
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Session {
-    pub name: String,
-    pub role: String,
-    /// A bearer token for this operator; signing in again, or out, ends the previous one.
-    pub token: String,
 }
 
 #[utoipa::path(post, path = "/sessions", tag = "environments", request_body = SignIn, security(()),
@@ -314,16 +276,6 @@ pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<Sta
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Who the caller is.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Me {
-    pub name: String,
-    /// `admin`, `tenant-admin` or `viewer`.
-    pub role: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
 }
 
 #[utoipa::path(get, path = "/me", tag = "environments", responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
