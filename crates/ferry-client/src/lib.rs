@@ -5,7 +5,9 @@
 //! Every path a method calls is one of the [`ep`] constants; a test checks each of them against
 //! the committed OpenAPI document (`docs/openapi.json`).
 
+use ferry_core::ObjectKind;
 use ferry_core::envmove::{Environment, Tenant};
+use ferry_core::export::TranslationEntry;
 use ferry_core::runbook::Runbook;
 use ferry_core::wire::{
     Accepted, AgentDetail, AgentEndpointInfo, AgentView, Approval, ApproveBody, AuditEntry,
@@ -601,6 +603,18 @@ impl Client {
             written,
             skipped,
         })
+    }
+
+    /// The translation table's entries (the `json` export), for a profile and a kind.
+    pub async fn translation_entries(
+        &self,
+        profile: Option<&str>,
+        kind: Option<ObjectKind>,
+    ) -> Result<Vec<TranslationEntry>> {
+        let mut q = vec![("format", "json".to_string())];
+        push(&mut q, "profile", profile);
+        push(&mut q, "kind", kind.map(ObjectKind::as_str));
+        self.ask(ep::TRANSLATION_EXPORT, &[], &q).await
     }
 
     pub async fn logs(&self, query: &LogsQuery) -> Result<Vec<StoredLog>> {

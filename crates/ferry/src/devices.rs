@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_client::wire::{ComputerChange, NewPsk};
 use ferry_client::{AgentsQuery, Client};
-use reqwest::Method;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -142,18 +141,6 @@ pub(crate) fn read_json(file: &PathBuf) -> Result<Value> {
             e.column()
         )
     })
-}
-
-pub(crate) async fn call(
-    c: &Client,
-    m: Method,
-    path: &str,
-    q: &[(&str, String)],
-    body: Option<Value>,
-) -> Result<Value> {
-    let r = c.send(m, path, q, body).await?;
-    let text = r.text().await?;
-    Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 fn warnings(ws: &[String]) {

@@ -12,9 +12,10 @@ use ferry_agent::daemon::{self, Config};
 use ferry_agent::harvest::Sources;
 use ferry_agent::run::RunState;
 use ferry_client::Client;
+use ferry_client::wire::{ComputerChange, NewPsk};
+use ferry_core::ObjectKind;
 use ferry_core::agent::Credential;
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::os::unix::fs::{MetadataExt, chown, symlink};
 use std::path::{Path, PathBuf};
 
@@ -39,32 +40,24 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
             "the local agent changes files' owners, which needs root: run the quickstart as root (sudo) to see it"
         );
     }
-    let entries: Vec<Value> = admin
-        .get(
-            "/translation/export",
-            &[
-                ("format", "json".into()),
-                ("profile", "users".into()),
-                ("kind", "user".into()),
-            ],
-        )
+    let entries = admin
+        .translation_entries(Some("users"), Some(ObjectKind::User))
         .await?;
     let users: Vec<User> = entries
         .iter()
         .filter_map(|e| {
-            let n = |k: &str| e[k].as_u64().and_then(|v| u32::try_from(v).ok());
-            let login = |k: &str| {
-                e[k].as_str()
+            let login = |upn: &Option<String>| {
+                upn.as_deref()
                     .and_then(|u| u.split('@').next())
                     .map(|s| s.to_lowercase())
             };
             Some(User {
-                login: login("source_upn")?,
-                uid: n("source_uid")?,
-                gid: n("source_gid")?,
-                target_login: login("target_upn")?,
-                target_uid: n("target_uid")?,
-                target_gid: n("target_gid")?,
+                login: login(&e.source_upn)?,
+                uid: e.source_uid?,
+                gid: e.source_gid?,
+                target_login: login(&e.target_upn)?,
+                target_uid: e.target_uid?,
+                target_gid: e.target_gid?,
             })
         })
         .take(3)
@@ -115,15 +108,12 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
         "completion": {"post_migration_scripts": [{"name": "report", "interpreter": "sh",
             "body": "echo \"migrated; translation in $FERRY_TRANSLATION\""}]}
     });
-    admin
-        .send(Method::PUT, "/runbooks/Quickstart", &[], Some(runbook))
-        .await?;
-    let batches: Value = admin.get("/batches", &[]).await?;
-    let exists = batches
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|b| b["name"] == "Quickstart");
+    admin.put_runbook("Quickstart", &runbook).await?;
+    let exists = admin
+        .batches()
+        .await?
+        .iter()
+        .any(|b| b.batch.name == "Quickstart");
     if !exists {
         // Enforced a minute ago: the agent starts at its first check-in.
         let enforced = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
@@ -133,23 +123,21 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
             "enforced_after": enforced.strftime("%Y-%m-%dT%H:%M").to_string(),
             "time_zone": "UTC",
         });
-        admin
-            .send(Method::PUT, "/batches/Quickstart", &[], Some(batch))
-            .await?;
+        admin.put_batch("Quickstart", &batch, false).await?;
     }
 
     let state_dir = dir.join("agent");
     let psk = if state_dir.join("agent.json").exists() {
         None
     } else {
-        let created: Value = admin
-            .post(
-                "/psks",
-                &[],
-                Some(json!({"name": format!("quickstart-{}", jiff::Timestamp::now().as_second())})),
-            )
+        let created = admin
+            .create_psk(&NewPsk {
+                name: format!("quickstart-{}", jiff::Timestamp::now().as_second()),
+                uses: None,
+                device: None,
+            })
             .await?;
-        created["key"].as_str().map(Credential::new)
+        Some(Credential::new(&created.key))
     };
     let cfg = Config {
         server: Some(endpoint.0.clone()),
@@ -173,14 +161,11 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
     // Enroll (the computer becomes known), join the batch, then take the migration.
     daemon::run(cfg.clone()).await.map_err(anyhow::Error::msg)?;
     let hostname = daemon::device_facts().hostname;
-    admin
-        .send(
-            Method::POST,
-            "/batches/Quickstart/computers",
-            &[],
-            Some(json!({"add": [hostname]})),
-        )
-        .await?;
+    let change = ComputerChange {
+        add: vec![hostname],
+        remove: Vec::new(),
+    };
+    admin.change_batch_computers("Quickstart", &change).await?;
     let cfg = Config { psk: None, ..cfg };
     daemon::run(cfg).await.map_err(anyhow::Error::msg)?;
     let run: RunState = ferry_agent::state::read_json(&state_dir.join("run.json"))

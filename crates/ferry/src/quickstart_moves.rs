@@ -2,9 +2,9 @@
 //! (tokens in `DATA/contoso-admin-token`, `DATA/fabrikam-admin-token`), and a production
 //! environment `sales` registered for Contoso whose system users are Contoso's first users.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ferry_client::Client;
-use reqwest::Method;
+use ferry_client::wire::NewOperator;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -16,23 +16,16 @@ pub async fn register(dir: &Path, url: &str, admin: &Client) -> Result<Sample> {
     for (id, name) in [("contoso", "Contoso"), ("fabrikam", "Fabrikam")] {
         let body =
             json!({"id": id, "name": name, "domains": [format!("{id}.test")], "directories": [id]});
-        crate::devices::call(
-            admin,
-            Method::PUT,
-            &format!("/tenants/{id}"),
-            &[],
-            Some(body),
-        )
-        .await?;
-        let v = crate::devices::call(
-            admin,
-            Method::POST,
-            "/operators",
-            &[],
-            Some(json!({"name": format!("{id}-admin"), "tenant": id})),
-        )
-        .await?;
-        let token = v["token"].as_str().context("no token in the answer")?;
+        admin.put_tenant(id, &body).await?;
+        let v = admin
+            .create_operator(&NewOperator {
+                name: format!("{id}-admin"),
+                tenant: Some(id.to_string()),
+                viewer: false,
+                password: None,
+            })
+            .await?;
+        let token = &v.token;
         ferry_server::auth::write_private(
             &dir.join(format!("data/{id}-admin-token")),
             token.as_bytes(),
@@ -69,13 +62,6 @@ pub async fn register(dir: &Path, url: &str, admin: &Client) -> Result<Sample> {
                 .to_string(),
         ),
     )?;
-    crate::devices::call(
-        &tenant_admin,
-        Method::PUT,
-        "/environments/sales",
-        &[],
-        Some(env),
-    )
-    .await?;
+    tenant_admin.put_environment("sales", &env).await?;
     Ok(Sample { users: n })
 }
