@@ -508,6 +508,16 @@ impl Client {
         self.ask(ep::RUN, &[profile], &q).await
     }
 
+    /// Starts a cycle and answers when it finished, waiting up to `timeout_secs` (the server's
+    /// default is 600, its cap 86,400).
+    pub async fn run_waiting(&self, profile: &str, timeout_secs: u64) -> Result<Started> {
+        let q = [
+            ("wait", "true".to_string()),
+            ("timeout", timeout_secs.to_string()),
+        ];
+        self.ask(ep::RUN, &[profile], &q).await
+    }
+
     pub async fn whatif(&self, profile: &str, query: &WhatIfQuery) -> Result<WhatIf> {
         let mut q = Vec::new();
         push(&mut q, "limit", query.limit);

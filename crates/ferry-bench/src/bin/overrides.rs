@@ -5,9 +5,12 @@
 //!
 //! `cargo run --release -p ferry-bench --bin overrides [-- USERS OVERRIDES]`
 
+use ferry_client::Client;
+use ferry_client::wire::OverrideRequest;
 use ferry_core::ObjectKind;
 use ferry_core::model::DirObject;
 use ferry_core::plan::resolve_keys;
+use ferry_core::state::CycleStatus;
 use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
@@ -80,20 +83,21 @@ async fn run(users: usize, n: usize) {
     )
     .await
     .expect("server");
-    let url = format!("http://{}/api/v1", server.addr);
-    let http = reqwest::Client::new();
-    let token = server.admin_token.clone();
+    let client = Client::new(
+        &format!("http://{}", server.addr),
+        Some(server.admin_token.clone()),
+    )
+    .expect("client");
     let cycle = || async {
         let t = Instant::now();
-        let r = http
-            .post(format!("{url}/profiles/users/run?wait=true&timeout=3600"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("run");
-        let v: serde_json::Value = r.json().await.expect("json");
-        assert_eq!(v["cycle"]["status"], "succeeded", "{v}");
-        (t.elapsed().as_secs_f64(), v["cycle"]["counts"].clone())
+        let started = client.run_waiting("users", 3600).await.expect("run");
+        let cycle = started.cycle.expect("the cycle's record");
+        assert_eq!(
+            cycle.status().expect("status"),
+            CycleStatus::Succeeded,
+            "{cycle:?}"
+        );
+        (t.elapsed().as_secs_f64(), cycle.counts.unwrap_or_default())
     };
     let (first, _) = cycle().await;
     println!("setup: {users} + {users} users, first cycle {first:.2}s (not compared)");
@@ -129,23 +133,16 @@ async fn run(users: usize, n: usize) {
         rows += 1;
     }
     let t = Instant::now();
-    let r = http
-        .post(format!("{url}/profiles/users/overrides/import"))
-        .bearer_auth(&token)
-        .header("content-type", "text/csv")
-        .body(csv.clone())
-        .send()
+    let v = client
+        .import_overrides("users", csv.clone().into_bytes())
         .await
         .expect("import");
-    let status = r.status();
-    let v: serde_json::Value = r.json().await.expect("json");
-    assert!(status.is_success(), "{v}");
     println!(
         "import of {rows} overrides ({} KB of CSV) through the API: {:.2}s ({} pins, {} excludes)",
         csv.len() / 1024,
         t.elapsed().as_secs_f64(),
-        v["pins"],
-        v["excludes"]
+        v.pins,
+        v.excludes
     );
     // One pin as an operator enters it (the CLI's `ferry sync pin`): keys looked up, not loaded.
     let one = sources
@@ -155,18 +152,13 @@ async fn run(users: usize, n: usize) {
         .expect("a source user");
     let pad = pads.last().expect("a padded target");
     let t = Instant::now();
-    let r = http
-        .post(format!("{url}/profiles/users/overrides"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"source": one.upn, "target": pad.upn, "reason": "bench"}))
-        .send()
-        .await
-        .expect("pin");
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    let pin = OverrideRequest {
+        source: one.upn.clone().unwrap_or_default(),
+        target: pad.upn.clone(),
+        exclude: false,
+        reason: Some("bench".into()),
+    };
+    client.add_override("users", &pin).await.expect("pin");
     println!(
         "one pin by UPN through the API (two look-ups among {} stored objects): {:.0} ms",
         sources.len() + targets.len(),
@@ -175,7 +167,7 @@ async fn run(users: usize, n: usize) {
     let (with, counts) = cycle().await;
     println!(
         "cycle without overrides: {plain:.2}s; with {rows}: {with:.2}s ({} excluded, {} override errors)",
-        counts["excluded"], counts["errors"]
+        counts.excluded, counts.errors
     );
 
     // Resolution alone: every key of the file, one pass, against the old scan on a sample.
