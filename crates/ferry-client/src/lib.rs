@@ -2,8 +2,8 @@
 //! benchmarks. One async method per endpoint, answering the wire types the server writes
 //! ([`ferry_core::wire`] and the other `ferry-core` types), so that both sides share one shape.
 //!
-//! Every path a method calls is one of the [`ep`] constants; a test checks each of them against
-//! the committed OpenAPI document (`docs/openapi.json`).
+//! Every request goes through one of the [`ep`] constants (the raw senders are private); a test
+//! checks each of them against the committed OpenAPI document (`docs/openapi.json`).
 
 use ferry_core::ObjectKind;
 use ferry_core::envmove::{Environment, Tenant};
@@ -370,7 +370,7 @@ impl Client {
     }
 
     /// Sends a request with an optional JSON body; an error answer is an [`Error::Api`].
-    pub async fn send(
+    async fn send(
         &self,
         method: Method,
         path: &str,
@@ -385,7 +385,7 @@ impl Client {
     }
 
     /// Sends raw bytes (a file) as the body.
-    pub async fn send_bytes(
+    async fn send_bytes(
         &self,
         method: Method,
         path: &str,
@@ -426,21 +426,6 @@ impl Client {
 
     async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
         resp.json().await.map_err(Error::Decode)
-    }
-
-    /// `GET path` answering JSON, untyped callers' way in.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &Query<'_>) -> Result<T> {
-        Self::decode(self.send(Method::GET, path, query, None).await?).await
-    }
-
-    /// `POST path` answering JSON.
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &Query<'_>,
-        body: Option<serde_json::Value>,
-    ) -> Result<T> {
-        Self::decode(self.send(Method::POST, path, query, body).await?).await
     }
 
     /// Calls an endpoint with a typed body (or none) and decodes its typed answer.
