@@ -134,12 +134,12 @@ impl Row for SqliteRow<'_, '_> {
     }
 }
 
-/// A connection of the pool (a reader, or the writer held with or without a transaction).
+/// A connection: for reading, a pooled reader taken for each statement only, inside its blocking
+/// section (held across the runtime's hand-over of a worker, readers ran out and were opened and
+/// closed by the thousand under a check-in load); for writing, the writer held with or without a
+/// transaction.
 enum SqliteConn<'a> {
-    Reader {
-        conn: Option<Connection>,
-        pool: &'a Mutex<Vec<Connection>>,
-    },
+    Reader(&'a Sqlite),
     Writer {
         conn: tokio::sync::MutexGuard<'a, Connection>,
         open: bool,
@@ -147,31 +147,34 @@ enum SqliteConn<'a> {
 }
 
 impl SqliteConn<'_> {
-    fn conn(&mut self) -> &mut Connection {
+    /// Runs `f` on this connection (a reader from the pool, returned right after) off the
+    /// runtime's worker.
+    fn run<R>(&mut self, f: impl FnOnce(&mut Connection) -> Result<R>) -> Result<R> {
         match self {
-            SqliteConn::Reader { conn, .. } => conn.as_mut().expect("a reader until dropped"),
-            SqliteConn::Writer { conn, .. } => conn,
+            SqliteConn::Reader(db) => blocking(|| {
+                let pooled = db.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut c = match pooled {
+                    Some(c) => c,
+                    None => connect(&db.path)?,
+                };
+                let r = f(&mut c);
+                let mut pool = db.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < 8 {
+                    pool.push(c);
+                }
+                r
+            }),
+            SqliteConn::Writer { conn, .. } => blocking(|| f(conn)),
         }
     }
 }
 
 impl Drop for SqliteConn<'_> {
     fn drop(&mut self) {
-        match self {
-            SqliteConn::Reader { conn, pool } => {
-                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < 8
-                    && let Some(c) = conn.take()
-                {
-                    pool.push(c);
-                }
-            }
-            SqliteConn::Writer { conn, open: true } => {
-                if let Err(e) = conn.execute_batch("ROLLBACK") {
-                    tracing::warn!(error = %e, "SQLite rollback failed");
-                }
-            }
-            SqliteConn::Writer { .. } => {}
+        if let SqliteConn::Writer { conn, open: true } = self
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "SQLite rollback failed");
         }
     }
 }
@@ -179,8 +182,7 @@ impl Drop for SqliteConn<'_> {
 #[async_trait]
 impl Conn for SqliteConn<'_> {
     async fn execute(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
-        let c = self.conn();
-        blocking(|| {
+        self.run(|c| {
             let mut st = c.prepare_cached(sql)?;
             Ok(st.execute(params_from_iter(params)).map_err(err)? as u64)
         })
@@ -190,8 +192,7 @@ impl Conn for SqliteConn<'_> {
         if rows.is_empty() {
             return Ok(0);
         }
-        let c = self.conn();
-        blocking(|| {
+        self.run(|c| {
             let mut st = c.prepare_cached(sql)?;
             let mut n = 0;
             for r in rows {
@@ -202,8 +203,7 @@ impl Conn for SqliteConn<'_> {
     }
 
     async fn each(&mut self, sql: &str, params: &[Val<'_>], f: &mut EachRow<'_>) -> Result<()> {
-        let c = self.conn();
-        blocking(|| {
+        self.run(|c| {
             let mut st = c.prepare_cached(sql)?;
             let mut rows = st.query(params_from_iter(params)).map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
@@ -234,15 +234,7 @@ impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
-        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => blocking(|| connect(&self.path))?,
-        };
-        Ok(Box::new(SqliteConn::Reader {
-            conn: Some(conn),
-            pool: &self.readers,
-        }))
+        Ok(Box::new(SqliteConn::Reader(self)))
     }
 
     async fn write(&self) -> Result<Box<dyn Conn + '_>> {
