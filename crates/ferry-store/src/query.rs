@@ -306,8 +306,6 @@ pub const UPSERT_AGENT: &str = "INSERT INTO agents (device_id, hostname, os, fac
      psk_id = excluded.psk_id, enrolled_at = excluded.enrolled_at, last_contact = excluded.last_contact, last_address = excluded.last_address, \
      agent_version = excluded.agent_version, state = 'enrolled' \
      WHERE agents.state = 'replaced' OR agents.node_hash = ? OR CAST(? AS BIGINT) = 1 RETURNING id";
-pub const TOUCH_AGENT: &str = "UPDATE agents SET last_contact = ?, last_address = COALESCE(?, last_address), state = COALESCE(?, state), \
-     agent_version = COALESCE(?, agent_version) WHERE id = ? AND last_contact <= ?";
 pub const INSERT_PROFILE: &str =
     "INSERT INTO agent_profiles (agent_id, name, body) VALUES (?, ?, ?)";
 pub const INSERT_EVENT: &str = "INSERT INTO agent_events (agent_id, run, received_at, at, step, status, message, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";

@@ -370,22 +370,36 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         if contacts.is_empty() {
             return Ok(());
         }
-        let rows: Vec<Vec<Val<'_>>> = contacts
-            .iter()
-            .map(|k| {
-                params![
-                    k.at,
-                    &k.address,
-                    &k.state,
-                    &k.agent_version,
-                    k.agent_id,
-                    k.at
-                ]
-                .to_vec()
-            })
-            .collect();
+        // One row per agent, its latest contact (an UPDATE … FROM applies one arbitrary source
+        // row per target), and one statement per chunk: per-row updates cost PostgreSQL a
+        // statement per check-in.
+        let mut latest: Vec<&Contact> = contacts.iter().collect();
+        latest.sort_by_key(|k| (k.agent_id, std::cmp::Reverse(k.at)));
+        latest.dedup_by_key(|k| k.agent_id);
         let mut tx = self.b.begin().await?;
-        tx.execute_many(query::TOUCH_AGENT, &rows).await?;
+        for chunk in latest.chunks(512) {
+            // Padded to a power of two with rows that match no agent, so that a handful of
+            // statement texts serve every batch (each backend caches prepared statements by text).
+            let rows = chunk.len().next_power_of_two();
+            let row = "(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT))";
+            let sql = format!(
+                "WITH u (id, at, address, state, version) AS (VALUES {}) \
+                 UPDATE agents SET last_contact = u.at, last_address = COALESCE(u.address, agents.last_address), \
+                 state = COALESCE(u.state, agents.state), agent_version = COALESCE(u.version, agents.agent_version) \
+                 FROM u WHERE agents.id = u.id AND agents.last_contact <= u.at",
+                vec![row; rows].join(", ")
+            );
+            let mut p: Vec<Val<'_>> = Vec::with_capacity(rows * 5);
+            for k in chunk {
+                p.extend(
+                    params![k.agent_id, k.at, &k.address, &k.state, &k.agent_version]
+                        .iter()
+                        .cloned(),
+                );
+            }
+            p.resize(rows * 5, Val::Null);
+            tx.execute(&sql, &p).await?;
+        }
         tx.commit().await
     }
 
