@@ -246,7 +246,8 @@ impl Backend for Sqlite {
 
     async fn begin(&self) -> Result<Box<dyn Conn + '_>> {
         let conn = self.writer.lock().await;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Off the worker: another process holding the database waits up to the busy timeout.
+        blocking(|| conn.execute_batch("BEGIN IMMEDIATE"))?;
         Ok(Box::new(SqliteConn::Writer { conn, open: true }))
     }
 
