@@ -538,6 +538,9 @@ pub trait SyncStore: Send + Sync + 'static {
     async fn find_objects(&self, query: &str, limit: i64) -> Result<Vec<StoredObject>>;
     /// Whether `directory` holds any object of `kind` (has computers been synced from it?).
     async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool>;
+    /// The computers of `directory` named any of `names`, ignoring case (what an agent's host
+    /// name may stand for; indexed, unlike [`find_objects`](Self::find_objects) on SQLite).
+    async fn devices_named(&self, directory: &str, names: &[&str]) -> Result<Vec<DirObject>>;
     /// `(kind, source id) → (row hash, status)` of a profile's stored decisions.
     async fn decision_digest(&self, profile: &str)
     -> Result<FxHashMap<DecisionKey, (u64, Status)>>;

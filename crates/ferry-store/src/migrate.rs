@@ -73,6 +73,11 @@ pub const SQLITE: &[Migration] = &[
         name: "agent_hostname_claim",
         sql: include_str!("../migrations/sqlite/0013_agent_hostname_claim.sql"),
     },
+    Migration {
+        version: 14,
+        name: "device_names",
+        sql: include_str!("../migrations/sqlite/0014_device_names.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -140,5 +145,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 13,
         name: "agent_hostname_claim",
         sql: include_str!("../migrations/postgres/0013_agent_hostname_claim.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "device_names",
+        sql: include_str!("../migrations/postgres/0014_device_names.sql"),
     },
 ];

@@ -225,6 +225,16 @@ pub const UPSERT_OBJECT: &str = "INSERT INTO objects (directory, kind, id, dn, n
 /// Whether a directory holds any object of a kind (the unique key's prefix answers it).
 pub const HAS_OBJECTS: &str = "SELECT 1 FROM objects WHERE directory = ? AND kind = ? LIMIT 1";
 
+/// Computers of a directory by name key (`kind` written out, so that SQLite's partial index
+/// `objects_device_name` serves it; with no `ORDER BY`, which would make SQLite walk the unique
+/// index in id order instead); hash collisions are filtered and the rows sorted by the caller.
+pub fn devices_named(names: usize) -> String {
+    format!(
+        "SELECT {OBJ_COLS} FROM objects WHERE directory = ? AND kind = 'device' AND name_key IN ({})",
+        vec!["?"; names].join(", ")
+    )
+}
+
 /// Candidates of the single object report: any look-up key equal to the query's.
 pub const FIND_OBJECTS: &str = "SELECT directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs FROM objects \
      WHERE id_key = ? OR name_key = ? OR upn_key = ? OR mail_key = ? OR sid_key = ? ORDER BY directory, kind, id LIMIT ?";

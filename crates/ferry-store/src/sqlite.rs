@@ -551,3 +551,31 @@ impl Sqlite {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catches: SQLite scanning a directory's objects for every agent's claim check (the plan it
+    /// picks without statistics, as ferry never runs `ANALYZE`): the partial index must serve it.
+    #[test]
+    fn computers_are_found_by_name_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        for names in [1, 2, 3] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", query::devices_named(names));
+            let mut st = c.prepare(&sql).unwrap();
+            let plan: Vec<String> = st
+                .query_map(params_from_iter(0..=names as i64), |r| r.get(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            assert!(
+                plan.iter().any(|p| p.contains("objects_device_name")),
+                "{names} name(s): {plan:?}"
+            );
+        }
+    }
+}

@@ -92,8 +92,52 @@ conformance!(
     environment_records_remap_in_one_go,
     agents_page_count_and_group_by_state,
     single_use_psks_admit_one_enrollment_under_a_race,
-    held_enrollments_replace_nothing_until_approved
+    held_enrollments_replace_nothing_until_approved,
+    devices_are_found_by_name_in_their_directory_only
 );
+
+/// Catches: the agent claim check (agents list, dashboard, orders) finding a user or another
+/// directory's computer of the device's name, missing a name that differs in case, or scanning
+/// every object of a directory per agent (the 178 s dashboard of a million-object directory).
+async fn devices_are_found_by_name_in_their_directory_only(s: &dyn Store) {
+    let dev = |id: &str, name: &str| DirObject::new(ObjectKind::Device, id, name);
+    let src = vec![
+        dev("d-1", "PC-0001"),
+        dev("d-2", "ÉCOLE-02"),
+        dev("d-3", "pc-0003.corp.contoso.test"),
+        DirObject::new(ObjectKind::User, "u-1", "pc-0004"),
+        DirObject::new(ObjectKind::User, "u-2", "Smith, Ann"),
+    ];
+    let tgt = vec![dev("t-1", "pc-0001")];
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(s, c, &src, &tgt).await.unwrap();
+    let ids = |v: Vec<DirObject>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let named = |d: &'static str, n: &'static [&'static str]| s.devices_named(d, n);
+    assert_eq!(
+        ids(named("contoso", &["pc-0001.corp", "pc-0001"])
+            .await
+            .unwrap()),
+        ["d-1"]
+    );
+    assert_eq!(ids(named("contoso", &["école-02"]).await.unwrap()), ["d-2"]);
+    assert_eq!(
+        ids(named("contoso", &["PC-0003.CORP.CONTOSO.TEST", "pc-0003"])
+            .await
+            .unwrap()),
+        ["d-3"]
+    );
+    assert!(
+        named("contoso", &["pc-0004"]).await.unwrap().is_empty(),
+        "a user is no computer"
+    );
+    assert!(named("contoso", &["pc-0009"]).await.unwrap().is_empty());
+    assert!(named("contoso", &[]).await.unwrap().is_empty());
+    assert_eq!(ids(named("fabrikam", &["PC-0001"]).await.unwrap()), ["t-1"]);
+    assert!(named("nowhere", &["pc-0001"]).await.unwrap().is_empty());
+}
 
 async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     use ferry_core::agent::{AgentEvent, DeviceFacts};

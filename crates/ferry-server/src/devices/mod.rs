@@ -535,25 +535,12 @@ pub async fn check_claims(
 ) -> Result<Claims, StoreError> {
     let host = agent.hostname.trim();
     let short = host.split('.').next().unwrap_or(host);
-    let mut computers = Vec::new();
-    for q in if short == host {
+    let names = if short == host {
         vec![host]
     } else {
         vec![host, short]
-    } {
-        for o in store.find_objects(q, 50).await? {
-            if o.directory == source
-                && o.object.kind == ObjectKind::Device
-                && (o.object.name.eq_ignore_ascii_case(host)
-                    || o.object.name.eq_ignore_ascii_case(short))
-                && !computers
-                    .iter()
-                    .any(|c: &ferry_core::DirObject| c.id == o.object.id)
-            {
-                computers.push(o.object);
-            }
-        }
-    }
+    };
+    let computers = store.devices_named(source, &names).await?;
     if computers.is_empty() {
         let has = match synced.get(source) {
             Some(h) => *h,

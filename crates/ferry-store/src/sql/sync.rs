@@ -170,6 +170,32 @@ impl<B: Backend> SyncStore for SqlStore<B> {
             .is_some())
     }
 
+    async fn devices_named(&self, directory: &str, names: &[&str]) -> Result<Vec<DirObject>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<i64> = names.iter().map(|n| lookup_key(n)).collect();
+        let mut vals = vec![Val::text(directory)];
+        vals.extend(keys.iter().map(|k| Val::Int(*k)));
+        let found = self
+            .rows(&query::devices_named(names.len()), &vals, object_row)
+            .await?;
+        let lower: Vec<String> = names
+            .iter()
+            .map(|n| ferry_core::transform::lowercase(std::borrow::Cow::Borrowed(n)).into_owned())
+            .collect();
+        let mut found: Vec<DirObject> = found
+            .into_iter()
+            .map(|f| f.object)
+            .filter(|o| {
+                let name = ferry_core::transform::lowercase(std::borrow::Cow::Borrowed(&o.name));
+                lower.iter().any(|n| *n == name)
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
     async fn decision_digest(
         &self,
         profile: &str,
