@@ -15,7 +15,8 @@ use ferry_core::wire::{
     DecidedRequest, DirectoryInfo, EnrollmentRequest, ErrorBody, FailedReport, ImportResult, Me,
     Migrated, MoveStatus, MoveView, NewOperator, NewPsk, ObjectReports, OperatorRecord,
     OverrideRequest, OverrideView, ProfileInfo, Psk, Rotate, Rotated, Session, SignIn, Started,
-    StoredLog, Submit, TestResult, TokenView, TranslationPage, UploadBody, Uploaded, WhatIf,
+    StoredLog, Submit, TestResult, TokenView, TranslationPage, UploadBody, Uploaded, WaveState,
+    WhatIf,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -149,6 +150,7 @@ pub mod ep {
     pub const BATCH_COMPUTERS: Ep = Ep::new("post", "/batches/{name}/computers");
     pub const BATCH_WHATIF: Ep = Ep::new("get", "/batches/{name}/whatif");
     pub const BATCH_PROGRESS: Ep = Ep::new("get", "/batches/{name}/progress");
+    pub const BATCH_RESUME: Ep = Ep::new("post", "/batches/{name}/resume");
     pub const TENANTS: Ep = Ep::new("get", "/tenants");
     pub const TENANT_PUT: Ep = Ep::new("put", "/tenants/{id}");
     pub const SIGN_IN: Ep = Ep::new("post", "/sessions");
@@ -216,6 +218,7 @@ pub mod ep {
         BATCH_COMPUTERS,
         BATCH_WHATIF,
         BATCH_PROGRESS,
+        BATCH_RESUME,
         TENANTS,
         TENANT_PUT,
         SIGN_IN,
@@ -748,6 +751,11 @@ impl Client {
 
     pub async fn batch_progress(&self, name: &str) -> Result<BatchProgress> {
         self.ask(ep::BATCH_PROGRESS, &[name], &[]).await
+    }
+
+    /// Resumes a batch that halted itself (the operator's act, audited).
+    pub async fn resume_batch(&self, name: &str) -> Result<WaveState> {
+        self.ask(ep::BATCH_RESUME, &[name], &[]).await
     }
 
     async fn no_answer(&self, ep: Ep, args: &[&str]) -> Result<()> {

@@ -567,7 +567,7 @@ pub struct ObjectReports {
 
 /// A batch: computers, the runbooks they run, and when (the seed's "Create a Batch").
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     pub name: String,
@@ -584,6 +584,84 @@ pub struct Batch {
     /// IANA time zone of the two times (default UTC).
     #[serde(default = "utc")]
     pub time_zone: String,
+    /// Computers that must finish well before the rest start: a number of devices (`5`) or a
+    /// share of the batch (`"10%"`), the first ones by name. A canary device's failure halts the
+    /// batch whatever `max_failure_rate` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// The share of finished devices (0 to 1) that may fail before the batch halts itself;
+    /// 0, the default: the first failed device halts it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_failure_rate: f64,
+    /// At most this many devices migrating at once (none: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// A batch's canary: a number of devices, or a share of the batch as `"10%"`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Canary {
+    Devices(u32),
+    Share(String),
+}
+
+/// A batch's wave, as the servers keep it: whether it halted itself, and what an operator
+/// accepted when resuming it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveState {
+    /// Set when the batch halted itself: it starts no new device until resumed.
+    #[serde(default)]
+    pub halted: Option<Halt>,
+    /// Failed devices an operator accepted by resuming: the halt rule counts failures beyond.
+    #[serde(default)]
+    pub accepted_failures: u64,
+    #[serde(default)]
+    pub accepted_canary_failures: u64,
+    /// The last resume.
+    #[serde(default)]
+    pub resumed: Option<Resumed>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Halt {
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// Why, in words (which rule, how many devices).
+    pub reason: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub at: i64,
+    /// The operator who resumed it.
+    pub by: String,
+    /// The halt it ended.
+    pub halt: String,
+}
+
+/// A batch's wave as its page shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveView {
+    #[serde(flatten)]
+    pub state: WaveState,
+    /// The canary's computers (lower case), first by name.
+    pub canary: Vec<String>,
+    /// Canary devices finished well, and failed.
+    pub canary_succeeded: u64,
+    pub canary_failed: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
 }
 
 fn utc() -> String {
@@ -669,7 +747,7 @@ pub struct FailedReport {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchView {
     #[serde(flatten)]
     pub batch: Batch,
@@ -718,6 +796,8 @@ pub struct BatchWhatIf {
 pub struct BatchProgress {
     pub batch: String,
     pub computers: usize,
+    /// The wave: halted or not, the canary and how its devices stand.
+    pub wave: WaveView,
     /// Per state (`no agent yet`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
     pub states: HashMap<String, usize>,
     /// A page of the batch's agents (see `offset` and `limit`).

@@ -6,9 +6,11 @@
 
 use ferry_core::snapshot::render_json;
 use ferry_demo as sample;
+use ferry_server::devices;
 use ferry_server::settings::Settings;
 use ferry_server::{AgentEndpoint, Server, ServerOptions};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::Path;
 
 mod support;
@@ -1328,4 +1330,174 @@ async fn two_servers_racing_a_new_devices_first_enrollment_take_one() {
         .await;
     assert_eq!(s, 200);
     drop((a, b));
+}
+
+/// Checks in with the state the device reports; the check-in's answer.
+async fn checkin_as(h: &H, key: &str, state: &str) -> Value {
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(key),
+            json!({"protocol": 1, "state": state}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    c
+}
+
+/// Long enough for the write-behind of contacts and every server's wave cache.
+async fn settle() {
+    tokio::time::sleep(devices::wave::WAVE_CACHE + std::time::Duration::from_millis(400)).await;
+}
+
+// Catches: a batch whose canary failed, or whose first device failed, starting the rest anyway;
+// more devices migrating at once than max_concurrent; a halt cleared by anything but an
+// operator's audited resume; a halted batch cutting off a device already running; a device
+// lying about its state ("running") to get its order past the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let hosts = ["PC-A", "PC-B", "PC-C", "PC-D", "PC-E"];
+    let mut keys = HashMap::new();
+    for host in hosts {
+        let (s, e) = h.enroll(&psk, host, json!([])).await;
+        assert_eq!(s, 200, "{e}");
+        keys.insert(host, e["node_key"].as_str().unwrap().to_string());
+    }
+    let (s, v) = h
+        .api(M::PUT, "/runbooks/Main", Some(runbook("Main", &[], false)))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let batch = |extra: Value| {
+        let mut b = json!({"name": "Wave", "source_directory": "contoso", "target_directory": "fabrikam",
+            "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (bad, field) in [
+        (json!({"canary": "0%"}), "canary"),
+        (json!({"canary": "ten"}), "canary"),
+        (json!({"max_failure_rate": 1.5}), "max_failure_rate"),
+        (json!({"max_concurrent": 0}), "max_concurrent"),
+    ] {
+        let (s, v) = h.api(M::PUT, "/batches/Wave", Some(batch(bad))).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().starts_with(field), "{v}");
+    }
+    let (s, v) = h
+        .api(
+            M::PUT,
+            "/batches/Wave",
+            Some(batch(json!({"canary": "20%", "max_concurrent": 2}))),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Wave/computers",
+            Some(json!({"add": hosts})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // The canary (20% of five: the first by name) goes alone; a device lying that it runs
+    // does not pass.
+    let c = checkin_as(&h, &keys["PC-B"], "running").await;
+    assert!(c["migration"].is_null(), "{c}");
+    assert!(
+        c["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the canary: 0 of 1"),
+        "{c}"
+    );
+    let c = checkin_as(&h, &keys["PC-A"], "idle").await;
+    assert!(c["migration"].is_object(), "the canary starts: {c}");
+    let (_, p) = h.api(M::GET, "/batches/Wave/progress", None).await;
+    assert_eq!(p["wave"]["canary"], json!(["pc-a"]), "{p}");
+    checkin_as(&h, &keys["PC-A"], "succeeded").await;
+    settle().await;
+
+    // The rest, two at a time.
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    let c = checkin_as(&h, &keys["PC-C"], "idle").await;
+    assert!(
+        b["migration"].is_object() && c["migration"].is_object(),
+        "{b} {c}"
+    );
+    let d = checkin_as(&h, &keys["PC-D"], "idle").await;
+    assert!(d["migration"].is_null(), "{d}");
+    assert!(
+        d["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent is 2"),
+        "{d}"
+    );
+
+    // PC-B fails: the batch halts itself (default max_failure_rate 0); PC-C, running, goes on.
+    checkin_as(&h, &keys["PC-B"], "failed").await;
+    checkin_as(&h, &keys["PC-C"], "running").await;
+    settle().await;
+    let d = checkin_as(&h, &keys["PC-D"], "idle").await;
+    assert!(d["migration"].is_null(), "{d}");
+    assert!(d["blocked"].as_str().unwrap().contains("halted"), "{d}");
+    let c = checkin_as(&h, &keys["PC-C"], "running").await;
+    assert!(c["migration"].is_object(), "a running device finishes: {c}");
+    let (_, p) = h.api(M::GET, "/batches/Wave/progress", None).await;
+    let reason = p["wave"]["halted"]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("1 device(s) failed of 2 finished"), "{p}");
+    // Putting the batch again does not clear the halt.
+    let (s, _) = h
+        .api(
+            M::PUT,
+            "/batches/Wave",
+            Some(batch(json!({"canary": "20%", "max_concurrent": 2}))),
+        )
+        .await;
+    assert_eq!(s, 200);
+    settle().await;
+    let e = checkin_as(&h, &keys["PC-E"], "idle").await;
+    assert!(e["blocked"].as_str().unwrap().contains("halted"), "{e}");
+
+    // Only an operator resumes it, once, audited; the failure so far is accepted.
+    let (s, v) = h.api(M::POST, "/batches/Wave/resume", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted_failures"], 1, "{v}");
+    let (s, v) = h.api(M::POST, "/batches/Wave/resume", None).await;
+    assert_eq!(s, 409, "{v}");
+    let (s, _) = h.api(M::POST, "/batches/Nope/resume", None).await;
+    assert_eq!(s, 404);
+    checkin_as(&h, &keys["PC-C"], "succeeded").await;
+    settle().await;
+    let d = checkin_as(&h, &keys["PC-D"], "idle").await;
+    assert!(d["migration"].is_object(), "resumed: {d}");
+    let (_, audit) = h.api(M::GET, "/audit?limit=50", None).await;
+    let acts: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["subject"] == "Wave")
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_string(),
+                a["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            ("batch.resume".to_string(), "admin".to_string()),
+            ("batch.halt".to_string(), "ferry".to_string())
+        ],
+        "{audit}"
+    );
 }

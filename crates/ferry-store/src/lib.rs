@@ -173,6 +173,8 @@ pub enum DocKind {
     /// An operator's override (pin or exclude) entered through the API, CLI or console, named
     /// `PROFILE/SOURCE_ID` (profile names hold no `/`).
     Override,
+    /// A batch's wave (halted, resumed), named as the batch; kept by the servers.
+    Wave,
 }
 
 impl DocKind {
@@ -186,6 +188,7 @@ impl DocKind {
             DocKind::Directory => "console_directories",
             DocKind::Profile => "console_profiles",
             DocKind::Override => "sync_overrides",
+            DocKind::Wave => "batch_waves",
         }
     }
 }
@@ -368,6 +371,11 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn count_agents(&self, q: &AgentQuery) -> Result<i64>;
     /// How many agents are in each state, among those of `batch` (all agents when None).
     async fn agent_states(&self, batch: Option<&str>) -> Result<Vec<(String, i64)>>;
+    /// Agents of `batch` that were handed a run (at check-in) and have not reported it finished
+    /// (`succeeded`, `failed`, `rolled-back`): the batch's migrations in flight.
+    async fn agents_in_flight(&self, batch: &str) -> Result<i64>;
+    /// The state of the live agent of each of `hostnames` (lower case) that has one.
+    async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>>;
     /// Records check-ins in one transaction.
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()>;
     async fn set_agent_profiles(
@@ -443,6 +451,15 @@ pub trait ConfigStore: Send + Sync + 'static {
         deletes: &[String],
         now: i64,
     ) -> Result<()>;
+    /// Inserts a document unless one of that name exists: false when it does (then
+    /// [`swap_document`](Self::swap_document) changes it).
+    async fn create_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<bool>;
     /// Replaces a document only if its body is still `old` (compare-and-swap): false when another
     /// writer (another server) changed or removed it since it was read.
     async fn swap_document(

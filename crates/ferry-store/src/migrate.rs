@@ -78,6 +78,11 @@ pub const SQLITE: &[Migration] = &[
         name: "device_names",
         sql: include_str!("../migrations/sqlite/0014_device_names.sql"),
     },
+    Migration {
+        version: 15,
+        name: "batch_waves",
+        sql: include_str!("../migrations/sqlite/0015_batch_waves.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -150,5 +155,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 14,
         name: "device_names",
         sql: include_str!("../migrations/postgres/0014_device_names.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "batch_waves",
+        sql: include_str!("../migrations/postgres/0015_batch_waves.sql"),
     },
 ];

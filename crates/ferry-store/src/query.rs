@@ -15,6 +15,12 @@ pub fn put_document(table: &str) -> String {
 
 /// Replaces a named document of `table` whose body is still the one read (name, new body,
 /// updated, old body in the parameters: `new`, `now`, `name`, `old`).
+pub fn create_document(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (name, body, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"
+    )
+}
+
 pub fn swap_document(table: &str) -> String {
     format!("UPDATE {table} SET body = ?, updated_at = ? WHERE name = ? AND body = ?")
 }

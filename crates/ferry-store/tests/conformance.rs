@@ -241,6 +241,16 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
         [("running".to_string(), 5)]
     );
     assert_eq!(s.agent_states(Some("none")).await.unwrap(), []);
+    // A wave's canary by host name (lower case, as batches keep computers); more names than
+    // one statement takes.
+    let mut names: Vec<String> = (0..300).map(|i| format!("pc-{i:02}")).collect();
+    names.push("nope".into());
+    let mut states = s.agent_states_of(&names).await.unwrap();
+    states.sort();
+    assert_eq!(states.len(), 30);
+    assert_eq!(states[0], ("pc-00".to_string(), "running".to_string()));
+    assert_eq!(states[15], ("pc-15".to_string(), "enrolled".to_string()));
+    assert!(s.agent_states_of(&[]).await.unwrap().is_empty());
     assert_eq!(s.agent(ids[3]).await.unwrap().unwrap().hostname, "PC-03");
     assert!(s.agent(-1).await.unwrap().is_none());
     // The newest event of each listed agent only.
@@ -732,7 +742,31 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
             .unwrap(),
         1
     );
+    // A wave is created once (two servers halting a batch at once: one creates, one swaps).
+    assert!(
+        s.create_document(DocKind::Wave, "Pilot", "{}", 63)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.create_document(DocKind::Wave, "Pilot", "{\"x\":1}", 63)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.swap_document(DocKind::Wave, "Pilot", "{}", "{\"halted\":null}", 64)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.documents(DocKind::Wave).await.unwrap(),
+        [("Pilot".to_string(), "{\"halted\":null}".to_string())]
+    );
     assert!(s.delete_document(DocKind::Batch, "Pilot").await.unwrap());
+    assert!(
+        s.documents(DocKind::Wave).await.unwrap().is_empty(),
+        "a deleted batch's wave goes with it"
+    );
     assert!(
         s.batch_computers().await.unwrap().is_empty(),
         "a deleted batch frees its computers"

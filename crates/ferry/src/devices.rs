@@ -124,8 +124,12 @@ pub enum BatchCmd {
     Whatif {
         name: String,
     },
-    /// Migration progress of the batch's devices.
+    /// Migration progress of the batch's devices, and its wave (canary, halt).
     Progress {
+        name: String,
+    },
+    /// Resume a batch that halted itself: devices start again, the failures so far accepted.
+    Resume {
         name: String,
     },
 }
@@ -510,6 +514,17 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
                 }
             }
         }
+        BatchCmd::Resume { name } => {
+            let w = c.resume_batch(&name).await?;
+            if json {
+                print_json(&w)?;
+            } else {
+                println!(
+                    "batch `{name}` resumed; {} failed device(s) accepted",
+                    w.accepted_failures
+                );
+            }
+        }
         BatchCmd::Progress { name } => {
             let v = c.batch_progress(&name).await?;
             if json {
@@ -520,6 +535,24 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
                     v.computers,
                     compact(&v.states)
                 );
+                let w = &v.wave;
+                if let Some(h) = &w.state.halted {
+                    println!(
+                        "HALTED: {} (resume with `ferry batch resume {name}`)",
+                        h.reason
+                    );
+                }
+                if !w.canary.is_empty() {
+                    println!(
+                        "canary: {} ({} finished well, {} failed)",
+                        w.canary.join(", "),
+                        w.canary_succeeded,
+                        w.canary_failed
+                    );
+                }
+                if let Some(r) = &w.state.resumed {
+                    println!("last resumed by {} after: {}", r.by, r.halt);
+                }
                 for a in &v.agents {
                     println!(
                         "  {:<18} {:<10} {:<5} {}",

@@ -5,4 +5,5 @@ pub mod agent;
 pub mod principal_map;
 pub mod privileged;
 pub mod runbook;
+pub mod wave;
 pub mod windows_script;

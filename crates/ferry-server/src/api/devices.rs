@@ -13,7 +13,7 @@ use ferry_core::agent::Assignment;
 use ferry_core::runbook::Runbook;
 pub use ferry_core::wire::{
     AgentDetail, AgentEndpointInfo, AgentView, BatchProgress, BatchView, BatchWhatIf,
-    ComputerChange, CreatedPsk, DecidedRequest, DeviceWhatIf, FailedReport, NewPsk,
+    ComputerChange, CreatedPsk, DecidedRequest, DeviceWhatIf, FailedReport, NewPsk, WaveState,
 };
 use ferry_store::{AgentQuery, AgentRecord, DocKind, EnrollmentRequest, Psk, StoredEvent, now_ms};
 use serde::Deserialize;
@@ -703,9 +703,10 @@ pub async fn progress(
     Query(p): Query<ProgressParams>,
 ) -> ApiResult<Json<BatchProgress>> {
     let snap = st.devices.snapshot();
-    if !snap.batches.contains_key(&name) {
+    let Some(batch) = snap.batches.get(&name) else {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
-    }
+    };
+    let wave = devices::wave::read(&*st.store, &st.devices, batch).await?;
     let computers = snap.computers.values().filter(|b| **b == name).count();
     let mut states: HashMap<String, usize> = HashMap::new();
     let mut with_agent = 0;
@@ -727,9 +728,30 @@ pub async fn progress(
     Ok(Json(BatchProgress {
         batch: name,
         computers,
+        wave: wave.view(),
         states,
         agents: agent_views(&st, &q).await?,
     }))
+}
+
+#[utoipa::path(post, path = "/batches/{name}/resume", tag = "devices", params(("name" = String, Path)),
+    responses((status = 200, body = WaveState, description = "resumed: devices start again; the failures so far are accepted"),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "the batch is not halted, or its wave changed meanwhile")))]
+pub async fn resume_batch(
+    op: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<WaveState>> {
+    let snap = st.devices.snapshot();
+    let Some(batch) = snap.batches.get(&name) else {
+        return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
+    };
+    match devices::wave::resume(&*st.store, &st.devices, batch, &op.name, now_ms()).await {
+        Ok(Some(w)) => Ok(Json(w)),
+        Ok(None) => Err(ApiError::Conflict(format!("batch `{name}` is not halted"))),
+        Err(devices::wave::ResumeError::Store(e)) => Err(e.into()),
+        Err(e @ devices::wave::ResumeError::Changed) => Err(ApiError::Conflict(e.to_string())),
+    }
 }
 
 pub fn router() -> axum::Router<AppState> {
@@ -758,6 +780,7 @@ pub fn router() -> axum::Router<AppState> {
             axum::routing::put(put_batch).delete(delete_batch),
         )
         .route("/batches/{name}/computers", post(computers))
+        .route("/batches/{name}/resume", post(resume_batch))
         .route("/batches/{name}/whatif", get(whatif))
         .route("/batches/{name}/progress", get(progress))
 }

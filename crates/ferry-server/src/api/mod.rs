@@ -141,7 +141,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         devices::agents, devices::agent, devices::agent_log, devices::failed,
         devices::runbooks, devices::put_runbook, devices::delete_runbook,
         devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
-        devices::whatif, devices::progress,
+        devices::whatif, devices::progress, devices::resume_batch,
         sync::profiles, setup::put_profile, setup::delete_profile, overrides::list, overrides::add, overrides::remove, overrides::import, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
         logs::list,

@@ -894,6 +894,7 @@ async function dashboard() {
     v.map((b) => h("option", { value: b.name, selected: b.name === name }, b.name)));
   const chart = h("div", { id: "dash-chart" });
   const summary = h("p", { id: "dash-summary" });
+  const wave = h("div", { id: "dash-wave" });
   const list = h("div", { id: "dash-agents" });
   const stamp = h("span", { class: "muted", id: "dash-updated" });
   const draw = async () => {
@@ -901,6 +902,17 @@ async function dashboard() {
     if (stateFilter) q.set("state", stateFilter);
     const p = await api(`/batches/${enc(name)}/progress?${q}`);
     chart.replaceChildren(countBars("chart-states", p.states));
+    const w = p.wave, parts = [];
+    if (w.halted) {
+      const resume = async () => {
+        try { await post(`/batches/${enc(name)}/resume`); await draw(); } catch (e) { wave.append(h("p", { class: "bad" }, e.message)); }
+      };
+      parts.push(h("p", { class: "bad", id: "dash-halted" }, `Halted ${when(w.halted.at)}: ${w.halted.reason}. No new device starts until an operator resumes the batch. `,
+        canChange() ? h("button", { id: "dash-resume", onclick: resume }, "Resume batch") : ""));
+    }
+    if (w.canary.length) parts.push(h("p", { id: "dash-canary" }, `Canary (starts first): ${w.canary.join(", ")}; ${w.canary_succeeded} of ${w.canary.length} finished well, ${w.canary_failed} failed.`));
+    if (w.resumed) parts.push(h("p", { class: "muted" }, `Last resumed by ${w.resumed.by} ${when(w.resumed.at)} after: ${w.resumed.halt}`));
+    wave.replaceChildren(...parts);
     const done = p.states.succeeded || 0, failed = p.states.failed || 0;
     summary.replaceChildren(`${p.computers} computers: ${done} succeeded, ${failed} failed, ${p.computers - done - failed} to go. Filter: `,
       ...["", ...Object.keys(p.states).filter((s) => s !== "no agent yet")].map((s) =>
@@ -910,7 +922,7 @@ async function dashboard() {
       ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No agents of this batch have enrolled yet."));
     stamp.textContent = `updated ${when(Date.now())}`;
   };
-  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, sel, stamp), summary, chart, list);
+  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, sel, stamp), wave, summary, chart, list);
   await draw();
   const timer = setInterval(async () => {
     if (state.render !== at) return clearInterval(timer);

@@ -6,6 +6,7 @@
 pub mod agent_api;
 pub mod agent_tls;
 pub mod enrolment;
+pub mod wave;
 
 use crate::settings::Settings;
 use enrolment::JoinTokenError;
@@ -109,6 +110,7 @@ pub struct Devices {
     enroll_limit: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
     snapshot: RwLock<Arc<Snapshot>>,
     translation: Mutex<HashMap<(String, String), CachedIndex>>,
+    waves: Mutex<wave::Waves>,
     /// The agent endpoint's URL and certificate fingerprint, when it is served.
     pub endpoint: RwLock<Option<(String, String)>>,
 }
@@ -178,6 +180,7 @@ impl Devices {
             enroll_limit: Mutex::new(HashMap::new()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             translation: Mutex::new(HashMap::new()),
+            waves: Mutex::new(wave::Waves::default()),
             endpoint: RwLock::new(None),
         })
     }
@@ -415,6 +418,49 @@ pub async fn orders(
             blocked: Some(why),
         });
     }
+    // The wave: a device that was handed its run is let finish (and told its order again: the
+    // server's record, not the state the device reports, says so); one that was not waits for
+    // its moment in the window, the canary, a free slot and a batch not halted.
+    let run = format!("{}-{}-{}", batch.name, agent.id, enforced / 1000);
+    let started = agent.assigned_run.as_deref() == Some(run.as_str())
+        || devices.was_handed(&batch.name, agent.id);
+    if !started {
+        if mode == "enforced"
+            && now < ferry_core::wave::start_at(&batch.name, &agent.hostname, enforced)
+        {
+            return Ok(Orders {
+                assignment: Some(assignment),
+                migration: None,
+                blocked: None,
+            });
+        }
+        let w = devices.wave(store, batch).await?;
+        let is_canary = w
+            .canary
+            .binary_search(&agent.hostname.to_lowercase())
+            .is_ok();
+        match ferry_core::wave::gate(batch, &w.state, &w.counts, w.canary.len(), is_canary) {
+            ferry_core::wave::Gate::Go => {}
+            ferry_core::wave::Gate::Wait(why) => {
+                return Ok(Orders {
+                    assignment: Some(assignment),
+                    migration: None,
+                    blocked: Some(why),
+                });
+            }
+            ferry_core::wave::Gate::Halt(why) => {
+                wave::halt(store, devices, batch, &w, &why, now).await?;
+                return Ok(Orders {
+                    assignment: Some(assignment),
+                    migration: None,
+                    blocked: Some(format!(
+                        "batch `{}` is halted: {why} (an operator resumes it)",
+                        batch.name
+                    )),
+                });
+            }
+        }
+    }
     let index = devices
         .translation(
             store,
@@ -496,9 +542,12 @@ pub async fn orders(
             }
         }
     }
+    if !started {
+        devices.note_order(&batch.name, agent.id);
+    }
     Ok(Orders {
         migration: Some(MigrationOrder {
-            run: format!("{}-{}-{}", batch.name, agent.id, enforced / 1000),
+            run,
             mode: mode.into(),
             runbooks,
             translation,
@@ -598,6 +647,7 @@ pub fn check_batch(
     if b.runbooks.is_empty() {
         return Err("runbooks: name at least one runbook".into());
     }
+    ferry_core::wave::check(b)?;
     for (i, r) in b.runbooks.iter().enumerate() {
         if !runbooks.contains_key(r) {
             return Err(format!("runbooks[{i}]: there is no runbook named `{r}`"));

@@ -24,6 +24,22 @@ impl<B: Backend> ConfigStore for SqlStore<B> {
         tx.commit().await
     }
 
+    async fn create_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<bool> {
+        Ok(self
+            .exec(
+                &query::create_document(kind.table()),
+                params![name, body, now, now],
+            )
+            .await?
+            == 1)
+    }
+
     async fn swap_document(
         &self,
         kind: DocKind,
@@ -57,6 +73,8 @@ impl<B: Backend> ConfigStore for SqlStore<B> {
             .await?;
         if kind == DocKind::Batch {
             tx.execute("DELETE FROM batch_computers WHERE batch = ?", params![name])
+                .await?;
+            tx.execute("DELETE FROM batch_waves WHERE name = ?", params![name])
                 .await?;
         }
         tx.commit().await?;

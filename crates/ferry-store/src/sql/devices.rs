@@ -366,6 +366,38 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         self.rows(&sql, &vals, |r| Ok((r.get(0)?, r.get(1)?))).await
     }
 
+    async fn agents_in_flight(&self, batch: &str) -> Result<i64> {
+        Ok(self
+            .row(
+                "SELECT count(*) FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) \
+                 AND assigned_run IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'rolled-back', 'replaced')",
+                params![batch],
+                |r| r.get(0),
+            )
+            .await?
+            .unwrap_or(0))
+    }
+
+    async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        // Through the unique index on live agents' host names; padded to a power of two so
+        // that a few statement texts serve every list.
+        for chunk in hostnames.chunks(256) {
+            let n = chunk.len().next_power_of_two();
+            let sql = format!(
+                "SELECT hostname_claim, state FROM agents WHERE hostname_claim IN ({})",
+                vec!["?"; n].join(", ")
+            );
+            let mut vals: Vec<Val<'_>> = chunk.iter().map(|h| Val::text(h.as_str())).collect();
+            vals.resize(n, Val::Null);
+            out.extend(
+                self.rows(&sql, &vals, |r| Ok((r.get(0)?, r.get(1)?)))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
         if contacts.is_empty() {
             return Ok(());

@@ -1,0 +1,295 @@
+//! A batch's wave on the server: its counts, read at most every [`WAVE_CACHE`] per batch so that
+//! a storm of check-ins costs one query; the halt, stored by compare-and-swap so that two
+//! servers halting one batch at once write one halt and one audit line; the resume, an
+//! operator's audited act. The rules themselves are pure: [`ferry_core::wave`].
+
+use super::{Batch, Devices};
+use ferry_core::wave::{self, WaveCounts};
+use ferry_core::wire::{Halt, Resumed, WaveState, WaveView};
+use ferry_store::AuditEntry;
+use ferry_store::{DocKind, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a batch's counts are reused by this server.
+pub const WAVE_CACHE: Duration = Duration::from_secs(2);
+/// How long this server remembers an order it handed (its agent record, cached for a moment,
+/// may not show the run yet).
+const HANDED_FOR: Duration = Duration::from_secs(2 * super::POLL_SECONDS as u64);
+
+/// A batch's wave as last read.
+#[derive(Clone, Debug, Default)]
+pub struct Wave {
+    pub state: WaveState,
+    /// The stored body it was read from (none: no document yet), for compare-and-swap.
+    pub read: Option<String>,
+    /// The canary's computers (lower case), first by name.
+    pub canary: Vec<String>,
+    pub counts: WaveCounts,
+}
+
+impl Wave {
+    pub fn view(&self) -> WaveView {
+        WaveView {
+            state: self.state.clone(),
+            canary: self.canary.clone(),
+            canary_succeeded: self.counts.canary_succeeded,
+            canary_failed: self.counts.canary_failed,
+            running: self.counts.running,
+            succeeded: self.counts.succeeded,
+            failed: self.counts.failed,
+        }
+    }
+}
+
+/// Per batch: the wave when read, and the orders this server handed lately (agent id → when):
+/// those handed since the wave was read count as running.
+#[derive(Default)]
+pub(super) struct Waves {
+    read: HashMap<String, (Instant, Arc<Wave>)>,
+    handed: HashMap<String, HashMap<i64, Instant>>,
+}
+
+fn failed(state: &str) -> bool {
+    matches!(state, "failed" | "rolled-back")
+}
+
+/// Reads a batch's wave from the store (no cache).
+pub async fn read(
+    store: &dyn Store,
+    devices: &Devices,
+    batch: &Batch,
+) -> Result<Arc<Wave>, StoreError> {
+    let snap = devices.snapshot();
+    let mut computers: Vec<String> = snap
+        .computers
+        .iter()
+        .filter(|(_, b)| **b == batch.name)
+        .map(|(c, _)| c.clone())
+        .collect();
+    computers.sort();
+    let canary = wave::canary(batch, &computers).to_vec();
+    let mut counts = WaveCounts::default();
+    for (state, n) in store.agent_states(Some(&batch.name)).await? {
+        let n = n as u64;
+        match state.as_str() {
+            "succeeded" => counts.succeeded += n,
+            s if failed(s) => counts.failed += n,
+            _ => {}
+        }
+    }
+    // Running: handed a run by any server (the store's record) and not finished; a device
+    // handed its order does not count only from when it says it runs.
+    counts.running = store.agents_in_flight(&batch.name).await? as u64;
+    for (_, state) in store.agent_states_of(&canary).await? {
+        if state == "succeeded" {
+            counts.canary_succeeded += 1;
+        } else if failed(&state) {
+            counts.canary_failed += 1;
+        }
+    }
+    let read = store
+        .documents(DocKind::Wave)
+        .await?
+        .into_iter()
+        .find(|(n, _)| *n == batch.name)
+        .map(|(_, body)| body);
+    let state = match read.as_deref().map(serde_json::from_str::<WaveState>) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            // Unreadable: treated as halted, so that nothing starts on a state nobody can see.
+            tracing::error!(batch = batch.name, error = %e, "stored wave is unreadable");
+            WaveState {
+                halted: Some(Halt {
+                    at: 0,
+                    reason: format!("its stored wave state is unreadable ({e})"),
+                }),
+                ..Default::default()
+            }
+        }
+        None => WaveState::default(),
+    };
+    Ok(Arc::new(Wave {
+        state,
+        read,
+        canary,
+        counts,
+    }))
+}
+
+impl Devices {
+    /// A batch's wave, read at most every [`WAVE_CACHE`] on this server, with the orders this
+    /// server handed since counted as running.
+    pub async fn wave(&self, store: &dyn Store, batch: &Batch) -> Result<Arc<Wave>, StoreError> {
+        let cached = self.waves.lock().ok().and_then(|w| {
+            w.read
+                .get(&batch.name)
+                .filter(|(at, _)| at.elapsed() < WAVE_CACHE)
+                .map(|(_, w)| Arc::clone(w))
+        });
+        let w = match cached {
+            Some(w) => w,
+            None => {
+                let w = read(store, self, batch).await?;
+                if let Ok(mut m) = self.waves.lock() {
+                    m.read
+                        .insert(batch.name.clone(), (Instant::now(), Arc::clone(&w)));
+                }
+                w
+            }
+        };
+        // Orders this server handed since the counts were read are not in them yet.
+        let handed = self.waves.lock().map_or(0, |mut m| {
+            let since = m.read.get(&batch.name).map(|(at, _)| *at);
+            m.handed.get_mut(&batch.name).map_or(0, |h| {
+                h.retain(|_, at| at.elapsed() < HANDED_FOR);
+                h.values()
+                    .filter(|at| since.is_none_or(|s| **at > s))
+                    .count() as u64
+            })
+        });
+        if handed == 0 {
+            return Ok(w);
+        }
+        let mut w = (*w).clone();
+        w.counts.running += handed;
+        Ok(Arc::new(w))
+    }
+
+    /// Notes an order handed to a device that had not been handed its run: it counts as
+    /// running until the store says so (or [`HANDED_FOR`] passes).
+    pub fn note_order(&self, batch: &str, agent: i64) {
+        if let Ok(mut m) = self.waves.lock() {
+            m.handed
+                .entry(batch.to_string())
+                .or_default()
+                .entry(agent)
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether this server handed the device its order within [`HANDED_FOR`] (its record may
+    /// not say so yet: agents are cached for a moment).
+    pub fn was_handed(&self, batch: &str, agent: i64) -> bool {
+        self.waves.lock().is_ok_and(|m| {
+            m.handed
+                .get(batch)
+                .and_then(|h| h.get(&agent))
+                .is_some_and(|at| at.elapsed() < HANDED_FOR)
+        })
+    }
+
+    /// Forgets a batch's cached wave (after this server changed it).
+    pub fn forget_wave(&self, batch: &str) {
+        if let Ok(mut m) = self.waves.lock() {
+            m.read.remove(batch);
+        }
+    }
+}
+
+/// Halts the batch (once, whichever server sees it first) with an audit line and a log line.
+pub async fn halt(
+    store: &dyn Store,
+    devices: &Devices,
+    batch: &Batch,
+    w: &Wave,
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut state = w.state.clone();
+    state.halted = Some(Halt {
+        at: now,
+        reason: reason.to_string(),
+    });
+    let body = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let written = match &w.read {
+        None => {
+            store
+                .create_document(DocKind::Wave, &batch.name, &body, now)
+                .await?
+        }
+        Some(old) => {
+            store
+                .swap_document(DocKind::Wave, &batch.name, old, &body, now)
+                .await?
+        }
+    };
+    devices.forget_wave(&batch.name);
+    if written {
+        tracing::warn!(batch = batch.name, reason, "batch halted itself");
+        store
+            .add_audit(&AuditEntry {
+                id: 0,
+                at: now,
+                actor: "ferry".into(),
+                tenant: None,
+                action: "batch.halt".into(),
+                subject: batch.name.clone(),
+                detail: format!(
+                    "halted: {reason}; no new device starts until an operator resumes it"
+                ),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Resumes a halted batch: the failures seen so far are accepted (the halt rule counts
+/// failures beyond them). `Ok(None)`: it was not halted. `Err` on a store error or when another
+/// server changed the wave meanwhile (compare-and-swap).
+pub async fn resume(
+    store: &dyn Store,
+    devices: &Devices,
+    batch: &Batch,
+    operator: &str,
+    now: i64,
+) -> Result<Option<WaveState>, ResumeError> {
+    let w = read(store, devices, batch).await?;
+    let (Some(halt), Some(old)) = (&w.state.halted, &w.read) else {
+        return Ok(None);
+    };
+    let state = WaveState {
+        halted: None,
+        accepted_failures: w.counts.failed,
+        accepted_canary_failures: w.counts.canary_failed,
+        resumed: Some(Resumed {
+            at: now,
+            by: operator.to_string(),
+            halt: halt.reason.clone(),
+        }),
+    };
+    let body = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if !store
+        .swap_document(DocKind::Wave, &batch.name, old, &body, now)
+        .await?
+    {
+        return Err(ResumeError::Changed);
+    }
+    devices.forget_wave(&batch.name);
+    store
+        .add_audit(&AuditEntry {
+            id: 0,
+            at: now,
+            actor: operator.to_string(),
+            tenant: None,
+            action: "batch.resume".into(),
+            subject: batch.name.clone(),
+            detail: format!(
+                "resumed after: {}; {} failed device(s) accepted",
+                halt.reason, w.counts.failed
+            ),
+        })
+        .await?;
+    Ok(Some(state))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the batch's wave changed while this was being decided (another server halted or resumed it); look at it again"
+    )]
+    Changed,
+}
