@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::put;
 use ferry_core::config::{ConfigError, DirectoryConfig, SyncProfile};
 use ferry_store::{DocKind, now_ms};
+use std::sync::Arc;
 
 fn invalid(e: ConfigError) -> ApiError {
     if e.path.is_empty() {
@@ -64,18 +65,65 @@ async fn audit(
     super::environments::audit(st, &op, None, action, subject, detail).await
 }
 
-/// Refuses a change to an entry of the configuration file.
-fn not_the_files(
-    st: &AppState,
-    kind: &str,
+/// What a change is to.
+#[derive(Clone, Copy)]
+enum Entry {
+    Directory,
+    Profile,
+}
+
+impl Entry {
+    fn kind(self) -> &'static str {
+        match self {
+            Entry::Directory => "directory",
+            Entry::Profile => "sync profile",
+        }
+    }
+}
+
+/// Starts a change to the entry `name`: takes the lock that keeps changes one at a time, refuses
+/// an entry of the configuration file, and reads the stored entries.
+async fn begin<'a>(
+    st: &'a AppState,
+    entry: Entry,
     name: &str,
-    console: bool,
-    exists: bool,
-) -> ApiResult<()> {
+) -> ApiResult<(tokio::sync::MutexGuard<'a, ()>, Arc<Settings>, Stored)> {
+    let guard = st.settings.changes.lock().await;
+    let now = st.settings.get();
+    let (console, exists) = match entry {
+        Entry::Directory => (
+            now.console_directories.contains(name),
+            now.config.directory(name).is_some(),
+        ),
+        Entry::Profile => (
+            now.console_profiles.contains(name),
+            now.config.profile(name).is_some(),
+        ),
+    };
     if exists && !console {
         return Err(ApiError::Conflict(format!(
-            "{kind} `{name}` is defined in {}; change it there",
+            "{} `{name}` is defined in {}; change it there",
+            entry.kind(),
             st.settings.file().file
+        )));
+    }
+    let stored = st.settings.stored(&*st.store).await?;
+    Ok((guard, now, stored))
+}
+
+/// Removes the entry `name` from `entries`, or says there is none.
+fn remove<T>(
+    entries: &mut Vec<T>,
+    entry: Entry,
+    name: &str,
+    is: impl Fn(&T) -> bool,
+) -> ApiResult<()> {
+    let before = entries.len();
+    entries.retain(|x| !is(x));
+    if entries.len() == before {
+        return Err(ApiError::NotFound(format!(
+            "there is no {} `{name}`",
+            entry.kind()
         )));
     }
     Ok(())
@@ -99,16 +147,7 @@ pub async fn put_directory(
 ) -> ApiResult<StatusCode> {
     let mut d: DirectoryConfig = parse(&body, "directory")?;
     super::same_name(d.name(), &name)?;
-    let _guard = st.settings.changes.lock().await;
-    let now = st.settings.get();
-    not_the_files(
-        &st,
-        "directory",
-        &name,
-        now.console_directories.contains(&name),
-        now.config.directory(&name).is_some(),
-    )?;
-    let mut stored = st.settings.stored(&*st.store).await?;
+    let (_guard, _, mut stored) = begin(&st, Entry::Directory, &name).await?;
     let dirs = &mut stored.dirs;
     let old = dirs.iter().position(|x| x.name() == name);
     let mut kept = false;
@@ -183,23 +222,10 @@ pub async fn delete_directory(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let _guard = st.settings.changes.lock().await;
-    let now = st.settings.get();
-    not_the_files(
-        &st,
-        "directory",
-        &name,
-        now.console_directories.contains(&name),
-        now.config.directory(&name).is_some(),
-    )?;
-    let mut stored = st.settings.stored(&*st.store).await?;
-    let before = stored.dirs.len();
-    stored.dirs.retain(|d| d.name() != name);
-    if stored.dirs.len() == before {
-        return Err(ApiError::NotFound(format!(
-            "there is no directory `{name}`"
-        )));
-    }
+    let (_guard, now, mut stored) = begin(&st, Entry::Directory, &name).await?;
+    remove(&mut stored.dirs, Entry::Directory, &name, |d| {
+        d.name() == name
+    })?;
     if let Some(p) = now
         .config
         .profiles
@@ -234,16 +260,7 @@ pub async fn put_profile(
     super::same_name(&p.name, &name)?;
     p.configured_overrides()
         .map_err(|(j, why)| ApiError::BadRequest(format!("override[{j}].operator: {why}")))?;
-    let _guard = st.settings.changes.lock().await;
-    let now = st.settings.get();
-    not_the_files(
-        &st,
-        "sync profile",
-        &name,
-        now.console_profiles.contains(&name),
-        now.config.profile(&name).is_some(),
-    )?;
-    let mut stored = st.settings.stored(&*st.store).await?;
+    let (_guard, _, mut stored) = begin(&st, Entry::Profile, &name).await?;
     let old = stored.profiles.iter().position(|x| x.name == name);
     match old {
         Some(i) => stored.profiles[i] = p.clone(),
@@ -301,23 +318,10 @@ pub async fn delete_profile(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let _guard = st.settings.changes.lock().await;
-    let now = st.settings.get();
-    not_the_files(
-        &st,
-        "sync profile",
-        &name,
-        now.console_profiles.contains(&name),
-        now.config.profile(&name).is_some(),
-    )?;
-    let mut stored = st.settings.stored(&*st.store).await?;
-    let before = stored.profiles.len();
-    stored.profiles.retain(|p| p.name != name);
-    if stored.profiles.len() == before {
-        return Err(ApiError::NotFound(format!(
-            "there is no sync profile `{name}`"
-        )));
-    }
+    let (_guard, _, mut stored) = begin(&st, Entry::Profile, &name).await?;
+    remove(&mut stored.profiles, Entry::Profile, &name, |p| {
+        p.name == name
+    })?;
     // Its stored overrides go with it (a new profile of that name starts with none).
     let overrides: Vec<String> = stored
         .overrides
