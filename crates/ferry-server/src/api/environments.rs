@@ -67,6 +67,31 @@ fn migration_id() -> ApiResult<String> {
     ))
 }
 
+/// Refuses a body whose `id` is not the path's, or an `id` that is not a valid name.
+fn same_id(body: &str, id: &str) -> ApiResult<()> {
+    if body != id {
+        return Err(ApiError::BadRequest(format!(
+            "id: the body says `{body}`, the path `{id}`"
+        )));
+    }
+    if let Err(why) = ferry_core::check_name(id) {
+        return Err(ApiError::BadRequest(format!("id: {why}")));
+    }
+    Ok(())
+}
+
+/// Refuses a change to the environment `id` while it is being moved.
+async fn not_moving(st: &AppState, id: &str) -> ApiResult<()> {
+    let moves: Vec<Move> = all(st, DocKind::EnvMove).await?;
+    if moves
+        .iter()
+        .any(|m| m.environment == id && m.request.state == MoveState::Migrating)
+    {
+        return Err(ApiError::Conflict(format!("`{id}` is being moved")));
+    }
+    Ok(())
+}
+
 // ---- tenants -------------------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/tenants", tag = "environments", responses((status = 200, body = Vec<Tenant>)))]
@@ -87,15 +112,7 @@ pub async fn put_tenant(
     Path(id): Path<String>,
     super::Object(t): super::Object<Tenant>,
 ) -> ApiResult<Json<Tenant>> {
-    if t.id != id {
-        return Err(ApiError::BadRequest(format!(
-            "id: the body says `{}`, the path `{id}`",
-            t.id
-        )));
-    }
-    if let Err(why) = ferry_core::check_name(&id) {
-        return Err(ApiError::BadRequest(format!("id: {why}")));
-    }
+    same_id(&t.id, &id)?;
     let known: Vec<String> = st
         .settings
         .get()
@@ -174,15 +191,7 @@ pub async fn put_environment(
     Path(id): Path<String>,
     super::Object(e): super::Object<Environment>,
 ) -> ApiResult<Json<Environment>> {
-    if e.id != id {
-        return Err(ApiError::BadRequest(format!(
-            "id: the body says `{}`, the path `{id}`",
-            e.id
-        )));
-    }
-    if let Err(why) = ferry_core::check_name(&id) {
-        return Err(ApiError::BadRequest(format!("id: {why}")));
-    }
+    same_id(&e.id, &id)?;
     let tenants: Vec<Tenant> = all(&st, DocKind::Tenant).await?;
     if !tenants.iter().any(|t| t.id == e.tenant) {
         return Err(ApiError::BadRequest(format!(
@@ -202,13 +211,7 @@ pub async fn put_environment(
             ));
         }
     }
-    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
-    if moves
-        .iter()
-        .any(|m| m.environment == id && m.request.state == MoveState::Migrating)
-    {
-        return Err(ApiError::Conflict(format!("`{id}` is being moved")));
-    }
+    not_moving(&st, &id).await?;
     save(&st, DocKind::Environment, &id, &e).await?;
     audit(
         &st,
@@ -254,13 +257,7 @@ pub async fn add_records(
     Json(recs): Json<Vec<ferry_store::EnvRecord>>,
 ) -> ApiResult<Json<RecordsAdded>> {
     let env = environment(&st, &op, &id).await?;
-    let moves: Vec<Move> = all(&st, DocKind::EnvMove).await?;
-    if moves
-        .iter()
-        .any(|m| m.environment == id && m.request.state == MoveState::Migrating)
-    {
-        return Err(ApiError::Conflict(format!("`{id}` is being moved")));
-    }
+    not_moving(&st, &id).await?;
     if let Some((i, _)) = recs
         .iter()
         .enumerate()
@@ -320,6 +317,11 @@ fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
     })
 }
 
+/// [`view`] of a move the operator has just acted in (so it sees it).
+fn shown(m: &Move, role: &Role, now: i64) -> ApiResult<MoveView> {
+    view(m, role, now).ok_or_else(|| ApiError::Internal("no view".into()))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Source,
@@ -331,6 +333,14 @@ enum Side {
 /// side's action is forbidden.
 async fn find(st: &AppState, op: &Operator, id: &str, side: Side) -> ApiResult<Move> {
     Ok(find_read(st, op, id, side).await?.0)
+}
+
+/// The move `id` names for this operator, on either side.
+async fn find_either(st: &AppState, op: &Operator, id: &str) -> ApiResult<Move> {
+    match find(st, op, id, Side::Source).await {
+        Err(ApiError::Forbidden(_)) => find(st, op, id, Side::Target).await,
+        r => r,
+    }
 }
 
 /// [`find`], with the document's body as read (for [`swap`]).
@@ -445,7 +455,7 @@ pub async fn submit(
         format!("{} → {}", env.id, target.id),
     )
     .await?;
-    let v = view(&m, &op.role, now).ok_or_else(|| ApiError::Internal("no view".into()))?;
+    let v = shown(&m, &op.role, now)?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -500,9 +510,7 @@ async fn decide(
         m.environment.clone(),
     )
     .await?;
-    view(&m, &op.role, now)
-        .map(Json)
-        .ok_or_else(|| ApiError::Internal("no view".into()))
+    shown(&m, &op.role, now).map(Json)
 }
 
 #[utoipa::path(post, path = "/moves/{id}/approve", tag = "environments", responses((status = 200, body = MoveView), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
@@ -635,10 +643,7 @@ pub async fn status(
             .find(|m| m.source_migration_id == id || m.target_migration_id == id)
             .ok_or_else(|| ApiError::NotFound(format!("there is no move `{id}`")))?
     } else {
-        match find(&st, &op, &id, Side::Source).await {
-            Err(ApiError::Forbidden(_)) => find(&st, &op, &id, Side::Target).await?,
-            r => r?,
-        }
+        find_either(&st, &op, &id).await?
     };
     let now = st.clock.now_ms();
     Ok(Json(MoveStatus {
@@ -657,10 +662,7 @@ pub async fn errors(
 ) -> ApiResult<impl axum::response::IntoResponse> {
     // Either side reads it by its own id: the target's admins are the ones who can create the
     // destination users a failed validation names.
-    let m = match find(&st, &op, &id, Side::Source).await {
-        Err(ApiError::Forbidden(_)) => find(&st, &op, &id, Side::Target).await?,
-        r => r?,
-    };
+    let m = find_either(&st, &op, &id).await?;
     let Some(e) = m.errors else {
         return Err(ApiError::NotFound(format!(
             "`{id}` has no error file (no failed validation)"
@@ -815,8 +817,7 @@ pub async fn migrate(
     let now = st.clock.now_ms();
     match result {
         Ok((done, moved, remapped)) => {
-            let view =
-                view(&done, &op.role, now).ok_or_else(|| ApiError::Internal("no view".into()))?;
+            let view = shown(&done, &op.role, now)?;
             Ok(Json(Migrated {
                 view,
                 checklist: moved.checklist,
@@ -869,9 +870,7 @@ pub async fn cancel(
         String::new(),
     )
     .await?;
-    view(&m, &op.role, now)
-        .map(Json)
-        .ok_or_else(|| ApiError::Internal("no view".into()))
+    shown(&m, &op.role, now).map(Json)
 }
 
 #[utoipa::path(delete, path = "/moves/{id}", tag = "environments", responses((status = 204), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such move on the caller's side"), (status = 409, body = super::ErrorBody)))]
