@@ -594,12 +594,7 @@ pub async fn whatif(
         .collect();
     let index = st
         .devices
-        .translation(
-            &*st.store,
-            &st.settings.get(),
-            &b.source_directory,
-            &b.target_directory,
-        )
+        .translation(&*st.store, &st.settings.get(), &b)
         .await?;
     let agents: HashMap<String, AgentRecord> = st
         .store

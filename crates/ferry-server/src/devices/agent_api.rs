@@ -97,6 +97,18 @@ async fn refuse(
     r
 }
 
+/// A recorded `403 forbidden` for a call of an enrolled agent.
+async fn forbidden(st: &AppState, peer: &AgentPeer, a: &AgentRecord, message: String) -> Refusal {
+    refuse(
+        st,
+        Some(peer),
+        Some(a),
+        None,
+        Refusal::new(StatusCode::FORBIDDEN, "forbidden", message),
+    )
+    .await
+}
+
 /// A request body, or a recorded `400 bad_request` saying what is wrong and where.
 async fn parse<T: serde::de::DeserializeOwned>(
     st: &AppState,
@@ -825,16 +837,11 @@ async fn runbook(
         .unwrap_or_default();
     match mine.into_iter().find(|r| r.name == name) {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(refuse(
+        None => Err(forbidden(
             &st,
-            Some(&peer),
-            Some(&a),
-            None,
-            Refusal::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("runbook `{name}` is not assigned to this device"),
-            ),
+            &peer,
+            &a,
+            format!("runbook `{name}` is not assigned to this device"),
         )
         .await),
     }
@@ -857,16 +864,11 @@ async fn translation(
         .iter()
         .find(|p| p.name == q.profile || p.sid.as_deref() == Some(q.profile.as_str()))
     else {
-        return Err(refuse(
+        return Err(forbidden(
             &st,
-            Some(&peer),
-            Some(&a),
-            None,
-            Refusal::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("`{}` is not a profile harvested on this device", q.profile),
-            ),
+            &peer,
+            &a,
+            format!("`{}` is not a profile harvested on this device", q.profile),
         )
         .await);
     };
@@ -884,12 +886,7 @@ async fn translation(
     };
     let idx = st
         .devices
-        .translation(
-            &*st.store,
-            &st.settings.get(),
-            &b.source_directory,
-            &b.target_directory,
-        )
+        .translation(&*st.store, &st.settings.get(), b)
         .await?;
     idx.lookup(p).map(Json).ok_or_else(|| {
         Refusal::new(

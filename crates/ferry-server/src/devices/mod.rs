@@ -282,16 +282,19 @@ impl Devices {
         }
     }
 
-    /// The translation entries from `source` to `target` (matched decisions of every profile
-    /// between them), kept in memory until a cycle of one of those profiles commits (its
-    /// [`Generation`]), which one small read per profile checks.
+    /// The translation entries from the batch's source directory to its target (matched
+    /// decisions of every profile between them), kept in memory until a cycle of one of those
+    /// profiles commits (its [`Generation`]), which one small read per profile checks.
     pub async fn translation(
         &self,
         store: &dyn Store,
         settings: &Settings,
-        source: &str,
-        target: &str,
+        batch: &Batch,
     ) -> Result<Arc<TranslationIndex>, StoreError> {
+        let (source, target) = (
+            batch.source_directory.as_str(),
+            batch.target_directory.as_str(),
+        );
         let key = (source.to_string(), target.to_string());
         let profiles: Vec<&ferry_core::config::SyncProfile> = settings
             .config
@@ -461,14 +464,7 @@ pub async fn orders(
             }
         }
     }
-    let index = devices
-        .translation(
-            store,
-            settings,
-            &batch.source_directory,
-            &batch.target_directory,
-        )
-        .await?;
+    let index = devices.translation(store, settings, batch).await?;
     let (mut translation, mut untranslated) = (Vec::new(), Vec::new());
     // The harvest is read only now that the migration is due.
     let profiles = match fresh_profiles {
