@@ -123,6 +123,21 @@ fn parse_kind(s: &Option<String>) -> ApiResult<Option<ObjectKind>> {
         .transpose()
 }
 
+/// The last What-If of the configured profile `name`: 404 when it is not configured, or when no
+/// cycle has run yet (`hint` ends that message).
+async fn last_plan(st: &AppState, name: &str, hint: &str) -> ApiResult<ferry_store::PlanInfo> {
+    st.settings
+        .get()
+        .config
+        .profile(name)
+        .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
+    st.store.plan(name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no What-If for `{name}` yet: run a cycle first{hint}"
+        ))
+    })
+}
+
 fn page(limit: Option<i64>) -> i64 {
     limit.unwrap_or(100).clamp(1, 10_000)
 }
@@ -135,16 +150,7 @@ pub async fn whatif(
     Path(name): Path<String>,
     Query(q): Query<WhatIfParams>,
 ) -> ApiResult<Json<WhatIf>> {
-    st.settings
-        .get()
-        .config
-        .profile(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
-    let plan = st.store.plan(&name).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no What-If for `{name}` yet: run a cycle first (ferry sync run {name})"
-        ))
-    })?;
+    let plan = last_plan(&st, &name, &format!(" (ferry sync run {name})")).await?;
     let approval = st.store.approval(&name).await?;
     let dq = DecisionQuery {
         profile: Some(name.clone()),
@@ -181,14 +187,7 @@ pub async fn approve(
     Path(name): Path<String>,
     body: Option<super::Object<ApproveBody>>,
 ) -> ApiResult<Json<Approval>> {
-    st.settings
-        .get()
-        .config
-        .profile(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("sync profile `{name}` is not configured")))?;
-    let plan = st.store.plan(&name).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("no What-If for `{name}` yet: run a cycle first"))
-    })?;
+    let plan = last_plan(&st, &name, "").await?;
     if let Some(super::Object(ApproveBody { plan_hash: Some(h) })) = &body
         && !plan.hash.starts_with(h.as_str())
     {
