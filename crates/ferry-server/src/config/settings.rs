@@ -60,6 +60,17 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let mut secrets = HashMap::new();
         for (i, d) in config.directories.iter().enumerate() {
+            // A secret kept in a file (`field`), without its line ending.
+            let from_file = |field: &str, p: &Path| {
+                let p = base.join(p);
+                let v = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                    file: file.into(),
+                    path: format!("directory[{i}].{field}"),
+                    location: String::new(),
+                    message: format!("cannot read {}: {e}", p.display()),
+                })?;
+                Ok::<_, ConfigError>(Secret::new(v.trim_end_matches(['\n', '\r'])))
+            };
             let from_env = |env: &str| {
                 if console.contains(d.name()) {
                     None
@@ -72,14 +83,7 @@ impl Settings {
                 let secret = if let Some(s) = &l.bind_password {
                     Some(s.clone())
                 } else if let Some(p) = &l.bind_password_file {
-                    let p = base.join(p);
-                    let v = std::fs::read_to_string(&p).map_err(|e| ConfigError {
-                        file: file.into(),
-                        path: format!("directory[{i}].bind_password_file"),
-                        location: String::new(),
-                        message: format!("cannot read {}: {e}", p.display()),
-                    })?;
-                    Some(Secret::new(v.trim_end_matches(['\n', '\r'])))
+                    Some(from_file("bind_password_file", p)?)
                 } else {
                     from_env(&env)
                 };
@@ -101,14 +105,7 @@ impl Settings {
                 let secret = if let Some(s) = &g.client_secret {
                     Some(s.clone())
                 } else if let Some(p) = &g.client_secret_file {
-                    let p = base.join(p);
-                    let v = std::fs::read_to_string(&p).map_err(|e| ConfigError {
-                        file: file.into(),
-                        path: format!("directory[{i}].client_secret_file"),
-                        location: String::new(),
-                        message: format!("cannot read {}: {e}", p.display()),
-                    })?;
-                    Some(Secret::new(v.trim_end_matches(['\n', '\r'])))
+                    Some(from_file("client_secret_file", p)?)
                 } else if g.certificate_file.is_none() {
                     from_env(&env)
                 } else {
