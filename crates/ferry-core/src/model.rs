@@ -143,6 +143,12 @@ impl DirObject {
             return true;
         }
         let key = lowercase(Cow::Borrowed(key));
+        self.names().any(|v| lowercase(Cow::Borrowed(v)) == key)
+    }
+
+    /// What a key may name this object by besides its id (with case ignored): its UPN, mail, SID
+    /// and name, those it has.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         [
             self.upn.as_deref(),
             self.mail.as_deref(),
@@ -151,7 +157,6 @@ impl DirObject {
         ]
         .into_iter()
         .flatten()
-        .any(|v| lowercase(Cow::Borrowed(v)) == key)
     }
 
     pub fn new(kind: ObjectKind, id: impl Into<String>, name: impl Into<String>) -> DirObject {

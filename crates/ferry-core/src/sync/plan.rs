@@ -329,15 +329,7 @@ pub fn resolve_keys(objects: &[DirObject], kinds: &[ObjectKind], keys: &[&str]) 
                 by_id[k].push(i);
             }
         }
-        for v in [
-            o.upn.as_deref(),
-            o.mail.as_deref(),
-            o.sid.as_deref(),
-            Some(o.name.as_str()),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for v in o.names() {
             if let Some(ks) = folded.get(lowercase(Cow::Borrowed(v)).as_ref()) {
                 for &k in ks {
                     // An object whose UPN and mail are both the key is one candidate.
