@@ -789,6 +789,23 @@ impl Config {
                 && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
+        // The `key` of entry `i` of `[[table]]` (a `what`): a valid name, and not one an earlier
+        // entry has (`twice`).
+        let entry_name = |table: &str, i: usize, key: &str, what: &str, name: &str, twice: bool| {
+            let path = format!("{table}[{i}].{key}");
+            if !valid_name(name) {
+                return Err(err(
+                    path,
+                    format!(
+                        "`{name}` is not a valid {key}: use 1–64 letters, digits, `-`, `_` or `.`"
+                    ),
+                ));
+            }
+            if twice {
+                return Err(err(path, format!("{what} `{name}` is defined twice")));
+            }
+            Ok(())
+        };
         let a = &self.server.auth;
         for (key, d) in [
             ("session_idle", a.session_idle),
@@ -817,18 +834,8 @@ impl Config {
         }
         for (i, t) in self.tenants.iter().enumerate() {
             let p = |k: &str| format!("tenant[{i}].{k}");
-            if !valid_name(&t.id) {
-                return Err(err(
-                    p("id"),
-                    format!(
-                        "`{}` is not a valid id: use 1–64 letters, digits, `-`, `_` or `.`",
-                        t.id
-                    ),
-                ));
-            }
-            if self.tenants[..i].iter().any(|o| o.id == t.id) {
-                return Err(err(p("id"), format!("tenant `{}` is defined twice", t.id)));
-            }
+            let twice = self.tenants[..i].iter().any(|o| o.id == t.id);
+            entry_name("tenant", i, "id", "tenant", &t.id, twice)?;
             if let Some(d) = t
                 .directories
                 .iter()
@@ -842,21 +849,8 @@ impl Config {
         }
         for (i, e) in self.environments.iter().enumerate() {
             let p = |k: &str| format!("environment[{i}].{k}");
-            if !valid_name(&e.id) {
-                return Err(err(
-                    p("id"),
-                    format!(
-                        "`{}` is not a valid id: use 1–64 letters, digits, `-`, `_` or `.`",
-                        e.id
-                    ),
-                ));
-            }
-            if self.environments[..i].iter().any(|o| o.id == e.id) {
-                return Err(err(
-                    p("id"),
-                    format!("environment `{}` is defined twice", e.id),
-                ));
-            }
+            let twice = self.environments[..i].iter().any(|o| o.id == e.id);
+            entry_name("environment", i, "id", "environment", &e.id, twice)?;
             if !self.tenants.iter().any(|t| t.id == e.tenant) {
                 return Err(err(
                     p("tenant"),
@@ -866,21 +860,8 @@ impl Config {
         }
         for (i, d) in self.directories.iter().enumerate() {
             let p = |k: &str| format!("directory[{i}].{k}");
-            if !valid_name(d.name()) {
-                return Err(err(
-                    p("name"),
-                    format!(
-                        "`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`",
-                        d.name()
-                    ),
-                ));
-            }
-            if self.directories[..i].iter().any(|o| o.name() == d.name()) {
-                return Err(err(
-                    p("name"),
-                    format!("directory `{}` is defined twice", d.name()),
-                ));
-            }
+            let twice = self.directories[..i].iter().any(|o| o.name() == d.name());
+            entry_name("directory", i, "name", "directory", d.name(), twice)?;
             if d.object_types().is_empty() {
                 return Err(err(
                     p("object_types"),
@@ -982,21 +963,8 @@ impl Config {
         }
         for (i, prof) in self.profiles.iter().enumerate() {
             let p = |k: &str| format!("sync_profile[{i}].{k}");
-            if !valid_name(&prof.name) {
-                return Err(err(
-                    p("name"),
-                    format!(
-                        "`{}` is not a valid name: use 1–64 letters, digits, `-`, `_` or `.`",
-                        prof.name
-                    ),
-                ));
-            }
-            if self.profiles[..i].iter().any(|o| o.name == prof.name) {
-                return Err(err(
-                    p("name"),
-                    format!("sync profile `{}` is defined twice", prof.name),
-                ));
-            }
+            let twice = self.profiles[..i].iter().any(|o| o.name == prof.name);
+            entry_name("sync_profile", i, "name", "sync profile", &prof.name, twice)?;
             let names: Vec<&str> = self.directories.iter().map(|d| d.name()).collect();
             let known = if names.is_empty() {
                 "none are defined".to_string()
