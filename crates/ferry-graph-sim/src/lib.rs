@@ -460,6 +460,22 @@ impl Inner {
         Ok(())
     }
 
+    /// The `401` for a bearer token that was not issued or has expired; `None` when it is valid.
+    fn expired(&self, token: &str) -> Option<Resp> {
+        let ok = self
+            .lock()
+            .tokens
+            .get(token)
+            .is_some_and(|until| Instant::now() < *until);
+        (!ok).then(|| {
+            Resp::error(
+                401,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            )
+        })
+    }
+
     /// One Graph request (directly or from a `$batch`); `path` starts after `/v1.0`.
     fn graph(
         &self,
@@ -470,19 +486,8 @@ impl Inner {
         body: Option<Value>,
     ) -> Resp {
         self.stats_requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(t) = auth {
-            let ok = self
-                .lock()
-                .tokens
-                .get(t)
-                .is_some_and(|until| Instant::now() < *until);
-            if !ok {
-                return Resp::error(
-                    401,
-                    "InvalidAuthenticationToken",
-                    "Lifetime validation failed, the token is expired.",
-                );
-            }
+        if let Some(refused) = auth.and_then(|t| self.expired(t)) {
+            return refused;
         }
         let fault = self.lock().fault;
         if fault == Some(Fault::ServerError) {
@@ -1023,17 +1028,8 @@ async fn handle(
             return Resp::error(401, "InvalidAuthenticationToken", "Access token is empty.");
         };
         if rest == "/$batch" && method == Method::POST {
-            let ok = inner
-                .lock()
-                .tokens
-                .get(auth)
-                .is_some_and(|until| Instant::now() < *until);
-            if !ok {
-                return Resp::error(
-                    401,
-                    "InvalidAuthenticationToken",
-                    "Lifetime validation failed, the token is expired.",
-                );
+            if let Some(refused) = inner.expired(auth) {
+                return refused;
             }
             return inner.batch(Some(auth), &body);
         }
