@@ -840,27 +840,33 @@ pub async fn flush_events(sd: &StateDir, client: &Client) -> Result<(), String> 
             }
             used += l.len();
         }
-        if let Some(run) = run {
-            match client.events(&run, batch).await {
-                Ok(()) => {}
-                // Refused for what they are (malformed, not the assigned run, out of order):
-                // sending them again cannot help.
-                Err(CallError::Refused {
-                    status: 400 | 403 | 409 | 413,
-                    code,
-                    error,
-                }) if code != "pending_approval" => {
-                    eprintln!(
-                        "ferry agent: the server refused {used} bytes of events ({code}): {error}; dropped"
-                    );
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+        // Events refused for what they are (malformed, not the assigned run, out of order) are
+        // dropped: sending them again cannot help.
+        if let Some(run) = run
+            && let Some((code, error)) = refused_for_good(client.events(&run, batch).await)?
+        {
+            eprintln!(
+                "ferry agent: the server refused {used} bytes of events ({code}): {error}; dropped"
+            );
         }
         sent += used;
         state::write_offset(&sent_path, base + sent as u64)?;
     }
     Ok(())
+}
+
+/// How a report went: `Ok(None)` when the server took it, `Ok(Some((code, error)))` when it
+/// refused it for what it is (sending it again cannot help), `Err` when it may be sent later.
+fn refused_for_good(r: Result<(), CallError>) -> Result<Option<(String, String)>, String> {
+    match r {
+        Ok(()) => Ok(None),
+        Err(CallError::Refused {
+            status: 400 | 403 | 409 | 413,
+            code,
+            error,
+        }) if code != "pending_approval" => Ok(Some((code, error))),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The bytes of `path` after `offset`; `None` when there are none (or no file).
@@ -916,20 +922,12 @@ pub async fn flush_logs(sd: &StateDir, client: &Client) -> Result<(), String> {
             };
             let text = String::from_utf8_lossy(&window[..end + 1]).into_owned();
             let at = base + sent as u64;
-            match client.log(&run_id, at, text).await {
-                Ok(()) => {}
-                Err(CallError::Refused {
-                    status: 400 | 403 | 409 | 413,
-                    code,
-                    error,
-                }) if code != "pending_approval" => {
-                    eprintln!(
-                        "ferry agent: the server refused run {run_id}'s log ({code}): {error}; not sent again"
-                    );
-                    state::write_offset(&sent_path, base + bytes.len() as u64)?;
-                    break;
-                }
-                Err(e) => return Err(e.to_string()),
+            if let Some((code, error)) = refused_for_good(client.log(&run_id, at, text).await)? {
+                eprintln!(
+                    "ferry agent: the server refused run {run_id}'s log ({code}): {error}; not sent again"
+                );
+                state::write_offset(&sent_path, base + bytes.len() as u64)?;
+                break;
             }
             sent += end + 1;
             state::write_offset(&sent_path, base + sent as u64)?;

@@ -202,13 +202,7 @@ pub fn open_entry(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Node>
 /// Opens `path` as `O_PATH` without following its last component (the kernel resolves the rest;
 /// callers check the inode they get).
 pub fn open_path(path: &Path) -> std::io::Result<Node> {
-    let fd = rustix::fs::openat(
-        CWD,
-        path,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(Node { fd, real: false })
+    open_entry(CWD, path.as_os_str())
 }
 
 /// `lstat` of the entry `name` of the directory `dir`.
