@@ -80,14 +80,20 @@ pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
         vals.push(Val::Int(t));
     }
     if !count {
-        sql.push_str(" ORDER BY id");
-        if q.limit > 0 {
-            sql.push_str(" LIMIT ? OFFSET ?");
-            vals.push(Val::Int(q.limit));
-            vals.push(Val::Int(q.offset.max(0)));
-        }
+        order_and_page(&mut sql, &mut vals, "id", q.limit, q.offset);
     }
     (sql, vals)
+}
+
+/// A listing's order, and its page when `limit` is positive (all rows otherwise).
+fn order_and_page(sql: &mut String, vals: &mut Vec<Val>, order: &str, limit: i64, offset: i64) {
+    sql.push_str(" ORDER BY ");
+    sql.push_str(order);
+    if limit > 0 {
+        sql.push_str(" LIMIT ? OFFSET ?");
+        vals.push(Val::Int(limit));
+        vals.push(Val::Int(offset.max(0)));
+    }
 }
 
 /// Agents in each state, of one batch or of all.
@@ -158,12 +164,13 @@ pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val<'static>>) 
         vals.extend(cols.iter().map(|_| Val::text(pat.clone())));
     }
     if !count {
-        sql.push_str(" ORDER BY profile, kind, source_id");
-        if q.limit > 0 {
-            sql.push_str(" LIMIT ? OFFSET ?");
-            vals.push(Val::Int(q.limit));
-            vals.push(Val::Int(q.offset.max(0)));
-        }
+        order_and_page(
+            &mut sql,
+            &mut vals,
+            "profile, kind, source_id",
+            q.limit,
+            q.offset,
+        );
     }
     (sql, vals)
 }
