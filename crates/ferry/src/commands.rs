@@ -69,22 +69,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Operator(c) => crate::environments::operator(&client()?, c, json).await,
         Command::Env(c) => crate::environments::env(&client()?, c, json).await,
         Command::Audit { limit } => {
-            let v = client()?.audit(Some(limit)).await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for a in &v {
-                    println!(
-                        "{}  {:<10} {:<10} {:<26} {}  {}",
-                        a.at,
-                        a.actor,
-                        opt(&a.tenant),
-                        a.action,
-                        a.subject,
-                        a.detail
-                    );
-                }
-            }
+            print_list(&client()?.audit(Some(limit)).await?, json, |a| {
+                println!(
+                    "{}  {:<10} {:<10} {:<26} {}  {}",
+                    a.at,
+                    a.actor,
+                    opt(&a.tenant),
+                    a.action,
+                    a.subject,
+                    a.detail
+                );
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(c) => {
@@ -139,6 +134,16 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
         serde_json::to_string_pretty(&serde_json::to_value(v)?)?
     );
     Ok(())
+}
+
+/// A list as JSON, or each item as `show` prints it.
+pub fn print_list<T: serde::Serialize>(v: &[T], json: bool, show: impl Fn(&T)) -> Result<()> {
+    if json {
+        print_json(&v)
+    } else {
+        v.iter().for_each(show);
+        Ok(())
+    }
 }
 
 /// A value as compact JSON, objects' keys sorted.
@@ -672,45 +677,39 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SyncCmd::Profiles => {
-            let v = c.profiles().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for p in &v {
-                    let sched = match &p.schedule {
-                        None => "on demand".into(),
-                        Some(s) => format!("every {s}"),
-                    };
-                    println!(
-                        "{}: {} → {}, {}, {sched}{}",
-                        p.name,
-                        p.source,
-                        p.target,
-                        p.mode,
-                        if p.awaiting_approval {
-                            ", What-If awaiting approval"
-                        } else {
-                            ""
-                        }
-                    );
-                    if let Some(last) = &p.last_cycle {
-                        print!("  last ");
-                        print_cycle(last);
+            print_list(&c.profiles().await?, json, |p| {
+                let sched = match &p.schedule {
+                    None => "on demand".into(),
+                    Some(s) => format!("every {s}"),
+                };
+                println!(
+                    "{}: {} → {}, {}, {sched}{}",
+                    p.name,
+                    p.source,
+                    p.target,
+                    p.mode,
+                    if p.awaiting_approval {
+                        ", What-If awaiting approval"
+                    } else {
+                        ""
                     }
+                );
+                if let Some(last) = &p.last_cycle {
+                    print!("  last ");
+                    print_cycle(last);
                 }
-            }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         SyncCmd::Cycles { profile, limit } => {
-            let v = c.cycles(profile.as_deref(), Some(limit)).await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for cy in &v {
+            print_list(
+                &c.cycles(profile.as_deref(), Some(limit)).await?,
+                json,
+                |cy| {
                     print!("{}  ", time(cy.started_at));
                     print_cycle(cy);
-                }
-            }
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }

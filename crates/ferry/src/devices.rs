@@ -1,7 +1,7 @@
 //! `ferry psk …`, `ferry agents …`, `ferry runbook …`, `ferry batch …`: device migration for the
 //! operator, as clients of the admin API.
 
-use crate::commands::{compact, print_json};
+use crate::commands::{compact, print_json, print_list};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_client::wire::{ComputerChange, NewPsk};
@@ -134,6 +134,16 @@ pub enum BatchCmd {
     },
 }
 
+/// A JSON file of one entry (a runbook, a batch, …, `what`), and the entry's `key` (its name).
+pub(crate) fn read_entry(file: &PathBuf, key: &str, what: &str) -> Result<(Value, String)> {
+    let body = read_json(file)?;
+    let name = body[key]
+        .as_str()
+        .with_context(|| format!("the {what} has no `{key}`"))?
+        .to_string();
+    Ok((body, name))
+}
+
 pub(crate) fn read_json(file: &PathBuf) -> Result<Value> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -185,22 +195,17 @@ pub async fn psk(c: &Client, cmd: PskCmd, json: bool) -> Result<ExitCode> {
             }
         }
         PskCmd::List => {
-            let v = c.psks().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for k in &v {
-                    println!(
-                        "{:<20} created {}  {}",
-                        k.name,
-                        k.created_at,
-                        match k.retired_at {
-                            None => "active".to_string(),
-                            Some(r) => format!("retired {r}"),
-                        }
-                    );
-                }
-            }
+            print_list(&c.psks().await?, json, |k| {
+                println!(
+                    "{:<20} created {}  {}",
+                    k.name,
+                    k.created_at,
+                    match k.retired_at {
+                        None => "active".to_string(),
+                        Some(r) => format!("retired {r}"),
+                    }
+                );
+            })?;
         }
         PskCmd::Retire { name } => {
             let v = c.retire_psk(&name).await?;
@@ -354,20 +359,15 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
 pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         RunbookCmd::List => {
-            let v = c.runbooks().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for r in &v {
-                    println!(
-                        "{:<24} {} → {}  prerequisites: {}",
-                        r.name,
-                        compact(&r.source_directories),
-                        compact(&r.target_directories),
-                        compact(&r.prerequisites)
-                    );
-                }
-            }
+            print_list(&c.runbooks().await?, json, |r| {
+                println!(
+                    "{:<24} {} → {}  prerequisites: {}",
+                    r.name,
+                    compact(&r.source_directories),
+                    compact(&r.target_directories),
+                    compact(&r.prerequisites)
+                );
+            })?;
         }
         RunbookCmd::Show { name } => {
             let v = c.runbooks().await?;
@@ -378,11 +378,7 @@ pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode
             print_json(r)?;
         }
         RunbookCmd::Put { file } => {
-            let body = read_json(&file)?;
-            let name = body["name"]
-                .as_str()
-                .context("the runbook has no `name`")?
-                .to_string();
+            let (body, name) = read_entry(&file, "name", "runbook")?;
             let v = c.put_runbook(&name, &body).await?;
             if json {
                 print_json(&v)?;
@@ -410,33 +406,24 @@ pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode
 pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         BatchCmd::List => {
-            let v = c.batches().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for b in &v {
-                    println!(
-                        "{:<16} {} → {}  runbooks {}  enforced after {} {}  computers {}",
-                        b.batch.name,
-                        b.batch.source_directory,
-                        b.batch.target_directory,
-                        compact(&b.batch.runbooks),
-                        b.batch.enforced_after,
-                        b.batch.time_zone,
-                        b.computers.len()
-                    );
-                }
-            }
+            print_list(&c.batches().await?, json, |b| {
+                println!(
+                    "{:<16} {} → {}  runbooks {}  enforced after {} {}  computers {}",
+                    b.batch.name,
+                    b.batch.source_directory,
+                    b.batch.target_directory,
+                    compact(&b.batch.runbooks),
+                    b.batch.enforced_after,
+                    b.batch.time_zone,
+                    b.computers.len()
+                );
+            })?;
         }
         BatchCmd::Put {
             file,
             add_prerequisites,
         } => {
-            let body = read_json(&file)?;
-            let name = body["name"]
-                .as_str()
-                .context("the batch has no `name`")?
-                .to_string();
+            let (body, name) = read_entry(&file, "name", "batch")?;
             let v = c.put_batch(&name, &body, add_prerequisites).await?;
             if json {
                 print_json(&v)?;

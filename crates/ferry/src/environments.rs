@@ -1,8 +1,8 @@
 //! `ferry tenant`, `ferry operator`, `ferry env` and `ferry env move …`: environment moves from the
 //! command line, named after Microsoft's TenantToTenant cmdlets.
 
-use crate::commands::{compact, print_json, wire_str};
-use crate::devices::read_json;
+use crate::commands::{compact, print_json, print_list, wire_str};
+use crate::devices::read_entry;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_client::Client;
@@ -149,27 +149,18 @@ fn moves_table(c: &Client, v: &[MoveView]) {
 pub async fn tenant(c: &Client, cmd: TenantCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         TenantCmd::List => {
-            let v = c.tenants().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for t in &v {
-                    println!(
-                        "{:<20} {}  domains: {}  directories: {}",
-                        t.id,
-                        t.name,
-                        compact(&t.domains),
-                        compact(&t.directories)
-                    );
-                }
-            }
+            print_list(&c.tenants().await?, json, |t| {
+                println!(
+                    "{:<20} {}  domains: {}  directories: {}",
+                    t.id,
+                    t.name,
+                    compact(&t.domains),
+                    compact(&t.directories)
+                );
+            })?;
         }
         TenantCmd::Put { file } => {
-            let body = read_json(&file)?;
-            let id = body["id"]
-                .as_str()
-                .context("the tenant has no `id`")?
-                .to_string();
+            let (body, id) = read_entry(&file, "id", "tenant")?;
             let v = c.put_tenant(&id, &body).await?;
             if json {
                 print_json(&v)?;
@@ -200,24 +191,19 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCmd::List => {
-            let v = c.operators().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for o in &v {
-                    println!(
-                        "{:<24} {:<28} {:<12} {}",
-                        o.name,
-                        o.role,
-                        if o.has_password {
-                            "password"
-                        } else {
-                            "token only"
-                        },
-                        if o.has_session { "session" } else { "" }
-                    );
-                }
-            }
+            print_list(&c.operators().await?, json, |o| {
+                println!(
+                    "{:<24} {:<28} {:<12} {}",
+                    o.name,
+                    o.role,
+                    if o.has_password {
+                        "password"
+                    } else {
+                        "token only"
+                    },
+                    if o.has_session { "session" } else { "" }
+                );
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCmd::Remove { name } => {
@@ -284,31 +270,22 @@ pub async fn operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCo
 pub async fn env(c: &Client, cmd: EnvCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         EnvCmd::List => {
-            let v = c.environments().await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                for e in &v {
-                    println!(
-                        "{:<16} {:<24} {:<12} {:<10} {}",
-                        e.id,
-                        e.name,
-                        e.tenant,
-                        wire_str(&e.environment_type),
-                        e.url
-                    );
-                }
-            }
+            print_list(&c.environments().await?, json, |e| {
+                println!(
+                    "{:<16} {:<24} {:<12} {:<10} {}",
+                    e.id,
+                    e.name,
+                    e.tenant,
+                    wire_str(&e.environment_type),
+                    e.url
+                );
+            })?;
         }
         EnvCmd::Show { id } => {
             print_json(&c.environment(&id).await?)?;
         }
         EnvCmd::Put { file } => {
-            let body = read_json(&file)?;
-            let id = body["id"]
-                .as_str()
-                .context("the environment has no `id`")?
-                .to_string();
+            let (body, id) = read_entry(&file, "id", "environment")?;
             let v = c.put_environment(&id, &body).await?;
             if json {
                 print_json(&v)?;
