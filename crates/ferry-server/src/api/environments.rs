@@ -481,34 +481,45 @@ pub async fn approvals(op: Operator, State(st): State<AppState>) -> ApiResult<Js
     ))
 }
 
+/// Takes the move `id` one `transition` for `side`'s admins (one change of a tenant's moves at a
+/// time), and audits it as `action` under that side's tenant, with `detail`. The move as it is
+/// now, and when.
+async fn step(
+    st: &AppState,
+    op: &Operator,
+    id: &str,
+    side: Side,
+    transition: impl FnOnce(&mut Request, i64) -> Result<(), envmove::NotNow>,
+    action: &str,
+    detail: impl FnOnce(&Move) -> String,
+) -> ApiResult<(Move, i64)> {
+    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
+    let (mut m, read) = find_read(st, op, id, side).await?;
+    let now = st.clock.now_ms();
+    transition(&mut m.request, now).map_err(not_now)?;
+    swap(st, id, &read, &m).await?;
+    let tenant = match side {
+        Side::Source => &m.source_tenant,
+        Side::Target => &m.target_tenant,
+    };
+    audit(st, op, Some(tenant), action, id, detail(&m)).await?;
+    Ok((m, now))
+}
+
 async fn decide(
     st: &AppState,
     op: &Operator,
     id: &str,
     approve: bool,
 ) -> ApiResult<Json<MoveView>> {
-    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
-    let (mut m, read) = find_read(st, op, id, Side::Target).await?;
-    let now = st.clock.now_ms();
-    if approve {
-        m.request.approve(now).map_err(not_now)?;
+    let (action, transition): (_, fn(&mut Request, i64) -> _) = if approve {
+        ("env.move.approve", Request::approve)
     } else {
-        m.request.reject(now).map_err(not_now)?;
-    }
-    swap(st, id, &read, &m).await?;
-    let action = if approve {
-        "env.move.approve"
-    } else {
-        "env.move.reject"
+        ("env.move.reject", Request::reject)
     };
-    audit(
-        st,
-        op,
-        Some(&m.target_tenant),
-        action,
-        id,
-        m.environment.clone(),
-    )
+    let (m, now) = step(st, op, id, Side::Target, transition, action, |m| {
+        m.environment.clone()
+    })
     .await?;
     shown(&m, &op.role, now).map(Json)
 }
@@ -596,23 +607,16 @@ pub async fn prepare(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    {
-        let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
-        let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
-        m.request
-            .start_prepare(st.clock.now_ms())
-            .map_err(not_now)?;
-        swap(&st, &id, &read, &m).await?;
-        audit(
-            &st,
-            &op,
-            Some(&m.source_tenant),
-            "env.move.prepare",
-            &id,
-            String::new(),
-        )
-        .await?;
-    }
+    step(
+        &st,
+        &op,
+        &id,
+        Side::Source,
+        Request::start_prepare,
+        "env.move.prepare",
+        |_| String::new(),
+    )
+    .await?;
     let st2 = st.clone();
     let id2 = id.clone();
     tokio::spawn(async move {
@@ -856,18 +860,14 @@ pub async fn cancel(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MoveView>> {
-    let _g = st.moves.lock(op.role.tenant().unwrap_or_default()).await;
-    let (mut m, read) = find_read(&st, &op, &id, Side::Source).await?;
-    let now = st.clock.now_ms();
-    m.request.cancel(now).map_err(not_now)?;
-    swap(&st, &id, &read, &m).await?;
-    audit(
+    let (m, now) = step(
         &st,
         &op,
-        Some(&m.source_tenant),
-        "env.move.cancel",
         &id,
-        String::new(),
+        Side::Source,
+        Request::cancel,
+        "env.move.cancel",
+        |_| String::new(),
     )
     .await?;
     shown(&m, &op.role, now).map(Json)
