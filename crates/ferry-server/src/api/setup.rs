@@ -111,6 +111,15 @@ async fn begin<'a>(
     Ok((guard, now, stored))
 }
 
+/// A put's answer: `200` when it changed an entry, `201` when it added one.
+fn put_status(changed: bool) -> StatusCode {
+    if changed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
 /// Removes the entry `name` from `entries`, or says there is none.
 fn remove<T>(
     entries: &mut Vec<T>,
@@ -207,11 +216,7 @@ pub async fn put_directory(
         ),
     )
     .await?;
-    Ok(if old.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    })
+    Ok(put_status(old.is_some()))
 }
 
 #[utoipa::path(delete, path = "/directories/{name}", tag = "directories", params(("name" = String, Path)),
@@ -303,11 +308,7 @@ pub async fn put_profile(
         ),
     )
     .await?;
-    Ok(if old.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    })
+    Ok(put_status(old.is_some()))
 }
 
 #[utoipa::path(delete, path = "/profiles/{name}", tag = "sync", params(("name" = String, Path)),
