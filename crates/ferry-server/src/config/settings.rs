@@ -71,6 +71,12 @@ impl Settings {
                 })?;
                 Ok::<_, ConfigError>(Secret::new(v.trim_end_matches(['\n', '\r'])))
             };
+            let no_credential = |message: String| ConfigError {
+                file: file.into(),
+                path: format!("directory[{i}]"),
+                location: String::new(),
+                message,
+            };
             let from_env = |env: &str| {
                 if console.contains(d.name()) {
                     None
@@ -90,14 +96,9 @@ impl Settings {
                 if let Some(s) = secret {
                     secrets.insert(l.name.clone(), s);
                 } else if l.bind_dn.is_some() {
-                    return Err(ConfigError {
-                        file: file.into(),
-                        path: format!("directory[{i}]"),
-                        location: String::new(),
-                        message: format!(
-                            "bind_dn is set but no password: give bind_password, bind_password_file, or the variable {env}"
-                        ),
-                    });
+                    return Err(no_credential(format!(
+                        "bind_dn is set but no password: give bind_password, bind_password_file, or the variable {env}"
+                    )));
                 }
             }
             if let DirectoryConfig::Graph(g) = d {
@@ -114,14 +115,9 @@ impl Settings {
                 if let Some(s) = secret {
                     secrets.insert(g.name.clone(), s);
                 } else if g.certificate_file.is_none() {
-                    return Err(ConfigError {
-                        file: file.into(),
-                        path: format!("directory[{i}]"),
-                        location: String::new(),
-                        message: format!(
-                            "no credential for the app registration: give client_secret, client_secret_file, certificate_file + private_key_file, or the variable {env}"
-                        ),
-                    });
+                    return Err(no_credential(format!(
+                        "no credential for the app registration: give client_secret, client_secret_file, certificate_file + private_key_file, or the variable {env}"
+                    )));
                 }
             }
         }
