@@ -51,11 +51,7 @@ pub const LOG_COLS: &str = "id, at, cycle_id, profile, directory, level, code, o
 
 /// `SELECT … FROM agents WHERE …` (or `SELECT count(*)`) for a query.
 pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
-    let mut sql = if count {
-        "SELECT count(*) FROM agents WHERE 1=1".to_string()
-    } else {
-        format!("SELECT {AGENT_COLS} FROM agents WHERE 1=1")
-    };
+    let mut sql = select_all(AGENT_COLS, "agents", count);
     let mut vals = Vec::new();
     if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
         sql.push_str(
@@ -83,6 +79,13 @@ pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
         order_and_page(&mut sql, &mut vals, "id", q.limit, q.offset);
     }
     (sql, vals)
+}
+
+/// `SELECT cols FROM table WHERE 1=1` (`count(*)` for `cols` when `count`), for conditions to
+/// follow.
+fn select_all(cols: &str, table: &str, count: bool) -> String {
+    let cols = if count { "count(*)" } else { cols };
+    format!("SELECT {cols} FROM {table} WHERE 1=1")
 }
 
 /// A listing's order, and its page when `limit` is positive (all rows otherwise).
@@ -124,11 +127,7 @@ pub fn latest_events_of(agents: &[i64]) -> (String, Vec<Val<'static>>) {
 
 /// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query.
 pub fn decisions(q: &DecisionQuery, count: bool) -> (String, Vec<Val<'static>>) {
-    let mut sql = if count {
-        "SELECT count(*) FROM decisions WHERE 1=1".to_string()
-    } else {
-        format!("SELECT {DEC_COLS} FROM decisions WHERE 1=1")
-    };
+    let mut sql = select_all(DEC_COLS, "decisions", count);
     let mut vals = Vec::new();
     if let Some(p) = &q.profile {
         sql.push_str(" AND profile = ?");
