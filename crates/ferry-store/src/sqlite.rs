@@ -383,8 +383,9 @@ impl Sqlite {
     fn commit_sync_tx(c: &mut Connection, s: &SyncCommit<'_>) -> Result<()> {
         let tx = c.transaction()?;
 
-        // `objects` has no secondary index to drop on SQLite (its look-up keys are scanned, see the
-        // migration), so only `decisions` takes the bulk path below.
+        // `objects` has no secondary index to drop on SQLite but the partial one over computers'
+        // names (its look-up keys are scanned, see the migrations), so only `decisions` takes the
+        // bulk path below.
         let t0 = std::time::Instant::now();
         {
             let mut up = tx.prepare_cached(query::UPSERT_OBJECT)?;

@@ -693,6 +693,32 @@ async fn the_console_in_chromium() {
     b.wait_text("#agent-log", "re-permissioning /home/ann")
         .await;
     b.screenshot("agent").await;
+    // The run fails: the batch halts itself (max_failure_rate 0), its dashboard says why, and
+    // the admin resumes it there (audited).
+    agent
+        .checkin(&ferry_core::agent::CheckinRequest {
+            protocol: ferry_core::agent::PROTOCOL_VERSION,
+            state: Some("failed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    b.go(&format!("{url}#/dashboard?batch=wave-1")).await;
+    b.wait_text("#dash-halted", "1 device(s) failed of 1 finished")
+        .await;
+    b.screenshot("dashboard-halted").await;
+    b.click("#dash-resume").await;
+    b.wait_text("#dash-wave", "Last resumed by").await;
+    let audit = api_get("/audit?limit=20").await;
+    let acts: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["subject"] == "wave-1")
+        .map(|a| a["action"].as_str().unwrap())
+        .filter(|a| a.starts_with("batch."))
+        .collect();
+    assert_eq!(acts, ["batch.resume", "batch.halt"], "{audit}");
     b.go(&format!("{url}#/agents")).await;
     b.wait_text("#agents-total", "1 agents").await;
     // Another device with the key claims this one's host name: it waits on the agents page, and
