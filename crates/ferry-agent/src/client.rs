@@ -175,11 +175,22 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<Option<R>, CallError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<R>, CallError> {
         let mut req = self
             .http
-            .post(format!("{}/v1/{path}", self.base))
-            .header("Ferry-Agent-Protocol", PROTOCOL_VERSION.to_string())
-            .json(body);
+            .request(method, format!("{}/v1/{path}", self.base))
+            .header("Ferry-Agent-Protocol", PROTOCOL_VERSION.to_string());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
         if let Some(k) = &self.node_key {
             req = req.bearer_auth(k.expose());
         }
@@ -248,6 +259,18 @@ impl Client {
         })
     }
 
+    /// A runbook of this device's batch (for its pre-flight ahead of the order).
+    pub async fn runbook(&self, name: &str) -> Result<ferry_core::runbook::Runbook, CallError> {
+        let path = format!("runbooks/{}", percent(name));
+        self.call::<(), _>(reqwest::Method::GET, &path, None)
+            .await?
+            .ok_or(CallError::Refused {
+                status: 204,
+                code: "bad_answer".into(),
+                error: "runbook answered without a body".into(),
+            })
+    }
+
     pub async fn checkin(&self, req: &CheckinRequest) -> Result<CheckinResponse, CallError> {
         self.post("checkin", req).await?.ok_or(CallError::Refused {
             status: 204,
@@ -278,6 +301,19 @@ impl Client {
             .await
             .map(|_| ())
     }
+}
+
+/// A path segment, percent-encoded (runbook names may hold spaces and punctuation).
+fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::run::{self, Env, RunState, RunStatus};
 use crate::state::{self, StateDir, now_ms};
 use ferry_core::agent::{
     AgentEvent, Assignment, CheckinRequest, CheckinResponse, Credential, DeviceFacts,
-    HarvestedProfile,
+    DevicePreflight, HarvestedProfile, PreflightCheck,
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -53,6 +53,10 @@ pub struct Config {
     pub min_id: u32,
     /// Check-in interval instead of the server's (tests, demos).
     pub poll_seconds: Option<u32>,
+    /// Pre-flight: the file whose presence says a reboot is pending (`/run/reboot-required`).
+    pub reboot_required_file: PathBuf,
+    /// Pre-flight: free space (MiB) each file system the run writes must keep.
+    pub min_free_mb: u64,
 }
 
 impl Config {
@@ -113,6 +117,9 @@ pub struct Status {
     pub offer: Option<OfferView>,
     pub run: Option<RunView>,
     pub blocked: Option<String>,
+    /// The newest pre-flight (the device's own checks).
+    #[serde(default)]
+    pub preflight: Option<DevicePreflight>,
     /// The answer to the newest request: (its file name, the answer).
     pub last_request: Option<(String, String)>,
     pub updated_at: i64,
@@ -290,7 +297,15 @@ struct Agent {
     harvest: Option<(std::time::Instant, Vec<HarvestedProfile>)>,
     /// The check-in answer that holds the current order.
     last: Option<CheckinResponse>,
+    /// When the last pre-flight ran, and whether the server has it yet.
+    preflight_at: Option<std::time::Instant>,
+    preflight_unsent: Option<DevicePreflight>,
+    /// The assigned runbooks as fetched for a pre-flight ahead of the order.
+    runbooks: Vec<ferry_core::runbook::Runbook>,
 }
+
+/// How often a device in a batch runs its pre-flight ahead of its run.
+pub const PREFLIGHT_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// How `run` ended (with `--once`, or on a fatal error).
 #[derive(Debug)]
@@ -328,6 +343,9 @@ pub async fn run(cfg: Config) -> Result<Ended, String> {
         ident,
         harvest: None,
         last: None,
+        preflight_at: None,
+        preflight_unsent: None,
+        runbooks: Vec::new(),
     };
     a.main_loop().await
 }
@@ -450,8 +468,35 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    /// One check-in; returns the interval to the next.
+    /// One check-in; returns the interval to the next. A device in a batch checks itself ahead
+    /// of its run (every [`PREFLIGHT_EVERY`], and each minute while the server holds it back as
+    /// not ready) and checks in again at once with the result, so that the batch's page shows
+    /// it ready or not days before Enforced After.
     async fn check_in(&mut self) -> Result<Duration, String> {
+        let interval = self.check_in_once().await?;
+        let due = self.last.as_ref().is_some_and(|r| {
+            let not_ready = r
+                .blocked
+                .as_deref()
+                .is_some_and(|b| b.starts_with("not ready"));
+            r.assignment.is_some()
+                && self.preflight_at.is_none_or(|at| {
+                    at.elapsed() >= PREFLIGHT_EVERY
+                        || (not_ready && at.elapsed() >= Duration::from_secs(60))
+                })
+        });
+        if !due {
+            return Ok(interval);
+        }
+        let runbooks = self.assigned_runbooks().await;
+        let profiles = self.profiles();
+        let pf = self.preflight(&runbooks, &profiles);
+        self.status.preflight = Some(pf.clone());
+        self.set_unsent(Some(pf))?;
+        self.check_in_once().await
+    }
+
+    async fn check_in_once(&mut self) -> Result<Duration, String> {
         let profiles = self.profiles();
         let digest = harvest::digest(&profiles);
         let sent: Option<String> = self.env.state.read("harvest.json")?;
@@ -460,17 +505,34 @@ impl Agent {
             _ if self.status.state == "offered" => "offered",
             _ => "idle",
         };
+        // A pre-flight not yet reported (kept across restarts: `--once` runs, a reboot).
+        if self.preflight_unsent.is_none() {
+            self.preflight_unsent = self
+                .env
+                .state
+                .read::<Option<DevicePreflight>>("preflight.json")?
+                .flatten();
+        }
         let req = CheckinRequest {
             protocol: ferry_core::agent::PROTOCOL_VERSION,
             profiles: (sent.as_deref() != Some(&digest)).then_some(profiles),
             state: Some(state.into()),
             agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+            preflight: self.preflight_unsent.clone(),
+            clock: Some(now_ms()),
         };
         let fallback = Duration::from_secs(u64::from(self.cfg.poll_seconds.unwrap_or(60)));
         match self.client.checkin(&req).await {
             Ok(resp) => {
                 if req.profiles.is_some() {
                     self.env.state.write("harvest.json", &digest, 0o600)?;
+                }
+                if req.preflight.is_some() {
+                    self.set_unsent(None)?;
+                }
+                if resp.assignment.is_none() {
+                    self.preflight_at = None;
+                    self.runbooks.clear();
                 }
                 if let Some(id) = resp.agent_id
                     && id != self.ident.agent_id
@@ -642,6 +704,16 @@ impl Agent {
                 Ok(false)
             }
             Decision::Start => {
+                // The device checks itself right before the run, with the order's runbooks.
+                let profiles = self.profiles();
+                let pf = self.preflight(&order.runbooks, &profiles);
+                self.status.preflight = Some(pf.clone());
+                if let Some(why) = pf.not_ready() {
+                    self.set_unsent(Some(pf))?;
+                    self.status.state = "waiting".into();
+                    self.status.detail = format!("the migration does not start: {why}");
+                    return Ok(false);
+                }
                 let batch = resp
                     .assignment
                     .as_ref()
@@ -669,6 +741,79 @@ impl Agent {
                 Ok(true)
             }
         }
+    }
+
+    /// The device's pre-flight for these runbooks; `server`: this check-in reached it.
+    fn preflight(
+        &mut self,
+        runbooks: &[ferry_core::runbook::Runbook],
+        profiles: &[HarvestedProfile],
+    ) -> DevicePreflight {
+        self.preflight_at = Some(std::time::Instant::now());
+        let mut paths: Vec<PathBuf> = runbooks
+            .iter()
+            .flat_map(|r| r.permission_updates.paths.iter().map(PathBuf::from))
+            .collect();
+        if paths.is_empty() {
+            paths = profiles.iter().map(|p| PathBuf::from(&p.home)).collect();
+        }
+        let probe = crate::preflight::Probe {
+            state_dir: &self.cfg.state_dir,
+            paths,
+            runbooks,
+            sessions: sessions(self.cfg.sessions_command.as_deref()),
+            reboot_file: &self.cfg.reboot_required_file,
+            min_free_mb: self.cfg.min_free_mb,
+            proc_dir: std::path::Path::new("/proc"),
+            search_path: std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .collect(),
+        };
+        let mut checks = crate::preflight::run(&probe);
+        checks.push(PreflightCheck::new(
+            "server",
+            self.last.is_some(),
+            true,
+            if self.last.is_some() {
+                "the server answered the last check-in".to_string()
+            } else {
+                "the server could not be reached: a run starts only when it can".to_string()
+            },
+        ));
+        DevicePreflight {
+            at: now_ms(),
+            checks,
+        }
+    }
+
+    /// The pre-flight the server has not had yet, in memory and in `preflight.json`.
+    fn set_unsent(&mut self, pf: Option<DevicePreflight>) -> Result<(), String> {
+        self.env.state.write("preflight.json", &pf, 0o600)?;
+        self.preflight_unsent = pf;
+        Ok(())
+    }
+
+    /// The assigned runbooks (fetched once per assignment; the order carries them when due).
+    async fn assigned_runbooks(&mut self) -> Vec<ferry_core::runbook::Runbook> {
+        if let Some(m) = self.last.as_ref().and_then(|r| r.migration.as_ref()) {
+            return m.runbooks.clone();
+        }
+        let names = self
+            .status
+            .assignment
+            .as_ref()
+            .map(|a| a.runbooks.clone())
+            .unwrap_or_default();
+        if self.runbooks.iter().map(|r| &r.name).ne(names.iter()) {
+            let mut fetched = Vec::new();
+            for n in &names {
+                match self.client.runbook(n).await {
+                    Ok(r) => fetched.push(r),
+                    Err(e) => eprintln!("ferry agent: runbook `{n}` for the pre-flight: {e}"),
+                }
+            }
+            self.runbooks = fetched;
+        }
+        self.runbooks.clone()
     }
 
     /// Runs the steps on a blocking thread while events and logs go to the server.

@@ -118,6 +118,9 @@ pub struct AgentRecord {
     /// The run the server last handed this agent (events and logs are taken for it only).
     #[serde(default)]
     pub assigned_run: Option<String>,
+    /// The device's newest pre-flight, with the server's clock check.
+    #[serde(default)]
+    pub preflight: Option<crate::agent::DevicePreflight>,
 }
 
 /// A run's event as stored.
@@ -781,6 +784,11 @@ pub struct DeviceWhatIf {
     pub no_target: Vec<String>,
     pub steps: Vec<String>,
     pub warnings: Vec<String>,
+    /// Ready to start: its newest pre-flight (the device's checks, its clock) and the server's
+    /// check of its profiles' translations pass; none until the device reported one.
+    pub ready: Option<bool>,
+    /// That pre-flight, with the server's `profiles` check.
+    pub preflight: Option<crate::agent::DevicePreflight>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -382,8 +382,45 @@ async fn enrollment_checkin_runbooks_batches_and_orders() {
         )
         .await;
     assert_eq!(s, 200);
+    // Catches: a device migrating although a harvested profile has no translation (its user
+    // would land in a profile whose files keep the source owner), or skipped silently.
     let (_, c) = h
         .call_agent("/checkin", Some(&key), json!({"protocol": 1}))
+        .await;
+    assert!(c["migration"].is_null(), "{c}");
+    assert!(
+        c["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("not ready: profiles (no translation for stranger"),
+        "{c}"
+    );
+    // The runbook says to skip such profiles: the order names them.
+    let mut main = runbook("Main", &["Pre-Req"], false);
+    main["permission_updates"]["skip_unresolved_profiles"] = json!(true);
+    let (s, v) = h.api(M::PUT, "/runbooks/Main", Some(main)).await;
+    assert_eq!(s, 200, "{v}");
+    // A device whose clock is an hour off is held back (a domain join would fail).
+    let (_, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&key),
+            json!({"protocol": 1, "clock": jiff::Timestamp::now().as_millisecond() - 3_600_000}),
+        )
+        .await;
+    assert!(
+        c["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("clock (3600 s behind"),
+        "{c}"
+    );
+    let (_, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&key),
+            json!({"protocol": 1, "clock": jiff::Timestamp::now().as_millisecond()}),
+        )
         .await;
     let m = &c["migration"];
     assert_eq!(m["mode"], "enforced", "{c}");
@@ -1500,4 +1537,63 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
         ],
         "{audit}"
     );
+}
+
+// Catches: a device whose own pre-flight failed (a pending reboot) handed its run anyway; the
+// batch's what-if not saying which device is not ready and why; an oversized pre-flight stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_preflight_fails_is_not_ready_and_says_why() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (_, e) = h.enroll(&psk, "PC-PRE", json!([])).await;
+    let key = e["node_key"].as_str().unwrap().to_string();
+    due_batch(&h, &["PC-PRE"]).await;
+    let check = |name: &str, ok: bool, blocking: bool, detail: &str| json!({"check": name, "ok": ok, "blocking": blocking, "detail": detail});
+    let now = jiff::Timestamp::now().as_millisecond();
+    let report = |reboot_ok: bool| {
+        json!({"protocol": 1, "clock": now, "preflight": {"at": now, "checks": [
+            check("free-space", true, true, "at least 900 MiB free"),
+            check("reboot", reboot_ok, true, if reboot_ok { "no reboot pending" } else { "a reboot is pending (/run/reboot-required exists)" }),
+            check("sessions", false, false, "1 session(s) open"),
+        ]}})
+    };
+    let (s, c) = h.call_agent("/checkin", Some(&key), report(false)).await;
+    assert_eq!(s, 200, "{c}");
+    assert!(c["migration"].is_null(), "{c}");
+    let blocked = c["blocked"].as_str().unwrap();
+    assert!(
+        blocked.contains("not ready: reboot (a reboot is pending"),
+        "{c}"
+    );
+    assert!(
+        !blocked.contains("sessions"),
+        "a warning does not block: {c}"
+    );
+    let (_, w) = h.api(M::GET, "/batches/Now/whatif", None).await;
+    let d = &w["devices"][0];
+    assert_eq!(d["ready"], false, "{d}");
+    let checks: Vec<&str> = d["preflight"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        checks,
+        ["free-space", "reboot", "sessions", "clock", "profiles"],
+        "{d}"
+    );
+    // Oversized: refused, the stored one kept.
+    let mut big = report(true);
+    big["preflight"]["checks"][0]["detail"] = json!("x".repeat(5000));
+    let (s, _) = h.call_agent("/checkin", Some(&key), big).await;
+    assert_eq!(s, 400);
+    // Rebooted: ready, and handed its run.
+    let (_, c) = h.call_agent("/checkin", Some(&key), report(true)).await;
+    assert!(c["migration"].is_object(), "{c}");
+    let (_, w) = h.api(M::GET, "/batches/Now/whatif", None).await;
+    assert_eq!(w["devices"][0]["ready"], true, "{w}");
 }

@@ -371,6 +371,8 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn count_agents(&self, q: &AgentQuery) -> Result<i64>;
     /// How many agents are in each state, among those of `batch` (all agents when None).
     async fn agent_states(&self, batch: Option<&str>) -> Result<Vec<(String, i64)>>;
+    /// Records a device's newest pre-flight (JSON of `DevicePreflight`).
+    async fn set_agent_preflight(&self, agent: i64, preflight: &str) -> Result<()>;
     /// Agents of `batch` that were handed a run (at check-in) and have not reported it finished
     /// (`succeeded`, `failed`, `rolled-back`): the batch's migrations in flight.
     async fn agents_in_flight(&self, batch: &str) -> Result<i64>;

@@ -83,6 +83,11 @@ pub const SQLITE: &[Migration] = &[
         name: "batch_waves",
         sql: include_str!("../migrations/sqlite/0015_batch_waves.sql"),
     },
+    Migration {
+        version: 16,
+        name: "agent_preflight",
+        sql: include_str!("../migrations/sqlite/0016_agent_preflight.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -160,5 +165,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 15,
         name: "batch_waves",
         sql: include_str!("../migrations/postgres/0015_batch_waves.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "agent_preflight",
+        sql: include_str!("../migrations/postgres/0016_agent_preflight.sql"),
     },
 ];

@@ -297,7 +297,7 @@ pub const INSERT_PSK: &str =
 /// One statement: a limited key's last use cannot be taken twice.
 pub const USE_PSK: &str = "UPDATE psks SET uses_left = uses_left - 1 \
      WHERE id = ? AND retired_at IS NULL AND (uses_left IS NULL OR uses_left > 0)";
-pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run";
+pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, preflight";
 pub const AGENTS_CLAIMED: &str = "SELECT id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, node_hash \
      FROM agents WHERE device_id = ? OR lower(hostname) = lower(?) ORDER BY id";
 pub const ASSIGN_RUN: &str = "UPDATE agents SET assigned_run = ?, assigned_steps = ? WHERE id = ? \

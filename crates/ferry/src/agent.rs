@@ -16,7 +16,7 @@ use std::time::Duration;
 pub enum AgentCmd {
     /// Run the agent: enroll once, check in, harvest profiles, run due migrations. `--server` is
     /// the agent endpoint (`ferry agents endpoint` shows it and its fingerprint).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// What the agent is doing: its batch, the offered migration, the run's steps.
     Status(StateArgs),
     /// Start the offered migration now.
@@ -83,6 +83,12 @@ pub struct RunArgs {
     /// Check in every N seconds instead of the server's interval.
     #[arg(long, hide = true)]
     pub poll_seconds: Option<u32>,
+    /// Pre-flight: the file whose presence says a reboot is pending.
+    #[arg(long, default_value = "/run/reboot-required")]
+    pub reboot_required_file: PathBuf,
+    /// Pre-flight: free space (MiB) each file system the run writes must keep.
+    #[arg(long, default_value_t = 256)]
+    pub min_free_mb: u64,
 }
 
 impl RunArgs {
@@ -113,6 +119,8 @@ impl RunArgs {
             }),
             poll_seconds: self.poll_seconds,
             min_id: self.min_id,
+            reboot_required_file: self.reboot_required_file,
+            min_free_mb: self.min_free_mb,
         }
     }
 }

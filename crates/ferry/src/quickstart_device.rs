@@ -115,8 +115,9 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
         .iter()
         .any(|b| b.batch.name == "Quickstart");
     if !exists {
-        // Enforced a minute ago: the agent starts at its first check-in.
-        let enforced = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+        // Enforced 20 minutes ago, past the 15-minute window over which a batch's devices are
+        // spread: the agent starts at its first check-in.
+        let enforced = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(20);
         let batch = json!({
             "name": "Quickstart", "source_directory": "contoso", "target_directory": "fabrikam",
             "runbooks": ["Quickstart"],
@@ -157,6 +158,8 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
         threads: 2,
         min_id: ferry_core::privileged::DEFAULT_MIN_ID,
         poll_seconds: Some(1),
+        reboot_required_file: device.join("reboot-required"),
+        min_free_mb: 16,
     };
     // Enroll (the computer becomes known), join the batch, then take the migration.
     daemon::run(cfg.clone()).await.map_err(anyhow::Error::msg)?;

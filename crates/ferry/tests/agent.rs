@@ -815,3 +815,77 @@ fn a_device_enrolling_again_without_its_key_waits_for_an_operator() {
     let audit = rig.admin(&["--json", "audit"]);
     assert!(audit.contains("agent.enrollment.approve"), "{audit}");
 }
+
+// Catches: a real agent starting its run with a pending reboot or a runbook command that is not
+// installed; the server never learning why (the batch's what-if shows the device ready or not);
+// a device held on a stale pre-flight after it was fixed.
+#[test]
+fn a_device_that_is_not_ready_does_not_start_and_says_why() {
+    if !is_root() {
+        return;
+    }
+    let rig = Rig::start();
+    let dir = rig.dir();
+    rig.put(
+        "runbook",
+        json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
+               "completion": {"post_migration_scripts": [{"name": "p", "interpreter": "sh", "body": "true"}]}}),
+    );
+    rig.put(
+        "batch",
+        json!({"name": "Now", "source_directory": "contoso", "target_directory": "fabrikam",
+               "runbooks": ["Main"], "enforced_after": "2026-01-01T09:00"}),
+    );
+    let (psk, u, f) = rig.enrolment();
+    let state = dir.join("state");
+    let reboot = dir.join("reboot-required");
+    std::fs::write(&reboot, "").unwrap();
+    let st = state.to_str().unwrap().to_string();
+    let rf = reboot.to_str().unwrap().to_string();
+    let run_args = [
+        "agent",
+        "run",
+        "--state-dir",
+        &st,
+        "--passwd",
+        "/dev/null",
+        "--sessions-command",
+        "true",
+        "--reboot-required-file",
+        &rf,
+        "--poll-seconds",
+        "1",
+    ];
+    let mut first = run_args.to_vec();
+    first.extend(["--once", "--server", &u, "--psk", &psk, "--fingerprint", &f]);
+    let o = ferry(&first, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    rig.add_agent_to("Now");
+
+    // Due, but a reboot is pending: the agent checks itself, the server holds it back.
+    let mut once = run_args.to_vec();
+    once.push("--once");
+    let o = ferry(&once, &[]);
+    let out = text(&o);
+    assert!(
+        out.contains("not ready: reboot (a reboot is pending"),
+        "{out}"
+    );
+    assert!(!state.join("run.json").exists(), "nothing ran: {out}");
+    let status: Value = read_json(&state.join("status.json"));
+    assert_eq!(
+        status["preflight"]["checks"][1]["check"], "reboot",
+        "{status}"
+    );
+    let w: Value = serde_json::from_str(&rig.admin(&["--json", "batch", "whatif", "Now"])).unwrap();
+    assert_eq!(w["devices"][0]["ready"], false, "{w}");
+
+    // Rebooted: the next check-in carries a fresh pre-flight and the run goes.
+    std::fs::remove_file(&reboot).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = ferry(&once, &[]);
+    let out = text(&o);
+    assert!(out.starts_with("succeeded"), "{out}");
+    let w: Value = serde_json::from_str(&rig.admin(&["--json", "batch", "whatif", "Now"])).unwrap();
+    assert_eq!(w["devices"][0]["ready"], true, "{w}");
+}

@@ -129,6 +129,125 @@ pub struct CheckinRequest {
     pub state: Option<String>,
     #[serde(default)]
     pub agent_version: Option<String>,
+    /// The device's pre-flight, when it ran one since its last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<DevicePreflight>,
+    /// The device's clock when it sent this (ms since the epoch): the server checks it
+    /// against its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<i64>,
+}
+
+/// What a device checked before its run (`docs/devices.md`, "Device pre-flight").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicePreflight {
+    /// When it ran (the device's clock, ms since the epoch).
+    pub at: i64,
+    pub checks: Vec<PreflightCheck>,
+}
+
+/// One check of a pre-flight.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightCheck {
+    /// `free-space`, `reboot`, `commands`, `sessions`, `open-files`, `server`, `clock`,
+    /// `profiles`.
+    pub check: String,
+    pub ok: bool,
+    /// A failed blocking check keeps the run from starting; a failed other one is a warning.
+    pub blocking: bool,
+    /// What was found, in words (and how to fix it when it failed).
+    pub detail: String,
+}
+
+impl PreflightCheck {
+    pub fn new(check: &str, ok: bool, blocking: bool, detail: impl Into<String>) -> Self {
+        PreflightCheck {
+            check: check.into(),
+            ok,
+            blocking,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl DevicePreflight {
+    /// The failed blocking checks: none means the device is ready.
+    pub fn blockers(&self) -> impl Iterator<Item = &PreflightCheck> {
+        self.checks.iter().filter(|c| !c.ok && c.blocking)
+    }
+
+    pub fn ready(&self) -> bool {
+        self.blockers().next().is_none()
+    }
+
+    /// `not ready: reboot (a reboot is pending: …); commands (…)`, or none when ready.
+    pub fn not_ready(&self) -> Option<String> {
+        let b: Vec<String> = self
+            .blockers()
+            .map(|c| format!("{} ({})", c.check, c.detail))
+            .collect();
+        (!b.is_empty()).then(|| format!("not ready: {}", b.join("; ")))
+    }
+}
+
+/// How far a device's clock may be from the server's before its run is held back: Kerberos'
+/// default tolerance, which a join to Active Directory needs.
+pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60_000;
+
+/// The server's check of a device's clock (`device` at the moment the server read it as `server`).
+pub fn clock_check(device: i64, server: i64) -> PreflightCheck {
+    let skew = device - server;
+    let ok = skew.abs() <= CLOCK_TOLERANCE_MS;
+    PreflightCheck::new(
+        "clock",
+        ok,
+        true,
+        if ok {
+            format!("within {} s of the server's", (skew.abs() + 999) / 1000)
+        } else {
+            format!(
+                "{} s {} the server's, more than the {} s a domain join tolerates: set the time (NTP) on the device",
+                skew.abs() / 1000,
+                if skew > 0 { "ahead of" } else { "behind" },
+                CLOCK_TOLERANCE_MS / 1000
+            )
+        },
+    )
+}
+
+/// The server's check that every harvested profile has a translation (`untranslated`: those
+/// that have none): blocking unless the runbook says to skip them, and never skipped silently.
+pub fn profiles_check(untranslated: &[String], skip: bool) -> PreflightCheck {
+    if untranslated.is_empty() {
+        return PreflightCheck::new(
+            "profiles",
+            true,
+            true,
+            "every harvested profile has a translation",
+        );
+    }
+    let names = untranslated.join(", ");
+    if skip {
+        PreflightCheck::new(
+            "profiles",
+            false,
+            false,
+            format!(
+                "no translation for {names}: the runbook skips them (their files keep their owners)"
+            ),
+        )
+    } else {
+        PreflightCheck::new(
+            "profiles",
+            false,
+            true,
+            format!(
+                "no translation for {names}: match them (sync, or pin them in the translation table), or set the runbook's permission_updates.skip_unresolved_profiles"
+            ),
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

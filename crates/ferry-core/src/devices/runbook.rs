@@ -155,6 +155,9 @@ pub struct PermissionUpdates {
     pub paths: Vec<String>,
     /// Areas to leave alone (glob patterns, e.g. `**/node_modules`, `C:\Windows\**`).
     pub ignore: Vec<String>,
+    /// Run although some harvested profiles have no translation (their files keep their
+    /// owners; the device's pre-flight says which). Without it such a device is not ready.
+    pub skip_unresolved_profiles: bool,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

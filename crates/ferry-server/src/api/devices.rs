@@ -636,6 +636,8 @@ pub async fn whatif(
             no_target: vec![],
             steps: steps.clone(),
             warnings: vec![],
+            ready: None,
+            preflight: None,
         };
         match agent {
             None => d.warnings.push(
@@ -654,6 +656,18 @@ pub async fn whatif(
                         d.no_target.len(),
                         d.no_target.join(", ")
                     ));
+                }
+                if let Some(mut pf) = a.preflight.clone() {
+                    let skip = runbooks
+                        .iter()
+                        .any(|r| r.permission_updates.skip_unresolved_profiles);
+                    pf.checks
+                        .push(ferry_core::agent::profiles_check(&d.no_target, skip));
+                    d.ready = Some(pf.ready());
+                    if let Some(why) = pf.not_ready() {
+                        d.warnings.push(format!("the device is {why}"));
+                    }
+                    d.preflight = Some(pf);
                 }
             }
         }

@@ -224,6 +224,22 @@ impl FromRequestParts<AppState> for Agent {
 }
 
 /// A harvest: at most 10,000 profiles, each named once.
+/// A pre-flight's bounds: a few dozen checks of short words.
+fn check_preflight(p: &ferry_core::agent::DevicePreflight) -> Result<(), Refusal> {
+    let bad = p.checks.len() > 32
+        || p.checks
+            .iter()
+            .any(|c| c.check.is_empty() || c.check.len() > 32 || c.detail.len() > 2000);
+    if bad {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "preflight: at most 32 checks, each named in 1 to 32 bytes with a detail of at most 2,000",
+        ));
+    }
+    Ok(())
+}
+
 fn check_profiles(p: &[ferry_core::agent::HarvestedProfile]) -> Result<(), Refusal> {
     let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m);
     if p.len() > 10_000 {
@@ -593,6 +609,22 @@ async fn checkin(
         }
         st.store.set_agent_profiles(a.id, p).await?;
     }
+    // A new pre-flight: the device's checks, with the server's check of its clock.
+    let mut a = a;
+    if let Some(mut pf) = req.preflight.clone() {
+        if let Err(r) = check_preflight(&pf) {
+            return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
+        }
+        pf.checks.retain(|c| c.check != "clock");
+        if let Some(c) = req.clock {
+            pf.checks.push(ferry_core::agent::clock_check(c, now));
+        }
+        let json = serde_json::to_string(&pf).map_err(|e| {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+        st.store.set_agent_preflight(a.id, &json).await?;
+        a.preflight = Some(pf);
+    }
     // A device in no batch, or whose migration is not due, is answered from memory.
     let orders = devices::orders(
         &*st.store,
@@ -600,7 +632,7 @@ async fn checkin(
         &st.settings.get(),
         &st.devices,
         &a,
-        req.profiles.as_deref(),
+        &req,
         now,
     )
     .await?;
@@ -966,6 +998,7 @@ mod tests {
             agent_version: "0".into(),
             state: state.into(),
             assigned_run: None,
+            preflight: None,
         }
     }
 

@@ -366,17 +366,18 @@ pub struct Orders {
     pub blocked: Option<String>,
 }
 
-/// The device's batch, and when due, its migration order. `fresh_profiles` is a harvest sent
-/// with this check-in; otherwise the stored one is read, and only when the migration is due.
+/// The device's batch, and when due, its migration order. A harvest sent with the check-in is
+/// used; otherwise the stored one is read, and only when the migration is due.
 pub async fn orders(
     store: &dyn Store,
     vault: &crate::vault::Vault,
     settings: &Settings,
     devices: &Devices,
     agent: &AgentRecord,
-    fresh_profiles: Option<&[HarvestedProfile]>,
+    checkin: &ferry_core::agent::CheckinRequest,
     now: i64,
 ) -> Result<Orders, StoreError> {
+    let (fresh_profiles, device_clock) = (checkin.profiles.as_deref(), checkin.clock);
     let snap = devices.snapshot();
     let none = Orders {
         assignment: None,
@@ -427,7 +428,49 @@ pub async fn orders(
     let run = format!("{}-{}-{}", batch.name, agent.id, enforced / 1000);
     let started = agent.assigned_run.as_deref() == Some(run.as_str())
         || devices.was_handed(&batch.name, agent.id);
+    let index = devices.translation(store, settings, batch).await?;
+    let (mut translation, mut untranslated) = (Vec::new(), Vec::new());
+    // The harvest is read only now that the migration is due.
+    let profiles = match fresh_profiles {
+        Some(p) => p.to_vec(),
+        None => store.agent_profiles(agent.id).await?,
+    };
+    for p in &profiles {
+        match index.lookup(p) {
+            Some(t) => translation.push(t),
+            None => untranslated.push(p.name.clone()),
+        }
+    }
+    // The device's pre-flight, with the server's checks: its clock, and a translation for
+    // every harvested profile (an unresolvable one blocks unless a runbook skips them).
     if !started {
+        let skip = runbooks
+            .iter()
+            .any(|r| r.permission_updates.skip_unresolved_profiles);
+        let mut blockers: Vec<String> = Vec::new();
+        let profiles_check = ferry_core::agent::profiles_check(&untranslated, skip);
+        if !profiles_check.ok && profiles_check.blocking {
+            blockers.push(format!("profiles ({})", profiles_check.detail));
+        }
+        if let Some(c) = device_clock.map(|c| ferry_core::agent::clock_check(c, now))
+            && !c.ok
+        {
+            blockers.push(format!("clock ({})", c.detail));
+        }
+        if let Some(pf) = &agent.preflight {
+            blockers.extend(
+                pf.blockers()
+                    .filter(|c| c.check != "clock")
+                    .map(|c| format!("{} ({})", c.check, c.detail)),
+            );
+        }
+        if !blockers.is_empty() {
+            return Ok(Orders {
+                assignment: Some(assignment),
+                migration: None,
+                blocked: Some(format!("not ready: {}", blockers.join("; "))),
+            });
+        }
         if mode == "enforced"
             && now < ferry_core::wave::start_at(&batch.name, &agent.hostname, enforced)
         {
@@ -462,19 +505,6 @@ pub async fn orders(
                     )),
                 });
             }
-        }
-    }
-    let index = devices.translation(store, settings, batch).await?;
-    let (mut translation, mut untranslated) = (Vec::new(), Vec::new());
-    // The harvest is read only now that the migration is due.
-    let profiles = match fresh_profiles {
-        Some(p) => p.to_vec(),
-        None => store.agent_profiles(agent.id).await?,
-    };
-    for p in &profiles {
-        match index.lookup(p) {
-            Some(t) => translation.push(t),
-            None => untranslated.push(p.name.clone()),
         }
     }
     let mut enrolment_token = None;

@@ -366,6 +366,15 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         self.rows(&sql, &vals, |r| Ok((r.get(0)?, r.get(1)?))).await
     }
 
+    async fn set_agent_preflight(&self, agent: i64, preflight: &str) -> Result<()> {
+        self.exec(
+            "UPDATE agents SET preflight = ? WHERE id = ?",
+            params![preflight, agent],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn agents_in_flight(&self, batch: &str) -> Result<i64> {
         Ok(self
             .row(

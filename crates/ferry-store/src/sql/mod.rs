@@ -226,6 +226,10 @@ fn agent_row(r: &dyn Row) -> Result<AgentRecord> {
         agent_version: r.get(9)?,
         state: r.get(10)?,
         assigned_run: r.get(11)?,
+        // Written by this server from a checked request; unreadable means an older shape.
+        preflight: r
+            .get::<Option<String>>(12)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 
