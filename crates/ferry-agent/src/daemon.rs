@@ -18,7 +18,7 @@ use crate::run::{self, Env, RunState, RunStatus};
 use crate::state::{self, StateDir, now_ms};
 use ferry_core::agent::{
     AgentEvent, Assignment, CheckinRequest, CheckinResponse, Credential, DeviceFacts,
-    DevicePreflight, HarvestedProfile, PreflightCheck,
+    DevicePreflight, HarvestedProfile, PreflightCheck, Verification,
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -304,6 +304,30 @@ struct Agent {
     runbooks: Vec<ferry_core::runbook::Runbook>,
 }
 
+/// A run's post-flight evidence, if it has one.
+pub fn verification_of(env: &Env, run: &str) -> Result<Option<Verification>, String> {
+    env.state.read(&format!(
+        "runs/{}.verification.json",
+        crate::state::safe_name(run)
+    ))
+}
+
+/// The state an ended run gives the device: its status, refined by its post-flight
+/// (`verified`, `verification-failed`; after a rollback, `recovery-required` when it is not
+/// proved).
+pub fn run_state(env: &Env, r: &RunState) -> Result<String, String> {
+    Ok(match (r.status, verification_of(env, &r.run)?) {
+        (RunStatus::Succeeded, Some(v)) if v.after == "run" => if v.ok() {
+            "verified"
+        } else {
+            "verification-failed"
+        }
+        .into(),
+        (_, Some(v)) if v.after == "rollback" && !v.ok() => "recovery-required".into(),
+        (s, _) => s.as_str().into(),
+    })
+}
+
 /// How often a device in a batch runs its pre-flight ahead of its run.
 pub const PREFLIGHT_EVERY: Duration = Duration::from_secs(15 * 60);
 
@@ -429,6 +453,9 @@ impl Agent {
                 }
                 continue;
             }
+            // Queued events first: the check-in's state (a post-flight's `verified`) is newer
+            // than the `done` event the server would otherwise take after it.
+            self.flush().await;
             let interval = self.check_in().await?;
             self.flush().await;
             let start = self.consider().await?;
@@ -447,7 +474,10 @@ impl Agent {
         Ended {
             state: self.status.state.clone(),
             detail: self.status.detail.clone(),
-            failed: self.status.state == "failed",
+            failed: matches!(
+                self.status.state.as_str(),
+                "failed" | "verification-failed" | "recovery-required"
+            ),
         }
     }
 
@@ -497,14 +527,20 @@ impl Agent {
     }
 
     async fn check_in_once(&mut self) -> Result<Duration, String> {
+        self.verify().await?;
         let profiles = self.profiles();
         let digest = harvest::digest(&profiles);
         let sent: Option<String> = self.env.state.read("harvest.json")?;
         let state = match self.env.state.read::<RunState>("run.json")? {
-            Some(r) if r.status != RunStatus::Running => r.status.as_str(),
-            _ if self.status.state == "offered" => "offered",
-            _ => "idle",
+            Some(r) if r.status != RunStatus::Running => run_state(&self.env, &r)?,
+            _ if self.status.state == "offered" => "offered".into(),
+            _ => "idle".into(),
         };
+        let verification: Option<Verification> = self
+            .env
+            .state
+            .read::<Option<Verification>>("verification.json")?
+            .flatten();
         // A pre-flight not yet reported (kept across restarts: `--once` runs, a reboot).
         if self.preflight_unsent.is_none() {
             self.preflight_unsent = self
@@ -516,9 +552,10 @@ impl Agent {
         let req = CheckinRequest {
             protocol: ferry_core::agent::PROTOCOL_VERSION,
             profiles: (sent.as_deref() != Some(&digest)).then_some(profiles),
-            state: Some(state.into()),
+            state: Some(state),
             agent_version: Some(env!("CARGO_PKG_VERSION").into()),
             preflight: self.preflight_unsent.clone(),
+            verification,
             clock: Some(now_ms()),
         };
         let fallback = Duration::from_secs(u64::from(self.cfg.poll_seconds.unwrap_or(60)));
@@ -529,6 +566,11 @@ impl Agent {
                 }
                 if req.preflight.is_some() {
                     self.set_unsent(None)?;
+                }
+                if req.verification.is_some() {
+                    self.env
+                        .state
+                        .write("verification.json", &None::<Verification>, 0o600)?;
                 }
                 if resp.assignment.is_none() {
                     self.preflight_at = None;
@@ -631,7 +673,7 @@ impl Agent {
         if let Some(f) = finished {
             self.drop_requests("the migration has run already");
             self.status.offer = None;
-            self.status.state = f.status.as_str().into();
+            self.status.state = run_state(&self.env, &f)?;
             self.status.detail = run::describe(&f);
             return Ok(false);
         }
@@ -843,6 +885,39 @@ impl Agent {
         self.status.state = r.status.as_str().into();
         self.status.detail = run::describe(&r);
         self.status.run = Some(view(&r));
+        self.write_status();
+        self.verify().await
+    }
+
+    /// The post-flight of a run that succeeded and has none yet (also after a kill between the
+    /// last step and the proof).
+    async fn verify(&mut self) -> Result<(), String> {
+        let Some(r) = self.env.state.read::<RunState>("run.json")? else {
+            return Ok(());
+        };
+        if r.status != RunStatus::Succeeded || verification_of(&self.env, &r.run)?.is_some() {
+            return Ok(());
+        }
+        let env = self.env.clone();
+        let v = tokio::task::spawn_blocking(move || {
+            let v = crate::postflight::after_run(&env, &r);
+            crate::postflight::save(&env, &v).map(|()| v)
+        })
+        .await
+        .map_err(|e| format!("the post-flight stopped: {e}"))??;
+        for c in v.checks.iter().filter(|c| !c.ok) {
+            run::log(
+                &self.env,
+                &v.run,
+                &format!("post-flight: {}: {}", c.check, c.detail),
+            );
+        }
+        self.status.state = if v.ok() {
+            "verified"
+        } else {
+            "verification-failed"
+        }
+        .into();
         self.write_status();
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod fsat;
 pub mod harvest;
+pub mod postflight;
 pub mod preflight;
 pub mod repermission;
 pub mod run;

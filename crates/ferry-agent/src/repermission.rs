@@ -1016,9 +1016,8 @@ pub fn run(
 /// that leads to another inode now, or to the same inode with an owner the run neither found nor
 /// set, is reported and not touched; setuid/setgid go back only once the journaled owner is on
 /// the inode.
-pub fn undo(journal: &Path, threads: usize) -> Result<Summary, String> {
-    let started = std::time::Instant::now();
-    fsat::check_procfs()?;
+/// A journal's records, each inode once (its first record: the metadata the run found).
+pub fn journal_records(journal: &Path) -> Result<Vec<Before>, String> {
     let text = std::fs::read(journal).map_err(|e| format!("{}: {e}", journal.display()))?;
     let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
     let header = lines
@@ -1041,6 +1040,58 @@ pub fn undo(journal: &Path, threads: usize) -> Result<Summary, String> {
             Err(e) => return Err(format!("{}: line {}: {e}", journal.display(), i + 2)),
         }
     }
+    Ok(records)
+}
+
+/// After an undo: the journaled files whose owner, group, mode or ACLs differ from what the run
+/// found (path, what differs). A file gone or replaced since is not the run's to prove.
+pub fn undone_mismatches(journal: &Path) -> Result<(u64, Vec<(PathBuf, String)>), String> {
+    let records = journal_records(journal)?;
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for b in &records {
+        let Ok(node) = fsat::open_path(&b.path) else {
+            continue;
+        };
+        let Ok(m) = node.stat() else { continue };
+        if m.id() != (b.dev, b.ino) {
+            continue;
+        }
+        checked += 1;
+        let mut diff = Vec::new();
+        if (m.uid, m.gid) != (b.uid, b.gid) {
+            diff.push(format!(
+                "owner {}:{}, was {}:{}",
+                m.uid, m.gid, b.uid, b.gid
+            ));
+        }
+        if m.mode & 0o7777 != b.mode & 0o7777 {
+            diff.push(format!(
+                "mode {:o}, was {:o}",
+                m.mode & 0o7777,
+                b.mode & 0o7777
+            ));
+        }
+        if !m.is_symlink() {
+            let now = |name| node.get_xattr(name).ok().flatten().map(|v| hex(&v));
+            if now(acl::ACCESS) != b.acl_access {
+                diff.push("access ACL differs".into());
+            }
+            if m.is_dir() && now(acl::DEFAULT) != b.acl_default {
+                diff.push("default ACL differs".into());
+            }
+        }
+        if !diff.is_empty() {
+            bad.push((b.path.clone(), diff.join(", ")));
+        }
+    }
+    Ok((checked, bad))
+}
+
+pub fn undo(journal: &Path, threads: usize) -> Result<Summary, String> {
+    let started = std::time::Instant::now();
+    fsat::check_procfs()?;
+    let records = journal_records(journal)?;
     // Every inode is restored once and on its own, so the order between them does not matter:
     // workers take interleaved shares, each newest first.
     let threads = threads.clamp(1, 64);

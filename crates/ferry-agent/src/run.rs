@@ -241,7 +241,7 @@ fn emit(env: &Env, r: &RunState, i: usize) {
 }
 
 /// What a step ended with.
-enum Outcome {
+pub(crate) enum Outcome {
     Ok(String),
     Skip(String),
     Fail(String),
@@ -512,7 +512,7 @@ fn script_env(env: &Env, r: &RunState, cmd: &mut Command) {
         .env("FERRY_STATE_DIR", &env.state.root);
 }
 
-fn script(env: &Env, r: &RunState, id: &str, s: &Script) -> Outcome {
+pub(crate) fn script(env: &Env, r: &RunState, id: &str, s: &Script) -> Outcome {
     let shell = match s.interpreter.as_str() {
         "sh" => "sh",
         "bash" => "bash",
@@ -663,20 +663,11 @@ fn run_captured(
     }
 }
 
-fn repermission_step(env: &Env, r: &RunState, rb: &Runbook) -> Outcome {
-    let map = match r.map(env.min_id) {
-        Ok(m) => m,
-        Err(e) => return Outcome::Fail(format!("the translation entries make no usable map: {e}")),
-    };
-    if map.uids.is_empty() && map.gids.is_empty() {
-        return Outcome::Skip(format!(
-            "no profile of this device has a translation entry with uids (untranslated: {})",
-            r.order.untranslated.join(", ")
-        ));
-    }
+/// The paths a runbook re-permissions on this device: its own, or the homes of the translated
+/// profiles; those that exist.
+pub(crate) fn permission_paths(r: &RunState, rb: &Runbook) -> Vec<PathBuf> {
     let p = &rb.permission_updates;
-    let paths: Vec<PathBuf> = if p.paths.is_empty() {
-        // Default: the homes of the translated profiles.
+    if p.paths.is_empty() {
         r.order
             .translation
             .iter()
@@ -690,7 +681,22 @@ fn repermission_step(env: &Env, r: &RunState, rb: &Runbook) -> Outcome {
             .map(PathBuf::from)
             .filter(|p| p.exists())
             .collect()
+    }
+}
+
+fn repermission_step(env: &Env, r: &RunState, rb: &Runbook) -> Outcome {
+    let map = match r.map(env.min_id) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Fail(format!("the translation entries make no usable map: {e}")),
     };
+    if map.uids.is_empty() && map.gids.is_empty() {
+        return Outcome::Skip(format!(
+            "no profile of this device has a translation entry with uids (untranslated: {})",
+            r.order.untranslated.join(", ")
+        ));
+    }
+    let p = &rb.permission_updates;
+    let paths = permission_paths(r, rb);
     if paths.is_empty() {
         return Outcome::Skip("none of the paths exists on this device".into());
     }

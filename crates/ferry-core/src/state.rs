@@ -97,6 +97,14 @@ state_enum!(
         Failed = "failed",
         RolledBack = "rolled-back",
         Unreachable = "unreachable",
+        /// The run succeeded and its post-flight proved the result.
+        Verified = "verified",
+        /// The run succeeded but its post-flight found what it should not (evidence on the
+        /// server).
+        VerificationFailed = "verification-failed",
+        /// A failed run whose rollback did not complete, or whose state after the rollback is
+        /// not the one the run found.
+        RecoveryRequired = "recovery-required",
     }
 );
 

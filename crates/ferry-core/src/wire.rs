@@ -121,6 +121,9 @@ pub struct AgentRecord {
     /// The device's newest pre-flight, with the server's clock check.
     #[serde(default)]
     pub preflight: Option<crate::agent::DevicePreflight>,
+    /// What the device proved after its last run or rollback (post-flight): the run's evidence.
+    #[serde(default)]
+    pub verification: Option<crate::agent::Verification>,
 }
 
 /// A run's event as stored.

@@ -1459,7 +1459,12 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     assert!(c["migration"].is_object(), "the canary starts: {c}");
     let (_, p) = h.api(M::GET, "/batches/Wave/progress", None).await;
     assert_eq!(p["wave"]["canary"], json!(["pc-a"]), "{p}");
+    // Finished but not proved yet: the rest still wait; proved (post-flight): they go.
     checkin_as(&h, &keys["PC-A"], "succeeded").await;
+    settle().await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(b["blocked"].as_str().unwrap().contains("0 of 1"), "{b}");
+    checkin_as(&h, &keys["PC-A"], "verified").await;
     settle().await;
 
     // The rest, two at a time.

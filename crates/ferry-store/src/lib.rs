@@ -373,8 +373,10 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn agent_states(&self, batch: Option<&str>) -> Result<Vec<(String, i64)>>;
     /// Records a device's newest pre-flight (JSON of `DevicePreflight`).
     async fn set_agent_preflight(&self, agent: i64, preflight: &str) -> Result<()>;
+    /// Records a device's newest post-flight (JSON of `Verification`).
+    async fn set_agent_verification(&self, agent: i64, verification: &str) -> Result<()>;
     /// Agents of `batch` that were handed a run (at check-in) and have not reported it finished
-    /// (`succeeded`, `failed`, `rolled-back`): the batch's migrations in flight.
+    /// (`succeeded`, `verified`, `failed`, `rolled-back`, …): the batch's migrations in flight.
     async fn agents_in_flight(&self, batch: &str) -> Result<i64>;
     /// The state of the live agent of each of `hostnames` (lower case) that has one.
     async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>>;

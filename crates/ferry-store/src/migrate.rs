@@ -88,6 +88,11 @@ pub const SQLITE: &[Migration] = &[
         name: "agent_preflight",
         sql: include_str!("../migrations/sqlite/0016_agent_preflight.sql"),
     },
+    Migration {
+        version: 17,
+        name: "agent_verification",
+        sql: include_str!("../migrations/sqlite/0017_agent_verification.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -170,5 +175,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 16,
         name: "agent_preflight",
         sql: include_str!("../migrations/postgres/0016_agent_preflight.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "agent_verification",
+        sql: include_str!("../migrations/postgres/0017_agent_verification.sql"),
     },
 ];

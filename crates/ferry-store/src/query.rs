@@ -297,9 +297,16 @@ pub const INSERT_PSK: &str =
 /// One statement: a limited key's last use cannot be taken twice.
 pub const USE_PSK: &str = "UPDATE psks SET uses_left = uses_left - 1 \
      WHERE id = ? AND retired_at IS NULL AND (uses_left IS NULL OR uses_left > 0)";
-pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, preflight";
-pub const AGENTS_CLAIMED: &str = "SELECT id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, node_hash \
-     FROM agents WHERE device_id = ? OR lower(hostname) = lower(?) ORDER BY id";
+pub const AGENT_COLS: &str = "id, device_id, hostname, os, facts, psk_id, enrolled_at, last_contact, last_address, agent_version, state, assigned_run, preflight, verification";
+/// The agents a device's enrollment may claim, each with its node key's hash after the
+/// [`AGENT_COLS`] (at index [`AGENT_COL_COUNT`]).
+pub fn agents_claimed() -> String {
+    format!(
+        "SELECT {AGENT_COLS}, node_hash FROM agents WHERE device_id = ? OR lower(hostname) = lower(?) ORDER BY id"
+    )
+}
+
+pub const AGENT_COL_COUNT: usize = 14;
 pub const ASSIGN_RUN: &str = "UPDATE agents SET assigned_run = ?, assigned_steps = ? WHERE id = ? \
      AND (assigned_run IS NULL OR assigned_run <> ? OR assigned_steps IS NULL OR assigned_steps <> ?)";
 pub const ASSIGNED_RUN: &str = "SELECT assigned_run, assigned_steps FROM agents WHERE id = ?";
@@ -355,3 +362,12 @@ pub const OPERATORS: &str = "SELECT t.name, t.role, t.created_at, (p.name IS NOT
 pub const ADD_SIGN_IN_FAILURE: &str = "INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, 1, ?) \
      ON CONFLICT (key) DO UPDATE SET failures = sign_in_failures.failures + 1, last_at = excluded.last_at \
      RETURNING failures, last_at";
+
+#[cfg(test)]
+mod tests {
+    /// Catches: a column added to `AGENT_COLS` shifting the node key's hash read after them.
+    #[test]
+    fn agent_col_count_is_the_columns() {
+        assert_eq!(super::AGENT_COLS.split(',').count(), super::AGENT_COL_COUNT);
+    }
+}

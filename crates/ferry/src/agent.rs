@@ -184,9 +184,36 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
                 threads: 1,
                 min_id: ferry_core::privileged::DEFAULT_MIN_ID,
             };
-            let m = run::rollback(&env).map_err(anyhow::Error::msg)?;
+            let before: Option<run::RunState> =
+                env.state.read("run.json").map_err(anyhow::Error::msg)?;
+            let undo = run::rollback(&env);
+            if let Err(e) = &undo
+                && e.starts_with("a migration is running")
+            {
+                bail!("{e}");
+            }
+            // The post-flight of the rollback: every journaled file as the run found it.
+            let Some(r) = before.filter(|r| r.status != run::RunStatus::RolledBack) else {
+                return undo.map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::msg);
+            };
+            let v = ferry_agent::postflight::after_rollback(&env, &r, &undo);
+            ferry_agent::postflight::save(&env, &v).map_err(anyhow::Error::msg)?;
+            for c in &v.checks {
+                println!(
+                    "{} {}: {}",
+                    if c.ok { "proved" } else { "NOT PROVED" },
+                    c.check,
+                    c.detail
+                );
+            }
+            let m = undo.map_err(anyhow::Error::msg)?;
             println!("rolled back: {m}");
-            Ok(ExitCode::SUCCESS)
+            if v.ok() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("recovery required: the device is not as the run found it");
+                Ok(ExitCode::FAILURE)
+            }
         }
     }
 }

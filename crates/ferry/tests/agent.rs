@@ -397,7 +397,7 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
     rig.stop();
     let o = agent(&["--once"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).starts_with("succeeded"), "{}", text(&o));
+    assert!(text(&o).starts_with("verified"), "{}", text(&o));
     let run = read_json(&state.join("run.json"));
     let steps = run["steps"].as_array().unwrap();
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
@@ -487,17 +487,38 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    state_is("succeeded");
+    state_is("verified");
     let log = rig.admin(&["agents", "log", &agent_id.to_string(), run_id]);
     let local_log =
         std::fs::read_to_string(state.join("runs").join(format!("{run_id}.log"))).unwrap();
     assert_eq!(log.trim_end(), local_log.trim_end());
     assert!(local_log.contains("was interrupted") && local_log.contains("slow end"));
     let progress = rig.admin(&["batch", "progress", "Pilot"]);
-    assert!(progress.contains("succeeded"), "{progress}");
+    assert!(progress.contains("verified"), "{progress}");
+    // The post-flight's evidence is on the server: no source principal left, homes resolved.
+    let shown: Value =
+        serde_json::from_str(&rig.admin(&["--json", "agents", "show", &agent_id.to_string()]))
+            .unwrap();
+    let v = &shown["verification"];
+    assert_eq!(v["after"], "run", "{shown}");
+    let checks: Vec<(&str, bool)> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap(), c["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("principals", true),
+            ("homes", true),
+            ("check-commands", true)
+        ],
+        "{shown}"
+    );
     // The run is not taken again.
     let o = agent(&["--once"]);
-    assert!(text(&o).starts_with("succeeded"), "{}", text(&o));
+    assert!(text(&o).starts_with("verified"), "{}", text(&o));
     assert_eq!(std::fs::read_to_string(&counter).unwrap(), "ran\n");
 
     // Rollback: every file as it was, the home link gone; the server hears of it.
@@ -506,6 +527,11 @@ fn an_agent_migrates_a_device_through_a_kill_and_an_outage() {
         &[],
     );
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("proved principals: ") && text(&o).contains("as the run found them"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(dump(&dev), before);
     assert!(link.symlink_metadata().is_err());
     let o = agent(&["--once"]);
@@ -655,9 +681,16 @@ fn agent_runs_killed_at_random_points_finish_exactly_once() {
     );
     let (psk, u, f) = rig.enrolment();
     let st = dir.join("state").to_str().unwrap().to_string();
+    // Source and target accounts (the post-flight proves that each target resolves a home).
     let passwd: String = users
         .iter()
-        .map(|(l, u, g, ..)| format!("{l}:x:{u}:{g}::{}:/bin/sh\n", dev.join(l).display()))
+        .map(|(l, u, g, tu, tg)| {
+            format!(
+                "{l}:x:{u}:{g}::{}:/bin/sh\n{l}.new:x:{tu}:{tg}::{}:/bin/sh\n",
+                dev.join(l).display(),
+                dir.join("target-homes").join(l).display()
+            )
+        })
         .collect();
     std::fs::write(dir.join("passwd"), passwd).unwrap();
     let pw = dir.join("passwd").to_str().unwrap().to_string();
@@ -711,7 +744,7 @@ fn agent_runs_killed_at_random_points_finish_exactly_once() {
     once.push("--once");
     let o = ferry(&once, &[]);
     assert!(
-        text(&o).starts_with("succeeded"),
+        text(&o).starts_with("verified"),
         "after {kills} kills: {}\n{}",
         text(&o),
         std::fs::read_to_string(dir.join("state/run.json")).unwrap()
@@ -885,7 +918,129 @@ fn a_device_that_is_not_ready_does_not_start_and_says_why() {
     std::thread::sleep(Duration::from_millis(1100));
     let o = ferry(&once, &[]);
     let out = text(&o);
-    assert!(out.starts_with("succeeded"), "{out}");
+    assert!(out.starts_with("verified"), "{out}");
     let w: Value = serde_json::from_str(&rig.admin(&["--json", "batch", "whatif", "Now"])).unwrap();
     assert_eq!(w["devices"][0]["ready"], true, "{w}");
+}
+
+// Catches: a run that leaves a source principal behind (here a broken post-migration script
+// grants the source user an ACL entry again) reported as a success; the evidence not reaching
+// the server; the batch not halting on an unverified device; a rollback that could not put a
+// file back called done.
+#[test]
+fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_batch() {
+    if !is_root() {
+        return;
+    }
+    let rig = Rig::start();
+    let dir = rig.dir();
+    let users = rig.users();
+    let dev = dir.join("dev");
+    let mut passwd = String::new();
+    for (login, uid, gid, tuid, tgid) in &users {
+        let h = dev.join(login);
+        std::fs::create_dir_all(h.join("Documents")).unwrap();
+        std::fs::write(h.join("Documents/report.txt"), "r").unwrap();
+        for p in walk(&h) {
+            std::os::unix::fs::lchown(&p, Some(*uid), Some(*gid)).unwrap();
+        }
+        passwd.push_str(&format!(
+            "{login}:x:{uid}:{gid}::{}:/bin/sh\n{login}.new:x:{tuid}:{tgid}::{}:/bin/sh\n",
+            h.display(),
+            dir.join("target-homes").join(login).display()
+        ));
+    }
+    std::fs::write(dir.join("passwd"), passwd).unwrap();
+    let leak = dev.join(&users[0].0).join("Documents/report.txt");
+    rig.put(
+        "runbook",
+        json!({"name": "Broken", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
+            "permission_updates": {"mode": "add-and-remove", "paths": [dev]},
+            "completion": {
+                "post_migration_scripts": [{"name": "re-grant", "interpreter": "sh",
+                    "body": format!("setfacl -m u:{}:rw '{}'", users[0].1, leak.display())}],
+                "check_commands": [{"name": "realm", "interpreter": "sh", "body": "echo fabrikam.test | grep -q fabrikam"}]}}),
+    );
+    rig.put(
+        "batch",
+        json!({"name": "B", "source_directory": "contoso", "target_directory": "fabrikam",
+               "runbooks": ["Broken"], "enforced_after": "2026-01-01T00:00"}),
+    );
+    let (psk, u, f) = rig.enrolment();
+    let st = dir.join("state").to_str().unwrap().to_string();
+    let pw = dir.join("passwd").to_str().unwrap().to_string();
+    let base = [
+        "agent",
+        "run",
+        "--state-dir",
+        &st,
+        "--passwd",
+        &pw,
+        "--sessions-command",
+        "true",
+        "--poll-seconds",
+        "1",
+        "--once",
+    ];
+    let mut first = base.to_vec();
+    first.extend(["--server", &u, "--psk", &psk, "--fingerprint", &f]);
+    assert!(ferry(&first, &[]).status.success());
+    let agent_id = rig.add_agent_to("B");
+    let o = ferry(&base, &[]);
+    let out = text(&o);
+    assert!(
+        !o.status.success(),
+        "an unverified run exits non-zero: {out}"
+    );
+    assert!(out.starts_with("verification-failed"), "{out}");
+    // The next check-in hands the evidence to the server (contacts are written a moment later).
+    ferry(&base, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown: Value =
+            serde_json::from_str(&rig.admin(&["--json", "agents", "show", &agent_id.to_string()]))
+                .unwrap();
+        if shown["state"] == "verification-failed" {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let checks = shown["verification"]["checks"].as_array().unwrap();
+    let principals = checks.iter().find(|c| c["check"] == "principals").unwrap();
+    assert_eq!(principals["ok"], false, "{shown}");
+    let detail = principals["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("1 of ") && detail.contains("report.txt (ACL entries)"),
+        "{detail}"
+    );
+    let realm = checks
+        .iter()
+        .find(|c| c["check"] == "check-commands")
+        .unwrap();
+    assert_eq!(realm["ok"], true, "{shown}");
+    // The batch halted itself: an unverified device counts as failed.
+    let progress = rig.admin(&["batch", "progress", "B"]);
+    assert!(
+        progress.contains("HALTED: 1 device(s) failed"),
+        "{progress}"
+    );
+
+    // Someone gives a migrated file to a third account before the rollback: the undo leaves it
+    // alone (it was changed since), so the rollback is not proved and the device needs
+    // recovery, which its next check-in tells the server.
+    let other = dev.join(&users[1].0).join("Documents/report.txt");
+    std::os::unix::fs::chown(&other, Some(4242), Some(4242)).unwrap();
+    let o = ferry(&["agent", "rollback", "--state-dir", &st], &[]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "NOT PROVED principals: 1 of 6 journaled file(s) are not as the run found them"
+        ) && out.contains("owner 4242:4242"),
+        "{out}"
+    );
+    assert!(out.contains("recovery required"), "{out}");
+    let o = ferry(&base, &[]);
+    assert!(text(&o).starts_with("recovery-required"), "{}", text(&o));
 }

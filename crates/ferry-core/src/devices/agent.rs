@@ -132,6 +132,9 @@ pub struct CheckinRequest {
     /// The device's pre-flight, when it ran one since its last report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<DevicePreflight>,
+    /// The post-flight of the device's last run or rollback, until the server has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// The device's clock when it sent this (ms since the epoch): the server checks it
     /// against its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +192,28 @@ impl DevicePreflight {
             .map(|c| format!("{} ({})", c.check, c.detail))
             .collect();
         (!b.is_empty()).then(|| format!("not ready: {}", b.join("; ")))
+    }
+}
+
+/// What the agent proved after a run or its rollback (post-flight), kept on the server as the
+/// run's evidence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub run: String,
+    /// `run` (after the last step) or `rollback`.
+    pub after: String,
+    pub at: i64,
+    /// `principals` (a re-run of the run's map would change nothing: no source principal left
+    /// in owners, groups or ACL entries, counts and the first paths otherwise; after a rollback:
+    /// every journaled file as the run found it), `homes` (every target account resolves its
+    /// home), `check-commands` (the runbooks' check commands succeed).
+    pub checks: Vec<PreflightCheck>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok || !c.blocking)
     }
 }
 

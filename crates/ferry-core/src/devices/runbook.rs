@@ -178,6 +178,9 @@ pub struct AppReconfiguration {
 pub struct Completion {
     pub do_not_run_completion: bool,
     pub post_migration_scripts: Vec<Script>,
+    /// Commands that prove the result after the last step (post-flight), e.g. that `realm list`
+    /// names the target: each must exit 0, or the device is `verification-failed`.
+    pub check_commands: Vec<Script>,
 }
 
 /// What a runbook is checked against: the configured directories and their kinds.

@@ -625,6 +625,26 @@ async fn checkin(
         st.store.set_agent_preflight(a.id, &json).await?;
         a.preflight = Some(pf);
     }
+    // A post-flight: the evidence of the device's last run or rollback.
+    if let Some(v) = &req.verification {
+        let bad = v.run.len() > 256
+            || v.checks.len() > 32
+            || v.checks
+                .iter()
+                .any(|c| c.check.len() > 32 || c.detail.len() > 8000);
+        if bad {
+            let r = Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "verification: at most 32 checks, each named in at most 32 bytes with a detail of at most 8,000",
+            );
+            return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
+        }
+        let json = serde_json::to_string(v).map_err(|e| {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+        st.store.set_agent_verification(a.id, &json).await?;
+    }
     // A device in no batch, or whose migration is not due, is answered from memory.
     let orders = devices::orders(
         &*st.store,
@@ -999,6 +1019,7 @@ mod tests {
             state: state.into(),
             assigned_run: None,
             preflight: None,
+            verification: None,
         }
     }
 

@@ -51,8 +51,12 @@ pub(super) struct Waves {
     handed: HashMap<String, HashMap<i64, Instant>>,
 }
 
+/// A device whose migration failed, or succeeded but was not proved (post-flight).
 fn failed(state: &str) -> bool {
-    matches!(state, "failed" | "rolled-back")
+    matches!(
+        state,
+        "failed" | "rolled-back" | "verification-failed" | "recovery-required"
+    )
 }
 
 /// Reads a batch's wave from the store (no cache).
@@ -74,7 +78,7 @@ pub async fn read(
     for (state, n) in store.agent_states(Some(&batch.name)).await? {
         let n = n as u64;
         match state.as_str() {
-            "succeeded" => counts.succeeded += n,
+            "succeeded" | "verified" => counts.succeeded += n,
             s if failed(s) => counts.failed += n,
             _ => {}
         }
@@ -83,7 +87,8 @@ pub async fn read(
     // handed its order does not count only from when it says it runs.
     counts.running = store.agents_in_flight(&batch.name).await? as u64;
     for (_, state) in store.agent_states_of(&canary).await? {
-        if state == "succeeded" {
+        // A canary device counts once its post-flight proved its result.
+        if state == "verified" {
             counts.canary_succeeded += 1;
         } else if failed(&state) {
             counts.canary_failed += 1;

@@ -199,9 +199,11 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         device_id: &str,
         hostname: &str,
     ) -> Result<Vec<(AgentRecord, String)>> {
-        self.rows(query::AGENTS_CLAIMED, params![device_id, hostname], |r| {
-            Ok((agent_row(r)?, r.get(12)?))
-        })
+        self.rows(
+            &query::agents_claimed(),
+            params![device_id, hostname],
+            |r| Ok((agent_row(r)?, r.get(query::AGENT_COL_COUNT)?)),
+        )
         .await
     }
 
@@ -375,11 +377,20 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         Ok(())
     }
 
+    async fn set_agent_verification(&self, agent: i64, verification: &str) -> Result<()> {
+        self.exec(
+            "UPDATE agents SET verification = ? WHERE id = ?",
+            params![verification, agent],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn agents_in_flight(&self, batch: &str) -> Result<i64> {
         Ok(self
             .row(
                 "SELECT count(*) FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) \
-                 AND assigned_run IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'rolled-back', 'replaced')",
+                 AND assigned_run IS NOT NULL AND state NOT IN ('succeeded', 'verified', 'verification-failed', 'recovery-required', 'failed', 'rolled-back', 'replaced')",
                 params![batch],
                 |r| r.get(0),
             )

@@ -230,6 +230,9 @@ fn agent_row(r: &dyn Row) -> Result<AgentRecord> {
         preflight: r
             .get::<Option<String>>(12)?
             .and_then(|j| serde_json::from_str(&j).ok()),
+        verification: r
+            .get::<Option<String>>(13)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 
