@@ -692,6 +692,35 @@ async fn the_console_in_chromium() {
     b.click("main h2 button").await;
     b.wait_text("#agent-log", "re-permissioning /home/ann")
         .await;
+    // The device's pre-flight and its post-flight evidence, as its agent reports them.
+    let check = |name: &str, ok: bool, detail: &str| {
+        ferry_core::agent::PreflightCheck::new(name, ok, true, detail)
+    };
+    agent
+        .checkin(&ferry_core::agent::CheckinRequest {
+            protocol: ferry_core::agent::PROTOCOL_VERSION,
+            state: Some("verified".into()),
+            clock: Some(jiff::Timestamp::now().as_millisecond()),
+            preflight: Some(ferry_core::agent::DevicePreflight {
+                at: jiff::Timestamp::now().as_millisecond(),
+                checks: vec![check("free-space", true, "at least 20480 MiB free where the run writes")],
+            }),
+            verification: Some(ferry_core::agent::Verification {
+                run: order.run.clone(),
+                after: "run".into(),
+                at: jiff::Timestamp::now().as_millisecond(),
+                checks: vec![check("principals", true, "1,204 entries checked: none names a source principal the run should have replaced")],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    b.go(&format!("{url}#/dashboard?batch=wave-1")).await;
+    b.wait_text("#dash-agents", &device).await;
+    b.click("#dash-agents a").await;
+    b.wait_text("#agent-preflight", "free-space").await;
+    b.wait_text("#agent-verification", "none names a source principal")
+        .await;
     b.screenshot("agent").await;
     // The run fails: the batch halts itself (max_failure_rate 0), its dashboard says why, and
     // the admin resumes it there (audited).

@@ -868,7 +868,9 @@ async function batches() {
         w.assignment ? h("p", {}, `Runbooks in order: ${w.assignment.runbooks.join(" → ")}; enforced after ${when(w.assignment.enforced_after)}`) : "",
         table(w.devices, [["Computer", (d) => d.computer], ["Agent", (d) => (d.agent_id ? h("a", { href: `#/agent?id=${d.agent_id}` }, String(d.agent_id)) : "not enrolled")],
           ["Profiles re-permissioned", (d) => d.remap.map((p) => `${p.profile} → ${p.target_name || p.target_sid || p.target_uid || "?"}`).join(", ") || "—"],
-          ["Not translated", (d) => d.no_target.join(", ") || "—"], ["Warnings", (d) => h("span", { class: d.warnings.length ? "bad" : "" }, d.warnings.join("; ") || "—")]], "No computers in the batch."));
+          ["Not translated", (d) => d.no_target.join(", ") || "—"],
+          ["Ready", (d) => (d.ready == null ? h("span", { class: "muted" }, "no pre-flight yet") : h("span", { class: d.ready ? "ok" : "bad" }, d.ready ? "ready" : "not ready"))],
+          ["Warnings", (d) => h("span", { class: d.warnings.length ? "bad" : "" }, d.warnings.join("; ") || "—")]], "No computers in the batch."));
     } catch (e) { msg.replaceChildren(h("p", { class: "error" }, e.message)); }
   };
   const remove = (b) => async () => {
@@ -974,10 +976,21 @@ async function agent() {
       ["Last contact", when(a.last_contact)], ["Address", show(a.last_address)], ["Agent version", a.agent_version], ["Joined to", show(a.facts.joined_to)]],
       [["", (r) => r[0]], ["", (r) => r[1]]]),
     h("h2", {}, "Profiles"), table(a.profiles, [["Name", (p) => p.name], ["SID", (p) => show(p.sid)], ["uid", (p) => show(p.uid)], ["Home", (p) => p.home]], "No profiles harvested."),
+    checksOf("Pre-flight", "agent-preflight", a.preflight, "No pre-flight reported yet."),
+    checksOf(a.verification ? `Verification after the ${a.verification.after} ${a.verification.run}` : "Verification", "agent-verification", a.verification,
+      "No post-flight yet: it follows the device's run or rollback."),
     runs.map((run) => [h("h2", {}, `Run ${run} `, h("button", { class: "secondary", onclick: showLog(run) }, "Log")),
       table(a.events.filter((e) => e.run === run), [["When", (e) => when(e.at)], ["Step", (e) => e.step], ["Status", (e) => e.status],
         ["Progress", (e) => show(e.progress)], ["Message", (e) => e.message]])]),
     runs.length ? logBox : h("p", { class: "muted" }, "No runs yet."));
+}
+
+// A pre-flight's or post-flight's checks: each with its result and what was found.
+function checksOf(title, id, v, none) {
+  if (!v) return [h("h2", {}, title), h("p", { class: "muted", id }, none)];
+  const mark = (c) => h("span", { class: c.ok ? "ok" : c.blocking ? "bad" : "muted" }, c.ok ? "✓ passed" : c.blocking ? "✗ failed" : "! warning");
+  return [h("h2", {}, `${title} (${when(v.at)})`),
+    h("div", { id }, table(v.checks, [["Check", (c) => c.check], ["Result", mark], ["Found", (c) => c.detail]]))];
 }
 
 async function failed() {
