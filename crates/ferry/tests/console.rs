@@ -581,6 +581,8 @@ async fn the_console_in_chromium() {
     )
     .await;
     b.type_in("#batch-computers", &device).await;
+    // Its wave: one canary device, which must be verified before any other starts.
+    b.type_in("#batch-canary", "1").await;
     b.click("#batch-save").await;
     let row = b.wait_text("main table", "wave-1").await;
     // The batch rules added the prerequisite, and say so.
@@ -733,8 +735,9 @@ async fn the_console_in_chromium() {
         .await
         .unwrap();
     b.go(&format!("{url}#/dashboard?batch=wave-1")).await;
-    b.wait_text("#dash-halted", "1 device(s) failed of 1 finished")
+    b.wait_text("#dash-halted", "1 of the canary's 1 device(s) failed")
         .await;
+    b.wait_text("#dash-canary", "Canary (starts first)").await;
     b.screenshot("dashboard-halted").await;
     b.click("#dash-resume").await;
     b.wait_text("#dash-wave", "Last resumed by").await;

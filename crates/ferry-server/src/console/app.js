@@ -832,7 +832,13 @@ function batchForm(existing, dirs, runbooks, onSaved) {
       field("Available From", input("batch-available", b.available_from, { type: "datetime-local", "data-field": "available_from" }), "the user is offered the migration"),
       field("Enforced After", input("batch-enforced", b.enforced_after, { type: "datetime-local", "data-field": "enforced_after", required: true }), "it runs without asking"),
       field("Time zone", input("batch-tz", b.time_zone || "UTC", { "data-field": "time_zone", placeholder: "Europe/London" })),
-      field("Add computers", area("batch-computers", "", { placeholder: "one host name per line" }), `${existing ? existing.computer_count : 0} in the batch`)),
+      field("Add computers", area("batch-computers", "", { placeholder: "one host name per line" }), `${existing ? existing.computer_count : 0} in the batch`),
+      field("Canary", input("batch-canary", b.canary == null ? "" : String(b.canary), { "data-field": "canary", placeholder: "5 or 10%" }),
+        "these first computers by name must be verified before the rest start"),
+      field("Max failure rate", input("batch-max-failure", String(b.max_failure_rate || 0), { type: "number", min: "0", max: "1", step: "0.01", "data-field": "max_failure_rate" }),
+        "share of finished devices that may fail before the batch halts itself (0: the first failure)"),
+      field("Max concurrent", input("batch-max-concurrent", b.max_concurrent == null ? "" : String(b.max_concurrent), { type: "number", min: "1", "data-field": "max_concurrent" }),
+        "devices migrating at once (empty: no limit)")),
     h("p", {}, h("button", { type: "submit", id: "batch-save" }, existing ? "Save" : "Create batch")), box);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -840,6 +846,10 @@ function batchForm(existing, dirs, runbooks, onSaved) {
     const body = { name: v("batch-name").trim(), source_directory: v("batch-source"), target_directory: v("batch-target"),
       runbooks: [...form.querySelectorAll("#batch-runbooks input:checked")].map((x) => x.value), enforced_after: v("batch-enforced"), time_zone: v("batch-tz").trim() || "UTC" };
     if (v("batch-available")) body.available_from = v("batch-available");
+    const canary = v("batch-canary").trim();
+    if (canary) body.canary = /^\d+$/.test(canary) ? Number(canary) : canary;
+    if (v("batch-max-failure")) body.max_failure_rate = Number(v("batch-max-failure"));
+    if (v("batch-max-concurrent")) body.max_concurrent = Number(v("batch-max-concurrent"));
     try {
       if (!body.name) throw new Error("name: give the batch a name");
       const saved = await put(`/batches/${enc(body.name)}?add_prerequisites=${form.querySelector("#batch-prereqs").checked}`, body);
