@@ -925,8 +925,8 @@ fn a_device_that_is_not_ready_does_not_start_and_says_why() {
 
 // Catches: a run that leaves a source principal behind (here a broken post-migration script
 // grants the source user an ACL entry again) reported as a success; the evidence not reaching
-// the server; the batch not halting on an unverified device; a rollback that could not put a
-// file back called done.
+// the server; the batch not halting on an unverified canary, or resuming without an operator; a
+// rollback that could not put a file back called done.
 #[test]
 fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_batch() {
     if !is_root() {
@@ -964,7 +964,7 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
     rig.put(
         "batch",
         json!({"name": "B", "source_directory": "contoso", "target_directory": "fabrikam",
-               "runbooks": ["Broken"], "enforced_after": "2026-01-01T00:00"}),
+               "runbooks": ["Broken"], "enforced_after": "2026-01-01T00:00", "canary": 1}),
     );
     let (psk, u, f) = rig.enrolment();
     let st = dir.join("state").to_str().unwrap().to_string();
@@ -1019,11 +1019,28 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
         .find(|c| c["check"] == "check-commands")
         .unwrap();
     assert_eq!(realm["ok"], true, "{shown}");
-    // The batch halted itself: an unverified device counts as failed.
+    // The batch halted itself: its canary (this device) is unverified.
     let progress = rig.admin(&["batch", "progress", "B"]);
     assert!(
-        progress.contains("HALTED: 1 device(s) failed"),
+        progress.contains("HALTED: 1 of the canary's 1 device(s) failed"),
         "{progress}"
+    );
+    // An operator resumes it (audited); the failure is accepted, the halt is gone.
+    let out = rig.admin(&["batch", "resume", "B"]);
+    assert!(
+        out.contains("resumed; 1 failed device(s) accepted"),
+        "{out}"
+    );
+    let progress = rig.admin(&["batch", "progress", "B"]);
+    assert!(!progress.contains("HALTED"), "{progress}");
+    assert!(
+        progress.contains("last resumed by admin after: 1 of the canary"),
+        "{progress}"
+    );
+    let audit = rig.admin(&["--json", "audit"]);
+    assert!(
+        audit.contains("batch.resume") && audit.contains("batch.halt"),
+        "{audit}"
     );
 
     // Someone gives a migrated file to a third account before the rollback: the undo leaves it
