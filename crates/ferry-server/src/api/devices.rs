@@ -405,14 +405,7 @@ pub async fn delete_runbook(
 }
 
 async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult<BatchView> {
-    let snap = st.devices.snapshot();
-    let mut computers: Vec<String> = snap
-        .computers
-        .iter()
-        .filter(|(_, batch)| **batch == b.name)
-        .map(|(c, _)| c.clone())
-        .collect();
-    computers.sort();
+    let computers = st.devices.snapshot().computers_of(&b.name);
     Ok(BatchView {
         batch: b,
         computer_count: computers.len(),

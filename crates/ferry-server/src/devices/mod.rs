@@ -124,6 +124,20 @@ pub struct Snapshot {
     pub computers: HashMap<String, String>,
 }
 
+impl Snapshot {
+    /// A batch's computers (lower case), by name.
+    pub fn computers_of(&self, batch: &str) -> Vec<String> {
+        let mut c: Vec<String> = self
+            .computers
+            .iter()
+            .filter(|(_, b)| *b == batch)
+            .map(|(c, _)| c.clone())
+            .collect();
+        c.sort();
+        c
+    }
+}
+
 /// Matched translation entries of one source → target pair, indexed by SID, uid and name.
 #[derive(Default)]
 pub struct TranslationIndex {

@@ -65,14 +65,7 @@ pub async fn read(
     devices: &Devices,
     batch: &Batch,
 ) -> Result<Arc<Wave>, StoreError> {
-    let snap = devices.snapshot();
-    let mut computers: Vec<String> = snap
-        .computers
-        .iter()
-        .filter(|(_, b)| **b == batch.name)
-        .map(|(c, _)| c.clone())
-        .collect();
-    computers.sort();
+    let computers = devices.snapshot().computers_of(&batch.name);
     let canary = wave::canary(batch, &computers).to_vec();
     let mut counts = WaveCounts::default();
     for (state, n) in store.agent_states(Some(&batch.name)).await? {

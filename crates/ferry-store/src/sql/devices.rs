@@ -44,6 +44,18 @@ async fn agent_by_id(c: &mut (dyn Conn + '_), id: i64) -> Result<Option<AgentRec
     .await
 }
 
+impl<B: Backend> SqlStore<B> {
+    /// An agent's newest report of a kind (`preflight`, `verification`): a JSON column.
+    async fn set_agent_report(&self, agent: i64, column: &'static str, json: &str) -> Result<()> {
+        self.exec(
+            &format!("UPDATE agents SET {column} = ? WHERE id = ?"),
+            params![json, agent],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl<B: Backend> DeviceStore for SqlStore<B> {
     async fn add_enrolment_token(&self, t: &NewEnrolmentToken) -> Result<EnrolmentToken> {
@@ -369,21 +381,12 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
     }
 
     async fn set_agent_preflight(&self, agent: i64, preflight: &str) -> Result<()> {
-        self.exec(
-            "UPDATE agents SET preflight = ? WHERE id = ?",
-            params![preflight, agent],
-        )
-        .await?;
-        Ok(())
+        self.set_agent_report(agent, "preflight", preflight).await
     }
 
     async fn set_agent_verification(&self, agent: i64, verification: &str) -> Result<()> {
-        self.exec(
-            "UPDATE agents SET verification = ? WHERE id = ?",
-            params![verification, agent],
-        )
-        .await?;
-        Ok(())
+        self.set_agent_report(agent, "verification", verification)
+            .await
     }
 
     async fn agents_in_flight(&self, batch: &str) -> Result<i64> {
