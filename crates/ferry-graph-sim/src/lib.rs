@@ -10,6 +10,11 @@
 //! * `POST /v1.0/$batch` (at most 20 requests, per-item status, items throttled one by one);
 //! * `POST /v1.0/users`, `POST /v1.0/groups`, `PATCH /v1.0/{res}/{id}`,
 //!   `POST /v1.0/groups/{id}/members/$ref`, `DELETE /v1.0/groups/{id}/members/{m}/$ref`;
+//! * the tenant pre-flight's reads (see [`TenantPolicy`]): `GET /v1.0/policies/deviceRegistrationPolicy`,
+//!   `GET /v1.0/deviceManagement/deviceEnrollmentConfigurations`, `GET /beta/policies/mobileDeviceManagementPolicies`
+//!   (beta only), `GET /v1.0/subscribedSkus`, users' `assignedLicenses` (`$select`),
+//!   `GET /v1.0/users/{id}/ownedDevices`, `GET /v1.0/groups/{id}/transitiveMembers`; each answers 403
+//!   when its application permission is in [`TenantPolicy::denied`];
 //! * throttling: every Nth request answered `429` with `Retry-After`; injected faults (403,
 //!   malformed JSON, a page chain that never ends, 500s).
 //!
@@ -80,6 +85,77 @@ pub enum Fault {
     ServerError,
 }
 
+/// Who may join devices to Entra ID (`azureADJoin.allowedToJoin`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinScope {
+    All,
+    None,
+    /// `enumeratedDeviceRegistrationMembership`: user and group ids.
+    Selected {
+        users: Vec<String>,
+        groups: Vec<String>,
+    },
+}
+
+/// The Intune MDM user scope (`appliesTo` of the Microsoft Intune MDM policy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MdmScope {
+    All,
+    None,
+    /// `selected`, with these group ids as `includedGroups`.
+    Selected(Vec<String>),
+    /// No Microsoft Intune MDM application in the tenant: an empty list.
+    NoIntune,
+}
+
+/// The device and licensing settings the tenant pre-flight reads. The default is permissive:
+/// anyone may join, no MFA to join, a quota of 50, MDM scope All, Windows enrolment allowed with
+/// a device limit of 15, and every user licensed for Microsoft 365 E3 (which includes Intune,
+/// `INTUNE_A`) with free units left.
+#[derive(Clone, Debug)]
+pub struct TenantPolicy {
+    pub allowed_to_join: JoinScope,
+    /// `multiFactorAuthConfiguration`: `required` when true.
+    pub mfa_to_join: bool,
+    pub user_device_quota: u32,
+    pub mdm_scope: MdmScope,
+    /// The default platform restriction's `windowsRestriction.platformBlocked`.
+    pub windows_enrolment_blocked: bool,
+    /// The default `deviceEnrollmentLimitConfiguration.limit`.
+    pub enrolment_limit: u32,
+    /// Whether the tenant's SKU includes Intune (`INTUNE_A`); false: Exchange Online only.
+    pub sku_has_intune: bool,
+    /// Users (ids) without an assigned licence; every other user has the tenant's SKU.
+    pub unlicensed: Vec<String>,
+    /// `prepaidUnits.enabled` of the SKU; `None`: the licensed users plus 100.
+    pub prepaid_units: Option<i64>,
+    /// Application permissions the app lacks: calls needing them answer 403.
+    pub denied: Vec<String>,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy {
+            allowed_to_join: JoinScope::All,
+            mfa_to_join: false,
+            user_device_quota: 50,
+            mdm_scope: MdmScope::All,
+            windows_enrolment_blocked: false,
+            enrolment_limit: 15,
+            sku_has_intune: true,
+            unlicensed: Vec::new(),
+            prepaid_units: None,
+            denied: Vec::new(),
+        }
+    }
+}
+
+/// Microsoft 365 E3's skuId and Intune Plan 1's service plan id, as Microsoft lists them
+/// (<https://learn.microsoft.com/entra/identity/users/licensing-service-plan-reference>).
+pub const SKU_SPE_E3: &str = "05e9a617-0261-4cee-bb44-138d3ef5d965";
+pub const SKU_EXCHANGE_STANDARD: &str = "4b9405b0-7788-4568-add1-99614e613b69";
+const PLAN_INTUNE_A: &str = "c1ec4a95-1f05-45b3-a911-aa3fa01094f5";
+
 /// Counters, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -144,6 +220,9 @@ struct Data {
     tokens: HashMap<String, Instant>,
     next_id: u64,
     fault: Option<Fault>,
+    policy: TenantPolicy,
+    /// user id → ids of devices the user owns (`ownedDevices`).
+    owned: HashMap<String, Vec<String>>,
 }
 
 impl Data {
@@ -511,6 +590,9 @@ impl Inner {
             );
         }
         match (method.as_str(), seg.as_slice()) {
+            ("GET", ["subscribedSkus"]) => self.guarded("Organization.Read.All", |d| {
+                subscribed_skus(&self.base, d)
+            }),
             ("GET", [res]) => match Res::parse(res) {
                 Some(r) => self.list(r, &q, fault),
                 None => Resp::error(
@@ -533,7 +615,40 @@ impl Inner {
                 Some(r) => self.delta(r, &q, fault),
                 None => Resp::error(400, "BadRequest", "unknown resource"),
             },
-            ("GET", ["groups", id, "members"]) => self.members(id, &q),
+            ("GET", ["groups", id, "members" | "transitiveMembers"]) => self.members(id, &q),
+            ("GET", ["policies", "deviceRegistrationPolicy"]) => {
+                self.guarded("Policy.Read.DeviceConfiguration", |d| {
+                    registration_policy(&self.base, &d.policy)
+                })
+            }
+            ("GET", ["deviceManagement", "deviceEnrollmentConfigurations"]) => self.guarded(
+                "DeviceManagementServiceConfig.Read.All",
+                |d| enrollment_configurations(&d.policy),
+            ),
+            ("GET", ["users", id, "ownedDevices"]) => self.guarded("User.Read.All", |d| {
+                let ids = d.owned.get(*id).cloned().unwrap_or_default();
+                Resp::json(
+                    200,
+                    json!({"@odata.context": format!("{}/v1.0/$metadata#directoryObjects", self.base),
+                        "value": ids.iter().map(|i| json!({"@odata.type": "#microsoft.graph.device", "id": i})).collect::<Vec<_>>()}),
+                )
+            }),
+            ("GET", ["users", id]) if q.get("$select").is_some_and(|s| s.contains("assignedLicenses")) => {
+                self.guarded("User.Read.All", |d| match d.users.get(id) {
+                    Some(o) => {
+                        let mut v = selected(o, q.get("$select").map_or("", String::as_str));
+                        if o.get("assignedLicenses").is_none() {
+                            v["assignedLicenses"] = assigned_licenses(&d.policy, id);
+                        }
+                        Resp::json(200, v)
+                    }
+                    None => Resp::error(
+                        404,
+                        "Request_ResourceNotFound",
+                        &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+                    ),
+                })
+            }
             ("GET", [res, id]) => match Res::parse(res) {
                 Some(r) => match self.lock().coll_ref(r).get(id) {
                     Some(o) => Resp::json(
@@ -593,6 +708,18 @@ impl Inner {
         }
     }
 
+    /// Answers with `f` unless the app lacks `permission` (403, as Graph words it).
+    fn guarded(&self, permission: &str, f: impl FnOnce(&Data) -> Resp) -> Resp {
+        let d = self.lock();
+        if d.policy.denied.iter().any(|p| p == permission) {
+            return Resp::error(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            );
+        }
+        f(&d)
+    }
     fn list(&self, r: Res, q: &HashMap<String, String>, fault: Option<Fault>) -> Resp {
         let top = match q.get("$top") {
             None => 100,
@@ -994,6 +1121,204 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// `/beta`: only the MDM user scope, which has no v1.0 endpoint and no application
+    /// permission (Graph documents `Policy.Read.All`, delegated only): the simulator answers it
+    /// unless `Policy.Read.All` is denied, so that both ferry's reading and its refusal path are
+    /// tested.
+    fn beta(&self, method: &Method, path: &str) -> Resp {
+        if *method != Method::GET
+            || path.trim_end_matches('/') != "/policies/mobileDeviceManagementPolicies"
+        {
+            return Resp::error(
+                400,
+                "BadRequest",
+                &format!("Unsupported request: {method} /beta{path}"),
+            );
+        }
+        self.guarded("Policy.Read.All", |d| {
+            let (applies, groups) = match &d.policy.mdm_scope {
+                MdmScope::NoIntune => {
+                    return Resp::json(200, json!({"@odata.context": format!("{}/beta/$metadata#policies/mobileDeviceManagementPolicies", self.base), "value": []}));
+                }
+                MdmScope::All => ("all", Vec::new()),
+                MdmScope::None => ("none", Vec::new()),
+                MdmScope::Selected(g) => ("selected", g.clone()),
+            };
+            let included: Vec<Value> = groups
+                .iter()
+                .map(|g| {
+                    let name = d.groups.get(g).and_then(|o| o.get("displayName").cloned()).unwrap_or(Value::Null);
+                    json!({"id": g, "displayName": name})
+                })
+                .collect();
+            Resp::json(200, json!({
+                "@odata.context": format!("{}/beta/$metadata#policies/mobileDeviceManagementPolicies", self.base),
+                "value": [{
+                    "@odata.type": "#microsoft.graph.mobilityManagementPolicy",
+                    "id": "0000000a-0000-0000-c000-000000000000",
+                    "appliesTo": applies,
+                    "complianceUrl": "https://portal.manage.microsoft.com/?portalAction=Compliance",
+                    "description": null,
+                    "discoveryUrl": "https://enrollment.manage.microsoft.com/enrollmentserver/discovery.svc",
+                    "displayName": "Microsoft Intune",
+                    "termsOfUseUrl": "https://portal.manage.microsoft.com/TermsofUse.aspx",
+                    "isValid": true,
+                    "includedGroups": included
+                }]
+            }))
+        })
+    }
+}
+
+/// `GET /policies/deviceRegistrationPolicy`, shaped as Graph's v1.0 example.
+fn registration_policy(base: &str, p: &TenantPolicy) -> Resp {
+    let allowed = match &p.allowed_to_join {
+        JoinScope::All => {
+            json!({"@odata.type": "#microsoft.graph.allDeviceRegistrationMembership"})
+        }
+        JoinScope::None => {
+            json!({"@odata.type": "#microsoft.graph.noDeviceRegistrationMembership"})
+        }
+        JoinScope::Selected { users, groups } => json!({
+            "@odata.type": "#microsoft.graph.enumeratedDeviceRegistrationMembership",
+            "users": users, "groups": groups
+        }),
+    };
+    Resp::json(
+        200,
+        json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#deviceRegistrationPolicy"),
+            "id": "deviceRegistrationPolicy",
+            "displayName": "Device Registration Policy",
+            "description": "Tenant-wide policy that manages intial provisioning controls using quota restrictions, additional authentication and authorization checks",
+            "userDeviceQuota": p.user_device_quota,
+            "multiFactorAuthConfiguration": if p.mfa_to_join { "required" } else { "notRequired" },
+            "azureADRegistration": {
+                "isAdminConfigurable": false,
+                "allowedToRegister": {"@odata.type": "#microsoft.graph.allDeviceRegistrationMembership"}
+            },
+            "azureADJoin": {
+                "isAdminConfigurable": true,
+                "allowedToJoin": allowed,
+                "localAdmins": {
+                    "enableGlobalAdmins": true,
+                    "registeringUsers": {"@odata.type": "#microsoft.graph.allDeviceRegistrationMembership"}
+                }
+            },
+            "localAdminPassword": {"isEnabled": false}
+        }),
+    )
+}
+
+/// `GET /deviceManagement/deviceEnrollmentConfigurations`: the tenant's two defaults (priority
+/// 0), a device limit and a platform restriction, as their v1.0 resource types document them.
+fn enrollment_configurations(p: &TenantPolicy) -> Resp {
+    let restriction = |blocked: bool| {
+        json!({"@odata.type": "microsoft.graph.deviceEnrollmentPlatformRestriction",
+            "platformBlocked": blocked, "personalDeviceEnrollmentBlocked": false,
+            "osMinimumVersion": null, "osMaximumVersion": null})
+    };
+    Resp::json(
+        200,
+        json!({"value": [
+            {
+                "@odata.type": "#microsoft.graph.deviceEnrollmentLimitConfiguration",
+                "id": "00000000-0000-0000-0000-000000000001_DefaultLimit",
+                "displayName": "All users and all devices",
+                "description": "This is the default Device Limit Restriction applied with the lowest priority to all users regardless of group membership.",
+                "priority": 0,
+                "createdDateTime": "2026-01-01T00:00:00Z",
+                "lastModifiedDateTime": "2026-01-01T00:00:00Z",
+                "version": 1,
+                "limit": p.enrolment_limit
+            },
+            {
+                "@odata.type": "#microsoft.graph.deviceEnrollmentPlatformRestrictionsConfiguration",
+                "id": "00000000-0000-0000-0000-000000000001_DefaultPlatformRestrictions",
+                "displayName": "All users and all devices",
+                "description": "This is the default Device Type Restriction applied with the lowest priority to all users regardless of group membership.",
+                "priority": 0,
+                "createdDateTime": "2026-01-01T00:00:00Z",
+                "lastModifiedDateTime": "2026-01-01T00:00:00Z",
+                "version": 1,
+                "iosRestriction": restriction(false),
+                "windowsRestriction": restriction(p.windows_enrolment_blocked),
+                "windowsMobileRestriction": restriction(false),
+                "androidRestriction": restriction(false),
+                "macOSRestriction": restriction(false)
+            }
+        ]}),
+    )
+}
+
+fn tenant_sku(p: &TenantPolicy) -> &'static str {
+    if p.sku_has_intune {
+        SKU_SPE_E3
+    } else {
+        SKU_EXCHANGE_STANDARD
+    }
+}
+
+fn assigned_licenses(p: &TenantPolicy, user: &str) -> Value {
+    if p.unlicensed.iter().any(|u| u == user) {
+        json!([])
+    } else {
+        json!([{"disabledPlans": [], "skuId": tenant_sku(p)}])
+    }
+}
+
+/// `GET /subscribedSkus`: the tenant's one SKU, its units counted from the users.
+fn subscribed_skus(base: &str, d: &Data) -> Resp {
+    let p = &d.policy;
+    let consumed = d
+        .users
+        .objects
+        .iter()
+        .flatten()
+        .filter(|o| {
+            o["id"]
+                .as_str()
+                .is_some_and(|id| !p.unlicensed.iter().any(|u| u == id))
+        })
+        .count() as i64;
+    let enabled = p.prepaid_units.unwrap_or(consumed + 100);
+    let (part, plans) = if p.sku_has_intune {
+        (
+            "SPE_E3",
+            json!([
+                {"servicePlanId": PLAN_INTUNE_A, "servicePlanName": "INTUNE_A", "provisioningStatus": "Success", "appliesTo": "User"},
+                {"servicePlanId": "efb87545-963c-4e0d-99df-69c6916d9eb0", "servicePlanName": "EXCHANGE_S_ENTERPRISE", "provisioningStatus": "Success", "appliesTo": "User"}
+            ]),
+        )
+    } else {
+        (
+            "EXCHANGESTANDARD",
+            json!([{"servicePlanId": "9aaf7827-d63c-4b61-89c3-182f06f82e5c", "servicePlanName": "EXCHANGE_S_STANDARD", "provisioningStatus": "Success", "appliesTo": "User"}]),
+        )
+    };
+    let sku = tenant_sku(p);
+    Resp::json(
+        200,
+        json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#subscribedSkus"),
+            "value": [{
+                "accountName": "Fabrikam",
+                "accountId": "f97aeefc-af85-414d-8ae4-b457f90efc40",
+                "appliesTo": "User",
+                "capabilityStatus": "Enabled",
+                "consumedUnits": consumed,
+                "id": format!("f97aeefc-af85-414d-8ae4-b457f90efc40_{sku}"),
+                "prepaidUnits": {"enabled": enabled, "lockedOut": 0, "suspended": 0, "warning": 0},
+                "servicePlans": plans,
+                "skuId": sku,
+                "skuPartNumber": part,
+                "subscriptionIds": ["43d26afe-cb98-48b9-acc4-ae3ef2ac6c51"]
+            }]
+        }),
+    )
+}
+
 async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
@@ -1017,8 +1342,12 @@ async fn handle(
             let form = query_map(&String::from_utf8_lossy(&body));
             return inner.token(tenant, &form);
         }
-        let Some(rest) = path.strip_prefix("/v1.0") else {
-            return Resp::error(404, "NotFound", "Only /v1.0 is served.");
+        let beta = path.starts_with("/beta/");
+        let Some(rest) = path
+            .strip_prefix("/v1.0")
+            .or_else(|| path.strip_prefix("/beta"))
+        else {
+            return Resp::error(404, "NotFound", "Only /v1.0 and /beta are served.");
         };
         let auth = headers
             .get("authorization")
@@ -1040,6 +1369,12 @@ async fn handle(
         };
         if !body.is_empty() && json_body.is_none() {
             return Resp::error(400, "BadRequest", "Unable to read JSON request payload.");
+        }
+        if beta {
+            if let Some(refused) = inner.expired(auth) {
+                return refused;
+            }
+            return inner.beta(&method, rest);
         }
         inner.graph(&method, rest, &query, Some(auth), json_body)
     })
@@ -1085,6 +1420,8 @@ impl GraphSim {
                 tokens: HashMap::new(),
                 next_id: 0,
                 fault: None,
+                policy: TenantPolicy::default(),
+                owned: HashMap::new(),
             }),
             counter: AtomicU64::new(0),
             stats_tokens: AtomicU64::new(0),
@@ -1131,6 +1468,40 @@ impl GraphSim {
             throttled: self.inner.stats_throttled.load(Ordering::Relaxed),
             batches: self.inner.stats_batches.load(Ordering::Relaxed),
         }
+    }
+
+    /// Replaces the tenant's device and licensing settings (the pre-flight's knobs).
+    pub fn set_policy(&self, p: TenantPolicy) {
+        self.inner.lock().policy = p;
+    }
+
+    pub fn policy(&self) -> TenantPolicy {
+        self.inner.lock().policy.clone()
+    }
+
+    /// Registers `n` devices owned by `user` (Entra devices, listed by `ownedDevices`).
+    pub fn give_devices(&self, user: &str, n: usize) {
+        let tag = {
+            let mut d = self.inner.lock();
+            d.next_id += 1;
+            d.next_id
+        };
+        let ids: Vec<String> = (0..n as u64)
+            .map(|i| sim_guid(0xfd00_0000, 3, (tag << 16) + i))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            self.put(
+                Res::Devices,
+                json!({"id": id, "deviceId": id, "displayName": format!("OWNED-{tag}-{i}"),
+                    "operatingSystem": "Windows", "trustType": "AzureAd", "accountEnabled": true}),
+            );
+        }
+        self.inner
+            .lock()
+            .owned
+            .entry(user.to_string())
+            .or_default()
+            .extend(ids);
     }
 
     pub fn set_fault(&self, f: Option<Fault>) {

@@ -1,5 +1,6 @@
 //! `kind = "graph"`: Microsoft Entra ID tenants through Microsoft Graph v1.0. One file per concern:
-//! `signin.rs`, `http.rs` (requests, throttling, pages), `batch.rs`, `import.rs`, `export.rs`.
+//! `signin.rs`, `http.rs` (requests, throttling, pages), `batch.rs`, `import.rs`, `export.rs`,
+//! `preflight.rs` (the tenant pre-flight's reads).
 //!
 //! * **Sign-in**: OAuth 2.0 client credentials at `{login}/{tenant}/oauth2/v2.0/token`, scope
 //!   `{graph}/.default`, with a client secret or a PS256 client assertion signed by the app's
@@ -37,6 +38,7 @@ mod batch;
 mod export;
 mod http;
 mod import;
+mod preflight;
 mod signin;
 
 use batch::*;
