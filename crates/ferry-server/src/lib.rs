@@ -364,6 +364,7 @@ impl Server {
             moves: Arc::default(),
             clock: Arc::default(),
         };
+        devices::preflight::start(state.clone());
         // Moves whose hand-over no server holds (this server's previous run's claims were
         // released above): nothing of them was handed over (one transaction), so they go back to
         // validated.

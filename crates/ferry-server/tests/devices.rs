@@ -17,6 +17,8 @@ mod support;
 
 struct H {
     _server: Server,
+    /// `fabrikam-entra`'s tenant (the tenant pre-flight reads it).
+    _sim: ferry_graph_sim::GraphSim,
     admin: reqwest::Client,
     agent: reqwest::Client,
     url: String,
@@ -27,12 +29,12 @@ struct H {
 }
 
 /// The test configuration with `server` keys (`[server.agents]` …) in front.
-fn config_with(server: &str) -> String {
+fn config_with(server: &str, graph_url: &str) -> String {
     format!(
         "{server}\n\
          [[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
          [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
-         [[directory]]\nname = \"fabrikam-entra\"\nkind = \"graph\"\ntenant_id = \"fabrikam.onmicrosoft.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\ngraph_url = \"http://127.0.0.1:9\"\nlogin_url = \"http://127.0.0.1:9\"\n\n\
+         [[directory]]\nname = \"fabrikam-entra\"\nkind = \"graph\"\ntenant_id = \"fabrikam.onmicrosoft.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\ngraph_url = \"{graph_url}\"\nlogin_url = \"{graph_url}\"\n\n\
          [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"match-only\"\n{}",
         sample::QUICKSTART_RULES
     )
@@ -58,7 +60,18 @@ async fn start_on(
     let s = sample::generate(60, true, 5);
     std::fs::write(dir.join("contoso.json"), render_json(&s.source)).unwrap();
     std::fs::write(dir.join("fabrikam.json"), render_json(&s.target)).unwrap();
-    std::fs::write(dir.join("ferry.toml"), config_with(server_toml)).unwrap();
+    let sim = ferry_graph_sim::GraphSim::start(
+        ferry_graph_sim::SimOptions {
+            domain: "fabrikam.onmicrosoft.com".into(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            ..Default::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    std::fs::write(dir.join("ferry.toml"), config_with(server_toml, &sim.url())).unwrap();
     let settings = Settings::load(&dir.join("ferry.toml")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,6 +106,7 @@ async fn start_on(
         token: server.admin_token.clone(),
         fingerprint: server.agent_fingerprint.clone().unwrap(),
         _server: server,
+        _sim: sim,
         admin: reqwest::Client::new(),
         agent,
         dir: dir.to_path_buf(),
@@ -700,6 +714,10 @@ async fn entra_joins_get_the_token_or_are_held_back() {
         Some(json!({"add": ["PC-E"]})),
     )
     .await;
+    // The tenant pre-flight (of the simulated, permissive tenant) has run: it holds nothing back.
+    let (s, p) = h.api(M::GET, "/batches/Cutover/preflight", None).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["ok"], false, "no token yet: {p}");
     // No token stored: held back, and the what-if says why.
     let (_, c) = h
         .call_agent("/checkin", Some(&key), json!({"protocol": 1}))

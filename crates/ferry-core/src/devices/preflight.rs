@@ -541,8 +541,11 @@ fn licences(
             check: "licence-units".into(),
             severity: Severity::Blocking,
             message: format!(
-                "{missing} matched user(s) need a licence that includes Intune and only {free} unit(s) of {} are free",
-                parts.join(", ")
+                "{missing} matched user(s) need a licence that includes Intune and only {free} unit(s) of {} are free: {} device(s) held back: {}; users: {}",
+                parts.join(", "),
+                hosts.len(),
+                list(&hosts),
+                list(&out[before].users)
             ),
             fix: Some(format!(
                 "{LICENCES}: buy at least {} more unit(s), or remove licences from users who left",

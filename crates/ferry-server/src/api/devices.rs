@@ -486,6 +486,8 @@ pub async fn put_batch(
         .put_document(DocKind::Batch, &name, &body, now_ms())
         .await?;
     st.devices.reload(&*st.store).await?;
+    // The tenant pre-flight runs ahead of time, so that it is cached when devices are due.
+    st.devices.preflight.queue(&name);
     Ok(Json(batch_view(&st, b, notes).await?))
 }
 
@@ -554,6 +556,7 @@ pub async fn computers(
     let removed: Vec<String> = c.remove.iter().map(|r| r.to_lowercase()).collect();
     st.store.remove_batch_computers(&name, &removed).await?;
     st.devices.reload(&*st.store).await?;
+    st.devices.preflight.queue(&name);
     let now = now_ms();
     let warnings = add
         .iter()

@@ -16,6 +16,7 @@ pub mod environments;
 pub mod logs;
 pub mod operators;
 pub mod overrides;
+pub mod preflight;
 pub mod report;
 pub mod sessions;
 pub mod setup;
@@ -142,6 +143,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         devices::runbooks, devices::put_runbook, devices::delete_runbook,
         devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
         devices::whatif, devices::progress, devices::resume_batch,
+        preflight::directory, preflight::batch,
         sync::profiles, setup::put_profile, setup::delete_profile, overrides::list, overrides::add, overrides::remove, overrides::import, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
         logs::list,
@@ -381,6 +383,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(translation::router())
         .merge(logs::router())
         .merge(report::router())
+        .merge(preflight::router())
         .route(
             "/openapi.json",
             axum::routing::get(|| async {

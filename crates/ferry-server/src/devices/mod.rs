@@ -6,6 +6,7 @@
 pub mod agent_api;
 pub mod agent_tls;
 pub mod enrolment;
+pub mod preflight;
 pub mod wave;
 
 use crate::settings::Settings;
@@ -111,6 +112,8 @@ pub struct Devices {
     snapshot: RwLock<Arc<Snapshot>>,
     translation: Mutex<HashMap<(String, String), CachedIndex>>,
     waves: Mutex<wave::Waves>,
+    /// The tenant pre-flights' cached results (`preflight.rs`).
+    pub preflight: preflight::Preflights,
     /// The agent endpoint's URL and certificate fingerprint, when it is served.
     pub endpoint: RwLock<Option<(String, String)>>,
 }
@@ -159,6 +162,17 @@ impl TranslationIndex {
             .or_else(|| self.by_name.get(&short_name(&p.name)))?;
         Some(self.entries[*i].for_profile(&p.name))
     }
+
+    /// The target object id a harvested profile is matched to (the tenant pre-flight's users).
+    pub fn target_id(&self, p: &HarvestedProfile) -> Option<&str> {
+        let i = p
+            .sid
+            .as_ref()
+            .and_then(|s| self.by_sid.get(&s.to_ascii_uppercase()))
+            .or_else(|| p.uid.and_then(|u| self.by_uid.get(&u)))
+            .or_else(|| self.by_name.get(&short_name(&p.name)))?;
+        Some(self.entries[*i].target_id.as_str())
+    }
 }
 
 fn short_name(n: &str) -> String {
@@ -195,6 +209,7 @@ impl Devices {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             translation: Mutex::new(HashMap::new()),
             waves: Mutex::new(wave::Waves::default()),
+            preflight: preflight::Preflights::default(),
             endpoint: RwLock::new(None),
         })
     }
@@ -442,6 +457,14 @@ pub async fn orders(
     let run = format!("{}-{}-{}", batch.name, agent.id, enforced / 1000);
     let started = agent.assigned_run.as_deref() == Some(run.as_str())
         || devices.was_handed(&batch.name, agent.id);
+    if !started && let Some(why) = preflight::hold(devices, batch, &runbooks, &agent.hostname, now)
+    {
+        return Ok(Orders {
+            assignment: Some(assignment),
+            migration: None,
+            blocked: Some(why),
+        });
+    }
     let index = devices.translation(store, settings, batch).await?;
     let (mut translation, mut untranslated) = (Vec::new(), Vec::new());
     // The harvest is read only now that the migration is due.
