@@ -8,6 +8,7 @@
 use ferry_core::ObjectKind;
 use ferry_core::envmove::{Environment, Tenant};
 use ferry_core::export::TranslationEntry;
+use ferry_core::preflight::PreflightReport;
 use ferry_core::runbook::Runbook;
 use ferry_core::wire::{
     Accepted, AgentDetail, AgentEndpointInfo, AgentView, Approval, ApproveBody, AuditEntry,
@@ -151,6 +152,8 @@ pub mod ep {
     pub const BATCH_WHATIF: Ep = Ep::new("get", "/batches/{name}/whatif");
     pub const BATCH_PROGRESS: Ep = Ep::new("get", "/batches/{name}/progress");
     pub const BATCH_RESUME: Ep = Ep::new("post", "/batches/{name}/resume");
+    pub const BATCH_PREFLIGHT: Ep = Ep::new("get", "/batches/{name}/preflight");
+    pub const DIRECTORY_PREFLIGHT: Ep = Ep::new("get", "/directories/{name}/preflight");
     pub const TENANTS: Ep = Ep::new("get", "/tenants");
     pub const TENANT_PUT: Ep = Ep::new("put", "/tenants/{id}");
     pub const SIGN_IN: Ep = Ep::new("post", "/sessions");
@@ -219,6 +222,8 @@ pub mod ep {
         BATCH_WHATIF,
         BATCH_PROGRESS,
         BATCH_RESUME,
+        BATCH_PREFLIGHT,
+        DIRECTORY_PREFLIGHT,
         TENANTS,
         TENANT_PUT,
         SIGN_IN,
@@ -751,6 +756,27 @@ impl Client {
 
     pub async fn batch_progress(&self, name: &str) -> Result<BatchProgress> {
         self.ask(ep::BATCH_PROGRESS, &[name], &[]).await
+    }
+
+    /// The tenant pre-flight of a batch (cached by the server for a few minutes; `refresh` reads
+    /// Microsoft Graph again).
+    pub async fn batch_preflight(&self, name: &str, refresh: bool) -> Result<PreflightReport> {
+        self.ask(
+            ep::BATCH_PREFLIGHT,
+            &[name],
+            &[("refresh", refresh.to_string())],
+        )
+        .await
+    }
+
+    /// The tenant-wide pre-flight of a Microsoft Entra directory.
+    pub async fn directory_preflight(&self, name: &str, refresh: bool) -> Result<PreflightReport> {
+        self.ask(
+            ep::DIRECTORY_PREFLIGHT,
+            &[name],
+            &[("refresh", refresh.to_string())],
+        )
+        .await
     }
 
     /// Resumes a batch that halted itself (the operator's act, audited).

@@ -335,6 +335,10 @@ async fn directory(c: &Client, cmd: DirectoryCmd, json: bool) -> Result<ExitCode
                 ExitCode::from(1)
             })
         }
+        DirectoryCmd::Preflight { name, refresh } => {
+            let r = c.directory_preflight(&name, refresh).await?;
+            crate::devices::print_preflight(&r, json)
+        }
         DirectoryCmd::Token(t) => token(c, t, json).await,
     }
 }

@@ -132,6 +132,66 @@ pub enum BatchCmd {
     Resume {
         name: String,
     },
+    /// The tenant pre-flight: whether the target Entra tenant lets the batch's devices join and
+    /// enrol in Intune (policies, quota, MDM scope, licences, bulk token). Exits 1 when a finding
+    /// holds devices back.
+    Preflight {
+        name: String,
+        /// Read Microsoft Graph again instead of the result cached for a few minutes.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+/// A pre-flight report as lines: ✓ ok, ! warning, ✗ blocking, each with its fix. Exit 1 when
+/// not ok.
+pub(crate) fn print_preflight(
+    r: &ferry_core::preflight::PreflightReport,
+    json: bool,
+) -> Result<ExitCode> {
+    use ferry_core::preflight::Severity;
+    if json {
+        print_json(r)?;
+    } else {
+        let what = r.batch.as_ref().map_or_else(
+            || format!("directory `{}`", r.directory),
+            |b| format!("batch `{b}` (target `{}`)", r.directory),
+        );
+        println!(
+            "tenant pre-flight of {what}, checked at {}",
+            ms_time(r.checked_at)
+        );
+        for f in &r.findings {
+            let mark = match f.severity {
+                Severity::Ok => "✓",
+                Severity::Warning => "!",
+                Severity::Blocking => "✗",
+            };
+            println!("{mark} {}: {}", f.check, f.message);
+            if f.severity != Severity::Ok
+                && let Some(fix) = &f.fix
+            {
+                println!("    fix: {fix}");
+            }
+        }
+        println!(
+            "{}",
+            if r.ok {
+                "pre-flight OK"
+            } else {
+                "pre-flight FAILED: devices are held back"
+            }
+        );
+    }
+    Ok(if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn ms_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
 /// A JSON file of one entry (a runbook, a batch, …, `what`), and the entry's `key` (its name).
@@ -500,6 +560,10 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
                     warnings(&d.warnings);
                 }
             }
+        }
+        BatchCmd::Preflight { name, refresh } => {
+            let r = c.batch_preflight(&name, refresh).await?;
+            return print_preflight(&r, json);
         }
         BatchCmd::Resume { name } => {
             let w = c.resume_batch(&name).await?;

@@ -205,6 +205,15 @@ pub enum DirectoryCmd {
     List,
     /// Test a directory's connection: reachability, credentials, base DN, object counts.
     Test { name: String },
+    /// The tenant pre-flight of a Microsoft Entra directory: who may join, MFA to join, the device
+    /// quota, the Intune MDM scope, Windows enrolment, the device limit, Intune licences. Exits 1
+    /// when a finding would hold devices back.
+    Preflight {
+        name: String,
+        /// Read Microsoft Graph again instead of the result cached for a few minutes.
+        #[arg(long)]
+        refresh: bool,
+    },
     /// Bulk enrolment tokens of a target Entra directory (devices use them to join it).
     #[command(subcommand)]
     Token(TokenCmd),
