@@ -210,7 +210,7 @@ const ADMIN_PAGES = [
 ];
 const TENANT_PAGES = [["environments", "Environments"], ["moves", "Environment moves"], ["audit", "Audit"]];
 // Pages reached from others (not in the navigation).
-const HIDDEN_PAGES = ["agent"];
+const HIDDEN_PAGES = ["agent", "preflight"];
 
 const pagesOf = () => (state.me.role === "tenant-admin" ? TENANT_PAGES : ADMIN_PAGES);
 
@@ -237,6 +237,18 @@ async function readiness() {
   const exported = ended.some((p) => /^(exported|not needed)/.test(p.last_cycle.export || ""));
   const planned = profiles.filter((p) => p.last_cycle);
   const keys = psks.filter((k) => !k.retired_at);
+  // The tenant pre-flight of every Entra ID directory that is a target (of a sync profile or a
+  // batch): ✓ when all pass, ✗ with the first blocking finding, – when there is none.
+  const targets = new Set([...profiles.map((p) => p.target), ...batches.map((b) => b.target_directory)]);
+  const entra = graph.filter((d) => targets.has(d.name));
+  const checks = await Promise.all(entra.map((d) => api(`/directories/${enc(d.name)}/preflight`)
+    .catch((e) => ({ directory: d.name, ok: false, findings: [{ severity: "blocking", message: String(e.message || e) }] }))));
+  const failed = checks.find((r) => !r.ok);
+  const firstBad = failed && failed.findings.find((f) => f.severity === "blocking");
+  const tenantOk = entra.length === 0 ? null : !failed;
+  const tenantNote = entra.length === 0 ? "no Entra ID target: not needed"
+    : failed ? `${failed.directory}: ${firstBad ? firstBad.message : "not ok"}` : `${entra.map((d) => d.name).join(", ")}: pre-flight passed`;
+  const tenantHref = entra.length === 0 ? null : `preflight?directory=${enc((failed || checks[0]).directory)}`;
   page("Readiness",
     h("h2", {}, "Checklist"),
     h("ul", { class: "check", id: "readiness" },
@@ -261,10 +273,31 @@ async function readiness() {
       line(runbooks.length > 0 && batches.length > 0, "Create Runbooks and Batches – including prerequisite Runbooks", "runbooks",
         `${runbooks.length} runbook(s), ${batches.length} batch(es)`),
       line(!!(ep && ep.url), "Confirm a working ferry server endpoint URL", "psks", ep && ep.url ? ep.url : "the agent endpoint is not served"),
-      line(null, "Confirm Microsoft 365 tenant Entra join and Intune Enrol settings", null, "checked in the Microsoft 365 admin centres"),
+      line(tenantOk, "Confirm Microsoft 365 tenant Entra join and Intune Enrol settings", tenantHref, tenantNote),
       line(agents.total > 0, "Confirm Agent Installation with prerequisites", "agents", `${agents.total} agent(s)`),
       line(agents.total > 0, "Confirm Agent Registration and profile harvests", "agents"),
       line(null, "Test with non-production users and computers", "batches", "a first batch of test computers")));
+}
+
+// The tenant pre-flight of a directory (`?directory=`) or a batch (`?batch=`): each finding, its
+// devices and users, and the fix; "Check again" reads Microsoft Graph again.
+async function preflight(refresh = false) {
+  const dir = params().get("directory");
+  const batch = params().get("batch");
+  const path = batch ? `/batches/${enc(batch)}/preflight` : `/directories/${enc(dir || "")}/preflight`;
+  const r = await api(path + (refresh ? "?refresh=true" : ""));
+  const marks = { ok: ["ok", "✓"], warning: ["muted", "!"], blocking: ["bad", "✗"] };
+  page(`Tenant pre-flight: ${batch ? "batch " + batch : dir}`,
+    h("p", { id: "preflight-summary", class: r.ok ? "ok" : "bad" },
+      `${r.ok ? "✓ passes" : "✗ devices are held back"} — target ${r.directory}, checked ${when(r.checked_at)} `,
+      h("button", { id: "preflight-refresh", onclick: () => preflight(true).catch(failure) }, "Check again")),
+    h("div", { id: "preflight-findings" }, table(r.findings, [
+      ["", (f) => h("span", { class: (marks[f.severity] || marks.ok)[0] }, (marks[f.severity] || marks.ok)[1])],
+      ["Check", (f) => f.check],
+      ["Finding", (f) => f.message],
+      ["Devices", (f) => (f.all_devices ? "all" : f.devices.join(", "))],
+      ["Fix in the tenant", (f) => f.fix || ""],
+    ], "No check applies: the runbooks neither join Entra ID nor enrol in Intune.")));
 }
 
 // ---- directories ----
@@ -1075,7 +1108,7 @@ async function audit() {
 
 const ROUTES = {
   "": readiness, directories, profiles, cycles, whatif, translation, report, logs, psks, runbooks, batches, dashboard,
-  agents, agent, failed, environments, moves, audit,
+  agents, agent, preflight, failed, environments, moves, audit,
 };
 
 async function route() {
