@@ -25,6 +25,7 @@ struct H {
     token: String,
     /// host name → node key.
     keys: Vec<(String, String)>,
+    psk: String,
 }
 
 /// The sim's user `i` (user{i}@fabrikam.test).
@@ -65,6 +66,23 @@ impl H {
         let key = &self.keys.iter().find(|(h, _)| h == host).unwrap().1;
         self.agent_call("/checkin", Some(key), json!({"protocol": 1}))
             .await
+    }
+    /// Enrolls `host` with the harvested profiles of Contoso's `user{i}`.
+    async fn enroll(&mut self, host: &str, users: &[u32]) {
+        let profiles: Vec<Value> = users
+            .iter()
+            .map(|i| json!({"name": format!("user{i}"), "uid": 2000 + i, "home": format!("/home/user{i}")}))
+            .collect();
+        let e = self
+            .agent_call(
+                "/enroll",
+                None,
+                json!({"protocol": 1, "psk": self.psk, "profiles": profiles,
+                    "device": {"device_id": format!("id-{host}"), "hostname": host, "os": "linux", "os_version": "Debian 12", "agent_version": "0.1.0"}}),
+            )
+            .await;
+        self.keys
+            .push((host.into(), e["node_key"].as_str().unwrap().to_string()));
     }
     /// The batch's pre-flight, read from Graph again.
     async fn preflight(&self) -> Value {
@@ -177,6 +195,7 @@ async fn start() -> (H, tempfile::TempDir) {
             .unwrap(),
         sim,
         keys: Vec::new(),
+        psk: String::new(),
     };
     let (s, v) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
     assert_eq!(s, 202, "{v}");
@@ -204,22 +223,9 @@ async fn start() -> (H, tempfile::TempDir) {
         .await;
     assert_eq!(s, 201, "{v}");
     let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
-    let psk = k["key"].as_str().unwrap().to_string();
+    h.psk = k["key"].as_str().unwrap().to_string();
     for (host, users) in [("PC-1", &[0][..]), ("PC-2", &[1]), ("PC-3", &[2, 3])] {
-        let profiles: Vec<Value> = users
-            .iter()
-            .map(|i| json!({"name": format!("user{i}"), "uid": 2000 + i, "home": format!("/home/user{i}")}))
-            .collect();
-        let e = h
-            .agent_call(
-                "/enroll",
-                None,
-                json!({"protocol": 1, "psk": psk, "profiles": profiles,
-                    "device": {"device_id": format!("id-{host}"), "hostname": host, "os": "linux", "os_version": "Debian 12", "agent_version": "0.1.0"}}),
-            )
-            .await;
-        h.keys
-            .push((host.into(), e["node_key"].as_str().unwrap().to_string()));
+        h.enroll(host, users).await;
     }
     let (s, v) = h
         .api(
@@ -504,7 +510,7 @@ async fn each_restrictive_setting_names_the_devices_users_and_fix() {
 /// Graph instead of reading the cached result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_of_a_blocked_batch_is_held_back_at_check_in() {
-    let (h, _dir) = start().await;
+    let (mut h, _dir) = start().await;
     h.sim.set_members(&gid(0), vec![uid(0)]);
     h.sim.set_policy(TenantPolicy {
         allowed_to_join: JoinScope::Selected {
@@ -537,6 +543,31 @@ async fn a_device_of_a_blocked_batch_is_held_back_at_check_in() {
         h.sim.stats().graph_requests,
         before,
         "check-ins must not read Graph"
+    );
+    // A device that joins the batch after the check (user1 again) is not let through unchecked.
+    h.enroll("PC-4", &[1]).await;
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Cutover/computers",
+            Some(json!({"add": ["PC-4"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let c = h.checkin("PC-4").await;
+    assert!(c["migration"].is_null() && c["blocked"].is_string(), "{c}");
+    let r = h.preflight().await;
+    assert_eq!(
+        finding(&r, "entra-join-allowed")["devices"],
+        json!(["PC-2", "PC-3", "PC-4"])
+    );
+    let c = h.checkin("PC-4").await;
+    assert!(
+        c["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("entra-join-allowed"),
+        "{c}"
     );
     // The device whose user may join is not held back by the others'.
     let c = h.checkin("PC-1").await;

@@ -99,6 +99,12 @@ async fn entra_to_entra_through_the_cli() {
 
     let t = run(&["directory", "test", "fabrikam"]);
     assert!(t.contains("can read users (280)"), "{t}");
+    // The tenant pre-flight of the (permissive) simulated tenant, through the CLI.
+    let t = run(&["directory", "preflight", "fabrikam"]);
+    assert!(
+        t.contains("✓ entra-join-allowed") && t.contains("pre-flight OK"),
+        "{t}"
+    );
 
     // 1. First cycle: 280 matched, 20 unmatched, a What-If with 20 creates awaiting approval.
     let t = run(&["sync", "run", "users", "--wait"]);

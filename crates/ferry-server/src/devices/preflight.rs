@@ -29,6 +29,9 @@ pub const TTL_MS: i64 = 5 * 60_000;
 pub struct Preflights {
     tenants: Mutex<HashMap<String, Arc<PreflightReport>>>,
     batches: Mutex<HashMap<String, Arc<PreflightReport>>>,
+    /// Per batch, the devices (lower-case host names) its last result looked at: a device the
+    /// result has not seen (it enrolled or joined the batch since) is checked before it starts.
+    seen: Mutex<HashMap<String, Arc<HashSet<String>>>>,
     /// Batches queued for the worker (so a storm of check-ins queues each once).
     queued: Mutex<HashSet<String>>,
     worker: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -94,6 +97,19 @@ pub fn hold(
     let last = p.batch_result(&batch.name);
     if last.as_ref().is_none_or(|r| now - r.checked_at >= TTL_MS) {
         p.queue(&batch.name);
+    }
+    let unseen = last.is_some()
+        && p.seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&batch.name).cloned())
+            .is_some_and(|s| !s.contains(&host.to_lowercase()));
+    if unseen {
+        p.queue(&batch.name);
+        return Some(format!(
+            "the tenant pre-flight of batch `{}` ran before this device's harvest reached it; it runs again now",
+            batch.name
+        ));
     }
     let Some(r) = last else {
         return Some(format!(
@@ -281,6 +297,12 @@ pub async fn batch(
         now,
         evaluate(&facts, n, &devices, token),
     ));
+    if let Ok(mut m) = p.seen.lock() {
+        m.insert(
+            name.to_string(),
+            Arc::new(devices.iter().map(|d| d.host.to_lowercase()).collect()),
+        );
+    }
     Preflights::keep(&p.batches, name, &r);
     Ok(r)
 }
