@@ -384,6 +384,74 @@ async fn the_console_in_chromium() {
     );
     b.screenshot("report").await;
 
+    // The tenant pre-flight ticks the readiness line (issue 18): an Entra ID target (a simulated
+    // tenant) passes (✓); requiring MFA to join, checked again from the findings page, fails it
+    // (✗ with the finding). Catches a line left at "–" or not following the tenant.
+    let sim =
+        ferry_graph_sim::GraphSim::start(ferry_graph_sim::SimOptions::default(), "127.0.0.1:0")
+            .await
+            .unwrap();
+    let admin_call = |m: reqwest::Method, path: &str, body: Option<Value>| {
+        let (http, url, t) = (reqwest::Client::new(), server.url.clone(), token("admin"));
+        let path = path.to_string();
+        async move {
+            let mut r = http
+                .request(m, format!("{url}/api/v1{path}"))
+                .bearer_auth(t);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    let o = sim.options();
+    let entra = json!({"name": "entra", "kind": "graph", "tenant_id": o.tenant, "client_id": o.client_id,
+        "client_secret": o.client_secret, "graph_url": sim.url(), "login_url": sim.url(), "object_types": ["user"]});
+    assert_eq!(
+        admin_call(reqwest::Method::PUT, "/directories/entra", Some(entra)).await,
+        201
+    );
+    let profile = json!({"name": "to-entra", "source": "hr-src", "target": "entra", "mode": "match-only",
+        "object_types": ["user"], "match": [{"source_attribute": "employeeId", "target_attribute": "employeeId"}]});
+    assert_eq!(
+        admin_call(reqwest::Method::PUT, "/profiles/to-entra", Some(profile)).await,
+        201
+    );
+    b.go(&url).await;
+    b.wait_text(
+        "#agent-readiness",
+        "✓ Confirm Microsoft 365 tenant Entra join and Intune Enrol settings",
+    )
+    .await;
+    sim.set_policy(ferry_graph_sim::TenantPolicy {
+        mfa_to_join: true,
+        ..Default::default()
+    });
+    b.go(&format!("{url}#/preflight?directory=entra")).await;
+    b.wait_text("#preflight-summary", "passes").await;
+    b.click("#preflight-refresh").await;
+    b.wait_text("#preflight-summary", "held back").await;
+    let t = b.wait_text("#preflight-findings", "entra-join-mfa").await;
+    assert!(t.contains("Require multifactor authentication"), "{t}");
+    b.screenshot("preflight").await;
+    b.go(&url).await;
+    let t = b
+        .wait_text(
+            "#agent-readiness",
+            "✗ Confirm Microsoft 365 tenant Entra join and Intune Enrol settings",
+        )
+        .await;
+    assert!(t.contains("multifactor authentication is required"), "{t}");
+    assert_eq!(
+        admin_call(reqwest::Method::DELETE, "/profiles/to-entra", None).await,
+        204
+    );
+    assert_eq!(
+        admin_call(reqwest::Method::DELETE, "/directories/entra", None).await,
+        204
+    );
+    drop(sim);
+
     let api_get = |path: &str| {
         let (http, url, t) = (reqwest::Client::new(), server.url.clone(), token("admin"));
         let path = path.to_string();
