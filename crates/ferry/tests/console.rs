@@ -262,7 +262,7 @@ async fn the_console_in_chromium() {
         "audit",
     ];
     // Reached from other pages' links.
-    let linked = ["agent"];
+    let linked = ["agent", "preflight"];
     for p in pages {
         b.go(&format!("{url}#/{p}")).await;
         let h1 = b.text("main h1").await;
@@ -671,6 +671,9 @@ async fn the_console_in_chromium() {
     b.wait_text("#batch-message", "What-If of wave-1").await;
     b.wait_text("#batch-message", &device.to_lowercase()).await;
     b.screenshot("batches").await;
+    // Its tenant pre-flight: a file target whose runbooks do not join Entra ID has no check.
+    b.go(&format!("{url}#/preflight?batch=wave-1")).await;
+    b.wait_text("#preflight-findings", "No check applies").await;
 
     // The device enrolls with the key the console showed, and reports a run under way.
     let ep = api_get("/agent-endpoint").await;

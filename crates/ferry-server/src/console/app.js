@@ -923,6 +923,7 @@ async function batches() {
   page("Batches", table(v, [["Name", (b) => b.name], ["Source → target", (b) => `${b.source_directory} → ${b.target_directory}`], ["Runbooks", (b) => b.runbooks.join(", ")],
     ["Computers", (b) => b.computer_count], ["Available From", (b) => show(b.available_from)], ["Enforced After", (b) => `${b.enforced_after} ${b.time_zone}`],
     ["", (b) => [h("button", { class: "secondary whatif", onclick: whatifOf(b) }, "Device What-If"), " ", h("a", { href: `#/dashboard?batch=${enc(b.name)}` }, "Dashboard"), " ",
+      h("a", { href: `#/preflight?batch=${enc(b.name)}` }, "Tenant pre-flight"), " ",
       canChange() ? [h("button", { class: "secondary", onclick: () => formSlot.replaceChildren(batchForm(b, dirs, rbs, saved)) }, "Edit"), " ",
         h("button", { class: "secondary", onclick: remove(b) }, "Delete")] : ""]]], "No batches yet."), msg, formSlot);
   if (canChange()) formSlot.replaceChildren(dirs.length >= 1 ? batchForm(null, dirs, rbs, saved) : h("p", { class: "muted" }, "Add directories first."));
