@@ -531,7 +531,21 @@ async fn a_device_of_a_blocked_batch_is_held_back_at_check_in() {
             && why.contains("Fix:"),
         "{why}"
     );
-    // 300 more check-ins of held devices: answered from the cache, no Graph request.
+    // The device What-If says so too.
+    let (_, w) = h.api(M::GET, "/batches/Cutover/whatif", None).await;
+    let pc2 = w["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["computer"] == "pc-2")
+        .unwrap();
+    assert!(
+        pc2["warnings"]
+            .to_string()
+            .contains("held back by the tenant pre-flight"),
+        "{w}"
+    );
+    // 200 more check-ins of held devices: answered from the cache, no Graph request.
     let before = h.sim.stats().graph_requests;
     for _ in 0..100 {
         for host in ["PC-2", "PC-3"] {

@@ -620,6 +620,7 @@ pub async fn whatif(
         None
     };
     let mut out = Vec::new();
+    let preflight = st.devices.preflight.batch_result(&name);
     for (computer, batch) in &snap.computers {
         if *batch != name {
             continue;
@@ -670,6 +671,17 @@ pub async fn whatif(
         if let Some(t) = &token_problem {
             d.warnings.push(format!(
                 "the device cannot join Entra ID at Enforced After: {t}"
+            ));
+        }
+        // The tenant pre-flight's last result (cached; GET /batches/{name}/preflight reads it).
+        if let Some(f) = preflight.as_ref().and_then(|r| {
+            r.findings
+                .iter()
+                .find(|f| f.check != "bulk-enrolment-token" && f.blocks(computer))
+        }) {
+            d.warnings.push(format!(
+                "held back by the tenant pre-flight ({}): {}",
+                f.check, f.message
             ));
         }
         out.push(d);
