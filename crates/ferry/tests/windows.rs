@@ -30,7 +30,10 @@ fn sddl(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    // A bad map ends the command before it reads its input: its pipe may close under us.
+    if let Err(e) = c.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     c.wait_with_output().unwrap()
 }
 
