@@ -849,9 +849,10 @@ fn a_device_enrolling_again_without_its_key_waits_for_an_operator() {
     assert!(audit.contains("agent.enrollment.approve"), "{audit}");
 }
 
-// Catches: a real agent starting its run with a pending reboot or a runbook command that is not
-// installed; the server never learning why (the batch's what-if shows the device ready or not);
-// a device held on a stale pre-flight after it was fixed.
+// Catches: a real agent starting its run with a pending reboot or a harvested profile that has no
+// translation (or skipping it silently); a signed-in user's session blocking instead of warning;
+// the server never learning why (the batch's what-if shows the device ready or not); a device
+// held on a stale pre-flight after it was fixed.
 #[test]
 fn a_device_that_is_not_ready_does_not_start_and_says_why() {
     if !is_root() {
@@ -859,49 +860,70 @@ fn a_device_that_is_not_ready_does_not_start_and_says_why() {
     }
     let rig = Rig::start();
     let dir = rig.dir();
-    rig.put(
-        "runbook",
+    let runbook = |skip: bool| {
         json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
-               "completion": {"post_migration_scripts": [{"name": "p", "interpreter": "sh", "body": "true"}]}}),
-    );
+               "permission_updates": {"mode": "add-and-remove", "skip_unresolved_profiles": skip},
+               "completion": {"post_migration_scripts": [{"name": "p", "interpreter": "sh", "body": "true"}]}})
+    };
+    rig.put("runbook", runbook(false));
     rig.put(
         "batch",
         json!({"name": "Now", "source_directory": "contoso", "target_directory": "fabrikam",
                "runbooks": ["Main"], "enforced_after": "2026-01-01T09:00"}),
     );
     let (psk, u, f) = rig.enrolment();
+    // A local account the translation table does not know, with its home on the device.
+    let home = dir.join("home").join("stranger");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(4242), Some(4242)).unwrap();
+    std::fs::write(
+        dir.join("passwd"),
+        format!("stranger:x:4242:4242::{}:/bin/sh\n", home.display()),
+    )
+    .unwrap();
     let state = dir.join("state");
     let reboot = dir.join("reboot-required");
     std::fs::write(&reboot, "").unwrap();
-    let st = state.to_str().unwrap().to_string();
-    let rf = reboot.to_str().unwrap().to_string();
-    let run_args = [
-        "agent",
-        "run",
-        "--state-dir",
-        &st,
-        "--passwd",
-        "/dev/null",
-        "--sessions-command",
+    let (st, rf, pw) = (
+        state.to_str().unwrap().to_string(),
+        reboot.to_str().unwrap().to_string(),
+        dir.join("passwd").to_str().unwrap().to_string(),
+    );
+    let once = |sessions: &str, extra: &[&str]| {
+        let mut a = vec![
+            "agent",
+            "run",
+            "--state-dir",
+            &st,
+            "--passwd",
+            &pw,
+            "--sessions-command",
+            sessions,
+            "--reboot-required-file",
+            &rf,
+            "--poll-seconds",
+            "1",
+            "--once",
+        ];
+        a.extend_from_slice(extra);
+        ferry(&a, &[])
+    };
+    let o = once(
         "true",
-        "--reboot-required-file",
-        &rf,
-        "--poll-seconds",
-        "1",
-    ];
-    let mut first = run_args.to_vec();
-    first.extend(["--once", "--server", &u, "--psk", &psk, "--fingerprint", &f]);
-    let o = ferry(&first, &[]);
+        &["--server", &u, "--psk", &psk, "--fingerprint", &f],
+    );
     assert!(o.status.success(), "{}", text(&o));
     rig.add_agent_to("Now");
+    let whatif = || -> Value {
+        serde_json::from_str(&rig.admin(&["--json", "batch", "whatif", "Now"])).unwrap()
+    };
 
-    // Due, but a reboot is pending: the agent checks itself, the server holds it back.
-    let mut once = run_args.to_vec();
-    once.push("--once");
-    let o = ferry(&once, &[]);
-    let out = text(&o);
+    // Due, but a reboot is pending and a profile has no translation: the agent checks itself,
+    // the server adds its own checks and holds the device back, naming both.
+    let out = text(&once("true", &[]));
     assert!(
-        out.contains("not ready: reboot (a reboot is pending"),
+        out.contains("not ready: profiles (no translation for stranger")
+            && out.contains("reboot (a reboot is pending"),
         "{out}"
     );
     assert!(!state.join("run.json").exists(), "nothing ran: {out}");
@@ -910,17 +932,38 @@ fn a_device_that_is_not_ready_does_not_start_and_says_why() {
         status["preflight"]["checks"][1]["check"], "reboot",
         "{status}"
     );
-    let w: Value = serde_json::from_str(&rig.admin(&["--json", "batch", "whatif", "Now"])).unwrap();
+    let w = whatif();
     assert_eq!(w["devices"][0]["ready"], false, "{w}");
 
-    // Rebooted: the next check-in carries a fresh pre-flight and the run goes.
+    // Rebooted: the unresolvable profile still blocks (never skipped silently).
     std::fs::remove_file(&reboot).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    let o = ferry(&once, &[]);
-    let out = text(&o);
+    let out = text(&once("true", &[]));
+    assert!(
+        out.contains("no translation for stranger") && !out.contains("reboot ("),
+        "{out}"
+    );
+
+    // The runbook says to skip it; a user is signed in: a warning, and the enforced run waits.
+    rig.put("runbook", runbook(true));
+    let out = text(&once("echo 'ann pts/0'", &[]));
+    assert!(out.contains("nobody is signed in"), "{out}");
+    assert!(!state.join("run.json").exists(), "nothing ran: {out}");
+    let w = whatif();
+    let checks = w["devices"][0]["preflight"]["checks"].as_array().unwrap();
+    let sessions = checks.iter().find(|c| c["check"] == "sessions").unwrap();
+    assert_eq!(sessions["ok"], false, "{w}");
+    assert_eq!(w["devices"][0]["ready"], true, "warnings do not block: {w}");
+
+    // Nobody signed in: the run goes, and names the profile it skips.
+    let out = text(&once("true", &[]));
     assert!(out.starts_with("verified"), "{out}");
-    let w: Value = serde_json::from_str(&rig.admin(&["--json", "batch", "whatif", "Now"])).unwrap();
-    assert_eq!(w["devices"][0]["ready"], true, "{w}");
+    let log = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap();
+    assert!(log.contains("untranslated profiles: stranger"), "{log}");
 }
 
 // Catches: a run that leaves a source principal behind (here a broken post-migration script
