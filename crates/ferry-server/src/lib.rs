@@ -506,10 +506,13 @@ impl Server {
         })
     }
 
-    /// Stops serving and waits for in-flight requests.
+    /// Stops serving, waits for in-flight requests, then writes the agents' last contacts (kept
+    /// for up to 200 ms to be written in bulk).
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.map_err(std::io::Error::other)?
+        let served = self.task.await.map_err(std::io::Error::other);
+        self.state.devices.flush_contacts().await;
+        served?
     }
 
     /// Serves until the task ends (it ends only on stop or a fatal error).

@@ -103,17 +103,25 @@ type CachedIndex = (Generation, Arc<TranslationIndex>);
 
 use ferry_core::export::TranslationEntry;
 
+/// What the write-behind task takes: a check-in to record, or a request to write what it holds.
+enum Pending {
+    Contact(Contact),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// What the server keeps in memory for agents.
 pub struct Devices {
     /// node-key hash → (agent, when cached).
     auth: Mutex<HashMap<String, (AgentRecord, Instant)>>,
-    contacts: tokio::sync::mpsc::UnboundedSender<Contact>,
+    contacts: tokio::sync::mpsc::UnboundedSender<Pending>,
     enroll_limit: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
     snapshot: RwLock<Arc<Snapshot>>,
     translation: Mutex<HashMap<(String, String), CachedIndex>>,
     waves: Mutex<wave::Waves>,
     /// The tenant pre-flights' cached results (`preflight.rs`).
     pub preflight: preflight::Preflights,
+    /// Held while a batch's wave is read from the store (one read at a time per server).
+    wave_read: tokio::sync::Mutex<()>,
     /// The agent endpoint's URL and certificate fingerprint, when it is served.
     pub endpoint: RwLock<Option<(String, String)>>,
 }
@@ -182,24 +190,34 @@ fn short_name(n: &str) -> String {
 impl Devices {
     /// Starts the write-behind task that records check-ins in bulk.
     pub fn start(store: Arc<dyn Store>) -> Arc<Devices> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Contact>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
         let flush_store = Arc::clone(&store);
         tokio::spawn(async move {
             let mut buf = Vec::new();
-            while let Some(c) = rx.recv().await {
-                buf.push(c);
+            while let Some(m) = rx.recv().await {
+                let mut waiter = None;
+                match m {
+                    Pending::Contact(c) => buf.push(c),
+                    Pending::Flush(w) => waiter = Some(w),
+                }
                 // Gather what arrives within a moment, then write it in one transaction.
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-                while buf.len() < 20_000 {
+                while waiter.is_none() && buf.len() < 20_000 {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(c)) => buf.push(c),
+                        Ok(Some(Pending::Contact(c))) => buf.push(c),
+                        Ok(Some(Pending::Flush(w))) => waiter = Some(w),
                         _ => break,
                     }
                 }
-                if let Err(e) = flush_store.record_contacts(&buf).await {
+                if !buf.is_empty()
+                    && let Err(e) = flush_store.record_contacts(&buf).await
+                {
                     tracing::warn!(error = %e, n = buf.len(), "could not record agent contacts");
                 }
                 buf.clear();
+                if let Some(w) = waiter {
+                    let _ = w.send(());
+                }
             }
         });
         Arc::new(Devices {
@@ -210,6 +228,7 @@ impl Devices {
             translation: Mutex::new(HashMap::new()),
             waves: Mutex::new(wave::Waves::default()),
             preflight: preflight::Preflights::default(),
+            wave_read: tokio::sync::Mutex::new(()),
             endpoint: RwLock::new(None),
         })
     }
@@ -288,7 +307,16 @@ impl Devices {
     }
 
     pub fn record_contact(&self, c: Contact) {
-        let _ = self.contacts.send(c);
+        let _ = self.contacts.send(Pending::Contact(c));
+    }
+
+    /// Writes the contacts recorded so far now, rather than within 200 ms (a stopping server
+    /// would lose them otherwise).
+    pub async fn flush_contacts(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.contacts.send(Pending::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Token bucket per source address: `burst` enrollments, refilled at `per_minute`.
@@ -867,6 +895,97 @@ mod tests {
             assert!(
                 d.allow_enroll(b, 5.0, 1.0),
                 "another address has its own bucket"
+            );
+        });
+    }
+
+    #[test]
+    fn contacts_are_written_when_flushed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> =
+                Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.path().join("f.db")).unwrap());
+            let psk = store.add_psk("k", "psk-hash", None, None, 1).await.unwrap();
+            let facts = ferry_core::agent::DeviceFacts {
+                device_id: "m-1".into(),
+                hostname: "PC-1".into(),
+                os: "linux".into(),
+                agent_version: "0.1.0".into(),
+                ..Default::default()
+            };
+            let a = store
+                .enroll_agent(&ferry_store::Enrollment {
+                    facts: &facts,
+                    profiles: &[],
+                    node_hash: "node-hash",
+                    psk_id: psk.id,
+                    now: 1,
+                    address: None,
+                    replaces: None,
+                })
+                .await
+                .unwrap();
+            let d = Devices::start(Arc::clone(&store));
+            d.record_contact(Contact {
+                agent_id: a.id,
+                at: 5,
+                address: None,
+                state: Some("succeeded".into()),
+                agent_version: None,
+            });
+            // At once, not 200 ms later: what a stopping server does last.
+            d.flush_contacts().await;
+            let stored = store.agent(a.id).await.unwrap().unwrap();
+            assert_eq!(
+                (stored.state.as_str(), stored.last_contact),
+                ("succeeded", 5)
+            );
+            d.flush_contacts().await;
+        });
+    }
+
+    #[test]
+    fn a_storm_reads_the_wave_once() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> =
+                Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.path().join("f.db")).unwrap());
+            store
+                .put_document(DocKind::Runbook, "Main", r#"{"name":"Main","source_directories":["c"],"target_directories":["f"]}"#, 1)
+                .await
+                .unwrap();
+            store
+                .put_document(DocKind::Batch, "B", r#"{"name":"B","source_directory":"c","target_directory":"f","runbooks":["Main"],"enforced_after":"2026-01-01T00:00","time_zone":"UTC"}"#, 1)
+                .await
+                .unwrap();
+            let computers: Vec<String> = (0..2000).map(|i| format!("pc-{i}")).collect();
+            store.add_batch_computers("B", &computers, 1).await.unwrap();
+            let d = Devices::start(Arc::clone(&store));
+            d.reload(&*store).await.unwrap();
+            let batch = d.snapshot().batches.get("B").cloned().unwrap();
+            let batch = Arc::new(batch);
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let (d, store, batch) = (Arc::clone(&d), Arc::clone(&store), Arc::clone(&batch));
+                    tokio::spawn(async move { d.wave(&*store, &batch).await.unwrap() })
+                })
+                .collect();
+            let mut waves = Vec::new();
+            for t in tasks {
+                waves.push(t.await.unwrap());
+            }
+            assert!(
+                waves.iter().all(|w| Arc::ptr_eq(w, &waves[0])),
+                "64 check-ins at once read the wave once"
             );
         });
     }

@@ -120,21 +120,32 @@ impl Devices {
     /// A batch's wave, read at most every [`WAVE_CACHE`] on this server, with the orders this
     /// server handed since counted as running.
     pub async fn wave(&self, store: &dyn Store, batch: &Batch) -> Result<Arc<Wave>, StoreError> {
-        let cached = self.waves.lock().ok().and_then(|w| {
-            w.read
-                .get(&batch.name)
-                .filter(|(at, _)| at.elapsed() < WAVE_CACHE)
-                .map(|(_, w)| Arc::clone(w))
-        });
-        let w = match cached {
+        let cached = || {
+            self.waves.lock().ok().and_then(|w| {
+                w.read
+                    .get(&batch.name)
+                    .filter(|(at, _)| at.elapsed() < WAVE_CACHE)
+                    .map(|(_, w)| Arc::clone(w))
+            })
+        };
+        let w = match cached() {
             Some(w) => w,
             None => {
-                let w = read(store, self, batch).await?;
-                if let Ok(mut m) = self.waves.lock() {
-                    m.read
-                        .insert(batch.name.clone(), (Instant::now(), Arc::clone(&w)));
+                // One read at a time: a storm of check-ins finds the cache expired together,
+                // and each read counts every agent of the batch (100,000 devices read it
+                // hundreds of times at once before this, taking the server's whole CPU).
+                let _one = self.wave_read.lock().await;
+                match cached() {
+                    Some(w) => w,
+                    None => {
+                        let w = read(store, self, batch).await?;
+                        if let Ok(mut m) = self.waves.lock() {
+                            m.read
+                                .insert(batch.name.clone(), (Instant::now(), Arc::clone(&w)));
+                        }
+                        w
+                    }
                 }
-                w
             }
         };
         // Orders this server handed since the counts were read are not in them yet.
