@@ -319,6 +319,8 @@ impl Sim {
                     .collect(),
             }),
             clock: Some(now),
+            // The simulated device runs no post-flight: it reports `succeeded`, not `verified`.
+            verification: None,
         };
         let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
         match self.call("/agent/v1/checkin", key, body).await? {
