@@ -6,7 +6,9 @@
 //!   `add-and-remove` no source principal remains in owners, groups or ACL entries; in `add`
 //!   every target principal is there. Counts and the first offending paths otherwise. After a
 //!   rollback: every file of the run's journal has the owner, group, mode and ACLs it had before.
-//! - `homes`: every translated target account resolves (passwd, NSS) to a home that exists.
+//! - `homes`: every translated target account resolves (passwd, NSS) to a home that exists and
+//!   that it owns (in `add-and-remove`; in the other modes its source account may still own it,
+//!   no one else may).
 //! - `check-commands`: each runbook's `completion.check_commands` exits 0.
 
 use crate::harvest;
@@ -129,17 +131,41 @@ fn principals(env: &Env, r: &RunState) -> PreflightCheck {
 }
 
 fn homes(env: &Env, r: &RunState) -> PreflightCheck {
+    use std::os::unix::fs::MetadataExt;
     let local = harvest::read_passwd(&env.sources.passwd).unwrap_or_default();
+    let replaced = r
+        .order
+        .runbooks
+        .iter()
+        .any(|rb| rb.permission_updates.mode == PermissionMode::AddAndRemove);
     let (mut ok, mut bad) = (0, Vec::new());
     for t in &r.order.translation {
         let Some(tuid) = t.target_uid else { continue };
         match harvest::account_by_uid(&env.sources, &local, tuid) {
-            Some(a) if a.home.is_dir() => ok += 1,
-            Some(a) => bad.push(format!(
-                "{} (uid {tuid}): its home {} does not exist",
-                a.name,
-                a.home.display()
-            )),
+            Some(a) => match std::fs::metadata(&a.home) {
+                Ok(m) if m.is_dir() => {
+                    let owner = m.uid();
+                    if owner == tuid || (!replaced && Some(owner) == t.source_uid) {
+                        ok += 1;
+                    } else {
+                        bad.push(format!(
+                            "{} (uid {tuid}): its home {} is owned by uid {owner}{}",
+                            a.name,
+                            a.home.display(),
+                            if Some(owner) == t.source_uid {
+                                ", its source account (add-and-remove should have replaced it)"
+                            } else {
+                                ", neither it nor its source account"
+                            }
+                        ));
+                    }
+                }
+                _ => bad.push(format!(
+                    "{} (uid {tuid}): its home {} does not exist",
+                    a.name,
+                    a.home.display()
+                )),
+            },
             None => bad.push(format!(
                 "{} (uid {tuid}) does not resolve on this device",
                 t.target_name
@@ -151,7 +177,7 @@ fn homes(env: &Env, r: &RunState) -> PreflightCheck {
             "homes",
             true,
             true,
-            format!("{ok} target account(s) resolve to their home"),
+            format!("{ok} target account(s) resolve to a home they own"),
         )
     } else {
         PreflightCheck::new("homes", false, true, bad.join("; "))

@@ -418,15 +418,18 @@ impl Server {
             state.settings.file().config.server.agents.clone(),
             rx.clone(),
         ));
-        // Batches and runbooks changed by another server on the same database (this server's
-        // changes reload at once): the agent endpoint and the console's pages read the snapshot.
+        // Batches, runbooks and memberships changed by another server on the same database
+        // (this server's changes reload at once): the agent endpoint and the console's pages
+        // read the snapshot. A stamp is compared every CONFIG_POLL; all is loaded again when it
+        // changed, and each minute regardless.
         {
             let (d, s, mut stop) = (Arc::clone(&devices), Arc::clone(&state.store), rx.clone());
             tokio::spawn(async move {
-                loop {
+                for n in 1u32.. {
                     tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
-                            if let Err(e) = d.reload(&*s).await {
+                        _ = tokio::time::sleep(devices::CONFIG_POLL) => {
+                            let anyway = n.is_multiple_of(30);
+                            if let Err(e) = d.reload_if_changed(&*s, anyway).await {
                                 tracing::warn!(error = %e, "could not reload batches and runbooks");
                             }
                         }

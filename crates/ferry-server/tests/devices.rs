@@ -1406,9 +1406,10 @@ async fn settle() {
 }
 
 // Catches: a batch whose canary failed, or whose first device failed, starting the rest anyway;
-// more devices migrating at once than max_concurrent; a halt cleared by anything but an
-// operator's audited resume; a halted batch cutting off a device already running; a device
-// lying about its state ("running") to get its order past the gate.
+// a halt written only when another device next checks in (or a page is read); more devices
+// migrating at once than max_concurrent; a halt cleared by anything but an operator's audited
+// resume; a halted batch cutting off a device already running; a device lying about its state
+// ("running") to get its order past the gate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     use reqwest::Method as M;
@@ -1502,8 +1503,18 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
         "{d}"
     );
 
-    // PC-B fails: the batch halts itself (default max_failure_rate 0); PC-C, running, goes on.
+    // PC-B fails: the batch halts itself (default max_failure_rate 0) at once, before any other
+    // device checks in; PC-C, running, goes on.
     checkin_as(&h, &keys["PC-B"], "failed").await;
+    let (_, audit) = h.api(M::GET, "/audit?limit=50", None).await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "batch.halt" && a["subject"] == "Wave"),
+        "the failure's own report halts the batch: {audit}"
+    );
     checkin_as(&h, &keys["PC-C"], "running").await;
     settle().await;
     let d = checkin_as(&h, &keys["PC-D"], "idle").await;
@@ -1560,6 +1571,128 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
         ],
         "{audit}"
     );
+}
+
+/// Would catch: a server that never learns of a batch, a runbook or a membership another server
+/// sharing its PostgreSQL wrote (it hands no order, or an old one, until it restarts); two
+/// servers each taking one of two failures reported at the same moment writing two halts, or
+/// none; a halt on one server not stopping devices that check in on the other; a resume
+/// decided twice; a computer taken out of the batch on one server still migrated by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_share_a_batch_its_halt_and_its_resume() {
+    use reqwest::Method as M;
+    let Some(pg) = support::PgSchema::new("wave_two") else {
+        return;
+    };
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let admin = "ferry_shared_admin_token_for_the_wave";
+    let a = start_on(ta.path(), "", Some(pg.url.clone()), Some(admin)).await;
+    let b = start_on(tb.path(), "", Some(pg.url.clone()), Some(admin)).await;
+    let (_, k) = a.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let hosts = ["PC-A", "PC-B", "PC-C", "PC-D", "PC-E", "PC-F"];
+    let mut keys = HashMap::new();
+    for host in hosts {
+        let (s, e) = a.enroll(&psk, host, json!([])).await;
+        assert_eq!(s, 200, "{e}");
+        keys.insert(host, e["node_key"].as_str().unwrap().to_string());
+    }
+    // Everything is written through a; b has not been told.
+    let (s, v) = a
+        .api(M::PUT, "/runbooks/Main", Some(runbook("Main", &[], false)))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a
+        .api(
+            M::PUT,
+            "/batches/Wave",
+            Some(json!({"name": "Wave", "source_directory": "contoso", "target_directory": "fabrikam",
+                "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a
+        .api(
+            M::POST,
+            "/batches/Wave/computers",
+            Some(json!({"add": hosts})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + 3 * devices::CONFIG_POLL;
+    let on_b = loop {
+        let c = checkin_as(&b, &keys["PC-A"], "idle").await;
+        if c["migration"].is_object() {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server b never learned of the batch written through a: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(on_b["assignment"]["batch"], "Wave", "{on_b}");
+    let c = checkin_as(&a, &keys["PC-B"], "idle").await;
+    assert!(c["migration"].is_object(), "{c}");
+
+    // Both fail at the same moment, one reported to each server: one halt, one audit line.
+    tokio::join!(
+        checkin_as(&b, &keys["PC-A"], "failed"),
+        checkin_as(&a, &keys["PC-B"], "failed")
+    );
+    let (_, audit) = a.api(M::GET, "/audit?limit=100", None).await;
+    let halts = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "batch.halt" && e["subject"] == "Wave")
+        .count();
+    assert_eq!(halts, 1, "{audit}");
+    for (h, host) in [(&a, "PC-C"), (&b, "PC-D")] {
+        let c = checkin_as(h, &keys[host], "idle").await;
+        assert!(c["migration"].is_null(), "{host}: {c}");
+        assert!(
+            c["blocked"].as_str().unwrap().contains("halted"),
+            "{host}: {c}"
+        );
+    }
+
+    // A resume asked of both at once is decided once.
+    let (ra, rb) = tokio::join!(
+        a.api(M::POST, "/batches/Wave/resume", None),
+        b.api(M::POST, "/batches/Wave/resume", None)
+    );
+    let mut codes = [ra.0, rb.0];
+    codes.sort();
+    assert_eq!(codes, [200, 409], "{ra:?} {rb:?}");
+    settle().await;
+    for (h, host) in [(&b, "PC-C"), (&a, "PC-D")] {
+        let c = checkin_as(h, &keys[host], "idle").await;
+        assert!(c["migration"].is_object(), "resumed on both: {host}: {c}");
+    }
+
+    // PC-F leaves the batch through a: b stops assigning it.
+    let (s, v) = a
+        .api(
+            M::POST,
+            "/batches/Wave/computers",
+            Some(json!({"remove": ["PC-F"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + 3 * devices::CONFIG_POLL;
+    loop {
+        let c = checkin_as(&b, &keys["PC-F"], "idle").await;
+        if c["assignment"].is_null() && c["migration"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server b still assigns a computer removed through a: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop((a, b));
 }
 
 // Catches: a device whose own pre-flight failed (a pending reboot) handed its run anyway; the

@@ -375,9 +375,10 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn set_agent_preflight(&self, agent: i64, preflight: &str) -> Result<()>;
     /// Records a device's newest post-flight (JSON of `Verification`).
     async fn set_agent_verification(&self, agent: i64, verification: &str) -> Result<()>;
-    /// Agents of `batch` that were handed a run (at check-in) and have not reported it finished
-    /// (`succeeded`, `verified`, `failed`, `rolled-back`, …): the batch's migrations in flight.
-    async fn agents_in_flight(&self, batch: &str) -> Result<i64>;
+    /// Per state of the agents of `batch`: (state, agents, of them handed a run at check-in),
+    /// by state. One pass: a batch's wave and its progress page read their counts from it (the
+    /// migrations in flight are those handed a run in a state that is not finished).
+    async fn batch_agent_states(&self, batch: &str) -> Result<Vec<(String, i64, i64)>>;
     /// The state of the live agent of each of `hostnames` (lower case) that has one.
     async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>>;
     /// Records check-ins in one transaction.
@@ -424,6 +425,10 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
     /// (computer, batch, added_at) of every batch.
     async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
+    /// A fingerprint of the runbooks, batches and batch memberships (their counts and newest
+    /// change times): another server's change to any of them changes it. Cheap: a server reads
+    /// it every few seconds to know when to load them again.
+    async fn devices_config_stamp(&self) -> Result<Vec<i64>>;
     /// Records a refusal; one like it (same code, address, agent, device) seen since `window_from`
     /// is counted instead of stored again.
     async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()>;

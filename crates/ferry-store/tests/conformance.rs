@@ -271,6 +271,27 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     assert_eq!(l.len(), 1);
     assert_eq!((l[0].agent_id, l[0].event.step.as_str()), (ids[0], "b"));
     assert!(s.latest_events_of(&[]).await.unwrap().is_empty());
+    // A batch's states with those handed a run (would catch a wave counting running devices
+    // that were never handed a run, or none at all).
+    s.assign_run(ids[0], "r", &["a".into()]).await.unwrap();
+    s.assign_run(ids[2], "r2", &["a".into()]).await.unwrap();
+    s.record_contacts(&[Contact {
+        agent_id: ids[2],
+        at: 200,
+        address: None,
+        state: Some("verified".into()),
+        agent_version: None,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.batch_agent_states("wave-1").await.unwrap(),
+        [
+            ("running".to_string(), 4, 1),
+            ("verified".to_string(), 1, 1)
+        ]
+    );
+    assert_eq!(s.batch_agent_states("none").await.unwrap(), []);
 }
 
 async fn environment_records_remap_in_one_go(s: &dyn Store) {

@@ -967,7 +967,8 @@ fn a_device_that_is_not_ready_does_not_start_and_says_why() {
 }
 
 // Catches: a run that leaves a source principal behind (here a broken post-migration script
-// grants the source user an ACL entry again) reported as a success; the evidence not reaching
+// grants the source user an ACL entry again) reported as a success; a target account whose home
+// belongs to a third account called proved; the evidence not reaching
 // the server; the batch not halting on an unverified canary, or resuming without an operator; a
 // rollback that could not put a file back called done.
 #[test]
@@ -995,13 +996,16 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
     }
     std::fs::write(dir.join("passwd"), passwd).unwrap();
     let leak = dev.join(&users[0].0).join("Documents/report.txt");
+    // The second user's home ends owned by a third account (a script gone wrong): its target
+    // account resolves a home it does not own.
+    let taken = dir.join("target-homes").join(&users[1].0);
     rig.put(
         "runbook",
         json!({"name": "Broken", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
             "permission_updates": {"mode": "add-and-remove", "paths": [dev]},
             "completion": {
                 "post_migration_scripts": [{"name": "re-grant", "interpreter": "sh",
-                    "body": format!("setfacl -m u:{}:rw '{}'", users[0].1, leak.display())}],
+                    "body": format!("setfacl -m u:{}:rw '{}' && chown 4242 '{}'", users[0].1, leak.display(), taken.display())}],
                 "check_commands": [{"name": "realm", "interpreter": "sh", "body": "echo fabrikam.test | grep -q fabrikam"}]}}),
     );
     rig.put(
@@ -1057,6 +1061,15 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
         detail.starts_with("1 of ") && detail.contains("report.txt (ACL entries)"),
         "{detail}"
     );
+    let homes = checks.iter().find(|c| c["check"] == "homes").unwrap();
+    assert_eq!(homes["ok"], false, "{shown}");
+    assert!(
+        homes["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is owned by uid 4242, neither it nor its source account"),
+        "{homes}"
+    );
     let realm = checks
         .iter()
         .find(|c| c["check"] == "check-commands")
@@ -1087,8 +1100,9 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
     );
 
     // Someone gives a migrated file to a third account before the rollback: the undo leaves it
-    // alone (it was changed since), so the rollback is not proved and the device needs
-    // recovery, which its next check-in tells the server.
+    // alone (it was changed since), as it leaves the home the broken script gave away, so the
+    // rollback is not proved and the device needs recovery, which its next check-in tells the
+    // server.
     let other = dev.join(&users[1].0).join("Documents/report.txt");
     std::os::unix::fs::chown(&other, Some(4242), Some(4242)).unwrap();
     let o = ferry(&["agent", "rollback", "--state-dir", &st], &[]);
@@ -1096,8 +1110,9 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
     assert!(!o.status.success(), "{out}");
     assert!(
         out.contains(
-            "NOT PROVED principals: 1 of 6 journaled file(s) are not as the run found them"
-        ) && out.contains("owner 4242:4242"),
+            "NOT PROVED principals: 2 of 6 journaled file(s) are not as the run found them"
+        ) && out.contains("owner 4242:4242")
+            && out.contains("owner 4242:200000"),
         "{out}"
     );
     assert!(out.contains("recovery required"), "{out}");

@@ -2,8 +2,8 @@
 //! completion against a real `ferry server` agent endpoint (TLS, loopback) in a child process, so
 //! that the server's CPU is measured apart from the simulators'.
 //!
-//! `fleet-day [AGENTS] [--kill] [--connections N] [--max-concurrent N]` (default 100,000 agents,
-//! 256 connections) on SQLite; with `FERRY_BENCH_DATABASE_URL=postgres://…` on PostgreSQL (the
+//! `fleet-day [AGENTS] [--kill] [--connections N] [--max-concurrent N] [--canary N|P%]` (default
+//! 100,000 agents, 256 connections) on SQLite; with `FERRY_BENCH_DATABASE_URL=postgres://…` on PostgreSQL (the
 //! bench makes a schema of its own there).
 //!
 //! The child seeds AGENTS enrolled agents through the store (enrolling them through the endpoint
@@ -15,7 +15,8 @@
 //! migration; the run's steps (`plan_steps` of the order's runbooks, each `started` then
 //! `succeeded`, with a log line for each, as the agent writes them) reported in three flushes of
 //! events and log text (offsets), as the agent's 2-second flush would during a run; then a
-//! check-in reporting `succeeded`. Calls that fail (no answer, 5xx, 429) are sent again as the
+//! check-in reporting `verified` with its post-flight evidence (the checks pass: the simulators
+//! change no file). Calls that fail (no answer, 5xx, 429) are sent again as the
 //! agent's outbox does; calls refused with 400/403/409/413 are dropped, as the agent drops them,
 //! and counted. After the run the server is stopped and the store is read back: every device's
 //! events and log bytes must equal what its simulator had accepted, exactly.
@@ -27,7 +28,7 @@
 use ferry_bench::{cpu_seconds, process_cpu_seconds};
 use ferry_core::agent::{
     AgentEvent, CheckinRequest, CheckinResponse, DeviceFacts, DevicePreflight, EventsRequest,
-    HarvestedProfile, LogChunk, PreflightCheck,
+    HarvestedProfile, LogChunk, PreflightCheck, Verification,
 };
 use ferry_server::settings::Settings;
 use ferry_server::{AgentEndpoint, Server, ServerOptions};
@@ -85,7 +86,14 @@ const RUNBOOK: &str = r#"{"name":"Main","source_directories":["contoso"],"target
  "completion":{"post_migration_scripts":[{"name":"notify","interpreter":"sh","body":"true"}]}}"#;
 
 /// The child: a server on `dir` (seeded first when `seed`), its agent endpoint on `port` (0: any).
-fn serve(dir: &str, agents: usize, port: u16, schema: &str, seed: bool, max_concurrent: usize) {
+/// The batch's wave options: `max_concurrent` (0: none) and the canary (empty: none).
+#[derive(Clone)]
+struct WaveOptions {
+    max_concurrent: usize,
+    canary: String,
+}
+
+fn serve(dir: &str, agents: usize, port: u16, schema: &str, seed: bool, wave: &WaveOptions) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,7 +160,10 @@ fn serve(dir: &str, agents: usize, port: u16, schema: &str, seed: bool, max_conc
             store.put_document(DocKind::Runbook, "Main", RUNBOOK, 1).await.expect("runbook");
             // Enforced 20 minutes ago: past the 15-minute start window, every device is due now.
             let enforced = minute(now_ms() - 20 * 60_000);
-            let cap = if max_concurrent > 0 { format!(r#","max_concurrent":{max_concurrent}"#) } else { String::new() };
+            let mut cap = if wave.max_concurrent > 0 { format!(r#","max_concurrent":{}"#, wave.max_concurrent) } else { String::new() };
+            if !wave.canary.is_empty() {
+                cap.push_str(&format!(r#","canary":"{}""#, wave.canary));
+            }
             let batch = format!(r#"{{"name":"{BATCH}","source_directory":"contoso","target_directory":"fabrikam","runbooks":["Main"],"enforced_after":"{enforced}","time_zone":"UTC"{cap}}}"#);
             store.put_document(DocKind::Batch, BATCH, &batch, 1).await.expect("batch");
             let computers: Vec<String> = (0..agents).map(|i| hostname(i).to_lowercase()).collect();
@@ -185,7 +196,7 @@ fn spawn_server(
     port: u16,
     schema: &str,
     seed: bool,
-    max_concurrent: usize,
+    wave: &WaveOptions,
 ) -> (Child, String, String) {
     let mut child = Command::new(std::env::current_exe().expect("self"))
         .args([
@@ -195,7 +206,8 @@ fn spawn_server(
             &port.to_string(),
             schema,
             if seed { "seed" } else { "restart" },
-            &max_concurrent.to_string(),
+            &wave.max_concurrent.to_string(),
+            &wave.canary,
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -298,18 +310,20 @@ impl Sim {
         }
     }
 
+    /// A check-in: before the run (`idle`, with a passing pre-flight) or after it (`verified`,
+    /// with the run's passing post-flight).
     async fn checkin(
         &self,
         key: &str,
-        state: &str,
-        preflight: bool,
+        after_run: Option<&str>,
         t: &mut Tally,
     ) -> Result<CheckinResponse, String> {
         let now = now_ms();
+        let preflight = after_run.is_none();
         let req = CheckinRequest {
             protocol: ferry_core::agent::PROTOCOL_VERSION,
             profiles: None,
-            state: Some(state.into()),
+            state: Some(if preflight { "idle" } else { "verified" }.into()),
             agent_version: Some("0.1.0".into()),
             preflight: preflight.then(|| DevicePreflight {
                 at: now,
@@ -319,8 +333,19 @@ impl Sim {
                     .collect(),
             }),
             clock: Some(now),
-            // The simulated device runs no post-flight: it reports `succeeded`, not `verified`.
-            verification: None,
+            verification: after_run.map(|run| Verification {
+                run: run.into(),
+                after: "run".into(),
+                at: now,
+                checks: [
+                    ("principals", "30 entries checked: none names a source principal the run should have replaced"),
+                    ("homes", "every target account resolves its home"),
+                    ("check-commands", "no check commands"),
+                ]
+                .into_iter()
+                .map(|(c, d)| PreflightCheck::new(c, true, true, d))
+                .collect(),
+            }),
         };
         let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
         match self.call("/agent/v1/checkin", key, body).await? {
@@ -388,7 +413,7 @@ impl Sim {
     /// One device's day. `Ok(false)`: no migration handed yet (it checks in again later).
     async fn device(&self, i: usize, t: &mut Tally) -> Result<bool, String> {
         let key = node_key(i);
-        let resp = self.checkin(&key, "idle", true, t).await?;
+        let resp = self.checkin(&key, None, t).await?;
         let Some(order) = resp.migration else {
             t.no_order += 1;
             return Ok(false);
@@ -424,7 +449,7 @@ impl Sim {
             log += l;
             offset += len;
         }
-        let last = self.checkin(&key, "succeeded", false, t).await?;
+        let last = self.checkin(&key, Some(&order.run), t).await?;
         if last.migration.as_ref().is_some_and(|m| m.run != order.run) {
             t.new_runs += 1;
         }
@@ -489,12 +514,19 @@ fn main() {
             a[4].parse().expect("port"),
             &a[5],
             a[6] == "seed",
-            a[7].parse().expect("max_concurrent"),
+            &WaveOptions {
+                max_concurrent: a[7].parse().expect("max_concurrent"),
+                canary: a.get(8).cloned().unwrap_or_default(),
+            },
         );
         return;
     }
     let mut agents = 100_000usize;
-    let (mut kill, mut connections, mut max_concurrent) = (false, 256usize, 0usize);
+    let (mut kill, mut connections) = (false, 256usize);
+    let mut wave = WaveOptions {
+        max_concurrent: 0,
+        canary: String::new(),
+    };
     let mut args = a.iter().skip(1);
     while let Some(v) = args.next() {
         match v.as_str() {
@@ -506,15 +538,16 @@ fn main() {
                     .expect("--connections N")
             }
             "--max-concurrent" => {
-                max_concurrent = args
+                wave.max_concurrent = args
                     .next()
                     .and_then(|n| n.parse().ok())
                     .expect("--max-concurrent N")
             }
+            "--canary" => wave.canary = args.next().cloned().expect("--canary N or P%"),
             n => {
                 agents = n
                     .parse()
-                    .expect("AGENTS, --kill, --connections N, --max-concurrent N")
+                    .expect("AGENTS, --kill, --connections N, --max-concurrent N, --canary N|P%")
             }
         }
     }
@@ -527,7 +560,7 @@ fn main() {
         "SQLite"
     };
     let t_seed = Instant::now();
-    let (child, url, cert) = spawn_server(&dir, agents, 0, &schema, true, max_concurrent);
+    let (child, url, cert) = spawn_server(&dir, agents, 0, &schema, true, &wave);
     eprintln!(
         "server ready in {:.1}s: {url}",
         t_seed.elapsed().as_secs_f64()
@@ -565,11 +598,12 @@ fn main() {
         let start = Instant::now();
         // The kill: at a random share of devices done, SIGKILL, then the same server again.
         let killer = kill.then(|| {
-            let (sim, child, dir, schema) = (
+            let (sim, child, dir, schema, wave) = (
                 Arc::clone(&sim),
                 Arc::clone(&child),
                 dir.clone(),
                 schema.clone(),
+                wave.clone(),
             );
             tokio::spawn(async move {
                 let mut x = (now_ms() as u64) | 1;
@@ -590,7 +624,7 @@ fn main() {
                 let done = sim.done.load(Ordering::Acquire);
                 let t_restart = Instant::now();
                 let (c, _, _) = tokio::task::spawn_blocking(move || {
-                    spawn_server(&dir, agents, port, &schema, false, max_concurrent)
+                    spawn_server(&dir, agents, port, &schema, false, &wave)
                 })
                 .await
                 .expect("restart");
@@ -666,7 +700,7 @@ fn main() {
         .filter(|i| {
             by_host
                 .get(&hostname(*i))
-                .is_none_or(|a| a.state != "succeeded")
+                .is_none_or(|a| a.state != "verified")
         })
         .collect();
     if !lagging.is_empty() {
@@ -681,14 +715,19 @@ fn main() {
                 .or_default() += 1;
         }
         eprintln!(
-            "{} devices not `succeeded` on the server after the batch ({seen:?}): their next poll",
+            "{} devices not `verified` on the server after the batch ({seen:?}): their next poll",
             lagging.len()
         );
-        let (mut c, _, _) = spawn_server(&dir, agents, port, &schema, false, max_concurrent);
+        let (mut c, _, _) = spawn_server(&dir, agents, port, &schema, false, &wave);
         rt.block_on(async {
             let mut t = Tally::default();
             for i in &lagging {
-                if let Err(e) = sim.checkin(&node_key(*i), "succeeded", false, &mut t).await {
+                let run = tally
+                    .devices
+                    .iter()
+                    .find(|d| d.0 == *i)
+                    .map(|d| d.1.clone());
+                if let Err(e) = sim.checkin(&node_key(*i), run.as_deref(), &mut t).await {
                     eprintln!("{}: {e}", hostname(*i));
                 }
             }
@@ -709,7 +748,7 @@ fn main() {
         let mut reads = Vec::new();
         for (i, run, ev, lg) in &tally.devices {
             let a = by_host.get(&hostname(*i)).expect("agent of a device");
-            if a.state != "succeeded" {
+            if a.state != "verified" {
                 not_succeeded += 1;
             }
             let (store, sem, run, id, ev, lg, i) = (
@@ -773,10 +812,11 @@ fn main() {
     println!(
         "{backend}{}: {agents} agents, {connections} connections{}: {migrated} migrated in {wall:.1}s (first due check-in to last device done)",
         if kill { " with a SIGKILL" } else { "" },
-        if max_concurrent > 0 {
-            format!(", max_concurrent {max_concurrent}")
-        } else {
-            String::new()
+        match (wave.max_concurrent, wave.canary.as_str()) {
+            (0, "") => String::new(),
+            (0, c) => format!(", canary {c}"),
+            (m, "") => format!(", max_concurrent {m}"),
+            (m, c) => format!(", canary {c}, max_concurrent {m}"),
         }
     );
     println!(
@@ -799,7 +839,7 @@ fn main() {
         "events: simulators {sent_events}, server {events}; log bytes: simulators {sent_log}, server {log}; devices differing {mismatched}"
     );
     println!(
-        "retries {}, refused calls {} ({} events), errors {}, no order yet {}, steps started twice: simulators {}, server {twice}; second runs handed {}; devices without `done succeeded` on the server {not_done}; not `succeeded` after the batch {}, after their next poll {not_succeeded}",
+        "retries {}, refused calls {} ({} events), errors {}, no order yet {}, steps started twice: simulators {}, server {twice}; second runs handed {}; devices without `done succeeded` on the server {not_done}; not `verified` after the batch {}, after their next poll {not_succeeded}",
         tally.retries,
         tally.refused,
         tally.refused_events,
@@ -837,7 +877,7 @@ fn main() {
         failed.push("a step started twice or a second run handed".into());
     }
     if not_succeeded > 0 || not_done > 0 {
-        failed.push(format!("{not_done} devices without `done succeeded`, {not_succeeded} not `succeeded` on the server"));
+        failed.push(format!("{not_done} devices without `done succeeded`, {not_succeeded} not `verified` on the server"));
     }
     if !failed.is_empty() {
         eprintln!("FAILED: {}", failed.join("; "));

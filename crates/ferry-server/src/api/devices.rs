@@ -723,19 +723,12 @@ pub async fn progress(
     let Some(batch) = snap.batches.get(&name) else {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
     };
-    let mut wave = devices::wave::read(&*st.store, &st.devices, batch).await?;
-    // A failure reported since the last due check-in halts the batch here too, so that its page
-    // says so at once (the halt rules come before any wait: a canary's view of the gate).
-    if let ferry_core::wave::Gate::Halt(why) =
-        ferry_core::wave::gate(batch, &wave.state, &wave.counts, wave.canary.len(), true)
-    {
-        devices::wave::halt(&*st.store, &st.devices, batch, &wave, &why, now_ms()).await?;
-        wave = devices::wave::read(&*st.store, &st.devices, batch).await?;
-    }
+    // Read only: a batch halts itself where failures are reported (`Devices::after_failure`).
+    let wave = devices::wave::read(&*st.store, &st.devices, batch).await?;
     let computers = snap.computers.values().filter(|b| **b == name).count();
     let mut states: HashMap<String, usize> = HashMap::new();
     let mut with_agent = 0;
-    for (state, n) in st.store.agent_states(Some(&name)).await? {
+    for (state, n) in wave.states.iter().cloned() {
         with_agent += n as usize;
         states.insert(state, n as usize);
     }

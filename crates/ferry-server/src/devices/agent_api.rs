@@ -645,6 +645,14 @@ async fn checkin(
         })?;
         st.store.set_agent_verification(a.id, &json).await?;
     }
+    // A failure newly reported (a failed device says so at every check-in; its record, cached
+    // for a moment, says so from the next).
+    if let Some(s) = req.state.as_deref()
+        && devices::wave::failed(s)
+        && s != a.state
+    {
+        halt_if_due(&st, &a, now).await;
+    }
     // A device in no batch, or whose migration is not due, is answered from memory.
     let orders = devices::orders(
         &*st.store,
@@ -716,8 +724,19 @@ async fn events(
             state: Some(state.into()),
             agent_version: None,
         });
+        if devices::wave::failed(state) {
+            halt_if_due(&st, &a, now_ms()).await;
+        }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// After a device reported a failure: its batch halts now if its rules say so. The report
+/// itself is stored; a store error here is logged, and the next device's check-in halts it.
+async fn halt_if_due(st: &AppState, a: &AgentRecord, now: i64) {
+    if let Err(e) = st.devices.after_failure(&*st.store, &a.hostname, now).await {
+        tracing::warn!(agent = a.id, error = %e, "could not apply the batch's halt rules after a failure");
+    }
 }
 
 /// The steps of `run` when it is the run this server assigned to the agent; otherwise a

@@ -124,7 +124,15 @@ pub struct Devices {
     wave_read: tokio::sync::Mutex<()>,
     /// The agent endpoint's URL and certificate fingerprint, when it is served.
     pub endpoint: RwLock<Option<(String, String)>>,
+    /// The store's [`Store::devices_config_stamp`] the snapshot was loaded at.
+    loaded_at: Mutex<Vec<i64>>,
+    /// Held while loading: loads end in the order they began, so an older one never replaces a
+    /// newer snapshot.
+    loading: tokio::sync::Mutex<()>,
 }
+
+/// How often a server looks whether another server changed batches, runbooks or memberships.
+pub const CONFIG_POLL: Duration = Duration::from_secs(2);
 
 /// Batches and runbooks as last loaded, with computer → batch.
 #[derive(Default)]
@@ -230,7 +238,24 @@ impl Devices {
             preflight: preflight::Preflights::default(),
             wave_read: tokio::sync::Mutex::new(()),
             endpoint: RwLock::new(None),
+            loaded_at: Mutex::new(Vec::new()),
+            loading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Loads batches, runbooks and memberships again if the store's stamp differs from the one
+    /// loaded (another server sharing the database changed them), or when `anyway`.
+    pub async fn reload_if_changed(
+        &self,
+        store: &dyn Store,
+        anyway: bool,
+    ) -> Result<bool, StoreError> {
+        let now = store.devices_config_stamp().await?;
+        if !anyway && self.loaded_at.lock().is_ok_and(|l| *l == now) {
+            return Ok(false);
+        }
+        self.reload(store).await?;
+        Ok(true)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -242,6 +267,9 @@ impl Devices {
 
     /// Reloads batches, runbooks and memberships from the store.
     pub async fn reload(&self, store: &dyn Store) -> Result<Arc<Snapshot>, StoreError> {
+        let _one = self.loading.lock().await;
+        // Read first: a change made while loading changes the stamp again, and is loaded next.
+        let stamp = store.devices_config_stamp().await?;
         let mut snap = Snapshot::default();
         for (name, body) in store.documents(DocKind::Runbook).await? {
             match serde_json::from_str::<Runbook>(&body) {
@@ -267,6 +295,9 @@ impl Devices {
         let snap = Arc::new(snap);
         if let Ok(mut s) = self.snapshot.write() {
             *s = Arc::clone(&snap);
+        }
+        if let Ok(mut l) = self.loaded_at.lock() {
+            *l = stamp;
         }
         Ok(snap)
     }

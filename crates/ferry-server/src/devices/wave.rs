@@ -27,6 +27,8 @@ pub struct Wave {
     /// The canary's computers (lower case), first by name.
     pub canary: Vec<String>,
     pub counts: WaveCounts,
+    /// The batch's agents per state, as read.
+    pub states: Vec<(String, i64)>,
 }
 
 impl Wave {
@@ -52,11 +54,16 @@ pub(super) struct Waves {
 }
 
 /// A device whose migration failed, or succeeded but was not proved (post-flight).
-fn failed(state: &str) -> bool {
+pub fn failed(state: &str) -> bool {
     matches!(
         state,
         "failed" | "rolled-back" | "verification-failed" | "recovery-required"
     )
+}
+
+/// A device whose migration ended, well or not (or whose agent was replaced).
+fn finished(state: &str) -> bool {
+    matches!(state, "succeeded" | "verified" | "replaced") || failed(state)
 }
 
 /// Reads a batch's wave from the store (no cache).
@@ -68,17 +75,18 @@ pub async fn read(
     let computers = devices.snapshot().computers_of(&batch.name);
     let canary = wave::canary(batch, &computers).to_vec();
     let mut counts = WaveCounts::default();
-    for (state, n) in store.agent_states(Some(&batch.name)).await? {
-        let n = n as u64;
+    let mut states = Vec::new();
+    for (state, n, handed) in store.batch_agent_states(&batch.name).await? {
         match state.as_str() {
-            "succeeded" | "verified" => counts.succeeded += n,
-            s if failed(s) => counts.failed += n,
+            "succeeded" | "verified" => counts.succeeded += n as u64,
+            s if failed(s) => counts.failed += n as u64,
+            // Running: handed a run by any server (the store's record) and not finished; a
+            // device handed its order does not count only from when it says it runs.
+            s if !finished(s) => counts.running += handed as u64,
             _ => {}
         }
+        states.push((state, n));
     }
-    // Running: handed a run by any server (the store's record) and not finished; a device
-    // handed its order does not count only from when it says it runs.
-    counts.running = store.agents_in_flight(&batch.name).await? as u64;
     for (_, state) in store.agent_states_of(&canary).await? {
         // A canary device counts once its post-flight proved its result.
         if state == "verified" {
@@ -113,6 +121,7 @@ pub async fn read(
         read,
         canary,
         counts,
+        states,
     }))
 }
 
@@ -120,11 +129,22 @@ impl Devices {
     /// A batch's wave, read at most every [`WAVE_CACHE`] on this server, with the orders this
     /// server handed since counted as running.
     pub async fn wave(&self, store: &dyn Store, batch: &Batch) -> Result<Arc<Wave>, StoreError> {
+        self.wave_read_after(store, batch, None).await
+    }
+
+    /// [`Devices::wave`], read again unless its read began after `after` (a storm of failures
+    /// waits for one read rather than making one each).
+    async fn wave_read_after(
+        &self,
+        store: &dyn Store,
+        batch: &Batch,
+        after: Option<Instant>,
+    ) -> Result<Arc<Wave>, StoreError> {
         let cached = || {
             self.waves.lock().ok().and_then(|w| {
                 w.read
                     .get(&batch.name)
-                    .filter(|(at, _)| at.elapsed() < WAVE_CACHE)
+                    .filter(|(at, _)| at.elapsed() < WAVE_CACHE && after.is_none_or(|t| *at >= t))
                     .map(|(_, w)| Arc::clone(w))
             })
         };
@@ -138,10 +158,10 @@ impl Devices {
                 match cached() {
                     Some(w) => w,
                     None => {
+                        let began = Instant::now();
                         let w = read(store, self, batch).await?;
                         if let Ok(mut m) = self.waves.lock() {
-                            m.read
-                                .insert(batch.name.clone(), (Instant::now(), Arc::clone(&w)));
+                            m.read.insert(batch.name.clone(), (began, Arc::clone(&w)));
                         }
                         w
                     }
@@ -164,6 +184,43 @@ impl Devices {
         let mut w = (*w).clone();
         w.counts.running += handed;
         Ok(Arc::new(w))
+    }
+
+    /// After a device reported a failure (a failed run, a rollback, an unproved result): halts
+    /// its batch now when the rules say so, so that the batch's page, log and audit say it at
+    /// once rather than at the next device's check-in (there may be none: every device may be
+    /// running already). The failure is written first; the wave is then read again.
+    pub async fn after_failure(
+        &self,
+        store: &dyn Store,
+        hostname: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let snap = self.snapshot();
+        let Some(batch) = snap
+            .computers
+            .get(&hostname.to_lowercase())
+            .and_then(|b| snap.batches.get(b))
+        else {
+            return Ok(());
+        };
+        let cached_halted = self.waves.lock().ok().is_some_and(|m| {
+            m.read
+                .get(&batch.name)
+                .is_some_and(|(at, w)| at.elapsed() < WAVE_CACHE && w.state.halted.is_some())
+        });
+        if cached_halted {
+            return Ok(());
+        }
+        self.flush_contacts().await;
+        let reported = Instant::now();
+        let w = self.wave_read_after(store, batch, Some(reported)).await?;
+        // The halt rules come before any wait: a canary's view of the gate.
+        if let wave::Gate::Halt(why) = wave::gate(batch, &w.state, &w.counts, w.canary.len(), true)
+        {
+            halt(store, self, batch, &w, &why, now).await?;
+        }
+        Ok(())
     }
 
     /// Notes an order handed to a device that had not been handed its run: it counts as

@@ -389,16 +389,14 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
             .await
     }
 
-    async fn agents_in_flight(&self, batch: &str) -> Result<i64> {
-        Ok(self
-            .row(
-                "SELECT count(*) FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) \
-                 AND assigned_run IS NOT NULL AND state NOT IN ('succeeded', 'verified', 'verification-failed', 'recovery-required', 'failed', 'rolled-back', 'replaced')",
-                params![batch],
-                |r| r.get(0),
-            )
-            .await?
-            .unwrap_or(0))
+    async fn batch_agent_states(&self, batch: &str) -> Result<Vec<(String, i64, i64)>> {
+        self.rows(
+            "SELECT state, count(*), count(assigned_run) FROM agents \
+             WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) GROUP BY state ORDER BY state",
+            params![batch],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .await
     }
 
     async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>> {
@@ -628,6 +626,19 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .await
+    }
+
+    async fn devices_config_stamp(&self) -> Result<Vec<i64>> {
+        let row = self
+            .row(
+                "SELECT (SELECT count(*) FROM runbooks), (SELECT coalesce(max(updated_at), 0) FROM runbooks), \
+                 (SELECT count(*) FROM batches), (SELECT coalesce(max(updated_at), 0) FROM batches), \
+                 (SELECT count(*) FROM batch_computers), (SELECT coalesce(max(added_at), 0) FROM batch_computers)",
+                &[],
+                |r| (0..6).map(|i| r.get(i)).collect::<Result<Vec<i64>>>(),
+            )
+            .await?;
+        Ok(row.unwrap_or_default())
     }
 
     async fn record_failed_comm(&self, f: &FailedComm, window_from: i64) -> Result<()> {
