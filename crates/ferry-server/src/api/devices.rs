@@ -203,15 +203,22 @@ async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>>
         .into_iter()
         .map(|e| (e.agent_id, e))
         .collect();
-    let mut mismatches: HashMap<i64, String> = HashMap::new();
-    let mut synced = HashMap::new();
+    // The claims of the page's agents in a batch, one look-up per source directory.
+    let mut by_source: HashMap<&str, Vec<&AgentRecord>> = HashMap::new();
     for a in &agents {
         if let Some(b) = snap
             .computers
             .get(&a.hostname.to_lowercase())
             .and_then(|b| snap.batches.get(b))
         {
-            match devices::check_claims(&*st.store, &b.source_directory, a, &mut synced).await? {
+            by_source.entry(&b.source_directory).or_default().push(a);
+        }
+    }
+    let mut mismatches: HashMap<i64, String> = HashMap::new();
+    for (source, list) in by_source {
+        let claims = devices::check_claims_of(&*st.store, source, &list).await?;
+        for (a, c) in list.iter().zip(claims) {
+            match c {
                 devices::Claims::Consistent => {}
                 devices::Claims::Contradicted(why) | devices::Claims::NotInDirectory(why) => {
                     mismatches.insert(a.id, why);

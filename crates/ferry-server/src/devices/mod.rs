@@ -501,9 +501,7 @@ pub async fn orders(
             blocked: None,
         });
     };
-    if let Claims::Contradicted(why) =
-        check_claims(store, &batch.source_directory, agent, &mut HashMap::new()).await?
-    {
+    if let Claims::Contradicted(why) = check_claims(store, &batch.source_directory, agent).await? {
         return Ok(Orders {
             assignment: Some(assignment),
             migration: None,
@@ -696,54 +694,95 @@ pub enum Claims {
 }
 
 /// Checks the device's claims (host name, or its first label; `directory_object_id`) against
-/// the computers of `source`. `synced` remembers, per directory, whether it holds computers
-/// (one look-up per directory for a page of agents).
+/// the computers of `source`.
 pub async fn check_claims(
     store: &dyn Store,
     source: &str,
     agent: &AgentRecord,
-    synced: &mut HashMap<String, bool>,
 ) -> Result<Claims, StoreError> {
-    let host = agent.hostname.trim();
+    Ok(check_claims_of(store, source, &[agent])
+        .await?
+        .pop()
+        .unwrap_or(Claims::Consistent))
+}
+
+/// The names a host name may stand for in a directory: itself and its first label.
+fn claim_names(hostname: &str) -> Vec<&str> {
+    let host = hostname.trim();
     let short = host.split('.').next().unwrap_or(host);
-    let names = if short == host {
+    if short == host {
         vec![host]
     } else {
         vec![host, short]
-    };
-    let computers = store.devices_named(source, &names).await?;
-    if computers.is_empty() {
-        let has = match synced.get(source) {
-            Some(h) => *h,
-            None => {
-                let h = store.has_objects(source, ObjectKind::Device).await?;
-                synced.insert(source.to_string(), h);
-                h
+    }
+}
+
+/// [`check_claims`] of many agents against one directory, in agent order: one look-up of the
+/// computers of all their names (a page of 200 agents made 200 before, 0.7 s on PostgreSQL),
+/// and at most one of whether the directory holds computers at all.
+pub async fn check_claims_of(
+    store: &dyn Store,
+    source: &str,
+    agents: &[&AgentRecord],
+) -> Result<Vec<Claims>, StoreError> {
+    let lower =
+        |n: &str| ferry_core::transform::lowercase(std::borrow::Cow::Borrowed(n)).into_owned();
+    let mut names: Vec<&str> = agents
+        .iter()
+        .flat_map(|a| claim_names(&a.hostname))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut by_name: HashMap<String, Vec<ferry_core::DirObject>> = HashMap::new();
+    for chunk in names.chunks(256) {
+        for o in store.devices_named(source, chunk).await? {
+            by_name.entry(lower(&o.name)).or_default().push(o);
+        }
+    }
+    let mut has_computers = (!by_name.is_empty()).then_some(true);
+    let mut out = Vec::with_capacity(agents.len());
+    for agent in agents {
+        let host = agent.hostname.trim();
+        let mut computers: Vec<&ferry_core::DirObject> = claim_names(host)
+            .into_iter()
+            .filter_map(|n| by_name.get(&lower(n)))
+            .flatten()
+            .collect();
+        computers.sort_by(|a, b| a.id.cmp(&b.id));
+        computers.dedup_by(|a, b| a.id == b.id);
+        out.push(if computers.is_empty() {
+            let has = match has_computers {
+                Some(h) => h,
+                None => {
+                    let h = store.has_objects(source, ObjectKind::Device).await?;
+                    has_computers = Some(h);
+                    h
+                }
+            };
+            if has {
+                Claims::NotInDirectory(format!(
+                    "the device says it is `{host}`, and `{source}` has no computer of that name: check the device before migrating it"
+                ))
+            } else {
+                Claims::Consistent
             }
-        };
-        return Ok(if has {
-            Claims::NotInDirectory(format!(
-                "the device says it is `{host}`, and `{source}` has no computer of that name: check the device before migrating it"
-            ))
         } else {
-            Claims::Consistent
+            match agent
+                .facts
+                .directory_object_id
+                .as_deref()
+                .filter(|s| !s.is_empty())
+            {
+                None => Claims::Consistent,
+                Some(claimed) if computers.iter().any(|c| c.id == claimed) => Claims::Consistent,
+                Some(claimed) => Claims::Contradicted(format!(
+                    "the device says it is `{host}` with directory object `{claimed}`, but `{source}`'s computer `{}` is `{}`: check the device before migrating it",
+                    computers[0].name, computers[0].id
+                )),
+            }
         });
     }
-    let Some(claimed) = agent
-        .facts
-        .directory_object_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-    else {
-        return Ok(Claims::Consistent);
-    };
-    if computers.iter().any(|c| c.id == claimed) {
-        return Ok(Claims::Consistent);
-    }
-    Ok(Claims::Contradicted(format!(
-        "the device says it is `{host}` with directory object `{claimed}`, but `{source}`'s computer `{}` is `{}`: check the device before migrating it",
-        computers[0].name, computers[0].id
-    )))
+    Ok(out)
 }
 
 /// A batch as the admin saves it: checked against the configuration and the runbooks; with
