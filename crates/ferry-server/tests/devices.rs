@@ -1400,6 +1400,12 @@ async fn checkin_as(h: &H, key: &str, state: &str) -> Value {
     c
 }
 
+/// A device's post-flight evidence of `run`, its checks passing or not.
+fn verification(run: &str, ok: bool) -> Value {
+    json!({"run": run, "after": "run", "at": 1,
+        "checks": [{"check": "principals", "ok": ok, "blocking": true, "detail": "checked"}]})
+}
+
 /// Long enough for the write-behind of contacts and every server's wave cache.
 async fn settle() {
     tokio::time::sleep(devices::wave::WAVE_CACHE + std::time::Duration::from_millis(400)).await;
@@ -1409,7 +1415,7 @@ async fn settle() {
 // a halt written only when another device next checks in (or a page is read); more devices
 // migrating at once than max_concurrent; a halt cleared by anything but an operator's audited
 // resume; a halted batch cutting off a device already running; a device lying about its state
-// ("running") to get its order past the gate.
+// ("running") to get its order past the gate, or `verified` without evidence to open the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     use reqwest::Method as M;
@@ -1476,14 +1482,41 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     );
     let c = checkin_as(&h, &keys["PC-A"], "idle").await;
     assert!(c["migration"].is_object(), "the canary starts: {c}");
+    let run = c["migration"]["run"].as_str().unwrap().to_string();
     let (_, p) = h.api(M::GET, "/batches/Wave/progress", None).await;
     assert_eq!(p["wave"]["canary"], json!(["pc-a"]), "{p}");
-    // Finished but not proved yet: the rest still wait; proved (post-flight): they go.
+    // Finished but not proved yet: the rest still wait. Saying `verified` without evidence, or
+    // with failing evidence, or evidence of another run, proves nothing either.
     checkin_as(&h, &keys["PC-A"], "succeeded").await;
-    settle().await;
-    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
-    assert!(b["blocked"].as_str().unwrap().contains("0 of 1"), "{b}");
-    checkin_as(&h, &keys["PC-A"], "verified").await;
+    for (v, why) in [
+        (Value::Null, "no evidence"),
+        (verification(&run, false), "a failed check"),
+        (verification("another-run", true), "another run"),
+    ] {
+        let (s, c) = h
+            .call_agent(
+                "/checkin",
+                Some(&keys["PC-A"]),
+                json!({"protocol": 1, "state": "verified", "verification": v}),
+            )
+            .await;
+        assert_eq!(s, 200, "{c}");
+        settle().await;
+        let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+        assert!(
+            b["blocked"].as_str().unwrap().contains("0 of 1"),
+            "{why}: {b}"
+        );
+    }
+    // Proved (post-flight of its run): they go.
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["PC-A"]),
+            json!({"protocol": 1, "state": "verified", "verification": verification(&run, true)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
     settle().await;
 
     // The rest, two at a time.

@@ -596,11 +596,26 @@ async fn checkin(
         return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
     }
     let now = now_ms();
+    let mut state = req.state.clone().filter(|s| s.len() <= 32);
+    // `verified` opens a canary's batch to the rest: it is taken only with passing post-flight
+    // evidence of the run this server assigned. A device saying so without it (lying, or an
+    // agent that ran no post-flight) is recorded as `succeeded`, which proves nothing.
+    if state.as_deref() == Some("verified")
+        && a.state != "verified"
+        && !proved(&st, &a, req.verification.as_ref()).await?
+    {
+        tracing::warn!(
+            agent = a.id,
+            hostname = a.hostname,
+            "a device reported `verified` without passing post-flight evidence of its assigned run; recorded as `succeeded`"
+        );
+        state = Some("succeeded".into());
+    }
     st.devices.record_contact(Contact {
         agent_id: a.id,
         at: now,
         address: Some(peer.0.ip().to_string()),
-        state: req.state.clone().filter(|s| s.len() <= 32),
+        state: state.clone(),
         agent_version: req.agent_version.clone().filter(|v| v.len() <= 64),
     });
     if let Some(p) = &req.profiles {
@@ -647,7 +662,7 @@ async fn checkin(
     }
     // A failure newly reported (a failed device says so at every check-in; its record, cached
     // for a moment, says so from the next).
-    if let Some(s) = req.state.as_deref()
+    if let Some(s) = state.as_deref()
         && devices::wave::failed(s)
         && s != a.state
     {
@@ -729,6 +744,32 @@ async fn events(
         }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether the device's post-flight evidence (sent now, or stored before) proves the run this
+/// server assigned it: after the run, every blocking check passed.
+async fn proved(
+    st: &AppState,
+    a: &AgentRecord,
+    sent: Option<&ferry_core::agent::Verification>,
+) -> Result<bool, StoreError> {
+    let stored;
+    let v = match sent {
+        Some(v) => v,
+        None => {
+            stored = st.store.agent(a.id).await?.and_then(|r| r.verification);
+            match &stored {
+                Some(v) => v,
+                None => return Ok(false),
+            }
+        }
+    };
+    // The cached record may predate the assignment (agents are cached for a moment).
+    let run = match &a.assigned_run {
+        Some(r) if *r == v.run => Some(r.clone()),
+        _ => st.store.assigned_run(a.id).await?.map(|(r, _)| r),
+    };
+    Ok(v.after == "run" && run.as_deref() == Some(v.run.as_str()) && v.ok())
 }
 
 /// After a device reported a failure: its batch halts now if its rules say so. The report
