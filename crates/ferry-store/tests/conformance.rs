@@ -292,6 +292,19 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
         ]
     );
     assert_eq!(s.batch_agent_states("none").await.unwrap(), []);
+    // Two contacts of one agent in one millisecond: the one recorded last is its state (would
+    // catch a run's last event, `succeeded`, overwriting the check-in after it, `verified`).
+    let at = |state: &str| Contact {
+        agent_id: ids[3],
+        at: 300,
+        address: None,
+        state: Some(state.into()),
+        agent_version: None,
+    };
+    s.record_contacts(&[at("succeeded"), at("verified")])
+        .await
+        .unwrap();
+    assert_eq!(s.agent(ids[3]).await.unwrap().unwrap().state, "verified");
 }
 
 async fn environment_records_remap_in_one_go(s: &dyn Store) {

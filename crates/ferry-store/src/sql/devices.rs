@@ -426,7 +426,9 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         // One row per agent, its latest contact (an UPDATE … FROM applies one arbitrary source
         // row per target), and one statement per chunk: per-row updates cost PostgreSQL a
         // statement per check-in.
-        let mut latest: Vec<&Contact> = contacts.iter().collect();
+        // Newest first; of two in the same millisecond, the one recorded last (a run's last
+        // event and the check-in after it may share one), by a stable sort of the reversed list.
+        let mut latest: Vec<&Contact> = contacts.iter().rev().collect();
         latest.sort_by_key(|k| (k.agent_id, std::cmp::Reverse(k.at)));
         latest.dedup_by_key(|k| k.agent_id);
         let mut tx = self.b.begin().await?;
