@@ -1400,6 +1400,29 @@ async fn checkin_as(h: &H, key: &str, state: &str) -> Value {
     c
 }
 
+/// Enrolls `hosts` with a new key and puts the runbook `Main`: their node keys by host.
+async fn wave_devices<'a>(h: &H, hosts: &[&'a str]) -> HashMap<&'a str, String> {
+    let (_, k) = h
+        .api(reqwest::Method::POST, "/psks", Some(json!({"name": "k"})))
+        .await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let mut keys = HashMap::new();
+    for host in hosts {
+        let (s, e) = h.enroll(&psk, host, json!([])).await;
+        assert_eq!(s, 200, "{e}");
+        keys.insert(*host, e["node_key"].as_str().unwrap().to_string());
+    }
+    let (s, v) = h
+        .api(
+            reqwest::Method::PUT,
+            "/runbooks/Main",
+            Some(runbook("Main", &[], false)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    keys
+}
+
 /// A device's post-flight evidence of `run`, its checks passing or not.
 fn verification(run: &str, ok: bool) -> Value {
     json!({"run": run, "after": "run", "at": 1,
@@ -1421,19 +1444,8 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     use reqwest::Method as M;
     let dir = tempfile::tempdir().unwrap();
     let h = start(dir.path()).await;
-    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
-    let psk = k["key"].as_str().unwrap().to_string();
     let hosts = ["PC-A", "PC-B", "PC-C", "PC-D", "PC-E"];
-    let mut keys = HashMap::new();
-    for host in hosts {
-        let (s, e) = h.enroll(&psk, host, json!([])).await;
-        assert_eq!(s, 200, "{e}");
-        keys.insert(host, e["node_key"].as_str().unwrap().to_string());
-    }
-    let (s, v) = h
-        .api(M::PUT, "/runbooks/Main", Some(runbook("Main", &[], false)))
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let keys = wave_devices(&h, &hosts).await;
     let batch = |extra: Value| {
         let mut b = json!({"name": "Wave", "source_directory": "contoso", "target_directory": "fabrikam",
             "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"});
@@ -1621,20 +1633,9 @@ async fn two_servers_share_a_batch_its_halt_and_its_resume() {
     let admin = "ferry_shared_admin_token_for_the_wave";
     let a = start_on(ta.path(), "", Some(pg.url.clone()), Some(admin)).await;
     let b = start_on(tb.path(), "", Some(pg.url.clone()), Some(admin)).await;
-    let (_, k) = a.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
-    let psk = k["key"].as_str().unwrap().to_string();
     let hosts = ["PC-A", "PC-B", "PC-C", "PC-D", "PC-E", "PC-F"];
-    let mut keys = HashMap::new();
-    for host in hosts {
-        let (s, e) = a.enroll(&psk, host, json!([])).await;
-        assert_eq!(s, 200, "{e}");
-        keys.insert(host, e["node_key"].as_str().unwrap().to_string());
-    }
     // Everything is written through a; b has not been told.
-    let (s, v) = a
-        .api(M::PUT, "/runbooks/Main", Some(runbook("Main", &[], false)))
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let keys = wave_devices(&a, &hosts).await;
     let (s, v) = a
         .api(
             M::PUT,
