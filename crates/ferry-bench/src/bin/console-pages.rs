@@ -52,7 +52,8 @@ impl Api {
     }
 
     /// Sends the paths together, as the page does; the bytes answered.
-    async fn all(&self, paths: &[String]) -> usize {
+    /// Sends `paths` together; the bytes of all answers, and each request's time (ms) by path.
+    async fn all(&self, paths: &[String]) -> (usize, Vec<(String, f64)>) {
         let mut set = tokio::task::JoinSet::new();
         for p in paths {
             let api = Api {
@@ -61,13 +62,19 @@ impl Api {
                 token: self.token.clone(),
             };
             let p = p.clone();
-            set.spawn(async move { api.get(&p).await.1 });
+            set.spawn(async move {
+                let t = Instant::now();
+                let n = api.get(&p).await.1;
+                (n, p, t.elapsed().as_secs_f64() * 1000.0)
+            });
         }
-        let mut bytes = 0;
-        while let Some(n) = set.join_next().await {
-            bytes += n.expect("request task");
+        let (mut bytes, mut each) = (0, Vec::new());
+        while let Some(r) = set.join_next().await {
+            let (n, p, ms) = r.expect("request task");
+            bytes += n;
+            each.push((p, ms));
         }
-        bytes
+        (bytes, each)
     }
 
     async fn send(&self, m: reqwest::Method, path: &str, body: Value) -> Value {
@@ -423,14 +430,25 @@ async fn run(users: usize, agents: usize, renders: usize) {
     let mut worst: (f64, &str) = (0.0, "");
     let mut worst_after: (f64, &str) = (0.0, "");
     let mut slow = Vec::new();
+    let mut within_lines = Vec::new();
     for (name, steps) in &pages {
         let mut times = Vec::with_capacity(renders);
         let mut bytes = 0;
-        for _ in 0..renders {
+        // Each request's time within the renders after the first, by path.
+        let mut within: Vec<(String, Vec<f64>)> = Vec::new();
+        for r in 0..renders {
             let t = Instant::now();
             bytes = 0;
             for step in steps {
-                bytes += api.all(step).await;
+                let (n, each) = api.all(step).await;
+                bytes += n;
+                for (p, ms) in each {
+                    match within.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, v)) if r > 0 => v.push(ms),
+                        Some(_) => {}
+                        None => within.push((p, if r > 0 { vec![ms] } else { vec![] })),
+                    }
+                }
             }
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
@@ -452,6 +470,19 @@ async fn run(users: usize, agents: usize, renders: usize) {
         if med > 50.0 {
             slow.push((name, steps));
         }
+        if within.len() > 1 && renders > 1 {
+            let parts: Vec<String> = within
+                .iter_mut()
+                .map(|(p, v)| format!("{p} {:.1} ms", pct(v, 0.5)))
+                .collect();
+            within_lines.push(format!(
+                "{name}, each request within the page's renders (median): {}",
+                parts.join("; ")
+            ));
+        }
+    }
+    for l in within_lines {
+        println!("\n{l}");
     }
     // Where the time of the slower pages goes: each request alone, best of 5.
     for (name, steps) in slow {
