@@ -549,12 +549,25 @@ impl Agent {
                 .read::<Option<DevicePreflight>>("preflight.json")?
                 .flatten();
         }
+        // Within the bounds the server takes, whatever the paths the reports name (kept from
+        // before those bounds were applied where the reports are made).
+        let mut preflight = self.preflight_unsent.clone();
+        if let Some(p) = &mut preflight {
+            ferry_core::agent::bound_checks(&mut p.checks, ferry_core::agent::PREFLIGHT_DETAIL_MAX);
+        }
+        let mut verification = verification;
+        if let Some(v) = &mut verification {
+            ferry_core::agent::bound_checks(
+                &mut v.checks,
+                ferry_core::agent::VERIFICATION_DETAIL_MAX,
+            );
+        }
         let req = CheckinRequest {
             protocol: ferry_core::agent::PROTOCOL_VERSION,
             profiles: (sent.as_deref() != Some(&digest)).then_some(profiles),
             state: Some(state),
             agent_version: Some(env!("CARGO_PKG_VERSION").into()),
-            preflight: self.preflight_unsent.clone(),
+            preflight,
             verification,
             clock: Some(now_ms()),
         };
@@ -564,14 +577,7 @@ impl Agent {
                 if req.profiles.is_some() {
                     self.env.state.write("harvest.json", &digest, 0o600)?;
                 }
-                if req.preflight.is_some() {
-                    self.set_unsent(None)?;
-                }
-                if req.verification.is_some() {
-                    self.env
-                        .state
-                        .write("verification.json", &None::<Verification>, 0o600)?;
-                }
+                self.reports_done(&req)?;
                 if resp.assignment.is_none() {
                     self.preflight_at = None;
                     self.runbooks.clear();
@@ -603,6 +609,20 @@ impl Agent {
                 self.status.state = "pending-approval".into();
                 self.status.detail = error;
                 Ok(fallback)
+            }
+            Err(CallError::Refused { code, error, .. })
+                if code == "bad_request"
+                    && (req.preflight.is_some() || req.verification.is_some()) =>
+            {
+                // A report the server refuses for good would be sent again at every check-in,
+                // and refused with it: it is dropped (the run's evidence stays in its state
+                // directory), and the agent checks in again without it.
+                eprintln!(
+                    "ferry agent: the server refused this check-in's pre-flight or post-flight ({error}); it is dropped"
+                );
+                self.reports_done(&req)?;
+                self.status.last_error = Some(error);
+                Ok(Duration::from_secs(1))
             }
             Err(CallError::Refused { code, error, .. }) if code == "enrollment_refused" => Err(
                 format!("the server refused this device's enrollment ({error}); nothing was run"),
@@ -821,10 +841,25 @@ impl Agent {
                 "the server could not be reached: a run starts only when it can".to_string()
             },
         ));
+        ferry_core::agent::bound_checks(&mut checks, ferry_core::agent::PREFLIGHT_DETAIL_MAX);
         DevicePreflight {
             at: now_ms(),
             checks,
         }
+    }
+
+    /// The check-in's pre-flight and post-flight reports are done with (taken, or refused for
+    /// good): they are not sent again.
+    fn reports_done(&mut self, req: &CheckinRequest) -> Result<(), String> {
+        if req.preflight.is_some() {
+            self.set_unsent(None)?;
+        }
+        if req.verification.is_some() {
+            self.env
+                .state
+                .write("verification.json", &None::<Verification>, 0o600)?;
+        }
+        Ok(())
     }
 
     /// The pre-flight the server has not had yet, in memory and in `preflight.json`.

@@ -32,6 +32,7 @@ pub fn after_run(env: &Env, r: &RunState) -> Verification {
     let mut checks = vec![principals(env, r)];
     checks.push(homes(env, r));
     checks.push(check_commands(env, r));
+    ferry_core::agent::bound_checks(&mut checks, ferry_core::agent::VERIFICATION_DETAIL_MAX);
     Verification {
         run: r.run.clone(),
         after: "run".into(),
@@ -272,7 +273,11 @@ pub fn after_rollback(env: &Env, r: &RunState, undo: &Result<String, String>) ->
         run: r.run.clone(),
         after: "rollback".into(),
         at: now_ms(),
-        checks: vec![check, homes],
+        checks: {
+            let mut c = vec![check, homes];
+            ferry_core::agent::bound_checks(&mut c, ferry_core::agent::VERIFICATION_DETAIL_MAX);
+            c
+        },
     }
 }
 

@@ -33,13 +33,15 @@ const NAMED: usize = 3;
 
 /// Runs the device's checks.
 pub fn run(p: &Probe<'_>) -> Vec<PreflightCheck> {
-    vec![
+    let mut checks = vec![
         free_space(p),
         reboot(p),
         commands(p),
         sessions(p),
         open_files(p),
-    ]
+    ];
+    ferry_core::agent::bound_checks(&mut checks, ferry_core::agent::PREFLIGHT_DETAIL_MAX);
+    checks
 }
 
 fn named(items: &[String]) -> String {
@@ -209,16 +211,27 @@ fn open_files(p: &Probe<'_>) -> PreflightCheck {
             let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
                 continue;
             };
+            // Named by the folder right under a migrated path (a home), not by the file: the
+            // detail is shown to every local user (status.json) and a file's name in another
+            // user's home is theirs.
             let hit = fds.flatten().find_map(|fd| {
                 let target = std::fs::read_link(fd.path()).ok()?;
-                p.paths
-                    .iter()
-                    .any(|root| target.starts_with(root))
-                    .then_some(target)
+                p.paths.iter().find_map(|root| {
+                    let rest = target.strip_prefix(root).ok()?;
+                    let under = rest.components().next().map(|c| root.join(c));
+                    Some(match under {
+                        Some(dir) if dir != target && dir.is_dir() => dir,
+                        _ => root.clone(),
+                    })
+                })
             });
             if let Some(t) = hit {
                 let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                holders.push(format!("{} ({pid}) has {} open", comm.trim(), t.display()));
+                holders.push(format!(
+                    "{} ({pid}) has a file open under {}",
+                    comm.trim(),
+                    t.display()
+                ));
             }
         }
     }
@@ -261,6 +274,48 @@ mod tests {
 
     fn check<'a>(c: &'a [PreflightCheck], name: &str) -> &'a PreflightCheck {
         c.iter().find(|x| x.check == name).unwrap()
+    }
+
+    /// Review finding: the server refuses a pre-flight whose check's detail passes 2,000 bytes
+    /// (`agent_api.rs` `check_preflight`: the whole check-in, 400), and the agent then re-sends
+    /// the same stored pre-flight at every check-in. A local user holding one file with a long
+    /// path open under their home makes `open-files` write such a detail.
+    #[test]
+    fn review_a_users_long_open_path_keeps_the_preflight_within_the_servers_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let mut deep = d.path().join("home");
+        for i in 0..9 {
+            deep.push(format!("{i}{}", "x".repeat(249)));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let held = deep.join("held.txt");
+        std::fs::write(&held, "x").unwrap();
+        let rbs: [Runbook; 0] = [];
+        let p = probe(d.path(), &rbs);
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 3<\"$1\"; echo ready; sleep 30")
+            .arg("sh")
+            .arg(&held)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let c = run(&p);
+        let _ = child.kill();
+        let _ = child.wait();
+        let o = check(&c, "open-files");
+        assert!(!o.ok, "{o:?}");
+        assert!(
+            o.detail.len() <= 2000,
+            "open-files detail is {} bytes: the server refuses the whole check-in",
+            o.detail.len()
+        );
     }
 
     /// Catches: a device with a pending reboot, a missing join command or a full disk starting
@@ -326,6 +381,16 @@ mod tests {
         let _ = child.wait();
         let o = check(&c, "open-files");
         assert!(!o.ok && !o.blocking, "{o:?}");
-        assert!(o.detail.contains("held.txt"), "{o:?}");
+        assert!(
+            o.detail.contains(&format!(
+                "a file open under {}",
+                d.path().join("home").display()
+            )),
+            "{o:?}"
+        );
+        assert!(
+            !o.detail.contains("held.txt"),
+            "the file's name is its owner's: {o:?}"
+        );
     }
 }

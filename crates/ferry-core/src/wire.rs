@@ -630,6 +630,9 @@ pub struct WaveState {
     pub accepted_failures: u64,
     #[serde(default)]
     pub accepted_canary_failures: u64,
+    /// The agents whose failures were accepted (by id): only their failures are not new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<i64>,
     /// The last resume.
     #[serde(default)]
     pub resumed: Option<Resumed>,

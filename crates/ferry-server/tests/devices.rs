@@ -1423,10 +1423,37 @@ async fn wave_devices<'a>(h: &H, hosts: &[&'a str]) -> HashMap<&'a str, String> 
     keys
 }
 
-/// A device's post-flight evidence of `run`, its checks passing or not.
+/// A device's post-flight evidence of `run` (the agent's three checks), passing or not.
 fn verification(run: &str, ok: bool) -> Value {
     json!({"run": run, "after": "run", "at": 1,
-        "checks": [{"check": "principals", "ok": ok, "blocking": true, "detail": "checked"}]})
+        "checks": [{"check": "principals", "ok": ok, "blocking": true, "detail": "checked"},
+                   {"check": "homes", "ok": true, "blocking": true, "detail": "checked"},
+                   {"check": "check-commands", "ok": true, "blocking": true, "detail": "none"}]})
+}
+
+/// Reports every step of the check-in answer `c`'s migration started and succeeded, as an agent
+/// running it would; its run id.
+async fn run_through(h: &H, key: &str, c: &Value) -> String {
+    let order: ferry_core::agent::MigrationOrder =
+        serde_json::from_value(c["migration"].clone()).unwrap();
+    let mut events = Vec::new();
+    for (i, p) in ferry_core::runbook::plan_steps(&order.runbooks)
+        .iter()
+        .enumerate()
+    {
+        for (j, status) in ["started", "succeeded"].iter().enumerate() {
+            events.push(json!({"at": 10 + 2 * i + j, "step": p.id, "status": status}));
+        }
+    }
+    let (s, v) = h
+        .call_agent(
+            "/events",
+            Some(key),
+            json!({"protocol": 1, "run": order.run, "events": events}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    order.run
 }
 
 /// Long enough for the write-behind of contacts and every server's wave cache.
@@ -1495,14 +1522,35 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     let c = checkin_as(&h, &keys["PC-A"], "idle").await;
     assert!(c["migration"].is_object(), "the canary starts: {c}");
     let run = c["migration"]["run"].as_str().unwrap().to_string();
+    let handed = c;
     let (_, p) = h.api(M::GET, "/batches/Wave/progress", None).await;
     assert_eq!(p["wave"]["canary"], json!(["pc-a"]), "{p}");
-    // Finished but not proved yet: the rest still wait. Saying `verified` without evidence, or
-    // with failing evidence, or evidence of another run, proves nothing either.
+    // Saying `verified` with no evidence, or with evidence of a run that has not ended (no
+    // `done succeeded` stored), proves nothing.
+    checkin_as(&h, &keys["PC-A"], "verified").await;
+    settle().await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(b["blocked"].as_str().unwrap().contains("0 of 1"), "{b}");
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["PC-A"]),
+            json!({"protocol": 1, "state": "verified", "verification": verification(&run, true)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    settle().await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(b["blocked"].as_str().unwrap().contains("0 of 1"), "{b}");
+    // Finished but not proved yet: the rest still wait. Failing or incomplete evidence, or
+    // evidence of another run, proves nothing either.
+    run_through(&h, &keys["PC-A"], &handed).await;
     checkin_as(&h, &keys["PC-A"], "succeeded").await;
+    let mut partial = verification(&run, true);
+    partial["checks"].as_array_mut().unwrap().truncate(1);
     for (v, why) in [
-        (Value::Null, "no evidence"),
         (verification(&run, false), "a failed check"),
+        (partial, "checks missing"),
         (verification("another-run", true), "another run"),
     ] {
         let (s, c) = h
@@ -1547,6 +1595,19 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
             .contains("max_concurrent is 2"),
         "{d}"
     );
+
+    // PC-C begins its run (its first step's event is stored).
+    let order: ferry_core::agent::MigrationOrder =
+        serde_json::from_value(c["migration"].clone()).unwrap();
+    let first = &ferry_core::runbook::plan_steps(&order.runbooks)[0].id;
+    let (s, v) = h
+        .call_agent(
+            "/events",
+            Some(&keys["PC-C"]),
+            json!({"protocol": 1, "run": order.run, "events": [{"at": 1, "step": first, "status": "started"}]}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
 
     // PC-B fails: the batch halts itself (default max_failure_rate 0) at once, before any other
     // device checks in; PC-C, running, goes on.
@@ -1786,4 +1847,326 @@ async fn a_device_whose_preflight_fails_is_not_ready_and_says_why() {
     assert!(c["migration"].is_object(), "{c}");
     let (_, w) = h.api(M::GET, "/batches/Now/whatif", None).await;
     assert_eq!(w["devices"][0]["ready"], true, "{w}");
+}
+
+// ---- Found by a cold review of fleet safety (as a device holder, a viewer, a local user): each
+// test below failed on the code it was written against and catches the finding it names.
+
+/// Puts batch `name` (runbook `Main`, due an hour ago unless `extra` says otherwise) with `hosts`.
+async fn review_batch(h: &H, name: &str, extra: Value, hosts: &[&str]) {
+    use reqwest::Method as M;
+    let (s, v) = h
+        .api(M::PUT, "/runbooks/Main", Some(runbook("Main", &[], false)))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut b = json!({"name": name, "source_directory": "contoso", "target_directory": "fabrikam",
+        "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (s, v) = h.api(M::PUT, &format!("/batches/{name}"), Some(b)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = h
+        .api(
+            M::POST,
+            &format!("/batches/{name}/computers"),
+            Some(json!({"add": hosts})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+async fn review_halted(h: &H, batch: &str) -> bool {
+    let (_, p) = h
+        .api(
+            reqwest::Method::GET,
+            &format!("/batches/{batch}/progress"),
+            None,
+        )
+        .await;
+    !p["wave"]["halted"].is_null()
+}
+
+// Finding: a halted batch still starts devices that were handed their order but never started
+// it (an offered migration the user snoozes, an enforced one waiting for sessions to end). The
+// agent starts a run only right after a check-in that returned it, so the server can withhold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_halted_batch_does_not_hand_an_unstarted_offer_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B", "PC-C"]).await;
+    review_batch(
+        &h,
+        "Offer",
+        json!({"available_from": local(-1), "enforced_after": local(48)}),
+        &["PC-A", "PC-B", "PC-C"],
+    )
+    .await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert_eq!(a["migration"]["mode"], "offered", "{a}");
+    assert_eq!(b["migration"]["mode"], "offered", "{b}");
+    // PC-A's user starts it; it fails: the batch halts.
+    checkin_as(&h, &keys["PC-A"], "failed").await;
+    assert!(review_halted(&h, "Offer").await);
+    settle().await;
+    // PC-C, never offered, is held back; PC-B, offered but never started (no event), is not.
+    let c = checkin_as(&h, &keys["PC-C"], "idle").await;
+    assert!(c["migration"].is_null(), "{c}");
+    let b = checkin_as(&h, &keys["PC-B"], "offered").await;
+    assert!(
+        b["migration"].is_null(),
+        "a halted batch hands PC-B (which never started) its migration again: its user or \
+         Enforced After starts it: {b}"
+    );
+}
+
+// Finding: the post-flight evidence that makes a canary `verified` is whatever the device sends:
+// an empty list of checks "passes", and no event of the run (not even `done succeeded`) is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_an_empty_verification_of_a_run_never_run_does_not_open_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B"]).await;
+    review_batch(&h, "Canary", json!({"canary": 1}), &["PC-A", "PC-B"]).await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    let run = a["migration"]["run"].as_str().unwrap().to_string();
+    // At once, with no event of the run: `verified`, "proved" by no check at all.
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["PC-A"]),
+            json!({"protocol": 1, "state": "verified",
+                   "verification": {"run": run, "after": "run", "at": 0, "checks": []}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    settle().await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(
+        b["migration"].is_null(),
+        "a canary that ran nothing and proved nothing opened the batch: {b}"
+    );
+}
+
+// Finding: `verified` is a state of the agent, not of a run: a device verified in one batch
+// counts as a finished canary of the next batch it is put in, before it ran that batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_verified_device_moved_to_another_batch_is_not_its_finished_canary() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B"]).await;
+    review_batch(&h, "Pilot", json!({}), &["PC-A"]).await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    let run = a["migration"]["run"].as_str().unwrap().to_string();
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["PC-A"]),
+            json!({"protocol": 1, "state": "verified", "verification": verification(&run, true)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    // PC-A moves to the next wave, as its canary (first by name); it has not checked in since.
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Pilot/computers",
+            Some(json!({"remove": ["PC-A"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    review_batch(&h, "Wave", json!({"canary": 1}), &["PC-A", "PC-B"]).await;
+    settle().await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(
+        b["migration"].is_null(),
+        "Wave's canary has not run Wave, yet PC-B is handed its migration: {b}"
+    );
+}
+
+// Finding: a resume accepts a number of failures, not the failed devices: once an accepted
+// failure stops counting (its device re-enrolls, or says `idle`), the next real failure is
+// absorbed and the batch (max_failure_rate 0) does not halt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_new_failure_after_a_resume_halts_even_if_an_old_one_went_away() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B", "PC-C"]).await;
+    review_batch(&h, "Rate", json!({}), &["PC-A", "PC-B", "PC-C"]).await;
+    for host in ["PC-A", "PC-B"] {
+        let c = checkin_as(&h, &keys[host], "idle").await;
+        assert!(c["migration"].is_object(), "{c}");
+    }
+    checkin_as(&h, &keys["PC-A"], "failed").await;
+    assert!(review_halted(&h, "Rate").await);
+    let (s, v) = h.api(M::POST, "/batches/Rate/resume", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted_failures"], 1, "{v}");
+    // PC-A's failure goes away (a reinstalled agent says `idle`; a re-enrolled one is `enrolled`).
+    checkin_as(&h, &keys["PC-A"], "idle").await;
+    settle().await;
+    // PC-B fails: a new failure, which max_failure_rate 0 halts on.
+    checkin_as(&h, &keys["PC-B"], "failed").await;
+    settle().await;
+    let c = checkin_as(&h, &keys["PC-C"], "idle").await;
+    assert!(
+        review_halted(&h, "Rate").await && c["migration"].is_null(),
+        "PC-B's failure after the resume did not halt the batch: {c}"
+    );
+}
+
+// Finding: a check-in is validated after part of it is applied: its `state` (and harvest) are
+// recorded, then an oversized verification (the agent's own post-flight naming ten long paths,
+// which a local user can create) refuses the rest, so the failure it reports never halts the
+// batch at once (and the agent re-sends the same verification for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_an_oversized_verification_does_not_swallow_the_failure_it_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B"]).await;
+    review_batch(&h, "Big", json!({}), &["PC-A", "PC-B"]).await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    let run = a["migration"]["run"].as_str().unwrap().to_string();
+    // What postflight::principals writes for ten paths of ~900 bytes: over the 8,000 the server takes.
+    let long = format!("/home/ann/{}/f", "d".repeat(880));
+    let detail = format!(
+        "10 of 99 entries still name a source principal (or lack their target's): {}",
+        vec![format!("{long} (ACL entries)"); 10].join("; ")
+    );
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["PC-A"]),
+            json!({"protocol": 1, "state": "verification-failed",
+                   "verification": {"run": run, "after": "run", "at": 1,
+                       "checks": [{"check": "principals", "ok": false, "blocking": true, "detail": detail}]}}),
+        )
+        .await;
+    let refused = s == 400;
+    settle().await;
+    let (_, p) = h
+        .api(reqwest::Method::GET, "/batches/Big/progress", None)
+        .await;
+    let recorded = p["states"]["verification-failed"] == 1;
+    assert!(
+        !(refused && recorded && p["wave"]["halted"].is_null()),
+        "the check-in was refused ({s}: {c}) yet its state was recorded ({}), and the failure \
+         did not halt the batch",
+        p["states"]
+    );
+}
+
+// Finding (malformed input): `clock` is used unchecked in `clock_check` (`device - server`,
+// `skew.abs()`): i64::MIN panics the handler in a debug build (the connection drops), and in a
+// release build `i64::MIN + now` passes the clock check (|i64::MIN| wraps negative).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_an_absurd_device_clock_is_refused_or_not_ready_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A"]).await;
+    review_batch(&h, "Clock", json!({}), &["PC-A"]).await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    for clock in [i64::MIN, i64::MIN + now, i64::MAX] {
+        let r = h
+            .agent
+            .post(format!("{}/agent/v1/checkin", h.agent_url))
+            .bearer_auth(&keys["PC-A"])
+            .json(&json!({"protocol": 1, "clock": clock}))
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => panic!("clock {clock}: the connection dropped (a panic): {e}"),
+        };
+        let s = r.status().as_u16();
+        let c: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(
+            s == 400 || (s == 200 && c["migration"].is_null()),
+            "clock {clock}: {s} {c}"
+        );
+    }
+}
+
+// Finding (malformed input): `verification.after` (and each check's name) is not checked: any
+// string up to the 4 MiB body limit is stored on the agent and served to the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_verifications_after_is_run_or_rollback_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A"]).await;
+    let (s, c) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["PC-A"]),
+            json!({"protocol": 1, "verification": {"run": "r", "after": "x".repeat(3 << 20), "at": 0,
+                   "checks": [{"check": "", "ok": true, "blocking": true, "detail": ""}]}}),
+        )
+        .await;
+    assert_eq!(s, 400, "a 3 MiB `after` is taken: {c}");
+}
+
+// Finding: a resume after a canary failure changes nothing for the rest: the failed canary
+// device can never become `verified` (its run has ended and is not taken again), so the others
+// wait "for the canary" for ever although the operator accepted its failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_resume_after_a_canary_failure_lets_the_rest_go() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B"]).await;
+    review_batch(&h, "Can", json!({"canary": 1}), &["PC-A", "PC-B"]).await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    assert!(a["migration"].is_object(), "{a}");
+    checkin_as(&h, &keys["PC-A"], "failed").await;
+    assert!(review_halted(&h, "Can").await);
+    let (s, v) = h.api(M::POST, "/batches/Can/resume", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted_canary_failures"], 1, "{v}");
+    settle().await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(
+        b["migration"].is_object(),
+        "resumed, yet PC-B waits for a canary that cannot finish: {b}"
+    );
+}
+
+// Finding: `assigned_run` is never cleared and `running` counts every agent of the batch that
+// was ever handed a run and is not finished, whatever batch or run that was: a device handed an
+// offer in one batch and then moved to another (or whose batch is rescheduled, so its run id
+// changes, or which re-enrolled after a failure) holds a max_concurrent slot of its new batch
+// for ever, against itself too: with max_concurrent 1 nothing ever starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_run_of_another_batch_holds_no_slot() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let keys = wave_devices(&h, &["PC-A", "PC-B"]).await;
+    review_batch(
+        &h,
+        "Pilot",
+        json!({"available_from": local(-1), "enforced_after": local(48)}),
+        &["PC-A"],
+    )
+    .await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    assert_eq!(a["migration"]["mode"], "offered", "{a}");
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Pilot/computers",
+            Some(json!({"remove": ["PC-A"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    review_batch(&h, "Wave", json!({"max_concurrent": 1}), &["PC-A", "PC-B"]).await;
+    settle().await;
+    let a = checkin_as(&h, &keys["PC-A"], "idle").await;
+    let b = checkin_as(&h, &keys["PC-B"], "idle").await;
+    assert!(
+        a["migration"].is_object() || b["migration"].is_object(),
+        "nothing of Wave runs, yet neither device starts: {a} {b}"
+    );
 }

@@ -241,6 +241,19 @@ pub struct DecisionQuery {
     pub limit: i64,
 }
 
+/// How a batch names an agent's run: `{prefix}{agent id}{suffix}`.
+#[derive(Clone, Copy, Debug)]
+pub struct RunName<'a> {
+    pub prefix: &'a str,
+    pub suffix: &'a str,
+}
+
+impl RunName<'_> {
+    pub fn of(&self, agent: i64) -> String {
+        format!("{}{agent}{}", self.prefix, self.suffix)
+    }
+}
+
 /// Which agents to list: a page by id, optionally narrowed.
 #[derive(Clone, Debug, Default)]
 pub struct AgentQuery {
@@ -375,12 +388,29 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn set_agent_preflight(&self, agent: i64, preflight: &str) -> Result<()>;
     /// Records a device's newest post-flight (JSON of `Verification`).
     async fn set_agent_verification(&self, agent: i64, verification: &str) -> Result<()>;
-    /// Per state of the agents of `batch`: (state, agents, of them handed a run at check-in),
-    /// by state. One pass: a batch's wave and its progress page read their counts from it (the
-    /// migrations in flight are those handed a run in a state that is not finished).
-    async fn batch_agent_states(&self, batch: &str) -> Result<Vec<(String, i64, i64)>>;
-    /// The state of the live agent of each of `hostnames` (lower case) that has one.
-    async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>>;
+    /// Per state of the agents of `batch`: (state, agents, of them handed the batch's run), by
+    /// state. An agent's run of the batch is `run.of(agent id)`; a run of another batch, or of
+    /// this batch before it was rescheduled, is not (its state says nothing of this batch). One
+    /// pass: a batch's wave and its progress page read their counts from it.
+    async fn batch_agent_states(
+        &self,
+        batch: &str,
+        run: &RunName<'_>,
+    ) -> Result<Vec<(String, i64, i64)>>;
+    /// (host name, state, agent id) of the live agent of each of `hostnames` (lower case) that
+    /// was handed its run `run.of(agent id)` (a batch's canary).
+    async fn agent_states_of(
+        &self,
+        hostnames: &[String],
+        run: &RunName<'_>,
+    ) -> Result<Vec<(String, String, i64)>>;
+    /// The agents of `batch` handed its run whose state is one of `states`, by id.
+    async fn batch_agents_in(
+        &self,
+        batch: &str,
+        run: &RunName<'_>,
+        states: &[&str],
+    ) -> Result<Vec<i64>>;
     /// Records check-ins in one transaction.
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()>;
     async fn set_agent_profiles(

@@ -242,15 +242,35 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     );
     assert_eq!(s.agent_states(Some("none")).await.unwrap(), []);
     // A wave's canary by host name (lower case, as batches keep computers); more names than
-    // one statement takes.
+    // one statement takes; only agents handed the wave's run (`w-{id}-1`) count (would catch a
+    // device verified in one batch counting as the finished canary of the next).
+    let wave = ferry_store::RunName {
+        prefix: "w-",
+        suffix: "-1",
+    };
     let mut names: Vec<String> = (0..300).map(|i| format!("pc-{i:02}")).collect();
     names.push("nope".into());
-    let mut states = s.agent_states_of(&names).await.unwrap();
+    assert!(s.agent_states_of(&names, &wave).await.unwrap().is_empty());
+    for (i, id) in ids.iter().enumerate() {
+        let run = if i == 29 {
+            "pilot-1-1".to_string()
+        } else {
+            wave.of(*id)
+        };
+        s.assign_run(*id, &run, &["a".into()]).await.unwrap();
+    }
+    let mut states = s.agent_states_of(&names, &wave).await.unwrap();
     states.sort();
-    assert_eq!(states.len(), 30);
-    assert_eq!(states[0], ("pc-00".to_string(), "running".to_string()));
-    assert_eq!(states[15], ("pc-15".to_string(), "enrolled".to_string()));
-    assert!(s.agent_states_of(&[]).await.unwrap().is_empty());
+    assert_eq!(states.len(), 29);
+    assert_eq!(
+        states[0],
+        ("pc-00".to_string(), "running".to_string(), ids[0])
+    );
+    assert_eq!(
+        states[15],
+        ("pc-15".to_string(), "enrolled".to_string(), ids[15])
+    );
+    assert!(s.agent_states_of(&[], &wave).await.unwrap().is_empty());
     assert_eq!(s.agent(ids[3]).await.unwrap().unwrap().hostname, "PC-03");
     assert!(s.agent(-1).await.unwrap().is_none());
     // The newest event of each listed agent only.
@@ -271,10 +291,13 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     assert_eq!(l.len(), 1);
     assert_eq!((l[0].agent_id, l[0].event.step.as_str()), (ids[0], "b"));
     assert!(s.latest_events_of(&[]).await.unwrap().is_empty());
-    // A batch's states with those handed a run (would catch a wave counting running devices
-    // that were never handed a run, or none at all).
-    s.assign_run(ids[0], "r", &["a".into()]).await.unwrap();
-    s.assign_run(ids[2], "r2", &["a".into()]).await.unwrap();
+    // A batch's states with those handed its run (would catch a wave counting as running, or
+    // as finished, devices never handed its run, or handed another batch's).
+    s.assign_run(ids[1], "pilot-1-1", &["a".into()])
+        .await
+        .unwrap();
+    s.assign_run(ids[3], "w-x-1", &["a".into()]).await.unwrap();
+    s.assign_run(ids[4], "w-1", &["a".into()]).await.unwrap();
     s.record_contacts(&[Contact {
         agent_id: ids[2],
         at: 200,
@@ -285,13 +308,32 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     .await
     .unwrap();
     assert_eq!(
-        s.batch_agent_states("wave-1").await.unwrap(),
+        s.batch_agent_states("wave-1", &wave).await.unwrap(),
         [
             ("running".to_string(), 4, 1),
             ("verified".to_string(), 1, 1)
         ]
     );
-    assert_eq!(s.batch_agent_states("none").await.unwrap(), []);
+    assert_eq!(s.batch_agent_states("none", &wave).await.unwrap(), []);
+    // Its agents on its run in some states, by id (a resume accepts failed devices by id).
+    assert_eq!(
+        s.batch_agents_in("wave-1", &wave, &["verified", "failed"])
+            .await
+            .unwrap(),
+        [ids[2]]
+    );
+    assert!(
+        s.batch_agents_in("wave-1", &wave, &["running"])
+            .await
+            .unwrap()
+            == [ids[0]]
+    );
+    assert!(
+        s.batch_agents_in("wave-1", &wave, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Two contacts of one agent in one millisecond: the one recorded last is its state (would
     // catch a run's last event, `succeeded`, overwriting the check-in after it, `verified`).
     let at = |state: &str| Contact {

@@ -1119,3 +1119,187 @@ fn a_run_that_leaves_a_source_acl_behind_fails_its_verification_and_halts_the_ba
     let o = ferry(&base, &[]);
     assert!(text(&o).starts_with("recovery-required"), "{}", text(&o));
 }
+
+// Review finding: the agent's post-flight names the first ten offending paths in full, while
+// the server refuses a whole check-in whose verification has a check detail over 8,000 bytes
+// (`agent_api.rs` checkin) — and the agent keeps `verification.json` until a check-in succeeds,
+// so it sends the same refused evidence at every check-in for ever: the server records the
+// state (`verification-failed`) but never the evidence, never halts the batch at once, and
+// hears nothing else from the device. A user who owns files may add ACL entries naming any uid
+// (`setfacl -m u:SOURCE:rw` on their own files) between the re-permissioning and the
+// post-flight (an offered run, started by the signed-in user); the post-migration script below
+// does the same, deterministically.
+#[test]
+fn review_long_offending_paths_do_not_keep_the_evidence_from_the_server() {
+    if !is_root() {
+        return;
+    }
+    let rig = Rig::start();
+    let dir = rig.dir();
+    let users = rig.users();
+    let dev = dir.join("dev");
+    let mut passwd = String::new();
+    for (login, uid, gid, tuid, tgid) in &users {
+        let h = dev.join(login);
+        std::fs::create_dir_all(h.join("Documents")).unwrap();
+        for p in walk(&h) {
+            std::os::unix::fs::lchown(&p, Some(*uid), Some(*gid)).unwrap();
+        }
+        passwd.push_str(&format!(
+            "{login}:x:{uid}:{gid}::{}:/bin/sh\n{login}.new:x:{tuid}:{tgid}::{}:/bin/sh\n",
+            h.display(),
+            dir.join("target-homes").join(login).display()
+        ));
+    }
+    std::fs::write(dir.join("passwd"), passwd).unwrap();
+    let docs = dev.join(&users[0].0).join("Documents");
+    let mut body = String::new();
+    for i in 0..10 {
+        let p = docs.join(format!(
+            "{i}{}/{}/{}/{}",
+            "x".repeat(240),
+            "y".repeat(240),
+            "z".repeat(240),
+            "w".repeat(240)
+        ));
+        body.push_str(&format!(
+            "mkdir -p '{p}' && touch '{p}/f' && setfacl -m u:{}:rw '{p}/f' || exit 1\n",
+            users[0].1,
+            p = p.display()
+        ));
+    }
+    rig.put(
+        "runbook",
+        json!({"name": "Long", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
+            "permission_updates": {"mode": "add-and-remove", "paths": [dev]},
+            "completion": {"post_migration_scripts": [{"name": "user", "interpreter": "sh", "body": body}]}}),
+    );
+    rig.put(
+        "batch",
+        json!({"name": "L", "source_directory": "contoso", "target_directory": "fabrikam",
+               "runbooks": ["Long"], "enforced_after": "2026-01-01T00:00", "canary": 1}),
+    );
+    let (psk, u, f) = rig.enrolment();
+    let st = dir.join("state").to_str().unwrap().to_string();
+    let pw = dir.join("passwd").to_str().unwrap().to_string();
+    let base = [
+        "agent",
+        "run",
+        "--state-dir",
+        &st,
+        "--passwd",
+        &pw,
+        "--sessions-command",
+        "true",
+        "--poll-seconds",
+        "1",
+        "--once",
+    ];
+    let mut first = base.to_vec();
+    first.extend(["--server", &u, "--psk", &psk, "--fingerprint", &f]);
+    assert!(ferry(&first, &[]).status.success());
+    let agent_id = rig.add_agent_to("L");
+    let out = text(&ferry(&base, &[]));
+    assert!(out.starts_with("verification-failed"), "{out}");
+    // Check-ins after the run: the evidence should reach the server, and the batch halt.
+    let mut outs = Vec::new();
+    for _ in 0..3 {
+        outs.push(text(&ferry(&base, &[])));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let shown: Value =
+        serde_json::from_str(&rig.admin(&["--json", "agents", "show", &agent_id.to_string()]))
+            .unwrap();
+    let progress = rig.admin(&["batch", "progress", "L"]);
+    assert!(
+        !shown["verification"].is_null() && progress.contains("HALTED"),
+        "state {} but no evidence on the server; progress: {progress}; agent said: {outs:#?}",
+        shown["state"]
+    );
+}
+
+// Review finding: the device pre-flight's `open-files` check reads every process's
+// `/proc/PID/fd` as root and names (process, pid, full path) the files held open under the
+// homes; the result goes to `status.json`, 0644 in a 0711 directory "readable by everyone": any
+// local user learns the names of files another user keeps open inside a 0700 home.
+#[test]
+fn review_status_json_does_not_show_another_users_private_file_names() {
+    if !is_root() {
+        return;
+    }
+    let rig = Rig::start();
+    let dir = rig.dir();
+    let dev = dir.join("dev");
+    let bob = dev.join("bob");
+    let secret = bob.join("private-diagnosis-2026.pdf");
+    std::fs::create_dir_all(&bob).unwrap();
+    std::fs::write(&secret, "x").unwrap();
+    for p in walk(&bob) {
+        std::os::unix::fs::lchown(&p, Some(4243), Some(4243)).unwrap();
+    }
+    std::fs::set_permissions(&bob, std::fs::Permissions::from_mode(0o700)).unwrap();
+    rig.put(
+        "runbook",
+        json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"],
+               "permission_updates": {"mode": "add-and-remove", "paths": [dev]}}),
+    );
+    // Assigned, not due: the agent runs its pre-flight ahead of time.
+    rig.put(
+        "batch",
+        json!({"name": "Later", "source_directory": "contoso", "target_directory": "fabrikam",
+               "runbooks": ["Main"], "enforced_after": "2099-01-01T09:00"}),
+    );
+    let (psk, u, f) = rig.enrolment();
+    let st = dir.join("state");
+    std::fs::write(dir.join("passwd"), "").unwrap();
+    let (s, pw) = (
+        st.to_str().unwrap().to_string(),
+        dir.join("passwd").to_str().unwrap().to_string(),
+    );
+    let base = [
+        "agent",
+        "run",
+        "--state-dir",
+        &s,
+        "--passwd",
+        &pw,
+        "--sessions-command",
+        "true",
+        "--poll-seconds",
+        "1",
+        "--once",
+    ];
+    let mut first = base.to_vec();
+    first.extend(["--server", &u, "--psk", &psk, "--fingerprint", &f]);
+    assert!(ferry(&first, &[]).status.success());
+    rig.add_agent_to("Later");
+    // Bob's program keeps his file open (as bob).
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=4243", "--regid=4243", "--clear-groups", "sh", "-c"])
+        .arg("exec 3<\"$1\"; echo ready; sleep 60")
+        .arg("sh")
+        .arg(&secret)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let o = ferry(&base, &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = std::fs::read_to_string(st.join("status.json")).unwrap();
+    let mode = std::fs::metadata(st.join("status.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert!(
+        !(mode & 0o004 != 0 && status.contains("private-diagnosis-2026.pdf")),
+        "status.json (mode {mode:o}) shows bob's private file to everyone: {status}\n{}",
+        text(&o)
+    );
+}

@@ -217,13 +217,46 @@ impl Verification {
     }
 }
 
+/// The most checks a pre-flight or post-flight report holds.
+pub const REPORT_CHECKS_MAX: usize = 32;
+/// The longest check name of a report, in bytes.
+pub const CHECK_NAME_MAX: usize = 32;
+/// The longest detail of a pre-flight check, in bytes.
+pub const PREFLIGHT_DETAIL_MAX: usize = 2_000;
+/// The longest detail of a post-flight check, in bytes.
+pub const VERIFICATION_DETAIL_MAX: usize = 8_000;
+
+/// A report's checks cut to what the server takes: at most [`REPORT_CHECKS_MAX`], each detail
+/// at most `detail_max` bytes.
+pub fn bound_checks(checks: &mut Vec<PreflightCheck>, detail_max: usize) {
+    checks.truncate(REPORT_CHECKS_MAX);
+    for c in checks {
+        c.detail = bounded_detail(&c.detail, detail_max);
+    }
+}
+
+/// `detail` cut to at most `max` bytes (at a character boundary), saying so: what an agent sends
+/// stays within what the server takes, however long the paths it names.
+pub fn bounded_detail(detail: &str, max: usize) -> String {
+    if detail.len() <= max {
+        return detail.to_string();
+    }
+    const MORE: &str = " … (cut)";
+    let mut end = max.saturating_sub(MORE.len());
+    while end > 0 && !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &detail[..end])
+}
+
 /// How far a device's clock may be from the server's before its run is held back: Kerberos'
 /// default tolerance, which a join to Active Directory needs.
 pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60_000;
 
 /// The server's check of a device's clock (`device` at the moment the server read it as `server`).
 pub fn clock_check(device: i64, server: i64) -> PreflightCheck {
-    let skew = device - server;
+    // Saturating: a device may send any number (i64::MIN wrapped to a "small" skew before).
+    let skew = device.saturating_sub(server).clamp(-i64::MAX, i64::MAX);
     let ok = skew.abs() <= CLOCK_TOLERANCE_MS;
     PreflightCheck::new(
         "clock",
@@ -411,5 +444,31 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{r:?}").contains("\"k\""));
+    }
+
+    // Would catch: a device clock of i64::MIN wrapping into a "small" skew (it passed), or
+    // panicking the check-in in a debug build.
+    #[test]
+    fn absurd_clocks_are_far_off_not_a_panic() {
+        for c in [i64::MIN, i64::MIN + 1_800_000_000_000, i64::MAX] {
+            assert!(!clock_check(c, 1_800_000_000_000).ok, "{c}");
+        }
+        assert!(clock_check(1_800_000_001_000, 1_800_000_000_000).ok);
+    }
+
+    proptest::proptest! {
+        // Would catch: an agent's report refused for good because a detail (paths a local user
+        // chose) is longer than the server takes, or cut inside a character.
+        #[test]
+        fn a_bounded_detail_fits_and_keeps_its_start(d in "\\PC{0,3000}", max in 10usize..2500) {
+            let b = bounded_detail(&d, max);
+            proptest::prop_assert!(b.len() <= max, "{} > {max}", b.len());
+            if d.len() <= max {
+                proptest::prop_assert_eq!(&b, &d);
+            } else {
+                let kept = b.trim_end_matches(" … (cut)");
+                proptest::prop_assert!(d.starts_with(kept));
+            }
+        }
     }
 }

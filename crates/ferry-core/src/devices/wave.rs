@@ -23,6 +23,11 @@ pub struct WaveCounts {
     /// Canary computers whose migration finished well, and that failed.
     pub canary_succeeded: u64,
     pub canary_failed: u64,
+    /// Of the failed devices (and of the canary's), those an operator accepted by resuming
+    /// ([`WaveState::accepted`]): by device, so that one that stops failing does not let a new
+    /// failure pass for it.
+    pub accepted_failed: u64,
+    pub accepted_canary_failed: u64,
 }
 
 /// What the gate says of a due device.
@@ -99,8 +104,8 @@ pub fn gate(
             b.name, h.reason
         ));
     }
-    let new_failures = counts.failed.saturating_sub(wave.accepted_failures);
-    if counts.canary_failed > wave.accepted_canary_failures {
+    let new_failures = counts.failed.saturating_sub(counts.accepted_failed);
+    if counts.canary_failed > counts.accepted_canary_failed {
         return Gate::Halt(format!(
             "{} of the canary's {canary_size} device(s) failed",
             counts.canary_failed
@@ -121,7 +126,9 @@ pub fn gate(
             b.max_failure_rate
         ));
     }
-    if !is_canary && (counts.canary_succeeded as usize) < canary_size {
+    // A canary failure an operator accepted (by resuming) no longer holds the rest back.
+    let canary_done = counts.canary_succeeded + counts.accepted_canary_failed;
+    if !is_canary && (canary_done as usize) < canary_size {
         return Gate::Wait(format!(
             "waiting for the canary: {} of {canary_size} device(s) finished well",
             counts.canary_succeeded
@@ -201,9 +208,19 @@ mod tests {
         assert!(matches!(gate(&b, &w, &c, 0, false), Gate::Wait(r) if r.contains("halted: x")));
         w.halted = None;
         w.accepted_failures = 1;
+        let c = WaveCounts {
+            accepted_failed: 1,
+            ..c
+        };
         assert_eq!(gate(&b, &w, &c, 0, false), Gate::Go);
         let c2 = WaveCounts { failed: 2, ..c };
         assert!(matches!(gate(&b, &w, &c2, 0, false), Gate::Halt(_)));
+        // The accepted device stops failing, another fails: a new failure, whatever the count.
+        let c3 = WaveCounts {
+            accepted_failed: 0,
+            ..c
+        };
+        assert!(matches!(gate(&b, &w, &c3, 0, false), Gate::Halt(_)));
     }
 
     #[test]

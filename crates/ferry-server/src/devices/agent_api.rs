@@ -225,16 +225,39 @@ impl FromRequestParts<AppState> for Agent {
 
 /// A harvest: at most 10,000 profiles, each named once.
 /// A pre-flight's bounds: a few dozen checks of short words.
+/// A report's checks within the bounds the agent keeps to (`ferry_core::agent`).
+fn bounded_checks(checks: &[ferry_core::agent::PreflightCheck], detail_max: usize) -> bool {
+    use ferry_core::agent::{CHECK_NAME_MAX, REPORT_CHECKS_MAX};
+    checks.len() <= REPORT_CHECKS_MAX
+        && checks.iter().all(|c| {
+            !c.check.is_empty() && c.check.len() <= CHECK_NAME_MAX && c.detail.len() <= detail_max
+        })
+}
+
 fn check_preflight(p: &ferry_core::agent::DevicePreflight) -> Result<(), Refusal> {
-    let bad = p.checks.len() > 32
-        || p.checks
-            .iter()
-            .any(|c| c.check.is_empty() || c.check.len() > 32 || c.detail.len() > 2000);
-    if bad {
+    if !bounded_checks(&p.checks, ferry_core::agent::PREFLIGHT_DETAIL_MAX) {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "preflight: at most 32 checks, each named in 1 to 32 bytes with a detail of at most 2,000",
+        ));
+    }
+    Ok(())
+}
+
+fn check_verification(v: &ferry_core::agent::Verification) -> Result<(), Refusal> {
+    if v.run.is_empty() || v.run.len() > 256 || !matches!(v.after.as_str(), "run" | "rollback") {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "verification: `run` is 1 to 256 bytes and `after` is `run` or `rollback`",
+        ));
+    }
+    if !bounded_checks(&v.checks, ferry_core::agent::VERIFICATION_DETAIL_MAX) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "verification: at most 32 checks, each named in 1 to 32 bytes with a detail of at most 8,000",
         ));
     }
     Ok(())
@@ -595,6 +618,16 @@ async fn checkin(
     if let Err(r) = check_protocol(req.protocol) {
         return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
     }
+    // Everything is checked before anything is recorded: a refused check-in changes nothing.
+    let checked = req
+        .profiles
+        .as_deref()
+        .map_or(Ok(()), check_profiles)
+        .and(req.preflight.as_ref().map_or(Ok(()), check_preflight))
+        .and(req.verification.as_ref().map_or(Ok(()), check_verification));
+    if let Err(r) = checked {
+        return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
+    }
     let now = now_ms();
     let mut state = req.state.clone().filter(|s| s.len() <= 32);
     // `verified` opens a canary's batch to the rest: it is taken only with passing post-flight
@@ -619,17 +652,11 @@ async fn checkin(
         agent_version: req.agent_version.clone().filter(|v| v.len() <= 64),
     });
     if let Some(p) = &req.profiles {
-        if let Err(r) = check_profiles(p) {
-            return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
-        }
         st.store.set_agent_profiles(a.id, p).await?;
     }
     // A new pre-flight: the device's checks, with the server's check of its clock.
     let mut a = a;
     if let Some(mut pf) = req.preflight.clone() {
-        if let Err(r) = check_preflight(&pf) {
-            return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
-        }
         pf.checks.retain(|c| c.check != "clock");
         if let Some(c) = req.clock {
             pf.checks.push(ferry_core::agent::clock_check(c, now));
@@ -642,19 +669,6 @@ async fn checkin(
     }
     // A post-flight: the evidence of the device's last run or rollback.
     if let Some(v) = &req.verification {
-        let bad = v.run.len() > 256
-            || v.checks.len() > 32
-            || v.checks
-                .iter()
-                .any(|c| c.check.len() > 32 || c.detail.len() > 8000);
-        if bad {
-            let r = Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "verification: at most 32 checks, each named in at most 32 bytes with a detail of at most 8,000",
-            );
-            return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
-        }
         let json = serde_json::to_string(v).map_err(|e| {
             Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })?;
@@ -764,12 +778,28 @@ async fn proved(
             }
         }
     };
-    // The cached record may predate the assignment (agents are cached for a moment).
+    // Every check the agent's post-flight makes, each passing.
+    let complete = ["principals", "homes", "check-commands"]
+        .iter()
+        .all(|c| v.checks.iter().any(|k| k.check == *c));
+    if v.after != "run" || !complete || !v.ok() {
+        return Ok(false);
+    }
+    // Of the run assigned to it (the cached record may predate the assignment: agents are
+    // cached for a moment), which its stored events say ended well.
     let run = match &a.assigned_run {
         Some(r) if *r == v.run => Some(r.clone()),
         _ => st.store.assigned_run(a.id).await?.map(|(r, _)| r),
     };
-    Ok(v.after == "run" && run.as_deref() == Some(v.run.as_str()) && v.ok())
+    if run.as_deref() != Some(v.run.as_str()) {
+        return Ok(false);
+    }
+    Ok(st
+        .store
+        .agent_events(a.id, Some(&v.run))
+        .await?
+        .iter()
+        .any(|e| e.event.step == "done" && e.event.status == "succeeded"))
 }
 
 /// After a device reported a failure: its batch halts now if its rules say so. The report

@@ -511,9 +511,23 @@ pub async fn orders(
     // The wave: a device that was handed its run is let finish (and told its order again: the
     // server's record, not the state the device reports, says so); one that was not waits for
     // its moment in the window, the canary, a free slot and a batch not halted.
-    let run = format!("{}-{}-{}", batch.name, agent.id, enforced / 1000);
-    let started = agent.assigned_run.as_deref() == Some(run.as_str())
+    let (prefix, suffix) = run_affixes(batch);
+    let run = ferry_store::RunName {
+        prefix: &prefix,
+        suffix: &suffix,
+    }
+    .of(agent.id);
+    let mut started = agent.assigned_run.as_deref() == Some(run.as_str())
         || devices.was_handed(&batch.name, agent.id);
+    // A run handed but never begun (an offer its user snoozes, a device waiting for its users
+    // to sign out: no event stored) is not let start while the batch is halted. An agent starts
+    // a run only right after a check-in that returned it, and finishes one it began without.
+    if started
+        && devices.wave(store, batch).await?.state.halted.is_some()
+        && store.agent_events(agent.id, Some(&run)).await?.is_empty()
+    {
+        started = false;
+    }
     if !started && let Some(why) = preflight::hold(devices, batch, &runbooks, &agent.hostname, now)
     {
         return Ok(Orders {
@@ -677,6 +691,13 @@ pub async fn orders(
         assignment: Some(assignment),
         blocked: None,
     })
+}
+
+/// How `batch` names an agent's run: `{batch}-{agent id}-{Enforced After in s}` (a new run
+/// when the batch is rescheduled).
+pub fn run_affixes(batch: &Batch) -> (String, String) {
+    let enforced = batch.enforced_at().unwrap_or(i64::MIN);
+    (format!("{}-", batch.name), format!("-{}", enforced / 1000))
 }
 
 /// How a device's claims stand against the batch's source directory.

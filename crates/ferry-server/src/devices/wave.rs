@@ -53,12 +53,17 @@ pub(super) struct Waves {
     handed: HashMap<String, HashMap<i64, Instant>>,
 }
 
+/// The states of a device whose migration failed, or succeeded but was not proved.
+const FAILED: [&str; 4] = [
+    "failed",
+    "rolled-back",
+    "verification-failed",
+    "recovery-required",
+];
+
 /// A device whose migration failed, or succeeded but was not proved (post-flight).
 pub fn failed(state: &str) -> bool {
-    matches!(
-        state,
-        "failed" | "rolled-back" | "verification-failed" | "recovery-required"
-    )
+    FAILED.contains(&state)
 }
 
 /// A device whose migration ended, well or not (or whose agent was replaced).
@@ -76,24 +81,24 @@ pub async fn read(
     let canary = wave::canary(batch, &computers).to_vec();
     let mut counts = WaveCounts::default();
     let mut states = Vec::new();
-    for (state, n, handed) in store.batch_agent_states(&batch.name).await? {
+    let (prefix, suffix) = super::run_affixes(batch);
+    let run = ferry_store::RunName {
+        prefix: &prefix,
+        suffix: &suffix,
+    };
+    // Only agents handed this batch's run count: a state left from another batch (or from this
+    // one before it was rescheduled) says nothing of this run.
+    for (state, n, on_run) in store.batch_agent_states(&batch.name, &run).await? {
+        let on_run = on_run as u64;
         match state.as_str() {
-            "succeeded" | "verified" => counts.succeeded += n as u64,
-            s if failed(s) => counts.failed += n as u64,
-            // Running: handed a run by any server (the store's record) and not finished; a
+            "succeeded" | "verified" => counts.succeeded += on_run,
+            s if failed(s) => counts.failed += on_run,
+            // Running: handed the run by any server (the store's record) and not finished; a
             // device handed its order does not count only from when it says it runs.
-            s if !finished(s) => counts.running += handed as u64,
+            s if !finished(s) => counts.running += on_run,
             _ => {}
         }
         states.push((state, n));
-    }
-    for (_, state) in store.agent_states_of(&canary).await? {
-        // A canary device counts once its post-flight proved its result.
-        if state == "verified" {
-            counts.canary_succeeded += 1;
-        } else if failed(&state) {
-            counts.canary_failed += 1;
-        }
     }
     let read = store
         .documents(DocKind::Wave)
@@ -101,6 +106,30 @@ pub async fn read(
         .into_iter()
         .find(|(n, _)| *n == batch.name)
         .map(|(_, body)| body);
+    let accepted: Vec<i64> = read
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<WaveState>(b).ok())
+        .map(|w| w.accepted)
+        .unwrap_or_default();
+    for (_, state, id) in store.agent_states_of(&canary, &run).await? {
+        // A canary device counts once its post-flight proved its result.
+        if state == "verified" {
+            counts.canary_succeeded += 1;
+        } else if failed(&state) {
+            counts.canary_failed += 1;
+            if accepted.contains(&id) {
+                counts.accepted_canary_failed += 1;
+            }
+        }
+    }
+    if !accepted.is_empty() && counts.failed > 0 {
+        counts.accepted_failed = store
+            .batch_agents_in(&batch.name, &run, &FAILED)
+            .await?
+            .iter()
+            .filter(|id| accepted.contains(id))
+            .count() as u64;
+    }
     let state = match read.as_deref().map(serde_json::from_str::<WaveState>) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
@@ -315,10 +344,21 @@ pub async fn resume(
     let (Some(halt), Some(old)) = (&w.state.halted, &w.read) else {
         return Ok(None);
     };
+    // The failed devices now are accepted, by id (with those accepted before).
+    let (prefix, suffix) = super::run_affixes(batch);
+    let run = ferry_store::RunName {
+        prefix: &prefix,
+        suffix: &suffix,
+    };
+    let mut accepted = w.state.accepted.clone();
+    accepted.extend(store.batch_agents_in(&batch.name, &run, &FAILED).await?);
+    accepted.sort_unstable();
+    accepted.dedup();
     let state = WaveState {
         halted: None,
         accepted_failures: w.counts.failed,
         accepted_canary_failures: w.counts.canary_failed,
+        accepted,
         resumed: Some(Resumed {
             at: now,
             by: operator.to_string(),

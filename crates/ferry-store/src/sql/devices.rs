@@ -389,34 +389,68 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
             .await
     }
 
-    async fn batch_agent_states(&self, batch: &str) -> Result<Vec<(String, i64, i64)>> {
+    async fn batch_agent_states(
+        &self,
+        batch: &str,
+        run: &RunName<'_>,
+    ) -> Result<Vec<(String, i64, i64)>> {
         self.rows(
-            "SELECT state, count(*), count(assigned_run) FROM agents \
-             WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) GROUP BY state ORDER BY state",
-            params![batch],
+            "SELECT state, count(*), count(CASE WHEN assigned_run = CAST(? AS TEXT) || CAST(id AS TEXT) || CAST(? AS TEXT) THEN 1 END) \
+             FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) GROUP BY state ORDER BY state",
+            params![run.prefix, run.suffix, batch],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .await
     }
 
-    async fn agent_states_of(&self, hostnames: &[String]) -> Result<Vec<(String, String)>> {
+    async fn agent_states_of(
+        &self,
+        hostnames: &[String],
+        run: &RunName<'_>,
+    ) -> Result<Vec<(String, String, i64)>> {
         let mut out = Vec::new();
         // Through the unique index on live agents' host names; padded to a power of two so
         // that a few statement texts serve every list.
         for chunk in hostnames.chunks(256) {
             let n = chunk.len().next_power_of_two();
             let sql = format!(
-                "SELECT hostname_claim, state FROM agents WHERE hostname_claim IN ({})",
+                "SELECT hostname_claim, state, id FROM agents WHERE hostname_claim IN ({}) \
+                 AND assigned_run = CAST(? AS TEXT) || CAST(id AS TEXT) || CAST(? AS TEXT)",
                 vec!["?"; n].join(", ")
             );
             let mut vals: Vec<Val<'_>> = chunk.iter().map(|h| Val::text(h.as_str())).collect();
             vals.resize(n, Val::Null);
+            vals.push(Val::text(run.prefix));
+            vals.push(Val::text(run.suffix));
             out.extend(
-                self.rows(&sql, &vals, |r| Ok((r.get(0)?, r.get(1)?)))
+                self.rows(&sql, &vals, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .await?,
             );
         }
         Ok(out)
+    }
+
+    async fn batch_agents_in(
+        &self,
+        batch: &str,
+        run: &RunName<'_>,
+        states: &[&str],
+    ) -> Result<Vec<i64>> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) \
+             AND assigned_run = CAST(? AS TEXT) || CAST(id AS TEXT) || CAST(? AS TEXT) AND state IN ({}) ORDER BY id",
+            vec!["?"; states.len()].join(", ")
+        );
+        let mut vals = vec![
+            Val::text(batch),
+            Val::text(run.prefix),
+            Val::text(run.suffix),
+        ];
+        vals.extend(states.iter().map(|s| Val::text(*s)));
+        self.rows(&sql, &vals, |r| r.get(0)).await
     }
 
     async fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
