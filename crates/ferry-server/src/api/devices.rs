@@ -206,11 +206,7 @@ async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>>
     // The claims of the page's agents in a batch, one look-up per source directory.
     let mut by_source: HashMap<&str, Vec<&AgentRecord>> = HashMap::new();
     for a in &agents {
-        if let Some(b) = snap
-            .computers
-            .get(&a.hostname.to_lowercase())
-            .and_then(|b| snap.batches.get(b))
-        {
+        if let Some(b) = snap.batch_of(&a.hostname) {
             by_source.entry(&b.source_directory).or_default().push(a);
         }
     }

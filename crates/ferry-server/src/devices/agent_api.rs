@@ -972,9 +972,7 @@ async fn runbook(
 ) -> Result<Response, Refusal> {
     let snap = st.devices.snapshot();
     let mine = snap
-        .computers
-        .get(&a.hostname.to_lowercase())
-        .and_then(|b| snap.batches.get(b))
+        .batch_of(&a.hostname)
         .map(|b| devices::ordered_runbooks(&b.runbooks, &snap.runbooks))
         .unwrap_or_default();
     match mine.into_iter().find(|r| r.name == name) {
@@ -1015,11 +1013,7 @@ async fn translation(
         .await);
     };
     let snap = st.devices.snapshot();
-    let Some(b) = snap
-        .computers
-        .get(&a.hostname.to_lowercase())
-        .and_then(|b| snap.batches.get(b))
-    else {
+    let Some(b) = snap.batch_of(&a.hostname) else {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "not_found",

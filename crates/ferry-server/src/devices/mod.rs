@@ -144,6 +144,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The batch a computer (an agent's host name, any case) is in.
+    pub fn batch_of(&self, hostname: &str) -> Option<&Batch> {
+        self.computers
+            .get(&hostname.to_lowercase())
+            .and_then(|b| self.batches.get(b))
+    }
+
     /// A batch's computers (lower case), by name.
     pub fn computers_of(&self, batch: &str) -> Vec<String> {
         let mut c: Vec<String> = self
@@ -472,11 +479,7 @@ pub async fn orders(
         migration: None,
         blocked: None,
     };
-    let Some(batch) = snap
-        .computers
-        .get(&agent.hostname.to_lowercase())
-        .and_then(|b| snap.batches.get(b))
-    else {
+    let Some(batch) = snap.batch_of(&agent.hostname) else {
         return Ok(none);
     };
     let (Ok(enforced), Ok(available)) = (batch.enforced_at(), batch.available_at()) else {
@@ -511,12 +514,7 @@ pub async fn orders(
     // The wave: a device that was handed its run is let finish (and told its order again: the
     // server's record, not the state the device reports, says so); one that was not waits for
     // its moment in the window, the canary, a free slot and a batch not halted.
-    let (prefix, suffix) = run_affixes(batch);
-    let run = ferry_store::RunName {
-        prefix: &prefix,
-        suffix: &suffix,
-    }
-    .of(agent.id);
+    let run = BatchRuns::of(batch).name().of(agent.id);
     let mut started = agent.assigned_run.as_deref() == Some(run.as_str())
         || devices.was_handed(&batch.name, agent.id);
     // A run handed but never begun (an offer its user snoozes, a device waiting for its users
@@ -693,11 +691,29 @@ pub async fn orders(
     })
 }
 
-/// How `batch` names an agent's run: `{batch}-{agent id}-{Enforced After in s}` (a new run
-/// when the batch is rescheduled).
-pub fn run_affixes(batch: &Batch) -> (String, String) {
-    let enforced = batch.enforced_at().unwrap_or(i64::MIN);
-    (format!("{}-", batch.name), format!("-{}", enforced / 1000))
+/// How a batch names an agent's run: `{batch}-{agent id}-{Enforced After in s}` (a new run when
+/// the batch is rescheduled).
+pub struct BatchRuns {
+    prefix: String,
+    suffix: String,
+}
+
+impl BatchRuns {
+    pub fn of(batch: &Batch) -> Self {
+        let enforced = batch.enforced_at().unwrap_or(i64::MIN);
+        BatchRuns {
+            prefix: format!("{}-", batch.name),
+            suffix: format!("-{}", enforced / 1000),
+        }
+    }
+
+    /// As the store takes it.
+    pub fn name(&self) -> ferry_store::RunName<'_> {
+        ferry_store::RunName {
+            prefix: &self.prefix,
+            suffix: &self.suffix,
+        }
+    }
 }
 
 /// How a device's claims stand against the batch's source directory.

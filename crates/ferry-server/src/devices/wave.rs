@@ -81,11 +81,8 @@ pub async fn read(
     let canary = wave::canary(batch, &computers).to_vec();
     let mut counts = WaveCounts::default();
     let mut states = Vec::new();
-    let (prefix, suffix) = super::run_affixes(batch);
-    let run = ferry_store::RunName {
-        prefix: &prefix,
-        suffix: &suffix,
-    };
+    let runs = super::BatchRuns::of(batch);
+    let run = runs.name();
     // Only agents handed this batch's run count: a state left from another batch (or from this
     // one before it was rescheduled) says nothing of this run.
     for (state, n, on_run) in store.batch_agent_states(&batch.name, &run).await? {
@@ -106,18 +103,21 @@ pub async fn read(
         .into_iter()
         .find(|(n, _)| *n == batch.name)
         .map(|(_, body)| body);
-    let accepted: Vec<i64> = read
+    // Sorted by the resume that wrote it (sorted again here for a hand-edited document).
+    let mut accepted: Vec<i64> = read
         .as_deref()
         .and_then(|b| serde_json::from_str::<WaveState>(b).ok())
         .map(|w| w.accepted)
         .unwrap_or_default();
+    accepted.sort_unstable();
+    let is_accepted = |id: &i64| accepted.binary_search(id).is_ok();
     for (_, state, id) in store.agent_states_of(&canary, &run).await? {
         // A canary device counts once its post-flight proved its result.
         if state == "verified" {
             counts.canary_succeeded += 1;
         } else if failed(&state) {
             counts.canary_failed += 1;
-            if accepted.contains(&id) {
+            if is_accepted(&id) {
                 counts.accepted_canary_failed += 1;
             }
         }
@@ -127,7 +127,7 @@ pub async fn read(
             .batch_agents_in(&batch.name, &run, &FAILED)
             .await?
             .iter()
-            .filter(|id| accepted.contains(id))
+            .filter(|id| is_accepted(id))
             .count() as u64;
     }
     let state = match read.as_deref().map(serde_json::from_str::<WaveState>) {
@@ -226,11 +226,7 @@ impl Devices {
         now: i64,
     ) -> Result<(), StoreError> {
         let snap = self.snapshot();
-        let Some(batch) = snap
-            .computers
-            .get(&hostname.to_lowercase())
-            .and_then(|b| snap.batches.get(b))
-        else {
+        let Some(batch) = snap.batch_of(hostname) else {
             return Ok(());
         };
         let cached_halted = self.waves.lock().ok().is_some_and(|m| {
@@ -344,14 +340,14 @@ pub async fn resume(
     let (Some(halt), Some(old)) = (&w.state.halted, &w.read) else {
         return Ok(None);
     };
-    // The failed devices now are accepted, by id (with those accepted before).
-    let (prefix, suffix) = super::run_affixes(batch);
-    let run = ferry_store::RunName {
-        prefix: &prefix,
-        suffix: &suffix,
-    };
+    // The failed devices now are accepted, by id (with those accepted before), sorted.
+    let runs = super::BatchRuns::of(batch);
     let mut accepted = w.state.accepted.clone();
-    accepted.extend(store.batch_agents_in(&batch.name, &run, &FAILED).await?);
+    accepted.extend(
+        store
+            .batch_agents_in(&batch.name, &runs.name(), &FAILED)
+            .await?,
+    );
     accepted.sort_unstable();
     accepted.dedup();
     let state = WaveState {
