@@ -50,31 +50,20 @@ fn hostname(i: usize) -> String {
     format!("PC-{i:06}")
 }
 
-/// `YYYY-MM-DDTHH:MM` (UTC) of a time in ms since the epoch (Howard Hinnant's civil_from_days).
-fn civil(ms: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60, milli)
-}
-
+/// `YYYY-MM-DDTHH:MM` (UTC) of a time in ms since the epoch: a batch's Enforced After.
 fn minute(ms: i64) -> String {
-    let (y, m, d, h, mi, _, _) = civil(ms);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}")
+    jiff::Timestamp::from_millisecond(ms)
+        .expect("a time")
+        .strftime("%Y-%m-%dT%H:%M")
+        .to_string()
 }
 
-/// The agent's log timestamp: `2026-11-22T08:50:01.123Z`.
+/// The agent's log timestamp, as `ferry-agent` writes it: `2026-11-22T08:50:01.123Z`.
 fn timestamp(ms: i64) -> String {
-    let (y, m, d, h, mi, s, milli) = civil(ms);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    format!(
+        "{:.3}",
+        jiff::Timestamp::from_millisecond(ms).expect("a time")
+    )
 }
 
 const RUNBOOK: &str = r#"{"name":"Main","source_directories":["contoso"],"target_directories":["fabrikam"],
