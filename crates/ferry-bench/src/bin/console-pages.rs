@@ -298,7 +298,10 @@ async fn run(users: usize, agents: usize, renders: usize) {
             .await
             .expect("search path");
         c.batch_execute("VACUUM ANALYZE").await.expect("vacuum");
-        println!("vacuumed and analysed in {:.1}s (not timed)", t.elapsed().as_secs_f64());
+        println!(
+            "vacuumed and analysed in {:.1}s (not timed)",
+            t.elapsed().as_secs_f64()
+        );
     }
     let entries = api.get("/translation?limit=1").await.0["total"]
         .as_u64()
