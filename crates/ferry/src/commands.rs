@@ -19,7 +19,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     let client = || Client::discover(&cli.server, cli.token.clone());
     match cli.command {
-        Command::Server(a) => server(a).await,
+        Command::Server(a) => server(a, cli.log_format).await,
         Command::Quickstart(a) => crate::quickstart::run(a, json).await,
         Command::Openapi => {
             print!("{}", ferry_server::api::openapi_json());
@@ -200,11 +200,19 @@ fn time_opt(v: Option<i64>) -> String {
     .unwrap_or_default()
 }
 
-async fn server(a: ServerArgs) -> Result<ExitCode> {
+async fn server(a: ServerArgs, format: crate::LogFormat) -> Result<ExitCode> {
+    // The server's own lines on stderr: for a person as they are, for a collector as log lines
+    // (every line of `--log-format json` is one JSON object).
+    let say = |msg: String| match format {
+        crate::LogFormat::Text => eprintln!("{msg}"),
+        crate::LogFormat::Json => tracing::info!("{msg}"),
+    };
     let settings = match &a.config {
         Some(p) => Settings::load(p)?,
         None => {
-            eprintln!("note: no --config given; the server starts with no directories or profiles");
+            say(
+                "note: no --config given; the server starts with no directories or profiles".into(),
+            );
             Settings::empty()
         }
     };
@@ -251,17 +259,17 @@ async fn server(a: ServerArgs) -> Result<ExitCode> {
         agent,
     };
     let server = Server::start(opts, listener).await?;
-    eprintln!(
+    say(format!(
         "ferry server listening on http://{} ({backend}); admin token: {}",
         server.addr, server.admin_token_source
-    );
+    ));
     if let (Some(addr), Some(fp)) = (server.agent_addr, &server.agent_fingerprint) {
-        eprintln!(
+        say(format!(
             "agent endpoint on https://{addr}/agent; certificate SHA-256 {fp} (agents pin it)"
-        );
+        ));
     }
     wait_for_signal().await;
-    eprintln!("shutting down");
+    say("shutting down".into());
     server.stop().await?;
     Ok(ExitCode::SUCCESS)
 }

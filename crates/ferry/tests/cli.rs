@@ -777,3 +777,65 @@ fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
         if after_kill == before { "old" } else { "new" }
     );
 }
+
+/// Catches: `--log-format json` writing lines a collector cannot parse (a text line among them),
+/// or losing the request id that ties an operator's error answer to the server's log line.
+#[test]
+fn json_logs_carry_the_request_id_of_an_error_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_config(dir.path(), 50, 3, "");
+    let data = dir.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            dir.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+        &[("FERRY_LOG", "info,ferry_server=debug")],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/agents/4242", srv.url))
+            .bearer_auth(&token)
+            .header("x-request-id", "support-ticket-88")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(body["request_id"], "support-ticket-88", "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = srv.log.lock().unwrap().clone();
+        if let Some(l) = log.lines().find(|l| l.contains("support-ticket-88")) {
+            break l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line has the request id:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["span"]["id"], "support-ticket-88", "{line}");
+    assert_eq!(v["fields"]["route"], "/api/v1/agents/{id}", "{line}");
+    assert_eq!(v["fields"]["status"], 404, "{line}");
+    for l in srv.log.lock().unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+    }
+}
