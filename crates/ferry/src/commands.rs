@@ -465,7 +465,35 @@ fn print_cycle(c: &CycleInfo) {
 async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         SyncCmd::Run { profile, wait } => {
-            let v = c.run(&profile, wait).await?;
+            // On a terminal, the running cycle's phase while the server works.
+            let watch = (wait && crate::progress::wanted(json)).then(|| {
+                let phase = std::sync::Arc::new(std::sync::Mutex::new(String::from("starting")));
+                let (poll, shown) = (c.clone(), std::sync::Arc::clone(&phase));
+                let (name, label) = (profile.clone(), profile.clone());
+                let task = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        if let Ok(list) = poll.cycles(Some(&name), Some(1)).await
+                            && let Some(cy) = list.first()
+                            && cy.status == "running"
+                            && let Ok(mut p) = shown.lock()
+                        {
+                            *p = format!("cycle {}: {}", cy.id, cy.phase);
+                        }
+                    }
+                });
+                let ticker = crate::progress::Ticker::start(json, move |t| {
+                    let p = phase.lock().map(|p| p.clone()).unwrap_or_default();
+                    format!("sync {label}: {p} · {:.1} s", t.as_secs_f64())
+                });
+                (task, ticker)
+            });
+            let v = c.run(&profile, wait).await;
+            if let Some((task, ticker)) = watch {
+                task.abort();
+                drop(ticker);
+            }
+            let v = v?;
             if json {
                 print_json(&v)?;
             } else if wait {
@@ -941,9 +969,30 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2));
+    // Counts and rates on a terminal while the walk goes.
+    let counts = std::sync::Arc::new(repermission::Progress::default());
+    let verb = match (&a.undo, a.what_if) {
+        (Some(_), _) => "undoing",
+        (None, true) => "what-if",
+        (None, false) => "re-permissioning",
+    };
+    let shown = std::sync::Arc::clone(&counts);
+    let ticker = crate::progress::Ticker::start(json, move |t| {
+        use crate::progress::{count, rate};
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = shown.scanned.load(Relaxed);
+        format!(
+            "{verb}: {} entries ({}/s), {} changed, {} failed · {:.1} s",
+            count(n),
+            rate(n, t),
+            count(shown.changed.load(Relaxed)),
+            count(shown.failed.load(Relaxed)),
+            t.as_secs_f64()
+        )
+    });
     let summary = match a.undo {
         Some(crate::RepermissionCmd::Undo { journal }) => {
-            repermission::undo(&journal, threads).map_err(anyhow::Error::msg)?
+            repermission::undo_counted(&journal, threads, &counts).map_err(anyhow::Error::msg)?
         }
         None => {
             let Some(map_path) = a.map else {
@@ -969,10 +1018,11 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
                 threads,
                 cross_devices: a.cross_devices,
             };
-            repermission::run(&a.paths, &map, &opts, a.journal.as_deref())
+            repermission::run_counted(&a.paths, &map, &opts, a.journal.as_deref(), counts)
                 .map_err(anyhow::Error::msg)?
         }
     };
+    drop(ticker);
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -9,6 +9,7 @@ mod agent;
 mod commands;
 mod devices;
 mod environments;
+mod progress;
 mod quickstart;
 mod quickstart_device;
 mod quickstart_moves;
