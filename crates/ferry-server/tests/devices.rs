@@ -1473,9 +1473,12 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     let h = start(dir.path()).await;
     let hosts = ["PC-A", "PC-B", "PC-C", "PC-D", "PC-E"];
     let keys = wave_devices(&h, &hosts).await;
+    // One time for every put: a batch put again with another enforced time is rescheduled (a
+    // new run), which a minute passing between two puts would do.
+    let enforced = local(-1);
     let batch = |extra: Value| {
         let mut b = json!({"name": "Wave", "source_directory": "contoso", "target_directory": "fabrikam",
-            "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"});
+            "runbooks": ["Main"], "enforced_after": enforced, "time_zone": "UTC"});
         b.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
