@@ -18,6 +18,8 @@ pub struct AppState {
     pub moves: Arc<TenantLocks>,
     /// The server's clock (and the faults tests inject).
     pub clock: Arc<crate::clock::Clock>,
+    /// The audit trail (the store's lines and `[server] audit_log`).
+    pub audit: Arc<crate::audit::Trail>,
 }
 
 /// One lock per tenant.

@@ -124,6 +124,27 @@ pub fn same_name(body: &str, path: &str) -> ApiResult<()> {
     }
 }
 
+/// The request's id, as audit lines record it: the `x-request-id` header of the request (the
+/// server's request-id layer sets it; a client's own is kept when it is 1–128 visible ASCII
+/// characters), else a fresh random one. This is the one place the API reads it.
+pub fn request_id(parts: &axum::http::request::Parts) -> String {
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            // Without randomness the line still says that no id came with the request.
+            match getrandom::fill(&mut b) {
+                Ok(()) => ferry_core::config::hex(&b),
+                Err(_) => "none".to_string(),
+            }
+        })
+}
+
 /// A query parameter that failed to parse, as a 400 naming the parameter.
 pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
     ApiError::BadRequest(format!(
