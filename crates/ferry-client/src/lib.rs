@@ -636,10 +636,41 @@ impl Client {
             .await
     }
 
+    /// The newest audit lines, newest first.
     pub async fn audit(&self, limit: Option<i64>) -> Result<Vec<AuditEntry>> {
         let mut q = Vec::new();
         push(&mut q, "limit", limit);
         self.ask(ep::AUDIT, &[], &q).await
+    }
+
+    /// One page of an export of the audit trail, oldest first: the lines recorded at or after
+    /// `since` (epoch ms) with an id greater than `after`.
+    pub async fn audit_page(
+        &self,
+        since: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let mut q = Vec::new();
+        push(&mut q, "limit", Some(limit));
+        push(&mut q, "since", Some(since.unwrap_or(0)));
+        push(&mut q, "after", after);
+        self.ask(ep::AUDIT, &[], &q).await
+    }
+
+    /// Every audit line recorded at or after `since` (epoch ms), oldest first, page by page:
+    /// `each` is called with each page as it arrives. Lines recorded meanwhile are included.
+    pub async fn audit_since(&self, since: i64, mut each: impl FnMut(&[AuditEntry])) -> Result<()> {
+        const PAGE: i64 = 1000;
+        let mut after = None;
+        loop {
+            let page = self.audit_page(Some(since), after, PAGE).await?;
+            each(&page);
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after = Some(last.id),
+                _ => return Ok(()),
+            }
+        }
     }
 
     // ---- Devices: pre-shared keys, enrollments, agents ----

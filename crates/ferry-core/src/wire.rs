@@ -185,6 +185,13 @@ pub struct AuditEntry {
     /// What the action was on (an environment or migration id).
     pub subject: String,
     pub detail: String,
+    /// The operator's address: the client IP of the connection the act came on (none for the
+    /// server's own acts, and for lines recorded before addresses were kept).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The id of the request that made the act (`x-request-id`), to find it in the server's log.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// A cycle as listed and reported.

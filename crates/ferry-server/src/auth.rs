@@ -88,6 +88,78 @@ pub struct AdminAuth {
     /// The operator's name (a session's token is named `session:NAME`; this is `NAME`), as
     /// audit lines, approvals and override rules show it.
     pub name: String,
+    /// Where the request came from, for the audit trail.
+    pub origin: Origin,
+}
+
+/// Where a request came from, as an audit line records it: the client address of the connection
+/// (the peer the server accepted; `X-Forwarded-For` is not trusted, ferry has no setting for a
+/// proxy in front of it) and the request's id ([`crate::api::request_id`]). An extractor too, for
+/// the handlers that take no token (sign-in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub address: Option<String>,
+    pub request_id: String,
+}
+
+impl Origin {
+    pub fn of(parts: &Parts) -> Origin {
+        Origin {
+            address: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical().to_string()),
+            request_id: crate::api::request_id_of(parts),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Origin::of(parts))
+    }
+}
+
+/// Someone whose act is audited: a name and where the request came from.
+pub trait Acting: Send + Sync {
+    fn name(&self) -> &str;
+    fn origin(&self) -> &Origin;
+}
+
+impl Acting for AdminAuth {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+impl Acting for Operator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+/// A caller without a token acting under a name: signing in (its name, or `address:IP` when the
+/// sign-in fails).
+pub struct Caller {
+    pub name: String,
+    pub origin: Origin,
+}
+
+impl Acting for Caller {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn origin(&self) -> &Origin {
+        &self.origin
+    }
 }
 
 /// The operator a token belongs to: its name without a session's `session:` prefix.
@@ -140,6 +212,8 @@ impl Role {
 pub struct Operator {
     pub name: String,
     pub role: Role,
+    /// Where the request came from, for the audit trail.
+    pub origin: Origin,
 }
 
 impl FromRequestParts<AppState> for Operator {
@@ -155,6 +229,7 @@ impl FromRequestParts<AppState> for Operator {
             Some(role) => Ok(Operator {
                 name: operator_name(&t.name),
                 role,
+                origin: Origin::of(parts),
             }),
             None => Err(ApiError::Forbidden(
                 "this token may not use the admin API".into(),
@@ -174,11 +249,13 @@ impl FromRequestParts<AppState> for AdminAuth {
         if t.role == "admin" {
             Ok(AdminAuth {
                 name: operator_name(&t.name),
+                origin: Origin::of(parts),
             })
         } else if t.role == "viewer" {
             if reads(parts) {
                 Ok(AdminAuth {
                     name: operator_name(&t.name),
+                    origin: Origin::of(parts),
                 })
             } else {
                 Err(read_only())

@@ -5,6 +5,7 @@
 //! tests, the quickstart and benchmarks run the real server in-process on port 0.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -75,6 +76,8 @@ pub enum StartError {
     SecretKey(String),
     #[error("agent endpoint certificate: {0}")]
     AgentTls(String),
+    #[error("server.audit_log {0}: {1}")]
+    AuditLog(PathBuf, String),
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -435,7 +438,18 @@ impl Server {
             server_id,
             opts.data_dir.clone(),
         ));
-        let devices = devices::Devices::start(Arc::clone(&store));
+        let sink = match &settings.file().config.server.audit_log {
+            None => None,
+            Some(p) => {
+                let path = settings.file().base.join(p);
+                Some(
+                    audit::Sink::open(&path)
+                        .map_err(|e| StartError::AuditLog(path.clone(), e.to_string()))?,
+                )
+            }
+        };
+        let audit = audit::Trail::new(Arc::clone(&store), sink);
+        let devices = devices::Devices::start(Arc::clone(&store), Arc::clone(&audit));
         devices.reload(&*store).await?;
         let sign_in = Arc::new(signin::SignInLimits::new(
             settings.file().config.server.auth.clone(),
@@ -451,6 +465,7 @@ impl Server {
             metrics: Arc::clone(&engine.metrics),
             started_at_ms: ferry_store::now_ms(),
             config_loaded: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            audit,
         };
         devices::preflight::start(state.clone());
         // Moves whose hand-over no server holds (this server's previous run's claims were

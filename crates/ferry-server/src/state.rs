@@ -25,6 +25,8 @@ pub struct AppState {
     /// Whether the configuration is in force: false while the console's stored directories and
     /// profiles could not be read at the last attempt (`/readyz` answers 503).
     pub config_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// The audit trail (the store's lines and `[server] audit_log`).
+    pub audit: Arc<crate::audit::Trail>,
 }
 
 /// One lock per tenant.

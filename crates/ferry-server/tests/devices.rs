@@ -1672,11 +1672,15 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
             )
         })
         .collect();
+    let acts: Vec<(&str, &str)> = acts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(
         acts,
         [
-            ("batch.resume".to_string(), "admin".to_string()),
-            ("batch.halt".to_string(), "ferry".to_string())
+            ("batch.resume", "admin"),
+            ("batch.change", "admin"),
+            ("batch.halt", "ferry"),
+            ("batch.computers", "admin"),
+            ("batch.add", "admin")
         ],
         "{audit}"
     );

@@ -208,6 +208,15 @@ pub struct HandOver<'a> {
     pub now: i64,
 }
 
+/// What [`Store::hand_over`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandedOver {
+    /// Records whose user references were rewritten.
+    pub records: u64,
+    /// The id of the audit line it recorded.
+    pub audit_id: i64,
+}
+
 /// The changes one import makes to a directory's stored objects.
 pub struct ObjectChanges<'a> {
     /// New or changed objects with their content hash (computed once, by the caller's comparison).
@@ -252,6 +261,18 @@ impl RunName<'_> {
     pub fn of(&self, agent: i64) -> String {
         format!("{}{agent}{}", self.prefix, self.suffix)
     }
+}
+
+/// Which audit lines [`ConfigStore::audit_page`] reads.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only this tenant's lines (a tenant admin's view).
+    pub tenant: Option<String>,
+    /// Only lines recorded at or after this time (epoch ms).
+    pub since: Option<i64>,
+    /// Only lines with a greater id: the last id of the previous page.
+    pub after: Option<i64>,
+    pub limit: i64,
 }
 
 /// Which agents to list: a page by id, optionally narrowed.
@@ -512,9 +533,13 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// (name, body), by name.
     async fn documents(&self, kind: DocKind) -> Result<Vec<(String, String)>>;
     async fn delete_document(&self, kind: DocKind, name: &str) -> Result<bool>;
-    async fn add_audit(&self, e: &AuditEntry) -> Result<()>;
+    /// Records an audit line (its `id` is ignored); returns the id it was given.
+    async fn add_audit(&self, e: &AuditEntry) -> Result<i64>;
     /// Newest first; only `tenant`'s lines when given.
     async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>>;
+    /// Lines in the order they were recorded (by id), from `after` on, for an export: keyset
+    /// paging, so that a trail growing meanwhile is read whole, each line once.
+    async fn audit_page(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>>;
 }
 
 /// Environment moves: the records of an environment and the hand-over.
@@ -528,9 +553,9 @@ pub trait MoveStore: Send + Sync + 'static {
     /// move request swapped to its new state (compare-and-swap: `None`, and nothing written, when
     /// it is no longer the body read), every user reference (owner, created by, modified by) of
     /// the records of `records_env` found in `remap` (compared without ASCII case) rewritten, and
-    /// the audit line. Returns the records changed. A server killed at any point leaves all of
-    /// it or none.
-    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<u64>>;
+    /// the audit line. Returns the records changed and the audit line's id. A server killed at
+    /// any point leaves all of it or none.
+    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<HandedOver>>;
 }
 
 /// Servers sharing a database: leases, scheduled slots, recovery of a stopped server, cluster-wide values.

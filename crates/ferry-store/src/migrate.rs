@@ -93,6 +93,11 @@ pub const SQLITE: &[Migration] = &[
         name: "agent_verification",
         sql: include_str!("../migrations/sqlite/0017_agent_verification.sql"),
     },
+    Migration {
+        version: 18,
+        name: "audit_origin",
+        sql: include_str!("../migrations/sqlite/0018_audit_origin.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -180,5 +185,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 17,
         name: "agent_verification",
         sql: include_str!("../migrations/postgres/0017_agent_verification.sql"),
+    },
+    Migration {
+        version: 18,
+        name: "audit_origin",
+        sql: include_str!("../migrations/postgres/0018_audit_origin.sql"),
     },
 ];

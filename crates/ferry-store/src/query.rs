@@ -25,14 +25,27 @@ pub fn swap_document(table: &str) -> String {
     format!("UPDATE {table} SET body = ?, updated_at = ? WHERE name = ? AND body = ?")
 }
 
-/// An audit line.
-pub const INSERT_AUDIT: &str =
-    "INSERT INTO audit (at, actor, tenant, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)";
+/// An audit line; returns its id.
+pub const INSERT_AUDIT: &str = "INSERT INTO audit (at, actor, tenant, action, subject, detail, address, request_id) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
 
 /// The parameters of [`INSERT_AUDIT`].
 pub fn audit_params(e: &AuditEntry) -> Vec<Val<'_>> {
-    crate::params![e.at, &e.actor, &e.tenant, &e.action, &e.subject, &e.detail].to_vec()
+    crate::params![
+        e.at,
+        &e.actor,
+        &e.tenant,
+        &e.action,
+        &e.subject,
+        &e.detail,
+        &e.address,
+        &e.request_id
+    ]
+    .to_vec()
 }
+
+/// The columns `audit_row` decodes.
+pub const AUDIT_COLS: &str = "id, at, actor, tenant, action, subject, detail, address, request_id";
 
 /// Deletes a named document of `table`.
 pub fn delete_document(table: &str) -> String {

@@ -77,6 +77,7 @@ macro_rules! conformance {
 conformance!(
     tokens,
     a_migrated_database_is_at_this_builds_schema,
+    audit_export_pages,
     sessions_operators_and_sign_in_failures,
     leases_elect_one_holder,
     slots_are_claimed_once,
@@ -407,6 +408,8 @@ async fn environment_records_remap_in_one_go(s: &dyn Store) {
         action: "env.move.migrate".into(),
         subject: "m1".into(),
         detail: "completed".into(),
+        address: Some("192.0.2.7".into()),
+        request_id: Some("req-m1".into()),
     };
     let envs = vec![
         ("sales".to_string(), "{\"tenant\":\"fabrikam\"}".to_string()),
@@ -453,7 +456,8 @@ async fn environment_records_remap_in_one_go(s: &dyn Store) {
             "{\"state\":\"completed\"}"
         ))
         .await
-        .unwrap(),
+        .unwrap()
+        .map(|h| h.records),
         Some(2500),
         "every record names Ann"
     );
@@ -466,7 +470,16 @@ async fn environment_records_remap_in_one_go(s: &dyn Store) {
         s.documents(DocKind::EnvMove).await.unwrap()[0].1,
         "{\"state\":\"completed\"}"
     );
-    assert_eq!(s.audit(None, 1).await.unwrap()[0].detail, "completed");
+    let line = &s.audit(None, 1).await.unwrap()[0];
+    assert_eq!(
+        (
+            line.detail.as_str(),
+            line.address.as_deref(),
+            line.request_id.as_deref()
+        ),
+        ("completed", Some("192.0.2.7"), Some("req-m1")),
+        "the hand-over's audit line keeps where the act came from"
+    );
     let page = s.env_records("sales", 0, 3).await.unwrap();
     assert_eq!(
         page[0],
@@ -488,7 +501,8 @@ async fn environment_records_remap_in_one_go(s: &dyn Store) {
             "{\"state\":\"again\"}"
         ))
         .await
-        .unwrap(),
+        .unwrap()
+        .map(|h| h.records),
         Some(0),
         "a second remap changes nothing"
     );
@@ -517,6 +531,8 @@ async fn environment_documents_and_audit(s: &dyn Store) {
         action: action.into(),
         subject: "env-1".into(),
         detail: "O'Brien; DROP TABLE audit".into(),
+        address: None,
+        request_id: None,
     };
     s.add_audit(&e(1, Some("contoso"), "env.move.submit"))
         .await
@@ -535,6 +551,103 @@ async fn environment_documents_and_audit(s: &dyn Store) {
     let c = s.audit(Some("contoso"), 10).await.unwrap();
     assert_eq!((c.len(), c[0].action.as_str()), (1, "env.move.submit"));
     assert_eq!(s.audit(None, 2).await.unwrap().len(), 2);
+}
+
+/// Would catch: an address or request id not stored, ids not returned or not increasing, an
+/// export that skips or repeats lines across pages, `since` or a tenant not applied, or a
+/// tenant's view that leaks another tenant's lines.
+async fn audit_export_pages(s: &dyn Store) {
+    let line = |at: i64, tenant: Option<&str>, n: usize| AuditEntry {
+        id: 0,
+        at,
+        actor: "ann".into(),
+        tenant: tenant.map(Into::into),
+        action: "batch.put".into(),
+        subject: format!("wave-{n}"),
+        detail: "enforced_after: 2026-12-01T18:00 → 2026-12-02T18:00".into(),
+        address: Some(
+            if n.is_multiple_of(2) {
+                "192.0.2.1"
+            } else {
+                "2001:db8::1"
+            }
+            .into(),
+        ),
+        request_id: Some(format!("req-{n}")),
+    };
+    let mut ids = Vec::new();
+    for n in 0..25usize {
+        let tenant = if n.is_multiple_of(3) {
+            Some("contoso")
+        } else {
+            None
+        };
+        ids.push(
+            s.add_audit(&line(1000 + n as i64, tenant, n))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    // Paging by 4 from the start reads every line once, in the order recorded.
+    let mut q = AuditQuery {
+        limit: 4,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = s.audit_page(&q).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        q.after = page.last().map(|l| l.id);
+        seen.extend(page);
+    }
+    assert_eq!(seen.iter().map(|l| l.id).collect::<Vec<_>>(), ids);
+    assert_eq!(seen[3], {
+        let mut l = line(1003, Some("contoso"), 3);
+        l.id = ids[3];
+        l
+    });
+    assert_eq!(seen[1].address.as_deref(), Some("2001:db8::1"));
+    // Since a moment: the lines at or after it.
+    let since = s
+        .audit_page(&AuditQuery {
+            since: Some(1020),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        since.iter().map(|l| l.at).collect::<Vec<_>>(),
+        (1020..1025).collect::<Vec<i64>>()
+    );
+    // A tenant's export: its lines only, paged the same way.
+    let contoso = s
+        .audit_page(&AuditQuery {
+            tenant: Some("contoso".into()),
+            since: Some(1001),
+            after: Some(ids[3]),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        contoso.iter().map(|l| l.at).collect::<Vec<_>>(),
+        [1006, 1009, 1012, 1015, 1018, 1021, 1024]
+    );
+    assert!(
+        s.audit_page(&AuditQuery {
+            after: ids.last().copied(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty(),
+        "nothing after the last line"
+    );
 }
 
 async fn devices_psks_agents_runs_batches(s: &dyn Store) {

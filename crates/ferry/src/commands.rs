@@ -68,18 +68,33 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tenant(c) => crate::environments::tenant(&client()?, c, json).await,
         Command::Operator(c) => crate::environments::operator(&client()?, c, json).await,
         Command::Env(c) => crate::environments::env(&client()?, c, json).await,
-        Command::Audit { limit } => {
-            print_list(&client()?.audit(Some(limit)).await?, json, |a| {
-                println!(
-                    "{}  {:<10} {:<10} {:<26} {}  {}",
-                    a.at,
-                    a.actor,
-                    opt(&a.tenant),
-                    a.action,
-                    a.subject,
-                    a.detail
-                );
-            })?;
+        Command::Audit { limit, since } => {
+            let show = |lines: &[ferry_client::wire::AuditEntry]| {
+                for a in lines {
+                    if json {
+                        // JSON lines: one act an object a line.
+                        println!("{}", compact(a));
+                    } else {
+                        println!(
+                            "{}  {:<10} {:<10} {:<26} {}  {}{}",
+                            a.at,
+                            a.actor,
+                            opt(&a.tenant),
+                            a.action,
+                            a.subject,
+                            a.detail,
+                            a.address
+                                .as_deref()
+                                .map_or(String::new(), |ip| format!("  (from {ip})"))
+                        );
+                    }
+                }
+            };
+            let c = client()?;
+            match since {
+                None => show(&c.audit(Some(limit)).await?),
+                Some(t) => c.audit_since(audit_since(&t)?, show).await?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(c) => {
@@ -144,6 +159,25 @@ pub fn print_list<T: serde::Serialize>(v: &[T], json: bool, show: impl Fn(&T)) -
         v.iter().for_each(show);
         Ok(())
     }
+}
+
+/// `ferry audit --since TIME` as epoch ms: a time ago (`24h`, `7d`), RFC 3339, or epoch ms.
+fn audit_since(t: &str) -> Result<i64> {
+    let t = t.trim();
+    if let Ok(ms) = t.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(ago) = ferry_core::duration::parse(t) {
+        let ago = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
+        return Ok(jiff::Timestamp::now().as_millisecond().saturating_sub(ago));
+    }
+    t.parse::<jiff::Timestamp>()
+        .map(|ts| ts.as_millisecond())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--since: `{t}` is not a time; write RFC 3339 (2026-12-07T03:00:00Z), a time ago (24h, 7d) or epoch milliseconds"
+            )
+        })
 }
 
 /// A value as compact JSON, objects' keys sorted.

@@ -118,10 +118,16 @@ pub enum Command {
     /// Environments and their moves between tenants.
     #[command(subcommand)]
     Env(environments::EnvCmd),
-    /// The audit trail: who did what, when (a tenant admin sees its tenant's lines).
+    /// The audit trail: who did what, when, from where (a tenant admin sees its tenant's lines).
+    /// With --json: one JSON object a line (JSON lines, for a SIEM).
     Audit {
-        #[arg(long, default_value_t = 50)]
+        /// The newest lines to show (without --since).
+        #[arg(long, default_value_t = 50, conflicts_with = "since")]
         limit: i64,
+        /// Every line since TIME, oldest first, however many: RFC 3339 (`2026-12-07T03:00:00Z`),
+        /// a time ago (`24h`, `7d`, `1h30m`) or epoch milliseconds.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
     },
 }
 

@@ -26,7 +26,9 @@ fn run(url: &str, token: &str, args: &[&str], stdin: &str) -> Output {
 
 /// Would catch: the three commands missing or not reaching the API; rotate printing no new
 /// credentials, leaving the old token or password working, or taking the password from argv;
-/// removal of the install's admin allowed; either act missing from `ferry audit`.
+/// removal of the install's admin allowed; either act missing from `ferry audit`; the export
+/// (`ferry audit --json --since`) not JSON lines, not oldest first, without the operator's address
+/// and request id, or a bad `--since` accepted.
 #[test]
 fn operator_list_remove_rotate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,4 +119,41 @@ fn operator_list_remove_rotate() {
         assert!(audit.contains(action), "{action}: {audit}");
     }
     assert!(!audit.contains(&password) && !audit.contains("kim's file password"));
+    // The export for a SIEM: JSON lines, oldest first, each act with its operator, address and
+    // request id; the same lines whatever form of `--since` says "from the start".
+    let export = ok(
+        &admin,
+        &["--json", "audit", "--since", "1970-01-01T00:00:00Z"],
+        "",
+    );
+    let lines: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ids: Vec<i64> = lines.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    let removal = lines
+        .iter()
+        .find(|l| l["action"] == "operator.remove")
+        .unwrap();
+    assert_eq!(removal["actor"], "admin");
+    assert_eq!(removal["address"], "127.0.0.1");
+    assert!(
+        removal["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert_eq!(ok(&admin, &["--json", "audit", "--since", "0"], ""), export);
+    assert!(
+        ok(&admin, &["--json", "audit", "--since", "1d"], "")
+            .lines()
+            .count()
+            >= lines.len()
+    );
+    let o = run(url, &admin, &["audit", "--since", "last tuesday"], "");
+    assert!(
+        !o.status.success() && text(&o).contains("--since"),
+        "{}",
+        text(&o)
+    );
 }

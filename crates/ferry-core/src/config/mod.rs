@@ -113,6 +113,12 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// `postgres://user:pass@host/db`: use PostgreSQL instead of SQLite.
     pub database_url: Option<Secret>,
+    /// A file (relative to this one) to which the server appends each audit line as it is
+    /// recorded, as JSON (one object a line, the fields of `GET /api/v1/audit`), for a SIEM, e.g.
+    /// `audit_log = "/var/log/ferry/audit.jsonl"`. Created 0600; never truncated or rotated by
+    /// ferry (rotate by copy-and-truncate, or move it and restart). Servers sharing a database
+    /// each append their own acts.
+    pub audit_log: Option<PathBuf>,
     /// `[server.auth]`: sign-in limits and session lifetimes.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -806,6 +812,14 @@ impl Config {
             }
             Ok(())
         };
+        if self.server.audit_log.as_ref().is_some_and(|p| {
+            p.as_os_str().is_empty() || p.to_str().is_some_and(|t| t.ends_with('/'))
+        }) {
+            return Err(err(
+                "server.audit_log".into(),
+                "must name a file, e.g. \"/var/log/ferry/audit.jsonl\"".into(),
+            ));
+        }
         let a = &self.server.auth;
         for (key, d) in [
             ("session_idle", a.session_idle),
@@ -1207,6 +1221,30 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
         ] {
             let e = Config::parse(&format!("[server.auth]\n{bad}\n"), "ferry.toml").unwrap_err();
             assert!(e.to_string().contains("server.auth"), "{bad}: {e}");
+        }
+    }
+
+    /// Would catch: `[server] audit_log` not read, or an empty path or a directory accepted
+    /// (the server would fail later, or append nowhere).
+    #[test]
+    fn server_audit_log_is_a_file() {
+        let c = Config::parse(
+            "[server]\naudit_log = \"/var/log/ferry/audit.jsonl\"\n",
+            "ferry.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.audit_log.as_deref(),
+            Some(std::path::Path::new("/var/log/ferry/audit.jsonl"))
+        );
+        assert_eq!(
+            Config::parse("", "ferry.toml").unwrap().server.audit_log,
+            None
+        );
+        for bad in ["\"\"", "\"/var/log/ferry/\""] {
+            let e =
+                Config::parse(&format!("[server]\naudit_log = {bad}\n"), "ferry.toml").unwrap_err();
+            assert!(e.to_string().contains("server.audit_log"), "{bad}: {e}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! batches (with their rules and the device what-if), and the reports.
 
 use super::{ApiError, ApiResult};
+use crate::audit::act;
 use crate::auth::AdminAuth;
 use crate::devices::{self, Batch, BatchTimes};
 use crate::state::AppState;
@@ -62,9 +63,10 @@ pub async fn create_psk(
             now_ms(),
         )
         .await?;
-    super::setup::audit_change(
+    act(
         &st,
-        &op.name,
+        &op,
+        None,
         "psk.create",
         name,
         format!(
@@ -85,18 +87,34 @@ pub async fn list_psks(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Js
 #[utoipa::path(post, path = "/psks/{name}/retire", tag = "devices", params(("name" = String, Path)),
     responses((status = 200, body = Psk, description = "retired: it enrolls no new agents; enrolled agents keep working"), (status = 404, body = super::ErrorBody)))]
 pub async fn retire_psk(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Psk>> {
-    st.store.retire_psk(&name, now_ms()).await?;
-    st.store
+    let retired = st.store.retire_psk(&name, now_ms()).await?;
+    let psk = st
+        .store
         .psks()
         .await?
         .into_iter()
         .find(|k| k.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no pre-shared key `{name}`")))
+        .ok_or_else(|| ApiError::NotFound(format!("there is no pre-shared key `{name}`")))?;
+    // Retiring a retired key changes nothing, and is not an act.
+    if retired {
+        act(
+            &st,
+            &op,
+            None,
+            "psk.retire",
+            &name,
+            format!(
+                "uses left {}",
+                psk.uses_left.map_or("unlimited".into(), |n| n.to_string())
+            ),
+        )
+        .await?;
+    }
+    Ok(Json(psk))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -142,9 +160,10 @@ async fn decide(
     // The agents it replaces stop at once on this server (others within the 30 s cache).
     st.devices
         .forget_device(&request.device_id, &request.hostname);
-    super::setup::audit_change(
+    act(
         st,
-        &op.name,
+        op,
+        None,
         if approve {
             "agent.enrollment.approve"
         } else {
@@ -359,7 +378,7 @@ pub async fn runbooks(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Jso
 #[utoipa::path(put, path = "/runbooks/{name}", tag = "devices", params(("name" = String, Path)), request_body = Runbook,
     responses((status = 200, body = Runbook), (status = 400, body = super::ErrorBody, description = "names the field that is wrong")))]
 pub async fn put_runbook(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
     super::Object(r): super::Object<Runbook>,
@@ -373,13 +392,41 @@ pub async fn put_runbook(
         .put_document(DocKind::Runbook, &name, &body, now_ms())
         .await?;
     st.devices.reload(&*st.store).await?;
+    // The sections changed, not their content: scripts and commands are not for the trail.
+    let (action, detail) = match stored.get(&name) {
+        None => ("runbook.add", format!("{} step(s)", r.steps().len())),
+        Some(before) => ("runbook.change", changed(before, &r, false)),
+    };
+    act(&st, &op, None, action, &name, detail).await?;
     Ok(Json(r))
+}
+
+/// What changed between two versions of a document (`crate::audit::changes`), or `unchanged`.
+fn changed<T: serde::Serialize>(before: &T, after: &T, values: bool) -> String {
+    let json = |v: &T| serde_json::to_value(v).unwrap_or_default();
+    let c = crate::audit::changes(&json(before), &json(after), values);
+    if c.is_empty() { "unchanged".into() } else { c }
+}
+
+/// Names for an audit line: the first few, and how many more.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
 }
 
 #[utoipa::path(delete, path = "/runbooks/{name}", tag = "devices", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub async fn delete_runbook(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -404,6 +451,7 @@ pub async fn delete_runbook(
         return Err(ApiError::NotFound(format!("there is no runbook `{name}`")));
     }
     st.devices.reload(&*st.store).await?;
+    act(&st, &op, None, "runbook.remove", &name, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -469,7 +517,7 @@ pub struct PutBatchParams {
 #[utoipa::path(put, path = "/batches/{name}", tag = "devices", params(("name" = String, Path), PutBatchParams), request_body = Batch,
     responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody)))]
 pub async fn put_batch(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
     Query(p): Query<PutBatchParams>,
@@ -491,27 +539,52 @@ pub async fn put_batch(
     st.devices.reload(&*st.store).await?;
     // The tenant pre-flight runs ahead of time, so that it is cached when devices are due.
     st.devices.preflight.queue(&name);
+    let (action, detail) = match snap.batches.get(&name) {
+        None => (
+            "batch.add",
+            format!(
+                "{} → {}, runbooks {}, enforced_after {} {}",
+                b.source_directory,
+                b.target_directory,
+                b.runbooks.join(", "),
+                b.enforced_after,
+                b.time_zone
+            ),
+        ),
+        Some(before) => ("batch.change", changed(before, &b, true)),
+    };
+    act(&st, &op, None, action, &name, detail).await?;
     Ok(Json(batch_view(&st, b, notes).await?))
 }
 
 #[utoipa::path(delete, path = "/batches/{name}", tag = "devices", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = super::ErrorBody)))]
 pub async fn delete_batch(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let computers = st.devices.snapshot().computers_of(&name).len();
     if !st.store.delete_document(DocKind::Batch, &name).await? {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
     }
     st.devices.reload(&*st.store).await?;
+    act(
+        &st,
+        &op,
+        None,
+        "batch.remove",
+        &name,
+        format!("{computers} computer(s) left it"),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/batches/{name}/computers", tag = "devices", params(("name" = String, Path)), request_body = ComputerChange,
     responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such batch"), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch")))]
 pub async fn computers(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
     super::Object(c): super::Object<ComputerChange>,
@@ -560,6 +633,18 @@ pub async fn computers(
     st.store.remove_batch_computers(&name, &removed).await?;
     st.devices.reload(&*st.store).await?;
     st.devices.preflight.queue(&name);
+    let mut detail = Vec::new();
+    if !add.is_empty() {
+        detail.push(format!("added {}: {}", add.len(), some_names(&add)));
+    }
+    if !removed.is_empty() {
+        detail.push(format!(
+            "removed {}: {}",
+            removed.len(),
+            some_names(&removed)
+        ));
+    }
+    act(&st, &op, None, "batch.computers", &name, detail.join("; ")).await?;
     let now = now_ms();
     let warnings = add
         .iter()
@@ -767,7 +852,7 @@ pub async fn resume_batch(
     let Some(batch) = snap.batches.get(&name) else {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
     };
-    match devices::wave::resume(&*st.store, &st.devices, batch, &op.name, now_ms()).await {
+    match devices::wave::resume(&*st.store, &st.devices, batch, &op, now_ms()).await {
         Ok(Some(w)) => Ok(Json(w)),
         Ok(None) => Err(ApiError::Conflict(format!("batch `{name}` is not halted"))),
         Err(devices::wave::ResumeError::Store(e)) => Err(e.into()),

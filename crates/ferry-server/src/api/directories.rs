@@ -51,7 +51,7 @@ pub async fn list(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Ve
 #[utoipa::path(post, path = "/directories/{name}/test", tag = "directories", params(("name" = String, Path)),
     responses((status = 200, body = TestResult, description = "`ok` is false when a check failed; `checks` ends with what to fix"), (status = 404, body = super::ErrorBody)))]
 pub async fn test(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TestResult>> {
@@ -61,7 +61,7 @@ pub async fn test(
         .directory(&name)
         .ok_or_else(|| ApiError::NotFound(format!("directory `{name}` is not configured")))?;
     let c = ferry_directory::connect(d, &settings.base, settings.secrets.get(&name).cloned());
-    Ok(Json(match c.test().await {
+    let result = match c.test().await {
         Ok(r) => TestResult {
             directory: name,
             ok: r.ok,
@@ -78,7 +78,19 @@ pub async fn test(
             checks: vec![e.to_string()],
             counts: vec![],
         },
-    }))
+    };
+    // An act (it signs in to the directory with the stored credential): audited with its
+    // outcome, not the checks' text.
+    crate::audit::act(
+        &st,
+        &op,
+        None,
+        "directory.test",
+        &result.directory,
+        if result.ok { "ok" } else { "failed" }.to_string(),
+    )
+    .await?;
+    Ok(Json(result))
 }
 
 pub fn router() -> axum::Router<AppState> {

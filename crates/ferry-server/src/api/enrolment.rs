@@ -25,7 +25,7 @@ fn view(t: EnrolmentToken) -> TokenView {
     request_body = UploadBody,
     responses((status = 201, body = TokenView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
 pub async fn upload(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
     super::Object(b): super::Object<UploadBody>,
@@ -72,6 +72,23 @@ pub async fn upload(
         package_upn = t.package_upn,
         "bulk enrolment token stored"
     );
+    // Which token, never its content.
+    crate::audit::act(
+        &st,
+        &op,
+        None,
+        "enrolment-token.upload",
+        &t.directory,
+        format!(
+            "token {} for {}, file {}, sha256 {}, expires {}",
+            t.id,
+            t.package_upn,
+            t.file_name.as_deref().unwrap_or("none"),
+            t.sha256,
+            enrolment::day(t.expires_at)
+        ),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view(t))))
 }
 
@@ -101,7 +118,7 @@ pub async fn list(
     responses((status = 200, body = TokenView, description = "revoked in ferry: it is no longer handed to devices. Delete its package account in the tenant to revoke it at Microsoft"),
         (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub async fn revoke(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TokenView>> {
@@ -121,6 +138,15 @@ pub async fn revoke(
         .await?
         .map(|(t, _)| t)
         .ok_or_else(|| ApiError::NotFound(format!("there is no enrolment token {id}")))?;
+    crate::audit::act(
+        &st,
+        &op,
+        None,
+        "enrolment-token.revoke",
+        &t.directory,
+        format!("token {} for {}", t.id, t.package_upn),
+    )
+    .await?;
     Ok(Json(view(t)))
 }
 

@@ -7,6 +7,7 @@
 //! `sessions.rs`.
 
 use super::{ApiError, ApiResult};
+use crate::audit::act;
 use crate::auth::{AdminAuth, Operator, Role};
 use crate::moves::claim::MoveClaim;
 use crate::moves::validate::run_prepare;
@@ -26,28 +27,6 @@ use serde::Deserialize;
 
 pub use crate::moves::claim::MOVE_LEASE_TTL_MS;
 pub use crate::moves::recover::{SWEEP_EVERY, recover_moves};
-
-pub(super) async fn audit(
-    st: &AppState,
-    op: &Operator,
-    tenant: Option<&str>,
-    action: &str,
-    subject: &str,
-    detail: String,
-) -> ApiResult<()> {
-    Ok(st
-        .store
-        .add_audit(&AuditEntry {
-            id: 0,
-            at: st.clock.now_ms(),
-            actor: op.name.clone(),
-            tenant: tenant.map(str::to_string),
-            action: action.to_string(),
-            subject: subject.to_string(),
-            detail,
-        })
-        .await?)
-}
 
 fn forbidden(what: &str) -> ApiError {
     ApiError::Forbidden(what.to_string())
@@ -127,11 +106,7 @@ pub async fn put_tenant(
         )));
     }
     save(&st, DocKind::Tenant, &id, &t).await?;
-    let op = Operator {
-        name: a.name,
-        role: Role::Admin,
-    };
-    audit(&st, &op, Some(&id), "tenant.put", &id, t.name.clone()).await?;
+    act(&st, &a, Some(&id), "tenant.put", &id, t.name.clone()).await?;
     Ok(Json(t))
 }
 
@@ -213,7 +188,7 @@ pub async fn put_environment(
     }
     not_moving(&st, &id).await?;
     save(&st, DocKind::Environment, &id, &e).await?;
-    audit(
+    act(
         &st,
         &op,
         Some(&e.tenant),
@@ -266,7 +241,7 @@ pub async fn add_records(
         return Err(ApiError::BadRequest(format!("[{i}].id: empty")));
     }
     st.store.put_env_records(&env.id, &recs).await?;
-    audit(
+    act(
         &st,
         &op,
         Some(&env.tenant),
@@ -446,7 +421,7 @@ pub async fn submit(
         migrating_on: None,
     };
     save(&st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
-    audit(
+    act(
         &st,
         &op,
         Some(mine),
@@ -502,7 +477,7 @@ async fn step(
         Side::Source => &m.source_tenant,
         Side::Target => &m.target_tenant,
     };
-    audit(st, op, Some(tenant), action, id, detail(&m)).await?;
+    act(st, op, Some(tenant), action, id, detail(&m)).await?;
     Ok((m, now))
 }
 
@@ -585,7 +560,7 @@ pub async fn upload_mapping(
     m.mapping = Some(String::from_utf8_lossy(&body).into_owned());
     m.errors = None;
     save(&st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
-    audit(
+    act(
         &st,
         &op,
         Some(mine),
@@ -713,7 +688,7 @@ pub async fn migrate(
     // Only one server starts the hand-over: the move is `migrating` from here, and a cancel or
     // a second migrate read before this is refused by its own swap.
     let read = swap(&st, &id, &read, &m).await?;
-    audit(
+    act(
         &st,
         &op,
         Some(&m.source_tenant),
@@ -785,7 +760,7 @@ pub async fn migrate(
             (moved.target.id.clone(), to_json(&moved.target)?),
         ];
         let body = to_json(&done)?;
-        let line = AuditEntry {
+        let mut line = AuditEntry {
             id: 0,
             at: now,
             actor: op.name.clone(),
@@ -796,8 +771,10 @@ pub async fn migrate(
                 "completed: {} users migrated, {} not in the mapping file, {} application users in it not mapped",
                 moved.migrated_users, moved.not_in_mapping, moved.application_users_in_mapping
             ),
+            address: op.origin.address.clone(),
+            request_id: Some(op.origin.request_id.clone()),
         };
-        let remapped = st
+        let handed = st
             .store
             .hand_over(&ferry_store::HandOver {
                 environments: &environments,
@@ -815,7 +792,10 @@ pub async fn migrate(
                     "`{id}` changed during its hand-over (another server acted on it); nothing was handed over"
                 ))
             })?;
-        Ok::<_, ApiError>((done, moved, remapped))
+        // Committed with its audit line, which the file sink gets now.
+        line.id = handed.audit_id;
+        st.audit.appended(&line);
+        Ok::<_, ApiError>((done, moved, handed.records))
     }
     .await;
     let now = st.clock.now_ms();
@@ -840,7 +820,7 @@ pub async fn migrate(
             m.last_error = Some(e.to_string());
             m.migrating_on = None;
             swap(&st, &id, &read, &m).await?;
-            audit(
+            act(
                 &st,
                 &op,
                 Some(&m.source_tenant),
@@ -887,7 +867,7 @@ pub async fn delete_move(
         )));
     }
     st.store.delete_document(DocKind::EnvMove, &id).await?;
-    audit(
+    act(
         &st,
         &op,
         Some(&m.source_tenant),
@@ -899,19 +879,57 @@ pub async fn delete_move(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-pub struct AuditQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AuditParams {
+    /// Lines per answer (default 200, at most 10000).
     pub limit: Option<i64>,
+    /// Only lines recorded at or after this moment: epoch milliseconds, or RFC 3339
+    /// (`2026-12-07T03:00:00Z`). With `since` or `after` the lines come oldest first.
+    pub since: Option<String>,
+    /// Only lines after this id (the last id of the previous answer): page through an export
+    /// until an answer is shorter than `limit`.
+    pub after: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/audit", tag = "environments", params(("limit" = Option<i64>, Query,)), responses((status = 200, body = Vec<AuditEntry>)))]
+/// `since` as epoch ms: digits are milliseconds, anything else RFC 3339.
+fn parse_since(v: &str) -> ApiResult<i64> {
+    let v = v.trim();
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    v.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            super::bad_param(
+                "since",
+                v,
+                "epoch milliseconds or an RFC 3339 time such as 2026-12-07T03:00:00Z",
+            )
+        })
+}
+
+#[utoipa::path(get, path = "/audit", tag = "environments", params(AuditParams),
+    responses((status = 200, body = Vec<AuditEntry>, description = "without `since` and `after`: the newest lines, newest first; with either: the lines from there, oldest first")))]
 pub async fn audit_trail(
     op: Operator,
     State(st): State<AppState>,
-    Query(q): Query<AuditQuery>,
+    Query(q): Query<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
     let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
-    Ok(Json(st.store.audit(op.role.tenant(), limit).await?))
+    let since = q.since.as_deref().map(parse_since).transpose()?;
+    if since.is_none() && q.after.is_none() {
+        return Ok(Json(st.store.audit(op.role.tenant(), limit).await?));
+    }
+    Ok(Json(
+        st.store
+            .audit_page(&ferry_store::AuditQuery {
+                tenant: op.role.tenant().map(str::to_string),
+                since,
+                after: q.after,
+                limit,
+            })
+            .await?,
+    ))
 }
 
 pub fn router() -> axum::Router<AppState> {

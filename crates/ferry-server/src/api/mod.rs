@@ -167,6 +167,17 @@ pub fn same_name(body: &str, path: &str) -> ApiResult<()> {
     }
 }
 
+/// The id the request layer (`observe`) gave this request; one of its own when the request
+/// did not pass that layer.
+pub fn request_id_of(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(|| RequestId::of(&parts.headers))
+        .0
+}
+
 /// A query parameter that failed to parse, as a 400 naming the parameter.
 pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
     ApiError::BadRequest(format!(

@@ -4,9 +4,9 @@
 //! session rows are in the store, which every server checks on every request, so the session
 //! ends on all servers sharing the database at once. Each act is an audit line.
 
-use super::environments::audit;
 use super::{ApiError, ApiResult};
-use crate::auth::{AdminAuth, Operator, Role};
+use crate::audit::act;
+use crate::auth::AdminAuth;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -26,13 +26,6 @@ pub async fn list(
     State(st): State<AppState>,
 ) -> ApiResult<Json<Vec<OperatorRecord>>> {
     Ok(Json(st.store.operators().await?))
-}
-
-fn acting(a: AdminAuth) -> Operator {
-    Operator {
-        name: a.name,
-        role: Role::Admin,
-    }
 }
 
 #[utoipa::path(delete, path = "/operators/{name}", tag = "environments",
@@ -61,8 +54,7 @@ pub async fn remove(
     if !st.store.delete_operator(&name).await? {
         return Err(ApiError::NotFound(format!("there is no operator `{name}`")));
     }
-    let op = acting(a);
-    audit(&st, &op, None, "operator.remove", &name, role).await?;
+    act(&st, &a, None, "operator.remove", &name, role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -118,21 +110,12 @@ pub async fn rotate(
         )
         .await?;
     st.store.delete_token(&format!("session:{name}")).await?;
-    let actor = acting(a);
     let what = if op.has_password || generated.is_some() {
         "token and password"
     } else {
         "token"
     };
-    audit(
-        &st,
-        &actor,
-        None,
-        "operator.rotate",
-        &name,
-        what.to_string(),
-    )
-    .await?;
+    act(&st, &a, None, "operator.rotate", &name, what.to_string()).await?;
     Ok(Json(Rotated {
         name,
         role: op.role,

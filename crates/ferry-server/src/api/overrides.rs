@@ -286,15 +286,16 @@ async fn store(st: &AppState, profile: &str, add: &[Override]) -> ApiResult<Vec<
 /// it replaced.
 async fn audit_override(
     st: &AppState,
-    who: &str,
+    who: &AdminAuth,
     profile: &str,
     o: &Override,
     replaced: Option<&Override>,
     how: &str,
 ) -> ApiResult<()> {
-    super::setup::audit_change(
+    crate::audit::act(
         st,
         who,
+        None,
         if o.exclude {
             "override.exclude"
         } else {
@@ -307,7 +308,8 @@ async fn audit_override(
             replaced.map_or(String::new(), |r| format!("; replaces {}", summary(r)))
         ),
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 fn summary(o: &Override) -> String {
@@ -413,7 +415,7 @@ pub async fn add(
         .await?
         .pop()
         .flatten();
-    audit_override(&st, &a.name, &name, &o, replaced.as_ref(), "").await?;
+    audit_override(&st, &a, &name, &o, replaced.as_ref(), "").await?;
     let view = OverrideView {
         source_name: Some(source_name),
         target_name,
@@ -500,9 +502,10 @@ pub async fn remove(
         .delete_document(DocKind::Override, &doc_name(&name, &id))
         .await?;
     st.settings.set(next);
-    super::setup::audit_change(
+    crate::audit::act(
         &st,
-        &a.name,
+        &a,
+        None,
         "override.remove",
         &name,
         removed.as_ref().map(summary).unwrap_or(id),
@@ -570,9 +573,10 @@ pub async fn import(
         ferry_core::config::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body))
     );
     // One line for the file, then one for each override it made (with what it replaced).
-    super::setup::audit_change(
+    crate::audit::act(
         &st,
-        &a.name,
+        &a,
+        None,
         "override.import",
         &name,
         format!(
@@ -587,7 +591,7 @@ pub async fn import(
     for ((line, o), r) in resolved.iter().zip(&replaced) {
         audit_override(
             &st,
-            &a.name,
+            &a,
             &name,
             o,
             r.as_ref(),

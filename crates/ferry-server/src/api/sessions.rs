@@ -2,9 +2,9 @@
 //! one tenant), signing in with a password (throttled per name and per address, argon2id under a
 //! semaphore), signing out, and who the caller is.
 
-use super::environments::audit;
 use super::{ApiError, ApiResult};
-use crate::auth::{AdminAuth, Operator, Role};
+use crate::audit::act;
+use crate::auth::{AdminAuth, Caller, Operator, Origin, Role};
 use crate::moves::all;
 use crate::state::AppState;
 use axum::Json;
@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_core::envmove::Tenant;
 pub use ferry_core::wire::{CreatedOperator, Me, NewOperator, Session, SignIn};
-use ferry_store::{AuditEntry, DocKind};
+use ferry_store::DocKind;
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
@@ -93,13 +93,9 @@ pub async fn create_operator(
             st.clock.now_ms(),
         )
         .await?;
-    let op = Operator {
-        name: a.name,
-        role: Role::Admin,
-    };
-    audit(
+    act(
         &st,
-        &op,
+        &a,
         role.tenant(),
         "operator.create",
         name,
@@ -147,6 +143,7 @@ async fn locked_out(
 pub async fn sign_in(
     State(st): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    origin: Origin,
     super::Object(b): super::Object<SignIn>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     use crate::signin::{account_key, retry_after};
@@ -205,17 +202,20 @@ pub async fn sign_in(
             .map(|u| format!("; locked out for {} s", retry_after(u, now)))
             .unwrap_or_default();
         // Who tried (the name, cut to 64 characters), from where and why; never the password.
-        st.store
-            .add_audit(&AuditEntry {
-                id: 0,
-                at: now,
-                actor: format!("address:{ip}"),
-                tenant: None,
-                action: "session.sign-in.failed".into(),
-                subject: b.name.chars().take(64).collect(),
-                detail: format!("{reason}; failure {failures} for this name{locked}"),
-            })
-            .await?;
+        let caller = Caller {
+            name: format!("address:{ip}"),
+            origin,
+        };
+        let subject: String = b.name.chars().take(64).collect();
+        act(
+            &st,
+            &caller,
+            None,
+            "session.sign-in.failed",
+            &subject,
+            format!("{reason}; failure {failures} for this name{locked}"),
+        )
+        .await?;
         return Err(ApiError::Unauthorized(
             "the name or the password is wrong".into(),
         ));
@@ -230,14 +230,14 @@ pub async fn sign_in(
             st.clock.now_ms(),
         )
         .await?;
-    let op = Operator {
+    let caller = Caller {
         name: b.name.clone(),
-        role: Role::parse(&role).unwrap_or(Role::Admin),
+        origin,
     };
-    audit(
+    act(
         &st,
-        &op,
-        op.role.tenant(),
+        &caller,
+        Role::parse(&role).as_ref().and_then(Role::tenant),
         "session.sign-in",
         &b.name,
         String::new(),
@@ -266,7 +266,7 @@ pub async fn sign_out(op: Operator, State(st): State<AppState>) -> ApiResult<Sta
             st.clock.now_ms(),
         )
         .await?;
-    audit(
+    act(
         &st,
         &op,
         op.role.tenant(),

@@ -9,6 +9,7 @@
 //! it out.
 
 use super::{ApiError, ApiResult};
+use crate::audit::act;
 use crate::auth::AdminAuth;
 use crate::settings::{Settings, Stored, StoredDirectory, put_credential, take_credential};
 use crate::state::AppState;
@@ -38,31 +39,6 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T
             ApiError::BadRequest(format!("{what}: {path}: {}", e.inner()))
         }
     })
-}
-
-/// Audits a change (`tenant` none: directories and profiles belong to no tenant).
-pub(super) async fn audit_change(
-    st: &AppState,
-    who: &str,
-    action: &str,
-    subject: &str,
-    detail: String,
-) -> ApiResult<()> {
-    audit(st, who, action, subject, detail).await
-}
-
-async fn audit(
-    st: &AppState,
-    who: &str,
-    action: &str,
-    subject: &str,
-    detail: String,
-) -> ApiResult<()> {
-    let op = crate::auth::Operator {
-        name: who.to_string(),
-        role: crate::auth::Role::Admin,
-    };
-    super::environments::audit(st, &op, None, action, subject, detail).await
 }
 
 /// What a change is to.
@@ -196,9 +172,10 @@ pub async fn put_directory(
     st.engine.forget_connector(&name);
     let mut shown = d;
     let had = take_credential(&mut shown).is_some();
-    audit(
+    act(
         &st,
-        &a.name,
+        &a,
+        None,
         if old.is_some() {
             "directory.change"
         } else {
@@ -246,7 +223,7 @@ pub async fn delete_directory(
     st.store.delete_document(DocKind::Directory, &name).await?;
     st.settings.set(next);
     st.engine.forget_connector(&name);
-    audit(&st, &a.name, "directory.remove", &name, String::new()).await?;
+    act(&st, &a, None, "directory.remove", &name, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,9 +254,10 @@ pub async fn put_profile(
         .put_document(DocKind::Profile, &name, &doc, now_ms())
         .await?;
     st.settings.set(next);
-    audit(
+    act(
         &st,
-        &a.name,
+        &a,
+        None,
         if old.is_some() {
             "profile.change"
         } else {
@@ -337,7 +315,7 @@ pub async fn delete_profile(
         .await?;
     st.store.delete_document(DocKind::Profile, &name).await?;
     st.settings.set(next);
-    audit(&st, &a.name, "profile.remove", &name, String::new()).await?;
+    act(&st, &a, None, "profile.remove", &name, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

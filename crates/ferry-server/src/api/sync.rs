@@ -62,12 +62,13 @@ pub struct RunParams {
 #[utoipa::path(post, path = "/profiles/{name}/run", tag = "sync", params(("name" = String, Path), RunParams),
     responses((status = 202, body = Started, description = "Import → Sync → (Export if the current What-If is approved)"), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "a cycle of the profile is running")))]
 pub async fn run(
-    _: AdminAuth,
+    op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<RunParams>,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let id = st.engine.start(&name, Trigger::Manual).await?;
+    crate::audit::act(&st, &op, None, "sync.run", &name, format!("cycle {id}")).await?;
     let cycle = if q.wait {
         st.engine
             .wait(id, Duration::from_secs(q.timeout.unwrap_or(600)))
@@ -220,6 +221,21 @@ pub async fn approve(
             now,
         )
         .await?;
+    crate::audit::act(
+        &st,
+        &auth,
+        None,
+        "sync.approve",
+        &name,
+        format!(
+            "What-If {} of cycle {}: {} creates, {} updates",
+            &plan.hash[..12],
+            plan.cycle_id,
+            plan.counts.creates,
+            plan.counts.updates
+        ),
+    )
+    .await?;
     Ok(Json(Approval {
         profile: name,
         plan_hash: plan.hash,

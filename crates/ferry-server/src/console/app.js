@@ -1104,7 +1104,7 @@ async function moves() {
 async function audit() {
   const v = await api("/audit?limit=200");
   page("Audit", table(v, [["When", (a) => when(a.at)], ["Who", (a) => a.actor], ["Tenant", (a) => show(a.tenant)],
-    ["What", (a) => a.action], ["On", (a) => a.subject], ["Detail", (a) => a.detail]]));
+    ["What", (a) => a.action], ["On", (a) => a.subject], ["Detail", (a) => a.detail], ["From", (a) => show(a.address)]]));
 }
 
 const ROUTES = {

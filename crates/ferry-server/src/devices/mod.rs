@@ -129,6 +129,8 @@ pub struct Devices {
     /// Held while loading: loads end in the order they began, so an older one never replaces a
     /// newer snapshot.
     loading: tokio::sync::Mutex<()>,
+    /// Where a batch's own halt is recorded.
+    pub audit: Arc<crate::audit::Trail>,
 }
 
 /// How often a server looks whether another server changed batches, runbooks or memberships.
@@ -204,7 +206,8 @@ fn short_name(n: &str) -> String {
 
 impl Devices {
     /// Starts the write-behind task that records check-ins in bulk.
-    pub fn start(store: Arc<dyn Store>) -> Arc<Devices> {
+    /// Starts the contact writer; `audit` records the halts batches decide themselves.
+    pub fn start(store: Arc<dyn Store>, audit: Arc<crate::audit::Trail>) -> Arc<Devices> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
         let flush_store = Arc::clone(&store);
         tokio::spawn(async move {
@@ -247,6 +250,7 @@ impl Devices {
             endpoint: RwLock::new(None),
             loaded_at: Mutex::new(Vec::new()),
             loading: tokio::sync::Mutex::new(()),
+            audit,
         })
     }
 
@@ -994,7 +998,10 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn Store> =
                 Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.path().join("f.db")).unwrap());
-            let d = Devices::start(store);
+            let d = Devices::start(
+                Arc::clone(&store),
+                crate::audit::Trail::new(Arc::clone(&store), None),
+            );
             let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
             let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
             let allowed = (0..10).filter(|_| d.allow_enroll(a, 5.0, 1.0)).count();
@@ -1036,7 +1043,10 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            let d = Devices::start(Arc::clone(&store));
+            let d = Devices::start(
+                Arc::clone(&store),
+                crate::audit::Trail::new(Arc::clone(&store), None),
+            );
             d.record_contact(Contact {
                 agent_id: a.id,
                 at: 5,
@@ -1076,7 +1086,7 @@ mod tests {
                 .unwrap();
             let computers: Vec<String> = (0..2000).map(|i| format!("pc-{i}")).collect();
             store.add_batch_computers("B", &computers, 1).await.unwrap();
-            let d = Devices::start(Arc::clone(&store));
+            let d = Devices::start(Arc::clone(&store), crate::audit::Trail::new(Arc::clone(&store), None));
             d.reload(&*store).await.unwrap();
             let batch = d.snapshot().batches.get("B").cloned().unwrap();
             let batch = Arc::new(batch);

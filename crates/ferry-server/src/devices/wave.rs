@@ -309,8 +309,9 @@ pub async fn halt(
     devices.forget_wave(&batch.name);
     if written {
         tracing::warn!(batch = batch.name, reason, "batch halted itself");
-        store
-            .add_audit(&AuditEntry {
+        devices
+            .audit
+            .record(AuditEntry {
                 id: 0,
                 at: now,
                 actor: "ferry".into(),
@@ -320,6 +321,8 @@ pub async fn halt(
                 detail: format!(
                     "halted: {reason}; no new device starts until an operator resumes it"
                 ),
+                address: None,
+                request_id: None,
             })
             .await?;
     }
@@ -333,7 +336,7 @@ pub async fn resume(
     store: &dyn Store,
     devices: &Devices,
     batch: &Batch,
-    operator: &str,
+    operator: &dyn crate::auth::Acting,
     now: i64,
 ) -> Result<Option<WaveState>, ResumeError> {
     let w = read(store, devices, batch).await?;
@@ -357,7 +360,7 @@ pub async fn resume(
         accepted,
         resumed: Some(Resumed {
             at: now,
-            by: operator.to_string(),
+            by: operator.name().to_string(),
             halt: halt.reason.clone(),
         }),
     };
@@ -369,11 +372,13 @@ pub async fn resume(
         return Err(ResumeError::Changed);
     }
     devices.forget_wave(&batch.name);
-    store
-        .add_audit(&AuditEntry {
+    let origin = operator.origin();
+    devices
+        .audit
+        .record(AuditEntry {
             id: 0,
             at: now,
-            actor: operator.to_string(),
+            actor: operator.name().to_string(),
             tenant: None,
             action: "batch.resume".into(),
             subject: batch.name.clone(),
@@ -381,6 +386,8 @@ pub async fn resume(
                 "resumed after: {}; {} failed device(s) accepted",
                 halt.reason, w.counts.failed
             ),
+            address: origin.address.clone(),
+            request_id: Some(origin.request_id.clone()),
         })
         .await?;
     Ok(Some(state))

@@ -44,8 +44,8 @@ pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
             env.administration_mode = false;
             save(st, DocKind::Environment, &env.id, &env).await?;
         }
-        st.store
-            .add_audit(&AuditEntry {
+        st.audit
+            .record(AuditEntry {
                 id: 0,
                 at: now,
                 actor: "ferry".into(),
@@ -57,6 +57,8 @@ pub async fn recover_moves(st: &AppState) -> ApiResult<usize> {
                     st.engine.server_id,
                     was_on.as_deref().unwrap_or("unknown")
                 ),
+                address: None,
+                request_id: None,
             })
             .await?;
         n += 1;

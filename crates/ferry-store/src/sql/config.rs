@@ -81,17 +81,40 @@ impl<B: Backend> ConfigStore for SqlStore<B> {
         Ok(n == 1)
     }
 
-    async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
-        self.exec(query::INSERT_AUDIT, &query::audit_params(e))
-            .await?;
-        Ok(())
+    async fn add_audit(&self, e: &AuditEntry) -> Result<i64> {
+        let mut c = self.b.write().await?;
+        c.query_one(query::INSERT_AUDIT, &query::audit_params(e), |r| r.get(0))
+            .await
     }
 
     async fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
         self.rows(
-            "SELECT id, at, actor, tenant, action, subject, detail FROM audit \
-             WHERE (CAST(? AS TEXT) IS NULL OR tenant = ?) ORDER BY id DESC LIMIT ?",
+            &format!(
+                "SELECT {} FROM audit WHERE (CAST(? AS TEXT) IS NULL OR tenant = ?) \
+                 ORDER BY id DESC LIMIT ?",
+                query::AUDIT_COLS
+            ),
             params![tenant, tenant, limit],
+            audit_row,
+        )
+        .await
+    }
+
+    async fn audit_page(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.rows(
+            &format!(
+                "SELECT {} FROM audit WHERE (CAST(? AS TEXT) IS NULL OR tenant = ?) \
+                 AND (CAST(? AS BIGINT) IS NULL OR at >= ?) AND id > ? ORDER BY id LIMIT ?",
+                query::AUDIT_COLS
+            ),
+            params![
+                &q.tenant,
+                &q.tenant,
+                q.since,
+                q.since,
+                q.after.unwrap_or(0),
+                q.limit
+            ],
             audit_row,
         )
         .await

@@ -276,5 +276,7 @@ fn audit_row(r: &dyn Row) -> Result<AuditEntry> {
         action: r.get(4)?,
         subject: r.get(5)?,
         detail: r.get(6)?,
+        address: r.get(7)?,
+        request_id: r.get(8)?,
     })
 }

@@ -46,7 +46,7 @@ impl<B: Backend> MoveStore for SqlStore<B> {
             .unwrap_or(0))
     }
 
-    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<u64>> {
+    async fn hand_over(&self, h: &HandOver<'_>) -> Result<Option<HandedOver>> {
         let mut tx = self.b.begin().await?;
         let swapped = tx
             .execute(
@@ -95,9 +95,15 @@ impl<B: Backend> MoveStore for SqlStore<B> {
             )
             .await?;
         tx.execute("DELETE FROM usermap", &[]).await?;
-        tx.execute(query::INSERT_AUDIT, &query::audit_params(h.audit))
+        let audit_id: i64 = tx
+            .query_one(query::INSERT_AUDIT, &query::audit_params(h.audit), |r| {
+                r.get(0)
+            })
             .await?;
         tx.commit().await?;
-        Ok(Some(n))
+        Ok(Some(HandedOver {
+            records: n,
+            audit_id,
+        }))
     }
 }

@@ -1,0 +1,210 @@
+//! The audit trail: every operator act that changes something (who, for which tenant, from which
+//! address, in which request, what, on what, and before → after where that is small), and the
+//! server's own decisions (a batch halting itself, a dead server's move rolled back).
+//!
+//! Lines are rows of the store's `audit` table, read by `GET /api/v1/audit` and `ferry audit`.
+//! When `[server] audit_log` names a file, each line is also appended to it as JSON (one object a
+//! line, the API's `AuditEntry`) as it is recorded, for a SIEM to collect. [`Trail::record`] is
+//! the one place a line is written; [`act`] makes an operator's line from the request. A line
+//! never holds a secret: handlers give names, counts and hashes, never a key, token or password.
+
+use crate::auth::Acting;
+use crate::state::AppState;
+use ferry_store::{AuditEntry, Store, StoreError};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where audit lines go: the store, and the file sink when there is one.
+pub struct Trail {
+    store: Arc<dyn Store>,
+    sink: Option<Sink>,
+}
+
+impl Trail {
+    pub fn new(store: Arc<dyn Store>, sink: Option<Sink>) -> Arc<Trail> {
+        Arc::new(Trail { store, sink })
+    }
+
+    /// Records a line (its `id` is the store's) and appends it to the file sink.
+    pub async fn record(&self, mut e: AuditEntry) -> Result<AuditEntry, StoreError> {
+        e.id = self.store.add_audit(&e).await?;
+        self.appended(&e);
+        Ok(e)
+    }
+
+    /// A line that a transaction of the store wrote itself (an environment's hand-over),
+    /// once committed: to the file sink.
+    pub fn appended(&self, e: &AuditEntry) {
+        if let Some(s) = &self.sink
+            && let Err(err) = s.append(e)
+        {
+            // The line is in the database; the file misses it. Said loudly, not failed: the act
+            // is done and recorded.
+            tracing::error!(path = %s.path.display(), error = %err, action = %e.action, id = e.id, "could not append an audit line to audit_log");
+        }
+    }
+}
+
+/// An append-only JSON-lines file (`[server] audit_log`).
+pub struct Sink {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl Sink {
+    /// Opens (or creates, mode 0600) `path` for appending (`O_APPEND`: each line lands at the
+    /// end even when another process appends too). An existing file readable by others is
+    /// narrowed to 0600, with a warning.
+    pub fn open(path: &Path) -> std::io::Result<Sink> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "audit_log was readable by others; narrowed to 0600");
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(Sink {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// One line, in one `write`.
+    fn append(&self, e: &AuditEntry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(&line)
+    }
+}
+
+/// Records an operator's act: `who` (the operator, its address and request id), the tenant it
+/// was for (none: the install's own settings), `action` (`batch.put`, …), what it was on, and a
+/// detail that names no secret.
+pub async fn act(
+    st: &AppState,
+    who: &dyn Acting,
+    tenant: Option<&str>,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> Result<(), StoreError> {
+    let origin = who.origin();
+    st.audit
+        .record(AuditEntry {
+            id: 0,
+            at: st.clock.now_ms(),
+            actor: who.name().to_string(),
+            tenant: tenant.map(str::to_string),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            detail,
+            address: origin.address.clone(),
+            request_id: Some(origin.request_id.clone()),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// What changed between two versions of a document, field by field (top-level fields of their
+/// JSON): `field: before → after` when `values` and both sides are short, else the field's name.
+/// Empty when nothing changed. Runbooks pass `values: false` (their scripts are not for the
+/// trail); batches `true` (times, zones, rates).
+pub fn changes(before: &serde_json::Value, after: &serde_json::Value, values: bool) -> String {
+    const SHORT: usize = 80;
+    let empty = serde_json::Map::new();
+    let (b, a) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "none".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| {
+            let (x, y) = (show(b.get(k)), show(a.get(k)));
+            if values && x.chars().count() <= SHORT && y.chars().count() <= SHORT {
+                format!("{k}: {x} → {y}")
+            } else {
+                format!("{k} changed")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Would catch: unchanged fields listed, a value shown where values are not wanted, a long
+    /// value shown whole, an added or removed field missed.
+    #[test]
+    fn changes_name_what_changed() {
+        let b = json!({"enforced_after": "2026-12-01T18:00", "time_zone": "UTC", "runbooks": ["a"], "canary": 2});
+        let a = json!({"enforced_after": "2026-12-02T18:00", "time_zone": "UTC", "runbooks": ["a", "b"], "max_concurrent": 5});
+        assert_eq!(
+            changes(&b, &a, true),
+            "canary: 2 → none; enforced_after: 2026-12-01T18:00 → 2026-12-02T18:00; max_concurrent: none → 5; runbooks: [\"a\"] → [\"a\",\"b\"]"
+        );
+        assert_eq!(
+            changes(&b, &a, false),
+            "canary changed; enforced_after changed; max_concurrent changed; runbooks changed"
+        );
+        assert_eq!(changes(&a, &a, true), "");
+        let long = json!({"script": "x".repeat(81)});
+        assert_eq!(changes(&json!({}), &long, true), "script changed");
+    }
+
+    /// Would catch: a sink file created readable by others, lines not appended (a second open
+    /// truncating), or a line split or missing its newline.
+    #[test]
+    fn the_sink_appends_private_lines() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "earlier\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let line = |id| AuditEntry {
+            id,
+            at: 1,
+            actor: "ann".into(),
+            tenant: None,
+            action: "psk.retire".into(),
+            subject: "wave-1".into(),
+            detail: "line\nbreak \"quoted\"".into(),
+            address: Some("192.0.2.1".into()),
+            request_id: Some("r1".into()),
+        };
+        for id in 1..=2 {
+            Sink::open(&path).unwrap().append(&line(id)).unwrap();
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "earlier");
+        let back: AuditEntry = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(back, line(2));
+        let fresh = dir.path().join("new.jsonl");
+        Sink::open(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "created 0600");
+    }
+}
