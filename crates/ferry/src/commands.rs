@@ -47,6 +47,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                         p.mode.as_str()
                     );
                 }
+                for r in &s.config.runbooks {
+                    println!("  runbook {}: {}", r.name, r.steps().join(", "));
+                }
+                for b in &s.config.batches {
+                    println!(
+                        "  batch {}: {} on {} computer(s), enforced after {} {}",
+                        b.name,
+                        b.runbooks.join(" → "),
+                        b.computers.len(),
+                        b.enforced_after,
+                        b.time_zone
+                    );
+                }
+                for (path, name) in ferry_server::devices::configured::external_references(&s) {
+                    println!(
+                        "  note: {path}: runbook `{name}` is not in this file; the server's database must have it (checked at start)"
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
