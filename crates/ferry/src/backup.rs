@@ -144,6 +144,37 @@ fn beside(path: &Path, what: &str) -> Result<PathBuf> {
     Ok(path.with_file_name(format!(".{name}.{what}-{}", std::process::id())))
 }
 
+/// Removes what killed backups to `file` left (`.NAME.partial-PID` of processes no longer running,
+/// and SQLite's journal beside it): they hold the key material too.
+fn remove_dead_partials(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        // `PID`, or SQLite's `PID-journal` (a kill during the write leaves it) and `-wal`/`-shm`.
+        let Some(pid) = n
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 pub fn backup(a: BackupArgs, json: bool) -> Result<ExitCode> {
     let (dir, url) = resolve(a.data_dir, a.config.as_deref(), a.database_url)?;
     if url.is_some() {
@@ -160,10 +191,14 @@ pub fn backup(a: BackupArgs, json: bool) -> Result<ExitCode> {
         bail!("{} exists; give --force to replace it", a.file.display());
     }
     let files = data_files(&dir)?;
+    remove_dead_partials(&a.file);
     let tmp = beside(&a.file, "partial")?;
     let _ = std::fs::remove_file(&tmp);
     if let Err(e) = ferry_store::backup::write(&db, &tmp, &files) {
         let _ = std::fs::remove_file(&tmp);
+        let mut journal = tmp.clone().into_os_string();
+        journal.push("-journal");
+        let _ = std::fs::remove_file(journal);
         return Err(e).with_context(|| format!("cannot back up {}", db.display()));
     }
     std::fs::rename(&tmp, &a.file).with_context(|| {

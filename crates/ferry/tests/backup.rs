@@ -192,6 +192,28 @@ fn a_backup_during_a_cycle_restores_the_table_agents_and_credentials() {
         }
     }
 
+    // What the killed ones left under temporary names (the key material too) goes with the next.
+    for i in 0..3 {
+        let again = d.join(format!("killed-{i}.ferry-backup"));
+        let o = ferry(
+            &[
+                "backup",
+                again.to_str().unwrap(),
+                "--data-dir",
+                data_arg,
+                "--force",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let left: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-"))
+        .collect();
+    assert!(left.is_empty(), "partial backups left: {left:?}");
+
     // The cycle ends; the server stops.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
