@@ -350,4 +350,37 @@ fn runbooks_and_batches_as_code() {
     let out = fail(&["batch", "resume", "Pilot"]);
     assert!(out.contains("is not halted"), "{out}");
     assert!(run(&["batch", "list"]).contains("computers 1"));
+
+    // A computer the file puts in its batch while the database has it in another: no start.
+    rt.block_on(async {
+        let r = c.post(format!("{agent_url}/v1/enroll"))
+            .json(&json!({"protocol": 1, "psk": run(&["psk", "create", "wave-2"]).lines().last().unwrap().trim(),
+                "device": {"device_id": "m-2", "hostname": "PC-0002", "os": "linux", "agent_version": "0.1.0"}}))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let console_batch = dir.path().join("console-batch.json");
+    std::fs::write(
+        &console_batch,
+        json!({"name": "Console", "source_directory": "contoso", "target_directory": "fabrikam", "runbooks": ["Pre-Req"], "enforced_after": "2031-01-15T20:00"}).to_string(),
+    )
+    .unwrap();
+    run(&["batch", "put", console_batch.to_str().unwrap()]);
+    run(&["batch", "add", "Console", "PC-0002"]);
+    drop(srv);
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}{}",
+            good.replace("[\"PC-0001\"]", "[\"PC-0001\", \"PC-0002\"]")
+        ),
+    )
+    .unwrap();
+    let o = ferry(&args, &[]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains("batch[0].computers: a computer is in one batch at most, and pc-0002 is in batch `Console`"),
+        "{}",
+        text(&o)
+    );
 }
