@@ -16,6 +16,7 @@ ferry_install_packages() {
   command -v getfacl >/dev/null 2>&1 || missing+=(acl)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   /usr/bin/python3 -c "import samba.dcerpc.security" >/dev/null 2>&1 || missing+=(python3-samba)
+  /usr/bin/python3 -c "import prometheus_client" >/dev/null 2>&1 || missing+=(python3-prometheus-client)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   command -v strace >/dev/null 2>&1 || missing+=(strace)

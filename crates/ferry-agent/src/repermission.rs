@@ -525,9 +525,8 @@ struct Ctx<'a> {
     /// Changes decided before they are journaled and made, per worker, at most this many.
     batch: usize,
     seen_links: Mutex<FxHashSet<(u64, u64)>>,
-    scanned: AtomicU64,
-    changed: AtomicU64,
-    unchanged: AtomicU64,
+    /// The counts so far, which a caller may read while the run goes (a progress bar).
+    counts: Arc<Progress>,
     failures: Mutex<Vec<(PathBuf, String)>>,
     warnings: Mutex<Vec<(PathBuf, String)>>,
     changes: Mutex<Vec<Change>>,
@@ -569,6 +568,7 @@ fn errno(e: &std::io::Error) -> Option<rustix::io::Errno> {
 
 impl Ctx<'_> {
     fn fail(&self, path: &Path, e: impl std::fmt::Display) {
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut f) = self.failures.lock() {
             f.push((path.to_path_buf(), e.to_string()));
         }
@@ -589,7 +589,7 @@ impl Ctx<'_> {
     }
 
     fn what_if(&self, path: &Path, m: &Meta, p: &Planned) {
-        self.changed.fetch_add(1, Ordering::Relaxed);
+        self.counts.changed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.changes.lock() {
             c.push(Change {
                 path: path.to_path_buf(),
@@ -638,7 +638,7 @@ impl Ctx<'_> {
             });
             return;
         }
-        self.scanned.fetch_add(1, Ordering::Relaxed);
+        self.counts.scanned.fetch_add(1, Ordering::Relaxed);
         if m.nlink > 1 {
             let first = self
                 .seen_links
@@ -667,7 +667,7 @@ impl Ctx<'_> {
             };
             match decide(self.map, self.opts.mode, &m, acl.as_deref(), None) {
                 Ok(None) => {
-                    self.unchanged.fetch_add(1, Ordering::Relaxed);
+                    self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Ok(Some(p)) if self.opts.what_if => return self.what_if(&path, &m, &p),
@@ -709,7 +709,7 @@ impl Ctx<'_> {
                 plan,
             }),
             Ok(None) => {
-                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => self.fail(&path, e),
         }
@@ -742,7 +742,7 @@ impl Ctx<'_> {
         if m.id() != it.expect {
             return self.fail(&it.path, "replaced while the walk ran; not entered");
         }
-        self.scanned.fetch_add(1, Ordering::Relaxed);
+        self.counts.scanned.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(node);
         if it.descend {
             let mut l = Listing::new(it.dev);
@@ -797,7 +797,7 @@ impl Ctx<'_> {
             default.as_deref(),
         ) {
             Ok(None) => {
-                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Some(p)) if self.opts.what_if => self.what_if(&it.path, &m, &p),
             Ok(Some(plan)) => pending.push(Pending {
@@ -829,7 +829,7 @@ impl Ctx<'_> {
         for p in pending.drain(..) {
             match self.apply(&p) {
                 Ok(()) => {
-                    self.changed.fetch_add(1, Ordering::Relaxed);
+                    self.counts.changed.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => self.fail(&p.path, e),
             }
@@ -928,12 +928,33 @@ impl Ctx<'_> {
     }
 }
 
+/// A run's counts as it goes, for a progress display on another thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Entries looked at (an undo: journal records restored or failed).
+    pub scanned: AtomicU64,
+    pub changed: AtomicU64,
+    pub unchanged: AtomicU64,
+    pub failed: AtomicU64,
+}
+
 /// Re-permissions `paths` (each one itself and everything below it).
 pub fn run(
     paths: &[PathBuf],
     map: &Map,
     opts: &Options,
     journal: Option<&Path>,
+) -> Result<Summary, String> {
+    run_counted(paths, map, opts, journal, Arc::default())
+}
+
+/// [`run`], counting into `counts` as it goes.
+pub fn run_counted(
+    paths: &[PathBuf],
+    map: &Map,
+    opts: &Options,
+    journal: Option<&Path>,
+    counts: Arc<Progress>,
 ) -> Result<Summary, String> {
     let started = std::time::Instant::now();
     fsat::check_procfs()?;
@@ -951,9 +972,7 @@ pub fn run(
         journal: journal.as_ref(),
         batch,
         seen_links: Mutex::new(FxHashSet::default()),
-        scanned: AtomicU64::new(0),
-        changed: AtomicU64::new(0),
-        unchanged: AtomicU64::new(0),
+        counts,
         failures: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         changes: Mutex::new(Vec::new()),
@@ -1000,9 +1019,9 @@ pub fn run(
     let mut changes = ctx.changes.into_inner().unwrap_or_default();
     changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Summary {
-        scanned: ctx.scanned.load(Ordering::Relaxed),
-        changed: ctx.changed.load(Ordering::Relaxed),
-        unchanged: ctx.unchanged.load(Ordering::Relaxed),
+        scanned: ctx.counts.scanned.load(Ordering::Relaxed),
+        changed: ctx.counts.changed.load(Ordering::Relaxed),
+        unchanged: ctx.counts.unchanged.load(Ordering::Relaxed),
         failed: failures.len() as u64,
         failures,
         warnings: ctx.warnings.into_inner().unwrap_or_default(),
@@ -1089,6 +1108,11 @@ pub fn undone_mismatches(journal: &Path) -> Result<(u64, Vec<(PathBuf, String)>)
 }
 
 pub fn undo(journal: &Path, threads: usize) -> Result<Summary, String> {
+    undo_counted(journal, threads, &Progress::default())
+}
+
+/// [`undo`], counting restored (`changed`) and failed records into `counts` as it goes.
+pub fn undo_counted(journal: &Path, threads: usize, counts: &Progress) -> Result<Summary, String> {
     let started = std::time::Instant::now();
     fsat::check_procfs()?;
     let records = journal_records(journal)?;
@@ -1103,9 +1127,16 @@ pub fn undo(journal: &Path, threads: usize) -> Result<Summary, String> {
                     let (mut ok, mut failed) = (0u64, Vec::new());
                     for b in records.iter().rev().skip(t).step_by(threads) {
                         match restore(b) {
-                            Ok(()) => ok += 1,
-                            Err(e) => failed.push((b.path.clone(), e)),
+                            Ok(()) => {
+                                ok += 1;
+                                counts.changed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failed.push((b.path.clone(), e));
+                                counts.failed.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        counts.scanned.fetch_add(1, Ordering::Relaxed);
                     }
                     (ok, failed)
                 })

@@ -337,6 +337,7 @@ pub struct Export {
     pub skipped: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -340,6 +340,9 @@ pub struct StoredObject {
 pub struct ErrorBody {
     pub error: String,
     pub status: u16,
+    /// The request's id, as the `x-request-id` answer header and the server's log lines give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 // ---- Directories ----

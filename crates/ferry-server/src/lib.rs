@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod devices;
+pub mod metrics;
 pub mod moves;
 pub mod signin;
 pub mod state;
@@ -121,22 +122,106 @@ async fn not_found() -> Response {
     .into_response()
 }
 
-async fn trace(req: Request, next: Next) -> Response {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+/// `ok` while the process answers; checks nothing else (a liveness probe restarts a process
+/// that stopped answering, never one whose database is away).
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// Whether this server can do its work: the database answers (within 2 s), has every migration
+/// this build knows, and the configuration is in force. 503 with each failing check otherwise.
+async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    let mut failing = Vec::new();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), st.store.schema_version()).await {
+        Ok(Ok((applied, known))) if applied >= known => {}
+        Ok(Ok((applied, known))) => failing.push(format!(
+            "the database has migrations up to {applied}, this build needs {known}"
+        )),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            failing.push("the database does not answer".to_string());
+        }
+        Err(_) => failing.push("the database did not answer within 2 s".to_string()),
+    }
+    if !st.config_loaded.load(std::sync::atomic::Ordering::Relaxed) {
+        failing.push(
+            "the console's directories and profiles could not be read at the last attempt".into(),
+        );
+    }
+    if failing.is_empty() {
+        "ready\n".into_response()
+    } else {
+        api::ApiError::Unavailable(format!("not ready: {}", failing.join("; ")), 5).into_response()
+    }
+}
+
+/// Prometheus' scrape (`docs/operations.md`): a ferry admin's or viewer's token.
+async fn metrics(
+    _: auth::AdminAuth,
+    axum::extract::State(st): axum::extract::State<AppState>,
+) -> Result<Response, api::ApiError> {
+    let body = metrics::render(&st).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// Every request: its id (see [`api::RequestId`]) in its extensions, its answer's header and its
+/// log lines; its route, status class and time in `/metrics`.
+pub async fn observe(
+    axum::extract::State((m, listener)): axum::extract::State<(
+        Arc<metrics::Metrics>,
+        metrics::Listener,
+    )>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let id = api::RequestId::of(req.headers());
+    req.extensions_mut().insert(id.clone());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let span = tracing::info_span!("request", id = %id.0);
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let header = axum::http::HeaderValue::from_str(&id.0).ok();
+    let mut resp = tracing::Instrument::instrument(id.scope(next.run(req)), span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        tracing::debug!(%method, route = route.as_deref().unwrap_or("unmatched"), status, elapsed_us = elapsed.as_micros() as u64, "request")
+    });
+    m.request(
+        listener,
+        &method,
+        route.as_deref(),
+        status,
+        elapsed.as_secs_f64(),
+    );
+    if let Some(h) = header {
+        resp.headers_mut().insert("x-request-id", h);
+    }
     resp
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    let observed = (Arc::clone(&state.metrics), metrics::Listener::Admin);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(console::router())
         .nest("/api/v1", api::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(trace))
+        .layer(axum::middleware::from_fn_with_state(observed, observe))
         .with_state(state)
 }
 
@@ -375,6 +460,9 @@ impl Server {
             sign_in,
             moves: Arc::default(),
             clock: Arc::default(),
+            metrics: Arc::clone(&engine.metrics),
+            started_at_ms: ferry_store::now_ms(),
+            config_loaded: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         devices::preflight::start(state.clone());
         // Moves whose hand-over no server holds (this server's previous run's claims were
@@ -475,9 +563,10 @@ impl Server {
         }
         // Servers sharing a database see each other's console changes within five seconds.
         {
-            let (live, store, mut stop) = (
+            let (live, store, loaded, mut stop) = (
                 Arc::clone(&state.settings),
                 Arc::clone(&state.store),
+                Arc::clone(&state.config_loaded),
                 rx.clone(),
             );
             tokio::spawn(async move {
@@ -488,7 +577,9 @@ impl Server {
                         _ = tick.tick() => {}
                         _ = stop.changed() => return,
                     }
-                    match live.refresh(&*store).await {
+                    let refreshed = live.refresh(&*store).await;
+                    loaded.store(refreshed.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                    match refreshed {
                         Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
                         Err(e) => {
                             tracing::warn!(error = %e, "could not reread the console's directories and profiles")

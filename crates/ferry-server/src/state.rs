@@ -18,6 +18,13 @@ pub struct AppState {
     pub moves: Arc<TenantLocks>,
     /// The server's clock (and the faults tests inject).
     pub clock: Arc<crate::clock::Clock>,
+    /// This server's counters for `/metrics` (shared with the engine).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// When this server started (ms since the epoch).
+    pub started_at_ms: i64,
+    /// Whether the configuration is in force: false while the console's stored directories and
+    /// profiles could not be read at the last attempt (`/readyz` answers 503).
+    pub config_loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One lock per tenant.

@@ -1473,9 +1473,12 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     let h = start(dir.path()).await;
     let hosts = ["PC-A", "PC-B", "PC-C", "PC-D", "PC-E"];
     let keys = wave_devices(&h, &hosts).await;
+    // One time for every put: a batch put again with another enforced time is rescheduled (a
+    // new run), which a minute passing between two puts would do.
+    let enforced = local(-1);
     let batch = |extra: Value| {
         let mut b = json!({"name": "Wave", "source_directory": "contoso", "target_directory": "fabrikam",
-            "runbooks": ["Main"], "enforced_after": local(-1), "time_zone": "UTC"});
+            "runbooks": ["Main"], "enforced_after": enforced, "time_zone": "UTC"});
         b.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
@@ -2169,4 +2172,303 @@ async fn review_a_run_of_another_batch_holds_no_slot() {
         a["migration"].is_object() || b["migration"].is_object(),
         "nothing of Wave runs, yet neither device starts: {a} {b}"
     );
+}
+
+/// `/metrics` parsed by Prometheus' own Python parser (`prometheus_client`, Debian's
+/// python3-prometheus-client): each sample as `[name, {labels}, value]`.
+fn scrape_parsed(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    use std::io::Write as _;
+    let script = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = []\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   for s in f.samples:\n\
+        \x20       out.append([s.name, s.labels, s.value, f.type])\n\
+        print(json.dumps(out))\n";
+    let mut p = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (the test command installs python3-prometheus-client)");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Prometheus' parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<(String, HashMap<String, String>, f64, String)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    v.into_iter().map(|(n, l, x, _)| (n, l, x)).collect()
+}
+
+/// Catches: an exposition Prometheus cannot parse; counters that do not count what happened (a
+/// cycle, check-ins answered and refused, the agent call's route, Graph calls); a device, host,
+/// key or address turning into a label (unbounded series, and a leak to whoever scrapes); a scrape
+/// open to anyone; probes that lie; request ids missing from answers, error bodies or echoing a
+/// client's hostile id; the seed's `https://host/Agent` test page missing or not naming the
+/// certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_probes_request_ids_and_the_agent_landing_page() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    let (s, v) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202, "{v}");
+    // Graph calls: a connection test of the Entra directory (the simulator).
+    let (s, v) = h
+        .api(M::POST, "/directories/fabrikam-entra/test", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let keys = wave_devices(&h, &["PC-Métrique-01", "pc-0002"]).await;
+    checkin_as(&h, &keys["PC-Métrique-01"], "idle").await;
+    checkin_as(&h, &keys["pc-0002"], "idle").await;
+    let (s, _) = h
+        .call_agent("/checkin", Some("not-a-node-key"), json!({"protocol": 1}))
+        .await;
+    assert_eq!(s, 401);
+    let (s, _) = h
+        .call_agent(
+            "/checkin",
+            Some(&keys["pc-0002"]),
+            json!({"protocol": 1, "verification": {"run": "x", "after": "sideways", "at": 1, "checks": []}}),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // The scrape: a ferry admin's or viewer's token; nobody else.
+    let scrape = |token: Option<String>| {
+        let mut r = h.admin.get(format!("{}/metrics", h.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(scrape(None).await.unwrap().status().as_u16(), 401);
+    let r = scrape(Some(h.token.clone())).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+    );
+    let text = r.text().await.unwrap();
+    let samples = scrape_parsed(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        value(
+            "ferry_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("ferry_agent_checkins_total", &[("result", "nothing")]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("ferry_agent_checkins_total", &[("result", "refused")]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        value("ferry_agent_refusals_total", &[("code", "bad_request")]) >= 1.0,
+        "{text}"
+    );
+    assert!(value("ferry_agent_refusals_total", &[]) >= 2.0, "{text}");
+    assert_eq!(
+        value(
+            "ferry_http_requests_total",
+            &[
+                ("listener", "agent"),
+                ("route", "/agent/v1/checkin"),
+                ("status", "2xx")
+            ]
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "ferry_http_requests_total",
+            &[
+                ("listener", "agent"),
+                ("route", "/agent/v1/checkin"),
+                ("status", "4xx")
+            ]
+        ),
+        2.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            "ferry_http_request_duration_seconds_count",
+            &[
+                ("listener", "admin"),
+                ("route", "/api/v1/profiles/{name}/run")
+            ]
+        ) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "ferry_sync_cycles_total",
+            &[("profile", "users"), ("result", "succeeded")]
+        ),
+        1.0
+    );
+    for stage in ["import", "plan", "compare", "store", "cycle"] {
+        assert_eq!(
+            value(
+                "ferry_sync_stage_duration_seconds_count",
+                &[("profile", "users"), ("stage", stage)]
+            ),
+            1.0,
+            "stage {stage}: {text}"
+        );
+    }
+    let matched = value("ferry_translation_entries", &[("profile", "users")]);
+    assert!(matched > 0.0, "{text}");
+    assert_eq!(
+        value(
+            "ferry_sync_decisions",
+            &[("profile", "users"), ("status", "matched")]
+        ),
+        matched
+    );
+    assert_eq!(value("ferry_agents", &[]), 2.0, "{text}");
+    assert!(
+        value("ferry_graph_requests_total", &[("status", "2xx")]) >= 1.0,
+        "{text}"
+    );
+    // No device, host, key, user or address is a label value.
+    let (_, t) = h.api(M::GET, "/translation?limit=5", None).await;
+    let mut secrets: Vec<String> = vec![
+        "métrique".into(),
+        "pc-0002".into(),
+        "127.0.0.1".into(),
+        keys["pc-0002"].clone(),
+        h.token.clone(),
+    ];
+    for e in t["entries"].as_array().unwrap() {
+        secrets.push(e["source_name"].as_str().unwrap().to_lowercase());
+    }
+    for (n, l, _) in &samples {
+        for v in l.values() {
+            let v = v.to_lowercase();
+            assert!(
+                !secrets.iter().any(|s| v.contains(s.as_str())),
+                "{n} has the label value {v}"
+            );
+        }
+    }
+
+    // Probes.
+    for (path, status) in [("/livez", 200), ("/readyz", 200), ("/healthz", 200)] {
+        let r = h
+            .admin
+            .get(format!("{}{path}", h.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+    }
+
+    // Request ids: in every answer, in error bodies, a sane one from the client kept.
+    let r = h
+        .admin
+        .get(format!("{}/api/v1/agents/999999", h.url))
+        .bearer_auth(&h.token)
+        .header("x-request-id", "lb-7f3a.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "lb-7f3a.9");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["request_id"], "lb-7f3a.9", "{body}");
+    let r = h
+        .admin
+        .get(format!("{}/api/v1/agents/999999", h.url))
+        .bearer_auth(&h.token)
+        .header("x-request-id", "evil\"id<script>")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["request_id"], id.as_str());
+
+    // The seed's endpoint test: `https://host/Agent` in a browser, any case.
+    for path in ["/Agent", "/agent", "/AGENT/"] {
+        let r = h
+            .agent
+            .get(format!("{}{path}", h.agent_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let page = r.text().await.unwrap();
+        assert!(page.contains(&h.fingerprint), "{path}: {page}");
+        assert!(page.contains(env!("CARGO_PKG_VERSION")), "{page}");
+    }
+    let r = h
+        .agent
+        .get(format!("{}/agents", h.agent_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+/// Catches: `/readyz` calling ready a database behind this build's migrations (restored from an
+/// older backup under a running server), while `/livez` stays up (a restart would not help).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_refuses_a_database_behind_this_build() {
+    let Some(pg) = support::PgSchema::new("readyz") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_on(
+        dir.path(),
+        "",
+        Some(pg.url.clone()),
+        Some("ferry_shared_admin_token_of_the_test"),
+    )
+    .await;
+    let get = |p: &str| h.admin.get(format!("{}{p}", h.url)).send();
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
+    pg.query("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)");
+    let r = get("/readyz").await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("this build needs"),
+        "{body}"
+    );
+    assert_eq!(get("/livez").await.unwrap().status().as_u16(), 200);
 }

@@ -244,6 +244,8 @@ impl dyn Conn + '_ {
 pub trait Backend: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     const NAME: &'static str;
+    /// The migrations this build applies to such a database.
+    const MIGRATIONS: &'static [crate::migrate::Migration];
     /// A connection for reading (no transaction).
     async fn read(&self) -> Result<Box<dyn Conn + '_>>;
     /// A connection for one write, committed as it runs (no transaction).

@@ -549,6 +549,9 @@ pub trait ElectionStore: Send + Sync + 'static {
     /// Sets `key` to `value` unless it is set already, and returns the value it has: the first
     /// server to claim a key wins, every other one reads what it wrote.
     async fn claim_meta(&self, key: &str, value: &str) -> Result<String>;
+    /// (the newest migration applied to the database, the newest this build knows): a server is
+    /// ready only when the first is at least the second.
+    async fn schema_version(&self) -> Result<(i64, i64)>;
 }
 
 /// Sync cycles: objects, decisions (the translation table), plans, approvals, history and logs.

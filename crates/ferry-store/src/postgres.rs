@@ -197,6 +197,7 @@ impl Conn for PgConn {
 #[async_trait]
 impl Backend for Postgres {
     const NAME: &'static str = "postgres";
+    const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::POSTGRES;
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(PgConn {

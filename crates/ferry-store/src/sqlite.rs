@@ -232,6 +232,7 @@ impl Conn for SqliteConn<'_> {
 #[async_trait]
 impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
+    const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::SQLITE;
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(SqliteConn::Reader(self)))

@@ -76,6 +76,7 @@ macro_rules! conformance {
 
 conformance!(
     tokens,
+    a_migrated_database_is_at_this_builds_schema,
     sessions_operators_and_sign_in_failures,
     leases_elect_one_holder,
     slots_are_claimed_once,
@@ -1021,6 +1022,17 @@ async fn futures_count(s: &dyn Store) -> Vec<i64> {
         out.push(c.unwrap().0);
     }
     out
+}
+
+/// Catches: `/readyz` calling ready a database behind this build's migrations, or never ready
+/// (the applied and known versions read from different lists).
+async fn a_migrated_database_is_at_this_builds_schema(s: &dyn Store) {
+    let (applied, known) = s.schema_version().await.unwrap();
+    assert!(known >= 17, "this build knows {known} migrations");
+    assert_eq!(
+        applied, known,
+        "an opened store has every migration applied"
+    );
 }
 
 async fn leases_elect_one_holder(s: &dyn Store) {

@@ -19,7 +19,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     let client = || Client::discover(&cli.server, cli.token.clone());
     match cli.command {
-        Command::Server(a) => server(a).await,
+        Command::Server(a) => server(a, cli.log_format).await,
         Command::Quickstart(a) => crate::quickstart::run(a, json).await,
         Command::Openapi => {
             print!("{}", ferry_server::api::openapi_json());
@@ -227,11 +227,19 @@ pub fn data_dir(arg: Option<PathBuf>, settings: Option<&Settings>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("ferry-data"))
 }
 
-async fn server(a: ServerArgs) -> Result<ExitCode> {
+async fn server(a: ServerArgs, format: crate::LogFormat) -> Result<ExitCode> {
+    // The server's own lines on stderr: for a person as they are, for a collector as log lines
+    // (every line of `--log-format json` is one JSON object).
+    let say = |msg: String| match format {
+        crate::LogFormat::Text => eprintln!("{msg}"),
+        crate::LogFormat::Json => tracing::info!("{msg}"),
+    };
     let settings = match &a.config {
         Some(p) => Settings::load(p)?,
         None => {
-            eprintln!("note: no --config given; the server starts with no directories or profiles");
+            say(
+                "note: no --config given; the server starts with no directories or profiles".into(),
+            );
             Settings::empty()
         }
     };
@@ -275,17 +283,17 @@ async fn server(a: ServerArgs) -> Result<ExitCode> {
         agent,
     };
     let server = Server::start(opts, listener).await?;
-    eprintln!(
+    say(format!(
         "ferry server listening on http://{} ({backend}); admin token: {}",
         server.addr, server.admin_token_source
-    );
+    ));
     if let (Some(addr), Some(fp)) = (server.agent_addr, &server.agent_fingerprint) {
-        eprintln!(
+        say(format!(
             "agent endpoint on https://{addr}/agent; certificate SHA-256 {fp} (agents pin it)"
-        );
+        ));
     }
     wait_for_signal().await;
-    eprintln!("shutting down");
+    say("shutting down".into());
     server.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -481,7 +489,35 @@ fn print_cycle(c: &CycleInfo) {
 async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         SyncCmd::Run { profile, wait } => {
-            let v = c.run(&profile, wait).await?;
+            // On a terminal, the running cycle's phase while the server works.
+            let watch = (wait && crate::progress::wanted(json)).then(|| {
+                let phase = std::sync::Arc::new(std::sync::Mutex::new(String::from("starting")));
+                let (poll, shown) = (c.clone(), std::sync::Arc::clone(&phase));
+                let (name, label) = (profile.clone(), profile.clone());
+                let task = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        if let Ok(list) = poll.cycles(Some(&name), Some(1)).await
+                            && let Some(cy) = list.first()
+                            && cy.status == "running"
+                            && let Ok(mut p) = shown.lock()
+                        {
+                            *p = format!("cycle {}: {}", cy.id, cy.phase);
+                        }
+                    }
+                });
+                let ticker = crate::progress::Ticker::start(json, move |t| {
+                    let p = phase.lock().map(|p| p.clone()).unwrap_or_default();
+                    format!("sync {label}: {p} · {:.1} s", t.as_secs_f64())
+                });
+                (task, ticker)
+            });
+            let v = c.run(&profile, wait).await;
+            if let Some((task, ticker)) = watch {
+                task.abort();
+                drop(ticker);
+            }
+            let v = v?;
             if json {
                 print_json(&v)?;
             } else if wait {
@@ -957,9 +993,30 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2));
+    // Counts and rates on a terminal while the walk goes.
+    let counts = std::sync::Arc::new(repermission::Progress::default());
+    let verb = match (&a.undo, a.what_if) {
+        (Some(_), _) => "undoing",
+        (None, true) => "what-if",
+        (None, false) => "re-permissioning",
+    };
+    let shown = std::sync::Arc::clone(&counts);
+    let ticker = crate::progress::Ticker::start(json, move |t| {
+        use crate::progress::{count, rate};
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = shown.scanned.load(Relaxed);
+        format!(
+            "{verb}: {} entries ({}/s), {} changed, {} failed · {:.1} s",
+            count(n),
+            rate(n, t),
+            count(shown.changed.load(Relaxed)),
+            count(shown.failed.load(Relaxed)),
+            t.as_secs_f64()
+        )
+    });
     let summary = match a.undo {
         Some(crate::RepermissionCmd::Undo { journal }) => {
-            repermission::undo(&journal, threads).map_err(anyhow::Error::msg)?
+            repermission::undo_counted(&journal, threads, &counts).map_err(anyhow::Error::msg)?
         }
         None => {
             let Some(map_path) = a.map else {
@@ -985,10 +1042,11 @@ fn repermission(a: crate::RepermissionArgs, json: bool) -> Result<ExitCode> {
                 threads,
                 cross_devices: a.cross_devices,
             };
-            repermission::run(&a.paths, &map, &opts, a.journal.as_deref())
+            repermission::run_counted(&a.paths, &map, &opts, a.journal.as_deref(), counts)
                 .map_err(anyhow::Error::msg)?
         }
     };
+    drop(ticker);
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -10,6 +10,7 @@ mod backup;
 mod commands;
 mod devices;
 mod environments;
+mod progress;
 mod quickstart;
 mod quickstart_device;
 mod quickstart_moves;
@@ -40,11 +41,21 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines (on stderr) as text, or as one JSON object a line for a log collector (with
+    /// the request id of the request a line belongs to). `FERRY_LOG` sets the level.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// Whether `--server` was given on the command line (the agent takes it only from there).
     #[arg(skip)]
     pub server_on_command_line: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -407,10 +418,13 @@ fn main() -> ExitCode {
         "warn"
     };
     let filter = std::env::var("FERRY_LOG").unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

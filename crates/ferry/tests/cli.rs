@@ -777,3 +777,176 @@ fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
         if after_kill == before { "old" } else { "new" }
     );
 }
+
+/// Catches: `--log-format json` writing lines a collector cannot parse (a text line among them),
+/// or losing the request id that ties an operator's error answer to the server's log line.
+#[test]
+fn json_logs_carry_the_request_id_of_an_error_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_config(dir.path(), 50, 3, "");
+    let data = dir.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            dir.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+        &[("FERRY_LOG", "info,ferry_server=debug")],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/agents/4242", srv.url))
+            .bearer_auth(&token)
+            .header("x-request-id", "support-ticket-88")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(body["request_id"], "support-ticket-88", "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = srv.log.lock().unwrap().clone();
+        if let Some(l) = log.lines().find(|l| l.contains("support-ticket-88")) {
+            break l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line has the request id:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["span"]["id"], "support-ticket-88", "{line}");
+    assert_eq!(v["fields"]["route"], "/api/v1/agents/{id}", "{line}");
+    assert_eq!(v["fields"]["status"], 404, "{line}");
+    for l in srv.log.lock().unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+    }
+}
+
+/// `s` quoted for the shell.
+fn sh(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `cmd` run in a pseudo-terminal (util-linux `script`): what a person at a terminal sees.
+fn in_a_terminal(cmd: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut c = Command::new("script");
+    c.args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .env("TERM", "xterm");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("script (util-linux)");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// Catches: long work silent at a terminal (no counts, no rate, no phase), and progress lines
+/// leaking into what scripts read: a pipe, a file or `--json` must get exactly the result.
+#[test]
+fn progress_lines_at_a_terminal_only() {
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        assert_ne!(
+            std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+            Ok("1"),
+            "scripts/test must run this as root"
+        );
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("Smith, Ann's files");
+    std::fs::create_dir_all(&tree).unwrap();
+    for j in 0..300 {
+        let f = tree.join(format!("f {j}"));
+        std::fs::write(&f, "x").unwrap();
+        std::os::unix::fs::chown(&f, Some(1000 + (j % 3) as u32), Some(1500)).unwrap();
+    }
+    let map = d.path().join("map.csv");
+    std::fs::write(
+        &map,
+        "source,target\nuid:1000,uid:5000\nuid:1001,uid:5001\n",
+    )
+    .unwrap();
+    let cmd = format!(
+        "{} repermission --what-if --map {} {}",
+        sh(FERRY),
+        sh(&map.display().to_string()),
+        sh(&tree.display().to_string())
+    );
+    let (ok, seen) = in_a_terminal(&cmd, &[]);
+    assert!(ok, "{seen}");
+    assert!(
+        seen.contains("\r\x1b[2Kwhat-if: ")
+            && seen.contains(" entries (")
+            && seen.contains("/s), "),
+        "no progress line at a terminal: {seen:?}"
+    );
+    assert!(seen.contains("301 entries: 200 would change"), "{seen:?}");
+    let (ok, seen) = in_a_terminal(&format!("{cmd} --json"), &[]);
+    assert!(ok, "{seen}");
+    assert!(
+        !seen.contains("\x1b[2K"),
+        "a progress line with --json: {seen:?}"
+    );
+    let piped = Command::new(FERRY)
+        .args(["repermission", "--what-if", "--map"])
+        .arg(&map)
+        .arg(&tree)
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&piped.stdout),
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(!all.contains('\r') && !all.contains("\x1b["), "{all:?}");
+
+    // A sync cycle waited for: its phase while it runs, then the result.
+    sample_config(d.path(), 200, 4, "");
+    let data = d.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            d.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let (ok, seen) = in_a_terminal(&format!("{} sync run users --wait", sh(FERRY)), &env);
+    assert!(ok, "{seen}");
+    assert!(seen.contains("\r\x1b[2Ksync users: "), "{seen:?}");
+    assert!(seen.contains("succeeded"), "{seen:?}");
+    let o = ferry(&["sync", "run", "users", "--wait"], &env);
+    assert!(o.status.success());
+    assert!(!text(&o).contains("\x1b["), "{}", text(&o));
+}

@@ -3,6 +3,52 @@
 
 use super::*;
 
+/// This process's calls to Microsoft Graph, for the server's `/metrics`. Process-wide: a server
+/// talks to Graph through one client per directory, and Prometheus counts the process.
+pub struct GraphStats {
+    /// Answers by status class (`1xx` … `5xx`), and calls that got no answer (index 0).
+    answers: [AtomicU64; 6],
+    throttled: AtomicU64,
+    /// The waits throttling asked for (`Retry-After`, or the backoff without one), in ms.
+    waited_ms: AtomicU64,
+}
+
+/// A snapshot of [`GraphStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GraphCounts {
+    /// Requests by answer: no answer, then `1xx` … `5xx`.
+    pub requests: [u64; 6],
+    pub throttled: u64,
+    pub waited_ms: u64,
+}
+
+pub static STATS: GraphStats = GraphStats {
+    answers: [const { AtomicU64::new(0) }; 6],
+    throttled: AtomicU64::new(0),
+    waited_ms: AtomicU64::new(0),
+};
+
+impl GraphStats {
+    fn answered(&self, status: Option<u16>) {
+        let class = status.map_or(0, |s| usize::from(s / 100).clamp(1, 5));
+        self.answers[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn throttled(&self, wait: Duration) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        self.waited_ms
+            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> GraphCounts {
+        GraphCounts {
+            requests: std::array::from_fn(|i| self.answers[i].load(Ordering::Relaxed)),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            waited_ms: self.waited_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// An HTTP answer, read whole.
 pub(super) struct Answer {
     pub(super) status: StatusCode,
@@ -79,6 +125,7 @@ impl GraphConnector {
         wait: Duration,
     ) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        STATS.throttled(wait);
         let scope = header(headers, "x-ms-throttle-scope")
             .map(|s| format!(", scope {s}"))
             .unwrap_or_default();
@@ -123,7 +170,9 @@ impl GraphConnector {
             if let Some(b) = body {
                 rq = rq.json(b);
             }
-            let r = match rq.send().await {
+            let sent = rq.send().await;
+            STATS.answered(sent.as_ref().ok().map(|r| r.status().as_u16()));
+            let r = match sent {
                 Ok(r) => r,
                 Err(e) if attempt < self.cfg.max_attempts.min(3) && !e.is_connect() => {
                     self.retries.fetch_add(1, Ordering::Relaxed);

@@ -44,7 +44,7 @@ mod signin;
 use batch::*;
 use http::*;
 
-pub use http::parse_retry_after;
+pub use http::{GraphCounts, STATS, parse_retry_after};
 
 /// Properties read per object type ("returned only on `$select`" ones included).
 const USER_SELECT: &str = "id,displayName,userPrincipalName,mail,securityIdentifier,onPremisesSecurityIdentifier,onPremisesImmutableId,employeeId,proxyAddresses,accountEnabled,givenName,surname,mailNickname";

@@ -23,6 +23,48 @@ pub mod setup;
 pub mod sync;
 pub mod translation;
 
+tokio::task_local! {
+    /// The id of the request being answered (set by the server's request layer).
+    static REQUEST_ID: String;
+}
+
+/// A request's id: the client's `x-request-id` when it is a sane token (1–64 of `A–Z a–z 0–9 . _
+/// : -`, as a proxy in front would set), otherwise 16 random hex digits. In the request's
+/// extensions, its answer's `x-request-id` header, its error body and its log lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    pub fn of(headers: &axum::http::HeaderMap) -> RequestId {
+        let given = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                (1..=64).contains(&v.len())
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b))
+            });
+        RequestId(given.map_or_else(
+            || {
+                let mut b = [0u8; 8];
+                let _ = getrandom::fill(&mut b);
+                b.iter().map(|x| format!("{x:02x}")).collect()
+            },
+            str::to_string,
+        ))
+    }
+
+    /// Runs `f` (the request's handling) with this id as the current request's.
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        REQUEST_ID.scope(self.0, f).await
+    }
+}
+
+/// The id of the request being answered, inside its handling.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -92,6 +134,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 error: msg,
                 status: status.as_u16(),
+                request_id: request_id(),
             }),
         )
             .into_response();
@@ -358,6 +401,7 @@ async fn json_refusals(req: axum::extract::Request, next: axum::middleware::Next
                 text
             },
             status: status.as_u16(),
+            request_id: request_id(),
         }),
     )
         .into_response();

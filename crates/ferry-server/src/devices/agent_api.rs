@@ -94,6 +94,7 @@ async fn refuse(
         tracing::warn!(error = %e, "could not record a failed agent communication");
     }
     tracing::info!(code = r.code, address = ?f.address, reason = %r.message, "agent call refused");
+    st.metrics.refusal(r.code);
     r
 }
 
@@ -614,7 +615,27 @@ async fn checkin(
     Agent(a): Agent,
     body: axum::body::Bytes,
 ) -> Result<Response, Refusal> {
-    let req: CheckinRequest = parse(&st, &peer, Some(&a), &body, "the check-in").await?;
+    use crate::metrics::CheckinResult;
+    let answer = answer_checkin(&st, &peer, a, &body).await;
+    st.metrics.checkin(match &answer {
+        Err(_) => CheckinResult::Refused,
+        Ok(r) if r.migration.is_some() => CheckinResult::Migration,
+        Ok(r) if r.blocked.is_some() => CheckinResult::Blocked,
+        Ok(r) if r.assignment.is_some() => CheckinResult::Assignment,
+        Ok(_) => CheckinResult::Nothing,
+    });
+    Ok(Json(answer?).into_response())
+}
+
+async fn answer_checkin(
+    st: &AppState,
+    peer: &AgentPeer,
+    a: AgentRecord,
+    body: &[u8],
+) -> Result<CheckinResponse, Refusal> {
+    let st = st.clone();
+    let peer = *peer;
+    let req: CheckinRequest = parse(&st, &peer, Some(&a), body, "the check-in").await?;
     if let Err(r) = check_protocol(req.protocol) {
         return Err(refuse(&st, Some(&peer), Some(&a), None, r).await);
     }
@@ -701,7 +722,7 @@ async fn checkin(
             .collect();
         st.store.assign_run(a.id, &m.run, &steps).await?;
     }
-    Ok(Json(CheckinResponse {
+    Ok(CheckinResponse {
         protocol: PROTOCOL_VERSION,
         poll_interval_seconds: POLL_SECONDS,
         assignment: orders.assignment,
@@ -709,7 +730,6 @@ async fn checkin(
         blocked: orders.blocked,
         agent_id: Some(a.id),
     })
-    .into_response())
 }
 
 async fn events(
@@ -1033,16 +1053,63 @@ async fn translation(
     })
 }
 
-async fn landing() -> &'static str {
-    "ferry agent endpoint: agents call /agent/v1/enroll and /agent/v1/checkin (docs/agent-protocol.md)\n"
+/// The page the seed's endpoint test opens in a browser (`https://host/Agent`, any case): the
+/// endpoint answers, with the server's version and the certificate fingerprint to compare with
+/// the one the agents are given.
+fn landing(st: &AppState) -> Response {
+    let fingerprint = st
+        .devices
+        .endpoint
+        .read()
+        .ok()
+        .and_then(|e| e.as_ref().map(|(_, f)| f.clone()))
+        .unwrap_or_default();
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>ferry agent endpoint</title></head>\n<body>\n\
+         <h1>ferry agent endpoint</h1>\n\
+         <p>This is ferry's migration agent endpoint: it is reachable from this computer.</p>\n\
+         <dl><dt>Server version</dt><dd id=\"version\">{}</dd>\n\
+         <dt>Certificate fingerprint (SHA-256)</dt><dd id=\"fingerprint\"><code>{}</code></dd></dl>\n\
+         <p>Compare the fingerprint with the one your agents are installed with \
+         (<code>ferry agents endpoint</code> on the server). Agents call <code>/agent/v1/…</code>.</p>\n\
+         </body></html>\n",
+        env!("CARGO_PKG_VERSION"),
+        html_escape(&fingerprint),
+    );
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'",
+            ),
+        ],
+        html,
+    )
+        .into_response()
 }
 
-async fn agent_not_found() -> Refusal {
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A path no route matched: the landing page for `/agent` in any case (and a trailing `/`), a
+/// 404 refusal otherwise.
+async fn agent_not_found(State(st): State<AppState>, uri: axum::http::Uri) -> Response {
+    let p = uri.path().trim_end_matches('/');
+    if p.eq_ignore_ascii_case("/agent") {
+        return landing(&st);
+    }
     Refusal::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such agent endpoint (see docs/agent-protocol.md)",
     )
+    .into_response()
 }
 
 /// Every answer names the protocol version (`Ferry-Agent-Protocol`); a request that names one the
@@ -1069,8 +1136,11 @@ async fn protocol_header(req: axum::extract::Request, next: axum::middleware::Ne
 
 /// The agent endpoint's application (served on its own TLS listener).
 pub fn app(state: AppState) -> axum::Router {
+    let observed = (
+        std::sync::Arc::clone(&state.metrics),
+        crate::metrics::Listener::Agent,
+    );
     axum::Router::new()
-        .route("/agent", get(landing))
         .route("/agent/v1/enroll", post(enroll))
         .route("/agent/v1/checkin", post(checkin))
         .route("/agent/v1/events", post(events))
@@ -1080,6 +1150,10 @@ pub fn app(state: AppState) -> axum::Router {
         .fallback(agent_not_found)
         .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
         .layer(axum::middleware::from_fn(protocol_header))
+        .layer(axum::middleware::from_fn_with_state(
+            observed,
+            crate::observe,
+        ))
         .with_state(state)
 }
 

@@ -83,6 +83,8 @@ pub struct Engine {
     connectors: std::sync::Mutex<FxHashMap<String, Arc<dyn Connector>>>,
     /// Enrolment-token warnings already logged, with the day they were (one a day is enough).
     warned: std::sync::Mutex<FxHashMap<String, i64>>,
+    /// Cycles' stage durations and results, for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A failure inside a cycle, with the phase it happened in.
@@ -133,6 +135,7 @@ impl Engine {
             data_dir,
             connectors: std::sync::Mutex::new(FxHashMap::default()),
             warned: std::sync::Mutex::new(FxHashMap::default()),
+            metrics: Arc::default(),
         }
     }
 
@@ -287,7 +290,11 @@ impl Engine {
     /// Runs a cycle to its end, recording success or failure.
     async fn run(&self, profile: &str, id: i64) {
         let started = std::time::Instant::now();
-        match self.cycle(profile, id).await {
+        let result = self.cycle(profile, id).await;
+        self.metrics
+            .stage(profile, "cycle", started.elapsed().as_secs_f64());
+        self.metrics.cycle_finished(profile, result.is_ok());
+        match result {
             Ok(export) => {
                 tracing::info!(profile, cycle = id, elapsed_ms = started.elapsed().as_millis() as u64, export = %export, "cycle succeeded");
             }
@@ -401,10 +408,15 @@ impl Engine {
                 code: "config",
                 message: "target directory vanished".into(),
             })?;
+        let t = std::time::Instant::now();
         let report = self
             .connector(&settings, target)
             .export(&plan.writes, &tgt.objects)
             .await
+            .inspect(|_| {
+                self.metrics
+                    .stage(name, "export", t.elapsed().as_secs_f64())
+            })
             .map_err(|e| CycleFailure {
                 code: "export",
                 message: e.to_string(),
@@ -459,6 +471,11 @@ impl Engine {
         let t = std::time::Instant::now();
         let (src, tgt) = tokio::join!(self.import(settings, sdir), self.import(settings, tdir));
         let (src, tgt) = (src?, tgt?);
+        let stage = |s, t: std::time::Instant| {
+            self.metrics
+                .stage(&profile.name, s, t.elapsed().as_secs_f64())
+        };
+        stage("import", t);
         tracing::info!(
             cycle = id,
             elapsed_ms = t.elapsed().as_millis() as u64,
@@ -470,6 +487,7 @@ impl Engine {
         let t = std::time::Instant::now();
         let fingerprint = cfg.profile_fingerprint(profile);
         let plan = blocking(|| plan::build(profile, &fingerprint, &src.objects, &tgt.objects));
+        stage("plan", t);
         tracing::info!(
             cycle = id,
             elapsed_ms = t.elapsed().as_millis() as u64,
@@ -480,6 +498,7 @@ impl Engine {
         let stored = self.store.decision_digest(&profile.name).await?;
         let diff = blocking(|| plan::diff(&plan, &src.objects, &tgt.objects, &stored));
         drop(stored);
+        stage("compare", t);
         tracing::info!(
             cycle = id,
             elapsed_ms = t.elapsed().as_millis() as u64,
@@ -503,6 +522,7 @@ impl Engine {
                 plan.writes.len()
             ),
         ));
+        let t = std::time::Instant::now();
         let history = plan::history_lines(&plan, &diff);
         let objects = [&src, &tgt]
             .iter()
@@ -523,6 +543,7 @@ impl Engine {
                 logs: &logs,
             })
             .await?;
+        stage("store", t);
         drop(diff);
         Ok((plan, src, tgt))
     }

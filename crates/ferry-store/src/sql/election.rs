@@ -50,4 +50,17 @@ impl<B: Backend> ElectionStore for SqlStore<B> {
         tx.commit().await?;
         Ok(v)
     }
+
+    async fn schema_version(&self) -> Result<(i64, i64)> {
+        let applied = self
+            .row(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+                |r| r.get(0),
+            )
+            .await?
+            .unwrap_or(0);
+        let known = B::MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+        Ok((applied, known))
+    }
 }
