@@ -740,7 +740,7 @@ impl Client {
 
     // ---- Runbooks and batches ----
 
-    pub async fn runbooks(&self) -> Result<Vec<Runbook>> {
+    pub async fn runbooks(&self) -> Result<Vec<ferry_core::wire::RunbookView>> {
         self.ask(ep::RUNBOOKS, &[], &[]).await
     }
 

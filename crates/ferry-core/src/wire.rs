@@ -775,6 +775,19 @@ pub struct BatchView {
     pub computer_count: usize,
     /// Notes on the last change (prerequisites added, late additions).
     pub warnings: Vec<String>,
+    /// `file` (a `[[batch]]` of ferry.toml: change it there; its halt and resume stay
+    /// operators') or `console` (made through the API or console).
+    pub origin: String,
+}
+
+/// A runbook as listed, with where it is defined.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunbookView {
+    #[serde(flatten)]
+    pub runbook: crate::runbook::Runbook,
+    /// `file` (a `[[runbook]]` of ferry.toml: change it there) or `console`.
+    pub origin: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -74,6 +74,8 @@ pub enum StartError {
     Store(#[from] ferry_store::StoreError),
     #[error("secret key: {0}")]
     SecretKey(String),
+    #[error(transparent)]
+    Config(#[from] ferry_core::config::ConfigError),
     #[error("agent endpoint certificate: {0}")]
     AgentTls(String),
     #[error("server.audit_log {0}: {1}")]
@@ -414,6 +416,16 @@ impl Server {
                 )
                 .await?;
             tracing::info!(environment = %e.id, tenant = %e.tenant, "registered from the configuration");
+        }
+        // Runbooks and batches of the configuration, where check-ins and other servers read them.
+        match devices::configured::put_into_store(&*store, &opts.settings).await {
+            Ok(changed) => {
+                for c in changed {
+                    tracing::info!("{c} put from the configuration");
+                }
+            }
+            Err(devices::configured::LoadError::Config(e)) => return Err(e.into()),
+            Err(devices::configured::LoadError::Store(e)) => return Err(e.into()),
         }
         let settings = settings::Live::new(opts.settings, vault);
         for w in settings.load(&*store).await? {

@@ -22,6 +22,7 @@ use ferry_core::plan::{self, DecisionDiff, DecisionKey, Level, LogEntry, Plan, S
 use rustc_hash::FxHashMap;
 
 pub mod backend;
+pub mod backup;
 mod migrate;
 pub mod pgtls;
 pub mod postgres;

@@ -47,9 +47,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                         p.mode.as_str()
                     );
                 }
+                for r in &s.config.runbooks {
+                    println!("  runbook {}: {}", r.name, r.steps().join(", "));
+                }
+                for b in &s.config.batches {
+                    println!(
+                        "  batch {}: {} on {} computer(s), enforced after {} {}",
+                        b.name,
+                        b.runbooks.join(" → "),
+                        b.computers.len(),
+                        b.enforced_after,
+                        b.time_zone
+                    );
+                }
+                for (path, name) in ferry_server::devices::configured::external_references(&s) {
+                    println!(
+                        "  note: {path}: runbook `{name}` is not in this file; the server's database must have it (checked at start)"
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup(a) => crate::backup::backup(a, json),
+        Command::Restore(a) => crate::backup::restore(a, json),
         Command::Directory(c) => directory(&client()?, c, json).await,
         Command::Psk(c) => crate::devices::psk(&client()?, c, json).await,
         Command::Agents(c) => crate::devices::agents(&client()?, c, json).await,
@@ -234,6 +254,13 @@ fn time_opt(v: Option<i64>) -> String {
     .unwrap_or_default()
 }
 
+/// The data directory: `--data-dir`, else the configuration's `[server] data_dir` (relative to
+/// the file), else `./ferry-data`.
+pub fn data_dir(arg: Option<PathBuf>, settings: Option<&Settings>) -> PathBuf {
+    arg.or_else(|| settings.and_then(|s| s.config.server.data_dir.as_ref().map(|d| s.base.join(d))))
+        .unwrap_or_else(|| PathBuf::from("ferry-data"))
+}
+
 async fn server(a: ServerArgs, format: crate::LogFormat) -> Result<ExitCode> {
     // The server's own lines on stderr: for a person as they are, for a collector as log lines
     // (every line of `--log-format json` is one JSON object).
@@ -255,10 +282,7 @@ async fn server(a: ServerArgs, format: crate::LogFormat) -> Result<ExitCode> {
         .listen
         .or_else(|| srv.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:5000".into());
-    let data_dir = a
-        .data_dir
-        .or_else(|| srv.data_dir.as_ref().map(|d| settings.base.join(d)))
-        .unwrap_or_else(|| PathBuf::from("ferry-data"));
+    let data_dir = data_dir(a.data_dir, Some(&settings));
     let database_url = a
         .database_url
         .or_else(|| srv.database_url.as_ref().map(|s| s.expose().to_string()));

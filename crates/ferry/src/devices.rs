@@ -419,13 +419,19 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
 pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         RunbookCmd::List => {
-            print_list(&c.runbooks().await?, json, |r| {
+            print_list(&c.runbooks().await?, json, |v| {
+                let r = &v.runbook;
                 println!(
-                    "{:<24} {} → {}  prerequisites: {}",
+                    "{:<24} {} → {}  prerequisites: {}{}",
                     r.name,
                     compact(&r.source_directories),
                     compact(&r.target_directories),
-                    compact(&r.prerequisites)
+                    compact(&r.prerequisites),
+                    if v.origin == "file" {
+                        "  (in ferry.toml)"
+                    } else {
+                        ""
+                    }
                 );
             })?;
         }
@@ -433,9 +439,9 @@ pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode
             let v = c.runbooks().await?;
             let r = v
                 .iter()
-                .find(|r| r.name == name)
+                .find(|r| r.runbook.name == name)
                 .with_context(|| format!("there is no runbook `{name}`"))?;
-            print_json(r)?;
+            print_json(&r.runbook)?;
         }
         RunbookCmd::Put { file } => {
             let (body, name) = read_entry(&file, "name", "runbook")?;
@@ -454,10 +460,13 @@ pub async fn runbook(c: &Client, cmd: RunbookCmd, json: bool) -> Result<ExitCode
             runbook, output, ..
         } => {
             let v = c.runbooks().await?;
-            let rb = v.iter().find(|r| r.name == runbook).with_context(|| {
-                format!("there is no runbook file or server runbook `{runbook}`")
-            })?;
-            render(rb, output.as_deref())?;
+            let rb = v
+                .iter()
+                .find(|r| r.runbook.name == runbook)
+                .with_context(|| {
+                    format!("there is no runbook file or server runbook `{runbook}`")
+                })?;
+            render(&rb.runbook, output.as_deref())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -468,14 +477,19 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
         BatchCmd::List => {
             print_list(&c.batches().await?, json, |b| {
                 println!(
-                    "{:<16} {} → {}  runbooks {}  enforced after {} {}  computers {}",
+                    "{:<16} {} → {}  runbooks {}  enforced after {} {}  computers {}{}",
                     b.batch.name,
                     b.batch.source_directory,
                     b.batch.target_directory,
                     compact(&b.batch.runbooks),
                     b.batch.enforced_after,
                     b.batch.time_zone,
-                    b.computers.len()
+                    b.computers.len(),
+                    if b.origin == "file" {
+                        "  (in ferry.toml)"
+                    } else {
+                        ""
+                    }
                 );
             })?;
         }

@@ -6,6 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
+mod backup;
 mod commands;
 mod devices;
 mod environments;
@@ -82,6 +83,11 @@ pub enum Command {
     Config(ConfigCmd),
     /// Print the API's OpenAPI document.
     Openapi,
+    /// Back up a server's SQLite data directory, while it runs, into one file (the database and
+    /// the key material); for PostgreSQL it says how to use pg_dump.
+    Backup(backup::BackupArgs),
+    /// Restore a `ferry backup` file into a new or empty data directory.
+    Restore(backup::RestoreArgs),
     /// Pre-shared keys agents enroll with.
     #[command(subcommand)]
     Psk(devices::PskCmd),

@@ -32,8 +32,8 @@ pub struct Args {
     pub no_device: bool,
 }
 
-fn config() -> String {
-    format!(
+fn config(dir: &Path) -> String {
+    let main = format!(
         r#"# Written by `ferry quickstart`: two sample Entra-style tenants as file directories.
 # Edit freely; the quickstart only writes this file when it is missing.
 
@@ -73,7 +73,8 @@ source_attribute = "name"
 target_attribute = "name"
 "#,
         rules = sample::QUICKSTART_RULES
-    )
+    );
+    main + &crate::quickstart_device::config(dir)
 }
 
 fn write_if_missing(path: &Path, body: impl FnOnce() -> Vec<u8>) -> Result<bool> {
@@ -100,7 +101,7 @@ pub async fn run(a: Args, json: bool) -> Result<ExitCode> {
             s.target.len()
         );
     }
-    write_if_missing(&dir.join("ferry.toml"), || config().into_bytes())?;
+    write_if_missing(&dir.join("ferry.toml"), || config(&dir).into_bytes())?;
     let settings = Settings::load(&dir.join("ferry.toml"))?;
     let listener = match tokio::net::TcpListener::bind(&a.listen).await {
         Ok(l) => l,

@@ -1,7 +1,8 @@
 //! The device part of `ferry quickstart`: a sample device tree (homes of three Contoso users and
 //! a shared folder, with owners, access and default ACLs, a symlink and a hard link), a runbook
-//! and a batch enforced a minute ago, and a local agent that enrolls over TLS, takes the
-//! migration and re-permissions the tree to the users' Fabrikam accounts.
+//! and a batch of this computer enforced before the quickstart's `ferry.toml` was written (both
+//! in that file: runbooks and batches as code), and a local agent that enrolls over TLS, takes
+//! the migration and re-permissions the tree to the users' Fabrikam accounts.
 //!
 //! The tree stands for a device: its users are in `device/passwd` (not the machine's), the agent's
 //! "prevent sign-in" file is `device/nologin` (not `/etc/nologin`), and nobody counts as signed in.
@@ -12,10 +13,9 @@ use ferry_agent::daemon::{self, Config};
 use ferry_agent::harvest::Sources;
 use ferry_agent::run::RunState;
 use ferry_client::Client;
-use ferry_client::wire::{ComputerChange, NewPsk};
+use ferry_client::wire::NewPsk;
 use ferry_core::ObjectKind;
 use ferry_core::agent::Credential;
-use serde_json::json;
 use std::os::unix::fs::{MetadataExt, chown, symlink};
 use std::path::{Path, PathBuf};
 
@@ -67,7 +67,6 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
     }
     let device = dir.join("device");
     let tree = device.join("home");
-    let shared = device.join("shared");
     if !tree.exists() {
         build_tree(&device, &users).context("cannot build the sample device tree")?;
     }
@@ -92,39 +91,17 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
     }
     std::fs::write(device.join("passwd"), passwd)?;
 
-    let runbook = json!({
-        "name": "Quickstart",
-        "source_directories": ["contoso"],
-        "target_directories": ["fabrikam"],
-        "startup": {
-            "prevent_login": true,
-            "pre_migration_scripts": [{"name": "check", "interpreter": "sh",
-                "body": "echo \"pre-migration check of run $FERRY_RUN on $(hostname)\"\ntest -r \"$FERRY_TRANSLATION\""}]
-        },
-        "user_experience": {"message": "Your device is moving to Fabrikam."},
-        "permission_updates": {"mode": "add-and-remove",
-            "paths": [tree.to_string_lossy(), shared.to_string_lossy()],
-            "ignore": ["**/.cache"]},
-        "completion": {"post_migration_scripts": [{"name": "report", "interpreter": "sh",
-            "body": "echo \"migrated; translation in $FERRY_TRANSLATION\""}]}
-    });
-    admin.put_runbook("Quickstart", &runbook).await?;
-    let exists = admin
+    // The runbook and batch are ferry.toml's (`config` below), put into the store at start.
+    let configured = admin
         .batches()
         .await?
-        .iter()
-        .any(|b| b.batch.name == "Quickstart");
-    if !exists {
-        // Enforced 20 minutes ago, past the 15-minute window over which a batch's devices are
-        // spread: the agent starts at its first check-in.
-        let enforced = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(20);
-        let batch = json!({
-            "name": "Quickstart", "source_directory": "contoso", "target_directory": "fabrikam",
-            "runbooks": ["Quickstart"],
-            "enforced_after": enforced.strftime("%Y-%m-%dT%H:%M").to_string(),
-            "time_zone": "UTC",
-        });
-        admin.put_batch("Quickstart", &batch, false).await?;
+        .into_iter()
+        .any(|b| b.batch.name == "Quickstart" && b.origin == "file");
+    if !configured {
+        bail!(
+            "{} has no [[batch]] `Quickstart` (an older quickstart wrote it): delete that file to have it written again",
+            dir.join("ferry.toml").display()
+        );
     }
 
     let state_dir = dir.join("agent");
@@ -161,14 +138,8 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
         reboot_required_file: device.join("reboot-required"),
         min_free_mb: 16,
     };
-    // Enroll (the computer becomes known), join the batch, then take the migration.
+    // Enroll (this computer is in the batch already), then take the migration.
     daemon::run(cfg.clone()).await.map_err(anyhow::Error::msg)?;
-    let hostname = daemon::device_facts().hostname;
-    let change = ComputerChange {
-        add: vec![hostname],
-        remove: Vec::new(),
-    };
-    admin.change_batch_computers("Quickstart", &change).await?;
     let cfg = Config { psk: None, ..cfg };
     daemon::run(cfg).await.map_err(anyhow::Error::msg)?;
     let run: RunState = ferry_agent::state::read_json(&state_dir.join("run.json"))
@@ -179,6 +150,57 @@ pub async fn demo(dir: &Path, admin: &Client, endpoint: &(String, String)) -> Re
         tree: device,
         state_dir,
     })
+}
+
+/// The quickstart's `[[runbook]]` and `[[batch]]`: the sample device tree re-permissioned, on
+/// this computer, enforced 20 minutes before the file was written (past the 15-minute window
+/// over which a batch's devices are spread, so the agent starts at its first check-in).
+pub fn config(dir: &Path) -> String {
+    // TOML basic strings: JSON's escapes are TOML's.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let device = dir.join("device");
+    let enforced = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(20);
+    format!(
+        r#"
+# The sample device's migration (runbooks and batches as code: read-only in the console).
+[[runbook]]
+name = "Quickstart"
+source_directories = ["contoso"]
+target_directories = ["fabrikam"]
+[runbook.startup]
+prevent_login = true
+[[runbook.startup.pre_migration_scripts]]
+name = "check"
+interpreter = "sh"
+body = """
+echo "pre-migration check of run $FERRY_RUN on $(hostname)"
+test -r "$FERRY_TRANSLATION"
+"""
+[runbook.user_experience]
+message = "Your device is moving to Fabrikam."
+[runbook.permission_updates]
+mode = "add-and-remove"
+paths = [{home}, {shared}]
+ignore = ["**/.cache"]
+[[runbook.completion.post_migration_scripts]]
+name = "report"
+interpreter = "sh"
+body = 'echo "migrated; translation in $FERRY_TRANSLATION"'
+
+[[batch]]
+name = "Quickstart"
+source_directory = "contoso"
+target_directory = "fabrikam"
+runbooks = ["Quickstart"]
+enforced_after = "{enforced}"
+time_zone = "UTC"
+computers = [{computer}]
+"#,
+        home = quote(&device.join("home").to_string_lossy()),
+        shared = quote(&device.join("shared").to_string_lossy()),
+        enforced = enforced.strftime("%Y-%m-%dT%H:%M"),
+        computer = quote(&daemon::device_facts().hostname),
+    )
 }
 
 fn build_tree(device: &Path, users: &[User]) -> std::io::Result<()> {

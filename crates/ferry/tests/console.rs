@@ -598,6 +598,20 @@ async fn the_console_in_chromium() {
         "wave-1 stays"
     );
 
+    // The quickstart's runbook and batch are its ferry.toml's: listed with that mark, and no
+    // Edit or Delete (the batch keeps its What-If, dashboard and pre-flight).
+    for (page, buttons) in [("runbooks", "button"), ("batches", "button:not(.whatif)")] {
+        b.go(&format!("{url}#/{page}")).await;
+        b.wait_text("main table", "Quickstart").await;
+        let marks = b
+            .script(&format!(
+                "return [...document.querySelectorAll('main tr')].filter(r => r.textContent.startsWith('Quickstart')).map(r => \
+                 [(r.querySelector('.configured') || {{textContent: ''}}).textContent, r.querySelectorAll('{buttons}').length])"
+            ))
+            .await;
+        assert_eq!(marks, json!([["in ferry.toml", 0]]), "{page}");
+    }
+
     // A runbook: a refused one says which field, then one with its sections filled in.
     // A prerequisite runbook, put by the API as the CLI does; the form's runbook needs it.
     let r = reqwest::Client::new()

@@ -101,6 +101,75 @@ pub struct Config {
     /// `[[environment]]` entries: environments registered at start when not registered yet.
     #[serde(default, rename = "environment", skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<crate::envmove::Environment>,
+    /// `[[runbook]]` entries: runbooks as code, with the API's fields (`ferry runbook`, the
+    /// console's form). Put into the store at start; read-only through the API and console.
+    #[serde(default, rename = "runbook", skip_serializing_if = "Vec::is_empty")]
+    pub runbooks: Vec<crate::runbook::Runbook>,
+    /// `[[batch]]` entries: batches as code, with their computers; read-only likewise (a halt
+    /// and a resume are still the operators').
+    #[serde(default, rename = "batch", skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<ConfiguredBatch>,
+}
+
+/// `[[batch]]`: the API's batch ([`crate::wire::Batch`], the same keys) and its computers.
+///
+/// ```toml
+/// [[batch]]
+/// name = "Pilot"
+/// source_directory = "contoso"
+/// target_directory = "fabrikam"
+/// runbooks = ["Pre-Req", "Main"]
+/// available_from = "2026-12-01T18:00"   # optional: offered to the user from then
+/// enforced_after = "2026-12-08T18:00"   # runs without asking from then
+/// time_zone = "Europe/London"           # of the two times (default UTC)
+/// canary = "10%"                        # or a number of devices; optional
+/// max_failure_rate = 0.05               # share of finished devices that may fail (default 0)
+/// max_concurrent = 50                   # optional
+/// computers = ["PC-0001", "PC-0002"]    # host names; a computer is in one batch at most
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredBatch {
+    pub name: String,
+    pub source_directory: String,
+    pub target_directory: String,
+    pub runbooks: Vec<String>,
+    #[serde(default)]
+    pub available_from: Option<String>,
+    pub enforced_after: String,
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    #[serde(default)]
+    pub canary: Option<crate::wire::Canary>,
+    #[serde(default)]
+    pub max_failure_rate: f64,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Host names (compared without case).
+    #[serde(default)]
+    pub computers: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+impl ConfiguredBatch {
+    /// The batch as the API and the store keep it (its computers are memberships).
+    pub fn batch(&self) -> crate::wire::Batch {
+        crate::wire::Batch {
+            name: self.name.clone(),
+            source_directory: self.source_directory.clone(),
+            target_directory: self.target_directory.clone(),
+            runbooks: self.runbooks.clone(),
+            available_from: self.available_from.clone(),
+            enforced_after: self.enforced_after.clone(),
+            time_zone: self.time_zone.clone(),
+            canary: self.canary.clone(),
+            max_failure_rate: self.max_failure_rate,
+            max_concurrent: self.max_concurrent,
+        }
+    }
 }
 
 /// `[server]`: every key can be overridden on the command line.
@@ -759,7 +828,12 @@ impl Config {
             let path = if path == "." { String::new() } else { path };
             toml_error(file, src, &path, e.inner())
         })?;
-        cfg.validate(file)?;
+        cfg.validate(file).map_err(|mut e| {
+            if e.location.is_empty() {
+                e.location = entry_location(src, &e.path);
+            }
+            e
+        })?;
         for (i, p) in cfg.profiles.iter().enumerate() {
             p.configured_overrides()
                 .map_err(|(j, message)| ConfigError {
@@ -1066,6 +1140,46 @@ impl Config {
                 }
             }
         }
+        let mut runbooks = std::collections::HashSet::new();
+        for (i, r) in self.runbooks.iter().enumerate() {
+            if let Err(e) = crate::names::check_name(&r.name) {
+                return Err(err(format!("runbook[{i}].name"), e));
+            }
+            if !runbooks.insert(r.name.as_str()) {
+                return Err(err(
+                    format!("runbook[{i}].name"),
+                    format!("runbook `{}` is defined twice", r.name),
+                ));
+            }
+        }
+        let mut batches = std::collections::HashSet::new();
+        let mut computers: std::collections::HashMap<String, &str> =
+            std::collections::HashMap::new();
+        for (i, b) in self.batches.iter().enumerate() {
+            if let Err(e) = crate::names::check_name(&b.name) {
+                return Err(err(format!("batch[{i}].name"), e));
+            }
+            if !batches.insert(b.name.as_str()) {
+                return Err(err(
+                    format!("batch[{i}].name"),
+                    format!("batch `{}` is defined twice", b.name),
+                ));
+            }
+            for (j, c) in b.computers.iter().enumerate() {
+                let at = format!("batch[{i}].computers[{j}]");
+                if c.trim().is_empty() || c.trim() != c {
+                    return Err(err(at, format!("`{c}` is not a host name")));
+                }
+                if let Some(other) = computers.insert(c.to_lowercase(), &b.name) {
+                    return Err(err(
+                        at,
+                        format!(
+                            "`{c}` is already in batch `{other}`: a computer is in one batch at most"
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1097,6 +1211,57 @@ fn line_col(src: &str, offset: usize) -> String {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!(" (line {line}, column {col})")
+}
+
+/// Where the key `path` (`runbook[1].device_state.join`, `batch[0].computers[2]`) of a
+/// `[[runbook]]` or `[[batch]]` entry is written: its line, else its table's header; ` (line L,
+/// column C)`, or empty for other paths. Semantic errors are found after parsing, which keeps no
+/// positions, so the text is searched.
+pub fn entry_location(src: &str, path: &str) -> String {
+    let Some((table, rest)) = path.split_once('[') else {
+        return String::new();
+    };
+    if table != "runbook" && table != "batch" {
+        return String::new();
+    }
+    let Some(index) = rest.split(']').next().and_then(|i| i.parse::<usize>().ok()) else {
+        return String::new();
+    };
+    let header = format!("[[{table}]]");
+    let Some(start) = src
+        .match_indices(&header)
+        .map(|(i, _)| i)
+        .filter(|&i| i == 0 || src[..i].ends_with('\n'))
+        .nth(index)
+    else {
+        return String::new();
+    };
+    let body = start + header.len();
+    let end = src[body..]
+        .match_indices(&header)
+        .map(|(i, _)| body + i)
+        .find(|&i| src[..i].ends_with('\n'))
+        .unwrap_or(src.len());
+    // The innermost key named, without its index: `computers` of `computers[2]`.
+    let key = path
+        .rsplit('.')
+        .next()
+        .map(|k| k.split('[').next().unwrap_or(k))
+        .filter(|_| path.contains('.'));
+    let at = key.and_then(|k| {
+        let mut offset = body;
+        for line in src[body..end].split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.strip_prefix(k)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+            {
+                return Some(offset + (line.len() - t.len()));
+            }
+            offset += line.len();
+        }
+        None
+    });
+    line_col(src, at.unwrap_or(start))
 }
 
 /// `[[directory]]` tables are read through a tagged enum, which keeps no positions inside them; for
@@ -1410,5 +1575,105 @@ transforms = ["lowercase", { replace_suffix = ["@contoso.test", "@fabrikam.test"
         assert_eq!(attrs.len(), 2);
         assert_eq!(attrs[1].target, "mail");
         assert_eq!(attrs[1].transforms.len(), 2);
+    }
+
+    const DEVICES: &str = r#"
+[[runbook]]
+name = "Pre-Req"
+source_directories = ["contoso"]
+target_directories = ["fabrikam"]
+
+[[runbook]]
+name = "Main"
+source_directories = ["contoso"]
+target_directories = ["fabrikam"]
+prerequisites = ["Pre-Req"]
+[runbook.permission_updates]
+mode = "add"
+paths = ["/home"]
+
+[[batch]]
+name = "Pilot"
+source_directory = "contoso"
+target_directory = "fabrikam"
+runbooks = ["Pre-Req", "Main"]
+enforced_after = "2026-12-08T18:00"
+canary = "10%"
+max_failure_rate = 0.05
+max_concurrent = 50
+computers = ["PC-0001", "PC-0002"]
+"#;
+
+    #[test]
+    fn runbooks_and_batches_parse_with_the_api_fields() {
+        let c = Config::parse(&format!("{GOOD}{DEVICES}"), "ferry.toml").unwrap();
+        assert_eq!(c.runbooks.len(), 2);
+        assert_eq!(c.runbooks[1].prerequisites, ["Pre-Req"]);
+        let b = c.batches[0].batch();
+        assert_eq!(b.time_zone, "UTC");
+        assert_eq!(b.canary, Some(crate::wire::Canary::Share("10%".into())));
+        assert_eq!(b.max_concurrent, Some(50));
+        assert_eq!(c.batches[0].computers, ["PC-0001", "PC-0002"]);
+    }
+
+    #[test]
+    fn runbook_and_batch_errors_name_the_key_and_line() {
+        let src = format!("{GOOD}{DEVICES}");
+        // (text, changed to, the error's path, its message, what its line starts with)
+        let cases: &[(&str, &str, &str, &str, &str)] = &[
+            (
+                "max_concurrent = 50",
+                "max_concurrent = 50\ncolour = \"red\"",
+                "batch[0].colour",
+                "unknown field `colour`",
+                "colour",
+            ),
+            (
+                "max_concurrent = 50",
+                "max_concurrent = \"lots\"",
+                "batch[0].max_concurrent",
+                "invalid type",
+                "max_concurrent = \"lots\"",
+            ),
+            (
+                "mode = \"add\"",
+                "mode = \"add\"\nrecursive = true",
+                "runbook[1].permission_updates.recursive",
+                "unknown field `recursive`",
+                "recursive",
+            ),
+            (
+                "mode = \"add\"",
+                "mode = \"merge\"",
+                "runbook[1].permission_updates.mode",
+                "unknown variant `merge`",
+                "mode = \"merge\"",
+            ),
+            (
+                "name = \"Main\"",
+                "name = \"Pre-Req\"",
+                "runbook[1].name",
+                "runbook `Pre-Req` is defined twice",
+                "name = \"Pre-Req\"\nsource_directories = [\"contoso\"]\ntarget_directories = [\"fabrikam\"]\nprerequisites",
+            ),
+            (
+                "\"PC-0002\"]",
+                "\"PC-0002\", \"pc-0001\"]",
+                "batch[0].computers[2]",
+                "`pc-0001` is already in batch `Pilot`",
+                "computers =",
+            ),
+        ];
+        for (from, to, path, message, at) in cases {
+            let changed = src.replacen(from, to, 1);
+            let e = Config::parse(&changed, "ferry.toml").unwrap_err();
+            assert_eq!(e.path, *path, "{to}: {e}");
+            assert!(e.message.contains(message), "{to}: {e}");
+            let line = changed[..changed.find(at).unwrap()].matches('\n').count() + 1;
+            assert!(
+                e.location.starts_with(&format!(" (line {line},")),
+                "{to}: {e} (the key is on line {line})"
+            );
+        }
     }
 }

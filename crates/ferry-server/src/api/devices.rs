@@ -4,7 +4,7 @@
 use super::{ApiError, ApiResult};
 use crate::audit::act;
 use crate::auth::AdminAuth;
-use crate::devices::{self, Batch, BatchTimes};
+use crate::devices::{self, Batch, BatchTimes, configured};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -14,7 +14,8 @@ use ferry_core::agent::Assignment;
 use ferry_core::runbook::Runbook;
 pub use ferry_core::wire::{
     AgentDetail, AgentEndpointInfo, AgentView, BatchProgress, BatchView, BatchWhatIf,
-    ComputerChange, CreatedPsk, DecidedRequest, DeviceWhatIf, FailedReport, NewPsk, WaveState,
+    ComputerChange, CreatedPsk, DecidedRequest, DeviceWhatIf, FailedReport, NewPsk, RunbookView,
+    WaveState,
 };
 use ferry_store::{AgentQuery, AgentRecord, DocKind, EnrollmentRequest, Psk, StoredEvent, now_ms};
 use serde::Deserialize;
@@ -368,15 +369,47 @@ async fn runbook_map(st: &AppState) -> ApiResult<HashMap<String, Runbook>> {
     Ok(st.devices.snapshot().runbooks.clone())
 }
 
-#[utoipa::path(get, path = "/runbooks", tag = "devices", responses((status = 200, body = Vec<Runbook>)))]
-pub async fn runbooks(_: AdminAuth, State(st): State<AppState>) -> ApiResult<Json<Vec<Runbook>>> {
-    let mut v: Vec<Runbook> = runbook_map(&st).await?.into_values().collect();
-    v.sort_by(|a, b| a.name.cmp(&b.name));
+/// `file` for an entry of ferry.toml, else `console`.
+fn origin(configured: bool) -> String {
+    if configured { "file" } else { "console" }.into()
+}
+
+/// Refuses to change a runbook or batch defined in ferry.toml (`what`: `runbook`, `batch`).
+fn not_configured(st: &AppState, what: &str, name: &str) -> ApiResult<()> {
+    let file = st.settings.file();
+    let configured = match what {
+        "runbook" => configured::is_configured_runbook(file, name),
+        _ => configured::is_configured_batch(file, name),
+    };
+    if configured {
+        return Err(ApiError::Conflict(format!(
+            "{what} `{name}` is defined in {}; change it there",
+            file.file
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/runbooks", tag = "devices", responses((status = 200, body = Vec<RunbookView>)))]
+pub async fn runbooks(
+    _: AdminAuth,
+    State(st): State<AppState>,
+) -> ApiResult<Json<Vec<RunbookView>>> {
+    let file = st.settings.file();
+    let mut v: Vec<RunbookView> = runbook_map(&st)
+        .await?
+        .into_values()
+        .map(|r| RunbookView {
+            origin: origin(configured::is_configured_runbook(file, &r.name)),
+            runbook: r,
+        })
+        .collect();
+    v.sort_by(|a, b| a.runbook.name.cmp(&b.runbook.name));
     Ok(Json(v))
 }
 
 #[utoipa::path(put, path = "/runbooks/{name}", tag = "devices", params(("name" = String, Path)), request_body = Runbook,
-    responses((status = 200, body = Runbook), (status = 400, body = super::ErrorBody, description = "names the field that is wrong")))]
+    responses((status = 200, body = Runbook), (status = 400, body = super::ErrorBody, description = "names the field that is wrong"), (status = 409, body = super::ErrorBody, description = "defined in the configuration file")))]
 pub async fn put_runbook(
     op: AdminAuth,
     State(st): State<AppState>,
@@ -384,6 +417,7 @@ pub async fn put_runbook(
     super::Object(r): super::Object<Runbook>,
 ) -> ApiResult<Json<Runbook>> {
     super::same_name(&r.name, &name)?;
+    not_configured(&st, "runbook", &name)?;
     let stored = st.devices.reload(&*st.store).await?.runbooks.clone();
     devices::validate_runbook(&r, &st.settings.get(), &stored)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -430,6 +464,7 @@ pub async fn delete_runbook(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    not_configured(&st, "runbook", &name)?;
     let snap = st.devices.reload(&*st.store).await?;
     if let Some(r) = snap
         .runbooks
@@ -458,6 +493,7 @@ pub async fn delete_runbook(
 async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult<BatchView> {
     let computers = st.devices.snapshot().computers_of(&b.name);
     Ok(BatchView {
+        origin: origin(configured::is_configured_batch(st.settings.file(), &b.name)),
         batch: b,
         computer_count: computers.len(),
         computers,
@@ -496,6 +532,7 @@ pub async fn batches(
                 members.remove(b.name.as_str()).unwrap_or_default();
             computers.sort();
             BatchView {
+                origin: origin(configured::is_configured_batch(st.settings.file(), &b.name)),
                 batch: b.clone(),
                 computers,
                 computer_count,
@@ -515,7 +552,7 @@ pub struct PutBatchParams {
 }
 
 #[utoipa::path(put, path = "/batches/{name}", tag = "devices", params(("name" = String, Path), PutBatchParams), request_body = Batch,
-    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody)))]
+    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "defined in the configuration file")))]
 pub async fn put_batch(
     op: AdminAuth,
     State(st): State<AppState>,
@@ -524,6 +561,7 @@ pub async fn put_batch(
     super::Object(mut b): super::Object<Batch>,
 ) -> ApiResult<Json<BatchView>> {
     super::same_name(&b.name, &name)?;
+    not_configured(&st, "batch", &name)?;
     let snap = st.devices.reload(&*st.store).await?;
     let notes = devices::check_batch(
         &mut b,
@@ -558,12 +596,13 @@ pub async fn put_batch(
 }
 
 #[utoipa::path(delete, path = "/batches/{name}", tag = "devices", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "defined in the configuration file")))]
 pub async fn delete_batch(
     op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    not_configured(&st, "batch", &name)?;
     let computers = st.devices.snapshot().computers_of(&name).len();
     if !st.store.delete_document(DocKind::Batch, &name).await? {
         return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
@@ -582,13 +621,14 @@ pub async fn delete_batch(
 }
 
 #[utoipa::path(post, path = "/batches/{name}/computers", tag = "devices", params(("name" = String, Path)), request_body = ComputerChange,
-    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such batch"), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch")))]
+    responses((status = 200, body = BatchView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody, description = "no such batch"), (status = 409, body = super::ErrorBody, description = "a computer is already in another batch, or the batch is defined in the configuration file")))]
 pub async fn computers(
     op: AdminAuth,
     State(st): State<AppState>,
     Path(name): Path<String>,
     super::Object(c): super::Object<ComputerChange>,
 ) -> ApiResult<Json<BatchView>> {
+    not_configured(&st, "batch", &name)?;
     let snap = st.devices.reload(&*st.store).await?;
     let b = snap
         .batches

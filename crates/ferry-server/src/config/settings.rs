@@ -46,7 +46,10 @@ impl Settings {
 
     /// Parses configuration text; `base` resolves relative paths.
     pub fn from_str(src: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
-        Settings::resolve(Config::parse(src, file)?, file, base, &BTreeSet::new())
+        let s = Settings::resolve(Config::parse(src, file)?, file, base, &BTreeSet::new())?;
+        // Runbooks and batches as the API checks them; those of the database are checked at start.
+        crate::devices::configured::check(&s, Some(src), &HashMap::new(), true)?;
+        Ok(s)
     }
 
     /// Resolves the secrets of a validated configuration. Directories named in `console` were

@@ -844,8 +844,9 @@ async function runbooks() {
   const joins = (r) => `${r.device_state.remove_from} → ${r.device_state.join}`;
   page("Runbooks", table(v, [["Name", (r) => r.name], ["Source → target", (r) => `${r.source_directories.join(", ")} → ${r.target_directories.join(", ")}`],
     ["Prerequisites", (r) => r.prerequisites.join(", ") || "—"], ["Leave → join", joins], ["Permissions", (r) => r.permission_updates.mode],
-    ["", (r) => (canChange() ? [h("button", { class: "secondary", onclick: () => { formSlot.replaceChildren(runbookForm(r, dirs, v, route)); formSlot.scrollIntoView(); } }, "Edit"), " ",
-      h("button", { class: "secondary", onclick: remove(r) }, "Delete")] : "")]], "No runbooks yet."), msg, formSlot);
+    ["", (r) => (r.origin === "file" ? h("span", { class: "muted configured" }, "in ferry.toml")
+      : canChange() ? [h("button", { class: "secondary", onclick: () => { formSlot.replaceChildren(runbookForm(r, dirs, v, route)); formSlot.scrollIntoView(); } }, "Edit"), " ",
+        h("button", { class: "secondary", onclick: remove(r) }, "Delete")] : "")]], "No runbooks yet."), msg, formSlot);
   if (canChange()) formSlot.replaceChildren(runbookForm(null, dirs, v, route));
 }
 
@@ -924,8 +925,9 @@ async function batches() {
     ["Computers", (b) => b.computer_count], ["Available From", (b) => show(b.available_from)], ["Enforced After", (b) => `${b.enforced_after} ${b.time_zone}`],
     ["", (b) => [h("button", { class: "secondary whatif", onclick: whatifOf(b) }, "Device What-If"), " ", h("a", { href: `#/dashboard?batch=${enc(b.name)}` }, "Dashboard"), " ",
       h("a", { href: `#/preflight?batch=${enc(b.name)}` }, "Tenant pre-flight"), " ",
-      canChange() ? [h("button", { class: "secondary", onclick: () => formSlot.replaceChildren(batchForm(b, dirs, rbs, saved)) }, "Edit"), " ",
-        h("button", { class: "secondary", onclick: remove(b) }, "Delete")] : ""]]], "No batches yet."), msg, formSlot);
+      b.origin === "file" ? h("span", { class: "muted configured" }, "in ferry.toml")
+        : canChange() ? [h("button", { class: "secondary", onclick: () => formSlot.replaceChildren(batchForm(b, dirs, rbs, saved)) }, "Edit"), " ",
+          h("button", { class: "secondary", onclick: remove(b) }, "Delete")] : ""]]], "No batches yet."), msg, formSlot);
   if (canChange()) formSlot.replaceChildren(dirs.length >= 1 ? batchForm(null, dirs, rbs, saved) : h("p", { class: "muted" }, "Add directories first."));
 }
 

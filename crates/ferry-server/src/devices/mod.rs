@@ -5,6 +5,7 @@
 
 pub mod agent_api;
 pub mod agent_tls;
+pub mod configured;
 pub mod enrolment;
 pub mod preflight;
 pub mod wave;
