@@ -30,6 +30,14 @@ pub enum AgentCmd {
     },
     /// Undo the permission changes of the last run (its journal) and the home links it made.
     Rollback(StateArgs),
+    /// Set the agent up as a systemd service: `--server URL --psk-file FILE --fingerprint SHA256`
+    /// (the MSI's properties) into /etc/ferry-agent (the key in a 0600 file of its own), the unit
+    /// (the package's, else written), and, where systemd runs, enabled and started. Prints what it
+    /// did and what it skipped.
+    Install(Box<crate::agent_install::InstallArgs>),
+    /// Undo `ferry agent install`: stop and disable the unit, remove what install wrote. The state
+    /// directory stays (the last run's journal, for `ferry agent rollback`) unless --purge.
+    Uninstall(crate::agent_install::UninstallArgs),
 }
 
 #[derive(clap::Args)]
@@ -131,15 +139,7 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
             let once = a.once;
             let mut a = a;
             if let Some(f) = a.psk_file.take() {
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| anyhow::anyhow!("--psk-file {}: {e}", f.display()))?;
-                let key = text.trim_end_matches(['\n', '\r']);
-                anyhow::ensure!(
-                    !key.is_empty(),
-                    "--psk-file {}: the file is empty",
-                    f.display()
-                );
-                a.psk = Some(key.to_string());
+                a.psk = Some(read_psk_file(&f)?);
             }
             let ended = daemon::run(a.config(server))
                 .await
@@ -153,6 +153,8 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
                 ExitCode::SUCCESS
             })
         }
+        AgentCmd::Install(a) => crate::agent_install::install(*a, server),
+        AgentCmd::Uninstall(a) => crate::agent_install::uninstall(a),
         AgentCmd::Status(s) => status(&s.state_dir, json),
         AgentCmd::StartNow(s) => ask(
             &s.state_dir,
@@ -216,6 +218,19 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
             }
         }
     }
+}
+
+/// The pre-shared key in a file (`--psk-file`), without its trailing newline.
+pub fn read_psk_file(f: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(f)
+        .map_err(|e| anyhow::anyhow!("--psk-file {}: {e}", f.display()))?;
+    let key = text.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(
+        !key.is_empty(),
+        "--psk-file {}: the file is empty",
+        f.display()
+    );
+    Ok(key.to_string())
 }
 
 fn ask(state_dir: &std::path::Path, req: Request) -> Result<ExitCode> {
