@@ -30,13 +30,17 @@ pub enum AgentCmd {
     },
     /// Undo the permission changes of the last run (its journal) and the home links it made.
     Rollback(StateArgs),
-    /// Set the agent up as a systemd service: `--server URL --psk-file FILE --fingerprint SHA256`
-    /// (the MSI's properties) into /etc/ferry-agent (the key in a 0600 file of its own), the unit
-    /// (the package's, else written), and, where systemd runs, enabled and started. Prints what it
+    /// Set the agent up as a systemd service (the MSI's properties: server, key, fingerprint).
+    ///
+    /// `ferry agent install --server URL --psk-file FILE --fingerprint SHA256` writes
+    /// /etc/ferry-agent (the key in a 0600 file of its own), the unit unless the ferry-agent
+    /// package installed it, and, where systemd runs, enables and starts it. It prints what it
     /// did and what it skipped.
     Install(Box<crate::agent_install::InstallArgs>),
-    /// Undo `ferry agent install`: stop and disable the unit, remove what install wrote. The state
-    /// directory stays (the last run's journal, for `ferry agent rollback`) unless --purge.
+    /// Undo `ferry agent install` (the state directory stays unless --purge).
+    ///
+    /// Stops and disables the unit and removes what install wrote. The state directory holds the
+    /// last run's journal, which `ferry agent rollback` needs: --purge deletes it.
     Uninstall(crate::agent_install::UninstallArgs),
 }
 
