@@ -20,6 +20,11 @@ ferry_install_packages() {
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   command -v strace >/dev/null 2>&1 || missing+=(strace)
+  # scripts/package and scripts/test-packages: dpkg-shlibdeps, objcopy, systemd-analyze, adduser.
+  command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+  command -v objcopy >/dev/null 2>&1 || missing+=(binutils)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || missing+=(adduser)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -99,6 +99,17 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
         })
 }
 
+/// Checks an agent endpoint URL as the agent uses it (`--server`): it parses, and it is HTTPS.
+pub fn check_server(server: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(server).map_err(|e| format!("--server `{server}`: {e}"))?;
+    if url.scheme() != "https" {
+        return Err(format!(
+            "--server `{server}`: agents talk to the server over HTTPS only (the agent endpoint, as `ferry agents endpoint` shows it)"
+        ));
+    }
+    Ok(())
+}
+
 /// Why a call failed: the server could not be reached (buffer and retry), or it answered with
 /// a refusal (which retrying will not fix).
 #[derive(Debug)]
@@ -133,12 +144,7 @@ pub struct Client {
 impl Client {
     /// `server` is the agent endpoint URL (`https://host:5443/agent`).
     pub fn new(server: &str, fingerprint: &str) -> Result<Client, String> {
-        let url = reqwest::Url::parse(server).map_err(|e| format!("--server `{server}`: {e}"))?;
-        if url.scheme() != "https" {
-            return Err(format!(
-                "--server `{server}`: agents talk to the server over HTTPS only"
-            ));
-        }
+        check_server(server)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()

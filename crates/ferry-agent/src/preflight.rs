@@ -202,14 +202,21 @@ fn sessions(p: &Probe<'_>) -> PreflightCheck {
 fn open_files(p: &Probe<'_>) -> PreflightCheck {
     let me = std::process::id().to_string();
     let mut holders = Vec::new();
+    // Another user's /proc/PID/fd needs CAP_SYS_PTRACE, which the packaged unit does not give
+    // (it would let runbook scripts take over any process): those are counted and said.
+    let mut unseen = 0;
     if let Ok(procs) = std::fs::read_dir(p.proc_dir) {
         for e in procs.flatten() {
             let pid = e.file_name().to_string_lossy().into_owned();
             if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-                continue;
+            let fds = match std::fs::read_dir(e.path().join("fd")) {
+                Ok(fds) => fds,
+                Err(e) => {
+                    unseen += usize::from(e.kind() == std::io::ErrorKind::PermissionDenied);
+                    continue;
+                }
             };
             // Named by the folder right under a migrated path (a home), not by the file: the
             // detail is shown to every local user (status.json) and a file's name in another
@@ -238,20 +245,21 @@ fn open_files(p: &Probe<'_>) -> PreflightCheck {
     holders.sort();
     // Not blocking: ownership and ACLs change under an open file; a program writing during the
     // run may create files the run has passed (the post-flight finds them).
-    PreflightCheck::new(
-        "open-files",
-        holders.is_empty(),
-        false,
-        if holders.is_empty() {
-            "no process holds a file open under the paths to migrate".to_string()
-        } else {
-            format!(
-                "{} process(es) hold files open under the paths to migrate: {}",
-                holders.len(),
-                named(&holders)
-            )
-        },
-    )
+    let mut detail = if holders.is_empty() {
+        "no process holds a file open under the paths to migrate".to_string()
+    } else {
+        format!(
+            "{} process(es) hold files open under the paths to migrate: {}",
+            holders.len(),
+            named(&holders)
+        )
+    };
+    if unseen > 0 {
+        detail.push_str(&format!(
+            " ({unseen} process(es) not looked into: the agent lacks CAP_SYS_PTRACE)"
+        ));
+    }
+    PreflightCheck::new("open-files", holders.is_empty(), false, detail)
 }
 
 #[cfg(test)]

@@ -30,6 +30,18 @@ pub enum AgentCmd {
     },
     /// Undo the permission changes of the last run (its journal) and the home links it made.
     Rollback(StateArgs),
+    /// Set the agent up as a systemd service (the MSI's properties: server, key, fingerprint).
+    ///
+    /// `ferry agent install --server URL --psk-file FILE --fingerprint SHA256` writes
+    /// /etc/ferry-agent (the key in a 0600 file of its own), the unit unless the ferry-agent
+    /// package installed it, and, where systemd runs, enables and starts it. It prints what it
+    /// did and what it skipped.
+    Install(Box<crate::agent_install::InstallArgs>),
+    /// Undo `ferry agent install` (the state directory stays unless --purge).
+    ///
+    /// Stops and disables the unit and removes what install wrote. The state directory holds the
+    /// last run's journal, which `ferry agent rollback` needs: --purge deletes it.
+    Uninstall(crate::agent_install::UninstallArgs),
 }
 
 #[derive(clap::Args)]
@@ -131,15 +143,7 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
             let once = a.once;
             let mut a = a;
             if let Some(f) = a.psk_file.take() {
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| anyhow::anyhow!("--psk-file {}: {e}", f.display()))?;
-                let key = text.trim_end_matches(['\n', '\r']);
-                anyhow::ensure!(
-                    !key.is_empty(),
-                    "--psk-file {}: the file is empty",
-                    f.display()
-                );
-                a.psk = Some(key.to_string());
+                a.psk = Some(read_psk_file(&f)?);
             }
             let ended = daemon::run(a.config(server))
                 .await
@@ -153,6 +157,8 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
                 ExitCode::SUCCESS
             })
         }
+        AgentCmd::Install(a) => crate::agent_install::install(*a, server),
+        AgentCmd::Uninstall(a) => crate::agent_install::uninstall(a),
         AgentCmd::Status(s) => status(&s.state_dir, json),
         AgentCmd::StartNow(s) => ask(
             &s.state_dir,
@@ -216,6 +222,19 @@ pub async fn agent(cmd: AgentCmd, server: Option<String>, json: bool) -> Result<
             }
         }
     }
+}
+
+/// The pre-shared key in a file (`--psk-file`), without its trailing newline.
+pub fn read_psk_file(f: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(f)
+        .map_err(|e| anyhow::anyhow!("--psk-file {}: {e}", f.display()))?;
+    let key = text.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(
+        !key.is_empty(),
+        "--psk-file {}: the file is empty",
+        f.display()
+    );
+    Ok(key.to_string())
 }
 
 fn ask(state_dir: &std::path::Path, req: Request) -> Result<ExitCode> {

@@ -6,6 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
+mod agent_install;
 mod backup;
 mod commands;
 mod devices;
@@ -103,7 +104,8 @@ pub enum Command {
     /// Translate owners, groups and POSIX ACL entries of file trees through a map, with a journal
     /// for exact undo (`ferry repermission undo --journal FILE`).
     Repermission(RepermissionArgs),
-    /// The migration agent on this device: run, status, start-now, snooze, rollback.
+    /// The migration agent on this device: run, status, start-now, snooze, rollback, install,
+    /// uninstall.
     #[command(subcommand)]
     Agent(agent::AgentCmd),
     /// Windows security descriptors in SDDL: translate lines through a SID map.
