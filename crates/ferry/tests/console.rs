@@ -842,7 +842,13 @@ async fn the_console_in_chromium() {
         .map(|a| a["action"].as_str().unwrap())
         .filter(|a| a.starts_with("batch."))
         .collect();
-    assert_eq!(acts, ["batch.resume", "batch.halt"], "{audit}");
+    // Newest first: the operator's resume, the server's halt, and the console's own acts that
+    // made the batch (each audited with the operator and the address).
+    assert_eq!(
+        acts,
+        ["batch.resume", "batch.halt", "batch.computers", "batch.add"],
+        "{audit}"
+    );
     b.go(&format!("{url}#/agents")).await;
     b.wait_text("#agents-total", "1 agents").await;
     // Another device with the key claims this one's host name: it waits on the agents page, and
