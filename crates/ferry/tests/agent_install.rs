@@ -392,3 +392,63 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         assert_eq!(files(r), Vec::<PathBuf>::new(), "{args:?} wrote files");
     }
 }
+
+/// Would catch: a unit that runs as root a binary another user may replace (a copy downloaded
+/// into a home or a shared directory, then `sudo ./ferry agent install`): whoever can write that
+/// file or a directory above it becomes root at the agent's next start. Refused, before the key
+/// or anything else is written.
+#[test]
+fn review_a_unit_never_runs_a_binary_others_may_replace() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let shared = tempfile::tempdir().unwrap();
+    // A directory anyone may write into (no sticky bit), then a world-writable binary.
+    let open_dir = shared.path().join("downloads");
+    std::fs::create_dir(&open_dir).unwrap();
+    let copy = open_dir.join("ferry");
+    std::fs::copy(FERRY, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = |exe: &Path| {
+        std::process::Command::new(exe)
+            .args([
+                "--server",
+                SERVER,
+                "agent",
+                "install",
+                "--fingerprint",
+                FP,
+                "--root",
+                r.to_str().unwrap(),
+            ])
+            .env("FERRY_AGENT_PSK", SECRET)
+            .output()
+            .unwrap()
+    };
+    let o = run(&copy);
+    let out = text(&o);
+    assert!(
+        !o.status.success(),
+        "a unit running {} was written: {out}",
+        copy.display()
+    );
+    assert!(
+        out.contains("is writable by its group or others"),
+        "no reason given: {out}"
+    );
+    assert!(files(r).is_empty(), "written anyway: {:?}", files(r));
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o757)).unwrap();
+    let o = run(&copy);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(files(r).is_empty(), "written anyway: {:?}", files(r));
+    // Mode 0755 in a 0755 directory of ROOT's owner: written.
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run(&copy);
+    assert!(o.status.success(), "{}", text(&o));
+    let unit = std::fs::read_to_string(r.join("etc/systemd/system/ferry-agent.service")).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={} agent run", copy.display())),
+        "{unit}"
+    );
+}
