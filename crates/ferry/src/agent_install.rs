@@ -141,6 +141,17 @@ pub fn install(a: InstallArgs, server: Option<String>) -> Result<ExitCode> {
                      and run install from there, or install the ferry-common and ferry-agent packages"
                 );
             }
+            // A unit of the administrator's own is theirs: replaced, it would be marked as
+            // install's and removed by uninstall.
+            if let Ok(t) = std::fs::read_to_string(under(root, LOCAL_UNIT))
+                && !t.starts_with(MARK)
+            {
+                bail!(
+                    "{} exists and `ferry agent install` did not write it: not replacing it \
+                     (move it away to let install write its own)",
+                    shown(LOCAL_UNIT)
+                );
+            }
             Unit::Local(exe_text)
         }
     };

@@ -409,8 +409,9 @@ fn review_a_unit_never_runs_a_binary_others_may_replace() {
     std::fs::copy(FERRY, &copy).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let run = |exe: &Path| {
-        std::process::Command::new(exe)
+    // Another test's fork may briefly hold the copy open for writing (ETXTBSY): tried again.
+    let run = |exe: &Path| loop {
+        let o = std::process::Command::new(exe)
             .args([
                 "--server",
                 SERVER,
@@ -422,8 +423,13 @@ fn review_a_unit_never_runs_a_binary_others_may_replace() {
                 r.to_str().unwrap(),
             ])
             .env("FERRY_AGENT_PSK", SECRET)
-            .output()
-            .unwrap()
+            .output();
+        match o {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            o => break o.unwrap(),
+        }
     };
     let o = run(&copy);
     let out = text(&o);
@@ -451,4 +457,27 @@ fn review_a_unit_never_runs_a_binary_others_may_replace() {
         unit.contains(&format!("ExecStart={} agent run", copy.display())),
         "{unit}"
     );
+}
+
+/// Would catch: install replacing a unit of the administrator's own at
+/// /etc/systemd/system/ferry-agent.service (uninstall leaves such a unit alone, but once
+/// replaced it carries install's mark, and uninstall deletes it: the administrator's unit is
+/// gone). Refused, before anything is written.
+#[test]
+fn review_install_does_not_replace_a_unit_it_did_not_write() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let unit = r.join("etc/systemd/system/ferry-agent.service");
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    let own = "[Service]\nExecStart=/opt/ferry agent run --server https://x/agent\n";
+    std::fs::write(&unit, own).unwrap();
+    let o = install(r, &[], &[("FERRY_AGENT_PSK", SECRET)]);
+    let out = text(&o);
+    assert!(
+        !o.status.success(),
+        "the administrator's unit was replaced: {out}"
+    );
+    assert!(out.contains("did not write it"), "{out}");
+    assert_eq!(std::fs::read_to_string(&unit).unwrap(), own);
+    assert!(!r.join("etc/ferry-agent/psk").exists(), "{out}");
 }
