@@ -55,9 +55,11 @@ pub struct Sink {
 impl Sink {
     /// Opens (or creates, mode 0600) `path` for appending (`O_APPEND`: each line lands at the
     /// end even when another process appends too). An existing file readable by others is
-    /// narrowed to 0600, with a warning.
+    /// narrowed to 0600, with a warning. A symbolic link (another user's, in a shared directory,
+    /// could point it at the server's database or key) and a file of another user (who could
+    /// open it to all again later) are refused before anything is written.
     pub fn open(path: &Path) -> std::io::Result<Sink> {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -66,6 +68,23 @@ impl Sink {
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
+        }
+        // What was opened must be the file at `path` itself, not one a link there leads to.
+        let at_path = std::fs::symlink_metadata(path)?;
+        if !at_path.file_type().is_file()
+            || (at_path.dev(), at_path.ino()) != (meta.dev(), meta.ino())
+        {
+            return Err(std::io::Error::other(
+                "a symbolic link (or replaced while opened): give the path of a regular file",
+            ));
+        }
+        if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+            && meta.uid() != me
+        {
+            return Err(std::io::Error::other(format!(
+                "it belongs to uid {}, not to this server's user (uid {me})",
+                meta.uid()
+            )));
         }
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "audit_log was readable by others; narrowed to 0600");
@@ -169,6 +188,45 @@ mod tests {
         assert_eq!(changes(&a, &a, true), "");
         let long = json!({"script": "x".repeat(81)});
         assert_eq!(changes(&json!({}), &long, true), "script changed");
+    }
+
+    /// Would catch: `[server] audit_log` in a shared directory (/tmp, a world-writable log
+    /// folder) followed through a symbolic link another local user put there, so that each
+    /// audit line is appended to a file the server owns (its database, `secret.key`,
+    /// `admin-token`), corrupting it; the link must be refused and the file left as it was.
+    #[test]
+    fn review_the_sink_refuses_a_symbolic_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("secret.key");
+        std::fs::write(&victim, "KEY\n").unwrap();
+        let link = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = match Sink::open(&link) {
+            Ok(s) => {
+                let _ = s.append(&AuditEntry {
+                    id: 1,
+                    at: 1,
+                    actor: "ann".into(),
+                    tenant: None,
+                    action: "psk.retire".into(),
+                    subject: "wave-1".into(),
+                    detail: String::new(),
+                    address: None,
+                    request_id: None,
+                });
+                panic!(
+                    "a symbolic link was opened; the file it names now holds: {:?}",
+                    std::fs::read_to_string(&victim).unwrap()
+                )
+            }
+            Err(e) => e,
+        };
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY\n");
+        // A dangling link is refused too (the server would create the file it names).
+        let dangling = dir.path().join("dangling.jsonl");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &dangling).unwrap();
+        assert!(Sink::open(&dangling).is_err());
     }
 
     /// Would catch: a sink file created readable by others, lines not appended (a second open

@@ -71,11 +71,17 @@ async fn call(s: &Server, token: Option<&str>, m: Method, path: &str, body: Opti
         h(reqwest::header::WWW_AUTHENTICATE),
     );
     let t = resp.text().await.unwrap();
+    let mut body = serde_json::from_str(&t).unwrap_or(Value::String(t));
+    // Each answer has its own request id (random, whatever the name): not part of what two
+    // answers must share.
+    if let Some(o) = body.as_object_mut() {
+        o.remove("request_id");
+    }
     R {
         status,
         retry_after,
         www,
-        body: serde_json::from_str(&t).unwrap_or(Value::String(t)),
+        body,
     }
 }
 

@@ -44,7 +44,9 @@ fn sync_file(path: &Path) -> Result<()> {
 
 /// Writes to `out` (which must not exist) the database at `db` as it is at one moment, even while
 /// a server writes to it, and `files` (name, content) in [`FILES_TABLE`]; `out` is synced to disk.
-/// The database must exist: it is opened without creating it.
+/// The database must exist: it is opened without creating it. SQLite keeps `out`'s journal
+/// beside it and reads a `-wal` it finds there: `out` must be in a directory no one else may
+/// write (`ferry backup` makes one).
 pub fn write(db: &Path, out: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     let src = Connection::open_with_flags(
         db,
@@ -80,12 +82,33 @@ pub fn write(db: &Path, out: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     sync_file(out)
 }
 
+/// `file:PATH?immutable=1`, the path percent-encoded: SQLite reads the file alone, never a
+/// `-wal`, `-shm` or `-journal` beside it, and takes no lock.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
 /// Checks the backup at `backup` and writes its database to `db` (which must not exist, 0600),
 /// without [`FILES_TABLE`]; returns the files it holds (name, content).
 pub fn restore(backup: &Path, db: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    // Immutable: the file alone is read. A read-only open would still read a `-wal` (or roll
+    // back a `-journal`) found beside it, and a backup kept in a shared directory has them
+    // planted by whoever may write there: their pages would replace the backup's.
     let c = Connection::open_with_flags(
-        backup,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        immutable_uri(backup),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| open_err(backup, e))?;
     let problems = {
@@ -182,6 +205,61 @@ mod tests {
             let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", p.display());
         }
+    }
+
+    /// A write-ahead log holding the pages of a database of someone else's making: its own
+    /// `t` ('evil') and the backup table with the format row, as a hostile local user would
+    /// make it to plant beside a backup (SQLite's format: the pages are what a WAL holds).
+    fn evil_wal(dir: &Path) -> Vec<u8> {
+        let p = dir.join("evil.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; \
+             CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('evil'); \
+             CREATE TABLE {FILES_TABLE} (name TEXT PRIMARY KEY, body BLOB NOT NULL); \
+             INSERT INTO {FILES_TABLE} VALUES ('{FORMAT_ROW}', X'31');"
+        ))
+        .unwrap();
+        let wal = std::fs::read(dir.join("evil.db-wal")).unwrap();
+        drop(c);
+        wal
+    }
+
+    /// Would catch: a restore reading, besides the backup, a `-wal` someone planted beside it
+    /// (a backup kept in /tmp or another shared directory): SQLite, even read-only, replays it,
+    /// and the restored database is theirs (their operators and tokens) beside the backup's
+    /// real secret key. The backup alone must be read.
+    #[test]
+    fn review_a_log_planted_beside_a_backup_is_not_read_by_its_restore() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("ferry.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('kept');")
+            .unwrap();
+        let out = d.path().join("shared.ferry-backup");
+        write(&db, &out, &[("secret.key".into(), b"k".to_vec())]).unwrap();
+        let attacker = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("shared.ferry-backup-wal"),
+            evil_wal(attacker.path()),
+        )
+        .unwrap();
+        let restored = d.path().join("restored.db");
+        let files = restore(&out, &restored);
+        let v: String = Connection::open(&restored)
+            .unwrap()
+            .query_row("SELECT v FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, "kept", "the planted log's database was restored");
+        assert_eq!(
+            files.unwrap(),
+            vec![("secret.key".to_string(), b"k".to_vec())]
+        );
+        // A name that needs escaping in a URI is still found.
+        let odd = d.path().join("a b%3F?#x");
+        std::fs::copy(&out, &odd).unwrap();
+        restore(&odd, &d.path().join("odd.db")).unwrap();
     }
 
     #[test]

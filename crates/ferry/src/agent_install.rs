@@ -121,6 +121,40 @@ pub fn install(a: InstallArgs, server: Option<String>) -> Result<ExitCode> {
     }
 
     let root = &a.root;
+    // Which unit runs the agent, decided before anything is written.
+    let unit = match PACKAGED_UNITS.iter().find(|p| under(root, p).is_file()) {
+        Some(p) => Unit::Packaged(p),
+        None => {
+            let exe = std::env::current_exe().context("cannot tell where this ferry binary is")?;
+            let exe_text = exe.to_str().unwrap_or_default().to_string();
+            plain("this binary's path", &exe_text)?;
+            // The unit runs this file as root: nobody but the owner of ROOT (root on a device)
+            // may be able to replace it.
+            let owner = {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::metadata(root).map_or(0, |m| m.uid())
+            };
+            if let Some(why) = replaceable_by_others(&exe, owner) {
+                bail!(
+                    "{exe_text} would run as root from the unit, but {why}: copy the binary where \
+                     only root may write (`install -o root -g root -m 0755 {exe_text} /usr/local/bin/ferry`) \
+                     and run install from there, or install the ferry-common and ferry-agent packages"
+                );
+            }
+            // A unit of the administrator's own is theirs: replaced, it would be marked as
+            // install's and removed by uninstall.
+            if let Ok(t) = std::fs::read_to_string(under(root, LOCAL_UNIT))
+                && !t.starts_with(MARK)
+            {
+                bail!(
+                    "{} exists and `ferry agent install` did not write it: not replacing it \
+                     (move it away to let install write its own)",
+                    shown(LOCAL_UNIT)
+                );
+            }
+            Unit::Local(exe_text)
+        }
+    };
     let config_dir = under(root, CONFIG_DIR);
     std::fs::create_dir_all(&config_dir).with_context(|| {
         format!(
@@ -157,27 +191,25 @@ pub fn install(a: InstallArgs, server: Option<String>) -> Result<ExitCode> {
         a.fingerprint
     ));
 
-    if let Some(p) = PACKAGED_UNITS.iter().find(|p| under(root, p).is_file()) {
-        did.say(format!("unit: {} (from the ferry-agent package)", shown(p)));
-    } else {
-        let exe = std::env::current_exe().context("cannot tell where this ferry binary is")?;
-        let exe_text = exe.to_str().unwrap_or_default();
-        plain("this binary's path", exe_text)?;
-        let unit = UNIT.replace(
-            "ExecStart=/usr/bin/ferry ",
-            &format!("ExecStart={exe_text} "),
-        );
-        let path = under(root, LOCAL_UNIT);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+    match &unit {
+        Unit::Packaged(p) => did.say(format!("unit: {} (from the ferry-agent package)", shown(p))),
+        Unit::Local(exe_text) => {
+            let unit = UNIT.replace(
+                "ExecStart=/usr/bin/ferry ",
+                &format!("ExecStart={exe_text} "),
+            );
+            let path = under(root, LOCAL_UNIT);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            atomic_write(&path, format!("{MARK}{unit}").as_bytes(), 0o644)
+                .map_err(anyhow::Error::msg)?;
+            did.say(format!(
+                "wrote {} (0644): the unit, running {exe_text}",
+                shown(LOCAL_UNIT)
+            ));
         }
-        atomic_write(&path, format!("{MARK}{unit}").as_bytes(), 0o644)
-            .map_err(anyhow::Error::msg)?;
-        did.say(format!(
-            "wrote {} (0644): the unit, running {exe_text}",
-            shown(LOCAL_UNIT)
-        ));
     }
 
     if systemd_running(root) {
@@ -282,6 +314,40 @@ pub fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         did.say("nothing to remove: the agent is not installed here".into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why someone other than `owner` (the owner of ROOT: root on a device) or root could replace
+/// the file at `path`, which a unit would run as root: it or a directory above it belongs to
+/// another user, or is writable by its group or by others (a sticky directory, such as /tmp,
+/// excepted: only an entry's owner may rename or remove it there). None when nobody could.
+fn replaceable_by_others(path: &Path, owner: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut p = Some(path);
+    while let Some(c) = p {
+        let m = match std::fs::symlink_metadata(c) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("{} cannot be checked ({e})", c.display())),
+        };
+        if m.uid() != 0 && m.uid() != owner {
+            return Some(format!("{} belongs to uid {}", c.display(), m.uid()));
+        }
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky_dir {
+            return Some(format!(
+                "{} is writable by its group or others (mode {:o})",
+                c.display(),
+                m.mode() & 0o7777
+            ));
+        }
+        p = c.parent();
+    }
+    None
+}
+
+/// The unit that runs the agent: the package's, or one install writes running this binary.
+enum Unit {
+    Packaged(&'static str),
+    Local(String),
 }
 
 /// What install and uninstall did, printed as it happens.

@@ -4,8 +4,9 @@
 //! `VACUUM INTO` (`ferry_store::backup`: one consistent snapshot, no lock the server waits on; the
 //! server's `ferry.lock` is not taken), and the directory's other files — `secret.key`, which seals
 //! the stored credentials, the tokens, `server-id` and `agent-tls/` (agents pin that certificate) —
-//! into a table of the same file. Nothing travels over the network. The file is written under a
-//! temporary name and renamed, so a killed backup leaves no file at FILE. A restore goes into an
+//! into a table of the same file. Nothing travels over the network. The file is written in a
+//! private temporary directory beside FILE and renamed, so a killed backup leaves no file at FILE,
+//! and no one else's file beside it is read into it. A restore goes into an
 //! empty data directory only, through a temporary directory renamed into place.
 //!
 //! PostgreSQL is backed up with `pg_dump`; [`postgres_advice`] says how, and what of the data
@@ -144,8 +145,8 @@ fn beside(path: &Path, what: &str) -> Result<PathBuf> {
     Ok(path.with_file_name(format!(".{name}.{what}-{}", std::process::id())))
 }
 
-/// Removes what killed backups to `file` left (`.NAME.partial-PID` of processes no longer running,
-/// and SQLite's journal beside it): they hold the key material too.
+/// Removes what killed backups to `file` left (`.NAME.partial-PID` of processes no longer running:
+/// a directory, or the files and SQLite journal of earlier versions): they hold the key material.
 fn remove_dead_partials(file: &Path) {
     let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str())) else {
         return;
@@ -161,7 +162,8 @@ fn remove_dead_partials(file: &Path) {
     };
     for e in entries.flatten() {
         let n = e.file_name();
-        // `PID`, or SQLite's `PID-journal` (a kill during the write leaves it) and `-wal`/`-shm`.
+        // `PID` (a private directory), or, as earlier versions left them, files `PID` and
+        // SQLite's `PID-journal` (a kill during the write leaves it) and `-wal`/`-shm`.
         let Some(pid) = n
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
@@ -170,7 +172,12 @@ fn remove_dead_partials(file: &Path) {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_file(e.path());
+            // Never follows a link: a link is removed, a directory's content unlinked in place.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 }
@@ -192,19 +199,29 @@ pub fn backup(a: BackupArgs, json: bool) -> Result<ExitCode> {
     }
     let files = data_files(&dir)?;
     remove_dead_partials(&a.file);
-    let tmp = beside(&a.file, "partial")?;
-    let _ = std::fs::remove_file(&tmp);
+    // The file is written in a directory of its own (0700, made here: mkdir never follows a
+    // link nor takes what is there), with SQLite's `-journal` and `-wal` beside it. Beside FILE,
+    // in a directory others may write (/tmp), they would be someone else's: SQLite reads a
+    // `-wal` it finds, and its pages would become the backup's database.
+    let work = beside(&a.file, "partial")?;
+    let _ = std::fs::remove_dir_all(&work);
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .with_context(|| format!("cannot create {}", work.display()))?;
+    }
+    let tmp = work.join("ferry-backup");
     if let Err(e) = ferry_store::backup::write(&db, &tmp, &files) {
-        let _ = std::fs::remove_file(&tmp);
-        let mut journal = tmp.clone().into_os_string();
-        journal.push("-journal");
-        let _ = std::fs::remove_file(journal);
+        let _ = std::fs::remove_dir_all(&work);
         return Err(e).with_context(|| format!("cannot back up {}", db.display()));
     }
     std::fs::rename(&tmp, &a.file).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_dir_all(&work);
         format!("cannot write {}", a.file.display())
     })?;
+    let _ = std::fs::remove_dir_all(&work);
     sync_dir(a.file.parent().unwrap_or(Path::new(".")));
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     let size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);

@@ -392,3 +392,92 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         assert_eq!(files(r), Vec::<PathBuf>::new(), "{args:?} wrote files");
     }
 }
+
+/// Would catch: a unit that runs as root a binary another user may replace (a copy downloaded
+/// into a home or a shared directory, then `sudo ./ferry agent install`): whoever can write that
+/// file or a directory above it becomes root at the agent's next start. Refused, before the key
+/// or anything else is written.
+#[test]
+fn review_a_unit_never_runs_a_binary_others_may_replace() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let shared = tempfile::tempdir().unwrap();
+    // A directory anyone may write into (no sticky bit), then a world-writable binary.
+    let open_dir = shared.path().join("downloads");
+    std::fs::create_dir(&open_dir).unwrap();
+    let copy = open_dir.join("ferry");
+    std::fs::copy(FERRY, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Another test's fork may briefly hold the copy open for writing (ETXTBSY): tried again.
+    let run = |exe: &Path| loop {
+        let o = std::process::Command::new(exe)
+            .args([
+                "--server",
+                SERVER,
+                "agent",
+                "install",
+                "--fingerprint",
+                FP,
+                "--root",
+                r.to_str().unwrap(),
+            ])
+            .env("FERRY_AGENT_PSK", SECRET)
+            .output();
+        match o {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            o => break o.unwrap(),
+        }
+    };
+    let o = run(&copy);
+    let out = text(&o);
+    assert!(
+        !o.status.success(),
+        "a unit running {} was written: {out}",
+        copy.display()
+    );
+    assert!(
+        out.contains("is writable by its group or others"),
+        "no reason given: {out}"
+    );
+    assert!(files(r).is_empty(), "written anyway: {:?}", files(r));
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o757)).unwrap();
+    let o = run(&copy);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(files(r).is_empty(), "written anyway: {:?}", files(r));
+    // Mode 0755 in a 0755 directory of ROOT's owner: written.
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run(&copy);
+    assert!(o.status.success(), "{}", text(&o));
+    let unit = std::fs::read_to_string(r.join("etc/systemd/system/ferry-agent.service")).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={} agent run", copy.display())),
+        "{unit}"
+    );
+}
+
+/// Would catch: install replacing a unit of the administrator's own at
+/// /etc/systemd/system/ferry-agent.service (uninstall leaves such a unit alone, but once
+/// replaced it carries install's mark, and uninstall deletes it: the administrator's unit is
+/// gone). Refused, before anything is written.
+#[test]
+fn review_install_does_not_replace_a_unit_it_did_not_write() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let unit = r.join("etc/systemd/system/ferry-agent.service");
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    let own = "[Service]\nExecStart=/opt/ferry agent run --server https://x/agent\n";
+    std::fs::write(&unit, own).unwrap();
+    let o = install(r, &[], &[("FERRY_AGENT_PSK", SECRET)]);
+    let out = text(&o);
+    assert!(
+        !o.status.success(),
+        "the administrator's unit was replaced: {out}"
+    );
+    assert!(out.contains("did not write it"), "{out}");
+    assert_eq!(std::fs::read_to_string(&unit).unwrap(), own);
+    assert!(!r.join("etc/ferry-agent/psk").exists(), "{out}");
+}

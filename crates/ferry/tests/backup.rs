@@ -372,3 +372,81 @@ fn a_postgres_server_is_told_to_use_pg_dump() {
     );
     assert!(!dir.path().join("b").exists());
 }
+
+/// Would catch: a backup written into a directory others may write (/tmp, a shared backup
+/// folder) beside SQLite's own files of the partial backup: SQLite opens a `-wal` it finds beside
+/// a database and replays its pages, so a local user who plants one (the partial's name is
+/// `.FILE.partial-PID`, visible the moment it is made) makes the backup hold their database
+/// (their operators and tokens) beside the real `secret.key`, admin token and agent key, and a
+/// restore of it gives them the server. Nothing beside the partial may be read into it.
+#[test]
+fn review_a_log_planted_beside_a_partial_backup_is_not_read_into_it() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    {
+        let mut c = rusqlite::Connection::open(data.join("ferry.db")).unwrap();
+        c.execute_batch("CREATE TABLE t (v TEXT)").unwrap();
+        // Enough rows that the copy takes a moment.
+        let tx = c.transaction().unwrap();
+        for i in 0..20_000 {
+            tx.execute("INSERT INTO t VALUES (?1)", [format!("kept {i:>40}")])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    std::fs::write(data.join("secret.key"), "KEY\n").unwrap();
+    // The attacker's database, as the write-ahead log SQLite would replay.
+    let evil_dir = tempfile::tempdir().unwrap();
+    let evil = {
+        let c = rusqlite::Connection::open(evil_dir.path().join("evil.db")).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; \
+             CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('evil');",
+        )
+        .unwrap();
+        let wal = std::fs::read(evil_dir.path().join("evil.db-wal")).unwrap();
+        drop(c);
+        wal
+    };
+    let shared = d.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let out = shared.join("ferry.bak");
+    let mut child = std::process::Command::new(FERRY)
+        .args([
+            "backup",
+            out.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wal = shared.join(format!(".ferry.bak.partial-{}-wal", child.id()));
+    let staged = shared.join("staged");
+    // Planted, and again whenever SQLite removes it, until the backup ends.
+    while child.try_wait().unwrap().is_none() {
+        if !wal.exists() {
+            std::fs::write(&staged, &evil).unwrap();
+            std::fs::rename(&staged, &wal).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let c = rusqlite::Connection::open_with_flags(&out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let evil_rows: i64 = c
+        .query_row("SELECT count(*) FROM t WHERE v = 'evil'", [], |r| r.get(0))
+        .unwrap();
+    let kept: i64 = c
+        .query_row("SELECT count(*) FROM t WHERE v LIKE 'kept%'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        (kept, evil_rows),
+        (20_000, 0),
+        "the backup holds the planted log's database"
+    );
+}

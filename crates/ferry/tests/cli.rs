@@ -840,6 +840,60 @@ fn json_logs_carry_the_request_id_of_an_error_answer() {
     }
 }
 
+/// Would catch: a client without a token writing lines of its own into the server's text log
+/// (what the journal and a collector read): a sign-in name holding a line break, logged as it
+/// is when its lockout is answered, reads as a second line the server never wrote.
+#[test]
+fn review_a_sign_in_name_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_config(dir.path(), 50, 3, "");
+    let data = dir.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            dir.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("FERRY_LOG", "info")],
+    );
+    // Within the 64 characters of a name the line keeps.
+    let forged = "2026-12-07T04:00:00Z  INFO ferry_server: FORGED";
+    let name = format!("eve\n{forged}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut locked = false;
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        for _ in 0..8 {
+            let r = c
+                .post(format!("{}/api/v1/sessions", srv.url))
+                .json(&serde_json::json!({"name": name, "password": "wrong"}))
+                .send()
+                .await
+                .unwrap();
+            locked |= r.status() == 429;
+        }
+    });
+    assert!(locked, "the name was never locked out");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = srv.log.lock().unwrap().clone();
+        if log.contains("locked out") {
+            assert!(
+                !log.lines().any(|l| l.starts_with(forged)),
+                "a line of the client's making is in the log:\n{log}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lockout line:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `s` quoted for the shell.
 fn sh(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))

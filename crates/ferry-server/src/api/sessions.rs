@@ -152,7 +152,9 @@ pub async fn sign_in(
     let key = account_key(&b.name);
     // A lockout is answered before any password is checked, the same for every name.
     let refuse = |until: i64, now: i64| {
-        tracing::warn!(address = %ip, name = %b.name.chars().take(64).collect::<String>(), "sign-in refused: locked out");
+        // The name is the client's: escaped, so that a line break in it starts no line of the log.
+        let name: String = b.name.chars().take(64).collect();
+        tracing::warn!(address = %ip, name = %name.escape_debug(), "sign-in refused: locked out");
         ApiError::TooManyRequests(
             "too many failed sign-ins; try again later".into(),
             retry_after(until, now),

@@ -93,7 +93,8 @@ async fn refuse(
     if let Err(e) = st.store.record_failed_comm(&f, f.at - 3_600_000).await {
         tracing::warn!(error = %e, "could not record a failed agent communication");
     }
-    tracing::info!(code = r.code, address = ?f.address, reason = %r.message, "agent call refused");
+    // The reason may quote what the caller sent (a serde error): escaped, one log line.
+    tracing::info!(code = r.code, address = ?f.address, reason = %r.message.escape_debug(), "agent call refused");
     st.metrics.refusal(r.code);
     r
 }
