@@ -839,6 +839,20 @@ pub struct BatchProgress {
     pub states: HashMap<String, usize>,
     /// A page of the batch's agents (see `offset` and `limit`).
     pub agents: Vec<AgentView>,
+    /// The batch's computers no live agent has enrolled from yet, as they were added, in order
+    /// of name: the first `limit` (their number is `states["no agent yet"]`).
+    #[serde(default)]
+    pub no_agent: Vec<String>,
+    /// When the user is first offered the migration (ms since the epoch; none: at Enforced After).
+    #[serde(default)]
+    pub available_from: Option<i64>,
+    /// When the migration runs without asking (ms since the epoch; none: the batch's time is
+    /// not valid).
+    #[serde(default)]
+    pub enforced_after: Option<i64>,
+    /// The IANA time zone the batch's times were set in.
+    #[serde(default)]
+    pub time_zone: String,
 }
 
 // ---- Operators, tenants, environments and their moves ----

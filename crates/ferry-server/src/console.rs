@@ -1,6 +1,8 @@
 //! The web console: one page and its two assets, embedded in the binary (no CDN, works offline),
 //! served with a Content-Security-Policy that allows nothing but this server.
 
+use crate::state::AppState;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -23,12 +25,36 @@ fn asset(body: &'static str, content_type: &'static str) -> impl IntoResponse {
     )
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+/// The page, with where the admin token is (`<meta name="ferry-admin-token">`, read by the
+/// sign-in page): the path an operator needs to sign in the first time, nothing more.
+async fn index(State(st): State<AppState>) -> impl IntoResponse {
+    let meta = format!(
+        r#"<meta name="ferry-admin-token" content="{}">"#,
+        attribute(&st.admin_token_source)
+    );
+    let body = INDEX.replacen("<!-- ferry-admin-token -->", &meta, 1);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// Text made safe inside a double-quoted HTML attribute.
+fn attribute(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
+        .route("/", get(index))
         .route(
             "/assets/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
@@ -37,4 +63,15 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
             "/assets/app.css",
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_cannot_leave_its_attribute() {
+        assert_eq!(
+            super::attribute(r#"/srv/"x"<script>&"#),
+            "/srv/&quot;x&quot;&lt;script&gt;&amp;"
+        );
+    }
 }

@@ -478,6 +478,7 @@ impl Server {
             started_at_ms: ferry_store::now_ms(),
             config_loaded: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             audit,
+            admin_token_source: Arc::from(source.as_str()),
         };
         devices::preflight::start(state.clone());
         // Moves whose hand-over no server holds (this server's previous run's claims were

@@ -27,6 +27,9 @@ pub struct AppState {
     pub config_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// The audit trail (the store's lines and `[server] audit_log`).
     pub audit: Arc<crate::audit::Trail>,
+    /// Where the install's admin token is: its file's path (`DATA_DIR/admin-token`) or
+    /// `FERRY_ADMIN_TOKEN`. The sign-in page says so; the token itself is never in it.
+    pub admin_token_source: Arc<str>,
 }
 
 /// One lock per tenant.

@@ -467,16 +467,20 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// The run's log chunks joined in order.
     async fn agent_log(&self, agent: i64, run: &str) -> Result<String>;
     /// Adds computers to a batch, all or none: the computers already in another batch are returned
-    /// with that batch's name, and nothing is added.
+    /// with that batch's name, and nothing is added. Names are kept as given (shown so) and
+    /// compared in lower case: `PC-1` and `pc-1` are one computer.
     async fn add_batch_computers(
         &self,
         batch: &str,
         computers: &[String],
         now: i64,
     ) -> Result<Vec<(String, String)>>;
+    /// Removes computers (any case) from a batch; how many were in it.
     async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
-    /// (computer, batch, added_at) of every batch.
+    /// (computer as it was added, batch, added_at) of every batch.
     async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
+    /// Of these lower-case host names, the ones a live (not replaced) agent has.
+    async fn live_hostnames(&self, hostnames: &[String]) -> Result<Vec<String>>;
     /// A fingerprint of the runbooks, batches and batch memberships (their counts and newest
     /// change times): another server's change to any of them changes it. Cheap: a server reads
     /// it every few seconds to know when to load them again.

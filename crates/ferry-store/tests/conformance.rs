@@ -183,9 +183,25 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
         })
         .collect();
     s.record_contacts(&contacts).await.unwrap();
-    // PC-00..PC-04 are in batch wave-1 (computers are stored in lower case).
-    let comps: Vec<String> = (0..5).map(|i| format!("pc-{i:02}")).collect();
+    // PC-00..PC-04 are in batch wave-1: added as typed (PC-00 in capitals, the rest in lower
+    // case), matched to their agents whatever the case.
+    let comps: Vec<String> = (0..5)
+        .map(|i| {
+            if i == 0 {
+                "PC-00".into()
+            } else {
+                format!("pc-{i:02}")
+            }
+        })
+        .collect();
     s.add_batch_computers("wave-1", &comps, 1).await.unwrap();
+    // Live agents' host names, in lower case: pc-99 has none.
+    let mut live = s
+        .live_hostnames(&["pc-00".into(), "pc-29".into(), "pc-99".into()])
+        .await
+        .unwrap();
+    live.sort();
+    assert_eq!(live, ["pc-00", "pc-29"]);
 
     let page = |q: AgentQuery| async move { s.agents_page(&q).await.unwrap() };
     let p = page(AgentQuery {
@@ -921,13 +937,28 @@ async fn devices_psks_agents_runs_batches(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(c, [("PC-2".to_string(), "Pilot".to_string())]);
+    // Kept as typed, compared in lower case (issue 20): pc-1 is Pilot's PC-1, shown as PC-1.
+    assert_eq!(
+        s.add_batch_computers("Wave 2", &pcs(&["pc-1"]), 72)
+            .await
+            .unwrap(),
+        [("pc-1".to_string(), "Pilot".to_string())]
+    );
+    assert!(
+        s.batch_computers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(c, b, _)| c == "PC-1" && b == "Pilot"),
+        "shown as typed"
+    );
     assert_eq!(
         s.batch_computers().await.unwrap().len(),
         2,
         "PC-3 was not added"
     );
     assert_eq!(
-        s.remove_batch_computers("Pilot", &pcs(&["PC-2", "PC-9"]))
+        s.remove_batch_computers("Pilot", &pcs(&["pc-2", "PC-9"]))
             .await
             .unwrap(),
         1

@@ -244,12 +244,19 @@ async fn the_console_in_chromium() {
             .all(|m| m.contains("/api/v1/me") && m.contains("401")),
         "{refused:?}"
     );
+    the_sign_in_page_names_the_token_file(&b, &url, &dir.join("data")).await;
 
     // The ferry admin: every page renders without console errors, and every link goes somewhere.
     b.sign_in_with_token(&url, &token("admin")).await;
+    the_navigation_is_grouped_and_fits(&b, &url).await;
     b.wait_text("#readiness", "✓ Run an end-to-end Import/Sync/Export")
         .await;
+    // The checklist, on the overview.
+    b.find("#checklist").await;
+    b.script("document.getElementById('checklist').scrollIntoView()")
+        .await;
     b.screenshot("readiness").await;
+    b.script("window.scrollTo(0, 0)").await;
     let pages = [
         "directories",
         "profiles",
@@ -266,6 +273,7 @@ async fn the_console_in_chromium() {
         "failed",
         "environments",
         "moves",
+        "operators",
         "audit",
     ];
     // Reached from other pages' links.
@@ -308,7 +316,8 @@ async fn the_console_in_chromium() {
     }
     b.type_in("#dir-name", "broken").await;
     b.click("#dir-save").await;
-    b.wait_text("#dir-form-message", "missing field `path`")
+    // The message is beside the field it names.
+    b.wait_text("#dir-form .field-error", "missing field `path`")
         .await;
     // The browser logs the refused request; that one is expected.
     let refused = b.console_errors().await;
@@ -330,9 +339,12 @@ async fn the_console_in_chromium() {
     b.click("#profile-add-rule").await;
     b.type_in(".rule .rule-source", "mail").await;
     b.type_in(".rule .rule-target", "mail").await;
-    b.type_in(
-        ".rule .rule-transforms",
-        r#"[{"replace_suffix": ["@contoso.test", "@fabrikam.test"]}]"#,
+    // Its transform chosen from the list, with its two values.
+    b.click(".rule .add-transform").await;
+    b.script("const t = document.querySelector('.rule .transform .t-kind'); t.value = 'replace_suffix'; t.dispatchEvent(new Event('change'));")
+        .await;
+    b.script(
+        "const a = document.querySelectorAll('.rule .transform .t-arg'); a[0].value = '@contoso.test'; a[1].value = '@fabrikam.test';",
     )
     .await;
     b.click("#profile-add-rule").await;
@@ -624,7 +636,7 @@ async fn the_console_in_chromium() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     b.go(&format!("{url}#/runbooks")).await;
     b.click("#runbook-save").await;
-    b.wait_text("#runbook-form-message", "name").await;
+    b.wait_text("#runbook-form .field-error", "name").await;
     b.type_in("#rb-name", "Wave 1 workstations").await;
     b.click("#rb-source input[value=contoso]").await;
     b.click("#rb-target input[value=fabrikam]").await;
@@ -684,13 +696,13 @@ async fn the_console_in_chromium() {
         row.contains("Pre-Req agent check, Wave 1 workstations"),
         "{row}"
     );
-    assert!(row.contains("2030-01-01T18:00 UTC"), "{row}");
+    assert!(row.contains("2030-01-01 18:00:00 UTC"), "{row}");
     b.script(
         "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('wave-1')).querySelector('button.whatif').click()",
     )
     .await;
     b.wait_text("#batch-message", "What-If of wave-1").await;
-    b.wait_text("#batch-message", &device.to_lowercase()).await;
+    b.wait_text("#batch-message", &device).await;
     b.screenshot("batches").await;
     // Its tenant pre-flight: a file target whose runbooks do not join Entra ID has no check.
     b.go(&format!("{url}#/preflight?batch=wave-1")).await;
@@ -911,6 +923,32 @@ async fn the_console_in_chromium() {
         .unwrap();
     assert_eq!(refused[0]["decided_by"], "admin", "{refused}");
     assert_eq!(b.console_errors().await, Vec::<String>::new());
+    the_dashboard_names_every_computer(
+        &b,
+        &url,
+        ep["url"].as_str().unwrap(),
+        ep["certificate_sha256"].as_str().unwrap(),
+        &psk,
+        &device,
+    )
+    .await;
+    the_overview_shows_each_figure(&b, &url).await;
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+    let agent_id = api_get("/agents?limit=1").await[0]["id"].as_i64().unwrap();
+    let with_data: Vec<String> = ["".to_string()]
+        .into_iter()
+        .chain(pages.iter().map(|p| p.to_string()))
+        .chain([
+            "dashboard?batch=wave-1".to_string(),
+            "dashboard?batch=pilot".to_string(),
+            format!("agent?id={agent_id}"),
+            "preflight?batch=wave-1".to_string(),
+            "whatif?profile=users&status=writes".to_string(),
+        ])
+        .collect();
+    let with_data: Vec<&str> = with_data.iter().map(String::as_str).collect();
+    every_date_has_one_format(&b, &url, &with_data).await;
+    a_form_error_is_next_to_its_field(&b, &url).await;
     b.sign_out().await;
 
     // A viewer sees the admin's pages and no control that changes anything.
@@ -970,7 +1008,14 @@ async fn the_console_in_chromium() {
     b.sign_in_with_token(&url, &token("contoso-admin")).await;
     b.go(&format!("{url}#/moves")).await;
     b.wait_text("main", "Request: submitted").await;
-    assert_eq!(b.text("#nav").await, "EnvironmentsEnvironment movesAudit");
+    let groups = b
+        .script("return [...document.querySelectorAll('#nav a')].map(a => a.textContent)")
+        .await;
+    assert_eq!(
+        groups,
+        json!(["Overview", "Environments", "Environment moves", "Audit"]),
+        "a tenant's admin sees only what it may use"
+    );
     let approve = b
         .script("return document.querySelectorAll('button.approve').length")
         .await;
@@ -1003,4 +1048,269 @@ async fn the_console_in_chromium() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// Issue 20, "grouped by task, readable at 1280 px": the navigation's groups in the seed's order,
+/// each link on one line and the header one row at the 1280 px window; the signed-in operator
+/// and Sign out in the header's right end. Catches a group lost or reordered, a nav that wraps,
+/// and Sign out pushed out of view.
+async fn the_navigation_is_grouped_and_fits(b: &Browser, url: &str) {
+    b.go(url).await;
+    b.find("#nav .nav-group a").await;
+    let groups = b
+        .script(
+            "return [...document.querySelectorAll('#nav .nav-group')].map(g => [g.dataset.group, \
+             [...g.querySelectorAll('a')].map(a => a.textContent)])",
+        )
+        .await;
+    assert_eq!(
+        groups,
+        json!([
+            ["overview", ["Overview"]],
+            [
+                "Identity",
+                [
+                    "Directories",
+                    "Sync profiles",
+                    "Cycles",
+                    "What-If",
+                    "Translation table",
+                    "Object report",
+                    "Message logs"
+                ]
+            ],
+            [
+                "Devices",
+                [
+                    "Keys and certificate",
+                    "Runbooks",
+                    "Batches",
+                    "Migration dashboard",
+                    "Agents",
+                    "Failed communications"
+                ]
+            ],
+            ["Environments", ["Environments", "Environment moves"]],
+            ["Settings", ["Operators", "Audit"]]
+        ])
+    );
+    let fit = b
+        .script(
+            "const h = document.querySelector('header').getBoundingClientRect(); \
+             const out = h => h.getBoundingClientRect(); \
+             const wrapped = [...document.querySelectorAll('#nav a, #nav h2')].filter(a => a.getClientRects().length !== 1 \
+               || a.scrollWidth > a.clientWidth || out(a).height > 2 * parseFloat(getComputedStyle(a).lineHeight || 18)).map(a => a.textContent); \
+             const so = out(document.getElementById('signout')); const who = out(document.getElementById('who-name')); \
+             return {width: window.innerWidth, header: h.height, wrapped, signout_in_header: so.top >= h.top && so.bottom <= h.bottom, \
+               signout_visible: so.right <= window.innerWidth && so.left > window.innerWidth / 2, who_beside: Math.abs(who.top - so.top) < 20 && who.right <= so.left};",
+        )
+        .await;
+    assert_eq!(fit["width"], 1280, "{fit}");
+    assert!(
+        fit["header"].as_f64().unwrap() <= 60.0,
+        "one header row: {fit}"
+    );
+    assert_eq!(
+        fit["wrapped"],
+        json!([]),
+        "no navigation entry wraps: {fit}"
+    );
+    assert_eq!(fit["signout_in_header"], true, "{fit}");
+    assert_eq!(fit["signout_visible"], true, "{fit}");
+    assert_eq!(fit["who_beside"], true, "{fit}");
+}
+
+/// The overview (the landing page): each of its figures, on the walk's data. Catches a figure
+/// left out or one that stays empty when there is something to show.
+async fn the_overview_shows_each_figure(b: &Browser, url: &str) {
+    b.go(url).await;
+    let r = b.wait_text("#overview-readiness", " of ").await;
+    assert!(r.contains("steps of the migration checklist done"), "{r}");
+    b.wait_text("#overview-cycles", "users").await;
+    let c = b.text("#overview-cycles").await;
+    assert!(c.contains("succeeded") && c.contains(" UTC"), "{c}");
+    let batches = b.wait_text("#overview-batches", "wave-1").await;
+    assert!(
+        batches.contains("Quickstart")
+            && batches.contains("1 no agent yet")
+            && batches.contains("1 failed"),
+        "devices by state: {batches}"
+    );
+    // wave-1's, the soonest still ahead.
+    b.wait_text("#overview-next", "2030-01-01 18:00:00 UTC")
+        .await;
+    b.find("#overview-moves").await;
+    b.find("#overview-errors").await;
+    // The checklist is on the overview too.
+    b.wait_text("#readiness", "Create and configure Directories")
+        .await;
+    b.screenshot("overview").await;
+}
+
+/// The migration dashboard names every computer of a batch as it was typed, those with no
+/// agent yet too, with the batch's times; a device waiting for its batch reads "scheduled".
+/// Catches computer names lower-cased on the way (store, API or console), a computer without an
+/// agent counted but not named, and "idle" where the seed's word is "scheduled".
+async fn the_dashboard_names_every_computer(
+    b: &Browser,
+    url: &str,
+    agent_url: &str,
+    fingerprint: &str,
+    psk: &str,
+    taken: &str,
+) {
+    let names: Vec<String> = (90..=100)
+        .map(|i| format!("CONTOSO-LT-{i:05}"))
+        .filter(|n| !n.eq_ignore_ascii_case(taken))
+        .take(2)
+        .collect();
+    let (no_agent, scheduled) = (&names[0], &names[1]);
+    b.go(&format!("{url}#/batches")).await;
+    b.type_in("#batch-name", "pilot").await;
+    b.click("#batch-runbooks input[value='Wave 1 workstations']")
+        .await;
+    b.script(
+        "document.getElementById('batch-source').value = 'contoso'; document.getElementById('batch-target').value = 'fabrikam'; \
+         document.getElementById('batch-enforced').value = '2031-03-01T18:00'; \
+         document.getElementById('batch-available').value = '2031-02-01T08:00'; \
+         document.getElementById('batch-tz').value = 'Europe/London';",
+    )
+    .await;
+    b.type_in("#batch-computers", &format!("{no_agent}\n{scheduled}"))
+        .await;
+    b.click("#batch-save").await;
+    b.wait_text("main table", "pilot").await;
+    // One of the two enrolls and waits for its batch.
+    let agent = ferry_agent::client::Client::new(agent_url, fingerprint).unwrap();
+    let enrolled = agent
+        .enroll(
+            &ferry_core::agent::Credential::new(psk.to_string()),
+            ferry_core::agent::DeviceFacts {
+                device_id: "pilot-device".into(),
+                hostname: scheduled.clone(),
+                os: "windows".into(),
+                agent_version: "0.1.0".into(),
+                ..Default::default()
+            },
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
+    let agent = agent.with_node_key(enrolled.node_key);
+    agent
+        .checkin(&ferry_core::agent::CheckinRequest {
+            protocol: ferry_core::agent::PROTOCOL_VERSION,
+            state: Some("idle".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    b.go(&format!("{url}#/dashboard?batch=pilot")).await;
+    b.wait_text("#dash-agents", no_agent).await;
+    let rows = b
+        .script("return [...document.querySelectorAll('#dash-agents tbody tr')].map(r => [...r.children].slice(0, 2).map(c => c.textContent))")
+        .await;
+    let rows: Vec<(String, String)> = serde_json::from_value(rows).unwrap();
+    assert!(
+        rows.contains(&(no_agent.clone(), "no agent yet".into())),
+        "the computer without an agent is named, as typed: {rows:?}"
+    );
+    assert!(
+        rows.contains(&(scheduled.clone(), "scheduled".into())),
+        "an enrolled device of a batch not started yet reads scheduled: {rows:?}"
+    );
+    let times = b.text("#dash-times").await;
+    assert!(
+        times.contains("Available From 2031-02-01 08:00:00 Europe/London")
+            && times.contains("Enforced After 2031-03-01 18:00:00 Europe/London"),
+        "{times}"
+    );
+    let chart = b
+        .script("return document.querySelector('#dash-chart svg').textContent")
+        .await;
+    let chart = chart.as_str().unwrap_or_default();
+    assert!(
+        chart.contains("scheduled")
+            && chart.contains("no agent yet")
+            && chart.contains("computers"),
+        "the chart's states are the seed's words and its axes are labelled: {chart}"
+    );
+    b.screenshot("dashboard-scheduled").await;
+    // The batches page and its device What-If show the names as typed too.
+    b.go(&format!("{url}#/batches")).await;
+    b.script(
+        "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('pilot')).querySelector('button.whatif').click()",
+    )
+    .await;
+    let w = b.wait_text("#batch-message", "What-If of pilot").await;
+    assert!(w.contains(no_agent) && w.contains(scheduled), "{w}");
+}
+
+/// A refused form names its field, and the message is next to that field (inside its label),
+/// not only at the form's foot. Catches errors shown away from the field that caused them.
+async fn a_form_error_is_next_to_its_field(b: &Browser, url: &str) {
+    b.go(&format!("{url}#/profiles")).await;
+    b.type_in("#profile-name", "bad-schedule").await;
+    b.type_in("#profile-schedule", "1s").await;
+    b.click("#profile-save").await;
+    b.find("#profile-form .field-error").await;
+    let at = b
+        .script(
+            "const e = document.querySelector('#profile-form .field-error'); \
+             return [e.closest('label.field') === document.getElementById('profile-schedule').closest('label.field'), e.textContent]",
+        )
+        .await;
+    assert_eq!(at[0], true, "the error is beside the schedule: {at}");
+    assert!(at[1].as_str().unwrap().contains("schedule"), "{at}");
+    assert!(
+        b.script(
+            "return document.getElementById('profile-schedule').classList.contains('invalid')"
+        )
+        .await
+            == json!(true)
+    );
+    b.screenshot("form-error").await;
+    // The browser logs the refused request; that one is expected.
+    let refused = b.console_errors().await;
+    assert!(refused.iter().all(|m| m.contains("400")), "{refused:?}");
+}
+
+/// Every date on every page in the one format (`2026-12-07 05:57:14 UTC`: date, time to the
+/// second, time zone). Catches an ISO `T` form, a date without its time zone, or a second format.
+async fn every_date_has_one_format(b: &Browser, url: &str, pages: &[&str]) {
+    for p in pages {
+        b.go(&format!("{url}#/{p}")).await;
+        b.find("main h1").await;
+        // Pages draw after their answers: wait until the "Loading…" is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.text("main").await.starts_with("Loading") {
+            assert!(Instant::now() < deadline, "{p} did not load");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bad = b
+            .script(
+                "const t = document.querySelector('main').innerText; const bad = []; \
+                 for (const m of t.matchAll(/\\d{4}-\\d{2}-\\d{2}[T ]?[^\\n\\t]{0,24}/g)) \
+                   if (!/^\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} (UTC|[A-Z][A-Za-z_]+\\/[A-Za-z_\\/]+)/.test(m[0])) bad.push(m[0]); \
+                 return bad;",
+            )
+            .await;
+        assert_eq!(bad, json!([]), "{p}: dates not in the one format");
+    }
+}
+
+/// The sign-in page says where the install's admin token is: the file's path, nothing more.
+async fn the_sign_in_page_names_the_token_file(b: &Browser, url: &str, data_dir: &std::path::Path) {
+    b.go(url).await;
+    let hint = b.wait_text("#signin-hint", "admin-token").await;
+    assert!(
+        hint.contains(&data_dir.join("admin-token").display().to_string()),
+        "{hint}"
+    );
+    assert!(!hint.contains("ferry_"), "never the token: {hint}");
+    for label in ["Operator", "Password", "API token"] {
+        assert!(b.text("#signin").await.contains(label), "labelled: {label}");
+    }
 }

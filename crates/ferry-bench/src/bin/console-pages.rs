@@ -354,6 +354,32 @@ async fn run(users: usize, agents: usize, renders: usize) {
                 s("/logs?level=error&limit=100"),
             ]],
         ),
+        (
+            // The landing page: the checklist's requests with its own, then each batch's
+            // devices by state (`overview()` in app.js).
+            "overview",
+            vec![
+                vec![
+                    s("/directories"),
+                    s("/profiles"),
+                    s("/translation?limit=1"),
+                    s("/psks"),
+                    s("/agent-endpoint"),
+                    s("/runbooks"),
+                    s("/batches?computers=false"),
+                    s("/agents?limit=1"),
+                    s("/logs?level=warning&limit=100"),
+                    s("/logs?level=error&limit=100"),
+                    s("/profiles"),
+                    s("/batches?computers=false"),
+                    s("/moves"),
+                    s("/logs?level=error&limit=5"),
+                ],
+                (0..BATCHES)
+                    .map(|b| format!("/batches/wave-{b}/progress?limit=1"))
+                    .collect(),
+            ],
+        ),
         ("directories", vec![vec![s("/directories")]]),
         ("profiles", vec![vec![s("/profiles"), s("/directories")]]),
         ("cycles", vec![vec![s("/cycles?limit=100")]]),
@@ -438,6 +464,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ),
         ("environments", vec![vec![s("/environments")]]),
         ("environment moves", vec![vec![s("/moves")]]),
+        ("operators", vec![vec![s("/operators")]]),
         ("audit", vec![vec![s("/audit?limit=200")]]),
     ];
     println!(

@@ -442,6 +442,14 @@ fn changed<T: serde::Serialize>(before: &T, after: &T, values: bool) -> String {
     if c.is_empty() { "unchanged".into() } else { c }
 }
 
+/// A batch's local time (`2030-01-01T18:00`) in the console's one date format, with its zone:
+/// `2030-01-01 18:00:00 Europe/London`.
+fn local_shown(local: &str, zone: &str) -> String {
+    let (date, time) = local.split_once('T').unwrap_or((local, "00:00"));
+    let time = format!("{time}:00:00");
+    format!("{date} {} {zone}", time.get(..8).unwrap_or(&time))
+}
+
 /// Names for an audit line: the first few, and how many more.
 fn some_names(names: &[String]) -> String {
     const SHOWN: usize = 10;
@@ -521,7 +529,7 @@ pub async fn batches(
         let m = members.entry(b.as_str()).or_default();
         m.0 += 1;
         if list {
-            m.1.push(c.clone());
+            m.1.push(snap.name_of(c));
         }
     }
     let mut out: Vec<BatchView> = snap
@@ -530,7 +538,7 @@ pub async fn batches(
         .map(|b| {
             let (computer_count, mut computers) =
                 members.remove(b.name.as_str()).unwrap_or_default();
-            computers.sort();
+            computers.sort_by_key(|c| c.to_lowercase());
             BatchView {
                 origin: origin(configured::is_configured_batch(st.settings.file(), &b.name)),
                 batch: b.clone(),
@@ -581,12 +589,11 @@ pub async fn put_batch(
         None => (
             "batch.add",
             format!(
-                "{} → {}, runbooks {}, enforced_after {} {}",
+                "{} → {}, runbooks {}, enforced_after {}",
                 b.source_directory,
                 b.target_directory,
                 b.runbooks.join(", "),
-                b.enforced_after,
-                b.time_zone
+                local_shown(&b.enforced_after, &b.time_zone)
             ),
         ),
         Some(before) => ("batch.change", changed(before, &b, true)),
@@ -648,6 +655,7 @@ pub async fn computers(
             known.entry(o.name.to_lowercase()).or_insert(o.name);
         }
     }
+    // Kept as typed (shown so); matched in lower case.
     let mut add = Vec::new();
     for (i, comp) in c.add.iter().enumerate() {
         if !known.contains_key(&comp.to_lowercase()) {
@@ -656,7 +664,7 @@ pub async fn computers(
                 b.source_directory
             )));
         }
-        add.push(comp.to_lowercase());
+        add.push(comp.clone());
     }
     let conflicts = st.store.add_batch_computers(&name, &add, now_ms()).await?;
     if !conflicts.is_empty() {
@@ -688,7 +696,7 @@ pub async fn computers(
     let now = now_ms();
     let warnings = add
         .iter()
-        .filter(|c| !snap.computers.contains_key(*c))
+        .filter(|c| !snap.computers.contains_key(&c.to_lowercase()))
         .filter_map(|c| devices::late_add_warning(&b, c, now))
         .collect();
     Ok(Json(batch_view(&st, b, warnings).await?))
@@ -755,7 +763,7 @@ pub async fn whatif(
         }
         let agent = agents.get(computer);
         let mut d = DeviceWhatIf {
-            computer: computer.clone(),
+            computer: snap.name_of(computer),
             agent_id: agent.map(|a| a.id),
             remap: vec![],
             no_target: vec![],
@@ -814,7 +822,7 @@ pub async fn whatif(
         }
         out.push(d);
     }
-    out.sort_by(|a, b| a.computer.cmp(&b.computer));
+    out.sort_by_key(|d| d.computer.to_lowercase());
     let assignment = Some(Assignment {
         batch: b.name.clone(),
         runbooks: runbooks.iter().map(|r| r.name.clone()).collect(),
@@ -871,13 +879,54 @@ pub async fn progress(
         limit: p.limit.unwrap_or(200).clamp(1, 10_000),
         ..Default::default()
     };
+    let no_agent = if pending > 0 {
+        without_agent(
+            &st,
+            &snap.computers_of(&name),
+            pending.min(q.limit as usize),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    // The canary's computers as they were added.
+    let mut view = wave.view();
+    view.canary = view.canary.iter().map(|k| snap.name_of(k)).collect();
     Ok(Json(BatchProgress {
         batch: name,
         computers,
-        wave: wave.view(),
+        wave: view,
         states,
         agents: agent_views(&st, &q).await?,
+        no_agent,
+        available_from: batch.available_at().ok().flatten(),
+        enforced_after: batch.enforced_at().ok(),
+        time_zone: batch.time_zone.clone(),
     }))
+}
+
+/// The first `want` of `computers` (as added, in order) that no live agent has enrolled from:
+/// read a chunk at a time through the host-name index, so that a batch of 10,000 whose agents
+/// all enrolled but a few costs a few look-ups, not a listing of its agents.
+async fn without_agent(st: &AppState, computers: &[String], want: usize) -> ApiResult<Vec<String>> {
+    let mut out = Vec::new();
+    for chunk in computers.chunks(256) {
+        let keys: Vec<String> = chunk.iter().map(|c| c.to_lowercase()).collect();
+        let live: std::collections::HashSet<String> =
+            st.store.live_hostnames(&keys).await?.into_iter().collect();
+        out.extend(
+            chunk
+                .iter()
+                .zip(&keys)
+                .filter(|(_, k)| !live.contains(*k))
+                .map(|(c, _)| c.clone()),
+        );
+        if out.len() >= want {
+            out.truncate(want);
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[utoipa::path(post, path = "/batches/{name}/resume", tag = "devices", params(("name" = String, Path)),
@@ -929,4 +978,19 @@ pub fn router() -> axum::Router<AppState> {
         .route("/batches/{name}/resume", post(resume_batch))
         .route("/batches/{name}/whatif", get(whatif))
         .route("/batches/{name}/progress", get(progress))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_batch_time_is_shown_in_the_one_format() {
+        assert_eq!(
+            super::local_shown("2030-01-01T18:00", "UTC"),
+            "2030-01-01 18:00:00 UTC"
+        );
+        assert_eq!(
+            super::local_shown("2031-03-01T18:00:30", "Europe/London"),
+            "2031-03-01 18:00:30 Europe/London"
+        );
+    }
 }

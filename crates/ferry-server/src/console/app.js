@@ -52,9 +52,9 @@ function svg(tag, attrs = {}, ...children) {
 }
 
 // Stacked bars: one bar per item, one segment per series ([key, label, class]).
-function stackedBars(id, items, series, label) {
+function stackedBars(id, items, series, label, axes = {}) {
   if (items.length === 0) return h("p", { class: "muted" }, "Nothing to chart yet.");
-  const W = 720, H = 180, pad = 28, bw = Math.max(4, Math.min(40, (W - pad) / items.length - 4));
+  const W = 720, H = 200, pad = 40, bw = Math.max(4, Math.min(40, (W - pad) / items.length - 4));
   const max = Math.max(1, ...items.map((it) => series.reduce((a, [k]) => a + (it[k] || 0), 0)));
   const bars = items.map((it, i) => {
     let y = H - pad;
@@ -71,19 +71,33 @@ function stackedBars(id, items, series, label) {
     svg("text", { x: pad + i * 130 + 14, y: 13, class: "legend" }, name)));
   return svg("svg", { id, class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": series.map(([, n]) => n).join(" / ") },
     svg("line", { x1: pad, y1: H - pad, x2: W, y2: H - pad, class: "axis" }),
-    svg("text", { x: 2, y: pad + 4, class: "legend" }, String(max)), legend, bars);
+    svg("line", { x1: pad, y1: pad, x2: pad, y2: H - pad, class: "axis" }),
+    svg("text", { x: pad - 4, y: pad + 4, class: "legend tick", "text-anchor": "end" }, String(max)),
+    svg("text", { x: pad - 4, y: H - pad, class: "legend tick", "text-anchor": "end" }, "0"),
+    svg("text", { x: 12, y: H / 2, class: "axis-label y-label", transform: `rotate(-90 12 ${H / 2})`, "text-anchor": "middle" }, axes.y || "count"),
+    svg("text", { x: (W + pad) / 2, y: H - 8, class: "axis-label x-label", "text-anchor": "middle" }, axes.x || ""),
+    legend, bars);
 }
 
-// Horizontal bars for counts by name (devices by state).
-function countBars(id, counts) {
+// Horizontal bars for counts by name (devices by state): `word` names each key on the chart; the
+// axes are labelled (states down, devices across).
+function countBars(id, counts, word = (k) => k, axes = { x: "devices", y: "state" }) {
   const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
   if (entries.length === 0) return h("p", { class: "muted" }, "No devices yet.");
-  const W = 720, row = 24, max = Math.max(1, ...entries.map(([, v]) => v));
-  return svg("svg", { id, class: "chart", viewBox: `0 0 ${W} ${entries.length * row + 4}`, role: "img", "aria-label": "devices by state" },
+  const W = 720, row = 24, top = 20, left = 170, max = Math.max(1, ...entries.map(([, v]) => v));
+  const H = top + entries.length * row + 30, span = W - left - 60;
+  return svg("svg", { id, class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${axes.x} by ${axes.y}` },
+    svg("text", { x: 0, y: 13, class: "axis-label y-label" }, axes.y),
+    svg("line", { x1: left, y1: top, x2: left, y2: top + entries.length * row, class: "axis" }),
+    svg("line", { x1: left, y1: top + entries.length * row, x2: left + span, y2: top + entries.length * row, class: "axis" }),
+    svg("text", { x: left, y: H - 12, class: "legend tick", "text-anchor": "middle" }, "0"),
+    svg("text", { x: left + span, y: H - 12, class: "legend tick", "text-anchor": "middle" }, String(max)),
+    svg("text", { x: left + span / 2, y: H - 2, class: "axis-label x-label", "text-anchor": "middle" }, axes.x),
     entries.map(([k, v], i) => svg("g", {},
-      svg("text", { x: 0, y: i * row + 16, class: "legend" }, k),
-      svg("rect", { x: 140, y: i * row + 4, width: Math.max(2, ((W - 220) * v) / max), height: row - 8, class: "state-" + k.replace(/[^a-z]/g, "") }),
-      svg("text", { x: 146 + ((W - 220) * v) / max, y: i * row + 16, class: "legend" }, String(v)))));
+      svg("text", { x: 0, y: top + i * row + 16, class: "legend" }, word(k)),
+      svg("rect", { x: left, y: top + i * row + 4, width: Math.max(2, (span * v) / max), height: row - 8, class: "state-" + k.replace(/[^a-z]/g, "") },
+        svg("title", {}, `${word(k)}: ${v}`)),
+      svg("text", { x: left + 6 + (span * v) / max, y: top + i * row + 16, class: "legend" }, String(v)))));
 }
 
 // ---- form helpers ----
@@ -112,15 +126,34 @@ const lines = (t) => t.split(/\r?\n/).map((x) => x.trim()).filter(Boolean);
 const orNull = (t) => (t.trim() === "" ? null : t.trim());
 const numOrNull = (t) => (t.trim() === "" ? null : Number(t));
 
-// An error from the API names the field first (`device_state.join: …`): shown by the form, and the
-// field it names is marked.
+// An error from the API names the field first (`device_state.join: …`, or serde's ``missing field
+// `path` ``): the message is shown next to that field, which is marked; with no such field, in
+// the form's message box.
 function formError(form, box, e) {
   const msg = String(e.message || e);
-  box.replaceChildren(h("p", { class: "error" }, msg));
   form.querySelectorAll(".invalid").forEach((x) => x.classList.remove("invalid"));
-  const name = msg.split(":")[0].trim();
-  const el = form.querySelector(`[data-field="${CSS.escape(name)}"]`) || form.querySelector(`[name="${CSS.escape(name.replace(/\./g, "-"))}"]`);
-  if (el) el.classList.add("invalid");
+  form.querySelectorAll(".field-error").forEach((x) => x.remove());
+  // The field's path: serde's missing field, else a `path: ` of the message (axum puts its own
+  // words first; the configuration's checks prefix the entry: `sync_profile[0].`, `users.`).
+  const missing = /missing field `([^`]+)`/.exec(msg);
+  const paths = missing ? [missing[1]] : msg.split(": ").slice(0, -1).map((x) => x.trim()).filter((x) => /^[A-Za-z_][\w.\[\]-]*$/.test(x));
+  const find = (name) => {
+    const rule = /^match\[(\d+)\]/.exec(name);
+    return (rule && form.querySelectorAll(".rule")[Number(rule[1])])
+      || form.querySelector(`[data-field="${CSS.escape(name)}"]`) || form.querySelector(`[name="${CSS.escape(name.replace(/\./g, "-"))}"]`);
+  };
+  // `bad.schedule`, `sync_profile[0].schedule`: the whole path, then without its leading parts.
+  const el = paths.flatMap((p) => p.split(".").map((_, i, all) => all.slice(i).join("."))).map(find).find(Boolean);
+  if (!el) {
+    box.replaceChildren(h("p", { class: "error" }, msg));
+    return;
+  }
+  box.replaceChildren(h("p", { class: "error" }, "Not saved: see the marked field."));
+  el.classList.add("invalid");
+  const at = el.closest("label.field") || el;
+  const note = h("p", { class: "error field-error", role: "alert" }, msg);
+  if (at === el) el.after(note); else at.append(note);
+  if (el.focus) el.focus();
 }
 
 // Saves a file fetched with the operator's token (a link cannot carry it).
@@ -142,7 +175,18 @@ function table(rows, cols, empty = "Nothing yet.") {
     h("tbody", {}, rows.map((r) => h("tr", {}, cols.map(([, get]) => h("td", {}, get(r)))))));
 }
 
-const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "—");
+// The console's one date format: `2026-12-07 05:57:14 UTC`, date, time to the second, time zone.
+// Times the server keeps in milliseconds are shown in UTC; a batch's times in the zone they were
+// set in (`localTime`). `DATE_FORMAT` is what the Chromium test holds every date on every page to.
+const DATE_FORMAT = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+$/;
+const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "—");
+// A local date and time as the API sends it (`2030-01-01T18:00`) in the zone `tz`.
+function localTime(s, tz) {
+  if (!s) return "—";
+  const [d, t = "00:00"] = String(s).split("T");
+  return `${d} ${(t + ":00:00").slice(0, 8)} ${tz || "UTC"}`;
+}
+const plural = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
 const show = (v) => (v == null ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
 
 function page(title, ...body) {
@@ -159,9 +203,14 @@ function signInPage() {
   document.getElementById("nav").replaceChildren();
   document.getElementById("who").replaceChildren();
   const err = h("p", { class: "error", id: "signin-error" });
-  const name = h("input", { id: "name", placeholder: "operator", autocomplete: "username" });
-  const password = h("input", { id: "password", type: "password", placeholder: "password", autocomplete: "current-password" });
-  const token = h("input", { id: "token", placeholder: "or an API token", autocomplete: "off" });
+  const name = h("input", { id: "name", autocomplete: "username" });
+  const password = h("input", { id: "password", type: "password", autocomplete: "current-password" });
+  const token = h("input", { id: "token", autocomplete: "off" });
+  // Where the install's admin token is, as the server says (the page's <meta>): its file's path.
+  const source = (document.querySelector('meta[name="ferry-admin-token"]') || {}).content || "";
+  const hint = source === "FERRY_ADMIN_TOKEN"
+    ? ["The install's admin token is the server's ", h("code", {}, "FERRY_ADMIN_TOKEN"), " environment variable."]
+    : source ? ["The install's admin token is in ", h("code", { id: "admin-token-file" }, source), " on the server (readable by the server's user only)."] : "";
   const go = async (ev) => {
     ev.preventDefault();
     err.textContent = "";
@@ -187,8 +236,12 @@ function signInPage() {
       err.textContent = String(e.message || e);
     }
   };
-  page("Sign in", h("form", { class: "card", id: "signin", onsubmit: go },
-    h("p", {}, name), h("p", {}, password), h("p", {}, token), h("p", {}, h("button", { type: "submit", id: "signin-button" }, "Sign in")), err));
+  page("Sign in", h("form", { class: "card signin", id: "signin", onsubmit: go },
+    field("Operator", name), field("Password", password),
+    h("p", { class: "or muted" }, "or"),
+    field("API token", token, "an operator's token, or the install's admin token"),
+    h("p", {}, h("button", { type: "submit", id: "signin-button" }, "Sign in")), err,
+    hint ? h("p", { class: "muted", id: "signin-hint" }, hint) : ""));
 }
 
 async function signOut() {
@@ -203,21 +256,31 @@ async function signOut() {
 
 // ---- pages ----
 
-const ADMIN_PAGES = [
-  ["", "Readiness"], ["directories", "Directories"], ["profiles", "Sync profiles"], ["cycles", "Cycles"], ["whatif", "What-If"], ["translation", "Translation table"],
-  ["report", "Object report"], ["logs", "Message logs"], ["psks", "Pre-shared keys"], ["runbooks", "Runbooks"], ["batches", "Batches"], ["dashboard", "Migration dashboard"],
-  ["agents", "Agents"], ["failed", "Failed communications"], ["environments", "Environments"], ["moves", "Environment moves"], ["audit", "Audit"],
+// The navigation, grouped as the seed's work is: the directory work first, then the devices', the
+// environments' and the settings. Each page: [route, title, who may use it].
+const NAV = [
+  ["", [["", "Overview", "any"]]],
+  ["Identity", [["directories", "Directories", "admin"], ["profiles", "Sync profiles", "admin"], ["cycles", "Cycles", "admin"], ["whatif", "What-If", "admin"],
+    ["translation", "Translation table", "admin"], ["report", "Object report", "admin"], ["logs", "Message logs", "admin"]]],
+  ["Devices", [["psks", "Keys and certificate", "admin"], ["runbooks", "Runbooks", "admin"], ["batches", "Batches", "admin"],
+    ["dashboard", "Migration dashboard", "admin"], ["agents", "Agents", "admin"], ["failed", "Failed communications", "admin"]]],
+  ["Environments", [["environments", "Environments", "any"], ["moves", "Environment moves", "any"]]],
+  ["Settings", [["operators", "Operators", "admin"], ["audit", "Audit", "any"]]],
 ];
-const TENANT_PAGES = [["environments", "Environments"], ["moves", "Environment moves"], ["audit", "Audit"]];
 // Pages reached from others (not in the navigation).
 const HIDDEN_PAGES = ["agent", "preflight"];
 
-const pagesOf = () => (state.me.role === "tenant-admin" ? TENANT_PAGES : ADMIN_PAGES);
+// A tenant's admin uses its environments, their moves and its audit lines; everyone else every page.
+const mayUse = (who) => who === "any" || state.me.role !== "tenant-admin";
+const navOf = () => NAV.map(([group, pages]) => [group, pages.filter(([, , who]) => mayUse(who))]).filter(([, pages]) => pages.length);
+const pagesOf = () => navOf().flatMap(([, pages]) => pages);
 
 function nav(current) {
-  document.getElementById("nav").replaceChildren(...pagesOf().map(([p, t]) => h("a", { href: "#/" + p, class: p === current ? "active" : false }, t)));
+  document.getElementById("nav").replaceChildren(...navOf().map(([group, pages]) => h("section", { class: "nav-group", "data-group": group || "overview" },
+    group ? h("h2", {}, group) : "",
+    pages.map(([p, t]) => h("a", { href: "#/" + p, class: p === current ? "active" : false }, t)))));
   const who = state.me.role === "viewer" ? "viewer, read-only" : state.me.tenant ? "admin of " + state.me.tenant : "ferry admin";
-  document.getElementById("who").replaceChildren(`${state.me.name} (${who}) `,
+  document.getElementById("who").replaceChildren(h("span", { id: "who-name" }, state.me.name), h("span", { class: "muted" }, ` (${who})`), " ",
     h("button", { class: "secondary", id: "signout", onclick: signOut }, "Sign out"));
 }
 
@@ -277,6 +340,133 @@ async function readiness() {
       line(agents.total > 0, "Confirm Agent Installation with prerequisites", "agents", `${agents.total} agent(s)`),
       line(agents.total > 0, "Confirm Agent Registration and profile harvests", "agents"),
       line(null, "Test with non-production users and computers", "batches", "a first batch of test computers")));
+}
+
+// ---- overview ----
+
+// A device's state in the seed's words. A device of a batch that has not started reads by the
+// batch's times: "scheduled" before Available From, "available" from then, "enforced" from
+// Enforced After (it starts within 15 minutes when nobody is signed in).
+const STATE_WORDS = {
+  "no agent yet": "no agent yet", "pending-approval": "awaiting approval", replaced: "replaced", offered: "available",
+  running: "migrating", succeeded: "migrated", verified: "migrated and verified", "verification-failed": "migrated, verification failed",
+  failed: "failed", "rolled-back": "rolled back", "recovery-required": "needs recovery", unreachable: "unreachable",
+};
+function deviceState(st, times = {}, now = Date.now()) {
+  if (STATE_WORDS[st]) return STATE_WORDS[st];
+  // enrolled, idle (or assigned, waiting): not started yet.
+  if (times.enforced_after && now >= times.enforced_after) return "enforced";
+  if (times.available_from && now >= times.available_from) return "available";
+  if (times.enforced_after) return "scheduled";
+  return st === "enrolled" ? "registered" : st;
+}
+
+// The landing page: how far the seed's checklist is, each profile's last cycle, each batch's
+// devices by state and the next Enforced After, the environment moves waiting for this operator,
+// the latest errors; then the checklist itself (`readiness`).
+async function overview() {
+  if (state.me.role === "tenant-admin") return tenantOverview();
+  const [, profiles, batches, moves, errors] = await Promise.all([
+    readiness(), api("/profiles"), api("/batches?computers=false"), api("/moves"), api("/logs?level=error&limit=5"),
+  ]);
+  const progress = await Promise.all(batches.map((b) => api(`/batches/${enc(b.name)}/progress?limit=1`)));
+  // The checklist `readiness` drew: its lines, ticked or not.
+  const checklist = [...main().children].slice(1);
+  const lines = checklist.flatMap((el) => [...el.querySelectorAll ? el.querySelectorAll("li") : []]);
+  const done = lines.filter((li) => li.querySelector(".ok")).length;
+  const open = lines.filter((li) => li.querySelector(".bad")).length;
+  const now = Date.now();
+  const next = progress.filter((p) => p.enforced_after && p.enforced_after > now).sort((a, b) => a.enforced_after - b.enforced_after)[0];
+  const card = (id, title, ...body) => h("section", { class: "card tile", id }, h("h2", {}, title), ...body);
+  const stateLine = (p) => {
+    const words = {};
+    for (const [k, v] of Object.entries(p.states)) { const w = deviceState(k, p, now); words[w] = (words[w] || 0) + v; }
+    return Object.entries(words).sort((a, b) => b[1] - a[1]).map(([w, v]) => `${v} ${w}`).join(", ") || "no computers";
+  };
+  const waiting = moves.filter((m) => !["completed", "cancelled", "rejected", "expired"].includes(m.state));
+  page("Overview",
+    h("div", { class: "tiles" },
+      card("overview-readiness", "Readiness",
+        h("p", { class: "figure" }, `${done} of ${done + open}`), h("progress", { max: done + open, value: done }, `${done} of ${done + open}`),
+        h("p", { class: "muted" }, `steps of the migration checklist done; ${open} to do, ${lines.length - done - open} to confirm by hand or not needed. `, h("a", { href: "#/?at=checklist", onclick: (e) => { e.preventDefault(); document.getElementById("checklist").scrollIntoView(); } }, "Checklist"))),
+      card("overview-next", "Next Enforced After",
+        next ? [h("p", { class: "figure date" }, localTime(batches.find((b) => b.name === next.batch).enforced_after, next.time_zone)),
+          h("p", { class: "muted" }, "batch ", h("a", { href: `#/dashboard?batch=${enc(next.batch)}` }, next.batch), `: ${plural(next.computers, "computer")}`)]
+          : h("p", { class: "muted" }, batches.length ? "No batch is enforced after now." : "No batches yet.")),
+      card("overview-errors-count", "Errors",
+        h("p", { class: errors.length ? "figure bad" : "figure ok" }, errors.length ? `${errors.length}${errors.length === 5 ? "+" : ""}` : "none"),
+        h("p", { class: "muted" }, "in the message logs. ", h("a", { href: "#/logs?level=error" }, "Message logs")))),
+    h("h2", {}, "Sync profiles: last cycle"),
+    h("div", { id: "overview-cycles" }, table(profiles, [["Profile", (p) => p.name], ["Source → target", (p) => `${p.source} → ${p.target}`],
+      ["Last cycle", (p) => (p.last_cycle ? h("span", { class: p.last_cycle.status === "failed" ? "bad" : "" }, `${p.last_cycle.status}, ${p.last_cycle.phase}`) : "none yet")],
+      ["Finished", (p) => when(p.last_cycle && (p.last_cycle.finished_at || p.last_cycle.started_at))],
+      ["Matched / unmatched / ambiguous", (p) => (p.last_cycle && p.last_cycle.counts ? `${p.last_cycle.counts.matched} / ${p.last_cycle.counts.unmatched} / ${p.last_cycle.counts.ambiguous}` : "—")],
+      ["What-If", (p) => (p.awaiting_approval ? h("a", { href: `#/whatif?profile=${enc(p.name)}` }, "awaits approval") : "nothing to approve")]], "No sync profiles yet.")),
+    h("h2", {}, "Batches: devices by state"),
+    h("div", { id: "overview-batches" }, table(progress, [["Batch", (p) => h("a", { href: `#/dashboard?batch=${enc(p.batch)}` }, p.batch)], ["Computers", (p) => String(p.computers)],
+      ["Devices by state", stateLine],
+      ["Available From", (p) => localTime(batches.find((b) => b.name === p.batch).available_from, p.time_zone)],
+      ["Enforced After", (p) => localTime(batches.find((b) => b.name === p.batch).enforced_after, p.time_zone)],
+      ["Halted", (p) => (p.wave.halted ? h("span", { class: "bad" }, "yes: resume it on its dashboard") : "no")]], "No batches yet.")),
+    h("h2", {}, "Environment moves"),
+    h("div", { id: "overview-moves" }, waiting.length === 0 ? h("p", { class: "muted" }, "No environment move is under way.")
+      : [h("p", { class: "muted" }, "A move is acted on by its tenants' admins; these wait for one:"),
+        table(waiting, [["Environment", (m) => m.environment], ["From → to", (m) => `${m.source_tenant} → ${m.target_tenant}`], ["Status", (m) => m.status],
+          ["Waiting for", (m) => moveWaitsFor(m)], ["Submitted", (m) => when(m.submitted_at)]])]),
+    h("h2", {}, "Recent errors"),
+    h("div", { id: "overview-errors" }, table(errors, [["When", (l) => when(l.at)], ["Profile", (l) => show(l.profile)], ["Message", (l) => l.message]], "No errors in the message logs.")),
+    h("h2", { id: "checklist" }, "Migration checklist"),
+    h("div", { class: "columns" }, h("div", {}, checklist.slice(0, 2)), h("div", {}, checklist.slice(2))));
+}
+
+// Who acts next on an environment move (the seed's steps).
+function moveWaitsFor(m) {
+  if (m.state === "submitted") return `${m.target_tenant}'s admin: approve or reject`;
+  if (["approved", "validation-failed", "validation-expired"].includes(m.state)) return `${m.source_tenant}'s admin: upload usermapping.csv and validate`;
+  if (m.state === "mapping-uploaded") return `${m.source_tenant}'s admin: validate`;
+  if (m.state === "validated") return `${m.source_tenant}'s admin: move the environment`;
+  return "the server";
+}
+
+// A tenant's admin: the moves waiting for it.
+async function tenantOverview() {
+  const [moves, approvals] = await Promise.all([api("/moves"), api("/moves/approvals")]);
+  const mine = [...approvals, ...moves.filter((m) => m.side === "source" && ["approved", "mapping-uploaded", "validation-failed", "validated", "validation-expired"].includes(m.state))];
+  page("Overview", h("h2", {}, "Environment moves waiting for you"),
+    h("div", { id: "overview-moves" }, table(mine, [["Environment", (m) => m.environment], ["From → to", (m) => `${m.source_tenant} → ${m.target_tenant}`],
+      ["Status", (m) => m.status], ["Next step", (m) => moveWaitsFor(m)], ["Submitted", (m) => when(m.submitted_at)]], "Nothing waits for you.")),
+    h("p", {}, h("a", { href: "#/moves" }, "All environment moves")));
+}
+
+// Operators: who may sign in, with which role; a ferry admin adds one (its token shown once).
+async function operators() {
+  const v = await api("/operators");
+  const out = h("div", { id: "operator-created" });
+  const role = choice("op-role", [["admin", "ferry admin"], ["viewer", "viewer (read-only)"], ["tenant", "admin of one tenant"]], "viewer");
+  const name = input("op-name", "", { "data-field": "name", autocomplete: "off" });
+  const tenant = input("op-tenant", "", { "data-field": "tenant" });
+  const password = input("op-password", "", { type: "password", autocomplete: "new-password", "data-field": "password" });
+  const box = h("div", { id: "operator-form-message" });
+  const form = h("form", { class: "card wide", id: "operator-form" }, h("h2", {}, "Add an operator"),
+    h("div", { class: "grid" }, field("Name", name), field("Role", role), field("Tenant", tenant, "for an admin of one tenant"),
+      field("Password", password, "at least 12 characters; empty: sign in with the token only")),
+    h("p", {}, h("button", { type: "submit", id: "operator-save" }, "Add operator")), box);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { name: name.value.trim(), viewer: role.value === "viewer" };
+    if (role.value === "tenant") body.tenant = tenant.value.trim();
+    if (password.value) body.password = password.value;
+    try {
+      if (!body.name) throw new Error("name: give the operator a name");
+      const c = await post("/operators", body);
+      await route();
+      document.getElementById("operator-created").replaceChildren(h("p", {}, `${c.name}'s token, shown this once: `, h("code", {}, c.token)));
+    } catch (err) { formError(form, box, err); }
+  });
+  const roleWord = (r) => (r === "admin" ? "ferry admin" : r === "viewer" ? "viewer (read-only)" : r.replace(/^tenant-admin:?/, "admin of "));
+  page("Operators", table(v, [["Name", (o) => o.name], ["Role", (o) => roleWord(o.role)], ["Added", (o) => when(o.created_at)],
+    ["Password", (o) => (o.has_password ? "set" : "token only")], ["Signed in", (o) => (o.has_session ? "yes" : "no")]], "No operators."),
+    out, canChange() ? form : "");
 }
 
 // The tenant pre-flight of a directory (`?directory=`) or a batch (`?batch=`): each finding, its
@@ -403,16 +593,49 @@ async function directories() {
 
 // ---- sync profiles ----
 
-function ruleRow(r = {}) {
-  const row = h("div", { class: "rule" },
-    input("", r.source_attribute || "", { class: "rule-source", placeholder: "source attribute (mail, upn, employeeId…)" }),
-    " → ", input("", r.target_attribute || "", { class: "rule-target", placeholder: "target attribute" }),
-    input("", (r.object_types || []).join(","), { class: "rule-types", placeholder: "types: user,group (empty: all)" }),
-    input("", r.transforms && r.transforms.length ? JSON.stringify(r.transforms) : "", { class: "rule-transforms", placeholder: 'transforms, e.g. [{"replace_suffix":["@a.com","@b.com"]}]' }),
-    h("label", { class: "inline" }, h("input", { type: "checkbox", class: "rule-case", checked: !!r.case_sensitive }), " case-sensitive"),
-    h("button", { type: "button", class: "secondary", onclick: () => row.remove() }, "Remove"));
+// The transforms a match rule may apply to the source value, as the configuration names them
+// (`ferry-core`'s `Transform`): [key, label, the values it takes].
+const TRANSFORMS = [["lowercase", "lower case", []], ["uppercase", "upper case", []], ["trim", "trim spaces", []],
+  ["replace_suffix", "replace the suffix", ["from", "to"]], ["replace_prefix", "replace the prefix", ["from", "to"]],
+  ["regex_replace", "replace a pattern", ["pattern", "replacement"]], ["prefix", "add a prefix", ["prefix"]], ["suffix", "add a suffix", ["suffix"]]];
+
+// One transform of a rule: chosen from the list, with its values.
+function transformRow(t) {
+  const [key, vals] = typeof t === "string" ? [t, []] : t ? [Object.keys(t)[0], [].concat(Object.values(t)[0])] : ["replace_suffix", []];
+  const kind = choice("", TRANSFORMS.map(([k, label]) => [k, label]), key);
+  kind.classList.add("t-kind");
+  kind.setAttribute("aria-label", "transform");
+  const args = h("span", { class: "t-args" });
+  const draw = (values) => {
+    const spec = (TRANSFORMS.find(([k]) => k === kind.value) || [, , []])[2];
+    args.replaceChildren(...spec.map((label, i) => h("label", { class: "inline" }, label + " ", input("", values[i] || "", { class: "t-arg", "aria-label": label }))));
+  };
+  kind.addEventListener("change", () => draw([]));
+  draw(vals);
+  const row = h("span", { class: "transform" }, kind, args, h("button", { type: "button", class: "secondary small", onclick: () => row.remove(), title: "remove this transform" }, "×"));
   return row;
 }
+const transformValue = (row) => {
+  const k = row.querySelector(".t-kind").value;
+  const vals = [...row.querySelectorAll(".t-arg")].map((x) => x.value);
+  return vals.length === 0 ? k : { [k]: vals.length === 1 ? vals[0] : vals };
+};
+
+function ruleRow(r = {}) {
+  const transforms = h("span", { class: "transforms" }, (r.transforms || []).map(transformRow));
+  const row = h("div", { class: "rule" },
+    h("label", { class: "inline" }, "Source attribute ", input("", r.source_attribute || "", { class: "rule-source", placeholder: "mail, upn, employeeId…" })),
+    h("label", { class: "inline" }, "→ target attribute ", input("", r.target_attribute || "", { class: "rule-target", placeholder: "mail" })),
+    h("label", { class: "inline" }, "Object types ", input("", (r.object_types || []).join(","), { class: "rule-types", placeholder: "empty: all", size: 12 })),
+    h("label", { class: "inline" }, h("input", { type: "checkbox", class: "rule-case", checked: !!r.case_sensitive }), " case-sensitive"),
+    h("button", { type: "button", class: "secondary", onclick: () => row.remove() }, "Remove rule"),
+    h("div", { class: "rule-transforms" }, h("span", { class: "muted" }, "Transforms of the source value, in order: "), transforms,
+      h("button", { type: "button", class: "secondary small add-transform", onclick: () => transforms.append(transformRow()) }, "Add a transform")));
+  return row;
+}
+
+const PROFILE_MODES = [["match-only", "match only"], ["create", "create unmatched"], ["update", "create and update"]];
+const modeWord = (v) => (PROFILE_MODES.find(([k]) => k === v) || [v, v])[1];
 
 function profileForm(existing, dirs, onSaved) {
   const s = existing ? existing.settings : { mode: "match-only", object_types: ["user", "group"], enabled: true, match: [] };
@@ -425,7 +648,7 @@ function profileForm(existing, dirs, onSaved) {
     h("h2", {}, existing ? `Edit ${existing.name}` : "Add a sync profile"),
     h("div", { class: "grid" }, field("Name", name),
       field("Source", choice("profile-source", names, s.source || names[0])), field("Target", choice("profile-target", names, s.target || names[1] || names[0])),
-      field("Mode", choice("profile-mode", [["match-only", "match only"], ["create", "create unmatched"], ["update", "create and update"]], s.mode)),
+      field("Mode", choice("profile-mode", PROFILE_MODES, s.mode)),
       field("Object types", typesPicker("profile-types", s.object_types || [])),
       field("Schedule", input("profile-schedule", s.schedule || "", { placeholder: "15m (empty: on demand)", "data-field": "schedule" })),
       field("Schedule enabled", checkbox("profile-enabled", s.enabled !== false))),
@@ -445,10 +668,8 @@ function profileForm(existing, dirs, onSaved) {
           case_sensitive: row.querySelector(".rule-case").checked };
         const types = row.querySelector(".rule-types").value.split(",").map((x) => x.trim()).filter(Boolean);
         if (types.length) r.object_types = types;
-        const t = row.querySelector(".rule-transforms").value.trim();
-        if (t) {
-          try { r.transforms = JSON.parse(t); } catch { throw new Error(`match[${i}].transforms: not JSON`); }
-        }
+        const t = [...row.querySelectorAll(".transform")].map(transformValue);
+        if (t.length) r.transforms = t;
         return r;
       });
       await put(`/profiles/${enc(body.name)}`, body);
@@ -474,7 +695,7 @@ async function profiles() {
   const actions = (p) => canChange() ? [h("button", { onclick: run(p), class: "run" }, "Run now"), " ",
     p.origin === "console" ? [h("button", { class: "secondary", onclick: () => formSlot.replaceChildren(profileForm(p, dirs, route)) }, "Edit"), " ",
       h("button", { class: "secondary", onclick: remove(p) }, "Remove")] : h("span", { class: "muted" }, "in ferry.toml")] : "";
-  page("Sync profiles", table(v, [["Profile", (p) => p.name], ["Source → target", (p) => `${p.source} → ${p.target}`], ["Mode", (p) => p.mode],
+  page("Sync profiles", table(v, [["Profile", (p) => p.name], ["Source → target", (p) => `${p.source} → ${p.target}`], ["Mode", (p) => modeWord(p.mode)],
     ["Schedule", (p) => (p.schedule ? `every ${p.schedule}${p.enabled ? "" : " (paused)"}` : "on demand")],
     ["Match rules", (p) => h("ol", { class: "rules" }, p.rules.map((r) => h("li", {}, r)))],
     ["Last cycle", (p) => (p.last_cycle ? h("a", { href: "#/cycles" }, `${p.last_cycle.status} ${when(p.last_cycle.finished_at)}`) : "none")],
@@ -492,7 +713,7 @@ async function cycles() {
   page("Cycles",
     h("h2", {}, "Matched and unmatched over cycles"),
     stackedBars("chart-cycles", chartable, [["matched", "matched", "seg-ok"], ["unmatched", "unmatched", "seg-bad"], ["ambiguous", "ambiguous", "seg-warn"]],
-      (c) => `cycle ${c.id} (${c.profile})`),
+      (c) => `cycle ${c.id} (${c.profile})`, { x: "sync cycles, oldest first", y: "objects" }),
     table(v, [["Cycle", (c) => c.id], ["Profile", (c) => c.profile], ["Trigger", (c) => c.trigger], ["Status", (c) => c.status],
       ["Started", (c) => when(c.started_at)], ["Source", (c) => n(c, "source_objects")], ["Target", (c) => n(c, "target_objects")],
       ["Matched", (c) => n(c, "matched")], ["Unmatched", (c) => n(c, "unmatched")], ["Ambiguous", (c) => n(c, "ambiguous")], ["Export", (c) => show(c.export)],
@@ -704,7 +925,7 @@ async function logs() {
 
 async function psks() {
   const ep = await api("/agent-endpoint").catch(() => null);
-  const name = h("input", { id: "psk-name", placeholder: "wave-1" });
+  const name = h("input", { id: "psk-name", placeholder: "wave-1", "data-field": "name" });
   const out = h("p", { id: "psk-created" });
   const list = h("div", { id: "psk-list" });
   const load = async () => {
@@ -728,7 +949,7 @@ async function psks() {
   };
   page("Pre-shared keys",
     h("p", {}, "Agents connect to ", h("code", { id: "agent-url" }, ep ? show(ep.url) : "—"), ", certificate SHA-256 ", h("code", { id: "cert-sha" }, ep ? show(ep.certificate_sha256) : "—")),
-    canChange() ? h("form", { class: "inline", onsubmit: create }, name, h("button", { type: "submit", id: "psk-create" }, "Create")) : "", out, list);
+    canChange() ? h("form", { class: "inline", onsubmit: create }, h("label", { for: "psk-name" }, "New key's name"), name, h("button", { type: "submit", id: "psk-create" }, "Create")) : "", out, list);
   await load();
 }
 
@@ -737,12 +958,12 @@ function scriptsEditor(id, scripts) {
   const box = h("div", { id, class: "scripts", "data-field": id.replace(/^rb-/, "").replace(/-/g, "_") });
   const row = (s = {}) => {
     const r = h("div", { class: "script" },
-      input("", s.name || "", { class: "s-name", placeholder: "name" }),
-      choice("", ["powershell", "cmd", "sh", "bash"], s.interpreter || "powershell"),
-      input("", s.timeout_seconds || 600, { class: "s-timeout", type: "number", min: 1, title: "timeout (s)" }),
+      h("label", { class: "inline" }, "Name ", input("", s.name || "", { class: "s-name", placeholder: "map drives" })),
+      h("label", { class: "inline" }, "Interpreter ", choice("", ["powershell", "cmd", "sh", "bash"], s.interpreter || "powershell")),
+      h("label", { class: "inline" }, "Timeout (seconds) ", input("", s.timeout_seconds || 600, { class: "s-timeout", type: "number", min: 1, size: 6 })),
       h("label", { class: "inline" }, h("input", { type: "checkbox", class: "s-required", checked: s.required !== false }), " required"),
       h("button", { type: "button", class: "secondary", onclick: () => r.remove() }, "Remove"),
-      area("", s.body || "", { class: "s-body", placeholder: "script" }));
+      h("label", { class: "field script-body" }, h("span", {}, "Script"), area("", s.body || "", { class: "s-body" })));
     return r;
   };
   box.append(...(scripts || []).map(row));
@@ -753,6 +974,10 @@ function scriptsEditor(id, scripts) {
 }
 
 const JOINS = [["none", "none"], ["ad", "Active Directory"], ["entra-id", "Microsoft Entra ID"]];
+const PERMISSION_MODES = [["none", "Don't update permissions"], ["add", "Add target, keep source"], ["add-and-remove", "Replace source with target"]];
+// The words the runbook form uses for a join and a permission mode.
+const joinWord = (v) => (JOINS.find(([k]) => k === v) || [v, v])[1];
+const permissionWord = (v) => (PERMISSION_MODES.find(([k]) => k === v) || [v, v])[1];
 
 // Every section of the seed's "Create Runbooks", as form sections.
 function runbookForm(existing, dirs, runbooks, onSaved) {
@@ -798,7 +1023,7 @@ function runbookForm(existing, dirs, runbooks, onSaved) {
       field("Leave command (Linux)", input("rb-leave", ds.leave_command, { placeholder: "realm leave" })),
       field("Join command (Linux)", input("rb-joincmd", ds.join_command, { placeholder: "realm join fabrikam.test" })))),
     section("Permission updates", h("div", { class: "grid" },
-      field("Mode", choice("rb-perm-mode", [["none", "Don't update permissions"], ["add", "Add target, keep source"], ["add-and-remove", "Replace source with target"]], pu.mode || "none")),
+      field("Mode", choice("rb-perm-mode", PERMISSION_MODES, pu.mode || "none")),
       field("Paths", area("rb-paths", (pu.paths || []).join("\n"), { "data-field": "permission_updates.paths" }), "one per line; empty: the profiles' folders"),
       field("Ignore", area("rb-ignore", (pu.ignore || []).join("\n"), { "data-field": "permission_updates.ignore" }), "glob patterns, one per line"))),
     section("App reconfiguration", h("div", { class: "grid" },
@@ -841,9 +1066,9 @@ async function runbooks() {
     if (!confirm(`Delete runbook ${r.name}?`)) return;
     try { await del(`/runbooks/${enc(r.name)}`); route(); } catch (e) { msg.replaceChildren(h("p", { class: "error" }, e.message)); }
   };
-  const joins = (r) => `${r.device_state.remove_from} → ${r.device_state.join}`;
+  const joins = (r) => `Remove from: ${joinWord(r.device_state.remove_from)} → Join: ${joinWord(r.device_state.join)}`;
   page("Runbooks", table(v, [["Name", (r) => r.name], ["Source → target", (r) => `${r.source_directories.join(", ")} → ${r.target_directories.join(", ")}`],
-    ["Prerequisites", (r) => r.prerequisites.join(", ") || "—"], ["Leave → join", joins], ["Permissions", (r) => r.permission_updates.mode],
+    ["Prerequisites", (r) => r.prerequisites.join(", ") || "—"], ["Device state", joins], ["Permissions", (r) => permissionWord(r.permission_updates.mode)],
     ["", (r) => (r.origin === "file" ? h("span", { class: "muted configured" }, "in ferry.toml")
       : canChange() ? [h("button", { class: "secondary", onclick: () => { formSlot.replaceChildren(runbookForm(r, dirs, v, route)); formSlot.scrollIntoView(); } }, "Edit"), " ",
         h("button", { class: "secondary", onclick: remove(r) }, "Delete")] : "")]], "No runbooks yet."), msg, formSlot);
@@ -922,7 +1147,7 @@ async function batches() {
     try { await del(`/batches/${enc(b.name)}`); route(); } catch (e) { msg.replaceChildren(h("p", { class: "error" }, e.message)); }
   };
   page("Batches", table(v, [["Name", (b) => b.name], ["Source → target", (b) => `${b.source_directory} → ${b.target_directory}`], ["Runbooks", (b) => b.runbooks.join(", ")],
-    ["Computers", (b) => b.computer_count], ["Available From", (b) => show(b.available_from)], ["Enforced After", (b) => `${b.enforced_after} ${b.time_zone}`],
+    ["Computers", (b) => b.computer_count], ["Available From", (b) => localTime(b.available_from, b.time_zone)], ["Enforced After", (b) => localTime(b.enforced_after, b.time_zone)],
     ["", (b) => [h("button", { class: "secondary whatif", onclick: whatifOf(b) }, "Device What-If"), " ", h("a", { href: `#/dashboard?batch=${enc(b.name)}` }, "Dashboard"), " ",
       h("a", { href: `#/preflight?batch=${enc(b.name)}` }, "Tenant pre-flight"), " ",
       b.origin === "file" ? h("span", { class: "muted configured" }, "in ferry.toml")
@@ -931,25 +1156,35 @@ async function batches() {
   if (canChange()) formSlot.replaceChildren(dirs.length >= 1 ? batchForm(null, dirs, rbs, saved) : h("p", { class: "muted" }, "Add directories first."));
 }
 
-// Per batch: devices by state, live. Polls every three seconds while the page is shown.
+// Per batch: devices by state, live, in the seed's words; every computer of the batch, those no
+// agent has enrolled from yet too; the batch's times. Polls every three seconds while shown.
 async function dashboard() {
   const v = await api("/batches?computers=false");
   if (v.length === 0) return page("Migration dashboard", h("p", { class: "muted" }, "No batches yet: create one on the Batches page."));
   const name = params().get("batch") || v[0].name;
+  const b = v.find((x) => x.name === name) || v[0];
   const stateFilter = params().get("state") || "";
   const at = state.render;
   const sel = h("select", { id: "dash-batch", onchange: (e) => { location.hash = `#/dashboard?batch=${enc(e.target.value)}`; } },
-    v.map((b) => h("option", { value: b.name, selected: b.name === name }, b.name)));
+    v.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
   const chart = h("div", { id: "dash-chart" });
+  const times = h("p", { id: "dash-times" });
   const summary = h("p", { id: "dash-summary" });
   const wave = h("div", { id: "dash-wave" });
   const list = h("div", { id: "dash-agents" });
   const stamp = h("span", { class: "muted", id: "dash-updated" });
   const draw = async () => {
     const q = new URLSearchParams({ limit: "200" });
-    if (stateFilter) q.set("state", stateFilter);
+    if (stateFilter && stateFilter !== "no agent yet") q.set("state", stateFilter);
     const p = await api(`/batches/${enc(name)}/progress?${q}`);
-    chart.replaceChildren(countBars("chart-states", p.states));
+    const now = Date.now();
+    const word = (st) => deviceState(st, p, now);
+    times.replaceChildren(h("span", {}, "Available From ", h("strong", {}, localTime(b.available_from, b.time_zone))), " · ",
+      h("span", {}, "Enforced After ", h("strong", {}, localTime(b.enforced_after, b.time_zone))),
+      h("span", { class: "muted" }, p.enforced_after && now < p.enforced_after
+        ? (p.available_from && now >= p.available_from ? " — users may start it now; it runs without asking from Enforced After." : " — devices are scheduled.")
+        : " — enforced: a device starts within 15 minutes when nobody is signed in."));
+    chart.replaceChildren(countBars("chart-states", p.states, word, { x: "computers", y: "state" }));
     const w = p.wave, parts = [];
     if (w.halted) {
       const resume = async () => {
@@ -961,16 +1196,23 @@ async function dashboard() {
     if (w.canary.length) parts.push(h("p", { id: "dash-canary" }, `Canary (starts first): ${w.canary.join(", ")}; ${w.canary_succeeded} of ${w.canary.length} finished well, ${w.canary_failed} failed.`));
     if (w.resumed) parts.push(h("p", { class: "muted" }, `Last resumed by ${w.resumed.by} ${when(w.resumed.at)} after: ${w.resumed.halt}`));
     wave.replaceChildren(...parts);
-    const done = p.states.succeeded || 0, failed = p.states.failed || 0;
-    summary.replaceChildren(`${p.computers} computers: ${done} succeeded, ${failed} failed, ${p.computers - done - failed} to go. Filter: `,
-      ...["", ...Object.keys(p.states).filter((s) => s !== "no agent yet")].map((s) =>
-        h("a", { href: `#/dashboard?batch=${enc(name)}&state=${enc(s)}`, class: s === stateFilter ? "active-filter" : "" }, (s || "all") + " ")));
-    list.replaceChildren(table(p.agents, [["Computer", (a) => h("a", { href: `#/agent?id=${a.id}` }, a.hostname)], ["State", (a) => a.state],
-      ["Step", (a) => show(a.last_step)], ["Progress", (a) => (a.progress == null ? "—" : h("progress", { max: 100, value: a.progress }, `${a.progress}%`))],
-      ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No agents of this batch have enrolled yet."));
+    const done = (p.states.succeeded || 0) + (p.states.verified || 0), failed = p.states.failed || 0;
+    summary.replaceChildren(`${plural(p.computers, "computer")}: ${done} migrated, ${failed} failed, ${p.computers - done - failed} to go. Show: `,
+      ...["", ...Object.keys(p.states)].map((s) =>
+        h("a", { href: `#/dashboard?batch=${enc(name)}&state=${enc(s)}`, class: "filter" + (s === stateFilter ? " active-filter" : "") }, s ? word(s) : "all")));
+    // The agents' page, then the computers without one (named as they were added to the batch).
+    const pending = !stateFilter || stateFilter === "no agent yet"
+      ? p.no_agent.map((c) => ({ hostname: c, state: "no agent yet", none: true })) : [];
+    const rows = [...(stateFilter === "no agent yet" ? [] : p.agents), ...pending];
+    const more = (p.states["no agent yet"] || 0) - p.no_agent.length;
+    list.replaceChildren(table(rows, [["Computer", (a) => (a.none ? h("span", { class: "no-agent" }, a.hostname) : h("a", { href: `#/agent?id=${a.id}` }, a.hostname))],
+      ["State", (a) => h("span", { class: "state state-" + a.state.replace(/[^a-z]/g, "") }, word(a.state))],
+      ["Step", (a) => (a.none ? "install the agent" : show(a.last_step))], ["Progress", (a) => (a.progress == null ? "—" : h("progress", { max: 100, value: a.progress }, `${a.progress}%`))],
+      ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No computers in this batch."),
+      more > 0 && (!stateFilter || stateFilter === "no agent yet") ? h("p", { class: "muted" }, `and ${more} more computers with no agent yet`) : "");
     stamp.textContent = `updated ${when(Date.now())}`;
   };
-  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, sel, stamp), wave, summary, chart, list);
+  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "dash-batch" }, "Batch"), sel, stamp), times, wave, summary, chart, list);
   await draw();
   const timer = setInterval(async () => {
     if (state.render !== at) return clearInterval(timer);
@@ -1110,7 +1352,7 @@ async function audit() {
 }
 
 const ROUTES = {
-  "": readiness, directories, profiles, cycles, whatif, translation, report, logs, psks, runbooks, batches, dashboard,
+  "": overview, operators, directories, profiles, cycles, whatif, translation, report, logs, psks, runbooks, batches, dashboard,
   agents, agent, preflight, failed, environments, moves, audit,
 };
 

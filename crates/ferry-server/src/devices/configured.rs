@@ -168,13 +168,19 @@ pub async fn put_into_store(
                 .await?;
             changed.push(format!("batch `{}`", b.name));
         }
+        // Added as written in the file (shown so); compared in lower case.
         let want: Vec<String> = b.computers.iter().map(|c| c.to_lowercase()).collect();
         let have: Vec<String> = members
             .iter()
             .filter(|(_, batch, _)| batch == &b.name)
             .map(|(c, _, _)| c.to_lowercase())
             .collect();
-        let add: Vec<String> = want.iter().filter(|c| !have.contains(c)).cloned().collect();
+        let add: Vec<String> = b
+            .computers
+            .iter()
+            .filter(|c| !have.contains(&c.to_lowercase()))
+            .cloned()
+            .collect();
         let remove: Vec<String> = have.iter().filter(|c| !want.contains(c)).cloned().collect();
         if !add.is_empty() {
             let conflicts = store.add_batch_computers(&b.name, &add, now_ms()).await?;

@@ -144,6 +144,8 @@ pub struct Snapshot {
     pub runbooks: HashMap<String, Runbook>,
     /// Lower-case computer name → batch name.
     pub computers: HashMap<String, String>,
+    /// Lower-case computer name → the name as it was added to its batch (shown so).
+    pub names: HashMap<String, String>,
 }
 
 impl Snapshot {
@@ -155,7 +157,8 @@ impl Snapshot {
     }
 
     /// A batch's computers (lower case), by name.
-    pub fn computers_of(&self, batch: &str) -> Vec<String> {
+    /// A batch's computers by their lower-case names (the keys agents are matched on), sorted.
+    pub fn keys_of(&self, batch: &str) -> Vec<String> {
         let mut c: Vec<String> = self
             .computers
             .iter()
@@ -164,6 +167,22 @@ impl Snapshot {
             .collect();
         c.sort();
         c
+    }
+
+    /// A batch's computers as they were added (shown so), in order of their lower-case names.
+    pub fn computers_of(&self, batch: &str) -> Vec<String> {
+        self.keys_of(batch)
+            .iter()
+            .map(|k| self.name_of(k))
+            .collect()
+    }
+
+    /// A computer's name as it was added to its batch (its lower-case key if unknown).
+    pub fn name_of(&self, key: &str) -> String {
+        self.names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
     }
 }
 
@@ -302,7 +321,9 @@ impl Devices {
             }
         }
         for (computer, batch, _) in store.batch_computers().await? {
-            snap.computers.insert(computer.to_lowercase(), batch);
+            let key = computer.to_lowercase();
+            snap.computers.insert(key.clone(), batch);
+            snap.names.insert(key, computer);
         }
         let snap = Arc::new(snap);
         if let Ok(mut s) = self.snapshot.write() {

@@ -77,7 +77,7 @@ pub async fn read(
     devices: &Devices,
     batch: &Batch,
 ) -> Result<Arc<Wave>, StoreError> {
-    let computers = devices.snapshot().computers_of(&batch.name);
+    let computers = devices.snapshot().keys_of(&batch.name);
     let canary = wave::canary(batch, &computers).to_vec();
     let mut counts = WaveCounts::default();
     let mut states = Vec::new();

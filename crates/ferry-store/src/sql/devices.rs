@@ -607,18 +607,29 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         computers: &[String],
         now: i64,
     ) -> Result<Vec<(String, String)>> {
+        // The key is the name in lower case (a computer is one whatever its case); the name is
+        // kept as typed, for showing.
+        let keyed: std::collections::HashMap<String, &String> =
+            computers.iter().map(|c| (c.to_lowercase(), c)).collect();
+        let keys: Vec<&String> = keyed.keys().collect();
         let mut tx = self.b.begin().await?;
         // Serialises membership changes so that two concurrent adds cannot both pass the check.
         tx.lock_table("batch_computers").await?;
         let mut conflicts: Vec<(String, String)> = Vec::new();
-        for chunk in computers.chunks(CHUNK) {
+        for chunk in keys.chunks(CHUNK) {
             let sql = format!(
                 "SELECT computer, batch FROM batch_computers WHERE batch <> ? AND computer IN ({})",
                 marks(chunk.len())
             );
             let mut p = vec![Val::from(batch)];
-            p.extend(chunk.iter().map(Val::from));
-            conflicts.extend(tx.query(&sql, &p, |r| Ok((r.get(0)?, r.get(1)?))).await?);
+            p.extend(chunk.iter().map(|k| Val::from(*k)));
+            let found: Vec<(String, String)> =
+                tx.query(&sql, &p, |r| Ok((r.get(0)?, r.get(1)?))).await?;
+            conflicts.extend(
+                found
+                    .into_iter()
+                    .map(|(k, b)| (keyed.get(&k).map_or(k.clone(), |c| (*c).clone()), b)),
+            );
         }
         if !conflicts.is_empty() {
             conflicts.sort();
@@ -626,12 +637,12 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
             tx.commit().await?;
             return Ok(conflicts);
         }
-        let rows: Vec<Vec<Val<'_>>> = computers
+        let rows: Vec<Vec<Val<'_>>> = keyed
             .iter()
-            .map(|c| params![c, batch, now].to_vec())
+            .map(|(k, c)| params![k, *c, batch, now].to_vec())
             .collect();
         tx.execute_many(
-            "INSERT INTO batch_computers (computer, batch, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO batch_computers (computer, name, batch, added_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             &rows,
         )
         .await?;
@@ -640,10 +651,8 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
     }
 
     async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64> {
-        let rows: Vec<Vec<Val<'_>>> = computers
-            .iter()
-            .map(|c| params![batch, c].to_vec())
-            .collect();
+        let keys: Vec<String> = computers.iter().map(|c| c.to_lowercase()).collect();
+        let rows: Vec<Vec<Val<'_>>> = keys.iter().map(|c| params![batch, c].to_vec()).collect();
         let mut tx = self.b.begin().await?;
         let n = tx
             .execute_many(
@@ -657,11 +666,27 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
 
     async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>> {
         self.rows(
-            "SELECT computer, batch, added_at FROM batch_computers ORDER BY batch, computer",
+            "SELECT coalesce(name, computer), batch, added_at FROM batch_computers ORDER BY batch, computer",
             &[],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .await
+    }
+
+    async fn live_hostnames(&self, hostnames: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        // Through the unique index on live agents' host names (lower case), as `agent_states_of`.
+        for chunk in hostnames.chunks(256) {
+            let n = chunk.len().next_power_of_two();
+            let sql = format!(
+                "SELECT hostname_claim FROM agents WHERE hostname_claim IN ({})",
+                vec!["?"; n].join(", ")
+            );
+            let mut vals: Vec<Val<'_>> = chunk.iter().map(|h| Val::text(h.as_str())).collect();
+            vals.resize(n, Val::Null);
+            out.extend(self.rows(&sql, &vals, |r| r.get(0)).await?);
+        }
+        Ok(out)
     }
 
     async fn devices_config_stamp(&self) -> Result<Vec<i64>> {
