@@ -377,7 +377,8 @@ async fn enrollment_checkin_runbooks_batches_and_orders() {
     // The what-if: two profiles remapped, one without a target.
     let (_, w) = h.api(M::GET, "/batches/Pilot/whatif", None).await;
     let d = &w["devices"][0];
-    assert_eq!(d["computer"], "pc-0001");
+    // As it was added to the batch (issue 20: names typed in capitals are shown as typed).
+    assert_eq!(d["computer"], "PC-0001");
     assert_eq!(d["remap"].as_array().unwrap().len(), 2, "{d}");
     assert_eq!(d["no_target"], json!(["stranger"]));
     assert!(
@@ -1527,7 +1528,8 @@ async fn a_wave_starts_its_canary_first_and_halts_itself_on_a_failure() {
     let run = c["migration"]["run"].as_str().unwrap().to_string();
     let handed = c;
     let (_, p) = h.api(M::GET, "/batches/Wave/progress", None).await;
-    assert_eq!(p["wave"]["canary"], json!(["pc-a"]), "{p}");
+    // Shown as added; matched in lower case.
+    assert_eq!(p["wave"]["canary"], json!(["PC-A"]), "{p}");
     // Saying `verified` with no evidence, or with evidence of a run that has not ended (no
     // `done succeeded` stored), proves nothing.
     checkin_as(&h, &keys["PC-A"], "verified").await;

@@ -379,7 +379,7 @@ fn runbooks_and_batches_as_code() {
     let o = ferry(&args, &[]);
     assert!(
         !o.status.success()
-            && text(&o).contains("batch[0].computers: a computer is in one batch at most, and pc-0002 is in batch `Console`"),
+            && text(&o).contains("batch[0].computers: a computer is in one batch at most, and PC-0002 is in batch `Console`"),
         "{}",
         text(&o)
     );
