@@ -537,7 +537,7 @@ async fn a_device_of_a_blocked_batch_is_held_back_at_check_in() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|d| d["computer"] == "pc-2")
+        .find(|d| d["computer"] == "PC-2")
         .unwrap();
     assert!(
         pc2["warnings"]
