@@ -143,7 +143,8 @@ function formError(form, box, e) {
       || form.querySelector(`[data-field="${CSS.escape(name)}"]`) || form.querySelector(`[name="${CSS.escape(name.replace(/\./g, "-"))}"]`);
   };
   // `bad.schedule`, `sync_profile[0].schedule`: the whole path, then without its leading parts.
-  const el = paths.flatMap((p) => p.split(".").map((_, i, all) => all.slice(i).join("."))).map(find).find(Boolean);
+  const hit = paths.flatMap((p) => p.split(".").map((_, i, all) => [p, all.slice(i).join(".")])).find(([, x]) => find(x));
+  const el = hit && find(hit[1]);
   if (!el) {
     box.replaceChildren(h("p", { class: "error" }, msg));
     return;
@@ -151,7 +152,9 @@ function formError(form, box, e) {
   box.replaceChildren(h("p", { class: "error" }, "Not saved: see the marked field."));
   el.classList.add("invalid");
   const at = el.closest("label.field") || el;
-  const note = h("p", { class: "error field-error", role: "alert" }, msg);
+  // Beside its field the message needs no path: `bad.schedule: x` reads `x`.
+  const at0 = missing ? -1 : msg.indexOf(hit[0] + ": ");
+  const note = h("p", { class: "error field-error", role: "alert" }, at0 < 0 ? msg : msg.slice(at0 + hit[0].length + 2));
   if (at === el) el.after(note); else at.append(note);
   if (el.focus) el.focus();
 }
@@ -168,11 +171,14 @@ async function download(path, fileName) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+// A cell that is a date keeps it on one line.
+const dated = (v) => (typeof v === "string" && DATE_FORMAT.test(v) ? h("span", { class: "date" }, v) : v);
+
 function table(rows, cols, empty = "Nothing yet.") {
   if (!rows || rows.length === 0) return h("p", { class: "muted" }, empty);
   return h("table", {},
     h("thead", {}, h("tr", {}, cols.map(([title]) => h("th", {}, title)))),
-    h("tbody", {}, rows.map((r) => h("tr", {}, cols.map(([, get]) => h("td", {}, get(r)))))));
+    h("tbody", {}, rows.map((r) => h("tr", {}, cols.map(([, get]) => h("td", {}, dated(get(r))))))));
 }
 
 // The console's one date format: `2026-12-07 05:57:14 UTC`, date, time to the second, time zone.
