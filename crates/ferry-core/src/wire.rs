@@ -770,7 +770,7 @@ pub struct FailedReport {
 pub struct BatchView {
     #[serde(flatten)]
     pub batch: Batch,
-    /// Its computers (lower case), unless the list asked for counts only.
+    /// Its computers as they were added, unless the list asked for counts only.
     pub computers: Vec<String>,
     pub computer_count: usize,
     /// Notes on the last change (prerequisites added, late additions).
@@ -778,6 +778,19 @@ pub struct BatchView {
     /// `file` (a `[[batch]]` of ferry.toml: change it there; its halt and resume stay
     /// operators') or `console` (made through the API or console).
     pub origin: String,
+    /// With `GET /batches?states=true`: its computers per agent state (`no agent yet` for
+    /// those no live agent has enrolled from), every batch's in one pass over the agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<HashMap<String, usize>>,
+    /// With `states=true`: Available From in ms since the epoch (none: not set or not valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<i64>,
+    /// With `states=true`: Enforced After in ms since the epoch (none: not a valid time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced_at: Option<i64>,
+    /// With `states=true`: whether the batch halted itself and waits for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<bool>,
 }
 
 /// A runbook as listed, with where it is defined.

@@ -481,6 +481,9 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
     /// Of these lower-case host names, the ones a live (not replaced) agent has.
     async fn live_hostnames(&self, hostnames: &[String]) -> Result<Vec<String>>;
+    /// (batch, state, agents) of every batch's computers that a live agent has, in one pass (the
+    /// console's overview: not one scan of the agents per batch).
+    async fn batch_states(&self) -> Result<Vec<(String, String, i64)>>;
     /// A fingerprint of the runbooks, batches and batch memberships (their counts and newest
     /// change times): another server's change to any of them changes it. Cheap: a server reads
     /// it every few seconds to know when to load them again.

@@ -202,6 +202,11 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
         .unwrap();
     live.sort();
     assert_eq!(live, ["pc-00", "pc-29"]);
+    // Every batch's computers by state in one pass: PC-00..PC-04 run (PC-00 added in capitals).
+    assert_eq!(
+        s.batch_states().await.unwrap(),
+        [("wave-1".to_string(), "running".to_string(), 5)]
+    );
 
     let page = |q: AgentQuery| async move { s.agents_page(&q).await.unwrap() };
     let p = page(AgentQuery {

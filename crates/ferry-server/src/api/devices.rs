@@ -506,6 +506,10 @@ async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult
         computer_count: computers.len(),
         computers,
         warnings,
+        states: None,
+        available_at: None,
+        enforced_at: None,
+        halted: None,
     })
 }
 
@@ -513,6 +517,9 @@ async fn batch_view(st: &AppState, b: Batch, warnings: Vec<String>) -> ApiResult
 pub struct BatchListParams {
     /// List each batch's computers (default true); `false` gives their number only.
     pub computers: Option<bool>,
+    /// Count each batch's computers per agent state, with its Enforced After (ms) and whether it
+    /// halted (default false): every batch's in one pass over the agents.
+    pub states: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/batches", tag = "devices", params(BatchListParams), responses((status = 200, body = Vec<BatchView>)))]
@@ -523,6 +530,21 @@ pub async fn batches(
 ) -> ApiResult<Json<Vec<BatchView>>> {
     let list = p.computers.unwrap_or(true);
     let snap = st.devices.snapshot();
+    let mut states: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    let mut halted: HashMap<String, bool> = HashMap::new();
+    if p.states.unwrap_or(false) {
+        for (batch, state, n) in st.store.batch_states().await? {
+            states
+                .entry(batch)
+                .or_default()
+                .insert(state, n.max(0) as usize);
+        }
+        for (batch, body) in st.store.documents(DocKind::Wave).await? {
+            let w: ferry_core::wire::WaveState = serde_json::from_str(&body).unwrap_or_default();
+            halted.insert(batch, w.halted.is_some());
+        }
+    }
+    let with_states = p.states.unwrap_or(false);
     // Every batch's computers in one pass over the memberships.
     let mut members: HashMap<&str, (usize, Vec<String>)> = HashMap::new();
     for (c, b) in &snap.computers {
@@ -539,12 +561,26 @@ pub async fn batches(
             let (computer_count, mut computers) =
                 members.remove(b.name.as_str()).unwrap_or_default();
             computers.sort_by_key(|c| c.to_lowercase());
+            let by_state = with_states.then(|| {
+                let mut s = states.remove(b.name.as_str()).unwrap_or_default();
+                let pending = computer_count.saturating_sub(s.values().sum());
+                if pending > 0 {
+                    s.insert("no agent yet".into(), pending);
+                }
+                s
+            });
             BatchView {
                 origin: origin(configured::is_configured_batch(st.settings.file(), &b.name)),
+                available_at: with_states
+                    .then(|| b.available_at().ok().flatten())
+                    .flatten(),
+                enforced_at: with_states.then(|| b.enforced_at().ok()).flatten(),
+                halted: with_states.then(|| halted.get(&b.name).copied().unwrap_or(false)),
                 batch: b.clone(),
                 computers,
                 computer_count,
                 warnings: vec![],
+                states: by_state,
             }
         })
         .collect();

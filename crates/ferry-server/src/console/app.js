@@ -372,21 +372,22 @@ function deviceState(st, times = {}, now = Date.now()) {
 // the latest errors; then the checklist itself (`readiness`).
 async function overview() {
   if (state.me.role === "tenant-admin") return tenantOverview();
+  // Every batch's devices by state in one request (one pass over the agents, not one per batch).
   const [, profiles, batches, moves, errors] = await Promise.all([
-    readiness(), api("/profiles"), api("/batches?computers=false"), api("/moves"), api("/logs?level=error&limit=5"),
+    readiness(), api("/profiles"), api("/batches?computers=false&states=true"), api("/moves"), api("/logs?level=error&limit=5"),
   ]);
-  const progress = await Promise.all(batches.map((b) => api(`/batches/${enc(b.name)}/progress?limit=1`)));
+  const times = (b) => ({ available_from: b.available_at, enforced_after: b.enforced_at });
   // The checklist `readiness` drew: its lines, ticked or not.
   const checklist = [...main().children].slice(1);
   const lines = checklist.flatMap((el) => [...el.querySelectorAll ? el.querySelectorAll("li") : []]);
   const done = lines.filter((li) => li.querySelector(".ok")).length;
   const open = lines.filter((li) => li.querySelector(".bad")).length;
   const now = Date.now();
-  const next = progress.filter((p) => p.enforced_after && p.enforced_after > now).sort((a, b) => a.enforced_after - b.enforced_after)[0];
+  const next = batches.filter((b) => b.enforced_at && b.enforced_at > now).sort((a, b) => a.enforced_at - b.enforced_at)[0];
   const card = (id, title, ...body) => h("section", { class: "card tile", id }, h("h2", {}, title), ...body);
-  const stateLine = (p) => {
+  const stateLine = (b) => {
     const words = {};
-    for (const [k, v] of Object.entries(p.states)) { const w = deviceState(k, p, now); words[w] = (words[w] || 0) + v; }
+    for (const [k, v] of Object.entries(b.states || {})) { const w = deviceState(k, times(b), now); words[w] = (words[w] || 0) + v; }
     return Object.entries(words).sort((a, b) => b[1] - a[1]).map(([w, v]) => `${v} ${w}`).join(", ") || "no computers";
   };
   const waiting = moves.filter((m) => !["completed", "cancelled", "rejected", "expired"].includes(m.state));
@@ -396,8 +397,8 @@ async function overview() {
         h("p", { class: "figure" }, `${done} of ${done + open}`), h("progress", { max: done + open, value: done }, `${done} of ${done + open}`),
         h("p", { class: "muted" }, `steps of the migration checklist done; ${open} to do, ${lines.length - done - open} to confirm by hand or not needed. `, h("a", { href: "#/?at=checklist", onclick: (e) => { e.preventDefault(); document.getElementById("checklist").scrollIntoView(); } }, "Checklist"))),
       card("overview-next", "Next Enforced After",
-        next ? [h("p", { class: "figure date" }, localTime(batches.find((b) => b.name === next.batch).enforced_after, next.time_zone)),
-          h("p", { class: "muted" }, "batch ", h("a", { href: `#/dashboard?batch=${enc(next.batch)}` }, next.batch), `: ${plural(next.computers, "computer")}`)]
+        next ? [h("p", { class: "figure date" }, localTime(next.enforced_after, next.time_zone)),
+          h("p", { class: "muted" }, "batch ", h("a", { href: `#/dashboard?batch=${enc(next.name)}` }, next.name), `: ${plural(next.computer_count, "computer")}`)]
           : h("p", { class: "muted" }, batches.length ? "No batch is enforced after now." : "No batches yet.")),
       card("overview-errors-count", "Errors",
         h("p", { class: errors.length ? "figure bad" : "figure ok" }, errors.length ? `${errors.length}${errors.length === 5 ? "+" : ""}` : "none"),
@@ -409,11 +410,11 @@ async function overview() {
       ["Matched / unmatched / ambiguous", (p) => (p.last_cycle && p.last_cycle.counts ? `${p.last_cycle.counts.matched} / ${p.last_cycle.counts.unmatched} / ${p.last_cycle.counts.ambiguous}` : "—")],
       ["What-If", (p) => (p.awaiting_approval ? h("a", { href: `#/whatif?profile=${enc(p.name)}` }, "awaits approval") : "nothing to approve")]], "No sync profiles yet.")),
     h("h2", {}, "Batches: devices by state"),
-    h("div", { id: "overview-batches" }, table(progress, [["Batch", (p) => h("a", { href: `#/dashboard?batch=${enc(p.batch)}` }, p.batch)], ["Computers", (p) => String(p.computers)],
+    h("div", { id: "overview-batches" }, table(batches, [["Batch", (b) => h("a", { href: `#/dashboard?batch=${enc(b.name)}` }, b.name)], ["Computers", (b) => String(b.computer_count)],
       ["Devices by state", stateLine],
-      ["Available From", (p) => localTime(batches.find((b) => b.name === p.batch).available_from, p.time_zone)],
-      ["Enforced After", (p) => localTime(batches.find((b) => b.name === p.batch).enforced_after, p.time_zone)],
-      ["Halted", (p) => (p.wave.halted ? h("span", { class: "bad" }, "yes: resume it on its dashboard") : "no")]], "No batches yet.")),
+      ["Available From", (b) => localTime(b.available_from, b.time_zone)],
+      ["Enforced After", (b) => localTime(b.enforced_after, b.time_zone)],
+      ["Halted", (b) => (b.halted ? h("span", { class: "bad" }, "yes: resume it on its dashboard") : "no")]], "No batches yet.")),
     h("h2", {}, "Environment moves"),
     h("div", { id: "overview-moves" }, waiting.length === 0 ? h("p", { class: "muted" }, "No environment move is under way.")
       : [h("p", { class: "muted" }, "A move is acted on by its tenants' admins; these wait for one:"),

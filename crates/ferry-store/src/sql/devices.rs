@@ -673,6 +673,17 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         .await
     }
 
+    async fn batch_states(&self) -> Result<Vec<(String, String, i64)>> {
+        // Through the unique index on live agents' host names, one look-up per computer.
+        self.rows(
+            "SELECT bc.batch, a.state, count(*) FROM batch_computers bc JOIN agents a ON a.hostname_claim = bc.computer \
+             GROUP BY bc.batch, a.state ORDER BY bc.batch, a.state",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .await
+    }
+
     async fn live_hostnames(&self, hostnames: &[String]) -> Result<Vec<String>> {
         let mut out = Vec::new();
         // Through the unique index on live agents' host names (lower case), as `agent_states_of`.
