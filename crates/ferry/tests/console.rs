@@ -1022,8 +1022,10 @@ async fn the_console_in_chromium() {
     assert_eq!(approve, 0, "the source admin cannot approve");
     b.sign_out().await;
 
-    // The target admin approves in the console.
+    // The target admin approves in the console; its overview says the request waits for it.
     b.sign_in_with_token(&url, &token("fabrikam-admin")).await;
+    b.wait_text("#overview-moves", "fabrikam's admin: approve or reject")
+        .await;
     b.go(&format!("{url}#/moves")).await;
     b.wait_text("main", "Waiting for your approval").await;
     b.screenshot("moves").await;
