@@ -1241,6 +1241,7 @@ async fn the_dashboard_names_every_computer(
     b.screenshot("dashboard-scheduled").await;
     // The batches page and its device What-If show the names as typed too.
     b.go(&format!("{url}#/batches")).await;
+    b.wait_text("main table", "pilot").await;
     b.script(
         "[...document.querySelectorAll('main tr')].find(r => r.textContent.startsWith('pilot')).querySelector('button.whatif').click()",
     )
