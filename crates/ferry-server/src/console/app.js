@@ -954,8 +954,10 @@ async function psks() {
       await load();
     } catch (err) { out.replaceChildren(h("span", { class: "error" }, err.message)); }
   };
-  page("Pre-shared keys",
+  page("Keys and certificate",
+    h("h2", {}, "Agent endpoint and certificate"),
     h("p", {}, "Agents connect to ", h("code", { id: "agent-url" }, ep ? show(ep.url) : "—"), ", certificate SHA-256 ", h("code", { id: "cert-sha" }, ep ? show(ep.certificate_sha256) : "—")),
+    h("h2", {}, "Pre-shared keys"),
     canChange() ? h("form", { class: "inline", onsubmit: create }, h("label", { for: "psk-name" }, "New key's name"), name, h("button", { type: "submit", id: "psk-create" }, "Create")) : "", out, list);
   await load();
 }
