@@ -99,9 +99,9 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0018_audit_origin.sql"),
     },
     Migration {
-        version: 19,
+        version: 20,
         name: "batch_computer_names",
-        sql: include_str!("../migrations/sqlite/0019_batch_computer_names.sql"),
+        sql: include_str!("../migrations/sqlite/0020_batch_computer_names.sql"),
     },
 ];
 
@@ -197,8 +197,8 @@ pub const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0018_audit_origin.sql"),
     },
     Migration {
-        version: 19,
+        version: 20,
         name: "batch_computer_names",
-        sql: include_str!("../migrations/postgres/0019_batch_computer_names.sql"),
+        sql: include_str!("../migrations/postgres/0020_batch_computer_names.sql"),
     },
 ];
