@@ -215,6 +215,10 @@ pub struct CycleInfo {
     /// What the export did: `not needed`, `awaiting approval`, `exported N writes, M failed`.
     pub export: Option<String>,
     pub error: Option<String>,
+    /// While it runs: what it is doing, in words and figures ("read 120,000 source and 98,000
+    /// target objects"); none once it ended.
+    #[serde(default)]
+    pub progress: Option<String>,
 }
 
 /// What an import left behind for the next one.
@@ -924,6 +928,9 @@ pub struct MoveView {
     pub validated_at: Option<i64>,
     pub warnings: Vec<String>,
     pub mapped_users: usize,
+    /// While a validation runs: what it is doing ("validated 40,000 of 100,000 users").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -954,6 +961,9 @@ pub struct MoveStatus {
     pub migration_id: String,
     pub state: MoveState,
     pub status: String,
+    /// While a validation runs: what it is doing ("validated 40,000 of 100,000 users").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// A view of a finished move: the post-move checklist.

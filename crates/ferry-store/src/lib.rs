@@ -593,6 +593,8 @@ pub trait SyncStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<i64>;
     async fn set_cycle_phase(&self, id: i64, phase: &str) -> Result<()>;
+    /// What a running cycle is doing, in words and figures; cleared when it ends.
+    async fn set_cycle_progress(&self, id: i64, progress: &str) -> Result<()>;
     /// Ends a cycle as failed with its error and log entries.
     async fn fail_cycle(
         &self,

@@ -12,8 +12,11 @@ use ferry_core::plan::{Status, Write};
 use ferry_core::state::CycleStatus;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
@@ -536,7 +539,10 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                             && cy.status == "running"
                             && let Ok(mut p) = shown.lock()
                         {
-                            *p = format!("cycle {}: {}", cy.id, cy.phase);
+                            *p = match &cy.progress {
+                                Some(what) => format!("cycle {}: {} · {what}", cy.id, cy.phase),
+                                None => format!("cycle {}: {}", cy.id, cy.phase),
+                            };
                         }
                     }
                 });
@@ -851,13 +857,45 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             let e = c
                 .export_translation(&format, profile.as_deref(), environment.as_deref())
                 .await?;
-            let skipped = e.skipped.as_deref().unwrap_or("0");
-            let written = e.written.as_deref().unwrap_or("?");
+            let skipped = e.skipped.clone().unwrap_or_else(|| "0".into());
+            let written = e.written.clone().unwrap_or_else(|| "?".into());
+            // On a terminal, the bytes received against the size the server announced.
+            let (length, got) = (e.length, Arc::new(AtomicU64::new(0)));
+            let shown = Arc::clone(&got);
+            let entries = written.clone();
+            // Not when the body itself is printed on the terminal.
+            let onto_terminal = output.is_none() && std::io::stdout().is_terminal();
+            let ticker = crate::progress::Ticker::start(json || onto_terminal, move |t| {
+                let n = shown.load(Ordering::Relaxed);
+                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                let of = match length {
+                    Some(l) if l > 0 => {
+                        format!("{}% · {:.1} of {:.1} MiB", n * 100 / l, mib(n), mib(l))
+                    }
+                    _ => format!("{:.1} MiB", mib(n)),
+                };
+                format!(
+                    "translation export: {entries} entries · {of} · {:.1} MiB/s",
+                    mib(n) / t.as_secs_f64().max(1e-3)
+                )
+            });
+            let count = |n| got.store(n, Ordering::Relaxed);
             match output {
                 Some(path) => {
                     let tmp = path.with_extension("part");
-                    std::fs::write(&tmp, &e.body)
+                    let file = std::fs::File::create(&tmp)
                         .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let copied = e.copy_to(&mut out, count).await.and_then(|_| {
+                        out.into_inner()
+                            .map_err(|e| ferry_client::Error::Write(e.into_error()))
+                    });
+                    drop(ticker);
+                    if let Err(err) = copied {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(anyhow::Error::new(err))
+                            .with_context(|| format!("cannot write {}", path.display()));
+                    }
                     std::fs::rename(&tmp, &path)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!(
@@ -866,8 +904,8 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
                     );
                 }
                 None => {
-                    use std::io::Write as _;
-                    std::io::stdout().write_all(&e.body)?;
+                    e.copy_to(&mut std::io::stdout(), count).await?;
+                    drop(ticker);
                 }
             }
             Ok(ExitCode::SUCCESS)

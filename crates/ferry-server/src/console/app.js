@@ -493,7 +493,7 @@ async function cycles() {
     h("h2", {}, "Matched and unmatched over cycles"),
     stackedBars("chart-cycles", chartable, [["matched", "matched", "seg-ok"], ["unmatched", "unmatched", "seg-bad"], ["ambiguous", "ambiguous", "seg-warn"]],
       (c) => `cycle ${c.id} (${c.profile})`),
-    table(v, [["Cycle", (c) => c.id], ["Profile", (c) => c.profile], ["Trigger", (c) => c.trigger], ["Status", (c) => c.status],
+    table(v, [["Cycle", (c) => c.id], ["Profile", (c) => c.profile], ["Trigger", (c) => c.trigger], ["Status", (c) => (c.progress ? `${c.status}: ${c.progress}` : c.status)],
       ["Started", (c) => when(c.started_at)], ["Source", (c) => n(c, "source_objects")], ["Target", (c) => n(c, "target_objects")],
       ["Matched", (c) => n(c, "matched")], ["Unmatched", (c) => n(c, "unmatched")], ["Ambiguous", (c) => n(c, "ambiguous")], ["Export", (c) => show(c.export)],
       ["", (c) => h("a", { href: `#/logs?cycle=${c.id}` }, "logs")]]));

@@ -117,6 +117,7 @@ fn cycle_row(r: &dyn Row) -> Result<CycleInfo> {
         plan_hash: r.get(10)?,
         export: r.get(11)?,
         error: r.get(12)?,
+        progress: r.get(13)?,
     })
 }
 

@@ -36,6 +36,15 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         Ok(())
     }
 
+    async fn set_cycle_progress(&self, id: i64, progress: &str) -> Result<()> {
+        self.exec(
+            "UPDATE cycles SET progress = ? WHERE id = ? AND status = 'running'",
+            params![progress, id],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn fail_cycle(
         &self,
         id: i64,
@@ -46,7 +55,7 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     ) -> Result<()> {
         let mut tx = self.b.begin().await?;
         tx.execute(
-            "UPDATE cycles SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            "UPDATE cycles SET status = 'failed', finished_at = ?, error = ?, progress = NULL WHERE id = ?",
             params![now, error, id],
         )
         .await?;
@@ -68,7 +77,7 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     ) -> Result<()> {
         let mut tx = self.b.begin().await?;
         tx.execute(
-            "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = ?, export = ? WHERE id = ?",
+            "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = ?, export = ?, progress = NULL WHERE id = ?",
             params![now, export, id],
         )
         .await?;
