@@ -484,7 +484,7 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
     server.state.clock.pause_move_decisions(0);
     assert!(
         said.iter()
-            .any(|p| p == "reading the target directory fabrikam"),
+            .any(|p| p == "reading the target tenant's users"),
         "no progress while validating: {said:?}"
     );
     assert_eq!(

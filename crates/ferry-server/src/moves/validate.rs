@@ -63,22 +63,22 @@ pub(crate) async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()
     // Target directory: UPN → licensed (None: the directory says nothing of licences).
     let mut dir: FxHashMap<String, Option<bool>> = FxHashMap::default();
     let mut reachable = true;
-    let mut target_users = 0u64;
+    // The source's admins read this too: nothing of the target tenant's directories (their
+    // names, their size) is said.
+    report(
+        &st,
+        &source_tenant,
+        &source_id,
+        "reading the target tenant's users".to_string(),
+    )
+    .await;
     for d in target.iter().flat_map(|t| t.directories.iter()) {
-        report(
-            &st,
-            &source_tenant,
-            &source_id,
-            format!("reading the target directory {d}"),
-        )
-        .await;
         match st.store.load_objects(d).await {
             Ok(objs) => {
                 for o in objs
                     .iter()
                     .filter(|o| o.kind == ferry_core::ObjectKind::User)
                 {
-                    target_users += 1;
                     for k in [&o.upn, &o.mail].into_iter().flatten() {
                         dir.insert(k.to_ascii_lowercase(), licence(o));
                     }
@@ -115,10 +115,9 @@ pub(crate) async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()
                 if said.elapsed() >= std::time::Duration::from_secs(1) {
                     said = std::time::Instant::now();
                     let what = format!(
-                        "validated {} of {} users against {} target users",
+                        "validated {} of {} users",
                         grouped(results.len() as u64),
-                        grouped(rows.len() as u64),
-                        grouped(target_users)
+                        grouped(rows.len() as u64)
                     );
                     report(&st, &source_tenant, &source_id, what).await;
                 }
