@@ -99,9 +99,9 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0018_audit_origin.sql"),
     },
     Migration {
-        version: 20,
+        version: 21,
         name: "cycle_progress",
-        sql: include_str!("../migrations/sqlite/0020_cycle_progress.sql"),
+        sql: include_str!("../migrations/sqlite/0021_cycle_progress.sql"),
     },
 ];
 
@@ -197,8 +197,8 @@ pub const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0018_audit_origin.sql"),
     },
     Migration {
-        version: 20,
+        version: 21,
         name: "cycle_progress",
-        sql: include_str!("../migrations/postgres/0020_cycle_progress.sql"),
+        sql: include_str!("../migrations/postgres/0021_cycle_progress.sql"),
     },
 ];
