@@ -200,6 +200,23 @@ impl Browser {
         png
     }
 
+    /// Takes a screenshot (a PNG, checked), written to `docs/screenshots/NAME.png` when
+    /// `FERRY_UPDATE_SCREENSHOTS` is set.
+    pub async fn screenshot(&self, name: &str) {
+        let png = self.screenshot_png().await;
+        if std::env::var_os("FERRY_UPDATE_SCREENSHOTS").is_some() {
+            let dir =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        }
+    }
+
+    pub async fn sign_out(&self) {
+        self.click("#signout").await;
+        self.find("#signin").await;
+    }
+
     pub async fn sign_in_with_token(&self, url: &str, token: &str) {
         self.go(url).await;
         self.type_in("#token", token).await;
