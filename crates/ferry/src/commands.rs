@@ -638,6 +638,16 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                         w.members_added
                     );
                 }
+                println!("\nWrites ({} shown of {}):", v.writes.len(), v.writes_total);
+                for w in &v.writes {
+                    let (name, what) = match w {
+                        Write::Create {
+                            name, attributes, ..
+                        } => (name, compact(attributes)),
+                        Write::Update { name, changes, .. } => (name, compact(changes)),
+                    };
+                    println!("  {} {} {name}: {what}", w.op(), w.kind().as_str());
+                }
             }
             println!(
                 "\nDecisions ({} shown of {}):",
@@ -692,18 +702,6 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                     d.status.as_str(),
                     d.kind.as_str()
                 );
-            }
-            if v.writes_total > 0 {
-                println!("\nWrites ({} shown of {}):", v.writes.len(), v.writes_total);
-                for w in &v.writes {
-                    let (name, what) = match w {
-                        Write::Create {
-                            name, attributes, ..
-                        } => (name, compact(attributes)),
-                        Write::Update { name, changes, .. } => (name, compact(changes)),
-                    };
-                    println!("  {} {} {name}: {what}", w.op(), w.kind().as_str());
-                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -609,6 +609,7 @@ async function whatifReview(name, profile, v, ov) {
         table(kinds, [["Kind", ([k]) => k], ["Creates", ([, c]) => c.creates], ["Updates", ([, c]) => c.updates],
           ["Member changes", ([, c]) => (c.member_changes ? `${c.member_changes} (+${c.members_added} members)` : 0)],
           ["Writes", ([, c]) => c.creates + c.updates + c.member_changes]], `${v.plan.counts.creates} creates, ${v.plan.counts.updates} updates.`),
+        h("h3", {}, v.writes_total > SHOWN ? `The first ${SHOWN} writes` : "The writes"),
         writesTable(writes ? writes.writes : []), more(v.writes_total, "writes", "writes")]);
 
   const who = (d) => [h("span", {}, d.source_name), d.source_upn ? h("div", { class: "muted" }, d.source_upn) : ""];
