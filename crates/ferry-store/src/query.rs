@@ -260,6 +260,14 @@ pub fn devices_named(names: usize) -> String {
     )
 }
 
+/// Objects of a directory and kind by id (the unique key `(directory, kind, id)` serves it).
+pub fn objects_by_id(ids: usize) -> String {
+    format!(
+        "SELECT {OBJ_COLS} FROM objects WHERE directory = ? AND kind = ? AND id IN ({}) ORDER BY id",
+        vec!["?"; ids].join(", ")
+    )
+}
+
 /// Candidates of the single object report: any look-up key equal to the query's.
 pub const FIND_OBJECTS: &str = "SELECT directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs FROM objects \
      WHERE id_key = ? OR name_key = ? OR upn_key = ? OR mail_key = ? OR sid_key = ? ORDER BY directory, kind, id LIMIT ?";

@@ -619,46 +619,31 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                 if v.approved {
                     "approved: the next cycle exports these writes".to_string()
                 } else if v.needs_approval {
-                    format!("NOT approved: review, then `ferry sync approve {profile}`")
+                    format!(
+                        "NOT approved: review, then `ferry sync approve {profile} --plan {}`",
+                        &p.hash[..12.min(p.hash.len())]
+                    )
                 } else {
                     "nothing to export".to_string()
                 }
             );
-            println!(
-                "\nDecisions ({} shown of {}):",
-                v.decisions.len(),
-                v.decisions_total
-            );
-            for d in &v.decisions {
-                let rule = d
-                    .rule
-                    .and_then(|r| p.rules.get(r as usize))
-                    .cloned()
-                    .unwrap_or_default();
-                let who = d.source_upn.as_deref().unwrap_or(&d.source_name);
-                let detail = match d.status {
-                    Status::Matched => format!(
-                        "→ {} [{rule}]",
-                        d.target_upn.as_deref().unwrap_or(opt(&d.target_name))
-                    ),
-                    Status::Ambiguous => {
-                        format!("candidates {} [{rule}]", compact(&d.candidates))
-                    }
-                    Status::Conflict => format!(
-                        "target {} also claimed by {}",
-                        opt(&d.target_name),
-                        compact(&d.candidates)
-                    ),
-                    Status::Excluded | Status::Error | Status::Refused => format!("[{rule}]"),
-                    Status::Unmatched => String::new(),
-                };
-                println!(
-                    "  {:<9} {:<6} {who} {detail}",
-                    d.status.as_str(),
-                    d.kind.as_str()
-                );
-            }
+            // What an approval authorises first: the writes, by kind.
             if v.writes_total > 0 {
+                println!(
+                    "\nApproving plan {} authorises {} write(s):",
+                    &p.hash[..12.min(p.hash.len())],
+                    v.writes_total
+                );
+                for (kind, w) in &cn.writes_by_kind {
+                    println!(
+                        "  {:<6} {} create(s), {} update(s), {} member change(s) (+{} members)",
+                        kind.as_str(),
+                        w.creates,
+                        w.updates,
+                        w.member_changes,
+                        w.members_added
+                    );
+                }
                 println!("\nWrites ({} shown of {}):", v.writes.len(), v.writes_total);
                 for w in &v.writes {
                     let (name, what) = match w {
@@ -669,6 +654,60 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                     };
                     println!("  {} {} {name}: {what}", w.op(), w.kind().as_str());
                 }
+            }
+            println!(
+                "\nDecisions ({} shown of {}):",
+                v.decisions.len(),
+                v.decisions_total
+            );
+            for d in &v.decisions {
+                let rule = d
+                    .rule_name
+                    .clone()
+                    .or_else(|| d.rule.and_then(|r| p.rules.get(r as usize)).cloned())
+                    .unwrap_or_default();
+                // Candidates by name, UPN and the value that tied them (ids when not stored).
+                let named: Vec<String> = v
+                    .candidates
+                    .iter()
+                    .filter(|c| c.source_id == d.source_id)
+                    .map(|c| {
+                        let mut t = c.name.clone().unwrap_or_else(|| c.id.clone());
+                        if let Some(u) = &c.upn {
+                            t.push_str(&format!(" <{u}>"));
+                        }
+                        if let Some(a) = &c.attribute {
+                            t.push_str(&format!(" ({a}: {})", c.values.join("; ")));
+                        }
+                        t
+                    })
+                    .collect();
+                let candidates = if named.is_empty() {
+                    compact(&d.candidates)
+                } else {
+                    named.join(", ")
+                };
+                let who = d.source_upn.as_deref().unwrap_or(&d.source_name);
+                let detail = match d.status {
+                    Status::Matched => format!(
+                        "→ {} [{rule}]",
+                        d.target_upn.as_deref().unwrap_or(opt(&d.target_name))
+                    ),
+                    Status::Ambiguous => {
+                        format!("candidates {candidates} [{rule}]")
+                    }
+                    Status::Conflict => format!(
+                        "target {} also claimed by {candidates}",
+                        opt(&d.target_name)
+                    ),
+                    Status::Excluded | Status::Error | Status::Refused => format!("[{rule}]"),
+                    Status::Unmatched => String::new(),
+                };
+                println!(
+                    "  {:<9} {:<6} {who} {detail}",
+                    d.status.as_str(),
+                    d.kind.as_str()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1033,12 +1072,36 @@ fn print_report(r: &ObjectReports) {
                     );
                 }
             }
-            if !d.candidates.is_empty() {
+            for c in &p.candidates {
+                println!(
+                    "    {}: {} {}{}{} (id {})",
+                    if c.side == "target" {
+                        "candidate"
+                    } else {
+                        "also claimed by"
+                    },
+                    c.kind.as_str(),
+                    c.name.as_deref().unwrap_or("(no longer stored)"),
+                    c.upn
+                        .as_deref()
+                        .map(|u| format!(" <{u}>"))
+                        .unwrap_or_default(),
+                    c.attribute
+                        .as_deref()
+                        .map(|a| format!(", tied by {a}: {}", c.values.join("; ")))
+                        .unwrap_or_default(),
+                    c.id
+                );
+            }
+            if p.candidates.is_empty() && !d.candidates.is_empty() {
                 println!("    candidates: {}", d.candidates.join(", "));
             }
             println!(
-                "    decided in cycle {}, last changed in cycle {}",
-                d.first_cycle, d.changed_cycle
+                "    decided in cycle {} ({}), last changed in cycle {} ({})",
+                d.first_cycle,
+                time_opt(p.first_at),
+                d.changed_cycle,
+                time_opt(p.decided_at)
             );
         }
         for h in &o.history {

@@ -177,6 +177,36 @@ fn admin_commands_against_a_server() {
         d["source_upn"].as_str().unwrap(),
         d["candidates"][0].as_str().unwrap(),
     );
+    // The text shows the candidates by name and the rule by its name, not ids and positions
+    // (issue 20).
+    let c = w["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["source_id"] == d["source_id"])
+        .unwrap();
+    let o = ferry(&["sync", "whatif", "users", "--status", "ambiguous"], &env);
+    let out = text(&o);
+    let values: Vec<&str> = c["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let shown = format!(
+        "{}{} ({}: {})",
+        c["name"].as_str().unwrap(),
+        c["upn"]
+            .as_str()
+            .map(|u| format!(" <{u}>"))
+            .unwrap_or_default(),
+        c["attribute"].as_str().unwrap(),
+        values.join("; ")
+    );
+    assert!(
+        out.contains(&shown) && out.contains(&format!("[{}]", d["rule_name"].as_str().unwrap())),
+        "{shown}: {out}"
+    );
     let o = ferry(
         &[
             "sync",

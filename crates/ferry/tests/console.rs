@@ -798,3 +798,327 @@ async fn the_console_in_chromium() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// The What-If's review before approve and the single object report (issue 20), in Chromium on
+/// a server of its own: file directories whose names are as directories hold them ("Surname,
+/// Given", quotes, non-ASCII, a leading `=`). Would catch: a What-If that opens on anything but
+/// the writes (counted by kind), decisions needing attention not next, a rule shown by its
+/// index, ambiguous candidates shown as ids (no name, UPN or tying value), Approve not naming
+/// the plan's hash and its number of writes, a stale plan approved from a page left open, an
+/// object report reading "No changes recorded" for an object decided in cycle 1, a target shown
+/// by name only, an ambiguous report without its candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_before_approve_in_chromium() {
+    use ferry_core::model::{DirObject, ObjectKind};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let user = |id: &str, name: &str, mail: &str, uid: u32| {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = Some(mail.into());
+        o.upn = Some(mail.into());
+        o.uid_number = Some(uid);
+        o.sid = Some(format!("S-1-5-21-1-2-3-{uid}"));
+        o
+    };
+    // Ann is ambiguous (two targets share her mail), José matched, the `=` name and Seán
+    // unmatched (two creates), the two "Lee, Ann" in conflict; the group lacks José.
+    let mut group = DirObject::new(ObjectKind::Group, "g-sued", "Vertrieb, Süd");
+    group.members = vec!["jose".into(), "ann".into()];
+    let source = vec![
+        user("ann", "Smith, Ann", "ann.smith@contoso.test", 10001),
+        user(
+            "jose",
+            "Müller, José \"Pepe\"",
+            "jose.muller@contoso.test",
+            10003,
+        ),
+        user("eq", "=HYPERLINK(\"http://x\")", "eq@contoso.test", 10004),
+        user("sean", "O'Brien, Seán", "sean.obrien@contoso.test", 10005),
+        user("lee1", "Lee, Ann", "ann.lee@contoso.test", 10006),
+        user(
+            "lee2",
+            "Lee, Ann (contractor)",
+            "ann.lee@contoso.test",
+            10007,
+        ),
+        group,
+    ];
+    let target = vec![
+        user("tann", "Smith, Ann", "ann.smith@fabrikam.test", 20001),
+        user("tann2", "Smith, Ann (HR)", "ann.smith@fabrikam.test", 20002),
+        user("tjose", "Müller, José", "jose.muller@fabrikam.test", 20003),
+        user("tlee", "Lee, Ann", "ann.lee@fabrikam.test", 20006),
+        DirObject::new(ObjectKind::Group, "tg-sued", "Vertrieb, Süd"),
+    ];
+    std::fs::write(
+        dir.join("contoso.json"),
+        ferry_core::snapshot::render_json(&source),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fabrikam.json"),
+        ferry_core::snapshot::render_json(&target),
+    )
+    .unwrap();
+    let rule = "mail → mail (replace_suffix)";
+    std::fs::write(
+        dir.join("ferry.toml"),
+        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
+         [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+         [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"update\"\nobject_types = [\"user\", \"group\"]\n\n\
+         [[sync_profile.match]]\nsource_attribute = \"mail\"\ntarget_attribute = \"mail\"\ntransforms = [{ replace_suffix = [\"@contoso.test\", \"@fabrikam.test\"] }]\nobject_types = [\"user\"]\n\n\
+         [[sync_profile.match]]\nsource_attribute = \"name\"\ntarget_attribute = \"name\"\nobject_types = [\"group\"]\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let server = common::ServerProc::start(
+        &[
+            "--config",
+            dir.join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let call = |m: reqwest::Method, path: &str| {
+        let (url, t) = (server.url.clone(), token.clone());
+        let path = path.to_string();
+        async move {
+            let r = reqwest::Client::new()
+                .request(m, format!("{url}/api/v1{path}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let run = || async {
+        let v = call(reqwest::Method::POST, "/profiles/users/run?wait=true").await;
+        assert_eq!(v["cycle"]["status"], "succeeded", "{v}");
+        v["cycle"]["id"].as_i64().unwrap()
+    };
+    let c1 = run().await;
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let url = format!("{}/", server.url);
+    b.sign_in_with_token(&url, &token).await;
+
+    // The What-If opens on what Approve authorises: the writes, counted by kind.
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    let writes = b
+        .wait_text("#whatif-writes", "What Approve authorises")
+        .await;
+    let w = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+    let (hash1, n1) = (
+        w["plan"]["hash"].as_str().unwrap().to_string(),
+        w["writes_total"].as_u64().unwrap(),
+    );
+    assert!(
+        writes.contains(&format!("{n1} writes to fabrikam, by kind")),
+        "{writes}"
+    );
+    let row = |kind: &str| {
+        let js = format!(
+            "return [...document.querySelectorAll('#whatif-writes table tr')].map(r => [...r.children].map(c => c.textContent)).find(r => r[0] === '{kind}')"
+        );
+        let b = &b;
+        async move { b.script(&js).await }
+    };
+    let users = row("user").await;
+    assert_eq!(users[1], "2", "two users created: {users}");
+    let groups = row("group").await;
+    assert_eq!(
+        groups[3], "1 (+1 members)",
+        "José added to the group: {groups}"
+    );
+    assert!(
+        writes.contains("create") && writes.contains("=HYPERLINK(\"http://x\")"),
+        "the writes themselves, by name: {writes}"
+    );
+    // Then the decisions needing attention, then the rest: in that order on the page.
+    let order = b
+        .script(
+            "const [a, b, c] = ['#whatif-writes', '#whatif-attention', '#whatif-rest'].map(s => document.querySelector(s)); \
+             return !!(a.compareDocumentPosition(b) & 4) && !!(b.compareDocumentPosition(c) & 4)",
+        )
+        .await;
+    assert_eq!(order, true, "writes, then attention, then the rest");
+    let attention = b.text("#whatif-attention").await;
+    for want in [
+        "1 ambiguous",
+        "2 unmatched",
+        "2 in conflict",
+        "Smith, Ann (HR)",
+        "ann.smith@fabrikam.test",
+        "mail: ann.smith@fabrikam.test",
+        "Lee, Ann (contractor)",
+        "O'Brien, Seán",
+    ] {
+        assert!(attention.contains(want), "{want}: {attention}");
+    }
+    // Rules by name, never an index.
+    let rules = b
+        .script(
+            "const t = [...document.querySelectorAll('main table')].pop(); \
+             const i = [...t.querySelectorAll('th')].findIndex(th => th.textContent === 'Rule'); \
+             return [...t.querySelectorAll('tbody tr')].map(r => r.children[i].textContent)",
+        )
+        .await;
+    let rules: Vec<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&rule), "{rules:?}");
+    assert!(
+        rules.iter().all(|r| r.parse::<u32>().is_err()),
+        "a rule shown by its index: {rules:?}"
+    );
+    // Approve names the plan's hash and how many writes it authorises.
+    assert_eq!(
+        b.text("#whatif-approve").await,
+        format!("Approve plan {}: {n1} writes to the target", &hash1[..12])
+    );
+    b.screenshot("whatif-review").await;
+
+    // The object report of the ambiguous user, before it is pinned: its candidates, what tied
+    // them, and its history from cycle 1.
+    b.go(&format!("{url}#/report?q=ann.smith%40contoso.test"))
+        .await;
+    let r = b
+        .wait_text("main section.report", "Candidates in users")
+        .await;
+    for want in [
+        "Smith, Ann (HR)",
+        &format!("Tied by rule {rule}."),
+        "mail: ann.smith@fabrikam.test",
+        &format!("first decided: ambiguous by rule {rule} (2 candidates)"),
+    ] {
+        assert!(r.contains(want), "{want}: {r}");
+    }
+    assert!(!r.contains("No changes recorded"), "{r}");
+    assert_eq!(
+        b.script("return document.querySelectorAll('section.report .candidates button.pin-candidate').length")
+            .await,
+        2
+    );
+    b.screenshot("report-ambiguous").await;
+    // A matched user: the target's kind, UPN, mail, SID and id, the rule and since when.
+    b.go(&format!("{url}#/report?q=jose.muller%40contoso.test"))
+        .await;
+    let r = b.wait_text("main section.report", "Decisions").await;
+    for want in [
+        "Müller, José (user in fabrikam)",
+        "UPN: jose.muller@fabrikam.test",
+        "Mail: jose.muller@fabrikam.test",
+        "SID: S-1-5-21-1-2-3-20003",
+        "Id: tjose",
+        rule,
+        &format!("cycle {c1}, "),
+        &format!("first decided: matched to jose.muller@fabrikam.test (tjose) by rule {rule}"),
+    ] {
+        assert!(r.contains(want), "{want}: {r}");
+    }
+    assert!(!r.contains("No changes recorded"), "{r}");
+    // An unmatched user, named by a leading `=`: unmatched since cycle 1, with pin and exclude.
+    b.go(&format!(
+        "{url}#/report?q={}",
+        "%3DHYPERLINK(%22http%3A%2F%2Fx%22)"
+    ))
+    .await;
+    let r = b
+        .wait_text("main section.report", "first decided: unmatched")
+        .await;
+    assert!(r.contains("=HYPERLINK(\"http://x\") in contoso"), "{r}");
+    b.find("section.report button.pin-search").await;
+    b.find("section.report button.exclude").await;
+
+    // Pin the ambiguous user to a candidate from the What-If (not the "(HR)" one), and run.
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    b.wait_text("#whatif-attention", "1 ambiguous").await;
+    b.script(
+        "[...document.querySelectorAll('#whatif-attention button.pin-candidate')].find(x => x.title === 'Pin to Smith, Ann').click()",
+    )
+    .await;
+    b.wait_text("#override-form", "Pin ann.smith@contoso.test to Smith, Ann")
+        .await;
+    b.type_in("#override-reason", "HR: \"same person\", Überprüft")
+        .await;
+    b.click("#override-save").await;
+    b.wait_text("#override-message", "Pinned Smith, Ann to Smith, Ann")
+        .await;
+    b.click("#override-run").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hash2 = loop {
+        let w = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+        if w["plan"]["cycle_id"].as_i64().unwrap() > c1 {
+            break w["plan"]["hash"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the cycle did not finish: {w}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(hash2, hash1);
+    b.go(&format!("{url}#/whatif?profile=users&status=matched"))
+        .await;
+    b.wait_text("main", "pinned by admin: HR: \"same person\", Überprüft")
+        .await;
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    let label = b.wait_text("#whatif-approve", &hash2[..12]).await;
+    // The page stays open while someone excludes Seán: its plan is stale, and Approve says so.
+    let (s, v) = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/profiles/users/overrides", server.url))
+            .bearer_auth(&token)
+            .json(&json!({"source": "sean", "exclude": true, "reason": "left the company"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(s, 201, "{v}");
+    run().await;
+    b.click("#whatif-approve").await;
+    b.wait_text(
+        "#whatif-message",
+        "the What-If changed since you reviewed it",
+    )
+    .await;
+    assert_eq!(
+        call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await["approved"],
+        false,
+        "{label}: a stale page approved the plan in force"
+    );
+    let errors = b.console_errors().await;
+    assert!(
+        errors.len() == 1 && errors[0].contains("/approve") && errors[0].contains("409"),
+        "{errors:?}"
+    );
+    // Reviewed again (another address than the page's, so that it is drawn anew): the plan in
+    // force is approved, and the page says so.
+    b.go(&format!("{url}#/whatif?profile=users&status=&offset=0"))
+        .await;
+    let w = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+    let (hash3, n3) = (
+        w["plan"]["hash"].as_str().unwrap().to_string(),
+        w["writes_total"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        b.wait_text("#whatif-approve", &hash3[..12]).await,
+        format!("Approve plan {}: {n3} writes to the target", &hash3[..12])
+    );
+    b.click("#whatif-approve").await;
+    b.wait_text("#whatif-summary", "Approved: the next cycle exports.")
+        .await;
+    let approval = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+    assert_eq!(approval["approval"]["plan_hash"], hash3.as_str());
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+}

@@ -136,6 +136,24 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         .await
     }
 
+    async fn objects_by_id(
+        &self,
+        directory: &str,
+        kind: ObjectKind,
+        ids: &[&str],
+    ) -> Result<Vec<DirObject>> {
+        let ids = &ids[..ids.len().min(500)];
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut vals = vec![Val::text(directory), Val::text(kind.as_str())];
+        vals.extend(ids.iter().map(|id| Val::text(*id)));
+        self.rows(&query::objects_by_id(ids.len()), &vals, |r| {
+            object_row(r).map(|s| s.object)
+        })
+        .await
+    }
+
     async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>> {
         self.row(
             "SELECT directory, watermark, last_full_import, last_import, objects FROM directory_state WHERE directory = ?",
