@@ -1,5 +1,7 @@
 //! Shared helpers of the benchmark programs.
 
+pub mod browser;
+
 /// mimalloc: ferry's hot paths (LDAP decoding, snapshot parsing, matching) allocate many small
 /// strings, where glibc's allocator showed as 40% of the profile.
 #[global_allocator]

@@ -45,6 +45,9 @@ pub enum Error {
     /// A body that cannot be sent as JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// A download that could not be written where it goes.
+    #[error("cannot write the download: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 fn api_message(status: u16, message: &str) -> String {
@@ -327,14 +330,34 @@ pub struct AgentsQuery {
     pub limit: Option<i64>,
 }
 
-/// An exported translation table: the file's bytes and what the server counted.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
+/// A translation export on its way: the server's figures at once, the body as it arrives.
 pub struct Export {
-    pub body: Vec<u8>,
     /// Entries written (`x-ferry-written`), as the server said it.
     pub written: Option<String>,
     /// Entries the format left out (`x-ferry-skipped`).
     pub skipped: Option<String>,
+    /// The body's size in bytes, when the server said it.
+    pub length: Option<u64>,
+    resp: reqwest::Response,
+}
+
+impl Export {
+    /// Copies the body into `out` as it arrives, telling `received` the bytes so far after each
+    /// chunk; answers the total.
+    pub async fn copy_to(
+        mut self,
+        out: &mut impl std::io::Write,
+        mut received: impl FnMut(u64),
+    ) -> Result<u64> {
+        let mut n = 0u64;
+        while let Some(chunk) = self.resp.chunk().await? {
+            out.write_all(&chunk).map_err(Error::Write)?;
+            n += chunk.len() as u64;
+            received(n);
+        }
+        Ok(n)
+    }
 }
 
 #[derive(Clone)]
@@ -603,9 +626,10 @@ impl Client {
         };
         let (written, skipped) = (header("x-ferry-written"), header("x-ferry-skipped"));
         Ok(Export {
-            body: resp.bytes().await?.to_vec(),
             written,
             skipped,
+            length: resp.content_length(),
+            resp,
         })
     }
 

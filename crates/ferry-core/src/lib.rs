@@ -22,3 +22,16 @@ pub use sync::{export, matching, overrides, plan, snapshot, transform};
 
 pub use model::{DirObject, ObjectKind};
 pub use names::check_name;
+
+/// `1234567` as `1,234,567`: counts in messages people read.
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

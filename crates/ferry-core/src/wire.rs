@@ -215,6 +215,10 @@ pub struct CycleInfo {
     /// What the export did: `not needed`, `awaiting approval`, `exported N writes, M failed`.
     pub export: Option<String>,
     pub error: Option<String>,
+    /// While it runs: what it is doing, in words and figures ("read 120,000 source and 98,000
+    /// target objects"); none once it ended.
+    #[serde(default)]
+    pub progress: Option<String>,
 }
 
 /// What an import left behind for the next one.
@@ -262,6 +266,10 @@ pub struct DecisionRow {
     pub status: Status,
     /// Position of the deciding rule in the plan's rule list.
     pub rule: Option<u32>,
+    /// The deciding rule described (`mail → mail (replace_suffix)`, `pinned by OP: REASON`), in
+    /// the What-If's answers.
+    #[serde(default)]
+    pub rule_name: Option<String>,
     pub source_name: String,
     pub source_upn: Option<String>,
     pub source_mail: Option<String>,
@@ -468,6 +476,34 @@ pub struct WhatIf {
     pub decisions: Vec<DecisionRow>,
     pub writes_total: u64,
     pub writes: Vec<Write>,
+    /// The candidates of this page's ambiguous and conflicting decisions, with the attribute
+    /// that tied them (by `source_id` of the decision).
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+}
+
+/// An object an ambiguous decision could match (a target), or a source in conflict with the
+/// decision's source over one target, with the value that tied it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The decision's source object.
+    pub source_id: String,
+    /// `target` (an ambiguous decision's candidate) or `source` (a conflicting source).
+    pub side: String,
+    pub directory: String,
+    pub kind: ObjectKind,
+    pub id: String,
+    /// Absent when the object is no longer in the directory's stored objects.
+    pub name: Option<String>,
+    pub upn: Option<String>,
+    pub mail: Option<String>,
+    pub sid: Option<String>,
+    /// The rule that tied the candidates, described.
+    pub rule: Option<String>,
+    /// The attribute the rule compares on this side (`mail`), and its values on this object.
+    pub attribute: Option<String>,
+    pub values: Vec<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -549,6 +585,15 @@ pub struct ProfileView {
     /// attribute a match rule of the profile compares for this kind (the target side empty when
     /// there is no counterpart).
     pub identity: Vec<IdentityRow>,
+    /// When the cycle that first decided the object ran (`decision.first_cycle`).
+    #[serde(default)]
+    pub first_at: Option<i64>,
+    /// When the cycle that made the current decision ran (`decision.changed_cycle`).
+    #[serde(default)]
+    pub decided_at: Option<i64>,
+    /// An ambiguous decision's candidate targets, or a conflict's other sources.
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
 }
 
 /// One attribute on both sides (`source → target` when a rule compares two different ones).
@@ -566,7 +611,8 @@ pub struct ObjectReport {
     pub directory: String,
     pub object: DirObject,
     pub profiles: Vec<ProfileView>,
-    /// How its decisions changed across cycles.
+    /// Its decisions from the cycle that first made each (a line for that cycle), then how they
+    /// changed, oldest first.
     pub history: Vec<HistoryRow>,
     /// The newest message log entries about it.
     pub logs: Vec<StoredLog>,
@@ -951,6 +997,9 @@ pub struct MoveView {
     pub validated_at: Option<i64>,
     pub warnings: Vec<String>,
     pub mapped_users: usize,
+    /// While a validation runs: what it is doing ("validated 40,000 of 100,000 users").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -981,6 +1030,9 @@ pub struct MoveStatus {
     pub migration_id: String,
     pub state: MoveState,
     pub status: String,
+    /// While a validation runs: what it is doing ("validated 40,000 of 100,000 users").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// A view of a finished move: the post-move checklist.

@@ -119,6 +119,7 @@ impl Connector for FileConnector {
         let me = self.clone();
         let mut objects = off_thread(move || me.read()).await?;
         objects.retain(|o| kinds.contains(&o.kind));
+        crate::progress::add(objects.len());
         Ok(Imported {
             removed: Vec::new(),
             objects,

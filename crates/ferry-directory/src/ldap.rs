@@ -602,6 +602,7 @@ impl LdapConnector {
                             members.push((objects.len(), dns, uids));
                         }
                         objects.push(o);
+                        crate::progress::add(1);
                     }
                     Err(msg) => bad.push(msg),
                 }
@@ -683,6 +684,7 @@ impl Connector for LdapConnector {
     ) -> Result<Imported, DirectoryError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (me, kinds, since) = (self.clone(), kinds.to_vec(), since.map(str::to_string));
+        let read = crate::progress::current();
         std::thread::Builder::new()
             .name(format!("ldap-import {}", self.cfg.name))
             .spawn(move || {
@@ -690,7 +692,10 @@ impl Connector for LdapConnector {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(me.import_here(&kinds, since.as_deref())),
+                    Ok(rt) => rt.block_on(crate::progress::counting(
+                        read,
+                        me.import_here(&kinds, since.as_deref()),
+                    )),
                     Err(e) => Err(DirectoryError::Internal(format!(
                         "could not start the import's runtime: {e}"
                     ))),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub mod file;
 pub mod graph;
 pub mod ldap;
+pub mod progress;
 
 /// Why a directory could not be read or written, in words a user acts on.
 #[derive(Debug, thiserror::Error)]

@@ -194,14 +194,23 @@ async fn imports_users_groups_devices_with_hostile_values() {
         cfg(&url, &pw, "contoso", &base),
         Some(Secret::new(pw.clone())),
     );
-    let imp = conn
-        .import(
+    // Counted as read (the figure a running cycle shows), across the import's own thread.
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let imp = ferry_directory::progress::counting(
+        std::sync::Arc::clone(&read),
+        conn.import(
             &[ObjectKind::User, ObjectKind::Group, ObjectKind::Device],
             None,
-        )
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .unwrap();
     assert!(imp.full);
+    assert_eq!(
+        read.load(std::sync::atomic::Ordering::Relaxed),
+        imp.objects.len() as u64,
+        "objects read, as counted while the import ran"
+    );
     let users: Vec<_> = imp
         .objects
         .iter()

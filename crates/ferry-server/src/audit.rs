@@ -59,6 +59,13 @@ impl Sink {
     /// could point it at the server's database or key) and a file of another user (who could
     /// open it to all again later) are refused before anything is written.
     pub fn open(path: &Path) -> std::io::Result<Sink> {
+        Ok(Sink {
+            path: path.to_path_buf(),
+            file: Mutex::new(Self::open_file(path)?),
+        })
+    }
+
+    fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -90,18 +97,28 @@ impl Sink {
             tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "audit_log was readable by others; narrowed to 0600");
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
-        Ok(Sink {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-        })
+        Ok(file)
     }
 
-    /// One line, in one `write`.
+    /// One line, in one `write`, then flushed to the disk (an audit line is rare and must
+    /// survive a crash). When the file at the path is no longer the one open (logrotate moved
+    /// it away), the path is opened again, with the same checks, and the line goes there.
     fn append(&self, e: &AuditEntry) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
         let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
+        let open = f.metadata()?;
+        let moved = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => (m.dev(), m.ino()) != (open.dev(), open.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+        };
+        if moved {
+            *f = Self::open_file(&self.path)?;
+        }
+        f.write_all(&line)?;
+        f.sync_data()
     }
 }
 
@@ -227,6 +244,47 @@ mod tests {
         let dangling = dir.path().join("dangling.jsonl");
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &dangling).unwrap();
         assert!(Sink::open(&dangling).is_err());
+    }
+
+    /// Would catch: lines appended to a file logrotate moved away (the SIEM reads the path, which
+    /// would stay empty until a restart), and a symbolic link planted at the path after the move
+    /// being followed.
+    #[test]
+    fn the_sink_follows_a_rotation_and_checks_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let line = |id| AuditEntry {
+            id,
+            at: 1,
+            actor: "ann".into(),
+            tenant: None,
+            action: "psk.retire".into(),
+            subject: "wave-1".into(),
+            detail: String::new(),
+            address: None,
+            request_id: None,
+        };
+        let sink = Sink::open(&path).unwrap();
+        sink.append(&line(1)).unwrap();
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.append(&line(2)).unwrap();
+        let ids = |p: &Path| -> Vec<i64> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<AuditEntry>(l).unwrap().id)
+                .collect()
+        };
+        assert_eq!(ids(&rotated), vec![1]);
+        assert_eq!(ids(&path), vec![2]);
+        // Moved again, and a link planted where the file was: refused, the target untouched.
+        std::fs::rename(&path, dir.path().join("audit.jsonl.2")).unwrap();
+        let victim = dir.path().join("secret.key");
+        std::fs::write(&victim, "KEY\n").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(sink.append(&line(3)).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY\n");
     }
 
     /// Would catch: a sink file created readable by others, lines not appended (a second open

@@ -460,11 +460,33 @@ async fn a_move_from_submission_to_migration_with_every_refusal() {
         .await;
     assert_eq!(s, 409, "no migration after a failed validation");
 
-    // Fixed file: validated; the validation lasts seven days.
+    // Fixed file: validated; the validation lasts seven days. Slowed down (every write of the
+    // request waits 300 ms), it says what it is doing while it runs, and nothing once it ended.
     let good = "Source,Destination\r\nann@contoso.test,ann@fabrikam.test\r\napp@contoso.test,cy@fabrikam.test\r\n";
     c.upload(&src, "sales", "usermapping.csv", good).await;
+    server.state.clock.pause_move_decisions(300);
     c.call(&src, Method::POST, &format!("/moves/{sid}/prepare"), None)
         .await;
+    let mut said = Vec::new();
+    for _ in 0..200 {
+        let (_, v) = c
+            .call(&src, Method::GET, &format!("/moves/{sid}/status"), None)
+            .await;
+        if !v["status"].as_str().unwrap().ends_with("Running") {
+            assert!(v["progress"].is_null(), "a stale figure: {v}");
+            break;
+        }
+        if let Some(p) = v["progress"].as_str() {
+            said.push(p.to_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.state.clock.pause_move_decisions(0);
+    assert!(
+        said.iter()
+            .any(|p| p == "reading the target tenant's users"),
+        "no progress while validating: {said:?}"
+    );
     assert_eq!(
         c.settled(&src, &sid).await,
         "Validate Tenant To Tenant Migration: Succeeded"

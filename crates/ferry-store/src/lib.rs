@@ -600,6 +600,8 @@ pub trait SyncStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<i64>;
     async fn set_cycle_phase(&self, id: i64, phase: &str) -> Result<()>;
+    /// What a running cycle is doing, in words and figures; cleared when it ends.
+    async fn set_cycle_progress(&self, id: i64, progress: &str) -> Result<()>;
     /// Ends a cycle as failed with its error and log entries.
     async fn fail_cycle(
         &self,
@@ -625,6 +627,14 @@ pub trait SyncStore: Send + Sync + 'static {
     /// `(kind, id) → content hash` of every stored object of a directory.
     async fn object_digest(&self, directory: &str) -> Result<FxHashMap<(ObjectKind, String), u64>>;
     async fn load_objects(&self, directory: &str) -> Result<Vec<DirObject>>;
+    /// The objects of `kind` in `directory` whose id is one of `ids` (by the unique key), in id
+    /// order; ids not stored are left out. Up to 500 ids a call.
+    async fn objects_by_id(
+        &self,
+        directory: &str,
+        kind: ObjectKind,
+        ids: &[&str],
+    ) -> Result<Vec<DirObject>>;
     async fn directory_state(&self, directory: &str) -> Result<Option<DirectoryState>>;
     /// Objects whose id, name, UPN, mail or SID equals `query` (case-insensitively).
     async fn find_objects(&self, query: &str, limit: i64) -> Result<Vec<StoredObject>>;

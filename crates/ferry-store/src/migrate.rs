@@ -103,6 +103,11 @@ pub const SQLITE: &[Migration] = &[
         name: "batch_computer_names",
         sql: include_str!("../migrations/sqlite/0020_batch_computer_names.sql"),
     },
+    Migration {
+        version: 21,
+        name: "cycle_progress",
+        sql: include_str!("../migrations/sqlite/0021_cycle_progress.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -200,5 +205,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 20,
         name: "batch_computer_names",
         sql: include_str!("../migrations/postgres/0020_batch_computer_names.sql"),
+    },
+    Migration {
+        version: 21,
+        name: "cycle_progress",
+        sql: include_str!("../migrations/postgres/0021_cycle_progress.sql"),
     },
 ];

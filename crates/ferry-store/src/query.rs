@@ -58,7 +58,7 @@ pub const DEC_COLS: &str = "profile, kind, source_id, status, rule, source_name,
 pub const OBJ_COLS: &str =
     "directory, kind, id, dn, name, upn, mail, sid, uid_number, gid_number, members, attrs";
 
-pub const CYCLE_COLS: &str = "id, profile, trigger, slot, server, status, phase, started_at, finished_at, counts, plan_hash, export, error";
+pub const CYCLE_COLS: &str = "id, profile, trigger, slot, server, status, phase, started_at, finished_at, counts, plan_hash, export, error, progress";
 
 pub const LOG_COLS: &str = "id, at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message";
 
@@ -257,6 +257,14 @@ pub fn devices_named(names: usize) -> String {
     format!(
         "SELECT {OBJ_COLS} FROM objects WHERE directory = ? AND kind = 'device' AND name_key IN ({})",
         vec!["?"; names].join(", ")
+    )
+}
+
+/// Objects of a directory and kind by id (the unique key `(directory, kind, id)` serves it).
+pub fn objects_by_id(ids: usize) -> String {
+    format!(
+        "SELECT {OBJ_COLS} FROM objects WHERE directory = ? AND kind = ? AND id IN ({}) ORDER BY id",
+        vec!["?"; ids].join(", ")
     )
 }
 

@@ -95,7 +95,8 @@ conformance!(
     agents_page_count_and_group_by_state,
     single_use_psks_admit_one_enrollment_under_a_race,
     held_enrollments_replace_nothing_until_approved,
-    devices_are_found_by_name_in_their_directory_only
+    devices_are_found_by_name_in_their_directory_only,
+    objects_are_read_by_id_in_their_directory_and_kind
 );
 
 /// Catches: the agent claim check (agents list, dashboard, orders) finding a user or another
@@ -139,6 +140,63 @@ async fn devices_are_found_by_name_in_their_directory_only(s: &dyn Store) {
     assert!(named("contoso", &[]).await.unwrap().is_empty());
     assert_eq!(ids(named("fabrikam", &["PC-0001"]).await.unwrap()), ["t-1"]);
     assert!(named("nowhere", &["pc-0001"]).await.unwrap().is_empty());
+}
+
+/// Catches: the What-If's and the report's candidates read from another directory or kind,
+/// an id matched by its case or as a name, a missing id failing the whole read.
+async fn objects_are_read_by_id_in_their_directory_and_kind(s: &dyn Store) {
+    let user = |id: &str, name: &str| DirObject::new(ObjectKind::User, id, name);
+    let mut ann = user("u-1", "Smith, Ann");
+    ann.upn = Some("ann.smith@contoso.test".into());
+    let src = vec![
+        ann,
+        user("u-2", "Müller, José \"Pepe\""),
+        user("U-3", "=HYPERLINK(\"x\")"),
+        DirObject::new(ObjectKind::Group, "u-4", "u-1"),
+    ];
+    let tgt = vec![user("u-2", "Smith, Ann (HR)")];
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(s, c, &src, &tgt).await.unwrap();
+    let read = |d: &'static str, k: ObjectKind, ids: &'static [&'static str]| async move {
+        s.objects_by_id(d, k, ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.id, o.name))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        read("contoso", ObjectKind::User, &["u-2", "gone", "u-1"]).await,
+        [
+            ("u-1".to_string(), "Smith, Ann".to_string()),
+            ("u-2".to_string(), "Müller, José \"Pepe\"".to_string())
+        ]
+    );
+    let got = s
+        .objects_by_id("contoso", ObjectKind::User, &["u-1"])
+        .await
+        .unwrap();
+    assert_eq!(got[0].upn.as_deref(), Some("ann.smith@contoso.test"));
+    assert!(
+        read("contoso", ObjectKind::User, &["u-3", "Smith, Ann"])
+            .await
+            .is_empty(),
+        "ids are exact: not by case, not by name"
+    );
+    assert_eq!(
+        read("fabrikam", ObjectKind::User, &["u-2"]).await,
+        [("u-2".to_string(), "Smith, Ann (HR)".to_string())]
+    );
+    assert_eq!(
+        read("contoso", ObjectKind::Group, &["u-4", "u-1"])
+            .await
+            .len(),
+        1
+    );
+    assert!(read("contoso", ObjectKind::User, &[]).await.is_empty());
 }
 
 async fn agents_page_count_and_group_by_state(s: &dyn Store) {

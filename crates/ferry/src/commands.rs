@@ -12,8 +12,11 @@ use ferry_core::plan::{Status, Write};
 use ferry_core::state::CycleStatus;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
@@ -536,7 +539,10 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                             && cy.status == "running"
                             && let Ok(mut p) = shown.lock()
                         {
-                            *p = format!("cycle {}: {}", cy.id, cy.phase);
+                            *p = match &cy.progress {
+                                Some(what) => format!("cycle {}: {} · {what}", cy.id, cy.phase),
+                                None => format!("cycle {}: {}", cy.id, cy.phase),
+                            };
                         }
                     }
                 });
@@ -613,46 +619,31 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                 if v.approved {
                     "approved: the next cycle exports these writes".to_string()
                 } else if v.needs_approval {
-                    format!("NOT approved: review, then `ferry sync approve {profile}`")
+                    format!(
+                        "NOT approved: review, then `ferry sync approve {profile} --plan {}`",
+                        &p.hash[..12.min(p.hash.len())]
+                    )
                 } else {
                     "nothing to export".to_string()
                 }
             );
-            println!(
-                "\nDecisions ({} shown of {}):",
-                v.decisions.len(),
-                v.decisions_total
-            );
-            for d in &v.decisions {
-                let rule = d
-                    .rule
-                    .and_then(|r| p.rules.get(r as usize))
-                    .cloned()
-                    .unwrap_or_default();
-                let who = d.source_upn.as_deref().unwrap_or(&d.source_name);
-                let detail = match d.status {
-                    Status::Matched => format!(
-                        "→ {} [{rule}]",
-                        d.target_upn.as_deref().unwrap_or(opt(&d.target_name))
-                    ),
-                    Status::Ambiguous => {
-                        format!("candidates {} [{rule}]", compact(&d.candidates))
-                    }
-                    Status::Conflict => format!(
-                        "target {} also claimed by {}",
-                        opt(&d.target_name),
-                        compact(&d.candidates)
-                    ),
-                    Status::Excluded | Status::Error | Status::Refused => format!("[{rule}]"),
-                    Status::Unmatched => String::new(),
-                };
-                println!(
-                    "  {:<9} {:<6} {who} {detail}",
-                    d.status.as_str(),
-                    d.kind.as_str()
-                );
-            }
+            // What an approval authorises first: the writes, by kind.
             if v.writes_total > 0 {
+                println!(
+                    "\nApproving plan {} authorises {} write(s):",
+                    &p.hash[..12.min(p.hash.len())],
+                    v.writes_total
+                );
+                for (kind, w) in &cn.writes_by_kind {
+                    println!(
+                        "  {:<6} {} create(s), {} update(s), {} member change(s) (+{} members)",
+                        kind.as_str(),
+                        w.creates,
+                        w.updates,
+                        w.member_changes,
+                        w.members_added
+                    );
+                }
                 println!("\nWrites ({} shown of {}):", v.writes.len(), v.writes_total);
                 for w in &v.writes {
                     let (name, what) = match w {
@@ -663,6 +654,60 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                     };
                     println!("  {} {} {name}: {what}", w.op(), w.kind().as_str());
                 }
+            }
+            println!(
+                "\nDecisions ({} shown of {}):",
+                v.decisions.len(),
+                v.decisions_total
+            );
+            for d in &v.decisions {
+                let rule = d
+                    .rule_name
+                    .clone()
+                    .or_else(|| d.rule.and_then(|r| p.rules.get(r as usize)).cloned())
+                    .unwrap_or_default();
+                // Candidates by name, UPN and the value that tied them (ids when not stored).
+                let named: Vec<String> = v
+                    .candidates
+                    .iter()
+                    .filter(|c| c.source_id == d.source_id)
+                    .map(|c| {
+                        let mut t = c.name.clone().unwrap_or_else(|| c.id.clone());
+                        if let Some(u) = &c.upn {
+                            t.push_str(&format!(" <{u}>"));
+                        }
+                        if let Some(a) = &c.attribute {
+                            t.push_str(&format!(" ({a}: {})", c.values.join("; ")));
+                        }
+                        t
+                    })
+                    .collect();
+                let candidates = if named.is_empty() {
+                    compact(&d.candidates)
+                } else {
+                    named.join(", ")
+                };
+                let who = d.source_upn.as_deref().unwrap_or(&d.source_name);
+                let detail = match d.status {
+                    Status::Matched => format!(
+                        "→ {} [{rule}]",
+                        d.target_upn.as_deref().unwrap_or(opt(&d.target_name))
+                    ),
+                    Status::Ambiguous => {
+                        format!("candidates {candidates} [{rule}]")
+                    }
+                    Status::Conflict => format!(
+                        "target {} also claimed by {candidates}",
+                        opt(&d.target_name)
+                    ),
+                    Status::Excluded | Status::Error | Status::Refused => format!("[{rule}]"),
+                    Status::Unmatched => String::new(),
+                };
+                println!(
+                    "  {:<9} {:<6} {who} {detail}",
+                    d.status.as_str(),
+                    d.kind.as_str()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -851,13 +896,45 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             let e = c
                 .export_translation(&format, profile.as_deref(), environment.as_deref())
                 .await?;
-            let skipped = e.skipped.as_deref().unwrap_or("0");
-            let written = e.written.as_deref().unwrap_or("?");
+            let skipped = e.skipped.clone().unwrap_or_else(|| "0".into());
+            let written = e.written.clone().unwrap_or_else(|| "?".into());
+            // On a terminal, the bytes received against the size the server announced.
+            let (length, got) = (e.length, Arc::new(AtomicU64::new(0)));
+            let shown = Arc::clone(&got);
+            let entries = written.clone();
+            // Not when the body itself is printed on the terminal.
+            let onto_terminal = output.is_none() && std::io::stdout().is_terminal();
+            let ticker = crate::progress::Ticker::start(json || onto_terminal, move |t| {
+                let n = shown.load(Ordering::Relaxed);
+                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                let of = match length {
+                    Some(l) if l > 0 => {
+                        format!("{}% · {:.1} of {:.1} MiB", n * 100 / l, mib(n), mib(l))
+                    }
+                    _ => format!("{:.1} MiB", mib(n)),
+                };
+                format!(
+                    "translation export: {entries} entries · {of} · {:.1} MiB/s",
+                    mib(n) / t.as_secs_f64().max(1e-3)
+                )
+            });
+            let count = |n| got.store(n, Ordering::Relaxed);
             match output {
                 Some(path) => {
                     let tmp = path.with_extension("part");
-                    std::fs::write(&tmp, &e.body)
+                    let file = std::fs::File::create(&tmp)
                         .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let copied = e.copy_to(&mut out, count).await.and_then(|_| {
+                        out.into_inner()
+                            .map_err(|e| ferry_client::Error::Write(e.into_error()))
+                    });
+                    drop(ticker);
+                    if let Err(err) = copied {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(anyhow::Error::new(err))
+                            .with_context(|| format!("cannot write {}", path.display()));
+                    }
                     std::fs::rename(&tmp, &path)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!(
@@ -866,8 +943,8 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
                     );
                 }
                 None => {
-                    use std::io::Write as _;
-                    std::io::stdout().write_all(&e.body)?;
+                    e.copy_to(&mut std::io::stdout(), count).await?;
+                    drop(ticker);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -995,12 +1072,36 @@ fn print_report(r: &ObjectReports) {
                     );
                 }
             }
-            if !d.candidates.is_empty() {
+            for c in &p.candidates {
+                println!(
+                    "    {}: {} {}{}{} (id {})",
+                    if c.side == "target" {
+                        "candidate"
+                    } else {
+                        "also claimed by"
+                    },
+                    c.kind.as_str(),
+                    c.name.as_deref().unwrap_or("(no longer stored)"),
+                    c.upn
+                        .as_deref()
+                        .map(|u| format!(" <{u}>"))
+                        .unwrap_or_default(),
+                    c.attribute
+                        .as_deref()
+                        .map(|a| format!(", tied by {a}: {}", c.values.join("; ")))
+                        .unwrap_or_default(),
+                    c.id
+                );
+            }
+            if p.candidates.is_empty() && !d.candidates.is_empty() {
                 println!("    candidates: {}", d.candidates.join(", "));
             }
             println!(
-                "    decided in cycle {}, last changed in cycle {}",
-                d.first_cycle, d.changed_cycle
+                "    decided in cycle {} ({}), last changed in cycle {} ({})",
+                d.first_cycle,
+                time_opt(p.first_at),
+                d.changed_cycle,
+                time_opt(p.decided_at)
             );
         }
         for h in &o.history {

@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_client::Client;
 use ferry_client::wire::{MoveView, NewOperator, Rotate, SignIn, Submit};
+use ferry_core::envmove::State as MoveState;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 #[derive(Subcommand)]
 pub enum TenantCmd {
@@ -102,9 +104,13 @@ pub enum MoveCmd {
         env: String,
         file: PathBuf,
     },
-    /// Validate the mapping (source admin); a long-running operation: see `status`.
+    /// Validate the mapping (source admin); a long-running operation: see `status`, or `--wait`.
     Prepare {
         migration_id: String,
+        /// Wait for the validation to end (its progress at a terminal), print its status line,
+        /// and exit 1 unless it validated.
+        #[arg(long)]
+        wait: bool,
     },
     Status {
         migration_id: String,
@@ -314,6 +320,39 @@ fn acted(v: &MoveView, json: bool) -> Result<()> {
     }
 }
 
+/// `prepare --wait`: starts the validation, follows it (what it is doing, at a terminal) and
+/// prints where it ended.
+async fn prepare_and_wait(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
+    c.prepare_move(id).await?;
+    let doing = Arc::new(Mutex::new(String::from("starting")));
+    let shown = Arc::clone(&doing);
+    let ticker = crate::progress::Ticker::start(json, move |t| {
+        let what = shown.lock().map(|w| w.clone()).unwrap_or_default();
+        format!("validating {what} · {:.1} s", t.as_secs_f64())
+    });
+    let last = loop {
+        let s = c.move_status(id).await?;
+        if s.state != MoveState::Validating {
+            break s;
+        }
+        if let (Some(p), Ok(mut w)) = (&s.progress, doing.lock()) {
+            *w = p.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    drop(ticker);
+    if json {
+        print_json(&last)?;
+    } else {
+        println!("{}", status_line(c, &last.status));
+    }
+    Ok(if last.state == MoveState::Validated {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         MoveCmd::Submit { env, target_tenant } => {
@@ -362,7 +401,10 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
                 );
             }
         }
-        MoveCmd::Prepare { migration_id } => {
+        MoveCmd::Prepare {
+            migration_id,
+            wait: false,
+        } => {
             let v = c.prepare_move(&migration_id).await?;
             if json {
                 print_json(&v)?;
@@ -370,6 +412,10 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
                 println!("Code        : {}\nDescription : {}", v.code, v.description);
             }
         }
+        MoveCmd::Prepare {
+            migration_id,
+            wait: true,
+        } => return prepare_and_wait(c, &migration_id, json).await,
         MoveCmd::Status { migration_id } => {
             let v = c.move_status(&migration_id).await?;
             if json {

@@ -63,17 +63,7 @@ impl Drop for Ticker {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use ferry_core::grouped as count;
 
 /// `n` per second over `elapsed`, as a count.
 pub fn rate(n: u64, elapsed: Duration) -> String {

@@ -177,6 +177,36 @@ fn admin_commands_against_a_server() {
         d["source_upn"].as_str().unwrap(),
         d["candidates"][0].as_str().unwrap(),
     );
+    // The text shows the candidates by name and the rule by its name, not ids and positions
+    // (issue 20).
+    let c = w["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["source_id"] == d["source_id"])
+        .unwrap();
+    let o = ferry(&["sync", "whatif", "users", "--status", "ambiguous"], &env);
+    let out = text(&o);
+    let values: Vec<&str> = c["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let shown = format!(
+        "{}{} ({}: {})",
+        c["name"].as_str().unwrap(),
+        c["upn"]
+            .as_str()
+            .map(|u| format!(" <{u}>"))
+            .unwrap_or_default(),
+        c["attribute"].as_str().unwrap(),
+        values.join("; ")
+    );
+    assert!(
+        out.contains(&shown) && out.contains(&format!("[{}]", d["rule_name"].as_str().unwrap())),
+        "{shown}: {out}"
+    );
     let o = ferry(
         &[
             "sync",
@@ -1003,4 +1033,37 @@ fn progress_lines_at_a_terminal_only() {
     let o = ferry(&["sync", "run", "users", "--wait"], &env);
     assert!(o.status.success());
     assert!(!text(&o).contains("\x1b["), "{}", text(&o));
+
+    // An export into a file: the entries and bytes received while it downloads, then the file,
+    // whole; piped, the same file and no progress line.
+    let file = d.path().join("Smith, Ann's table.csv");
+    let export = format!(
+        "{} translation export --format csv -o {}",
+        sh(FERRY),
+        sh(&file.display().to_string())
+    );
+    let (ok, seen) = in_a_terminal(&export, &env);
+    assert!(ok, "{seen}");
+    assert!(
+        seen.contains("\r\x1b[2Ktranslation export: ") && seen.contains(" MiB/s"),
+        "no progress line at a terminal: {seen:?}"
+    );
+    let at_terminal = std::fs::read(&file).unwrap();
+    let o = ferry(
+        &[
+            "translation",
+            "export",
+            "--format",
+            "csv",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("\x1b["), "{}", text(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), at_terminal);
+    let piped = ferry(&["translation", "export", "--format", "csv"], &env);
+    assert_eq!(piped.stdout, at_terminal, "stdout and the file differ");
+    assert!(at_terminal.len() > 1000, "{}", at_terminal.len());
 }

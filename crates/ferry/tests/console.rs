@@ -1,221 +1,15 @@
 #![allow(clippy::unwrap_used)]
 //! The web console in a real browser: Debian's Chromium, driven over WebDriver (chromedriver)
-//! by a small client here. The quickstart's data, served by `ferry server`; a ferry admin and the
-//! two tenants' admins sign in and use the pages; every page is checked for console errors and
-//! broken links. `FERRY_UPDATE_SCREENSHOTS=1` writes the main pages to docs/screenshots/.
+//! by a small client (`ferry_bench::browser`, which the console's walk at 1M entries uses too).
+//! The quickstart's data, served by `ferry server`; a ferry admin and the two tenants' admins
+//! sign in and use the pages; every page is checked for console errors and broken links. `FERRY_UPDATE_SCREENSHOTS=1` writes the main pages to docs/screenshots/.
 
 mod common;
 
 use serde_json::{Value, json};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // chromedriver leads a process group of its own, which the browser it started is in:
-        // killing only chromedriver left Chromium running after the test.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
-            .status();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    async fn start() -> Option<Browser> {
-        if !std::path::Path::new("/usr/bin/chromium").exists()
-            || Command::new("chromedriver")
-                .arg("--version")
-                .output()
-                .is_err()
-        {
-            assert!(
-                std::env::var_os("FERRY_REQUIRE_SERVERS").is_none(),
-                "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
-            );
-            eprintln!("SKIPPED: chromium / chromedriver not installed");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut b = Browser { driver, http, base };
-        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900"]}}}});
-        let v = b.call(reqwest::Method::POST, "/session", Some(caps)).await;
-        b.base = format!("{}/session/{}", b.base, v["sessionId"].as_str().unwrap());
-        Some(b)
-    }
-
-    async fn call(&self, m: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut r = self.http.request(m, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let v: Value = r.send().await.unwrap().json().await.unwrap();
-        v["value"].clone()
-    }
-
-    async fn go(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
-    }
-
-    /// The first element matching `css`, waiting for it up to 10 s.
-    async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    "/element",
-                    Some(json!({"using": "css selector", "value": css})),
-                )
-                .await;
-            if let Some(id) = v[ELEMENT].as_str() {
-                return id.to_string();
-            }
-            if Instant::now() >= deadline {
-                let page = self
-                    .script("return document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText")
-                    .await;
-                panic!("no element `{css}` on the page: {page}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        )
-        .await;
-    }
-
-    async fn type_in(&self, css: &str, s: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({"text": s})),
-        )
-        .await;
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// Waits until `css`'s text contains `want`.
-    async fn wait_text(&self, css: &str, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let t = self.text(css).await;
-            if t.contains(want) {
-                return t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{css}` never said `{want}`: {t}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn script(&self, js: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": js, "args": []})),
-        )
-        .await
-    }
-
-    /// Console messages at warning level or worse since the last call.
-    async fn console_errors(&self) -> Vec<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/se/log",
-                Some(json!({"type": "browser"})),
-            )
-            .await;
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|l| matches!(l["level"].as_str(), Some("SEVERE" | "WARNING")))
-            .map(|l| {
-                format!(
-                    "{} {}",
-                    l["level"].as_str().unwrap_or_default(),
-                    l["message"].as_str().unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-
-    async fn screenshot(&self, name: &str) {
-        use base64::Engine as _;
-        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap();
-        assert!(png.starts_with(b"\x89PNG"));
-        if std::env::var_os("FERRY_UPDATE_SCREENSHOTS").is_some() {
-            let dir =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-        }
-    }
-
-    async fn sign_in_with_token(&self, url: &str, token: &str) {
-        self.go(url).await;
-        self.type_in("#token", token).await;
-        self.click("#signin-button").await;
-        self.find("#signout").await;
-    }
-
-    async fn sign_out(&self) {
-        self.click("#signout").await;
-        self.find("#signin").await;
-    }
-}
+use ferry_bench::browser::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_chromium() {
@@ -1316,4 +1110,328 @@ async fn the_sign_in_page_names_the_token_file(b: &Browser, url: &str, data_dir:
     for label in ["Operator", "Password", "API token"] {
         assert!(b.text("#signin").await.contains(label), "labelled: {label}");
     }
+}
+
+/// The What-If's review before approve and the single object report (issue 20), in Chromium on
+/// a server of its own: file directories whose names are as directories hold them ("Surname,
+/// Given", quotes, non-ASCII, a leading `=`). Would catch: a What-If that opens on anything but
+/// the writes (counted by kind), decisions needing attention not next, a rule shown by its
+/// index, ambiguous candidates shown as ids (no name, UPN or tying value), Approve not naming
+/// the plan's hash and its number of writes, a stale plan approved from a page left open, an
+/// object report reading "No changes recorded" for an object decided in cycle 1, a target shown
+/// by name only, an ambiguous report without its candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_before_approve_in_chromium() {
+    use ferry_core::model::{DirObject, ObjectKind};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let user = |id: &str, name: &str, mail: &str, uid: u32| {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = Some(mail.into());
+        o.upn = Some(mail.into());
+        o.uid_number = Some(uid);
+        o.sid = Some(format!("S-1-5-21-1-2-3-{uid}"));
+        o
+    };
+    // Ann is ambiguous (two targets share her mail), José matched, the `=` name and Seán
+    // unmatched (two creates), the two "Lee, Ann" in conflict; the group lacks José.
+    let mut group = DirObject::new(ObjectKind::Group, "g-sued", "Vertrieb, Süd");
+    group.members = vec!["jose".into(), "ann".into()];
+    let source = vec![
+        user("ann", "Smith, Ann", "ann.smith@contoso.test", 10001),
+        user(
+            "jose",
+            "Müller, José \"Pepe\"",
+            "jose.muller@contoso.test",
+            10003,
+        ),
+        user("eq", "=HYPERLINK(\"http://x\")", "eq@contoso.test", 10004),
+        user("sean", "O'Brien, Seán", "sean.obrien@contoso.test", 10005),
+        user("lee1", "Lee, Ann", "ann.lee@contoso.test", 10006),
+        user(
+            "lee2",
+            "Lee, Ann (contractor)",
+            "ann.lee@contoso.test",
+            10007,
+        ),
+        group,
+    ];
+    let target = vec![
+        user("tann", "Smith, Ann", "ann.smith@fabrikam.test", 20001),
+        user("tann2", "Smith, Ann (HR)", "ann.smith@fabrikam.test", 20002),
+        user("tjose", "Müller, José", "jose.muller@fabrikam.test", 20003),
+        user("tlee", "Lee, Ann", "ann.lee@fabrikam.test", 20006),
+        DirObject::new(ObjectKind::Group, "tg-sued", "Vertrieb, Süd"),
+    ];
+    std::fs::write(
+        dir.join("contoso.json"),
+        ferry_core::snapshot::render_json(&source),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fabrikam.json"),
+        ferry_core::snapshot::render_json(&target),
+    )
+    .unwrap();
+    let rule = "mail → mail (replace_suffix)";
+    std::fs::write(
+        dir.join("ferry.toml"),
+        "[[directory]]\nname = \"contoso\"\nkind = \"file\"\npath = \"contoso.json\"\n\n\
+         [[directory]]\nname = \"fabrikam\"\nkind = \"file\"\npath = \"fabrikam.json\"\n\n\
+         [[sync_profile]]\nname = \"users\"\nsource = \"contoso\"\ntarget = \"fabrikam\"\nmode = \"update\"\nobject_types = [\"user\", \"group\"]\n\n\
+         [[sync_profile.match]]\nsource_attribute = \"mail\"\ntarget_attribute = \"mail\"\ntransforms = [{ replace_suffix = [\"@contoso.test\", \"@fabrikam.test\"] }]\nobject_types = [\"user\"]\n\n\
+         [[sync_profile.match]]\nsource_attribute = \"name\"\ntarget_attribute = \"name\"\nobject_types = [\"group\"]\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let server = common::ServerProc::start(
+        &[
+            "--config",
+            dir.join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let call = |m: reqwest::Method, path: &str| {
+        let (url, t) = (server.url.clone(), token.clone());
+        let path = path.to_string();
+        async move {
+            let r = reqwest::Client::new()
+                .request(m, format!("{url}/api/v1{path}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let run = || async {
+        let v = call(reqwest::Method::POST, "/profiles/users/run?wait=true").await;
+        assert_eq!(v["cycle"]["status"], "succeeded", "{v}");
+        v["cycle"]["id"].as_i64().unwrap()
+    };
+    let c1 = run().await;
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let url = format!("{}/", server.url);
+    b.sign_in_with_token(&url, &token).await;
+
+    // The What-If opens on what Approve authorises: the writes, counted by kind.
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    let writes = b
+        .wait_text("#whatif-writes", "What Approve authorises")
+        .await;
+    let w = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+    let (hash1, n1) = (
+        w["plan"]["hash"].as_str().unwrap().to_string(),
+        w["writes_total"].as_u64().unwrap(),
+    );
+    assert!(
+        writes.contains(&format!("{n1} writes to fabrikam, by kind")),
+        "{writes}"
+    );
+    let row = |kind: &str| {
+        let js = format!(
+            "return [...document.querySelectorAll('#whatif-writes table tr')].map(r => [...r.children].map(c => c.textContent)).find(r => r[0] === '{kind}')"
+        );
+        let b = &b;
+        async move { b.script(&js).await }
+    };
+    let users = row("user").await;
+    assert_eq!(users[1], "2", "two users created: {users}");
+    let groups = row("group").await;
+    assert_eq!(
+        groups[3], "1 (+1 members)",
+        "José added to the group: {groups}"
+    );
+    assert!(
+        writes.contains("create") && writes.contains("=HYPERLINK(\"http://x\")"),
+        "the writes themselves, by name: {writes}"
+    );
+    // Then the decisions needing attention, then the rest: in that order on the page.
+    let order = b
+        .script(
+            "const [a, b, c] = ['#whatif-writes', '#whatif-attention', '#whatif-rest'].map(s => document.querySelector(s)); \
+             return !!(a.compareDocumentPosition(b) & 4) && !!(b.compareDocumentPosition(c) & 4)",
+        )
+        .await;
+    assert_eq!(order, true, "writes, then attention, then the rest");
+    let attention = b.text("#whatif-attention").await;
+    for want in [
+        "1 ambiguous",
+        "2 unmatched",
+        "2 in conflict",
+        "Smith, Ann (HR)",
+        "ann.smith@fabrikam.test",
+        "mail: ann.smith@fabrikam.test",
+        "Lee, Ann (contractor)",
+        "O'Brien, Seán",
+    ] {
+        assert!(attention.contains(want), "{want}: {attention}");
+    }
+    // Rules by name, never an index.
+    let rules = b
+        .script(
+            "const t = [...document.querySelectorAll('main table')].pop(); \
+             const i = [...t.querySelectorAll('th')].findIndex(th => th.textContent === 'Rule'); \
+             return [...t.querySelectorAll('tbody tr')].map(r => r.children[i].textContent)",
+        )
+        .await;
+    let rules: Vec<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&rule), "{rules:?}");
+    assert!(
+        rules.iter().all(|r| r.parse::<u32>().is_err()),
+        "a rule shown by its index: {rules:?}"
+    );
+    // Approve names the plan's hash and how many writes it authorises.
+    assert_eq!(
+        b.text("#whatif-approve").await,
+        format!("Approve plan {}: {n1} writes to the target", &hash1[..12])
+    );
+    b.screenshot("whatif-review").await;
+
+    // The object report of the ambiguous user, before it is pinned: its candidates, what tied
+    // them, and its history from cycle 1.
+    b.go(&format!("{url}#/report?q=ann.smith%40contoso.test"))
+        .await;
+    let r = b
+        .wait_text("main section.report", "Candidates in users")
+        .await;
+    for want in [
+        "Smith, Ann (HR)",
+        &format!("Tied by rule {rule}."),
+        "mail: ann.smith@fabrikam.test",
+        &format!("first decided: ambiguous by rule {rule} (2 candidates)"),
+    ] {
+        assert!(r.contains(want), "{want}: {r}");
+    }
+    assert!(!r.contains("No changes recorded"), "{r}");
+    assert_eq!(
+        b.script("return document.querySelectorAll('section.report .candidates button.pin-candidate').length")
+            .await,
+        2
+    );
+    b.screenshot("report-ambiguous").await;
+    // A matched user: the target's kind, UPN, mail, SID and id, the rule and since when.
+    b.go(&format!("{url}#/report?q=jose.muller%40contoso.test"))
+        .await;
+    let r = b.wait_text("main section.report", "Decisions").await;
+    for want in [
+        "Müller, José (user in fabrikam)",
+        "UPN: jose.muller@fabrikam.test",
+        "Mail: jose.muller@fabrikam.test",
+        "SID: S-1-5-21-1-2-3-20003",
+        "Id: tjose",
+        rule,
+        &format!("cycle {c1}, "),
+        &format!("first decided: matched to jose.muller@fabrikam.test (tjose) by rule {rule}"),
+    ] {
+        assert!(r.contains(want), "{want}: {r}");
+    }
+    assert!(!r.contains("No changes recorded"), "{r}");
+    // An unmatched user, named by a leading `=`: unmatched since cycle 1, with pin and exclude.
+    b.go(&format!(
+        "{url}#/report?q={}",
+        "%3DHYPERLINK(%22http%3A%2F%2Fx%22)"
+    ))
+    .await;
+    let r = b
+        .wait_text("main section.report", "first decided: unmatched")
+        .await;
+    assert!(r.contains("=HYPERLINK(\"http://x\") in contoso"), "{r}");
+    b.find("section.report button.pin-search").await;
+    b.find("section.report button.exclude").await;
+
+    // Pin the ambiguous user to a candidate from the What-If (not the "(HR)" one), and run.
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    b.wait_text("#whatif-attention", "1 ambiguous").await;
+    b.script(
+        "[...document.querySelectorAll('#whatif-attention button.pin-candidate')].find(x => x.title === 'Pin to Smith, Ann').click()",
+    )
+    .await;
+    b.wait_text("#override-form", "Pin ann.smith@contoso.test to Smith, Ann")
+        .await;
+    b.type_in("#override-reason", "HR: \"same person\", Überprüft")
+        .await;
+    b.click("#override-save").await;
+    b.wait_text("#override-message", "Pinned Smith, Ann to Smith, Ann")
+        .await;
+    b.click("#override-run").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hash2 = loop {
+        let w = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+        if w["plan"]["cycle_id"].as_i64().unwrap() > c1 {
+            break w["plan"]["hash"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the cycle did not finish: {w}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(hash2, hash1);
+    b.go(&format!("{url}#/whatif?profile=users&status=matched"))
+        .await;
+    b.wait_text("main", "pinned by admin: HR: \"same person\", Überprüft")
+        .await;
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    let label = b.wait_text("#whatif-approve", &hash2[..12]).await;
+    // The page stays open while someone excludes Seán: its plan is stale, and Approve says so.
+    let (s, v) = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/profiles/users/overrides", server.url))
+            .bearer_auth(&token)
+            .json(&json!({"source": "sean", "exclude": true, "reason": "left the company"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(s, 201, "{v}");
+    run().await;
+    b.click("#whatif-approve").await;
+    b.wait_text(
+        "#whatif-message",
+        "the What-If changed since you reviewed it",
+    )
+    .await;
+    assert_eq!(
+        call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await["approved"],
+        false,
+        "{label}: a stale page approved the plan in force"
+    );
+    let errors = b.console_errors().await;
+    assert!(
+        errors.len() == 1 && errors[0].contains("/approve") && errors[0].contains("409"),
+        "{errors:?}"
+    );
+    // Reviewed again (another address than the page's, so that it is drawn anew): the plan in
+    // force is approved, and the page says so.
+    b.go(&format!("{url}#/whatif?profile=users&status=&offset=0"))
+        .await;
+    let w = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+    let (hash3, n3) = (
+        w["plan"]["hash"].as_str().unwrap().to_string(),
+        w["writes_total"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        b.wait_text("#whatif-approve", &hash3[..12]).await,
+        format!("Approve plan {}: {n3} writes to the target", &hash3[..12])
+    );
+    b.click("#whatif-approve").await;
+    b.wait_text("#whatif-summary", "Approved: the next cycle exports.")
+        .await;
+    let approval = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
+    assert_eq!(approval["approval"]["plan_hash"], hash3.as_str());
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
 }

@@ -318,3 +318,128 @@ async fn entra_to_entra_through_the_cli() {
     let table: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(table.as_array().unwrap().len(), 299);
 }
+
+/// Catches: a long cycle that says nothing of how far its imports got (the figure `ferry sync
+/// run --wait` and the console show while it runs), a count that goes backwards or beyond what
+/// the directories hold, and a stale figure left on the cycle once it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_cycle_says_how_many_objects_it_has_read() {
+    // Small pages, every second request throttled for 0.3 s: the imports take seconds.
+    let sim = |tenant: &str, domain: &str, secret: &str| SimOptions {
+        tenant: tenant.into(),
+        domain: domain.into(),
+        client_secret: secret.into(),
+        throttle_every: 2,
+        retry_after: "0.3".into(),
+        ..SimOptions::default()
+    };
+    let contoso = GraphSim::start(
+        sim(
+            "c0c0c0c0-0000-4000-8000-000000000011",
+            "contoso.test",
+            "contoso-secret",
+        ),
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let fabrikam = GraphSim::start(
+        sim(
+            "fabfabfa-0000-4000-8000-000000000012",
+            "fabrikam.test",
+            "fabrikam-secret",
+        ),
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    contoso.populate(0xa1, 600, 0, 0);
+    fabrikam.populate(0xb2, 400, 0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("contoso.secret"), "contoso-secret\n").unwrap();
+    let cfg = config(&contoso, &fabrikam).replace(
+        "object_types = [\"user\", \"group\", \"device\"]\n",
+        "object_types = [\"user\"]\npage_size = 50\n",
+    );
+    // Users only: the devices profile goes.
+    let cfg = cfg[..cfg.find("[[sync_profile]]\nname = \"devices\"").unwrap()].to_string();
+    std::fs::write(dir.path().join("ferry.toml"), cfg).unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("ferry.toml");
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let secret_env = [("FERRY_DIRECTORY_FABRIKAM_CLIENT_SECRET", "fabrikam-secret")];
+    let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let run = |args: &[&str]| {
+        let o = tokio::task::block_in_place(|| ferry(args, &env));
+        assert!(o.status.success(), "ferry {args:?}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+
+    run(&["sync", "run", "users"]);
+    let mut seen: Vec<String> = Vec::new();
+    let last = loop {
+        let list: Value = serde_json::from_str(&run(&[
+            "sync",
+            "cycles",
+            "--profile",
+            "users",
+            "--limit",
+            "1",
+            "--json",
+        ]))
+        .unwrap();
+        let c = list[0].clone();
+        if c["status"] != "running" {
+            break c;
+        }
+        if let Some(p) = c["progress"].as_str()
+            && seen.last().map(String::as_str) != Some(p)
+        {
+            seen.push(p.to_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(last["status"], "succeeded", "{last}");
+    assert!(
+        last["progress"].is_null(),
+        "a stale figure on an ended cycle: {last}"
+    );
+    // "read 150 source and 100 target objects", as the imports go.
+    let reads: Vec<(u64, u64)> = seen
+        .iter()
+        .filter_map(|p| {
+            let rest = p.strip_prefix("read ")?;
+            let (s, rest) = rest.split_once(" source and ")?;
+            let t = rest.strip_suffix(" target objects")?;
+            let n = |x: &str| x.replace(',', "").parse::<u64>().unwrap();
+            Some((n(s), n(t)))
+        })
+        .collect();
+    assert!(
+        reads.iter().any(|&(s, _)| s > 0 && s < 600),
+        "no figure while the source was being read: {seen:?}"
+    );
+    for w in reads.windows(2) {
+        assert!(
+            w[0].0 <= w[1].0 && w[0].1 <= w[1].1,
+            "a count went back: {seen:?}"
+        );
+    }
+    assert!(
+        reads.iter().all(|&(s, t)| s <= 600 && t <= 400),
+        "more read than the directories hold: {seen:?}"
+    );
+}

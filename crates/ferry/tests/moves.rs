@@ -100,15 +100,14 @@ fn the_quickstart_environment_moves_from_contoso_to_fabrikam() {
             bad.to_str().unwrap(),
         ],
     );
-    ok(&src, &["env", "move", "prepare", &sid]);
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = ok(&src, &["env", "move", "status", &sid]);
-        if !status.contains("Running") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    // `--wait` follows the validation to its end, prints where it ended and fails with it.
+    let o = run(&src, &["env", "move", "prepare", &sid, "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let status = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        !status.contains('\r') && !status.contains("\x1b["),
+        "a progress line off a terminal: {status:?}"
+    );
     assert_eq!(
         status.trim(),
         format!(

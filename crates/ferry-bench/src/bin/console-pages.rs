@@ -551,6 +551,68 @@ async fn run(users: usize, agents: usize, renders: usize) {
         "\nslowest first render of any page: {:.1} ms ({}); target ≤ 200 ms\nslowest search, deep page or look-up: {:.1} ms ({})",
         worst.0, worst.1, worst_after.0, worst_after.1
     );
+    if std::env::var_os("FERRY_BENCH_BROWSER").is_some() {
+        browser_walk(&api, &upn, renders).await;
+    }
     server.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same data in Chromium (`FERRY_BENCH_BROWSER=1`): every page of the console rendered,
+/// timed from the hash change to the page drawn, and checked for errors; with
+/// `FERRY_UPDATE_SCREENSHOTS=1`, each page at this size goes to `docs/screenshots/*-1m.png`.
+async fn browser_walk(api: &Api, upn: &str, renders: usize) {
+    let routes: Vec<String> = [
+        "",
+        "directories",
+        "profiles",
+        "cycles",
+        "whatif",
+        "translation",
+        "logs",
+        "psks",
+        "runbooks",
+        "batches",
+        "dashboard",
+        "agents",
+        "failed",
+        "environments",
+        "moves",
+        "audit",
+    ]
+    .iter()
+    .map(|r| r.to_string())
+    .chain([
+        format!("translation?q={upn}"),
+        format!("report?q={upn}"),
+        "logs?level=warning".to_string(),
+    ])
+    .collect();
+    let shots = std::env::var_os("FERRY_UPDATE_SCREENSHOTS")
+        .map(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
+    let Some(walked) = ferry_bench::browser::walk_console(
+        &format!("{}/", api.url),
+        &api.token,
+        &routes,
+        renders.min(10),
+        shots.as_deref().map(|d| (d, "-1m")),
+    )
+    .await
+    else {
+        println!("\nChromium walk skipped: chromium / chromedriver not installed");
+        return;
+    };
+    println!(
+        "\nIn Chromium (hash change to page drawn, requests included):\n\n| page | first render | median | max |\n|---|---|---|---|"
+    );
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    for w in &walked {
+        println!(
+            "| #/{} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            w.route,
+            ms(w.first),
+            ms(w.median),
+            ms(w.max)
+        );
+    }
 }

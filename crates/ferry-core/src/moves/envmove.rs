@@ -226,6 +226,10 @@ pub struct Move {
     /// restarts rolls back the moves it was handing over when it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrating_on: Option<String>,
+    /// While a validation runs: what it is doing, in words and figures ("validated 40,000 of
+    /// 100,000 users"); none once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// The outcome of moving an environment: what the target and the source now hold.

@@ -100,6 +100,52 @@ pub struct Counts {
     pub creates: u64,
     pub updates: u64,
     pub by_kind: BTreeMap<ObjectKind, KindCounts>,
+    /// The writes by kind: what an approval authorises (empty in plans stored before it was
+    /// counted).
+    #[serde(default)]
+    pub writes_by_kind: BTreeMap<ObjectKind, WriteCounts>,
+}
+
+/// The writes of one kind, in disjoint classes (`creates + updates + member_changes` is the
+/// kind's number of writes), and how many members they add.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCounts {
+    /// Objects created in the target.
+    pub creates: u64,
+    /// Updates of attributes only.
+    pub updates: u64,
+    /// Updates that add members to a group (whether or not they change attributes too).
+    pub member_changes: u64,
+    /// Members added, by creates and member changes together.
+    pub members_added: u64,
+}
+
+impl WriteCounts {
+    /// The counts of `writes`, by kind.
+    pub fn of(writes: &[Write]) -> BTreeMap<ObjectKind, WriteCounts> {
+        let mut out: BTreeMap<ObjectKind, WriteCounts> = BTreeMap::new();
+        for w in writes {
+            let c = out.entry(w.kind()).or_default();
+            match w {
+                Write::Create { members, .. } => {
+                    c.creates += 1;
+                    c.members_added += members.len() as u64;
+                }
+                Write::Update { changes, .. } => {
+                    match changes.iter().find(|ch| ch.attribute == "members") {
+                        // Members are only ever added (see `writes`).
+                        Some(m) => {
+                            c.member_changes += 1;
+                            c.members_added += m.new.len().saturating_sub(m.old.len()) as u64;
+                        }
+                        None => c.updates += 1,
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One attribute an update changes: its value(s) before and after.
@@ -274,6 +320,7 @@ pub fn build(
         .filter(|w| matches!(w, Write::Create { .. }))
         .count() as u64;
     counts.updates = writes.len() as u64 - counts.creates;
+    counts.writes_by_kind = WriteCounts::of(&writes);
     let mut h = Sha256::new();
     h.update(fingerprint.as_bytes());
     h.update(serde_json::to_vec(&writes).unwrap_or_default());
@@ -926,6 +973,34 @@ pub fn decision_logs(plan: &Plan, diff: &DecisionDiff<'_>, source_dir: &str) -> 
     out
 }
 
+/// How a decision reads in its history: `target` is the target's label (UPN, mail or name) and
+/// id, `rule` the deciding rule described, `candidates` the ambiguous targets or the conflicting
+/// sources. The history's lines and the single object report's first line share this wording.
+pub fn describe(
+    status: Status,
+    target: Option<(&str, &str)>,
+    rule: &str,
+    candidates: &[&str],
+) -> String {
+    match status {
+        Status::Matched => {
+            let t = target
+                .map(|(label, id)| format!("{label} ({id})"))
+                .unwrap_or_default();
+            format!("matched to {t} by rule {rule}")
+        }
+        Status::Unmatched => "unmatched".to_string(),
+        Status::Refused => format!(
+            "refused: matches {} by rule {rule} but names a privileged principal",
+            target.map(|(_, id)| id).unwrap_or_default()
+        ),
+        Status::Ambiguous => format!("ambiguous by rule {rule} ({} candidates)", candidates.len()),
+        Status::Excluded => rule.to_string(),
+        Status::Error => format!("error: {rule}"),
+        Status::Conflict => format!("in conflict with {} by rule {rule}", candidates.join(", ")),
+    }
+}
+
 /// History lines for decisions that changed since the last cycle (new decisions need none: the
 /// decision row records the cycle that first made it).
 pub fn history_lines(plan: &Plan, diff: &DecisionDiff<'_>) -> Vec<(ObjectKind, String, String)> {
@@ -939,39 +1014,17 @@ pub fn history_lines(plan: &Plan, diff: &DecisionDiff<'_>) -> Vec<(ObjectKind, S
         .iter()
         .filter_map(|(rec, prev)| {
             let prev = (*prev)?;
-            let now = match rec.status {
-                Status::Matched => {
-                    let t = rec
-                        .target
-                        .map(|t| {
-                            format!(
-                                "{} ({})",
-                                t.upn.as_deref().or(t.mail.as_deref()).unwrap_or(&t.name),
-                                t.id
-                            )
-                        })
-                        .unwrap_or_default();
-                    format!("matched to {t} by rule {}", rule(rec.rule))
-                }
-                Status::Unmatched => "unmatched".to_string(),
-                Status::Refused => format!(
-                    "refused: matches {} by rule {} but names a privileged principal",
-                    rec.target.map(|t| t.id.as_str()).unwrap_or_default(),
-                    rule(rec.rule)
-                ),
-                Status::Ambiguous => format!(
-                    "ambiguous by rule {} ({} candidates)",
-                    rule(rec.rule),
-                    rec.candidates.len()
-                ),
-                Status::Excluded => rule(rec.rule),
-                Status::Error => format!("error: {}", rule(rec.rule)),
-                Status::Conflict => format!(
-                    "in conflict with {} by rule {}",
-                    rec.candidates.join(", "),
-                    rule(rec.rule)
-                ),
-            };
+            let now = describe(
+                rec.status,
+                rec.target.map(|t| {
+                    (
+                        t.upn.as_deref().or(t.mail.as_deref()).unwrap_or(&t.name),
+                        t.id.as_str(),
+                    )
+                }),
+                &rule(rec.rule),
+                &rec.candidates,
+            );
             let change = if prev == rec.status && prev == Status::Matched {
                 format!("identity changed; {now}")
             } else if prev == rec.status {
@@ -1396,6 +1449,45 @@ object_types = ["group"]
         // Same inputs, same hash; another fingerprint, another hash.
         assert_eq!(build(&c.profiles[0], "fp", &s, &t).hash, p2.hash);
         assert_ne!(build(&c.profiles[0], "fp2", &s, &t).hash, p2.hash);
+    }
+
+    /// Would catch: a What-If whose counts by kind do not add up to the writes an approval
+    /// authorises, a member change counted as a plain update, members added not counted.
+    #[test]
+    fn writes_are_counted_by_kind_and_class() {
+        let (s, t) = fixture();
+        let c = cfg("create");
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let w = &p.counts.writes_by_kind;
+        assert_eq!(w[&ObjectKind::User].creates, 1, "{w:?}");
+        assert_eq!(w[&ObjectKind::Group].creates, 1, "{w:?}");
+        let c = cfg("update");
+        let p = build(&c.profiles[0], "fp", &s, &t);
+        let w = &p.counts.writes_by_kind;
+        // Ann's name differs (an attribute update); Sales lacks Bob (a member change of one).
+        assert_eq!(
+            (
+                w[&ObjectKind::User].updates,
+                w[&ObjectKind::User].member_changes
+            ),
+            (1, 0),
+            "{w:?}"
+        );
+        assert_eq!(
+            (
+                w[&ObjectKind::Group].updates,
+                w[&ObjectKind::Group].member_changes,
+                w[&ObjectKind::Group].members_added
+            ),
+            (0, 1, 1),
+            "{w:?}"
+        );
+        let sum: u64 = w
+            .values()
+            .map(|c| c.creates + c.updates + c.member_changes)
+            .sum();
+        assert_eq!(sum, p.writes.len() as u64);
+        assert_eq!(sum, p.counts.creates + p.counts.updates);
     }
 
     #[test]

@@ -136,6 +136,7 @@ impl GraphConnector {
                 self.cfg.page_size
             ));
             self.pages(first, |v| {
+                crate::progress::add(v.len());
                 objects.extend(v.into_iter().map(|g| Self::to_object(kind, g)));
             })
             .await?;
@@ -176,6 +177,7 @@ impl GraphConnector {
             let mut gone: FxHashMap<String, String> = FxHashMap::default();
             let new_link = self
                 .pages(link.clone(), |v| {
+                    crate::progress::add(v.len());
                     for g in v {
                         if let Some(r) = &g.removed {
                             changed.remove(&g.id);

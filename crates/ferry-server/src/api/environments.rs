@@ -289,6 +289,7 @@ fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
         validated_at: m.request.validated_at,
         warnings: m.warnings.clone(),
         mapped_users: m.mapped_users,
+        progress: m.progress.clone(),
     })
 }
 
@@ -419,6 +420,7 @@ pub async fn submit(
         checklist: Vec::new(),
         last_error: None,
         migrating_on: None,
+        progress: None,
     };
     save(&st, DocKind::EnvMove, &m.source_migration_id, &m).await?;
     act(
@@ -629,6 +631,7 @@ pub async fn status(
         state: m.request.state_at(now),
         status: m.request.status_line(now, &errors_url(&id)),
         migration_id: id,
+        progress: m.progress,
     }))
 }
 

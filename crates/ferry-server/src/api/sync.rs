@@ -161,8 +161,15 @@ pub async fn whatif(
         offset: q.offset.max(0),
         limit: page(q.limit),
     };
-    let (decisions_total, decisions) =
+    let (decisions_total, mut decisions) =
         super::translation::page(&st, &dq, std::slice::from_ref(&plan)).await?;
+    for d in &mut decisions {
+        d.rule_name = d.rule.and_then(|r| plan.rules.get(r as usize).cloned());
+    }
+    let candidates = match st.settings.get().config.profile(&name) {
+        Some(cfg) => super::report::candidates(&st, cfg, &plan.rules, &decisions).await?,
+        None => Vec::new(),
+    };
     let writes_total = plan.counts.creates + plan.counts.updates;
     let approved = writes_total > 0 && approval.as_ref().is_some_and(|a| a.plan_hash == plan.hash);
     Ok(Json(WhatIf {
@@ -177,11 +184,15 @@ pub async fn whatif(
         writes_total,
         plan,
         approval,
+        candidates,
     }))
 }
 
+/// The shortest prefix of a plan hash an approval may name (the CLI and console show 12).
+const MIN_HASH_PREFIX: usize = 12;
+
 #[utoipa::path(post, path = "/profiles/{name}/approve", tag = "sync", params(("name" = String, Path)), request_body(content = ApproveBody, description = "optional"),
-    responses((status = 200, body = Approval), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "the What-If changed since it was reviewed")))]
+    responses((status = 200, body = Approval), (status = 400, body = super::ErrorBody, description = "`plan_hash` shorter than 12 characters"), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "the What-If changed since it was reviewed")))]
 pub async fn approve(
     auth: AdminAuth,
     State(st): State<AppState>,
@@ -189,8 +200,20 @@ pub async fn approve(
     body: Option<super::Object<ApproveBody>>,
 ) -> ApiResult<Json<Approval>> {
     let plan = last_plan(&st, &name, "").await?;
+    if let Some(super::Object(ApproveBody { plan_hash: Some(h) })) = &body {
+        // A hash names the plan reviewed; a short prefix (the empty one above all) would approve
+        // whatever plan is in force now.
+        if h.trim().chars().count() < MIN_HASH_PREFIX {
+            return Err(ApiError::BadRequest(format!(
+                "plan_hash: give at least {MIN_HASH_PREFIX} characters of the What-If's hash (the plan you reviewed), not `{}`",
+                h.trim()
+            )));
+        }
+    }
     if let Some(super::Object(ApproveBody { plan_hash: Some(h) })) = &body
-        && !plan.hash.starts_with(h.as_str())
+        && !plan
+            .hash
+            .starts_with(h.trim().to_ascii_lowercase().as_str())
     {
         return Err(ApiError::Conflict(format!(
             "the What-If changed since you reviewed it (now {}); review it again",

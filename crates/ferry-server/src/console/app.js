@@ -721,7 +721,7 @@ async function cycles() {
     h("h2", {}, "Matched and unmatched over cycles"),
     stackedBars("chart-cycles", chartable, [["matched", "matched", "seg-ok"], ["unmatched", "unmatched", "seg-bad"], ["ambiguous", "ambiguous", "seg-warn"]],
       (c) => `cycle ${c.id} (${c.profile})`, { x: "sync cycles, oldest first", y: "objects" }),
-    table(v, [["Cycle", (c) => c.id], ["Profile", (c) => c.profile], ["Trigger", (c) => c.trigger], ["Status", (c) => c.status],
+    table(v, [["Cycle", (c) => c.id], ["Profile", (c) => c.profile], ["Trigger", (c) => c.trigger], ["Status", (c) => (c.progress ? `${c.status}: ${c.progress}` : c.status)],
       ["Started", (c) => when(c.started_at)], ["Source", (c) => n(c, "source_objects")], ["Target", (c) => n(c, "target_objects")],
       ["Matched", (c) => n(c, "matched")], ["Unmatched", (c) => n(c, "unmatched")], ["Ambiguous", (c) => n(c, "ambiguous")], ["Export", (c) => show(c.export)],
       ["", (c) => h("a", { href: `#/logs?cycle=${c.id}` }, "logs")]]));
@@ -754,13 +754,13 @@ async function whatif() {
   const c = v.plan.counts;
   const overrides = await api(`/profiles/${enc(name)}/overrides`);
   const ov = overrideTools(profiles.find((x) => x.name === name), overrides);
-  const candidates = (d) => (d.candidates || []).map((t, i) => [i ? ", " : "", t,
-    d.status === "ambiguous" && canChange() ? [" ", h("button", { class: "secondary pin-candidate", title: `Pin to ${t}`, onclick: () => ov.pin(d, t) }, "pin")] : ""]);
+  const candidates = (d) => candidateList(d, v.candidates, ov);
+  const review = status || offset ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
   const body = status === "writes"
-    ? [h("p", { class: "muted" }, `${v.writes_total} writes`), table(v.writes, [["Operation", (w) => w.op], ["Kind", (w) => show(w.kind)], ["Object", (w) => show(w.name || w.target_id || w.source_id)], ["Write", (w) => JSON.stringify(w.attributes || w.changes || w)]], "No writes.")]
-    : [h("p", { class: "muted" }, `${v.decisions_total} decisions`), ov.panel,
+    ? [h("p", { class: "muted" }, `${v.writes_total} writes`), writesTable(v.writes)]
+    : [...review, h("p", { class: "muted" }, `${v.decisions_total} decisions`), status ? ov.panel : "",
       table(v.decisions, [["Kind", (d) => d.kind], ["Status", (d) => d.status], ["Source", (d) => d.source_upn || d.source_name],
-        ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule == null ? null : v.plan.rules[d.rule])], ["Candidates", candidates],
+        ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule]))], ["Candidates", candidates],
         ["", (d) => [h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report"), " ", ov.actions(d)]]], "No decisions."),
       h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(name, status, Math.max(0, offset - 100)) }, "Previous") : "",
         " ", offset + 100 < v.decisions_total ? h("button", { class: "secondary", onclick: () => go(name, status, offset + 100) }, "Next") : ""),
@@ -769,9 +769,101 @@ async function whatif() {
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, profileSel, statusSel),
     h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${c.excluded || 0} excluded, ${c.errors || 0} override errors, ${v.writes_total} writes. `,
       v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.")
-        : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, "Approve") : h("span", { class: "muted" }, "Awaits an admin's approval."))
+        : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, approveLabel(v)) : h("span", { class: "muted" }, "Awaits an admin's approval."))
           : h("span", { class: "muted" }, "Nothing to approve.")),
     msg, ...body);
+}
+
+// What Approve authorises, in its words: the plan it names (its hash as the CLI shows it) and
+// its number of writes.
+function approveLabel(v) {
+  const n = v.writes_total;
+  return `Approve plan ${v.plan.hash.slice(0, 12)}: ${n} ${n === 1 ? "write" : "writes"} to the target`;
+}
+
+// A write as an engineer reads it: what is created with which values, what changes from what.
+function writeText(w) {
+  const vals = (xs) => (xs && xs.length ? xs.join("; ") : "(none)");
+  if (w.op === "create") {
+    const attrs = Object.entries(w.attributes || {}).map(([k, x]) => `${k} = ${vals(x)}`);
+    if ((w.members || []).length) attrs.push(`${w.members.length} member(s)`);
+    return attrs.join(", ") || "(no attributes)";
+  }
+  return (w.changes || []).map((c) => (c.attribute === "members"
+    ? `members: +${Math.max(0, c.new.length - c.old.length)}`
+    : `${c.attribute}: ${vals(c.old)} → ${vals(c.new)}`)).join(", ");
+}
+
+function writesTable(writes) {
+  return table(writes, [["Operation", (w) => w.op], ["Kind", (w) => show(w.kind)], ["Object", (w) => show(w.name || w.target_id || w.source_id)],
+    ["Write", writeText]], "No writes.");
+}
+
+// An ambiguous decision's candidates by name, UPN and the value that tied them, each with "pin";
+// a conflict's other sources by name. `all` is the answer's `candidates` (every decision's).
+function candidateList(d, all, ov) {
+  const mine = (all || []).filter((c) => c.source_id === d.source_id);
+  if (mine.length === 0) return (d.candidates || []).join(", ");
+  return h("ul", { class: "candidates" }, mine.map((c) => h("li", {},
+    h("span", { class: "candidate-name" }, c.name ?? `${c.id} (no longer in ${c.directory})`),
+    c.upn ? [" · ", c.upn] : "",
+    c.attribute ? h("span", { class: "muted" }, ` · ${c.attribute}: ${c.values.length ? c.values.join("; ") : "—"}`) : "",
+    d.status === "ambiguous" && ov && canChange()
+      ? [" ", h("button", { class: "secondary pin-candidate", title: `Pin to ${c.name || c.id}`, onclick: () => ov.pin(d, c.id, c.name || c.id) }, "pin")] : "")));
+}
+
+// The What-If's review (no status chosen), in the order an engineer approves: what Approve
+// authorises — the writes, counted by kind — then the decisions needing attention (ambiguous,
+// unmatched, conflicts, broken pins), then the rest. Each section reads its first page.
+async function whatifReview(name, profile, v, ov) {
+  const base = `/profiles/${enc(name)}/whatif`;
+  const link = (st, text) => h("a", { href: `#/whatif?profile=${enc(name)}&status=${st}` }, text);
+  const byKind = Object.entries(v.plan.counts.by_kind || {});
+  const count = (k) => byKind.reduce((a, [, c]) => a + (c[k] || 0), 0);
+  const attention = [["ambiguous", "ambiguous", "ambiguous"], ["unmatched", "unmatched", "unmatched"], ["conflict", "conflict", "in conflict"], ["error", "errors", "broken pins"]]
+    .map(([st, key, label]) => ({ st, label, n: count(key) }));
+  const SHOWN = 20;
+  const [writes, ...pages] = await Promise.all([
+    v.writes_total ? api(`${base}?limit=1&writes_limit=${SHOWN}`) : null,
+    ...attention.map((a) => (a.n ? api(`${base}?status=${a.st}&limit=${SHOWN}&writes_limit=1`) : null))]);
+  const more = (n, st, what) => (n > SHOWN ? h("p", {}, link(st, `All ${n} ${what}`)) : "");
+
+  const kinds = Object.entries(v.plan.counts.writes_by_kind || {});
+  const authorises = h("section", { id: "whatif-writes", class: "review" },
+    h("h2", {}, "What Approve authorises"),
+    v.writes_total === 0
+      ? h("p", { class: "muted" }, `Nothing: this plan writes nothing to ${profile ? profile.target : "the target"} (mode ${v.plan.mode}).`)
+      : [h("p", {}, `${v.writes_total} ${v.writes_total === 1 ? "write" : "writes"} to ${profile ? profile.target : "the target"}, by kind:`),
+        table(kinds, [["Kind", ([k]) => k], ["Creates", ([, c]) => c.creates], ["Updates", ([, c]) => c.updates],
+          ["Member changes", ([, c]) => (c.member_changes ? `${c.member_changes} (+${c.members_added} members)` : 0)],
+          ["Writes", ([, c]) => c.creates + c.updates + c.member_changes]], `${v.plan.counts.creates} creates, ${v.plan.counts.updates} updates.`),
+        h("h3", {}, v.writes_total > SHOWN ? `The first ${SHOWN} writes` : "The writes"),
+        writesTable(writes ? writes.writes : []), more(v.writes_total, "writes", "writes")]);
+
+  const who = (d) => [h("span", {}, d.source_name), d.source_upn ? h("div", { class: "muted" }, d.source_upn) : ""];
+  const reportLink = (d) => h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report");
+  const sections = attention.map((a, i) => {
+    const pg = pages[i];
+    if (!pg) return "";
+    const cols = {
+      ambiguous: [["Source", who], ["Tied by rule", (d) => show(d.rule_name)], ["Candidates", (d) => candidateList(d, pg.candidates, ov)], ["", reportLink]],
+      unmatched: [["Source", who], ["Mail", (d) => show(d.source_mail)], ["Kind", (d) => d.kind], ["", (d) => [reportLink(d), " ", ov.actions(d)]]],
+      conflict: [["Source", who], ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule_name)],
+        ["Also claimed by", (d) => candidateList(d, pg.candidates, ov)], ["", (d) => [reportLink(d), " ", ov.actions(d)]]],
+      error: [["Source", who], ["Why", (d) => show(d.rule_name)], ["", (d) => [reportLink(d), " ", ov.actions(d)]]],
+    }[a.st];
+    return h("div", { class: `attention attention-${a.st}` }, h("h3", {}, `${a.n} ${a.label}`), table(pg.decisions, cols), more(a.n, a.st, a.label));
+  });
+  const needs = attention.filter((a) => a.n);
+  const decide = h("section", { id: "whatif-attention", class: "review" },
+    h("h2", {}, "Needs your decision"),
+    needs.length === 0 ? h("p", { class: "ok" }, "Nothing: no ambiguous, unmatched or conflicting object, no broken pin.")
+      : h("p", {}, needs.map((a, i) => [i ? " · " : "", link(a.st, `${a.n} ${a.label}`)])),
+    ov.panel, sections);
+  const rest = [["matched", "matched"], ["excluded", "excluded"], ["refused", "refused (privileged)"]].map(([k, label]) => ({ k, label, n: count(k) }));
+  const others = h("section", { id: "whatif-rest", class: "review" }, h("h2", {}, "The rest"),
+    h("p", {}, rest.map((r, i) => [i ? " · " : "", r.n ? link(r.k, `${r.n} ${r.label}`) : `0 ${r.label}`])));
+  return [authorises, decide, others, h("h3", {}, "Every decision")];
 }
 
 // Operators' overrides on the What-If: pin an ambiguous decision to one of its candidates, search
@@ -873,6 +965,54 @@ async function translation() {
       " ", offset + 50 < v.total ? h("button", { class: "secondary", id: "translation-next", onclick: () => go(offset + 50) }, "Next") : ""));
 }
 
+// The report's decision: since when (the cycle that made the current decision, and the first).
+function reportSince(p) {
+  const d = p.decision;
+  const at = (c, ms) => `cycle ${c}${ms ? ", " + when(ms) : ""}`;
+  return d.changed_cycle === d.first_cycle ? at(d.first_cycle, p.first_at)
+    : [at(d.changed_cycle, p.decided_at), h("div", { class: "muted" }, `first decided in ${at(d.first_cycle, p.first_at)}`)];
+}
+
+// The object on the other side of a decision, as an engineer checks it: kind, name, UPN, mail,
+// SID and id, and its directory.
+function reportCounterpart(p) {
+  const c = p.counterpart;
+  if (!c) return "—";
+  const o = c.object;
+  return h("div", { class: "counterpart" }, h("strong", {}, o.name), ` (${o.kind} in ${c.directory})`,
+    [["UPN", o.upn], ["Mail", o.mail], ["SID", o.sid], ["Id", o.id]].filter(([, x]) => x).map(([k, x]) => h("div", { class: "muted" }, `${k}: ${x}`)));
+}
+
+// Overrides from the report: pin an ambiguous object to a candidate, search and pin or exclude
+// an unmatched one (the What-If's tools, for the profiles the report names).
+async function reportTools(v) {
+  const names = [...new Set(v.objects.flatMap((r) => r.profiles.filter((p) => p.side === "source").map((p) => p.profile)))];
+  if (!canChange() || names.length === 0) return { actions: () => "", of: () => null, panel: "" };
+  const profiles = await api("/profiles");
+  const lists = await Promise.all(names.map((n) => api(`/profiles/${enc(n)}/overrides`)));
+  // Each profile's tools draw their forms into their own panel; all of them sit in one place.
+  const byProfile = new Map();
+  names.forEach((n, i) => {
+    const profile = profiles.find((x) => x.name === n);
+    if (profile) byProfile.set(n, overrideTools(profile, lists[i]));
+  });
+  const panel = h("div", { id: "report-override" }, [...byProfile.values()].map((t) => t.panel));
+  const of = (p) => (p.side === "source" ? byProfile.get(p.profile) : null);
+  return { panel, of, actions: (p) => (of(p) ? of(p).actions(p.decision) : "") };
+}
+
+// An ambiguous object's candidates (or a conflict's other sources), with what tied them and "pin".
+function reportCandidates(p, tools) {
+  const t = tools.of(p);
+  const ambiguous = p.decision.status === "ambiguous";
+  return h("div", { class: "candidates" },
+    h("h3", {}, ambiguous ? `Candidates in ${p.profile}` : `Also claimed in ${p.profile} by`),
+    h("p", { class: "muted" }, p.rule ? `Tied by rule ${p.rule}.` : ""),
+    table(p.candidates, [["Name", (c) => c.name ?? `(no longer in ${c.directory})`], ["UPN", (c) => show(c.upn)], ["Mail", (c) => show(c.mail)],
+      ["Tied by", (c) => (c.attribute ? `${c.attribute}: ${c.values.length ? c.values.join("; ") : "—"}` : "—")], ["SID", (c) => show(c.sid)], ["Id", (c) => c.id],
+      ["", (c) => (ambiguous && t ? h("button", { class: "secondary pin-candidate", onclick: () => t.pin(p.decision, c.id, c.name || c.id) }, "pin") : "")]]));
+}
+
 // The seed's "Single Object Report": everything ferry knows about one object.
 async function report() {
   const q = params().get("q") || "";
@@ -881,15 +1021,17 @@ async function report() {
     box, h("button", { type: "submit", id: "report-go" }, "Find"));
   if (!q) return page("Single object report", form, h("p", { class: "muted" }, "Look up a user, group or device by any of its names or ids."));
   const v = await api(`/report/object?q=${enc(q)}`);
+  const tools = await reportTools(v);
   const attrs = (o) => table([["Kind", o.kind], ["Id", o.id], ["DN", o.dn], ["Name", o.name], ["UPN", o.upn], ["Mail", o.mail], ["SID", o.sid],
     ["uid / gid", o.uid_number == null ? null : `${o.uid_number} / ${show(o.gid_number)}`], ["Members", (o.members || []).length || null],
     ...(o.attrs || []).map(([k, x]) => [k, x])].filter(([, x]) => x != null && x !== ""), [["Attribute", (r) => r[0]], ["Value", (r) => show(r[1])]]);
-  page("Single object report", form,
+  page("Single object report", form, tools.panel,
     v.objects.length === 0 ? h("p", { class: "muted", id: "report-none" }, `Nothing found for “${q}”.`) : "",
     v.objects.map((r) => h("section", { class: "report" },
       h("h2", {}, `${r.object.name} in ${r.directory}`), attrs(r.object),
       h("h3", {}, "Decisions"), table(r.profiles, [["Profile", (p) => p.profile], ["Side", (p) => p.side], ["Status", (p) => p.decision.status],
-        ["Rule", (p) => show(p.rule)], ["Counterpart", (p) => (p.counterpart ? `${p.counterpart.object.name} (${p.counterpart.directory})` : "—")]], "In no profile."),
+        ["Rule", (p) => show(p.rule)], ["Since", reportSince], ["Counterpart", reportCounterpart], ["", (p) => tools.actions(p)]], "In no profile."),
+      r.profiles.filter((p) => (p.candidates || []).length).map((p) => reportCandidates(p, tools)),
       r.profiles.filter((p) => (p.identity || []).length).map((p) => h("div", { class: "identity" },
         h("h3", {}, `Both sides in ${p.profile}`),
         table(p.identity, [["Attribute", (x) => x.attribute], ["Source", (x) => (x.source.length ? x.source.join("; ") : "—")],

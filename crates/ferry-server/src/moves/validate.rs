@@ -5,6 +5,7 @@ use super::{all, all_read, swap};
 use crate::api::ApiResult;
 use crate::state::AppState;
 use ferry_core::envmove::{self, Environment, Move, OrgIndex, TargetLookup, Tenant};
+use ferry_core::grouped;
 use ferry_core::usermapping;
 use ferry_store::DocKind;
 use rustc_hash::FxHashMap;
@@ -21,6 +22,28 @@ pub(crate) fn licence(o: &ferry_core::model::DirObject) -> Option<bool> {
         }
     }
     said.then_some(false)
+}
+
+/// Records on a request being validated what its validation is doing. Only a figure for people:
+/// a request that changed meanwhile (cancelled, here or on another server) is left as it is.
+async fn report(st: &AppState, tenant: &str, source_id: &str, what: String) {
+    let _g = st.moves.lock(tenant).await;
+    let Ok(moves) = all_read::<Move>(st, DocKind::EnvMove).await else {
+        return;
+    };
+    let Some((mut m, read)) = moves
+        .into_iter()
+        .find(|(m, _)| m.source_migration_id == source_id)
+    else {
+        return;
+    };
+    if m.request.state != envmove::State::Validating {
+        return;
+    }
+    m.progress = Some(what);
+    if let Err(e) = swap(st, source_id, &read, &m).await {
+        tracing::debug!(migration = %source_id, error = %e, "validation progress not recorded");
+    }
 }
 
 /// Validates the uploaded mapping against the environment and the target tenant's directories.
@@ -40,6 +63,15 @@ pub(crate) async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()
     // Target directory: UPN → licensed (None: the directory says nothing of licences).
     let mut dir: FxHashMap<String, Option<bool>> = FxHashMap::default();
     let mut reachable = true;
+    // The source's admins read this too: nothing of the target tenant's directories (their
+    // names, their size) is said.
+    report(
+        &st,
+        &source_tenant,
+        &source_id,
+        "reading the target tenant's users".to_string(),
+    )
+    .await;
     for d in target.iter().flat_map(|t| t.directories.iter()) {
         match st.store.load_objects(d).await {
             Ok(objs) => {
@@ -63,7 +95,7 @@ pub(crate) async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()
     ) {
         (Some(env), Ok(rows)) => {
             let org = OrgIndex::new(&env.system_users);
-            let results = envmove::validate_users(&rows, &org, |upn| {
+            let lookup = |upn: &str| {
                 if !reachable {
                     return TargetLookup::Unavailable;
                 }
@@ -73,7 +105,24 @@ pub(crate) async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()
                     },
                     None => TargetLookup::Missing,
                 }
-            });
+            };
+            // Rows are validated one by one, so in slices: between them the request says how
+            // far it got (at most once a second) and the runtime serves others.
+            let mut results = Vec::with_capacity(rows.len());
+            let mut said = std::time::Instant::now();
+            for slice in rows.chunks(10_000) {
+                results.extend(envmove::validate_users(slice, &org, lookup));
+                if said.elapsed() >= std::time::Duration::from_secs(1) {
+                    said = std::time::Instant::now();
+                    let what = format!(
+                        "validated {} of {} users",
+                        grouped(results.len() as u64),
+                        grouped(rows.len() as u64)
+                    );
+                    report(&st, &source_tenant, &source_id, what).await;
+                }
+                tokio::task::yield_now().await;
+            }
             let failed = results.iter().any(|r| r.code.is_some_and(|c| c.fails()));
             let mapped = results.iter().filter(|r| r.code.is_none()).count();
             let file = results
@@ -101,6 +150,7 @@ pub(crate) async fn run_prepare(st: AppState, source_id: String) -> ApiResult<()
     if m.request.finish_prepare(st.clock.now_ms(), ok).is_ok() {
         m.errors = errors;
         m.mapped_users = mapped;
+        m.progress = None;
         swap(&st, &source_id, &read, &m).await?;
     }
     Ok(())

@@ -17,6 +17,7 @@
 use crate::settings::Settings;
 use ferry_core::ObjectKind;
 use ferry_core::config::{DirectoryConfig, SyncProfile};
+use ferry_core::grouped;
 use ferry_core::model::DirObject;
 use ferry_core::plan::{self, LogEntry, Plan};
 use ferry_directory::{Connector, DirectoryError, Imported};
@@ -24,6 +25,7 @@ use ferry_store::{DirectoryState, ObjectChanges, Store, StoreError, SyncCommit, 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const LEASE_TTL_MS: i64 = 60_000;
@@ -408,6 +410,15 @@ impl Engine {
                 code: "config",
                 message: "target directory vanished".into(),
             })?;
+        self.progress(
+            id,
+            format!(
+                "writing {} change(s) to {}",
+                grouped(plan.writes.len() as u64),
+                profile.target
+            ),
+        )
+        .await;
         let t = std::time::Instant::now();
         let report = self
             .connector(&settings, target)
@@ -469,7 +480,13 @@ impl Engine {
             .directory(&profile.target)
             .ok_or_else(|| missing(&profile.target))?;
         let t = std::time::Instant::now();
-        let (src, tgt) = tokio::join!(self.import(settings, sdir), self.import(settings, tdir));
+        let read: [Arc<AtomicU64>; 2] = Default::default();
+        let reporter = self.report_reading(id, read.clone());
+        let (src, tgt) = tokio::join!(
+            ferry_directory::progress::counting(Arc::clone(&read[0]), self.import(settings, sdir)),
+            ferry_directory::progress::counting(Arc::clone(&read[1]), self.import(settings, tdir))
+        );
+        reporter.abort();
         let (src, tgt) = (src?, tgt?);
         let stage = |s, t: std::time::Instant| {
             self.metrics
@@ -483,6 +500,15 @@ impl Engine {
             "import phase done"
         );
         self.store.set_cycle_phase(id, "sync").await?;
+        self.progress(
+            id,
+            format!(
+                "matching {} source and {} target objects",
+                grouped(src.objects.len() as u64),
+                grouped(tgt.objects.len() as u64)
+            ),
+        )
+        .await;
 
         let t = std::time::Instant::now();
         let fingerprint = cfg.profile_fingerprint(profile);
@@ -522,6 +548,20 @@ impl Engine {
                 plan.writes.len()
             ),
         ));
+        self.progress(
+            id,
+            format!(
+                "storing {} changed decision(s) and {} changed object(s)",
+                grouped((diff.upserts.len() + diff.removed.len()) as u64),
+                grouped(
+                    [&src, &tgt]
+                        .iter()
+                        .map(|s| (s.upserts.len() + s.deletes.len()) as u64)
+                        .sum()
+                )
+            ),
+        )
+        .await;
         let t = std::time::Instant::now();
         let history = plan::history_lines(&plan, &diff);
         let objects = [&src, &tgt]
@@ -546,6 +586,40 @@ impl Engine {
         stage("store", t);
         drop(diff);
         Ok((plan, src, tgt))
+    }
+
+    /// Says what the cycle is doing (`cycles.progress`). Only a figure for people: a failure to
+    /// write it is logged and the cycle goes on.
+    async fn progress(&self, id: i64, what: String) {
+        if let Err(e) = self.store.set_cycle_progress(id, &what).await {
+            tracing::warn!(cycle = id, error = %e, "could not record the cycle's progress");
+        }
+    }
+
+    /// While the imports run: every second, how many objects each side has read so far.
+    fn report_reading(&self, id: i64, read: [Arc<AtomicU64>; 2]) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let mut shown = (u64::MAX, u64::MAX);
+            loop {
+                let (s, t) = (
+                    read[0].load(Ordering::Relaxed),
+                    read[1].load(Ordering::Relaxed),
+                );
+                if (s, t) != shown {
+                    shown = (s, t);
+                    let what = format!(
+                        "read {} source and {} target objects",
+                        grouped(s),
+                        grouped(t)
+                    );
+                    if let Err(e) = store.set_cycle_progress(id, &what).await {
+                        tracing::warn!(cycle = id, error = %e, "could not record the cycle's progress");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
     }
 
     /// Imports one directory (full or delta) and works out what changed against the store.

@@ -117,6 +117,7 @@ fn cycle_row(r: &dyn Row) -> Result<CycleInfo> {
         plan_hash: r.get(10)?,
         export: r.get(11)?,
         error: r.get(12)?,
+        progress: r.get(13)?,
     })
 }
 
@@ -127,6 +128,7 @@ fn decision_row(r: &dyn Row) -> Result<DecisionRow> {
         source_id: r.get(2)?,
         status: codec::status(r.str(3)?)?,
         rule: r.get::<Option<i64>>(4)?.map(|v| v as u32),
+        rule_name: None,
         source_name: r.get(5)?,
         source_upn: r.get(6)?,
         source_mail: r.get(7)?,

@@ -36,6 +36,15 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         Ok(())
     }
 
+    async fn set_cycle_progress(&self, id: i64, progress: &str) -> Result<()> {
+        self.exec(
+            "UPDATE cycles SET progress = ? WHERE id = ? AND status = 'running'",
+            params![progress, id],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn fail_cycle(
         &self,
         id: i64,
@@ -46,7 +55,7 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     ) -> Result<()> {
         let mut tx = self.b.begin().await?;
         tx.execute(
-            "UPDATE cycles SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            "UPDATE cycles SET status = 'failed', finished_at = ?, error = ?, progress = NULL WHERE id = ?",
             params![now, error, id],
         )
         .await?;
@@ -68,7 +77,7 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     ) -> Result<()> {
         let mut tx = self.b.begin().await?;
         tx.execute(
-            "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = ?, export = ? WHERE id = ?",
+            "UPDATE cycles SET status = 'succeeded', phase = 'done', finished_at = ?, export = ?, progress = NULL WHERE id = ?",
             params![now, export, id],
         )
         .await?;
@@ -124,6 +133,24 @@ impl<B: Backend> SyncStore for SqlStore<B> {
             params![directory],
             |r| object_row(r).map(|s| s.object),
         )
+        .await
+    }
+
+    async fn objects_by_id(
+        &self,
+        directory: &str,
+        kind: ObjectKind,
+        ids: &[&str],
+    ) -> Result<Vec<DirObject>> {
+        let ids = &ids[..ids.len().min(500)];
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut vals = vec![Val::text(directory), Val::text(kind.as_str())];
+        vals.extend(ids.iter().map(|id| Val::text(*id)));
+        self.rows(&query::objects_by_id(ids.len()), &vals, |r| {
+            object_row(r).map(|s| s.object)
+        })
         .await
     }
 
