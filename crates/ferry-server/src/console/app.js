@@ -291,7 +291,8 @@ function nav(current) {
 }
 
 // The seed's "Checklist" and "Agent Preparation", ticked from ferry's state.
-async function readiness() {
+// `draw` puts the checklist on the page (the overview collects it instead).
+async function readiness(draw = page) {
   const [dirs, profiles, tr, psks, ep, runbooks, batches, agents, warnings, errors] = await Promise.all([
     api("/directories"), api("/profiles"), api("/translation?limit=1"), api("/psks"), api("/agent-endpoint").catch(() => null),
     api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=100"), api("/logs?level=error&limit=100"),
@@ -318,7 +319,7 @@ async function readiness() {
   const tenantNote = entra.length === 0 ? "no Entra ID target: not needed"
     : failed ? `${failed.directory}: ${firstBad ? firstBad.message : "not ok"}` : `${entra.map((d) => d.name).join(", ")}: pre-flight passed`;
   const tenantHref = entra.length === 0 ? null : `preflight?directory=${enc((failed || checks[0]).directory)}`;
-  page("Readiness",
+  draw("Readiness",
     h("h2", {}, "Checklist"),
     h("ul", { class: "check", id: "readiness" },
       line(dirs.length >= 2, "Create and configure Directories", "directories", `${dirs.length} configured`),
@@ -373,13 +374,13 @@ function deviceState(st, times = {}, now = Date.now()) {
 async function overview() {
   if (state.me.role === "tenant-admin") return tenantOverview();
   // Every batch's devices by state in one request (one pass over the agents, not one per batch).
+  let checklist = [];
   const [, profiles, batches, moves, errors] = await Promise.all([
-    readiness(), api("/profiles"), api("/batches?computers=false&states=true"), api("/moves"), api("/logs?level=error&limit=5"),
+    readiness((title, ...body) => { checklist = body.flat(Infinity).filter((x) => x instanceof Node); }), api("/profiles"), api("/batches?computers=false&states=true"), api("/moves"), api("/logs?level=error&limit=5"),
   ]);
   const times = (b) => ({ available_from: b.available_at, enforced_after: b.enforced_at });
-  // The checklist `readiness` drew: its lines, ticked or not.
-  const checklist = [...main().children].slice(1);
-  const lines = checklist.flatMap((el) => [...el.querySelectorAll ? el.querySelectorAll("li") : []]);
+  // The checklist `readiness` made: its lines, ticked or not.
+  const lines = checklist.flatMap((el) => [...(el.querySelectorAll ? el.querySelectorAll("li") : [])]);
   const done = lines.filter((li) => li.querySelector(".ok")).length;
   const open = lines.filter((li) => li.querySelector(".bad")).length;
   const now = Date.now();
