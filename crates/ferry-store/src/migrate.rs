@@ -98,6 +98,11 @@ pub const SQLITE: &[Migration] = &[
         name: "audit_origin",
         sql: include_str!("../migrations/sqlite/0018_audit_origin.sql"),
     },
+    Migration {
+        version: 19,
+        name: "list_search",
+        sql: include_str!("../migrations/sqlite/0019_list_search.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -190,5 +195,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 18,
         name: "audit_origin",
         sql: include_str!("../migrations/postgres/0018_audit_origin.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "list_search",
+        sql: include_str!("../migrations/postgres/0019_list_search.sql"),
     },
 ];

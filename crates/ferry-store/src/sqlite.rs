@@ -233,6 +233,14 @@ impl Conn for SqliteConn<'_> {
 impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::SQLITE;
+    /// The FTS5 trigram index of migration 0019, which folds case itself.
+    const DECISION_SEARCH: &'static str =
+        "rid IN (SELECT rowid FROM decisions_search WHERE decisions_search MATCH ?)";
+    /// One FTS5 phrase (quotes doubled): with the trigram tokenizer, the term's trigrams at
+    /// consecutive positions, so a substring of one value; no operator or column filter is read.
+    fn search_param(term: &str) -> String {
+        format!("\"{}\"", term.replace('"', "\"\""))
+    }
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(SqliteConn::Reader(self)))
