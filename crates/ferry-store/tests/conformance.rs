@@ -1669,6 +1669,28 @@ async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
         .unwrap();
     assert_eq!(found.len(), 1, "look-ups work after the bulk rebuild");
     assert_eq!(found[0].object, *probe);
+    // The search index is refilled by the bulk path (its triggers dropped and put back): a
+    // substring of the probe's mail finds it, and a later small change is indexed by trigger.
+    let inner: String = probe
+        .mail
+        .as_deref()
+        .unwrap()
+        .chars()
+        .skip(1)
+        .take(10)
+        .collect();
+    let hits = s
+        .decisions(&DecisionQuery {
+            search: Some(inner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        hits.iter().any(|d| d.source_id == probe.id),
+        "{inner} finds {} after the bulk write",
+        probe.id
+    );
     assert_eq!(
         s.count_decisions(&DecisionQuery {
             profile: Some("users".into()),
@@ -1695,6 +1717,17 @@ async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
         commit(s, c2, &other.source, &other.target).await,
         Err(StoreError::CycleNotRunning(_))
     ));
+    // The rolled-back rewrite left the search index as it was.
+    assert!(
+        s.decisions(&DecisionQuery {
+            search: Some(inner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.source_id == probe.id)
+    );
     assert_eq!(s.find_objects(&probe.id, 5).await.unwrap().len(), 1);
     assert_eq!(s.decision_digest("users").await.unwrap(), digest);
     assert_eq!(s.plan("users").await.unwrap().unwrap().hash, h1);

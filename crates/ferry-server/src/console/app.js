@@ -1024,13 +1024,25 @@ async function dashboard() {
 
 async function agents() {
   const p = params();
-  const [search, st, offset] = [p.get("q") || "", p.get("state") || "", Number(p.get("offset") || 0)];
-  const q = new URLSearchParams({ limit: "100", offset: String(offset) });
+  const [search, st, after] = [p.get("q") || "", p.get("state") || "", p.get("after") || ""];
+  // Keyset pages by id (`after`: the last id of the page before); the total counts every match.
+  const q = new URLSearchParams({ limit: "100" });
   if (search) q.set("search", search);
   if (st) q.set("state", st);
+  if (after) q.set("after", after);
   const [v, held] = await Promise.all([api(`/agents?${q}`, { total: true }), api("/enrollment-requests")]);
-  const box = h("input", { id: "agent-search", value: search, placeholder: "host name or device id" });
-  const go = (o) => { location.hash = `#/agents?q=${enc(box.value)}&state=${enc(st)}&offset=${o}`; };
+  const box = h("input", { id: "agent-search", value: search, placeholder: "host name or device id", "aria-label": "search" });
+  const states = h("select", { id: "agent-state", "aria-label": "state" }, ["", "enrolled", "idle", "offered", "running", "succeeded", "failed", "replaced"]
+    .map((x) => h("option", { value: x, selected: x === st }, x || "every state")));
+  const routeTo = (extra = {}) => {
+    const n = new URLSearchParams();
+    if (box.value) n.set("q", box.value);
+    if (states.value) n.set("state", states.value);
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/agents?${n}`;
+  };
+  const go = () => { location.hash = routeTo(); };
+  states.addEventListener("change", go);
   const out = h("p", { id: "enrollment-message" });
   // Enrollments held for an operator: a device claiming an enrolled one's id or name without its key.
   const decide = (r, verb) => async () => {
@@ -1045,13 +1057,15 @@ async function agents() {
       ["Asked", (r) => when(r.created_at)], ["Why it waits", (r) => h("span", { class: "bad" }, r.reason)],
       ["", (r) => (canChange() ? [h("button", { class: "approve", onclick: decide(r, "approve") }, "Approve"), " ",
         h("button", { class: "secondary refuse", onclick: decide(r, "refuse") }, "Refuse")] : "")]])), out];
-  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(0); } }, box, h("button", { type: "submit" }, "Search"),
-    h("span", { class: "muted", id: "agents-total" }, `${v.total} agents`)),
-    table(v.items, [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""]],
-      ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
-      ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No agents yet."),
-    h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(Math.max(0, offset - 100)) }, "Previous") : "",
-      " ", offset + 100 < v.total ? h("button", { class: "secondary", onclick: () => go(offset + 100) }, "Next") : ""));
+  const last = v.items.length === 100 ? v.items[v.items.length - 1].id : null;
+  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, box, states, h("button", { type: "submit" }, "Search")),
+    listTable("agents", {
+      total: v.total, noun: "agents", rows: v.items, empty: "No agents yet.",
+      first: after ? routeTo() : null, next: last != null ? routeTo({ after: String(last) }) : null,
+      cols: [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""]],
+        ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
+        ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]],
+    }));
 }
 
 // One device: facts, harvested profiles, every run's steps, and a run's log.
