@@ -574,6 +574,12 @@ async fn run(users: usize, agents: usize, renders: usize) {
     );
     server.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
+    // The schema of this run, a million rows and more: not left behind in the shared database.
+    if let Some((c, schema)) = &pg {
+        c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop the bench schema");
+    }
 }
 
 /// `v` as a query string value.
