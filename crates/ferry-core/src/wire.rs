@@ -474,6 +474,9 @@ pub struct WhatIf {
     pub approved: bool,
     pub decisions_total: i64,
     pub decisions: Vec<DecisionRow>,
+    /// The `after` of the next page of decisions (keyset paging); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions_next: Option<String>,
     pub writes_total: u64,
     pub writes: Vec<Write>,
     /// The candidates of this page's ambiguous and conflicting decisions, with the attribute
@@ -562,9 +565,13 @@ pub struct ImportResult {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranslationPage {
+    /// Every entry the query finds, on all pages.
     pub total: i64,
     pub offset: i64,
     pub entries: Vec<TranslationEntry>,
+    /// The `after` of the next page (keyset paging); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 // ---- The single object report ----

@@ -246,6 +246,12 @@ pub trait Backend: Send + Sync + 'static {
     const NAME: &'static str;
     /// The migrations this build applies to such a database.
     const MIGRATIONS: &'static [crate::migrate::Migration];
+    /// The condition that finds the decisions whose names, UPNs, mail or SIDs (either side)
+    /// hold a term of [`crate::query::INDEXED_TERM_CHARS`] characters or more through the
+    /// backend's substring index (migration 0019), with one parameter: [`Backend::search_param`].
+    const DECISION_SEARCH: &'static str;
+    /// The parameter of [`Backend::DECISION_SEARCH`] for a term.
+    fn search_param(term: &str) -> String;
     /// A connection for reading (no transaction).
     async fn read(&self) -> Result<Box<dyn Conn + '_>>;
     /// A connection for one write, committed as it runs (no transaction).

@@ -244,11 +244,51 @@ pub struct DecisionQuery {
     pub profile: Option<String>,
     pub status: Option<Status>,
     pub kind: Option<ObjectKind>,
-    /// Case-insensitive substring of a name, UPN, mail, SID or id on either side.
+    /// Case-insensitive substring of a name, UPN, mail or SID on either side.
     pub search: Option<String>,
+    /// Rows to skip; ignored with `after`. Kept for old callers: a deep `OFFSET` walks every
+    /// row it skips.
     pub offset: i64,
     /// 0 means no limit.
     pub limit: i64,
+    /// Keyset paging: only decisions after this one in the listing's (profile, kind, source id)
+    /// order.
+    pub after: Option<DecisionCursor>,
+}
+
+/// Where a page of decisions ends: the key of its last row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionCursor {
+    pub profile: String,
+    pub kind: ObjectKind,
+    pub source_id: String,
+}
+
+impl DecisionCursor {
+    /// The cursor after `row`.
+    pub fn of(row: &DecisionRow) -> Self {
+        DecisionCursor {
+            profile: row.profile.clone(),
+            kind: row.kind,
+            source_id: row.source_id.clone(),
+        }
+    }
+
+    /// The cursor as an opaque page token (`after=`): a JSON array of its three parts.
+    pub fn token(&self) -> String {
+        serde_json::json!([self.profile, self.kind.as_str(), self.source_id]).to_string()
+    }
+
+    /// A page token read back; `None` when it is not one [`DecisionCursor::token`] wrote.
+    pub fn parse(token: &str) -> Option<Self> {
+        let (profile, kind, source_id): (String, String, String) =
+            serde_json::from_str(token).ok()?;
+        Some(DecisionCursor {
+            profile,
+            kind: ObjectKind::parse(&kind)?,
+            source_id,
+        })
+    }
 }
 
 /// How a batch names an agent's run: `{prefix}{agent id}{suffix}`.
@@ -286,9 +326,12 @@ pub struct AgentQuery {
     pub batch: Option<String>,
     /// Only agents not heard from since this time (ms).
     pub silent_before: Option<i64>,
+    /// Rows to skip; ignored with `after`.
     pub offset: i64,
     /// 0 means no limit.
     pub limit: i64,
+    /// Keyset paging: only agents with a greater id (the last id of the previous page).
+    pub after: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -665,6 +708,8 @@ pub trait SyncStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<()>;
     async fn logs(&self, q: &LogQuery) -> Result<Vec<StoredLog>>;
+    /// How many log lines a query finds in all, whatever its page (`before_id`, `limit`).
+    async fn count_logs(&self, q: &LogQuery) -> Result<i64>;
 }
 
 /// The whole store: every area, as the server holds it (`Arc<dyn Store>`).

@@ -99,6 +99,11 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0018_audit_origin.sql"),
     },
     Migration {
+        version: 19,
+        name: "list_search",
+        sql: include_str!("../migrations/sqlite/0019_list_search.sql"),
+    },
+    Migration {
         version: 20,
         name: "batch_computer_names",
         sql: include_str!("../migrations/sqlite/0020_batch_computer_names.sql"),
@@ -200,6 +205,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 18,
         name: "audit_origin",
         sql: include_str!("../migrations/postgres/0018_audit_origin.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "list_search",
+        sql: include_str!("../migrations/postgres/0019_list_search.sql"),
     },
     Migration {
         version: 20,

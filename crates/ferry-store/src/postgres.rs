@@ -198,6 +198,15 @@ impl Conn for PgConn {
 impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::POSTGRES;
+    /// The expression of migration 0019's pg_trgm index, exactly (the planner matches it as
+    /// written); without the extension the same condition scans the table.
+    const DECISION_SEARCH: &'static str = "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
+        || coalesce(source_mail, '') || E'\\n' || coalesce(source_sid, '') || E'\\n' || coalesce(target_name, '') || E'\\n' \
+        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE ?";
+    /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character).
+    fn search_param(term: &str) -> String {
+        crate::codec::like_pattern(term)
+    }
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(PgConn {
@@ -422,6 +431,7 @@ impl SqlStore<Postgres> {
         let pool = Pool::builder(mgr).max_size(16).build().map_err(pool_err)?;
         let store = SqlStore::new(Postgres { pool });
         store.b.migrate().await?;
+        store.b.ensure_search_index().await?;
         // Open some connections now: a console page's first render sends up to ten requests at
         // once, and setting up ten connections then cost it 150–200 ms.
         let mut warm = Vec::with_capacity(WARM_CONNECTIONS);
@@ -453,6 +463,36 @@ impl Postgres {
             deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
             other => pool_err(other),
         })
+    }
+
+    /// Migration 0019 makes the translation search's pg_trgm index only where the extension is
+    /// there or this role may create it; without it searches are correct but scan. At each start
+    /// with no such index the migration's block runs again (it creates the index once someone
+    /// installed the extension), and if there is still none the server says so.
+    async fn ensure_search_index(&self) -> Result<()> {
+        const FIND: &str = "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'decisions_search'";
+        let mut c = self.client().await?;
+        if c.query_opt(FIND, &[]).await?.is_some() {
+            return Ok(());
+        }
+        // Under the migrations' lock: servers starting together do not race to create it.
+        let tx = c.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        if let Some(m) = POSTGRES.iter().find(|m| m.name == "list_search") {
+            tx.batch_execute(m.sql).await?;
+        }
+        let made = tx.query_opt(FIND, &[]).await?.is_some();
+        tx.commit().await?;
+        if !made {
+            tracing::warn!(
+                "the translation table has no search index: the pg_trgm extension is not installed and this role may not \
+                 create it, so searches scan every decision (seconds at a million). As a superuser run \
+                 `CREATE EXTENSION pg_trgm SCHEMA public;` and restart ferry: it then creates the index \
+                 (crates/ferry-store/migrations/postgres/0019_list_search.sql)"
+            );
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -96,7 +96,9 @@ conformance!(
     single_use_psks_admit_one_enrollment_under_a_race,
     held_enrollments_replace_nothing_until_approved,
     devices_are_found_by_name_in_their_directory_only,
-    objects_are_read_by_id_in_their_directory_and_kind
+    objects_are_read_by_id_in_their_directory_and_kind,
+    translation_search_finds_what_a_scan_finds,
+    decision_pages_after_a_cursor_skip_and_repeat_nothing
 );
 
 /// Catches: the agent claim check (agents list, dashboard, orders) finding a user or another
@@ -274,6 +276,15 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
     })
     .await;
     assert_eq!(p.iter().map(|a| a.id).collect::<Vec<_>>(), ids[10..15]);
+    // Keyset paging: after the last id of a page, the next ones, whatever the offset says.
+    let p = page(AgentQuery {
+        after: Some(ids[14]),
+        offset: 3,
+        limit: 5,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(p.iter().map(|a| a.id).collect::<Vec<_>>(), ids[15..20]);
     assert_eq!(s.count_agents(&AgentQuery::default()).await.unwrap(), 30);
     let q = AgentQuery {
         search: Some("pc-1".into()),
@@ -1752,6 +1763,28 @@ async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
         .unwrap();
     assert_eq!(found.len(), 1, "look-ups work after the bulk rebuild");
     assert_eq!(found[0].object, *probe);
+    // The search index is refilled by the bulk path (its triggers dropped and put back): a
+    // substring of the probe's mail finds it, and a later small change is indexed by trigger.
+    let inner: String = probe
+        .mail
+        .as_deref()
+        .unwrap()
+        .chars()
+        .skip(1)
+        .take(10)
+        .collect();
+    let hits = s
+        .decisions(&DecisionQuery {
+            search: Some(inner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        hits.iter().any(|d| d.source_id == probe.id),
+        "{inner} finds {} after the bulk write",
+        probe.id
+    );
     assert_eq!(
         s.count_decisions(&DecisionQuery {
             profile: Some("users".into()),
@@ -1778,6 +1811,17 @@ async fn bulk_commits_keep_indexes_and_roll_back_whole(s: &dyn Store) {
         commit(s, c2, &other.source, &other.target).await,
         Err(StoreError::CycleNotRunning(_))
     ));
+    // The rolled-back rewrite left the search index as it was.
+    assert!(
+        s.decisions(&DecisionQuery {
+            search: Some(inner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.source_id == probe.id)
+    );
     assert_eq!(s.find_objects(&probe.id, 5).await.unwrap().len(), 1);
     assert_eq!(s.decision_digest("users").await.unwrap(), digest);
     assert_eq!(s.plan("users").await.unwrap().unwrap().hash, h1);
@@ -2009,4 +2053,226 @@ async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
             .as_deref(),
         Some("Pilot-2-1")
     );
+}
+
+/// The names, UPNs, mail and SIDs of a decision, as a translation search reads them.
+fn searched_values(d: &DecisionRow) -> Vec<&str> {
+    [
+        Some(d.source_name.as_str()),
+        d.source_upn.as_deref(),
+        d.source_mail.as_deref(),
+        d.source_sid.as_deref(),
+        d.target_name.as_deref(),
+        d.target_upn.as_deref(),
+        d.target_mail.as_deref(),
+        d.target_sid.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Source users with hostile names for the search tests, a few of them matched by mail.
+fn search_sample() -> (Vec<DirObject>, Vec<DirObject>) {
+    let user = |id: &str, name: &str, mail: Option<&str>, sid: Option<&str>| {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = mail.map(str::to_string);
+        o.upn = mail.map(str::to_string);
+        o.sid = sid.map(str::to_string);
+        o
+    };
+    let mut src = vec![
+        user(
+            "s-smith",
+            "Smith, Ann",
+            Some("ann.smith@contoso.test"),
+            Some("S-1-5-21-1000-2000-3000-1104"),
+        ),
+        user(
+            "s-zoe",
+            "Zoë Ångström",
+            Some("zoë.angstrom@contoso.test"),
+            None,
+        ),
+        user(
+            "s-quote",
+            "Pat \"The Cat\" O'Brien",
+            Some("pat@contoso.test"),
+            None,
+        ),
+        user("s-formula", "=HYPERLINK(\"x\")", None, None),
+        user("s-pct", "100% _done_", None, None),
+        user("s-cjk", "山田 太郎", Some("yamada@contoso.test"), None),
+    ];
+    for i in 0..12 {
+        src.push(user(
+            &format!("s-same-{i:02}"),
+            "Same Name",
+            Some(&format!("same{i}@contoso.test")),
+            None,
+        ));
+    }
+    let mut smith = user(
+        "t-smith",
+        "Smith, Ann",
+        Some("ann.smith@fabrikam.test"),
+        Some("S-1-12-1-11-22-33-44"),
+    );
+    smith.mail = Some("ann.smith@contoso.test".into());
+    let tgt = vec![smith];
+    (src, tgt)
+}
+
+/// Catches: a search index (SQLite FTS5 trigram, PostgreSQL pg_trgm, migration 0019) that finds
+/// other rows than a plain substring scan would: quotes read as FTS syntax, `%`/`_` as
+/// wildcards, a leading `=`, non-ASCII text, a comma and space inside a term, a term of one or two
+/// characters (no trigram: answered by a scan), a term spanning two values, counts that disagree
+/// with the rows; and an index left stale by a later cycle's changes or deletions.
+async fn translation_search_finds_what_a_scan_finds(s: &dyn Store) {
+    let (src, tgt) = search_sample();
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(s, c, &src, &tgt).await.unwrap();
+    let check = |all: Vec<DecisionRow>, terms: &'static [&'static str]| async move {
+        for term in terms {
+            let want: Vec<&str> = all
+                .iter()
+                .filter(|d| {
+                    let t = term.to_lowercase();
+                    searched_values(d)
+                        .iter()
+                        .any(|v| v.to_lowercase().contains(&t))
+                })
+                .map(|d| d.source_id.as_str())
+                .collect();
+            let q = DecisionQuery {
+                search: Some(term.to_string()),
+                ..Default::default()
+            };
+            let got = s.decisions(&q).await.unwrap();
+            let got: Vec<&str> = got.iter().map(|d| d.source_id.as_str()).collect();
+            assert_eq!(got, want, "search {term:?}");
+            assert_eq!(
+                s.count_decisions(&q).await.unwrap(),
+                want.len() as i64,
+                "count of {term:?}"
+            );
+        }
+    };
+    let all = s.decisions(&Default::default()).await.unwrap();
+    assert_eq!(all.len(), src.len());
+    let terms: &'static [&'static str] = &[
+        "Smith, Ann",
+        "SMITH, ANN",
+        "mith, a",
+        "ann.smith@fabrikam",
+        "s-1-12-1-11",
+        "1104",
+        "zoë",
+        "ZOË ÅNGSTRÖM",
+        "ë",
+        "ö",
+        "\"The Cat\"",
+        "\"",
+        "o'brien",
+        "'",
+        "=hyperlink(",
+        "=",
+        "100%",
+        "% _",
+        "_done_",
+        "%",
+        "山田",
+        "田 太",
+        "same",
+        "same1",
+        "@contoso.test",
+        "sa",
+        "n,",
+        "x",
+        "ann\nsmith",
+        "test\ns-1",
+        "no such person",
+        "NEAR",
+        "smith OR zoë",
+        "*",
+        "^smith",
+        "-smith",
+    ];
+    check(all, terms).await;
+    assert!(
+        terms.iter().any(|t| t.chars().count() < 3) && terms.iter().any(|t| t.chars().count() >= 3),
+        "both the index and the scan are exercised"
+    );
+
+    // A later cycle renames one user, removes another: the index follows.
+    let mut src2: Vec<DirObject> = src.iter().filter(|o| o.id != "s-zoe").cloned().collect();
+    src2[0].name = "Jones, Ann".into();
+    let c2 = s
+        .begin_cycle("users", "manual", None, "a", 2)
+        .await
+        .unwrap();
+    commit(s, c2, &src2, &tgt).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    assert_eq!(all.len(), src2.len());
+    check(all, &["zoë", "jones, ann", "Smith, Ann", "ann.smith@", "ë"]).await;
+}
+
+/// Catches: keyset pages (`after`, the key of a page's last row) that skip or repeat a row where
+/// names are equal, lose rows at a kind's or a profile's boundary, or ignore the search and
+/// status filters; for every page size from 1 to 8.
+async fn decision_pages_after_a_cursor_skip_and_repeat_nothing(s: &dyn Store) {
+    let (mut src, tgt) = search_sample();
+    src.push(DirObject::new(ObjectKind::Group, "g-1", "Same Name"));
+    src.push(DirObject::new(ObjectKind::Group, "g-2", "Same Name"));
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(s, c, &src, &tgt).await.unwrap();
+    for filter in [
+        DecisionQuery::default(),
+        DecisionQuery {
+            search: Some("same".into()),
+            ..Default::default()
+        },
+        DecisionQuery {
+            search: Some("e".into()),
+            kind: Some(ObjectKind::User),
+            ..Default::default()
+        },
+        DecisionQuery {
+            status: Some(Status::Unmatched),
+            profile: Some("users".into()),
+            ..Default::default()
+        },
+    ] {
+        let all = s.decisions(&filter).await.unwrap();
+        assert!(all.len() >= 2, "{filter:?}");
+        for size in 1..=8 {
+            let mut walked = Vec::new();
+            let mut after = None;
+            loop {
+                let page = s
+                    .decisions(&DecisionQuery {
+                        limit: size,
+                        after: after.clone(),
+                        ..filter.clone()
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.len() as i64 <= size);
+                let Some(last) = page.last() else { break };
+                let next = DecisionCursor::of(last);
+                assert_eq!(DecisionCursor::parse(&next.token()), Some(next.clone()));
+                after = Some(next);
+                walked.extend(page);
+            }
+            assert_eq!(walked, all, "pages of {size} with {filter:?}");
+        }
+    }
+    assert_eq!(DecisionCursor::parse("not a cursor"), None);
+    assert_eq!(DecisionCursor::parse(r#"["users","planet","x"]"#), None);
 }

@@ -95,6 +95,7 @@ async fn the_console_in_chromium() {
         }
     }
     assert_eq!(b.console_errors().await, Vec::<String>::new());
+    lists_show_totals_pages_filters_and_exports(&b, &url, &server.url, &token("admin")).await;
 
     // Two file directories and a profile, configured in the console; a bad entry says what is wrong.
     let s = ferry_demo::generate(60, false, 11);
@@ -1433,5 +1434,154 @@ async fn the_review_before_approve_in_chromium() {
         .await;
     let approval = call(reqwest::Method::GET, "/profiles/users/whatif?limit=1").await;
     assert_eq!(approval["approval"]["plan_hash"], hash3.as_str());
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+}
+
+/// The list pages (issue 20) on quickstart data: the translation table and the message logs show
+/// the total the API counts (not the page, not a cap), page by keyset without skipping or
+/// repeating a row, filter by kind and level, show each entry's profile, and export the filtered
+/// list whole. Catches the silent 500-row cap of the logs, the readiness note's "100+", a
+/// translation row without its profile, and an export of something else than what is filtered.
+async fn lists_show_totals_pages_filters_and_exports(
+    b: &Browser,
+    url: &str,
+    api: &str,
+    admin: &str,
+) {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let admin = admin.to_string();
+        async move {
+            let r = http
+                .get(format!("{api}/api/v1{path}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            let total = r
+                .headers()
+                .get("x-total-count")
+                .map(|v| v.to_str().unwrap().parse::<i64>().unwrap());
+            (r.json::<Value>().await.unwrap(), total)
+        }
+    };
+    // Downloads are caught as the page makes them: the text of each blob it links.
+    let catch_downloads = "window.__downloads = []; const make = URL.createObjectURL; \
+        URL.createObjectURL = (blob) => { blob.text().then((t) => window.__downloads.push(t)); return make(blob); };";
+    let downloaded = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = b
+                .script("return window.__downloads && window.__downloads.length ? window.__downloads[0] : null")
+                .await;
+            if let Some(t) = v.as_str() {
+                return t.to_string();
+            }
+            assert!(Instant::now() < deadline, "no file was downloaded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let rows = |sel: &'static str| async move {
+        b.script(&format!(
+            "return [...document.querySelectorAll('{sel} tbody tr')].map(r => [...r.cells].map(c => c.innerText).join('|'))"
+        ))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+    };
+
+    // The translation table: its total, a profile column, two keyset pages = the API's first 100.
+    let (all, _) = get("/translation?limit=100".into()).await;
+    let total = all["total"].as_i64().unwrap();
+    assert!(total > 50, "quickstart has more than a page: {total}");
+    b.go(&format!("{url}#/translation")).await;
+    b.wait_text(
+        "#translation-total",
+        &format!("{total} entries, 50 on this page"),
+    )
+    .await;
+    let head = b.text("#translation-list thead").await;
+    assert!(head.starts_with("Profile"), "{head}");
+    let page1 = rows("#translation-list").await;
+    b.click("#translation-next").await;
+    b.find("#translation-first").await;
+    let page2 = rows("#translation-list").await;
+    assert_eq!((page1.len(), page2.len()), (50, 50));
+    let want: Vec<String> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}|{}",
+                e["profile"].as_str().unwrap(),
+                e["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let shown: Vec<String> = page1
+        .iter()
+        .chain(&page2)
+        .map(|r| r.split('|').take(2).collect::<Vec<_>>().join("|"))
+        .collect();
+    assert_eq!(shown, want, "two pages are the first 100 entries, in order");
+    let mut seen = page1.clone();
+    seen.extend(page2.clone());
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 100, "no row on both pages");
+
+    // Filtered by kind: the total follows, and the CSV export is of the filtered list, whole.
+    let (groups, _) = get("/translation?limit=1&kind=group".into()).await;
+    let groups = groups["total"].as_i64().unwrap();
+    assert!(groups > 0 && groups < total, "{groups} of {total}");
+    b.script(
+        "const k = document.getElementById('translation-kind'); k.value = 'group'; k.dispatchEvent(new Event('change'));",
+    )
+    .await;
+    b.wait_text("#translation-total", &format!("{groups} entries"))
+        .await;
+    b.script(catch_downloads).await;
+    b.click("#export-csv").await;
+    let csv = downloaded().await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len() as i64, groups + 1, "{csv}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.split(',').nth(1) == Some("group")),
+        "{csv}"
+    );
+
+    // The message logs: the total of every warning and error (no cap), and their export.
+    let (_, warnings) = get("/logs?level=warning&limit=1".into()).await;
+    let warnings = warnings.expect("X-Total-Count");
+    assert!(warnings > 0);
+    b.go(&format!("{url}#/logs?level=warning")).await;
+    b.wait_text("#logs-total", &format!("{warnings} entries"))
+        .await;
+    let shown = rows("#logs-list").await.len() as i64;
+    assert_eq!(shown, warnings.min(200));
+    b.script(catch_downloads).await;
+    b.click("#logs-export").await;
+    let csv = downloaded().await;
+    assert_eq!(csv.lines().count() as i64, warnings + 1, "{csv}");
+    // The readiness note counts them all.
+    let (_, errors) = get("/logs?level=error&limit=1".into()).await;
+    b.go(url).await;
+    b.wait_text(
+        "#readiness",
+        &format!(
+            "{} errors, {} warnings to review",
+            errors.unwrap(),
+            warnings - errors.unwrap()
+        ),
+    )
+    .await;
     assert_eq!(b.console_errors().await, Vec::<String>::new());
 }

@@ -335,6 +335,24 @@ async fn run(users: usize, agents: usize, renders: usize) {
         .as_str()
         .unwrap_or("ann")
         .to_string();
+    // Keyset cursors of the middle and the last page (read before the timing, as a console
+    // paging there would have them from the page before).
+    let cursor_at = |offset: u64| {
+        let api = &api;
+        async move {
+            let e = api
+                .get(&format!("/translation?limit=1&offset={offset}"))
+                .await
+                .0["entries"][0]
+                .clone();
+            let token = json!([e["profile"], e["kind"], e["source_id"]]).to_string();
+            url_encode(&token)
+        }
+    };
+    let middle = cursor_at(entries / 2).await;
+    let last = cursor_at(entries.saturating_sub(51)).await;
+    // A substring from inside a UPN, as an engineer types part of a name.
+    let inner: String = upn.chars().skip(2).take(9).collect();
     let s = |x: &str| x.to_string();
     type Pages = Vec<(&'static str, Vec<Vec<String>>)>;
     // Each page: its steps in order; each step's requests are sent together.
@@ -410,6 +428,31 @@ async fn run(users: usize, agents: usize, renders: usize) {
         (
             "translation, search",
             vec![vec![format!("/translation?limit=50&offset=0&q={upn}")]],
+        ),
+        (
+            "translation, search inside a value",
+            vec![vec![format!(
+                "/translation?limit=50&q={}",
+                url_encode(&inner)
+            )]],
+        ),
+        (
+            "translation, search of 2 characters (scan)",
+            vec![vec![s("/translation?limit=50&q=n9")]],
+        ),
+        (
+            "translation, middle page (after=)",
+            vec![vec![format!("/translation?limit=50&after={middle}")]],
+        ),
+        (
+            "translation, last page (after=)",
+            vec![vec![format!("/translation?limit=50&after={last}")]],
+        ),
+        (
+            "whatif, middle page (after=)",
+            vec![vec![format!(
+                "/profiles/users/whatif?limit=100&writes_limit=0&status=matched&after={middle}"
+            )]],
         ),
         (
             "object report",
@@ -556,6 +599,25 @@ async fn run(users: usize, agents: usize, renders: usize) {
     }
     server.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
+    // The schema of this run, a million rows and more: not left behind in the shared database.
+    if let Some((c, schema)) = &pg {
+        c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop the bench schema");
+    }
+}
+
+/// `v` as a query string value.
+fn url_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() * 3);
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The same data in Chromium (`FERRY_BENCH_BROWSER=1`): every page of the console rendered,

@@ -268,8 +268,11 @@ pub struct AgentParams {
     pub state: Option<String>,
     /// Only agents whose computer is in this batch.
     pub batch: Option<String>,
+    /// Rows to skip (old paging; prefer `after`).
     #[serde(default)]
     pub offset: i64,
+    /// Only agents with a greater id: the last id of the previous page (keyset paging).
+    pub after: Option<i64>,
     /// At most this many (default 1000, at most 10000); the total is in `X-Total-Count`.
     pub limit: Option<i64>,
 }
@@ -283,6 +286,7 @@ impl AgentParams {
             silent_before: None,
             offset: self.offset.max(0),
             limit: self.limit.unwrap_or(1000).clamp(1, 10_000),
+            after: self.after,
         }
     }
 }
@@ -879,6 +883,8 @@ pub struct ProgressParams {
     pub state: Option<String>,
     #[serde(default)]
     pub offset: i64,
+    /// Only agents with a greater id: the last id of the previous page (keyset paging).
+    pub after: Option<i64>,
     /// Agents listed (default 200, at most 10000); `states` always counts them all.
     pub limit: Option<i64>,
 }
@@ -913,6 +919,7 @@ pub async fn progress(
         state: p.state.filter(|s| !s.is_empty()),
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(200).clamp(1, 10_000),
+        after: p.after,
         ..Default::default()
     };
     let no_agent = if pending > 0 {

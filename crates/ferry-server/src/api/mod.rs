@@ -200,7 +200,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         preflight::directory, preflight::batch,
         sync::profiles, setup::put_profile, setup::delete_profile, overrides::list, overrides::add, overrides::remove, overrides::import, sync::run, sync::whatif, sync::approve, sync::cycles, sync::cycle,
         translation::list, translation::export,
-        logs::list,
+        logs::list, logs::export,
         report::object,
         sessions::create_operator, operators::list, operators::remove, operators::rotate, sessions::me, sessions::sign_in, sessions::sign_out, environments::tenants, environments::put_tenant,
         environments::environments, environments::get_environment, environments::put_environment,

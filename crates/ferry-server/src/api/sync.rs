@@ -92,10 +92,12 @@ pub struct WhatIfParams {
     pub status: Option<String>,
     /// Only decisions of this kind: user, group, device.
     pub kind: Option<String>,
-    /// Case-insensitive substring of a name, UPN, mail, SID or id.
+    /// Case-insensitive substring of a name, UPN, mail or SID.
     pub q: Option<String>,
     #[serde(default)]
     pub offset: i64,
+    /// The `decisions_next` of the previous page: the page after it (keyset paging).
+    pub after: Option<String>,
     /// Decisions per page (default 100, at most 10000).
     pub limit: Option<i64>,
     #[serde(default)]
@@ -160,6 +162,7 @@ pub async fn whatif(
         search: q.q.clone(),
         offset: q.offset.max(0),
         limit: page(q.limit),
+        after: super::translation::after(q.after.as_deref())?,
     };
     let (decisions_total, mut decisions) =
         super::translation::page(&st, &dq, std::slice::from_ref(&plan)).await?;
@@ -170,6 +173,7 @@ pub async fn whatif(
         Some(cfg) => super::report::candidates(&st, cfg, &plan.rules, &decisions).await?,
         None => Vec::new(),
     };
+    let decisions_next = super::translation::next_token(&decisions, dq.limit);
     let writes_total = plan.counts.creates + plan.counts.updates;
     let approved = writes_total > 0 && approval.as_ref().is_some_and(|a| a.plan_hash == plan.hash);
     Ok(Json(WhatIf {
@@ -177,6 +181,7 @@ pub async fn whatif(
         approved,
         decisions_total,
         decisions,
+        decisions_next,
         writes: st
             .store
             .plan_writes(&name, q.writes_offset.max(0), page(q.writes_limit))

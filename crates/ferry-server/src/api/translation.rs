@@ -21,10 +21,14 @@ pub struct ListParams {
     pub profile: Option<String>,
     /// user, group or device.
     pub kind: Option<String>,
-    /// Case-insensitive substring of a name, UPN, mail, SID or id on either side.
+    /// Case-insensitive substring of a name, UPN, mail or SID on either side (terms of three
+    /// characters or more use the search index).
     pub q: Option<String>,
+    /// Rows to skip (old paging; slow deep into a million entries): prefer `after`.
     #[serde(default)]
     pub offset: i64,
+    /// The `next` of the previous page: the page after it (keyset paging).
+    pub after: Option<String>,
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
 }
@@ -79,7 +83,8 @@ fn searching(q: &DecisionQuery) -> bool {
 /// A page of decisions and how many the query finds in all. With a search term the store counts
 /// and pages. Without one the total comes from `plans` (no count over a million rows), and each
 /// profile's part is read on its own — `profile = ? AND status = ?` walks the index in order — so
-/// no query sorts or skips the rows of other profiles.
+/// no query sorts or skips the rows of other profiles. With `q.after` (keyset paging) the pages
+/// start at the cursor's profile, after its row, and no row is skipped by counting.
 pub async fn page(
     st: &AppState,
     q: &DecisionQuery,
@@ -92,12 +97,23 @@ pub async fn page(
         ));
     }
     let total = plans.iter().map(|p| counted(p, q)).sum();
-    let mut offset = q.offset.max(0);
+    let mut offset = if q.after.is_some() {
+        0
+    } else {
+        q.offset.max(0)
+    };
     let mut need = if q.limit > 0 { q.limit } else { i64::MAX };
     let mut rows = Vec::new();
+    let mut plans: Vec<&PlanInfo> = plans.iter().collect();
+    plans.sort_by(|a, b| a.profile.cmp(&b.profile));
     for plan in plans {
+        let after = match &q.after {
+            Some(a) if plan.profile < a.profile => continue,
+            Some(a) if plan.profile == a.profile => Some(a.clone()),
+            _ => None,
+        };
         let n = counted(plan, q);
-        if offset >= n {
+        if after.is_none() && offset >= n {
             offset -= n;
             continue;
         }
@@ -107,6 +123,7 @@ pub async fn page(
                 profile: Some(plan.profile.clone()),
                 offset,
                 limit: if q.limit > 0 { need } else { 0 },
+                after,
                 ..q.clone()
             })
             .await?;
@@ -118,6 +135,31 @@ pub async fn page(
         }
     }
     Ok((total, rows))
+}
+
+/// The `after` of the page following `rows`, when it was full.
+pub fn next_token(rows: &[DecisionRow], limit: i64) -> Option<String> {
+    if limit <= 0 || (rows.len() as i64) < limit {
+        return None;
+    }
+    rows.last()
+        .map(|r| ferry_store::DecisionCursor::of(r).token())
+}
+
+/// The `after=` parameter read.
+pub fn after(token: Option<&str>) -> ApiResult<Option<ferry_store::DecisionCursor>> {
+    token
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            ferry_store::DecisionCursor::parse(t).ok_or_else(|| {
+                bad_param(
+                    "after",
+                    t,
+                    "the `next` of a previous page, as the server gave it",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Translation entries of matched decisions, with their plans' rules described.
@@ -196,15 +238,18 @@ pub async fn list(
         search: p.q,
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
+        after: after(p.after.as_deref())?,
     };
     let plans = plans(&st, &q).await?;
     let (total, rows) = page(&st, &q, &plans).await?;
+    let next = next_token(&rows, q.limit);
     let mut entries = to_entries(rows, &plans);
     add_device_ids(&st, &mut entries).await?;
     Ok(Json(TranslationPage {
         total,
         offset: q.offset,
         entries,
+        next,
     }))
 }
 
@@ -214,6 +259,8 @@ pub struct ExportParams {
     /// csv, json, sidmap (`{"source SID": "target SID"}`) or usermapping (`usermapping.csv`).
     pub format: String,
     pub kind: Option<String>,
+    /// Only entries holding this term (as `GET /translation?q=`): the export of a filtered list.
+    pub q: Option<String>,
     /// Only the users of this registered environment (its system users, by e-mail): the
     /// `usermapping.csv` of one environment move.
     pub environment: Option<String>,
@@ -234,6 +281,7 @@ pub async fn export(
         profile: p.profile,
         status: Some(Status::Matched),
         kind: kind(&p.kind)?,
+        search: p.q.filter(|t| !t.is_empty()),
         ..Default::default()
     };
     let mut all = entries(&st, &q).await?;

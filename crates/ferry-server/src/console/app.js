@@ -295,7 +295,7 @@ function nav(current) {
 async function readiness(draw = page) {
   const [dirs, profiles, tr, psks, ep, runbooks, batches, agents, warnings, errors] = await Promise.all([
     api("/directories"), api("/profiles"), api("/translation?limit=1"), api("/psks"), api("/agent-endpoint").catch(() => null),
-    api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=100"), api("/logs?level=error&limit=100"),
+    api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=1", { total: true }), api("/logs?level=error&limit=1", { total: true }),
   ]);
   const graph = dirs.filter((d) => d.kind === "graph");
   const tokens = (await Promise.all(graph.map((d) => api(`/directories/${enc(d.name)}/enrolment-tokens`).catch(() => []))))
@@ -330,8 +330,8 @@ async function readiness(draw = page) {
       line(null, "Obtain and apply a software licence", null, "ferry is open source: no licence needed"),
       line(exported, "Run an end-to-end Import/Sync/Export", "cycles"),
       // Errors fail the line; warnings (unmatched users, say) are for the engineer to review.
-      line(ended.length > 0 && errors.length === 0, "Check Message Logs for Warnings and Errors", "logs?level=warning",
-        `${errors.length}${errors.length === 100 ? "+" : ""} errors, ${warnings.length === 100 ? "100+ warnings and errors" : warnings.length - errors.length + " warnings"} to review`),
+      line(ended.length > 0 && errors.total === 0, "Check Message Logs for Warnings and Errors", "logs?level=warning",
+        `${errors.total} errors, ${warnings.total - errors.total} warnings to review`),
       line(planned.length > 0 && !profiles.some((p) => p.awaiting_approval), "Confirm the What If report", "whatif",
         profiles.filter((p) => p.awaiting_approval).map((p) => p.name + " awaits approval").join(", ")),
       line(tr.total > 0, "Spot check the Translation Table", "translation", `${tr.total} entries`),
@@ -944,26 +944,55 @@ function overrideTools(profile, overrides) {
 
 async function translation() {
   const p = params();
-  const q = p.get("q") || "";
-  const offset = Number(p.get("offset") || 0);
-  const v = await api(`/translation?limit=50&offset=${offset}&q=${enc(q)}`);
-  const box = h("input", { id: "search", value: q, placeholder: "name, UPN, mail, SID, id…" });
-  const go = (o) => { location.hash = `#/translation?q=${enc(box.value)}&offset=${o}`; };
+  const [q, kind, profile, after] = [p.get("q") || "", p.get("kind") || "", p.get("profile") || "", p.get("after") || ""];
+  const f = new URLSearchParams({ limit: "50", q });
+  if (kind) f.set("kind", kind);
+  if (profile) f.set("profile", profile);
+  const [v, profiles] = await Promise.all([api(`/translation?${f}${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
+  const box = h("input", { id: "search", value: q, placeholder: "name, UPN, mail or SID", "aria-label": "search" });
+  const kinds = h("select", { id: "translation-kind", "aria-label": "kind" }, ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
+  const prof = h("select", { id: "translation-profile", "aria-label": "profile" }, h("option", { value: "" }, "every profile"),
+    profiles.map((x) => h("option", { value: x.name, selected: x.name === profile }, x.name)));
+  const route = (extra = {}) => {
+    const n = new URLSearchParams();
+    for (const [k, el] of [["q", box], ["kind", kinds], ["profile", prof]]) if (el.value) n.set(k, el.value);
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/translation?${n}`;
+  };
+  const go = (e) => { e && e.preventDefault(); location.hash = route(); };
+  kinds.addEventListener("change", go);
+  prof.addEventListener("change", go);
   const msg = h("span", { id: "export-message" });
+  // Exports are of the list as filtered (profile, kind, search), every page of it.
+  const filters = () => { const n = new URLSearchParams(); for (const [k, el] of [["q", box], ["kind", kinds], ["profile", prof]]) if (el.value) n.set(k, el.value); return n; };
   const exp = (format, file) => async () => {
-    try { await download(`/translation/export?format=${format}`, file); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
+    const n = filters();
+    n.set("format", format);
+    try { await download(`/translation/export?${n}`, file); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
   page("Translation table",
-    h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(0); } }, box, h("button", { type: "submit" }, "Search"),
-      h("span", { class: "muted", id: "translation-total" }, `${v.total} entries`)),
+    h("form", { class: "inline", onsubmit: go }, box, kinds, prof, h("button", { type: "submit" }, "Search")),
     h("p", { class: "inline" }, "Export: ", h("button", { class: "secondary", id: "export-csv", onclick: exp("csv", "translation.csv") }, "CSV"), " ",
       h("button", { class: "secondary", onclick: exp("json", "translation.json") }, "JSON"), " ",
       h("button", { class: "secondary", onclick: exp("sidmap", "sidmap.json") }, "SID map"), " ",
       h("button", { class: "secondary", onclick: exp("usermapping", "usermapping.csv") }, "usermapping.csv"), " ", msg),
-    table(v.entries, [["Kind", (e) => e.kind], ["Source", (e) => h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_upn || e.source_name)],
-      ["Target", (e) => e.target_upn || e.target_name], ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]]),
-    h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(Math.max(0, offset - 50)) }, "Previous") : "",
-      " ", offset + 50 < v.total ? h("button", { class: "secondary", id: "translation-next", onclick: () => go(offset + 50) }, "Next") : ""));
+    listTable("translation", {
+      total: v.total, noun: "entries", rows: v.entries, first: after ? route() : null, next: v.next ? route({ after: v.next }) : null,
+      cols: [["Profile", (e) => e.profile], ["Kind", (e) => e.kind], ["Source", (e) => h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_upn || e.source_name)],
+        ["Target", (e) => e.target_upn || e.target_name], ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
+    }));
+}
+
+// A list's table with its total, what this page shows of it, and its pager: `first` and `next`
+// are console routes (keyset pages: the server gives the next page's cursor), null when there is
+// none. Shared by the list pages; `id` names its parts (`{id}-total`, `{id}-next`, `{id}-first`).
+function listTable(id, { total, noun, rows, cols, first, next, empty = "Nothing found." }) {
+  return h("div", { class: "list", id: id + "-list" },
+    h("p", { class: "muted", id: id + "-total" }, `${total} ${noun}` + (rows.length < total ? `, ${rows.length} on this page` : "")),
+    table(rows, cols, empty),
+    first || next ? h("p", { class: "inline pager" },
+      first ? h("a", { href: first, id: id + "-first" }, "First page") : "", " ",
+      next ? h("a", { href: next, id: id + "-next" }, "Next page") : "") : "");
 }
 
 // The report's decision: since when (the cycle that made the current decision, and the first).
@@ -1043,32 +1072,47 @@ async function report() {
 
 async function logs() {
   const p = params();
-  const [level, profile, object, cycle] = [p.get("level") || "", p.get("profile") || "", p.get("object") || "", p.get("cycle") || ""];
-  const q = new URLSearchParams({ limit: "500" });
+  const [level, profile, object, cycle, before] = [p.get("level") || "", p.get("profile") || "", p.get("object") || "", p.get("cycle") || "", p.get("before") || ""];
+  const q = new URLSearchParams({ limit: "200" });
   if (level) q.set("level", level);
   if (profile) q.set("profile", profile);
   if (object) q.set("object", object);
   if (cycle) q.set("cycle", cycle);
-  const [v, profiles] = await Promise.all([api(`/logs?${q}`), api("/profiles")]);
-  // Warnings and errors first, then the rest; newest first within each.
-  const rank = { error: 0, warning: 1, info: 2 };
-  v.sort((a, b) => (rank[a.level] ?? 3) - (rank[b.level] ?? 3) || b.id - a.id);
-  const sel = h("select", { id: "log-level" }, ["", "error", "warning", "info"].map((x) => h("option", { value: x, selected: x === level }, x || "every level")));
-  const prof = h("select", { id: "log-profile" }, h("option", { value: "" }, "every profile"),
+  // Newest first, paged by id (`before`), every page counted: the total is every entry the
+  // filters find, not the page.
+  const [v, profiles] = await Promise.all([api(`/logs?${q}${before ? "&before=" + enc(before) : ""}`, { total: true }), api("/profiles")]);
+  const sel = h("select", { id: "log-level", "aria-label": "level" }, ["", "error", "warning", "info"].map((x) => h("option", { value: x, selected: x === level }, x || "every level")));
+  const prof = h("select", { id: "log-profile", "aria-label": "profile" }, h("option", { value: "" }, "every profile"),
     profiles.map((x) => h("option", { value: x.name, selected: x.name === profile }, x.name)));
-  const obj = h("input", { id: "log-object", value: object, placeholder: "object id" });
-  const apply = (e) => {
-    e && e.preventDefault();
+  const obj = h("input", { id: "log-object", value: object, placeholder: "object id", "aria-label": "object id" });
+  const route = (extra = {}) => {
     const n = new URLSearchParams();
     for (const [k, el] of [["level", sel], ["profile", prof], ["object", obj]]) if (el.value) n.set(k, el.value);
-    location.hash = `#/logs?${n}`;
+    if (cycle) n.set("cycle", cycle);
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/logs?${n}`;
   };
+  const apply = (e) => { e && e.preventDefault(); location.hash = route(); };
   sel.addEventListener("change", apply);
   prof.addEventListener("change", apply);
+  const rows = v.items;
+  const last = rows.length ? rows[rows.length - 1].id : null;
+  const msg = h("span", { id: "logs-export-message" });
+  // The export is of the filtered list, every page of it.
+  const exp = async () => {
+    const n = new URLSearchParams(q);
+    n.delete("limit");
+    try { await download(`/logs/export?${n}`, "logs.csv"); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
   page("Message logs", h("form", { class: "inline", onsubmit: apply }, sel, prof, obj, h("button", { type: "submit" }, "Filter"),
-    cycle ? h("span", { class: "muted" }, `cycle ${cycle}`) : ""),
-    table(v, [["When", (l) => when(l.at)], ["Level", (l) => h("span", { class: "level-" + l.level }, l.level)], ["Profile", (l) => show(l.profile)], ["Code", (l) => show(l.code)],
-      ["Object", (l) => (l.object_id ? h("a", { href: `#/report?q=${enc(l.object_id)}` }, l.object_name || l.object_id) : "—")], ["Message", (l) => l.message]], "No messages."));
+    cycle ? h("span", { class: "muted" }, `cycle ${cycle}`) : "",
+    h("button", { type: "button", class: "secondary", id: "logs-export", onclick: exp }, "Export CSV"), msg),
+    listTable("logs", {
+      total: v.total, noun: "entries", rows, empty: "No messages.",
+      first: before ? route() : null, next: last != null && rows.length === 200 && last > 1 ? route({ before: String(last) }) : null,
+      cols: [["When", (l) => when(l.at)], ["Level", (l) => h("span", { class: "level-" + l.level }, l.level)], ["Profile", (l) => show(l.profile)], ["Code", (l) => show(l.code)],
+        ["Object", (l) => (l.object_id ? h("a", { href: `#/report?q=${enc(l.object_id)}` }, l.object_name || l.object_id) : "—")], ["Message", (l) => l.message]],
+    }));
 }
 
 // ---- devices ----
@@ -1374,13 +1418,25 @@ async function dashboard() {
 
 async function agents() {
   const p = params();
-  const [search, st, offset] = [p.get("q") || "", p.get("state") || "", Number(p.get("offset") || 0)];
-  const q = new URLSearchParams({ limit: "100", offset: String(offset) });
+  const [search, st, after] = [p.get("q") || "", p.get("state") || "", p.get("after") || ""];
+  // Keyset pages by id (`after`: the last id of the page before); the total counts every match.
+  const q = new URLSearchParams({ limit: "100" });
   if (search) q.set("search", search);
   if (st) q.set("state", st);
+  if (after) q.set("after", after);
   const [v, held] = await Promise.all([api(`/agents?${q}`, { total: true }), api("/enrollment-requests")]);
-  const box = h("input", { id: "agent-search", value: search, placeholder: "host name or device id" });
-  const go = (o) => { location.hash = `#/agents?q=${enc(box.value)}&state=${enc(st)}&offset=${o}`; };
+  const box = h("input", { id: "agent-search", value: search, placeholder: "host name or device id", "aria-label": "search" });
+  const states = h("select", { id: "agent-state", "aria-label": "state" }, ["", "enrolled", "idle", "offered", "running", "succeeded", "failed", "replaced"]
+    .map((x) => h("option", { value: x, selected: x === st }, x || "every state")));
+  const routeTo = (extra = {}) => {
+    const n = new URLSearchParams();
+    if (box.value) n.set("q", box.value);
+    if (states.value) n.set("state", states.value);
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/agents?${n}`;
+  };
+  const go = () => { location.hash = routeTo(); };
+  states.addEventListener("change", go);
   const out = h("p", { id: "enrollment-message" });
   // Enrollments held for an operator: a device claiming an enrolled one's id or name without its key.
   const decide = (r, verb) => async () => {
@@ -1395,13 +1451,15 @@ async function agents() {
       ["Asked", (r) => when(r.created_at)], ["Why it waits", (r) => h("span", { class: "bad" }, r.reason)],
       ["", (r) => (canChange() ? [h("button", { class: "approve", onclick: decide(r, "approve") }, "Approve"), " ",
         h("button", { class: "secondary refuse", onclick: decide(r, "refuse") }, "Refuse")] : "")]])), out];
-  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(0); } }, box, h("button", { type: "submit" }, "Search"),
-    h("span", { class: "muted", id: "agents-total" }, `${v.total} agents`)),
-    table(v.items, [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""]],
-      ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
-      ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No agents yet."),
-    h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(Math.max(0, offset - 100)) }, "Previous") : "",
-      " ", offset + 100 < v.total ? h("button", { class: "secondary", onclick: () => go(offset + 100) }, "Next") : ""));
+  const last = v.items.length === 100 ? v.items[v.items.length - 1].id : null;
+  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, box, states, h("button", { type: "submit" }, "Search")),
+    listTable("agents", {
+      total: v.total, noun: "agents", rows: v.items, empty: "No agents yet.",
+      first: after ? routeTo() : null, next: last != null ? routeTo({ after: String(last) }) : null,
+      cols: [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""]],
+        ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
+        ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]],
+    }));
 }
 
 // One device: facts, harvested profiles, every run's steps, and a run's log.
