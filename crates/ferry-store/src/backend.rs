@@ -249,7 +249,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The condition that finds the decisions whose names, UPNs, mail or SIDs (either side)
     /// hold a term of [`crate::query::INDEXED_TERM_CHARS`] characters or more through the
     /// backend's substring index (migration 0019), with one parameter: [`Backend::search_param`].
-    const DECISION_SEARCH: &'static str;
+    /// None where the backend keeps no such index (SQLite, migration 0022): searches scan.
+    const DECISION_SEARCH: Option<&'static str>;
+    /// The function that folds a value's case for a substring search, Unicode-wide
+    /// (`lower` folds only ASCII on SQLite).
+    const FOLD: &'static str;
     /// The parameter of [`Backend::DECISION_SEARCH`] for a term.
     fn search_param(term: &str) -> String;
     /// A connection for reading (no transaction).

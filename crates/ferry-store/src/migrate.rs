@@ -113,6 +113,11 @@ pub const SQLITE: &[Migration] = &[
         name: "cycle_progress",
         sql: include_str!("../migrations/sqlite/0021_cycle_progress.sql"),
     },
+    Migration {
+        version: 22,
+        name: "drop_list_search",
+        sql: include_str!("../migrations/sqlite/0022_drop_list_search.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -220,5 +225,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 21,
         name: "cycle_progress",
         sql: include_str!("../migrations/postgres/0021_cycle_progress.sql"),
+    },
+    Migration {
+        version: 22,
+        name: "drop_list_search",
+        sql: include_str!("../migrations/postgres/0022_drop_list_search.sql"),
     },
 ];

@@ -200,9 +200,12 @@ impl Backend for Postgres {
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::POSTGRES;
     /// The expression of migration 0019's pg_trgm index, exactly (the planner matches it as
     /// written); without the extension the same condition scans the table.
-    const DECISION_SEARCH: &'static str = "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
+    const DECISION_SEARCH: Option<&'static str> = Some(
+        "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
         || coalesce(source_mail, '') || E'\\n' || coalesce(source_sid, '') || E'\\n' || coalesce(target_name, '') || E'\\n' \
-        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE ?";
+        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE ?",
+    );
+    const FOLD: &'static str = "lower";
     /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character).
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)

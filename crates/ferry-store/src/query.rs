@@ -187,14 +187,16 @@ pub fn decisions<B: crate::backend::Backend>(
             // The index joins a decision's values with line feeds, and no single value holds
             // one: such a term matches nothing, here as in a scan.
             sql.push_str(" AND 1 = 0");
-        } else if term.chars().count() >= INDEXED_TERM_CHARS {
+        } else if let Some(index) = B::DECISION_SEARCH
+            && term.chars().count() >= INDEXED_TERM_CHARS
+        {
             sql.push_str(" AND ");
-            sql.push_str(B::DECISION_SEARCH);
+            sql.push_str(index);
             vals.push(Val::text(B::search_param(term)));
         } else {
             let parts: Vec<String> = SEARCHED
                 .iter()
-                .map(|c| format!("lower({c}) LIKE ? ESCAPE '\\'"))
+                .map(|c| format!("{}({c}) LIKE ? ESCAPE '\\'", B::FOLD))
                 .collect();
             sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
             let pat = codec::like_pattern(term);

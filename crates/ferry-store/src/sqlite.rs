@@ -44,6 +44,22 @@ fn connect(path: &Path) -> Result<Connection> {
         "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
     )?;
+    // SQLite's `lower` folds ASCII only: "ZOË" would not find "Zoë". Searches fold with Rust's
+    // Unicode lower case instead (`Backend::FOLD`), as PostgreSQL's `lower` does.
+    c.create_scalar_function(
+        "ferry_fold",
+        1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8
+            | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                rusqlite::types::ValueRef::Text(t) => {
+                    Some(String::from_utf8_lossy(t).to_lowercase())
+                }
+                _ => None,
+            })
+        },
+    )?;
     Ok(c)
 }
 
@@ -233,13 +249,12 @@ impl Conn for SqliteConn<'_> {
 impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::SQLITE;
-    /// The FTS5 trigram index of migration 0019, which folds case itself.
-    const DECISION_SEARCH: &'static str =
-        "rid IN (SELECT rowid FROM decisions_search WHERE decisions_search MATCH ?)";
-    /// One FTS5 phrase (quotes doubled): with the trigram tokenizer, the term's trigrams at
-    /// consecutive positions, so a substring of one value; no operator or column filter is read.
+    /// None: migration 0022 dropped 0019's FTS5 trigram index, whose upkeep doubled a first
+    /// cycle of a million decisions; searches scan (docs/BENCHMARKS.md, issue 20).
+    const DECISION_SEARCH: Option<&'static str> = None;
+    const FOLD: &'static str = "ferry_fold";
     fn search_param(term: &str) -> String {
-        format!("\"{}\"", term.replace('"', "\"\""))
+        crate::codec::like_pattern(term)
     }
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
@@ -338,38 +353,6 @@ fn drop_indexes_for_bulk(
         tx.execute_batch(&format!("DROP INDEX {name}"))?;
     }
     Ok(defs.into_iter().map(|(_, sql)| sql).collect())
-}
-
-/// Before a bulk rewrite of the decisions (when their indexes were dropped): drops the triggers
-/// that keep the trigram search index in step (migration 0019) and empties it; returns the
-/// triggers' definitions for [`rebuild_search`]. One `INSERT … SELECT` afterwards fills the index
-/// for a fraction of what a million per-row trigger inserts cost.
-fn suspend_search(tx: &rusqlite::Transaction<'_>) -> Result<Vec<String>> {
-    let mut st = tx.prepare(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'decisions' AND name LIKE 'decisions_search%'",
-    )?;
-    let defs: Vec<(String, String)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (name, _) in &defs {
-        tx.execute_batch(&format!("DROP TRIGGER {name}"))?;
-    }
-    tx.execute_batch("INSERT INTO decisions_search (decisions_search) VALUES ('delete-all')")?;
-    Ok(defs.into_iter().map(|(_, sql)| sql).collect())
-}
-
-/// After [`suspend_search`]: every decision's text into the search index, and the triggers back.
-fn rebuild_search(tx: &rusqlite::Transaction<'_>, triggers: &[String]) -> Result<()> {
-    if triggers.is_empty() {
-        return Ok(());
-    }
-    tx.execute_batch(
-        "INSERT INTO decisions_search (rowid, terms) SELECT rid, terms FROM decisions_search_terms ORDER BY rid",
-    )?;
-    for sql in triggers {
-        tx.execute_batch(sql)?;
-    }
-    Ok(())
 }
 
 fn recreate_indexes(tx: &rusqlite::Transaction<'_>, defs: &[String]) -> Result<()> {
@@ -481,11 +464,6 @@ impl Sqlite {
         let t2 = std::time::Instant::now();
         let plan = s.plan;
         let decision_indexes = drop_indexes_for_bulk(&tx, "decisions", s.decisions.upserts.len())?;
-        let search_triggers = if decision_indexes.is_empty() {
-            Vec::new()
-        } else {
-            suspend_search(&tx)?
-        };
         {
             let mut up = tx.prepare_cached(query::UPSERT_DECISION)?;
             let mut sorted: Vec<&plan::DecisionRecord<'_>> =
@@ -531,12 +509,10 @@ impl Sqlite {
             let t3 = std::time::Instant::now();
             recreate_indexes(&tx, &decision_indexes)?;
             let t4 = std::time::Instant::now();
-            rebuild_search(&tx, &search_triggers)?;
             tracing::debug!(
                 objects_ms = (t2 - t0).as_millis() as u64,
                 decisions_ms = (t3 - t2).as_millis() as u64,
                 decision_indexes_ms = (t4 - t3).as_millis() as u64,
-                search_index_ms = t4.elapsed().as_millis() as u64,
                 "SQLite bulk write"
             );
             let mut hist = tx.prepare_cached("INSERT INTO history (profile, kind, source_id, cycle_id, at, change) VALUES (?, ?, ?, ?, ?, ?)")?;
