@@ -67,11 +67,24 @@ impl Sink {
 
     fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+        // O_NOFOLLOW: never through a link, not even to create the file a dangling one names;
+        // O_NONBLOCK: a FIFO is refused at once (no reader) instead of waited on with the lock
+        // held, which would hang every later act (no effect on a regular file's writes).
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
-            .open(path)?;
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    std::io::Error::other("a symbolic link: give the path of a regular file")
+                } else {
+                    e
+                }
+            })?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
@@ -285,6 +298,66 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &path).unwrap();
         assert!(sink.append(&line(3)).is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "KEY\n");
+    }
+
+    /// Would catch: the path reopened after a rotation through what a local user planted there
+    /// in the moment between logrotate's move and the next line: a dangling symbolic link (the
+    /// server would create the file it names, in a directory only the server may write to), or a
+    /// FIFO (opening it to write waits for a reader, forever, holding the sink's lock: every
+    /// later act of every operator hangs with it).
+    #[test]
+    fn review_a_reopen_neither_creates_through_a_link_nor_waits_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let line = |id| AuditEntry {
+            id,
+            at: 1,
+            actor: "ann".into(),
+            tenant: None,
+            action: "psk.retire".into(),
+            subject: "wave-1".into(),
+            detail: String::new(),
+            address: None,
+            request_id: None,
+        };
+        let sink = std::sync::Arc::new(Sink::open(&path).unwrap());
+        sink.append(&line(1)).unwrap();
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        let named = dir.path().join("private").join("planted");
+        std::fs::create_dir(dir.path().join("private")).unwrap();
+        std::os::unix::fs::symlink(&named, &path).unwrap();
+        assert!(sink.append(&line(2)).is_err());
+        assert!(
+            !named.exists(),
+            "the file a dangling link named was created"
+        );
+        assert!(Sink::open(&path).is_err());
+        assert!(
+            !named.exists(),
+            "opened at start: the file a dangling link named was created"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = std::sync::Arc::clone(&sink);
+        std::thread::spawn(move || {
+            let _ = tx.send(s.append(&line(3)).is_err());
+        });
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(5));
+        if refused.is_err() {
+            // Free the waiting open before failing, so the test process ends.
+            let _ = std::fs::File::open(&path);
+        }
+        assert_eq!(
+            refused,
+            Ok(true),
+            "a FIFO at the path: the append waited or wrote"
+        );
     }
 
     /// Would catch: a sink file created readable by others, lines not appended (a second open

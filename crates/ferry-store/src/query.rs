@@ -281,13 +281,13 @@ pub fn logs(q: &LogQuery) -> (String, Vec<Val<'static>>) {
     (sql, vals)
 }
 
-pub const ABORT_RUNNING: &str = "UPDATE cycles SET status = 'aborted', finished_at = ?, error = 'the server running this cycle stopped before it finished' \
+pub const ABORT_RUNNING: &str = "UPDATE cycles SET status = 'aborted', finished_at = ?, progress = NULL, error = 'the server running this cycle stopped before it finished' \
      WHERE profile = ? AND status = 'running'";
 
 pub const RELEASE_SERVER_LEASES: &str =
     "DELETE FROM leases WHERE substr(holder, 1, length(?) + 1) = ? || ':'";
 
-pub const ABORT_SERVER_CYCLES: &str = "UPDATE cycles SET status = 'aborted', finished_at = ?, error = 'the server was stopped while this cycle ran' \
+pub const ABORT_SERVER_CYCLES: &str = "UPDATE cycles SET status = 'aborted', finished_at = ?, progress = NULL, error = 'the server was stopped while this cycle ran' \
      WHERE server = ? AND status = 'running'";
 
 pub const INSERT_CYCLE: &str = "INSERT INTO cycles (profile, trigger, slot, server, status, phase, started_at) VALUES (?, ?, ?, ?, 'running', 'import', ?) RETURNING id";

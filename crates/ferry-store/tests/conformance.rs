@@ -98,7 +98,8 @@ conformance!(
     devices_are_found_by_name_in_their_directory_only,
     objects_are_read_by_id_in_their_directory_and_kind,
     translation_search_finds_what_a_scan_finds,
-    decision_pages_after_a_cursor_skip_and_repeat_nothing
+    decision_pages_after_a_cursor_skip_and_repeat_nothing,
+    a_cycles_progress_ends_with_it_however_it_ends
 );
 
 /// Catches: the agent claim check (agents list, dashboard, orders) finding a user or another
@@ -1345,6 +1346,64 @@ async fn cycle_lifecycle(s: &dyn Store) {
         .unwrap();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].entry.level, Level::Error);
+}
+
+/// Would catch: a cycle aborted (by the next cycle of its profile, or by its server's restart)
+/// still saying what it was doing ("aborted: read 120,000 source and 0 target objects" on the
+/// console's cycles, as if it were still reading), and a late progress write of a cycle that
+/// ended bringing the words back.
+async fn a_cycles_progress_ends_with_it_however_it_ends(s: &dyn Store) {
+    let progress = |id| async move { s.cycle(id).await.unwrap().unwrap().progress };
+    let a = s
+        .begin_cycle("users", "manual", None, "srv1", 100)
+        .await
+        .unwrap();
+    s.set_cycle_progress(a, "read 120 source and 0 target objects")
+        .await
+        .unwrap();
+    assert_eq!(
+        progress(a).await.as_deref(),
+        Some("read 120 source and 0 target objects")
+    );
+    let b = s
+        .begin_cycle("users", "manual", None, "srv2", 200)
+        .await
+        .unwrap();
+    assert_eq!(s.cycle(a).await.unwrap().unwrap().status, "aborted");
+    assert_eq!(progress(a).await, None, "aborted by the next cycle");
+    s.set_cycle_progress(a, "read 240 source and 0 target objects")
+        .await
+        .unwrap();
+    assert_eq!(progress(a).await, None, "written after it was aborted");
+
+    s.set_cycle_progress(b, "matching 120 source and 80 target objects")
+        .await
+        .unwrap();
+    assert_eq!(s.recover_server("srv2", 300).await.unwrap(), 1);
+    assert_eq!(s.cycle(b).await.unwrap().unwrap().status, "aborted");
+    assert_eq!(progress(b).await, None, "aborted by its server's restart");
+
+    for fail in [false, true] {
+        let c = s
+            .begin_cycle("users", "manual", None, "srv1", 400)
+            .await
+            .unwrap();
+        s.set_cycle_progress(c, "storing 3 changed decision(s)")
+            .await
+            .unwrap();
+        if fail {
+            s.fail_cycle(c, "users", "unreachable", &[], 500)
+                .await
+                .unwrap();
+        } else {
+            s.finish_cycle(c, "users", "nothing", &[], 500)
+                .await
+                .unwrap();
+        }
+        assert_eq!(progress(c).await, None, "ended (failed: {fail})");
+        s.set_cycle_progress(c, "late").await.unwrap();
+        assert_eq!(progress(c).await, None, "written after it ended");
+    }
 }
 
 fn config() -> Config {

@@ -137,6 +137,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&logs)?;
             } else {
+                let logs = for_terminal(logs)?;
                 for l in &logs {
                     println!(
                         "{}  {:<7} {:<10} {}",
@@ -154,7 +155,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                print_report(&r);
+                print_report(&for_terminal(r.clone())?);
             }
             Ok(if !r.objects.is_empty() {
                 ExitCode::SUCCESS
@@ -172,6 +173,37 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
         serde_json::to_string_pretty(&serde_json::to_value(v)?)?
     );
     Ok(())
+}
+
+/// `v` as a terminal may be shown it: each control character of its strings written as its
+/// escape (`\u{1b}`). Names, UPNs and attribute values come from the directories, where whoever
+/// may edit their own display name can put ESC and BEL in it: printed raw, a sequence retitles
+/// the window, clears the screen, rewrites earlier lines (a "matched" over an "ambiguous"), or
+/// with `\r` and `\n` forges a line of its own. `--json` escapes them already.
+pub fn for_terminal<T: serde::Serialize + serde::de::DeserializeOwned>(v: T) -> Result<T> {
+    fn clean(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.chars().any(char::is_control) => {
+                *s = s
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_unicode().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(clean),
+            serde_json::Value::Object(o) => o.values_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let mut j = serde_json::to_value(&v)?;
+    clean(&mut j);
+    // The answer was read from JSON into `T`, so it reads back.
+    Ok(serde_json::from_value(j)?)
 }
 
 /// A list as JSON, or each item as `show` prints it.
@@ -596,6 +628,7 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                 print_json(&v)?;
                 return Ok(ExitCode::SUCCESS);
             }
+            let v = for_terminal(v)?;
             let p = &v.plan;
             println!(
                 "What-If for {profile} (cycle {}, plan {}, mode {})",
@@ -921,21 +954,17 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             let count = |n| got.store(n, Ordering::Relaxed);
             match output {
                 Some(path) => {
-                    let tmp = path.with_extension("part");
-                    let file = std::fs::File::create(&tmp)
-                        .with_context(|| format!("cannot write {}", tmp.display()))?;
-                    let mut out = std::io::BufWriter::new(file);
+                    let mut out = std::io::BufWriter::new(part_file(&path)?);
                     let copied = e.copy_to(&mut out, count).await.and_then(|_| {
                         out.into_inner()
                             .map_err(|e| ferry_client::Error::Write(e.into_error()))
                     });
                     drop(ticker);
-                    if let Err(err) = copied {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(anyhow::Error::new(err))
-                            .with_context(|| format!("cannot write {}", path.display()));
-                    }
-                    std::fs::rename(&tmp, &path)
+                    // On an error the part file is dropped, which removes it.
+                    let part =
+                        copied.with_context(|| format!("cannot write {}", path.display()))?;
+                    part.persist(&path)
+                        .map_err(|e| e.error)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!(
                         "wrote {written} entries to {} ({skipped} left out by the format)",
@@ -983,6 +1012,31 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A new file beside `path`, to write it whole before it takes `path`'s place (a rename): named
+/// `.NAME.XXXXXX.part`, unguessable and created anew (`O_EXCL`), so nothing a local user
+/// planted beside `path` in a shared directory (a link to another of the operator's files, a
+/// FIFO) is written through or waited on; removed when dropped before [`persist`]. Its mode is a
+/// new file's (0666 less the umask), as the file it becomes had before.
+///
+/// [`persist`]: tempfile::NamedTempFile::persist
+pub(crate) fn part_file(path: &std::path::Path) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".part")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write a part file beside {}", path.display()))
 }
 
 fn print_report(r: &ObjectReports) {

@@ -81,9 +81,13 @@ fn write_if_missing(path: &Path, body: impl FnOnce() -> Vec<u8>) -> Result<bool>
     if path.exists() {
         return Ok(false);
     }
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, body()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::io::Write as _;
+    let mut part = crate::commands::part_file(path)?;
+    part.write_all(&body())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    part.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(true)
 }
 

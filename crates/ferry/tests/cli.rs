@@ -1067,3 +1067,174 @@ fn progress_lines_at_a_terminal_only() {
     assert_eq!(piped.stdout, at_terminal, "stdout and the file differ");
     assert!(at_terminal.len() > 1000, "{}", at_terminal.len());
 }
+
+/// Would catch: `translation export -o FILE` writing through what a local user planted beside
+/// FILE in a shared directory: its `.part` file as a symbolic link to another of the operator's
+/// files (truncated and overwritten with the translation table), or as a FIFO (the export waits
+/// forever).
+#[test]
+fn review_an_export_never_writes_through_a_planted_part_file() {
+    let d = tempfile::tempdir().unwrap();
+    sample_config(d.path(), 50, 4, "");
+    let data = d.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            d.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let o = ferry(&["sync", "run", "users", "--wait"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let shared = d.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let file = shared.join("table.csv");
+    let export = |file: &std::path::Path| {
+        ferry(
+            &[
+                "translation",
+                "export",
+                "--format",
+                "csv",
+                "-o",
+                file.to_str().unwrap(),
+            ],
+            &env,
+        )
+    };
+    let victim = d.path().join("notes.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join("table.part")).unwrap();
+    let o = export(&file);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "the export wrote through a link planted at its part file"
+    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.lines().count() > 10, "{written}");
+    assert!(
+        std::fs::symlink_metadata(shared.join("table.part"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the planted link was replaced rather than left alone"
+    );
+
+    // A FIFO at the part file: the export neither waits on it nor writes into it.
+    let other = shared.join("other.csv");
+    let made = Command::new("mkfifo")
+        .arg(shared.join("other.part"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (file2, env2) = (other.clone(), env.map(|(k, v)| (k, v.to_string())));
+    std::thread::spawn(move || {
+        let env: Vec<(&str, &str)> = env2.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = ferry(
+            &[
+                "translation",
+                "export",
+                "--format",
+                "csv",
+                "-o",
+                file2.to_str().unwrap(),
+            ],
+            &env,
+        );
+        let _ = tx.send(o.status.success());
+    });
+    let done = rx.recv_timeout(Duration::from_secs(60));
+    if done.is_err() {
+        // Free the waiting export before failing.
+        let _ = std::fs::File::open(shared.join("other.part"));
+    }
+    assert_eq!(
+        done,
+        Ok(true),
+        "the export waited on a FIFO planted at its part file"
+    );
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), written);
+}
+
+/// Would catch: directory values printed raw at a terminal. Whoever may edit their own display
+/// name can put ESC and BEL in it: `ferry sync whatif`, `ferry report` and `ferry logs` would
+/// then retitle the operator's window, clear the screen or, with `\r` and `\n`, rewrite or forge
+/// the lines an approval is decided on. Shown escaped (`\u{1b}`), not dropped.
+#[test]
+fn review_directory_names_cannot_drive_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    sample_config(d.path(), 50, 4, "");
+    let mut s = ferry_demo::generate(50, true, 4);
+    for o in s.source.iter_mut().chain(s.target.iter_mut()) {
+        o.name = format!("\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m{}\r\nmatched", o.name);
+    }
+    for (file, objects) in [("contoso.json", &s.source), ("fabrikam.json", &s.target)] {
+        std::fs::write(
+            d.path().join(file),
+            ferry_core::snapshot::render_json(objects),
+        )
+        .unwrap();
+    }
+    let data = d.path().join("data");
+    let srv = ServerProc::start(
+        &[
+            "--config",
+            d.path().join("ferry.toml").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let env = [
+        ("FERRY_SERVER", srv.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let o = ferry(&["sync", "run", "users", "--wait"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let user = s
+        .source
+        .iter()
+        .find(|o| o.kind == ferry_core::ObjectKind::User)
+        .unwrap();
+    for args in [
+        vec!["sync", "whatif", "users"],
+        vec!["sync", "whatif", "users", "--status", "ambiguous"],
+        vec!["report", "object", user.id.as_str()],
+        vec!["logs"],
+    ] {
+        let o = ferry(&args, &env);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(
+            !out.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r']),
+            "{args:?} printed a directory value's control characters raw: {out:?}"
+        );
+        assert!(
+            !out.contains("\nmatched"),
+            "{args:?} printed a forged line: {out}"
+        );
+    }
+    let o = ferry(&["report", "object", user.id.as_str()], &env);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m"),
+        "the name is shown escaped: {out}"
+    );
+}

@@ -289,8 +289,17 @@ fn view(m: &Move, role: &Role, now: i64) -> Option<MoveView> {
         validated_at: m.request.validated_at,
         warnings: m.warnings.clone(),
         mapped_users: m.mapped_users,
-        progress: m.progress.clone(),
+        progress: progress(m, now),
     })
+}
+
+/// What a running validation is doing; nothing once the request is past it. A request
+/// cancelled while its validation ran keeps the last figure in its document (the validation's
+/// end, which clears it, is refused on a cancelled request).
+fn progress(m: &Move, now: i64) -> Option<String> {
+    m.progress
+        .clone()
+        .filter(|_| m.request.state_at(now) == MoveState::Validating)
 }
 
 /// [`view`] of a move the operator has just acted in (so it sees it).
@@ -630,8 +639,8 @@ pub async fn status(
     Ok(Json(MoveStatus {
         state: m.request.state_at(now),
         status: m.request.status_line(now, &errors_url(&id)),
+        progress: progress(&m, now),
         migration_id: id,
-        progress: m.progress,
     }))
 }
 
@@ -958,4 +967,46 @@ pub fn router() -> axum::Router<AppState> {
         .route("/moves/{id}/migrate", post(migrate))
         .route("/moves/{id}/cancel", post(cancel))
         .route("/audit", get(audit_trail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Would catch: a validation's progress outliving it. A request cancelled while its
+    /// validation ran keeps the last figure in its document (the validation's end, which clears
+    /// it, is refused on a cancelled request), and its status and the moves list showed it for
+    /// good, as if the validation still ran.
+    #[test]
+    fn progress_is_shown_while_validating_only() {
+        let mut m = Move {
+            source_migration_id: "s-1".into(),
+            target_migration_id: "t-1".into(),
+            environment: "sales".into(),
+            source_tenant: "contoso".into(),
+            target_tenant: "fabrikam".into(),
+            request: Request::submit(0),
+            warnings: Vec::new(),
+            mapping: None,
+            errors: None,
+            mapped_users: 0,
+            checklist: Vec::new(),
+            last_error: None,
+            migrating_on: None,
+            progress: Some("validated 10,000 of 40,000 users".into()),
+        };
+        m.request.state = MoveState::Validating;
+        let shown = |m: &Move| {
+            view(m, &Role::TenantAdmin("contoso".into()), 1)
+                .unwrap()
+                .progress
+        };
+        assert_eq!(
+            shown(&m).as_deref(),
+            Some("validated 10,000 of 40,000 users")
+        );
+        m.request.cancel(1).unwrap();
+        assert_eq!(shown(&m), None, "cancelled while validating");
+        assert_eq!(progress(&m, 1), None, "the status of a cancelled request");
+    }
 }
