@@ -814,6 +814,12 @@ pub struct FailedReport {
     /// Refused or failed calls, newest first: enrollment with a bad or retired key, bad node
     /// keys, agents on the admin API, requests for another device's data, rate limits.
     pub failures: Vec<FailedComm>,
+    /// How many refused calls the filters (`code`) find in all, every page.
+    #[serde(default)]
+    pub failures_total: i64,
+    /// On a full page of `failures`: the `after=` of the next one.
+    #[serde(default)]
+    pub failures_next: Option<String>,
     /// Agents that stopped calling.
     pub silent: Vec<AgentRecord>,
 }
@@ -903,8 +909,11 @@ pub struct BatchProgress {
     pub wave: WaveView,
     /// Per state (`no agent yet`, `enrolled`, `running`, `succeeded`, `failed`, …): how many.
     pub states: HashMap<String, usize>,
-    /// A page of the batch's agents (see `offset` and `limit`).
+    /// A page of the batch's agents (see `sort`, `after` and `limit`).
     pub agents: Vec<AgentView>,
+    /// On a full page of `agents`: the `after=` of the next one.
+    #[serde(default)]
+    pub agents_next: Option<String>,
     /// The batch's computers no live agent has enrolled from yet, as they were added, in order
     /// of name: the first `limit` (their number is `states["no agent yet"]`).
     #[serde(default)]

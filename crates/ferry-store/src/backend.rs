@@ -254,6 +254,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The function that folds a value's case for a substring search, Unicode-wide
     /// (`lower` folds only ASCII on SQLite).
     const FOLD: &'static str;
+    /// What follows a text expression a list sorts on so that it compares by code point, the
+    /// same on both backends (migration 0023 indexes the expressions with it): nothing on SQLite,
+    /// whose default collation is binary; ` COLLATE "C"` on PostgreSQL, whose database may
+    /// default to a language's collation.
+    const BINARY: &'static str;
     /// The parameter of [`Backend::DECISION_SEARCH`] for a term.
     fn search_param(term: &str) -> String;
     /// A connection for reading (no transaction).

@@ -251,42 +251,145 @@ pub struct DecisionQuery {
     pub offset: i64,
     /// 0 means no limit.
     pub limit: i64,
-    /// Keyset paging: only decisions after this one in the listing's (profile, kind, source id)
-    /// order.
+    /// Keyset paging: only decisions after this one in the listing's order: (profile, sort
+    /// value, kind, source id), each way reversed by [`Direction::Desc`].
     pub after: Option<DecisionCursor>,
+    /// The column sorted on within each profile; [`DecisionSort::Kind`] by default.
+    pub sort: DecisionSort,
+    pub direction: Direction,
 }
 
-/// Where a page of decisions ends: the key of its last row.
+/// A list's direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl Direction {
+    /// `asc` or `desc`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "asc" => Some(Direction::Asc),
+            "desc" => Some(Direction::Desc),
+            _ => None,
+        }
+    }
+
+    pub fn is_desc(self) -> bool {
+        self == Direction::Desc
+    }
+}
+
+/// The value of a sorted column in a keyset cursor: the sort value of a page's last row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SortValue {
+    Int(i64),
+    Text(String),
+}
+
+impl SortValue {
+    /// The value as JSON (a number or a string).
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            SortValue::Int(i) => (*i).into(),
+            SortValue::Text(t) => t.clone().into(),
+        }
+    }
+
+    /// A JSON number or string read back.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        match v {
+            serde_json::Value::Number(n) => n.as_i64().map(SortValue::Int),
+            serde_json::Value::String(s) => Some(SortValue::Text(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// What decisions are sorted by within each profile. Text is compared by code point (the
+/// binary collation, the same on SQLite and PostgreSQL); every order ends with the decision's
+/// key (kind, source id), so that equal values keep one order across pages. Migration 0023's
+/// indexes serve the names among a status's decisions (the translation table: matched).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecisionSort {
+    /// (kind, source id): the primary key.
+    #[default]
+    Kind,
+    Status,
+    SourceName,
+    /// An unmatched decision's missing target name sorts as the empty text.
+    TargetName,
+}
+
+impl DecisionSort {
+    /// The API's name of the column.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionSort::Kind => "kind",
+            DecisionSort::Status => "status",
+            DecisionSort::SourceName => "source_name",
+            DecisionSort::TargetName => "target_name",
+        }
+    }
+
+    /// The sort value of a row (None for [`DecisionSort::Kind`], which the key is).
+    pub fn value_of(self, row: &DecisionRow) -> Option<String> {
+        match self {
+            DecisionSort::Kind => None,
+            DecisionSort::Status => Some(row.status.as_str().to_string()),
+            DecisionSort::SourceName => Some(row.source_name.clone()),
+            DecisionSort::TargetName => Some(row.target_name.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// Where a page of decisions ends: the key of its last row, and its sort value when the list is
+/// sorted on another column than the key ([`DecisionSort::value_of`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecisionCursor {
     pub profile: String,
     pub kind: ObjectKind,
     pub source_id: String,
+    pub value: Option<String>,
 }
 
 impl DecisionCursor {
-    /// The cursor after `row`.
-    pub fn of(row: &DecisionRow) -> Self {
+    /// The cursor after `row` in a list sorted by `sort`.
+    pub fn of(row: &DecisionRow, sort: DecisionSort) -> Self {
         DecisionCursor {
             profile: row.profile.clone(),
             kind: row.kind,
             source_id: row.source_id.clone(),
+            value: sort.value_of(row),
         }
     }
 
-    /// The cursor as an opaque page token (`after=`): a JSON array of its three parts.
+    /// The cursor as an opaque page token (`after=`): a JSON array of its three parts, and the
+    /// sort value fourth when there is one.
     pub fn token(&self) -> String {
-        serde_json::json!([self.profile, self.kind.as_str(), self.source_id]).to_string()
+        match &self.value {
+            None => serde_json::json!([self.profile, self.kind.as_str(), self.source_id]),
+            Some(v) => serde_json::json!([self.profile, self.kind.as_str(), self.source_id, v]),
+        }
+        .to_string()
     }
 
     /// A page token read back; `None` when it is not one [`DecisionCursor::token`] wrote.
     pub fn parse(token: &str) -> Option<Self> {
-        let (profile, kind, source_id): (String, String, String) =
-            serde_json::from_str(token).ok()?;
+        let parts: Vec<String> = serde_json::from_str(token).ok()?;
+        let [profile, kind, source_id, rest @ ..] = parts.as_slice() else {
+            return None;
+        };
+        if rest.len() > 1 {
+            return None;
+        }
         Some(DecisionCursor {
-            profile,
-            kind: ObjectKind::parse(&kind)?,
-            source_id,
+            profile: profile.clone(),
+            kind: ObjectKind::parse(kind)?,
+            source_id: source_id.clone(),
+            value: rest.first().cloned(),
         })
     }
 }
@@ -314,6 +417,12 @@ pub struct AuditQuery {
     /// Only lines with a greater id: the last id of the previous page.
     pub after: Option<i64>,
     pub limit: i64,
+    /// Only lines of this action (`sync.run`, …).
+    pub action: Option<String>,
+    /// Only lines of this operator.
+    pub actor: Option<String>,
+    /// Newest first: `after` then means a smaller id (the page continues back in time).
+    pub newest_first: bool,
 }
 
 /// Which agents to list: a page by id, optionally narrowed.
@@ -330,8 +439,85 @@ pub struct AgentQuery {
     pub offset: i64,
     /// 0 means no limit.
     pub limit: i64,
-    /// Keyset paging: only agents with a greater id (the last id of the previous page).
+    /// Keyset paging: only agents after this id in the list's order (the last id of the
+    /// previous page), and after `after_value` when sorted on a column: that row's value.
     pub after: Option<i64>,
+    pub after_value: Option<SortValue>,
+    pub sort: AgentSort,
+    pub direction: Direction,
+}
+
+/// What agents are sorted by; each order ends with the id. Host names are compared with ASCII
+/// letters in lower case, by code point, the same on both backends (SQLite's `lower` folds only
+/// ASCII, as PostgreSQL's does under the "C" collation); migration 0023 indexes each with the id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AgentSort {
+    #[default]
+    Id,
+    Hostname,
+    State,
+    LastContact,
+}
+
+impl AgentSort {
+    /// The API's name of the column.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentSort::Id => "id",
+            AgentSort::Hostname => "hostname",
+            AgentSort::State => "state",
+            AgentSort::LastContact => "last_contact",
+        }
+    }
+
+    /// The sort value of an agent (None for the id, which the key is).
+    pub fn value_of(self, a: &AgentRecord) -> Option<SortValue> {
+        match self {
+            AgentSort::Id => None,
+            AgentSort::Hostname => Some(SortValue::Text(a.hostname.to_ascii_lowercase())),
+            AgentSort::State => Some(SortValue::Text(a.state.clone())),
+            AgentSort::LastContact => Some(SortValue::Int(a.last_contact)),
+        }
+    }
+}
+
+/// Which refused agent communications to list.
+#[derive(Clone, Debug, Default)]
+pub struct FailedQuery {
+    /// Only refusals with this code.
+    pub code: Option<String>,
+    pub sort: FailedSort,
+    pub direction: Direction,
+    /// Keyset paging: the id of the previous page's last row, and its sort value.
+    pub after: Option<i64>,
+    pub after_value: Option<SortValue>,
+    /// 0 means no limit.
+    pub limit: i64,
+}
+
+/// What refused communications are sorted by, each order ending with the id: when last seen,
+/// or the address they came from (none sorts as the empty text; code point order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailedSort {
+    #[default]
+    At,
+    Address,
+}
+
+impl FailedSort {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailedSort::At => "at",
+            FailedSort::Address => "address",
+        }
+    }
+
+    pub fn value_of(self, f: &FailedComm) -> SortValue {
+        match self {
+            FailedSort::At => SortValue::Int(f.at),
+            FailedSort::Address => SortValue::Text(f.address.clone().unwrap_or_default()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -344,6 +530,10 @@ pub struct LogQuery {
     /// Only entries with an id below this (paging backwards from the newest).
     pub before_id: Option<i64>,
     pub limit: i64,
+    /// Oldest first (by id, the order entries were written in); the page continues after
+    /// `after_id` then, and `before_id` is not used.
+    pub oldest_first: bool,
+    pub after_id: Option<i64>,
 }
 
 /// Operators, their tokens, passwords and sign-in throttling.
@@ -543,6 +733,10 @@ pub trait DeviceStore: Send + Sync + 'static {
     ) -> Result<u64>;
     /// Newest first.
     async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>>;
+    /// A sorted, filtered page of refused communications.
+    async fn failed_comms_page(&self, q: &FailedQuery) -> Result<Vec<FailedComm>>;
+    /// How many refused communications a query finds, its page aside.
+    async fn count_failed_comms(&self, q: &FailedQuery) -> Result<i64>;
 }
 
 /// Named JSON documents (console directories and profiles, overrides, batches, tenants, environments, moves) and the audit trail.
@@ -591,6 +785,8 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// Lines in the order they were recorded (by id), from `after` on, for an export: keyset
     /// paging, so that a trail growing meanwhile is read whole, each line once.
     async fn audit_page(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>>;
+    /// How many lines a query finds, its page (`after`, `limit`) aside.
+    async fn count_audit(&self, q: &AuditQuery) -> Result<i64>;
 }
 
 /// Environment moves: the records of an environment and the hand-over.

@@ -118,6 +118,11 @@ pub const SQLITE: &[Migration] = &[
         name: "drop_list_search",
         sql: include_str!("../migrations/sqlite/0022_drop_list_search.sql"),
     },
+    Migration {
+        version: 23,
+        name: "list_sort",
+        sql: include_str!("../migrations/sqlite/0023_list_sort.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -230,5 +235,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 22,
         name: "drop_list_search",
         sql: include_str!("../migrations/postgres/0022_drop_list_search.sql"),
+    },
+    Migration {
+        version: 23,
+        name: "list_sort",
+        sql: include_str!("../migrations/postgres/0023_list_sort.sql"),
     },
 ];

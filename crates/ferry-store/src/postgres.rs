@@ -206,6 +206,7 @@ impl Backend for Postgres {
         || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE ?",
     );
     const FOLD: &'static str = "lower";
+    const BINARY: &'static str = " COLLATE \"C\"";
     /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character).
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)

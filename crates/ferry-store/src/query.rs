@@ -3,7 +3,10 @@
 //! `CAST`, integer epoch ms).
 
 use crate::backend::Val;
-use crate::{AgentQuery, AuditEntry, DecisionQuery, LogQuery, codec};
+use crate::{
+    AgentQuery, AgentSort, AuditEntry, AuditQuery, DecisionQuery, DecisionSort, Direction,
+    FailedQuery, FailedSort, LogQuery, SortValue, codec,
+};
 
 /// Inserts or replaces a named document of `table` (name, body, created, updated).
 pub fn put_document(table: &str) -> String {
@@ -62,8 +65,12 @@ pub const CYCLE_COLS: &str = "id, profile, trigger, slot, server, status, phase,
 
 pub const LOG_COLS: &str = "id, at, cycle_id, profile, directory, level, code, object_kind, object_id, object_name, message";
 
-/// `SELECT … FROM agents WHERE …` (or `SELECT count(*)`) for a query.
-pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
+/// `SELECT … FROM agents WHERE …` (or `SELECT count(*)`) for a query, on backend `B`: sorted by
+/// `q.sort` then id, after `q.after` (keyset paging) when given.
+pub fn agents<B: crate::backend::Backend>(
+    q: &AgentQuery,
+    count: bool,
+) -> (String, Vec<Val<'static>>) {
     let mut sql = select_all(AGENT_COLS, "agents", count);
     let mut vals = Vec::new();
     if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
@@ -89,14 +96,81 @@ pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
         vals.push(Val::Int(t));
     }
     if !count {
-        if let Some(a) = q.after {
-            sql.push_str(" AND id > ?");
-            vals.push(Val::Int(a));
-        }
+        let value = match q.sort {
+            AgentSort::Id => None,
+            AgentSort::Hostname => Some(format!("lower(hostname{})", B::BINARY)),
+            AgentSort::State => Some(format!("state{}", B::BINARY)),
+            AgentSort::LastContact => Some("last_contact".to_string()),
+        };
+        let after = q.after.map(|id| (q.after_value.clone(), id));
         let offset = if q.after.is_some() { 0 } else { q.offset };
-        order_and_page(&mut sql, &mut vals, "id", q.limit, offset);
+        sorted_page(
+            &mut sql,
+            &mut vals,
+            value.as_deref(),
+            &["id"],
+            after,
+            q.direction,
+        );
+        page(&mut sql, &mut vals, q.limit, offset);
     }
     (sql, vals)
+}
+
+/// A sorted listing's keyset condition and order: by the expression `value` (none: by the key
+/// alone), then by the `key` columns, the whole order reversed for [`Direction::Desc`]. With
+/// `after` (the sort value and the last key column's value of the previous page's last row) only
+/// the rows past it: a row-value comparison, which both planners take to a range of an index on
+/// the same expressions (migration 0023), so that a page deep in a million rows reads only its
+/// own rows. `key` has one column here; listings keyed by several write their own.
+fn sorted_page(
+    sql: &mut String,
+    vals: &mut Vec<Val<'static>>,
+    value: Option<&str>,
+    key: &[&str],
+    after: Option<(Option<SortValue>, i64)>,
+    dir: Direction,
+) {
+    let cols: Vec<&str> = value.into_iter().chain(key.iter().copied()).collect();
+    if let Some((v, id)) = after {
+        let mut marks = Vec::new();
+        if value.is_some() {
+            // A cursor without a value in a sorted listing is refused by the API; here it
+            // compares as NULL (no row), never as another row's place.
+            vals.push(match v {
+                Some(SortValue::Int(i)) => Val::Int(i),
+                Some(SortValue::Text(t)) => Val::text(t),
+                None => Val::Null,
+            });
+            marks.push("?");
+        }
+        marks.push("?");
+        vals.push(Val::Int(id));
+        sql.push_str(&format!(
+            " AND ({}) {} ({})",
+            cols.join(", "),
+            if dir.is_desc() { "<" } else { ">" },
+            marks.join(", ")
+        ));
+    }
+    order_by(sql, &cols, dir);
+}
+
+/// ` ORDER BY` the columns, each descending for [`Direction::Desc`].
+fn order_by(sql: &mut String, cols: &[&str], dir: Direction) {
+    let desc = if dir.is_desc() { " DESC" } else { "" };
+    let parts: Vec<String> = cols.iter().map(|c| format!("{c}{desc}")).collect();
+    sql.push_str(" ORDER BY ");
+    sql.push_str(&parts.join(", "));
+}
+
+/// A page of `limit` rows (all rows when it is 0 or less), `offset` rows in.
+fn page(sql: &mut String, vals: &mut Vec<Val<'static>>, limit: i64, offset: i64) {
+    if limit > 0 {
+        sql.push_str(" LIMIT ? OFFSET ?");
+        vals.push(Val::Int(limit));
+        vals.push(Val::Int(offset.max(0)));
+    }
 }
 
 /// `SELECT cols FROM table WHERE 1=1` (`count(*)` for `cols` when `count`), for conditions to
@@ -104,17 +178,6 @@ pub fn agents(q: &AgentQuery, count: bool) -> (String, Vec<Val<'static>>) {
 fn select_all(cols: &str, table: &str, count: bool) -> String {
     let cols = if count { "count(*)" } else { cols };
     format!("SELECT {cols} FROM {table} WHERE 1=1")
-}
-
-/// A listing's order, and its page when `limit` is positive (all rows otherwise).
-fn order_and_page(sql: &mut String, vals: &mut Vec<Val>, order: &str, limit: i64, offset: i64) {
-    sql.push_str(" ORDER BY ");
-    sql.push_str(order);
-    if limit > 0 {
-        sql.push_str(" LIMIT ? OFFSET ?");
-        vals.push(Val::Int(limit));
-        vals.push(Val::Int(offset.max(0)));
-    }
 }
 
 /// Agents in each state, of one batch or of all.
@@ -206,28 +269,62 @@ pub fn decisions<B: crate::backend::Backend>(
     if count {
         return (sql, vals);
     }
+    let value = decision_sort::<B>(q.sort);
+    let within = q
+        .after
+        .as_ref()
+        .is_some_and(|a| q.profile.as_deref() == Some(a.profile.as_str()));
+    let mut cols: Vec<&str> = Vec::new();
+    if !within {
+        cols.push("profile");
+    }
+    cols.extend(value.as_deref());
+    cols.extend(["kind", "source_id"]);
     if let Some(a) = &q.after {
         // Row values, which both planners take to an index range; spelled out as `OR`s,
         // PostgreSQL walked the index from its start (3.2 s for a middle page at 1M). Within one
         // profile (the API reads each profile's part on its own) the comparison leaves the
-        // profile out, so that `decisions_status` (profile, status, kind, source_id) serves it.
-        if q.profile.as_deref() == Some(a.profile.as_str()) {
-            sql.push_str(" AND (kind, source_id) > (?, ?)");
-        } else {
-            sql.push_str(" AND (profile, kind, source_id) > (?, ?, ?)");
+        // profile out, so that `decisions_status` (profile, status, kind, source_id) — or, for a
+        // name, migration 0023's index with the name before the kind — serves it.
+        if !within {
             vals.push(Val::text(a.profile.clone()));
+        }
+        if value.is_some() {
+            // A cursor without the sort value is refused by the API; NULL finds no row.
+            vals.push(a.value.clone().map_or(Val::Null, Val::text));
         }
         vals.push(Val::text(a.kind.as_str()));
         vals.push(Val::text(a.source_id.clone()));
+        sql.push_str(&format!(
+            " AND ({}) {} ({})",
+            cols.join(", "),
+            if q.direction.is_desc() { "<" } else { ">" },
+            vec!["?"; cols.len()].join(", ")
+        ));
     }
-    order_and_page(
+    if within {
+        // One profile's rows: the profile in the order too, which the indexes begin with.
+        cols.insert(0, "profile");
+    }
+    order_by(&mut sql, &cols, q.direction);
+    page(
         &mut sql,
         &mut vals,
-        "profile, kind, source_id",
         q.limit,
         if q.after.is_some() { 0 } else { q.offset },
     );
     (sql, vals)
+}
+
+/// The expression a decision listing sorts on before its key, on backend `B` (none for the key's
+/// own order): the expressions migration 0023 indexes.
+fn decision_sort<B: crate::backend::Backend>(sort: DecisionSort) -> Option<String> {
+    match sort {
+        DecisionSort::Kind => None,
+        DecisionSort::Status => Some("status".into()),
+        DecisionSort::SourceName => Some(format!("source_name{}", B::BINARY)),
+        DecisionSort::TargetName => Some(format!("coalesce(target_name, ''){}", B::BINARY)),
+    }
 }
 
 /// How many log lines a query finds in all (its `before_id` and `limit` aside): the total a
@@ -272,12 +369,95 @@ fn log_filter(q: &LogQuery) -> (String, Vec<Val<'static>>) {
 pub fn logs(q: &LogQuery) -> (String, Vec<Val<'static>>) {
     let (filter, mut vals) = log_filter(q);
     let mut sql = format!("SELECT {LOG_COLS} FROM logs WHERE 1=1{filter}");
-    if let Some(b) = q.before_id {
-        sql.push_str(" AND id < ?");
-        vals.push(Val::Int(b));
+    if q.oldest_first {
+        if let Some(a) = q.after_id {
+            sql.push_str(" AND id > ?");
+            vals.push(Val::Int(a));
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+    } else {
+        if let Some(b) = q.before_id {
+            sql.push_str(" AND id < ?");
+            vals.push(Val::Int(b));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
     vals.push(Val::Int(if q.limit > 0 { q.limit } else { 1000 }));
+    (sql, vals)
+}
+
+/// A page of audit lines (or their `count(*)`, the page aside): by id (the order they were
+/// recorded in), newest first when asked, after `q.after` in that order. `audit_tenant`,
+/// `audit_at` and migration 0023's (action, id) and (actor, id) serve the filters.
+pub fn audit(q: &AuditQuery, count: bool) -> (String, Vec<Val<'static>>) {
+    let mut sql = select_all(AUDIT_COLS, "audit", count);
+    let mut vals = Vec::new();
+    for (col, v) in [
+        ("tenant", &q.tenant),
+        ("action", &q.action),
+        ("actor", &q.actor),
+    ] {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND {col} = ?"));
+            vals.push(Val::text(v.clone()));
+        }
+    }
+    if let Some(t) = q.since {
+        sql.push_str(" AND at >= ?");
+        vals.push(Val::Int(t));
+    }
+    if count {
+        return (sql, vals);
+    }
+    let dir = if q.newest_first {
+        Direction::Desc
+    } else {
+        Direction::Asc
+    };
+    sorted_page(
+        &mut sql,
+        &mut vals,
+        None,
+        &["id"],
+        q.after.map(|a| (None, a)),
+        dir,
+    );
+    page(&mut sql, &mut vals, q.limit, 0);
+    (sql, vals)
+}
+
+/// The columns [`failed_comms`] lists.
+pub const FAILED_COLS: &str = "id, at, address, code, reason, agent_id, device_id, count, first_at";
+
+/// A page of refused communications (or their `count(*)`), on backend `B`: sorted by `q.sort`
+/// then id, after `q.after`. Migration 0023 indexes (at, id) and (address, id).
+pub fn failed_comms<B: crate::backend::Backend>(
+    q: &FailedQuery,
+    count: bool,
+) -> (String, Vec<Val<'static>>) {
+    let mut sql = select_all(FAILED_COLS, "failed_comms", count);
+    let mut vals = Vec::new();
+    if let Some(c) = &q.code {
+        sql.push_str(" AND code = ?");
+        vals.push(Val::text(c.clone()));
+    }
+    if count {
+        return (sql, vals);
+    }
+    let value = match q.sort {
+        FailedSort::At => "at".to_string(),
+        FailedSort::Address => format!("coalesce(address, ''){}", B::BINARY),
+    };
+    let after = q.after.map(|id| (q.after_value.clone(), id));
+    sorted_page(
+        &mut sql,
+        &mut vals,
+        Some(&value),
+        &["id"],
+        after,
+        q.direction,
+    );
+    page(&mut sql, &mut vals, q.limit, 0);
     (sql, vals)
 }
 
@@ -427,7 +607,6 @@ pub const COUNT_FAILED: &str = "UPDATE failed_comms SET count = count + 1, at = 
      AND address IS NOT DISTINCT FROM ? AND agent_id IS NOT DISTINCT FROM ? AND device_id IS NOT DISTINCT FROM ? \
      ORDER BY id DESC LIMIT 1)";
 pub const INSERT_FAILED: &str = "INSERT INTO failed_comms (at, first_at, count, address, code, reason, agent_id, device_id) VALUES (?, ?, 1, ?, ?, ?, ?, ?)";
-pub const FAILED: &str = "SELECT id, at, address, code, reason, agent_id, device_id, count, first_at FROM failed_comms ORDER BY at DESC, id DESC LIMIT ?";
 pub const PRUNE_FAILED: &str = "DELETE FROM failed_comms WHERE at < ?";
 pub const PRUNE_EVENTS: &str = "DELETE FROM agent_events WHERE received_at < ?";
 pub const PRUNE_LOGS: &str = "DELETE FROM agent_logs WHERE received_at < ?";

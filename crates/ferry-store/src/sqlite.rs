@@ -253,6 +253,7 @@ impl Backend for Sqlite {
     /// cycle of a million decisions; searches scan (docs/BENCHMARKS.md, issue 20).
     const DECISION_SEARCH: Option<&'static str> = None;
     const FOLD: &'static str = "ferry_fold";
+    const BINARY: &'static str = "";
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)
     }

@@ -17,7 +17,10 @@ pub use ferry_core::wire::{
     ComputerChange, CreatedPsk, DecidedRequest, DeviceWhatIf, FailedReport, NewPsk, RunbookView,
     WaveState,
 };
-use ferry_store::{AgentQuery, AgentRecord, DocKind, EnrollmentRequest, Psk, StoredEvent, now_ms};
+use ferry_store::{
+    AgentQuery, AgentRecord, AgentSort, Direction, DocKind, EnrollmentRequest, FailedQuery,
+    FailedSort, Psk, StoredEvent, now_ms,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -271,39 +274,84 @@ pub struct AgentParams {
     /// Rows to skip (old paging; prefer `after`).
     #[serde(default)]
     pub offset: i64,
-    /// Only agents with a greater id: the last id of the previous page (keyset paging).
-    pub after: Option<i64>,
+    /// Keyset paging: the `X-Next-After` of the previous page (in id order, its last id).
+    pub after: Option<String>,
     /// At most this many (default 1000, at most 10000); the total is in `X-Total-Count`.
     pub limit: Option<i64>,
+    /// `id` (the default), `hostname` (ASCII letters in lower case, code point order),
+    /// `state` or `last_contact`; ties in id order.
+    pub sort: Option<String>,
+    /// `asc` (the default) or `desc`.
+    pub order: Option<String>,
+}
+
+/// The columns agent lists sort on.
+const AGENT_SORTS: &[(&str, AgentSort)] = &[
+    ("id", AgentSort::Id),
+    ("hostname", AgentSort::Hostname),
+    ("state", AgentSort::State),
+    ("last_contact", AgentSort::LastContact),
+];
+
+/// An agent list's sort, order and cursor read into `q`.
+fn agent_sorting(
+    q: &mut AgentQuery,
+    sort: Option<&str>,
+    order: Option<&str>,
+    after: Option<&str>,
+) -> ApiResult<()> {
+    q.sort = super::sort_param(sort, AGENT_SORTS)?;
+    q.direction = super::order_param(order, Direction::Asc)?;
+    (q.after_value, q.after) = super::id_cursor(after, q.sort != AgentSort::Id)?;
+    Ok(())
+}
+
+/// The `X-Next-After` of a page of agents, when it was full.
+fn agents_next(q: &AgentQuery, page: &[AgentView]) -> Option<String> {
+    if (page.len() as i64) < q.limit {
+        return None;
+    }
+    page.last()
+        .map(|a| super::id_token(q.sort.value_of(&a.agent), a.agent.id))
 }
 
 impl AgentParams {
-    fn query(&self) -> AgentQuery {
-        AgentQuery {
+    fn query(&self) -> ApiResult<AgentQuery> {
+        let mut q = AgentQuery {
             search: self.search.clone().filter(|s| !s.trim().is_empty()),
             state: self.state.clone().filter(|s| !s.is_empty()),
             batch: self.batch.clone().filter(|s| !s.is_empty()),
             silent_before: None,
             offset: self.offset.max(0),
             limit: self.limit.unwrap_or(1000).clamp(1, 10_000),
-            after: self.after,
-        }
+            ..Default::default()
+        };
+        agent_sorting(
+            &mut q,
+            self.sort.as_deref(),
+            self.order.as_deref(),
+            self.after.as_deref(),
+        )?;
+        Ok(q)
     }
 }
 
 #[utoipa::path(get, path = "/agents", tag = "devices", params(AgentParams),
-    responses((status = 200, body = Vec<AgentView>, description = "a page of agents by id; `X-Total-Count` says how many match",
-        headers(("X-Total-Count" = i64, description = "agents matching, all pages")))))]
+    responses((status = 200, body = Vec<AgentView>, description = "a page of agents in the order asked (by id by default); `X-Total-Count` says how many match",
+        headers(("X-Total-Count" = i64, description = "agents matching, all pages"),
+            ("X-Next-After" = String, description = "on a full page: the `after=` of the next one"))),
+        (status = 400, body = super::ErrorBody, description = "an unknown `sort` or `order`, or an `after` of another sort")))]
 pub async fn agents(
     _: AdminAuth,
     State(st): State<AppState>,
     Query(p): Query<AgentParams>,
-) -> ApiResult<([(&'static str, String); 1], Json<Vec<AgentView>>)> {
-    let q = p.query();
+) -> ApiResult<(axum::http::HeaderMap, Json<Vec<AgentView>>)> {
+    let q = p.query()?;
     let total = st.store.count_agents(&q).await?;
+    let page = agent_views(&st, &q).await?;
     Ok((
-        [("x-total-count", total.to_string())],
-        Json(agent_views(&st, &q).await?),
+        super::list_headers(total, agents_next(&q, &page)),
+        Json(page),
     ))
 }
 
@@ -340,7 +388,17 @@ pub async fn agent_log(
 pub struct FailedParams {
     /// Agents silent for more than this many poll intervals are listed too (default 3).
     pub silent_polls: Option<i64>,
+    /// Refusals (and silent agents) listed, default 200, at most 10000.
     pub limit: Option<i64>,
+    /// Only refusals with this code (`bad_psk`, `bad_node_key`, …).
+    pub code: Option<String>,
+    /// `at` (when last seen; the default) or `address` (code point order, none first); ties in
+    /// id order.
+    pub sort: Option<String>,
+    /// `desc` (the default: newest first) or `asc`.
+    pub order: Option<String>,
+    /// The `failures_next` of the previous page.
+    pub after: Option<String>,
 }
 
 #[utoipa::path(get, path = "/reports/failed-communications", tag = "devices", params(FailedParams), responses((status = 200, body = FailedReport)))]
@@ -353,11 +411,26 @@ pub async fn failed(
     // Saturating: a huge `silent_polls` means "silent since ever", not an overflow.
     let cutoff =
         now_ms().saturating_sub(polls.saturating_mul(i64::from(devices::POLL_SECONDS) * 1000));
+    let mut q = FailedQuery {
+        code: p.code.clone().filter(|c| !c.is_empty()),
+        sort: super::sort_param(
+            p.sort.as_deref(),
+            &[("at", FailedSort::At), ("address", FailedSort::Address)],
+        )?,
+        direction: super::order_param(p.order.as_deref(), Direction::Desc)?,
+        limit: p.limit.unwrap_or(200).clamp(1, 10_000),
+        ..Default::default()
+    };
+    (q.after_value, q.after) = super::id_cursor(p.after.as_deref(), true)?;
+    let failures = st.store.failed_comms_page(&q).await?;
+    let failures_next = (failures.len() as i64 == q.limit)
+        .then(|| failures.last())
+        .flatten()
+        .map(|f| super::id_token(Some(q.sort.value_of(f)), f.id));
     Ok(Json(FailedReport {
-        failures: st
-            .store
-            .failed_comms(p.limit.unwrap_or(200).clamp(1, 10_000))
-            .await?,
+        failures_total: st.store.count_failed_comms(&q).await?,
+        failures_next,
+        failures,
         silent: st
             .store
             .agents_page(&AgentQuery {
@@ -883,10 +956,14 @@ pub struct ProgressParams {
     pub state: Option<String>,
     #[serde(default)]
     pub offset: i64,
-    /// Only agents with a greater id: the last id of the previous page (keyset paging).
-    pub after: Option<i64>,
+    /// Keyset paging: the `agents_next` of the previous page (in id order, its last id).
+    pub after: Option<String>,
     /// Agents listed (default 200, at most 10000); `states` always counts them all.
     pub limit: Option<i64>,
+    /// As `GET /agents`: `id` (the default), `hostname`, `state` or `last_contact`.
+    pub sort: Option<String>,
+    /// `asc` (the default) or `desc`.
+    pub order: Option<String>,
 }
 
 #[utoipa::path(get, path = "/batches/{name}/progress", tag = "devices", params(("name" = String, Path), ProgressParams),
@@ -914,14 +991,19 @@ pub async fn progress(
     if pending > 0 {
         states.insert("no agent yet".into(), pending);
     }
-    let q = AgentQuery {
+    let mut q = AgentQuery {
         batch: Some(name.clone()),
         state: p.state.filter(|s| !s.is_empty()),
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(200).clamp(1, 10_000),
-        after: p.after,
         ..Default::default()
     };
+    agent_sorting(
+        &mut q,
+        p.sort.as_deref(),
+        p.order.as_deref(),
+        p.after.as_deref(),
+    )?;
     let no_agent = if pending > 0 {
         without_agent(
             &st,
@@ -932,6 +1014,7 @@ pub async fn progress(
     } else {
         Vec::new()
     };
+    let agents = agent_views(&st, &q).await?;
     // The canary's computers as they were added.
     let mut view = wave.view();
     view.canary = view.canary.iter().map(|k| snap.name_of(k)).collect();
@@ -940,7 +1023,8 @@ pub async fn progress(
         computers,
         wave: view,
         states,
-        agents: agent_views(&st, &q).await?,
+        agents_next: agents_next(&q, &agents),
+        agents,
         no_agent,
         available_from: batch.available_at().ok().flatten(),
         enforced_after: batch.enforced_at().ok(),

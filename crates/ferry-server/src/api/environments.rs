@@ -898,9 +898,42 @@ pub struct AuditParams {
     /// Only lines recorded at or after this moment: epoch milliseconds, or RFC 3339
     /// (`2026-12-07T03:00:00Z`). With `since` or `after` the lines come oldest first.
     pub since: Option<String>,
-    /// Only lines after this id (the last id of the previous answer): page through an export
-    /// until an answer is shorter than `limit`.
+    /// Only lines after this id in the order asked (the `X-Next-After`, the last id of the
+    /// previous answer): page through an export until an answer is shorter than `limit`.
     pub after: Option<i64>,
+    /// Only lines of this action (`sync.run`, `batch.put`, …).
+    pub action: Option<String>,
+    /// Only lines of this operator.
+    pub actor: Option<String>,
+    /// `at`, the only column: lines are in the order they were recorded (by id).
+    pub sort: Option<String>,
+    /// `desc` (newest first) or `asc`; by default newest first, oldest first with `since` or
+    /// `after` (an export's paging).
+    pub order: Option<String>,
+}
+
+impl AuditParams {
+    /// The store's query for the operator `op` (a tenant admin's own tenant only), `limit` by
+    /// default, at most `max`.
+    fn query(&self, op: &Operator, limit: i64, max: i64) -> ApiResult<ferry_store::AuditQuery> {
+        let since = self.since.as_deref().map(parse_since).transpose()?;
+        super::sort_param(self.sort.as_deref(), &[("at", ())])?;
+        let default = if since.is_some() || self.after.is_some() {
+            ferry_store::Direction::Asc
+        } else {
+            ferry_store::Direction::Desc
+        };
+        let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        Ok(ferry_store::AuditQuery {
+            tenant: op.role.tenant().map(str::to_string),
+            since,
+            after: self.after,
+            limit: self.limit.unwrap_or(limit).clamp(1, max),
+            action: nonempty(&self.action),
+            actor: nonempty(&self.actor),
+            newest_first: super::order_param(self.order.as_deref(), default)?.is_desc(),
+        })
+    }
 }
 
 /// `since` as epoch ms: digits are milliseconds, anything else RFC 3339.
@@ -921,27 +954,69 @@ fn parse_since(v: &str) -> ApiResult<i64> {
 }
 
 #[utoipa::path(get, path = "/audit", tag = "environments", params(AuditParams),
-    responses((status = 200, body = Vec<AuditEntry>, description = "without `since` and `after`: the newest lines, newest first; with either: the lines from there, oldest first")))]
+    responses((status = 200, body = Vec<AuditEntry>, description = "newest first by default; with `since` or `after` (and no `order`) oldest first",
+        headers(("X-Total-Count" = i64, description = "how many lines the filters find in all, every page"),
+            ("X-Next-After" = String, description = "on a full page: the `after=` of the next one"))),
+        (status = 400, body = super::ErrorBody, description = "an unknown `sort` or `order`, or a bad `since`")))]
 pub async fn audit_trail(
     op: Operator,
     State(st): State<AppState>,
-    Query(q): Query<AuditParams>,
-) -> ApiResult<Json<Vec<AuditEntry>>> {
-    let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
-    let since = q.since.as_deref().map(parse_since).transpose()?;
-    if since.is_none() && q.after.is_none() {
-        return Ok(Json(st.store.audit(op.role.tenant(), limit).await?));
-    }
-    Ok(Json(
-        st.store
-            .audit_page(&ferry_store::AuditQuery {
-                tenant: op.role.tenant().map(str::to_string),
-                since,
-                after: q.after,
-                limit,
-            })
-            .await?,
-    ))
+    Query(p): Query<AuditParams>,
+) -> ApiResult<(axum::http::HeaderMap, Json<Vec<AuditEntry>>)> {
+    let q = p.query(&op, 200, 10_000)?;
+    let total = st.store.count_audit(&q).await?;
+    let rows = st.store.audit_page(&q).await?;
+    let next = (rows.len() as i64 == q.limit)
+        .then(|| rows.last().map(|a| a.id.to_string()))
+        .flatten();
+    Ok((super::list_headers(total, next), Json(rows)))
+}
+
+/// The most lines one audit export holds; `after=` exports the rest.
+const AUDIT_EXPORT_MAX: i64 = 1_000_000;
+
+#[utoipa::path(get, path = "/audit/export", tag = "environments", params(AuditParams),
+    responses((status = 200, description = "the filtered lines as CSV, in the order asked (at most 1,000,000; `limit` fewer); cells that would read as a spreadsheet formula start with `'`",
+        content((String = "text/csv")),
+        headers(("X-Total-Count" = i64, description = "how many lines the filters find in all"))),
+        (status = 400, body = super::ErrorBody)))]
+pub async fn audit_export(
+    op: Operator,
+    State(st): State<AppState>,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<axum::response::Response> {
+    let q = p.query(&op, AUDIT_EXPORT_MAX, AUDIT_EXPORT_MAX)?;
+    let total = st.store.count_audit(&q).await?;
+    let rows = st.store.audit_page(&q).await?;
+    let o = |s: &Option<String>| s.clone().unwrap_or_default();
+    super::csv_response(
+        "audit.csv",
+        total,
+        &[
+            "id",
+            "at_ms",
+            "actor",
+            "tenant",
+            "action",
+            "subject",
+            "detail",
+            "address",
+            "request_id",
+        ],
+        rows.iter().map(|a| {
+            vec![
+                a.id.to_string(),
+                a.at.to_string(),
+                a.actor.clone(),
+                o(&a.tenant),
+                a.action.clone(),
+                a.subject.clone(),
+                a.detail.clone(),
+                o(&a.address),
+                o(&a.request_id),
+            ]
+        }),
+    )
 }
 
 pub fn router() -> axum::Router<AppState> {
@@ -967,6 +1042,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/moves/{id}/migrate", post(migrate))
         .route("/moves/{id}/cancel", post(cancel))
         .route("/audit", get(audit_trail))
+        .route("/audit/export", get(audit_export))
 }
 
 #[cfg(test)]

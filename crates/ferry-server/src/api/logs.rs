@@ -5,11 +5,10 @@ use crate::auth::AdminAuth;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use ferry_core::plan::Level;
-use ferry_store::{LogQuery, StoredLog};
+use ferry_store::{Direction, LogQuery, StoredLog};
 use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -20,10 +19,16 @@ pub struct LogParams {
     pub level: Option<String>,
     /// Only entries about this object id.
     pub object: Option<String>,
-    /// Only entries older than this id (paging back).
+    /// Only entries older than this id (paging back, newest first).
     pub before: Option<i64>,
     /// Default 200, at most 10000.
     pub limit: Option<i64>,
+    /// `at`, the only column: entries are in the order they were written (by id).
+    pub sort: Option<String>,
+    /// `desc` (the default: newest first) or `asc`.
+    pub order: Option<String>,
+    /// The `X-Next-After` of the previous page: the page after it in the order asked.
+    pub after: Option<String>,
 }
 
 impl LogParams {
@@ -34,31 +39,43 @@ impl LogParams {
             .as_deref()
             .map(|l| Level::parse(l).ok_or_else(|| bad_param("level", l, "info, warning or error")))
             .transpose()?;
+        super::sort_param(self.sort.as_deref(), &[("at", ())])?;
+        let oldest_first = !super::order_param(self.order.as_deref(), Direction::Desc)?.is_desc();
+        let (_, after) = super::id_cursor(self.after.as_deref(), false)?;
         Ok(LogQuery {
             profile: self.profile,
             cycle_id: self.cycle,
             min_level,
             object_id: self.object,
-            before_id: self.before,
+            before_id: if oldest_first {
+                None
+            } else {
+                after.or(self.before)
+            },
             limit: self.limit.unwrap_or(limit).clamp(1, max),
+            oldest_first,
+            after_id: if oldest_first { after } else { None },
         })
     }
 }
 
 #[utoipa::path(get, path = "/logs", tag = "logs", params(LogParams), responses((status = 200, body = Vec<StoredLog>,
-    description = "newest first; the next page is `before=` the last id",
-    headers(("X-Total-Count" = i64, description = "how many entries the filters find in all, on every page")))))]
+    description = "newest first (`order=asc`: oldest first); the next page is `after=` the `X-Next-After`",
+    headers(("X-Total-Count" = i64, description = "how many entries the filters find in all, on every page"),
+        ("X-Next-After" = String, description = "on a full page: the `after=` of the next one"))),
+    (status = 400, body = super::ErrorBody, description = "an unknown `sort`, `order` or `level`")))]
 pub async fn list(
     _: AdminAuth,
     State(st): State<AppState>,
     Query(p): Query<LogParams>,
-) -> ApiResult<([(&'static str, String); 1], Json<Vec<StoredLog>>)> {
+) -> ApiResult<(axum::http::HeaderMap, Json<Vec<StoredLog>>)> {
     let q = p.query(200, 10_000)?;
     let total = st.store.count_logs(&q).await?;
-    Ok((
-        [("x-total-count", total.to_string())],
-        Json(st.store.logs(&q).await?),
-    ))
+    let rows = st.store.logs(&q).await?;
+    let next = (rows.len() as i64 == q.limit)
+        .then(|| rows.last().map(|l| l.id.to_string()))
+        .flatten();
+    Ok((super::list_headers(total, next), Json(rows)))
 }
 
 /// The most lines one export holds (newest first); `before=` exports the older ones.
@@ -77,60 +94,42 @@ pub async fn export(
     let q = p.query(EXPORT_MAX, EXPORT_MAX)?;
     let total = st.store.count_logs(&q).await?;
     let rows = st.store.logs(&q).await?;
-    let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 120));
-    let csv_err = |e: csv::Error| super::ApiError::Internal(format!("log export: {e}"));
-    w.write_record([
-        "id",
-        "at_ms",
-        "level",
-        "profile",
-        "cycle",
-        "directory",
-        "code",
-        "object_kind",
-        "object_id",
-        "object_name",
-        "message",
-    ])
-    .map_err(csv_err)?;
     let o = |s: &Option<String>| s.clone().unwrap_or_default();
-    for l in &rows {
-        let e = &l.entry;
-        w.write_record([
-            l.id.to_string(),
-            l.at.to_string(),
-            e.level.as_str().to_string(),
-            o(&l.profile),
-            l.cycle_id.map(|c| c.to_string()).unwrap_or_default(),
-            o(&e.directory),
-            e.code.clone(),
-            e.object_kind
-                .map(|k| k.as_str().to_string())
-                .unwrap_or_default(),
-            o(&e.object_id),
-            o(&e.object_name),
-            e.message.clone(),
-        ])
-        .map_err(csv_err)?;
-    }
-    let body = w
-        .into_inner()
-        .map_err(|e| super::ApiError::Internal(format!("log export: {e}")))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"logs.csv\"".to_string(),
-            ),
-            (
-                header::HeaderName::from_static("x-total-count"),
-                total.to_string(),
-            ),
+    super::csv_response(
+        "logs.csv",
+        total,
+        &[
+            "id",
+            "at_ms",
+            "level",
+            "profile",
+            "cycle",
+            "directory",
+            "code",
+            "object_kind",
+            "object_id",
+            "object_name",
+            "message",
         ],
-        body,
+        rows.iter().map(|l| {
+            let e = &l.entry;
+            vec![
+                l.id.to_string(),
+                l.at.to_string(),
+                e.level.as_str().to_string(),
+                o(&l.profile),
+                l.cycle_id.map(|c| c.to_string()).unwrap_or_default(),
+                o(&e.directory),
+                e.code.clone(),
+                e.object_kind
+                    .map(|k| k.as_str().to_string())
+                    .unwrap_or_default(),
+                o(&e.object_id),
+                o(&e.object_name),
+                e.message.clone(),
+            ]
+        }),
     )
-        .into_response())
 }
 
 pub fn router() -> axum::Router<AppState> {

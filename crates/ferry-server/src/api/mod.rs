@@ -185,6 +185,153 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
     ))
 }
 
+/// A list's `sort` parameter: one of `allowed` (the API's name of a column, and the store's), the
+/// first when none is given; any other value is a 400 naming the parameter and the columns.
+pub fn sort_param<T: Copy>(v: Option<&str>, allowed: &[(&str, T)]) -> ApiResult<T> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(allowed[0].1);
+    };
+    allowed
+        .iter()
+        .find(|(name, _)| *name == v)
+        .map(|(_, c)| *c)
+        .ok_or_else(|| {
+            let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+            bad_param("sort", v, &format!("one of {}", names.join(", ")))
+        })
+}
+
+/// A list's `order` parameter: `asc` or `desc`, `default` when none is given.
+pub fn order_param(
+    v: Option<&str>,
+    default: ferry_store::Direction,
+) -> ApiResult<ferry_store::Direction> {
+    match v.filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => {
+            ferry_store::Direction::parse(v).ok_or_else(|| bad_param("order", v, "asc or desc"))
+        }
+    }
+}
+
+/// The `after=` of a list keyed by id: the id alone when the list is in id order (`sorted`
+/// false), else the token [`id_token`] wrote: the sort value of the previous page's last row and
+/// its id.
+pub fn id_cursor(
+    token: Option<&str>,
+    sorted: bool,
+) -> ApiResult<(Option<ferry_store::SortValue>, Option<i64>)> {
+    let Some(t) = token.filter(|t| !t.is_empty()) else {
+        return Ok((None, None));
+    };
+    let bad = || {
+        bad_param(
+            "after",
+            t,
+            "the `X-Next-After` of a previous page of the same sort, as the server gave it",
+        )
+    };
+    if !sorted {
+        return t
+            .parse::<i64>()
+            .map(|id| (None, Some(id)))
+            .map_err(|_| bad());
+    }
+    let parts: Vec<serde_json::Value> = serde_json::from_str(t).map_err(|_| bad())?;
+    match parts.as_slice() {
+        [v, id] => Ok((
+            Some(ferry_store::SortValue::from_json(v).ok_or_else(bad)?),
+            Some(id.as_i64().ok_or_else(bad)?),
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// The `after=` of the page following a full page whose last row is `id` with the sort value
+/// `value` (none: the list is in id order).
+pub fn id_token(value: Option<ferry_store::SortValue>, id: i64) -> String {
+    match value {
+        None => id.to_string(),
+        Some(v) => ascii_json(&serde_json::json!([v.json(), id])),
+    }
+}
+
+/// JSON with every character past ASCII escaped (`\u00d8`; pairs past the BMP), so that a token
+/// holding any name is a valid HTTP header value; JSON parsers read it back as written.
+fn ascii_json(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in v.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// A CSV file of a filtered list: `header`, then `rows`, with `X-Total-Count` (what the filters
+/// find in all). Cells a spreadsheet would take for a formula (starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) are written with a `'` before them, so that opening an export of
+/// names or messages someone else chose runs nothing (OWASP's CSV injection advice).
+pub fn csv_response(
+    file_name: &str,
+    total: i64,
+    header: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::header as h;
+    use axum::response::IntoResponse;
+    let err = |e: String| ApiError::Internal(format!("{file_name} export: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).map_err(|e| err(e.to_string()))?;
+    for row in rows {
+        w.write_record(row.iter().map(|c| csv_cell(c).into_owned()))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let body = w.into_inner().map_err(|e| err(e.to_string()))?;
+    Ok((
+        [
+            (h::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                h::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+            (
+                h::HeaderName::from_static("x-total-count"),
+                total.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A CSV cell that no spreadsheet reads as a formula ([`csv_response`]).
+pub fn csv_cell(c: &str) -> std::borrow::Cow<'_, str> {
+    if c.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{c}").into()
+    } else {
+        c.into()
+    }
+}
+
+/// A list's headers: `X-Total-Count` (what the filters find in all) and, on a full page,
+/// `X-Next-After` (the `after=` of the next page).
+pub fn list_headers(total: i64, next: Option<String>) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    h.insert("x-total-count", total.into());
+    // Tokens are ASCII JSON (`id_token`), valid header values; were one not, the header is left
+    // out and the list ends there rather than failing.
+    if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        h.insert("x-next-after", v);
+    }
+    h
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ferry", description = "ferry's admin API: directories, sync profiles and cycles, the What-If, the translation table, message logs, the single object report, bulk enrolment tokens, devices (pre-shared keys, agents, runbooks, batches, reports). Agents call the separate TLS agent endpoint (docs/agent-protocol.md)."),
@@ -207,7 +354,7 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
         environments::records, environments::add_records,
         environments::submit, environments::moves, environments::approvals, environments::approve,
         environments::reject, environments::upload_mapping, environments::prepare, environments::status,
-        environments::errors, environments::migrate, environments::cancel, environments::delete_move, environments::audit_trail,
+        environments::errors, environments::migrate, environments::cancel, environments::delete_move, environments::audit_trail, environments::audit_export,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &CommonResponses, &ViewsOfStrictTypes),

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use ferry_core::ObjectKind;
 use ferry_core::plan::Status;
 pub use ferry_core::wire::{ApproveBody, ProfileInfo, Started, WhatIf};
-use ferry_store::{Approval, CycleInfo, DecisionQuery, now_ms};
+use ferry_store::{Approval, CycleInfo, DecisionQuery, DecisionSort, now_ms};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -100,6 +100,12 @@ pub struct WhatIfParams {
     pub after: Option<String>,
     /// Decisions per page (default 100, at most 10000).
     pub limit: Option<i64>,
+    /// `kind` (the default: kind, then source id), `status`, or — with `status` given —
+    /// `source_name` or `target_name` (code point order, case-sensitive); ties in kind and source
+    /// id order.
+    pub sort: Option<String>,
+    /// `asc` (the default) or `desc`.
+    pub order: Option<String>,
     #[serde(default)]
     pub writes_offset: i64,
     /// Writes per page (default 100, at most 10000).
@@ -155,14 +161,36 @@ pub async fn whatif(
 ) -> ApiResult<Json<WhatIf>> {
     let plan = last_plan(&st, &name, &format!(" (ferry sync run {name})")).await?;
     let approval = st.store.approval(&name).await?;
+    let (sort, direction) = super::translation::sorting(
+        q.sort.as_deref(),
+        q.order.as_deref(),
+        &[
+            ("kind", DecisionSort::Kind),
+            ("status", DecisionSort::Status),
+            ("source_name", DecisionSort::SourceName),
+            ("target_name", DecisionSort::TargetName),
+        ],
+    )?;
+    let status = parse_status(&q.status)?;
+    if status.is_none() && matches!(sort, DecisionSort::SourceName | DecisionSort::TargetName) {
+        // Migration 0023 indexes the names within a status: across all of a million decisions
+        // the order would be a sort of them all on every page.
+        return Err(bad_param(
+            "sort",
+            sort.name(),
+            "kind or status without a `status` filter (names sort within one status)",
+        ));
+    }
     let dq = DecisionQuery {
         profile: Some(name.clone()),
-        status: parse_status(&q.status)?,
+        status,
         kind: parse_kind(&q.kind)?,
         search: q.q.clone(),
         offset: q.offset.max(0),
         limit: page(q.limit),
-        after: super::translation::after(q.after.as_deref())?,
+        after: super::translation::after(q.after.as_deref(), sort)?,
+        sort,
+        direction,
     };
     let (decisions_total, mut decisions) =
         super::translation::page(&st, &dq, std::slice::from_ref(&plan)).await?;
@@ -173,7 +201,7 @@ pub async fn whatif(
         Some(cfg) => super::report::candidates(&st, cfg, &plan.rules, &decisions).await?,
         None => Vec::new(),
     };
-    let decisions_next = super::translation::next_token(&decisions, dq.limit);
+    let decisions_next = super::translation::next_token(&decisions, dq.limit, sort);
     let writes_total = plan.counts.creates + plan.counts.updates;
     let approved = writes_total > 0 && approval.as_ref().is_some_and(|a| a.plan_hash == plan.hash);
     Ok(Json(WhatIf {

@@ -12,7 +12,7 @@ use ferry_core::ObjectKind;
 use ferry_core::export::{ExportFormat, TranslationEntry, render};
 use ferry_core::plan::Status;
 pub use ferry_core::wire::TranslationPage;
-use ferry_store::{DecisionQuery, DecisionRow, PlanInfo};
+use ferry_store::{DecisionQuery, DecisionRow, DecisionSort, Direction, PlanInfo};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -31,7 +31,20 @@ pub struct ListParams {
     pub after: Option<String>,
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
+    /// The column sorted on within each profile (profiles in name order): `kind` (the default:
+    /// kind, then source id), `source_name` or `target_name` (code point order, case-sensitive;
+    /// ties in kind and source id order).
+    pub sort: Option<String>,
+    /// `asc` (the default) or `desc`: the whole order reversed, profiles too.
+    pub order: Option<String>,
 }
+
+/// The columns the translation table sorts on.
+pub const TRANSLATION_SORTS: &[(&str, DecisionSort)] = &[
+    ("kind", DecisionSort::Kind),
+    ("source_name", DecisionSort::SourceName),
+    ("target_name", DecisionSort::TargetName),
+];
 
 /// The plans a query reads: its profile's, or every profile's (configured or not any more).
 pub async fn plans(st: &AppState, q: &DecisionQuery) -> ApiResult<Vec<PlanInfo>> {
@@ -106,9 +119,13 @@ pub async fn page(
     let mut rows = Vec::new();
     let mut plans: Vec<&PlanInfo> = plans.iter().collect();
     plans.sort_by(|a, b| a.profile.cmp(&b.profile));
+    let desc = q.direction.is_desc();
+    if desc {
+        plans.reverse();
+    }
     for plan in plans {
         let after = match &q.after {
-            Some(a) if plan.profile < a.profile => continue,
+            Some(a) if (plan.profile < a.profile) != desc && plan.profile != a.profile => continue,
             Some(a) if plan.profile == a.profile => Some(a.clone()),
             _ => None,
         };
@@ -137,29 +154,47 @@ pub async fn page(
     Ok((total, rows))
 }
 
-/// The `after` of the page following `rows`, when it was full.
-pub fn next_token(rows: &[DecisionRow], limit: i64) -> Option<String> {
+/// The `after` of the page following `rows` (sorted by `sort`), when it was full.
+pub fn next_token(rows: &[DecisionRow], limit: i64, sort: DecisionSort) -> Option<String> {
     if limit <= 0 || (rows.len() as i64) < limit {
         return None;
     }
     rows.last()
-        .map(|r| ferry_store::DecisionCursor::of(r).token())
+        .map(|r| ferry_store::DecisionCursor::of(r, sort).token())
 }
 
-/// The `after=` parameter read.
-pub fn after(token: Option<&str>) -> ApiResult<Option<ferry_store::DecisionCursor>> {
+/// The `after=` parameter read, for a list sorted by `sort`: a token of another sort (with a
+/// sort value where the list has none, or none where it has one) is refused.
+pub fn after(
+    token: Option<&str>,
+    sort: DecisionSort,
+) -> ApiResult<Option<ferry_store::DecisionCursor>> {
     token
         .filter(|t| !t.is_empty())
         .map(|t| {
-            ferry_store::DecisionCursor::parse(t).ok_or_else(|| {
-                bad_param(
-                    "after",
-                    t,
-                    "the `next` of a previous page, as the server gave it",
-                )
-            })
+            ferry_store::DecisionCursor::parse(t)
+                .filter(|c| c.value.is_some() == (sort != DecisionSort::Kind))
+                .ok_or_else(|| {
+                    bad_param(
+                        "after",
+                        t,
+                        "the `next` of a previous page of the same sort, as the server gave it",
+                    )
+                })
         })
         .transpose()
+}
+
+/// A decision list's `sort` and `order` read, of the columns `allowed`.
+pub fn sorting(
+    sort: Option<&str>,
+    order: Option<&str>,
+    allowed: &[(&str, DecisionSort)],
+) -> ApiResult<(DecisionSort, Direction)> {
+    Ok((
+        super::sort_param(sort, allowed)?,
+        super::order_param(order, Direction::Asc)?,
+    ))
 }
 
 /// Translation entries of matched decisions, with their plans' rules described.
@@ -231,6 +266,7 @@ pub async fn list(
     State(st): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<TranslationPage>> {
+    let (sort, direction) = sorting(p.sort.as_deref(), p.order.as_deref(), TRANSLATION_SORTS)?;
     let q = DecisionQuery {
         profile: p.profile,
         status: Some(Status::Matched),
@@ -238,11 +274,13 @@ pub async fn list(
         search: p.q,
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
-        after: after(p.after.as_deref())?,
+        after: after(p.after.as_deref(), sort)?,
+        sort,
+        direction,
     };
     let plans = plans(&st, &q).await?;
     let (total, rows) = page(&st, &q, &plans).await?;
-    let next = next_token(&rows, q.limit);
+    let next = next_token(&rows, q.limit, sort);
     let mut entries = to_entries(rows, &plans);
     add_device_ids(&st, &mut entries).await?;
     Ok(Json(TranslationPage {
@@ -264,6 +302,9 @@ pub struct ExportParams {
     /// Only the users of this registered environment (its system users, by e-mail): the
     /// `usermapping.csv` of one environment move.
     pub environment: Option<String>,
+    /// As `GET /translation?sort=`: the export in the list's order.
+    pub sort: Option<String>,
+    pub order: Option<String>,
 }
 
 #[utoipa::path(get, path = "/translation/export", tag = "translation", params(ExportParams),
@@ -277,11 +318,14 @@ pub async fn export(
 ) -> ApiResult<Response> {
     let format = ExportFormat::parse(&p.format)
         .ok_or_else(|| bad_param("format", &p.format, "csv, json, sidmap or usermapping"))?;
+    let (sort, direction) = sorting(p.sort.as_deref(), p.order.as_deref(), TRANSLATION_SORTS)?;
     let q = DecisionQuery {
         profile: p.profile,
         status: Some(Status::Matched),
         kind: kind(&p.kind)?,
         search: p.q.filter(|t| !t.is_empty()),
+        sort,
+        direction,
         ..Default::default()
     };
     let mut all = entries(&st, &q).await?;

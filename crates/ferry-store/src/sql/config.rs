@@ -101,22 +101,12 @@ impl<B: Backend> ConfigStore for SqlStore<B> {
     }
 
     async fn audit_page(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
-        self.rows(
-            &format!(
-                "SELECT {} FROM audit WHERE (CAST(? AS TEXT) IS NULL OR tenant = ?) \
-                 AND (CAST(? AS BIGINT) IS NULL OR at >= ?) AND id > ? ORDER BY id LIMIT ?",
-                query::AUDIT_COLS
-            ),
-            params![
-                &q.tenant,
-                &q.tenant,
-                q.since,
-                q.since,
-                q.after.unwrap_or(0),
-                q.limit
-            ],
-            audit_row,
-        )
-        .await
+        let (sql, vals) = query::audit(q, false);
+        self.rows(&sql, &vals, audit_row).await
+    }
+
+    async fn count_audit(&self, q: &AuditQuery) -> Result<i64> {
+        let (sql, vals) = query::audit(q, true);
+        Ok(self.row(&sql, &vals, |r| r.get(0)).await?.unwrap_or(0))
     }
 }

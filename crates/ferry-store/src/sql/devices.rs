@@ -366,12 +366,12 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
     }
 
     async fn agents_page(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>> {
-        let (sql, vals) = query::agents(q, false);
+        let (sql, vals) = query::agents::<B>(q, false);
         self.rows(&sql, &vals, agent_row).await
     }
 
     async fn count_agents(&self, q: &AgentQuery) -> Result<i64> {
-        let (sql, vals) = query::agents(q, true);
+        let (sql, vals) = query::agents::<B>(q, true);
         Ok(self.row(&sql, &vals, |r| r.get(0)).await?.unwrap_or(0))
     }
 
@@ -764,7 +764,22 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
     }
 
     async fn failed_comms(&self, limit: i64) -> Result<Vec<FailedComm>> {
-        self.rows(query::FAILED, params![limit], |r| {
+        self.failed_comms_page(&FailedQuery {
+            direction: Direction::Desc,
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn count_failed_comms(&self, q: &FailedQuery) -> Result<i64> {
+        let (sql, vals) = query::failed_comms::<B>(q, true);
+        Ok(self.row(&sql, &vals, |r| r.get(0)).await?.unwrap_or(0))
+    }
+
+    async fn failed_comms_page(&self, q: &FailedQuery) -> Result<Vec<FailedComm>> {
+        let (sql, vals) = query::failed_comms::<B>(q, false);
+        self.rows(&sql, &vals, |r| {
             let at: i64 = r.get(1)?;
             Ok(FailedComm {
                 id: r.get(0)?,

@@ -1,0 +1,23 @@
+-- Sorted lists (issue 20): each column a console list sorts on is indexed with the key after it,
+-- so that a keyset page (`(value, key) > (?, ?)`, reversed for descending) is a range of the
+-- index at any depth. Text compares by code point (SQLite's binary collation; PostgreSQL's
+-- migration says "C"). Indexes on `decisions` slow the sync cycle's writes, so there are two: the
+-- names among one status's decisions (the translation table lists the matched ones); the kind and
+-- the status are the order of `decisions_status` (profile, status, kind, source_id) already.
+CREATE INDEX decisions_source_name ON decisions (profile, status, source_name, kind, source_id);
+CREATE INDEX decisions_target_name ON decisions (profile, status, coalesce(target_name, ''), kind, source_id);
+-- Agents by host name (ASCII letters in lower case), state and last contact, then id; these
+-- replace the single-column indexes of 0007, which they serve as well.
+DROP INDEX agents_hostname_lower;
+CREATE INDEX agents_hostname_lower ON agents (lower(hostname), id);
+DROP INDEX agents_state;
+CREATE INDEX agents_state ON agents (state, id);
+DROP INDEX agents_last_contact;
+CREATE INDEX agents_last_contact ON agents (last_contact, id);
+-- Refused communications by when last seen and by address; the audit trail filtered by action
+-- or operator, by id.
+DROP INDEX failed_comms_at;
+CREATE INDEX failed_comms_at ON failed_comms (at, id);
+CREATE INDEX failed_comms_address ON failed_comms (coalesce(address, ''), id);
+CREATE INDEX audit_action ON audit (action, id);
+CREATE INDEX audit_actor ON audit (actor, id);
