@@ -99,6 +99,8 @@ conformance!(
     objects_are_read_by_id_in_their_directory_and_kind,
     translation_search_finds_what_a_scan_finds,
     decision_pages_after_a_cursor_skip_and_repeat_nothing,
+    sorted_decision_pages_follow_code_point_order,
+    sorted_agent_audit_log_and_failure_pages,
     a_cycles_progress_ends_with_it_however_it_ends
 );
 
@@ -721,6 +723,7 @@ async fn audit_export_pages(s: &dyn Store) {
             since: Some(1001),
             after: Some(ids[3]),
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -2324,7 +2327,7 @@ async fn decision_pages_after_a_cursor_skip_and_repeat_nothing(s: &dyn Store) {
                     .unwrap();
                 assert!(page.len() as i64 <= size);
                 let Some(last) = page.last() else { break };
-                let next = DecisionCursor::of(last);
+                let next = DecisionCursor::of(last, DecisionSort::Kind);
                 assert_eq!(DecisionCursor::parse(&next.token()), Some(next.clone()));
                 after = Some(next);
                 walked.extend(page);
@@ -2334,4 +2337,411 @@ async fn decision_pages_after_a_cursor_skip_and_repeat_nothing(s: &dyn Store) {
     }
     assert_eq!(DecisionCursor::parse("not a cursor"), None);
     assert_eq!(DecisionCursor::parse(r#"["users","planet","x"]"#), None);
+}
+
+/// Walks every page of a sorted listing (`next` the cursor of a page's last row) and returns the
+/// rows in the order the pages gave them.
+async fn walk<T: Clone, C, F, Fut>(mut page: F, next: impl Fn(&T) -> C) -> Vec<T>
+where
+    F: FnMut(Option<C>) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut out: Vec<T> = Vec::new();
+    let mut after = None;
+    loop {
+        let p = page(after.take()).await;
+        let Some(last) = p.last() else { break };
+        after = Some(next(last));
+        out.extend(p);
+        assert!(out.len() < 10_000, "the pages never end");
+    }
+    out
+}
+
+/// Catches: a sorted translation or What-If page that repeats or skips rows at a page boundary
+/// (ties in a name, a cursor whose value or direction is ignored), text sorted by a language's
+/// collation on one backend and by code point on the other (`Ødegård` after `Zoë`, `Smith, Ann`
+/// before `adams`, `=cmd` first: code point order on both), a missing target name that is NULL
+/// in the order but '' in the cursor, and a descending order that is not the ascending reversed.
+async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
+    let (mut src, tgt) = search_sample();
+    for (id, name) in [
+        ("s-ode", "Ødegård, Åse"),
+        ("s-cmd", "=cmd|' /C calc'!A0"),
+        ("s-adams", "adams"),
+        ("s-apos", "O'Brien, \"Pat\""),
+    ] {
+        src.push(DirObject::new(ObjectKind::User, id, name));
+    }
+    // Groups match by name: these are the matched decisions, with target names.
+    let mut tgt = tgt;
+    for (i, name) in [
+        "Same Name",
+        "Ødegård, Åse",
+        "=cmd",
+        "adams",
+        "Smith, \"Ann\"",
+    ]
+    .iter()
+    .enumerate()
+    {
+        src.push(DirObject::new(ObjectKind::Group, &format!("g-{i}"), *name));
+        tgt.push(DirObject::new(ObjectKind::Group, &format!("tg-{i}"), *name));
+    }
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(s, c, &src, &tgt).await.unwrap();
+    let all = s.decisions(&DecisionQuery::default()).await.unwrap();
+    assert!(all.iter().any(|d| d.status == Status::Matched));
+    for sort in [
+        DecisionSort::Kind,
+        DecisionSort::Status,
+        DecisionSort::SourceName,
+        DecisionSort::TargetName,
+    ] {
+        for direction in [Direction::Asc, Direction::Desc] {
+            for (status, profile) in [
+                (Some(Status::Unmatched), Some("users")),
+                (Some(Status::Matched), Some("users")),
+                (None, Some("users")),
+                (None, None),
+            ] {
+                let filter = DecisionQuery {
+                    status,
+                    profile: profile.map(str::to_string),
+                    sort,
+                    direction,
+                    ..Default::default()
+                };
+                // What the API claims: (profile, value, kind, source id), text by code point
+                // (Rust's `str` order), all reversed when descending.
+                let mut want: Vec<DecisionRow> = all
+                    .iter()
+                    .filter(|d| status.is_none_or(|st| d.status == st))
+                    .cloned()
+                    .collect();
+                let key = |d: &DecisionRow| {
+                    (
+                        d.profile.clone(),
+                        sort.value_of(d).unwrap_or_default(),
+                        d.kind.as_str(),
+                        d.source_id.clone(),
+                    )
+                };
+                want.sort_by_key(key);
+                if direction == Direction::Desc {
+                    want.reverse();
+                }
+                assert_eq!(
+                    s.decisions(&filter).await.unwrap(),
+                    want,
+                    "one page of all, {sort:?} {direction:?} {status:?}"
+                );
+                for size in [1, 2, 5] {
+                    let walked = walk(
+                        |after| {
+                            let q = DecisionQuery {
+                                limit: size,
+                                after,
+                                ..filter.clone()
+                            };
+                            async move { s.decisions(&q).await.unwrap() }
+                        },
+                        |last| {
+                            let c = DecisionCursor::of(last, sort);
+                            assert_eq!(DecisionCursor::parse(&c.token()).as_ref(), Some(&c));
+                            c
+                        },
+                    )
+                    .await;
+                    assert_eq!(
+                        walked, want,
+                        "pages of {size}, {sort:?} {direction:?} {status:?} {profile:?}"
+                    );
+                }
+            }
+        }
+    }
+    let names: Vec<String> = s
+        .decisions(&DecisionQuery {
+            sort: DecisionSort::SourceName,
+            kind: Some(ObjectKind::User),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.source_name)
+        .collect();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    assert!(at("=cmd|' /C calc'!A0") < at("Smith, Ann"));
+    assert!(
+        at("Smith, Ann") < at("adams"),
+        "upper case first: {names:?}"
+    );
+    assert!(at("Zoë Ångström") < at("adams"));
+    assert!(
+        at("adams") < at("Ødegård, Åse"),
+        "Ø (U+00D8) after ASCII: {names:?}"
+    );
+    assert!(at("Ødegård, Åse") < at("山田 太郎"));
+    assert_eq!(
+        DecisionCursor::parse(r#"["users","user","x","v","w"]"#),
+        None,
+        "five parts"
+    );
+}
+
+/// Catches: agents, refused communications, audit lines and log entries paged in a sort that
+/// repeats or skips a row where values tie (agents in one state, refusals at one moment), host
+/// names compared with case on one backend and without on the other, a descending page that
+/// continues ascending, and totals that count the page instead of the filter.
+async fn sorted_agent_audit_log_and_failure_pages(s: &dyn Store) {
+    use ferry_core::agent::DeviceFacts;
+    use ferry_store::{AgentQuery, AgentSort, FailedQuery, FailedSort, SortValue};
+    let k = s.add_psk("k", "hash-k", None, None, 1).await.unwrap();
+    let hosts = [
+        "pc-b",
+        "PC-A",
+        "Smith-Laptop",
+        "=cmd",
+        "pc-c",
+        "O'Brien",
+        "aa",
+        "PC-D",
+    ];
+    for (i, h) in hosts.iter().enumerate() {
+        let facts = DeviceFacts {
+            device_id: format!("dev-{i:02}"),
+            hostname: h.to_string(),
+            os: "linux".into(),
+            os_version: "12".into(),
+            agent_version: "0.1.0".into(),
+            directory_object_id: None,
+            joined_to: None,
+        };
+        let a = s
+            .enroll_agent(&Enrollment {
+                facts: &facts,
+                profiles: &[],
+                node_hash: &format!("node-{i}"),
+                psk_id: k.id,
+                now: 10 + (i as i64 % 3),
+                address: None,
+                replaces: None,
+            })
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            s.record_contacts(&[Contact {
+                agent_id: a.id,
+                at: 100 + (i as i64 % 4),
+                address: None,
+                state: Some("running".into()),
+                agent_version: None,
+            }])
+            .await
+            .unwrap();
+        }
+    }
+    let all = s.agents_page(&AgentQuery::default()).await.unwrap();
+    assert_eq!(all.len(), hosts.len());
+    for sort in [
+        AgentSort::Id,
+        AgentSort::Hostname,
+        AgentSort::State,
+        AgentSort::LastContact,
+    ] {
+        for direction in [Direction::Asc, Direction::Desc] {
+            let mut want = all.clone();
+            want.sort_by_key(|a| {
+                let v = match sort.value_of(a) {
+                    None => String::new(),
+                    Some(SortValue::Text(t)) => t,
+                    Some(SortValue::Int(i)) => format!("{i:020}"),
+                };
+                (v, a.id)
+            });
+            if direction == Direction::Desc {
+                want.reverse();
+            }
+            for size in [1, 3] {
+                let walked = walk(
+                    |after: Option<(Option<SortValue>, i64)>| {
+                        let q = AgentQuery {
+                            sort,
+                            direction,
+                            limit: size,
+                            after: after.as_ref().map(|a| a.1),
+                            after_value: after.and_then(|a| a.0),
+                            ..Default::default()
+                        };
+                        async move { s.agents_page(&q).await.unwrap() }
+                    },
+                    |a| (sort.value_of(a), a.id),
+                )
+                .await;
+                let ids =
+                    |v: &[ferry_store::AgentRecord]| v.iter().map(|a| a.id).collect::<Vec<_>>();
+                assert_eq!(ids(&walked), ids(&want), "{sort:?} {direction:?} by {size}");
+            }
+        }
+    }
+    let by_name: Vec<String> = s
+        .agents_page(&AgentQuery {
+            sort: AgentSort::Hostname,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.hostname)
+        .collect();
+    assert_eq!(
+        by_name,
+        [
+            "=cmd",
+            "aa",
+            "O'Brien",
+            "PC-A",
+            "pc-b",
+            "pc-c",
+            "PC-D",
+            "Smith-Laptop"
+        ],
+        "ASCII letters folded, then code point order"
+    );
+
+    // Refused communications: some at the same moment, some without an address.
+    for i in 0..9i64 {
+        s.record_failed_comm(
+            &FailedComm {
+                id: 0,
+                at: 1000 + i / 3,
+                address: (i % 4 != 0).then(|| format!("192.0.2.{}", 9 - i)),
+                code: if i % 2 == 0 {
+                    "bad_psk"
+                } else {
+                    "bad_node_key"
+                }
+                .into(),
+                reason: format!("refusal {i}"),
+                agent_id: None,
+                device_id: Some(format!("dev-{i}")),
+                count: 1,
+                first_at: 1000,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let every = s.failed_comms_page(&FailedQuery::default()).await.unwrap();
+    assert_eq!(every.len(), 9);
+    for code in [None, Some("bad_psk")] {
+        for sort in [FailedSort::At, FailedSort::Address] {
+            for direction in [Direction::Asc, Direction::Desc] {
+                let mut want: Vec<_> = every
+                    .iter()
+                    .filter(|f| code.is_none_or(|c| f.code == c))
+                    .cloned()
+                    .collect();
+                want.sort_by_key(|f| {
+                    (
+                        match sort.value_of(f) {
+                            SortValue::Int(i) => format!("{i:020}"),
+                            SortValue::Text(t) => t,
+                        },
+                        f.id,
+                    )
+                });
+                if direction == Direction::Desc {
+                    want.reverse();
+                }
+                let base = FailedQuery {
+                    code: code.map(str::to_string),
+                    sort,
+                    direction,
+                    limit: 2,
+                    ..Default::default()
+                };
+                assert_eq!(
+                    s.count_failed_comms(&base).await.unwrap(),
+                    want.len() as i64
+                );
+                let walked = walk(
+                    |after: Option<(SortValue, i64)>| {
+                        let q = FailedQuery {
+                            after: after.as_ref().map(|a| a.1),
+                            after_value: after.map(|a| a.0),
+                            ..base.clone()
+                        };
+                        async move { s.failed_comms_page(&q).await.unwrap() }
+                    },
+                    |f| (sort.value_of(f), f.id),
+                )
+                .await;
+                assert_eq!(walked, want, "{code:?} {sort:?} {direction:?}");
+            }
+        }
+    }
+    assert_eq!(
+        s.failed_comms(3).await.unwrap(),
+        every.iter().rev().take(3).cloned().collect::<Vec<_>>(),
+        "the report's newest first"
+    );
+
+    // Audit lines: filtered by action and operator, newest first and back.
+    let mut ids = Vec::new();
+    for n in 0..10i64 {
+        ids.push(
+            s.add_audit(&AuditEntry {
+                id: 0,
+                at: 2000 + n,
+                actor: if n % 2 == 0 {
+                    "Ødegård, Åse"
+                } else {
+                    "=cmd"
+                }
+                .into(),
+                tenant: None,
+                action: if n % 3 == 0 { "sync.run" } else { "batch.put" }.into(),
+                subject: format!("s-{n}"),
+                detail: String::new(),
+                address: None,
+                request_id: None,
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for newest_first in [false, true] {
+        let base = AuditQuery {
+            actor: Some("Ødegård, Åse".into()),
+            action: Some("sync.run".into()),
+            newest_first,
+            limit: 1,
+            ..Default::default()
+        };
+        // n = 0 and 6: even (Åse) and a multiple of 3.
+        let mut want = vec![ids[0], ids[6]];
+        if newest_first {
+            want.reverse();
+        }
+        assert_eq!(s.count_audit(&base).await.unwrap(), 2);
+        let walked = walk(
+            |after| {
+                let q = AuditQuery {
+                    after,
+                    ..base.clone()
+                };
+                async move { s.audit_page(&q).await.unwrap() }
+            },
+            |l| l.id,
+        )
+        .await;
+        assert_eq!(walked.iter().map(|l| l.id).collect::<Vec<_>>(), want);
+    }
 }
