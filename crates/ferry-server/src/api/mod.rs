@@ -680,3 +680,42 @@ where
             .map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Catches: an export cell a spreadsheet would run (`=HYPERLINK(…)`, `+1`, `-2+3`, `@SUM`, a
+    /// leading tab or carriage return) written as it came, or a plain value changed.
+    #[test]
+    fn csv_cells_that_read_as_formulas_are_neutralised() {
+        for (cell, want) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("Smith, Ann", "Smith, Ann"),
+            ("Ødegård = 1", "Ødegård = 1"),
+            ("", ""),
+        ] {
+            assert_eq!(super::csv_cell(cell), want, "{cell:?}");
+        }
+    }
+
+    /// Catches: a cursor with a name past ASCII that is not a valid header value (the next page
+    /// lost), or one the API cannot read back.
+    #[test]
+    fn id_tokens_are_ascii_and_read_back() {
+        use ferry_store::SortValue;
+        for v in ["Ødegård, Åse", "山田 \"太郎\"", "😀=cmd", "plain"] {
+            let t = super::id_token(Some(SortValue::Text(v.into())), 42);
+            assert!(t.is_ascii(), "{t}");
+            assert!(axum::http::HeaderValue::from_str(&t).is_ok(), "{t}");
+            let (value, id) = super::id_cursor(Some(&t), true).unwrap();
+            assert_eq!((value, id), (Some(SortValue::Text(v.into())), Some(42)));
+        }
+        assert_eq!(super::id_token(None, 7), "7");
+        assert!(super::id_cursor(Some("7"), true).is_err());
+        assert!(super::id_cursor(Some("[\"x\", 7]"), false).is_err());
+    }
+}

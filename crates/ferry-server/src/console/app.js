@@ -31,7 +31,7 @@ async function api(path, opts = {}) {
   if (at !== state.render) throw new Stale();
   if (r.status === 401 && path !== "/sessions") { signOut(); throw new Error("signed out"); }
   if (!r.ok) throw new Error((v && v.error) || text || r.statusText);
-  if (opts.total) return { items: v, total: Number(r.headers.get("X-Total-Count") || 0) };
+  if (opts.total) return { items: v, total: Number(r.headers.get("X-Total-Count") || 0), next: r.headers.get("X-Next-After") };
   return v;
 }
 
@@ -948,6 +948,8 @@ async function translation() {
   const f = new URLSearchParams({ limit: "50", q });
   if (kind) f.set("kind", kind);
   if (profile) f.set("profile", profile);
+  const sort = sortOf(p, "kind", "asc", (extra) => route(extra));
+  sort.params(f);
   const [v, profiles] = await Promise.all([api(`/translation?${f}${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
   const box = h("input", { id: "search", value: q, placeholder: "name, UPN, mail or SID", "aria-label": "search" });
   const kinds = h("select", { id: "translation-kind", "aria-label": "kind" }, ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
@@ -959,14 +961,14 @@ async function translation() {
     for (const [k, x] of Object.entries(extra)) n.set(k, x);
     return `#/translation?${n}`;
   };
-  const go = (e) => { e && e.preventDefault(); location.hash = route(); };
+  const go = (e) => { e && e.preventDefault(); location.hash = sort.keep(); };
   kinds.addEventListener("change", go);
   prof.addEventListener("change", go);
   const msg = h("span", { id: "export-message" });
   // Exports are of the list as filtered (profile, kind, search), every page of it.
   const filters = () => { const n = new URLSearchParams(); for (const [k, el] of [["q", box], ["kind", kinds], ["profile", prof]]) if (el.value) n.set(k, el.value); return n; };
   const exp = (format, file) => async () => {
-    const n = filters();
+    const n = sort.params(filters());
     n.set("format", format);
     try { await download(`/translation/export?${n}`, file); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
@@ -977,22 +979,48 @@ async function translation() {
       h("button", { class: "secondary", onclick: exp("sidmap", "sidmap.json") }, "SID map"), " ",
       h("button", { class: "secondary", onclick: exp("usermapping", "usermapping.csv") }, "usermapping.csv"), " ", msg),
     listTable("translation", {
-      total: v.total, noun: "entries", rows: v.entries, first: after ? route() : null, next: v.next ? route({ after: v.next }) : null,
-      cols: [["Profile", (e) => e.profile], ["Kind", (e) => e.kind], ["Source", (e) => h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_upn || e.source_name)],
-        ["Target", (e) => e.target_upn || e.target_name], ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
+      total: v.total, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
+      cols: [["Profile", (e) => e.profile], ["Kind", (e) => e.kind, "kind"],
+        ["Source", (e) => [h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_name), e.source_upn && e.source_upn !== e.source_name ? h("div", { class: "muted" }, e.source_upn) : ""], "source_name"],
+        ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""], "target_name"],
+        ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
     }));
 }
 
 // A list's table with its total, what this page shows of it, and its pager: `first` and `next`
 // are console routes (keyset pages: the server gives the next page's cursor), null when there is
 // none. Shared by the list pages; `id` names its parts (`{id}-total`, `{id}-next`, `{id}-first`).
-function listTable(id, { total, noun, rows, cols, first, next, empty = "Nothing found." }) {
+// A column `[title, get, key]` with a `key` sorts the list on the server: its header is a button
+// to the route `sort.href(key, order)` (ascending first, then the other way), and the sorted
+// column's header says how (`aria-sort`). `sort` is `{ by, order, href }` (see `sortOf`).
+function listTable(id, { total, noun, rows, cols, first, next, sort, empty = "Nothing found." }) {
+  const th = ([title, , key]) => {
+    if (!sort || !key) return h("th", {}, title);
+    const on = sort.by === key;
+    const order = on && sort.order === "asc" ? "desc" : "asc";
+    return h("th", { "aria-sort": on ? (sort.order === "asc" ? "ascending" : "descending") : null },
+      h("button", { type: "button", class: "sort", "data-sort": key, title: `sort by ${title.toLowerCase()}, ${order === "asc" ? "ascending" : "descending"}`,
+        onclick: () => { location.hash = sort.href(key, order); } }, title, on ? (sort.order === "asc" ? " ▲" : " ▼") : ""));
+  };
   return h("div", { class: "list", id: id + "-list" },
     h("p", { class: "muted", id: id + "-total" }, `${total} ${noun}` + (rows.length < total ? `, ${rows.length} on this page` : "")),
-    table(rows, cols, empty),
+    !rows || rows.length === 0 ? h("p", { class: "muted" }, empty) : h("table", {},
+      h("thead", {}, h("tr", {}, cols.map(th))),
+      h("tbody", {}, rows.map((r) => h("tr", {}, cols.map(([, get]) => h("td", {}, dated(get(r)))))))),
     first || next ? h("p", { class: "inline pager" },
       first ? h("a", { href: first, id: id + "-first" }, "First page") : "", " ",
       next ? h("a", { href: next, id: id + "-next" }, "Next page") : "") : "");
+}
+
+// A list's sort as the page's route keeps it (`sort`, `order`), `by` and `order` when it has
+// none, and the API's parameters for it; `route(extra)` is the page's route with other parameters.
+function sortOf(p, by, order, route) {
+  const s = { by: p.get("sort") || by, order: p.get("order") === "asc" || p.get("order") === "desc" ? p.get("order") : order };
+  s.href = (key, o) => route({ sort: key, order: o });
+  s.params = (n) => { n.set("sort", s.by); n.set("order", s.order); return n; };
+  // The route of another page of this sort (Next page keeps it; a new filter starts over).
+  s.keep = (extra = {}) => route({ sort: s.by, order: s.order, ...extra });
+  return s;
 }
 
 // The report's decision: since when (the cycle that made the current decision, and the first).
@@ -1072,15 +1100,17 @@ async function report() {
 
 async function logs() {
   const p = params();
-  const [level, profile, object, cycle, before] = [p.get("level") || "", p.get("profile") || "", p.get("object") || "", p.get("cycle") || "", p.get("before") || ""];
+  const [level, profile, object, cycle, after] = [p.get("level") || "", p.get("profile") || "", p.get("object") || "", p.get("cycle") || "", p.get("after") || ""];
   const q = new URLSearchParams({ limit: "200" });
   if (level) q.set("level", level);
   if (profile) q.set("profile", profile);
   if (object) q.set("object", object);
   if (cycle) q.set("cycle", cycle);
-  // Newest first, paged by id (`before`), every page counted: the total is every entry the
-  // filters find, not the page.
-  const [v, profiles] = await Promise.all([api(`/logs?${q}${before ? "&before=" + enc(before) : ""}`, { total: true }), api("/profiles")]);
+  // Newest first (or oldest), paged by id (`after`), every page counted: the total is every
+  // entry the filters find, not the page.
+  const sort = sortOf(p, "at", "desc", (extra) => route(extra));
+  sort.params(q);
+  const [v, profiles] = await Promise.all([api(`/logs?${q}${after ? "&after=" + enc(after) : ""}`, { total: true }), api("/profiles")]);
   const sel = h("select", { id: "log-level", "aria-label": "level" }, ["", "error", "warning", "info"].map((x) => h("option", { value: x, selected: x === level }, x || "every level")));
   const prof = h("select", { id: "log-profile", "aria-label": "profile" }, h("option", { value: "" }, "every profile"),
     profiles.map((x) => h("option", { value: x.name, selected: x.name === profile }, x.name)));
@@ -1092,11 +1122,10 @@ async function logs() {
     for (const [k, x] of Object.entries(extra)) n.set(k, x);
     return `#/logs?${n}`;
   };
-  const apply = (e) => { e && e.preventDefault(); location.hash = route(); };
+  const apply = (e) => { e && e.preventDefault(); location.hash = sort.keep(); };
   sel.addEventListener("change", apply);
   prof.addEventListener("change", apply);
   const rows = v.items;
-  const last = rows.length ? rows[rows.length - 1].id : null;
   const msg = h("span", { id: "logs-export-message" });
   // The export is of the filtered list, every page of it.
   const exp = async () => {
@@ -1109,8 +1138,8 @@ async function logs() {
     h("button", { type: "button", class: "secondary", id: "logs-export", onclick: exp }, "Export CSV"), msg),
     listTable("logs", {
       total: v.total, noun: "entries", rows, empty: "No messages.",
-      first: before ? route() : null, next: last != null && rows.length === 200 && last > 1 ? route({ before: String(last) }) : null,
-      cols: [["When", (l) => when(l.at)], ["Level", (l) => h("span", { class: "level-" + l.level }, l.level)], ["Profile", (l) => show(l.profile)], ["Code", (l) => show(l.code)],
+      first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
+      cols: [["When", (l) => when(l.at), "at"], ["Level", (l) => h("span", { class: "level-" + l.level }, l.level)], ["Profile", (l) => show(l.profile)], ["Code", (l) => show(l.code)],
         ["Object", (l) => (l.object_id ? h("a", { href: `#/report?q=${enc(l.object_id)}` }, l.object_name || l.object_id) : "—")], ["Message", (l) => l.message]],
     }));
 }
@@ -1419,11 +1448,13 @@ async function dashboard() {
 async function agents() {
   const p = params();
   const [search, st, after] = [p.get("q") || "", p.get("state") || "", p.get("after") || ""];
-  // Keyset pages by id (`after`: the last id of the page before); the total counts every match.
+  // Keyset pages (`after`: the server's cursor of the page before); the total counts every match.
   const q = new URLSearchParams({ limit: "100" });
   if (search) q.set("search", search);
   if (st) q.set("state", st);
   if (after) q.set("after", after);
+  const sort = sortOf(p, "id", "asc", (extra) => routeTo(extra));
+  sort.params(q);
   const [v, held] = await Promise.all([api(`/agents?${q}`, { total: true }), api("/enrollment-requests")]);
   const box = h("input", { id: "agent-search", value: search, placeholder: "host name or device id", "aria-label": "search" });
   const states = h("select", { id: "agent-state", "aria-label": "state" }, ["", "enrolled", "idle", "offered", "running", "succeeded", "failed", "replaced"]
@@ -1435,7 +1466,7 @@ async function agents() {
     for (const [k, x] of Object.entries(extra)) n.set(k, x);
     return `#/agents?${n}`;
   };
-  const go = () => { location.hash = routeTo(); };
+  const go = () => { location.hash = sort.keep(); };
   states.addEventListener("change", go);
   const out = h("p", { id: "enrollment-message" });
   // Enrollments held for an operator: a device claiming an enrolled one's id or name without its key.
@@ -1451,14 +1482,13 @@ async function agents() {
       ["Asked", (r) => when(r.created_at)], ["Why it waits", (r) => h("span", { class: "bad" }, r.reason)],
       ["", (r) => (canChange() ? [h("button", { class: "approve", onclick: decide(r, "approve") }, "Approve"), " ",
         h("button", { class: "secondary refuse", onclick: decide(r, "refuse") }, "Refuse")] : "")]])), out];
-  const last = v.items.length === 100 ? v.items[v.items.length - 1].id : null;
   page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, box, states, h("button", { type: "submit" }, "Search")),
     listTable("agents", {
       total: v.total, noun: "agents", rows: v.items, empty: "No agents yet.",
-      first: after ? routeTo() : null, next: last != null ? routeTo({ after: String(last) }) : null,
-      cols: [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""]],
-        ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state],
-        ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]],
+      first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
+      cols: [["Host", (a) => [h("a", { href: `#/agent?id=${a.id}` }, a.hostname), a.mismatch ? h("span", { class: "bad mismatch", title: a.mismatch }, " ⚠ claims differ") : ""], "hostname"],
+        ["OS", (a) => a.os], ["Batch", (a) => show(a.batch)], ["State", (a) => a.state, "state"],
+        ["Step", (a) => show(a.last_step)], ["Version", (a) => a.agent_version], ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact)), "last_contact"]],
     }));
 }
 
@@ -1492,9 +1522,30 @@ function checksOf(title, id, v, none) {
 }
 
 async function failed() {
-  const v = await api("/reports/failed-communications");
-  page("Failed communications", table(v.failures, [["Last seen", (f) => when(f.at)], ["Code", (f) => f.code], ["Reason", (f) => f.reason], ["Address", (f) => show(f.address)],
-    ["Times", (f) => String(f.count)], ["First seen", (f) => when(f.first_at)]], "No failed communications."),
+  const p = params();
+  const [code, after] = [p.get("code") || "", p.get("after") || ""];
+  const route = (extra = {}) => {
+    const n = new URLSearchParams();
+    if (codes.value.trim()) n.set("code", codes.value.trim());
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/failed?${n}`;
+  };
+  const q = new URLSearchParams({ limit: "100" });
+  if (code) q.set("code", code);
+  if (after) q.set("after", after);
+  const sort = sortOf(p, "at", "desc", (extra) => route(extra));
+  sort.params(q);
+  const v = await api(`/reports/failed-communications?${q}`);
+  // Filtered by the refusal's code (`bad_psk`, …): those of this page are offered.
+  const codes = h("input", { id: "failed-code", value: code, placeholder: "code, e.g. bad_psk", "aria-label": "code", list: "failed-codes" });
+  const seen = h("datalist", { id: "failed-codes" }, [...new Set(v.failures.map((f) => f.code))].map((c) => h("option", { value: c })));
+  page("Failed communications", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, codes, seen, h("button", { type: "submit" }, "Filter")),
+    listTable("failed", {
+      total: v.failures_total, noun: "refusals", rows: v.failures, empty: "No failed communications.",
+      first: after ? sort.keep() : null, next: v.failures_next ? sort.keep({ after: v.failures_next }) : null, sort,
+      cols: [["Last seen", (f) => when(f.at), "at"], ["Code", (f) => f.code], ["Reason", (f) => f.reason], ["Address", (f) => show(f.address), "address"],
+        ["Times", (f) => String(f.count)], ["First seen", (f) => when(f.first_at)]],
+    }),
     h("h2", {}, "Silent agents"), table(v.silent, [["Host", (a) => h("a", { href: `#/agent?id=${a.id}` }, a.hostname)], ["Last contact", (a) => when(a.last_contact)]], "None."));
 }
 
@@ -1556,9 +1607,43 @@ async function moves() {
 }
 
 async function audit() {
-  const v = await api("/audit?limit=200");
-  page("Audit", table(v, [["When", (a) => when(a.at)], ["Who", (a) => a.actor], ["Tenant", (a) => show(a.tenant)],
-    ["What", (a) => a.action], ["On", (a) => a.subject], ["Detail", (a) => a.detail], ["From", (a) => show(a.address)]]));
+  const p = params();
+  const [action, actor, after] = [p.get("action") || "", p.get("actor") || "", p.get("after") || ""];
+  const actionBox = h("input", { id: "audit-action", value: action, placeholder: "action, e.g. sync.run", "aria-label": "action" });
+  const actorBox = h("input", { id: "audit-actor", value: actor, placeholder: "operator", "aria-label": "operator" });
+  const filters = () => {
+    const n = new URLSearchParams();
+    if (actionBox.value.trim()) n.set("action", actionBox.value.trim());
+    if (actorBox.value.trim()) n.set("actor", actorBox.value.trim());
+    return n;
+  };
+  const route = (extra = {}) => {
+    const n = filters();
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/audit?${n}`;
+  };
+  const sort = sortOf(p, "at", "desc", (extra) => route(extra));
+  const q = sort.params(new URLSearchParams({ limit: "200" }));
+  if (action) q.set("action", action);
+  if (actor) q.set("actor", actor);
+  if (after) q.set("after", after);
+  const v = await api(`/audit?${q}`, { total: true });
+  const msg = h("span", { id: "audit-export-message" });
+  // The export is of the filtered trail, every page of it, in the order shown.
+  const exp = async () => {
+    const n = sort.params(new URLSearchParams());
+    if (action) n.set("action", action);
+    if (actor) n.set("actor", actor);
+    try { await download(`/audit/export?${n}`, "audit.csv"); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
+  page("Audit", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, actionBox, actorBox, h("button", { type: "submit" }, "Filter"),
+    h("button", { type: "button", class: "secondary", id: "audit-export", onclick: exp }, "Export CSV"), msg),
+    listTable("audit", {
+      total: v.total, noun: "lines", rows: v.items, empty: "No audit lines.",
+      first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
+      cols: [["When", (a) => when(a.at), "at"], ["Who", (a) => a.actor], ["Tenant", (a) => show(a.tenant)],
+        ["What", (a) => a.action], ["On", (a) => a.subject], ["Detail", (a) => a.detail], ["From", (a) => show(a.address)]],
+    }));
 }
 
 const ROUTES = {
