@@ -96,6 +96,7 @@ async fn the_console_in_chromium() {
     }
     assert_eq!(b.console_errors().await, Vec::<String>::new());
     lists_show_totals_pages_filters_and_exports(&b, &url, &server.url, &token("admin")).await;
+    lists_sort_by_their_column_headers(&b, &url, &server.url, &token("admin")).await;
 
     // Two file directories and a profile, configured in the console; a bad entry says what is wrong.
     let s = ferry_demo::generate(60, false, 11);
@@ -1581,6 +1582,114 @@ async fn lists_show_totals_pages_filters_and_exports(
             errors.unwrap(),
             warnings - errors.unwrap()
         ),
+    )
+    .await;
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+}
+
+/// The lists sort by their column headers (issue 20): a header is a button, the sorted one says
+/// how (`aria-sort`), the order is the API's (code point order of the source name), "Next page"
+/// and a reload keep the sort, a second click reverses it; the audit and failed-communications
+/// pages are lists with totals. Catches a header that sorts only the rows on screen, a next page
+/// that falls back to the default order, and a sort lost from the page's address.
+async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, admin: &str) {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let admin = admin.to_string();
+        async move {
+            let r = http
+                .get(format!("{api}/api/v1{path}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            let total = r
+                .headers()
+                .get("x-total-count")
+                .map(|v| v.to_str().unwrap().parse::<i64>().unwrap());
+            (r.json::<Value>().await.unwrap(), total)
+        }
+    };
+    let sources = || async {
+        b.script(
+            "return [...document.querySelectorAll('#translation-list tbody tr td:nth-child(3) a')].map(a => a.innerText)",
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+    };
+    let names = |v: &Value| {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["source_name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (first, _) = get("/translation?limit=50&sort=source_name".into()).await;
+    let next = first["next"].as_str().expect("more than a page").to_string();
+    let (second, _) = get(format!(
+        "/translation?limit=50&sort=source_name&after={}",
+        next.bytes()
+            .map(|c| format!("%{c:02X}"))
+            .collect::<String>()
+    ))
+    .await;
+    let (last, _) = get("/translation?limit=50&sort=source_name&order=desc".into()).await;
+
+    b.go(&format!("{url}#/translation")).await;
+    b.find("#translation-list th[aria-sort] button[data-sort='kind']").await;
+    b.click("#translation-list th button[data-sort='source_name']").await;
+    b.find("#translation-list th[aria-sort='ascending'] button[data-sort='source_name']")
+        .await;
+    let page1 = sources().await;
+    assert_eq!(page1, names(&first), "the API's order, not the screen's");
+    let mut sorted = page1.clone();
+    sorted.sort();
+    assert_eq!(page1, sorted, "code point order");
+    let hash = b.script("return location.hash").await;
+    assert!(
+        hash.as_str().unwrap().contains("sort=source_name"),
+        "{hash}"
+    );
+    b.click("#translation-next").await;
+    b.find("#translation-first").await;
+    b.find("#translation-list th[aria-sort='ascending'] button[data-sort='source_name']")
+        .await;
+    assert_eq!(sources().await, names(&second), "Next page keeps the sort");
+    // A reload keeps it too; a second click on the header reverses it.
+    let here = b.script("return location.href").await;
+    b.go(here.as_str().unwrap()).await;
+    b.find("#translation-list th[aria-sort='ascending'] button[data-sort='source_name']")
+        .await;
+    b.click("#translation-list th button[data-sort='source_name']").await;
+    b.find("#translation-list th[aria-sort='descending'] button[data-sort='source_name']")
+        .await;
+    assert_eq!(sources().await, names(&last));
+    assert_eq!(
+        b.script("return document.querySelectorAll('#translation-list th[aria-sort]').length")
+            .await,
+        1,
+        "only the sorted column says it is"
+    );
+
+    // The audit trail and the refused calls are lists with their totals.
+    let (_, audit) = get("/audit?limit=1".into()).await;
+    b.go(&format!("{url}#/audit")).await;
+    b.wait_text("#audit-total", &format!("{} lines", audit.unwrap()))
+        .await;
+    b.find("#audit-list th[aria-sort='descending'] button[data-sort='at']")
+        .await;
+    let (failed, _) = get("/reports/failed-communications?limit=1".into()).await;
+    b.go(&format!("{url}#/failed")).await;
+    b.wait_text(
+        "#failed-total",
+        &format!("{} refusals", failed["failures_total"]),
     )
     .await;
     assert_eq!(b.console_errors().await, Vec::<String>::new());

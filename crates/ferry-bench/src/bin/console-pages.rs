@@ -51,6 +51,26 @@ impl Api {
         )
     }
 
+    /// The `X-Next-After` of a page (a list answered as an array), URL-encoded.
+    async fn next_after(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let v = r
+            .headers()
+            .get("x-next-after")
+            .unwrap_or_else(|| panic!("{path}: no X-Next-After"))
+            .to_str()
+            .expect("ASCII")
+            .to_string();
+        url_encode(&v)
+    }
+
     /// Sends the paths together, as the page does; the bytes answered.
     /// Sends `paths` together; the bytes of all answers, and each request's time (ms) by path.
     async fn all(&self, paths: &[String]) -> (usize, Vec<(String, f64)>) {
@@ -335,6 +355,8 @@ async fn run(users: usize, agents: usize, renders: usize) {
         .as_str()
         .unwrap_or("ann")
         .to_string();
+    let s = |x: &str| x.to_string();
+    let s_ = s;
     // Keyset cursors of the middle and the last page (read before the timing, as a console
     // paging there would have them from the page before).
     let cursor_at = |offset: u64| {
@@ -351,9 +373,60 @@ async fn run(users: usize, agents: usize, renders: usize) {
     };
     let middle = cursor_at(entries / 2).await;
     let last = cursor_at(entries.saturating_sub(51)).await;
+    // The same for the sorted lists (issue 20): the cursor of the row in the middle of each
+    // sort, as the server gives it (`next` of a page of one row there; `OFFSET`, not timed).
+    let sorted_middle = |path: String, field: &'static str, at: u64| {
+        let api = &api;
+        async move {
+            let v = api
+                .get(&format!("{path}&limit=1&offset={at}"))
+                .await
+                .0;
+            url_encode(v[field].as_str().expect("a next page"))
+        }
+    };
+    let by_source = sorted_middle(s_("/translation?sort=source_name"), "next", entries / 2).await;
+    let by_target_desc = sorted_middle(
+        s_("/translation?sort=target_name&order=desc"),
+        "next",
+        entries / 2,
+    )
+    .await;
+    let matched = entries;
+    let whatif_by_name = sorted_middle(
+        s_("/profiles/users/whatif?writes_limit=0&status=matched&sort=source_name"),
+        "decisions_next",
+        matched / 2,
+    )
+    .await;
+    let whatif_by_status = sorted_middle(
+        s_("/profiles/users/whatif?writes_limit=0&sort=status"),
+        "decisions_next",
+        matched / 2,
+    )
+    .await;
+    let agents_at = |sort: &'static str| {
+        let api = &api;
+        async move {
+            api.next_after(&format!(
+                "/agents?limit=1&offset={}&{sort}",
+                agent_total / 2
+            ))
+            .await
+        }
+    };
+    let agents_by_host = agents_at("sort=hostname").await;
+    let agents_by_state = agents_at("sort=state").await;
+    let agents_by_contact = agents_at("sort=last_contact&order=desc").await;
+    let logs_middle = {
+        let (v, _) = api.get("/logs?limit=1&order=asc").await;
+        let first = v[0]["id"].as_i64().unwrap_or(0);
+        let (v, _) = api.get("/logs?limit=1").await;
+        let newest = v[0]["id"].as_i64().unwrap_or(0);
+        (first + newest) / 2
+    };
     // A substring from inside a UPN, as an engineer types part of a name.
     let inner: String = upn.chars().skip(2).take(9).collect();
-    let s = |x: &str| x.to_string();
     type Pages = Vec<(&'static str, Vec<Vec<String>>)>;
     // Each page: its steps in order; each step's requests are sent together.
     let pages: Pages = vec![
@@ -455,6 +528,54 @@ async fn run(users: usize, agents: usize, renders: usize) {
             )]],
         ),
         (
+            "translation by source name, first page",
+            vec![vec![s("/translation?limit=50&sort=source_name&q=")]],
+        ),
+        (
+            "translation by source name, middle page",
+            vec![vec![format!(
+                "/translation?limit=50&sort=source_name&after={by_source}"
+            )]],
+        ),
+        (
+            "translation by target name desc, first page",
+            vec![vec![s("/translation?limit=50&sort=target_name&order=desc&q=")]],
+        ),
+        (
+            "translation by target name desc, middle page",
+            vec![vec![format!(
+                "/translation?limit=50&sort=target_name&order=desc&after={by_target_desc}"
+            )]],
+        ),
+        (
+            "translation by kind desc, first page",
+            vec![vec![s("/translation?limit=50&sort=kind&order=desc&q=")]],
+        ),
+        (
+            "whatif matched by source name, first page",
+            vec![vec![s(
+                "/profiles/users/whatif?limit=100&writes_limit=0&status=matched&sort=source_name",
+            )]],
+        ),
+        (
+            "whatif matched by source name, middle page",
+            vec![vec![format!(
+                "/profiles/users/whatif?limit=100&writes_limit=0&status=matched&sort=source_name&after={whatif_by_name}"
+            )]],
+        ),
+        (
+            "whatif by status desc, first page",
+            vec![vec![s(
+                "/profiles/users/whatif?limit=100&writes_limit=0&sort=status&order=desc",
+            )]],
+        ),
+        (
+            "whatif by status, middle page",
+            vec![vec![format!(
+                "/profiles/users/whatif?limit=100&writes_limit=0&sort=status&after={whatif_by_status}"
+            )]],
+        ),
+        (
             "object report",
             vec![vec![format!("/report/object?q={upn}")]],
         ),
@@ -487,6 +608,58 @@ async fn run(users: usize, agents: usize, renders: usize) {
                 "/agents?limit=100&offset={}",
                 agent_total / 2
             )]],
+        ),
+        (
+            "agents by host name, first page",
+            vec![vec![s("/agents?limit=100&sort=hostname")]],
+        ),
+        (
+            "agents by host name, middle page",
+            vec![vec![format!(
+                "/agents?limit=100&sort=hostname&after={agents_by_host}"
+            )]],
+        ),
+        (
+            "agents by state desc, first page",
+            vec![vec![s("/agents?limit=100&sort=state&order=desc")]],
+        ),
+        (
+            "agents by state, middle page",
+            vec![vec![format!(
+                "/agents?limit=100&sort=state&after={agents_by_state}"
+            )]],
+        ),
+        (
+            "agents by last contact desc, first page",
+            vec![vec![s("/agents?limit=100&sort=last_contact&order=desc")]],
+        ),
+        (
+            "agents by last contact desc, middle page",
+            vec![vec![format!(
+                "/agents?limit=100&sort=last_contact&order=desc&after={agents_by_contact}"
+            )]],
+        ),
+        (
+            "dashboard agents by host name",
+            vec![vec![s("/batches/wave-3/progress?limit=200&sort=hostname&order=desc")]],
+        ),
+        (
+            "logs oldest first, first page",
+            vec![vec![s("/logs?limit=200&order=asc"), s("/profiles")]],
+        ),
+        (
+            "logs oldest first, middle page",
+            vec![vec![format!("/logs?limit=200&order=asc&after={logs_middle}")]],
+        ),
+        (
+            "failed communications by address",
+            vec![vec![s(
+                "/reports/failed-communications?limit=100&sort=address&order=asc",
+            )]],
+        ),
+        (
+            "audit, oldest first",
+            vec![vec![s("/audit?limit=200&order=asc")]],
         ),
         (
             "agents, search",
