@@ -1614,7 +1614,7 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
     };
     let sources = || async {
         b.script(
-            "return [...document.querySelectorAll('#translation-list tbody tr td:nth-child(3) a')].map(a => a.innerText)",
+            "return [...document.querySelectorAll('#translation-list tbody tr')].map(r => r.cells[0].innerText + '|' + r.cells[2].querySelector('a').innerText)",
         )
         .await
         .as_array()
@@ -1628,11 +1628,20 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["source_name"].as_str().unwrap().to_string())
+            .map(|e| {
+                format!(
+                    "{}|{}",
+                    e["profile"].as_str().unwrap(),
+                    e["source_name"].as_str().unwrap()
+                )
+            })
             .collect::<Vec<_>>()
     };
     let (first, _) = get("/translation?limit=50&sort=source_name".into()).await;
-    let next = first["next"].as_str().expect("more than a page").to_string();
+    let next = first["next"]
+        .as_str()
+        .expect("more than a page")
+        .to_string();
     let (second, _) = get(format!(
         "/translation?limit=50&sort=source_name&after={}",
         next.bytes()
@@ -1643,15 +1652,24 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
     let (last, _) = get("/translation?limit=50&sort=source_name&order=desc".into()).await;
 
     b.go(&format!("{url}#/translation")).await;
-    b.find("#translation-list th[aria-sort] button[data-sort='kind']").await;
-    b.click("#translation-list th button[data-sort='source_name']").await;
+    b.find("#translation-list th[aria-sort] button[data-sort='kind']")
+        .await;
+    b.click("#translation-list th button[data-sort='source_name']")
+        .await;
     b.find("#translation-list th[aria-sort='ascending'] button[data-sort='source_name']")
         .await;
     let page1 = sources().await;
     assert_eq!(page1, names(&first), "the API's order, not the screen's");
+    // Within each profile (profiles in name order), names by code point: `=…` before capitals.
     let mut sorted = page1.clone();
-    sorted.sort();
-    assert_eq!(page1, sorted, "code point order");
+    sorted.sort_by(|a, b| {
+        let split = |x: &str| {
+            x.split_once('|')
+                .map(|(p, n)| (p.to_string(), n.to_string()))
+        };
+        split(a).cmp(&split(b))
+    });
+    assert_eq!(page1, sorted, "code point order within each profile");
     let hash = b.script("return location.hash").await;
     assert!(
         hash.as_str().unwrap().contains("sort=source_name"),
@@ -1667,7 +1685,8 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
     b.go(here.as_str().unwrap()).await;
     b.find("#translation-list th[aria-sort='ascending'] button[data-sort='source_name']")
         .await;
-    b.click("#translation-list th button[data-sort='source_name']").await;
+    b.click("#translation-list th button[data-sort='source_name']")
+        .await;
     b.find("#translation-list th[aria-sort='descending'] button[data-sort='source_name']")
         .await;
     assert_eq!(sources().await, names(&last));

@@ -378,10 +378,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
     let sorted_middle = |path: String, field: &'static str, at: u64| {
         let api = &api;
         async move {
-            let v = api
-                .get(&format!("{path}&limit=1&offset={at}"))
-                .await
-                .0;
+            let v = api.get(&format!("{path}&limit=1&offset={at}")).await.0;
             url_encode(v[field].as_str().expect("a next page"))
         }
     };
@@ -539,7 +536,9 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ),
         (
             "translation by target name desc, first page",
-            vec![vec![s("/translation?limit=50&sort=target_name&order=desc&q=")]],
+            vec![vec![s(
+                "/translation?limit=50&sort=target_name&order=desc&q=",
+            )]],
         ),
         (
             "translation by target name desc, middle page",
@@ -641,7 +640,9 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ),
         (
             "dashboard agents by host name",
-            vec![vec![s("/batches/wave-3/progress?limit=200&sort=hostname&order=desc")]],
+            vec![vec![s(
+                "/batches/wave-3/progress?limit=200&sort=hostname&order=desc",
+            )]],
         ),
         (
             "logs oldest first, first page",
@@ -649,7 +650,9 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ),
         (
             "logs oldest first, middle page",
-            vec![vec![format!("/logs?limit=200&order=asc&after={logs_middle}")]],
+            vec![vec![format!(
+                "/logs?limit=200&order=asc&after={logs_middle}"
+            )]],
         ),
         (
             "failed communications by address",
