@@ -2540,5 +2540,5 @@ fn the_router_model_prefers_static_segments() {
         "/moves/{id}/status"
     );
     assert_eq!(route(&ops, "DELETE", "/operators/").err(), Some(404));
-    assert_eq!(ops.len(), 74);
+    assert_eq!(ops.len(), 75);
 }

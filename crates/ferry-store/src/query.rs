@@ -134,14 +134,16 @@ fn sorted_page(
     let cols: Vec<&str> = value.into_iter().chain(key.iter().copied()).collect();
     if let Some((v, id)) = after {
         let mut marks = Vec::new();
-        if value.is_some() {
+        if let Some(expr) = value {
             // A cursor without a value in a sorted listing is refused by the API; here it
             // compares as NULL (no row), never as another row's place.
-            vals.push(match v {
+            let v = match v {
                 Some(SortValue::Int(i)) => Val::Int(i),
                 Some(SortValue::Text(t)) => Val::text(t),
                 None => Val::Null,
-            });
+            };
+            bound(sql, vals, expr, v.clone(), dir);
+            vals.push(v);
             marks.push("?");
         }
         marks.push("?");
@@ -154,6 +156,24 @@ fn sorted_page(
         ));
     }
     order_by(sql, &cols, dir);
+}
+
+/// `expr >= ?` (`<=` descending): implied by the row-value comparison that follows it, and
+/// written out because SQLite takes a row value to an index range only over plain columns; over
+/// an expression index (`lower(hostname)`, `coalesce(target_name, '')`) it walked the index from
+/// its start, a page in the middle of a million reading half a million entries.
+fn bound(
+    sql: &mut String,
+    vals: &mut Vec<Val<'static>>,
+    expr: &str,
+    v: Val<'static>,
+    dir: Direction,
+) {
+    sql.push_str(&format!(
+        " AND {expr} {} ?",
+        if dir.is_desc() { "<=" } else { ">=" }
+    ));
+    vals.push(v);
 }
 
 /// ` ORDER BY` the columns, each descending for [`Direction::Desc`].
@@ -289,9 +309,14 @@ pub fn decisions<B: crate::backend::Backend>(
         if !within {
             vals.push(Val::text(a.profile.clone()));
         }
-        if value.is_some() {
+        if let Some(expr) = value.as_deref() {
             // A cursor without the sort value is refused by the API; NULL finds no row.
-            vals.push(a.value.clone().map_or(Val::Null, Val::text));
+            let v = a.value.clone().map_or(Val::Null, Val::text);
+            if within {
+                // Within one profile no profile parameter came before: the bound's goes here.
+                bound(&mut sql, &mut vals, expr, v.clone(), q.direction);
+            }
+            vals.push(v);
         }
         vals.push(Val::text(a.kind.as_str()));
         vals.push(Val::text(a.source_id.clone()));

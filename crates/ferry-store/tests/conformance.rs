@@ -2385,8 +2385,8 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
     .iter()
     .enumerate()
     {
-        src.push(DirObject::new(ObjectKind::Group, &format!("g-{i}"), *name));
-        tgt.push(DirObject::new(ObjectKind::Group, &format!("tg-{i}"), *name));
+        src.push(DirObject::new(ObjectKind::Group, format!("g-{i}"), *name));
+        tgt.push(DirObject::new(ObjectKind::Group, format!("tg-{i}"), *name));
     }
     let c = s
         .begin_cycle("users", "manual", None, "a", 1)

@@ -734,14 +734,25 @@ async function whatif() {
   if (profiles.length === 0) return page("What-If", h("p", { class: "muted" }, "No sync profiles."));
   const name = p.get("profile") || profiles[0].name;
   const status = p.get("status") || "";
-  const offset = Number(p.get("offset") || 0);
-  const q = new URLSearchParams({ limit: "100", offset: String(offset), writes_limit: status === "writes" ? "200" : "0" });
+  const after = p.get("after") || "";
+  const q = new URLSearchParams({ limit: "100", writes_limit: status === "writes" ? "200" : "0" });
   if (status && status !== "writes") q.set("status", status);
+  // Keyset pages (`after`: the server's cursor), sorted by kind or status; by name within one
+  // status (the server indexes names per status).
+  const whatifRoute = (extra = {}) => {
+    const n = new URLSearchParams({ profile: name, status });
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/whatif?${n}`;
+  };
+  const sort = sortOf(p, "kind", "asc", whatifRoute);
+  if (!status && !["kind", "status"].includes(sort.by)) sort.by = "kind";
+  if (status !== "writes") sort.params(q);
+  if (after) q.set("after", after);
   let v;
   try { v = await api(`/profiles/${enc(name)}/whatif?${q}`); } catch (e) {
     return page("What-If", h("p", { class: "muted" }, `${name}: ${e.message}`));
   }
-  const go = (pr, st, o = 0) => { location.hash = `#/whatif?profile=${enc(pr)}&status=${st}&offset=${o}`; };
+  const go = (pr, st) => { location.hash = `#/whatif?profile=${enc(pr)}&status=${st}`; };
   const profileSel = h("select", { id: "whatif-profile", onchange: (e) => go(e.target.value, status) },
     profiles.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
   const statusSel = h("select", { id: "whatif-status", onchange: (e) => go(name, e.target.value) },
@@ -756,15 +767,18 @@ async function whatif() {
   const overrides = await api(`/profiles/${enc(name)}/overrides`);
   const ov = overrideTools(profiles.find((x) => x.name === name), overrides);
   const candidates = (d) => candidateList(d, v.candidates, ov);
-  const review = status || offset ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
+  const review = status || after ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
+  const named = status ? "source_name" : null;
   const body = status === "writes"
     ? [h("p", { class: "muted" }, `${v.writes_total} writes`), writesTable(v.writes)]
-    : [...review, h("p", { class: "muted" }, `${v.decisions_total} decisions`), status ? ov.panel : "",
-      table(v.decisions, [["Kind", (d) => d.kind], ["Status", (d) => d.status], ["Source", (d) => d.source_upn || d.source_name],
-        ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule]))], ["Candidates", candidates],
-        ["", (d) => [h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report"), " ", ov.actions(d)]]], "No decisions."),
-      h("p", {}, offset > 0 ? h("button", { class: "secondary", onclick: () => go(name, status, Math.max(0, offset - 100)) }, "Previous") : "",
-        " ", offset + 100 < v.decisions_total ? h("button", { class: "secondary", onclick: () => go(name, status, offset + 100) }, "Next") : ""),
+    : [...review, status ? ov.panel : "",
+      listTable("whatif-decisions", {
+        total: v.decisions_total, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
+        first: after ? sort.keep() : null, next: v.decisions_next ? sort.keep({ after: v.decisions_next }) : null,
+        cols: [["Kind", (d) => d.kind, "kind"], ["Status", (d) => d.status, status ? null : "status"], ["Source", (d) => (sort.by === "source_name" ? d.source_name : d.source_upn || d.source_name), named],
+          ["Target", (d) => show(sort.by === "target_name" ? d.target_name : d.target_upn || d.target_name), status ? "target_name" : null], ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule]))], ["Candidates", candidates],
+          ["", (d) => [h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report"), " ", ov.actions(d)]]],
+      }),
       ov.list];
   page("What-If",
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, profileSel, statusSel),
@@ -1389,6 +1403,14 @@ async function dashboard() {
   const name = params().get("batch") || v[0].name;
   const b = v.find((x) => x.name === name) || v[0];
   const stateFilter = params().get("state") || "";
+  const after = params().get("after") || "";
+  const dashRoute = (extra = {}) => {
+    const n = new URLSearchParams({ batch: name });
+    if (stateFilter) n.set("state", stateFilter);
+    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+    return `#/dashboard?${n}`;
+  };
+  const sort = sortOf(params(), "id", "asc", dashRoute);
   const at = state.render;
   const sel = h("select", { id: "dash-batch", onchange: (e) => { location.hash = `#/dashboard?batch=${enc(e.target.value)}`; } },
     v.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
@@ -1399,8 +1421,9 @@ async function dashboard() {
   const list = h("div", { id: "dash-agents" });
   const stamp = h("span", { class: "muted", id: "dash-updated" });
   const draw = async () => {
-    const q = new URLSearchParams({ limit: "200" });
+    const q = sort.params(new URLSearchParams({ limit: "200" }));
     if (stateFilter && stateFilter !== "no agent yet") q.set("state", stateFilter);
+    if (after) q.set("after", after);
     const p = await api(`/batches/${enc(name)}/progress?${q}`);
     const now = Date.now();
     const word = (st) => deviceState(st, p, now);
@@ -1425,16 +1448,22 @@ async function dashboard() {
     summary.replaceChildren(`${plural(p.computers, "computer")}: ${done} migrated, ${failed} failed, ${p.computers - done - failed} to go. Show: `,
       ...["", ...Object.keys(p.states)].map((s) =>
         h("a", { href: `#/dashboard?batch=${enc(name)}&state=${enc(s)}`, class: "filter" + (s === stateFilter ? " active-filter" : "") }, s ? word(s) : "all")));
-    // The agents' page, then the computers without one (named as they were added to the batch).
-    const pending = !stateFilter || stateFilter === "no agent yet"
+    // The agents' page (sorted as asked, keyset pages), then — on the first page — the computers
+    // without one (named as they were added to the batch).
+    const pending = (!stateFilter || stateFilter === "no agent yet") && !after
       ? p.no_agent.map((c) => ({ hostname: c, state: "no agent yet", none: true })) : [];
     const rows = [...(stateFilter === "no agent yet" ? [] : p.agents), ...pending];
     const more = (p.states["no agent yet"] || 0) - p.no_agent.length;
-    list.replaceChildren(table(rows, [["Computer", (a) => (a.none ? h("span", { class: "no-agent" }, a.hostname) : h("a", { href: `#/agent?id=${a.id}` }, a.hostname))],
-      ["State", (a) => h("span", { class: "state state-" + a.state.replace(/[^a-z]/g, "") }, word(a.state))],
-      ["Step", (a) => (a.none ? "install the agent" : show(a.last_step))], ["Progress", (a) => (a.progress == null ? "—" : h("progress", { max: 100, value: a.progress }, `${a.progress}%`))],
-      ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact))]], "No computers in this batch."),
-      more > 0 && (!stateFilter || stateFilter === "no agent yet") ? h("p", { class: "muted" }, `and ${more} more computers with no agent yet`) : "");
+    const sortable = stateFilter !== "no agent yet";
+    list.replaceChildren(listTable("dash", {
+      total: stateFilter ? (p.states[stateFilter] || 0) : p.computers, noun: "computers", rows, empty: "No computers in this batch.",
+      sort: sortable ? sort : null, first: after ? sort.keep() : null, next: sortable && p.agents_next ? sort.keep({ after: p.agents_next }) : null,
+      cols: [["Computer", (a) => (a.none ? h("span", { class: "no-agent" }, a.hostname) : h("a", { href: `#/agent?id=${a.id}` }, a.hostname)), "hostname"],
+        ["State", (a) => h("span", { class: "state state-" + a.state.replace(/[^a-z]/g, "") }, word(a.state)), "state"],
+        ["Step", (a) => (a.none ? "install the agent" : show(a.last_step))], ["Progress", (a) => (a.progress == null ? "—" : h("progress", { max: 100, value: a.progress }, `${a.progress}%`))],
+        ["Last contact", (a) => h("span", { class: a.silent ? "bad" : "" }, when(a.last_contact)), "last_contact"]],
+    }),
+    more > 0 && pending.length ? h("p", { class: "muted" }, `and ${more} more computers with no agent yet`) : "");
     stamp.textContent = `updated ${when(Date.now())}`;
   };
   page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "dash-batch" }, "Batch"), sel, stamp), times, wave, summary, chart, list);
