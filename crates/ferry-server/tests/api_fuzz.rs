@@ -110,6 +110,7 @@ impl Op {
             || t == "/me"
             || t == "/sessions"
             || t == "/audit"
+            || t == "/audit/export"
             || (t == "/tenants" && self.method == "GET")
     }
     fn changes(&self) -> bool {
