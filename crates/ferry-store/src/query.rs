@@ -160,7 +160,7 @@ fn sorted_page(
 
 /// `expr >= ?` (`<=` descending): implied by the row-value comparison that follows it, and
 /// written out because SQLite takes a row value to an index range only over plain columns; over
-/// an expression index (`lower(hostname)`, `coalesce(target_name, '')`) it walked the index from
+/// an expression index (`lower(hostname)`, `coalesce(address, '')`) it walked the index from
 /// its start, a page in the middle of a million reading half a million entries.
 fn bound(
     sql: &mut String,
@@ -348,7 +348,6 @@ fn decision_sort<B: crate::backend::Backend>(sort: DecisionSort) -> Option<Strin
         DecisionSort::Kind => None,
         DecisionSort::Status => Some("status".into()),
         DecisionSort::SourceName => Some(format!("source_name{}", B::BINARY)),
-        DecisionSort::TargetName => Some(format!("coalesce(target_name, ''){}", B::BINARY)),
     }
 }
 

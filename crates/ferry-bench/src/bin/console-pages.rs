@@ -383,12 +383,6 @@ async fn run(users: usize, agents: usize, renders: usize) {
         }
     };
     let by_source = sorted_middle(s_("/translation?sort=source_name"), "next", entries / 2).await;
-    let by_target_desc = sorted_middle(
-        s_("/translation?sort=target_name&order=desc"),
-        "next",
-        entries / 2,
-    )
-    .await;
     let matched = entries;
     let whatif_by_name = sorted_middle(
         s_("/profiles/users/whatif?writes_limit=0&status=matched&sort=source_name"),
@@ -532,18 +526,6 @@ async fn run(users: usize, agents: usize, renders: usize) {
             "translation by source name, middle page",
             vec![vec![format!(
                 "/translation?limit=50&sort=source_name&after={by_source}"
-            )]],
-        ),
-        (
-            "translation by target name desc, first page",
-            vec![vec![s(
-                "/translation?limit=50&sort=target_name&order=desc&q=",
-            )]],
-        ),
-        (
-            "translation by target name desc, middle page",
-            vec![vec![format!(
-                "/translation?limit=50&sort=target_name&order=desc&after={by_target_desc}"
             )]],
         ),
         (

@@ -101,8 +101,7 @@ pub struct WhatIfParams {
     /// Decisions per page (default 100, at most 10000).
     pub limit: Option<i64>,
     /// `kind` (the default: kind, then source id), `status`, or — with `status` given —
-    /// `source_name` or `target_name` (code point order, case-sensitive); ties in kind and source
-    /// id order.
+    /// `source_name` (code point order, case-sensitive); ties in kind and source id order.
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`.
     pub order: Option<String>,
@@ -168,11 +167,10 @@ pub async fn whatif(
             ("kind", DecisionSort::Kind),
             ("status", DecisionSort::Status),
             ("source_name", DecisionSort::SourceName),
-            ("target_name", DecisionSort::TargetName),
         ],
     )?;
     let status = parse_status(&q.status)?;
-    if status.is_none() && matches!(sort, DecisionSort::SourceName | DecisionSort::TargetName) {
+    if status.is_none() && sort == DecisionSort::SourceName {
         // Migration 0023 indexes the names within a status: across all of a million decisions
         // the order would be a sort of them all on every page.
         return Err(bad_param(

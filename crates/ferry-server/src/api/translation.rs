@@ -32,8 +32,8 @@ pub struct ListParams {
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
     /// The column sorted on within each profile (profiles in name order): `kind` (the default:
-    /// kind, then source id), `source_name` or `target_name` (code point order, case-sensitive;
-    /// ties in kind and source id order).
+    /// kind, then source id) or `source_name` (code point order, case-sensitive; ties in kind and
+    /// source id order).
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`: the whole order reversed, profiles too.
     pub order: Option<String>,
@@ -43,7 +43,6 @@ pub struct ListParams {
 pub const TRANSLATION_SORTS: &[(&str, DecisionSort)] = &[
     ("kind", DecisionSort::Kind),
     ("source_name", DecisionSort::SourceName),
-    ("target_name", DecisionSort::TargetName),
 ];
 
 /// The plans a query reads: its profile's, or every profile's (configured or not any more).
