@@ -142,7 +142,9 @@ fn sorted_page(
                 Some(SortValue::Text(t)) => Val::text(t),
                 None => Val::Null,
             };
-            bound(sql, vals, expr, v.clone(), dir);
+            if expr.contains('(') {
+                bound(sql, vals, expr, v.clone(), dir);
+            }
             vals.push(v);
             marks.push("?");
         }
@@ -159,9 +161,11 @@ fn sorted_page(
 }
 
 /// `expr >= ?` (`<=` descending): implied by the row-value comparison that follows it, and
-/// written out because SQLite takes a row value to an index range only over plain columns; over
-/// an expression index (`lower(hostname)`, `coalesce(address, '')`) it walked the index from
-/// its start, a page in the middle of a million reading half a million entries.
+/// written out for a sort on an expression, because SQLite takes a row value to an index range
+/// only over plain columns; over an expression index (`lower(hostname)`, `coalesce(address, '')`)
+/// it walked the index from its start, a page in the middle reading half the entries. Not for
+/// plain columns: there the bound would be the range instead of the row value (a page in the
+/// middle of one state's rows read them from the state's first).
 fn bound(
     sql: &mut String,
     vals: &mut Vec<Val<'static>>,
@@ -309,14 +313,10 @@ pub fn decisions<B: crate::backend::Backend>(
         if !within {
             vals.push(Val::text(a.profile.clone()));
         }
-        if let Some(expr) = value.as_deref() {
-            // A cursor without the sort value is refused by the API; NULL finds no row.
-            let v = a.value.clone().map_or(Val::Null, Val::text);
-            if within {
-                // Within one profile no profile parameter came before: the bound's goes here.
-                bound(&mut sql, &mut vals, expr, v.clone(), q.direction);
-            }
-            vals.push(v);
+        if value.is_some() {
+            // A cursor without the sort value is refused by the API; NULL finds no row. (The
+            // sorts here are plain columns, which both planners range by the row value itself.)
+            vals.push(a.value.clone().map_or(Val::Null, Val::text));
         }
         vals.push(Val::text(a.kind.as_str()));
         vals.push(Val::text(a.source_id.clone()));
