@@ -1180,6 +1180,10 @@ fn review_directory_names_cannot_drive_the_terminal() {
     let mut s = ferry_demo::generate(50, true, 4);
     for o in s.source.iter_mut().chain(s.target.iter_mut()) {
         o.name = format!("\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m{}\r\nmatched", o.name);
+        // Both sides alike, so that users still match by UPN and `translation search` shows them.
+        if let Some(u) = &mut o.upn {
+            *u = format!("\u{1b}[2J{u}");
+        }
     }
     for (file, objects) in [("contoso.json", &s.source), ("fabrikam.json", &s.target)] {
         std::fs::write(
@@ -1218,6 +1222,8 @@ fn review_directory_names_cannot_drive_the_terminal() {
         vec!["sync", "whatif", "users", "--status", "ambiguous"],
         vec!["report", "object", user.id.as_str()],
         vec!["logs"],
+        vec!["translation", "search", "@"],
+        vec!["sync", "profiles"],
     ] {
         let o = ferry(&args, &env);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -1236,5 +1242,11 @@ fn review_directory_names_cannot_drive_the_terminal() {
     assert!(
         out.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m"),
         "the name is shown escaped: {out}"
+    );
+    let o = ferry(&["translation", "search", "@"], &env);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains(" → \\u{1b}[2J"),
+        "the translation's UPNs are listed, escaped: {out}"
     );
 }
