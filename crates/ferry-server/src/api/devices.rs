@@ -446,6 +446,17 @@ fn changed<T: serde::Serialize>(before: &T, after: &T, values: bool) -> String {
     if c.is_empty() { "unchanged".into() } else { c }
 }
 
+/// A batch as its audit line shows it: its times in the console's date format with its zone
+/// (`2030-01-01 18:00:00 Europe/London`, not `2030-01-01T18:00`).
+fn batch_shown(b: &devices::Batch) -> serde_json::Value {
+    let mut v = serde_json::to_value(b).unwrap_or_default();
+    v["enforced_after"] = local_shown(&b.enforced_after, &b.time_zone).into();
+    if let Some(a) = &b.available_from {
+        v["available_from"] = local_shown(a, &b.time_zone).into();
+    }
+    v
+}
+
 /// A batch's local time (`2030-01-01T18:00`) in the console's one date format, with its zone:
 /// `2030-01-01 18:00:00 Europe/London`.
 fn local_shown(local: &str, zone: &str) -> String {
@@ -636,7 +647,10 @@ pub async fn put_batch(
                 local_shown(&b.enforced_after, &b.time_zone)
             ),
         ),
-        Some(before) => ("batch.change", changed(before, &b, true)),
+        Some(before) => (
+            "batch.change",
+            changed(&batch_shown(before), &batch_shown(&b), true),
+        ),
     };
     act(&st, &op, None, action, &name, detail).await?;
     Ok(Json(batch_view(&st, b, notes).await?))
