@@ -472,8 +472,25 @@ async function operators() {
     } catch (err) { formError(form, box, err); }
   });
   const roleWord = (r) => (r === "admin" ? "ferry admin" : r === "viewer" ? "viewer (read-only)" : r.replace(/^tenant-admin:?/, "admin of "));
-  page("Operators", table(v, [["Name", (o) => o.name], ["Role", (o) => roleWord(o.role)], ["Added", (o) => when(o.created_at)],
-    ["Password", (o) => (o.has_password ? "set" : "token only")], ["Signed in", (o) => (o.has_session ? "yes" : "no")]], "No operators."),
+  // The install's `admin` token is replaced in its file, not here; every other operator may be
+  // given a new token (and password, if it had one) or removed.
+  const shown = (c) => document.getElementById("operator-created").replaceChildren(h("p", {}, `${c.name}'s new token, shown this once: `, h("code", {}, c.token),
+    c.password ? [" and password: ", h("code", {}, c.password)] : "", ". The old ones no longer work."));
+  const failed = (err) => out.replaceChildren(h("p", { class: "error", role: "alert" }, err.message));
+  const rotate = (o) => async () => {
+    if (!confirm(`Give ${o.name} a new token${o.has_password ? " and password" : ""}? The old ones stop working and ${o.name} is signed out.`)) return;
+    try { const c = await post(`/operators/${enc(o.name)}/rotate`, {}); await route(); shown(c); } catch (err) { failed(err); }
+  };
+  const remove = (o) => async () => {
+    if (!confirm(`Remove operator ${o.name}? Its token, password and sessions stop working.`)) return;
+    try { await del(`/operators/${enc(o.name)}`); await route(); } catch (err) { failed(err); }
+  };
+  const actions = (o) => (o.name === "admin" ? h("span", { class: "muted" }, "the install's token") : h("span", { class: "inline" },
+    h("button", { class: "secondary", onclick: rotate(o), "data-operator": o.name, "data-action": "rotate" }, "Rotate"), " ",
+    h("button", { class: "secondary", onclick: remove(o), "data-operator": o.name, "data-action": "remove" }, "Remove")));
+  const cols = [["Name", (o) => o.name], ["Role", (o) => roleWord(o.role)], ["Added", (o) => when(o.created_at)],
+    ["Password", (o) => (o.has_password ? "set" : "token only")], ["Signed in", (o) => (o.has_session ? "yes" : "no")]];
+  page("Operators", table(v, canChange() ? [...cols, ["", actions]] : cols, "No operators."),
     out, canChange() ? form : "");
 }
 
