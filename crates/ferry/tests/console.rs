@@ -745,6 +745,8 @@ async fn the_console_in_chromium() {
     every_date_has_one_format(&b, &url, &with_data).await;
     a_form_error_is_next_to_its_field(&b, &url).await;
     an_operator_is_rotated_and_removed(&b, &url, &server.url, &token("admin")).await;
+    let off = b.requests_off_server().await;
+    assert!(off.is_empty(), "the console asked another server: {off:?}");
     b.sign_out().await;
 
     // A viewer sees the admin's pages and no control that changes anything.
