@@ -907,7 +907,7 @@ function overrideTools(profile, overrides) {
     panel.replaceChildren(h("form", { class: "card wide", id: "override-form", onsubmit: async (e) => {
       e.preventDefault();
       try { done(await submit(reason.value.trim() || null)); } catch (x) { err.replaceChildren(x.message); }
-    } }, h("h3", {}, title), body, h("p", { class: "inline" }, reason, " ", h("button", { type: "submit", id: "override-save" }, "Save"), " ",
+    } }, h("h3", {}, title), body, h("p", { class: "inline" }, h("label", { for: "override-reason" }, "Reason"), " ", reason, " ", h("button", { type: "submit", id: "override-save" }, "Save"), " ",
       h("button", { type: "button", class: "secondary", onclick: () => panel.replaceChildren() }, "Cancel")), err));
     panel.scrollIntoView();
   };
@@ -929,7 +929,7 @@ function overrideTools(profile, overrides) {
       } catch (e) { found.replaceChildren(h("p", { class: "error" }, e.message)); }
     };
     panel.replaceChildren(h("div", { class: "card wide" }, h("h3", {}, `Pin ${who(d)} to a ${d.kind} of ${profile.target}`),
-      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); find(); } }, box, h("button", { type: "submit", id: "override-find" }, "Find"),
+      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); find(); } }, h("label", { for: "override-search" }, "Target object"), box, h("button", { type: "submit", id: "override-find" }, "Find"),
         h("button", { type: "button", class: "secondary", onclick: () => panel.replaceChildren() }, "Cancel")), found));
     box.focus();
   };
@@ -1065,7 +1065,7 @@ async function report() {
   const q = params().get("q") || "";
   const box = h("input", { id: "report-q", value: q, placeholder: "name, UPN, mail, object id or SID" });
   const form = h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = `#/report?q=${enc(box.value.trim())}`; } },
-    box, h("button", { type: "submit", id: "report-go" }, "Find"));
+    h("label", { for: "report-q" }, "Object"), box, h("button", { type: "submit", id: "report-go" }, "Find"));
   if (!q) return page("Single object report", form, h("p", { class: "muted" }, "Look up a user, group or device by any of its names or ids."));
   const v = await api(`/report/object?q=${enc(q)}`);
   const tools = await reportTools(v);
