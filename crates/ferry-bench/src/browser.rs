@@ -15,6 +15,9 @@ pub struct Browser {
     driver: Child,
     http: reqwest::Client,
     base: String,
+    /// Requests the pages made to another origin than their own, gathered before each
+    /// navigation (which clears the page's record of them); see [`Browser::requests_off_server`].
+    off_server: std::sync::Mutex<Vec<String>>,
 }
 
 impl Drop for Browser {
@@ -65,7 +68,12 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mut b = Browser { driver, http, base };
+        let mut b = Browser {
+            driver,
+            http,
+            base,
+            off_server: Default::default(),
+        };
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900"]}}}});
@@ -84,8 +92,38 @@ impl Browser {
     }
 
     pub async fn go(&self, url: &str) {
+        // A navigation to another document forgets the page's requests: keep them first.
+        self.gather_requests().await;
         self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
+    }
+
+    /// Every request (scripts, styles, images, `fetch`) a page of this browser made to another
+    /// origin than the page's own since the last call: the console must make none (no CDN, no
+    /// font service, no telemetry). Read from the pages' resource timing.
+    pub async fn requests_off_server(&self) -> Vec<String> {
+        self.gather_requests().await;
+        std::mem::take(&mut *self.off_server.lock().unwrap())
+    }
+
+    async fn gather_requests(&self) {
+        let v = self
+            .script(
+                "performance.setResourceTimingBufferSize(100000); \
+                 const names = performance.getEntriesByType('resource').map((r) => r.name); \
+                 performance.clearResourceTimings(); \
+                 return [location.origin, names];",
+            )
+            .await;
+        let origin = v[0].as_str().unwrap_or_default();
+        let off = v[1]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|n| !n.starts_with(&format!("{origin}/")) && !n.starts_with("data:"))
+            .map(str::to_string);
+        self.off_server.lock().unwrap().extend(off);
     }
 
     /// The first element matching `css`, waiting for it up to 10 s.
@@ -268,8 +306,8 @@ pub struct Walked {
 }
 
 /// Signs in at `url` with `token` and renders each route `renders` times in Chromium. Fails
-/// on a page that says "Something went wrong", shows a value as `[object …]`, or logs a console
-/// error. With `shots`, each page's last render is written there as `NAME.png` (the route's
+/// on a page that says "Something went wrong", shows a value as `[object …]`, logs a console
+/// error, or makes a request off the server. With `shots`, each page's last render is written there as `NAME.png` (the route's
 /// name, `/` and `?` as `-`). None when Chromium is not installed.
 pub async fn walk_console(
     url: &str,
@@ -295,6 +333,11 @@ pub async fn walk_console(
         );
         let errors = b.console_errors().await;
         assert!(errors.is_empty(), "#/{route}: console errors: {errors:?}");
+        let off = b.requests_off_server().await;
+        assert!(
+            off.is_empty(),
+            "#/{route}: requests off the server: {off:?}"
+        );
         if let Some((dir, suffix)) = shots {
             let name = if route.is_empty() { "overview" } else { route };
             let name: String = name

@@ -425,19 +425,15 @@ async fn stored(t: &mut Text, st: &AppState) -> crate::api::ApiResult<()> {
     t.family(
         "ferry_batch_devices",
         "gauge",
-        "Agents of each batch, by the state they last reported.",
+        "Live (not replaced) agents of each batch, by the state they last reported.",
     );
-    let snap = st.devices.snapshot();
-    let mut batches: Vec<&String> = snap.batches.keys().collect();
-    batches.sort();
-    for b in batches {
-        for (state, n) in st.store.agent_states(Some(b)).await? {
-            t.sample(
-                "ferry_batch_devices",
-                &[("batch", b), ("state", &state)],
-                n as f64,
-            );
-        }
+    // Every batch's in one statement (as the overview reads them), not one per batch.
+    for (b, state, n) in st.store.batch_states().await? {
+        t.sample(
+            "ferry_batch_devices",
+            &[("batch", &b), ("state", &state)],
+            n as f64,
+        );
     }
     // Each profile's last finished cycle says what the directories held and how it matched.
     let settings = st.settings.get();

@@ -679,9 +679,11 @@ async fn every_mutating_route_is_audited_with_who_where_and_which_request() {
             &["batch.change"],
         )
         .await;
+    // In the console's one date format, with the batch's zone, as `batch.add` says it.
+    let shown = |t: &str| format!("{}:00 UTC", t.replace('T', " "));
     assert_eq!(
         l[0]["detail"],
-        format!("enforced_after: {enforced} → {later}"),
+        format!("enforced_after: {} → {}", shown(&enforced), shown(&later)),
         "before and after"
     );
     r.row(

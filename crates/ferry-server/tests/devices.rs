@@ -2478,3 +2478,54 @@ async fn readyz_refuses_a_database_behind_this_build() {
     );
     assert_eq!(get("/livez").await.unwrap().status().as_u16(), 200);
 }
+
+// Catches: the migration dashboard counting a re-enrolled computer's replaced agent as a second
+// computer with an agent, so that a computer with no agent at all is neither counted nor named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_agent_does_not_hide_a_computer_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (_, k) = h
+        .api(M::POST, "/psks", Some(json!({"name": "shared"})))
+        .await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    let (s, old) = enroll_as(&h, &psk, "PC-RENEW", "old-disk", None).await;
+    assert_eq!(s, 200, "{old}");
+    // A computer of the source directory that never enrolled, added by its name in capitals
+    // (looked up through the directory's name index).
+    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202);
+    let contoso: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("contoso.json")).unwrap()).unwrap();
+    let never = contoso["devices"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    due_batch(&h, &["PC-RENEW", &never]).await;
+    let (s, v) = h
+        .api(
+            M::POST,
+            "/batches/Now/computers",
+            Some(json!({"add": ["PC-NOWHERE"]})),
+        )
+        .await;
+    assert_eq!(s, 400, "a computer nobody knows is refused: {v}");
+    // The computer is reinstalled: a new device id with its host name, approved by an operator.
+    let (s, e) = enroll_as(&h, &psk, "PC-RENEW", "new-disk", None).await;
+    assert_eq!(s, 202, "{e}");
+    let id = e["held"]["request_id"].as_i64().unwrap();
+    let (s, d) = h
+        .api(M::POST, &format!("/enrollment-requests/{id}/approve"), None)
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let (s, p) = h.api(M::GET, "/batches/Now/progress", None).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["computers"], 2, "{p}");
+    assert_eq!(
+        p["states"]["replaced"], 1,
+        "the old agent is still shown: {p}"
+    );
+    assert_eq!(p["states"]["no agent yet"], 1, "{p}");
+    assert_eq!(p["no_agent"], json!([never]), "named as typed: {p}");
+}

@@ -181,36 +181,64 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 /// the window, clears the screen, rewrites earlier lines (a "matched" over an "ambiguous"), or
 /// with `\r` and `\n` forges a line of its own. `--json` escapes them already.
 pub fn for_terminal<T: serde::Serialize + serde::de::DeserializeOwned>(v: T) -> Result<T> {
-    fn clean(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::String(s) if s.chars().any(char::is_control) => {
-                *s = s
-                    .chars()
-                    .map(|c| {
-                        if c.is_control() {
-                            c.escape_unicode().to_string()
-                        } else {
-                            c.to_string()
-                        }
-                    })
-                    .collect();
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(clean),
-            serde_json::Value::Object(o) => o.values_mut().for_each(clean),
-            _ => {}
-        }
-    }
     let mut j = serde_json::to_value(&v)?;
-    clean(&mut j);
+    clean_value(&mut j);
     // The answer was read from JSON into `T`, so it reads back.
     Ok(serde_json::from_value(j)?)
 }
 
-/// A list as JSON, or each item as `show` prints it.
-pub fn print_list<T: serde::Serialize>(v: &[T], json: bool, show: impl Fn(&T)) -> Result<()> {
+/// Every string of `v` as [`for_terminal`] shows it.
+fn clean_value(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.chars().any(char::is_control) => {
+            *s = escaped(s, |_| false);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(clean_value),
+        serde_json::Value::Object(o) => o.values_mut().for_each(clean_value),
+        _ => {}
+    }
+}
+
+/// `s` with each control character but those `keep` allows written as its escape.
+fn escaped(s: &str, keep: impl Fn(char) -> bool) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && !keep(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Prints text others wrote (an agent's log, a move's error file): onto a terminal with its
+/// lines and tabs kept and every other control character (ESC, BEL, `\r`) escaped as
+/// [`for_terminal`] does; into a pipe or file as it is.
+pub fn print_text(s: &str) {
+    if std::io::stdout().is_terminal() {
+        print!("{}", text_for_terminal(s));
+    } else {
+        print!("{s}");
+    }
+}
+
+fn text_for_terminal(s: &str) -> String {
+    escaped(s, |c| c == '\n' || c == '\t')
+}
+
+/// A list as JSON, or each item as `show` prints it (its strings as [`for_terminal`] shows them).
+pub fn print_list<T: serde::Serialize + serde::de::DeserializeOwned>(
+    v: &[T],
+    json: bool,
+    show: impl Fn(&T),
+) -> Result<()> {
     if json {
         print_json(&v)
     } else {
+        let mut j = serde_json::to_value(v)?;
+        clean_value(&mut j);
+        let v: Vec<T> = serde_json::from_value(j)?;
         v.iter().for_each(show);
         Ok(())
     }
@@ -992,6 +1020,7 @@ async fn translation(c: &Client, cmd: TranslationCmd, json: bool) -> Result<Exit
             if json {
                 print_json(&v)?;
             } else {
+                let v = for_terminal(v)?;
                 println!(
                     "{} entr{} found",
                     v.total,
@@ -1296,4 +1325,22 @@ fn mapping_validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catches: an agent's log (written by the device) driving the operator's terminal when
+    /// `ferry agents log` prints it: ESC, BEL, CSI and `\r` shown escaped, lines and tabs kept.
+    #[test]
+    fn device_text_is_shown_not_obeyed() {
+        let log = "step 1\tok\n\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31mstep 2\rfailed\n";
+        let shown = text_for_terminal(log);
+        assert_eq!(
+            shown,
+            "step 1\tok\n\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31mstep 2\\u{d}failed\n"
+        );
+        assert!(!shown.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r']));
+    }
 }

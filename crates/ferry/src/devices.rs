@@ -1,7 +1,7 @@
 //! `ferry psk …`, `ferry agents …`, `ferry runbook …`, `ferry batch …`: device migration for the
 //! operator, as clients of the admin API.
 
-use crate::commands::{compact, print_json, print_list};
+use crate::commands::{compact, for_terminal, print_json, print_list, print_text};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_client::wire::{ComputerChange, NewPsk};
@@ -301,6 +301,8 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             if json {
                 print_json(&v)?;
             } else {
+                // Host names, steps and progress are what devices said.
+                let v = for_terminal(v)?;
                 println!(
                     "{:<5} {:<18} {:<8} {:<8} {:<10} {:<14} {:<12} LAST STEP",
                     "ID", "HOSTNAME", "OS", "VERSION", "STATE", "BATCH", "PROGRESS"
@@ -326,13 +328,15 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             print_json(&c.agent(id).await?)?;
         }
         AgentsCmd::Log { id, run } => {
-            print!("{}", c.agent_log(id, &run).await?);
+            // Written by the device: its escape sequences are shown, not obeyed.
+            print_text(&c.agent_log(id, &run).await?);
         }
         AgentsCmd::Failed { silent_polls } => {
             let v = c.failed_communications(Some(silent_polls)).await?;
             if json {
                 print_json(&v)?;
             } else {
+                let v = for_terminal(v)?;
                 for f in &v.failures {
                     println!(
                         "{} {:<16} {:<18} ×{:<5} {}",
@@ -358,6 +362,7 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             if json {
                 print_json(&v)?;
             } else {
+                let v = for_terminal(v)?;
                 if v.is_empty() {
                     println!("no enrollment waits for approval");
                 }
@@ -548,6 +553,7 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
             if json {
                 print_json(&v)?;
             } else {
+                let v = for_terminal(v)?;
                 println!(
                     "batch `{name}`: runbooks {}",
                     v.assignment
@@ -595,6 +601,7 @@ pub async fn batch(c: &Client, cmd: BatchCmd, json: bool) -> Result<ExitCode> {
             if json {
                 print_json(&v)?;
             } else {
+                let v = for_terminal(v)?;
                 println!(
                     "batch `{name}`: {} computer(s); {}",
                     v.computers,

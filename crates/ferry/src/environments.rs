@@ -439,7 +439,7 @@ async fn moves(c: &Client, cmd: MoveCmd, json: bool) -> Result<ExitCode> {
                         text.lines().count().saturating_sub(1)
                     );
                 }
-                None => print!("{text}"),
+                None => crate::commands::print_text(&text),
             }
         }
         MoveCmd::Migrate { migration_id } => {

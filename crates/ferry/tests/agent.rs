@@ -165,15 +165,7 @@ impl Rig {
     /// Starts the server (again: same database and certificate, new ports).
     fn restart(&mut self) {
         let (cfg, data) = (self.dir().join("ferry.toml"), self.dir().join("data"));
-        self.srv = Some(ServerProc::start(
-            &[
-                "--config",
-                cfg.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-            &[],
-        ));
+        self.srv = Some(ServerProc::on(&cfg, &data, &[], &[]));
     }
 
     fn stop(&mut self) {

@@ -60,10 +60,7 @@ fn a_backup_during_a_cycle_restores_the_table_agents_and_credentials() {
         ServerProc::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
     };
     let srv = start(&data);
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = admin_token(&data);
     let run = |url: &str, args: &[&str]| {
         let o = ferry(
             args,

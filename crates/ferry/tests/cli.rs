@@ -109,23 +109,9 @@ fn admin_commands_against_a_server() {
     let dir = tempfile::tempdir().unwrap();
     sample_config(dir.path(), 400, 9, "");
     let data = dir.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            dir.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let srv = ServerProc::on(&dir.path().join("ferry.toml"), &data, &[], &[]);
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
 
     let o = ferry(&["directory", "list", "--json"], &env);
     assert!(o.status.success(), "{}", text(&o));
@@ -724,14 +710,8 @@ fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
     };
 
     let srv = ServerProc::start(&args, &[]);
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     assert!(
         ferry(&["sync", "run", "users", "--wait"], &env)
             .status
@@ -769,10 +749,7 @@ fn a_server_killed_mid_cycle_leaves_the_table_whole_and_the_next_cycle_runs() {
 
     // Restarted: the table is the old one or the new one, never a mixture.
     let srv = ServerProc::start(&args, &[]);
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let env = srv.cli_env(&token);
     let after_kill = export(&srv.url, &token);
     let o = ferry(&["sync", "run", "users", "--wait"], &env);
     assert!(
@@ -815,21 +792,13 @@ fn json_logs_carry_the_request_id_of_an_error_answer() {
     let dir = tempfile::tempdir().unwrap();
     sample_config(dir.path(), 50, 3, "");
     let data = dir.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            dir.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ],
+    let srv = ServerProc::on(
+        &dir.path().join("ferry.toml"),
+        &data,
+        &["--log-format", "json"],
         &[("FERRY_LOG", "info,ferry_server=debug")],
     );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = admin_token(&data);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -878,13 +847,10 @@ fn review_a_sign_in_name_cannot_forge_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
     sample_config(dir.path(), 50, 3, "");
     let data = dir.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            dir.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
+    let srv = ServerProc::on(
+        &dir.path().join("ferry.toml"),
+        &data,
+        &[],
         &[("FERRY_LOG", "info")],
     );
     // Within the 64 characters of a name the line keeps.
@@ -1009,23 +975,9 @@ fn progress_lines_at_a_terminal_only() {
     // A sync cycle waited for: its phase while it runs, then the result.
     sample_config(d.path(), 200, 4, "");
     let data = d.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            d.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let srv = ServerProc::on(&d.path().join("ferry.toml"), &data, &[], &[]);
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let (ok, seen) = in_a_terminal(&format!("{} sync run users --wait", sh(FERRY)), &env);
     assert!(ok, "{seen}");
     assert!(seen.contains("\r\x1b[2Ksync users: "), "{seen:?}");
@@ -1077,23 +1029,9 @@ fn review_an_export_never_writes_through_a_planted_part_file() {
     let d = tempfile::tempdir().unwrap();
     sample_config(d.path(), 50, 4, "");
     let data = d.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            d.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let srv = ServerProc::on(&d.path().join("ferry.toml"), &data, &[], &[]);
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let o = ferry(&["sync", "run", "users", "--wait"], &env);
     assert!(o.status.success(), "{}", text(&o));
     let shared = d.path().join("shared");
@@ -1180,6 +1118,10 @@ fn review_directory_names_cannot_drive_the_terminal() {
     let mut s = ferry_demo::generate(50, true, 4);
     for o in s.source.iter_mut().chain(s.target.iter_mut()) {
         o.name = format!("\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m{}\r\nmatched", o.name);
+        // Both sides alike, so that users still match by UPN and `translation search` shows them.
+        if let Some(u) = &mut o.upn {
+            *u = format!("\u{1b}[2J{u}");
+        }
     }
     for (file, objects) in [("contoso.json", &s.source), ("fabrikam.json", &s.target)] {
         std::fs::write(
@@ -1189,23 +1131,9 @@ fn review_directory_names_cannot_drive_the_terminal() {
         .unwrap();
     }
     let data = d.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            d.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let srv = ServerProc::on(&d.path().join("ferry.toml"), &data, &[], &[]);
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let o = ferry(&["sync", "run", "users", "--wait"], &env);
     assert!(o.status.success(), "{}", text(&o));
     let user = s
@@ -1218,6 +1146,8 @@ fn review_directory_names_cannot_drive_the_terminal() {
         vec!["sync", "whatif", "users", "--status", "ambiguous"],
         vec!["report", "object", user.id.as_str()],
         vec!["logs"],
+        vec!["translation", "search", "@"],
+        vec!["sync", "profiles"],
     ] {
         let o = ferry(&args, &env);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -1236,5 +1166,11 @@ fn review_directory_names_cannot_drive_the_terminal() {
     assert!(
         out.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m"),
         "the name is shown escaped: {out}"
+    );
+    let o = ferry(&["translation", "search", "@"], &env);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains(" → \\u{1b}[2J"),
+        "the translation's UPNs are listed, escaped: {out}"
     );
 }

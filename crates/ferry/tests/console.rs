@@ -745,6 +745,9 @@ async fn the_console_in_chromium() {
     let with_data: Vec<&str> = with_data.iter().map(String::as_str).collect();
     every_date_has_one_format(&b, &url, &with_data).await;
     a_form_error_is_next_to_its_field(&b, &url).await;
+    an_operator_is_rotated_and_removed(&b, &url, &server.url, &token("admin")).await;
+    let off = b.requests_off_server().await;
+    assert!(off.is_empty(), "the console asked another server: {off:?}");
     b.sign_out().await;
 
     // A viewer sees the admin's pages and no control that changes anything.
@@ -1073,6 +1076,88 @@ async fn a_form_error_is_next_to_its_field(b: &Browser, url: &str) {
     // The browser logs the refused request; that one is expected.
     let refused = b.console_errors().await;
     assert!(refused.iter().all(|m| m.contains("400")), "{refused:?}");
+}
+
+/// A ferry admin gives an operator a new token and password from the Operators page, then
+/// removes it. Catches: the old token or password still working after a rotation, the new ones
+/// not shown (or not working), a removed operator still signing in, the install's `admin` offered
+/// for removal.
+async fn an_operator_is_rotated_and_removed(b: &Browser, url: &str, api: &str, admin: &str) {
+    let http = reqwest::Client::new();
+    let who = |t: &str| {
+        http.get(format!("{api}/api/v1/me"))
+            .bearer_auth(t.to_string())
+            .send()
+    };
+    let r = http
+        .post(format!("{api}/api/v1/operators"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "Øystein O'Brien", "viewer": true, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let old = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(who(&old).await.unwrap().status(), 200);
+    b.go(&format!("{url}#/operators")).await;
+    b.wait_text("main table", "Øystein O'Brien").await;
+    let admin_row = b
+        .script("return document.querySelectorAll('button[data-operator=\"admin\"]').length")
+        .await;
+    assert_eq!(admin_row, 0, "the install's token is not removed here");
+    b.click("button[data-operator=\"Øystein O'Brien\"][data-action=\"rotate\"]")
+        .await;
+    b.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+        .await;
+    let shown = b.wait_text("#operator-created", "new token").await;
+    let code = b
+        .script("return [...document.querySelectorAll('#operator-created code')].map((c) => c.textContent)")
+        .await;
+    let (token, password) = (code[0].as_str().unwrap(), code[1].as_str().unwrap());
+    assert!(shown.contains("and password"), "{shown}");
+    assert_eq!(
+        who(&old).await.unwrap().status(),
+        401,
+        "the old token stops"
+    );
+    assert_eq!(who(token).await.unwrap().status(), 200, "the new one works");
+    let signin = |name: &str, password: &str| {
+        http.post(format!("{api}/api/v1/sessions"))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+    };
+    assert_eq!(
+        signin("Øystein O'Brien", "correct horse battery")
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "the old password stops"
+    );
+    assert_eq!(
+        signin("Øystein O'Brien", password).await.unwrap().status(),
+        201,
+        "the new password works"
+    );
+    b.click("button[data-operator=\"Øystein O'Brien\"][data-action=\"remove\"]")
+        .await;
+    b.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+        .await;
+    for _ in 0..100 {
+        if !b.text("main table").await.contains("Øystein") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!b.text("main table").await.contains("Øystein"));
+    assert_eq!(
+        who(token).await.unwrap().status(),
+        401,
+        "removed: its token stops"
+    );
 }
 
 /// Every date on every page in the one format (`2026-12-07 05:57:14 UTC`: date, time to the

@@ -12,25 +12,14 @@ fn psk_runbook_batch_agents_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     sample_config(dir.path(), 40, 3, "");
     let data = dir.path().join("data");
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            dir.path().join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--agent-listen",
-            "127.0.0.1:0",
-        ],
+    let srv = ServerProc::on(
+        &dir.path().join("ferry.toml"),
+        &data,
+        &["--agent-listen", "127.0.0.1:0"],
         &[],
     );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let run = |args: &[&str]| {
         let o = ferry(args, &env);
         assert!(o.status.success(), "ferry {args:?}: {}", text(&o));
@@ -244,23 +233,9 @@ fn runbooks_and_batches_as_code() {
         out.contains("batch Pilot: Pre-Req → Main on 1 computer(s)"),
         "{out}"
     );
-    let srv = ServerProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let srv = ServerProc::on(&cfg, &data, &[], &[]);
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let run = |args: &[&str]| {
         let o = ferry(args, &env);
         assert!(o.status.success(), "ferry {args:?}: {}", text(&o));

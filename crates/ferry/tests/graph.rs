@@ -82,14 +82,8 @@ async fn entra_to_entra_through_the_cli() {
     ];
     let secret_env = [("FERRY_DIRECTORY_FABRIKAM_CLIENT_SECRET", "fabrikam-secret")];
     let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let run = |args: &[&str]| {
         let o = tokio::task::block_in_place(|| ferry(args, &env));
         let t = text(&o);
@@ -290,10 +284,7 @@ async fn entra_to_entra_through_the_cli() {
     // 6. A wrong secret fails the cycle with the AADSTS code; the table stays.
     std::fs::write(dir.path().join("contoso.secret"), "wrong\n").unwrap();
     let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let env = srv.cli_env(&token);
     let o = tokio::task::block_in_place(|| ferry(&["sync", "run", "users", "--wait"], &env));
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
@@ -374,14 +365,8 @@ async fn a_running_cycle_says_how_many_objects_it_has_read() {
     ];
     let secret_env = [("FERRY_DIRECTORY_FABRIKAM_CLIENT_SECRET", "fabrikam-secret")];
     let srv = tokio::task::block_in_place(|| ServerProc::start(&args, &secret_env));
-    let token = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let env = [
-        ("FERRY_SERVER", srv.url.as_str()),
-        ("FERRY_TOKEN", token.as_str()),
-    ];
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
     let run = |args: &[&str]| {
         let o = tokio::task::block_in_place(|| ferry(args, &env));
         assert!(o.status.success(), "ferry {args:?}: {}", text(&o));

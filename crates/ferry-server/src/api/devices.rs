@@ -22,7 +22,7 @@ use ferry_store::{
     FailedSort, Psk, StoredEvent, now_ms,
 };
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[utoipa::path(post, path = "/psks", tag = "devices", request_body = NewPsk,
     responses((status = 201, body = CreatedPsk), (status = 400, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
@@ -519,6 +519,17 @@ fn changed<T: serde::Serialize>(before: &T, after: &T, values: bool) -> String {
     if c.is_empty() { "unchanged".into() } else { c }
 }
 
+/// A batch as its audit line shows it: its times in the console's date format with its zone
+/// (`2030-01-01 18:00:00 Europe/London`, not `2030-01-01T18:00`).
+fn batch_shown(b: &devices::Batch) -> serde_json::Value {
+    let mut v = serde_json::to_value(b).unwrap_or_default();
+    v["enforced_after"] = local_shown(&b.enforced_after, &b.time_zone).into();
+    if let Some(a) = &b.available_from {
+        v["available_from"] = local_shown(a, &b.time_zone).into();
+    }
+    v
+}
+
 /// A batch's local time (`2030-01-01T18:00`) in the console's one date format, with its zone:
 /// `2030-01-01 18:00:00 Europe/London`.
 fn local_shown(local: &str, zone: &str) -> String {
@@ -709,7 +720,10 @@ pub async fn put_batch(
                 local_shown(&b.enforced_after, &b.time_zone)
             ),
         ),
-        Some(before) => ("batch.change", changed(before, &b, true)),
+        Some(before) => (
+            "batch.change",
+            changed(&batch_shown(before), &batch_shown(&b), true),
+        ),
     };
     act(&st, &op, None, action, &name, detail).await?;
     Ok(Json(batch_view(&st, b, notes).await?))
@@ -755,23 +769,26 @@ pub async fn computers(
         .get(&name)
         .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("there is no batch `{name}`")))?;
-    // Computers come from enrolled agents or the source directory's imported devices.
-    let mut known: HashMap<String, String> = st
-        .store
-        .agents()
-        .await?
-        .into_iter()
-        .map(|a| (a.hostname.to_lowercase(), a.hostname))
+    // Computers come from enrolled agents or the source directory's imported devices: looked up
+    // by name through the host-name and key indexes (a batch of 10,000 at 1M objects and 100k
+    // agents reads those 10,000, not every object and agent).
+    let lower: Vec<String> = c.add.iter().map(|a| a.to_lowercase()).collect();
+    let mut known: HashSet<String> = st.store.live_hostnames(&lower).await?.into_iter().collect();
+    let unknown: Vec<&str> = c
+        .add
+        .iter()
+        .filter(|a| !known.contains(&a.to_lowercase()))
+        .map(String::as_str)
         .collect();
-    for o in st.store.load_objects(&b.source_directory).await? {
-        if o.kind == ferry_core::ObjectKind::Device {
-            known.entry(o.name.to_lowercase()).or_insert(o.name);
+    for chunk in unknown.chunks(256) {
+        for o in st.store.devices_named(&b.source_directory, chunk).await? {
+            known.insert(o.name.to_lowercase());
         }
     }
     // Kept as typed (shown so); matched in lower case.
     let mut add = Vec::new();
     for (i, comp) in c.add.iter().enumerate() {
-        if !known.contains_key(&comp.to_lowercase()) {
+        if !known.contains(&comp.to_lowercase()) {
             return Err(ApiError::BadRequest(format!(
                 "add[{i}]: `{comp}` is neither an enrolled agent nor a device of `{}`",
                 b.source_directory
@@ -987,7 +1004,10 @@ pub async fn progress(
         with_agent += n as usize;
         states.insert(state, n as usize);
     }
-    let pending = computers.saturating_sub(with_agent);
+    // A computer re-enrolled from a new device has a replaced agent besides its live one: only
+    // the live ones (one per host name) say which computers have an agent.
+    let live = with_agent.saturating_sub(states.get("replaced").copied().unwrap_or(0));
+    let pending = computers.saturating_sub(live);
     if pending > 0 {
         states.insert("no agent yet".into(), pending);
     }
@@ -1039,8 +1059,7 @@ async fn without_agent(st: &AppState, computers: &[String], want: usize) -> ApiR
     let mut out = Vec::new();
     for chunk in computers.chunks(256) {
         let keys: Vec<String> = chunk.iter().map(|c| c.to_lowercase()).collect();
-        let live: std::collections::HashSet<String> =
-            st.store.live_hostnames(&keys).await?.into_iter().collect();
+        let live: HashSet<String> = st.store.live_hostnames(&keys).await?.into_iter().collect();
         out.extend(
             chunk
                 .iter()

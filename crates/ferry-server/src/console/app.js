@@ -472,8 +472,25 @@ async function operators() {
     } catch (err) { formError(form, box, err); }
   });
   const roleWord = (r) => (r === "admin" ? "ferry admin" : r === "viewer" ? "viewer (read-only)" : r.replace(/^tenant-admin:?/, "admin of "));
-  page("Operators", table(v, [["Name", (o) => o.name], ["Role", (o) => roleWord(o.role)], ["Added", (o) => when(o.created_at)],
-    ["Password", (o) => (o.has_password ? "set" : "token only")], ["Signed in", (o) => (o.has_session ? "yes" : "no")]], "No operators."),
+  // The install's `admin` token is replaced in its file, not here; every other operator may be
+  // given a new token (and password, if it had one) or removed.
+  const shown = (c) => document.getElementById("operator-created").replaceChildren(h("p", {}, `${c.name}'s new token, shown this once: `, h("code", {}, c.token),
+    c.password ? [" and password: ", h("code", {}, c.password)] : "", ". The old ones no longer work."));
+  const failed = (err) => out.replaceChildren(h("p", { class: "error", role: "alert" }, err.message));
+  const rotate = (o) => async () => {
+    if (!confirm(`Give ${o.name} a new token${o.has_password ? " and password" : ""}? The old ones stop working and ${o.name} is signed out.`)) return;
+    try { const c = await post(`/operators/${enc(o.name)}/rotate`, {}); await route(); shown(c); } catch (err) { failed(err); }
+  };
+  const remove = (o) => async () => {
+    if (!confirm(`Remove operator ${o.name}? Its token, password and sessions stop working.`)) return;
+    try { await del(`/operators/${enc(o.name)}`); await route(); } catch (err) { failed(err); }
+  };
+  const actions = (o) => (o.name === "admin" ? h("span", { class: "muted" }, "the install's token") : h("span", { class: "inline" },
+    h("button", { class: "secondary", onclick: rotate(o), "data-operator": o.name, "data-action": "rotate" }, "Rotate"), " ",
+    h("button", { class: "secondary", onclick: remove(o), "data-operator": o.name, "data-action": "remove" }, "Remove")));
+  const cols = [["Name", (o) => o.name], ["Role", (o) => roleWord(o.role)], ["Added", (o) => when(o.created_at)],
+    ["Password", (o) => (o.has_password ? "set" : "token only")], ["Signed in", (o) => (o.has_session ? "yes" : "no")]];
+  page("Operators", table(v, canChange() ? [...cols, ["", actions]] : cols, "No operators."),
     out, canChange() ? form : "");
 }
 
@@ -904,7 +921,7 @@ function overrideTools(profile, overrides) {
     panel.replaceChildren(h("form", { class: "card wide", id: "override-form", onsubmit: async (e) => {
       e.preventDefault();
       try { done(await submit(reason.value.trim() || null)); } catch (x) { err.replaceChildren(x.message); }
-    } }, h("h3", {}, title), body, h("p", { class: "inline" }, reason, " ", h("button", { type: "submit", id: "override-save" }, "Save"), " ",
+    } }, h("h3", {}, title), body, h("p", { class: "inline" }, h("label", { for: "override-reason" }, "Reason"), " ", reason, " ", h("button", { type: "submit", id: "override-save" }, "Save"), " ",
       h("button", { type: "button", class: "secondary", onclick: () => panel.replaceChildren() }, "Cancel")), err));
     panel.scrollIntoView();
   };
@@ -926,7 +943,7 @@ function overrideTools(profile, overrides) {
       } catch (e) { found.replaceChildren(h("p", { class: "error" }, e.message)); }
     };
     panel.replaceChildren(h("div", { class: "card wide" }, h("h3", {}, `Pin ${who(d)} to a ${d.kind} of ${profile.target}`),
-      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); find(); } }, box, h("button", { type: "submit", id: "override-find" }, "Find"),
+      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); find(); } }, h("label", { for: "override-search" }, "Target object"), box, h("button", { type: "submit", id: "override-find" }, "Find"),
         h("button", { type: "button", class: "secondary", onclick: () => panel.replaceChildren() }, "Cancel")), found));
     box.focus();
   };
@@ -1090,7 +1107,7 @@ async function report() {
   const q = params().get("q") || "";
   const box = h("input", { id: "report-q", value: q, placeholder: "name, UPN, mail, object id or SID" });
   const form = h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = `#/report?q=${enc(box.value.trim())}`; } },
-    box, h("button", { type: "submit", id: "report-go" }, "Find"));
+    h("label", { for: "report-q" }, "Object"), box, h("button", { type: "submit", id: "report-go" }, "Find"));
   if (!q) return page("Single object report", form, h("p", { class: "muted" }, "Look up a user, group or device by any of its names or ids."));
   const v = await api(`/report/object?q=${enc(q)}`);
   const tools = await reportTools(v);

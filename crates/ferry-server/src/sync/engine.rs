@@ -481,12 +481,13 @@ impl Engine {
             .ok_or_else(|| missing(&profile.target))?;
         let t = std::time::Instant::now();
         let read: [Arc<AtomicU64>; 2] = Default::default();
-        let reporter = self.report_reading(id, read.clone());
+        // Stopped when the imports end, however they end (a panicking connector included).
+        let reporter = AbortOnDrop(self.report_reading(id, read.clone()));
         let (src, tgt) = tokio::join!(
             ferry_directory::progress::counting(Arc::clone(&read[0]), self.import(settings, sdir)),
             ferry_directory::progress::counting(Arc::clone(&read[1]), self.import(settings, tdir))
         );
-        reporter.abort();
+        drop(reporter);
         let (src, tgt) = (src?, tgt?);
         let stage = |s, t: std::time::Instant| {
             self.metrics
@@ -596,7 +597,8 @@ impl Engine {
         }
     }
 
-    /// While the imports run: every second, how many objects each side has read so far.
+    /// While the imports run: every second, how many objects each side has read so far (until
+    /// the handle is aborted: hold it in an [`AbortOnDrop`]).
     fn report_reading(&self, id: i64, read: [Arc<AtomicU64>; 2]) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
@@ -788,5 +790,14 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Aborts a task when dropped: on the normal path and when a panic unwinds past its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -77,6 +77,31 @@ impl ServerProc {
             .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
         ServerProc { child, url, log }
     }
+
+    /// `ferry server --config CONFIG --data-dir DATA`, then `extra` arguments.
+    pub fn on(config: &Path, data: &Path, extra: &[&str], envs: &[(&str, &str)]) -> ServerProc {
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ServerProc::start(&args, envs)
+    }
+
+    /// The environment the CLI reaches this server with as `token`'s holder.
+    pub fn cli_env<'a>(&'a self, token: &'a str) -> [(&'static str, &'a str); 2] {
+        [("FERRY_SERVER", self.url.as_str()), ("FERRY_TOKEN", token)]
+    }
+}
+
+/// The admin token a server wrote into its data directory.
+pub fn admin_token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 impl Drop for ServerProc {
@@ -205,15 +230,7 @@ pub fn quickstart_server(dir: &Path) -> (ServerProc, String, impl Fn(&str) -> St
     );
     assert!(o.status.success(), "{}", text(&o));
     let data = dir.join("data");
-    let server = ServerProc::start(
-        &[
-            "--config",
-            dir.join("ferry.toml").to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let server = ServerProc::on(&dir.join("ferry.toml"), &data, &[], &[]);
     let token = move |who: &str| {
         std::fs::read_to_string(data.join(format!("{who}-token")))
             .unwrap()
