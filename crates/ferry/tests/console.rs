@@ -744,6 +744,7 @@ async fn the_console_in_chromium() {
         .collect();
     let with_data: Vec<&str> = with_data.iter().map(String::as_str).collect();
     every_date_has_one_format(&b, &url, &with_data).await;
+    every_field_has_a_label(&b, &with_data).await;
     a_form_error_is_next_to_its_field(&b, &url).await;
     an_operator_is_rotated_and_removed(&b, &url, &server.url, &token("admin")).await;
     let off = b.requests_off_server().await;
@@ -1158,6 +1159,26 @@ async fn an_operator_is_rotated_and_removed(b: &Browser, url: &str, api: &str, a
         401,
         "removed: its token stops"
     );
+}
+
+/// Every field an operator fills or picks, on every page, has a visible label naming it (a
+/// `<label>` with text, not a placeholder or an `aria-label` only). Catches a search box or a
+/// filter that says what it is for only until something is typed in it.
+async fn every_field_has_a_label(b: &Browser, pages: &[&str]) {
+    for p in pages {
+        b.render(p).await;
+        // Parts of a page drawn after its heading (forms under lists) have their moment.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let bad = b
+            .script(
+                "return [...document.querySelectorAll('main input, main select, main textarea')] \
+                 .filter((e) => !['hidden', 'submit', 'button'].includes(e.type) && e.offsetParent !== null) \
+                 .filter((e) => ![...e.labels].some((l) => l.innerText.trim() !== '')) \
+                 .map((e) => e.id || e.className || e.outerHTML.slice(0, 120))",
+            )
+            .await;
+        assert_eq!(bad, json!([]), "#/{p}: fields without a visible label");
+    }
 }
 
 /// Every date on every page in the one format (`2026-12-07 05:57:14 UTC`: date, time to the

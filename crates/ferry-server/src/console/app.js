@@ -119,6 +119,8 @@ function choice(id, options, value) {
     return h("option", { value: v, selected: v === value }, t);
   }));
 }
+// A filter's control with its visible name beside it (a list's search box, kind, profile…).
+const labelled = (text, control) => h("label", { class: "inline" }, text, " ", control);
 function field(label, control, hint) {
   return h("label", { class: "field" }, h("span", {}, label), control, hint ? h("small", { class: "muted" }, hint) : "");
 }
@@ -798,7 +800,7 @@ async function whatif() {
       }),
       ov.list];
   page("What-If",
-    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, profileSel, statusSel),
+    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, labelled("Profile", profileSel), labelled("Show", statusSel)),
     h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${c.excluded || 0} excluded, ${c.errors || 0} override errors, ${v.writes_total} writes. `,
       v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.")
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, approveLabel(v)) : h("span", { class: "muted" }, "Awaits an admin's approval."))
@@ -1004,7 +1006,7 @@ async function translation() {
     try { await download(`/translation/export?${n}`, file); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
   page("Translation table",
-    h("form", { class: "inline", onsubmit: go }, box, kinds, prof, h("button", { type: "submit" }, "Search")),
+    h("form", { class: "inline", onsubmit: go }, labelled("Search", box), labelled("Kind", kinds), labelled("Profile", prof), h("button", { type: "submit" }, "Search")),
     h("p", { class: "inline" }, "Export: ", h("button", { class: "secondary", id: "export-csv", onclick: exp("csv", "translation.csv") }, "CSV"), " ",
       h("button", { class: "secondary", onclick: exp("json", "translation.json") }, "JSON"), " ",
       h("button", { class: "secondary", onclick: exp("sidmap", "sidmap.json") }, "SID map"), " ",
@@ -1164,7 +1166,7 @@ async function logs() {
     n.delete("limit");
     try { await download(`/logs/export?${n}`, "logs.csv"); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
-  page("Message logs", h("form", { class: "inline", onsubmit: apply }, sel, prof, obj, h("button", { type: "submit" }, "Filter"),
+  page("Message logs", h("form", { class: "inline", onsubmit: apply }, labelled("Level", sel), labelled("Profile", prof), labelled("Object id", obj), h("button", { type: "submit" }, "Filter"),
     cycle ? h("span", { class: "muted" }, `cycle ${cycle}`) : "",
     h("button", { type: "button", class: "secondary", id: "logs-export", onclick: exp }, "Export CSV"), msg),
     listTable("logs", {
@@ -1528,7 +1530,7 @@ async function agents() {
       ["Asked", (r) => when(r.created_at)], ["Why it waits", (r) => h("span", { class: "bad" }, r.reason)],
       ["", (r) => (canChange() ? [h("button", { class: "approve", onclick: decide(r, "approve") }, "Approve"), " ",
         h("button", { class: "secondary refuse", onclick: decide(r, "refuse") }, "Refuse")] : "")]])), out];
-  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, box, states, h("button", { type: "submit" }, "Search")),
+  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, labelled("Search", box), labelled("State", states), h("button", { type: "submit" }, "Search")),
     listTable("agents", {
       total: v.total, noun: "agents", rows: v.items, empty: "No agents yet.",
       first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
@@ -1585,7 +1587,7 @@ async function failed() {
   // Filtered by the refusal's code (`bad_psk`, …): those of this page are offered.
   const codes = h("input", { id: "failed-code", value: code, placeholder: "code, e.g. bad_psk", "aria-label": "code", list: "failed-codes" });
   const seen = h("datalist", { id: "failed-codes" }, [...new Set(v.failures.map((f) => f.code))].map((c) => h("option", { value: c })));
-  page("Failed communications", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, codes, seen, h("button", { type: "submit" }, "Filter")),
+  page("Failed communications", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, labelled("Code", codes), seen, h("button", { type: "submit" }, "Filter")),
     listTable("failed", {
       total: v.failures_total, noun: "refusals", rows: v.failures, empty: "No failed communications.",
       first: after ? sort.keep() : null, next: v.failures_next ? sort.keep({ after: v.failures_next }) : null, sort,
@@ -1682,7 +1684,7 @@ async function audit() {
     if (actor) n.set("actor", actor);
     try { await download(`/audit/export?${n}`, "audit.csv"); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
-  page("Audit", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, actionBox, actorBox, h("button", { type: "submit" }, "Filter"),
+  page("Audit", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, labelled("Action", actionBox), labelled("Operator", actorBox), h("button", { type: "submit" }, "Filter"),
     h("button", { type: "button", class: "secondary", id: "audit-export", onclick: exp }, "Export CSV"), msg),
     listTable("audit", {
       total: v.total, noun: "lines", rows: v.items, empty: "No audit lines.",
