@@ -118,6 +118,11 @@ pub const SQLITE: &[Migration] = &[
         name: "drop_list_search",
         sql: include_str!("../migrations/sqlite/0022_drop_list_search.sql"),
     },
+    Migration {
+        version: 24,
+        name: "search_index",
+        sql: include_str!("../migrations/sqlite/0024_search_index.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -230,5 +235,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 22,
         name: "drop_list_search",
         sql: include_str!("../migrations/postgres/0022_drop_list_search.sql"),
+    },
+    Migration {
+        version: 24,
+        name: "search_index",
+        sql: include_str!("../migrations/postgres/0024_search_index.sql"),
     },
 ];
