@@ -24,9 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// transaction and writes little).
 pub const SPAN: i64 = 16_384;
 
-/// Rows a chunk indexes or removes at most: about 60 ms of trigram work on the project's machine,
-/// the longest the writer is held for the index.
-pub const ROWS: i64 = 2_000;
+/// Rows a chunk indexes or removes at most: about 35 ms of trigram work on the project's machine
+/// (2,000 took about 70 ms), the longest the writer is held for the index.
+pub const ROWS: i64 = 1_000;
 
 /// The indexed text of a decision: its eight searched values folded as the scan folds them
 /// (`ferry_fold`), joined by line feeds.
