@@ -65,19 +65,41 @@ pub fn trigrams(term: &str) -> Vec<String> {
     seen
 }
 
-/// How many entries hold one quoted trigram, counted up to 2,000 (parameter: the trigram). Reading a common trigram's whole list (`@co`, `con`: every entry of a domain) costs
-/// milliseconds at a million entries; asking only the rarest few of a term's trigrams and
-/// confirming the candidates is what makes a whole-UPN search fast.
-pub const PROBE: &str = "SELECT count(*) FROM (SELECT 1 FROM decisions_search WHERE decisions_search MATCH ? LIMIT 2000)";
+/// How many entries hold one quoted trigram, counted up to [`PROBE_CAP`] (parameters: the
+/// trigram, the cap). Reading a common trigram's whole list (`@co`, `con`: every entry of a
+/// domain) costs milliseconds at a million entries; asking only rare trigrams and confirming the
+/// candidates is what makes a whole-UPN search fast.
+pub const PROBE: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM decisions_search WHERE decisions_search MATCH ? LIMIT ?)";
 
-/// Trigrams a search asks the index for at most: the rarest of the term's.
+/// Where [`PROBE`] stops counting: a trigram held by more entries is "common".
+pub const PROBE_CAP: i64 = 2_000;
+
+/// Trigrams a search asks the index for at most when some are rare: the rarest of the term's.
 pub const ASKED: usize = 3;
 
-/// The FTS5 query of the rarest [`ASKED`] trigrams of `counted` (quoted trigram, entries counted
-/// by [`PROBE`]), all required; `None` when there is none.
-pub fn rarest(mut counted: Vec<(String, i64)>) -> Option<String> {
-    counted.sort_by_key(|(_, n)| *n);
-    let asked: Vec<String> = counted.into_iter().take(ASKED).map(|(t, _)| t).collect();
+/// Trigrams a search asks for when every one of the term's is common (a SID's `s-1`, `-1-` and
+/// digits): spread over the term, as neighbours tend to occur together.
+pub const ASKED_COMMON: usize = 6;
+
+/// The FTS5 query for a term whose quoted trigrams (in the term's order) [`PROBE`] counted:
+/// the rarest [`ASKED`] of those below [`PROBE_CAP`] (their candidates are at most that many);
+/// when there is none, [`ASKED_COMMON`] spread over the term. All required; `None` when there is
+/// no trigram.
+pub fn rarest(counted: Vec<(String, i64)>) -> Option<String> {
+    let mut rare: Vec<&(String, i64)> = counted.iter().filter(|(_, n)| *n < PROBE_CAP).collect();
+    let asked: Vec<&str> = if rare.is_empty() {
+        let n = counted.len();
+        let k = ASKED_COMMON.min(n);
+        let mut picks: Vec<usize> = (0..k)
+            .map(|i| if k > 1 { i * (n - 1) / (k - 1) } else { 0 })
+            .collect();
+        picks.dedup();
+        picks.into_iter().map(|i| counted[i].0.as_str()).collect()
+    } else {
+        rare.sort_by_key(|(_, n)| *n);
+        rare.iter().take(ASKED).map(|(t, _)| t.as_str()).collect()
+    };
     (!asked.is_empty()).then(|| asked.join(" AND "))
 }
 
@@ -200,11 +222,21 @@ mod tests {
             ("\"con\"".to_string(), 2000),
             ("\"62@\"".to_string(), 1600),
             ("\"par\"".to_string(), 1999),
+            ("\"ann\"".to_string(), 5),
         ];
         assert_eq!(
             rarest(counted).as_deref(),
-            Some("\"k62\" AND \"62@\" AND \"par\"")
+            Some("\"ann\" AND \"k62\" AND \"62@\""),
+            "the rarest three, commonest left out"
         );
+        let common: Vec<(String, i64)> = (0..20).map(|i| (format!("\"t{i:02}\""), 2000)).collect();
+        assert_eq!(
+            rarest(common).as_deref(),
+            Some("\"t00\" AND \"t03\" AND \"t07\" AND \"t11\" AND \"t15\" AND \"t19\""),
+            "all common: spread over the term, not its first three"
+        );
+        let two: Vec<(String, i64)> = (0..2).map(|i| (format!("\"t{i}\""), 2000)).collect();
+        assert_eq!(rarest(two).as_deref(), Some("\"t0\" AND \"t1\""));
         assert_eq!(rarest(Vec::new()), None);
     }
 }

@@ -524,7 +524,11 @@ async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<S
     let mut counted = Vec::new();
     for t in crate::search_index::trigrams(term) {
         let n: i64 = c
-            .query_one(crate::search_index::PROBE, params![&t], |r| r.get(0))
+            .query_one(
+                crate::search_index::PROBE,
+                params![&t, crate::search_index::PROBE_CAP],
+                |r| r.get(0),
+            )
             .await?;
         counted.push((t, n));
         if n == 0 {
