@@ -11,14 +11,28 @@ use std::time::Duration;
 /// How often the task looks for a committed cycle the index has not caught up with.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// Runs the indexer until the index is whole (or an error); how many chunks it ran.
-pub async fn run_until_whole(store: &dyn Store) -> Result<u64, StoreError> {
-    let mut chunks = 0;
-    while store.index_search().await? {
-        chunks += 1;
+/// What [`run_until_whole`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaughtUp {
+    /// Chunks run (0: the index was whole already).
+    pub chunks: u64,
+    /// The longest chunk: the longest the writer was held for the index.
+    pub longest: Duration,
+}
+
+/// Runs the indexer until the index is whole (or an error).
+pub async fn run_until_whole(store: &dyn Store) -> Result<CaughtUp, StoreError> {
+    let mut done = CaughtUp::default();
+    loop {
+        let t = std::time::Instant::now();
+        let more = store.index_search().await?;
+        done.longest = done.longest.max(t.elapsed());
+        if !more {
+            return Ok(done);
+        }
+        done.chunks += 1;
         tokio::task::yield_now().await;
     }
-    Ok(chunks)
 }
 
 /// The task: runs until `shutdown` changes. Nothing on PostgreSQL, whose index the database keeps.
@@ -29,10 +43,11 @@ pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiv
     loop {
         let started = std::time::Instant::now();
         match run_until_whole(&*store).await {
-            Ok(0) => {}
-            Ok(chunks) => tracing::info!(
+            Ok(CaughtUp { chunks: 0, .. }) => {}
+            Ok(CaughtUp { chunks, longest }) => tracing::info!(
                 chunks,
                 seconds = started.elapsed().as_secs_f64(),
+                longest_chunk_ms = longest.as_millis() as u64,
                 "translation search index caught up with the committed cycles"
             ),
             Err(e) => tracing::warn!(
