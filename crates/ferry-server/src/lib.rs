@@ -529,6 +529,11 @@ impl Server {
         if opts.scheduler {
             tokio::spawn(scheduler::run(Arc::clone(&engine), rx.clone()));
         }
+        // SQLite's translation search index is filled after cycles commit, outside them.
+        tokio::spawn(sync::search_index::run(
+            Arc::clone(&state.store),
+            rx.clone(),
+        ));
         tokio::spawn(scheduler::prune_history(
             Arc::clone(&state.store),
             state.settings.file().config.server.agents.clone(),

@@ -261,6 +261,20 @@ pub trait Backend: Send + Sync + 'static {
     const BINARY: &'static str;
     /// The parameter of [`Backend::DECISION_SEARCH`] for a term.
     fn search_param(term: &str) -> String;
+    /// Whether the backend keeps SQLite's search index filled outside the cycle (migration 0024,
+    /// [`crate::search_index`]): searches and the object report read it when it is whole for the
+    /// profiles searched, and scan until then.
+    const DEFERRED_SEARCH: bool = false;
+    /// A connection whose reads all see one snapshot (a read-only transaction, ended by
+    /// [`Conn::commit`] or drop): a search that checks the deferred index is whole, then reads it.
+    async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
+        self.read().await
+    }
+    /// One chunk of the deferred search index's indexer (one short write transaction); whether
+    /// more work may remain. Nothing to do where there is no such index.
+    async fn index_search(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// A connection for reading (no transaction).
     async fn read(&self) -> Result<Box<dyn Conn + '_>>;
     /// A connection for one write, committed as it runs (no transaction).

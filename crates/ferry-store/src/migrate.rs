@@ -123,6 +123,11 @@ pub const SQLITE: &[Migration] = &[
         name: "list_sort",
         sql: include_str!("../migrations/sqlite/0023_list_sort.sql"),
     },
+    Migration {
+        version: 24,
+        name: "search_index",
+        sql: include_str!("../migrations/sqlite/0024_search_index.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -240,5 +245,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 23,
         name: "list_sort",
         sql: include_str!("../migrations/postgres/0023_list_sort.sql"),
+    },
+    Migration {
+        version: 24,
+        name: "search_index",
+        sql: include_str!("../migrations/postgres/0024_search_index.sql"),
     },
 ];

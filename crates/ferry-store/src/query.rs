@@ -247,13 +247,36 @@ const SEARCHED: [&str; 8] = [
     "target_sid",
 ];
 
-/// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query, on backend `B`: a term
-/// of [`INDEXED_TERM_CHARS`] or more goes through the backend's index
-/// ([`Backend::DECISION_SEARCH`]), a shorter one scans. Listed in (profile, kind, source id)
-/// order, after `q.after` when given (keyset paging: the primary key's order, no `OFFSET`).
+/// How [`decisions_by`] looks for a search term of [`INDEXED_TERM_CHARS`] or more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SearchBy {
+    /// The backend's index kept in step by the database ([`Backend::DECISION_SEARCH`],
+    /// PostgreSQL's pg_trgm), or a scan where there is none.
+    Backend,
+    /// SQLite's index filled outside the cycle (migration 0024), whole for the profiles searched
+    /// (the caller checked, in the same read transaction): the candidates of this FTS5 query
+    /// (`search_index::rarest`), each confirmed by the scan's condition on the row's current values.
+    Deferred(String),
+    /// A scan (SQLite's deferred index not whole yet).
+    Scan,
+}
+
+/// [`decisions_by`] with the backend's own index ([`SearchBy::Backend`]).
 pub fn decisions<B: crate::backend::Backend>(
     q: &DecisionQuery,
     count: bool,
+) -> (String, Vec<Val<'static>>) {
+    decisions_by::<B>(q, count, SearchBy::Backend)
+}
+
+/// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query, on backend `B`: a term
+/// of [`INDEXED_TERM_CHARS`] or more goes through an index as `by` says, a shorter one scans.
+/// Listed in (profile, kind, source id) order, after `q.after` when given (keyset paging: the
+/// primary key's order, no `OFFSET`).
+pub fn decisions_by<B: crate::backend::Backend>(
+    q: &DecisionQuery,
+    count: bool,
+    by: SearchBy,
 ) -> (String, Vec<Val<'static>>) {
     let mut sql = select_all(DEC_COLS, "decisions", count);
     let mut vals = Vec::new();
@@ -274,20 +297,8 @@ pub fn decisions<B: crate::backend::Backend>(
             // The index joins a decision's values with line feeds, and no single value holds
             // one: such a term matches nothing, here as in a scan.
             sql.push_str(" AND 1 = 0");
-        } else if let Some(index) = B::DECISION_SEARCH
-            && term.chars().count() >= INDEXED_TERM_CHARS
-        {
-            sql.push_str(" AND ");
-            sql.push_str(index);
-            vals.push(Val::text(B::search_param(term)));
         } else {
-            let parts: Vec<String> = SEARCHED
-                .iter()
-                .map(|c| format!("{}({c}) LIKE ? ESCAPE '\\'", B::FOLD))
-                .collect();
-            sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
-            let pat = codec::like_pattern(term);
-            vals.extend(SEARCHED.iter().map(|_| Val::text(pat.clone())));
+            search_condition::<B>(&mut sql, &mut vals, term, &by);
         }
     }
     if count {
@@ -349,6 +360,35 @@ fn decision_sort<B: crate::backend::Backend>(sort: DecisionSort) -> Option<Strin
         DecisionSort::Status => Some("status".into()),
         DecisionSort::SourceName => Some(format!("source_name{}", B::BINARY)),
     }
+}
+
+/// The search part of [`decisions_by`]: ` AND …` for a term (no line feed in it).
+fn search_condition<B: crate::backend::Backend>(
+    sql: &mut String,
+    vals: &mut Vec<Val<'static>>,
+    term: &str,
+    by: &SearchBy,
+) {
+    let long = term.chars().count() >= INDEXED_TERM_CHARS;
+    if let (SearchBy::Backend, Some(index), true) = (by, B::DECISION_SEARCH, long) {
+        sql.push_str(" AND ");
+        sql.push_str(index);
+        vals.push(Val::text(B::search_param(term)));
+        return;
+    }
+    if let (SearchBy::Deferred(m), true) = (by, long) {
+        // The index's candidates, then the scan's condition on each (below): stale entries drop.
+        sql.push_str(" AND ");
+        sql.push_str(crate::search_index::CANDIDATES);
+        vals.push(Val::text(m.clone()));
+    }
+    let parts: Vec<String> = SEARCHED
+        .iter()
+        .map(|c| format!("{}({c}) LIKE ? ESCAPE '\\'", B::FOLD))
+        .collect();
+    sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
+    let pat = codec::like_pattern(term);
+    vals.extend(SEARCHED.iter().map(|_| Val::text(pat.clone())));
 }
 
 /// How many log lines a query finds in all (its `before_id` and `limit` aside): the total a

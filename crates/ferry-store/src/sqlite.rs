@@ -156,6 +156,12 @@ impl Row for SqliteRow<'_, '_> {
 /// transaction.
 enum SqliteConn<'a> {
     Reader(&'a Sqlite),
+    /// A pooled reader held for several statements inside one read transaction (one snapshot),
+    /// taken at the first statement and returned to the pool at commit or drop.
+    Snapshot {
+        db: &'a Sqlite,
+        conn: Option<Connection>,
+    },
     Writer {
         conn: tokio::sync::MutexGuard<'a, Connection>,
         open: bool,
@@ -180,13 +186,48 @@ impl SqliteConn<'_> {
                 }
                 r
             }),
+            SqliteConn::Snapshot { db, conn } => blocking(|| {
+                if conn.is_none() {
+                    let pooled = db.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let c = match pooled {
+                        Some(c) => c,
+                        None => connect(&db.path)?,
+                    };
+                    c.execute_batch("BEGIN")?;
+                    *conn = Some(c);
+                }
+                match conn.as_mut() {
+                    Some(c) => f(c),
+                    None => Err(StoreError::Corrupt("no snapshot connection".into())),
+                }
+            }),
             SqliteConn::Writer { conn, .. } => blocking(|| f(conn)),
         }
+    }
+
+    /// Ends a snapshot's read transaction and gives its connection back to the pool.
+    fn end_snapshot(&mut self) -> Result<()> {
+        if let SqliteConn::Snapshot { db, conn } = self
+            && let Some(c) = conn.take()
+        {
+            let r = c.execute_batch("COMMIT");
+            if r.is_ok() {
+                let mut pool = db.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < 8 {
+                    pool.push(c);
+                }
+            }
+            r?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for SqliteConn<'_> {
     fn drop(&mut self) {
+        if let Err(e) = self.end_snapshot() {
+            tracing::warn!(error = %e, "SQLite read transaction did not end");
+        }
         if let SqliteConn::Writer { conn, open: true } = self
             && let Err(e) = conn.execute_batch("ROLLBACK")
         {
@@ -235,6 +276,7 @@ impl Conn for SqliteConn<'_> {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.end_snapshot()?;
         if let SqliteConn::Writer { conn, open } = &mut *self
             && *open
         {
@@ -250,12 +292,27 @@ impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::SQLITE;
     /// None: migration 0022 dropped 0019's FTS5 trigram index, whose upkeep doubled a first
-    /// cycle of a million decisions; searches scan (docs/BENCHMARKS.md, issue 20).
+    /// cycle of a million decisions; the index of migration 0024 is filled outside the cycle
+    /// instead ([`Backend::DEFERRED_SEARCH`]), and searches scan until it is whole.
     const DECISION_SEARCH: Option<&'static str> = None;
     const FOLD: &'static str = "ferry_fold";
     const BINARY: &'static str = "";
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)
+    }
+    const DEFERRED_SEARCH: bool = true;
+
+    async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
+        Ok(Box::new(SqliteConn::Snapshot {
+            db: self,
+            conn: None,
+        }))
+    }
+
+    async fn index_search(&self) -> Result<bool> {
+        let mut c = self.writer.lock().await;
+        let step = blocking(|| crate::search_index::chunk(&mut c))?;
+        Ok(step == crate::search_index::Step::More)
     }
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {

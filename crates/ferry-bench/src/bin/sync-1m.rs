@@ -1,6 +1,9 @@
 //! Import + match + persist for 1,000,000 source and 1,000,000 target users from file directories,
-//! through the real cycle engine on SQLite; then the single object report's look-up, the match stage
-//! alone, and a no-change cycle.
+//! through the real cycle engine on SQLite (or, with `FERRY_BENCH_DATABASE_URL=postgres://…`, on
+//! PostgreSQL, in a schema of its own, dropped at the end); then, on SQLite, how long its search
+//! index takes to become whole after the cycle (searches checked against the scan meanwhile);
+//! the translation searches and the single object report's look-up, the match stage alone, and a
+//! no-change cycle. `FERRY_BENCH_KEEP_SCHEMA=1` keeps the PostgreSQL schema for inspection.
 //!
 //! The parent process generates the two snapshots, then runs itself as a child that only reads them,
 //! so that the peak memory reported is the cycle's, not the generator's.
@@ -49,7 +52,11 @@ fn main() {
         ])
         .status()
         .expect("run the measuring child");
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var("FERRY_BENCH_KEEP_DIR").as_deref() == Ok("1") {
+        println!("kept {} (FERRY_BENCH_KEEP_DIR=1)", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::process::exit(status.code().unwrap_or(1));
 }
 
@@ -82,8 +89,31 @@ async fn run(dir: &Path, expected: u64) {
         Settings::from_str(&cfg, "bench.toml", dir).expect("config"),
         Arc::new(ferry_server::vault::Vault::new([0; 32], "bench")),
     );
-    let store: Arc<dyn ferry_store::Store> =
-        Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.join("ferry.db")).expect("store"));
+    let mut pg = None;
+    let store: Arc<dyn ferry_store::Store> = match std::env::var("FERRY_BENCH_DATABASE_URL") {
+        Ok(url) => {
+            let schema = format!("bench_sync_{}", std::process::id());
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .expect("schema");
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let store = ferry_store::postgres::PgStore::connect(&format!(
+                "{url}{sep}options=-csearch_path%3D{schema}"
+            ))
+            .await
+            .expect("store");
+            pg = Some((c, schema));
+            Arc::new(store)
+        }
+        Err(_) => {
+            Arc::new(ferry_store::sqlite::SqliteStore::open(&dir.join("ferry.db")).expect("store"))
+        }
+    };
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     let engine = Arc::new(Engine::new(
         Arc::clone(&store),
         Arc::clone(&settings),
@@ -116,10 +146,103 @@ async fn run(dir: &Path, expected: u64) {
         .await
         .expect("count");
     println!(
-        "first cycle (import + match + persist, SQLite): {first:.2}s wall, {cpu_first:.2}s CPU; {} matched, {} unmatched, {} ambiguous; {translated} translation entries stored",
+        "first cycle (import + match + persist, {backend}): {first:.2}s wall, {cpu_first:.2}s CPU; {} matched, {} unmatched, {} ambiguous; {translated} translation entries stored",
         counts.matched, counts.unmatched, counts.ambiguous
     );
     println!("peak RSS of the first cycle: {:.0} MiB", peak_rss_mib());
+
+    let source =
+        ferry_core::snapshot::parse_json(&std::fs::read(dir.join("contoso.json")).expect("read"))
+            .expect("parse");
+    let target =
+        ferry_core::snapshot::parse_json(&std::fs::read(dir.join("fabrikam.json")).expect("read"))
+            .expect("parse");
+    let probe = &source[source.len() / 2];
+    let upn = probe.upn.clone().unwrap_or_default();
+    let inner: String = upn.chars().skip(2).take(9).collect();
+
+    // 1b. SQLite's search index, filled after the cycle: how long until whole, with a search
+    // every 5 s meanwhile (the scan answers until the index is whole: the same rows).
+    if pg.is_none() {
+        let t = Instant::now();
+        let indexer = {
+            let store = Arc::clone(&store);
+            tokio::spawn(
+                async move { ferry_server::sync::search_index::run_until_whole(&*store).await },
+            )
+        };
+        let mut checks = 0;
+        let mut want = None;
+        while !indexer.is_finished() {
+            let q = ferry_store::DecisionQuery {
+                search: Some(upn.clone()),
+                ..Default::default()
+            };
+            let ts = Instant::now();
+            let got: Vec<String> = store
+                .decisions(&q)
+                .await
+                .expect("search")
+                .into_iter()
+                .map(|d| d.source_id)
+                .collect();
+            let ms = ts.elapsed().as_secs_f64() * 1000.0;
+            assert!(
+                got.contains(&probe.id),
+                "a search while indexing finds the probe"
+            );
+            if want.is_none() {
+                want = Some(got.clone());
+            }
+            assert_eq!(
+                Some(&got),
+                want.as_ref(),
+                "the same rows while the index fills"
+            );
+            checks += 1;
+            if checks <= 3 {
+                println!(
+                    "  search while the index fills: {ms:.0} ms, {} rows",
+                    got.len()
+                );
+            }
+            // Every 5 s: each of these scans takes a core for a second or more at 1M.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let done = indexer.await.expect("join").expect("index");
+        println!(
+            "search index whole {:.2}s after the first cycle ({} chunks, the longest {:.0} ms; {checks} searches meanwhile, each the same rows)",
+            t.elapsed().as_secs_f64(),
+            done.chunks,
+            done.longest.as_secs_f64() * 1000.0
+        );
+    }
+    for (what, term) in [
+        ("whole UPN", upn.clone()),
+        ("inside a value", inner.clone()),
+    ] {
+        // Every status (the probe may be one of the unmatched).
+        let q = ferry_store::DecisionQuery {
+            search: Some(term.clone()),
+            limit: 50,
+            ..Default::default()
+        };
+        let mut times = Vec::new();
+        let mut total = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            total = store.count_decisions(&q).await.expect("count");
+            let rows = store.decisions(&q).await.expect("search");
+            assert!(!rows.is_empty());
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let first = times[0];
+        times.sort_by(f64::total_cmp);
+        println!(
+            "translation search, {what} ({term:?}, {total} found; count + first page of 50): first {first:.1} ms, median of 5 {:.1} ms",
+            times[2]
+        );
+    }
 
     // 2. A second cycle with nothing changed (steady state on a schedule).
     let t = Instant::now();
@@ -136,25 +259,40 @@ async fn run(dir: &Path, expected: u64) {
         peak_rss_mib()
     );
 
-    // 3. The single object report's look-up over every stored object, by UPN, SID and a miss.
-    let source =
-        ferry_core::snapshot::parse_json(&std::fs::read(dir.join("contoso.json")).expect("read"))
-            .expect("parse");
-    let target =
-        ferry_core::snapshot::parse_json(&std::fs::read(dir.join("fabrikam.json")).expect("read"))
-            .expect("parse");
-    let probe = &source[source.len() / 2];
+    if pg.is_none() {
+        let t = Instant::now();
+        let done = ferry_server::sync::search_index::run_until_whole(&*store)
+            .await
+            .expect("index");
+        println!(
+            "search index whole again after the no-change cycle in {:.2}s ({} chunks, the longest {:.0} ms)",
+            t.elapsed().as_secs_f64(),
+            done.chunks,
+            done.longest.as_secs_f64() * 1000.0
+        );
+    }
+
+    // 3. The single object report's look-up over every stored object, by UPN, SID and a miss:
+    // the scan of the objects' keys (`find_objects`), and the report's (`report_objects`: on
+    // SQLite through the search index, the scan when that finds nothing).
     for (what, q) in [
-        ("upn", probe.upn.clone().unwrap_or_default()),
+        ("upn", upn.clone()),
         ("sid", probe.sid.clone().unwrap_or_default()),
         ("miss", "nobody@nowhere.test".to_string()),
     ] {
         let t = Instant::now();
         let found = store.find_objects(&q, 20).await.expect("find");
+        let scan_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        let reported = store.report_objects(&q, 20).await.expect("report");
+        let report_ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(
+            reported, found,
+            "the report's look-up finds what the scan finds"
+        );
         println!(
-            "object report look-up by {what} over {} stored objects: {:.0} ms, {} found",
+            "object report look-up by {what} over {} stored objects: find_objects {scan_ms:.0} ms, report_objects {report_ms:.1} ms, {} found",
             source.len() + target.len(),
-            t.elapsed().as_secs_f64() * 1000.0,
             found.len()
         );
     }
@@ -175,4 +313,15 @@ async fn run(dir: &Path, expected: u64) {
         source.len(),
         source.len() as f64 / best
     );
+    if let Some((c, schema)) = pg {
+        if std::env::var("FERRY_BENCH_KEEP_SCHEMA").as_deref() == Ok("1") {
+            println!("PostgreSQL schema {schema} kept (FERRY_BENCH_KEEP_SCHEMA=1)");
+            return;
+        }
+        drop(engine);
+        drop(store);
+        c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop the bench schema");
+    }
 }

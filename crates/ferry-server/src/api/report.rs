@@ -216,7 +216,7 @@ pub async fn object(
         ));
     }
     let mut objects = Vec::new();
-    for found in st.store.find_objects(&q, 20).await? {
+    for found in st.store.report_objects(&q, 20).await? {
         let o = &found.object;
         let mut profiles = Vec::new();
         let mut history = Vec::new();

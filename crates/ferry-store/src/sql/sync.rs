@@ -245,13 +245,29 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     }
 
     async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>> {
-        let (sql, vals) = query::decisions::<B>(q, false);
-        self.rows(&sql, &vals, decision_row).await
+        self.decision_query(q, false, decision_row).await
     }
 
     async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64> {
-        let (sql, vals) = query::decisions::<B>(q, true);
-        Ok(self.row(&sql, &vals, |r| r.get(0)).await?.unwrap_or(0))
+        Ok(self
+            .decision_query(q, true, |r| r.get(0))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0))
+    }
+
+    async fn index_search(&self) -> Result<bool> {
+        self.b.index_search().await
+    }
+
+    async fn report_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
+        if let Some(found) = self.objects_through_decisions(q, limit).await?
+            && !found.is_empty()
+        {
+            return Ok(found);
+        }
+        self.find_objects(q, limit).await
     }
 
     async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>> {
@@ -374,4 +390,164 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         let (sql, vals) = query::count_logs(q);
         Ok(self.row(&sql, &vals, |r| r.get(0)).await?.unwrap_or(0))
     }
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// Rows of a decision query (`count`: its count). On a backend with a deferred search index
+    /// (SQLite, migration 0024) a term long enough for it is looked for through the index when
+    /// the index is whole for the profiles searched, checked in the same snapshot as the query
+    /// (a cycle committing in between cannot make the index miss its rows), and by a scan
+    /// otherwise.
+    async fn decision_query<T: Send>(
+        &self,
+        q: &DecisionQuery,
+        count: bool,
+        decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
+    ) -> Result<Vec<T>> {
+        let long = q
+            .search
+            .as_deref()
+            .is_some_and(|t| t.chars().count() >= query::INDEXED_TERM_CHARS);
+        if !(B::DEFERRED_SEARCH && long) {
+            let (sql, vals) = query::decisions::<B>(q, count);
+            return self.rows(&sql, &vals, decode).await;
+        }
+        let mut c = self.b.snapshot().await?;
+        let term = q.search.as_deref().unwrap_or_default();
+        let by = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
+            true => match rarest_trigrams(c.as_mut(), term).await? {
+                Some(m) => query::SearchBy::Deferred(m),
+                None => query::SearchBy::Scan,
+            },
+            false => query::SearchBy::Scan,
+        };
+        let (sql, vals) = query::decisions_by::<B>(q, count, by);
+        let rows = c.query(&sql, &vals, decode).await?;
+        c.commit().await?;
+        Ok(rows)
+    }
+
+    /// The single object report's look-up through the deferred search index (SQLite): the
+    /// objects of the decisions one of whose values (name, UPN, mail, SID: the index's; ids: by
+    /// the decisions' own indexes) equals `q`, read by primary key. `None` where there is no such
+    /// index, the term is too short for it or the index is not whole; the caller then scans.
+    async fn objects_through_decisions(
+        &self,
+        q: &str,
+        limit: i64,
+    ) -> Result<Option<Vec<StoredObject>>> {
+        if !B::DEFERRED_SEARCH || q.contains('\n') || q.chars().count() < query::INDEXED_TERM_CHARS
+        {
+            return Ok(None);
+        }
+        let mut c = self.b.snapshot().await?;
+        if !search_index_whole(c.as_mut(), None).await? {
+            return Ok(None);
+        }
+        let Some(m) = rarest_trigrams(c.as_mut(), q).await? else {
+            return Ok(None);
+        };
+        let folded = q.to_lowercase();
+        let sides = |side: &str| {
+            ["name", "upn", "mail", "sid"]
+                .iter()
+                .map(|col| format!("{}({side}_{col}) = ?2", B::FOLD))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        // Which side holds the value: the source's id, the target's, or both.
+        let sql = format!(
+            "SELECT kind, CASE WHEN {src} OR source_id = ?3 THEN source_id END, \
+             CASE WHEN {tgt} OR target_id = ?3 THEN target_id END FROM decisions \
+             WHERE {cand} AND ({src} OR {tgt}) \
+             UNION SELECT kind, source_id, NULL FROM decisions WHERE profile IN (SELECT profile FROM plans) \
+             AND kind IN ('user', 'group', 'device') AND source_id = ?3 \
+             UNION SELECT kind, NULL, target_id FROM decisions WHERE target_id = ?3 LIMIT ?4",
+            src = sides("source"),
+            tgt = sides("target"),
+            cand = crate::search_index::CANDIDATES.replace('?', "?1"),
+        );
+        let pairs: Vec<(String, Option<String>, Option<String>)> = c
+            .query(&sql, params![m, &folded, q, limit.max(1) * 4], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .await?;
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for (kind, s, t) in pairs {
+            for id in [s, t].into_iter().flatten() {
+                if !keys.contains(&(kind.clone(), id.clone())) {
+                    keys.push((kind.clone(), id));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (kind, id) in keys {
+            // Every directory objects were stored for, by the unique key (directory, kind, id).
+            let found = c
+                .query(
+                    &format!(
+                        "SELECT {} FROM objects WHERE directory IN (SELECT directory FROM directory_state) \
+                         AND kind = ? AND id = ? ORDER BY directory",
+                        query::OBJ_COLS
+                    ),
+                    params![&kind, &id],
+                    object_row,
+                )
+                .await?;
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|f| query::object_matches(&f.object, q)),
+            );
+        }
+        c.commit().await?;
+        out.sort_by(|a, b| {
+            (&a.directory, a.object.kind.as_str(), &a.object.id).cmp(&(
+                &b.directory,
+                b.object.kind.as_str(),
+                &b.object.id,
+            ))
+        });
+        out.dedup_by(|a, b| {
+            a.directory == b.directory
+                && a.object.kind == b.object.kind
+                && a.object.id == b.object.id
+        });
+        out.truncate(limit.max(0) as usize);
+        Ok(Some(out))
+    }
+}
+
+/// The FTS5 query of a term's rarest trigrams in SQLite's search index, counted on `c` (inside
+/// the caller's snapshot); `None` when the term has no trigram.
+async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<String>> {
+    let mut counted = Vec::new();
+    for t in crate::search_index::trigrams(term) {
+        let n: i64 = c
+            .query_one(
+                crate::search_index::PROBE,
+                params![&t, crate::search_index::PROBE_CAP],
+                |r| r.get(0),
+            )
+            .await?;
+        counted.push((t, n));
+        if n == 0 {
+            // No entry holds it: nothing can match; this trigram alone says so.
+            break;
+        }
+    }
+    Ok(crate::search_index::rarest(counted))
+}
+
+/// Whether SQLite's deferred search index is whole for `profile` (every profile when `None`),
+/// read on `c` (inside the caller's snapshot).
+async fn search_index_whole(c: &mut (dyn Conn + '_), profile: Option<&str>) -> Result<bool> {
+    let behind: i64 = c
+        .query_one(
+            crate::search_index::BEHIND,
+            params![profile, profile],
+            |r| r.get(0),
+        )
+        .await?;
+    Ok(behind == 0)
 }

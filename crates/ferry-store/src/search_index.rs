@@ -1,0 +1,242 @@
+//! SQLite's translation search index, filled outside the cycle (migration 0024).
+//!
+//! A cycle commits its decisions without touching the index (upkeep inside the cycle's transaction
+//! cost a first cycle of a million decisions 33 s, docs/BENCHMARKS.md § Issue 20). Afterwards a
+//! background task (`ferry_server::sync::search_index`) calls [`chunk`] until it reports the index
+//! whole; each call is one short write transaction that
+//!
+//! 1. removes the entries of up to [`ROWS`] deleted decisions (`decisions_search_gone`, filled by a
+//!    trigger), unless their rid is in use again; or else
+//! 2. indexes, for the first profile whose mark is behind its plan, the decisions of up to [`SPAN`]
+//!    rids past the pass's position whose `changed_cycle` lies between the mark and the pass's
+//!    target cycle (at most [`ROWS`] of them), replacing each rid's entry with the row's current
+//!    folded values, and stores the new position (or, at the end of the table, the new mark) in the
+//!    same transaction: a killed indexer resumes where its last committed chunk ended.
+//!
+//! A search reads the index only when it is whole for the profiles searched ([`BEHIND`]), in the
+//! same read transaction as the search itself, and confirms every candidate with the scan's own
+//! condition: stale entries (rows changed or deleted since) never show, and until the index is
+//! whole the scan answers.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Rids a chunk walks at most (a pass over a cycle that changed few rows reads this many rows per
+/// transaction and writes little).
+pub const SPAN: i64 = 16_384;
+
+/// Rows a chunk indexes or removes at most: about 35 ms of trigram work on the project's machine
+/// (2,000 took about 70 ms), the longest the writer is held for the index.
+pub const ROWS: i64 = 1_000;
+
+/// The indexed text of a decision: its eight searched values folded as the scan folds them
+/// (`ferry_fold`), joined by line feeds.
+pub const TERMS: &str = "ferry_fold(source_name) || char(10) || coalesce(ferry_fold(source_upn), '') || char(10) \
+     || coalesce(ferry_fold(source_mail), '') || char(10) || coalesce(ferry_fold(source_sid), '') || char(10) \
+     || coalesce(ferry_fold(target_name), '') || char(10) || coalesce(ferry_fold(target_upn), '') || char(10) \
+     || coalesce(ferry_fold(target_mail), '') || char(10) || coalesce(ferry_fold(target_sid), '')";
+
+/// How many of the searched profiles the index is not whole for (parameters: the profile, twice,
+/// or NULL for every profile). A profile with no plan has no decisions.
+pub const BEHIND: &str = "SELECT count(*) FROM plans p LEFT JOIN decisions_search_state s ON s.profile = p.profile \
+     WHERE coalesce(s.indexed_cycle, 0) < p.cycle_id AND (CAST(? AS TEXT) IS NULL OR p.profile = ?)";
+
+/// The condition that narrows a search to the index's candidates, with one parameter (an FTS5
+/// query, [`rarest`]); always followed by the scan's condition, which confirms them.
+pub const CANDIDATES: &str =
+    "rid IN (SELECT rowid FROM decisions_search WHERE decisions_search MATCH ?)";
+
+/// The distinct trigrams of the folded term, in order, each quoted for FTS5 (a quoted string is
+/// literal to FTS5: no operator, column filter or prefix reads in it). Trigrams holding a NUL are
+/// left out (a candidate set only grows by leaving one out; the scan's condition confirms). Empty
+/// when the term has fewer than three characters: it must be scanned for.
+pub fn trigrams(term: &str) -> Vec<String> {
+    let folded: Vec<char> = term.to_lowercase().chars().collect();
+    let mut seen: Vec<String> = Vec::new();
+    for w in folded.windows(3) {
+        if w.contains(&'\0') {
+            continue;
+        }
+        let t: String = w.iter().collect();
+        let quoted = format!("\"{}\"", t.replace('"', "\"\""));
+        if !seen.contains(&quoted) {
+            seen.push(quoted);
+        }
+    }
+    seen
+}
+
+/// How many entries hold one quoted trigram, counted up to [`PROBE_CAP`] (parameters: the
+/// trigram, the cap). Reading a common trigram's whole list (`@co`, `con`: every entry of a
+/// domain) costs milliseconds at a million entries; asking only rare trigrams and confirming the
+/// candidates is what makes a whole-UPN search fast.
+pub const PROBE: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM decisions_search WHERE decisions_search MATCH ? LIMIT ?)";
+
+/// Where [`PROBE`] stops counting: a trigram held by more entries is "common".
+pub const PROBE_CAP: i64 = 2_000;
+
+/// Trigrams a search asks the index for at most when some are rare: the rarest of the term's.
+pub const ASKED: usize = 3;
+
+/// Trigrams a search asks for when every one of the term's is common (a SID's `s-1`, `-1-` and
+/// digits): spread over the term, as neighbours tend to occur together.
+pub const ASKED_COMMON: usize = 6;
+
+/// The FTS5 query for a term whose quoted trigrams (in the term's order) [`PROBE`] counted:
+/// the rarest [`ASKED`] of those below [`PROBE_CAP`] (their candidates are at most that many);
+/// when there is none, [`ASKED_COMMON`] spread over the term. All required; `None` when there is
+/// no trigram.
+pub fn rarest(counted: Vec<(String, i64)>) -> Option<String> {
+    let mut rare: Vec<&(String, i64)> = counted.iter().filter(|(_, n)| *n < PROBE_CAP).collect();
+    let asked: Vec<&str> = if rare.is_empty() {
+        let n = counted.len();
+        let k = ASKED_COMMON.min(n);
+        let mut picks: Vec<usize> = (0..k)
+            .map(|i| if k > 1 { i * (n - 1) / (k - 1) } else { 0 })
+            .collect();
+        picks.dedup();
+        picks.into_iter().map(|i| counted[i].0.as_str()).collect()
+    } else {
+        rare.sort_by_key(|(_, n)| *n);
+        rare.iter().take(ASKED).map(|(t, _)| t.as_str()).collect()
+    };
+    (!asked.is_empty()).then(|| asked.join(" AND "))
+}
+
+/// What one [`chunk`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Some work was done and more may remain.
+    More,
+    /// The index is whole for every profile and holds no entry of a deleted decision.
+    Whole,
+}
+
+/// One chunk of the indexer, in one write transaction on `c` (the writer).
+pub fn chunk(c: &mut Connection) -> rusqlite::Result<Step> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let step = chunk_in(&tx)?;
+    tx.commit()?;
+    Ok(step)
+}
+
+fn chunk_in(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Step> {
+    // 1. Entries of deleted decisions, unless the rid was taken again (its own pass replaces it).
+    let gone: Vec<i64> = {
+        let mut st =
+            tx.prepare_cached("SELECT rid FROM decisions_search_gone ORDER BY rid LIMIT ?")?;
+        st.query_map([ROWS], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    if !gone.is_empty() {
+        let mut del = tx.prepare_cached(
+            "DELETE FROM decisions_search WHERE rowid = ?1 AND NOT EXISTS (SELECT 1 FROM decisions WHERE rid = ?1)",
+        )?;
+        let mut done = tx.prepare_cached("DELETE FROM decisions_search_gone WHERE rid = ?")?;
+        for rid in gone {
+            del.execute([rid])?;
+            done.execute([rid])?;
+        }
+        return Ok(Step::More);
+    }
+
+    // 2. The first profile whose mark is behind its plan.
+    let behind: Option<(String, i64, i64, Option<i64>, i64)> = tx
+        .prepare_cached(
+            "SELECT p.profile, p.cycle_id, coalesce(s.indexed_cycle, 0), s.pass_cycle, coalesce(s.pass_rid, 0) \
+             FROM plans p LEFT JOIN decisions_search_state s ON s.profile = p.profile \
+             WHERE coalesce(s.indexed_cycle, 0) < p.cycle_id ORDER BY p.profile LIMIT 1",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    let Some((profile, plan_cycle, mark, pass, from)) = behind else {
+        return Ok(Step::Whole);
+    };
+    // A pass goes on towards the target it started with (rows changed by a later cycle meanwhile
+    // carry that cycle's id: the next pass takes them).
+    let (target, from) = match pass {
+        Some(t) if t > mark => (t, from),
+        _ => (plan_cycle, 0),
+    };
+    let rows: Vec<(i64, String)> = {
+        let mut st = tx.prepare_cached(&format!(
+            "SELECT rid, {TERMS} FROM decisions WHERE rid > ?1 AND rid <= ?1 + ?2 AND profile = ?3 \
+             AND changed_cycle > ?4 AND changed_cycle <= ?5 ORDER BY rid LIMIT ?6"
+        ))?;
+        st.query_map(params![from, SPAN, profile, mark, target, ROWS], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO decisions_search (rowid, terms) VALUES (?, ?)",
+        )?;
+        for (rid, terms) in &rows {
+            put.execute(params![rid, terms])?;
+        }
+    }
+    let reached = if rows.len() as i64 == ROWS {
+        rows.last().map_or(from + SPAN, |r| r.0)
+    } else {
+        from + SPAN
+    };
+    let last: i64 = tx.query_row("SELECT coalesce(max(rid), 0) FROM decisions", [], |r| {
+        r.get(0)
+    })?;
+    let mut save = tx.prepare_cached(
+        "INSERT INTO decisions_search_state (profile, indexed_cycle, pass_cycle, pass_rid) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (profile) DO UPDATE SET indexed_cycle = excluded.indexed_cycle, pass_cycle = excluded.pass_cycle, \
+         pass_rid = excluded.pass_rid",
+    )?;
+    if reached >= last {
+        save.execute(params![profile, target, Option::<i64>::None, 0])?;
+    } else {
+        save.execute(params![profile, mark, target, reached])?;
+    }
+    Ok(Step::More)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catches: FTS5 syntax in a term read as syntax (a quote ending the string, `OR`, `*`, `^`,
+    /// `NEAR`), a term folded otherwise than the index (upper case, non-ASCII), repeated trigrams
+    /// asked twice, a term of fewer than three characters given to the index, and the common
+    /// trigrams asked instead of the rare ones.
+    #[test]
+    fn searches_ask_the_rarest_quoted_trigrams_of_the_folded_term() {
+        assert!(trigrams("ab").is_empty());
+        assert_eq!(trigrams("ZOË"), ["\"zoë\""]);
+        assert_eq!(trigrams("a\"b\""), ["\"a\"\"b\"", "\"\"\"b\"\"\""]);
+        assert_eq!(trigrams("aaaa"), ["\"aaa\""], "each trigram once");
+        assert_eq!(
+            trigrams("x OR y"),
+            ["\"x o\"", "\" or\"", "\"or \"", "\"r y\""]
+        );
+        assert!(trigrams("a\0b").is_empty());
+        let counted = vec![
+            ("\"@co\"".to_string(), 2000),
+            ("\"k62\"".to_string(), 120),
+            ("\"con\"".to_string(), 2000),
+            ("\"62@\"".to_string(), 1600),
+            ("\"par\"".to_string(), 1999),
+            ("\"ann\"".to_string(), 5),
+        ];
+        assert_eq!(
+            rarest(counted).as_deref(),
+            Some("\"ann\" AND \"k62\" AND \"62@\""),
+            "the rarest three, commonest left out"
+        );
+        let common: Vec<(String, i64)> = (0..20).map(|i| (format!("\"t{i:02}\""), 2000)).collect();
+        assert_eq!(
+            rarest(common).as_deref(),
+            Some("\"t00\" AND \"t03\" AND \"t07\" AND \"t11\" AND \"t15\" AND \"t19\""),
+            "all common: spread over the term, not its first three"
+        );
+        let two: Vec<(String, i64)> = (0..2).map(|i| (format!("\"t{i}\""), 2000)).collect();
+        assert_eq!(rarest(two).as_deref(), Some("\"t0\" AND \"t1\""));
+        assert_eq!(rarest(Vec::new()), None);
+    }
+}
