@@ -630,6 +630,16 @@ pub struct ObjectReport {
 pub struct ObjectReports {
     pub query: String,
     pub objects: Vec<ObjectReport>,
+    /// Whether every stored object was looked at. False when the answer came through the
+    /// translation table's decisions (SQLite's search index: milliseconds at a million): an
+    /// object in no decision with the same value (an unmatched target with the same mail) is then
+    /// not listed; ask again with `every=true` to look at every object.
+    #[serde(default = "yes")]
+    pub every_object: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 // ---- Devices: keys, agents, runbooks, batches ----

@@ -884,7 +884,9 @@ pub trait SyncStore: Send + Sync + 'static {
     /// [`find_objects`](Self::find_objects), which scans the objects' look-up keys on SQLite. An
     /// object of the same name as one found through a decision, itself in no decision, is then
     /// not listed. On PostgreSQL it is `find_objects` (indexed).
-    async fn report_objects(&self, query: &str, limit: i64) -> Result<Vec<StoredObject>>;
+    /// The objects, and whether every stored object was looked at (false: only those of the
+    /// decisions, through the index; `find_objects` answers for every object).
+    async fn report_objects(&self, query: &str, limit: i64) -> Result<(Vec<StoredObject>, bool)>;
     /// Whether `directory` holds any object of `kind` (has computers been synced from it?).
     async fn has_objects(&self, directory: &str, kind: ObjectKind) -> Result<bool>;
     /// The computers of `directory` named any of `names`, ignoring case (what an agent's host

@@ -2480,10 +2480,11 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     raw.execute_batch("DELETE FROM decisions_search_state")
         .unwrap();
     index_whole(&*s).await;
-    let found = s
+    let (found, every) = s
         .report_objects("ANN.SMITH@CONTOSO.TEST", 20)
         .await
         .unwrap();
+    assert!(!every, "answered through the decisions, and says so");
     let scanned = s.find_objects("ANN.SMITH@CONTOSO.TEST", 20).await.unwrap();
     assert_eq!(found, scanned[..1], "the source user, as the scan reads it");
     // The documented limit: the unmatched target with the same mail is in no decision, so the
@@ -2495,22 +2496,20 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
             .collect::<Vec<_>>(),
         ["s-smith", "t-smith"]
     );
-    let matched = s.report_objects("Same Name", 20).await.unwrap();
+    let (matched, _) = s.report_objects("Same Name", 20).await.unwrap();
     assert_eq!(matched.len(), 12, "every decision's object, by name");
     assert_eq!(matched, s.find_objects("same name", 20).await.unwrap());
     assert_eq!(
-        s.report_objects("s-same-03", 20).await.unwrap(),
+        s.report_objects("s-same-03", 20).await.unwrap().0,
         s.find_objects("s-same-03", 20).await.unwrap(),
         "by id"
     );
     raw.execute_batch("INSERT INTO decisions_search (decisions_search) VALUES ('delete-all')")
         .unwrap();
+    let (scanned, every) = s.report_objects("s-1-12-1-11-22-33-44", 20).await.unwrap();
     assert_eq!(
-        s.report_objects("s-1-12-1-11-22-33-44", 20)
-            .await
-            .unwrap()
-            .len(),
-        1,
+        (scanned.len(), every),
+        (1, true),
         "found by the scan when the index finds nothing"
     );
 }

@@ -189,6 +189,9 @@ async fn the_console_in_chromium() {
     assert!(t.to_lowercase().contains("ann.lee@fabrikam.test"), "{t}");
     b.screenshot("translation").await;
     b.go(&format!("{url}#/report?q=ann.lee@contoso.test")).await;
+    // The quick answer, then the look at every object (which may draw the page again).
+    b.wait_text("#report-every", "Every stored object looked at")
+        .await;
     let r = b.wait_text("main section.report", "Decisions").await;
     assert!(r.contains("matched"), "{r}");
     assert!(
@@ -329,6 +332,9 @@ async fn the_console_in_chromium() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     b.go(&format!("{url}#/report?q={}", ambiguous.trim())).await;
+    // The quick answer, then the look at every object (which may draw the page again).
+    b.wait_text("#report-every", "Every stored object looked at")
+        .await;
     let r = b
         .wait_text(
             "main section.report",
@@ -1415,6 +1421,9 @@ async fn the_review_before_approve_in_chromium() {
     // them, and its history from cycle 1.
     b.go(&format!("{url}#/report?q=ann.smith%40contoso.test"))
         .await;
+    // The quick answer, then the look at every object (which may draw the page again).
+    b.wait_text("#report-every", "Every stored object looked at")
+        .await;
     let r = b
         .wait_text("main section.report", "Candidates in users")
         .await;
@@ -1436,6 +1445,9 @@ async fn the_review_before_approve_in_chromium() {
     // A matched user: the target's kind, UPN, mail, SID and id, the rule and since when.
     b.go(&format!("{url}#/report?q=jose.muller%40contoso.test"))
         .await;
+    // The quick answer, then the look at every object (which may draw the page again).
+    b.wait_text("#report-every", "Every stored object looked at")
+        .await;
     let r = b.wait_text("main section.report", "Decisions").await;
     for want in [
         "Müller, José (user in fabrikam)",
@@ -1456,6 +1468,9 @@ async fn the_review_before_approve_in_chromium() {
         "%3DHYPERLINK(%22http%3A%2F%2Fx%22)"
     ))
     .await;
+    // The quick answer, then the look at every object (which may draw the page again).
+    b.wait_text("#report-every", "Every stored object looked at")
+        .await;
     let r = b
         .wait_text("main section.report", "first decided: unmatched")
         .await;

@@ -284,7 +284,7 @@ async fn run(dir: &Path, expected: u64) {
         let found = store.find_objects(&q, 20).await.expect("find");
         let scan_ms = t.elapsed().as_secs_f64() * 1000.0;
         let t = Instant::now();
-        let reported = store.report_objects(&q, 20).await.expect("report");
+        let (reported, _) = store.report_objects(&q, 20).await.expect("report");
         let report_ms = t.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(
             reported, found,

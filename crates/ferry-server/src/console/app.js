@@ -1105,13 +1105,15 @@ function reportCandidates(p, tools) {
 }
 
 // The seed's "Single Object Report": everything ferry knows about one object.
-async function report() {
+// Called by the router with nothing; with the answer of a look at every object once the quick
+// one (through the translation table) found fewer.
+async function report(every = null) {
   const q = params().get("q") || "";
   const box = h("input", { id: "report-q", value: q, placeholder: "name, UPN, mail, object id or SID" });
   const form = h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = `#/report?q=${enc(box.value.trim())}`; } },
     h("label", { for: "report-q" }, "Object"), box, h("button", { type: "submit", id: "report-go" }, "Find"));
   if (!q) return page("Single object report", form, h("p", { class: "muted" }, "Look up a user, group or device by any of its names or ids."));
-  const v = await api(`/report/object?q=${enc(q)}`);
+  const v = every || await api(`/report/object?q=${enc(q)}`);
   const tools = await reportTools(v);
   const attrs = (o) => table([["Kind", o.kind], ["Id", o.id], ["DN", o.dn], ["Name", o.name], ["UPN", o.upn], ["Mail", o.mail], ["SID", o.sid],
     ["uid / gid", o.uid_number == null ? null : `${o.uid_number} / ${show(o.gid_number)}`], ["Members", (o.members || []).length || null],
@@ -1128,7 +1130,18 @@ async function report() {
         table(p.identity, [["Attribute", (x) => x.attribute], ["Source", (x) => (x.source.length ? x.source.join("; ") : "—")],
           ["Target", (x) => (x.target.length ? x.target.join("; ") : "—")]]))),
       h("h3", {}, "History"), table(r.history, [["Cycle", (x) => x.cycle_id], ["When", (x) => when(x.at)], ["Profile", (x) => x.profile], ["Change", (x) => x.change]], "No changes recorded."),
-      h("h3", {}, "Message logs"), table(r.logs, [["When", (l) => when(l.at)], ["Level", (l) => l.level], ["Message", (l) => l.message]], "No messages."))));
+      h("h3", {}, "Message logs"), table(r.logs, [["When", (l) => when(l.at)], ["Level", (l) => l.level], ["Message", (l) => l.message]], "No messages."))),
+    h("p", { class: "muted", id: "report-every" }, v.every_object ? "Every stored object looked at." : "Found through the translation table; looking at every stored object too…"));
+  if (!v.every_object) {
+    // The quick answer names the objects of decisions; an object in none (an unmatched target
+    // with the same mail) is found by looking at every object, a moment later.
+    const at = location.hash;
+    const all = await api(`/report/object?q=${enc(q)}&every=true`).catch((e) => e);
+    if (location.hash !== at) return;
+    if (all instanceof Error) document.getElementById("report-every").replaceChildren(h("span", { class: "error" }, all.message));
+    else if (all.objects.length > v.objects.length) await report(all);
+    else document.getElementById("report-every").textContent = "Every stored object looked at: nothing more.";
+  }
 }
 
 async function logs() {

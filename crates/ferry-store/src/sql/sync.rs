@@ -261,13 +261,13 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         self.b.index_search().await
     }
 
-    async fn report_objects(&self, q: &str, limit: i64) -> Result<Vec<StoredObject>> {
+    async fn report_objects(&self, q: &str, limit: i64) -> Result<(Vec<StoredObject>, bool)> {
         if let Some(found) = self.objects_through_decisions(q, limit).await?
             && !found.is_empty()
         {
-            return Ok(found);
+            return Ok((found, false));
         }
-        self.find_objects(q, limit).await
+        Ok((self.find_objects(q, limit).await?, true))
     }
 
     async fn decisions_for_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<DecisionRow>> {
