@@ -654,10 +654,15 @@ impl Client {
         self.ask(ep::LOGS, &[], &q).await
     }
 
-    /// The single object report: everything known about the objects a key names.
+    /// The single object report: everything known about the objects a key names, every stored
+    /// object looked at (`every=true`: the whole answer, not the console's quick first one).
     pub async fn object_report(&self, query: &str) -> Result<ObjectReports> {
-        self.ask(ep::REPORT_OBJECT, &[], &[("q", query.to_string())])
-            .await
+        self.ask(
+            ep::REPORT_OBJECT,
+            &[],
+            &[("q", query.to_string()), ("every", "true".to_string())],
+        )
+        .await
     }
 
     /// The newest audit lines, newest first.
