@@ -302,7 +302,12 @@ fn agent_sorting(
 ) -> ApiResult<()> {
     q.sort = super::sort_param(sort, AGENT_SORTS)?;
     q.direction = super::order_param(order, Direction::Asc)?;
-    (q.after_value, q.after) = super::id_cursor(after, q.sort != AgentSort::Id)?;
+    let by = match q.sort {
+        AgentSort::Id => super::SortedBy::Id,
+        AgentSort::Hostname | AgentSort::State => super::SortedBy::Text,
+        AgentSort::LastContact => super::SortedBy::Int,
+    };
+    (q.after_value, q.after) = super::id_cursor(after, by)?;
     Ok(())
 }
 
@@ -317,6 +322,13 @@ fn agents_next(q: &AgentQuery, page: &[AgentView]) -> Option<String> {
 
 impl AgentParams {
     fn query(&self) -> ApiResult<AgentQuery> {
+        for (name, v) in [
+            ("search", &self.search),
+            ("state", &self.state),
+            ("batch", &self.batch),
+        ] {
+            super::text_param(name, v)?;
+        }
         let mut q = AgentQuery {
             search: self.search.clone().filter(|s| !s.trim().is_empty()),
             state: self.state.clone().filter(|s| !s.is_empty()),
@@ -412,7 +424,9 @@ pub async fn failed(
     let cutoff =
         now_ms().saturating_sub(polls.saturating_mul(i64::from(devices::POLL_SECONDS) * 1000));
     let mut q = FailedQuery {
-        code: p.code.clone().filter(|c| !c.is_empty()),
+        code: super::text_param("code", &p.code)?
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
         sort: super::sort_param(
             p.sort.as_deref(),
             &[("at", FailedSort::At), ("address", FailedSort::Address)],
@@ -421,7 +435,11 @@ pub async fn failed(
         limit: p.limit.unwrap_or(200).clamp(1, 10_000),
         ..Default::default()
     };
-    (q.after_value, q.after) = super::id_cursor(p.after.as_deref(), true)?;
+    let by = match q.sort {
+        FailedSort::At => super::SortedBy::Int,
+        FailedSort::Address => super::SortedBy::Text,
+    };
+    (q.after_value, q.after) = super::id_cursor(p.after.as_deref(), by)?;
     let failures = st.store.failed_comms_page(&q).await?;
     let failures_next = (failures.len() as i64 == q.limit)
         .then(|| failures.last())
@@ -1011,6 +1029,7 @@ pub async fn progress(
     if pending > 0 {
         states.insert("no agent yet".into(), pending);
     }
+    super::text_param("state", &p.state)?;
     let mut q = AgentQuery {
         batch: Some(name.clone()),
         state: p.state.filter(|s| !s.is_empty()),
