@@ -2674,3 +2674,25 @@ async fn review_forged_cursors_and_hostile_host_names_on_sorted_lists() {
         h._server.stop().await.unwrap();
     }
 }
+
+/// Catches (on SQLite and on PostgreSQL): an enrolled agent whose host name has a letter past
+/// ASCII (`ÅSA-PC`) refused as "neither an enrolled agent nor a device" when added to a batch
+/// by name: its claim is the name in the database's lower case (`lower`, ASCII letters only on
+/// SQLite), the name typed was looked up in Rust's (every letter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_an_agent_named_past_ascii_is_added_to_a_batch() {
+    use reqwest::Method as M;
+    let pg = support::PgSchema::new("batch_non_ascii");
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = "ferry_shared_admin_token_for_non_ascii";
+        let h = start_on(dir.path(), "", url.clone(), url.as_ref().map(|_| admin)).await;
+        let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+        let psk = k["key"].as_str().unwrap().to_string();
+        let (s, v) = h.enroll(&psk, "ÅSA-PC", json!([])).await;
+        assert_eq!(s, 200, "{v}");
+        // `review_batch` asserts that the computers are added.
+        review_batch(&h, "Nordic", json!({}), &["ÅSA-PC"]).await;
+        h._server.stop().await.unwrap();
+    }
+}

@@ -790,14 +790,22 @@ pub async fn computers(
     // Computers come from enrolled agents or the source directory's imported devices: looked up
     // by name through the host-name and key indexes (a batch of 10,000 at 1M objects and 100k
     // agents reads those 10,000, not every object and agent).
-    let lower: Vec<String> = c.add.iter().map(|a| a.to_lowercase()).collect();
-    let mut known: HashSet<String> = st.store.live_hostnames(&lower).await?.into_iter().collect();
+    // A live agent's claim is its host name in the database's lower case (`lower`: ASCII
+    // letters only on SQLite), a typed name here is in Rust's (every letter): both forms are
+    // looked up, so that an agent whose name has letters past ASCII is found.
+    let forms = |a: &str| [a.to_lowercase(), a.to_ascii_lowercase()];
+    let mut keys: Vec<String> = c.add.iter().flat_map(|a| forms(a)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let live: HashSet<String> = st.store.live_hostnames(&keys).await?.into_iter().collect();
+    let is_agent = |a: &str| forms(a).iter().any(|k| live.contains(k));
     let unknown: Vec<&str> = c
         .add
         .iter()
-        .filter(|a| !known.contains(&a.to_lowercase()))
+        .filter(|a| !is_agent(a))
         .map(String::as_str)
         .collect();
+    let mut known: HashSet<String> = HashSet::new();
     for chunk in unknown.chunks(256) {
         for o in st.store.devices_named(&b.source_directory, chunk).await? {
             known.insert(o.name.to_lowercase());
@@ -806,7 +814,7 @@ pub async fn computers(
     // Kept as typed (shown so); matched in lower case.
     let mut add = Vec::new();
     for (i, comp) in c.add.iter().enumerate() {
-        if !known.contains(&comp.to_lowercase()) {
+        if !is_agent(comp) && !known.contains(&comp.to_lowercase()) {
             return Err(ApiError::BadRequest(format!(
                 "add[{i}]: `{comp}` is neither an enrolled agent nor a device of `{}`",
                 b.source_directory
