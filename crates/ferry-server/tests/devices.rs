@@ -2529,3 +2529,170 @@ async fn a_replaced_agent_does_not_hide_a_computer_without_one() {
     assert_eq!(p["states"]["no agent yet"], 1, "{p}");
     assert_eq!(p["no_agent"], json!([never]), "named as typed: {p}");
 }
+
+/// `after=` tokens are JSON: percent-encoded for a query string.
+fn review_urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Catches (on SQLite and on PostgreSQL): a forged `after=` on a sorted list of agents or of
+/// refused communications — a number where the list sorts on text, text where it sorts on a
+/// time, a NUL in a name — answered with a 500 (PostgreSQL refuses the parameter) or with rows
+/// instead of a 400 naming `after`; and a device's host name holding a DEL, which is no valid
+/// header character: a page sorted by host name that ended on it lost its `X-Next-After`, so the
+/// console and every client stopped there and the agents after it were never listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_forged_cursors_and_hostile_host_names_on_sorted_lists() {
+    use reqwest::Method as M;
+    let pg = support::PgSchema::new("forged_cursors");
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        let dir = tempfile::tempdir().unwrap();
+        let admin = "ferry_shared_admin_token_for_forged_cursors";
+        let h = start_on(dir.path(), "", url.clone(), url.as_ref().map(|_| admin)).await;
+        let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+        let psk = k["key"].as_str().unwrap().to_string();
+        let hosts = ["pc-a", "pc-b\u{7f}", "pc-c\r\nX-Injected: 1", "pc-d"];
+        for host in hosts {
+            let (s, v) = h.enroll(&psk, host, json!([])).await;
+            assert_eq!(s, 200, "{backend} {host:?}: {v}");
+        }
+        // A refused communication, so that the refusal list has a row.
+        let (s, _) = h.enroll("psk_wrong", "pc-x", json!([])).await;
+        assert_eq!(s, 401);
+
+        // Every agent, one a page, by host name both ways: each page's `X-Next-After` leads on.
+        for order in ["asc", "desc"] {
+            let mut seen = Vec::new();
+            let mut after = String::new();
+            for _ in 0..10 {
+                let r = h
+                    .admin
+                    .get(format!(
+                        "{}/api/v1/agents?sort=hostname&order={order}&limit=1{after}",
+                        h.url
+                    ))
+                    .bearer_auth(&h.token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{backend}");
+                assert!(r.headers().get("x-injected").is_none(), "{backend}");
+                let next = r
+                    .headers()
+                    .get("x-next-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let page: Vec<Value> = r.json().await.unwrap();
+                seen.extend(
+                    page.iter()
+                        .map(|a| a["hostname"].as_str().unwrap().to_string()),
+                );
+                match next {
+                    Some(n) => after = format!("&after={}", review_urlencode(&n)),
+                    None => break,
+                }
+            }
+            seen.sort();
+            assert_eq!(seen, hosts, "{backend} {order}: every agent listed once");
+        }
+
+        // Forged cursors: a 400 naming `after`, on both backends alike.
+        let (s, v) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+        assert_eq!(s, 202, "{v}");
+        let mut wrong = Vec::new();
+        let forged =
+            |sort: &str, token: &str| format!("sort={sort}&after={}", review_urlencode(token));
+        for path in [
+            format!("/agents?{}", forged("hostname", "[5,1]")),
+            format!("/agents?{}", forged("state", "[5,1]")),
+            format!("/agents?{}", forged("last_contact", "[\"x\",1]")),
+            format!("/agents?{}", forged("hostname", "[\"pc\\u0000\",1]")),
+            format!("/agents?{}", forged("hostname", "[\"pc\",1,2]")),
+            format!("/agents?{}", forged("hostname", "[\"pc\",1e400]")),
+            format!("/agents?{}", forged("id", "[\"pc\",1]")),
+            format!(
+                "/reports/failed-communications?{}",
+                forged("at", "[\"x\",1]")
+            ),
+            format!(
+                "/reports/failed-communications?{}",
+                forged("address", "[1,1]")
+            ),
+            format!(
+                "/reports/failed-communications?{}",
+                forged("address", "[\"\\u0000\",1]")
+            ),
+            format!("/logs?{}", forged("at", "[1,1]")),
+            format!(
+                "/translation?sort=source_name&after={}",
+                review_urlencode("[\"users\",\"user\",\"u1\",\"\\u0000\"]")
+            ),
+            format!(
+                "/profiles/users/whatif?after={}",
+                review_urlencode("[\"users\",\"user\",\"\\u0000\"]")
+            ),
+            "/logs?after=99999999999999999999".to_string(),
+            "/audit?after=x".to_string(),
+        ] {
+            let (s, v) = h.api(M::GET, &path, None).await;
+            if s != 400 || !v["error"].as_str().unwrap_or_default().contains("after") {
+                wrong.push(format!("{backend} {path}: {s} {v}"));
+            }
+        }
+        // A NUL, which PostgreSQL stores nowhere, in a filter or a host name: a 400 naming it.
+        for (path, param) in [
+            ("/audit?actor=%00", "actor"),
+            ("/audit/export?action=a%00", "action"),
+            ("/reports/failed-communications?code=%00", "code"),
+            ("/agents?state=%00", "state"),
+            ("/agents?search=pc%00", "search"),
+            ("/logs?object=%00", "object"),
+        ] {
+            let (s, v) = h.api(M::GET, path, None).await;
+            if s != 400
+                || !v["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(&format!("`{param}`"))
+            {
+                wrong.push(format!("{backend} {path}: {s} {v}"));
+            }
+        }
+        let (s, v) = h.enroll(&psk, "pc-nul\u{0}", json!([])).await;
+        if (s, v["code"].as_str()) != (400, Some("bad_request")) {
+            wrong.push(format!("{backend} a NUL in a host name: {s} {v}"));
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        h._server.stop().await.unwrap();
+    }
+}
+
+/// Catches (on SQLite and on PostgreSQL): an enrolled agent whose host name has a letter past
+/// ASCII (`ÅSA-PC`) refused as "neither an enrolled agent nor a device" when added to a batch
+/// by name: its claim is the name in the database's lower case (`lower`, ASCII letters only on
+/// SQLite), the name typed was looked up in Rust's (every letter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_an_agent_named_past_ascii_is_added_to_a_batch() {
+    use reqwest::Method as M;
+    let pg = support::PgSchema::new("batch_non_ascii");
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = "ferry_shared_admin_token_for_non_ascii";
+        let h = start_on(dir.path(), "", url.clone(), url.as_ref().map(|_| admin)).await;
+        let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k"}))).await;
+        let psk = k["key"].as_str().unwrap().to_string();
+        let (s, v) = h.enroll(&psk, "ÅSA-PC", json!([])).await;
+        assert_eq!(s, 200, "{v}");
+        // `review_batch` asserts that the computers are added.
+        review_batch(&h, "Nordic", json!({}), &["ÅSA-PC"]).await;
+        h._server.stop().await.unwrap();
+    }
+}

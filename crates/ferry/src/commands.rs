@@ -98,17 +98,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                         // JSON lines: one act an object a line.
                         println!("{}", compact(a));
                     } else {
+                        // A failed sign-in's line names what the client sent as its name, and
+                        // lines name batches' computers and directory objects: shown escaped.
+                        let t = |s: &str| escaped(s, |_| false);
                         println!(
                             "{}  {:<10} {:<10} {:<26} {}  {}{}",
                             a.at,
-                            a.actor,
-                            opt(&a.tenant),
-                            a.action,
-                            a.subject,
-                            a.detail,
+                            t(&a.actor),
+                            t(opt(&a.tenant)),
+                            t(&a.action),
+                            t(&a.subject),
+                            t(&a.detail),
                             a.address
                                 .as_deref()
-                                .map_or(String::new(), |ip| format!("  (from {ip})"))
+                                .map_or(String::new(), |ip| format!("  (from {})", t(ip)))
                         );
                     }
                 }
@@ -848,6 +851,8 @@ async fn sync(c: &Client, cmd: SyncCmd, json: bool) -> Result<ExitCode> {
                 print_json(&list)?;
                 return Ok(ExitCode::SUCCESS);
             }
+            // The objects' names are directory values.
+            let list = for_terminal(list)?;
             if list.is_empty() {
                 println!(
                     "{profile} has no overrides (`ferry sync pin {profile} SOURCE TARGET` adds one)"
@@ -928,7 +933,11 @@ async fn add_override(
     let v = c.add_override(profile, body).await?;
     if json {
         print_json(&v)?;
-    } else if v.exclude {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The objects' names are directory values.
+    let v = for_terminal(v)?;
+    if v.exclude {
         println!(
             "excluded {} ({}) from {profile}; it takes effect at the next cycle (`ferry sync run {profile} --wait`)",
             opt(&v.source_name),

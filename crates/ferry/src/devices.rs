@@ -389,6 +389,8 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             if json {
                 print_json(&v)?;
             } else {
+                // The host name and device id are what the device said.
+                let v = for_terminal(v)?;
                 let r = &v.request;
                 if approve {
                     println!(

@@ -1174,3 +1174,132 @@ fn review_directory_names_cannot_drive_the_terminal() {
         "the translation's UPNs are listed, escaped: {out}"
     );
 }
+
+/// Would catch: listings still printing others' values raw at a terminal after the listings of
+/// `review_directory_names_cannot_drive_the_terminal` were escaped. `ferry audit` shows a failed
+/// sign-in's line, whose subject is whatever name anyone on the network sent; `ferry sync pin`,
+/// `exclude` and `overrides` name the directory objects; `ferry agents approve` and `refuse`
+/// name the host and device id a device sent. With ESC, BEL, CSI, `\r` and `\n` in them those
+/// retitled the operator's window, cleared the screen or forged lines.
+#[test]
+fn review_audit_overrides_and_enrollments_cannot_drive_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    sample_config(d.path(), 30, 3, "");
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m";
+    let mut s = ferry_demo::generate(30, true, 3);
+    for o in s.source.iter_mut().chain(s.target.iter_mut()) {
+        o.name = format!("{evil}{}\r\nmatched", o.name);
+    }
+    for (file, objects) in [("contoso.json", &s.source), ("fabrikam.json", &s.target)] {
+        std::fs::write(
+            d.path().join(file),
+            ferry_core::snapshot::render_json(objects),
+        )
+        .unwrap();
+    }
+    let data = d.path().join("data");
+    let srv = ServerProc::on(
+        &d.path().join("ferry.toml"),
+        &data,
+        &["--agent-listen", "127.0.0.1:0"],
+        &[],
+    );
+    let token = admin_token(&data);
+    let env = srv.cli_env(&token);
+    let run = |args: &[&str]| {
+        let o = ferry(args, &env);
+        assert!(o.status.success(), "ferry {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&["sync", "run", "users", "--wait"]);
+    let user = |side: &[ferry_core::model::DirObject]| {
+        side.iter()
+            .find(|o| o.kind == ferry_core::ObjectKind::User)
+            .unwrap()
+            .id
+            .clone()
+    };
+    let (source, target) = (user(&s.source), user(&s.target));
+    let other = s
+        .source
+        .iter()
+        .filter(|o| o.kind == ferry_core::ObjectKind::User)
+        .nth(1)
+        .unwrap()
+        .id
+        .clone();
+
+    // A sign-in from the network with a name that is an escape sequence; two devices claiming
+    // one host name, the second held for an operator.
+    let psk = run(&["psk", "create", "k"])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let ep: serde_json::Value =
+        serde_json::from_str(&run(&["--json", "agents", "endpoint"])).unwrap();
+    let agent_url = ep["url"].as_str().unwrap().to_string();
+    let pem = std::fs::read(data.join("agent-tls/cert.pem")).unwrap();
+    let host = format!("{evil}PC-1\r\nmatched");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let r = reqwest::Client::new()
+                .post(format!("{}/api/v1/sessions", srv.url))
+                .json(&serde_json::json!({"name": format!("{evil}eve\r\nmatched"), "password": "wrong-wrong-wrong"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let c = reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+                .build()
+                .unwrap();
+            for (device, want) in [("d-1", 200), ("d-2", 202), ("d-3", 202)] {
+                let r = c
+                    .post(format!("{agent_url}/v1/enroll"))
+                    .json(&serde_json::json!({"protocol": 1, "psk": psk, "profiles": [],
+                        "device": {"device_id": format!("{device}{evil}"), "hostname": host, "os": "linux", "agent_version": "0.1.0"}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), want, "{device}");
+            }
+        });
+    let held: serde_json::Value =
+        serde_json::from_str(&run(&["--json", "agents", "pending"])).unwrap();
+    let ids: Vec<String> = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{held}");
+
+    for args in [
+        vec!["sync", "pin", "users", source.as_str(), target.as_str()],
+        vec!["sync", "exclude", "users", other.as_str()],
+        vec!["sync", "overrides", "users"],
+        vec!["audit"],
+        vec!["agents", "approve", ids[0].as_str()],
+        vec!["agents", "refuse", ids[1].as_str()],
+    ] {
+        let out = run(&args);
+        assert!(
+            !out.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r']),
+            "{args:?} printed a control character raw: {out:?}"
+        );
+        assert!(
+            !out.contains("\nmatched"),
+            "{args:?} printed a forged line: {out}"
+        );
+        assert!(
+            out.contains("\\u{1b}]0;owned"),
+            "{args:?}: shown escaped: {out}"
+        );
+    }
+}

@@ -302,7 +302,12 @@ fn agent_sorting(
 ) -> ApiResult<()> {
     q.sort = super::sort_param(sort, AGENT_SORTS)?;
     q.direction = super::order_param(order, Direction::Asc)?;
-    (q.after_value, q.after) = super::id_cursor(after, q.sort != AgentSort::Id)?;
+    let by = match q.sort {
+        AgentSort::Id => super::SortedBy::Id,
+        AgentSort::Hostname | AgentSort::State => super::SortedBy::Text,
+        AgentSort::LastContact => super::SortedBy::Int,
+    };
+    (q.after_value, q.after) = super::id_cursor(after, by)?;
     Ok(())
 }
 
@@ -317,6 +322,13 @@ fn agents_next(q: &AgentQuery, page: &[AgentView]) -> Option<String> {
 
 impl AgentParams {
     fn query(&self) -> ApiResult<AgentQuery> {
+        for (name, v) in [
+            ("search", &self.search),
+            ("state", &self.state),
+            ("batch", &self.batch),
+        ] {
+            super::text_param(name, v)?;
+        }
         let mut q = AgentQuery {
             search: self.search.clone().filter(|s| !s.trim().is_empty()),
             state: self.state.clone().filter(|s| !s.is_empty()),
@@ -412,7 +424,9 @@ pub async fn failed(
     let cutoff =
         now_ms().saturating_sub(polls.saturating_mul(i64::from(devices::POLL_SECONDS) * 1000));
     let mut q = FailedQuery {
-        code: p.code.clone().filter(|c| !c.is_empty()),
+        code: super::text_param("code", &p.code)?
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
         sort: super::sort_param(
             p.sort.as_deref(),
             &[("at", FailedSort::At), ("address", FailedSort::Address)],
@@ -421,7 +435,11 @@ pub async fn failed(
         limit: p.limit.unwrap_or(200).clamp(1, 10_000),
         ..Default::default()
     };
-    (q.after_value, q.after) = super::id_cursor(p.after.as_deref(), true)?;
+    let by = match q.sort {
+        FailedSort::At => super::SortedBy::Int,
+        FailedSort::Address => super::SortedBy::Text,
+    };
+    (q.after_value, q.after) = super::id_cursor(p.after.as_deref(), by)?;
     let failures = st.store.failed_comms_page(&q).await?;
     let failures_next = (failures.len() as i64 == q.limit)
         .then(|| failures.last())
@@ -772,14 +790,22 @@ pub async fn computers(
     // Computers come from enrolled agents or the source directory's imported devices: looked up
     // by name through the host-name and key indexes (a batch of 10,000 at 1M objects and 100k
     // agents reads those 10,000, not every object and agent).
-    let lower: Vec<String> = c.add.iter().map(|a| a.to_lowercase()).collect();
-    let mut known: HashSet<String> = st.store.live_hostnames(&lower).await?.into_iter().collect();
+    // A live agent's claim is its host name in the database's lower case (`lower`: ASCII
+    // letters only on SQLite), a typed name here is in Rust's (every letter): both forms are
+    // looked up, so that an agent whose name has letters past ASCII is found.
+    let forms = |a: &str| [a.to_lowercase(), a.to_ascii_lowercase()];
+    let mut keys: Vec<String> = c.add.iter().flat_map(|a| forms(a)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let live: HashSet<String> = st.store.live_hostnames(&keys).await?.into_iter().collect();
+    let is_agent = |a: &str| forms(a).iter().any(|k| live.contains(k));
     let unknown: Vec<&str> = c
         .add
         .iter()
-        .filter(|a| !known.contains(&a.to_lowercase()))
+        .filter(|a| !is_agent(a))
         .map(String::as_str)
         .collect();
+    let mut known: HashSet<String> = HashSet::new();
     for chunk in unknown.chunks(256) {
         for o in st.store.devices_named(&b.source_directory, chunk).await? {
             known.insert(o.name.to_lowercase());
@@ -788,7 +814,7 @@ pub async fn computers(
     // Kept as typed (shown so); matched in lower case.
     let mut add = Vec::new();
     for (i, comp) in c.add.iter().enumerate() {
-        if !known.contains(&comp.to_lowercase()) {
+        if !is_agent(comp) && !known.contains(&comp.to_lowercase()) {
             return Err(ApiError::BadRequest(format!(
                 "add[{i}]: `{comp}` is neither an enrolled agent nor a device of `{}`",
                 b.source_directory
@@ -1011,6 +1037,7 @@ pub async fn progress(
     if pending > 0 {
         states.insert("no agent yet".into(), pending);
     }
+    super::text_param("state", &p.state)?;
     let mut q = AgentQuery {
         batch: Some(name.clone()),
         state: p.state.filter(|s| !s.is_empty()),

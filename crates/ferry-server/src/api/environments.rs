@@ -918,6 +918,8 @@ impl AuditParams {
     fn query(&self, op: &Operator, limit: i64, max: i64) -> ApiResult<ferry_store::AuditQuery> {
         let since = self.since.as_deref().map(parse_since).transpose()?;
         super::sort_param(self.sort.as_deref(), &[("at", ())])?;
+        super::text_param("action", &self.action)?;
+        super::text_param("actor", &self.actor)?;
         let default = if since.is_some() || self.after.is_some() {
             ferry_store::Direction::Asc
         } else {

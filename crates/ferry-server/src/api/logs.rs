@@ -40,8 +40,10 @@ impl LogParams {
             .map(|l| Level::parse(l).ok_or_else(|| bad_param("level", l, "info, warning or error")))
             .transpose()?;
         super::sort_param(self.sort.as_deref(), &[("at", ())])?;
+        super::text_param("profile", &self.profile)?;
+        super::text_param("object", &self.object)?;
         let oldest_first = !super::order_param(self.order.as_deref(), Direction::Desc)?.is_desc();
-        let (_, after) = super::id_cursor(self.after.as_deref(), false)?;
+        let (_, after) = super::id_cursor(self.after.as_deref(), super::SortedBy::Id)?;
         Ok(LogQuery {
             profile: self.profile,
             cycle_id: self.cycle,

@@ -185,6 +185,20 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
     ))
 }
 
+/// A text query parameter that holds a NUL refused with a 400 naming it, on both backends alike:
+/// PostgreSQL takes no NUL in a text parameter (the filter failed there with a 500), and no value
+/// ferry stores holds one, so SQLite would only have found nothing.
+pub fn text_param<'a>(name: &str, v: &'a Option<String>) -> ApiResult<Option<&'a str>> {
+    match v.as_deref() {
+        Some(t) if t.contains('\0') => Err(bad_param(
+            name,
+            &t.escape_debug().to_string(),
+            "text without a NUL character",
+        )),
+        v => Ok(v),
+    }
+}
+
 /// A list's `sort` parameter: one of `allowed` (the API's name of a column, and the store's), the
 /// first when none is given; any other value is a 400 naming the parameter and the columns.
 pub fn sort_param<T: Copy>(v: Option<&str>, allowed: &[(&str, T)]) -> ApiResult<T> {
@@ -214,13 +228,27 @@ pub fn order_param(
     }
 }
 
-/// The `after=` of a list keyed by id: the id alone when the list is in id order (`sorted`
-/// false), else the token [`id_token`] wrote: the sort value of the previous page's last row and
-/// its id.
+/// What a list keyed by id sorts on before the id, and so what its `after=` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortedBy {
+    /// Nothing: the list is in id order, the token is the id alone.
+    Id,
+    /// A number (a time).
+    Int,
+    /// A text (a name, an address, a state).
+    Text,
+}
+
+/// The `after=` of a list keyed by id: the id alone when the list is in id order, else the token
+/// [`id_token`] wrote: the sort value of the previous page's last row and its id. A sort value of
+/// another type than the list sorts on (a number for a host name, a text for a time: another
+/// sort's token, or a forged one) is refused like any other token the server did not write;
+/// PostgreSQL would refuse it as the parameter of the comparison.
 pub fn id_cursor(
     token: Option<&str>,
-    sorted: bool,
+    by: SortedBy,
 ) -> ApiResult<(Option<ferry_store::SortValue>, Option<i64>)> {
+    use ferry_store::SortValue;
     let Some(t) = token.filter(|t| !t.is_empty()) else {
         return Ok((None, None));
     };
@@ -231,20 +259,23 @@ pub fn id_cursor(
             "the `X-Next-After` of a previous page of the same sort, as the server gave it",
         )
     };
-    if !sorted {
+    if by == SortedBy::Id {
         return t
             .parse::<i64>()
             .map(|id| (None, Some(id)))
             .map_err(|_| bad());
     }
     let parts: Vec<serde_json::Value> = serde_json::from_str(t).map_err(|_| bad())?;
-    match parts.as_slice() {
-        [v, id] => Ok((
-            Some(ferry_store::SortValue::from_json(v).ok_or_else(bad)?),
-            Some(id.as_i64().ok_or_else(bad)?),
-        )),
-        _ => Err(bad()),
-    }
+    let [v, id] = parts.as_slice() else {
+        return Err(bad());
+    };
+    // A NUL is in no value the server wrote (PostgreSQL refuses one as a parameter).
+    let value = match (by, SortValue::from_json(v)) {
+        (SortedBy::Int, Some(v @ SortValue::Int(_))) => v,
+        (SortedBy::Text, Some(SortValue::Text(t))) if !t.contains('\0') => SortValue::Text(t),
+        _ => return Err(bad()),
+    };
+    Ok((Some(value), Some(id.as_i64().ok_or_else(bad)?)))
 }
 
 /// The `after=` of the page following a full page whose last row is `id` with the sort value
@@ -256,12 +287,14 @@ pub fn id_token(value: Option<ferry_store::SortValue>, id: i64) -> String {
     }
 }
 
-/// JSON with every character past ASCII escaped (`\u00d8`; pairs past the BMP), so that a token
-/// holding any name is a valid HTTP header value; JSON parsers read it back as written.
+/// JSON with every character past ASCII escaped (`\u00d8`; pairs past the BMP), and DEL, the one
+/// ASCII control character serde_json leaves as it is, so that a token holding any name is a
+/// valid HTTP header value (a host name a device chose included); JSON parsers read it back as
+/// written.
 fn ascii_json(v: &serde_json::Value) -> String {
     let mut out = String::new();
     for c in v.to_string().chars() {
-        if c.is_ascii() {
+        if c.is_ascii() && c != '\x7f' {
             out.push(c);
         } else {
             let mut units = [0u16; 2];
@@ -707,15 +740,25 @@ mod tests {
     #[test]
     fn id_tokens_are_ascii_and_read_back() {
         use ferry_store::SortValue;
-        for v in ["Ødegård, Åse", "山田 \"太郎\"", "😀=cmd", "plain"] {
+        for v in [
+            "Ødegård, Åse",
+            "山田 \"太郎\"",
+            "😀=cmd",
+            "plain",
+            "pc\u{7f}\r\n\u{1b}",
+        ] {
             let t = super::id_token(Some(SortValue::Text(v.into())), 42);
             assert!(t.is_ascii(), "{t}");
             assert!(axum::http::HeaderValue::from_str(&t).is_ok(), "{t}");
-            let (value, id) = super::id_cursor(Some(&t), true).unwrap();
+            let (value, id) = super::id_cursor(Some(&t), super::SortedBy::Text).unwrap();
             assert_eq!((value, id), (Some(SortValue::Text(v.into())), Some(42)));
         }
         assert_eq!(super::id_token(None, 7), "7");
-        assert!(super::id_cursor(Some("7"), true).is_err());
-        assert!(super::id_cursor(Some("[\"x\", 7]"), false).is_err());
+        assert!(super::id_cursor(Some("7"), super::SortedBy::Text).is_err());
+        assert!(super::id_cursor(Some("[\"x\", 7]"), super::SortedBy::Id).is_err());
+        // A value of the other type: another sort's token, or a forged one.
+        assert!(super::id_cursor(Some("[\"x\", 7]"), super::SortedBy::Int).is_err());
+        assert!(super::id_cursor(Some("[5, 7]"), super::SortedBy::Text).is_err());
+        assert!(super::id_cursor(Some("[5, 7]"), super::SortedBy::Int).is_ok());
     }
 }

@@ -172,8 +172,15 @@ pub fn after(
     token
         .filter(|t| !t.is_empty())
         .map(|t| {
+            // A NUL is in no name the server wrote (PostgreSQL refuses one as a parameter).
             ferry_store::DecisionCursor::parse(t)
                 .filter(|c| c.value.is_some() == (sort != DecisionSort::Kind))
+                .filter(|c| {
+                    ![&c.profile, &c.source_id]
+                        .into_iter()
+                        .chain(&c.value)
+                        .any(|v| v.contains('\0'))
+                })
                 .ok_or_else(|| {
                     bad_param(
                         "after",

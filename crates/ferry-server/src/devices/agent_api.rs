@@ -296,8 +296,12 @@ async fn admit(st: &AppState, req: &EnrollRequest) -> Result<ferry_store::Psk, R
         ("device.os", &f.os, 64),
         ("device.agent_version", &f.agent_version, 64),
     ] {
-        if v.trim().is_empty() || v.len() > max {
-            return Err(bad(format!("{field}: must be 1–{max} characters")));
+        // No NUL: PostgreSQL stores none (the enrollment failed there with a 500), and SQLite
+        // would keep a host name no list could page past.
+        if v.trim().is_empty() || v.len() > max || v.contains('\0') {
+            return Err(bad(format!(
+                "{field}: must be 1–{max} characters, without NUL"
+            )));
         }
     }
     check_profiles(&req.profiles)?;
