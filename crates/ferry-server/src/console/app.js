@@ -1543,7 +1543,16 @@ async function agents() {
       ["Asked", (r) => when(r.created_at)], ["Why it waits", (r) => h("span", { class: "bad" }, r.reason)],
       ["", (r) => (canChange() ? [h("button", { class: "approve", onclick: decide(r, "approve") }, "Approve"), " ",
         h("button", { class: "secondary refuse", onclick: decide(r, "refuse") }, "Refuse")] : "")]])), out];
-  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, labelled("Search", box), labelled("State", states), h("button", { type: "submit" }, "Search")),
+  const msg = h("span", { id: "agents-export-message" });
+  // Every agent the filters find, in the order shown.
+  const exp = async () => {
+    const n = sort.params(new URLSearchParams());
+    if (search) n.set("search", search);
+    if (st) n.set("state", st);
+    try { await download(`/agents/export?${n}`, "agents.csv"); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
+  page("Agents", pending, h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); go(); } }, labelled("Search", box), labelled("State", states), h("button", { type: "submit" }, "Search"),
+    h("button", { type: "button", class: "secondary", id: "agents-export", onclick: exp }, "Export CSV"), msg),
     listTable("agents", {
       total: v.total, noun: "agents", rows: v.items, empty: "No agents yet.",
       first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
