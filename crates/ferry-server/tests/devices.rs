@@ -2746,3 +2746,61 @@ async fn the_agents_export_is_every_filtered_agent_in_the_order_shown() {
     let (s, v) = h.api(M::GET, "/agents/export?sort=nope", None).await;
     assert_eq!(s, 400, "{v}");
 }
+
+// Catches: the failed communications export leaving out refusals past its first page, ignoring
+// the code filter, or writing what a device sent (its device id) as a spreadsheet formula.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failed_communications_export_is_every_filtered_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    for i in 0..3 {
+        let (s, v) = enroll_as(
+            &h,
+            "psk_wrong",
+            &format!("PC-{i}"),
+            "=cmd|' /C calc'!A0",
+            None,
+        )
+        .await;
+        assert_eq!(s, 401, "{v}");
+    }
+    let (s, v) = checkin(&h, "not-a-node-key").await;
+    assert_eq!(s, 401, "{v}");
+    let (_, report) = h.api(M::GET, "/reports/failed-communications", None).await;
+    let total = report["failures_total"].as_i64().unwrap();
+    let (s, csv) = h
+        .api(M::GET, "/reports/failed-communications/export", None)
+        .await;
+    assert_eq!(s, 200, "{csv}");
+    let csv = csv.as_str().unwrap().to_string();
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len() as i64, total, "every refusal: {csv}");
+    assert!(
+        rows.iter().all(|r| r.iter().all(|c| !c.starts_with('='))),
+        "no cell reads as a formula: {csv}"
+    );
+    assert!(
+        rows.iter().any(|r| r.get(8) == Some("'=cmd|' /C calc'!A0")),
+        "the device's id, neutralised: {csv}"
+    );
+    let (_, only) = h
+        .api(
+            M::GET,
+            "/reports/failed-communications/export?code=bad_psk",
+            None,
+        )
+        .await;
+    let only = only.as_str().unwrap().to_string();
+    let codes: Vec<String> = csv::Reader::from_reader(only.as_bytes())
+        .records()
+        .map(|r| r.unwrap().get(4).unwrap().to_string())
+        .collect();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| c == "bad_psk"),
+        "{only}"
+    );
+}

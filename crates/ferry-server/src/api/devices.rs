@@ -476,6 +476,88 @@ pub struct FailedParams {
     pub after: Option<String>,
 }
 
+impl FailedParams {
+    /// The refusals these parameters ask for (a page of `limit`, after `after`).
+    fn query(&self) -> ApiResult<FailedQuery> {
+        let mut q = FailedQuery {
+            code: super::text_param("code", &self.code)?
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+            sort: super::sort_param(
+                self.sort.as_deref(),
+                &[("at", FailedSort::At), ("address", FailedSort::Address)],
+            )?,
+            direction: super::order_param(self.order.as_deref(), Direction::Desc)?,
+            limit: self.limit.unwrap_or(200).clamp(1, 10_000),
+            ..Default::default()
+        };
+        let by = match q.sort {
+            FailedSort::At => super::SortedBy::Int,
+            FailedSort::Address => super::SortedBy::Text,
+        };
+        (q.after_value, q.after) = super::id_cursor(self.after.as_deref(), by)?;
+        Ok(q)
+    }
+}
+
+/// The most refusals one export writes (each row already counts repeats of one refusal).
+const FAILED_EXPORT_MAX: usize = 1_000_000;
+
+#[utoipa::path(get, path = "/reports/failed-communications/export", tag = "devices", params(FailedParams),
+    responses((status = 200, description = "every refusal the filters (`code`) find, as CSV in the order asked, read by keyset pages of 5,000 (`limit` and `silent_polls` ignored); cells that would read as a spreadsheet formula start with `'`",
+        content((String = "text/csv")),
+        headers(("X-Total-Count" = i64, description = "refusals matching"))),
+        (status = 400, body = super::ErrorBody, description = "an unknown `sort` or `order`, or an `after` of another sort")))]
+pub async fn failed_export(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(p): Query<FailedParams>,
+) -> ApiResult<axum::response::Response> {
+    let mut q = p.query()?;
+    let total = st.store.count_failed_comms(&q).await?;
+    q.limit = 5_000;
+    let mut rows = Vec::new();
+    loop {
+        let page = st.store.failed_comms_page(&q).await?;
+        for f in &page {
+            rows.push(vec![
+                f.id.to_string(),
+                f.at.to_string(),
+                f.first_at.to_string(),
+                f.count.to_string(),
+                f.code.clone(),
+                f.reason.clone(),
+                f.address.clone().unwrap_or_default(),
+                f.agent_id.map(|a| a.to_string()).unwrap_or_default(),
+                f.device_id.clone().unwrap_or_default(),
+            ]);
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == q.limit && rows.len() < FAILED_EXPORT_MAX => {
+                q.after_value = Some(q.sort.value_of(last));
+                q.after = Some(last.id);
+            }
+            _ => break,
+        }
+    }
+    super::csv_response(
+        "failed-communications.csv",
+        total,
+        &[
+            "id",
+            "last_seen_ms",
+            "first_seen_ms",
+            "times",
+            "code",
+            "reason",
+            "address",
+            "agent_id",
+            "device_id",
+        ],
+        rows.into_iter(),
+    )
+}
+
 #[utoipa::path(get, path = "/reports/failed-communications", tag = "devices", params(FailedParams), responses((status = 200, body = FailedReport)))]
 pub async fn failed(
     _: AdminAuth,
@@ -486,23 +568,7 @@ pub async fn failed(
     // Saturating: a huge `silent_polls` means "silent since ever", not an overflow.
     let cutoff =
         now_ms().saturating_sub(polls.saturating_mul(i64::from(devices::POLL_SECONDS) * 1000));
-    let mut q = FailedQuery {
-        code: super::text_param("code", &p.code)?
-            .filter(|c| !c.is_empty())
-            .map(str::to_string),
-        sort: super::sort_param(
-            p.sort.as_deref(),
-            &[("at", FailedSort::At), ("address", FailedSort::Address)],
-        )?,
-        direction: super::order_param(p.order.as_deref(), Direction::Desc)?,
-        limit: p.limit.unwrap_or(200).clamp(1, 10_000),
-        ..Default::default()
-    };
-    let by = match q.sort {
-        FailedSort::At => super::SortedBy::Int,
-        FailedSort::Address => super::SortedBy::Text,
-    };
-    (q.after_value, q.after) = super::id_cursor(p.after.as_deref(), by)?;
+    let q = p.query()?;
     let failures = st.store.failed_comms_page(&q).await?;
     let failures_next = (failures.len() as i64 == q.limit)
         .then(|| failures.last())
@@ -1201,6 +1267,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/agents/{id}", get(agent))
         .route("/agents/{id}/runs/{run}/log", get(agent_log))
         .route("/reports/failed-communications", get(failed))
+        .route("/reports/failed-communications/export", get(failed_export))
         .route("/runbooks", get(runbooks))
         .route(
             "/runbooks/{name}",

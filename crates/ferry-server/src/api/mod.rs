@@ -373,7 +373,7 @@ pub fn list_headers(total: i64, next: Option<String>) -> axum::http::HeaderMap {
         enrolment::upload, enrolment::list, enrolment::revoke,
         devices::create_psk, devices::list_psks, devices::retire_psk, devices::agent_endpoint,
         devices::enrollment_requests, devices::approve_enrollment, devices::refuse_enrollment,
-        devices::agents, devices::agents_export, devices::agent, devices::agent_log, devices::failed,
+        devices::agents, devices::agents_export, devices::agent, devices::agent_log, devices::failed, devices::failed_export,
         devices::runbooks, devices::put_runbook, devices::delete_runbook,
         devices::batches, devices::put_batch, devices::delete_batch, devices::computers,
         devices::whatif, devices::progress, devices::resume_batch,

@@ -1606,10 +1606,18 @@ async function failed() {
   const sort = sortOf(p, "at", "desc", (extra) => route(extra));
   sort.params(q);
   const v = await api(`/reports/failed-communications?${q}`);
+  const msg = h("span", { id: "failed-export-message" });
+  // Every refusal the code filter finds, in the order shown.
+  const exp = async () => {
+    const n = sort.params(new URLSearchParams());
+    if (code) n.set("code", code);
+    try { await download(`/reports/failed-communications/export?${n}`, "failed-communications.csv"); } catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
   // Filtered by the refusal's code (`bad_psk`, …): those of this page are offered.
   const codes = h("input", { id: "failed-code", value: code, placeholder: "code, e.g. bad_psk", "aria-label": "code", list: "failed-codes" });
   const seen = h("datalist", { id: "failed-codes" }, [...new Set(v.failures.map((f) => f.code))].map((c) => h("option", { value: c })));
-  page("Failed communications", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, labelled("Code", codes), seen, h("button", { type: "submit" }, "Filter")),
+  page("Failed communications", h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = sort.keep(); } }, labelled("Code", codes), seen, h("button", { type: "submit" }, "Filter"),
+    h("button", { type: "button", class: "secondary", id: "failed-export", onclick: exp }, "Export CSV"), msg),
     listTable("failed", {
       total: v.failures_total, noun: "refusals", rows: v.failures, empty: "No failed communications.",
       first: after ? sort.keep() : null, next: v.failures_next ? sort.keep({ after: v.failures_next }) : null, sort,
