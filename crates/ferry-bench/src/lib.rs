@@ -71,3 +71,19 @@ pub fn write_user_snapshots(
     .expect("write fabrikam.json");
     s.expected
 }
+
+/// A schema of its own on the PostgreSQL at `url` for one benchmark run (`PREFIX_PID`): the
+/// client that made it (to drop it at the end), its name, and `url` with its `search_path`.
+pub async fn pg_schema(url: &str, prefix: &str) -> (tokio_postgres::Client, String, String) {
+    let schema = format!("{prefix}_{}", std::process::id());
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let with_schema = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    (c, schema, with_schema)
+}

@@ -201,6 +201,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An audit line with id `id`, as the sink tests append them.
+    fn line(id: i64) -> AuditEntry {
+        AuditEntry {
+            id,
+            at: 1,
+            actor: "ann".into(),
+            tenant: None,
+            action: "psk.retire".into(),
+            subject: "wave-1".into(),
+            detail: String::new(),
+            address: None,
+            request_id: None,
+        }
+    }
+
     /// Would catch: unchanged fields listed, a value shown where values are not wanted, a long
     /// value shown whole, an added or removed field missed.
     #[test]
@@ -233,17 +248,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &link).unwrap();
         let e = match Sink::open(&link) {
             Ok(s) => {
-                let _ = s.append(&AuditEntry {
-                    id: 1,
-                    at: 1,
-                    actor: "ann".into(),
-                    tenant: None,
-                    action: "psk.retire".into(),
-                    subject: "wave-1".into(),
-                    detail: String::new(),
-                    address: None,
-                    request_id: None,
-                });
+                let _ = s.append(&line(1));
                 panic!(
                     "a symbolic link was opened; the file it names now holds: {:?}",
                     std::fs::read_to_string(&victim).unwrap()
@@ -266,17 +271,6 @@ mod tests {
     fn the_sink_follows_a_rotation_and_checks_the_new_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let line = |id| AuditEntry {
-            id,
-            at: 1,
-            actor: "ann".into(),
-            tenant: None,
-            action: "psk.retire".into(),
-            subject: "wave-1".into(),
-            detail: String::new(),
-            address: None,
-            request_id: None,
-        };
         let sink = Sink::open(&path).unwrap();
         sink.append(&line(1)).unwrap();
         let rotated = dir.path().join("audit.jsonl.1");
@@ -309,17 +303,6 @@ mod tests {
     fn review_a_reopen_neither_creates_through_a_link_nor_waits_on_a_fifo() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let line = |id| AuditEntry {
-            id,
-            at: 1,
-            actor: "ann".into(),
-            tenant: None,
-            action: "psk.retire".into(),
-            subject: "wave-1".into(),
-            detail: String::new(),
-            address: None,
-            request_id: None,
-        };
         let sink = std::sync::Arc::new(Sink::open(&path).unwrap());
         sink.append(&line(1)).unwrap();
         std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();

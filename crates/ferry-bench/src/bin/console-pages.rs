@@ -253,16 +253,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
     let mut pg = None;
     let database_url = match std::env::var("FERRY_BENCH_DATABASE_URL") {
         Ok(url) => {
-            let schema = format!("bench_{}", std::process::id());
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(conn);
-            c.batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .expect("schema");
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let with_schema = format!("{url}{sep}options=-csearch_path%3D{schema}");
+            let (c, schema, with_schema) = ferry_bench::pg_schema(&url, "bench").await;
             pg = Some((c, schema));
             Some(with_schema)
         }

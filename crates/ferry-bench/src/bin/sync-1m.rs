@@ -92,20 +92,10 @@ async fn run(dir: &Path, expected: u64) {
     let mut pg = None;
     let store: Arc<dyn ferry_store::Store> = match std::env::var("FERRY_BENCH_DATABASE_URL") {
         Ok(url) => {
-            let schema = format!("bench_sync_{}", std::process::id());
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            let (c, schema, with_schema) = ferry_bench::pg_schema(&url, "bench_sync").await;
+            let store = ferry_store::postgres::PgStore::connect(&with_schema)
                 .await
-                .expect("connect");
-            tokio::spawn(conn);
-            c.batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .expect("schema");
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let store = ferry_store::postgres::PgStore::connect(&format!(
-                "{url}{sep}options=-csearch_path%3D{schema}"
-            ))
-            .await
-            .expect("store");
+                .expect("store");
             pg = Some((c, schema));
             Arc::new(store)
         }
