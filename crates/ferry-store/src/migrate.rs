@@ -128,6 +128,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search_index",
         sql: include_str!("../migrations/sqlite/0024_search_index.sql"),
     },
+    Migration {
+        version: 26,
+        name: "search_terms",
+        sql: include_str!("../migrations/sqlite/0026_search_terms.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -250,5 +255,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 24,
         name: "search_index",
         sql: include_str!("../migrations/postgres/0024_search_index.sql"),
+    },
+    Migration {
+        version: 26,
+        name: "search_terms",
+        sql: include_str!("../migrations/postgres/0026_search_terms.sql"),
     },
 ];

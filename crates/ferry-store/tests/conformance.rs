@@ -2441,9 +2441,10 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
 }
 
 /// Catches (SQLite): searches that never read the index once it is whole (the test empties the
-/// index behind the store's back: a search of three characters or more must then find nothing),
-/// or that read it while it is not whole (the mark set back: the scan must answer again), and a
-/// term of two characters given to the index.
+/// index behind the store's back: a search must then find nothing, of three characters or more
+/// and of one or two through the trigrams that contain them), or that read it while it is not
+/// whole (the mark set back: the scan must answer again), and a term held by more trigrams than a
+/// search asks for given to the index instead of the scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     let (s, g) = sqlite_store();
@@ -2468,7 +2469,18 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     raw.execute_batch("INSERT INTO decisions_search (decisions_search) VALUES ('delete-all')")
         .unwrap();
     assert_eq!(find("smith, ann").await, 0, "the whole index answers");
-    assert_eq!(find("sm").await, 1, "two characters scan");
+    assert_eq!(find("sm").await, 0, "two characters read the index too");
+    assert_eq!(find("山").await, 0, "and one");
+    // A character more trigrams contain than a search asks the index for: the scan answers.
+    let many: Vec<String> = (0..=ferry_store::search_index::SHORT_TERMS)
+        .map(|i| format!("('ë{i:02}')"))
+        .collect();
+    raw.execute_batch(&format!(
+        "INSERT INTO decisions_search_terms (term) VALUES {}",
+        many.join(", ")
+    ))
+    .unwrap();
+    assert_eq!(find("Ë").await, 1, "a common character scans");
     raw.execute_batch("UPDATE decisions_search_state SET indexed_cycle = 0")
         .unwrap();
     assert_eq!(

@@ -505,8 +505,24 @@ async fn run(users: usize, agents: usize, renders: usize) {
             )]],
         ),
         (
-            "translation, search of 2 characters (scan)",
+            "translation, search of 2 characters (n9)",
             vec![vec![s("/translation?limit=50&q=n9")]],
+        ),
+        (
+            "translation, search of 2 characters, rare (=g)",
+            vec![vec![s("/translation?limit=50&q=%3Dg")]],
+        ),
+        (
+            "translation, search of 2 characters, common (an)",
+            vec![vec![s("/translation?limit=50&q=an")]],
+        ),
+        (
+            "translation, search of 1 character, in no entry (王)",
+            vec![vec![s("/translation?limit=50&q=%E7%8E%8B")]],
+        ),
+        (
+            "translation, search of 1 character (ë)",
+            vec![vec![s("/translation?limit=50&q=%C3%AB")]],
         ),
         (
             "translation, middle page (after=)",
@@ -760,7 +776,11 @@ async fn run(users: usize, agents: usize, renders: usize) {
         browser_walk(&api, &upn, renders).await;
     }
     server.stop().await.expect("stop");
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("FERRY_BENCH_KEEP").is_some() {
+        println!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     // The schema of this run, a million rows and more: not left behind in the shared database.
     if let Some((c, schema)) = &pg {
         c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))

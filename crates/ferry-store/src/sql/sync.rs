@@ -404,23 +404,22 @@ impl<B: Backend> SqlStore<B> {
         count: bool,
         decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
     ) -> Result<Vec<T>> {
-        let long = q
-            .search
-            .as_deref()
-            .is_some_and(|t| t.chars().count() >= query::INDEXED_TERM_CHARS);
-        if !(B::DEFERRED_SEARCH && long) {
+        let term = q.search.as_deref().unwrap_or_default();
+        let long = term.chars().count() >= query::INDEXED_TERM_CHARS;
+        let short = crate::search_index::short(term);
+        if !(B::DEFERRED_SEARCH && (long || short.is_some())) {
             let (sql, vals) = query::decisions::<B>(q, count);
             return self.rows(&sql, &vals, decode).await;
         }
         let mut c = self.b.snapshot().await?;
-        let term = q.search.as_deref().unwrap_or_default();
-        let by = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
-            true => match rarest_trigrams(c.as_mut(), term).await? {
-                Some(m) => query::SearchBy::Deferred(m),
-                None => query::SearchBy::Scan,
+        let asked = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
+            false => None,
+            true => match &short {
+                Some(short) => trigrams_containing(c.as_mut(), short).await?,
+                None => rarest_trigrams(c.as_mut(), term).await?,
             },
-            false => query::SearchBy::Scan,
         };
+        let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
         let (sql, vals) = query::decisions_by::<B>(q, count, by);
         let rows = c.query(&sql, &vals, decode).await?;
         c.commit().await?;
@@ -537,6 +536,35 @@ async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<S
         }
     }
     Ok(crate::search_index::rarest(counted))
+}
+
+/// The FTS5 query of the trigrams in SQLite's search index that contain a short folded term
+/// (`search_index::short`), read on `c` (inside the caller's snapshot); `None` when the term is
+/// too common for the index to help (`search_index::any_of`).
+async fn trigrams_containing(c: &mut (dyn Conn + '_), short: &str) -> Result<Option<String>> {
+    use crate::search_index::{CONTAINING, PROBE, SHORT_CAP, SHORT_TERMS, any_of, quote};
+    let terms: Vec<String> = c
+        .query(CONTAINING, params![short, SHORT_TERMS as i64 + 1], |r| {
+            r.get(0)
+        })
+        .await?;
+    if terms.len() > SHORT_TERMS {
+        return Ok(None);
+    }
+    let (mut counted, mut held) = (Vec::new(), 0);
+    for t in terms {
+        // Counted up to what is left under the cap: exact while the sum stays under it.
+        let q = quote(&t);
+        let n: i64 = c
+            .query_one(PROBE, params![&q, SHORT_CAP - held], |r| r.get(0))
+            .await?;
+        held += n;
+        counted.push((q, n));
+        if held >= SHORT_CAP {
+            break;
+        }
+    }
+    Ok(any_of(&counted))
 }
 
 /// Whether SQLite's deferred search index is whole for `profile` (every profile when `None`),
