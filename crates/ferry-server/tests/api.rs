@@ -608,9 +608,11 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
                     ..Default::default()
                 };
                 let plans = ferry_server::api::translation::plans(st, &q).await.unwrap();
-                let (total, paged) = ferry_server::api::translation::page(st, &q, &plans)
-                    .await
-                    .unwrap();
+                let (total, exact, paged) =
+                    ferry_server::api::translation::page(st, &q, &plans, None)
+                        .await
+                        .unwrap();
+                assert!(exact);
                 assert_eq!(total, st.store.count_decisions(&q).await.unwrap());
                 let stored = st.store.decisions(&q).await.unwrap();
                 assert_eq!(
@@ -623,9 +625,59 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
         }
     }
     assert!(pages > 20, "{pages}");
-    // With a search term the store counts.
+    // With a search term the store counts: every match, or up to `total_upto` and says so
+    // (would catch a capped total shown as exact, one off at the cap, or a cap applied unasked).
     let t = h.get("/translation?q=contoso.test&limit=1").await;
-    assert!(t["total"].as_i64().unwrap() > 0);
+    let n = t["total"].as_i64().unwrap();
+    assert!(n > 2 && t["total_exact"] == true, "{t}");
+    for (upto, total, exact) in [
+        (1, 1, false),
+        (n - 1, n - 1, false),
+        (n, n, true),
+        (n + 1, n, true),
+    ] {
+        let t = h
+            .get(&format!(
+                "/translation?q=contoso.test&limit=1&total_upto={upto}"
+            ))
+            .await;
+        assert_eq!(
+            (t["total"].as_i64(), t["total_exact"].as_bool()),
+            (Some(total), Some(exact)),
+            "{upto}: {t}"
+        );
+        assert_eq!(
+            t["entries"].as_array().map(Vec::len),
+            Some(1),
+            "the page is not capped"
+        );
+    }
+    let w = h
+        .get("/profiles/users/whatif?q=contoso.test&limit=1&total_upto=1")
+        .await;
+    assert_eq!(
+        (
+            w["decisions_total"].as_i64(),
+            w["decisions_total_exact"].as_bool()
+        ),
+        (Some(1), Some(false)),
+        "{w}"
+    );
+    let w = h.get("/profiles/users/whatif?q=contoso.test&limit=1").await;
+    assert!(
+        w["decisions_total"].as_i64().unwrap() > 1 && w["decisions_total_exact"] == true,
+        "{w}"
+    );
+    for bad in ["0", "-3", "x"] {
+        let (status, v) = h
+            .call(
+                reqwest::Method::GET,
+                &format!("/translation?q=a&total_upto={bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
 }
 
 /// Would catch: `/healthz` answering `ok` while the database cannot be read (a load balancer

@@ -897,6 +897,9 @@ pub trait SyncStore: Send + Sync + 'static {
     -> Result<FxHashMap<DecisionKey, (u64, Status)>>;
     async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>>;
     async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64>;
+    /// [`count_decisions`](Self::count_decisions) that stops at `cap` (returns `cap` when there
+    /// are that many or more): a search's total without reading every match of a common term.
+    async fn count_decisions_upto(&self, q: &DecisionQuery, cap: i64) -> Result<i64>;
     /// One chunk of SQLite's search index filled outside the cycle (migration 0024; one short
     /// write transaction): whether more work may remain. Always `false` on PostgreSQL, whose
     /// index the database keeps in step. Run by the server's indexer task after cycles.

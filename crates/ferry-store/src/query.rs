@@ -197,6 +197,23 @@ fn page(sql: &mut String, vals: &mut Vec<Val<'static>>, limit: i64, offset: i64)
     }
 }
 
+/// A count query of [`select_all`] (`SELECT count(*) FROM t WHERE …`) that stops at `cap` rows:
+/// the rows are only looked for until there are that many.
+pub fn count_upto(
+    sql: String,
+    mut vals: Vec<Val<'static>>,
+    cap: i64,
+) -> (String, Vec<Val<'static>>) {
+    let rest = sql
+        .strip_prefix("SELECT count(*) FROM ")
+        .expect("a count query of select_all");
+    vals.push(Val::Int(cap));
+    (
+        format!("SELECT count(*) FROM (SELECT 1 FROM {rest} LIMIT ?) capped"),
+        vals,
+    )
+}
+
 /// `SELECT cols FROM table WHERE 1=1` (`count(*)` for `cols` when `count`), for conditions to
 /// follow.
 fn select_all(cols: &str, table: &str, count: bool) -> String {

@@ -2345,7 +2345,8 @@ fn scan_model<'a>(all: &'a [DecisionRow], term: &str) -> Vec<&'a str> {
 /// Catches, for random values and terms (characters chosen to trip folding, `LIKE`, FTS5
 /// syntax and trigram boundaries): a search through SQLite's index finding other decisions than
 /// the scan right after the same cycle, or than the scan's rule; PostgreSQL's pg_trgm search
-/// disagreeing with that rule; a count disagreeing with the rows.
+/// disagreeing with that rule; a count disagreeing with the rows, or a count up to a cap that
+/// passes it or stops short of it.
 async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
     use proptest::prelude::*;
     use proptest::test_runner::{Config as PtConfig, TestRunner};
@@ -2415,7 +2416,8 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
                         .into_iter()
                         .map(|d| d.source_id)
                         .collect();
-                    (rows, s.count_decisions(&q).await.unwrap())
+                    let upto = s.count_decisions_upto(&q, 2).await.unwrap();
+                    (rows, s.count_decisions(&q).await.unwrap(), upto)
                 };
                 let mut scanned = Vec::new();
                 for t in &terms {
@@ -2430,6 +2432,18 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
                     prop_assert_eq!(&after.0, &want, "index search of {:?}", t);
                     prop_assert_eq!(after.1, want.len() as i64, "count of {:?}", t);
                     prop_assert_eq!(before.1, want.len() as i64, "scan count of {:?}", t);
+                    prop_assert_eq!(
+                        after.2,
+                        want.len().min(2) as i64,
+                        "count up to 2 of {:?}",
+                        t
+                    );
+                    prop_assert_eq!(
+                        before.2,
+                        want.len().min(2) as i64,
+                        "scan count up to 2 of {:?}",
+                        t
+                    );
                 }
                 Ok(())
             })

@@ -109,6 +109,9 @@ pub struct WhatIfParams {
     pub writes_offset: i64,
     /// Writes per page (default 100, at most 10000).
     pub writes_limit: Option<i64>,
+    /// With `q`: count the matching decisions only up to this many (as `GET /translation`'s
+    /// `total_upto`; `decisions_total_exact` false when more match).
+    pub total_upto: Option<i64>,
 }
 
 fn parse_status(s: &Option<String>) -> ApiResult<Option<Status>> {
@@ -190,8 +193,9 @@ pub async fn whatif(
         sort,
         direction,
     };
-    let (decisions_total, mut decisions) =
-        super::translation::page(&st, &dq, std::slice::from_ref(&plan)).await?;
+    let upto = super::translation::total_upto(q.total_upto)?;
+    let (decisions_total, decisions_total_exact, mut decisions) =
+        super::translation::page(&st, &dq, std::slice::from_ref(&plan), upto).await?;
     for d in &mut decisions {
         d.rule_name = d.rule.and_then(|r| plan.rules.get(r as usize).cloned());
     }
@@ -206,6 +210,7 @@ pub async fn whatif(
         needs_approval: writes_total > 0 && !approved,
         approved,
         decisions_total,
+        decisions_total_exact,
         decisions,
         decisions_next,
         writes: st

@@ -983,7 +983,17 @@ async function translation() {
   if (profile) f.set("profile", profile);
   const sort = sortOf(p, "kind", "asc", (extra) => route(extra));
   sort.params(f);
-  const [v, profiles] = await Promise.all([api(`/translation?${f}${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
+  // A search's matches are counted up to 1,000 with the page (a common term's page comes in
+  // milliseconds); beyond that the exact total follows on its own request.
+  const [v, profiles] = await Promise.all([api(`/translation?${f}&total_upto=1000${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
+  if (!v.total_exact) {
+    const shown = location.hash;
+    f.set("limit", "1");
+    api(`/translation?${f}`).then((all) => {
+      const el = document.getElementById("translation-total");
+      if (el && location.hash === shown) el.textContent = totalText(all.total, "entries", v.entries.length);
+    }).catch(() => {});
+  }
   const box = h("input", { id: "search", value: q, placeholder: "name, UPN, mail or SID", "aria-label": "search" });
   const kinds = h("select", { id: "translation-kind", "aria-label": "kind" }, ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
   const prof = h("select", { id: "translation-profile", "aria-label": "profile" }, h("option", { value: "" }, "every profile"),
@@ -1012,7 +1022,7 @@ async function translation() {
       h("button", { class: "secondary", onclick: exp("sidmap", "sidmap.json") }, "SID map"), " ",
       h("button", { class: "secondary", onclick: exp("usermapping", "usermapping.csv") }, "usermapping.csv"), " ", msg),
     listTable("translation", {
-      total: v.total, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
+      total: v.total, exact: v.total_exact, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
       cols: [["Profile", (e) => e.profile], ["Kind", (e) => e.kind, "kind"],
         ["Source", (e) => [h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_name), e.source_upn && e.source_upn !== e.source_name ? h("div", { class: "muted" }, e.source_upn) : ""], "source_name"],
         ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""]],
@@ -1026,7 +1036,7 @@ async function translation() {
 // A column `[title, get, key]` with a `key` sorts the list on the server: its header is a button
 // to the route `sort.href(key, order)` (ascending first, then the other way), and the sorted
 // column's header says how (`aria-sort`). `sort` is `{ by, order, href }` (see `sortOf`).
-function listTable(id, { total, noun, rows, cols, first, next, sort, empty = "Nothing found." }) {
+function listTable(id, { total, exact = true, noun, rows, cols, first, next, sort, empty = "Nothing found." }) {
   const th = ([title, , key]) => {
     if (!sort || !key) return h("th", {}, title);
     const on = sort.by === key;
@@ -1036,13 +1046,18 @@ function listTable(id, { total, noun, rows, cols, first, next, sort, empty = "No
         onclick: () => { location.hash = sort.href(key, order); } }, title, on ? (sort.order === "asc" ? " ▲" : " ▼") : ""));
   };
   return h("div", { class: "list", id: id + "-list" },
-    h("p", { class: "muted", id: id + "-total" }, `${total} ${noun}` + (rows.length < total ? `, ${rows.length} on this page` : "")),
+    h("p", { class: "muted", id: id + "-total" }, exact ? totalText(total, noun, rows.length) : `More than ${total} ${noun} (counting…), ${rows.length} on this page`),
     !rows || rows.length === 0 ? h("p", { class: "muted" }, empty) : h("table", {},
       h("thead", {}, h("tr", {}, cols.map(th))),
       h("tbody", {}, rows.map((r) => h("tr", {}, cols.map(([, get]) => h("td", {}, dated(get(r)))))))),
     first || next ? h("p", { class: "inline pager" },
       first ? h("a", { href: first, id: id + "-first" }, "First page") : "", " ",
       next ? h("a", { href: next, id: id + "-next" }, "Next page") : "") : "");
+}
+
+// A list's total and how many of it a page shows.
+function totalText(total, noun, shown) {
+  return `${total} ${noun}` + (shown < total ? `, ${shown} on this page` : "");
 }
 
 // A list's sort as the page's route keeps it (`sort`, `order`), `by` and `order` when it has

@@ -245,12 +245,21 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     }
 
     async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>> {
-        self.decision_query(q, false, decision_row).await
+        self.decision_query(q, Select::Rows, decision_row).await
     }
 
     async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64> {
         Ok(self
-            .decision_query(q, true, |r| r.get(0))
+            .decision_query(q, Select::Count(None), |r| r.get(0))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0))
+    }
+
+    async fn count_decisions_upto(&self, q: &DecisionQuery, cap: i64) -> Result<i64> {
+        Ok(self
+            .decision_query(q, Select::Count(Some(cap.max(0))), |r| r.get(0))
             .await?
             .into_iter()
             .next()
@@ -392,6 +401,13 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     }
 }
 
+/// What a decision query reads: its rows, or how many there are (up to a cap when given).
+#[derive(Clone, Copy)]
+enum Select {
+    Rows,
+    Count(Option<i64>),
+}
+
 impl<B: Backend> SqlStore<B> {
     /// Rows of a decision query (`count`: its count). On a backend with a deferred search index
     /// (SQLite, migration 0024) a term long enough for it is looked for through the index when
@@ -401,14 +417,19 @@ impl<B: Backend> SqlStore<B> {
     async fn decision_query<T: Send>(
         &self,
         q: &DecisionQuery,
-        count: bool,
+        select: Select,
         decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
     ) -> Result<Vec<T>> {
+        let count = !matches!(select, Select::Rows);
+        let cap = |(sql, vals): (String, Vec<Val<'static>>)| match select {
+            Select::Count(Some(cap)) => query::count_upto(sql, vals, cap),
+            _ => (sql, vals),
+        };
         let term = q.search.as_deref().unwrap_or_default();
         let long = term.chars().count() >= query::INDEXED_TERM_CHARS;
         let short = crate::search_index::short(term);
         if !(B::DEFERRED_SEARCH && (long || short.is_some())) {
-            let (sql, vals) = query::decisions::<B>(q, count);
+            let (sql, vals) = cap(query::decisions::<B>(q, count));
             return self.rows(&sql, &vals, decode).await;
         }
         let mut c = self.b.snapshot().await?;
@@ -420,7 +441,7 @@ impl<B: Backend> SqlStore<B> {
             },
         };
         let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
-        let (sql, vals) = query::decisions_by::<B>(q, count, by);
+        let (sql, vals) = cap(query::decisions_by::<B>(q, count, by));
         let rows = c.query(&sql, &vals, decode).await?;
         c.commit().await?;
         Ok(rows)
