@@ -793,7 +793,7 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
         let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
         h.run().await;
         let backend = if url.is_some() { "postgres" } else { "sqlite" };
-        for sort in ["kind", "source_name"] {
+        for sort in ["kind", "profile", "source_name"] {
             for order in ["asc", "desc"] {
                 let all = h
                     .get(&format!(
@@ -805,7 +805,7 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
                 // The order the API claims: the column by code point, then kind and source id.
                 let key = |e: &Value| {
                     let v = match sort {
-                        "kind" => String::new(),
+                        "kind" | "profile" => e["profile"].as_str().unwrap().to_string(),
                         c => e[c].as_str().unwrap().to_string(),
                     };
                     (
@@ -874,12 +874,16 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
             .await;
         assert_eq!(st, 400, "{v}");
         for (path, param, allowed) in [
-            ("/translation?sort=rule", "sort", "one of kind, source_name"),
+            (
+                "/translation?sort=rule",
+                "sort",
+                "one of kind, profile, source_name",
+            ),
             ("/translation?order=up", "order", "asc or desc"),
             (
                 "/translation/export?format=csv&sort=rule",
                 "sort",
-                "kind, source_name",
+                "kind, profile, source_name",
             ),
             (
                 "/profiles/users/whatif?sort=bogus",

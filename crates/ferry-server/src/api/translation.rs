@@ -32,8 +32,8 @@ pub struct ListParams {
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
     /// The column sorted on within each profile (profiles in name order): `kind` (the default:
-    /// kind, then source id) or `source_name` (code point order, case-sensitive; ties in kind and
-    /// source id order).
+    /// kind, then source id), `profile` (the same order) or `source_name` (code point order,
+    /// case-sensitive; ties in kind and source id order).
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`: the whole order reversed, profiles too.
     pub order: Option<String>,
@@ -56,9 +56,12 @@ pub fn total_upto(v: Option<i64>) -> ApiResult<Option<i64>> {
     .transpose()
 }
 
-/// The columns the translation table sorts on.
+/// The columns the translation table sorts on. Every sort is within each profile, profiles in
+/// name order: `profile` is that order itself, each profile's entries by kind and source id (the
+/// same rows in the same order as `kind`).
 pub const TRANSLATION_SORTS: &[(&str, DecisionSort)] = &[
     ("kind", DecisionSort::Kind),
+    ("profile", DecisionSort::Kind),
     ("source_name", DecisionSort::SourceName),
 ];
 

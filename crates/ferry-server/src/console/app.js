@@ -1023,7 +1023,7 @@ async function translation() {
       h("button", { class: "secondary", onclick: exp("usermapping", "usermapping.csv") }, "usermapping.csv"), " ", msg),
     listTable("translation", {
       total: v.total, exact: v.total_exact, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
-      cols: [["Profile", (e) => e.profile], ["Kind", (e) => e.kind, "kind"],
+      cols: [["Profile", (e) => e.profile, "profile"], ["Kind", (e) => e.kind, "kind"],
         ["Source", (e) => [h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_name), e.source_upn && e.source_upn !== e.source_name ? h("div", { class: "muted" }, e.source_upn) : ""], "source_name"],
         ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""]],
         ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
