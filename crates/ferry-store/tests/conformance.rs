@@ -2166,6 +2166,7 @@ fn search_sample() -> (Vec<DirObject>, Vec<DirObject>) {
         user("s-formula", "=HYPERLINK(\"x\")", None, None),
         user("s-pct", "100% _done_", None, None),
         user("s-cjk", "山田 太郎", Some("yamada@contoso.test"), None),
+        user("s-it", "IT", None, None),
     ];
     for i in 0..12 {
         src.push(user(
@@ -2522,6 +2523,11 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
             .collect::<Vec<_>>(),
         ["s-smith", "t-smith"]
     );
+    // A value of two characters: through the trigrams that contain it, as the scan finds it.
+    let (it, every) = s.report_objects("it", 20).await.unwrap();
+    assert!(!every, "answered through the decisions");
+    assert_eq!(it, s.find_objects("it", 20).await.unwrap());
+    assert_eq!(it.len(), 1);
     let (matched, _) = s.report_objects("Same Name", 20).await.unwrap();
     assert_eq!(matched.len(), 12, "every decision's object, by name");
     assert_eq!(matched, s.find_objects("same name", 20).await.unwrap());

@@ -435,10 +435,7 @@ impl<B: Backend> SqlStore<B> {
         let mut c = self.b.snapshot().await?;
         let asked = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
             false => None,
-            true => match &short {
-                Some(short) => trigrams_containing(c.as_mut(), short).await?,
-                None => rarest_trigrams(c.as_mut(), term).await?,
-            },
+            true => index_query(c.as_mut(), term).await?,
         };
         let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
         let (sql, vals) = cap(query::decisions_by::<B>(q, count, by));
@@ -456,17 +453,21 @@ impl<B: Backend> SqlStore<B> {
         q: &str,
         limit: i64,
     ) -> Result<Option<Vec<StoredObject>>> {
-        if !B::DEFERRED_SEARCH || q.contains('\n') || q.chars().count() < query::INDEXED_TERM_CHARS
-        {
+        if !B::DEFERRED_SEARCH || q.is_empty() || q.contains('\n') {
             return Ok(None);
         }
         let mut c = self.b.snapshot().await?;
         if !search_index_whole(c.as_mut(), None).await? {
             return Ok(None);
         }
-        let Some(m) = rarest_trigrams(c.as_mut(), q).await? else {
+        let Some(m) = index_query(c.as_mut(), q).await? else {
             return Ok(None);
         };
+        if m.is_empty() {
+            // No trigram of the index holds it: no decision's value is it; the scan looks at
+            // every object.
+            return Ok(None);
+        }
         let folded = q.to_lowercase();
         let sides = |side: &str| {
             ["name", "upn", "mail", "sid"]
@@ -535,6 +536,17 @@ impl<B: Backend> SqlStore<B> {
         });
         out.truncate(limit.max(0) as usize);
         Ok(Some(out))
+    }
+}
+
+/// The FTS5 query SQLite's search index is asked for a term (read on `c`, inside the caller's
+/// snapshot): of one or two characters the trigrams that contain it ([`trigrams_containing`]),
+/// longer its rarest ([`rarest_trigrams`]). `None`: the index cannot help, scan; `Some("")`: no
+/// value holds the term.
+async fn index_query(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<String>> {
+    match crate::search_index::short(term) {
+        Some(short) => trigrams_containing(c, &short).await,
+        None => rarest_trigrams(c, term).await,
     }
 }
 
