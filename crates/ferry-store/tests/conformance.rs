@@ -2459,7 +2459,7 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
 /// index behind the store's back: a search must then find nothing, of three characters or more
 /// and of one or two through the trigrams that contain them), or that read it while it is not
 /// whole (the mark set back: the scan must answer again), and a term held by more trigrams than a
-/// search asks for given to the index instead of the scan.
+/// search asks for, or by a trigram with a NUL, given to the index instead of the scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     let (s, g) = sqlite_store();
@@ -2496,6 +2496,17 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     ))
     .unwrap();
     assert_eq!(find("Ë").await, 1, "a common character scans");
+    // A trigram holding a NUL (SQLite stores one in a value): no FTS5 query can carry it.
+    raw.execute(
+        "INSERT INTO decisions_search_terms (term) VALUES (?)",
+        ["山\0x"],
+    )
+    .unwrap();
+    assert_eq!(
+        find("山").await,
+        1,
+        "a NUL among the trigrams: the scan answers"
+    );
     raw.execute_batch("UPDATE decisions_search_state SET indexed_cycle = 0")
         .unwrap();
     assert_eq!(

@@ -581,7 +581,9 @@ async fn trigrams_containing(c: &mut (dyn Conn + '_), short: &str) -> Result<Opt
             r.get(0)
         })
         .await?;
-    if terms.len() > SHORT_TERMS {
+    if terms.len() > SHORT_TERMS || terms.iter().any(|t| t.contains('\0')) {
+        // Too common; or a trigram with a NUL (from a value holding one), which an FTS5 query
+        // cannot carry: the scan answers.
         return Ok(None);
     }
     let (mut counted, mut held) = (Vec::new(), 0);
