@@ -910,6 +910,15 @@ pub trait SyncStore: Send + Sync + 'static {
     /// The profiles that have a plan (configured or not any more), by name.
     async fn plan_profiles(&self) -> Result<Vec<String>>;
     async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>>;
+    /// Up to `limit` writes of a profile's plan after the one numbered `after` (none: from the
+    /// first), in plan order, each with its number: keyset pages over the plan's primary key
+    /// (the What-If export reads every write so, never by `OFFSET`).
+    async fn plan_writes_after(
+        &self,
+        profile: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Write)>>;
     async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()>;
     async fn approval(&self, profile: &str) -> Result<Option<Approval>>;
     async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>>;

@@ -1524,6 +1524,26 @@ async fn sync_commit_round_trip(s: &dyn Store) {
         s.plan_writes("users", 1, 2).await.unwrap(),
         writes[1..3].to_vec()
     );
+    // Keyset pages of the writes (the What-If export's): every write once, in plan order, the
+    // first (numbered 0) included.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.plan_writes_after("users", after, 3).await.unwrap();
+        walked.extend(page.iter().map(|(_, w)| w.clone()));
+        match page.last() {
+            Some((seq, _)) if page.len() == 3 => after = Some(*seq),
+            _ => break,
+        }
+    }
+    assert!(writes.len() > 3, "{}", writes.len());
+    assert_eq!(walked, writes);
+    assert!(
+        s.plan_writes_after("devices", None, 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         s.cycle(c1).await.unwrap().unwrap().counts.unwrap(),
         plan.counts

@@ -783,6 +783,13 @@ async function whatif() {
     catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
   const c = v.plan.counts;
+  const expMsg = h("span", { id: "whatif-export-message" });
+  // Every decision the status filter finds, in the order shown, each with the write it authorises.
+  const exp = async () => {
+    const n = sort.params(new URLSearchParams());
+    if (status) n.set("status", status);
+    try { await download(`/profiles/${enc(name)}/whatif/export?${n}`, `whatif-${name}.csv`); } catch (e) { expMsg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
   const overrides = await api(`/profiles/${enc(name)}/overrides`);
   const ov = overrideTools(profiles.find((x) => x.name === name), overrides);
   const candidates = (d) => candidateList(d, v.candidates, ov);
@@ -800,7 +807,8 @@ async function whatif() {
       }),
       ov.list];
   page("What-If",
-    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, labelled("Profile", profileSel), labelled("Show", statusSel)),
+    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, labelled("Profile", profileSel), labelled("Show", statusSel),
+      status === "writes" ? "" : h("button", { type: "button", class: "secondary", id: "whatif-export", onclick: exp }, "Export CSV"), expMsg),
     h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${c.excluded || 0} excluded, ${c.errors || 0} override errors, ${v.writes_total} writes. `,
       v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.")
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, approveLabel(v)) : h("span", { class: "muted" }, "Awaits an admin's approval."))
@@ -1467,6 +1475,14 @@ async function dashboard() {
   const wave = h("div", { id: "dash-wave" });
   const list = h("div", { id: "dash-agents" });
   const stamp = h("span", { class: "muted", id: "dash-updated" });
+  const expMsg = h("span", { id: "dash-export-message" });
+  // Every computer of the batch the state filter finds, in the order shown: its agents as sorted,
+  // then those with no agent yet.
+  const exp = async () => {
+    const n = sort.params(new URLSearchParams());
+    if (stateFilter) n.set("state", stateFilter);
+    try { await download(`/batches/${enc(name)}/computers/export?${n}`, `computers-${name}.csv`); } catch (e) { expMsg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
   const draw = async () => {
     const q = sort.params(new URLSearchParams({ limit: "200" }));
     if (stateFilter && stateFilter !== "no agent yet") q.set("state", stateFilter);
@@ -1513,7 +1529,8 @@ async function dashboard() {
     more > 0 && pending.length ? h("p", { class: "muted" }, `and ${more} more computers with no agent yet`) : "");
     stamp.textContent = `updated ${when(Date.now())}`;
   };
-  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "dash-batch" }, "Batch"), sel, stamp), times, wave, summary, chart, list);
+  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "dash-batch" }, "Batch"), sel, stamp), times, wave, summary, chart,
+    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("button", { type: "button", class: "secondary", id: "dash-export", onclick: exp }, "Export CSV"), expMsg), list);
   await draw();
   const timer = setInterval(async () => {
     if (state.render !== at) return clearInterval(timer);

@@ -336,6 +336,21 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         .await
     }
 
+    async fn plan_writes_after(
+        &self,
+        profile: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Write)>> {
+        // Writes are numbered from 0.
+        self.rows(
+            "SELECT seq, body FROM plan_writes WHERE profile = ? AND seq > ? ORDER BY seq LIMIT ?",
+            params![profile, after.unwrap_or(-1), limit.max(1)],
+            |r| Ok((r.get(0)?, codec::json(r.str(1)?)?)),
+        )
+        .await
+    }
+
     async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()> {
         self.exec(
             "INSERT INTO approvals (profile, plan_hash, approved_by, approved_at) VALUES (?, ?, ?, ?) \
