@@ -1772,6 +1772,33 @@ async fn lists_show_totals_pages_filters_and_exports(
         csv.contains(",\"'=") && !csv.contains(",=") && !csv.contains(",\"="),
         "names that read as formulas are neutralised: {csv}"
     );
+    // Filtered by kind, then searched, from the page's own controls: the totals are the API's,
+    // and the export is of what is filtered (would catch a filter the route or the export drops).
+    let (users, _) = get("/profiles/users/whatif?status=matched&kind=user&limit=1".into()).await;
+    let users = users["decisions_total"].as_i64().unwrap();
+    b.script(
+        "const k = document.getElementById('whatif-kind'); k.value = 'user'; k.dispatchEvent(new Event('change'));",
+    )
+    .await;
+    b.wait_text("#whatif-decisions-total", &format!("{users} decisions"))
+        .await;
+    let (found, _) =
+        get("/profiles/users/whatif?status=matched&kind=user&q=smith&limit=1".into()).await;
+    let found = found["decisions_total"].as_i64().unwrap();
+    assert!(found > 0 && found < users, "{found} of {users}");
+    b.script("document.getElementById('whatif-search').value = 'SMITH';")
+        .await;
+    b.click("#whatif-search-go").await;
+    b.wait_text("#whatif-decisions-total", &format!("{found} decisions"))
+        .await;
+    let csv = download_of(b, "#whatif-export").await;
+    assert_eq!(csv.lines().count() as i64, found + 1, "{csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.starts_with("user,matched,") && l.to_lowercase().contains("smith")),
+        "{csv}"
+    );
 
     // The readiness note counts them all.
     let (_, errors) = get("/logs?level=error&limit=1".into()).await;

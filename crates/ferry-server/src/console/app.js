@@ -754,15 +754,28 @@ async function whatif() {
   const name = p.get("profile") || profiles[0].name;
   const status = p.get("status") || "";
   const after = p.get("after") || "";
+  const [kind, term] = [p.get("kind") || "", p.get("q") || ""];
   const q = new URLSearchParams({ limit: "100", writes_limit: status === "writes" ? "200" : "0" });
-  if (status && status !== "writes") q.set("status", status);
-  // Keyset pages (`after`: the server's cursor), sorted by kind or status; by name within one
-  // status (the server indexes names per status).
-  const whatifRoute = (extra = {}) => {
-    const n = new URLSearchParams({ profile: name, status });
-    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+  // The decisions' filters (status, kind, a search term), for the list and its export.
+  const filters = (n) => {
+    if (status && status !== "writes") n.set("status", status);
+    if (kind) n.set("kind", kind);
+    if (term) n.set("q", term);
+    return n;
+  };
+  if (status !== "writes") filters(q);
+  // A search's matches counted up to 1,000 with the page, the exact total after it.
+  if (term && status !== "writes") q.set("total_upto", "1000");
+  // The page's route for other filters (`to`: profile, status, kind, q) or other parameters.
+  const filtered = (to = {}, extra = {}) => {
+    const f = { profile: name, status, kind, q: term, ...to };
+    const n = new URLSearchParams();
+    for (const [k, x] of Object.entries({ ...f, ...extra })) if (x || k === "status") n.set(k, x);
     return `#/whatif?${n}`;
   };
+  // Keyset pages (`after`: the server's cursor), sorted by kind or status; by name within one
+  // status (the server indexes names per status).
+  const whatifRoute = (extra = {}) => filtered({}, extra);
   const sort = sortOf(p, "kind", "asc", whatifRoute);
   if (!status && !["kind", "status"].includes(sort.by)) sort.by = "kind";
   if (status !== "writes") sort.params(q);
@@ -771,9 +784,22 @@ async function whatif() {
   try { v = await api(`/profiles/${enc(name)}/whatif?${q}`); } catch (e) {
     return page("What-If", h("p", { class: "muted" }, `${name}: ${e.message}`));
   }
-  const go = (pr, st) => { location.hash = `#/whatif?profile=${enc(pr)}&status=${st}`; };
+  if (v.decisions_total_exact === false) {
+    const shown = location.hash;
+    q.set("limit", "1");
+    q.delete("total_upto");
+    api(`/profiles/${enc(name)}/whatif?${q}`).then((all) => {
+      const el = document.getElementById("whatif-decisions-total");
+      if (el && location.hash === shown) el.textContent = totalText(all.decisions_total, "decisions", v.decisions.length);
+    }).catch(() => {});
+  }
+  const go = (pr, st) => { location.hash = filtered({ profile: pr, status: st }); };
   const profileSel = h("select", { id: "whatif-profile", onchange: (e) => go(e.target.value, status) },
     profiles.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
+  const kindSel = h("select", { id: "whatif-kind", onchange: (e) => { location.hash = filtered({ kind: e.target.value }); } },
+    ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
+  const box = h("input", { id: "whatif-search", value: term, placeholder: "name, UPN, mail or SID" });
+  const search = (e) => { e.preventDefault(); location.hash = filtered({ q: box.value }); };
   const statusSel = h("select", { id: "whatif-status", onchange: (e) => go(name, e.target.value) },
     [["", "all decisions"], ["matched", "matched"], ["unmatched", "unmatched"], ["ambiguous", "ambiguous"], ["conflict", "conflict"], ["refused", "refused (privileged)"], ["excluded", "excluded"], ["error", "override errors"], ["writes", "writes"]]
       .map(([x, t]) => h("option", { value: x, selected: x === status }, t)));
@@ -786,20 +812,19 @@ async function whatif() {
   const expMsg = h("span", { id: "whatif-export-message" });
   // Every decision the status filter finds, in the order shown, each with the write it authorises.
   const exp = async () => {
-    const n = sort.params(new URLSearchParams());
-    if (status) n.set("status", status);
+    const n = filters(sort.params(new URLSearchParams()));
     try { await download(`/profiles/${enc(name)}/whatif/export?${n}`, `whatif-${name}.csv`); } catch (e) { expMsg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
   const overrides = await api(`/profiles/${enc(name)}/overrides`);
   const ov = overrideTools(profiles.find((x) => x.name === name), overrides);
   const candidates = (d) => candidateList(d, v.candidates, ov);
-  const review = status || after ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
+  const review = status || kind || term || after ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
   const named = status ? "source_name" : null;
   const body = status === "writes"
     ? [h("p", { class: "muted" }, `${v.writes_total} writes`), writesTable(v.writes)]
     : [...review, status ? ov.panel : "",
       listTable("whatif-decisions", {
-        total: v.decisions_total, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
+        total: v.decisions_total, exact: v.decisions_total_exact, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
         first: after ? sort.keep() : null, next: v.decisions_next ? sort.keep({ after: v.decisions_next }) : null,
         cols: [["Kind", (d) => d.kind, "kind"], ["Status", (d) => d.status, status ? null : "status"], ["Source", (d) => (sort.by === "source_name" ? d.source_name : d.source_upn || d.source_name), named],
           ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule]))], ["Candidates", candidates],
@@ -807,8 +832,9 @@ async function whatif() {
       }),
       ov.list];
   page("What-If",
-    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, labelled("Profile", profileSel), labelled("Show", statusSel),
-      status === "writes" ? "" : h("button", { type: "button", class: "secondary", id: "whatif-export", onclick: exp }, "Export CSV"), expMsg),
+    h("form", { class: "inline", onsubmit: search }, labelled("Profile", profileSel), labelled("Show", statusSel),
+      status === "writes" ? "" : [labelled("Kind", kindSel), labelled("Search", box), h("button", { type: "submit", id: "whatif-search-go" }, "Search"),
+        h("button", { type: "button", class: "secondary", id: "whatif-export", onclick: exp }, "Export CSV")], expMsg),
     h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${c.excluded || 0} excluded, ${c.errors || 0} override errors, ${v.writes_total} writes. `,
       v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.")
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, approveLabel(v)) : h("span", { class: "muted" }, "Awaits an admin's approval."))
