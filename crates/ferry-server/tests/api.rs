@@ -955,32 +955,9 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// An export's answer read: its status, `X-Total-Count` and its rows (header first) as a
-/// spreadsheet's CSV reader reads them.
+/// An export's answer read: its status, `X-Total-Count` and its rows (header first).
 async fn csv_export(h: &support::Harness, token: &str, path: &str) -> (u16, i64, Vec<Vec<String>>) {
-    let r = h
-        .http
-        .get(format!("{}/api/v1{path}", h.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let total = r
-        .headers()
-        .get("x-total-count")
-        .map_or(-1, |v| v.to_str().unwrap().parse().unwrap());
-    let body = r.text().await.unwrap();
-    if status != 200 {
-        return (status, total, vec![vec![body]]);
-    }
-    let rows = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(body.as_bytes())
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect();
-    (status, total, rows)
+    support::csv_export(&h.http, &h.url, token, path, true).await
 }
 
 /// Catches (on SQLite and on PostgreSQL): a What-If export that stops after its first keyset

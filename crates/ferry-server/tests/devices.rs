@@ -2806,29 +2806,9 @@ async fn the_failed_communications_export_is_every_filtered_refusal() {
 }
 
 /// An export's answer read with `token`: its status, `X-Total-Count` and its rows without the
-/// header, as a spreadsheet's CSV reader reads them (the body itself when it is not a 200).
+/// header.
 async fn csv_as(h: &H, token: &str, path: &str) -> (u16, i64, Vec<Vec<String>>) {
-    let r = h
-        .admin
-        .get(format!("{}/api/v1{path}", h.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let total = r
-        .headers()
-        .get("x-total-count")
-        .map_or(-1, |v| v.to_str().unwrap().parse().unwrap());
-    let body = r.text().await.unwrap();
-    if status != 200 {
-        return (status, total, vec![vec![body]]);
-    }
-    let rows = csv::Reader::from_reader(body.as_bytes())
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect();
-    (status, total, rows)
+    support::csv_export(&h.admin, &h.url, token, path, false).await
 }
 
 /// Catches (on SQLite and on PostgreSQL): a batch's computers export that leaves out the

@@ -177,3 +177,37 @@ fn psql(url: &str, sql: &str) -> String {
     assert!(o.status.success(), "{o:?}");
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// An export's answer read with `token` (`GET {url}/api/v1{path}`): its status, `X-Total-Count`
+/// (-1 without one) and its rows as a spreadsheet's CSV reader reads them, the header row first
+/// when `header` (the body itself when it is not a 200).
+pub async fn csv_export(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    path: &str,
+    header: bool,
+) -> (u16, i64, Vec<Vec<String>>) {
+    let r = http
+        .get(format!("{url}/api/v1{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let total = r
+        .headers()
+        .get("x-total-count")
+        .map_or(-1, |v| v.to_str().unwrap().parse().unwrap());
+    let body = r.text().await.unwrap();
+    if status != 200 {
+        return (status, total, vec![vec![body]]);
+    }
+    let rows = csv::ReaderBuilder::new()
+        .has_headers(!header)
+        .from_reader(body.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    (status, total, rows)
+}
