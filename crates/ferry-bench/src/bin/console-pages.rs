@@ -774,6 +774,39 @@ async fn run(users: usize, agents: usize, renders: usize) {
         }
         println!("\n{name}, each request alone: {}", parts.join("; "));
     }
+    // The exports a console button starts, whole: time and size (not pages; not in the figures
+    // above). Peak memory is the process's own (this benchmark serves in-process), after seeding.
+    for (name, path) in [
+        (
+            "What-If export, every decision",
+            "/profiles/users/whatif/export",
+        ),
+        ("translation export (CSV)", "/translation/export?format=csv"),
+    ] {
+        let t = Instant::now();
+        let r = api
+            .http
+            .get(format!("{}/api/v1{path}", api.url))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .expect("export");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let bytes = r.bytes().await.expect("export body").len();
+        println!(
+            "{name}: {:.1} s, {:.1} MB; peak memory of the process so far {}",
+            t.elapsed().as_secs_f64(),
+            bytes as f64 / 1e6,
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l
+                    .split_whitespace()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "\nslowest first render of any page: {:.1} ms ({}); target ≤ 200 ms\nslowest search, deep page or look-up: {:.1} ms ({})",
         worst.0, worst.1, worst_after.0, worst_after.1
