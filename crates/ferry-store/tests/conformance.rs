@@ -2191,7 +2191,9 @@ fn search_sample() -> (Vec<DirObject>, Vec<DirObject>) {
 /// other rows than a plain substring scan would: quotes read as FTS syntax, `%`/`_` as
 /// wildcards, a leading `=`, non-ASCII text, a comma and space inside a term, a term of one or two
 /// characters (no trigram: answered by a scan), a term spanning two values, counts that disagree
-/// with the rows; and an index left stale by a later cycle's changes or deletions.
+/// with the rows, a term with a NUL (SQLite's `LIKE` read the pattern only up to it: `\0` found
+/// every row; PostgreSQL takes no NUL in a parameter); and an index left stale by a later cycle's
+/// changes or deletions.
 async fn translation_search_finds_what_a_scan_finds(s: &dyn Store) {
     let (src, tgt) = search_sample();
     let c = s
@@ -2264,6 +2266,9 @@ async fn translation_search_finds_what_a_scan_finds(s: &dyn Store) {
         "*",
         "^smith",
         "-smith",
+        "\0",
+        "smith\0",
+        "s\0",
     ];
     // Right after the cycle (SQLite: the index is not filled yet, the scan answers), then once
     // SQLite's indexer has caught up (the index answers).
@@ -2328,13 +2333,14 @@ async fn index_whole(s: &dyn Store) {
 }
 
 /// The scan's rule, in Rust: a decision is found when one of its searched values holds the term,
-/// both folded (no value holds a line feed).
+/// both folded; a term with a line feed or a NUL finds nothing (the index joins a decision's
+/// values with line feeds; SQLite's search reads a NUL in a value as one).
 fn scan_model<'a>(all: &'a [DecisionRow], term: &str) -> Vec<&'a str> {
     let t = term.to_lowercase();
     all.iter()
         .filter(|d| {
             !t.is_empty()
-                && !t.contains('\n')
+                && !t.contains(['\n', '\0'])
                 && searched_values(d)
                     .iter()
                     .any(|v| v.to_lowercase().contains(&t))
@@ -2625,6 +2631,119 @@ async fn sqlite_indexer_resumes_after_a_kill_and_a_failed_chunk() {
         all.len(),
         "one entry per decision, none twice"
     );
+}
+
+/// Catches (SQLite), with values a hostile directory may hold (a NUL, a line feed, FTS5 syntax,
+/// a noncharacter, a very long value, and letters whose lower case changes their length or
+/// depends on their place: `İ`, `ẞ`, a final `Σ`, combining marks): a search that finds other
+/// decisions than the scan's rule (`scan_model`), by the scan right after the cycle or through the
+/// whole index, for terms of every length. SQLite's `LIKE` read a value only up to a NUL: the
+/// rest of it (`Zed` of `Ann\0Zed`) was found by no search, and a term with a NUL found what
+/// ended with the part before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite_searches_of_hostile_values_find_what_the_scan_rule_finds() {
+    let (s, _g) = sqlite_store();
+    let user = |id: &str, name: &str, mail: Option<&str>| {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = mail.map(str::to_string);
+        o.upn = mail.map(str::to_string);
+        o
+    };
+    let long: String = "Ab".repeat(3_000);
+    let src = vec![
+        user("s-nul", "Ann\0Zed", Some("ann.nul@contoso.test")),
+        user("s-lf", "Line\nFeed", Some("line.feed@contoso.test")),
+        user("s-fts", "\"x\" OR y* ^NEAR terms:z", None),
+        user("s-dot", "İSTANBUL İ", Some("istanbul@contoso.test")),
+        user("s-sharp", "STRAẞE", Some("straße@contoso.test")),
+        user("s-sigma", "ΟΔΟΣ ΝΙΚΟΣ", None),
+        user("s-comb", "Zoe\u{301} Ångström", None),
+        user("s-nonchar", "x\u{FFFF}y\u{FFFD}", None),
+        user("s-long", &long, None),
+    ];
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    assert_eq!(all.len(), src.len());
+    let terms: Vec<String> = [
+        "ann.nul@contoso",
+        "contoso",
+        "zed",
+        "ze",
+        "z",
+        "nul",
+        "n\0z",
+        "ann\0zed",
+        "feed",
+        "e\nf",
+        "\"x\"",
+        "or y*",
+        "terms:",
+        "^near",
+        "\"",
+        "*",
+        "İ",
+        "i̇",
+        "i",
+        "İSTANBUL",
+        "istanbul",
+        "ẞ",
+        "ß",
+        "straße",
+        "Σ",
+        "σ",
+        "ς",
+        "ΝΙΚΟΣ",
+        "νικος",
+        "ος",
+        "\u{301}",
+        "e\u{301}",
+        "ZOÉ",
+        "\u{FFFF}",
+        "\u{FFFD}",
+        "x\u{FFFF}y",
+        "bab",
+        &long[1..200],
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    let search = |term: String| {
+        let s = &s;
+        async move {
+            let q = DecisionQuery {
+                search: Some(term),
+                ..Default::default()
+            };
+            let rows: Vec<String> = s
+                .decisions(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.source_id)
+                .collect();
+            (rows, s.count_decisions(&q).await.unwrap())
+        }
+    };
+    let mut scanned = Vec::new();
+    for t in &terms {
+        scanned.push(search(t.clone()).await);
+    }
+    index_whole(&*s).await;
+    let mut wrong = Vec::new();
+    for (t, before) in terms.iter().zip(scanned) {
+        let want: Vec<String> = scan_model(&all, t).into_iter().map(String::from).collect();
+        let after = search(t.clone()).await;
+        for (how, got) in [("scan", before), ("index", after)] {
+            if got != (want.clone(), want.len() as i64) {
+                wrong.push(format!("{how} of {t:?}: {got:?}, the rule finds {want:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// Catches: keyset pages (`after`, the key of a page's last row) that skip or repeat a row where
