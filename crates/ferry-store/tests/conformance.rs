@@ -3207,3 +3207,61 @@ async fn sorted_agent_audit_log_and_failure_pages(s: &dyn Store) {
         assert_eq!(walked.iter().map(|l| l.id).collect::<Vec<_>>(), want);
     }
 }
+
+/// Catches (PostgreSQL): a search that finds other decisions than the scan's rule where
+/// PostgreSQL's `lower` (glibc's, per code point, in a `C.UTF-8` database) and Rust's lower case
+/// differ: `İ` (Rust: `i̇`, two code points; glibc: `i`) and a final `Σ` (Rust: `ς`; glibc: `σ`),
+/// so that "ΝΙΚΟΣ" and "İSTANBUL" do not find the user named so, "istanbul" finds "İSTANBUL" and
+/// "σ" finds "ΝΙΚΟΣ". Open: the fix (an ICU `lower`, `COLLATE "und-x-icu"`, which agrees with
+/// Rust here, in both `Backend::FOLD` and migration 0019's index expression) needs a migration
+/// that re-creates the index, left to the lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open: PostgreSQL's lower() folds İ and a final Σ otherwise than Rust (see the doc comment)"]
+async fn review_postgres_searches_fold_as_the_scan_rule_does() {
+    let Some((s, _g)) = pg_store().await else {
+        return;
+    };
+    let src: Vec<DirObject> = ["İSTANBUL", "ΟΔΟΣ ΝΙΚΟΣ", "STRAẞE"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| DirObject::new(ObjectKind::User, format!("s-{i}"), *n))
+        .collect();
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    let mut wrong = Vec::new();
+    for t in [
+        "İ",
+        "i̇",
+        "i",
+        "istanbul",
+        "İSTANBUL",
+        "σ",
+        "ς",
+        "νικος",
+        "ΝΙΚΟΣ",
+        "ος",
+        "ß",
+        "ẞ",
+    ] {
+        let q = DecisionQuery {
+            search: Some(t.into()),
+            ..Default::default()
+        };
+        let got: Vec<String> = s
+            .decisions(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.source_id)
+            .collect();
+        let want: Vec<String> = scan_model(&all, t).into_iter().map(String::from).collect();
+        if got != want {
+            wrong.push(format!("{t:?}: {got:?}, the rule finds {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
