@@ -3208,6 +3208,87 @@ async fn sorted_agent_audit_log_and_failure_pages(s: &dyn Store) {
     }
 }
 
+/// Catches (SQLite): an indexer chunk stopped by its time budget (`search_index::BUDGET`) that
+/// resumes past a row it did not index (a row skipped: searches miss it once the index is whole),
+/// or never ends. Each decision here holds a long value of distinct trigrams, so that a chunk
+/// stops after a few rows, well before `search_index::ROWS`; every decision is then found through
+/// the whole index by a term of its own, of two characters and of more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite_indexer_stopped_by_its_budget_skips_no_row() {
+    let (s, g) = sqlite_store();
+    let path = g.0.as_ref().unwrap().path().join("ferry.db");
+    let mut seed: u32 = 7;
+    let mut long = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from_u32(0x4E00 + (seed >> 8) % 0x5000).unwrap()
+            })
+            .collect()
+    };
+    let users = 24;
+    let src: Vec<DirObject> = (0..users)
+        .map(|i| {
+            // A term of its own: two Hangul syllables no other value holds.
+            let own = char::from_u32(0xAC00 + i).unwrap();
+            let mut o =
+                DirObject::new(ObjectKind::User, format!("s-{i:02}"), format!("{own}{own}"));
+            o.mail = Some(long(20_000));
+            o
+        })
+        .collect();
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let mut chunks = 0;
+    while s.index_search().await.unwrap() {
+        chunks += 1;
+        assert!(chunks < 10_000, "the indexer never ends");
+    }
+    assert!(
+        chunks > 2,
+        "{chunks} chunks for {users} rows: the budget never stopped one"
+    );
+    let all = s.decisions(&Default::default()).await.unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let indexed: i64 = raw
+        .query_row("SELECT count(*) FROM decisions_search", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(indexed as usize, all.len(), "one entry per decision");
+    for (o, d) in src.iter().zip(&all) {
+        assert_eq!(o.id, d.source_id);
+        let mail = o.mail.as_deref().unwrap();
+        let tail: String = mail.chars().skip(19_990).collect();
+        for term in [o.name.clone(), o.name.chars().take(1).collect(), tail] {
+            let got: Vec<String> = s
+                .decisions(&DecisionQuery {
+                    search: Some(term.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.source_id)
+                .collect();
+            assert_eq!(got, scan_model(&all, &term), "{term}");
+            assert!(got.contains(&o.id), "{} by {term}", o.id);
+        }
+    }
+    // The index answered (emptied behind the store's back, it finds nothing).
+    raw.execute_batch("INSERT INTO decisions_search (decisions_search) VALUES ('delete-all')")
+        .unwrap();
+    let gone = s
+        .decisions(&DecisionQuery {
+            search: Some(src[0].name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "the search read the index");
+}
+
 /// Catches (PostgreSQL): a search that finds other decisions than the scan's rule where
 /// PostgreSQL's `lower` (glibc's, per code point, in a `C.UTF-8` database) and Rust's lower case
 /// differ: `İ` (Rust: `i̇`, two code points; glibc: `i`) and a final `Σ` (Rust: `ς`; glibc: `σ`),
