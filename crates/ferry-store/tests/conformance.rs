@@ -3289,6 +3289,58 @@ async fn review_sqlite_indexer_stopped_by_its_budget_skips_no_row() {
     assert!(gone.is_empty(), "the search read the index");
 }
 
+/// Catches (SQLite): a search term's trigrams made distinct in quadratic time, so that one long
+/// term (32,000 characters, about 290 KB of URL, which the server reads) held a connection and a
+/// core for seconds (5.9 s in a debug build), growing with the square of its length; and a long
+/// term every trigram of which the index holds (a value searched whole) asked of the index one
+/// trigram at a time, all of them, or not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite_a_very_long_search_term_is_answered_quickly() {
+    let (s, _g) = sqlite_store();
+    let mut seed: u32 = 1;
+    let mut random = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from_u32(0x4E00 + (seed >> 8) % 0x5000).unwrap()
+            })
+            .collect()
+    };
+    let (mut src, tgt) = search_sample();
+    let value = random(8_000);
+    let mut long = DirObject::new(ObjectKind::User, "s-long", "Long Value");
+    long.mail = Some(value.clone());
+    src.push(long);
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &tgt).await.unwrap();
+    index_whole(&*s).await;
+    let all = s.decisions(&Default::default()).await.unwrap();
+    for (term, found) in [(random(32_000), false), (value, true)] {
+        let t = std::time::Instant::now();
+        let got: Vec<String> = s
+            .decisions(&DecisionQuery {
+                search: Some(term.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.source_id)
+            .collect();
+        let took = t.elapsed();
+        assert_eq!(got, scan_model(&all, &term));
+        assert_eq!(got == ["s-long"], found);
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{took:?} for a term of {} characters",
+            term.chars().count()
+        );
+    }
+}
+
 /// Catches (PostgreSQL): a search that finds other decisions than the scan's rule where
 /// PostgreSQL's `lower` (glibc's, per code point, in a `C.UTF-8` database) and Rust's lower case
 /// differ: `İ` (Rust: `i̇`, two code points; glibc: `i`) and a final `Σ` (Rust: `ς`; glibc: `σ`),
