@@ -756,6 +756,42 @@ async fn array_bodies_are_refused_where_an_object_is_expected() {
     assert!(!ops.to_string().contains("\"eve\""), "{ops}");
 }
 
+/// Catches (on SQLite and on PostgreSQL): a search term with a NUL (`q=%00`) answered with a 500
+/// (PostgreSQL takes no NUL in a parameter) or with rows (SQLite's `LIKE` read the pattern only up
+/// to the NUL: `%00` found every entry), on the translation table and the What-If, with
+/// `total_upto` too. No value ferry stores on PostgreSQL holds a NUL, and SQLite's search reads one
+/// in a value as a line feed: such a term finds nothing, as one with a line feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_search_term_with_a_nul_finds_nothing_on_both_backends() {
+    let pg = support::PgSchema::new("nul_terms");
+    if pg.is_none() {
+        eprintln!("PostgreSQL half skipped");
+    }
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path(), 30);
+        let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
+        h.run().await;
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        for path in [
+            "/translation?q=%00",
+            "/translation?q=a%00&total_upto=5",
+            "/translation?q=%00b&profile=users",
+            "/profiles/users/whatif?q=%00",
+            "/profiles/users/whatif?q=contoso%00&total_upto=1",
+        ] {
+            let (status, v) = h.call(reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 200, "{backend} {path}: {v}");
+            let total = v.get("total").or_else(|| v.get("decisions_total"));
+            assert_eq!(
+                total.and_then(Value::as_i64),
+                Some(0),
+                "{backend} {path}: {v}"
+            );
+        }
+    }
+}
+
 /// Catches (on SQLite and on PostgreSQL): a sorted translation page that repeats or skips an
 /// entry at a page boundary (names that tie, quotes, a leading `=`, letters past ASCII), an order
 /// that is not code point order on one backend, `order=desc` that is not the ascending order
