@@ -792,6 +792,54 @@ async fn review_a_search_term_with_a_nul_finds_nothing_on_both_backends() {
     }
 }
 
+/// Catches (on SQLite and on PostgreSQL): `total_upto` at its edges answered with a 500 or a wrong
+/// total: the largest count (one more than it, asked of the store, must not overflow), one past
+/// it and an empty value (a 400 naming the parameter), with `offset=` and with a keyset `after=`
+/// (the total is every match's count, wherever the page starts), and with a `profile=` filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_total_upto_at_its_edges_on_both_backends() {
+    let pg = support::PgSchema::new("total_upto_edges");
+    if pg.is_none() {
+        eprintln!("PostgreSQL half skipped");
+    }
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path(), 30);
+        let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
+        h.run().await;
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        let all = h.get("/translation?q=contoso.test&limit=2").await;
+        let n = all["total"].as_i64().unwrap();
+        assert!(n > 4, "{backend}: {all}");
+        let next = all["next"].as_str().unwrap().to_string();
+        for (query, total, exact) in [
+            (format!("total_upto={}", i64::MAX), n, true),
+            (format!("total_upto={}&offset=3", n - 1), n - 1, false),
+            (format!("total_upto={n}&after={next}"), n, true),
+            ("total_upto=2&profile=users".to_string(), 2, false),
+            (format!("total_upto={n}&profile=nosuch"), 0, true),
+        ] {
+            let path = format!("/translation?q=contoso.test&limit=2&{query}");
+            let (status, v) = h.call(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{backend} {path}: {v}");
+            assert_eq!(
+                (v["total"].as_i64(), v["total_exact"].as_bool()),
+                (Some(total), Some(exact)),
+                "{backend} {path}: {v}"
+            );
+        }
+        for bad in ["9223372036854775808", "", "1.5", "%00"] {
+            let path = format!("/translation?q=contoso.test&total_upto={bad}");
+            let (status, v) = h.call(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 400, "{backend} {path}: {v}");
+            assert!(
+                v.to_string().contains("total_upto"),
+                "{backend} {path}: {v}"
+            );
+        }
+    }
+}
+
 /// Catches (on SQLite and on PostgreSQL): a sorted translation page that repeats or skips an
 /// entry at a page boundary (names that tie, quotes, a leading `=`, letters past ASCII), an order
 /// that is not code point order on one backend, `order=desc` that is not the ascending order
