@@ -760,7 +760,9 @@ async fn array_bodies_are_refused_where_an_object_is_expected() {
 /// (PostgreSQL takes no NUL in a parameter) or with rows (SQLite's `LIKE` read the pattern only up
 /// to the NUL: `%00` found every entry), on the translation table and the What-If, with
 /// `total_upto` too. No value ferry stores on PostgreSQL holds a NUL, and SQLite's search reads one
-/// in a value as a line feed: such a term finds nothing, as one with a line feed.
+/// in a value as a line feed: such a term finds nothing, as one with a line feed. And a NUL in
+/// the translation table's (or its export's) `profile=` filter answered with a 500 on PostgreSQL
+/// instead of a 400 naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_a_search_term_with_a_nul_finds_nothing_on_both_backends() {
     let pg = support::PgSchema::new("nul_terms");
@@ -789,6 +791,21 @@ async fn review_a_search_term_with_a_nul_finds_nothing_on_both_backends() {
                 "{backend} {path}: {v}"
             );
         }
+        // A NUL in the profile filter: refused, naming it, as the other lists' text filters
+        // (`api::text_param`; PostgreSQL refused the parameter: a 500).
+        for path in [
+            "/translation?profile=%00",
+            "/translation?profile=users%00&q=contoso",
+            "/translation/export?format=csv&profile=%00",
+        ] {
+            let (status, v) = h.call(reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 400, "{backend} {path}: {v}");
+            assert!(v.to_string().contains("profile"), "{backend} {path}: {v}");
+        }
+        let (status, v) = h
+            .call(reqwest::Method::GET, "/profiles/users%00/whatif", None)
+            .await;
+        assert_eq!(status, 404, "{backend} a profile named with a NUL: {v}");
     }
 }
 
