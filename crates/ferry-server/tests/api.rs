@@ -756,6 +756,107 @@ async fn array_bodies_are_refused_where_an_object_is_expected() {
     assert!(!ops.to_string().contains("\"eve\""), "{ops}");
 }
 
+/// Catches (on SQLite and on PostgreSQL): a search term with a NUL (`q=%00`) answered with a 500
+/// (PostgreSQL takes no NUL in a parameter) or with rows (SQLite's `LIKE` read the pattern only up
+/// to the NUL: `%00` found every entry), on the translation table and the What-If, with
+/// `total_upto` too. No value ferry stores on PostgreSQL holds a NUL, and SQLite's search reads one
+/// in a value as a line feed: such a term finds nothing, as one with a line feed. And a NUL in
+/// the translation table's (or its export's) `profile=` filter answered with a 500 on PostgreSQL
+/// instead of a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_search_term_with_a_nul_finds_nothing_on_both_backends() {
+    let pg = support::PgSchema::new("nul_terms");
+    if pg.is_none() {
+        eprintln!("PostgreSQL half skipped");
+    }
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path(), 30);
+        let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
+        h.run().await;
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        for path in [
+            "/translation?q=%00",
+            "/translation?q=a%00&total_upto=5",
+            "/translation?q=%00b&profile=users",
+            "/profiles/users/whatif?q=%00",
+            "/profiles/users/whatif?q=contoso%00&total_upto=1",
+        ] {
+            let (status, v) = h.call(reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 200, "{backend} {path}: {v}");
+            let total = v.get("total").or_else(|| v.get("decisions_total"));
+            assert_eq!(
+                total.and_then(Value::as_i64),
+                Some(0),
+                "{backend} {path}: {v}"
+            );
+        }
+        // A NUL in the profile filter: refused, naming it, as the other lists' text filters
+        // (`api::text_param`; PostgreSQL refused the parameter: a 500).
+        for path in [
+            "/translation?profile=%00",
+            "/translation?profile=users%00&q=contoso",
+            "/translation/export?format=csv&profile=%00",
+        ] {
+            let (status, v) = h.call(reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 400, "{backend} {path}: {v}");
+            assert!(v.to_string().contains("profile"), "{backend} {path}: {v}");
+        }
+        let (status, v) = h
+            .call(reqwest::Method::GET, "/profiles/users%00/whatif", None)
+            .await;
+        assert_eq!(status, 404, "{backend} a profile named with a NUL: {v}");
+    }
+}
+
+/// Catches (on SQLite and on PostgreSQL): `total_upto` at its edges answered with a 500 or a wrong
+/// total: the largest count (one more than it, asked of the store, must not overflow), one past
+/// it and an empty value (a 400 naming the parameter), with `offset=` and with a keyset `after=`
+/// (the total is every match's count, wherever the page starts), and with a `profile=` filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_total_upto_at_its_edges_on_both_backends() {
+    let pg = support::PgSchema::new("total_upto_edges");
+    if pg.is_none() {
+        eprintln!("PostgreSQL half skipped");
+    }
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path(), 30);
+        let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
+        h.run().await;
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        let all = h.get("/translation?q=contoso.test&limit=2").await;
+        let n = all["total"].as_i64().unwrap();
+        assert!(n > 4, "{backend}: {all}");
+        let next = all["next"].as_str().unwrap().to_string();
+        for (query, total, exact) in [
+            (format!("total_upto={}", i64::MAX), n, true),
+            (format!("total_upto={}&offset=3", n - 1), n - 1, false),
+            (format!("total_upto={n}&after={next}"), n, true),
+            ("total_upto=2&profile=users".to_string(), 2, false),
+            (format!("total_upto={n}&profile=nosuch"), 0, true),
+        ] {
+            let path = format!("/translation?q=contoso.test&limit=2&{query}");
+            let (status, v) = h.call(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{backend} {path}: {v}");
+            assert_eq!(
+                (v["total"].as_i64(), v["total_exact"].as_bool()),
+                (Some(total), Some(exact)),
+                "{backend} {path}: {v}"
+            );
+        }
+        for bad in ["9223372036854775808", "", "1.5", "%00"] {
+            let path = format!("/translation?q=contoso.test&total_upto={bad}");
+            let (status, v) = h.call(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 400, "{backend} {path}: {v}");
+            assert!(
+                v.to_string().contains("total_upto"),
+                "{backend} {path}: {v}"
+            );
+        }
+    }
+}
+
 /// Catches (on SQLite and on PostgreSQL): a sorted translation page that repeats or skips an
 /// entry at a page boundary (names that tie, quotes, a leading `=`, letters past ASCII), an order
 /// that is not code point order on one backend, `order=desc` that is not the ascending order

@@ -312,9 +312,11 @@ pub fn decisions_by<B: crate::backend::Backend>(
         vals.push(Val::text(k.as_str()));
     }
     if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
-        if term.contains('\n') {
+        if term.contains(['\n', '\0']) {
             // The index joins a decision's values with line feeds, and no single value holds
-            // one: such a term matches nothing, here as in a scan.
+            // one: such a term matches nothing, here as in a scan. Nor one with a NUL, which
+            // SQLite's search folds to a line feed (`ferry_fold`) and PostgreSQL stores in no
+            // value (nor takes as a parameter).
             sql.push_str(" AND 1 = 0");
         } else {
             search_condition::<B>(&mut sql, &mut vals, term, &by);

@@ -51,23 +51,37 @@ pub const CANDIDATES: &str =
     "rid IN (SELECT rowid FROM decisions_search WHERE decisions_search MATCH ?)";
 
 /// The distinct trigrams of the folded term, in order, each quoted for FTS5 (a quoted string is
-/// literal to FTS5: no operator, column filter or prefix reads in it). Trigrams holding a NUL are
-/// left out (a candidate set only grows by leaving one out; the scan's condition confirms). Empty
-/// when the term has fewer than three characters: it must be scanned for.
+/// literal to FTS5: no operator, column filter or prefix reads in it); of a term with more than
+/// [`PROBED`], that many spread over it. Trigrams holding a NUL are left out (a candidate set only
+/// grows by leaving one out; the scan's condition confirms). Empty when the term has fewer than
+/// three characters: it must be scanned for.
 pub fn trigrams(term: &str) -> Vec<String> {
     let folded: Vec<char> = term.to_lowercase().chars().collect();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut distinct: Vec<String> = Vec::new();
     for w in folded.windows(3) {
         if w.contains(&'\0') {
             continue;
         }
         let quoted = quote(&w.iter().collect::<String>());
-        if !seen.contains(&quoted) {
-            seen.push(quoted);
+        if seen.insert(quoted.clone()) {
+            distinct.push(quoted);
         }
     }
-    seen
+    let n = distinct.len();
+    if n <= PROBED {
+        return distinct;
+    }
+    // Evenly spaced, the first and the last among them (n > PROBED: no index twice).
+    (0..PROBED)
+        .map(|k| distinct[k * (n - 1) / (PROBED - 1)].clone())
+        .collect()
 }
+
+/// Trigrams of a term counted ([`PROBE`]) at most: a term of more (a value pasted whole, or a
+/// hostile one of hundreds of kilobytes) is narrowed by these as well as by all, which would cost
+/// a query each.
+pub const PROBED: usize = 64;
 
 /// How many entries hold one quoted trigram, counted up to [`PROBE_CAP`] (parameters: the
 /// trigram, the cap). Reading a common trigram's whole list (`@co`, `con`: every entry of a
@@ -271,8 +285,8 @@ mod tests {
 
     /// Catches: FTS5 syntax in a term read as syntax (a quote ending the string, `OR`, `*`, `^`,
     /// `NEAR`), a term folded otherwise than the index (upper case, non-ASCII), repeated trigrams
-    /// asked twice, a term of fewer than three characters given to the index, and the common
-    /// trigrams asked instead of the rare ones.
+    /// asked twice, a term of fewer than three characters given to the index, the common
+    /// trigrams asked instead of the rare ones, and every trigram of a long term counted.
     #[test]
     fn searches_ask_the_rarest_quoted_trigrams_of_the_folded_term() {
         assert!(trigrams("ab").is_empty());
@@ -284,6 +298,25 @@ mod tests {
             ["\"x o\"", "\" or\"", "\"or \"", "\"r y\""]
         );
         assert!(trigrams("a\0b").is_empty());
+        let long: String = (0..1_000)
+            .map(|i| char::from_u32(0x4E00 + i).unwrap())
+            .collect();
+        let spread = trigrams(&long);
+        assert_eq!(spread.len(), PROBED, "a long term: at most PROBED");
+        assert_eq!(spread[0], quote("一丁丂"), "its first");
+        assert_eq!(
+            spread[PROBED - 1],
+            trigrams(&long[long.len() - 9..])[0],
+            "its last"
+        );
+        assert!(
+            spread
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == PROBED,
+            "none twice"
+        );
         let counted = vec![
             ("\"@co\"".to_string(), 2000),
             ("\"k62\"".to_string(), 120),

@@ -45,7 +45,10 @@ fn connect(path: &Path) -> Result<Connection> {
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
     )?;
     // SQLite's `lower` folds ASCII only: "ZOË" would not find "Zoë". Searches fold with Rust's
-    // Unicode lower case instead (`Backend::FOLD`), as PostgreSQL's `lower` does.
+    // Unicode lower case instead (`Backend::FOLD`), as PostgreSQL's `lower` does. A NUL (which a
+    // directory's value may hold, and SQLite stores) folds to a line feed: `LIKE` reads a value
+    // only up to a NUL, so no search found the rest of the value. No term searched holds a line
+    // feed or a NUL (`query::decisions_by`), so none matches across it.
     c.create_scalar_function(
         "ferry_fold",
         1,
@@ -53,9 +56,11 @@ fn connect(path: &Path) -> Result<Connection> {
             | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| {
             Ok(match ctx.get_raw(0) {
-                rusqlite::types::ValueRef::Text(t) => {
-                    Some(String::from_utf8_lossy(t).to_lowercase())
-                }
+                rusqlite::types::ValueRef::Text(t) => Some(
+                    String::from_utf8_lossy(t)
+                        .to_lowercase()
+                        .replace('\0', "\n"),
+                ),
                 _ => None,
             })
         },

@@ -2211,7 +2211,9 @@ fn search_sample() -> (Vec<DirObject>, Vec<DirObject>) {
 /// other rows than a plain substring scan would: quotes read as FTS syntax, `%`/`_` as
 /// wildcards, a leading `=`, non-ASCII text, a comma and space inside a term, a term of one or two
 /// characters (no trigram: answered by a scan), a term spanning two values, counts that disagree
-/// with the rows; and an index left stale by a later cycle's changes or deletions.
+/// with the rows, a term with a NUL (SQLite's `LIKE` read the pattern only up to it: `\0` found
+/// every row; PostgreSQL takes no NUL in a parameter); and an index left stale by a later cycle's
+/// changes or deletions.
 async fn translation_search_finds_what_a_scan_finds(s: &dyn Store) {
     let (src, tgt) = search_sample();
     let c = s
@@ -2284,6 +2286,9 @@ async fn translation_search_finds_what_a_scan_finds(s: &dyn Store) {
         "*",
         "^smith",
         "-smith",
+        "\0",
+        "smith\0",
+        "s\0",
     ];
     // Right after the cycle (SQLite: the index is not filled yet, the scan answers), then once
     // SQLite's indexer has caught up (the index answers).
@@ -2348,13 +2353,14 @@ async fn index_whole(s: &dyn Store) {
 }
 
 /// The scan's rule, in Rust: a decision is found when one of its searched values holds the term,
-/// both folded (no value holds a line feed).
+/// both folded; a term with a line feed or a NUL finds nothing (the index joins a decision's
+/// values with line feeds; SQLite's search reads a NUL in a value as one).
 fn scan_model<'a>(all: &'a [DecisionRow], term: &str) -> Vec<&'a str> {
     let t = term.to_lowercase();
     all.iter()
         .filter(|d| {
             !t.is_empty()
-                && !t.contains('\n')
+                && !t.contains(['\n', '\0'])
                 && searched_values(d)
                     .iter()
                     .any(|v| v.to_lowercase().contains(&t))
@@ -2645,6 +2651,119 @@ async fn sqlite_indexer_resumes_after_a_kill_and_a_failed_chunk() {
         all.len(),
         "one entry per decision, none twice"
     );
+}
+
+/// Catches (SQLite), with values a hostile directory may hold (a NUL, a line feed, FTS5 syntax,
+/// a noncharacter, a very long value, and letters whose lower case changes their length or
+/// depends on their place: `İ`, `ẞ`, a final `Σ`, combining marks): a search that finds other
+/// decisions than the scan's rule (`scan_model`), by the scan right after the cycle or through the
+/// whole index, for terms of every length. SQLite's `LIKE` read a value only up to a NUL: the
+/// rest of it (`Zed` of `Ann\0Zed`) was found by no search, and a term with a NUL found what
+/// ended with the part before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite_searches_of_hostile_values_find_what_the_scan_rule_finds() {
+    let (s, _g) = sqlite_store();
+    let user = |id: &str, name: &str, mail: Option<&str>| {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = mail.map(str::to_string);
+        o.upn = mail.map(str::to_string);
+        o
+    };
+    let long: String = "Ab".repeat(3_000);
+    let src = vec![
+        user("s-nul", "Ann\0Zed", Some("ann.nul@contoso.test")),
+        user("s-lf", "Line\nFeed", Some("line.feed@contoso.test")),
+        user("s-fts", "\"x\" OR y* ^NEAR terms:z", None),
+        user("s-dot", "İSTANBUL İ", Some("istanbul@contoso.test")),
+        user("s-sharp", "STRAẞE", Some("straße@contoso.test")),
+        user("s-sigma", "ΟΔΟΣ ΝΙΚΟΣ", None),
+        user("s-comb", "Zoe\u{301} Ångström", None),
+        user("s-nonchar", "x\u{FFFF}y\u{FFFD}", None),
+        user("s-long", &long, None),
+    ];
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    assert_eq!(all.len(), src.len());
+    let terms: Vec<String> = [
+        "ann.nul@contoso",
+        "contoso",
+        "zed",
+        "ze",
+        "z",
+        "nul",
+        "n\0z",
+        "ann\0zed",
+        "feed",
+        "e\nf",
+        "\"x\"",
+        "or y*",
+        "terms:",
+        "^near",
+        "\"",
+        "*",
+        "İ",
+        "i̇",
+        "i",
+        "İSTANBUL",
+        "istanbul",
+        "ẞ",
+        "ß",
+        "straße",
+        "Σ",
+        "σ",
+        "ς",
+        "ΝΙΚΟΣ",
+        "νικος",
+        "ος",
+        "\u{301}",
+        "e\u{301}",
+        "ZOÉ",
+        "\u{FFFF}",
+        "\u{FFFD}",
+        "x\u{FFFF}y",
+        "bab",
+        &long[1..200],
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    let search = |term: String| {
+        let s = &s;
+        async move {
+            let q = DecisionQuery {
+                search: Some(term),
+                ..Default::default()
+            };
+            let rows: Vec<String> = s
+                .decisions(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.source_id)
+                .collect();
+            (rows, s.count_decisions(&q).await.unwrap())
+        }
+    };
+    let mut scanned = Vec::new();
+    for t in &terms {
+        scanned.push(search(t.clone()).await);
+    }
+    index_whole(&*s).await;
+    let mut wrong = Vec::new();
+    for (t, before) in terms.iter().zip(scanned) {
+        let want: Vec<String> = scan_model(&all, t).into_iter().map(String::from).collect();
+        let after = search(t.clone()).await;
+        for (how, got) in [("scan", before), ("index", after)] {
+            if got != (want.clone(), want.len() as i64) {
+                wrong.push(format!("{how} of {t:?}: {got:?}, the rule finds {want:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// Catches: keyset pages (`after`, the key of a page's last row) that skip or repeat a row where
@@ -3107,4 +3226,195 @@ async fn sorted_agent_audit_log_and_failure_pages(s: &dyn Store) {
         .await;
         assert_eq!(walked.iter().map(|l| l.id).collect::<Vec<_>>(), want);
     }
+}
+
+/// Catches (SQLite): an indexer chunk stopped by its time budget (`search_index::BUDGET`) that
+/// resumes past a row it did not index (a row skipped: searches miss it once the index is whole),
+/// or never ends. Each decision here holds a long value of distinct trigrams, so that a chunk
+/// stops after a few rows, well before `search_index::ROWS`; every decision is then found through
+/// the whole index by a term of its own, of two characters and of more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite_indexer_stopped_by_its_budget_skips_no_row() {
+    let (s, g) = sqlite_store();
+    let path = g.0.as_ref().unwrap().path().join("ferry.db");
+    let mut seed: u32 = 7;
+    let mut long = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from_u32(0x4E00 + (seed >> 8) % 0x5000).unwrap()
+            })
+            .collect()
+    };
+    let users = 24;
+    let src: Vec<DirObject> = (0..users)
+        .map(|i| {
+            // A term of its own: two Hangul syllables no other value holds.
+            let own = char::from_u32(0xAC00 + i).unwrap();
+            let mut o =
+                DirObject::new(ObjectKind::User, format!("s-{i:02}"), format!("{own}{own}"));
+            o.mail = Some(long(20_000));
+            o
+        })
+        .collect();
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let mut chunks = 0;
+    while s.index_search().await.unwrap() {
+        chunks += 1;
+        assert!(chunks < 10_000, "the indexer never ends");
+    }
+    assert!(
+        chunks > 2,
+        "{chunks} chunks for {users} rows: the budget never stopped one"
+    );
+    let all = s.decisions(&Default::default()).await.unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let indexed: i64 = raw
+        .query_row("SELECT count(*) FROM decisions_search", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(indexed as usize, all.len(), "one entry per decision");
+    for (o, d) in src.iter().zip(&all) {
+        assert_eq!(o.id, d.source_id);
+        let mail = o.mail.as_deref().unwrap();
+        let tail: String = mail.chars().skip(19_990).collect();
+        for term in [o.name.clone(), o.name.chars().take(1).collect(), tail] {
+            let got: Vec<String> = s
+                .decisions(&DecisionQuery {
+                    search: Some(term.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.source_id)
+                .collect();
+            assert_eq!(got, scan_model(&all, &term), "{term}");
+            assert!(got.contains(&o.id), "{} by {term}", o.id);
+        }
+    }
+    // The index answered (emptied behind the store's back, it finds nothing).
+    raw.execute_batch("INSERT INTO decisions_search (decisions_search) VALUES ('delete-all')")
+        .unwrap();
+    let gone = s
+        .decisions(&DecisionQuery {
+            search: Some(src[0].name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "the search read the index");
+}
+
+/// Catches (SQLite): a search term's trigrams made distinct in quadratic time, so that one long
+/// term (32,000 characters, about 290 KB of URL, which the server reads) held a connection and a
+/// core for seconds (5.9 s in a debug build), growing with the square of its length; and a long
+/// term every trigram of which the index holds (a value searched whole) asked of the index one
+/// trigram at a time, all of them, or not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite_a_very_long_search_term_is_answered_quickly() {
+    let (s, _g) = sqlite_store();
+    let mut seed: u32 = 1;
+    let mut random = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from_u32(0x4E00 + (seed >> 8) % 0x5000).unwrap()
+            })
+            .collect()
+    };
+    let (mut src, tgt) = search_sample();
+    let value = random(8_000);
+    let mut long = DirObject::new(ObjectKind::User, "s-long", "Long Value");
+    long.mail = Some(value.clone());
+    src.push(long);
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &tgt).await.unwrap();
+    index_whole(&*s).await;
+    let all = s.decisions(&Default::default()).await.unwrap();
+    for (term, found) in [(random(32_000), false), (value, true)] {
+        let t = std::time::Instant::now();
+        let got: Vec<String> = s
+            .decisions(&DecisionQuery {
+                search: Some(term.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.source_id)
+            .collect();
+        let took = t.elapsed();
+        assert_eq!(got, scan_model(&all, &term));
+        assert_eq!(got == ["s-long"], found);
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{took:?} for a term of {} characters",
+            term.chars().count()
+        );
+    }
+}
+
+/// Catches (PostgreSQL): a search that finds other decisions than the scan's rule where
+/// PostgreSQL's `lower` (glibc's, per code point, in a `C.UTF-8` database) and Rust's lower case
+/// differ: `İ` (Rust: `i̇`, two code points; glibc: `i`) and a final `Σ` (Rust: `ς`; glibc: `σ`),
+/// so that "ΝΙΚΟΣ" and "İSTANBUL" do not find the user named so, "istanbul" finds "İSTANBUL" and
+/// "σ" finds "ΝΙΚΟΣ". Open: the fix (an ICU `lower`, `COLLATE "und-x-icu"`, which agrees with
+/// Rust here, in both `Backend::FOLD` and migration 0019's index expression) needs a migration
+/// that re-creates the index, left to the lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open: PostgreSQL's lower() folds İ and a final Σ otherwise than Rust (see the doc comment)"]
+async fn review_postgres_searches_fold_as_the_scan_rule_does() {
+    let Some((s, _g)) = pg_store().await else {
+        return;
+    };
+    let src: Vec<DirObject> = ["İSTANBUL", "ΟΔΟΣ ΝΙΚΟΣ", "STRAẞE"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| DirObject::new(ObjectKind::User, format!("s-{i}"), *n))
+        .collect();
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    let mut wrong = Vec::new();
+    for t in [
+        "İ",
+        "i̇",
+        "i",
+        "istanbul",
+        "İSTANBUL",
+        "σ",
+        "ς",
+        "νικος",
+        "ΝΙΚΟΣ",
+        "ος",
+        "ß",
+        "ẞ",
+    ] {
+        let q = DecisionQuery {
+            search: Some(t.into()),
+            ..Default::default()
+        };
+        let got: Vec<String> = s
+            .decisions(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.source_id)
+            .collect();
+        let want: Vec<String> = scan_model(&all, t).into_iter().map(String::from).collect();
+        if got != want {
+            wrong.push(format!("{t:?}: {got:?}, the rule finds {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

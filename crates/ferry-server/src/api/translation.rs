@@ -310,7 +310,7 @@ pub async fn list(
 ) -> ApiResult<Json<TranslationPage>> {
     let (sort, direction) = sorting(p.sort.as_deref(), p.order.as_deref(), TRANSLATION_SORTS)?;
     let q = DecisionQuery {
-        profile: p.profile,
+        profile: super::text_param("profile", &p.profile)?.map(str::to_string),
         status: Some(Status::Matched),
         kind: kind(&p.kind)?,
         search: p.q,
@@ -364,7 +364,7 @@ pub async fn export(
         .ok_or_else(|| bad_param("format", &p.format, "csv, json, sidmap or usermapping"))?;
     let (sort, direction) = sorting(p.sort.as_deref(), p.order.as_deref(), TRANSLATION_SORTS)?;
     let q = DecisionQuery {
-        profile: p.profile,
+        profile: super::text_param("profile", &p.profile)?.map(str::to_string),
         status: Some(Status::Matched),
         kind: kind(&p.kind)?,
         search: p.q.filter(|t| !t.is_empty()),

@@ -462,13 +462,15 @@ impl<B: Backend> SqlStore<B> {
     /// The single object report's look-up through the deferred search index (SQLite): the
     /// objects of the decisions one of whose values (name, UPN, mail, SID: the index's; ids: by
     /// the decisions' own indexes) equals `q`, read by primary key. `None` where there is no such
-    /// index, the term is too short for it or the index is not whole; the caller then scans.
+    /// index, the term is too short for it or the index is not whole; the caller then scans. So
+    /// too for a line feed or a NUL in `q`, which no folded value holds (`ferry_fold` folds a NUL
+    /// to a line feed).
     async fn objects_through_decisions(
         &self,
         q: &str,
         limit: i64,
     ) -> Result<Option<Vec<StoredObject>>> {
-        if !B::DEFERRED_SEARCH || q.is_empty() || q.contains('\n') {
+        if !B::DEFERRED_SEARCH || q.is_empty() || q.contains(['\n', '\0']) {
             return Ok(None);
         }
         let mut c = self.b.snapshot().await?;
