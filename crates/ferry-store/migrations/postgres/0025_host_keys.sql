@@ -7,7 +7,8 @@
 -- unique) and `batch_computers.computer`.
 --
 -- Rust fills the column and rewrites the claims and the batches' keys right after this file, in
--- the same transaction (`migrate::rekey_hosts`, run by the migration runner for this version):
+-- the same transaction (`rekey_hosts` of `sqlite.rs` and `postgres.rs`, with `migrate::agent_keys`
+-- and `computer_keys`, run by the migration runner for this version):
 -- SQL cannot compute the key. Where two live agents' names were one computer in Rust's lower case
 -- but not in the database's, the newer keeps the claim, as migration 0013 did.
 --
@@ -23,6 +24,7 @@ ALTER TABLE batch_computers ALTER COLUMN computer TYPE TEXT COLLATE "C";
 DROP INDEX agents_hostname_lower;
 DROP INDEX agents_sort_hostname;
 CREATE INDEX agents_host_key ON agents (host_key, id);
--- A batch's computers in key order, for the join above to walk both indexes in step.
+-- A batch's computers in key order: its page of agents sorted by host name walks them and looks
+-- each up in the index above (`Backend::BATCH_AGENTS`).
 DROP INDEX batch_computers_batch;
 CREATE INDEX batch_computers_batch ON batch_computers (batch, computer);

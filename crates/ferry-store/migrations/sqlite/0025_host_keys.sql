@@ -6,7 +6,8 @@
 -- `agents.hostname_claim` (live agents only, unique) and `batch_computers.computer`.
 --
 -- Rust fills the column and rewrites the claims and the batches' keys right after this file, in
--- the same transaction (`migrate::rekey_hosts`, run by the migration runner for this version):
+-- the same transaction (`rekey_hosts` of `sqlite.rs` and `postgres.rs`, with `migrate::agent_keys`
+-- and `computer_keys`, run by the migration runner for this version):
 -- SQL cannot compute the key. Where two live agents' names were one computer in Rust's lower case
 -- but not in SQLite's (`ÅSA-PC`, `åsa-pc`), the newer keeps the claim, as migration 0013 did.
 ALTER TABLE agents ADD COLUMN host_key TEXT NOT NULL DEFAULT '';
@@ -14,6 +15,7 @@ ALTER TABLE agents ADD COLUMN host_key TEXT NOT NULL DEFAULT '';
 -- sorted by host name (key, then id): this replaces 0023's index on `lower(hostname)`.
 DROP INDEX agents_hostname_lower;
 CREATE INDEX agents_host_key ON agents (host_key, id);
--- A batch's computers in key order, for the join above to walk both indexes in step.
+-- A batch's computers in key order: its page of agents sorted by host name walks them and looks
+-- each up in the index above (`Backend::BATCH_AGENTS`).
 DROP INDEX batch_computers_batch;
 CREATE INDEX batch_computers_batch ON batch_computers (batch, computer);
