@@ -24,6 +24,11 @@ ALTER TABLE batch_computers ALTER COLUMN computer TYPE TEXT COLLATE "C";
 DROP INDEX agents_hostname_lower;
 DROP INDEX agents_sort_hostname;
 CREATE INDEX agents_host_key ON agents (host_key, id);
+-- A finer histogram of the keys, so that the planner's guess of how many agents a search's
+-- `host_key LIKE '%term%'` finds is near the truth: with the default (100 buckets at 100,000
+-- agents) "pc-0777" was guessed at 1,000 and the page walked the agents by id from the first,
+-- filtering 77,700 of them (45–90 ms), where the trigram index finds its 100 in 1 ms.
+ALTER TABLE agents ALTER COLUMN host_key SET STATISTICS 1000;
 -- A batch's computers in key order: its page of agents sorted by host name walks them and looks
 -- each up in the index above (`Backend::BATCH_AGENTS`).
 DROP INDEX batch_computers_batch;
