@@ -473,6 +473,10 @@ pub struct WhatIf {
     /// The next cycle will export (the plan's exact writes are approved).
     pub approved: bool,
     pub decisions_total: i64,
+    /// False when `total_upto` was asked and more decisions match: `decisions_total` is then
+    /// that many, a lower bound.
+    #[serde(default = "yes")]
+    pub decisions_total_exact: bool,
     pub decisions: Vec<DecisionRow>,
     /// The `after` of the next page of decisions (keyset paging); absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -565,8 +569,11 @@ pub struct ImportResult {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranslationPage {
-    /// Every entry the query finds, on all pages.
+    /// Every entry the query finds, on all pages (with `total_upto`, at most that many).
     pub total: i64,
+    /// False when `total_upto` was asked and more entries match: `total` is then a lower bound.
+    #[serde(default = "yes")]
+    pub total_exact: bool,
     pub offset: i64,
     pub entries: Vec<TranslationEntry>,
     /// The `after` of the next page (keyset paging); absent on the last page.

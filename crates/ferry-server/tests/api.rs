@@ -608,9 +608,11 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
                     ..Default::default()
                 };
                 let plans = ferry_server::api::translation::plans(st, &q).await.unwrap();
-                let (total, paged) = ferry_server::api::translation::page(st, &q, &plans)
-                    .await
-                    .unwrap();
+                let (total, exact, paged) =
+                    ferry_server::api::translation::page(st, &q, &plans, None)
+                        .await
+                        .unwrap();
+                assert!(exact);
                 assert_eq!(total, st.store.count_decisions(&q).await.unwrap());
                 let stored = st.store.decisions(&q).await.unwrap();
                 assert_eq!(
@@ -623,9 +625,59 @@ async fn page_totals_from_plans_equal_the_stores_counts() {
         }
     }
     assert!(pages > 20, "{pages}");
-    // With a search term the store counts.
+    // With a search term the store counts: every match, or up to `total_upto` and says so
+    // (would catch a capped total shown as exact, one off at the cap, or a cap applied unasked).
     let t = h.get("/translation?q=contoso.test&limit=1").await;
-    assert!(t["total"].as_i64().unwrap() > 0);
+    let n = t["total"].as_i64().unwrap();
+    assert!(n > 2 && t["total_exact"] == true, "{t}");
+    for (upto, total, exact) in [
+        (1, 1, false),
+        (n - 1, n - 1, false),
+        (n, n, true),
+        (n + 1, n, true),
+    ] {
+        let t = h
+            .get(&format!(
+                "/translation?q=contoso.test&limit=1&total_upto={upto}"
+            ))
+            .await;
+        assert_eq!(
+            (t["total"].as_i64(), t["total_exact"].as_bool()),
+            (Some(total), Some(exact)),
+            "{upto}: {t}"
+        );
+        assert_eq!(
+            t["entries"].as_array().map(Vec::len),
+            Some(1),
+            "the page is not capped"
+        );
+    }
+    let w = h
+        .get("/profiles/users/whatif?q=contoso.test&limit=1&total_upto=1")
+        .await;
+    assert_eq!(
+        (
+            w["decisions_total"].as_i64(),
+            w["decisions_total_exact"].as_bool()
+        ),
+        (Some(1), Some(false)),
+        "{w}"
+    );
+    let w = h.get("/profiles/users/whatif?q=contoso.test&limit=1").await;
+    assert!(
+        w["decisions_total"].as_i64().unwrap() > 1 && w["decisions_total_exact"] == true,
+        "{w}"
+    );
+    for bad in ["0", "-3", "x"] {
+        let (status, v) = h
+            .call(
+                reqwest::Method::GET,
+                &format!("/translation?q=a&total_upto={bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
 }
 
 /// Would catch: `/healthz` answering `ok` while the database cannot be read (a load balancer
@@ -741,7 +793,7 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
         let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
         h.run().await;
         let backend = if url.is_some() { "postgres" } else { "sqlite" };
-        for sort in ["kind", "source_name"] {
+        for sort in ["kind", "profile", "source_name"] {
             for order in ["asc", "desc"] {
                 let all = h
                     .get(&format!(
@@ -753,7 +805,7 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
                 // The order the API claims: the column by code point, then kind and source id.
                 let key = |e: &Value| {
                     let v = match sort {
-                        "kind" => String::new(),
+                        "kind" | "profile" => e["profile"].as_str().unwrap().to_string(),
                         c => e[c].as_str().unwrap().to_string(),
                     };
                     (
@@ -822,12 +874,16 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
             .await;
         assert_eq!(st, 400, "{v}");
         for (path, param, allowed) in [
-            ("/translation?sort=rule", "sort", "one of kind, source_name"),
+            (
+                "/translation?sort=rule",
+                "sort",
+                "one of kind, profile, source_name",
+            ),
             ("/translation?order=up", "order", "asc or desc"),
             (
                 "/translation/export?format=csv&sort=rule",
                 "sort",
-                "kind, source_name",
+                "kind, profile, source_name",
             ),
             (
                 "/profiles/users/whatif?sort=bogus",
@@ -897,4 +953,262 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// An export's answer read: its status, `X-Total-Count` and its rows (header first) as a
+/// spreadsheet's CSV reader reads them.
+async fn csv_export(h: &support::Harness, token: &str, path: &str) -> (u16, i64, Vec<Vec<String>>) {
+    let r = h
+        .http
+        .get(format!("{}/api/v1{path}", h.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let total = r
+        .headers()
+        .get("x-total-count")
+        .map_or(-1, |v| v.to_str().unwrap().parse().unwrap());
+    let body = r.text().await.unwrap();
+    if status != 200 {
+        return (status, total, vec![vec![body]]);
+    }
+    let rows = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    (status, total, rows)
+}
+
+/// Catches (on SQLite and on PostgreSQL): a What-If export that stops after its first keyset
+/// page (1,000 decisions) or repeats a row at a page boundary, joins only the first page of the
+/// plan's writes (1,000) to their decisions, counts otherwise than the list,
+/// ignores the `status`, `kind` or `q` filter or the order shown, writes a directory name that
+/// starts with `=`, `+`, `-`, `@` or a tab as a formula a spreadsheet would run, mangles a name
+/// with a comma, quotes or letters past ASCII, or leaves out the write a decision authorises; a
+/// viewer refused, a tenant admin (even of the profile's source directory) let in, a bad
+/// parameter answered otherwise than with a 400 naming it, an unknown profile otherwise than 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whatif_export_is_every_filtered_decision_in_the_order_shown() {
+    let pg = support::PgSchema::new("whatif_export");
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sample::generate(1_100, true, 5);
+        // No user in the target yet: the plan creates every one, more writes than a page of them.
+        s.target.retain(|o| o.kind != ferry_core::ObjectKind::User);
+        // Users only the source has (unmatched: the plan creates them), named as directories
+        // name people and as an attacker would.
+        let hostile = [
+            "Smith, Ann",
+            "=cmd|' /C calc'!A0",
+            "+SUM(A1:A9)",
+            "-2+3",
+            "@HYPERLINK(\"http://x\")",
+            "\tTabbed",
+            "O'Brien \"Pat\"",
+            "Ødegård, Åse",
+            "山田 太郎",
+        ];
+        for (i, name) in hostile.iter().enumerate() {
+            s.source.push(ferry_core::model::DirObject::new(
+                ferry_core::ObjectKind::User,
+                format!("hostile-{i}"),
+                *name,
+            ));
+        }
+        std::fs::write(dir.path().join("contoso.json"), render_json(&s.source)).unwrap();
+        std::fs::write(dir.path().join("fabrikam.json"), render_json(&s.target)).unwrap();
+        let h = support::start_on(dir.path(), &config("create"), url.as_deref()).await;
+        h.run().await;
+        let admin = h.token.clone();
+        let ids = |rows: &[Vec<String>]| -> Vec<String> {
+            rows[1..]
+                .iter()
+                .map(|r| format!("{}/{}", r[0], r[2]))
+                .collect()
+        };
+        let listed = |v: &Value| -> Vec<String> {
+            v["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}/{}",
+                        d["kind"].as_str().unwrap(),
+                        d["source_id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+
+        // Every decision, in the list's order, more than one keyset page of them.
+        let list = h
+            .get("/profiles/users/whatif?limit=10000&writes_limit=1")
+            .await;
+        let (st, total, rows) = csv_export(&h, &admin, "/profiles/users/whatif/export").await;
+        assert_eq!(st, 200, "{backend}: {rows:?}");
+        assert_eq!(rows[0][0], "kind", "{backend}: the header");
+        assert_eq!(
+            total,
+            list["decisions_total"].as_i64().unwrap(),
+            "{backend}"
+        );
+        assert!(total > 1_000, "{backend}: more than a page: {total}");
+        assert_eq!(rows.len() as i64, total + 1, "{backend}");
+        assert_eq!(ids(&rows), listed(&list), "{backend}: the list's order");
+
+        // Filtered by status and sorted by name, descending: the list's rows and order; every
+        // create the plan holds is on its decision's row.
+        let q = "status=unmatched&sort=source_name&order=desc";
+        let list = h
+            .get(&format!(
+                "/profiles/users/whatif?{q}&limit=10000&writes_limit=1"
+            ))
+            .await;
+        let (_, total, rows) =
+            csv_export(&h, &admin, &format!("/profiles/users/whatif/export?{q}")).await;
+        assert_eq!(
+            total,
+            list["decisions_total"].as_i64().unwrap(),
+            "{backend}"
+        );
+        assert_eq!(ids(&rows), listed(&list), "{backend}: {q}");
+        assert!(rows[1..].iter().all(|r| r[1] == "unmatched"), "{backend}");
+        let creates = rows[1..].iter().filter(|r| r[14] == "create").count() as u64;
+        assert!(
+            creates > 1_000,
+            "{backend}: more than a page of writes: {creates}"
+        );
+        assert_eq!(
+            creates,
+            list["plan"]["counts"]["creates"].as_u64().unwrap(),
+            "{backend}: each create on its decision"
+        );
+        let by_id = |id: &str| rows.iter().find(|r| r[2] == id).unwrap().clone();
+        // As a spreadsheet reads them: names with commas, quotes and letters past ASCII as they
+        // are; those that would be a formula behind a `'`.
+        for (i, name) in hostile.iter().enumerate() {
+            let r = by_id(&format!("hostile-{i}"));
+            let want = if name.starts_with(['=', '+', '-', '@', '\t']) {
+                format!("'{name}")
+            } else {
+                name.to_string()
+            };
+            assert_eq!(r[3], want, "{backend}: {r:?}");
+            assert_eq!(r[14], "create", "{backend}: {r:?}");
+            let w: Value = serde_json::from_str(&r[15]).unwrap();
+            assert_eq!(
+                (w["op"].as_str(), w["name"].as_str()),
+                (Some("create"), Some(*name)),
+                "{backend}: the write it authorises: {r:?}"
+            );
+        }
+        for r in &rows {
+            for c in r {
+                assert!(
+                    !c.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "{backend}: a cell a spreadsheet runs: {c:?}"
+                );
+            }
+        }
+
+        // Filtered by kind and by a term: the list's totals and rows.
+        for q in [
+            "kind=group",
+            "q=smith",
+            "kind=user&q=ann&sort=status&order=desc",
+        ] {
+            let list = h
+                .get(&format!(
+                    "/profiles/users/whatif?{q}&limit=10000&writes_limit=1"
+                ))
+                .await;
+            let (st, total, rows) =
+                csv_export(&h, &admin, &format!("/profiles/users/whatif/export?{q}")).await;
+            assert_eq!(st, 200, "{backend} {q}");
+            assert_eq!(
+                total,
+                list["decisions_total"].as_i64().unwrap(),
+                "{backend} {q}"
+            );
+            assert!(total > 0, "{backend} {q}");
+            assert_eq!(ids(&rows), listed(&list), "{backend} {q}");
+        }
+
+        // A viewer reads it; a tenant admin, even of the source's tenant, does not.
+        let (st, v) = h
+            .call(
+                reqwest::Method::POST,
+                "/operators",
+                Some(json!({"name": "vera", "viewer": true})),
+            )
+            .await;
+        assert_eq!(st, 201, "{backend}: {v}");
+        let viewer = v["token"].as_str().unwrap().to_string();
+        let (st, total, _) = csv_export(&h, &viewer, "/profiles/users/whatif/export").await;
+        assert_eq!(
+            (st, total),
+            (200, list_total(&h).await),
+            "{backend}: a viewer"
+        );
+        let (st, v) = h
+            .call(
+                reqwest::Method::PUT,
+                "/tenants/contoso",
+                Some(json!({"id": "contoso", "name": "Contoso", "domains": ["contoso.test"], "directories": ["contoso"]})),
+            )
+            .await;
+        assert_eq!(st, 200, "{backend}: {v}");
+        let (st, v) = h
+            .call(
+                reqwest::Method::POST,
+                "/operators",
+                Some(json!({"name": "ann", "tenant": "contoso"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{backend}: {v}");
+        let tenant = v["token"].as_str().unwrap().to_string();
+        let (st, _, body) = csv_export(&h, &tenant, "/profiles/users/whatif/export").await;
+        assert_eq!(st, 403, "{backend}: a tenant admin: {body:?}");
+
+        // Bad parameters: a 400 naming the parameter; an unknown profile: 404.
+        for (q, param) in [
+            ("status=bogus", "status"),
+            ("kind=printer", "kind"),
+            ("sort=bogus", "sort"),
+            ("sort=source_name", "sort"),
+            ("order=up", "order"),
+            ("q=a%00", "q"),
+        ] {
+            let (st, v) = h
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/profiles/users/whatif/export?{q}"),
+                    None,
+                )
+                .await;
+            assert_eq!(st, 400, "{backend} {q}: {v}");
+            assert!(
+                v["error"].as_str().unwrap().contains(&format!("`{param}`")),
+                "{backend} {q}: {v}"
+            );
+        }
+        let (st, v) = h
+            .call(reqwest::Method::GET, "/profiles/nope/whatif/export", None)
+            .await;
+        assert_eq!(st, 404, "{backend}: {v}");
+        h.server.stop().await.unwrap();
+    }
+}
+
+/// The What-If's `decisions_total`, unfiltered.
+async fn list_total(h: &support::Harness) -> i64 {
+    h.get("/profiles/users/whatif?limit=1&writes_limit=1").await["decisions_total"]
+        .as_i64()
+        .unwrap()
 }

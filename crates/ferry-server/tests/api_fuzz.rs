@@ -2541,5 +2541,5 @@ fn the_router_model_prefers_static_segments() {
         "/moves/{id}/status"
     );
     assert_eq!(route(&ops, "DELETE", "/operators/").err(), Some(404));
-    assert_eq!(ops.len(), 77);
+    assert_eq!(ops.len(), 79);
 }

@@ -899,6 +899,9 @@ pub trait SyncStore: Send + Sync + 'static {
     -> Result<FxHashMap<DecisionKey, (u64, Status)>>;
     async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>>;
     async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64>;
+    /// [`count_decisions`](Self::count_decisions) that stops at `cap` (returns `cap` when there
+    /// are that many or more): a search's total without reading every match of a common term.
+    async fn count_decisions_upto(&self, q: &DecisionQuery, cap: i64) -> Result<i64>;
     /// One chunk of SQLite's search index filled outside the cycle (migration 0024; one short
     /// write transaction): whether more work may remain. Always `false` on PostgreSQL, whose
     /// index the database keeps in step. Run by the server's indexer task after cycles.
@@ -909,6 +912,15 @@ pub trait SyncStore: Send + Sync + 'static {
     /// The profiles that have a plan (configured or not any more), by name.
     async fn plan_profiles(&self) -> Result<Vec<String>>;
     async fn plan_writes(&self, profile: &str, offset: i64, limit: i64) -> Result<Vec<Write>>;
+    /// Up to `limit` writes of a profile's plan after the one numbered `after` (none: from the
+    /// first), in plan order, each with its number: keyset pages over the plan's primary key
+    /// (the What-If export reads every write so, never by `OFFSET`).
+    async fn plan_writes_after(
+        &self,
+        profile: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Write)>>;
     async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()>;
     async fn approval(&self, profile: &str) -> Result<Option<Approval>>;
     async fn history(&self, kind: ObjectKind, source_id: &str) -> Result<Vec<HistoryRow>>;

@@ -133,6 +133,11 @@ pub const SQLITE: &[Migration] = &[
         name: "host_keys",
         sql: include_str!("../migrations/sqlite/0025_host_keys.sql"),
     },
+    Migration {
+        version: 26,
+        name: "search_terms",
+        sql: include_str!("../migrations/sqlite/0026_search_terms.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -263,6 +268,11 @@ pub const POSTGRES: &[Migration] = &[
             include_str!("../migrations/postgres/0025_host_keys.sql"),
             include_str!("../migrations/postgres/agent_search.sql")
         ),
+    },
+    Migration {
+        version: 26,
+        name: "search_terms",
+        sql: include_str!("../migrations/postgres/0026_search_terms.sql"),
     },
 ];
 

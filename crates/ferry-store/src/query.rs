@@ -224,6 +224,23 @@ fn page(sql: &mut String, vals: &mut Vec<Val<'static>>, limit: i64, offset: i64)
     }
 }
 
+/// A count query of [`select_all`] (`SELECT count(*) FROM t WHERE …`) that stops at `cap` rows:
+/// the rows are only looked for until there are that many.
+pub fn count_upto(
+    sql: String,
+    mut vals: Vec<Val<'static>>,
+    cap: i64,
+) -> (String, Vec<Val<'static>>) {
+    let rest = sql
+        .strip_prefix("SELECT count(*) FROM ")
+        .expect("a count query of select_all");
+    vals.push(Val::Int(cap));
+    (
+        format!("SELECT count(*) FROM (SELECT 1 FROM {rest} LIMIT ?) capped"),
+        vals,
+    )
+}
+
 /// `SELECT cols FROM table WHERE 1=1` (`count(*)` for `cols` when `count`), for conditions to
 /// follow.
 fn select_all(cols: &str, table: &str, count: bool) -> String {
@@ -276,7 +293,7 @@ const SEARCHED: [&str; 8] = [
     "target_sid",
 ];
 
-/// How [`decisions_by`] looks for a search term of [`INDEXED_TERM_CHARS`] or more.
+/// How [`decisions_by`] looks for a search term.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SearchBy {
     /// The backend's index kept in step by the database ([`Backend::DECISION_SEARCH`],
@@ -284,7 +301,9 @@ pub enum SearchBy {
     Backend,
     /// SQLite's index filled outside the cycle (migration 0024), whole for the profiles searched
     /// (the caller checked, in the same read transaction): the candidates of this FTS5 query
-    /// (`search_index::rarest`), each confirmed by the scan's condition on the row's current values.
+    /// (`search_index::rarest`, or for a term of one or two characters `search_index::any_of`),
+    /// each confirmed by the scan's condition on the row's current values; empty: no trigram of
+    /// the index holds the term, nothing is found.
     Deferred(String),
     /// A scan (SQLite's deferred index not whole yet).
     Scan,
@@ -405,7 +424,12 @@ fn search_condition<B: crate::backend::Backend>(
         vals.push(Val::text(B::search_param(term)));
         return;
     }
-    if let (SearchBy::Deferred(m), true) = (by, long) {
+    if let SearchBy::Deferred(m) = by {
+        if m.is_empty() {
+            // No trigram of the index holds the (short) term: no value does.
+            sql.push_str(" AND 1 = 0");
+            return;
+        }
         // The index's candidates, then the scan's condition on each (below): stale entries drop.
         sql.push_str(" AND ");
         sql.push_str(crate::search_index::CANDIDATES);

@@ -25,8 +25,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub const SPAN: i64 = 16_384;
 
 /// Rows a chunk indexes or removes at most: about 35 ms of trigram work on the project's machine
-/// (2,000 took about 70 ms), the longest the writer is held for the index.
+/// (2,000 took about 70 ms).
 pub const ROWS: i64 = 1_000;
+
+/// How long a chunk indexes at most before it commits what it did: the longest the writer is held
+/// for the index, whatever the machine (a loaded one took 340 ms for [`ROWS`] entries). An FTS5
+/// segment merge started by the last insert can still run over it.
+pub const BUDGET: std::time::Duration = std::time::Duration::from_millis(60);
 
 /// The indexed text of a decision: its eight searched values folded as the scan folds them
 /// (`ferry_fold`), joined by line feeds.
@@ -56,8 +61,7 @@ pub fn trigrams(term: &str) -> Vec<String> {
         if w.contains(&'\0') {
             continue;
         }
-        let t: String = w.iter().collect();
-        let quoted = format!("\"{}\"", t.replace('"', "\"\""));
+        let quoted = quote(&w.iter().collect::<String>());
         if !seen.contains(&quoted) {
             seen.push(quoted);
         }
@@ -101,6 +105,51 @@ pub fn rarest(counted: Vec<(String, i64)>) -> Option<String> {
         rare.iter().take(ASKED).map(|(t, _)| t.as_str()).collect()
     };
     (!asked.is_empty()).then(|| asked.join(" AND "))
+}
+
+/// The trigrams of the index's vocabulary (migration 0026) that contain a folded term of one or
+/// two characters, up to [`SHORT_TERMS`] + 1 of them (parameters: the term, the limit): more than
+/// [`SHORT_TERMS`] and the term is too common for the index to help.
+pub const CONTAINING: &str =
+    "SELECT term FROM decisions_search_terms WHERE instr(term, ?) > 0 ORDER BY term LIMIT ?";
+
+/// Trigrams a short term's search asks the index for at most ([`CONTAINING`]).
+pub const SHORT_TERMS: usize = 64;
+
+/// Entries a short term's trigrams may hold in all ([`PROBE`] each) for the index to be asked;
+/// beyond it the term is common, its matches dense, and the scan fills a page sooner.
+pub const SHORT_CAP: i64 = 20_000;
+
+/// A term of fewer than three characters folded as the index is, `None` when the index cannot
+/// serve it (empty, three characters or more, or a NUL or line feed in it, which no trigram
+/// asked for can hold).
+pub fn short(term: &str) -> Option<String> {
+    let folded = term.to_lowercase();
+    let n = folded.chars().count();
+    ((1..3).contains(&n) && !folded.contains(['\0', '\n'])).then_some(folded)
+}
+
+/// The FTS5 query for a short term from the quoted trigrams that contain it ([`CONTAINING`],
+/// [`quote`]) and how many entries hold each ([`PROBE`]): any of them, when they are at most
+/// [`SHORT_TERMS`] and hold fewer than [`SHORT_CAP`] entries in all; `None` when the term is that
+/// common. No trigram (the term is in no indexed value): `Some("")`, which finds nothing.
+pub fn any_of(counted: &[(String, i64)]) -> Option<String> {
+    let held: i64 = counted.iter().map(|(_, n)| n).sum();
+    if counted.len() > SHORT_TERMS || held >= SHORT_CAP {
+        return None;
+    }
+    Some(
+        counted
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" OR "),
+    )
+}
+
+/// One trigram quoted for FTS5: literal, no operator, column filter or prefix reads in it.
+pub fn quote(trigram: &str) -> String {
+    format!("\"{}\"", trigram.replace('"', "\"\""))
 }
 
 /// What one [`chunk`] did.
@@ -168,16 +217,35 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Step> {
         })?
         .collect::<rusqlite::Result<_>>()?
     };
+    let started = std::time::Instant::now();
+    let mut done = 0;
     {
         let mut put = tx.prepare_cached(
             "INSERT OR REPLACE INTO decisions_search (rowid, terms) VALUES (?, ?)",
         )?;
+        let mut term =
+            tx.prepare_cached("INSERT OR IGNORE INTO decisions_search_terms (term) VALUES (?)")?;
+        let mut seen: std::collections::HashSet<[char; 3]> = std::collections::HashSet::new();
         for (rid, terms) in &rows {
             put.execute(params![rid, terms])?;
+            // The trigrams FTS5's trigram tokenizer makes of it (every three code points in a
+            // row, line feeds included), for the searches of one or two characters.
+            let chars: Vec<char> = terms.chars().collect();
+            for w in chars.windows(3) {
+                let t = [w[0], w[1], w[2]];
+                if seen.insert(t) {
+                    term.execute([t.iter().collect::<String>()])?;
+                }
+            }
+            done += 1;
+            if started.elapsed() >= BUDGET {
+                break;
+            }
         }
     }
-    let reached = if rows.len() as i64 == ROWS {
-        rows.last().map_or(from + SPAN, |r| r.0)
+    let reached = if done < rows.len() || rows.len() as i64 == ROWS {
+        // Stopped by the budget or the row limit: on from the last row indexed.
+        rows[..done].last().map_or(from + SPAN, |r| r.0)
     } else {
         from + SPAN
     };
@@ -238,5 +306,34 @@ mod tests {
         let two: Vec<(String, i64)> = (0..2).map(|i| (format!("\"t{i}\""), 2000)).collect();
         assert_eq!(rarest(two).as_deref(), Some("\"t0\" AND \"t1\""));
         assert_eq!(rarest(Vec::new()), None);
+    }
+
+    /// Catches: a short term folded otherwise than the index, a term the index cannot hold (a
+    /// line feed or NUL, three characters) asked of it, trigrams OR-ed unquoted, a common term
+    /// (too many trigrams, or too many entries) asked of the index instead of scanned, and a term
+    /// in no trigram answered by a scan instead of "nothing".
+    #[test]
+    fn short_terms_ask_any_trigram_that_contains_them_unless_common() {
+        assert_eq!(short("Ë").as_deref(), Some("ë"));
+        assert_eq!(short("SM").as_deref(), Some("sm"));
+        for no in ["", "abc", "a\n", "\0", "a\0"] {
+            assert_eq!(short(no), None, "{no:?}");
+        }
+        let q = |t: &str, n| (quote(t), n);
+        assert_eq!(
+            any_of(&[q("smi", 3), q("\"sm", 1)]).as_deref(),
+            Some("\"smi\" OR \"\"\"sm\"")
+        );
+        assert_eq!(any_of(&[q("smi", SHORT_CAP - 1), q("asm", 1)]), None);
+        let many: Vec<(String, i64)> = (0..=SHORT_TERMS)
+            .map(|i| q(&format!("{i:03}"), 1))
+            .collect();
+        assert_eq!(any_of(&many), None);
+        assert!(any_of(&many[..SHORT_TERMS]).is_some());
+        assert_eq!(
+            any_of(&[]).as_deref(),
+            Some(""),
+            "nothing to ask: nothing found"
+        );
     }
 }

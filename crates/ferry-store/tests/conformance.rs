@@ -1525,6 +1525,26 @@ async fn sync_commit_round_trip(s: &dyn Store) {
         s.plan_writes("users", 1, 2).await.unwrap(),
         writes[1..3].to_vec()
     );
+    // Keyset pages of the writes (the What-If export's): every write once, in plan order, the
+    // first (numbered 0) included.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.plan_writes_after("users", after, 3).await.unwrap();
+        walked.extend(page.iter().map(|(_, w)| w.clone()));
+        match page.last() {
+            Some((seq, _)) if page.len() == 3 => after = Some(*seq),
+            _ => break,
+        }
+    }
+    assert!(writes.len() > 3, "{}", writes.len());
+    assert_eq!(walked, writes);
+    assert!(
+        s.plan_writes_after("devices", None, 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         s.cycle(c1).await.unwrap().unwrap().counts.unwrap(),
         plan.counts
@@ -2167,6 +2187,7 @@ fn search_sample() -> (Vec<DirObject>, Vec<DirObject>) {
         user("s-formula", "=HYPERLINK(\"x\")", None, None),
         user("s-pct", "100% _done_", None, None),
         user("s-cjk", "山田 太郎", Some("yamada@contoso.test"), None),
+        user("s-it", "IT", None, None),
     ];
     for i in 0..12 {
         src.push(user(
@@ -2346,7 +2367,8 @@ fn scan_model<'a>(all: &'a [DecisionRow], term: &str) -> Vec<&'a str> {
 /// Catches, for random values and terms (characters chosen to trip folding, `LIKE`, FTS5
 /// syntax and trigram boundaries): a search through SQLite's index finding other decisions than
 /// the scan right after the same cycle, or than the scan's rule; PostgreSQL's pg_trgm search
-/// disagreeing with that rule; a count disagreeing with the rows.
+/// disagreeing with that rule; a count disagreeing with the rows, or a count up to a cap that
+/// passes it or stops short of it.
 async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
     use proptest::prelude::*;
     use proptest::test_runner::{Config as PtConfig, TestRunner};
@@ -2416,7 +2438,8 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
                         .into_iter()
                         .map(|d| d.source_id)
                         .collect();
-                    (rows, s.count_decisions(&q).await.unwrap())
+                    let upto = s.count_decisions_upto(&q, 2).await.unwrap();
+                    (rows, s.count_decisions(&q).await.unwrap(), upto)
                 };
                 let mut scanned = Vec::new();
                 for t in &terms {
@@ -2431,6 +2454,18 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
                     prop_assert_eq!(&after.0, &want, "index search of {:?}", t);
                     prop_assert_eq!(after.1, want.len() as i64, "count of {:?}", t);
                     prop_assert_eq!(before.1, want.len() as i64, "scan count of {:?}", t);
+                    prop_assert_eq!(
+                        after.2,
+                        want.len().min(2) as i64,
+                        "count up to 2 of {:?}",
+                        t
+                    );
+                    prop_assert_eq!(
+                        before.2,
+                        want.len().min(2) as i64,
+                        "scan count up to 2 of {:?}",
+                        t
+                    );
                 }
                 Ok(())
             })
@@ -2442,9 +2477,10 @@ async fn index_search_equals_scan_search_for_random_values(s: &dyn Store) {
 }
 
 /// Catches (SQLite): searches that never read the index once it is whole (the test empties the
-/// index behind the store's back: a search of three characters or more must then find nothing),
-/// or that read it while it is not whole (the mark set back: the scan must answer again), and a
-/// term of two characters given to the index.
+/// index behind the store's back: a search must then find nothing, of three characters or more
+/// and of one or two through the trigrams that contain them), or that read it while it is not
+/// whole (the mark set back: the scan must answer again), and a term held by more trigrams than a
+/// search asks for, or by a trigram with a NUL, given to the index instead of the scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     let (s, g) = sqlite_store();
@@ -2469,7 +2505,29 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     raw.execute_batch("INSERT INTO decisions_search (decisions_search) VALUES ('delete-all')")
         .unwrap();
     assert_eq!(find("smith, ann").await, 0, "the whole index answers");
-    assert_eq!(find("sm").await, 1, "two characters scan");
+    assert_eq!(find("sm").await, 0, "two characters read the index too");
+    assert_eq!(find("山").await, 0, "and one");
+    // A character more trigrams contain than a search asks the index for: the scan answers.
+    let many: Vec<String> = (0..=ferry_store::search_index::SHORT_TERMS)
+        .map(|i| format!("('ë{i:02}')"))
+        .collect();
+    raw.execute_batch(&format!(
+        "INSERT INTO decisions_search_terms (term) VALUES {}",
+        many.join(", ")
+    ))
+    .unwrap();
+    assert_eq!(find("Ë").await, 1, "a common character scans");
+    // A trigram holding a NUL (SQLite stores one in a value): no FTS5 query can carry it.
+    raw.execute(
+        "INSERT INTO decisions_search_terms (term) VALUES (?)",
+        ["山\0x"],
+    )
+    .unwrap();
+    assert_eq!(
+        find("山").await,
+        1,
+        "a NUL among the trigrams: the scan answers"
+    );
     raw.execute_batch("UPDATE decisions_search_state SET indexed_cycle = 0")
         .unwrap();
     assert_eq!(
@@ -2497,6 +2555,11 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
             .collect::<Vec<_>>(),
         ["s-smith", "t-smith"]
     );
+    // A value of two characters: through the trigrams that contain it, as the scan finds it.
+    let (it, every) = s.report_objects("it", 20).await.unwrap();
+    assert!(!every, "answered through the decisions");
+    assert_eq!(it, s.find_objects("it", 20).await.unwrap());
+    assert_eq!(it.len(), 1);
     let (matched, _) = s.report_objects("Same Name", 20).await.unwrap();
     assert_eq!(matched.len(), 12, "every decision's object, by name");
     assert_eq!(matched, s.find_objects("same name", 20).await.unwrap());

@@ -797,6 +797,28 @@ async fn the_console_in_chromium() {
     }
     b.go(&format!("{url}#/profiles")).await;
     b.wait_text("main table", "hr-src → hr-tgt").await;
+    // A viewer exports what it reads: the What-If's decisions and a batch's computers.
+    for (page, button, header) in [
+        (
+            "whatif?profile=users&status=ambiguous",
+            "#whatif-export",
+            "kind,status,",
+        ),
+        (
+            "dashboard?batch=pilot",
+            "#dash-export",
+            "computer,hostname,",
+        ),
+    ] {
+        b.go(&format!("{url}#/{page}")).await;
+        b.find(button).await;
+        let csv = download_of(&b, button).await;
+        assert!(
+            csv.starts_with(header) && csv.lines().count() > 1,
+            "{page}: {csv}"
+        );
+    }
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
     b.sign_out().await;
 
     // Contoso's admin submits a move (by the API, as the CLI does); the console shows it to both sides.
@@ -1044,6 +1066,24 @@ async fn the_dashboard_names_every_computer(
             && chart.contains("computers"),
         "the chart's states are the seed's words and its axes are labelled: {chart}"
     );
+    // Its computers exported as the dashboard lists them: the one without an agent too, in the
+    // seed's words, with the batch's times.
+    let csv = download_of(b, "#dash-export").await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("computer,hostname,agent_id,"), "{csv}");
+    assert_eq!(lines.len(), 3, "both computers: {csv}");
+    assert!(
+        lines[1].starts_with(&format!("{scheduled},{scheduled},"))
+            && lines[2].starts_with(&format!("{no_agent},,,,no agent yet,")),
+        "the agent first, then the computer without one: {csv}"
+    );
+    assert!(
+        lines[1..].iter().all(|l| l.ends_with(
+            ",pilot,2031-02-01 08:00:00 Europe/London,2031-03-01 18:00:00 Europe/London"
+        )),
+        "{csv}"
+    );
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
     b.screenshot("dashboard-scheduled").await;
     // The batches page and its device What-If show the names as typed too.
     b.go(&format!("{url}#/batches")).await;
@@ -1693,6 +1733,73 @@ async fn lists_show_totals_pages_filters_and_exports(
     b.click("#logs-export").await;
     let csv = downloaded().await;
     assert_eq!(csv.lines().count() as i64, warnings + 1, "{csv}");
+    // The What-If's decisions as filtered and sorted on the page: the list's total and order, a
+    // name a spreadsheet would run as a formula behind a `'`, and the write each authorises.
+    let q = "status=matched&sort=source_name&order=desc";
+    let (list, _) = get(format!(
+        "/profiles/users/whatif?{q}&limit=10000&writes_limit=1"
+    ))
+    .await;
+    let total = list["decisions_total"].as_i64().unwrap();
+    b.go(&format!("{url}#/whatif?profile=users&{q}")).await;
+    b.find("#whatif-decisions-list th[aria-sort='descending'] button[data-sort='source_name']")
+        .await;
+    let csv = download_of(b, "#whatif-export").await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("kind,status,source_id,source_name,"),
+        "{csv}"
+    );
+    assert_eq!(lines.len() as i64, total + 1, "{csv}");
+    let ids: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(2).unwrap())
+        .collect();
+    let want: Vec<&str> = list["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["source_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, want, "the export is in the order shown");
+    assert!(
+        lines[1..].iter().all(|l| l.starts_with("user,matched,")
+            || l.starts_with("group,matched,")
+            || l.starts_with("device,matched,")),
+        "only what is filtered: {csv}"
+    );
+    assert!(
+        csv.contains(",\"'=") && !csv.contains(",=") && !csv.contains(",\"="),
+        "names that read as formulas are neutralised: {csv}"
+    );
+    // Filtered by kind, then searched, from the page's own controls: the totals are the API's,
+    // and the export is of what is filtered (would catch a filter the route or the export drops).
+    let (users, _) = get("/profiles/users/whatif?status=matched&kind=user&limit=1".into()).await;
+    let users = users["decisions_total"].as_i64().unwrap();
+    b.script(
+        "const k = document.getElementById('whatif-kind'); k.value = 'user'; k.dispatchEvent(new Event('change'));",
+    )
+    .await;
+    b.wait_text("#whatif-decisions-total", &format!("{users} decisions"))
+        .await;
+    let (found, _) =
+        get("/profiles/users/whatif?status=matched&kind=user&q=smith&limit=1".into()).await;
+    let found = found["decisions_total"].as_i64().unwrap();
+    assert!(found > 0 && found < users, "{found} of {users}");
+    b.script("document.getElementById('whatif-search').value = 'SMITH';")
+        .await;
+    b.click("#whatif-search-go").await;
+    b.wait_text("#whatif-decisions-total", &format!("{found} decisions"))
+        .await;
+    let csv = download_of(b, "#whatif-export").await;
+    assert_eq!(csv.lines().count() as i64, found + 1, "{csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.starts_with("user,matched,") && l.to_lowercase().contains("smith")),
+        "{csv}"
+    );
+
     // The readiness note counts them all.
     let (_, errors) = get("/logs?level=error&limit=1".into()).await;
     b.go(url).await;
@@ -1833,4 +1940,29 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
     )
     .await;
     assert_eq!(b.console_errors().await, Vec::<String>::new());
+}
+
+/// The file a click on `button` downloads: its text, caught as the page makes the blob it links
+/// (the console fetches an export with the operator's token, then saves the blob).
+async fn download_of(b: &Browser, button: &str) -> String {
+    b.script(
+        "window.__downloads = []; const make = URL.createObjectURL; \
+         URL.createObjectURL = (blob) => { blob.text().then((t) => window.__downloads.push(t)); return make(blob); };",
+    )
+    .await;
+    b.click(button).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = b
+            .script("return window.__downloads && window.__downloads.length ? window.__downloads[0] : null")
+            .await;
+        if let Some(t) = v.as_str() {
+            return t.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{button}: no file was downloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

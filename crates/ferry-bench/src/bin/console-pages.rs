@@ -495,18 +495,40 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ),
         (
             "translation, search",
-            vec![vec![format!("/translation?limit=50&offset=0&q={upn}")]],
+            vec![vec![format!(
+                "/translation?limit=50&offset=0&total_upto=1000&q={upn}"
+            )]],
         ),
         (
             "translation, search inside a value",
             vec![vec![format!(
-                "/translation?limit=50&q={}",
+                "/translation?limit=50&total_upto=1000&q={}",
                 url_encode(&inner)
             )]],
         ),
         (
-            "translation, search of 2 characters (scan)",
-            vec![vec![s("/translation?limit=50&q=n9")]],
+            "translation, search of 2 characters (n9)",
+            vec![vec![s("/translation?limit=50&total_upto=1000&q=n9")]],
+        ),
+        (
+            "translation, search of 2 characters, rare (=g)",
+            vec![vec![s("/translation?limit=50&total_upto=1000&q=%3Dg")]],
+        ),
+        (
+            "translation, search of 2 characters, common (an)",
+            vec![vec![s("/translation?limit=50&total_upto=1000&q=an")]],
+        ),
+        (
+            "translation, search of 2 characters, common (an): the exact total after it",
+            vec![vec![s("/translation?limit=1&q=an")]],
+        ),
+        (
+            "translation, search of 1 character, in no entry (王)",
+            vec![vec![s("/translation?limit=50&total_upto=1000&q=%E7%8E%8B")]],
+        ),
+        (
+            "translation, search of 1 character (ë)",
+            vec![vec![s("/translation?limit=50&total_upto=1000&q=%C3%AB")]],
         ),
         (
             "translation, middle page (after=)",
@@ -760,7 +782,11 @@ async fn run(users: usize, agents: usize, renders: usize) {
         browser_walk(&api, &upn, renders).await;
     }
     server.stop().await.expect("stop");
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("FERRY_BENCH_KEEP").is_some() {
+        println!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     // The schema of this run, a million rows and more: not left behind in the shared database.
     if let Some((c, schema)) = &pg {
         c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -808,6 +834,8 @@ async fn browser_walk(api: &Api, upn: &str, renders: usize) {
     .map(|r| r.to_string())
     .chain([
         format!("translation?q={upn}"),
+        // A common term: its page with a total counted up to 1,000, the exact one after.
+        "translation?q=an".to_string(),
         format!("report?q={upn}"),
         "logs?level=warning".to_string(),
     ])

@@ -1217,6 +1217,139 @@ pub async fn progress(
     }))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ComputersExportParams {
+    /// Only computers in this state, as the dashboard filters them: an agent's state, or
+    /// `no agent yet`.
+    pub state: Option<String>,
+    /// As `GET /batches/{name}/progress`: the agents' order (`id`, `hostname`, `state` or
+    /// `last_contact`); the computers without an agent follow, by name.
+    pub sort: Option<String>,
+    /// `asc` (the default) or `desc`.
+    pub order: Option<String>,
+}
+
+/// Agents read per keyset page by the batch computers export (each page's claims are checked
+/// as the dashboard's are).
+const COMPUTERS_EXPORT_PAGE: i64 = 500;
+
+/// The state of a batch's computer that no agent has enrolled from, in the seed's words (the
+/// dashboard's filter and count of them).
+const NO_AGENT_YET: &str = "no agent yet";
+
+#[utoipa::path(get, path = "/batches/{name}/computers/export", tag = "devices", params(("name" = String, Path), ComputersExportParams),
+    responses((status = 200, description = "every computer of the batch the `state` filter finds, as CSV in the dashboard's order: its agents as `sort`/`order` ask (read by keyset pages of 500), then the computers no agent has enrolled from yet (`no agent yet`), by name as they were added; with the batch's times in its zone; cells that would read as a spreadsheet formula start with `'`",
+        content((String = "text/csv")),
+        headers(("X-Total-Count" = i64, description = "rows written: agents and computers without one"))),
+        (status = 400, body = super::ErrorBody, description = "an unknown `sort` or `order`"),
+        (status = 404, body = super::ErrorBody, description = "no such batch")))]
+pub async fn computers_export(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<ComputersExportParams>,
+) -> ApiResult<axum::response::Response> {
+    let snap = st.devices.snapshot();
+    let Some(batch) = snap.batches.get(&name) else {
+        return Err(ApiError::NotFound(format!("there is no batch `{name}`")));
+    };
+    let state = super::text_param("state", &p.state)?.filter(|s| !s.is_empty());
+    let mut q = AgentQuery {
+        batch: Some(name.clone()),
+        state: state.map(str::to_string),
+        limit: COMPUTERS_EXPORT_PAGE,
+        ..Default::default()
+    };
+    agent_sorting(&mut q, p.sort.as_deref(), p.order.as_deref(), None)?;
+    let times = [
+        batch
+            .available_from
+            .as_deref()
+            .map(|a| local_shown(a, &batch.time_zone))
+            .unwrap_or_default(),
+        local_shown(&batch.enforced_after, &batch.time_zone),
+    ];
+    let row = |computer: String, agent: Option<&AgentView>| {
+        let mut r = vec![computer];
+        match agent {
+            Some(v) => r.extend([
+                v.agent.hostname.clone(),
+                v.agent.id.to_string(),
+                v.agent.device_id.clone(),
+                v.agent.state.clone(),
+                v.last_step.clone().unwrap_or_default(),
+                v.progress.map(|n| n.to_string()).unwrap_or_default(),
+                v.agent.last_contact.to_string(),
+                v.silent.to_string(),
+                v.mismatch.clone().unwrap_or_default(),
+            ]),
+            None => r.extend(
+                [
+                    "",
+                    "",
+                    "",
+                    NO_AGENT_YET,
+                    "install the agent",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+                .map(str::to_string),
+            ),
+        }
+        r.push(name.clone());
+        r.extend(times.iter().cloned());
+        r
+    };
+    let mut rows = Vec::new();
+    let mut total = 0;
+    if state != Some(NO_AGENT_YET) {
+        total += st.store.count_agents(&q).await?;
+        loop {
+            let page = agent_views(&st, &q).await?;
+            for v in &page {
+                rows.push(row(
+                    snap.name_of(&ferry_core::host::host_key(&v.agent.hostname)),
+                    Some(v),
+                ));
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == q.limit => {
+                    q.after_value = q.sort.value_of(&last.agent);
+                    q.after = Some(last.agent.id);
+                }
+                _ => break,
+            }
+        }
+    }
+    if state.is_none_or(|s| s == NO_AGENT_YET) {
+        let pending = without_agent(&st, &snap.computers_of(&name), usize::MAX).await?;
+        total += pending.len() as i64;
+        rows.extend(pending.into_iter().map(|c| row(c, None)));
+    }
+    super::csv_response(
+        "computers.csv",
+        total,
+        &[
+            "computer",
+            "hostname",
+            "agent_id",
+            "device_id",
+            "state",
+            "step",
+            "progress",
+            "last_contact_ms",
+            "silent",
+            "claims_differ",
+            "batch",
+            "available_from",
+            "enforced_after",
+        ],
+        rows.into_iter(),
+    )
+}
+
 /// The first `want` of `computers` (as added, in order) that no live agent has enrolled from:
 /// read a chunk at a time through the host-name index, so that a batch of 10,000 whose agents
 /// all enrolled but a few costs a few look-ups, not a listing of its agents.
@@ -1291,6 +1424,7 @@ pub fn router() -> axum::Router<AppState> {
             axum::routing::put(put_batch).delete(delete_batch),
         )
         .route("/batches/{name}/computers", post(computers))
+        .route("/batches/{name}/computers/export", get(computers_export))
         .route("/batches/{name}/resume", post(resume_batch))
         .route("/batches/{name}/whatif", get(whatif))
         .route("/batches/{name}/progress", get(progress))

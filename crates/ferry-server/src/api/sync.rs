@@ -109,6 +109,9 @@ pub struct WhatIfParams {
     pub writes_offset: i64,
     /// Writes per page (default 100, at most 10000).
     pub writes_limit: Option<i64>,
+    /// With `q`: count the matching decisions only up to this many (as `GET /translation`'s
+    /// `total_upto`; `decisions_total_exact` false when more match).
+    pub total_upto: Option<i64>,
 }
 
 fn parse_status(s: &Option<String>) -> ApiResult<Option<Status>> {
@@ -129,6 +132,45 @@ fn parse_kind(s: &Option<String>) -> ApiResult<Option<ObjectKind>> {
     s.as_deref()
         .map(|v| ObjectKind::parse(v).ok_or_else(|| bad_param("kind", v, "user, group or device")))
         .transpose()
+}
+
+/// The columns a What-If's decisions sort on.
+const WHATIF_SORTS: &[(&str, DecisionSort)] = &[
+    ("kind", DecisionSort::Kind),
+    ("status", DecisionSort::Status),
+    ("source_name", DecisionSort::SourceName),
+];
+
+impl WhatIfParams {
+    /// The decisions of profile `name` these parameters ask for (the list's page, or the
+    /// export's first): a bad filter, sort or cursor is a 400 naming its parameter.
+    fn query(&self, name: &str) -> ApiResult<DecisionQuery> {
+        let (sort, direction) =
+            super::translation::sorting(self.sort.as_deref(), self.order.as_deref(), WHATIF_SORTS)?;
+        let status = parse_status(&self.status)?;
+        if status.is_none() && sort == DecisionSort::SourceName {
+            // Migration 0023 indexes the names within a status: across all of a million decisions
+            // the order would be a sort of them all on every page.
+            return Err(bad_param(
+                "sort",
+                sort.name(),
+                "kind or status without a `status` filter (names sort within one status)",
+            ));
+        }
+        Ok(DecisionQuery {
+            profile: Some(name.to_string()),
+            status,
+            kind: parse_kind(&self.kind)?,
+            search: super::text_param("q", &self.q)?
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            offset: self.offset.max(0),
+            limit: page(self.limit),
+            after: super::translation::after(self.after.as_deref(), sort)?,
+            sort,
+            direction,
+        })
+    }
 }
 
 /// The last What-If of the configured profile `name`: 404 when it is not configured, or when no
@@ -160,40 +202,13 @@ pub async fn whatif(
 ) -> ApiResult<Json<WhatIf>> {
     let plan = last_plan(&st, &name, &format!(" (ferry sync run {name})")).await?;
     let approval = st.store.approval(&name).await?;
-    let (sort, direction) = super::translation::sorting(
-        q.sort.as_deref(),
-        q.order.as_deref(),
-        &[
-            ("kind", DecisionSort::Kind),
-            ("status", DecisionSort::Status),
-            ("source_name", DecisionSort::SourceName),
-        ],
-    )?;
-    let status = parse_status(&q.status)?;
-    if status.is_none() && sort == DecisionSort::SourceName {
-        // Migration 0023 indexes the names within a status: across all of a million decisions
-        // the order would be a sort of them all on every page.
-        return Err(bad_param(
-            "sort",
-            sort.name(),
-            "kind or status without a `status` filter (names sort within one status)",
-        ));
-    }
-    let dq = DecisionQuery {
-        profile: Some(name.clone()),
-        status,
-        kind: parse_kind(&q.kind)?,
-        search: q.q.clone(),
-        offset: q.offset.max(0),
-        limit: page(q.limit),
-        after: super::translation::after(q.after.as_deref(), sort)?,
-        sort,
-        direction,
-    };
-    let (decisions_total, mut decisions) =
-        super::translation::page(&st, &dq, std::slice::from_ref(&plan)).await?;
+    let dq = WhatIfParams::query(&q, &name)?;
+    let sort = dq.sort;
+    let upto = super::translation::total_upto(q.total_upto)?;
+    let (decisions_total, decisions_total_exact, mut decisions) =
+        super::translation::page(&st, &dq, std::slice::from_ref(&plan), upto).await?;
     for d in &mut decisions {
-        d.rule_name = d.rule.and_then(|r| plan.rules.get(r as usize).cloned());
+        d.rule_name = rule_of(&plan, d);
     }
     let candidates = match st.settings.get().config.profile(&name) {
         Some(cfg) => super::report::candidates(&st, cfg, &plan.rules, &decisions).await?,
@@ -206,6 +221,7 @@ pub async fn whatif(
         needs_approval: writes_total > 0 && !approved,
         approved,
         decisions_total,
+        decisions_total_exact,
         decisions,
         decisions_next,
         writes: st
@@ -217,6 +233,119 @@ pub async fn whatif(
         approval,
         candidates,
     }))
+}
+
+/// The rule that decided `d`, described as the plan lists its rules.
+fn rule_of(plan: &ferry_store::PlanInfo, d: &ferry_store::DecisionRow) -> Option<String> {
+    d.rule.and_then(|r| plan.rules.get(r as usize).cloned())
+}
+
+/// Decisions read per keyset page by the What-If export, and writes per page of the plan's.
+const WHATIF_EXPORT_PAGE: i64 = 1_000;
+
+/// The most decisions one export writes (a million-object plan is the size the issue measures).
+const WHATIF_EXPORT_MAX: usize = 1_000_000;
+
+/// The What-If export's columns: the decision, then the write it authorises (`write_detail`: the
+/// write as `GET /profiles/{name}/whatif`'s `writes` gives it).
+const WHATIF_COLUMNS: &[&str] = &[
+    "kind",
+    "status",
+    "source_id",
+    "source_name",
+    "source_upn",
+    "source_mail",
+    "source_sid",
+    "target_id",
+    "target_name",
+    "target_upn",
+    "target_mail",
+    "target_sid",
+    "rule",
+    "candidates",
+    "write",
+    "write_detail",
+];
+
+#[utoipa::path(get, path = "/profiles/{name}/whatif/export", tag = "sync", params(("name" = String, Path), WhatIfParams),
+    responses((status = 200, description = "every decision the filters (`status`, `kind`, `q`) find, as CSV in the order asked (`sort`, `order`), read by keyset pages of 1,000 (`offset`, `after`, `limit` and the `writes_` parameters ignored), each with the write it authorises if any; cells that would read as a spreadsheet formula start with `'`",
+        content((String = "text/csv")),
+        headers(("X-Total-Count" = i64, description = "decisions matching"))),
+        (status = 400, body = super::ErrorBody, description = "an unknown `status`, `kind`, `sort` or `order`"),
+        (status = 404, body = super::ErrorBody, description = "unknown profile, or no cycle has run yet")))]
+pub async fn whatif_export(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<WhatIfParams>,
+) -> ApiResult<axum::response::Response> {
+    let plan = last_plan(&st, &name, &format!(" (ferry sync run {name})")).await?;
+    let mut dq = q.query(&name)?;
+    // As the list counts: the plan's counts unless a term is searched.
+    let total = if dq.search.is_some() {
+        st.store.count_decisions(&dq).await?
+    } else {
+        super::translation::counted(&plan, &dq)
+    };
+    (dq.limit, dq.offset, dq.after) = (WHATIF_EXPORT_PAGE, 0, None);
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    // Each row's decision, by kind and source id: the writes are joined to them below.
+    let mut row_of: std::collections::HashMap<(ObjectKind, String), usize> =
+        std::collections::HashMap::new();
+    loop {
+        let page = st.store.decisions(&dq).await?;
+        for d in &page {
+            row_of.insert((d.kind, d.source_id.clone()), rows.len());
+            rows.push(vec![
+                d.kind.as_str().to_string(),
+                d.status.as_str().to_string(),
+                d.source_id.clone(),
+                d.source_name.clone(),
+                o(&d.source_upn),
+                o(&d.source_mail),
+                o(&d.source_sid),
+                o(&d.target_id),
+                o(&d.target_name),
+                o(&d.target_upn),
+                o(&d.target_mail),
+                o(&d.target_sid),
+                rule_of(&plan, d).unwrap_or_default(),
+                d.candidates.join("; "),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == dq.limit && rows.len() < WHATIF_EXPORT_MAX => {
+                dq.after = Some(ferry_store::DecisionCursor::of(last, dq.sort));
+            }
+            _ => break,
+        }
+    }
+    // The plan's writes in keyset pages of its own order, each joined to its decision's row.
+    if plan.counts.creates + plan.counts.updates > 0 && !rows.is_empty() {
+        let mut after = None;
+        loop {
+            let page = st
+                .store
+                .plan_writes_after(&name, after, WHATIF_EXPORT_PAGE)
+                .await?;
+            for (_, w) in &page {
+                if let Some(&i) = row_of.get(&(w.kind(), w.source_id().to_string())) {
+                    let n = rows[i].len();
+                    rows[i][n - 2] = w.op().to_string();
+                    rows[i][n - 1] = serde_json::to_string(w)
+                        .map_err(|e| ApiError::Internal(format!("a write of `{name}`: {e}")))?;
+                }
+            }
+            match page.last() {
+                Some((seq, _)) if page.len() as i64 == WHATIF_EXPORT_PAGE => after = Some(*seq),
+                _ => break,
+            }
+        }
+    }
+    super::csv_response("whatif.csv", total, WHATIF_COLUMNS, rows.into_iter())
 }
 
 /// The shortest prefix of a plan hash an approval may name (the CLI and console show 12).
@@ -336,6 +465,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/profiles", get(profiles))
         .route("/profiles/{name}/run", post(run))
         .route("/profiles/{name}/whatif", get(whatif))
+        .route("/profiles/{name}/whatif/export", get(whatif_export))
         .route("/profiles/{name}/approve", post(approve))
         .route("/cycles", get(cycles))
         .route("/cycles/{id}", get(cycle))

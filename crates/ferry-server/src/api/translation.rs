@@ -32,16 +32,36 @@ pub struct ListParams {
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
     /// The column sorted on within each profile (profiles in name order): `kind` (the default:
-    /// kind, then source id) or `source_name` (code point order, case-sensitive; ties in kind and
-    /// source id order).
+    /// kind, then source id), `profile` (the same order) or `source_name` (code point order,
+    /// case-sensitive; ties in kind and source id order).
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`: the whole order reversed, profiles too.
     pub order: Option<String>,
+    /// With `q`: count the matches only up to this many (at least 1). `total` is then at most
+    /// this, and `total_exact` false when more match: a common term's page without reading
+    /// every match (the console asks 1,000, then the exact total on its own).
+    pub total_upto: Option<i64>,
 }
 
-/// The columns the translation table sorts on.
+/// A list's `total_upto` read: at least 1.
+pub fn total_upto(v: Option<i64>) -> ApiResult<Option<i64>> {
+    v.map(|n| match n {
+        1.. => Ok(n),
+        _ => Err(bad_param(
+            "total_upto",
+            &n.to_string(),
+            "a count of at least 1",
+        )),
+    })
+    .transpose()
+}
+
+/// The columns the translation table sorts on. Every sort is within each profile, profiles in
+/// name order: `profile` is that order itself, each profile's entries by kind and source id (the
+/// same rows in the same order as `kind`).
 pub const TRANSLATION_SORTS: &[(&str, DecisionSort)] = &[
     ("kind", DecisionSort::Kind),
+    ("profile", DecisionSort::Kind),
     ("source_name", DecisionSort::SourceName),
 ];
 
@@ -92,8 +112,9 @@ fn searching(q: &DecisionQuery) -> bool {
     q.search.as_deref().is_some_and(|s| !s.is_empty())
 }
 
-/// A page of decisions and how many the query finds in all. With a search term the store counts
-/// and pages, both at once. Without one the total comes from `plans` (no count over a million rows), and each
+/// A page of decisions, how many the query finds in all, and whether that is exact (`upto`, with
+/// a search term: counted up to that many; more match when not exact). With a search term the
+/// store counts and pages, both at once. Without one the total comes from `plans` (no count over a million rows), and each
 /// profile's part is read on its own — `profile = ? AND status = ?` walks the index in order — so
 /// no query sorts or skips the rows of other profiles. With `q.after` (keyset paging) the pages
 /// start at the cursor's profile, after its row, and no row is skipped by counting.
@@ -101,13 +122,27 @@ pub async fn page(
     st: &AppState,
     q: &DecisionQuery,
     plans: &[PlanInfo],
-) -> ApiResult<(i64, Vec<DecisionRow>)> {
+    upto: Option<i64>,
+) -> ApiResult<(i64, bool, Vec<DecisionRow>)> {
     if searching(q) {
         // Side by side, on two connections: both read every match (the count counts them, the
         // page orders them), so the wall time is the slower of the two, not their sum
         // (PostgreSQL, a term inside a value with thousands of matches: docs/BENCHMARKS.md).
-        let (total, rows) = tokio::try_join!(st.store.count_decisions(q), st.store.decisions(q))?;
-        return Ok((total, rows));
+        let count = async {
+            match upto {
+                // One more than asked: "exactly `n`" and "more" differ.
+                Some(n) => {
+                    let c = st
+                        .store
+                        .count_decisions_upto(q, n.saturating_add(1))
+                        .await?;
+                    Ok::<_, ferry_store::StoreError>((c.min(n), c <= n))
+                }
+                None => Ok((st.store.count_decisions(q).await?, true)),
+            }
+        };
+        let ((total, exact), rows) = tokio::try_join!(count, st.store.decisions(q))?;
+        return Ok((total, exact, rows));
     }
     let total = plans.iter().map(|p| counted(p, q)).sum();
     let mut offset = if q.after.is_some() {
@@ -151,7 +186,7 @@ pub async fn page(
             break;
         }
     }
-    Ok((total, rows))
+    Ok((total, true, rows))
 }
 
 /// The `after` of the page following `rows` (sorted by `sort`), when it was full.
@@ -285,13 +320,15 @@ pub async fn list(
         sort,
         direction,
     };
+    let upto = total_upto(p.total_upto)?;
     let plans = plans(&st, &q).await?;
-    let (total, rows) = page(&st, &q, &plans).await?;
+    let (total, total_exact, rows) = page(&st, &q, &plans, upto).await?;
     let next = next_token(&rows, q.limit, sort);
     let mut entries = to_entries(rows, &plans);
     add_device_ids(&st, &mut entries).await?;
     Ok(Json(TranslationPage {
         total,
+        total_exact,
         offset: q.offset,
         entries,
         next,

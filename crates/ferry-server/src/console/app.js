@@ -754,15 +754,28 @@ async function whatif() {
   const name = p.get("profile") || profiles[0].name;
   const status = p.get("status") || "";
   const after = p.get("after") || "";
+  const [kind, term] = [p.get("kind") || "", p.get("q") || ""];
   const q = new URLSearchParams({ limit: "100", writes_limit: status === "writes" ? "200" : "0" });
-  if (status && status !== "writes") q.set("status", status);
-  // Keyset pages (`after`: the server's cursor), sorted by kind or status; by name within one
-  // status (the server indexes names per status).
-  const whatifRoute = (extra = {}) => {
-    const n = new URLSearchParams({ profile: name, status });
-    for (const [k, x] of Object.entries(extra)) n.set(k, x);
+  // The decisions' filters (status, kind, a search term), for the list and its export.
+  const filters = (n) => {
+    if (status && status !== "writes") n.set("status", status);
+    if (kind) n.set("kind", kind);
+    if (term) n.set("q", term);
+    return n;
+  };
+  if (status !== "writes") filters(q);
+  // A search's matches counted up to 1,000 with the page, the exact total after it.
+  if (term && status !== "writes") q.set("total_upto", "1000");
+  // The page's route for other filters (`to`: profile, status, kind, q) or other parameters.
+  const filtered = (to = {}, extra = {}) => {
+    const f = { profile: name, status, kind, q: term, ...to };
+    const n = new URLSearchParams();
+    for (const [k, x] of Object.entries({ ...f, ...extra })) if (x || k === "status") n.set(k, x);
     return `#/whatif?${n}`;
   };
+  // Keyset pages (`after`: the server's cursor), sorted by kind or status; by name within one
+  // status (the server indexes names per status).
+  const whatifRoute = (extra = {}) => filtered({}, extra);
   const sort = sortOf(p, "kind", "asc", whatifRoute);
   if (!status && !["kind", "status"].includes(sort.by)) sort.by = "kind";
   if (status !== "writes") sort.params(q);
@@ -771,9 +784,22 @@ async function whatif() {
   try { v = await api(`/profiles/${enc(name)}/whatif?${q}`); } catch (e) {
     return page("What-If", h("p", { class: "muted" }, `${name}: ${e.message}`));
   }
-  const go = (pr, st) => { location.hash = `#/whatif?profile=${enc(pr)}&status=${st}`; };
+  if (v.decisions_total_exact === false) {
+    const shown = location.hash;
+    q.set("limit", "1");
+    q.delete("total_upto");
+    api(`/profiles/${enc(name)}/whatif?${q}`).then((all) => {
+      const el = document.getElementById("whatif-decisions-total");
+      if (el && location.hash === shown) el.textContent = totalText(all.decisions_total, "decisions", v.decisions.length);
+    }).catch(() => {});
+  }
+  const go = (pr, st) => { location.hash = filtered({ profile: pr, status: st }); };
   const profileSel = h("select", { id: "whatif-profile", onchange: (e) => go(e.target.value, status) },
     profiles.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
+  const kindSel = h("select", { id: "whatif-kind", onchange: (e) => { location.hash = filtered({ kind: e.target.value }); } },
+    ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
+  const box = h("input", { id: "whatif-search", value: term, placeholder: "name, UPN, mail or SID" });
+  const search = (e) => { e.preventDefault(); location.hash = filtered({ q: box.value }); };
   const statusSel = h("select", { id: "whatif-status", onchange: (e) => go(name, e.target.value) },
     [["", "all decisions"], ["matched", "matched"], ["unmatched", "unmatched"], ["ambiguous", "ambiguous"], ["conflict", "conflict"], ["refused", "refused (privileged)"], ["excluded", "excluded"], ["error", "override errors"], ["writes", "writes"]]
       .map(([x, t]) => h("option", { value: x, selected: x === status }, t)));
@@ -783,16 +809,22 @@ async function whatif() {
     catch (e) { msg.replaceChildren(h("span", { class: "error" }, e.message)); }
   };
   const c = v.plan.counts;
+  const expMsg = h("span", { id: "whatif-export-message" });
+  // Every decision the status filter finds, in the order shown, each with the write it authorises.
+  const exp = async () => {
+    const n = filters(sort.params(new URLSearchParams()));
+    try { await download(`/profiles/${enc(name)}/whatif/export?${n}`, `whatif-${name}.csv`); } catch (e) { expMsg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
   const overrides = await api(`/profiles/${enc(name)}/overrides`);
   const ov = overrideTools(profiles.find((x) => x.name === name), overrides);
   const candidates = (d) => candidateList(d, v.candidates, ov);
-  const review = status || after ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
+  const review = status || kind || term || after ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
   const named = status ? "source_name" : null;
   const body = status === "writes"
     ? [h("p", { class: "muted" }, `${v.writes_total} writes`), writesTable(v.writes)]
     : [...review, status ? ov.panel : "",
       listTable("whatif-decisions", {
-        total: v.decisions_total, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
+        total: v.decisions_total, exact: v.decisions_total_exact, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
         first: after ? sort.keep() : null, next: v.decisions_next ? sort.keep({ after: v.decisions_next }) : null,
         cols: [["Kind", (d) => d.kind, "kind"], ["Status", (d) => d.status, status ? null : "status"], ["Source", (d) => (sort.by === "source_name" ? d.source_name : d.source_upn || d.source_name), named],
           ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule]))], ["Candidates", candidates],
@@ -800,7 +832,9 @@ async function whatif() {
       }),
       ov.list];
   page("What-If",
-    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, labelled("Profile", profileSel), labelled("Show", statusSel)),
+    h("form", { class: "inline", onsubmit: search }, labelled("Profile", profileSel), labelled("Show", statusSel),
+      status === "writes" ? "" : [labelled("Kind", kindSel), labelled("Search", box), h("button", { type: "submit", id: "whatif-search-go" }, "Search"),
+        h("button", { type: "button", class: "secondary", id: "whatif-export", onclick: exp }, "Export CSV")], expMsg),
     h("p", { id: "whatif-summary" }, `Plan of cycle ${v.plan.cycle_id}: ${c.matched} matched, ${c.unmatched} unmatched, ${c.ambiguous} ambiguous, ${c.excluded || 0} excluded, ${c.errors || 0} override errors, ${v.writes_total} writes. `,
       v.approved ? h("span", { class: "ok" }, "Approved: the next cycle exports.")
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, approveLabel(v)) : h("span", { class: "muted" }, "Awaits an admin's approval."))
@@ -983,7 +1017,17 @@ async function translation() {
   if (profile) f.set("profile", profile);
   const sort = sortOf(p, "kind", "asc", (extra) => route(extra));
   sort.params(f);
-  const [v, profiles] = await Promise.all([api(`/translation?${f}${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
+  // A search's matches are counted up to 1,000 with the page (a common term's page comes in
+  // milliseconds); beyond that the exact total follows on its own request.
+  const [v, profiles] = await Promise.all([api(`/translation?${f}&total_upto=1000${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
+  if (!v.total_exact) {
+    const shown = location.hash;
+    f.set("limit", "1");
+    api(`/translation?${f}`).then((all) => {
+      const el = document.getElementById("translation-total");
+      if (el && location.hash === shown) el.textContent = totalText(all.total, "entries", v.entries.length);
+    }).catch(() => {});
+  }
   const box = h("input", { id: "search", value: q, placeholder: "name, UPN, mail or SID", "aria-label": "search" });
   const kinds = h("select", { id: "translation-kind", "aria-label": "kind" }, ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
   const prof = h("select", { id: "translation-profile", "aria-label": "profile" }, h("option", { value: "" }, "every profile"),
@@ -1012,8 +1056,8 @@ async function translation() {
       h("button", { class: "secondary", onclick: exp("sidmap", "sidmap.json") }, "SID map"), " ",
       h("button", { class: "secondary", onclick: exp("usermapping", "usermapping.csv") }, "usermapping.csv"), " ", msg),
     listTable("translation", {
-      total: v.total, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
-      cols: [["Profile", (e) => e.profile], ["Kind", (e) => e.kind, "kind"],
+      total: v.total, exact: v.total_exact, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
+      cols: [["Profile", (e) => e.profile, "profile"], ["Kind", (e) => e.kind, "kind"],
         ["Source", (e) => [h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_name), e.source_upn && e.source_upn !== e.source_name ? h("div", { class: "muted" }, e.source_upn) : ""], "source_name"],
         ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""]],
         ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
@@ -1026,7 +1070,7 @@ async function translation() {
 // A column `[title, get, key]` with a `key` sorts the list on the server: its header is a button
 // to the route `sort.href(key, order)` (ascending first, then the other way), and the sorted
 // column's header says how (`aria-sort`). `sort` is `{ by, order, href }` (see `sortOf`).
-function listTable(id, { total, noun, rows, cols, first, next, sort, empty = "Nothing found." }) {
+function listTable(id, { total, exact = true, noun, rows, cols, first, next, sort, empty = "Nothing found." }) {
   const th = ([title, , key]) => {
     if (!sort || !key) return h("th", {}, title);
     const on = sort.by === key;
@@ -1036,13 +1080,18 @@ function listTable(id, { total, noun, rows, cols, first, next, sort, empty = "No
         onclick: () => { location.hash = sort.href(key, order); } }, title, on ? (sort.order === "asc" ? " ▲" : " ▼") : ""));
   };
   return h("div", { class: "list", id: id + "-list" },
-    h("p", { class: "muted", id: id + "-total" }, `${total} ${noun}` + (rows.length < total ? `, ${rows.length} on this page` : "")),
+    h("p", { class: "muted", id: id + "-total" }, exact ? totalText(total, noun, rows.length) : `More than ${total} ${noun} (counting…), ${rows.length} on this page`),
     !rows || rows.length === 0 ? h("p", { class: "muted" }, empty) : h("table", {},
       h("thead", {}, h("tr", {}, cols.map(th))),
       h("tbody", {}, rows.map((r) => h("tr", {}, cols.map(([, get]) => h("td", {}, dated(get(r)))))))),
     first || next ? h("p", { class: "inline pager" },
       first ? h("a", { href: first, id: id + "-first" }, "First page") : "", " ",
       next ? h("a", { href: next, id: id + "-next" }, "Next page") : "") : "");
+}
+
+// A list's total and how many of it a page shows.
+function totalText(total, noun, shown) {
+  return `${total} ${noun}` + (shown < total ? `, ${shown} on this page` : "");
 }
 
 // A list's sort as the page's route keeps it (`sort`, `order`), `by` and `order` when it has
@@ -1452,6 +1501,14 @@ async function dashboard() {
   const wave = h("div", { id: "dash-wave" });
   const list = h("div", { id: "dash-agents" });
   const stamp = h("span", { class: "muted", id: "dash-updated" });
+  const expMsg = h("span", { id: "dash-export-message" });
+  // Every computer of the batch the state filter finds, in the order shown: its agents as sorted,
+  // then those with no agent yet.
+  const exp = async () => {
+    const n = sort.params(new URLSearchParams());
+    if (stateFilter) n.set("state", stateFilter);
+    try { await download(`/batches/${enc(name)}/computers/export?${n}`, `computers-${name}.csv`); } catch (e) { expMsg.replaceChildren(h("span", { class: "error" }, e.message)); }
+  };
   const draw = async () => {
     const q = sort.params(new URLSearchParams({ limit: "200" }));
     if (stateFilter && stateFilter !== "no agent yet") q.set("state", stateFilter);
@@ -1498,7 +1555,8 @@ async function dashboard() {
     more > 0 && pending.length ? h("p", { class: "muted" }, `and ${more} more computers with no agent yet`) : "");
     stamp.textContent = `updated ${when(Date.now())}`;
   };
-  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "dash-batch" }, "Batch"), sel, stamp), times, wave, summary, chart, list);
+  page(`Migration dashboard`, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "dash-batch" }, "Batch"), sel, stamp), times, wave, summary, chart,
+    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("button", { type: "button", class: "secondary", id: "dash-export", onclick: exp }, "Export CSV"), expMsg), list);
   await draw();
   const timer = setInterval(async () => {
     if (state.render !== at) return clearInterval(timer);

@@ -177,7 +177,7 @@ impl Snapshot {
             .collect()
     }
 
-    /// A computer's name as it was added to its batch (its lower-case key if unknown).
+    /// A computer's name as it was added to its batch (its key, `host_key`, if unknown).
     pub fn name_of(&self, key: &str) -> String {
         self.names
             .get(key)

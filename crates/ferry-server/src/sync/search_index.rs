@@ -22,8 +22,17 @@ pub struct CaughtUp {
 
 /// Runs the indexer until the index is whole (or an error).
 pub async fn run_until_whole(store: &dyn Store) -> Result<CaughtUp, StoreError> {
+    catch_up(store, || true).await
+}
+
+/// Runs the indexer until the index is whole, an error, or `go_on` says to stop (asked before
+/// each chunk: a stopping server waits one chunk at most, and the next start resumes there).
+async fn catch_up(store: &dyn Store, go_on: impl Fn() -> bool) -> Result<CaughtUp, StoreError> {
     let mut done = CaughtUp::default();
     loop {
+        if !go_on() {
+            return Ok(done);
+        }
         let t = std::time::Instant::now();
         let more = store.index_search().await?;
         done.longest = done.longest.max(t.elapsed());
@@ -42,7 +51,11 @@ pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiv
     }
     loop {
         let started = std::time::Instant::now();
-        match run_until_whole(&*store).await {
+        let caught = catch_up(&*store, || !*shutdown.borrow()).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        match caught {
             Ok(CaughtUp { chunks: 0, .. }) => {}
             Ok(CaughtUp { chunks, longest }) => tracing::info!(
                 chunks,

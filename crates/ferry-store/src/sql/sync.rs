@@ -245,12 +245,21 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     }
 
     async fn decisions(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>> {
-        self.decision_query(q, false, decision_row).await
+        self.decision_query(q, Select::Rows, decision_row).await
     }
 
     async fn count_decisions(&self, q: &DecisionQuery) -> Result<i64> {
         Ok(self
-            .decision_query(q, true, |r| r.get(0))
+            .decision_query(q, Select::Count(None), |r| r.get(0))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0))
+    }
+
+    async fn count_decisions_upto(&self, q: &DecisionQuery, cap: i64) -> Result<i64> {
+        Ok(self
+            .decision_query(q, Select::Count(Some(cap.max(0))), |r| r.get(0))
             .await?
             .into_iter()
             .next()
@@ -327,6 +336,21 @@ impl<B: Backend> SyncStore for SqlStore<B> {
         .await
     }
 
+    async fn plan_writes_after(
+        &self,
+        profile: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Write)>> {
+        // Writes are numbered from 0.
+        self.rows(
+            "SELECT seq, body FROM plan_writes WHERE profile = ? AND seq > ? ORDER BY seq LIMIT ?",
+            params![profile, after.unwrap_or(-1), limit.max(1)],
+            |r| Ok((r.get(0)?, codec::json(r.str(1)?)?)),
+        )
+        .await
+    }
+
     async fn approve(&self, profile: &str, plan_hash: &str, by: &str, now: i64) -> Result<()> {
         self.exec(
             "INSERT INTO approvals (profile, plan_hash, approved_by, approved_at) VALUES (?, ?, ?, ?) \
@@ -392,6 +416,13 @@ impl<B: Backend> SyncStore for SqlStore<B> {
     }
 }
 
+/// What a decision query reads: its rows, or how many there are (up to a cap when given).
+#[derive(Clone, Copy)]
+enum Select {
+    Rows,
+    Count(Option<i64>),
+}
+
 impl<B: Backend> SqlStore<B> {
     /// Rows of a decision query (`count`: its count). On a backend with a deferred search index
     /// (SQLite, migration 0024) a term long enough for it is looked for through the index when
@@ -401,27 +432,28 @@ impl<B: Backend> SqlStore<B> {
     async fn decision_query<T: Send>(
         &self,
         q: &DecisionQuery,
-        count: bool,
+        select: Select,
         decode: impl Fn(&dyn Row) -> Result<T> + Send + Sync,
     ) -> Result<Vec<T>> {
-        let long = q
-            .search
-            .as_deref()
-            .is_some_and(|t| t.chars().count() >= query::INDEXED_TERM_CHARS);
-        if !(B::DEFERRED_SEARCH && long) {
-            let (sql, vals) = query::decisions::<B>(q, count);
+        let count = !matches!(select, Select::Rows);
+        let cap = |(sql, vals): (String, Vec<Val<'static>>)| match select {
+            Select::Count(Some(cap)) => query::count_upto(sql, vals, cap),
+            _ => (sql, vals),
+        };
+        let term = q.search.as_deref().unwrap_or_default();
+        let long = term.chars().count() >= query::INDEXED_TERM_CHARS;
+        let short = crate::search_index::short(term);
+        if !(B::DEFERRED_SEARCH && (long || short.is_some())) {
+            let (sql, vals) = cap(query::decisions::<B>(q, count));
             return self.rows(&sql, &vals, decode).await;
         }
         let mut c = self.b.snapshot().await?;
-        let term = q.search.as_deref().unwrap_or_default();
-        let by = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
-            true => match rarest_trigrams(c.as_mut(), term).await? {
-                Some(m) => query::SearchBy::Deferred(m),
-                None => query::SearchBy::Scan,
-            },
-            false => query::SearchBy::Scan,
+        let asked = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
+            false => None,
+            true => index_query(c.as_mut(), term).await?,
         };
-        let (sql, vals) = query::decisions_by::<B>(q, count, by);
+        let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
+        let (sql, vals) = cap(query::decisions_by::<B>(q, count, by));
         let rows = c.query(&sql, &vals, decode).await?;
         c.commit().await?;
         Ok(rows)
@@ -436,17 +468,21 @@ impl<B: Backend> SqlStore<B> {
         q: &str,
         limit: i64,
     ) -> Result<Option<Vec<StoredObject>>> {
-        if !B::DEFERRED_SEARCH || q.contains('\n') || q.chars().count() < query::INDEXED_TERM_CHARS
-        {
+        if !B::DEFERRED_SEARCH || q.is_empty() || q.contains('\n') {
             return Ok(None);
         }
         let mut c = self.b.snapshot().await?;
         if !search_index_whole(c.as_mut(), None).await? {
             return Ok(None);
         }
-        let Some(m) = rarest_trigrams(c.as_mut(), q).await? else {
+        let Some(m) = index_query(c.as_mut(), q).await? else {
             return Ok(None);
         };
+        if m.is_empty() {
+            // No trigram of the index holds it: no decision's value is it; the scan looks at
+            // every object.
+            return Ok(None);
+        }
         let folded = q.to_lowercase();
         let sides = |side: &str| {
             ["name", "upn", "mail", "sid"]
@@ -518,6 +554,17 @@ impl<B: Backend> SqlStore<B> {
     }
 }
 
+/// The FTS5 query SQLite's search index is asked for a term (read on `c`, inside the caller's
+/// snapshot): of one or two characters the trigrams that contain it ([`trigrams_containing`]),
+/// longer its rarest ([`rarest_trigrams`]). `None`: the index cannot help, scan; `Some("")`: no
+/// value holds the term.
+async fn index_query(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<String>> {
+    match crate::search_index::short(term) {
+        Some(short) => trigrams_containing(c, &short).await,
+        None => rarest_trigrams(c, term).await,
+    }
+}
+
 /// The FTS5 query of a term's rarest trigrams in SQLite's search index, counted on `c` (inside
 /// the caller's snapshot); `None` when the term has no trigram.
 async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<String>> {
@@ -537,6 +584,37 @@ async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<S
         }
     }
     Ok(crate::search_index::rarest(counted))
+}
+
+/// The FTS5 query of the trigrams in SQLite's search index that contain a short folded term
+/// (`search_index::short`), read on `c` (inside the caller's snapshot); `None` when the term is
+/// too common for the index to help (`search_index::any_of`).
+async fn trigrams_containing(c: &mut (dyn Conn + '_), short: &str) -> Result<Option<String>> {
+    use crate::search_index::{CONTAINING, PROBE, SHORT_CAP, SHORT_TERMS, any_of, quote};
+    let terms: Vec<String> = c
+        .query(CONTAINING, params![short, SHORT_TERMS as i64 + 1], |r| {
+            r.get(0)
+        })
+        .await?;
+    if terms.len() > SHORT_TERMS || terms.iter().any(|t| t.contains('\0')) {
+        // Too common; or a trigram with a NUL (from a value holding one), which an FTS5 query
+        // cannot carry: the scan answers.
+        return Ok(None);
+    }
+    let (mut counted, mut held) = (Vec::new(), 0);
+    for t in terms {
+        // Counted up to what is left under the cap: exact while the sum stays under it.
+        let q = quote(&t);
+        let n: i64 = c
+            .query_one(PROBE, params![&q, SHORT_CAP - held], |r| r.get(0))
+            .await?;
+        held += n;
+        counted.push((q, n));
+        if held >= SHORT_CAP {
+            break;
+        }
+    }
+    Ok(any_of(&counted))
 }
 
 /// Whether SQLite's deferred search index is whole for `profile` (every profile when `None`),
