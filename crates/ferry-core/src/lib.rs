@@ -16,7 +16,9 @@ pub mod wire;
 
 // Each module also at the crate's root, where callers have always found it.
 pub use config::{duration, names};
-pub use devices::{agent, preflight, principal_map, privileged, runbook, wave, windows_script};
+pub use devices::{
+    agent, host, preflight, principal_map, privileged, runbook, wave, windows_script,
+};
 pub use moves::{envmove, usermapping};
 pub use sync::{export, matching, overrides, plan, snapshot, transform};
 

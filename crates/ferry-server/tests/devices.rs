@@ -2805,6 +2805,81 @@ async fn the_failed_communications_export_is_every_filtered_refusal() {
     );
 }
 
+/// Catches (on SQLite and on PostgreSQL): a batch whose computers are typed with letters past
+/// ASCII in another case than the devices report them ("åsa-pc" for "ÅSA-PC") showing them as
+/// "no agent yet" and leaving their agents out of the migration dashboard's states and list
+/// (the database's `lower()`, ASCII only on SQLite, compared against Rust's lower case), or a
+/// second device taking such a name by changing the case of one of those letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_finds_its_agents_whatever_the_case_of_letters_past_ascii() {
+    use reqwest::Method as M;
+    let pg = support::PgSchema::new("non_ascii_hosts");
+    for url in [None, pg.as_ref().map(|p| p.url.clone())] {
+        let backend = if url.is_some() { "postgres" } else { "sqlite" };
+        let dir = tempfile::tempdir().unwrap();
+        let admin = "ferry_shared_admin_token_for_non_ascii_hosts";
+        let h = start_on(dir.path(), "", url.clone(), url.as_ref().map(|_| admin)).await;
+        let hosts = ["ÅSA-PC", "ÖREBRO-01", "İZMİR-PC", "STRAẞE-PC"];
+        let keys = wave_devices(&h, &hosts).await;
+        // Another device claiming "ÅSA-PC" as "åsa-pc": held for an operator, not enrolled.
+        let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "k2"}))).await;
+        let (s, v) = h
+            .enroll_as(k["key"].as_str().unwrap(), "id-other", "åsa-pc", json!([]))
+            .await;
+        assert_eq!(s, 202, "{backend}: {v}");
+
+        let (s, v) = h.api(M::PUT, "/batches/Wave", Some(json!({"name": "Wave", "source_directory": "contoso",
+            "target_directory": "fabrikam", "runbooks": ["Main"], "enforced_after": local(24), "time_zone": "UTC"}))).await;
+        assert_eq!(s, 200, "{backend}: {v}");
+        let typed = ["åsa-pc", "örebro-01", "i\u{307}zmi\u{307}r-pc", "straße-pc"];
+        let (s, v) = h
+            .api(
+                M::POST,
+                "/batches/Wave/computers",
+                Some(json!({"add": typed})),
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: enrolled agents, whatever the case: {v}");
+        for key in keys.values() {
+            checkin_as(&h, key, "idle").await;
+        }
+
+        let (s, p) = h
+            .api(
+                M::GET,
+                "/batches/Wave/progress?sort=hostname&order=desc",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {p}");
+        assert_eq!(p["computers"], 4, "{backend}: {p}");
+        assert!(
+            p["states"].get("no agent yet").is_none() && p["no_agent"] == json!([]),
+            "{backend}: every computer has its agent: {p}"
+        );
+        let listed: Vec<&str> = p["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["hostname"].as_str().unwrap())
+            .collect();
+        // By key, by code point, descending: ö, å, s, i.
+        assert_eq!(
+            listed,
+            ["ÖREBRO-01", "ÅSA-PC", "STRAẞE-PC", "İZMİR-PC"],
+            "{backend}: {p}"
+        );
+        let (_, all) = h.api(M::GET, "/agents?batch=Wave&limit=10", None).await;
+        assert_eq!(all.as_array().map(Vec::len), Some(4), "{backend}: {all}");
+        let (_, found) = h.api(M::GET, "/agents?search=%C3%A5sa", None).await;
+        assert_eq!(
+            found.as_array().map(Vec::len),
+            Some(1),
+            "{backend}: {found}"
+        );
+    }
+}
+
 /// An export's answer read with `token`: its status, `X-Total-Count` and its rows without the
 /// header.
 async fn csv_as(h: &H, token: &str, path: &str) -> (u16, i64, Vec<Vec<String>>) {

@@ -259,6 +259,14 @@ pub trait Backend: Send + Sync + 'static {
     /// whose default collation is binary; ` COLLATE "C"` on PostgreSQL, whose database may
     /// default to a language's collation.
     const BINARY: &'static str;
+    /// A batch's agents as a join of its computers (`bc`) with the agents of each (their
+    /// columns unqualified), for a page sorted by host name: the batch's `(batch, computer)` index
+    /// walked in key order and each computer's agents looked up by `(host_key, id)` (migration
+    /// 0025), so that a page reads its own rows. PostgreSQL's planner, left to itself, merged the
+    /// two indexes and walked every agent from the end of the list down to the batch's (60,000 at
+    /// 100,000 agents); a lateral subquery it cannot flatten (`OFFSET 0`) makes it walk the
+    /// batch's computers instead.
+    const BATCH_AGENTS: &'static str;
     /// The parameter of [`Backend::DECISION_SEARCH`] for a term.
     fn search_param(term: &str) -> String;
     /// Whether the backend keeps SQLite's search index filled outside the cycle (migration 0024,

@@ -446,9 +446,9 @@ pub struct AgentQuery {
     pub direction: Direction,
 }
 
-/// What agents are sorted by; each order ends with the id. Host names are compared with ASCII
-/// letters in lower case, by code point, the same on both backends (SQLite's `lower` folds only
-/// ASCII, as PostgreSQL's does under the "C" collation); migration 0023 indexes each with the id.
+/// What agents are sorted by; each order ends with the id. Host names are compared by their key
+/// (`host_key`, the Unicode lower case, written by Rust), by code point, the same on both backends
+/// (migration 0025 indexes it with the id; 0023 the others).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AgentSort {
     #[default]
@@ -473,7 +473,7 @@ impl AgentSort {
     pub fn value_of(self, a: &AgentRecord) -> Option<SortValue> {
         match self {
             AgentSort::Id => None,
-            AgentSort::Hostname => Some(SortValue::Text(a.hostname.to_ascii_lowercase())),
+            AgentSort::Hostname => Some(SortValue::Text(query::host_key(&a.hostname))),
             AgentSort::State => Some(SortValue::Text(a.state.clone())),
             AgentSort::LastContact => Some(SortValue::Int(a.last_contact)),
         }
@@ -651,7 +651,8 @@ pub trait DeviceStore: Send + Sync + 'static {
         batch: &str,
         run: &RunName<'_>,
     ) -> Result<Vec<(String, i64, i64)>>;
-    /// (host name, state, agent id) of the live agent of each of `hostnames` (lower case) that
+    /// (host name key, state, agent id) of the live agent of each of `hostnames` (their keys,
+    /// `ferry_core::devices::host::host_key`) that
     /// was handed its run `run.of(agent id)` (a batch's canary).
     async fn agent_states_of(
         &self,
@@ -711,7 +712,8 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64>;
     /// (computer as it was added, batch, added_at) of every batch.
     async fn batch_computers(&self) -> Result<Vec<(String, String, i64)>>;
-    /// Of these lower-case host names, the ones a live (not replaced) agent has.
+    /// Of these host-name keys (`ferry_core::devices::host::host_key`), the ones a live (not
+    /// replaced) agent has.
     async fn live_hostnames(&self, hostnames: &[String]) -> Result<Vec<String>>;
     /// (batch, state, agents) of every batch's computers that a live agent has, in one pass (the
     /// console's overview: not one scan of the agents per batch).

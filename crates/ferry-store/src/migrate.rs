@@ -129,6 +129,11 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0024_search_index.sql"),
     },
     Migration {
+        version: HOST_KEYS,
+        name: "host_keys",
+        sql: include_str!("../migrations/sqlite/0025_host_keys.sql"),
+    },
+    Migration {
         version: 26,
         name: "search_terms",
         sql: include_str!("../migrations/sqlite/0026_search_terms.sql"),
@@ -257,8 +262,113 @@ pub const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0024_search_index.sql"),
     },
     Migration {
+        version: HOST_KEYS,
+        name: "host_keys",
+        sql: concat!(
+            include_str!("../migrations/postgres/0025_host_keys.sql"),
+            include_str!("../migrations/postgres/agent_search.sql")
+        ),
+    },
+    Migration {
         version: 26,
         name: "search_terms",
         sql: include_str!("../migrations/postgres/0026_search_terms.sql"),
     },
 ];
+
+/// The migration (0025) after whose SQL the runner writes every host-name key in Rust, in the
+/// same transaction: [`agent_keys`] and [`computer_keys`] say what to write.
+pub const HOST_KEYS: i64 = 25;
+
+/// PostgreSQL's trigram indexes of the agent search, part of migration 0025 and run again at a
+/// start while they are missing (`Postgres::ensure_search_index`).
+pub const POSTGRES_AGENT_SEARCH: &str = include_str!("../migrations/postgres/agent_search.sql");
+
+/// Migration 0025's agents: from each agent's id, host name and whether it holds a host-name claim
+/// now, its key and its claim after. Where several claimants' names have one key (their claims
+/// were computed by the database's `lower()`), the newest keeps it, as migration 0013 did.
+pub fn agent_keys(agents: &[(i64, String, bool)]) -> Vec<(i64, String, Option<String>)> {
+    use std::collections::HashMap;
+    let keyed: Vec<(i64, String, bool)> = agents
+        .iter()
+        .map(|(id, name, claims)| (*id, ferry_core::devices::host::host_key(name), *claims))
+        .collect();
+    let mut newest: HashMap<&str, i64> = HashMap::new();
+    for (id, key, claims) in &keyed {
+        if *claims {
+            let n = newest.entry(key.as_str()).or_insert(*id);
+            *n = (*n).max(*id);
+        }
+    }
+    keyed
+        .iter()
+        .map(|(id, key, _)| {
+            let claim = (newest.get(key.as_str()) == Some(id)).then(|| key.clone());
+            (*id, key.clone(), claim)
+        })
+        .collect()
+}
+
+/// Migration 0025's batch computers: of the stored keys, those that are not [`host_key`]'s (written
+/// before by a lower case that differs: Greek final sigma), each with its new key, or none where a
+/// computer with that key is already listed (the row goes: a computer is in one batch).
+///
+/// [`host_key`]: ferry_core::devices::host::host_key
+pub fn computer_keys(computers: &[String]) -> Vec<(String, Option<String>)> {
+    use ferry_core::devices::host::host_key;
+    let mut taken: std::collections::HashSet<String> = computers
+        .iter()
+        .filter(|c| host_key(c) == **c)
+        .cloned()
+        .collect();
+    let mut out = Vec::new();
+    for c in computers {
+        let key = host_key(c);
+        if key != *c {
+            let new = taken.insert(key.clone()).then_some(key);
+            out.push((c.clone(), new));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_claimant_of_a_key_keeps_it_and_every_agent_gets_its_key() {
+        let agents = vec![
+            (1, "ÅSA-PC".to_string(), true),
+            (2, "åsa-pc".to_string(), true),
+            (3, "ÅSA-PC".to_string(), false),
+            (4, "ÖREBRO-01".to_string(), true),
+        ];
+        assert_eq!(
+            agent_keys(&agents),
+            vec![
+                (1, "åsa-pc".to_string(), None),
+                (2, "åsa-pc".to_string(), Some("åsa-pc".to_string())),
+                (3, "åsa-pc".to_string(), None),
+                (4, "örebro-01".to_string(), Some("örebro-01".to_string())),
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_keys_written_by_another_lower_case_are_rewritten_once() {
+        let rows = vec![
+            "αθηνας".to_string(),
+            "pc-1".to_string(),
+            "πατρας".to_string(),
+            "πατρασ".to_string(),
+        ];
+        assert_eq!(
+            computer_keys(&rows),
+            vec![
+                ("αθηνας".to_string(), Some("αθηνασ".to_string())),
+                ("πατρας".to_string(), None),
+            ]
+        );
+    }
+}

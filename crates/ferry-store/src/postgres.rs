@@ -206,6 +206,8 @@ impl Backend for Postgres {
         || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE ?",
     );
     const FOLD: &'static str = "lower";
+    const BATCH_AGENTS: &'static str = "batch_computers bc CROSS JOIN LATERAL \
+         (SELECT * FROM agents WHERE agents.host_key = bc.computer OFFSET 0) a";
     const BINARY: &'static str = " COLLATE \"C\"";
     /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character).
     fn search_param(term: &str) -> String {
@@ -469,14 +471,17 @@ impl Postgres {
         })
     }
 
-    /// Migration 0019 makes the translation search's pg_trgm index only where the extension is
-    /// there or this role may create it; without it searches are correct but scan. At each start
-    /// with no such index the migration's block runs again (it creates the index once someone
-    /// installed the extension), and if there is still none the server says so.
+    /// Migration 0019 makes the translation search's pg_trgm index, and 0025 the agent search's,
+    /// only where the extension is there or this role may create it; without them searches are
+    /// correct but scan. At each start with any of them missing the migrations' blocks run again
+    /// (they create the indexes once someone installed the extension), and if they are still
+    /// missing the server says so.
     async fn ensure_search_index(&self) -> Result<()> {
-        const FIND: &str = "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'decisions_search'";
+        const FIND: &str = "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() \
+             AND indexname IN ('decisions_search', 'agents_search_host', 'agents_search_device')";
+        const ALL: i64 = 3;
         let mut c = self.client().await?;
-        if c.query_opt(FIND, &[]).await?.is_some() {
+        if c.query_one(FIND, &[]).await?.try_get::<_, i64>(0)? == ALL {
             return Ok(());
         }
         // Under the migrations' lock: servers starting together do not race to create it.
@@ -486,20 +491,27 @@ impl Postgres {
         if let Some(m) = POSTGRES.iter().find(|m| m.name == "list_search") {
             tx.batch_execute(m.sql).await?;
         }
-        let made = tx.query_opt(FIND, &[]).await?.is_some();
+        tx.batch_execute(crate::migrate::POSTGRES_AGENT_SEARCH)
+            .await?;
+        let made = tx.query_one(FIND, &[]).await?.try_get::<_, i64>(0)? == ALL;
         tx.commit().await?;
         if !made {
             tracing::warn!(
-                "the translation table has no search index: the pg_trgm extension is not installed and this role may not \
-                 create it, so searches scan every decision (seconds at a million). As a superuser run \
-                 `CREATE EXTENSION pg_trgm SCHEMA public;` and restart ferry: it then creates the index \
-                 (crates/ferry-store/migrations/postgres/0019_list_search.sql)"
+                "the translation table and the agents have no search index: the pg_trgm extension is not installed and \
+                 this role may not create it, so searches scan every decision (seconds at a million) and every agent. \
+                 As a superuser run `CREATE EXTENSION pg_trgm SCHEMA public;` and restart ferry: it then creates the \
+                 indexes (crates/ferry-store/migrations/postgres/0019_list_search.sql, agent_search.sql)"
             );
         }
         Ok(())
     }
 
     async fn migrate(&self) -> Result<()> {
+        self.migrate_through(POSTGRES).await
+    }
+
+    /// Applies the pending ones of `migrations` (all of them but in tests of an upgrade).
+    async fn migrate_through(&self, migrations: &[crate::migrate::Migration]) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -513,15 +525,18 @@ impl Postgres {
             )
             .await?
             .try_get(0)?;
-        let known = POSTGRES.last().map_or(0, |m| m.version);
+        let known = migrations.last().map_or(0, |m| m.version);
         if current > known {
             return Err(StoreError::SchemaTooNew {
                 found: current,
                 known,
             });
         }
-        for m in POSTGRES.iter().filter(|m| m.version > current) {
+        for m in migrations.iter().filter(|m| m.version > current) {
             tx.batch_execute(m.sql).await?;
+            if m.version == crate::migrate::HOST_KEYS {
+                rekey_hosts(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                 &[&m.version, &m.name, &now_ms()],
@@ -536,6 +551,60 @@ impl Postgres {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Migration 0025's part in Rust: every agent's host-name key and claim, and the batches' keys,
+/// written by `host_key` (see the migration); agents in chunks of [`BATCH`], one statement each.
+async fn rekey_hosts(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    let mut agents = Vec::new();
+    for r in tx
+        .query(
+            "SELECT id, hostname, hostname_claim IS NOT NULL FROM agents",
+            &[],
+        )
+        .await?
+    {
+        agents.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+    }
+    tx.execute(
+        "UPDATE agents SET hostname_claim = NULL WHERE hostname_claim IS NOT NULL",
+        &[],
+    )
+    .await?;
+    for chunk in crate::migrate::agent_keys(&agents).chunks(BATCH) {
+        let ids: Vec<i64> = chunk.iter().map(|a| a.0).collect();
+        let keys: Vec<&str> = chunk.iter().map(|a| a.1.as_str()).collect();
+        let claims: Vec<Option<&str>> = chunk.iter().map(|a| a.2.as_deref()).collect();
+        tx.execute(
+            "UPDATE agents a SET host_key = x.k, hostname_claim = x.c \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS x(i, k, c) WHERE a.id = x.i",
+            &[&ids, &keys, &claims],
+        )
+        .await?;
+    }
+    let mut computers = Vec::new();
+    for r in tx
+        .query("SELECT computer FROM batch_computers", &[])
+        .await?
+    {
+        computers.push(r.try_get(0)?);
+    }
+    for (old, new) in crate::migrate::computer_keys(&computers) {
+        match new {
+            Some(new) => {
+                tx.execute(
+                    "UPDATE batch_computers SET computer = $1 WHERE computer = $2",
+                    &[&new, &old],
+                )
+                .await?
+            }
+            None => {
+                tx.execute("DELETE FROM batch_computers WHERE computer = $1", &[&old])
+                    .await?
+            }
+        };
+    }
+    Ok(())
 }
 
 async fn bulk_logs(
@@ -564,4 +633,142 @@ async fn bulk_logs(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catches: migration 0025 on PostgreSQL leaving an upgraded database's agents without their
+    /// host-name key, keeping claims a "C"-ctype database's `lower()` computed ("Åsa-pc"),
+    /// failing on two live agents that only Rust's lower case makes one computer, keeping a batch
+    /// key another lower case wrote, or joining key columns of two collations.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_keys_are_written_in_rust_when_an_older_database_upgrades() {
+        let Ok(url) = std::env::var("FERRY_TEST_DATABASE_URL") else {
+            assert_ne!(
+                std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
+                Ok("1"),
+                "FERRY_TEST_DATABASE_URL is not set but FERRY_REQUIRE_SERVERS=1"
+            );
+            return;
+        };
+        let schema = format!("hostkeys_{}", std::process::id());
+        let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let cfg = tokio_postgres::Config::from_str(&format!(
+            "{url}{sep}options=-csearch_path%3D{schema}"
+        ))
+        .unwrap();
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let b = Postgres {
+            pool: Pool::builder(mgr).max_size(2).build().unwrap(),
+        };
+        let before = POSTGRES
+            .iter()
+            .position(|m| m.version == crate::migrate::HOST_KEYS)
+            .unwrap();
+        b.migrate_through(&POSTGRES[..before]).await.unwrap();
+        let c = b.client().await.unwrap();
+        // As the code before 0025 wrote them on a database whose ctype is "C" (`lower()` folds
+        // ASCII only); batch keys by Rust's lower case.
+        for (id, host, state) in [
+            (1i64, "ÅSA-PC", "enrolled"),
+            (2, "åsa-pc", "enrolled"),
+            (3, "ÖREBRO-01", "replaced"),
+            (4, "PC-1", "running"),
+        ] {
+            c.execute(
+                "INSERT INTO agents (id, device_id, hostname, os, facts, node_hash, psk_id, enrolled_at, last_contact, agent_version, state, hostname_claim) \
+                 VALUES ($1, $2, $3, 'windows', '{}', $4, 1, 1, 1, '0.1.0', $5, CASE WHEN $5 = 'replaced' THEN NULL ELSE lower($3 COLLATE \"C\") END)",
+                &[&id, &format!("d-{id}"), &host, &format!("n-{id}"), &state],
+            )
+            .await
+            .unwrap();
+        }
+        for computer in ["αθηνας", "örebro-01", "åsa-pc"] {
+            c.execute(
+                "INSERT INTO batch_computers (computer, name, batch, added_at) VALUES ($1, $1, 'w', 1)",
+                &[&computer],
+            )
+            .await
+            .unwrap();
+        }
+        drop(c);
+        b.migrate_through(POSTGRES).await.unwrap();
+        let c = b.client().await.unwrap();
+        let agents: Vec<(i64, String, Option<String>)> = c
+            .query(
+                "SELECT id, host_key, hostname_claim FROM agents ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            agents,
+            [
+                (1, s("åsa-pc"), None),
+                (2, s("åsa-pc"), Some(s("åsa-pc"))),
+                (3, s("örebro-01"), None),
+                (4, s("pc-1"), Some(s("pc-1"))),
+            ]
+        );
+        let computers: Vec<String> = c
+            .query(
+                "SELECT computer FROM batch_computers ORDER BY computer",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(computers, ["åsa-pc", "örebro-01", "αθηνασ"]);
+        let in_batch: i64 = c
+            .query_one(
+                &numbered(&format!(
+                    "SELECT count(*) FROM agents WHERE {}",
+                    query::IN_BATCH
+                )),
+                &[&"w"],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(in_batch, 3, "both ÅSA-PC agents and the replaced ÖREBRO-01");
+        let live: i64 = c
+            .query_one(
+                "SELECT count(*) FROM batch_computers bc JOIN agents a ON a.hostname_claim = bc.computer",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            live, 1,
+            "the live claims join the batch keys (one collation)"
+        );
+        drop(c);
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
 }

@@ -109,6 +109,9 @@ fn migrate(c: &mut Connection, migrations: &[Migration]) -> Result<()> {
     for m in migrations.iter().filter(|m| m.version > current) {
         let tx = c.transaction()?;
         tx.execute_batch(m.sql)?;
+        if m.version == crate::migrate::HOST_KEYS {
+            rekey_hosts(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             params![m.version, m.name, now_ms()],
@@ -119,6 +122,40 @@ fn migrate(c: &mut Connection, migrations: &[Migration]) -> Result<()> {
             name = m.name,
             "applied SQLite migration"
         );
+    }
+    Ok(())
+}
+
+/// Migration 0025's part in Rust: every agent's host-name key and claim, and the batches' keys,
+/// written by `host_key` (see the migration).
+fn rekey_hosts(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let agents = tx
+        .prepare("SELECT id, hostname, hostname_claim IS NOT NULL FROM agents")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, String, bool)>>>()?;
+    tx.execute(
+        "UPDATE agents SET hostname_claim = NULL WHERE hostname_claim IS NOT NULL",
+        [],
+    )?;
+    let mut set = tx.prepare("UPDATE agents SET host_key = ?, hostname_claim = ? WHERE id = ?")?;
+    for (id, key, claim) in crate::migrate::agent_keys(&agents) {
+        set.execute(params![key, claim, id])?;
+    }
+    let computers = tx
+        .prepare("SELECT computer FROM batch_computers")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    for (old, new) in crate::migrate::computer_keys(&computers) {
+        match new {
+            Some(new) => tx.execute(
+                "UPDATE batch_computers SET computer = ? WHERE computer = ?",
+                params![new, old],
+            )?,
+            None => tx.execute(
+                "DELETE FROM batch_computers WHERE computer = ?",
+                params![old],
+            )?,
+        };
     }
     Ok(())
 }
@@ -301,6 +338,8 @@ impl Backend for Sqlite {
     /// instead ([`Backend::DEFERRED_SEARCH`]), and searches scan until it is whole.
     const DECISION_SEARCH: Option<&'static str> = None;
     const FOLD: &'static str = "ferry_fold";
+    const BATCH_AGENTS: &'static str =
+        "batch_computers bc JOIN agents a ON a.host_key = bc.computer";
     const BINARY: &'static str = "";
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)
@@ -666,5 +705,75 @@ mod tests {
                 "{names} name(s): {plan:?}"
             );
         }
+    }
+
+    /// Catches: migration 0025 leaving an upgraded database's agents without their host-name key
+    /// (every batch join then misses them), keeping claims SQLite's ASCII `lower()` computed
+    /// ("Åsa-pc", which no batch key "åsa-pc" meets), failing on two live agents that only
+    /// Rust's lower case makes one computer, or keeping a batch key another lower case wrote.
+    #[test]
+    fn host_keys_are_written_in_rust_when_an_older_database_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir.path().join("ferry.db")).unwrap();
+        let before = SQLITE
+            .iter()
+            .position(|m| m.version == crate::migrate::HOST_KEYS)
+            .unwrap();
+        migrate(&mut c, &SQLITE[..before]).unwrap();
+        // As the code before 0025 wrote them: claims by SQL's lower(), batch keys by Rust's.
+        for (id, host, state) in [
+            (1, "ÅSA-PC", "enrolled"),
+            (2, "åsa-pc", "enrolled"),
+            (3, "ÖREBRO-01", "replaced"),
+            (4, "PC-1", "running"),
+        ] {
+            c.execute(
+                "INSERT INTO agents (id, device_id, hostname, os, facts, node_hash, psk_id, enrolled_at, last_contact, agent_version, state, hostname_claim) \
+                 VALUES (?, ?, ?, 'windows', '{}', ?, 1, 1, 1, '0.1.0', ?, CASE WHEN ? = 'replaced' THEN NULL ELSE lower(?) END)",
+                params![id, format!("d-{id}"), host, format!("n-{id}"), state, state, host],
+            )
+            .unwrap();
+        }
+        for (computer, batch) in [("αθηνας", "w"), ("örebro-01", "w"), ("åsa-pc", "w")] {
+            c.execute(
+                "INSERT INTO batch_computers (computer, name, batch, added_at) VALUES (?, ?, ?, 1)",
+                params![computer, computer.to_uppercase(), batch],
+            )
+            .unwrap();
+        }
+        migrate(&mut c, SQLITE).unwrap();
+        let agents: Vec<(i64, String, Option<String>)> = c
+            .prepare("SELECT id, host_key, hostname_claim FROM agents ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let s = |v: &str| v.to_string();
+        assert_eq!(
+            agents,
+            [
+                (1, s("åsa-pc"), None),
+                (2, s("åsa-pc"), Some(s("åsa-pc"))),
+                (3, s("örebro-01"), None),
+                (4, s("pc-1"), Some(s("pc-1"))),
+            ]
+        );
+        let computers: Vec<String> = c
+            .prepare("SELECT computer FROM batch_computers ORDER BY computer")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(computers, ["åsa-pc", "örebro-01", "αθηνασ"]);
+        let in_batch: i64 = c
+            .query_row(
+                &format!("SELECT count(*) FROM agents WHERE {}", query::IN_BATCH),
+                params!["w"],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_batch, 3, "both ÅSA-PC agents and the replaced ÖREBRO-01");
     }
 }

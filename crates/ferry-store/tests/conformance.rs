@@ -102,7 +102,8 @@ conformance!(
     decision_pages_after_a_cursor_skip_and_repeat_nothing,
     sorted_decision_pages_follow_code_point_order,
     sorted_agent_audit_log_and_failure_pages,
-    a_cycles_progress_ends_with_it_however_it_ends
+    a_cycles_progress_ends_with_it_however_it_ends,
+    non_ascii_host_names_are_one_computer_whatever_their_case
 );
 
 /// Catches: the agent claim check (agents list, dashboard, orders) finding a user or another
@@ -3417,4 +3418,256 @@ async fn review_postgres_searches_fold_as_the_scan_rule_does() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Catches: a host name with letters past ASCII matched by the database's `lower()` (ASCII only
+/// on SQLite; the ctype's on PostgreSQL) against a batch's computer keyed in Rust's lower case: an
+/// enrolled "ÅSA-PC" listed as "no agent yet" in the batch typed "åsa-pc", missing from its
+/// states, progress, dashboard list and wave accounting (`batch_agents_in`); a second device
+/// taking the live claim of a name that differs only in non-ASCII case; an approved replacement
+/// leaving the old agent live.
+async fn non_ascii_host_names_are_one_computer_whatever_their_case(s: &dyn Store) {
+    use ferry_core::agent::DeviceFacts;
+    use ferry_core::host::host_key;
+    let k = s.add_psk("k", "hash-k", None, None, 1).await.unwrap();
+    let facts = |id: &str, host: &str| DeviceFacts {
+        device_id: id.into(),
+        hostname: host.into(),
+        os: "windows".into(),
+        agent_version: "0.1.0".into(),
+        ..Default::default()
+    };
+    let enroll = |f: DeviceFacts, node: String| async move {
+        s.enroll_agent(&Enrollment {
+            facts: &f,
+            profiles: &[],
+            node_hash: &node,
+            psk_id: k.id,
+            now: 10,
+            address: None,
+            replaces: None,
+        })
+        .await
+    };
+    // As the devices report themselves; typed in the batch in other cases below.
+    let hosts = [
+        "ÅSA-PC",
+        "ÖREBRO-01",
+        "İZMİR-PC",
+        "STRAẞE-PC",
+        "ΑΘΗΝΑΣ",
+        "PC-ASCII",
+    ];
+    let mut ids = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let a = enroll(facts(&format!("dev-{i}"), h), format!("node-{i}"))
+            .await
+            .unwrap();
+        ids.push(a.id);
+    }
+    // An agent of another device outside the batch, whose name is close but another computer.
+    enroll(facts("dev-x", "ASA-PC"), "node-x".into())
+        .await
+        .unwrap();
+
+    // A device claiming a live agent's name, differing only in non-ASCII case: found as that
+    // agent's claim, and refused by the store if it tries to take it.
+    let claimed = s.agents_claimed("dev-evil", "åsa-pc").await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|(a, _)| a.id).collect::<Vec<_>>(),
+        [ids[0]],
+        "found by its key"
+    );
+    for name in [
+        "åsa-pc",
+        "Åsa-Pc",
+        "örebro-01",
+        "i\u{307}zmi\u{307}r-pc",
+        "straße-pc",
+        "αθηνασ",
+    ] {
+        match enroll(facts("dev-evil", name), format!("node-evil-{name}")).await {
+            Err(StoreError::ClaimChanged(d)) => assert_eq!(d, "dev-evil"),
+            other => panic!("{name}: a second live agent of one computer: {other:?}"),
+        }
+    }
+
+    // The batch's computers typed in other cases, and one without an agent.
+    let typed: Vec<String> = [
+        "åsa-pc",
+        "örebro-01",
+        "i\u{307}zmi\u{307}r-pc",
+        "straße-pc",
+        "αθηνας",
+        "pc-ascii",
+        "ÜBER-07",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    assert!(
+        s.add_batch_computers("wave-ü", &typed, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Typed again in capitals into another batch: the same computers, refused.
+    let again = s
+        .add_batch_computers("other", &["ÅSA-PC".to_string(), "ΑΘΗΝΑΣ".to_string()], 2)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "{again:?}");
+
+    let keys: Vec<String> = typed.iter().map(|c| host_key(c)).collect();
+    let mut live = s.live_hostnames(&keys).await.unwrap();
+    live.sort();
+    let mut want: Vec<String> = hosts.iter().map(|h| host_key(h)).collect();
+    want.sort();
+    assert_eq!(live, want, "every agent of the batch has its live claim");
+
+    let contacts: Vec<Contact> = ids
+        .iter()
+        .map(|&id| Contact {
+            agent_id: id,
+            at: 100,
+            address: None,
+            state: Some("running".into()),
+            agent_version: None,
+        })
+        .collect();
+    s.record_contacts(&contacts).await.unwrap();
+    let run = RunName {
+        prefix: "wave-ü-",
+        suffix: "-1",
+    };
+    for &id in &ids {
+        s.assign_run(id, &run.of(id), &[]).await.unwrap();
+    }
+    assert_eq!(
+        s.agent_states(Some("wave-ü")).await.unwrap(),
+        [("running".to_string(), 6)]
+    );
+    assert_eq!(
+        s.batch_agent_states("wave-ü", &run).await.unwrap(),
+        [("running".to_string(), 6, 6)]
+    );
+    assert_eq!(
+        s.batch_states().await.unwrap(),
+        [("wave-ü".to_string(), "running".to_string(), 6)]
+    );
+    let mut of = s.agent_states_of(&keys, &run).await.unwrap();
+    of.sort();
+    assert_eq!(of.len(), 6, "{of:?}");
+    let mut wave = s
+        .batch_agents_in("wave-ü", &run, &["running"])
+        .await
+        .unwrap();
+    wave.sort();
+    assert_eq!(wave, ids);
+
+    // The dashboard's list, sorted by host name (the key, by code point) both ways, in pages.
+    let q = AgentQuery {
+        batch: Some("wave-ü".into()),
+        sort: AgentSort::Hostname,
+        limit: 4,
+        ..Default::default()
+    };
+    assert_eq!(s.count_agents(&q).await.unwrap(), 6);
+    let mut by_key: Vec<(String, i64)> = hosts
+        .iter()
+        .zip(&ids)
+        .map(|(h, &id)| (host_key(h), id))
+        .collect();
+    by_key.sort();
+    for dir in [Direction::Asc, Direction::Desc] {
+        let mut want: Vec<i64> = by_key.iter().map(|(_, id)| *id).collect();
+        if dir.is_desc() {
+            want.reverse();
+        }
+        let first = s
+            .agents_page(&AgentQuery {
+                direction: dir,
+                ..q.clone()
+            })
+            .await
+            .unwrap();
+        let last = first.last().unwrap();
+        let rest = s
+            .agents_page(&AgentQuery {
+                direction: dir,
+                after: Some(last.id),
+                after_value: AgentSort::Hostname.value_of(last),
+                ..q.clone()
+            })
+            .await
+            .unwrap();
+        let got: Vec<i64> = first.iter().chain(&rest).map(|a| a.id).collect();
+        assert_eq!(got, want, "{dir:?}");
+    }
+    // Searched by any case of a letter past ASCII.
+    for (term, want) in [
+        ("åsa", ids[0]),
+        ("ÖREBRO", ids[1]),
+        ("straße", ids[3]),
+        ("ΘΗΝΑΣ", ids[4]),
+    ] {
+        let found = s
+            .agents_page(&AgentQuery {
+                search: Some(term.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|a| a.id).collect::<Vec<_>>(),
+            [want],
+            "{term}"
+        );
+    }
+
+    // An approved enrollment of a new device for "ÅSA-PC", typed "Åsa-pc": the old agent is
+    // replaced (found by the key) and gives up its claim; the batch lists both.
+    let req = s
+        .add_enrollment_request(&NewEnrollmentRequest {
+            enrollment: Enrollment {
+                facts: &facts("dev-new", "Åsa-pc"),
+                profiles: &[],
+                node_hash: "node-new",
+                psk_id: k.id,
+                now: 200,
+                address: None,
+                replaces: None,
+            },
+            reason: "claims the host name of an agent",
+            conflict_agent_id: Some(ids[0]),
+        })
+        .await
+        .unwrap();
+    let (_, new) = s
+        .decide_enrollment(req, true, "alice", 201)
+        .await
+        .unwrap()
+        .unwrap();
+    let new = new.unwrap();
+    assert_eq!(s.agent(ids[0]).await.unwrap().unwrap().state, "replaced");
+    let mut states = s.agent_states(Some("wave-ü")).await.unwrap();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("enrolled".to_string(), 1),
+            ("replaced".to_string(), 1),
+            ("running".to_string(), 5)
+        ]
+    );
+    assert_eq!(s.count_agents(&q).await.unwrap(), 7);
+    assert_eq!(
+        s.live_hostnames(&["åsa-pc".into()]).await.unwrap(),
+        ["åsa-pc"]
+    );
+    let claimed = s.agents_claimed("dev-evil", "ÅSA-PC").await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|(a, _)| a.id).collect::<Vec<_>>(),
+        [ids[0], new.id]
+    );
 }

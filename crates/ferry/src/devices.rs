@@ -153,6 +153,9 @@ pub(crate) fn print_preflight(
     if json {
         print_json(r)?;
     } else {
+        // The findings name the batch's devices (host names the agents sent) and the tenant's
+        // users (their display names), and carry Microsoft Graph's error messages.
+        let r = &for_terminal(r.clone())?;
         let what = r.batch.as_ref().map_or_else(
             || format!("directory `{}`", r.directory),
             |b| format!("batch `{b}` (target `{}`)", r.directory),

@@ -1303,3 +1303,95 @@ fn review_audit_overrides_and_enrollments_cannot_drive_the_terminal() {
         );
     }
 }
+
+/// Catches: `ferry batch preflight` and `ferry directory preflight` printing a finding raw. Its
+/// message names the batch's devices (host names the agents sent, whatever they are), the
+/// tenant's users (display names anyone who may edit their own sets) and Microsoft Graph's error
+/// text; with ESC, BEL, CSI, `\r` and `\n` in them those retitled the operator's window, cleared
+/// the screen or forged a "pre-flight OK" line. The answer is served by a stand-in for the server
+/// that relays such names (the real server passes them through as they are), read by the real
+/// binary; shown escaped (`\u{1b}`), not dropped, and as JSON with `--json`.
+#[test]
+fn preflight_findings_cannot_drive_the_terminal() {
+    use std::io::{BufRead, BufReader, Write};
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m";
+    let report = serde_json::json!({
+        "directory": "fabrikam",
+        "batch": "wave-1",
+        "checked_at": 1_765_000_000_000i64,
+        "ok": false,
+        "findings": [{
+            "check": "licence-intune",
+            "severity": "blocking",
+            "message": format!("1 device(s) held back: {evil}PC-1\r\npre-flight OK; these users have no licence: {evil}Eve"),
+            "fix": format!("assign a licence to {evil}Eve\r\n"),
+            "all_devices": false,
+            "devices": [format!("{evil}PC-1")],
+            "users": [format!("{evil}eve@fabrikam.test")]
+        }]
+    })
+    .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::thread::spawn(move || {
+        let mut paths = Vec::new();
+        for stream in listener.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            paths.push(line.split(' ').nth(1).unwrap_or("").to_string());
+            while {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap() > 0 && h != "\r\n"
+            } {}
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{report}",
+                report.len()
+            )
+            .unwrap();
+        }
+        paths
+    });
+    let env = [("FERRY_SERVER", url.as_str()), ("FERRY_TOKEN", "t")];
+    for args in [
+        vec!["batch", "preflight", "wave-1"],
+        vec!["directory", "preflight", "fabrikam"],
+    ] {
+        let o = ferry(&args, &env);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(
+            !out.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r']),
+            "{args:?} printed a control character raw: {out:?}"
+        );
+        assert!(
+            !out.contains("\npre-flight OK"),
+            "{args:?} printed a forged line: {out}"
+        );
+        assert!(
+            out.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31mPC-1\\u{d}\\u{a}pre-flight OK")
+                && out.contains("fix: assign a licence to \\u{1b}]0;owned"),
+            "{args:?}: shown escaped: {out}"
+        );
+        assert!(
+            out.ends_with("pre-flight FAILED: devices are held back\n"),
+            "{out}"
+        );
+        // As JSON: escaped as JSON escapes them, the values whole.
+        let mut json_args = vec!["--json"];
+        json_args.extend(&args);
+        let o = ferry(&json_args, &env);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["findings"][0]["devices"][0], format!("{evil}PC-1"));
+    }
+    let paths = served.join().unwrap();
+    assert!(paths[0].contains("/batches/wave-1/preflight"), "{paths:?}");
+    assert!(
+        paths[2].contains("/directories/fabrikam/preflight"),
+        "{paths:?}"
+    );
+}

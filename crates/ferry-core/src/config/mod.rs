@@ -1170,7 +1170,7 @@ impl Config {
                 if c.trim().is_empty() || c.trim() != c {
                     return Err(err(at, format!("`{c}` is not a host name")));
                 }
-                if let Some(other) = computers.insert(c.to_lowercase(), &b.name) {
+                if let Some(other) = computers.insert(crate::host::host_key(c), &b.name) {
                     return Err(err(
                         at,
                         format!(

@@ -2,6 +2,7 @@
 //! principals no map may touch, and the Windows script a runbook renders to.
 
 pub mod agent;
+pub mod host;
 pub mod preflight;
 pub mod principal_map;
 pub mod privileged;

@@ -151,7 +151,7 @@ pub fn start_at(batch: &str, computer: &str, enforced: i64) -> i64 {
     let mut h = crate::model::Fnv::new();
     h.write_str(batch);
     h.write_str("/");
-    h.write_str(&computer.to_lowercase());
+    h.write_str(&crate::host::host_key(computer));
     enforced + (h.finish() % JITTER_WINDOW_MS as u64) as i64
 }
 

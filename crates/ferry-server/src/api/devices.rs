@@ -251,7 +251,10 @@ async fn agent_views(st: &AppState, q: &AgentQuery) -> ApiResult<Vec<AgentView>>
             let last = last_events.remove(&a.id);
             AgentView {
                 mismatch: mismatches.remove(&a.id),
-                batch: snap.computers.get(&a.hostname.to_lowercase()).cloned(),
+                batch: snap
+                    .computers
+                    .get(&ferry_core::host::host_key(&a.hostname))
+                    .cloned(),
                 last_step: last
                     .as_ref()
                     .map(|e| format!("{} {}", e.event.step, e.event.status)),
@@ -795,7 +798,7 @@ pub async fn batches(
         .map(|b| {
             let (computer_count, mut computers) =
                 members.remove(b.name.as_str()).unwrap_or_default();
-            computers.sort_by_key(|c| c.to_lowercase());
+            computers.sort_by_key(|c| ferry_core::host::host_key(c));
             let by_state = with_states.then(|| {
                 let mut s = states.remove(b.name.as_str()).unwrap_or_default();
                 let pending = computer_count.saturating_sub(s.values().sum());
@@ -919,15 +922,17 @@ pub async fn computers(
     // Computers come from enrolled agents or the source directory's imported devices: looked up
     // by name through the host-name and key indexes (a batch of 10,000 at 1M objects and 100k
     // agents reads those 10,000, not every object and agent).
-    // A live agent's claim is its host name in the database's lower case (`lower`: ASCII
-    // letters only on SQLite), a typed name here is in Rust's (every letter): both forms are
-    // looked up, so that an agent whose name has letters past ASCII is found.
-    let forms = |a: &str| [a.to_lowercase(), a.to_ascii_lowercase()];
-    let mut keys: Vec<String> = c.add.iter().flat_map(|a| forms(a)).collect();
+    // A live agent's claim is its host name's key (`host_key`, written by Rust), the key of the
+    // name typed here.
+    let mut keys: Vec<String> = c
+        .add
+        .iter()
+        .map(|a| ferry_core::host::host_key(a))
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     let live: HashSet<String> = st.store.live_hostnames(&keys).await?.into_iter().collect();
-    let is_agent = |a: &str| forms(a).iter().any(|k| live.contains(k));
+    let is_agent = |a: &str| live.contains(&ferry_core::host::host_key(a));
     let unknown: Vec<&str> = c
         .add
         .iter()
@@ -937,13 +942,13 @@ pub async fn computers(
     let mut known: HashSet<String> = HashSet::new();
     for chunk in unknown.chunks(256) {
         for o in st.store.devices_named(&b.source_directory, chunk).await? {
-            known.insert(o.name.to_lowercase());
+            known.insert(ferry_core::host::host_key(&o.name));
         }
     }
-    // Kept as typed (shown so); matched in lower case.
+    // Kept as typed (shown so); matched by key.
     let mut add = Vec::new();
     for (i, comp) in c.add.iter().enumerate() {
-        if !is_agent(comp) && !known.contains(&comp.to_lowercase()) {
+        if !is_agent(comp) && !known.contains(&ferry_core::host::host_key(comp)) {
             return Err(ApiError::BadRequest(format!(
                 "add[{i}]: `{comp}` is neither an enrolled agent nor a device of `{}`",
                 b.source_directory
@@ -962,7 +967,11 @@ pub async fn computers(
             list.join("; ")
         )));
     }
-    let removed: Vec<String> = c.remove.iter().map(|r| r.to_lowercase()).collect();
+    let removed: Vec<String> = c
+        .remove
+        .iter()
+        .map(|r| ferry_core::host::host_key(r))
+        .collect();
     st.store.remove_batch_computers(&name, &removed).await?;
     st.devices.reload(&*st.store).await?;
     st.devices.preflight.queue(&name);
@@ -981,7 +990,7 @@ pub async fn computers(
     let now = now_ms();
     let warnings = add
         .iter()
-        .filter(|c| !snap.computers.contains_key(&c.to_lowercase()))
+        .filter(|c| !snap.computers.contains_key(&ferry_core::host::host_key(c)))
         .filter_map(|c| devices::late_add_warning(&b, c, now))
         .collect();
     Ok(Json(batch_view(&st, b, warnings).await?))
@@ -1021,7 +1030,7 @@ pub async fn whatif(
         })
         .await?
         .into_iter()
-        .map(|a| (a.hostname.to_lowercase(), a))
+        .map(|a| (ferry_core::host::host_key(&a.hostname), a))
         .collect();
     let now = now_ms();
     let token_problem = if runbooks
@@ -1107,7 +1116,7 @@ pub async fn whatif(
         }
         out.push(d);
     }
-    out.sort_by_key(|d| d.computer.to_lowercase());
+    out.sort_by_key(|d| ferry_core::host::host_key(&d.computer));
     let assignment = Some(Assignment {
         batch: b.name.clone(),
         runbooks: runbooks.iter().map(|r| r.name.clone()).collect(),
@@ -1300,7 +1309,10 @@ pub async fn computers_export(
         loop {
             let page = agent_views(&st, &q).await?;
             for v in &page {
-                rows.push(row(snap.name_of(&v.agent.hostname.to_lowercase()), Some(v)));
+                rows.push(row(
+                    snap.name_of(&ferry_core::host::host_key(&v.agent.hostname)),
+                    Some(v),
+                ));
             }
             match page.last() {
                 Some(last) if page.len() as i64 == q.limit => {
@@ -1344,7 +1356,10 @@ pub async fn computers_export(
 async fn without_agent(st: &AppState, computers: &[String], want: usize) -> ApiResult<Vec<String>> {
     let mut out = Vec::new();
     for chunk in computers.chunks(256) {
-        let keys: Vec<String> = chunk.iter().map(|c| c.to_lowercase()).collect();
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|c| ferry_core::host::host_key(c))
+            .collect();
         let live: HashSet<String> = st.store.live_hostnames(&keys).await?.into_iter().collect();
         out.extend(
             chunk

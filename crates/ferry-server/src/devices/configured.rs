@@ -168,17 +168,21 @@ pub async fn put_into_store(
                 .await?;
             changed.push(format!("batch `{}`", b.name));
         }
-        // Added as written in the file (shown so); compared in lower case.
-        let want: Vec<String> = b.computers.iter().map(|c| c.to_lowercase()).collect();
+        // Added as written in the file (shown so); compared by key (`host_key`).
+        let want: Vec<String> = b
+            .computers
+            .iter()
+            .map(|c| ferry_core::host::host_key(c))
+            .collect();
         let have: Vec<String> = members
             .iter()
             .filter(|(_, batch, _)| batch == &b.name)
-            .map(|(c, _, _)| c.to_lowercase())
+            .map(|(c, _, _)| ferry_core::host::host_key(c))
             .collect();
         let add: Vec<String> = b
             .computers
             .iter()
-            .filter(|c| !have.contains(&c.to_lowercase()))
+            .filter(|c| !have.contains(&ferry_core::host::host_key(c)))
             .cloned()
             .collect();
         let remove: Vec<String> = have.iter().filter(|c| !want.contains(c)).cloned().collect();

@@ -152,7 +152,7 @@ impl Snapshot {
     /// The batch a computer (an agent's host name, any case) is in.
     pub fn batch_of(&self, hostname: &str) -> Option<&Batch> {
         self.computers
-            .get(&hostname.to_lowercase())
+            .get(&ferry_core::host::host_key(hostname))
             .and_then(|b| self.batches.get(b))
     }
 
@@ -177,7 +177,7 @@ impl Snapshot {
             .collect()
     }
 
-    /// A computer's name as it was added to its batch (its lower-case key if unknown).
+    /// A computer's name as it was added to its batch (its key, `host_key`, if unknown).
     pub fn name_of(&self, key: &str) -> String {
         self.names
             .get(key)
@@ -321,7 +321,7 @@ impl Devices {
             }
         }
         for (computer, batch, _) in store.batch_computers().await? {
-            let key = computer.to_lowercase();
+            let key = ferry_core::host::host_key(&computer);
             snap.computers.insert(key.clone(), batch);
             snap.names.insert(key, computer);
         }
@@ -615,7 +615,7 @@ pub async fn orders(
         let w = devices.wave(store, batch).await?;
         let is_canary = w
             .canary
-            .binary_search(&agent.hostname.to_lowercase())
+            .binary_search(&ferry_core::host::host_key(&agent.hostname))
             .is_ok();
         match ferry_core::wave::gate(batch, &w.state, &w.counts, w.canary.len(), is_canary) {
             ferry_core::wave::Gate::Go => {}

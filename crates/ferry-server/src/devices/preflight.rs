@@ -103,7 +103,7 @@ pub fn hold(
             .lock()
             .ok()
             .and_then(|m| m.get(&batch.name).cloned())
-            .is_some_and(|s| !s.contains(&host.to_lowercase()));
+            .is_some_and(|s| !s.contains(&ferry_core::host::host_key(host)));
     if unseen {
         p.queue(&batch.name);
         return Some(format!(
@@ -300,7 +300,12 @@ pub async fn batch(
     if let Ok(mut m) = p.seen.lock() {
         m.insert(
             name.to_string(),
-            Arc::new(devices.iter().map(|d| d.host.to_lowercase()).collect()),
+            Arc::new(
+                devices
+                    .iter()
+                    .map(|d| ferry_core::host::host_key(&d.host))
+                    .collect(),
+            ),
         );
     }
     Preflights::keep(&p.batches, name, &r);

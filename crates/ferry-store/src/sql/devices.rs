@@ -162,6 +162,7 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
 
     async fn enroll_agent(&self, e: &Enrollment<'_>) -> Result<AgentRecord> {
         let facts = to_json(e.facts)?;
+        let host = query::host_key(&e.facts.hostname);
         let mut tx = self.b.begin().await?;
         let id: i64 = tx
             .query_opt(
@@ -177,7 +178,8 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
                     e.now,
                     e.address,
                     &e.facts.agent_version,
-                    &e.facts.hostname,
+                    &host,
+                    &host,
                     e.replaces,
                     0i64
                 ],
@@ -213,7 +215,7 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
     ) -> Result<Vec<(AgentRecord, String)>> {
         self.rows(
             &query::agents_claimed(),
-            params![device_id, hostname],
+            params![device_id, &query::host_key(hostname)],
             |r| Ok((agent_row(r)?, r.get(query::AGENT_COL_COUNT)?)),
         )
         .await
@@ -319,11 +321,9 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
             let profiles: Vec<HarvestedProfile> = serde_json::from_str(&profiles)
                 .map_err(|x| StoreError::Corrupt(format!("request {id} profiles: {x}")))?;
             let facts = to_json(&req.facts)?;
-            tx.execute(
-                query::REPLACE_AGENTS,
-                params![&req.hostname, &req.device_id],
-            )
-            .await?;
+            let host = query::host_key(&req.hostname);
+            tx.execute(query::REPLACE_AGENTS, params![&host, &req.device_id])
+                .await?;
             let aid: i64 = tx
                 .query_one(
                     query::UPSERT_AGENT,
@@ -338,7 +338,8 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
                         now,
                         &req.address,
                         &req.facts.agent_version,
-                        &req.hostname,
+                        &host,
+                        &host,
                         None::<&str>,
                         1i64
                     ],
@@ -395,8 +396,11 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         run: &RunName<'_>,
     ) -> Result<Vec<(String, i64, i64)>> {
         self.rows(
-            "SELECT state, count(*), count(CASE WHEN assigned_run = CAST(? AS TEXT) || CAST(id AS TEXT) || CAST(? AS TEXT) THEN 1 END) \
-             FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) GROUP BY state ORDER BY state",
+            &format!(
+                "SELECT state, count(*), count(CASE WHEN assigned_run = CAST(? AS TEXT) || CAST(id AS TEXT) || CAST(? AS TEXT) THEN 1 END) \
+                 FROM agents WHERE {} GROUP BY state ORDER BY state",
+                query::IN_BATCH
+            ),
             params![run.prefix, run.suffix, batch],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -440,8 +444,9 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT id FROM agents WHERE lower(hostname) IN (SELECT computer FROM batch_computers WHERE batch = ?) \
+            "SELECT id FROM agents WHERE {} \
              AND assigned_run = CAST(? AS TEXT) || CAST(id AS TEXT) || CAST(? AS TEXT) AND state IN ({}) ORDER BY id",
+            query::IN_BATCH,
             vec!["?"; states.len()].join(", ")
         );
         let mut vals = vec![
@@ -607,10 +612,10 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         computers: &[String],
         now: i64,
     ) -> Result<Vec<(String, String)>> {
-        // The key is the name in lower case (a computer is one whatever its case); the name is
-        // kept as typed, for showing.
+        // The key is the name's `host_key` (a computer is one whatever its case), the one its
+        // agent is found by; the name is kept as typed, for showing.
         let keyed: std::collections::HashMap<String, &String> =
-            computers.iter().map(|c| (c.to_lowercase(), c)).collect();
+            computers.iter().map(|c| (query::host_key(c), c)).collect();
         let keys: Vec<&String> = keyed.keys().collect();
         let mut tx = self.b.begin().await?;
         // Serialises membership changes so that two concurrent adds cannot both pass the check.
@@ -651,7 +656,7 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
     }
 
     async fn remove_batch_computers(&self, batch: &str, computers: &[String]) -> Result<u64> {
-        let keys: Vec<String> = computers.iter().map(|c| c.to_lowercase()).collect();
+        let keys: Vec<String> = computers.iter().map(|c| query::host_key(c)).collect();
         let rows: Vec<Vec<Val<'_>>> = keys.iter().map(|c| params![batch, c].to_vec()).collect();
         let mut tx = self.b.begin().await?;
         let n = tx
