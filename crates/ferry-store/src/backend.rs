@@ -267,8 +267,15 @@ pub trait Backend: Send + Sync + 'static {
     /// 100,000 agents); a lateral subquery it cannot flatten (`OFFSET 0`) makes it walk the
     /// batch's computers instead.
     const BATCH_AGENTS: &'static str;
-    /// The parameter of [`Backend::DECISION_SEARCH`] for a term.
+    /// The pattern a search binds for a term (in [`Backend::DECISION_SEARCH`] and each searched
+    /// column's `FOLD(column) LIKE FOLD_TERM`): `%term%` with `LIKE`'s wildcards escaped, folded
+    /// where [`Backend::FOLD_TERM`] does not fold it in SQL.
     fn search_param(term: &str) -> String;
+    /// The SQL a search's pattern parameter goes through, so that it is folded exactly as the
+    /// values are: `?` on SQLite (the pattern is folded in Rust, as `ferry_fold` folds the values),
+    /// `lower(?)` on PostgreSQL (whose `lower` folds `İ` and a final `Σ` otherwise than Rust: a
+    /// name searched as it is written must find itself).
+    const FOLD_TERM: &'static str;
     /// Whether the backend keeps SQLite's search index filled outside the cycle (migration 0024,
     /// [`crate::search_index`]): searches and the object report read it when it is whole for the
     /// profiles searched, and scan until then.

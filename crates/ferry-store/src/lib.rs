@@ -1010,9 +1010,13 @@ pub(crate) mod codec {
     }
     /// The `%term%` pattern for a case-insensitive substring search, with LIKE's wildcards escaped.
     pub fn like_pattern(term: &str) -> String {
+        like_pattern_as_typed(&term.to_lowercase())
+    }
+    /// [`like_pattern`] of the term as it is, for SQL that folds the pattern itself.
+    pub fn like_pattern_as_typed(term: &str) -> String {
         let mut s = String::with_capacity(term.len() + 2);
         s.push('%');
-        for c in term.to_lowercase().chars() {
+        for c in term.chars() {
             if matches!(c, '%' | '_' | '\\') {
                 s.push('\\');
             }

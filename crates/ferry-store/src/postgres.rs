@@ -203,16 +203,18 @@ impl Backend for Postgres {
     const DECISION_SEARCH: Option<&'static str> = Some(
         "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
         || coalesce(source_mail, '') || E'\\n' || coalesce(source_sid, '') || E'\\n' || coalesce(target_name, '') || E'\\n' \
-        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE ?",
+        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE lower(?)",
     );
     const FOLD: &'static str = "lower";
     const BATCH_AGENTS: &'static str = "batch_computers bc CROSS JOIN LATERAL \
          (SELECT * FROM agents WHERE agents.host_key = bc.computer OFFSET 0) a";
     const BINARY: &'static str = " COLLATE \"C\"";
-    /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character).
+    /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character), not folded:
+    /// [`Backend::FOLD_TERM`] folds it with the values' own `lower`.
     fn search_param(term: &str) -> String {
-        crate::codec::like_pattern(term)
+        crate::codec::like_pattern_as_typed(term)
     }
+    const FOLD_TERM: &'static str = "lower(?)";
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(PgConn {

@@ -439,10 +439,10 @@ fn search_condition<B: crate::backend::Backend>(
     }
     let parts: Vec<String> = SEARCHED
         .iter()
-        .map(|c| format!("{}({c}) LIKE ? ESCAPE '\\'", B::FOLD))
+        .map(|c| format!("{}({c}) LIKE {} ESCAPE '\\'", B::FOLD, B::FOLD_TERM))
         .collect();
     sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
-    let pat = codec::like_pattern(term);
+    let pat = B::search_param(term);
     vals.extend(SEARCHED.iter().map(|_| Val::text(pat.clone())));
 }
 

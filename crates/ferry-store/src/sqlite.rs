@@ -344,6 +344,7 @@ impl Backend for Sqlite {
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)
     }
+    const FOLD_TERM: &'static str = "?";
     const DEFERRED_SEARCH: bool = true;
 
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
