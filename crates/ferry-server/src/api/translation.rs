@@ -313,7 +313,9 @@ pub async fn list(
         profile: super::text_param("profile", &p.profile)?.map(str::to_string),
         status: Some(Status::Matched),
         kind: kind(&p.kind)?,
-        search: p.q,
+        search: super::text_param("q", &p.q)?
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
         offset: p.offset.max(0),
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
         after: after(p.after.as_deref(), sort)?,
@@ -367,7 +369,9 @@ pub async fn export(
         profile: super::text_param("profile", &p.profile)?.map(str::to_string),
         status: Some(Status::Matched),
         kind: kind(&p.kind)?,
-        search: p.q.filter(|t| !t.is_empty()),
+        search: super::text_param("q", &p.q)?
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
         sort,
         direction,
         ..Default::default()
