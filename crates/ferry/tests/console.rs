@@ -1799,6 +1799,28 @@ async fn lists_show_totals_pages_filters_and_exports(
             .all(|l| l.starts_with("user,matched,") && l.to_lowercase().contains("smith")),
         "{csv}"
     );
+    // A search's total counted up to a cap, then the exact one drawn when it comes (would catch
+    // the "counting…" text left in place, or a capped total shown as exact). The quickstart has
+    // far fewer than 1,000 matches: a fetch shim asks a cap of 1 instead, and counts its uses so
+    // that the test cannot pass without the capped answer.
+    let (smiths, _) = get("/translation?q=smith&limit=1".into()).await;
+    let smiths = smiths["total"].as_i64().unwrap();
+    assert!(smiths > 1, "{smiths}");
+    b.script(
+        "window.capped = 0; const f0 = window.fetch; window.fetch = (u, o) => { const s = String(u); \
+         if (s.includes('total_upto=1000')) window.capped++; return f0(s.replace('total_upto=1000', 'total_upto=1'), o); }; \
+         location.hash = '#/translation?q=smith';",
+    )
+    .await;
+    b.wait_text("#translation-total", &format!("{smiths} entries"))
+        .await;
+    assert_eq!(
+        b.script("return window.capped").await,
+        1,
+        "the page asked a capped total"
+    );
+    let exact = b.text("#translation-total").await;
+    assert!(!exact.contains("counting"), "{exact}");
 
     // The readiness note counts them all.
     let (_, errors) = get("/logs?level=error&limit=1".into()).await;

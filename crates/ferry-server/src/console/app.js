@@ -784,15 +784,6 @@ async function whatif() {
   try { v = await api(`/profiles/${enc(name)}/whatif?${q}`); } catch (e) {
     return page("What-If", h("p", { class: "muted" }, `${name}: ${e.message}`));
   }
-  if (v.decisions_total_exact === false) {
-    const shown = location.hash;
-    q.set("limit", "1");
-    q.delete("total_upto");
-    api(`/profiles/${enc(name)}/whatif?${q}`).then((all) => {
-      const el = document.getElementById("whatif-decisions-total");
-      if (el && location.hash === shown) el.textContent = totalText(all.decisions_total, "decisions", v.decisions.length);
-    }).catch(() => {});
-  }
   const go = (pr, st) => { location.hash = filtered({ profile: pr, status: st }); };
   const profileSel = h("select", { id: "whatif-profile", onchange: (e) => go(e.target.value, status) },
     profiles.map((x) => h("option", { value: x.name, selected: x.name === name }, x.name)));
@@ -840,6 +831,11 @@ async function whatif() {
         : v.needs_approval ? (canChange() ? h("button", { id: "whatif-approve", onclick: approve }, approveLabel(v)) : h("span", { class: "muted" }, "Awaits an admin's approval."))
           : h("span", { class: "muted" }, "Nothing to approve.")),
     msg, ...body);
+  if (v.decisions_total_exact === false) {
+    q.set("limit", "1");
+    q.delete("total_upto");
+    exactTotal("whatif-decisions", `/profiles/${enc(name)}/whatif?${q}`, (all) => all.decisions_total, "decisions", v.decisions.length);
+  }
 }
 
 // What Approve authorises, in its words: the plan it names (its hash as the CLI shows it) and
@@ -1020,14 +1016,6 @@ async function translation() {
   // A search's matches are counted up to 1,000 with the page (a common term's page comes in
   // milliseconds); beyond that the exact total follows on its own request.
   const [v, profiles] = await Promise.all([api(`/translation?${f}&total_upto=1000${after ? "&after=" + enc(after) : ""}`), api("/profiles")]);
-  if (!v.total_exact) {
-    const shown = location.hash;
-    f.set("limit", "1");
-    api(`/translation?${f}`).then((all) => {
-      const el = document.getElementById("translation-total");
-      if (el && location.hash === shown) el.textContent = totalText(all.total, "entries", v.entries.length);
-    }).catch(() => {});
-  }
   const box = h("input", { id: "search", value: q, placeholder: "name, UPN, mail or SID", "aria-label": "search" });
   const kinds = h("select", { id: "translation-kind", "aria-label": "kind" }, ["", "user", "group", "device"].map((x) => h("option", { value: x, selected: x === kind }, x || "every kind")));
   const prof = h("select", { id: "translation-profile", "aria-label": "profile" }, h("option", { value: "" }, "every profile"),
@@ -1062,6 +1050,10 @@ async function translation() {
         ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""]],
         ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
     }));
+  if (!v.total_exact) {
+    f.set("limit", "1");
+    exactTotal("translation", `/translation?${f}`, (all) => all.total, "entries", v.entries.length);
+  }
 }
 
 // A list's table with its total, what this page shows of it, and its pager: `first` and `next`
@@ -1087,6 +1079,17 @@ function listTable(id, { total, exact = true, noun, rows, cols, first, next, sor
     first || next ? h("p", { class: "inline pager" },
       first ? h("a", { href: first, id: id + "-first" }, "First page") : "", " ",
       next ? h("a", { href: next, id: id + "-next" }, "Next page") : "") : "");
+}
+
+// A list's exact total, asked once its page is drawn with one counted only up to a cap
+// (`total_upto`): `path` is the list without the cap, `pick` reads the total from the answer,
+// drawn into `{id}-total` if the page is still shown.
+function exactTotal(id, path, pick, noun, shown) {
+  const route = location.hash;
+  api(path).then((all) => {
+    const el = document.getElementById(id + "-total");
+    if (el && location.hash === route) el.textContent = totalText(pick(all), noun, shown);
+  }).catch(() => {});
 }
 
 // A list's total and how many of it a page shows.
