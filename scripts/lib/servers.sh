@@ -172,10 +172,16 @@ LDIF
   local ldapi
   ldapi="ldapi://$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$dir/ldap/ldapi")"
   /usr/sbin/slapd -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$tls_port/ $ldapi" -F "$dir/ldap/config" 2>"$dir/ldap/slapd.log"
+  local up=
   for _ in $(seq 50); do
-    ldapsearch -x -H "ldap://127.0.0.1:$port" -b "" -s base >/dev/null 2>&1 && break
+    ldapsearch -x -H "ldap://127.0.0.1:$port" -b "" -s base >/dev/null 2>&1 && up=1 && break
     sleep 0.1
   done
+  if [ -z "$up" ]; then
+    echo "slapd did not answer on 127.0.0.1:$port; $dir/ldap/slapadd.log and $dir/ldap/slapd.log say:" >&2
+    tail -n 20 "$dir/ldap/slapadd.log" "$dir/ldap/slapd.log" >&2 2>/dev/null
+    return 1
+  fi
   FERRY_SLAPD_PIDFILE="$dir/ldap/slapd.pid"
   export FERRY_TEST_LDAP_URL="ldap://127.0.0.1:$port" FERRY_TEST_LDAP_PASSWORD=$password
   export FERRY_TEST_LDAPS_URL="ldaps://localhost:$tls_port" FERRY_TEST_LDAP_CA="$dir/ldap/tls/ca.pem"

@@ -895,7 +895,16 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
         let h = support::start_on(dir.path(), &config("match-only"), url.as_deref()).await;
         h.run().await;
         let backend = if url.is_some() { "postgres" } else { "sqlite" };
-        for sort in ["kind", "profile", "source_name"] {
+        let sorts = [
+            "kind",
+            "profile",
+            "source_name",
+            "target_name",
+            "source_sid",
+            "target_sid",
+            "rule",
+        ];
+        for sort in sorts {
             for order in ["asc", "desc"] {
                 let all = h
                     .get(&format!(
@@ -905,10 +914,13 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
                 let all: Vec<Value> = all["entries"].as_array().unwrap().clone();
                 assert!(all.len() > 20, "{backend}: {}", all.len());
                 // The order the API claims: the column by code point, then kind and source id.
+                // A missing value sorts as empty. Rules by their position in the plan, which
+                // the entry does not carry: profile, kind and source id within each rule, and
+                // each rule in one run.
                 let key = |e: &Value| {
                     let v = match sort {
-                        "kind" | "profile" => e["profile"].as_str().unwrap().to_string(),
-                        c => e[c].as_str().unwrap().to_string(),
+                        "kind" | "profile" | "rule" => e["profile"].as_str().unwrap().to_string(),
+                        c => e[c].as_str().unwrap_or_default().to_string(),
                     };
                     (
                         v,
@@ -917,9 +929,33 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
                     )
                 };
                 let mut want = all.clone();
-                want.sort_by_key(key);
-                if order == "desc" {
-                    want.reverse();
+                if sort == "rule" {
+                    let runs: Vec<&str> = all.iter().map(|e| e["rule"].as_str().unwrap()).collect();
+                    let mut seen: Vec<&str> = runs.clone();
+                    seen.dedup();
+                    let distinct: std::collections::HashSet<&&str> = seen.iter().collect();
+                    assert!(distinct.len() > 1, "{backend}: rules {seen:?}");
+                    assert_eq!(
+                        distinct.len(),
+                        seen.len(),
+                        "{backend} {order}: one run a rule: {seen:?}"
+                    );
+                    want.sort_by_key(|e| {
+                        let r = runs.iter().position(|r| *r == e["rule"].as_str().unwrap());
+                        (r, key(e))
+                    });
+                    if order == "desc" {
+                        // Within each rule's run, the key reversed.
+                        want.sort_by_key(|e| {
+                            let r = runs.iter().position(|r| *r == e["rule"].as_str().unwrap());
+                            (r, std::cmp::Reverse(key(e)))
+                        });
+                    }
+                } else {
+                    want.sort_by_key(key);
+                    if order == "desc" {
+                        want.reverse();
+                    }
                 }
                 assert_eq!(all, want, "{backend} {sort} {order}: one page");
                 let mut walked: Vec<Value> = Vec::new();
@@ -977,25 +1013,35 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
         assert_eq!(st, 400, "{v}");
         for (path, param, allowed) in [
             (
-                "/translation?sort=rule",
+                "/translation?sort=target_upn",
                 "sort",
-                "one of kind, profile, source_name",
+                "one of kind, profile, source_name, target_name, source_sid, target_sid, rule",
             ),
             ("/translation?order=up", "order", "asc or desc"),
             (
-                "/translation/export?format=csv&sort=rule",
+                "/translation/export?format=csv&sort=candidates",
                 "sort",
-                "kind, profile, source_name",
+                "kind, profile, source_name, target_name",
             ),
             (
                 "/profiles/users/whatif?sort=bogus",
                 "sort",
-                "one of kind, status, source_name",
+                "one of kind, status, source_name, target_name, rule",
             ),
             (
                 "/profiles/users/whatif?sort=source_name",
                 "sort",
                 "without a `status` filter",
+            ),
+            (
+                "/profiles/users/whatif?sort=rule",
+                "sort",
+                "without a `status` filter",
+            ),
+            (
+                "/translation?sort=rule&after=%5B%22users%22%2C%22user%22%2C%22x%22%2C%22first%22%5D",
+                "after",
+                "same sort",
             ),
             (
                 "/agents?sort=os",

@@ -259,6 +259,13 @@ pub trait Backend: Send + Sync + 'static {
     /// whose default collation is binary; ` COLLATE "C"` on PostgreSQL, whose database may
     /// default to a language's collation.
     const BINARY: &'static str;
+    /// What precedes a column in an equality the planner should filter by but not range an
+    /// index by: SQLite's unary `+`. Given `o_kind = ?` on an index (value, kind, source id), SQLite
+    /// takes the index's order to no longer serve the ORDER BY and sorts every row of each value
+    /// for a page (all of a rule's, all of the decisions without a SID); with `+o_kind` it walks
+    /// the index in order and filters. Nothing on PostgreSQL, whose planner keeps the index's
+    /// order whatever column a constant is on, and checks the kind inside the index.
+    const FILTER_ONLY: &'static str;
     /// A batch's agents as a join of its computers (`bc`) with the agents of each (their
     /// columns unqualified), for a page sorted by host name: the batch's `(batch, computer)` index
     /// walked in key order and each computer's agents looked up by `(host_key, id)` (migration

@@ -311,10 +311,15 @@ impl SortValue {
 
 /// What decisions are sorted by within each profile. Text is compared by code point (the
 /// binary collation, the same on SQLite and PostgreSQL); every order ends with the decision's
-/// key (kind, source id), so that equal values keep one order across pages. Migration 0023's
-/// index serves the source names among a status's decisions (the translation table: matched).
-/// There is no sort by target name: its index cost the first sync cycle of a million decisions
-/// as much as the source name's (about 4 s on SQLite), for a column the source name pairs with.
+/// key (kind, source id), so that equal values keep one order across pages. A missing value
+/// sorts as the empty text (no rule: as -1), first.
+///
+/// Migration 0023's index serves the source names among a status's decisions (the translation
+/// table: matched). The other columns ([`DecisionSort::ordered`]) are served by migration 0027's
+/// `decisions_order`: on PostgreSQL a view over `decisions` and its indexes; on SQLite a table the
+/// search indexer fills after each cycle (an index on `decisions` cost the first sync cycle of a
+/// million about 4 s a column), read when it is whole for the profiles listed, and until then the
+/// listing sorts every row its filters find.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DecisionSort {
     /// (kind, source id): the primary key.
@@ -322,6 +327,11 @@ pub enum DecisionSort {
     Kind,
     Status,
     SourceName,
+    TargetName,
+    SourceSid,
+    TargetSid,
+    /// The deciding rule's position in the plan.
+    Rule,
 }
 
 impl DecisionSort {
@@ -331,15 +341,36 @@ impl DecisionSort {
             DecisionSort::Kind => "kind",
             DecisionSort::Status => "status",
             DecisionSort::SourceName => "source_name",
+            DecisionSort::TargetName => "target_name",
+            DecisionSort::SourceSid => "source_sid",
+            DecisionSort::TargetSid => "target_sid",
+            DecisionSort::Rule => "rule",
         }
     }
 
-    /// The sort value of a row (None for [`DecisionSort::Kind`], which the key is).
+    /// Whether the order is read from migration 0027's `decisions_order`.
+    pub fn ordered(self) -> bool {
+        matches!(
+            self,
+            DecisionSort::TargetName
+                | DecisionSort::SourceSid
+                | DecisionSort::TargetSid
+                | DecisionSort::Rule
+        )
+    }
+
+    /// The sort value of a row (None for [`DecisionSort::Kind`], which the key is): text as
+    /// sorted (a missing value empty), the rule's position in decimal (-1 for none).
     pub fn value_of(self, row: &DecisionRow) -> Option<String> {
+        let text = |v: &Option<String>| Some(v.clone().unwrap_or_default());
         match self {
             DecisionSort::Kind => None,
             DecisionSort::Status => Some(row.status.as_str().to_string()),
             DecisionSort::SourceName => Some(row.source_name.clone()),
+            DecisionSort::TargetName => text(&row.target_name),
+            DecisionSort::SourceSid => text(&row.source_sid),
+            DecisionSort::TargetSid => text(&row.target_sid),
+            DecisionSort::Rule => Some(row.rule.map_or(-1, i64::from).to_string()),
         }
     }
 }

@@ -138,6 +138,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search_terms",
         sql: include_str!("../migrations/sqlite/0026_search_terms.sql"),
     },
+    Migration {
+        version: 27,
+        name: "decisions_order",
+        sql: include_str!("../migrations/sqlite/0027_decisions_order.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -273,6 +278,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 26,
         name: "search_terms",
         sql: include_str!("../migrations/postgres/0026_search_terms.sql"),
+    },
+    Migration {
+        version: 27,
+        name: "decisions_order",
+        sql: include_str!("../migrations/postgres/0027_decisions_order.sql"),
     },
 ];
 

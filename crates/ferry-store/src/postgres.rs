@@ -209,6 +209,7 @@ impl Backend for Postgres {
     const BATCH_AGENTS: &'static str = "batch_computers bc CROSS JOIN LATERAL \
          (SELECT * FROM agents WHERE agents.host_key = bc.computer OFFSET 0) a";
     const BINARY: &'static str = " COLLATE \"C\"";
+    const FILTER_ONLY: &'static str = "";
     /// A `LIKE` pattern (`\\` escapes; PostgreSQL's default escape character), not folded:
     /// [`Backend::FOLD_TERM`] folds it with the values' own `lower`.
     fn search_param(term: &str) -> String {

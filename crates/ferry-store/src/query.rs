@@ -309,35 +309,79 @@ pub enum SearchBy {
     Scan,
 }
 
-/// [`decisions_by`] with the backend's own index ([`SearchBy::Backend`]).
+/// Where a listing sorted on a column of migration 0027 ([`DecisionSort::ordered`]) reads its
+/// order from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ordered {
+    /// `decisions_order` (its columns named `o_…`), joined to the decisions by key: on
+    /// PostgreSQL a view over `decisions`, whose indexes serve it; on SQLite the indexer's table,
+    /// whole for the profiles listed (the caller checked, in the same read transaction).
+    Table,
+    /// The decisions' own values: every row the filters find, sorted (SQLite's table not whole).
+    Scan,
+}
+
+/// [`decisions_by`] with the backend's own index ([`SearchBy::Backend`]) and order (a backend
+/// that fills nothing after the cycle has `decisions_order` whole at all times).
 pub fn decisions<B: crate::backend::Backend>(
     q: &DecisionQuery,
     count: bool,
 ) -> (String, Vec<Val<'static>>) {
-    decisions_by::<B>(q, count, SearchBy::Backend)
+    let ordered = if B::DEFERRED_SEARCH {
+        Ordered::Scan
+    } else {
+        Ordered::Table
+    };
+    decisions_by::<B>(q, count, SearchBy::Backend, ordered)
 }
 
 /// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query, on backend `B`: a term
 /// of [`INDEXED_TERM_CHARS`] or more goes through an index as `by` says, a shorter one scans.
-/// Listed in (profile, kind, source id) order, after `q.after` when given (keyset paging: the
-/// primary key's order, no `OFFSET`).
+/// Listed in (profile, sort value, kind, source id) order, after `q.after` when given (keyset
+/// paging: an index's order, no `OFFSET`); a sort on a column of migration 0027 reads its order
+/// as `ordered` says.
 pub fn decisions_by<B: crate::backend::Backend>(
     q: &DecisionQuery,
     count: bool,
     by: SearchBy,
+    ordered: Ordered,
 ) -> (String, Vec<Val<'static>>) {
-    let mut sql = select_all(DEC_COLS, "decisions", count);
+    // Through `decisions_order`, the key columns filtered and ordered are its own (`o_profile`,
+    // …), so that its index (profile, status, value, kind, source id) serves the page.
+    let table = !count && q.sort.ordered() && ordered == Ordered::Table;
+    let key = |c: &str| {
+        if table {
+            format!("o_{c}")
+        } else {
+            c.to_string()
+        }
+    };
+    let mut sql = select_all(
+        DEC_COLS,
+        if table {
+            "decisions_order JOIN decisions ON profile = o_profile AND kind = o_kind AND source_id = o_source_id"
+        } else {
+            "decisions"
+        },
+        count,
+    );
     let mut vals = Vec::new();
     if let Some(p) = &q.profile {
-        sql.push_str(" AND profile = ?");
+        sql.push_str(&format!(" AND {} = ?", key("profile")));
         vals.push(Val::text(p.clone()));
     }
     if let Some(s) = q.status {
-        sql.push_str(" AND status = ?");
+        sql.push_str(&format!(" AND {} = ?", key("status")));
         vals.push(Val::text(s.as_str()));
     }
     if let Some(k) = q.kind {
-        sql.push_str(" AND kind = ?");
+        // Through `decisions_order`, whose indexes hold the kind after the value: a filter,
+        // not a range ([`Backend::FILTER_ONLY`](crate::backend::Backend::FILTER_ONLY)).
+        if table {
+            sql.push_str(&format!(" AND {}o_kind = ?", B::FILTER_ONLY));
+        } else {
+            sql.push_str(" AND kind = ?");
+        }
         vals.push(Val::text(k.as_str()));
     }
     if let Some(term) = q.search.as_deref().filter(|t| !t.is_empty()) {
@@ -354,30 +398,37 @@ pub fn decisions_by<B: crate::backend::Backend>(
     if count {
         return (sql, vals);
     }
-    let value = decision_sort::<B>(q.sort);
+    let value = decision_sort::<B>(q.sort, table);
     let within = q
         .after
         .as_ref()
         .is_some_and(|a| q.profile.as_deref() == Some(a.profile.as_str()));
+    let (kind, source_id) = (key("kind"), key("source_id"));
     let mut cols: Vec<&str> = Vec::new();
+    let profile = key("profile");
     if !within {
-        cols.push("profile");
+        cols.push(&profile);
     }
     cols.extend(value.as_deref());
-    cols.extend(["kind", "source_id"]);
+    cols.extend([kind.as_str(), source_id.as_str()]);
     if let Some(a) = &q.after {
         // Row values, which both planners take to an index range; spelled out as `OR`s,
         // PostgreSQL walked the index from its start (3.2 s for a middle page at 1M). Within one
         // profile (the API reads each profile's part on its own) the comparison leaves the
         // profile out, so that `decisions_status` (profile, status, kind, source_id) — or, for a
-        // name, migration 0023's index with the name before the kind — serves it.
+        // value, migration 0023's or 0027's index with the value before the kind — serves it.
         if !within {
             vals.push(Val::text(a.profile.clone()));
         }
         if value.is_some() {
-            // A cursor without the sort value is refused by the API; NULL finds no row. (The
-            // sorts here are plain columns, which both planners range by the row value itself.)
-            vals.push(a.value.clone().map_or(Val::Null, Val::text));
+            // A cursor without the sort value is refused by the API; NULL finds no row, and so
+            // does a rule's position that is not a number. (The sorts here are plain columns, or
+            // in a scan expressions no index serves, which both planners range by the row value.)
+            vals.push(match (&a.value, q.sort) {
+                (None, _) => Val::Null,
+                (Some(v), DecisionSort::Rule) => v.parse().map_or(Val::Null, Val::Int),
+                (Some(v), _) => Val::text(v.clone()),
+            });
         }
         vals.push(Val::text(a.kind.as_str()));
         vals.push(Val::text(a.source_id.clone()));
@@ -390,7 +441,7 @@ pub fn decisions_by<B: crate::backend::Backend>(
     }
     if within {
         // One profile's rows: the profile in the order too, which the indexes begin with.
-        cols.insert(0, "profile");
+        cols.insert(0, &profile);
     }
     order_by(&mut sql, &cols, q.direction);
     page(
@@ -403,12 +454,32 @@ pub fn decisions_by<B: crate::backend::Backend>(
 }
 
 /// The expression a decision listing sorts on before its key, on backend `B` (none for the key's
-/// own order): the expressions migration 0023 indexes.
-fn decision_sort<B: crate::backend::Backend>(sort: DecisionSort) -> Option<String> {
+/// own order): the expressions migration 0023 indexes, or migration 0027's `decisions_order`
+/// columns (`table`), or the values they hold (a missing text as empty, no rule as -1) when it is
+/// not read.
+fn decision_sort<B: crate::backend::Backend>(sort: DecisionSort, table: bool) -> Option<String> {
+    let text = |c: &str| {
+        Some(if table {
+            format!("o_{c}")
+        } else {
+            format!("coalesce({c}, ''){}", B::BINARY)
+        })
+    };
     match sort {
         DecisionSort::Kind => None,
         DecisionSort::Status => Some("status".into()),
         DecisionSort::SourceName => Some(format!("source_name{}", B::BINARY)),
+        DecisionSort::TargetName => text("target_name"),
+        DecisionSort::SourceSid => text("source_sid"),
+        DecisionSort::TargetSid => text("target_sid"),
+        DecisionSort::Rule => Some(
+            if table {
+                "o_rule"
+            } else {
+                "coalesce(rule, -1)"
+            }
+            .into(),
+        ),
     }
 }
 

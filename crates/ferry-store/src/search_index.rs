@@ -17,6 +17,10 @@
 //! same read transaction as the search itself, and confirms every candidate with the scan's own
 //! condition: stale entries (rows changed or deleted since) never show, and until the index is
 //! whole the scan answers.
+//!
+//! The same chunks write each decision's row of `decisions_order` (migration 0027, [`ORDER`]):
+//! the order of the translation table's columns that no index on `decisions` serves, read under
+//! the same rule (whole, or the listing sorts the decisions themselves).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -39,6 +43,14 @@ pub const TERMS: &str = "ferry_fold(source_name) || char(10) || coalesce(ferry_f
      || coalesce(ferry_fold(source_mail), '') || char(10) || coalesce(ferry_fold(source_sid), '') || char(10) \
      || coalesce(ferry_fold(target_name), '') || char(10) || coalesce(ferry_fold(target_upn), '') || char(10) \
      || coalesce(ferry_fold(target_mail), '') || char(10) || coalesce(ferry_fold(target_sid), '')";
+
+/// A decision's row of `decisions_order` (migration 0027) written from its current values
+/// (parameter: its rid), in the same chunk as its entry: the order a listing sorted on the target
+/// name, a SID or the rule reads once the index is whole.
+pub const ORDER: &str = "INSERT OR REPLACE INTO decisions_order (o_rid, o_profile, o_status, o_kind, o_source_id, \
+     o_target_name, o_source_sid, o_target_sid, o_rule) SELECT rid, profile, status, kind, source_id, \
+     coalesce(target_name, ''), coalesce(source_sid, ''), coalesce(target_sid, ''), coalesce(rule, -1) \
+     FROM decisions WHERE rid = ?";
 
 /// How many of the searched profiles the index is not whole for (parameters: the profile, twice,
 /// or NULL for every profile). A profile with no plan has no decisions.
@@ -237,11 +249,13 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Step> {
         let mut put = tx.prepare_cached(
             "INSERT OR REPLACE INTO decisions_search (rowid, terms) VALUES (?, ?)",
         )?;
+        let mut order = tx.prepare_cached(ORDER)?;
         let mut term =
             tx.prepare_cached("INSERT OR IGNORE INTO decisions_search_terms (term) VALUES (?)")?;
         let mut seen: std::collections::HashSet<[char; 3]> = std::collections::HashSet::new();
         for (rid, terms) in &rows {
             put.execute(params![rid, terms])?;
+            order.execute([rid])?;
             // The trigrams FTS5's trigram tokenizer makes of it (every three code points in a
             // row, line feeds included), for the searches of one or two characters.
             let chars: Vec<char> = terms.chars().collect();

@@ -341,6 +341,7 @@ impl Backend for Sqlite {
     const BATCH_AGENTS: &'static str =
         "batch_computers bc JOIN agents a ON a.host_key = bc.computer";
     const BINARY: &'static str = "";
+    const FILTER_ONLY: &'static str = "+";
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)
     }

@@ -2847,7 +2847,12 @@ where
 /// Catches: a sorted translation or What-If page that repeats or skips rows at a page boundary
 /// (ties in a name, a cursor whose value or direction is ignored), text sorted by a language's
 /// collation on one backend and by code point on the other (`Ødegård` after `Zoë`, `Smith, Ann`
-/// before `adams`, `=cmd` first: code point order on both), and a descending order that is not the ascending reversed.
+/// before `adams`, `=cmd` first: code point order on both), a descending order that is not the
+/// ascending reversed; and for the columns of `decisions_order` (migration 0027: target name,
+/// SIDs, rule): a missing value sorted elsewhere than first, rules compared as text (`10` before
+/// `2`), SQLite's order table read before the indexer filled it or while a later cycle's changes
+/// are not in it (stale names, a deleted decision shown, a new one missing), and a decision shown
+/// twice by the join.
 async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
     let (mut src, tgt) = search_sample();
     for (id, name) in [
@@ -2860,6 +2865,11 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
     }
     // Groups match by name: these are the matched decisions, with target names.
     let mut tgt = tgt;
+    let group = |id: String, name: &str, sid: Option<String>| {
+        let mut o = DirObject::new(ObjectKind::Group, id, name);
+        o.sid = sid;
+        o
+    };
     for (i, name) in [
         "Same Name",
         "Ødegård, Åse",
@@ -2870,84 +2880,51 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
     .iter()
     .enumerate()
     {
-        src.push(DirObject::new(ObjectKind::Group, format!("g-{i}"), *name));
-        tgt.push(DirObject::new(ObjectKind::Group, format!("tg-{i}"), *name));
+        // SIDs in an order that is not the names' (and none on some): `-9` after `-10` by code
+        // point.
+        let sid = |side: &str| (i != 2).then(|| format!("S-1-5-21-{side}-{}", 13 - 2 * i));
+        src.push(group(format!("g-{i}"), name, sid("7")));
+        tgt.push(group(format!("tg-{i}"), name, sid("8")));
     }
     let c = s
         .begin_cycle("users", "manual", None, "a", 1)
         .await
         .unwrap();
     commit(s, c, &src, &tgt).await.unwrap();
-    let all = s.decisions(&DecisionQuery::default()).await.unwrap();
-    assert!(all.iter().any(|d| d.status == Status::Matched));
-    for sort in [
-        DecisionSort::Kind,
-        DecisionSort::Status,
-        DecisionSort::SourceName,
-    ] {
-        for direction in [Direction::Asc, Direction::Desc] {
-            for (status, profile) in [
-                (Some(Status::Unmatched), Some("users")),
-                (Some(Status::Matched), Some("users")),
-                (None, Some("users")),
-                (None, None),
-            ] {
-                let filter = DecisionQuery {
-                    status,
-                    profile: profile.map(str::to_string),
-                    sort,
-                    direction,
-                    ..Default::default()
-                };
-                // What the API claims: (profile, value, kind, source id), text by code point
-                // (Rust's `str` order), all reversed when descending.
-                let mut want: Vec<DecisionRow> = all
-                    .iter()
-                    .filter(|d| status.is_none_or(|st| d.status == st))
-                    .cloned()
-                    .collect();
-                let key = |d: &DecisionRow| {
-                    (
-                        d.profile.clone(),
-                        sort.value_of(d).unwrap_or_default(),
-                        d.kind.as_str(),
-                        d.source_id.clone(),
-                    )
-                };
-                want.sort_by_key(key);
-                if direction == Direction::Desc {
-                    want.reverse();
-                }
-                assert_eq!(
-                    s.decisions(&filter).await.unwrap(),
-                    want,
-                    "one page of all, {sort:?} {direction:?} {status:?}"
-                );
-                for size in [1, 2, 5] {
-                    let walked = walk(
-                        |after| {
-                            let q = DecisionQuery {
-                                limit: size,
-                                after,
-                                ..filter.clone()
-                            };
-                            async move { s.decisions(&q).await.unwrap() }
-                        },
-                        |last| {
-                            let c = DecisionCursor::of(last, sort);
-                            assert_eq!(DecisionCursor::parse(&c.token()).as_ref(), Some(&c));
-                            c
-                        },
-                    )
-                    .await;
-                    assert_eq!(
-                        walked, want,
-                        "pages of {size}, {sort:?} {direction:?} {status:?} {profile:?}"
-                    );
-                }
-            }
+    check_decision_sorts(s, "the order table not filled").await;
+    index_whole(s).await;
+    check_decision_sorts(s, "the order table whole").await;
+    // A later cycle renames targets and changes SIDs, deletes a decision and adds one: SQLite's
+    // order table is stale until the indexer passes again.
+    let mut later_src = src.clone();
+    let mut later_tgt = tgt.clone();
+    later_src.retain(|o| o.id != "g-3");
+    later_src.push(group("g-new".into(), "Zz new", Some("S-1-5-21-7-0".into())));
+    later_tgt.push(group("tg-new".into(), "Zz new", None));
+    // Groups match by name: renamed on both sides, in an order that is not the old one.
+    for o in later_src.iter_mut().chain(later_tgt.iter_mut()) {
+        let n = o.id.strip_prefix("g-").or(o.id.strip_prefix("tg-"));
+        if let Some(Ok(i)) = n.map(str::parse::<usize>) {
+            o.name = format!("{} {}", 9 - i, o.name);
+            o.sid = (i != 0).then(|| format!("S-1-5-21-8-{}", 3 * i));
         }
     }
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 2)
+        .await
+        .unwrap();
+    commit(s, c, &later_src, &later_tgt).await.unwrap();
+    check_decision_sorts(s, "a later cycle not indexed").await;
+    index_whole(s).await;
+    check_decision_sorts(s, "a later cycle indexed").await;
+    // The decision deleted comes back (a new row for the same key).
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 3)
+        .await
+        .unwrap();
+    commit(s, c, &src, &tgt).await.unwrap();
+    index_whole(s).await;
+    check_decision_sorts(s, "a deleted decision back").await;
     let names: Vec<String> = s
         .decisions(&DecisionQuery {
             sort: DecisionSort::SourceName,
@@ -2976,6 +2953,101 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
         None,
         "five parts"
     );
+}
+
+/// The decisions in every sort, direction and filter of [`sorted_decision_pages_follow_code_point_order`],
+/// one page and pages of 1, 2 and 5, against the order the API claims, computed here.
+async fn check_decision_sorts(s: &dyn Store, label: &str) {
+    let all = s.decisions(&DecisionQuery::default()).await.unwrap();
+    assert!(all.iter().any(|d| d.status == Status::Matched));
+    assert!(
+        all.iter().any(|d| d.rule.is_some_and(|r| r > 0)),
+        "two rules"
+    );
+    assert!(all.iter().any(|d| d.target_sid.is_some()), "{label}");
+    for sort in [
+        DecisionSort::Kind,
+        DecisionSort::Status,
+        DecisionSort::SourceName,
+        DecisionSort::TargetName,
+        DecisionSort::SourceSid,
+        DecisionSort::TargetSid,
+        DecisionSort::Rule,
+    ] {
+        for direction in [Direction::Asc, Direction::Desc] {
+            for (status, profile, kind) in [
+                (Some(Status::Unmatched), Some("users"), None),
+                (Some(Status::Matched), Some("users"), None),
+                (
+                    Some(Status::Matched),
+                    Some("users"),
+                    Some(ObjectKind::Group),
+                ),
+                (None, Some("users"), None),
+                (None, None, None),
+            ] {
+                let filter = DecisionQuery {
+                    status,
+                    kind,
+                    profile: profile.map(str::to_string),
+                    sort,
+                    direction,
+                    ..Default::default()
+                };
+                // What the API claims: (profile, value, kind, source id), text by code point
+                // (Rust's `str` order), all reversed when descending.
+                let mut want: Vec<DecisionRow> = all
+                    .iter()
+                    .filter(|d| status.is_none_or(|st| d.status == st))
+                    .filter(|d| kind.is_none_or(|k| d.kind == k))
+                    .cloned()
+                    .collect();
+                let key = |d: &DecisionRow| {
+                    let value = match sort {
+                        DecisionSort::Rule => (d.rule.map_or(-1, i64::from), String::new()),
+                        _ => (0, sort.value_of(d).unwrap_or_default()),
+                    };
+                    (
+                        d.profile.clone(),
+                        value,
+                        d.kind.as_str(),
+                        d.source_id.clone(),
+                    )
+                };
+                want.sort_by_key(key);
+                if direction == Direction::Desc {
+                    want.reverse();
+                }
+                assert_eq!(
+                    s.decisions(&filter).await.unwrap(),
+                    want,
+                    "{label}: one page of all, {sort:?} {direction:?} {status:?}"
+                );
+                for size in [1, 2, 5] {
+                    let walked = walk(
+                        |after| {
+                            let q = DecisionQuery {
+                                limit: size,
+                                after,
+                                ..filter.clone()
+                            };
+                            async move { s.decisions(&q).await.unwrap() }
+                        },
+                        |last| {
+                            let c = DecisionCursor::of(last, sort);
+                            assert_eq!(DecisionCursor::parse(&c.token()).as_ref(), Some(&c));
+                            c
+                        },
+                    )
+                    .await;
+                    assert_eq!(
+                        walked, want,
+                        "{label}: pages of {size}, {sort:?} {direction:?} {status:?} {profile:?}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Catches: agents, refused communications, audit lines and log entries paged in a sort that

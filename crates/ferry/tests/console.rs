@@ -1946,6 +1946,27 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
         1,
         "only the sorted column says it is"
     );
+    // Every column sorts (migration 0027): the target name, and the rule the other way.
+    let (by_target, _) = get("/translation?limit=50&sort=target_name".into()).await;
+    let (by_rule, _) = get("/translation?limit=50&sort=rule&order=desc".into()).await;
+    b.click("#translation-list th button[data-sort='target_name']")
+        .await;
+    b.find("#translation-list th[aria-sort='ascending'] button[data-sort='target_name']")
+        .await;
+    assert_eq!(sources().await, names(&by_target), "by target name");
+    for sid in ["source_sid", "target_sid"] {
+        b.find(&format!("#translation-list th button[data-sort='{sid}']"))
+            .await;
+    }
+    b.click("#translation-list th button[data-sort='rule']")
+        .await;
+    b.find("#translation-list th[aria-sort='ascending'] button[data-sort='rule']")
+        .await;
+    b.click("#translation-list th button[data-sort='rule']")
+        .await;
+    b.find("#translation-list th[aria-sort='descending'] button[data-sort='rule']")
+        .await;
+    assert_eq!(sources().await, names(&by_rule), "by rule, descending");
 
     // The audit trail and the refused calls are lists with their totals.
     let (_, audit) = get("/audit?limit=1".into()).await;

@@ -387,6 +387,12 @@ async fn run(users: usize, agents: usize, renders: usize) {
         }
     };
     let by_source = sorted_middle(s_("/translation?sort=source_name"), "next", entries / 2).await;
+    // The columns of migration 0027's `decisions_order` (SQLite: the indexer's table, whole).
+    let mut by_order = Vec::new();
+    for col in ["target_name", "source_sid", "target_sid", "rule"] {
+        let at = sorted_middle(s_(&format!("/translation?sort={col}")), "next", entries / 2).await;
+        by_order.push((col, at));
+    }
     let matched = entries;
     let whatif_by_name = sorted_middle(
         s_("/profiles/users/whatif?writes_limit=0&status=matched&sort=source_name"),
@@ -424,7 +430,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
     let inner: String = upn.chars().skip(2).take(9).collect();
     type Pages = Vec<(&'static str, Vec<Vec<String>>)>;
     // Each page: its steps in order; each step's requests are sent together.
-    let pages: Pages = vec![
+    let mut pages: Pages = vec![
         (
             "readiness",
             vec![vec![
@@ -554,6 +560,20 @@ async fn run(users: usize, agents: usize, renders: usize) {
                 "/translation?limit=50&sort=source_name&after={by_source}"
             )]],
         ),
+    ];
+    for (col, at) in &by_order {
+        pages.push((
+            String::leak(format!("translation by {col} desc, first page")),
+            vec![vec![s(&format!(
+                "/translation?limit=50&sort={col}&order=desc&q="
+            ))]],
+        ));
+        pages.push((
+            String::leak(format!("translation by {col}, middle page")),
+            vec![vec![format!("/translation?limit=50&sort={col}&after={at}")]],
+        ));
+    }
+    pages.extend([
         (
             "translation by kind desc, first page",
             vec![vec![s("/translation?limit=50&sort=kind&order=desc&q=")]],
@@ -688,7 +708,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ("environment moves", vec![vec![s("/moves")]]),
         ("operators", vec![vec![s("/operators")]]),
         ("audit", vec![vec![s("/audit?limit=200")]]),
-    ];
+    ]);
     println!(
         "\n| page | first render (cold) | median | p95 | max | bytes |\n|---|---|---|---|---|---|"
     );

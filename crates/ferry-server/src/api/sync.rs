@@ -101,7 +101,8 @@ pub struct WhatIfParams {
     /// Decisions per page (default 100, at most 10000).
     pub limit: Option<i64>,
     /// `kind` (the default: kind, then source id), `status`, or — with `status` given —
-    /// `source_name` (code point order, case-sensitive); ties in kind and source id order.
+    /// `source_name`, `target_name` (code point order, case-sensitive; no target first) or
+    /// `rule` (the rule's position in the plan, none first); ties in kind and source id order.
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`.
     pub order: Option<String>,
@@ -139,6 +140,8 @@ const WHATIF_SORTS: &[(&str, DecisionSort)] = &[
     ("kind", DecisionSort::Kind),
     ("status", DecisionSort::Status),
     ("source_name", DecisionSort::SourceName),
+    ("target_name", DecisionSort::TargetName),
+    ("rule", DecisionSort::Rule),
 ];
 
 impl WhatIfParams {
@@ -148,13 +151,13 @@ impl WhatIfParams {
         let (sort, direction) =
             super::translation::sorting(self.sort.as_deref(), self.order.as_deref(), WHATIF_SORTS)?;
         let status = parse_status(&self.status)?;
-        if status.is_none() && sort == DecisionSort::SourceName {
-            // Migration 0023 indexes the names within a status: across all of a million decisions
-            // the order would be a sort of them all on every page.
+        if status.is_none() && !matches!(sort, DecisionSort::Kind | DecisionSort::Status) {
+            // Migrations 0023 and 0027 index names and rules within a status: across all of a
+            // million decisions the order would be a sort of them all on every page.
             return Err(bad_param(
                 "sort",
                 sort.name(),
-                "kind or status without a `status` filter (names sort within one status)",
+                "kind or status without a `status` filter (names and rules sort within one status)",
             ));
         }
         Ok(DecisionQuery {

@@ -32,8 +32,9 @@ pub struct ListParams {
     /// Default 100, at most 10000.
     pub limit: Option<i64>,
     /// The column sorted on within each profile (profiles in name order): `kind` (the default:
-    /// kind, then source id), `profile` (the same order) or `source_name` (code point order,
-    /// case-sensitive; ties in kind and source id order).
+    /// kind, then source id), `profile` (the same order), `source_name`, `target_name`,
+    /// `source_sid`, `target_sid` (code point order, case-sensitive) or `rule` (the rule's
+    /// position in the plan); ties in kind and source id order.
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`: the whole order reversed, profiles too.
     pub order: Option<String>,
@@ -63,6 +64,10 @@ pub const TRANSLATION_SORTS: &[(&str, DecisionSort)] = &[
     ("kind", DecisionSort::Kind),
     ("profile", DecisionSort::Kind),
     ("source_name", DecisionSort::SourceName),
+    ("target_name", DecisionSort::TargetName),
+    ("source_sid", DecisionSort::SourceSid),
+    ("target_sid", DecisionSort::TargetSid),
+    ("rule", DecisionSort::Rule),
 ];
 
 /// The plans a query reads: its profile's, or every profile's (configured or not any more).
@@ -210,6 +215,11 @@ pub fn after(
             // A NUL is in no name the server wrote (PostgreSQL refuses one as a parameter).
             ferry_store::DecisionCursor::parse(t)
                 .filter(|c| c.value.is_some() == (sort != DecisionSort::Kind))
+                .filter(|c| {
+                    // A rule's position is a number (its value would find no row).
+                    sort != DecisionSort::Rule
+                        || c.value.as_deref().is_some_and(|v| v.parse::<i64>().is_ok())
+                })
                 .filter(|c| {
                     ![&c.profile, &c.source_id]
                         .into_iter()

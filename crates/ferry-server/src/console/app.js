@@ -818,7 +818,8 @@ async function whatif() {
         total: v.decisions_total, exact: v.decisions_total_exact, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
         first: after ? sort.keep() : null, next: v.decisions_next ? sort.keep({ after: v.decisions_next }) : null,
         cols: [["Kind", (d) => d.kind, "kind"], ["Status", (d) => d.status, status ? null : "status"], ["Source", (d) => (sort.by === "source_name" ? d.source_name : d.source_upn || d.source_name), named],
-          ["Target", (d) => show(d.target_upn || d.target_name)], ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule]))], ["Candidates", candidates],
+          ["Target", (d) => show(sort.by === "target_name" ? d.target_name : d.target_upn || d.target_name), named && "target_name"],
+          ["Rule", (d) => show(d.rule_name ?? (d.rule == null ? null : v.plan.rules[d.rule])), named && "rule"], ["Candidates", candidates],
           ["", (d) => [h("a", { href: `#/report?q=${enc(d.source_id)}` }, "report"), " ", ov.actions(d)]]],
       }),
       ov.list];
@@ -1047,8 +1048,8 @@ async function translation() {
       total: v.total, exact: v.total_exact, noun: "entries", rows: v.entries, first: after ? sort.keep() : null, next: v.next ? sort.keep({ after: v.next }) : null, sort,
       cols: [["Profile", (e) => e.profile, "profile"], ["Kind", (e) => e.kind, "kind"],
         ["Source", (e) => [h("a", { href: `#/report?q=${enc(e.source_id)}` }, e.source_name), e.source_upn && e.source_upn !== e.source_name ? h("div", { class: "muted" }, e.source_upn) : ""], "source_name"],
-        ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""]],
-        ["Source SID", (e) => show(e.source_sid)], ["Target SID", (e) => show(e.target_sid)], ["Rule", (e) => show(e.rule)]],
+        ["Target", (e) => [e.target_name, e.target_upn && e.target_upn !== e.target_name ? h("div", { class: "muted" }, e.target_upn) : ""], "target_name"],
+        ["Source SID", (e) => show(e.source_sid), "source_sid"], ["Target SID", (e) => show(e.target_sid), "target_sid"], ["Rule", (e) => show(e.rule), "rule"]],
     }));
   if (!v.total_exact) {
     f.set("limit", "1");

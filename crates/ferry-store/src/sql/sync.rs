@@ -428,7 +428,8 @@ impl<B: Backend> SqlStore<B> {
     /// (SQLite, migration 0024) a term long enough for it is looked for through the index when
     /// the index is whole for the profiles searched, checked in the same snapshot as the query
     /// (a cycle committing in between cannot make the index miss its rows), and by a scan
-    /// otherwise.
+    /// otherwise. So too a page sorted on a column of `decisions_order` (migration 0027), which
+    /// the same indexer fills: read from it when whole, sorted from the decisions otherwise.
     async fn decision_query<T: Send>(
         &self,
         q: &DecisionQuery,
@@ -443,17 +444,26 @@ impl<B: Backend> SqlStore<B> {
         let term = q.search.as_deref().unwrap_or_default();
         let long = term.chars().count() >= query::INDEXED_TERM_CHARS;
         let short = crate::search_index::short(term);
-        if !(B::DEFERRED_SEARCH && (long || short.is_some())) {
+        let searched = long || short.is_some();
+        let ordered = !count && q.sort.ordered();
+        if !(B::DEFERRED_SEARCH && (searched || ordered)) {
             let (sql, vals) = cap(query::decisions::<B>(q, count));
             return self.rows(&sql, &vals, decode).await;
         }
         let mut c = self.b.snapshot().await?;
-        let asked = match search_index_whole(c.as_mut(), q.profile.as_deref()).await? {
+        let whole = search_index_whole(c.as_mut(), q.profile.as_deref()).await?;
+        let asked = match whole && searched {
             false => None,
             true => index_query(c.as_mut(), term).await?,
         };
         let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
-        let (sql, vals) = cap(query::decisions_by::<B>(q, count, by));
+        // The indexer fills `decisions_order` with the search index, under the same marks.
+        let order = if whole {
+            query::Ordered::Table
+        } else {
+            query::Ordered::Scan
+        };
+        let (sql, vals) = cap(query::decisions_by::<B>(q, count, by, order));
         let rows = c.query(&sql, &vals, decode).await?;
         c.commit().await?;
         Ok(rows)
