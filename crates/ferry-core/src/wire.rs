@@ -483,6 +483,10 @@ pub struct WhatIf {
     pub decisions_next: Option<String>,
     pub writes_total: u64,
     pub writes: Vec<Write>,
+    /// The `writes_after` of the next page of writes (keyset paging by the write's number in the
+    /// plan); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_next: Option<i64>,
     /// The candidates of this page's ambiguous and conflicting decisions, with the attribute
     /// that tied them (by `source_id` of the decision).
     #[serde(default)]

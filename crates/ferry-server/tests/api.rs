@@ -147,6 +147,29 @@ async fn export_runs_only_after_approval_of_that_plan() {
                 .unwrap()
     );
     assert_eq!(w["writes"].as_array().unwrap().len() as u64, creates);
+    assert!(w.get("writes_next").is_none(), "one page: no next");
+    // Every write, by keyset pages of 7 (`writes_after`, `writes_next`): the same writes in the
+    // same order, each once. Catches a list of writes cut at its first page (the console showed
+    // 200 of a plan's writes with no way on) and a cursor that repeats or skips a write.
+    let mut walked: Vec<Value> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let p = h
+            .get(&format!(
+                "/profiles/users/whatif?limit=1&writes_limit=7{after}"
+            ))
+            .await;
+        let page = p["writes"].as_array().unwrap();
+        assert!(page.len() <= 7);
+        walked.extend(page.iter().cloned());
+        match p["writes_next"].as_i64() {
+            Some(n) => after = format!("&writes_after={n}"),
+            None => break,
+        }
+        assert!(walked.len() as u64 <= creates, "the pages never end");
+    }
+    assert!(creates > 7, "{creates}: more than a page");
+    assert_eq!(&walked, w["writes"].as_array().unwrap(), "pages of 7");
     let hash = w["plan"]["hash"].as_str().unwrap().to_string();
 
     // Approving a plan other than the one in force is refused.

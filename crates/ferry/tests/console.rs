@@ -1418,6 +1418,49 @@ async fn the_review_before_approve_in_chromium() {
         )
         .await;
     assert_eq!(order, true, "writes, then attention, then the rest");
+    // The plan's writes are a list with its total and pages (would catch the list cut at its
+    // first page with no way on): a shim asks pages of 1, the API says what each page holds.
+    let all_writes = call(
+        reqwest::Method::GET,
+        "/profiles/users/whatif?limit=1&writes_limit=10000",
+    )
+    .await;
+    let listed: Vec<String> = all_writes["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{}|{}",
+                w["op"].as_str().unwrap(),
+                w["kind"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(n1 >= 2 && listed.len() as u64 == n1, "{n1}: {listed:?}");
+    b.script(
+        "const f1 = window.fetch; window.fetch = (u, o) => f1(String(u).replace('writes_limit=200', 'writes_limit=1'), o); \
+         location.hash = '#/whatif?profile=users&status=writes';",
+    )
+    .await;
+    b.wait_text("#whatif-writes-total", &format!("{n1} writes"))
+        .await;
+    let shown = || async {
+        b.script("return [...document.querySelectorAll('#whatif-writes-list tbody tr')].map(r => r.cells[0].innerText + '|' + (r.cells[1].innerText === '—' ? '' : r.cells[1].innerText))")
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shown().await, listed[..1]);
+    b.click("#whatif-writes-next").await;
+    b.find("#whatif-writes-first").await;
+    assert_eq!(shown().await, listed[1..2], "the second page");
+    b.go(&format!("{url}#/whatif?profile=users")).await;
+    b.wait_text("#whatif-writes", "What Approve authorises")
+        .await;
     let attention = b.text("#whatif-attention").await;
     for want in [
         "1 ambiguous",

@@ -106,8 +106,11 @@ pub struct WhatIfParams {
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`.
     pub order: Option<String>,
+    /// Writes to skip (old paging, an `OFFSET`): prefer `writes_after`.
     #[serde(default)]
     pub writes_offset: i64,
+    /// The `writes_next` of the previous page: the writes after it (keyset paging).
+    pub writes_after: Option<i64>,
     /// Writes per page (default 100, at most 10000).
     pub writes_limit: Option<i64>,
     /// With `q`: count the matching decisions only up to this many (as `GET /translation`'s
@@ -219,6 +222,23 @@ pub async fn whatif(
     };
     let decisions_next = super::translation::next_token(&decisions, dq.limit, sort);
     let writes_total = plan.counts.creates + plan.counts.updates;
+    let writes_limit = page(q.writes_limit);
+    let (writes, writes_next) = if q.writes_offset > 0 && q.writes_after.is_none() {
+        let w = st
+            .store
+            .plan_writes(&name, q.writes_offset, writes_limit)
+            .await?;
+        (w, None)
+    } else {
+        let w = st
+            .store
+            .plan_writes_after(&name, q.writes_after, writes_limit)
+            .await?;
+        let next = (w.len() as i64 == writes_limit)
+            .then(|| w.last().map(|(seq, _)| *seq))
+            .flatten();
+        (w.into_iter().map(|(_, w)| w).collect(), next)
+    };
     let approved = writes_total > 0 && approval.as_ref().is_some_and(|a| a.plan_hash == plan.hash);
     Ok(Json(WhatIf {
         needs_approval: writes_total > 0 && !approved,
@@ -227,10 +247,8 @@ pub async fn whatif(
         decisions_total_exact,
         decisions,
         decisions_next,
-        writes: st
-            .store
-            .plan_writes(&name, q.writes_offset.max(0), page(q.writes_limit))
-            .await?,
+        writes,
+        writes_next,
         writes_total,
         plan,
         approval,

@@ -770,7 +770,9 @@ async function whatif() {
   const filtered = (to = {}, extra = {}) => {
     const f = { profile: name, status, kind, q: term, ...to };
     const n = new URLSearchParams();
-    for (const [k, x] of Object.entries({ ...f, ...extra })) if (x || k === "status") n.set(k, x);
+    for (const [k, x] of Object.entries(f)) if (x || k === "status") n.set(k, x);
+    // A cursor may be 0 (the plan's first write).
+    for (const [k, x] of Object.entries(extra)) if (x != null) n.set(k, x);
     return `#/whatif?${n}`;
   };
   // Keyset pages (`after`: the server's cursor), sorted by kind or status; by name within one
@@ -780,6 +782,8 @@ async function whatif() {
   if (!status && !["kind", "status"].includes(sort.by)) sort.by = "kind";
   if (status !== "writes") sort.params(q);
   if (after) q.set("after", after);
+  const writesAfter = p.get("writes_after") || "";
+  if (status === "writes" && writesAfter) q.set("writes_after", writesAfter);
   let v;
   try { v = await api(`/profiles/${enc(name)}/whatif?${q}`); } catch (e) {
     return page("What-If", h("p", { class: "muted" }, `${name}: ${e.message}`));
@@ -812,7 +816,10 @@ async function whatif() {
   const review = status || kind || term || after ? [] : await whatifReview(name, profiles.find((x) => x.name === name), v, ov);
   const named = status ? "source_name" : null;
   const body = status === "writes"
-    ? [h("p", { class: "muted" }, `${v.writes_total} writes`), writesTable(v.writes)]
+    ? [listTable("whatif-writes", {
+      total: v.writes_total, noun: "writes", rows: v.writes, empty: "No writes.",
+      first: writesAfter ? filtered() : null, next: v.writes_next != null ? filtered({}, { writes_after: v.writes_next }) : null,
+      cols: writeCols })]
     : [...review, status ? ov.panel : "",
       listTable("whatif-decisions", {
         total: v.decisions_total, exact: v.decisions_total_exact, noun: "decisions", rows: v.decisions, empty: "No decisions.", sort,
@@ -859,9 +866,12 @@ function writeText(w) {
     : `${c.attribute}: ${vals(c.old)} → ${vals(c.new)}`)).join(", ");
 }
 
+// A plan's writes: the columns of the What-If's list of them and of its review.
+const writeCols = [["Operation", (w) => w.op], ["Kind", (w) => show(w.kind)], ["Object", (w) => show(w.name || w.target_id || w.source_id)],
+  ["Write", (w) => writeText(w)]];
+
 function writesTable(writes) {
-  return table(writes, [["Operation", (w) => w.op], ["Kind", (w) => show(w.kind)], ["Object", (w) => show(w.name || w.target_id || w.source_id)],
-    ["Write", writeText]], "No writes.");
+  return table(writes, writeCols, "No writes.");
 }
 
 // An ambiguous decision's candidates by name, UPN and the value that tied them, each with "pin";
