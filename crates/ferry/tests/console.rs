@@ -974,6 +974,22 @@ async fn the_overview_shows_each_figure(b: &Browser, url: &str) {
     // The checklist is on the overview too.
     b.wait_text("#readiness", "Create and configure Directories")
         .await;
+    // The errors card counts them all, as the checklist does (one request answers both; would
+    // catch "5+" for a page of five, or a count of the wrong answer).
+    let note = b.wait_text("#readiness", " warnings to review").await;
+    let errors = note
+        .split(" errors, ")
+        .next()
+        .and_then(|s| s.rsplit(|c: char| !c.is_ascii_digit()).next())
+        .unwrap()
+        .to_string();
+    let card = b.text("#overview-errors-count").await;
+    let figure = if errors == "0" { "none" } else { &errors };
+    assert_eq!(card.lines().nth(1), Some(figure), "{card} / {note}");
+    let shown = b
+        .script("return document.querySelectorAll('#overview-errors tbody tr').length")
+        .await;
+    assert!(shown.as_i64().unwrap() <= 5, "{shown}");
     b.screenshot("overview").await;
 }
 

@@ -442,13 +442,13 @@ async fn run(users: usize, agents: usize, renders: usize) {
                 s("/runbooks"),
                 s("/batches?computers=false"),
                 s("/agents?limit=1"),
-                s("/logs?level=warning&limit=100"),
-                s("/logs?level=error&limit=100"),
+                s("/logs?level=warning&limit=1"),
+                s("/logs?level=error&limit=1"),
             ]],
         ),
         (
-            // The landing page: the checklist's requests with its own, every batch's devices
-            // by state among them (`overview()` in app.js).
+            // The landing page: the checklist's requests with its own, each asked once, every
+            // batch's devices by state among them (`overview()` in app.js).
             "overview",
             vec![vec![
                 s("/directories"),
@@ -457,14 +457,11 @@ async fn run(users: usize, agents: usize, renders: usize) {
                 s("/psks"),
                 s("/agent-endpoint"),
                 s("/runbooks"),
-                s("/batches?computers=false"),
-                s("/agents?limit=1"),
-                s("/logs?level=warning&limit=100"),
-                s("/logs?level=error&limit=100"),
-                s("/profiles"),
                 s("/batches?computers=false&states=true"),
-                s("/moves"),
+                s("/agents?limit=1"),
+                s("/logs?level=warning&limit=1"),
                 s("/logs?level=error&limit=5"),
+                s("/moves"),
             ]],
         ),
         ("directories", vec![vec![s("/directories")]]),

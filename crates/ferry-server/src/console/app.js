@@ -294,10 +294,13 @@ function nav(current) {
 
 // The seed's "Checklist" and "Agent Preparation", ticked from ferry's state.
 // `draw` puts the checklist on the page (the overview collects it instead).
-async function readiness(draw = page) {
+// `pre`: answers the caller asked for too (the overview: `profiles`, `batches` with their
+// devices by state, `errors` with the latest five), so that a page asks each once.
+async function readiness(draw = page, pre = {}) {
   const [dirs, profiles, tr, psks, ep, runbooks, batches, agents, warnings, errors] = await Promise.all([
-    api("/directories"), api("/profiles"), api("/translation?limit=1"), api("/psks"), api("/agent-endpoint").catch(() => null),
-    api("/runbooks"), api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=1", { total: true }), api("/logs?level=error&limit=1", { total: true }),
+    api("/directories"), pre.profiles || api("/profiles"), api("/translation?limit=1"), api("/psks"), api("/agent-endpoint").catch(() => null),
+    api("/runbooks"), pre.batches || api("/batches?computers=false"), api("/agents?limit=1", { total: true }), api("/logs?level=warning&limit=1", { total: true }),
+    pre.errors || api("/logs?level=error&limit=1", { total: true }),
   ]);
   const graph = dirs.filter((d) => d.kind === "graph");
   const tokens = (await Promise.all(graph.map((d) => api(`/directories/${enc(d.name)}/enrolment-tokens`).catch(() => []))))
@@ -377,8 +380,9 @@ async function overview() {
   if (state.me.role === "tenant-admin") return tenantOverview();
   // Every batch's devices by state in one request (one pass over the agents, not one per batch).
   let checklist = [];
+  const pre = { profiles: api("/profiles"), batches: api("/batches?computers=false&states=true"), errors: api("/logs?level=error&limit=5", { total: true }) };
   const [, profiles, batches, moves, errors] = await Promise.all([
-    readiness((title, ...body) => { checklist = body.flat(Infinity).filter((x) => x instanceof Node); }), api("/profiles"), api("/batches?computers=false&states=true"), api("/moves"), api("/logs?level=error&limit=5"),
+    readiness((title, ...body) => { checklist = body.flat(Infinity).filter((x) => x instanceof Node); }, pre), pre.profiles, pre.batches, api("/moves"), pre.errors,
   ]);
   const times = (b) => ({ available_from: b.available_at, enforced_after: b.enforced_at });
   // The checklist `readiness` made: its lines, ticked or not.
@@ -404,7 +408,7 @@ async function overview() {
           h("p", { class: "muted" }, "batch ", h("a", { href: `#/dashboard?batch=${enc(next.name)}` }, next.name), `: ${plural(next.computer_count, "computer")}`)]
           : h("p", { class: "muted" }, batches.length ? "No batch is enforced after now." : "No batches yet.")),
       card("overview-errors-count", "Errors",
-        h("p", { class: errors.length ? "figure bad" : "figure ok" }, errors.length ? `${errors.length}${errors.length === 5 ? "+" : ""}` : "none"),
+        h("p", { class: errors.total ? "figure bad" : "figure ok" }, errors.total ? String(errors.total) : "none"),
         h("p", { class: "muted" }, "in the message logs. ", h("a", { href: "#/logs?level=error" }, "Message logs")))),
     h("h2", {}, "Sync profiles: last cycle"),
     h("div", { id: "overview-cycles" }, table(profiles, [["Profile", (p) => p.name], ["Source → target", (p) => `${p.source} → ${p.target}`],
@@ -424,7 +428,7 @@ async function overview() {
         table(waiting, [["Environment", (m) => m.environment], ["From → to", (m) => `${m.source_tenant} → ${m.target_tenant}`], ["Status", (m) => m.status],
           ["Waiting for", (m) => moveWaitsFor(m)], ["Submitted", (m) => when(m.submitted_at)]])]),
     h("h2", {}, "Recent errors"),
-    h("div", { id: "overview-errors" }, table(errors, [["When", (l) => when(l.at)], ["Profile", (l) => show(l.profile)], ["Message", (l) => l.message]], "No errors in the message logs.")),
+    h("div", { id: "overview-errors" }, table(errors.items, [["When", (l) => when(l.at)], ["Profile", (l) => show(l.profile)], ["Message", (l) => l.message]], "No errors in the message logs.")),
     h("h2", { id: "checklist" }, "Migration checklist"),
     h("div", { class: "columns" }, h("div", {}, checklist.slice(0, 2)), h("div", {}, checklist.slice(2))));
 }
