@@ -204,6 +204,16 @@ impl Browser {
         .await
     }
 
+    /// The strings a script returns as an array (the cells of a table's rows, say).
+    pub async fn strings(&self, js: &str) -> Vec<String> {
+        let v = self.script(js).await;
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an array of strings: {v}"))
+            .iter()
+            .map(|s| s.as_str().expect("a string").to_string())
+            .collect()
+    }
+
     /// Console messages at warning level or worse since the last call.
     pub async fn console_errors(&self) -> Vec<String> {
         let v = self

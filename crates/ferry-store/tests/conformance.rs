@@ -1422,6 +1422,15 @@ fn config() -> Config {
 }
 
 /// Runs the pure sync stage and commits it as a cycle would; returns the plan's hash.
+/// A manual cycle of profile "users" begun at `at` and committed with these objects.
+async fn cycle(s: &dyn Store, at: i64, src: &[DirObject], tgt: &[DirObject]) {
+    let c = s
+        .begin_cycle("users", "manual", None, "a", at)
+        .await
+        .unwrap();
+    commit(s, c, src, tgt).await.unwrap();
+}
+
 async fn commit(s: &dyn Store, cycle: i64, src: &[DirObject], tgt: &[DirObject]) -> Result<String> {
     let cfg = config();
     let p = plan::build(&cfg.profiles[0], "fp", src, tgt);
@@ -2886,11 +2895,7 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
         src.push(group(format!("g-{i}"), name, sid("7")));
         tgt.push(group(format!("tg-{i}"), name, sid("8")));
     }
-    let c = s
-        .begin_cycle("users", "manual", None, "a", 1)
-        .await
-        .unwrap();
-    commit(s, c, &src, &tgt).await.unwrap();
+    cycle(s, 1, &src, &tgt).await;
     check_decision_sorts(s, "the order table not filled").await;
     index_whole(s).await;
     check_decision_sorts(s, "the order table whole").await;
@@ -2909,20 +2914,12 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
             o.sid = (i != 0).then(|| format!("S-1-5-21-8-{}", 3 * i));
         }
     }
-    let c = s
-        .begin_cycle("users", "manual", None, "a", 2)
-        .await
-        .unwrap();
-    commit(s, c, &later_src, &later_tgt).await.unwrap();
+    cycle(s, 2, &later_src, &later_tgt).await;
     check_decision_sorts(s, "a later cycle not indexed").await;
     index_whole(s).await;
     check_decision_sorts(s, "a later cycle indexed").await;
     // The decision deleted comes back (a new row for the same key).
-    let c = s
-        .begin_cycle("users", "manual", None, "a", 3)
-        .await
-        .unwrap();
-    commit(s, c, &src, &tgt).await.unwrap();
+    cycle(s, 3, &src, &tgt).await;
     index_whole(s).await;
     check_decision_sorts(s, "a deleted decision back").await;
     let names: Vec<String> = s

@@ -1461,14 +1461,8 @@ async fn the_review_before_approve_in_chromium() {
     .await;
     b.wait_text("#whatif-writes-total", &format!("{n1} writes"))
         .await;
-    let shown = || async {
-        b.script("return [...document.querySelectorAll('#whatif-writes-list tbody tr')].map(r => r.cells[0].innerText + '|' + (r.cells[1].innerText === '—' ? '' : r.cells[1].innerText))")
-            .await
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
+    let shown = || {
+        b.strings("return [...document.querySelectorAll('#whatif-writes-list tbody tr')].map(r => r.cells[0].innerText + '|' + (r.cells[1].innerText === '—' ? '' : r.cells[1].innerText))")
     };
     assert_eq!(shown().await, listed[..1]);
     b.click("#whatif-writes-next").await;
@@ -1705,15 +1699,10 @@ async fn lists_show_totals_pages_filters_and_exports(
         }
     };
     let rows = |sel: &'static str| async move {
-        b.script(&format!(
+        b.strings(&format!(
             "return [...document.querySelectorAll('{sel} tbody tr')].map(r => [...r.cells].map(c => c.innerText).join('|'))"
         ))
         .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect::<Vec<_>>()
     };
 
     // The translation table: its total, a profile column, two keyset pages = the API's first 100.
@@ -1921,16 +1910,10 @@ async fn lists_sort_by_their_column_headers(b: &Browser, url: &str, api: &str, a
             (r.json::<Value>().await.unwrap(), total)
         }
     };
-    let sources = || async {
-        b.script(
+    let sources = || {
+        b.strings(
             "return [...document.querySelectorAll('#translation-list tbody tr')].map(r => r.cells[0].innerText + '|' + r.cells[2].querySelector('a').innerText)",
         )
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect::<Vec<_>>()
     };
     let names = |v: &Value| {
         v["entries"]
