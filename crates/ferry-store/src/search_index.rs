@@ -44,6 +44,28 @@ pub const TERMS: &str = "ferry_fold(source_name) || char(10) || coalesce(ferry_f
      || coalesce(ferry_fold(target_name), '') || char(10) || coalesce(ferry_fold(target_upn), '') || char(10) \
      || coalesce(ferry_fold(target_mail), '') || char(10) || coalesce(ferry_fold(target_sid), '')";
 
+/// The indexes of `decisions_order` (migration 0027): a name and its column, each indexed with
+/// the listing's filters before it and the key after it, (profile, status, value, kind, source
+/// id). Created by the indexer ([`chunk`]), one a chunk, when the search index is otherwise whole;
+/// dropped when a pass must write [`BULK`] rows or more, so that those are written to the table
+/// alone and the indexes built once, sorted. Inserted one at a time in the order of the rids, a
+/// million rows cost these four indexes minutes of random page writes (each chunk rewriting
+/// thousands of pages), where building each takes seconds.
+pub const ORDER_INDEXES: &[(&str, &str)] = &[
+    ("decisions_order_target_name", "o_target_name"),
+    ("decisions_order_source_sid", "o_source_sid"),
+    ("decisions_order_target_sid", "o_target_sid"),
+    ("decisions_order_rule", "o_rule"),
+];
+
+/// Rows a pass must write for `decisions_order`'s indexes to be dropped first and built after it.
+pub const BULK: i64 = 50_000;
+
+/// How many of [`ORDER_INDEXES`] exist: a listing reads `decisions_order` only when all do (and
+/// the index is whole for the profiles listed).
+pub const ORDER_READY: &str = "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'decisions_order' \
+     AND name IN ('decisions_order_target_name', 'decisions_order_source_sid', 'decisions_order_target_sid', 'decisions_order_rule')";
+
 /// A decision's row of `decisions_order` (migration 0027) written from its current values
 /// (parameter: its rid), in the same chunk as its entry: the order a listing sorted on the target
 /// name, a SID or the rule reads once the index is whole.
@@ -189,13 +211,19 @@ pub enum Step {
 
 /// One chunk of the indexer, in one write transaction on `c` (the writer).
 pub fn chunk(c: &mut Connection) -> rusqlite::Result<Step> {
+    chunk_with(c, BULK)
+}
+
+/// [`chunk`], with `decisions_order`'s indexes dropped by a pass of `bulk` rows or more (tests
+/// ask for a small one).
+pub fn chunk_with(c: &mut Connection, bulk: i64) -> rusqlite::Result<Step> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let step = chunk_in(&tx)?;
+    let step = chunk_in(&tx, bulk)?;
     tx.commit()?;
     Ok(step)
 }
 
-fn chunk_in(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Step> {
+fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step> {
     // 1. Entries of deleted decisions, unless the rid was taken again (its own pass replaces it).
     let gone: Vec<i64> = {
         let mut st =
@@ -225,7 +253,26 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Step> {
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
     let Some((profile, plan_cycle, mark, pass, from)) = behind else {
-        return Ok(Step::Whole);
+        // 3. The first of `decisions_order`'s indexes missing, built (seconds at a million).
+        let present: Vec<String> = {
+            let mut st = tx.prepare_cached(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'decisions_order'",
+            )?;
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let missing = ORDER_INDEXES
+            .iter()
+            .find(|(name, _)| !present.iter().any(|p| p == name));
+        return match missing {
+            Some((name, col)) => {
+                tx.execute_batch(&format!(
+                    "CREATE INDEX {name} ON decisions_order (o_profile, o_status, {col}, o_kind, o_source_id)"
+                ))?;
+                Ok(Step::More)
+            }
+            None => Ok(Step::Whole),
+        };
     };
     // A pass goes on towards the target it started with (rows changed by a later cycle meanwhile
     // carry that cycle's id: the next pass takes them).
@@ -233,6 +280,21 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Step> {
         Some(t) if t > mark => (t, from),
         _ => (plan_cycle, 0),
     };
+    if from == 0 {
+        // A pass starts: if it has many rows to write, `decisions_order` is written without its
+        // indexes (listings sort the decisions themselves meanwhile), and they are built after.
+        let many: i64 = tx.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE profile = ?1 AND changed_cycle > ?2 \
+             AND changed_cycle <= ?3 LIMIT ?4)",
+            params![profile, mark, target, bulk],
+            |r| r.get(0),
+        )?;
+        if many >= bulk {
+            for (name, _) in ORDER_INDEXES {
+                tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+            }
+        }
+    }
     let rows: Vec<(i64, String)> = {
         let mut st = tx.prepare_cached(&format!(
             "SELECT rid, {TERMS} FROM decisions WHERE rid > ?1 AND rid <= ?1 + ?2 AND profile = ?3 \

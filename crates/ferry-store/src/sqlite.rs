@@ -396,6 +396,16 @@ impl Backend for Sqlite {
 }
 
 impl SqlStore<Sqlite> {
+    /// One chunk of the search indexer with `decisions_order`'s indexes dropped by a pass of
+    /// `bulk` rows or more (`search_index::chunk_with`): for tests of that path, which the server
+    /// takes at `search_index::BULK` rows.
+    #[doc(hidden)]
+    pub async fn index_search_bulk(&self, bulk: i64) -> Result<bool> {
+        let mut c = self.b.writer.lock().await;
+        let step = blocking(|| crate::search_index::chunk_with(&mut c, bulk))?;
+        Ok(step == crate::search_index::Step::More)
+    }
+
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent()

@@ -2863,57 +2863,14 @@ where
 /// are not in it (stale names, a deleted decision shown, a new one missing), and a decision shown
 /// twice by the join.
 async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
-    let (mut src, tgt) = search_sample();
-    for (id, name) in [
-        ("s-ode", "Ødegård, Åse"),
-        ("s-cmd", "=cmd|' /C calc'!A0"),
-        ("s-adams", "adams"),
-        ("s-apos", "O'Brien, \"Pat\""),
-    ] {
-        src.push(DirObject::new(ObjectKind::User, id, name));
-    }
-    // Groups match by name: these are the matched decisions, with target names.
-    let mut tgt = tgt;
-    let group = |id: String, name: &str, sid: Option<String>| {
-        let mut o = DirObject::new(ObjectKind::Group, id, name);
-        o.sid = sid;
-        o
-    };
-    for (i, name) in [
-        "Same Name",
-        "Ødegård, Åse",
-        "=cmd",
-        "adams",
-        "Smith, \"Ann\"",
-    ]
-    .iter()
-    .enumerate()
-    {
-        // SIDs in an order that is not the names' (and none on some): `-9` after `-10` by code
-        // point.
-        let sid = |side: &str| (i != 2).then(|| format!("S-1-5-21-{side}-{}", 13 - 2 * i));
-        src.push(group(format!("g-{i}"), name, sid("7")));
-        tgt.push(group(format!("tg-{i}"), name, sid("8")));
-    }
+    let (src, tgt) = sort_sample();
     cycle(s, 1, &src, &tgt).await;
     check_decision_sorts(s, "the order table not filled").await;
     index_whole(s).await;
     check_decision_sorts(s, "the order table whole").await;
     // A later cycle renames targets and changes SIDs, deletes a decision and adds one: SQLite's
     // order table is stale until the indexer passes again.
-    let mut later_src = src.clone();
-    let mut later_tgt = tgt.clone();
-    later_src.retain(|o| o.id != "g-3");
-    later_src.push(group("g-new".into(), "Zz new", Some("S-1-5-21-7-0".into())));
-    later_tgt.push(group("tg-new".into(), "Zz new", None));
-    // Groups match by name: renamed on both sides, in an order that is not the old one.
-    for o in later_src.iter_mut().chain(later_tgt.iter_mut()) {
-        let n = o.id.strip_prefix("g-").or(o.id.strip_prefix("tg-"));
-        if let Some(Ok(i)) = n.map(str::parse::<usize>) {
-            o.name = format!("{} {}", 9 - i, o.name);
-            o.sid = (i != 0).then(|| format!("S-1-5-21-8-{}", 3 * i));
-        }
-    }
+    let (later_src, later_tgt) = sort_sample_later(&src, &tgt);
     cycle(s, 2, &later_src, &later_tgt).await;
     check_decision_sorts(s, "a later cycle not indexed").await;
     index_whole(s).await;
@@ -2950,6 +2907,115 @@ async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
         None,
         "five parts"
     );
+}
+
+/// The search sample with names and groups whose names, SIDs and rules sort differently.
+fn sort_sample() -> (Vec<DirObject>, Vec<DirObject>) {
+    let (mut src, mut tgt) = search_sample();
+    for (id, name) in [
+        ("s-ode", "Ødegård, Åse"),
+        ("s-cmd", "=cmd|' /C calc'!A0"),
+        ("s-adams", "adams"),
+        ("s-apos", "O'Brien, \"Pat\""),
+    ] {
+        src.push(DirObject::new(ObjectKind::User, id, name));
+    }
+    // Groups match by name: these are the matched decisions, with target names.
+    for (i, name) in [
+        "Same Name",
+        "Ødegård, Åse",
+        "=cmd",
+        "adams",
+        "Smith, \"Ann\"",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // SIDs in an order that is not the names' (and none on some): `-9` after `-10` by code
+        // point.
+        let sid = |side: &str| (i != 2).then(|| format!("S-1-5-21-{side}-{}", 13 - 2 * i));
+        src.push(sort_group(format!("g-{i}"), name, sid("7")));
+        tgt.push(sort_group(format!("tg-{i}"), name, sid("8")));
+    }
+    (src, tgt)
+}
+
+fn sort_group(id: String, name: &str, sid: Option<String>) -> DirObject {
+    let mut o = DirObject::new(ObjectKind::Group, id, name);
+    o.sid = sid;
+    o
+}
+
+/// [`sort_sample`] a cycle later: groups renamed on both sides (they match by name) in another
+/// order, their SIDs changed, one deleted and one added.
+fn sort_sample_later(src: &[DirObject], tgt: &[DirObject]) -> (Vec<DirObject>, Vec<DirObject>) {
+    let (mut src, mut tgt) = (src.to_vec(), tgt.to_vec());
+    src.retain(|o| o.id != "g-3");
+    src.push(sort_group(
+        "g-new".into(),
+        "Zz new",
+        Some("S-1-5-21-7-0".into()),
+    ));
+    tgt.push(sort_group("tg-new".into(), "Zz new", None));
+    for o in src.iter_mut().chain(tgt.iter_mut()) {
+        let n = o.id.strip_prefix("g-").or(o.id.strip_prefix("tg-"));
+        if let Some(Ok(i)) = n.map(str::parse::<usize>) {
+            o.name = format!("{} {}", 9 - i, o.name);
+            o.sid = (i != 0).then(|| format!("S-1-5-21-8-{}", 3 * i));
+        }
+    }
+    (src, tgt)
+}
+
+/// Catches (SQLite): a large pass that keeps `decisions_order`'s indexes (rows inserted one by
+/// one into four indexes: minutes at a million), indexes never built again after it, a listing
+/// wrong while they are missing, and a small pass dropping them (a pass of one changed row
+/// rebuilding four indexes of a million).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_builds_the_order_indexes_after_a_large_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    let s = sqlite::SqliteStore::open(&path).unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let indexes = || {
+        raw.query_row(ferry_store::search_index::ORDER_READY, [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    let (src, tgt) = sort_sample();
+    // Passes of 2 rows or more are large here.
+    let fill = |label: &'static str, bulk: i64| {
+        let s = &s;
+        let indexes = &indexes;
+        async move {
+            let mut partial = 0;
+            while s.index_search_bulk(bulk).await.unwrap() {
+                if indexes() < 4 {
+                    partial += 1;
+                    check_decision_sorts(s, label).await;
+                }
+            }
+            partial
+        }
+    };
+    cycle(&s, 1, &src, &tgt).await;
+    assert!(fill("first pass", 2).await > 0, "written without indexes");
+    assert_eq!(indexes(), 4, "built after the pass");
+    check_decision_sorts(&s, "indexes built").await;
+    let (later_src, later_tgt) = sort_sample_later(&src, &tgt);
+    cycle(&s, 2, &later_src, &later_tgt).await;
+    assert!(fill("a large later pass", 2).await > 0, "dropped again");
+    assert_eq!(indexes(), 4);
+    check_decision_sorts(&s, "indexes built again").await;
+    cycle(&s, 3, &src, &tgt).await;
+    assert_eq!(
+        fill("a small pass", 1_000).await,
+        0,
+        "a small pass keeps them"
+    );
+    assert_eq!(indexes(), 4);
+    check_decision_sorts(&s, "a small pass").await;
 }
 
 /// The decisions in every sort, direction and filter of [`sorted_decision_pages_follow_code_point_order`],

@@ -21,10 +21,11 @@ CREATE TABLE decisions_order (
     o_target_sid TEXT NOT NULL,
     o_rule INTEGER NOT NULL
 );
-CREATE INDEX decisions_order_target_name ON decisions_order (o_profile, o_status, o_target_name, o_kind, o_source_id);
-CREATE INDEX decisions_order_source_sid ON decisions_order (o_profile, o_status, o_source_sid, o_kind, o_source_id);
-CREATE INDEX decisions_order_target_sid ON decisions_order (o_profile, o_status, o_target_sid, o_kind, o_source_id);
-CREATE INDEX decisions_order_rule ON decisions_order (o_profile, o_status, o_rule, o_kind, o_source_id);
+-- Its indexes, (profile, status, value, kind, source id) for each of the four columns, are the
+-- indexer's (`search_index::ORDER_INDEXES`): built once the table is filled, dropped before a pass
+-- that writes many rows (at a million, inserting rows one by one into four indexes took minutes of
+-- random page writes; building each takes seconds). A listing reads this table only when all four
+-- exist and the index is whole.
 
 -- A deleted decision's row goes with it, in the cycle's own transaction (a cycle deletes few):
 -- a row here is always of a decision that exists, with its key, so a listing joins the two by

@@ -457,8 +457,9 @@ impl<B: Backend> SqlStore<B> {
             true => index_query(c.as_mut(), term).await?,
         };
         let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
-        // The indexer fills `decisions_order` with the search index, under the same marks.
-        let order = if whole {
+        // The indexer fills `decisions_order` with the search index, under the same marks, and
+        // builds its indexes after a large pass.
+        let order = if whole && ordered && order_ready(c.as_mut()).await? {
             query::Ordered::Table
         } else {
             query::Ordered::Scan
@@ -627,6 +628,15 @@ async fn trigrams_containing(c: &mut (dyn Conn + '_), short: &str) -> Result<Opt
         }
     }
     Ok(any_of(&counted))
+}
+
+/// Whether every index of SQLite's `decisions_order` exists (`search_index::ORDER_READY`), read on
+/// `c` (inside the caller's snapshot).
+async fn order_ready(c: &mut (dyn Conn + '_)) -> Result<bool> {
+    let n: i64 = c
+        .query_one(crate::search_index::ORDER_READY, params![], |r| r.get(0))
+        .await?;
+    Ok(n == crate::search_index::ORDER_INDEXES.len() as i64)
 }
 
 /// Whether SQLite's deferred search index is whole for `profile` (every profile when `None`),
