@@ -138,6 +138,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search_terms",
         sql: include_str!("../migrations/sqlite/0026_search_terms.sql"),
     },
+    Migration {
+        version: SEARCH_TERMS_POSTGRES,
+        name: "search_terms_postgres",
+        sql: include_str!("../migrations/sqlite/0028_search_terms_postgres.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -274,11 +279,20 @@ pub const POSTGRES: &[Migration] = &[
         name: "search_terms",
         sql: include_str!("../migrations/postgres/0026_search_terms.sql"),
     },
+    Migration {
+        version: SEARCH_TERMS_POSTGRES,
+        name: "search_terms_postgres",
+        sql: include_str!("../migrations/postgres/0028_search_terms_postgres.sql"),
+    },
 ];
 
 /// The migration (0025) after whose SQL the runner writes every host-name key in Rust, in the
 /// same transaction: [`agent_keys`] and [`computer_keys`] say what to write.
 pub const HOST_KEYS: i64 = 25;
+
+/// The migration (0028) after whose SQL PostgreSQL's runner records, in Rust and in the same
+/// transaction, the trigrams of the decisions already stored (`fill_search_terms`).
+pub const SEARCH_TERMS_POSTGRES: i64 = 28;
 
 /// PostgreSQL's trigram indexes of the agent search, part of migration 0025 and run again at a
 /// start while they are missing (`Postgres::ensure_search_index`).
