@@ -287,6 +287,12 @@ pub trait Backend: Send + Sync + 'static {
     /// [`crate::search_index`]): searches and the object report read it when it is whole for the
     /// profiles searched, and scan until then.
     const DEFERRED_SEARCH: bool = false;
+    /// Whether the cycle records the trigrams of the searched text with the decisions (migration
+    /// 0028, PostgreSQL): a term of one or two characters is looked for through the ones that
+    /// contain it ([`crate::query::SearchBy::AnyOf`]).
+    const TERMS_IN_CYCLE: bool = false;
+    /// The function giving the position of its second argument in its first (0: absent).
+    const INSTR: &'static str;
     /// A connection whose reads all see one snapshot (a read-only transaction, ended by
     /// [`Conn::commit`] or drop): a search that checks the deferred index is whole, then reads it.
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {

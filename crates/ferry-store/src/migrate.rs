@@ -143,6 +143,11 @@ pub const SQLITE: &[Migration] = &[
         name: "decisions_order",
         sql: include_str!("../migrations/sqlite/0027_decisions_order.sql"),
     },
+    Migration {
+        version: SEARCH_TERMS_POSTGRES,
+        name: "search_terms_postgres",
+        sql: include_str!("../migrations/sqlite/0028_search_terms_postgres.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -284,11 +289,20 @@ pub const POSTGRES: &[Migration] = &[
         name: "decisions_order",
         sql: include_str!("../migrations/postgres/0027_decisions_order.sql"),
     },
+    Migration {
+        version: SEARCH_TERMS_POSTGRES,
+        name: "search_terms_postgres",
+        sql: include_str!("../migrations/postgres/0028_search_terms_postgres.sql"),
+    },
 ];
 
 /// The migration (0025) after whose SQL the runner writes every host-name key in Rust, in the
 /// same transaction: [`agent_keys`] and [`computer_keys`] say what to write.
 pub const HOST_KEYS: i64 = 25;
+
+/// The migration (0028) after whose SQL PostgreSQL's runner records, in Rust and in the same
+/// transaction, the trigrams of the decisions already stored (`fill_search_terms`).
+pub const SEARCH_TERMS_POSTGRES: i64 = 28;
 
 /// PostgreSQL's trigram indexes of the agent search, part of migration 0025 and run again at a
 /// start while they are missing (`Postgres::ensure_search_index`).

@@ -17,6 +17,58 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 const BATCH: usize = 5000;
+
+/// The searched text of a decision, the expression migration 0019's pg_trgm index is on: the
+/// eight values joined by line feeds, folded by the database's `lower`.
+macro_rules! search_text {
+    () => {
+        "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
+        || coalesce(source_mail, '') || E'\\n' || coalesce(source_sid, '') || E'\\n' || coalesce(target_name, '') || E'\\n' \
+        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, ''))"
+    };
+}
+
+/// The trigrams of searched texts ([`search_text!`], `search_index::trigrams_of`) and how many
+/// texts held each, to add to the vocabulary (migration 0028).
+#[derive(Default)]
+struct TermCounts {
+    counts: rustc_hash::FxHashMap<[char; 3], i64>,
+    row: rustc_hash::FxHashSet<[char; 3]>,
+}
+
+impl TermCounts {
+    /// One decision's searched text: each trigram counted once.
+    fn add(&mut self, text: &str) {
+        self.row.clear();
+        for t in crate::search_index::trigrams_of(text) {
+            if self.row.insert(t) {
+                *self.counts.entry(t).or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds them to the vocabulary, in code-point order (two cycles adding the same trigrams
+    /// wait for each other, in one order: no deadlock).
+    async fn write(self, tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+        let mut all: Vec<(String, i64)> = self
+            .counts
+            .into_iter()
+            .map(|(t, n)| (t.iter().collect(), n))
+            .collect();
+        all.sort_unstable();
+        for chunk in all.chunks(BATCH) {
+            let terms: Vec<&str> = chunk.iter().map(|(t, _)| t.as_str()).collect();
+            let counts: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+            tx.execute(
+                "INSERT INTO decisions_search_terms (term, entries) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+                 ON CONFLICT (term) DO UPDATE SET entries = decisions_search_terms.entries + excluded.entries",
+                &[&terms, &counts],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
 const MIGRATION_LOCK: i64 = 0x6665_7272_795f_6d69; // "ferry_mi"
 
 /// The PostgreSQL backend of [`SqlStore`].
@@ -200,11 +252,9 @@ impl Backend for Postgres {
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::POSTGRES;
     /// The expression of migration 0019's pg_trgm index, exactly (the planner matches it as
     /// written); without the extension the same condition scans the table.
-    const DECISION_SEARCH: Option<&'static str> = Some(
-        "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
-        || coalesce(source_mail, '') || E'\\n' || coalesce(source_sid, '') || E'\\n' || coalesce(target_name, '') || E'\\n' \
-        || coalesce(target_upn, '') || E'\\n' || coalesce(target_mail, '') || E'\\n' || coalesce(target_sid, '')) LIKE lower(?)",
-    );
+    const DECISION_SEARCH: Option<&'static str> = Some(concat!(search_text!(), " LIKE lower(?)"));
+    const TERMS_IN_CYCLE: bool = true;
+    const INSTR: &'static str = "strpos";
     const FOLD: &'static str = "lower";
     const BATCH_AGENTS: &'static str = "batch_computers bc CROSS JOIN LATERAL \
          (SELECT * FROM agents WHERE agents.host_key = bc.computer OFFSET 0) a";
@@ -216,6 +266,19 @@ impl Backend for Postgres {
         crate::codec::like_pattern_as_typed(term)
     }
     const FOLD_TERM: &'static str = "lower(?)";
+
+    /// A read-only transaction in one snapshot (`REPEATABLE READ`): a short search reads the
+    /// vocabulary and then the decisions as one cycle's commit left both.
+    async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
+        let client = self.client().await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        Ok(Box::new(PgConn {
+            client: Some(client),
+            open: true,
+        }))
+    }
 
     async fn read(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(PgConn {
@@ -302,6 +365,7 @@ impl Backend for Postgres {
             .await?;
         }
         let plan = s.plan;
+        let mut terms = TermCounts::default();
         for chunk in s.decisions.upserts.chunks(BATCH) {
             let mut t: [Vec<Option<String>>; 14] = Default::default();
             let mut n: [Vec<Option<i64>>; 6] = Default::default();
@@ -328,8 +392,8 @@ impl Backend for Postgres {
                 n[4].push(tg.and_then(|x| x.gid_number).map(i64::from));
                 n[5].push(Some(rec.hash as i64));
             }
-            tx.execute(
-                "INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
+            let written = tx.query(
+                concat!("INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
                  source_gid, target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, hash, first_cycle, \
                  changed_cycle) SELECT $1, k, i, st, r, sn, su, sm, ss, suid, sgid, ti, tn, tu, tm, ts, tuid, tgid, c, h, $2, $2 \
                  FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
@@ -340,14 +404,20 @@ impl Backend for Postgres {
                  source_sid = excluded.source_sid, source_uid = excluded.source_uid, source_gid = excluded.source_gid, \
                  target_id = excluded.target_id, target_name = excluded.target_name, target_upn = excluded.target_upn, \
                  target_mail = excluded.target_mail, target_sid = excluded.target_sid, target_uid = excluded.target_uid, \
-                 target_gid = excluded.target_gid, candidates = excluded.candidates, hash = excluded.hash, changed_cycle = excluded.changed_cycle",
+                 target_gid = excluded.target_gid, candidates = excluded.candidates, hash = excluded.hash, changed_cycle = excluded.changed_cycle \
+                 RETURNING ", search_text!()),
                 &[
                     &plan.profile, &s.cycle_id, &t[0], &t[1], &t[2], &n[0], &t[3], &t[4], &t[5], &t[6], &n[1], &n[2], &t[7], &t[8], &t[9], &t[10],
                     &t[11], &n[3], &n[4], &t[12], &n[5],
                 ],
             )
             .await?;
+            // The searched text as the database folds it, for the vocabulary of short searches.
+            for r in written {
+                terms.add(r.try_get(0)?);
+            }
         }
+        terms.write(&tx).await?;
         for chunk in s.decisions.removed.chunks(BATCH) {
             let kinds: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
             let ids: Vec<&str> = chunk.iter().map(|(_, i)| i.as_str()).collect();
@@ -540,6 +610,9 @@ impl Postgres {
             if m.version == crate::migrate::HOST_KEYS {
                 rekey_hosts(&tx).await?;
             }
+            if m.version == crate::migrate::SEARCH_TERMS_POSTGRES {
+                fill_search_terms(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                 &[&m.version, &m.name, &now_ms()],
@@ -554,6 +627,22 @@ impl Postgres {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Migration 0028's part in Rust: the trigrams of every decision stored before it.
+async fn fill_search_terms(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    let mut terms = TermCounts::default();
+    let rows = tx
+        .query_raw(
+            concat!("SELECT ", search_text!(), " FROM decisions"),
+            std::iter::empty::<i64>(),
+        )
+        .await?;
+    futures_util::pin_mut!(rows);
+    while let Some(r) = rows.next().await {
+        terms.add(r?.try_get(0)?);
+    }
+    terms.write(tx).await
 }
 
 /// Migration 0025's part in Rust: every agent's host-name key and claim, and the batches' keys,

@@ -307,6 +307,28 @@ pub enum SearchBy {
     Deferred(String),
     /// A scan (SQLite's deferred index not whole yet).
     Scan,
+    /// A term of one or two characters on PostgreSQL: the decisions whose searched text matches
+    /// any of these `LIKE` patterns (`search_index::short_patterns`, from the trigrams of its
+    /// vocabulary that contain the term, migration 0028, [`terms_containing`]), each through
+    /// [`Backend::DECISION_SEARCH`] (pg_trgm reads the trigrams of a pattern), then confirmed by
+    /// the scan's condition; empty: no value holds the term, nothing is found.
+    AnyOf(Vec<String>),
+}
+
+/// The trigrams of the search vocabulary (SQLite: migration 0026, PostgreSQL: 0028) that contain
+/// a term of one or two characters folded by the backend ([`Backend::FOLD_TERM`]), in order, up
+/// to a limit (parameters: the term twice, the limit); with how many entries hold each
+/// where the vocabulary counts them (PostgreSQL; `0` on SQLite, whose FTS5 index is asked).
+/// Every trigram when the folded term is longer than three characters (a fold that lengthens
+/// it): no trigram can contain it, and the many then make the search scan.
+pub fn terms_containing<B: crate::backend::Backend>() -> String {
+    format!(
+        "SELECT term, {entries} FROM decisions_search_terms WHERE {instr}(term, {f}) > 0 \
+         OR length({f}) > 3 ORDER BY term LIMIT ?",
+        entries = if B::DEFERRED_SEARCH { "0" } else { "entries" },
+        instr = B::INSTR,
+        f = B::FOLD_TERM,
+    )
 }
 
 /// Where a listing sorted on a column of migration 0027 ([`DecisionSort::ordered`]) reads its
@@ -327,12 +349,18 @@ pub fn decisions<B: crate::backend::Backend>(
     q: &DecisionQuery,
     count: bool,
 ) -> (String, Vec<Val<'static>>) {
-    let ordered = if B::DEFERRED_SEARCH {
+    decisions_by::<B>(q, count, SearchBy::Backend, own_order::<B>())
+}
+
+/// Where backend `B` reads a listing's order without asking: `decisions_order` where the
+/// backend keeps it itself (PostgreSQL's view), the decisions otherwise (SQLite's table is
+/// read only when the caller has checked it is whole).
+pub fn own_order<B: crate::backend::Backend>() -> Ordered {
+    if B::DEFERRED_SEARCH {
         Ordered::Scan
     } else {
         Ordered::Table
-    };
-    decisions_by::<B>(q, count, SearchBy::Backend, ordered)
+    }
 }
 
 /// `SELECT … FROM decisions WHERE …` (or `SELECT count(*)`) for a query, on backend `B`: a term
@@ -496,6 +524,17 @@ fn search_condition<B: crate::backend::Backend>(
         sql.push_str(index);
         vals.push(Val::text(B::search_param(term)));
         return;
+    }
+    if let (SearchBy::AnyOf(terms), Some(index)) = (by, B::DECISION_SEARCH) {
+        if terms.is_empty() {
+            // No trigram of the vocabulary holds the (short) term: no value does.
+            sql.push_str(" AND 1 = 0");
+            return;
+        }
+        // The pg_trgm index's candidates for each trigram, then the scan's condition (below).
+        let any: Vec<&str> = terms.iter().map(|_| index).collect();
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+        vals.extend(terms.iter().map(|t| Val::text(t.clone())));
     }
     if let SearchBy::Deferred(m) = by {
         if m.is_empty() {

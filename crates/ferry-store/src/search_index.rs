@@ -155,13 +155,69 @@ pub fn rarest(counted: Vec<(String, i64)>) -> Option<String> {
     (!asked.is_empty()).then(|| asked.join(" AND "))
 }
 
-/// The trigrams of the index's vocabulary (migration 0026) that contain a folded term of one or
-/// two characters, up to [`SHORT_TERMS`] + 1 of them (parameters: the term, the limit): more than
-/// [`SHORT_TERMS`] and the term is too common for the index to help.
-pub const CONTAINING: &str =
-    "SELECT term FROM decisions_search_terms WHERE instr(term, ?) > 0 ORDER BY term LIMIT ?";
+/// The trigrams of an indexed text as both backends' vocabularies record them (SQLite's FTS5
+/// trigram tokenizer's: every three code points in a row, line feeds included): a term of one or
+/// two characters in the text is inside at least one of them (the text joins eight values by
+/// seven line feeds, so it has at least three code points).
+pub fn trigrams_of(text: &str) -> impl Iterator<Item = [char; 3]> + '_ {
+    let mut it = text.chars();
+    let (mut a, mut b) = (it.next(), it.next());
+    it.filter_map(move |c| {
+        let t = a.zip(b).map(|(x, y)| [x, y, c]);
+        (a, b) = (b, Some(c));
+        t
+    })
+}
 
-/// Trigrams a short term's search asks the index for at most ([`CONTAINING`]).
+/// The `LIKE` patterns (over the searched text, `\\` escaping) whose matches hold every
+/// occurrence of a folded short term, from the vocabulary's trigrams that contain it (`found`,
+/// all of them): for one character, each trigram inside `%…%`. For two, one family suffices:
+/// every occurrence but one at the text's end is the start of a trigram (those starting with the
+/// term, and the end-anchored `%term`), and every one but one at its start the end of a trigram
+/// (those ending with it, and `term%`). pg_trgm reads only letters and digits (it splits words at
+/// anything else), so a trigram such as `\n=g` asks it for every word starting with `g`: the
+/// family with fewer trigrams holding some other character is asked, then the one with fewer
+/// trigrams. Empty when no trigram holds the term (no text does).
+pub fn short_patterns(folded: &str, found: &[String]) -> Vec<String> {
+    let inside = |w: &str| crate::codec::like_pattern_as_typed(w);
+    let n = folded.chars().count();
+    if n != 2 || found.is_empty() {
+        return found.iter().map(|w| inside(w)).collect();
+    }
+    let weak = |ws: &[&String]| {
+        ws.iter()
+            .filter(|w| {
+                w.replacen(folded, "", 1)
+                    .chars()
+                    .any(|c| !c.is_alphanumeric())
+            })
+            .count()
+    };
+    let starting: Vec<&String> = found.iter().filter(|w| w.starts_with(folded)).collect();
+    let ending: Vec<&String> = found.iter().filter(|w| w.ends_with(folded)).collect();
+    let pattern = inside(folded);
+    let by_start = (weak(&starting), starting.len()) <= (weak(&ending), ending.len());
+    let (family, anchored) = if by_start {
+        // `%term`: the term at the text's end.
+        (starting, pattern[..pattern.len() - 1].to_string())
+    } else {
+        // `term%`: the term at the text's start.
+        (ending, pattern[1..].to_string())
+    };
+    family
+        .into_iter()
+        .map(|w| inside(w))
+        .chain(std::iter::once(anchored))
+        .collect()
+}
+
+/// Whether a short term whose containing trigrams number `terms` and hold `held` entries in all
+/// is too common for the index to help (its matches are dense: the scan fills a page sooner).
+pub fn too_common(terms: usize, held: i64) -> bool {
+    terms > SHORT_TERMS || held >= SHORT_CAP
+}
+
+/// Trigrams a short term's search asks the index for at most ([`crate::query::terms_containing`]).
 pub const SHORT_TERMS: usize = 64;
 
 /// Entries a short term's trigrams may hold in all ([`PROBE`] each) for the index to be asked;
@@ -177,13 +233,13 @@ pub fn short(term: &str) -> Option<String> {
     ((1..3).contains(&n) && !folded.contains(['\0', '\n'])).then_some(folded)
 }
 
-/// The FTS5 query for a short term from the quoted trigrams that contain it ([`CONTAINING`],
+/// The FTS5 query for a short term from the quoted trigrams that contain it ([`crate::query::terms_containing`],
 /// [`quote`]) and how many entries hold each ([`PROBE`]): any of them, when they are at most
 /// [`SHORT_TERMS`] and hold fewer than [`SHORT_CAP`] entries in all; `None` when the term is that
 /// common. No trigram (the term is in no indexed value): `Some("")`, which finds nothing.
 pub fn any_of(counted: &[(String, i64)]) -> Option<String> {
     let held: i64 = counted.iter().map(|(_, n)| n).sum();
-    if counted.len() > SHORT_TERMS || held >= SHORT_CAP {
+    if too_common(counted.len(), held) {
         return None;
     }
     Some(
@@ -318,11 +374,9 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
         for (rid, terms) in &rows {
             put.execute(params![rid, terms])?;
             order.execute([rid])?;
-            // The trigrams FTS5's trigram tokenizer makes of it (every three code points in a
-            // row, line feeds included), for the searches of one or two characters.
-            let chars: Vec<char> = terms.chars().collect();
-            for w in chars.windows(3) {
-                let t = [w[0], w[1], w[2]];
+            // The trigrams FTS5's trigram tokenizer makes of it, for the searches of one or two
+            // characters.
+            for t in trigrams_of(terms) {
                 if seen.insert(t) {
                     term.execute([t.iter().collect::<String>()])?;
                 }
@@ -415,6 +469,32 @@ mod tests {
         let two: Vec<(String, i64)> = (0..2).map(|i| (format!("\"t{i}\""), 2000)).collect();
         assert_eq!(rarest(two).as_deref(), Some("\"t0\" AND \"t1\""));
         assert_eq!(rarest(Vec::new()), None);
+    }
+
+    /// Catches: a two-character term asked of pg_trgm by a trigram it splits at a non-word
+    /// character (`\n=g`: every word starting with `g`) when the other family serves it, a family
+    /// without its anchored pattern (an occurrence at the text's start or end missed), `LIKE`'s
+    /// wildcards in a trigram left unescaped, and a one-character term not asked by every trigram.
+    #[test]
+    fn short_patterns_take_one_family_and_its_anchor() {
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            short_patterns("=g", &w(&["\n=g", "=ga"])),
+            ["%=ga%", "%=g"],
+            "the trigram starting with the term, and the end"
+        );
+        assert_eq!(
+            short_patterns("n9", &w(&["an9", "n9.", "n90", "on9"])),
+            ["%an9%", "%on9%", "n9%"],
+            "the trigrams ending with it, and the start"
+        );
+        assert_eq!(
+            short_patterns("_%", &w(&["a_%"])),
+            ["%\\_\\%"],
+            "no trigram starts with it: only at the end, escaped"
+        );
+        assert_eq!(short_patterns("ë", &w(&["zoë", "ël "])), ["%zoë%", "%ël %"]);
+        assert!(short_patterns("ab", &[]).is_empty(), "in no text");
     }
 
     /// Catches: a short term folded otherwise than the index, a term the index cannot hold (a

@@ -347,6 +347,7 @@ impl Backend for Sqlite {
     }
     const FOLD_TERM: &'static str = "?";
     const DEFERRED_SEARCH: bool = true;
+    const INSTR: &'static str = "instr";
 
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(SqliteConn::Snapshot {

@@ -2533,6 +2533,31 @@ async fn sqlite_searches_read_the_index_only_once_it_is_whole() {
     ))
     .unwrap();
     assert_eq!(find("Ë").await, 1, "a common character scans");
+    // A term whose trigrams hold many entries (20,000 of no decision, written behind the store's
+    // back with a trigram of the vocabulary): its page scans (finding the user), its counts read
+    // the index anyway (which, emptied, holds none of its matches).
+    raw.execute_batch(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {cap}) \
+         INSERT INTO decisions_search (rowid, terms) SELECT 1000000 + i, 'zzå' FROM n; \
+         INSERT INTO decisions_search_terms (term) VALUES ('zzå');",
+        cap = ferry_store::search_index::SHORT_CAP
+    ))
+    .unwrap();
+    let q = DecisionQuery {
+        search: Some("Å".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.decisions(&q).await.unwrap().len(), 1, "the page scans");
+    assert_eq!(
+        s.count_decisions_upto(&q, 10).await.unwrap(),
+        0,
+        "the count reads the index"
+    );
+    assert_eq!(
+        s.count_decisions(&q).await.unwrap(),
+        0,
+        "so does the exact count"
+    );
     // A trigram holding a NUL (SQLite stores one in a value): no FTS5 query can carry it.
     raw.execute(
         "INSERT INTO decisions_search_terms (term) VALUES (?)",
@@ -3799,5 +3824,194 @@ async fn non_ascii_host_names_are_one_computer_whatever_their_case(s: &dyn Store
     assert_eq!(
         claimed.iter().map(|(a, _)| a.id).collect::<Vec<_>>(),
         [ids[0], new.id]
+    );
+}
+
+/// A fresh schema on the test PostgreSQL: the store on it and a client of its own, for tests
+/// that change tables behind the store's back. `None` where the PostgreSQL half is skipped.
+async fn pg_store_and_client() -> Option<(Arc<dyn Store>, tokio_postgres::Client)> {
+    pg_store().await?;
+    let url = std::env::var("FERRY_TEST_DATABASE_URL").unwrap();
+    let schema = format!(
+        "conf_{}_{}",
+        std::process::id(),
+        SCHEMA.fetch_add(1, Ordering::SeqCst)
+    );
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}"
+        ))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = postgres::PgStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+        .await
+        .unwrap();
+    Some((Arc::new(store), client))
+}
+
+/// Catches (PostgreSQL): a search of one or two characters that does not read the trigrams the
+/// cycle records with the decisions (migration 0028: with them emptied behind the store's back a
+/// term must find nothing), trigrams folded otherwise than the database folds the values (`İ`,
+/// `Σ`, `Ñ`), a trigram spanning two values or holding a quote or `=` left out, a value renamed
+/// by a later cycle still found by its old name or not by its new one, a term in no value
+/// answered by anything but "nothing", and a term held by more trigrams than a search asks for
+/// given to the index (the scan answers: it still finds every match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_short_searches_read_the_trigrams_the_cycle_recorded() {
+    let Some((s, raw)) = pg_store_and_client().await else {
+        return;
+    };
+    let user = |id: &str, name: &str, mail: Option<&str>, sid: Option<&str>| {
+        let mut o = DirObject::new(ObjectKind::User, id, name);
+        o.mail = mail.map(str::to_string);
+        o.upn = mail.map(str::to_string);
+        o.sid = sid.map(str::to_string);
+        o
+    };
+    let mut src = vec![
+        user(
+            "s-smith",
+            "Smith, Ann",
+            Some("ann.smith@contoso.test"),
+            Some("S-1-5-21-1000-2000-3000-1104"),
+        ),
+        user("s-nunez", "Ñúñez", Some("nunez@contoso.test"), None),
+        user("s-wang", "王", None, None),
+        user("s-formula", "=GA(\"x\")", None, None),
+        user("s-quote", "Pat \"Q\" O'Brien", None, None),
+        user("s-ist", "İSTANBUL", None, None),
+        user("s-sigma", "ΟΔΟΣ", None, None),
+    ];
+    let check = |all: Vec<DecisionRow>, terms: &'static [&'static str]| {
+        let s = Arc::clone(&s);
+        async move {
+            for t in terms {
+                let q = DecisionQuery {
+                    search: Some(t.to_string()),
+                    ..Default::default()
+                };
+                let got: Vec<String> = s
+                    .decisions(&q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.source_id)
+                    .collect();
+                let want: Vec<&str> = scan_model(&all, t);
+                assert_eq!(got, want, "search {t:?}");
+                assert_eq!(
+                    s.count_decisions(&q).await.unwrap(),
+                    want.len() as i64,
+                    "count of {t:?}"
+                );
+                assert_eq!(
+                    s.count_decisions_upto(&q, 1).await.unwrap(),
+                    want.len().min(1) as i64,
+                    "count up to 1 of {t:?}"
+                );
+            }
+        }
+    };
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 1)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    let terms: &'static [&'static str] = &[
+        "sm", "n,", ", ", "Ñ", "ñú", "ez", "王", "=g", "=", "\"q", "'", "o'", "s-", "04", "1-",
+        "İS", "İs", "ΟΣ", "@", "t\n", "山", "qq", "x",
+    ];
+    check(all, terms).await;
+    let vocabulary = |t: &'static str| {
+        let raw = &raw;
+        async move {
+            raw.query_one(
+                "SELECT count(*) FROM decisions_search_terms WHERE term = $1",
+                &[&t],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(vocabulary("ñúñ").await, 1, "folded by the database");
+    assert_eq!(vocabulary("h, ").await, 1);
+    assert_eq!(vocabulary("n\na").await, 1, "across two values");
+
+    // A later cycle renames one user and removes another: their old values' trigrams stay in
+    // the vocabulary, and the scan's condition drops what they find.
+    src[1].name = "Nunes".into();
+    src.retain(|o| o.id != "s-wang");
+    let c = s
+        .begin_cycle("users", "manual", None, "a", 2)
+        .await
+        .unwrap();
+    commit(&*s, c, &src, &[]).await.unwrap();
+    let all = s.decisions(&Default::default()).await.unwrap();
+    check(all.clone(), &["ñ", "ñú", "王", "es", "s\n"]).await;
+
+    // Emptied behind the store's back, the vocabulary answers "nothing".
+    raw.batch_execute("DELETE FROM decisions_search_terms")
+        .await
+        .unwrap();
+    let find = |t: &str| {
+        let s = Arc::clone(&s);
+        let q = DecisionQuery {
+            search: Some(t.into()),
+            ..Default::default()
+        };
+        async move { s.decisions(&q).await.unwrap().len() }
+    };
+    assert_eq!(find("sm").await, 0, "two characters read the vocabulary");
+    assert_eq!(find("ñ").await, 0, "and one");
+    assert_eq!(find("smith").await, 1, "three read pg_trgm alone");
+    // A character more trigrams contain than a search asks for: the scan answers.
+    let many: Vec<String> = (0..=ferry_store::search_index::SHORT_TERMS)
+        .map(|i| format!("('s{i:02}', 1)"))
+        .collect();
+    raw.batch_execute(&format!(
+        "INSERT INTO decisions_search_terms (term, entries) VALUES {}",
+        many.join(", ")
+    ))
+    .await
+    .unwrap();
+    check(all.clone(), &["s", "S"]).await;
+    // As does one whose trigrams are held by too many entries.
+    raw.batch_execute(&format!(
+        "INSERT INTO decisions_search_terms (term, entries) VALUES ('nun', {})",
+        ferry_store::search_index::SHORT_CAP
+    ))
+    .await
+    .unwrap();
+    check(all, &["nu"]).await;
+    // A count reads the vocabulary's trigrams however many entries hold them (it reads every
+    // candidate anyway, up to its cap): left only with a trigram no value holds, the count finds
+    // nothing where the page (a scan, the term being common) finds the user.
+    raw.batch_execute(&format!(
+        "DELETE FROM decisions_search_terms; INSERT INTO decisions_search_terms (term, entries) VALUES ('xun', {})",
+        ferry_store::search_index::SHORT_CAP
+    ))
+    .await
+    .unwrap();
+    let q = DecisionQuery {
+        search: Some("un".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.decisions(&q).await.unwrap().len(), 1, "the page scans");
+    assert_eq!(
+        s.count_decisions_upto(&q, 10).await.unwrap(),
+        0,
+        "the count reads the index"
+    );
+    assert_eq!(
+        s.count_decisions(&q).await.unwrap(),
+        0,
+        "so does the exact count"
     );
 }

@@ -280,6 +280,12 @@ async fn run(users: usize, agents: usize, renders: usize) {
         )
         .await;
     assert_eq!(c["cycle"]["status"], "succeeded", "{c}");
+    println!(
+        "first cycle (import, match, commit) {:.1}s (not timed)",
+        (c["cycle"]["finished_at"].as_i64().unwrap_or(0)
+            - c["cycle"]["started_at"].as_i64().unwrap_or(0)) as f64
+            / 1000.0
+    );
     let store = Arc::clone(&server.state.store);
     seed_agents(&store, agents).await;
     api.send(reqwest::Method::PUT, "/runbooks/Main", json!({"name": "Main", "source_directories": ["contoso"], "target_directories": ["fabrikam"]})).await;

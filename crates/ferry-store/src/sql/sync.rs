@@ -446,6 +446,19 @@ impl<B: Backend> SqlStore<B> {
         let short = crate::search_index::short(term);
         let searched = long || short.is_some();
         let ordered = !count && q.sort.ordered();
+        if B::TERMS_IN_CYCLE && short.is_some() {
+            // The vocabulary and the decisions in one snapshot: both are written by one commit.
+            let mut c = self.b.snapshot().await?;
+            let by = match terms_containing::<B>(c.as_mut(), term, count).await? {
+                Some(terms) => query::SearchBy::AnyOf(terms),
+                None => query::SearchBy::Backend,
+            };
+            let order = query::own_order::<B>();
+            let (sql, vals) = cap(query::decisions_by::<B>(q, count, by, order));
+            let rows = c.query(&sql, &vals, decode).await?;
+            c.commit().await?;
+            return Ok(rows);
+        }
         if !(B::DEFERRED_SEARCH && (searched || ordered)) {
             let (sql, vals) = cap(query::decisions::<B>(q, count));
             return self.rows(&sql, &vals, decode).await;
@@ -454,7 +467,7 @@ impl<B: Backend> SqlStore<B> {
         let whole = search_index_whole(c.as_mut(), q.profile.as_deref()).await?;
         let asked = match whole && searched {
             false => None,
-            true => index_query(c.as_mut(), term).await?,
+            true => index_query::<B>(c.as_mut(), term, count).await?,
         };
         let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
         // The indexer fills `decisions_order` with the search index, under the same marks, and
@@ -488,7 +501,7 @@ impl<B: Backend> SqlStore<B> {
         if !search_index_whole(c.as_mut(), None).await? {
             return Ok(None);
         }
-        let Some(m) = index_query(c.as_mut(), q).await? else {
+        let Some(m) = index_query::<B>(c.as_mut(), q, false).await? else {
             return Ok(None);
         };
         if m.is_empty() {
@@ -570,10 +583,15 @@ impl<B: Backend> SqlStore<B> {
 /// The FTS5 query SQLite's search index is asked for a term (read on `c`, inside the caller's
 /// snapshot): of one or two characters the trigrams that contain it ([`trigrams_containing`]),
 /// longer its rarest ([`rarest_trigrams`]). `None`: the index cannot help, scan; `Some("")`: no
-/// value holds the term.
-async fn index_query(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<String>> {
+/// value holds the term. `count`: for a count, which reads every candidate (or up to its cap)
+/// however many there are, where a page of a common term fills sooner by the scan.
+async fn index_query<B: Backend>(
+    c: &mut (dyn Conn + '_),
+    term: &str,
+    count: bool,
+) -> Result<Option<String>> {
     match crate::search_index::short(term) {
-        Some(short) => trigrams_containing(c, &short).await,
+        Some(short) => trigrams_containing::<B>(c, &short, count).await,
         None => rarest_trigrams(c, term).await,
     }
 }
@@ -602,17 +620,30 @@ async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<S
 /// The FTS5 query of the trigrams in SQLite's search index that contain a short folded term
 /// (`search_index::short`), read on `c` (inside the caller's snapshot); `None` when the term is
 /// too common for the index to help (`search_index::any_of`).
-async fn trigrams_containing(c: &mut (dyn Conn + '_), short: &str) -> Result<Option<String>> {
-    use crate::search_index::{CONTAINING, PROBE, SHORT_CAP, SHORT_TERMS, any_of, quote};
+async fn trigrams_containing<B: Backend>(
+    c: &mut (dyn Conn + '_),
+    short: &str,
+    count: bool,
+) -> Result<Option<String>> {
+    use crate::search_index::{PROBE, SHORT_CAP, SHORT_TERMS, any_of, quote};
     let terms: Vec<String> = c
-        .query(CONTAINING, params![short, SHORT_TERMS as i64 + 1], |r| {
-            r.get(0)
-        })
+        .query(
+            &query::terms_containing::<B>(),
+            params![short, short, SHORT_TERMS as i64 + 1],
+            |r| r.get(0),
+        )
         .await?;
     if terms.len() > SHORT_TERMS || terms.iter().any(|t| t.contains('\0')) {
         // Too common; or a trigram with a NUL (from a value holding one), which an FTS5 query
         // cannot carry: the scan answers.
         return Ok(None);
+    }
+    if count {
+        // A count reads every candidate anyway (up to its cap): the scan would read more rows
+        // for each match, however common the term (`ë` in 25,000 of a million entries: a
+        // count up to 1,000 scanned 40,000 rows). Nothing to count first.
+        let all: Vec<(String, i64)> = terms.iter().map(|t| (quote(t), 0)).collect();
+        return Ok(any_of(&all));
     }
     let (mut counted, mut held) = (Vec::new(), 0);
     for t in terms {
@@ -637,6 +668,42 @@ async fn order_ready(c: &mut (dyn Conn + '_)) -> Result<bool> {
         .query_one(crate::search_index::ORDER_READY, params![], |r| r.get(0))
         .await?;
     Ok(n == crate::search_index::ORDER_INDEXES.len() as i64)
+}
+
+/// The trigrams of PostgreSQL's vocabulary (migration 0028) that contain a term of one or two
+/// characters, folded by the database (read on `c`, inside the caller's snapshot); `None` when
+/// the term is too common for the index to help (`search_index::too_common`: the scan fills a
+/// page sooner); empty when no value holds it.
+async fn terms_containing<B: Backend>(
+    c: &mut (dyn Conn + '_),
+    term: &str,
+    count: bool,
+) -> Result<Option<Vec<String>>> {
+    use crate::search_index::{SHORT_TERMS, too_common};
+    let found: Vec<(String, i64)> = c
+        .query(
+            &query::terms_containing::<B>(),
+            params![term, term, SHORT_TERMS as i64 + 1],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .await?;
+    // A count reads every candidate anyway (`index_query`): only the number of trigrams caps it.
+    let held = if count {
+        0
+    } else {
+        found.iter().map(|(_, n)| n).sum()
+    };
+    if too_common(found.len(), held) {
+        return Ok(None);
+    }
+    // The term as the database folds it (its `lower`, which may differ from Rust's).
+    let folded: String = c
+        .query_one(&format!("SELECT {}", B::FOLD_TERM), params![term], |r| {
+            r.get(0)
+        })
+        .await?;
+    let found: Vec<String> = found.into_iter().map(|(t, _)| t).collect();
+    Ok(Some(crate::search_index::short_patterns(&folded, &found)))
 }
 
 /// Whether SQLite's deferred search index is whole for `profile` (every profile when `None`),

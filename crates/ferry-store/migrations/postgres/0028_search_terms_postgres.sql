@@ -1,0 +1,19 @@
+-- The trigrams PostgreSQL's searched text holds (issue 20), for the translation searches of one or
+-- two characters: pg_trgm cannot serve a term shorter than a trigram (it scanned: 3–6 s at a
+-- million decisions for a term in few or no entries), so such a search asks this table for every
+-- trigram that contains the term and then the pg_trgm index of migration 0019 for the decisions
+-- holding any of them (`LIKE '%tri%' OR …`; `query::SearchBy::AnyOf`), each confirmed by the
+-- scan's condition.
+--
+-- A trigram here is three code points in a row of the index's own text, `lower()` of the eight
+-- values joined by line feeds (`Postgres::SEARCH_TEXT`, folded by the database, not by Rust,
+-- whose lower case differs): the cycle reads that text back from its decision upserts
+-- (`RETURNING`) and records the trigrams in the same transaction, so the table is never behind
+-- the decisions a search can see. A trigram is never removed (one no decision holds any more asks
+-- the index for nothing). Code-point order and equality (`COLLATE "C"`), as SQLite's table of 0026.
+-- `entries`: how many decision upserts wrote text holding it, never decreased (an upper bound of
+-- the decisions holding it now): a term whose trigrams are held by many decisions is common, its
+-- matches dense, and the scan fills a page sooner (`search_index::SHORT_CAP`, as on SQLite).
+CREATE TABLE decisions_search_terms (term TEXT COLLATE "C" PRIMARY KEY, entries BIGINT NOT NULL);
+-- Decisions stored before this table existed: the migration runner records their trigrams in
+-- Rust right after this file, in the same transaction (`fill_search_terms` in `postgres.rs`).
