@@ -58,7 +58,7 @@ pub const ORDER_INDEXES: &[(&str, &str)] = &[
     ("decisions_order_rule", "o_rule"),
 ];
 
-/// Rows a pass must write for `decisions_order`'s indexes to be dropped first and built after it.
+/// Rows after which a pass drops `decisions_order`'s indexes, to build them after it.
 pub const BULK: i64 = 50_000;
 
 /// How many of [`ORDER_INDEXES`] exist: a listing reads `decisions_order` only when all do (and
@@ -270,8 +270,8 @@ pub fn chunk(c: &mut Connection) -> rusqlite::Result<Step> {
     chunk_with(c, BULK)
 }
 
-/// [`chunk`], with `decisions_order`'s indexes dropped by a pass of `bulk` rows or more (tests
-/// ask for a small one).
+/// [`chunk`], with `decisions_order`'s indexes dropped once a pass has written `bulk` rows
+/// (tests ask for a small number).
 pub fn chunk_with(c: &mut Connection, bulk: i64) -> rusqlite::Result<Step> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let step = chunk_in(&tx, bulk)?;
@@ -300,15 +300,18 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
     }
 
     // 2. The first profile whose mark is behind its plan.
-    let behind: Option<(String, i64, i64, Option<i64>, i64)> = tx
+    type Behind = (String, i64, i64, Option<i64>, i64, i64);
+    let behind: Option<Behind> = tx
         .prepare_cached(
-            "SELECT p.profile, p.cycle_id, coalesce(s.indexed_cycle, 0), s.pass_cycle, coalesce(s.pass_rid, 0) \
-             FROM plans p LEFT JOIN decisions_search_state s ON s.profile = p.profile \
+            "SELECT p.profile, p.cycle_id, coalesce(s.indexed_cycle, 0), s.pass_cycle, coalesce(s.pass_rid, 0), \
+             coalesce(s.pass_rows, 0) FROM plans p LEFT JOIN decisions_search_state s ON s.profile = p.profile \
              WHERE coalesce(s.indexed_cycle, 0) < p.cycle_id ORDER BY p.profile LIMIT 1",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_row([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
         .optional()?;
-    let Some((profile, plan_cycle, mark, pass, from)) = behind else {
+    let Some((profile, plan_cycle, mark, pass, from, written)) = behind else {
         // 3. The first of `decisions_order`'s indexes missing, built (seconds at a million).
         let present: Vec<String> = {
             let mut st = tx.prepare_cached(
@@ -332,25 +335,10 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
     };
     // A pass goes on towards the target it started with (rows changed by a later cycle meanwhile
     // carry that cycle's id: the next pass takes them).
-    let (target, from) = match pass {
-        Some(t) if t > mark => (t, from),
-        _ => (plan_cycle, 0),
+    let (target, from, written) = match pass {
+        Some(t) if t > mark => (t, from, written),
+        _ => (plan_cycle, 0, 0),
     };
-    if from == 0 {
-        // A pass starts: if it has many rows to write, `decisions_order` is written without its
-        // indexes (listings sort the decisions themselves meanwhile), and they are built after.
-        let many: i64 = tx.query_row(
-            "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE profile = ?1 AND changed_cycle > ?2 \
-             AND changed_cycle <= ?3 LIMIT ?4)",
-            params![profile, mark, target, bulk],
-            |r| r.get(0),
-        )?;
-        if many >= bulk {
-            for (name, _) in ORDER_INDEXES {
-                tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
-            }
-        }
-    }
     let rows: Vec<(i64, String)> = {
         let mut st = tx.prepare_cached(&format!(
             "SELECT rid, {TERMS} FROM decisions WHERE rid > ?1 AND rid <= ?1 + ?2 AND profile = ?3 \
@@ -387,6 +375,16 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
             }
         }
     }
+    // A pass that has written `bulk` rows is a large one: the rest of its rows go to
+    // `decisions_order` without its indexes (listings sort the decisions themselves meanwhile),
+    // and they are built after it ([`ORDER_INDEXES`]). Counted as the pass goes: counting a
+    // profile's changed rows first read every row of it (3.4 s at a million).
+    let now_written = written + done as i64;
+    if written < bulk && now_written >= bulk {
+        for (name, _) in ORDER_INDEXES {
+            tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+        }
+    }
     let reached = if done < rows.len() || rows.len() as i64 == ROWS {
         // Stopped by the budget or the row limit: on from the last row indexed.
         rows[..done].last().map_or(from + SPAN, |r| r.0)
@@ -397,14 +395,14 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
         r.get(0)
     })?;
     let mut save = tx.prepare_cached(
-        "INSERT INTO decisions_search_state (profile, indexed_cycle, pass_cycle, pass_rid) VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO decisions_search_state (profile, indexed_cycle, pass_cycle, pass_rid, pass_rows) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (profile) DO UPDATE SET indexed_cycle = excluded.indexed_cycle, pass_cycle = excluded.pass_cycle, \
-         pass_rid = excluded.pass_rid",
+         pass_rid = excluded.pass_rid, pass_rows = excluded.pass_rows",
     )?;
     if reached >= last {
-        save.execute(params![profile, target, Option::<i64>::None, 0])?;
+        save.execute(params![profile, target, Option::<i64>::None, 0, 0])?;
     } else {
-        save.execute(params![profile, mark, target, reached])?;
+        save.execute(params![profile, mark, target, reached, now_written])?;
     }
     Ok(Step::More)
 }

@@ -22,8 +22,8 @@ CREATE TABLE decisions_order (
     o_rule INTEGER NOT NULL
 );
 -- Its indexes, (profile, status, value, kind, source id) for each of the four columns, are the
--- indexer's (`search_index::ORDER_INDEXES`): built once the table is filled, dropped before a pass
--- that writes many rows (at a million, inserting rows one by one into four indexes took minutes of
+-- indexer's (`search_index::ORDER_INDEXES`): built once the table is filled, dropped once a pass
+-- has written many rows (at a million, inserting rows one by one into four indexes took minutes of
 -- random page writes; building each takes seconds). A listing reads this table only when all four
 -- exist and the index is whole.
 
@@ -34,6 +34,9 @@ CREATE TABLE decisions_order (
 CREATE TRIGGER decisions_order_gone AFTER DELETE ON decisions BEGIN
     DELETE FROM decisions_order WHERE o_rid = old.rid;
 END;
+
+-- Rows the indexer's pass has written so far: past `search_index::BULK` it drops the indexes.
+ALTER TABLE decisions_search_state ADD COLUMN pass_rows INTEGER NOT NULL DEFAULT 0;
 
 -- Decisions indexed before this table existed have no row here: the indexer passes over every
 -- profile again, and listings sort the decisions (and searches scan) until it is whole.
