@@ -67,12 +67,14 @@ pub const ORDER_READY: &str = "SELECT count(*) FROM sqlite_master WHERE type = '
      AND name IN ('decisions_order_target_name', 'decisions_order_source_sid', 'decisions_order_target_sid', 'decisions_order_rule')";
 
 /// A decision's row of `decisions_order` (migration 0027) written from its current values
-/// (parameter: its rid), in the same chunk as its entry: the order a listing sorted on the target
+/// (parameters: its rid and [`ORDER_VALUES`]), in the same chunk as its entry: the order a listing sorted on the target
 /// name, a SID or the rule reads once the index is whole.
 pub const ORDER: &str = "INSERT OR REPLACE INTO decisions_order (o_rid, o_profile, o_status, o_kind, o_source_id, \
-     o_target_name, o_source_sid, o_target_sid, o_rule) SELECT rid, profile, status, kind, source_id, \
-     coalesce(target_name, ''), coalesce(source_sid, ''), coalesce(target_sid, ''), coalesce(rule, -1) \
-     FROM decisions WHERE rid = ?";
+     o_target_name, o_source_sid, o_target_sid, o_rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The values of a decision's [`ORDER`] row after its rid, as a chunk reads them with its terms.
+const ORDER_VALUES: &str = "profile, status, kind, source_id, coalesce(target_name, ''), coalesce(source_sid, ''), \
+     coalesce(target_sid, ''), coalesce(rule, -1)";
 
 /// How many of the searched profiles the index is not whole for (parameters: the profile, twice,
 /// or NULL for every profile). A profile with no plan has no decisions.
@@ -224,6 +226,11 @@ pub const SHORT_TERMS: usize = 64;
 /// beyond it the term is common, its matches dense, and the scan fills a page sooner.
 pub const SHORT_CAP: i64 = 20_000;
 
+/// Entries a short term's trigrams may hold in all for a count up to a cap (`total_upto`) to read
+/// the index rather than scan: the count confirms candidates until its cap, which pays while they
+/// are not many more than the matches.
+pub const COUNT_CAP: i64 = 100_000;
+
 /// A term of fewer than three characters folded as the index is, `None` when the index cannot
 /// serve it (empty, three characters or more, or a NUL or line feed in it, which no trigram
 /// asked for can hold).
@@ -238,8 +245,13 @@ pub fn short(term: &str) -> Option<String> {
 /// [`SHORT_TERMS`] and hold fewer than [`SHORT_CAP`] entries in all; `None` when the term is that
 /// common. No trigram (the term is in no indexed value): `Some("")`, which finds nothing.
 pub fn any_of(counted: &[(String, i64)]) -> Option<String> {
+    any_of_upto(counted, SHORT_CAP)
+}
+
+/// [`any_of`] with another cap than [`SHORT_CAP`] on the entries the trigrams hold in all.
+pub fn any_of_upto(counted: &[(String, i64)], cap: i64) -> Option<String> {
     let held: i64 = counted.iter().map(|(_, n)| n).sum();
-    if too_common(counted.len(), held) {
+    if counted.len() > SHORT_TERMS || held >= cap {
         return None;
     }
     Some(
@@ -339,13 +351,24 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
         Some(t) if t > mark => (t, from, written),
         _ => (plan_cycle, 0, 0),
     };
-    let rows: Vec<(i64, String)> = {
+    type Order = (String, String, String, String, String, String, String, i64);
+    let rows: Vec<(i64, String, Order)> = {
         let mut st = tx.prepare_cached(&format!(
-            "SELECT rid, {TERMS} FROM decisions WHERE rid > ?1 AND rid <= ?1 + ?2 AND profile = ?3 \
+            "SELECT rid, {TERMS}, {ORDER_VALUES} FROM decisions WHERE rid > ?1 AND rid <= ?1 + ?2 AND profile = ?3 \
              AND changed_cycle > ?4 AND changed_cycle <= ?5 ORDER BY rid LIMIT ?6"
         ))?;
         st.query_map(params![from, SPAN, profile, mark, target, ROWS], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            let o = (
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            );
+            Ok((r.get(0)?, r.get(1)?, o))
         })?
         .collect::<rusqlite::Result<_>>()?
     };
@@ -359,9 +382,9 @@ fn chunk_in(tx: &rusqlite::Transaction<'_>, bulk: i64) -> rusqlite::Result<Step>
         let mut term =
             tx.prepare_cached("INSERT OR IGNORE INTO decisions_search_terms (term) VALUES (?)")?;
         let mut seen: std::collections::HashSet<[char; 3]> = std::collections::HashSet::new();
-        for (rid, terms) in &rows {
+        for (rid, terms, o) in &rows {
             put.execute(params![rid, terms])?;
-            order.execute([rid])?;
+            order.execute(params![rid, o.0, o.1, o.2, o.3, o.4, o.5, o.6, o.7])?;
             // The trigrams FTS5's trigram tokenizer makes of it, for the searches of one or two
             // characters.
             for t in trigrams_of(terms) {
@@ -512,6 +535,10 @@ mod tests {
             Some("\"smi\" OR \"\"\"sm\"")
         );
         assert_eq!(any_of(&[q("smi", SHORT_CAP - 1), q("asm", 1)]), None);
+        // A capped count asks the index up to its own cap (`ë`: too common for a page's, not
+        // for a count up to 1,000's).
+        assert!(any_of_upto(&[q("smi", SHORT_CAP - 1), q("asm", 1)], COUNT_CAP).is_some());
+        assert_eq!(any_of_upto(&[q("smi", COUNT_CAP)], COUNT_CAP), None);
         let many: Vec<(String, i64)> = (0..=SHORT_TERMS)
             .map(|i| q(&format!("{i:03}"), 1))
             .collect();

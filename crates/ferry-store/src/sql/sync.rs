@@ -467,7 +467,7 @@ impl<B: Backend> SqlStore<B> {
         let whole = search_index_whole(c.as_mut(), q.profile.as_deref()).await?;
         let asked = match whole && searched {
             false => None,
-            true => index_query::<B>(c.as_mut(), term, count).await?,
+            true => index_query::<B>(c.as_mut(), term, select).await?,
         };
         let by = asked.map_or(query::SearchBy::Scan, query::SearchBy::Deferred);
         // The indexer fills `decisions_order` with the search index, under the same marks, and
@@ -501,7 +501,7 @@ impl<B: Backend> SqlStore<B> {
         if !search_index_whole(c.as_mut(), None).await? {
             return Ok(None);
         }
-        let Some(m) = index_query::<B>(c.as_mut(), q, false).await? else {
+        let Some(m) = index_query::<B>(c.as_mut(), q, Select::Rows).await? else {
             return Ok(None);
         };
         if m.is_empty() {
@@ -588,10 +588,10 @@ impl<B: Backend> SqlStore<B> {
 async fn index_query<B: Backend>(
     c: &mut (dyn Conn + '_),
     term: &str,
-    count: bool,
+    select: Select,
 ) -> Result<Option<String>> {
     match crate::search_index::short(term) {
-        Some(short) => trigrams_containing::<B>(c, &short, count).await,
+        Some(short) => trigrams_containing::<B>(c, &short, select).await,
         None => rarest_trigrams(c, term).await,
     }
 }
@@ -623,9 +623,11 @@ async fn rarest_trigrams(c: &mut (dyn Conn + '_), term: &str) -> Result<Option<S
 async fn trigrams_containing<B: Backend>(
     c: &mut (dyn Conn + '_),
     short: &str,
-    count: bool,
+    select: Select,
 ) -> Result<Option<String>> {
-    use crate::search_index::{PROBE, SHORT_CAP, SHORT_TERMS, any_of, quote};
+    use crate::search_index::{
+        COUNT_CAP, PROBE, SHORT_CAP, SHORT_TERMS, any_of, any_of_upto, quote,
+    };
     let terms: Vec<String> = c
         .query(
             &query::terms_containing::<B>(),
@@ -638,27 +640,34 @@ async fn trigrams_containing<B: Backend>(
         // cannot carry: the scan answers.
         return Ok(None);
     }
-    if count {
-        // A count reads every candidate anyway (up to its cap): the scan would read more rows
-        // for each match, however common the term (`ë` in 25,000 of a million entries: a
-        // count up to 1,000 scanned 40,000 rows). Nothing to count first.
-        let all: Vec<(String, i64)> = terms.iter().map(|t| (quote(t), 0)).collect();
-        return Ok(any_of(&all));
-    }
+    let cap = match select {
+        Select::Count(None) => {
+            // An exact count reads every candidate anyway: the scan would read more rows for
+            // each match, however common the term. Nothing to count first.
+            let all: Vec<(String, i64)> = terms.iter().map(|t| (quote(t), 0)).collect();
+            return Ok(any_of(&all));
+        }
+        // A count up to a cap (`total_upto`, with the console's page) stops at it: through the
+        // index while the candidates are not many more than it (`ë`, in 25,000 of a million
+        // entries: a count up to 1,000 scanned 40,000 rows), by the scan for a term as dense as
+        // `an` (the index's candidates, hundreds of thousands, are all read before the first).
+        Select::Count(Some(_)) => COUNT_CAP,
+        Select::Rows => SHORT_CAP,
+    };
     let (mut counted, mut held) = (Vec::new(), 0);
     for t in terms {
         // Counted up to what is left under the cap: exact while the sum stays under it.
         let q = quote(&t);
         let n: i64 = c
-            .query_one(PROBE, params![&q, SHORT_CAP - held], |r| r.get(0))
+            .query_one(PROBE, params![&q, cap - held], |r| r.get(0))
             .await?;
         held += n;
         counted.push((q, n));
-        if held >= SHORT_CAP {
+        if held >= cap {
             break;
         }
     }
-    Ok(any_of(&counted))
+    Ok(any_of_upto(&counted, cap))
 }
 
 /// Whether every index of SQLite's `decisions_order` exists (`search_index::ORDER_READY`), read on
