@@ -148,6 +148,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search_terms_postgres",
         sql: include_str!("../migrations/sqlite/0028_search_terms_postgres.sql"),
     },
+    Migration {
+        version: 29,
+        name: "search_text",
+        sql: include_str!("../migrations/sqlite/0029_search_text.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -294,6 +299,14 @@ pub const POSTGRES: &[Migration] = &[
         name: "search_terms_postgres",
         sql: include_str!("../migrations/postgres/0028_search_terms_postgres.sql"),
     },
+    Migration {
+        version: 29,
+        name: "search_text",
+        sql: concat!(
+            include_str!("../migrations/postgres/0029_search_text.sql"),
+            include_str!("../migrations/postgres/decision_search.sql")
+        ),
+    },
 ];
 
 /// The migration (0025) after whose SQL the runner writes every host-name key in Rust, in the
@@ -307,6 +320,11 @@ pub const SEARCH_TERMS_POSTGRES: i64 = 28;
 /// PostgreSQL's trigram indexes of the agent search, part of migration 0025 and run again at a
 /// start while they are missing (`Postgres::ensure_search_index`).
 pub const POSTGRES_AGENT_SEARCH: &str = include_str!("../migrations/postgres/agent_search.sql");
+
+/// PostgreSQL's pg_trgm index of the translation search over migration 0029's stored text, part
+/// of that migration and run again at a start while it is missing (`Postgres::ensure_search_index`).
+pub const POSTGRES_DECISION_SEARCH: &str =
+    include_str!("../migrations/postgres/decision_search.sql");
 
 /// Migration 0025's agents: from each agent's id, host name and whether it holds a host-name claim
 /// now, its key and its claim after. Where several claimants' names have one key (their claims

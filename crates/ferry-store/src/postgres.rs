@@ -18,8 +18,10 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 const BATCH: usize = 5000;
 
-/// The searched text of a decision, the expression migration 0019's pg_trgm index is on: the
-/// eight values joined by line feeds, folded by the database's `lower`.
+/// The searched text of a decision, the expression migration 0019's pg_trgm index was on: the
+/// eight values joined by line feeds, folded by the database's `lower`. Migration 0029 stores it
+/// as the column `search_text`, which everything after it reads (this expression is migration
+/// 0028's, which runs before the column exists).
 macro_rules! search_text {
     () => {
         "lower(source_name || E'\\n' || coalesce(source_upn, '') || E'\\n' \
@@ -252,7 +254,8 @@ impl Backend for Postgres {
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::POSTGRES;
     /// The expression of migration 0019's pg_trgm index, exactly (the planner matches it as
     /// written); without the extension the same condition scans the table.
-    const DECISION_SEARCH: Option<&'static str> = Some(concat!(search_text!(), " LIKE lower(?)"));
+    const DECISION_SEARCH: Option<&'static str> = Some("search_text LIKE lower(?)");
+    const SEARCH_TEXT: Option<&'static str> = Some("search_text");
     const TERMS_IN_CYCLE: bool = true;
     const INSTR: &'static str = "strpos";
     const FOLD: &'static str = "lower";
@@ -393,7 +396,7 @@ impl Backend for Postgres {
                 n[5].push(Some(rec.hash as i64));
             }
             let written = tx.query(
-                concat!("INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
+                "INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
                  source_gid, target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, hash, first_cycle, \
                  changed_cycle) SELECT $1, k, i, st, r, sn, su, sm, ss, suid, sgid, ti, tn, tu, tm, ts, tuid, tgid, c, h, $2, $2 \
                  FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
@@ -405,7 +408,7 @@ impl Backend for Postgres {
                  target_id = excluded.target_id, target_name = excluded.target_name, target_upn = excluded.target_upn, \
                  target_mail = excluded.target_mail, target_sid = excluded.target_sid, target_uid = excluded.target_uid, \
                  target_gid = excluded.target_gid, candidates = excluded.candidates, hash = excluded.hash, changed_cycle = excluded.changed_cycle \
-                 RETURNING ", search_text!()),
+                 RETURNING search_text",
                 &[
                     &plan.profile, &s.cycle_id, &t[0], &t[1], &t[2], &n[0], &t[3], &t[4], &t[5], &t[6], &n[1], &n[2], &t[7], &t[8], &t[9], &t[10],
                     &t[11], &n[3], &n[4], &t[12], &n[5],
@@ -561,9 +564,8 @@ impl Postgres {
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
-        if let Some(m) = POSTGRES.iter().find(|m| m.name == "list_search") {
-            tx.batch_execute(m.sql).await?;
-        }
+        tx.batch_execute(crate::migrate::POSTGRES_DECISION_SEARCH)
+            .await?;
         tx.batch_execute(crate::migrate::POSTGRES_AGENT_SEARCH)
             .await?;
         let made = tx.query_one(FIND, &[]).await?.try_get::<_, i64>(0)? == ALL;
@@ -573,7 +575,7 @@ impl Postgres {
                 "the translation table and the agents have no search index: the pg_trgm extension is not installed and \
                  this role may not create it, so searches scan every decision (seconds at a million) and every agent. \
                  As a superuser run `CREATE EXTENSION pg_trgm SCHEMA public;` and restart ferry: it then creates the \
-                 indexes (crates/ferry-store/migrations/postgres/0019_list_search.sql, agent_search.sql)"
+                 indexes (crates/ferry-store/migrations/postgres/decision_search.sql, agent_search.sql)"
             );
         }
         Ok(())
@@ -731,21 +733,18 @@ async fn bulk_logs(
 mod tests {
     use super::*;
 
-    /// Catches: migration 0025 on PostgreSQL leaving an upgraded database's agents without their
-    /// host-name key, keeping claims a "C"-ctype database's `lower()` computed ("Åsa-pc"),
-    /// failing on two live agents that only Rust's lower case makes one computer, keeping a batch
-    /// key another lower case wrote, or joining key columns of two collations.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn host_keys_are_written_in_rust_when_an_older_database_upgrades() {
+    /// A backend on a schema of its own in the test server's database (None without one), and a
+    /// client of the database to drop the schema with.
+    async fn scratch(name: &str) -> Option<(tokio_postgres::Client, Postgres, String)> {
         let Ok(url) = std::env::var("FERRY_TEST_DATABASE_URL") else {
             assert_ne!(
                 std::env::var("FERRY_REQUIRE_SERVERS").as_deref(),
                 Ok("1"),
                 "FERRY_TEST_DATABASE_URL is not set but FERRY_REQUIRE_SERVERS=1"
             );
-            return;
+            return None;
         };
-        let schema = format!("hostkeys_{}", std::process::id());
+        let schema = format!("{name}_{}", std::process::id());
         let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(conn);
         admin
@@ -768,6 +767,105 @@ mod tests {
         );
         let b = Postgres {
             pool: Pool::builder(mgr).max_size(2).build().unwrap(),
+        };
+        Some((admin, b, schema))
+    }
+
+    /// Catches: migration 0029 leaving the decisions stored before it without their searched
+    /// text (a search would miss them), a text other than `lower()` of the eight values joined
+    /// by line feeds (the vocabulary of migration 0028 and the index would disagree with it),
+    /// or the pg_trgm index left on the old expression (every search would scan) or not made
+    /// again at a start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searched_text_is_stored_for_decisions_written_before_it() {
+        let Some((admin, b, schema)) = scratch("searchtext").await else {
+            return;
+        };
+        let before = POSTGRES.iter().position(|m| m.version == 29).unwrap();
+        b.migrate_through(&POSTGRES[..before]).await.unwrap();
+        let c = b.client().await.unwrap();
+        for (id, name, upn, sid) in [
+            ("u1", "Smith, Ann", Some("ANN.SMITH@contoso.test"), None),
+            ("u2", "=Ödegård \"Åse\"", None, Some("S-1-5-21-9")),
+            ("u3", "ΟΔΟΣ", Some("x@y"), Some("S-1-5-21-10")),
+        ] {
+            c.execute(
+                "INSERT INTO decisions (profile, kind, source_id, status, source_name, source_upn, source_sid, target_name, hash, first_cycle, changed_cycle) \
+                 VALUES ('users', 'user', $1, 'matched', $2, $3, $4, $2, 1, 1, 1)",
+                &[&id, &name, &upn, &sid],
+            )
+            .await
+            .unwrap();
+        }
+        drop(c);
+        b.migrate_through(POSTGRES).await.unwrap();
+        let c = b.client().await.unwrap();
+        let same: i64 = c
+            .query_one(
+                concat!(
+                    "SELECT count(*) FROM decisions WHERE search_text = ",
+                    search_text!()
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(same, 3, "every row's text is the expression's");
+        let find = |term: &'static str| {
+            let c = &c;
+            async move {
+                let q = numbered(&format!(
+                    "SELECT source_id FROM decisions WHERE {} ORDER BY source_id",
+                    <Postgres as Backend>::DECISION_SEARCH.unwrap()
+                ));
+                let rows = c.query(&q, &[&Postgres::search_param(term)]).await.unwrap();
+                rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+            }
+        };
+        assert_eq!(find("SMITH, a").await, ["u1"]);
+        assert_eq!(find("ann.smith@").await, ["u1"]);
+        assert_eq!(find("=ödegård \"").await, ["u2"]);
+        assert_eq!(find("s-1-5-21-1").await, ["u3"]);
+        assert_eq!(find("οδοσ").await, ["u3"]);
+        let def: String = c
+            .query_one(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'decisions_search'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(def.contains("gin (search_text "), "{def}");
+        // A start with the index missing makes it again, on the column.
+        c.batch_execute("DROP INDEX decisions_search")
+            .await
+            .unwrap();
+        b.ensure_search_index().await.unwrap();
+        let def: String = c
+            .query_one(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'decisions_search'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(def.contains("gin (search_text "), "{def}");
+        drop(c);
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+
+    /// Catches: migration 0025 on PostgreSQL leaving an upgraded database's agents without their
+    /// host-name key, keeping claims a "C"-ctype database's `lower()` computed ("Åsa-pc"),
+    /// failing on two live agents that only Rust's lower case makes one computer, keeping a batch
+    /// key another lower case wrote, or joining key columns of two collations.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_keys_are_written_in_rust_when_an_older_database_upgrades() {
+        let Some((admin, b, schema)) = scratch("hostkeys").await else {
+            return;
         };
         let before = POSTGRES
             .iter()

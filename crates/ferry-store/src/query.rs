@@ -384,16 +384,38 @@ pub fn decisions_by<B: crate::backend::Backend>(
             c.to_string()
         }
     };
+    let mut vals = Vec::new();
+    // A page of a short term's candidates (at most `search_index::SHORT_CAP` entries' worth,
+    // `terms_containing`) read from the index first and sorted after: given the condition among
+    // the others, PostgreSQL walked the key order and tested every decision up to the page's
+    // last match (50,000 for `n9`, 290 ms; 17 ms so).
+    let fenced = match (&by, B::DECISION_SEARCH) {
+        (SearchBy::AnyOf(terms), Some(index)) if !count && !table && !terms.is_empty() => {
+            let any: Vec<&str> = terms.iter().map(|_| index).collect();
+            vals.extend(terms.iter().map(|t| Val::text(t.clone())));
+            Some(format!(
+                "(SELECT * FROM decisions WHERE {} OFFSET 0) decisions",
+                any.join(" OR ")
+            ))
+        }
+        _ => None,
+    };
+    let by = if fenced.is_some() {
+        SearchBy::Backend
+    } else {
+        by
+    };
     let mut sql = select_all(
         DEC_COLS,
-        if table {
-            "decisions_order JOIN decisions ON profile = o_profile AND kind = o_kind AND source_id = o_source_id"
-        } else {
-            "decisions"
+        match &fenced {
+            Some(from) => from,
+            None if table => {
+                "decisions_order JOIN decisions ON profile = o_profile AND kind = o_kind AND source_id = o_source_id"
+            }
+            None => "decisions",
         },
         count,
     );
-    let mut vals = Vec::new();
     if let Some(p) = &q.profile {
         sql.push_str(&format!(" AND {} = ?", key("profile")));
         vals.push(Val::text(p.clone()));
@@ -520,6 +542,7 @@ fn search_condition<B: crate::backend::Backend>(
 ) {
     let long = term.chars().count() >= INDEXED_TERM_CHARS;
     if let (SearchBy::Backend, Some(index), true) = (by, B::DECISION_SEARCH, long) {
+        // The index's condition is the match itself (pg_trgm rechecks its candidates).
         sql.push_str(" AND ");
         sql.push_str(index);
         vals.push(Val::text(B::search_param(term)));
@@ -547,12 +570,19 @@ fn search_condition<B: crate::backend::Backend>(
         sql.push_str(crate::search_index::CANDIDATES);
         vals.push(Val::text(m.clone()));
     }
+    let pat = B::search_param(term);
+    if let Some(text) = B::SEARCH_TEXT {
+        // The values folded and joined by line feeds, stored: the term (no line feed in it) is
+        // inside the text exactly when it is inside one of them.
+        sql.push_str(&format!(" AND {text} LIKE {} ESCAPE '\\'", B::FOLD_TERM));
+        vals.push(Val::text(pat));
+        return;
+    }
     let parts: Vec<String> = SEARCHED
         .iter()
         .map(|c| format!("{}({c}) LIKE {} ESCAPE '\\'", B::FOLD, B::FOLD_TERM))
         .collect();
     sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
-    let pat = B::search_param(term);
     vals.extend(SEARCHED.iter().map(|_| Val::text(pat.clone())));
 }
 

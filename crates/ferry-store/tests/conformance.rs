@@ -2885,8 +2885,9 @@ where
 /// ascending reversed; and for the columns of `decisions_order` (migration 0027: target name,
 /// SIDs, rule): a missing value sorted elsewhere than first, rules compared as text (`10` before
 /// `2`), SQLite's order table read before the indexer filled it or while a later cycle's changes
-/// are not in it (stale names, a deleted decision shown, a new one missing), and a decision shown
-/// twice by the join.
+/// are not in it (stale names, a deleted decision shown, a new one missing), a decision shown
+/// twice by the join, and any of these wrong for a search of one or two characters (PostgreSQL
+/// reads its candidates first and sorts them after; breaking that subquery fails this test).
 async fn sorted_decision_pages_follow_code_point_order(s: &dyn Store) {
     let (src, tgt) = sort_sample();
     cycle(s, 1, &src, &tgt).await;
@@ -3074,64 +3075,92 @@ async fn check_decision_sorts(s: &dyn Store, label: &str) {
                 (None, Some("users"), None),
                 (None, None, None),
             ] {
-                let filter = DecisionQuery {
-                    status,
-                    kind,
-                    profile: profile.map(str::to_string),
-                    sort,
-                    direction,
-                    ..Default::default()
-                };
-                // What the API claims: (profile, value, kind, source id), text by code point
-                // (Rust's `str` order), all reversed when descending.
-                let mut want: Vec<DecisionRow> = all
-                    .iter()
-                    .filter(|d| status.is_none_or(|st| d.status == st))
-                    .filter(|d| kind.is_none_or(|k| d.kind == k))
-                    .cloned()
-                    .collect();
-                let key = |d: &DecisionRow| {
-                    let value = match sort {
-                        DecisionSort::Rule => (d.rule.map_or(-1, i64::from), String::new()),
-                        _ => (0, sort.value_of(d).unwrap_or_default()),
+                // Short terms too: PostgreSQL reads a page of their candidates first and sorts
+                // them after (`query::decisions_by`), SQLite its index or a scan.
+                for search in [None, Some("a"), Some("1-")] {
+                    let filter = DecisionQuery {
+                        status,
+                        kind,
+                        profile: profile.map(str::to_string),
+                        search: search.map(str::to_string),
+                        sort,
+                        direction,
+                        ..Default::default()
                     };
-                    (
-                        d.profile.clone(),
-                        value,
-                        d.kind.as_str(),
-                        d.source_id.clone(),
-                    )
-                };
-                want.sort_by_key(key);
-                if direction == Direction::Desc {
-                    want.reverse();
-                }
-                assert_eq!(
-                    s.decisions(&filter).await.unwrap(),
-                    want,
-                    "{label}: one page of all, {sort:?} {direction:?} {status:?}"
-                );
-                for size in [1, 2, 5] {
-                    let walked = walk(
-                        |after| {
-                            let q = DecisionQuery {
-                                limit: size,
-                                after,
-                                ..filter.clone()
-                            };
-                            async move { s.decisions(&q).await.unwrap() }
-                        },
-                        |last| {
-                            let c = DecisionCursor::of(last, sort);
-                            assert_eq!(DecisionCursor::parse(&c.token()).as_ref(), Some(&c));
-                            c
-                        },
-                    )
-                    .await;
+                    let holds = |d: &DecisionRow| {
+                        let Some(term) = search else { return true };
+                        [
+                            Some(&d.source_name),
+                            d.source_upn.as_ref(),
+                            d.source_mail.as_ref(),
+                            d.source_sid.as_ref(),
+                            d.target_name.as_ref(),
+                            d.target_upn.as_ref(),
+                            d.target_mail.as_ref(),
+                            d.target_sid.as_ref(),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .any(|v| v.to_lowercase().contains(term))
+                    };
+                    // What the API claims: (profile, value, kind, source id), text by code point
+                    // (Rust's `str` order), all reversed when descending.
+                    let mut want: Vec<DecisionRow> = all
+                        .iter()
+                        .filter(|d| status.is_none_or(|st| d.status == st))
+                        .filter(|d| kind.is_none_or(|k| d.kind == k))
+                        .filter(|d| holds(d))
+                        .cloned()
+                        .collect();
+                    if search.is_some() {
+                        assert!(
+                            !want.is_empty() || status.is_some() || kind.is_some(),
+                            "{label}: {search:?} finds something"
+                        );
+                    }
+                    let key = |d: &DecisionRow| {
+                        let value = match sort {
+                            DecisionSort::Rule => (d.rule.map_or(-1, i64::from), String::new()),
+                            _ => (0, sort.value_of(d).unwrap_or_default()),
+                        };
+                        (
+                            d.profile.clone(),
+                            value,
+                            d.kind.as_str(),
+                            d.source_id.clone(),
+                        )
+                    };
+                    want.sort_by_key(key);
+                    if direction == Direction::Desc {
+                        want.reverse();
+                    }
                     assert_eq!(
-                        walked, want,
-                        "{label}: pages of {size}, {sort:?} {direction:?} {status:?} {profile:?}"
+                        s.decisions(&filter).await.unwrap(),
+                        want,
+                        "{label}: one page of all, {sort:?} {direction:?} {status:?} {search:?}"
                     );
+                    for size in [1, 2, 5] {
+                        let walked = walk(
+                            |after| {
+                                let q = DecisionQuery {
+                                    limit: size,
+                                    after,
+                                    ..filter.clone()
+                                };
+                                async move { s.decisions(&q).await.unwrap() }
+                            },
+                            |last| {
+                                let c = DecisionCursor::of(last, sort);
+                                assert_eq!(DecisionCursor::parse(&c.token()).as_ref(), Some(&c));
+                                c
+                            },
+                        )
+                        .await;
+                        assert_eq!(
+                            walked, want,
+                            "{label}: pages of {size}, {sort:?} {direction:?} {status:?} {profile:?} {search:?}"
+                        );
+                    }
                 }
             }
         }
