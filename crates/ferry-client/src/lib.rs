@@ -326,7 +326,10 @@ pub struct AgentsQuery {
     pub search: Option<String>,
     pub state: Option<String>,
     pub batch: Option<String>,
+    /// Agents to skip (at most 10,000; the server refuses more): prefer `after`.
     pub offset: Option<i64>,
+    /// The agents after this id (keyset paging in id order: the last id of the previous page).
+    pub after: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -741,6 +744,7 @@ impl Client {
     pub async fn agents(&self, query: &AgentsQuery) -> Result<Vec<AgentView>> {
         let mut q = Vec::new();
         push(&mut q, "offset", query.offset);
+        push(&mut q, "after", query.after);
         push(&mut q, "limit", query.limit);
         push(&mut q, "search", query.search.as_ref());
         push(&mut q, "state", query.state.as_ref());

@@ -884,8 +884,10 @@ async fn review_total_upto_at_its_edges_on_both_backends() {
 /// Catches (on SQLite and on PostgreSQL): a sorted translation page that repeats or skips an
 /// entry at a page boundary (names that tie, quotes, a leading `=`, letters past ASCII), an order
 /// that is not code point order on one backend, `order=desc` that is not the ascending order
-/// reversed, an `after` of one sort accepted by another, and an unknown `sort` or `order` on any
-/// list answered with anything but a 400 naming the parameter and what it allows.
+/// reversed, an `after` of one sort accepted by another, an unknown `sort` or `order` on any
+/// list answered with anything but a 400 naming the parameter and what it allows, and an
+/// `offset` past 10,000 (an `OFFSET` scan of every row skipped, 1.4 s a page at a million)
+/// answered with anything but a 400 saying to page with `after`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sorted_lists_page_in_code_point_order_on_both_backends() {
     let pg = support::PgSchema::new("sorted_lists");
@@ -1083,6 +1085,20 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
                 "at, address",
             ),
             ("/batches/none/progress?sort=os", "sort", "hostname"),
+            // An `OFFSET` reads every row it skips: deep pages are read by keyset.
+            ("/translation?offset=10001", "offset", "at most 10000"),
+            ("/translation?offset=99999999999", "offset", "keyset paging"),
+            (
+                "/profiles/users/whatif?offset=10001",
+                "offset",
+                "at most 10000",
+            ),
+            (
+                "/profiles/users/whatif?writes_offset=10001",
+                "writes_offset",
+                "`after`",
+            ),
+            ("/agents?offset=10001", "offset", "at most 10000"),
         ] {
             let (st, v) = h.call(reqwest::Method::GET, path, None).await;
             let e = v["error"].as_str().unwrap_or_default();
@@ -1094,6 +1110,15 @@ async fn sorted_lists_page_in_code_point_order_on_both_backends() {
                 e.contains(&format!("`{param}`")) && e.contains(allowed),
                 "{backend} {path}: {e}"
             );
+        }
+        // The deepest offset still answered (an empty page here).
+        for path in [
+            "/translation?offset=10000",
+            "/profiles/users/whatif?offset=10000&writes_offset=10000",
+            "/agents?offset=10000",
+        ] {
+            let (st, v) = h.call(reqwest::Method::GET, path, None).await;
+            assert_eq!(st, 200, "{backend} {path}: {v}");
         }
         // Logs and audit: newest first by default, oldest first asked, totals whatever the page.
         let newest = h.get("/logs?limit=10000").await;

@@ -41,8 +41,12 @@ pub enum AgentsCmd {
         state: Option<String>,
         #[arg(long)]
         batch: Option<String>,
+        /// Agents to skip (at most 10000): prefer --after.
         #[arg(long, default_value_t = 0)]
         offset: i64,
+        /// The agents after this id (the last id of the previous page; a full page says it).
+        #[arg(long)]
+        after: Option<i64>,
         /// At most 10000.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
@@ -291,6 +295,7 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
             state,
             batch,
             offset,
+            after,
             limit,
         } => {
             let q = AgentsQuery {
@@ -298,9 +303,16 @@ pub async fn agents(c: &Client, cmd: AgentsCmd, json: bool) -> Result<ExitCode> 
                 state,
                 batch,
                 offset: Some(offset),
+                after,
                 limit: Some(limit),
             };
             let v = c.agents(&q).await?;
+            if let Some(last) = v.last().filter(|_| v.len() as i64 >= limit) {
+                eprintln!(
+                    "more agents: the next page is --after {} (with the same filters)",
+                    last.agent.id
+                );
+            }
             if json {
                 print_json(&v)?;
             } else {

@@ -77,6 +77,24 @@ fn psk_runbook_batch_agents_through_the_cli() {
     assert!(found.contains("PC-0001"), "{found}");
     let none = run(&["agents", "list", "--search", "no-such-host"]);
     assert!(!none.contains("PC-0001"), "{none}");
+    // Paging on: a full page says how to ask the next (by id, `--after`); an offset past
+    // 10,000 (an `OFFSET` scan) is refused with the way on.
+    let one = run(&["agents", "list", "--limit", "1"]);
+    let id = enrolled["agent_id"].to_string();
+    assert!(
+        one.contains(&format!("the next page is --after {id} ")),
+        "{one}"
+    );
+    let after = run(&["agents", "list", "--after", &id]);
+    assert!(
+        !after.contains("PC-0001") && after.contains("HOSTNAME"),
+        "{after}"
+    );
+    let deep = fail(&["agents", "list", "--offset", "10001"]);
+    assert!(
+        deep.contains("`offset`") && deep.contains("`after`"),
+        "{deep}"
+    );
 
     // Runbooks and batches from files; errors name the field or the missing prerequisite.
     let write = |name: &str, v: Value| {

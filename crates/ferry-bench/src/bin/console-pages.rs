@@ -12,10 +12,13 @@
 //! from the median and 95th percentile of the following renders.
 
 use ferry_core::agent::{AgentEvent, DeviceFacts};
+use ferry_core::plan::Status;
 use ferry_demo as sample;
 use ferry_server::settings::Settings;
 use ferry_server::{Server, ServerOptions};
-use ferry_store::{Contact, Enrollment, Store};
+use ferry_store::{
+    AgentQuery, AgentSort, Contact, DecisionQuery, DecisionSort, Direction, Enrollment, Store,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -49,26 +52,6 @@ impl Api {
             serde_json::from_slice(&body).unwrap_or(Value::Null),
             body.len(),
         )
-    }
-
-    /// The `X-Next-After` of a page (a list answered as an array), URL-encoded.
-    async fn next_after(&self, path: &str) -> String {
-        let r = self
-            .http
-            .get(format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("request");
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        let v = r
-            .headers()
-            .get("x-next-after")
-            .unwrap_or_else(|| panic!("{path}: no X-Next-After"))
-            .to_str()
-            .expect("ASCII")
-            .to_string();
-        url_encode(&v)
     }
 
     /// Sends the paths together, as the page does; the bytes answered.
@@ -358,73 +341,74 @@ async fn run(users: usize, agents: usize, renders: usize) {
         url: format!("http://{}", server.addr),
         token,
     };
-    let upn = api
-        .get(&format!("/translation?limit=1&offset={}", entries / 2))
+    // Keyset cursors in the middle (and at the end) of each sorted list, as a console paging
+    // there would have them from the page before: the row there read through the store at an
+    // `OFFSET` (not timed; the API takes offsets only up to 10,000), the cursor the server would
+    // give for it.
+    let store = Arc::clone(&server.state.store);
+    let decision_at = |status: Option<Status>, sort: DecisionSort, at: u64| {
+        let store = &store;
+        async move {
+            let q = DecisionQuery {
+                profile: Some("users".into()),
+                status,
+                offset: at as i64,
+                limit: 1,
+                sort,
+                ..Default::default()
+            };
+            let rows = store.decisions(&q).await.expect("decisions");
+            let token = ferry_server::api::translation::next_token(&rows, 1, sort)
+                .expect("a decision there");
+            (rows, url_encode(&token))
+        }
+    };
+    let matched = Some(Status::Matched);
+    let (rows, middle) = decision_at(matched, DecisionSort::Kind, entries / 2).await;
+    let upn = rows
+        .first()
+        .and_then(|r| r.source_upn.clone())
+        .unwrap_or_else(|| "ann".into());
+    let last = decision_at(matched, DecisionSort::Kind, entries.saturating_sub(51))
         .await
-        .0["entries"][0]["source_upn"]
-        .as_str()
-        .unwrap_or("ann")
-        .to_string();
+        .1;
     let s = |x: &str| x.to_string();
-    let s_ = s;
-    // Keyset cursors of the middle and the last page (read before the timing, as a console
-    // paging there would have them from the page before).
-    let cursor_at = |offset: u64| {
-        let api = &api;
-        async move {
-            let e = api
-                .get(&format!("/translation?limit=1&offset={offset}"))
-                .await
-                .0["entries"][0]
-                .clone();
-            let token = json!([e["profile"], e["kind"], e["source_id"]]).to_string();
-            url_encode(&token)
-        }
-    };
-    let middle = cursor_at(entries / 2).await;
-    let last = cursor_at(entries.saturating_sub(51)).await;
-    // The same for the sorted lists (issue 20): the cursor of the row in the middle of each
-    // sort, as the server gives it (`next` of a page of one row there; `OFFSET`, not timed).
-    let sorted_middle = |path: String, field: &'static str, at: u64| {
-        let api = &api;
-        async move {
-            let v = api.get(&format!("{path}&limit=1&offset={at}")).await.0;
-            url_encode(v[field].as_str().expect("a next page"))
-        }
-    };
-    let by_source = sorted_middle(s_("/translation?sort=source_name"), "next", entries / 2).await;
+    let by_source = decision_at(matched, DecisionSort::SourceName, entries / 2)
+        .await
+        .1;
     // The columns of migration 0027's `decisions_order` (SQLite: the indexer's table, whole).
     let mut by_order = Vec::new();
-    for col in ["target_name", "source_sid", "target_sid", "rule"] {
-        let at = sorted_middle(s_(&format!("/translation?sort={col}")), "next", entries / 2).await;
-        by_order.push((col, at));
+    for (col, sort) in [
+        ("target_name", DecisionSort::TargetName),
+        ("source_sid", DecisionSort::SourceSid),
+        ("target_sid", DecisionSort::TargetSid),
+        ("rule", DecisionSort::Rule),
+    ] {
+        by_order.push((col, decision_at(matched, sort, entries / 2).await.1));
     }
-    let matched = entries;
-    let whatif_by_name = sorted_middle(
-        s_("/profiles/users/whatif?writes_limit=0&status=matched&sort=source_name"),
-        "decisions_next",
-        matched / 2,
-    )
-    .await;
-    let whatif_by_status = sorted_middle(
-        s_("/profiles/users/whatif?writes_limit=0&sort=status"),
-        "decisions_next",
-        matched / 2,
-    )
-    .await;
-    let agents_at = |sort: &'static str| {
-        let api = &api;
+    let whatif_by_name = decision_at(matched, DecisionSort::SourceName, entries / 2)
+        .await
+        .1;
+    let whatif_by_status = decision_at(None, DecisionSort::Status, entries / 2).await.1;
+    let agents_at = |sort: AgentSort, direction: Direction| {
+        let store = &store;
         async move {
-            api.next_after(&format!(
-                "/agents?limit=1&offset={}&{sort}",
-                agent_total / 2
-            ))
-            .await
+            let q = AgentQuery {
+                offset: (agent_total / 2) as i64,
+                limit: 1,
+                sort,
+                direction,
+                ..Default::default()
+            };
+            let a = store.agents_page(&q).await.expect("agents");
+            let a = a.first().expect("an agent there");
+            url_encode(&ferry_server::api::id_token(sort.value_of(a), a.id))
         }
     };
-    let agents_by_host = agents_at("sort=hostname").await;
-    let agents_by_state = agents_at("sort=state").await;
-    let agents_by_contact = agents_at("sort=last_contact&order=desc").await;
+    let agents_middle = agents_at(AgentSort::Id, Direction::Asc).await;
+    let agents_by_host = agents_at(AgentSort::Hostname, Direction::Asc).await;
+    let agents_by_state = agents_at(AgentSort::State, Direction::Asc).await;
+    let agents_by_contact = agents_at(AgentSort::LastContact, Direction::Desc).await;
     let logs_middle = {
         let (v, _) = api.get("/logs?limit=1&order=asc").await;
         let first = v[0]["id"].as_i64().unwrap_or(0);
@@ -494,13 +478,6 @@ async fn run(users: usize, agents: usize, renders: usize) {
         (
             "translation",
             vec![vec![s("/translation?limit=50&offset=0&q=")]],
-        ),
-        (
-            "translation, middle page",
-            vec![vec![format!(
-                "/translation?limit=50&offset={}&q=",
-                entries / 2
-            )]],
         ),
         (
             "translation, search",
@@ -634,10 +611,7 @@ async fn run(users: usize, agents: usize, renders: usize) {
         ("agents", vec![vec![s("/agents?limit=100&offset=0")]]),
         (
             "agents, middle page",
-            vec![vec![format!(
-                "/agents?limit=100&offset={}",
-                agent_total / 2
-            )]],
+            vec![vec![format!("/agents?limit=100&after={agents_middle}")]],
         ),
         (
             "agents by host name, first page",
@@ -843,8 +817,13 @@ async fn run(users: usize, agents: usize, renders: usize) {
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    // The schema of this run, a million rows and more: not left behind in the shared database.
+    // The schema of this run, a million rows and more: not left behind in the shared database
+    // (unless FERRY_BENCH_KEEP asks to keep it, to look at its plans).
     if let Some((c, schema)) = &pg {
+        if std::env::var_os("FERRY_BENCH_KEEP").is_some() {
+            println!("kept schema {schema}");
+            return;
+        }
         c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await
             .expect("drop the bench schema");

@@ -274,7 +274,7 @@ pub struct AgentParams {
     pub state: Option<String>,
     /// Only agents whose computer is in this batch.
     pub batch: Option<String>,
-    /// Rows to skip (old paging; prefer `after`).
+    /// Rows to skip (old paging, at most 10000; prefer `after`).
     #[serde(default)]
     pub offset: i64,
     /// Keyset paging: the `X-Next-After` of the previous page (in id order, its last id).
@@ -337,7 +337,7 @@ impl AgentParams {
             state: self.state.clone().filter(|s| !s.is_empty()),
             batch: self.batch.clone().filter(|s| !s.is_empty()),
             silent_before: None,
-            offset: self.offset.max(0),
+            offset: super::offset_param("offset", self.offset)?,
             limit: self.limit.unwrap_or(1000).clamp(1, 10_000),
             ..Default::default()
         };
@@ -1135,6 +1135,7 @@ pub async fn whatif(
 pub struct ProgressParams {
     /// Only agents in this state.
     pub state: Option<String>,
+    /// Agents to skip (old paging, at most 10000; prefer `after`).
     #[serde(default)]
     pub offset: i64,
     /// Keyset paging: the `agents_next` of the previous page (in id order, its last id).
@@ -1179,7 +1180,7 @@ pub async fn progress(
     let mut q = AgentQuery {
         batch: Some(name.clone()),
         state: p.state.filter(|s| !s.is_empty()),
-        offset: p.offset.max(0),
+        offset: super::offset_param("offset", p.offset)?,
         limit: p.limit.unwrap_or(200).clamp(1, 10_000),
         ..Default::default()
     };

@@ -185,6 +185,24 @@ pub fn bad_param(name: &str, value: &str, expected: &str) -> ApiError {
     ))
 }
 
+/// Rows an `offset` query parameter (the old paging) may skip at most. An `OFFSET` reads every
+/// row it skips (1.4 s for a page in the middle of a million entries on PostgreSQL); deeper pages
+/// are read with `after` (keyset paging), which the console uses everywhere.
+pub const MAX_OFFSET: i64 = 10_000;
+
+/// An `offset` query parameter `name`: a negative one as 0, one past [`MAX_OFFSET`] a 400 naming
+/// it and saying how to page on.
+pub fn offset_param(name: &str, v: i64) -> ApiResult<i64> {
+    if v > MAX_OFFSET {
+        return Err(bad_param(
+            name,
+            &v.to_string(),
+            &format!("at most {MAX_OFFSET}; read deeper pages with `after` (keyset paging)"),
+        ));
+    }
+    Ok(v.max(0))
+}
+
 /// A text query parameter that holds a NUL refused with a 400 naming it, on both backends alike:
 /// PostgreSQL takes no NUL in a text parameter (the filter failed there with a 500), and no value
 /// ferry stores holds one, so SQLite would only have found nothing.

@@ -94,6 +94,7 @@ pub struct WhatIfParams {
     pub kind: Option<String>,
     /// Case-insensitive substring of a name, UPN, mail or SID.
     pub q: Option<String>,
+    /// Decisions to skip (old paging, at most 10000; prefer `after`).
     #[serde(default)]
     pub offset: i64,
     /// The `decisions_next` of the previous page: the page after it (keyset paging).
@@ -106,7 +107,7 @@ pub struct WhatIfParams {
     pub sort: Option<String>,
     /// `asc` (the default) or `desc`.
     pub order: Option<String>,
-    /// Writes to skip (old paging, an `OFFSET`): prefer `writes_after`.
+    /// Writes to skip (old paging, an `OFFSET`, at most 10000): prefer `writes_after`.
     #[serde(default)]
     pub writes_offset: i64,
     /// The `writes_next` of the previous page: the writes after it (keyset paging).
@@ -170,7 +171,7 @@ impl WhatIfParams {
             search: super::text_param("q", &self.q)?
                 .filter(|t| !t.is_empty())
                 .map(str::to_string),
-            offset: self.offset.max(0),
+            offset: super::offset_param("offset", self.offset)?,
             limit: page(self.limit),
             after: super::translation::after(self.after.as_deref(), sort)?,
             sort,
@@ -223,10 +224,11 @@ pub async fn whatif(
     let decisions_next = super::translation::next_token(&decisions, dq.limit, sort);
     let writes_total = plan.counts.creates + plan.counts.updates;
     let writes_limit = page(q.writes_limit);
-    let (writes, writes_next) = if q.writes_offset > 0 && q.writes_after.is_none() {
+    let writes_offset = super::offset_param("writes_offset", q.writes_offset)?;
+    let (writes, writes_next) = if writes_offset > 0 && q.writes_after.is_none() {
         let w = st
             .store
-            .plan_writes(&name, q.writes_offset, writes_limit)
+            .plan_writes(&name, writes_offset, writes_limit)
             .await?;
         (w, None)
     } else {

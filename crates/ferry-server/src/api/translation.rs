@@ -24,7 +24,8 @@ pub struct ListParams {
     /// Case-insensitive substring of a name, UPN, mail or SID on either side (terms of three
     /// characters or more use the search index).
     pub q: Option<String>,
-    /// Rows to skip (old paging; slow deep into a million entries): prefer `after`.
+    /// Rows to skip (old paging, at most 10000: an `OFFSET` reads every row it skips): prefer
+    /// `after`.
     #[serde(default)]
     pub offset: i64,
     /// The `next` of the previous page: the page after it (keyset paging).
@@ -326,7 +327,7 @@ pub async fn list(
         search: super::text_param("q", &p.q)?
             .filter(|t| !t.is_empty())
             .map(str::to_string),
-        offset: p.offset.max(0),
+        offset: super::offset_param("offset", p.offset)?,
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
         after: after(p.after.as_deref(), sort)?,
         sort,
