@@ -257,6 +257,11 @@ pub trait Backend: Send + Sync + 'static {
     /// row). None where there is none (SQLite, whose index is its own, migration 0024): a search
     /// matches each value, `FOLD(column) LIKE FOLD_TERM`.
     const SEARCH_TEXT: Option<&'static str> = None;
+    /// A function of the term folded (Rust's lower case) and the eight searched values, true
+    /// when a value folded as [`Backend::FOLD`] folds it holds the term: SQLite's `ferry_holds`,
+    /// one call a row instead of eight `FOLD(column) LIKE FOLD_TERM` (each allocated and copied
+    /// the folded value). None: the `LIKE`s, or [`Backend::SEARCH_TEXT`].
+    const HOLDS: Option<&'static str> = None;
     /// The function that folds a value's case for a substring search, Unicode-wide
     /// (`lower` folds only ASCII on SQLite).
     const FOLD: &'static str;

@@ -578,6 +578,11 @@ fn search_condition<B: crate::backend::Backend>(
         vals.push(Val::text(pat));
         return;
     }
+    if let Some(holds) = B::HOLDS {
+        sql.push_str(&format!(" AND {holds}(?, {})", SEARCHED.join(", ")));
+        vals.push(Val::text(term.to_lowercase()));
+        return;
+    }
     let parts: Vec<String> = SEARCHED
         .iter()
         .map(|c| format!("{}({c}) LIKE {} ESCAPE '\\'", B::FOLD, B::FOLD_TERM))

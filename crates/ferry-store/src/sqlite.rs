@@ -65,7 +65,46 @@ fn connect(path: &Path) -> Result<Connection> {
             })
         },
     )?;
+    // A search's match of a row (`Backend::HOLDS`): whether any of the values folded as
+    // `ferry_fold` folds them holds the term (folded by the caller): one call a row instead of
+    // eight `ferry_fold(value) LIKE ?`, each of which allocated and copied the folded value.
+    c.create_scalar_function(
+        "ferry_holds",
+        -1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8
+            | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let rusqlite::types::ValueRef::Text(term) = ctx.get_raw(0) else {
+                return Ok(false);
+            };
+            let term = std::str::from_utf8(term).unwrap_or_default();
+            Ok((1..ctx.len()).any(|i| match ctx.get_raw(i) {
+                rusqlite::types::ValueRef::Text(v) => holds(term, v),
+                _ => false,
+            }))
+        },
+    )?;
     Ok(c)
+}
+
+/// Whether `value` folded as `ferry_fold` folds it (Rust's lower case, a NUL as a line feed)
+/// holds `term`, itself folded: an ASCII value is compared in place, byte by byte in ASCII lower
+/// case (its fold), without the copy the fold makes.
+pub(crate) fn holds(term: &str, value: &[u8]) -> bool {
+    let t = term.as_bytes();
+    if value.is_ascii() && !value.contains(&0) {
+        if !term.is_ascii() {
+            return false; // an ASCII value folds to ASCII
+        }
+        return t.is_empty()
+            || value
+                .windows(t.len())
+                .any(|w| w.iter().zip(t).all(|(a, b)| a.to_ascii_lowercase() == *b));
+    }
+    String::from_utf8_lossy(value)
+        .to_lowercase()
+        .replace('\0', "\n")
+        .contains(term)
 }
 
 impl rusqlite::ToSql for Val<'_> {
@@ -338,6 +377,7 @@ impl Backend for Sqlite {
     /// instead ([`Backend::DEFERRED_SEARCH`]), and searches scan until it is whole.
     const DECISION_SEARCH: Option<&'static str> = None;
     const FOLD: &'static str = "ferry_fold";
+    const HOLDS: Option<&'static str> = Some("ferry_holds");
     const BATCH_AGENTS: &'static str =
         "batch_computers bc JOIN agents a ON a.host_key = bc.computer";
     const BINARY: &'static str = "";
@@ -696,6 +736,56 @@ impl Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Text from characters where folding and matching go wrong: ASCII of both cases, `LIKE`'s
+    /// wildcards and escape, a NUL, letters whose lower case is longer or another script's
+    /// (`İ`, `ẞ`, the Kelvin sign, final `Σ`), and letters past ASCII.
+    fn tricky(max: usize) -> impl Strategy<Value = String> {
+        let text = |chars: Vec<char>| {
+            proptest::collection::vec(proptest::sample::select(chars), 0..max)
+                .prop_map(|v| v.into_iter().collect::<String>())
+        };
+        // Half the texts ASCII only, where `ferry_holds` compares in place.
+        prop_oneof![
+            text(vec![
+                'a', 'A', 'n', 'N', 'k', 'K', '%', '_', '\\', '\0', ' ', ',', '='
+            ]),
+            text(vec![
+                'a', 'A', 'n', 'N', 'k', 'K', 's', '%', '_', '\\', '\0', '\n', ' ', ',', '=', '"',
+                'ë', 'Ë', 'İ', 'i', 'ß', 'ẞ', '\u{212A}', 'Σ', 'σ', 'ς', '王',
+            ]),
+        ]
+    }
+
+    proptest! {
+        /// Catches: `ferry_holds` finding other rows than the eight `ferry_fold(value) LIKE
+        /// pattern` it replaced (a value folded otherwise, the ASCII shortcut comparing case, a
+        /// NUL, a wildcard in the term taken as one), for any term a search sends (no line feed
+        /// or NUL: those find nothing before SQL) and any values.
+        #[test]
+        fn holds_finds_what_the_likes_found(
+            term in tricky(4).prop_filter("a term searched", |t| !t.is_empty() && !t.contains(['\n', '\0'])),
+            values in proptest::collection::vec(proptest::option::of(tricky(12)), 8),
+        ) {
+            let c = connect(Path::new(":memory:")).unwrap();
+            let likes = (0..8)
+                .map(|i| format!("ferry_fold(?{}) LIKE ?1 ESCAPE '\\'", i + 3))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let sql = format!(
+                "SELECT coalesce({likes}, 0), ferry_holds(?2, {})",
+                (3..11).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut args: Vec<Option<String>> =
+                vec![Some(crate::codec::like_pattern(&term)), Some(term.to_lowercase())];
+            args.extend(values.iter().cloned());
+            let (like, holds): (bool, bool) = c
+                .query_row(&sql, params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            prop_assert_eq!(like, holds, "{:?} in {:?}", term, values);
+        }
+    }
 
     /// Catches: SQLite scanning a directory's objects for every agent's claim check (the plan it
     /// picks without statistics, as ferry never runs `ANALYZE`): the partial index must serve it.
