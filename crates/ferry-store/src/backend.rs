@@ -287,6 +287,9 @@ pub trait Backend: Send + Sync + 'static {
     /// [`crate::search_index`]): searches and the object report read it when it is whole for the
     /// profiles searched, and scan until then.
     const DEFERRED_SEARCH: bool = false;
+    /// Whether a text value may hold a NUL (SQLite stores one a directory value carries;
+    /// PostgreSQL refuses it, so no value it holds has one, and a parameter with one is an error).
+    const TEXT_HOLDS_NUL: bool = false;
     /// Whether the cycle records the trigrams of the searched text with the decisions (migration
     /// 0028, PostgreSQL): a term of one or two characters is looked for through the ones that
     /// contain it ([`crate::query::SearchBy::AnyOf`]).

@@ -347,6 +347,7 @@ impl Backend for Sqlite {
     }
     const FOLD_TERM: &'static str = "?";
     const DEFERRED_SEARCH: bool = true;
+    const TEXT_HOLDS_NUL: bool = true;
     const INSTR: &'static str = "instr";
 
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
