@@ -386,11 +386,7 @@ pub fn decisions_by<B: crate::backend::Backend>(
     };
     let mut sql = select_all(
         DEC_COLS,
-        if table {
-            "decisions_order JOIN decisions ON profile = o_profile AND kind = o_kind AND source_id = o_source_id"
-        } else {
-            "decisions"
-        },
+        if table { B::ORDER_JOIN } else { "decisions" },
         count,
     );
     let mut vals = Vec::new();
