@@ -4269,7 +4269,7 @@ async fn review_timing_postgres_rare_terms_on_sorted_pages() {
 /// Timing (review, SQLite; prints, with `FERRY_REVIEW_TIMING=1`): searched pages of 200,000
 /// decisions sorted by each column once the order table is whole, without statistics (ferry runs
 /// no `ANALYZE`). Joined to `decisions` by key only, a page sorted by target name or rule took
-/// 7.6–14 s for a term in 2–27% of the decisions (by source name or kind: 2–40 ms).
+/// 7.6–14 s for a term in 2–55% of the decisions (by source name or kind: 2–40 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_timing_sqlite_terms_on_sorted_pages() {
     if std::env::var("FERRY_REVIEW_TIMING").is_err() {
