@@ -1385,3 +1385,87 @@ async fn list_total(h: &support::Harness) -> i64 {
         .as_i64()
         .unwrap()
 }
+
+/// Catches (SQLite, which stores a NUL inside a directory value; PostgreSQL refuses the cycle):
+/// a page of the translation table sorted by a column whose last row holds a NUL (a target name,
+/// a SID) answering a `next` that the API then refuses as forged (400): the pages stop there and
+/// the rows after it cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_value_with_a_nul_does_not_end_the_sorted_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sample::generate(6, true, 5);
+    for (i, name) in ["Ann\0Zed", "Bob", "Ann", "Cy\0"].iter().enumerate() {
+        let g = |id: String, sid: String| {
+            let mut o = ferry_core::model::DirObject::new(ferry_core::ObjectKind::Group, id, *name);
+            o.sid = Some(sid);
+            o
+        };
+        s.source
+            .push(g(format!("sg-{i}"), format!("S-1-5-21-7-\0{i}")));
+        s.target
+            .push(g(format!("tg-{i}"), format!("S-1-5-21-8-{i}\0")));
+    }
+    std::fs::write(dir.path().join("contoso.json"), render_json(&s.source)).unwrap();
+    std::fs::write(dir.path().join("fabrikam.json"), render_json(&s.target)).unwrap();
+    let h = start(dir.path(), &config("match-only")).await;
+    h.run().await;
+    for sort in ["source_name", "target_name", "source_sid", "target_sid"] {
+        for order in ["asc", "desc"] {
+            let all = h
+                .get(&format!(
+                    "/translation?sort={sort}&order={order}&limit=10000"
+                ))
+                .await;
+            let all: Vec<Value> = all["entries"].as_array().unwrap().clone();
+            assert!(
+                all.iter()
+                    .any(|e| e[sort].as_str().is_some_and(|v| v.contains('\0'))),
+                "{sort}: a value with a NUL is listed"
+            );
+            let mut walked: Vec<Value> = Vec::new();
+            let mut after = String::new();
+            loop {
+                let (st, p) = h
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/translation?sort={sort}&order={order}&limit=1{after}"),
+                        None,
+                    )
+                    .await;
+                assert_eq!(
+                    st, 200,
+                    "{sort} {order}: the server's own `next` refused: {p}"
+                );
+                walked.extend(p["entries"].as_array().unwrap().iter().cloned());
+                match p["next"].as_str() {
+                    Some(n) => after = format!("&after={}", urlencode(n)),
+                    None => break,
+                }
+            }
+            assert_eq!(walked, all, "{sort} {order}: pages of 1");
+        }
+    }
+    // PostgreSQL holds no value with a NUL (it refuses one as a parameter): such a cursor names
+    // no row it wrote, and is answered, not a 500.
+    let Some(pg) = support::PgSchema::new("nul_cursor") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), 20);
+    let h = support::start_on(dir.path(), &config("match-only"), Some(&pg.url)).await;
+    h.run().await;
+    for (sort, cursor) in [
+        ("kind", r#"["users","user","a\u0000b"]"#),
+        ("target_name", r#"["users","user","x","a\u0000"]"#),
+        ("source_name", r#"["us\u0000ers","user","x","a"]"#),
+    ] {
+        let (st, p) = h
+            .call(
+                reqwest::Method::GET,
+                &format!("/translation?sort={sort}&after={}", urlencode(cursor)),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "postgres {sort} {cursor}: {p}");
+    }
+}

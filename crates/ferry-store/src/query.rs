@@ -409,9 +409,7 @@ pub fn decisions_by<B: crate::backend::Backend>(
         DEC_COLS,
         match &fenced {
             Some(from) => from,
-            None if table => {
-                "decisions_order JOIN decisions ON profile = o_profile AND kind = o_kind AND source_id = o_source_id"
-            }
+            None if table => B::ORDER_JOIN,
             None => "decisions",
         },
         count,
@@ -467,8 +465,19 @@ pub fn decisions_by<B: crate::backend::Backend>(
         // profile (the API reads each profile's part on its own) the comparison leaves the
         // profile out, so that `decisions_status` (profile, status, kind, source_id) — or, for a
         // value, migration 0023's or 0027's index with the value before the kind — serves it.
+        // A value of the page's last row may hold a NUL where the backend stores one (SQLite: a
+        // directory's value carried it), and the next page must go on after it. Where no value
+        // can (PostgreSQL, which refuses one as a parameter), the cursor names no row the server
+        // wrote: NULL, which finds no row past it, rather than an error.
+        let text = |t: &String| {
+            if !B::TEXT_HOLDS_NUL && t.contains('\0') {
+                Val::Null
+            } else {
+                Val::text(t.clone())
+            }
+        };
         if !within {
-            vals.push(Val::text(a.profile.clone()));
+            vals.push(text(&a.profile));
         }
         if value.is_some() {
             // A cursor without the sort value is refused by the API; NULL finds no row, and so
@@ -477,11 +486,11 @@ pub fn decisions_by<B: crate::backend::Backend>(
             vals.push(match (&a.value, q.sort) {
                 (None, _) => Val::Null,
                 (Some(v), DecisionSort::Rule) => v.parse().map_or(Val::Null, Val::Int),
-                (Some(v), _) => Val::text(v.clone()),
+                (Some(v), _) => text(v),
             });
         }
         vals.push(Val::text(a.kind.as_str()));
-        vals.push(Val::text(a.source_id.clone()));
+        vals.push(text(&a.source_id));
         sql.push_str(&format!(
             " AND ({}) {} ({})",
             cols.join(", "),

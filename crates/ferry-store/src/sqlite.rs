@@ -382,11 +382,14 @@ impl Backend for Sqlite {
         "batch_computers bc JOIN agents a ON a.host_key = bc.computer";
     const BINARY: &'static str = "";
     const FILTER_ONLY: &'static str = "+";
+    const ORDER_JOIN: &'static str = "decisions_order JOIN decisions ON rid = o_rid AND profile = o_profile \
+         AND kind = o_kind AND source_id = o_source_id";
     fn search_param(term: &str) -> String {
         crate::codec::like_pattern(term)
     }
     const FOLD_TERM: &'static str = "?";
     const DEFERRED_SEARCH: bool = true;
+    const TEXT_HOLDS_NUL: bool = true;
     const INSTR: &'static str = "instr";
 
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {

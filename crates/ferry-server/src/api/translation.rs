@@ -213,19 +213,15 @@ pub fn after(
     token
         .filter(|t| !t.is_empty())
         .map(|t| {
-            // A NUL is in no name the server wrote (PostgreSQL refuses one as a parameter).
+            // A value with a NUL is kept: SQLite stores one a directory's value carried, and the
+            // page after such a row starts at it (the store reads it as no row on PostgreSQL,
+            // which holds none).
             ferry_store::DecisionCursor::parse(t)
                 .filter(|c| c.value.is_some() == (sort != DecisionSort::Kind))
                 .filter(|c| {
                     // A rule's position is a number (its value would find no row).
                     sort != DecisionSort::Rule
                         || c.value.as_deref().is_some_and(|v| v.parse::<i64>().is_ok())
-                })
-                .filter(|c| {
-                    ![&c.profile, &c.source_id]
-                        .into_iter()
-                        .chain(&c.value)
-                        .any(|v| v.contains('\0'))
                 })
                 .ok_or_else(|| {
                     bad_param(
