@@ -149,7 +149,7 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0028_search_terms_postgres.sql"),
     },
     Migration {
-        version: 29,
+        version: SEARCH_TEXT,
         name: "search_text",
         sql: include_str!("../migrations/sqlite/0029_search_text.sql"),
     },
@@ -300,7 +300,7 @@ pub const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0028_search_terms_postgres.sql"),
     },
     Migration {
-        version: 29,
+        version: SEARCH_TEXT,
         name: "search_text",
         sql: concat!(
             include_str!("../migrations/postgres/0029_search_text.sql"),
@@ -316,6 +316,11 @@ pub const HOST_KEYS: i64 = 25;
 /// The migration (0028) after whose SQL PostgreSQL's runner records, in Rust and in the same
 /// transaction, the trigrams of the decisions already stored (`fill_search_terms`).
 pub const SEARCH_TERMS_POSTGRES: i64 = 28;
+
+/// The migration (0029) after whose SQL PostgreSQL's runner counts the trigrams of the
+/// decisions again, from the text it stores (`fill_search_terms`): until then the counts only
+/// grew.
+pub const SEARCH_TEXT: i64 = 29;
 
 /// PostgreSQL's trigram indexes of the agent search, part of migration 0025 and run again at a
 /// start while they are missing (`Postgres::ensure_search_index`).

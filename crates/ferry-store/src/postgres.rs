@@ -30,8 +30,10 @@ macro_rules! search_text {
     };
 }
 
-/// The trigrams of searched texts ([`search_text!`], `search_index::trigrams_of`) and how many
-/// texts held each, to add to the vocabulary (migration 0028).
+/// The trigrams of searched texts ([`search_text!`], `search_index::trigrams_of`) and by how
+/// many the decisions holding each change, to add to the vocabulary (migration 0028): a written
+/// text adds its trigrams, the text it replaced or a deleted decision's takes them back, so that
+/// `entries` is the number of decisions holding the trigram.
 #[derive(Default)]
 struct TermCounts {
     counts: rustc_hash::FxHashMap<[char; 3], i64>,
@@ -41,10 +43,30 @@ struct TermCounts {
 impl TermCounts {
     /// One decision's searched text: each trigram counted once.
     fn add(&mut self, text: &str) {
+        self.count(text, 1);
+    }
+
+    /// A decision's text no longer held (replaced or deleted): each trigram taken back once.
+    fn take_back(&mut self, text: &str) {
+        self.count(text, -1);
+    }
+
+    /// A decision written with `new`, which held `old` before (None: a new decision).
+    fn replace(&mut self, old: Option<&str>, new: &str) {
+        if old == Some(new) {
+            return;
+        }
+        if let Some(old) = old {
+            self.take_back(old);
+        }
+        self.add(new);
+    }
+
+    fn count(&mut self, text: &str, by: i64) {
         self.row.clear();
         for t in crate::search_index::trigrams_of(text) {
             if self.row.insert(t) {
-                *self.counts.entry(t).or_default() += 1;
+                *self.counts.entry(t).or_default() += by;
             }
         }
     }
@@ -55,6 +77,7 @@ impl TermCounts {
         let mut all: Vec<(String, i64)> = self
             .counts
             .into_iter()
+            .filter(|(_, n)| *n != 0)
             .map(|(t, n)| (t.iter().collect(), n))
             .collect();
         all.sort_unstable();
@@ -395,8 +418,12 @@ impl Backend for Postgres {
                 n[4].push(tg.and_then(|x| x.gid_number).map(i64::from));
                 n[5].push(Some(rec.hash as i64));
             }
+            // With the text each decision held before, read in the statement's own snapshot (a
+            // data-modifying WITH sees none of its effects): the vocabulary's counts follow it.
             let written = tx.query(
-                "INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
+                "WITH old AS (SELECT d.kind, d.source_id, d.search_text FROM decisions d \
+                 JOIN UNNEST($3::text[], $4::text[]) AS o(k, i) ON d.profile = $1 AND d.kind = o.k AND d.source_id = o.i), \
+                 up AS (INSERT INTO decisions (profile, kind, source_id, status, rule, source_name, source_upn, source_mail, source_sid, source_uid, \
                  source_gid, target_id, target_name, target_upn, target_mail, target_sid, target_uid, target_gid, candidates, hash, first_cycle, \
                  changed_cycle) SELECT $1, k, i, st, r, sn, su, sm, ss, suid, sgid, ti, tn, tu, tm, ts, tuid, tgid, c, h, $2, $2 \
                  FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
@@ -408,7 +435,8 @@ impl Backend for Postgres {
                  target_id = excluded.target_id, target_name = excluded.target_name, target_upn = excluded.target_upn, \
                  target_mail = excluded.target_mail, target_sid = excluded.target_sid, target_uid = excluded.target_uid, \
                  target_gid = excluded.target_gid, candidates = excluded.candidates, hash = excluded.hash, changed_cycle = excluded.changed_cycle \
-                 RETURNING search_text",
+                 RETURNING kind, source_id, search_text) \
+                 SELECT up.search_text, old.search_text FROM up LEFT JOIN old ON old.kind = up.kind AND old.source_id = up.source_id",
                 &[
                     &plan.profile, &s.cycle_id, &t[0], &t[1], &t[2], &n[0], &t[3], &t[4], &t[5], &t[6], &n[1], &n[2], &t[7], &t[8], &t[9], &t[10],
                     &t[11], &n[3], &n[4], &t[12], &n[5],
@@ -417,19 +445,25 @@ impl Backend for Postgres {
             .await?;
             // The searched text as the database folds it, for the vocabulary of short searches.
             for r in written {
-                terms.add(r.try_get(0)?);
+                let old: Option<&str> = r.try_get(1)?;
+                terms.replace(old, r.try_get(0)?);
             }
         }
-        terms.write(&tx).await?;
         for chunk in s.decisions.removed.chunks(BATCH) {
             let kinds: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
             let ids: Vec<&str> = chunk.iter().map(|(_, i)| i.as_str()).collect();
-            tx.execute(
-                "DELETE FROM decisions d USING UNNEST($2::text[], $3::text[]) AS x(k, i) WHERE d.profile = $1 AND d.kind = x.k AND d.source_id = x.i",
-                &[&plan.profile, &kinds, &ids],
-            )
-            .await?;
+            let gone = tx
+                .query(
+                    "DELETE FROM decisions d USING UNNEST($2::text[], $3::text[]) AS x(k, i) WHERE d.profile = $1 AND d.kind = x.k AND d.source_id = x.i \
+                     RETURNING d.search_text",
+                    &[&plan.profile, &kinds, &ids],
+                )
+                .await?;
+            for r in gone {
+                terms.take_back(r.try_get(0)?);
+            }
         }
+        terms.write(&tx).await?;
         for chunk in s.history.chunks(BATCH) {
             let kinds: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
             let ids: Vec<&str> = chunk.iter().map(|(_, i, _)| i.as_str()).collect();
@@ -613,7 +647,15 @@ impl Postgres {
                 rekey_hosts(&tx).await?;
             }
             if m.version == crate::migrate::SEARCH_TERMS_POSTGRES {
-                fill_search_terms(&tx).await?;
+                fill_search_terms(&tx, concat!("SELECT ", search_text!(), " FROM decisions"))
+                    .await?;
+            }
+            if m.version == crate::migrate::SEARCH_TEXT {
+                // Counted again from the stored text: before 0029 every upsert added its
+                // trigrams and none took them back.
+                tx.batch_execute("DELETE FROM decisions_search_terms")
+                    .await?;
+                fill_search_terms(&tx, "SELECT search_text FROM decisions").await?;
             }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
@@ -631,15 +673,11 @@ impl Postgres {
     }
 }
 
-/// Migration 0028's part in Rust: the trigrams of every decision stored before it.
-async fn fill_search_terms(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+/// Migration 0028's part in Rust, and 0029's: the trigrams of every decision stored, whose
+/// searched texts `texts` selects.
+async fn fill_search_terms(tx: &deadpool_postgres::Transaction<'_>, texts: &str) -> Result<()> {
     let mut terms = TermCounts::default();
-    let rows = tx
-        .query_raw(
-            concat!("SELECT ", search_text!(), " FROM decisions"),
-            std::iter::empty::<i64>(),
-        )
-        .await?;
+    let rows = tx.query_raw(texts, std::iter::empty::<i64>()).await?;
     futures_util::pin_mut!(rows);
     while let Some(r) = rows.next().await {
         terms.add(r?.try_get(0)?);
@@ -772,8 +810,9 @@ mod tests {
     }
 
     /// Catches: migration 0029 leaving the decisions stored before it without their searched
-    /// text (a search would miss them), a text other than `lower()` of the eight values joined
-    /// by line feeds (the vocabulary of migration 0028 and the index would disagree with it),
+    /// text (a search would miss them) or the vocabulary's counts as they had grown, a text
+    /// other than `lower()` of the eight values joined by line feeds (the vocabulary of
+    /// migration 0028 and the index would disagree with it),
     /// or the pg_trgm index left on the old expression (every search would scan) or not made
     /// again at a start.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -797,9 +836,25 @@ mod tests {
             .await
             .unwrap();
         }
+        // A count grown by upserts that never took theirs back (before 0029).
+        c.batch_execute("INSERT INTO decisions_search_terms VALUES ('zzz', 5)")
+            .await
+            .unwrap();
         drop(c);
         b.migrate_through(POSTGRES).await.unwrap();
         let c = b.client().await.unwrap();
+        let counted: Vec<(String, i64)> = c
+            .query(
+                "SELECT term, entries FROM decisions_search_terms WHERE term IN ('zzz', 'ann', 's-1') ORDER BY term",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let s = |t: &str, n: i64| (t.to_string(), n);
+        assert_eq!(counted, [s("ann", 1), s("s-1", 2)], "counted again");
         let same: i64 = c
             .query_one(
                 concat!(

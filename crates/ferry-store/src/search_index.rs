@@ -213,12 +213,6 @@ pub fn short_patterns(folded: &str, found: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Whether a short term whose containing trigrams number `terms` and hold `held` entries in all
-/// is too common for the index to help (its matches are dense: the scan fills a page sooner).
-pub fn too_common(terms: usize, held: i64) -> bool {
-    terms > SHORT_TERMS || held >= SHORT_CAP
-}
-
 /// Trigrams a short term's search asks the index for at most ([`crate::query::terms_containing`]).
 pub const SHORT_TERMS: usize = 64;
 

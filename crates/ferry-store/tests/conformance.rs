@@ -3885,7 +3885,8 @@ async fn pg_store_and_client() -> Option<(Arc<dyn Store>, tokio_postgres::Client
 
 /// Catches (PostgreSQL): a search of one or two characters that does not read the trigrams the
 /// cycle records with the decisions (migration 0028: with them emptied behind the store's back a
-/// term must find nothing), trigrams folded otherwise than the database folds the values (`İ`,
+/// term must find nothing), counts that are not the number of decisions holding each trigram
+/// (grown by every rewrite, or not taken back from a renamed or deleted decision), trigrams folded otherwise than the database folds the values (`İ`,
 /// `Σ`, `Ñ`), a trigram spanning two values or holding a quote or `=` left out, a value renamed
 /// by a later cycle still found by its old name or not by its new one, a term in no value
 /// answered by anything but "nothing", and a term held by more trigrams than a search asks for
@@ -3973,8 +3974,42 @@ async fn postgres_short_searches_read_the_trigrams_the_cycle_recorded() {
     assert_eq!(vocabulary("h, ").await, 1);
     assert_eq!(vocabulary("n\na").await, 1, "across two values");
 
-    // A later cycle renames one user and removes another: their old values' trigrams stay in
-    // the vocabulary, and the scan's condition drops what they find.
+    // The vocabulary counts the decisions holding each trigram, exactly: what every cycle
+    // since the first wrote, took back from the texts it replaced and the decisions it deleted.
+    let exact = |label: &'static str| {
+        let raw = &raw;
+        async move {
+            let mut want = std::collections::BTreeMap::<String, i64>::new();
+            for r in raw
+                .query("SELECT search_text FROM decisions", &[])
+                .await
+                .unwrap()
+            {
+                let text: String = r.get(0);
+                let mut row = std::collections::BTreeSet::new();
+                for t in ferry_store::search_index::trigrams_of(&text) {
+                    if row.insert(t) {
+                        *want.entry(t.iter().collect()).or_default() += 1;
+                    }
+                }
+            }
+            let got: std::collections::BTreeMap<String, i64> = raw
+                .query(
+                    "SELECT term, entries FROM decisions_search_terms WHERE entries <> 0",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_eq!(got, want, "{label}");
+        }
+    };
+    exact("a first cycle").await;
+
+    // A later cycle renames one user and removes another: their old values' trigrams are
+    // taken back, and the scan's condition drops anything a trigram still finds.
     src[1].name = "Nunes".into();
     src.retain(|o| o.id != "s-wang");
     let c = s
@@ -3984,6 +4019,20 @@ async fn postgres_short_searches_read_the_trigrams_the_cycle_recorded() {
     commit(&*s, c, &src, &[]).await.unwrap();
     let all = s.decisions(&Default::default()).await.unwrap();
     check(all.clone(), &["ñ", "ñú", "王", "es", "s\n"]).await;
+    exact("a rename and a deletion").await;
+    // Every decision written again, three times (as after a change of rules): no count grows.
+    for (i, cycle) in [3, 4, 5].into_iter().enumerate() {
+        for o in &mut src {
+            o.mail = Some(format!("v{i}.{}@contoso.test", o.id));
+        }
+        let c = s
+            .begin_cycle("users", "manual", None, "a", cycle)
+            .await
+            .unwrap();
+        commit(&*s, c, &src, &[]).await.unwrap();
+    }
+    exact("every decision rewritten three times").await;
+    let all = s.decisions(&Default::default()).await.unwrap();
 
     // Emptied behind the store's back, the vocabulary answers "nothing".
     raw.batch_execute("DELETE FROM decisions_search_terms")
@@ -4019,9 +4068,9 @@ async fn postgres_short_searches_read_the_trigrams_the_cycle_recorded() {
     .await
     .unwrap();
     check(all, &["nu"]).await;
-    // A count reads the vocabulary's trigrams however many entries hold them (it reads every
-    // candidate anyway, up to its cap): left only with a trigram no value holds, the count finds
-    // nothing where the page (a scan, the term being common) finds the user.
+    // A count reads the vocabulary's trigrams while fewer than 100,000 decisions hold them (it
+    // reads every candidate anyway, up to its cap): left only with a trigram no value holds, the
+    // count finds nothing where the page (a scan, the term being common) finds the user.
     raw.batch_execute(&format!(
         "DELETE FROM decisions_search_terms; INSERT INTO decisions_search_terms (term, entries) VALUES ('xun', {})",
         ferry_store::search_index::SHORT_CAP
@@ -4042,6 +4091,24 @@ async fn postgres_short_searches_read_the_trigrams_the_cycle_recorded() {
         s.count_decisions(&q).await.unwrap(),
         0,
         "so does the exact count"
+    );
+    // Held by 100,000 decisions or more, the term is counted up to a cap by the scan (it fills
+    // the cap sooner), exactly still through the index.
+    raw.batch_execute(&format!(
+        "UPDATE decisions_search_terms SET entries = {}",
+        ferry_store::search_index::COUNT_CAP
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.count_decisions_upto(&q, 10).await.unwrap(),
+        1,
+        "a capped count of a term this common scans"
+    );
+    assert_eq!(
+        s.count_decisions(&q).await.unwrap(),
+        0,
+        "the exact count does not"
     );
 }
 
@@ -4199,7 +4266,7 @@ mod review {
 
 /// Catches (review, PostgreSQL): two servers committing cycles of two profiles at once, every
 /// decision rewritten each time with text sharing trigrams, deadlocking on migration 0028's
-/// vocabulary or losing a count of it.
+/// vocabulary, losing a count of it, or counting a rewrite twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_postgres_two_servers_write_the_vocabulary_at_once() {
     let Some((a, raw)) = pg_store_and_client().await else {
@@ -4248,7 +4315,8 @@ async fn review_postgres_two_servers_write_the_vocabulary_at_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 2 * ROUNDS * USERS as i64, "every upsert counted");
+    // Every decision of both profiles holds `use`: each rewrite took back the text it replaced.
+    assert_eq!(n, 2 * USERS as i64, "the decisions holding it, counted");
 }
 
 /// Timing (review, PostgreSQL; prints, with `FERRY_REVIEW_TIMING=1`): a rare short or long term on

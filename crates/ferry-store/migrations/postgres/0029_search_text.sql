@@ -11,6 +11,10 @@
 -- line feed (one that does finds nothing), so it is inside the joined text exactly when it is
 -- inside one of the values (`lower` folds one character at a time).
 --
+-- The vocabulary of migration 0028 is counted again after this file (`fill_search_terms`): each
+-- upsert added its trigrams and none took them back, so counts only grew. From here a cycle
+-- takes back the trigrams of the text an upsert replaces and of a deleted decision's.
+--
 -- Adding the column rewrites the table once (about a minute at a million decisions), under the
 -- migrations' lock.
 DROP INDEX IF EXISTS decisions_search;
