@@ -790,6 +790,53 @@ mod tests {
         }
     }
 
+    /// Catches: a searched page sorted on a column of `decisions_order` (target name, SIDs, rule)
+    /// that does not look each decision up by its rid. Joined by key alone, SQLite (without
+    /// statistics: ferry runs no `ANALYZE`) took 7.6–14 s for such a page at 200,000 decisions
+    /// (measured in a review, docs/BENCHMARKS.md); the join by `rid` (`Backend::ORDER_JOIN`)
+    /// answered in 5–120 ms.
+    #[test]
+    fn sorted_searched_pages_look_decisions_up_by_rid() {
+        use ferry_core::plan::Status;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = connect(&path).unwrap();
+        for sort in [
+            DecisionSort::TargetName,
+            DecisionSort::SourceSid,
+            DecisionSort::TargetSid,
+            DecisionSort::Rule,
+        ] {
+            let q = DecisionQuery {
+                profile: Some("users".into()),
+                status: Some(Status::Matched),
+                search: Some("often".into()),
+                sort,
+                limit: 100,
+                ..Default::default()
+            };
+            let (sql, vals) = query::decisions_by::<Sqlite>(
+                &q,
+                false,
+                query::SearchBy::Deferred("\"oft\"".into()),
+                query::Ordered::Table,
+            );
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map(params_from_iter(vals.iter()), |r| r.get(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            // One side looked up by the other's rid (`decisions_order`'s rowid is the rid).
+            assert!(
+                plan.iter().any(|p| p.starts_with("SEARCH decisions")
+                    && p.ends_with("USING INTEGER PRIMARY KEY (rowid=?)")),
+                "{sort:?}: {plan:?}"
+            );
+        }
+    }
+
     /// Catches: SQLite scanning a directory's objects for every agent's claim check (the plan it
     /// picks without statistics, as ferry never runs `ANALYZE`): the partial index must serve it.
     #[test]
