@@ -3044,6 +3044,27 @@ async fn sqlite_builds_the_order_indexes_after_a_large_pass() {
     check_decision_sorts(&s, "a small pass").await;
 }
 
+/// What the API claims for a sorted list of decisions: (profile, value, kind, source id), text
+/// by code point (Rust's `str` order), rules as numbers (none first), all reversed when
+/// descending.
+fn sort_model(rows: &mut [DecisionRow], sort: DecisionSort, direction: Direction) {
+    rows.sort_by_key(|d| {
+        let value = match sort {
+            DecisionSort::Rule => (d.rule.map_or(-1, i64::from), String::new()),
+            _ => (0, sort.value_of(d).unwrap_or_default()),
+        };
+        (
+            d.profile.clone(),
+            value,
+            d.kind.as_str(),
+            d.source_id.clone(),
+        )
+    });
+    if direction == Direction::Desc {
+        rows.reverse();
+    }
+}
+
 /// The decisions in every sort, direction and filter of [`sorted_decision_pages_follow_code_point_order`],
 /// one page and pages of 1, 2 and 5, against the order the API claims, computed here.
 async fn check_decision_sorts(s: &dyn Store, label: &str) {
@@ -3103,8 +3124,6 @@ async fn check_decision_sorts(s: &dyn Store, label: &str) {
                         .flatten()
                         .any(|v| v.to_lowercase().contains(term))
                     };
-                    // What the API claims: (profile, value, kind, source id), text by code point
-                    // (Rust's `str` order), all reversed when descending.
                     let mut want: Vec<DecisionRow> = all
                         .iter()
                         .filter(|d| status.is_none_or(|st| d.status == st))
@@ -3118,22 +3137,7 @@ async fn check_decision_sorts(s: &dyn Store, label: &str) {
                             "{label}: {search:?} finds something"
                         );
                     }
-                    let key = |d: &DecisionRow| {
-                        let value = match sort {
-                            DecisionSort::Rule => (d.rule.map_or(-1, i64::from), String::new()),
-                            _ => (0, sort.value_of(d).unwrap_or_default()),
-                        };
-                        (
-                            d.profile.clone(),
-                            value,
-                            d.kind.as_str(),
-                            d.source_id.clone(),
-                        )
-                    };
-                    want.sort_by_key(key);
-                    if direction == Direction::Desc {
-                        want.reverse();
-                    }
+                    sort_model(&mut want, sort, direction);
                     assert_eq!(
                         s.decisions(&filter).await.unwrap(),
                         want,
@@ -4197,22 +4201,7 @@ async fn review_sorted_searched_pages_across_two_profiles(s: &dyn Store) {
                             .filter(|d| profile.is_none_or(|p| d.profile == p))
                             .cloned()
                             .collect();
-                        let key = |d: &DecisionRow| {
-                            let value = match sort {
-                                DecisionSort::Rule => (d.rule.map_or(-1, i64::from), String::new()),
-                                _ => (0, sort.value_of(d).unwrap_or_default()),
-                            };
-                            (
-                                d.profile.clone(),
-                                value,
-                                d.kind.as_str(),
-                                d.source_id.clone(),
-                            )
-                        };
-                        want.sort_by_key(key);
-                        if direction == Direction::Desc {
-                            want.reverse();
-                        }
+                        sort_model(&mut want, sort, direction);
                         let got = s.decisions(&filter).await.unwrap();
                         assert_eq!(
                             got.iter()
