@@ -2546,7 +2546,8 @@ fn review_urlencode(s: &str) -> String {
 /// Catches (on SQLite and on PostgreSQL): a forged `after=` on a sorted list of agents or of
 /// refused communications — a number where the list sorts on text, text where it sorts on a
 /// time, a NUL in a name — answered with a 500 (PostgreSQL refuses the parameter) or with rows
-/// instead of a 400 naming `after`; and a device's host name holding a DEL, which is no valid
+/// instead of a 400 naming `after`; a decision cursor holding a NUL answered with anything but
+/// a 200 (a value may hold one on SQLite); and a device's host name holding a DEL, which is no valid
 /// header character: a page sorted by host name that ended on it lost its `X-Next-After`, so the
 /// console and every client stopped there and the agents after it were never listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2631,6 +2632,18 @@ async fn review_forged_cursors_and_hostile_host_names_on_sorted_lists() {
                 forged("address", "[\"\\u0000\",1]")
             ),
             format!("/logs?{}", forged("at", "[1,1]")),
+            "/logs?after=99999999999999999999".to_string(),
+            "/audit?after=x".to_string(),
+        ] {
+            let (s, v) = h.api(M::GET, &path, None).await;
+            if s != 400 || !v["error"].as_str().unwrap_or_default().contains("after") {
+                wrong.push(format!("{backend} {path}: {s} {v}"));
+            }
+        }
+        // A decision cursor may hold a NUL: SQLite stores one a directory's value carried, and
+        // the pages go on past it (`api.rs::review_a_value_with_a_nul_does_not_end_the_sorted_pages`);
+        // PostgreSQL, which holds none, finds no row past it. A 200 on both, never a 500.
+        for path in [
             format!(
                 "/translation?sort=source_name&after={}",
                 review_urlencode("[\"users\",\"user\",\"u1\",\"\\u0000\"]")
@@ -2639,11 +2652,9 @@ async fn review_forged_cursors_and_hostile_host_names_on_sorted_lists() {
                 "/profiles/users/whatif?after={}",
                 review_urlencode("[\"users\",\"user\",\"\\u0000\"]")
             ),
-            "/logs?after=99999999999999999999".to_string(),
-            "/audit?after=x".to_string(),
         ] {
             let (s, v) = h.api(M::GET, &path, None).await;
-            if s != 400 || !v["error"].as_str().unwrap_or_default().contains("after") {
+            if s != 200 {
                 wrong.push(format!("{backend} {path}: {s} {v}"));
             }
         }
