@@ -248,8 +248,8 @@ pub trait Backend: Send + Sync + 'static {
     const MIGRATIONS: &'static [crate::migrate::Migration];
     /// The condition that finds the decisions whose names, UPNs, mail or SIDs (either side)
     /// hold a term of [`crate::query::INDEXED_TERM_CHARS`] characters or more through the
-    /// backend's substring index (migration 0019), with one parameter: [`Backend::search_param`].
-    /// None where the backend keeps no such index (SQLite, migration 0022): searches scan.
+    /// backend's substring index (PostgreSQL: migration 0029's, over its stored text), with one
+    /// parameter: [`Backend::search_param`]. None where the backend keeps no such index (SQLite, migration 0022): searches scan.
     const DECISION_SEARCH: Option<&'static str>;
     /// A column holding each decision's searched values folded and joined by line feeds
     /// (PostgreSQL: `search_text`, migration 0029), which a search matches instead of folding the

@@ -264,8 +264,8 @@ impl Conn for PgConn {
 impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const MIGRATIONS: &'static [crate::migrate::Migration] = crate::migrate::POSTGRES;
-    /// The expression of migration 0019's pg_trgm index, exactly (the planner matches it as
-    /// written); without the extension the same condition scans the table.
+    /// The column of migration 0029's pg_trgm index (`decision_search.sql`), the decision's
+    /// folded text; without the extension the same condition scans the table.
     const DECISION_SEARCH: Option<&'static str> = Some("search_text LIKE lower(?)");
     const SEARCH_TEXT: Option<&'static str> = Some("search_text");
     const TERMS_IN_CYCLE: bool = true;

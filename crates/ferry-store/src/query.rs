@@ -280,8 +280,8 @@ pub fn latest_events_of(agents: &[i64]) -> (String, Vec<Val<'static>>) {
 /// answered by a scan ([`decisions`]), still correct, slower at a million entries.
 pub const INDEXED_TERM_CHARS: usize = 3;
 
-/// The columns a translation search looks in: names, UPNs, mail and SIDs of both sides, the ones
-/// migration 0019 indexes.
+/// The columns a translation search looks in: names, UPNs, mail and SIDs of both sides (SQLite's
+/// `ferry_holds` takes them; PostgreSQL's stored text, migration 0029, joins them).
 const SEARCHED: [&str; 8] = [
     "source_name",
     "source_upn",
