@@ -3110,19 +3110,9 @@ async fn check_decision_sorts(s: &dyn Store, label: &str) {
                     };
                     let holds = |d: &DecisionRow| {
                         let Some(term) = search else { return true };
-                        [
-                            Some(&d.source_name),
-                            d.source_upn.as_ref(),
-                            d.source_mail.as_ref(),
-                            d.source_sid.as_ref(),
-                            d.target_name.as_ref(),
-                            d.target_upn.as_ref(),
-                            d.target_mail.as_ref(),
-                            d.target_sid.as_ref(),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .any(|v| v.to_lowercase().contains(term))
+                        searched_values(d)
+                            .iter()
+                            .any(|v| v.to_lowercase().contains(term))
                     };
                     let mut want: Vec<DecisionRow> = all
                         .iter()
