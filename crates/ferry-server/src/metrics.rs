@@ -427,13 +427,17 @@ async fn stored(t: &mut Text, st: &AppState) -> crate::api::ApiResult<()> {
         "gauge",
         "Live (not replaced) agents of each batch, by the state they last reported.",
     );
-    // Every batch's in one statement (as the overview reads them), not one per batch.
-    for (b, state, n) in st.store.batch_states().await? {
-        t.sample(
-            "ferry_batch_devices",
-            &[("batch", &b), ("state", &state)],
-            n as f64,
-        );
+    // Every batch's from one read of the live agents (as the overview reads them), not one per
+    // batch.
+    let snap = st.devices.snapshot();
+    for (b, states) in snap.states_by_batch(st.store.live_agent_states().await?) {
+        for (state, n) in states {
+            t.sample(
+                "ferry_batch_devices",
+                &[("batch", b), ("state", &state)],
+                n as f64,
+            );
+        }
     }
     // Each profile's last finished cycle says what the directories held and how it matched.
     let settings = st.settings.get();

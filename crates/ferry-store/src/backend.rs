@@ -315,6 +315,15 @@ pub trait Backend: Send + Sync + 'static {
     const TERMS_IN_CYCLE: bool = false;
     /// The function giving the position of its second argument in its first (0: absent).
     const INSTR: &'static str;
+    /// A condition true of every profile a decision belongs to, for a listing across profiles
+    /// that scans: SQLite's `profile IN (SELECT profile FROM plans)` (a profile's decisions are
+    /// committed with its plan, and neither is deleted). Given the profiles, SQLite's planner
+    /// ranges a `(profile, status, …)` index profile by profile, in order; without them it walked
+    /// the primary key and read every row of another status: a first page of `an` among the
+    /// matched read the 527,500 unmatched devices listed before the users (55 ms at a million
+    /// decisions; 0.4 ms so), a count up to 1,001 took 37 ms (14 ms). None on PostgreSQL, whose
+    /// short terms read their candidates first.
+    const EACH_PROFILE: Option<&'static str> = None;
     /// A connection whose reads all see one snapshot (a read-only transaction, ended by
     /// [`Conn::commit`] or drop): a search that checks the deferred index is whole, then reads it.
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {

@@ -746,9 +746,10 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// Of these host-name keys (`ferry_core::devices::host::host_key`), the ones a live (not
     /// replaced) agent has.
     async fn live_hostnames(&self, hostnames: &[String]) -> Result<Vec<String>>;
-    /// (batch, state, agents) of every batch's computers that a live agent has, in one pass (the
-    /// console's overview: not one scan of the agents per batch).
-    async fn batch_states(&self) -> Result<Vec<(String, String, i64)>>;
+    /// (host-name key, state) of every live (not replaced) agent, read from one narrow index
+    /// (migration 0030): the console's overview joins them with the batches' computers it holds
+    /// (`GET /batches?states=true`), not one scan of the agents per batch.
+    async fn live_agent_states(&self) -> Result<Vec<(String, String)>>;
     /// A fingerprint of the runbooks, batches and batch memberships (their counts and newest
     /// change times): another server's change to any of them changes it. Cheap: a server reads
     /// it every few seconds to know when to load them again.

@@ -153,6 +153,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search_text",
         sql: include_str!("../migrations/sqlite/0029_search_text.sql"),
     },
+    Migration {
+        version: 30,
+        name: "agent_claim_states",
+        sql: include_str!("../migrations/sqlite/0030_agent_claim_states.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -306,6 +311,11 @@ pub const POSTGRES: &[Migration] = &[
             include_str!("../migrations/postgres/0029_search_text.sql"),
             include_str!("../migrations/postgres/decision_search.sql")
         ),
+    },
+    Migration {
+        version: 30,
+        name: "agent_claim_states",
+        sql: include_str!("../migrations/postgres/0030_agent_claim_states.sql"),
     },
 ];
 

@@ -391,6 +391,7 @@ impl Backend for Sqlite {
     const DEFERRED_SEARCH: bool = true;
     const TEXT_HOLDS_NUL: bool = true;
     const INSTR: &'static str = "instr";
+    const EACH_PROFILE: Option<&'static str> = Some("profile IN (SELECT profile FROM plans)");
 
     async fn snapshot(&self) -> Result<Box<dyn Conn + '_>> {
         Ok(Box::new(SqliteConn::Snapshot {
@@ -835,6 +836,102 @@ mod tests {
                 "{sort:?}: {plan:?}"
             );
         }
+    }
+
+    /// Catches: a scan of one status across profiles walking the primary key (every decision
+    /// of another status read and dropped: a first page of `an` among the matched read 527,500
+    /// unmatched devices, 55 ms at a million) instead of ranging `(profile, status, …)` profile
+    /// by profile (`Backend::EACH_PROFILE`); and a page after a cursor losing its range on the
+    /// primary key (given the profiles, SQLite read every row of the cursor's profile before it:
+    /// 150 ms deep in a million).
+    #[test]
+    fn scans_of_one_status_range_each_profile() {
+        use ferry_core::plan::Status;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = connect(&path).unwrap();
+        let plan = |sql: &str, vals: &[Val<'_>]| -> Vec<String> {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            st.query_map(params_from_iter(vals.iter()), |r| r.get(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        for (sort, direction, count) in [
+            (DecisionSort::Kind, Direction::Asc, false),
+            (DecisionSort::Kind, Direction::Desc, false),
+            (DecisionSort::SourceName, Direction::Asc, false),
+            (DecisionSort::Kind, Direction::Asc, true),
+        ] {
+            let q = DecisionQuery {
+                status: Some(Status::Matched),
+                search: Some("an".into()),
+                sort,
+                direction,
+                limit: 50,
+                ..Default::default()
+            };
+            let (sql, vals) = query::decisions_by::<Sqlite>(
+                &q,
+                count,
+                query::SearchBy::Scan,
+                query::Ordered::Scan,
+            );
+            let p = plan(&sql, &vals);
+            assert!(
+                p.iter().any(|p| p.starts_with("SEARCH decisions USING")
+                    && p.contains("(profile=? AND status=?)")),
+                "{sort:?} {direction:?} count {count}: {p:?}"
+            );
+            assert!(
+                !p.iter().any(|p| p.contains("TEMP B-TREE")),
+                "{sort:?} {direction:?} count {count}: sorted after: {p:?}"
+            );
+        }
+        let q = DecisionQuery {
+            status: Some(Status::Matched),
+            search: Some("an".into()),
+            limit: 50,
+            after: Some(crate::DecisionCursor {
+                profile: "users".into(),
+                value: None,
+                kind: ferry_core::ObjectKind::User,
+                source_id: "u-1".into(),
+            }),
+            ..Default::default()
+        };
+        let (sql, vals) =
+            query::decisions_by::<Sqlite>(&q, false, query::SearchBy::Scan, query::Ordered::Scan);
+        let p = plan(&sql, &vals);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("((profile,kind,source_id)>(?,?,?))")),
+            "after a cursor: {p:?}"
+        );
+    }
+
+    /// Catches: the overview's devices by state reading the agents' table (every row's facts
+    /// with it) instead of migration 0030's narrow index.
+    #[test]
+    fn live_agent_states_read_one_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        let mut st = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", query::LIVE_AGENT_STATES))
+            .unwrap();
+        let plan: Vec<String> = st
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(
+            plan[0].contains("USING COVERING INDEX agents_claim_state"),
+            "{plan:?}"
+        );
     }
 
     /// Catches: SQLite scanning a directory's objects for every agent's claim check (the plan it

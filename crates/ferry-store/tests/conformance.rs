@@ -268,11 +268,18 @@ async fn agents_page_count_and_group_by_state(s: &dyn Store) {
         .unwrap();
     live.sort();
     assert_eq!(live, ["pc-00", "pc-29"]);
-    // Every batch's computers by state in one pass: PC-00..PC-04 run (PC-00 added in capitals).
-    assert_eq!(
-        s.batch_states().await.unwrap(),
-        [("wave-1".to_string(), "running".to_string(), 5)]
-    );
+    // Every live agent's host-name key (lower case, as batches key their computers) with its
+    // state, for the overview's devices by state: PC-00..PC-09 run, the rest are enrolled.
+    // Catches a key in another case (no batch would meet it) or a state from another agent.
+    let mut states = s.live_agent_states().await.unwrap();
+    states.sort();
+    let want: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let state = if i < 10 { "running" } else { "enrolled" };
+            (format!("pc-{i:02}"), state.to_string())
+        })
+        .collect();
+    assert_eq!(states, want);
 
     let page = |q: AgentQuery| async move { s.agents_page(&q).await.unwrap() };
     let p = page(AgentQuery {
@@ -2129,6 +2136,22 @@ async fn held_enrollments_replace_nothing_until_approved(s: &dyn Store) {
     );
     assert!(s.agent_by_node_hash("node-real").await.unwrap().is_none());
     assert_eq!(s.agent(real.id).await.unwrap().unwrap().state, "replaced");
+    // The replaced agent is not live: the host name's one state is the new agent's. Catches the
+    // overview counting a computer twice, once as "replaced".
+    let states: Vec<(String, String)> = s
+        .live_agent_states()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| *k == ferry_core::host::host_key(&attacker.hostname))
+        .collect();
+    assert_eq!(
+        states,
+        [(
+            ferry_core::host::host_key(&attacker.hostname),
+            a.state.clone()
+        )]
+    );
     assert_eq!(s.agent_profiles(a.id).await.unwrap()[0].name, "ann");
     let steps = vec!["Main/prerequisites".to_string(), "done".to_string()];
     s.assign_run(a.id, "Pilot-2-1", &steps).await.unwrap();
@@ -3729,10 +3752,21 @@ async fn non_ascii_host_names_are_one_computer_whatever_their_case(s: &dyn Store
         s.batch_agent_states("wave-ü", &run).await.unwrap(),
         [("running".to_string(), 6, 6)]
     );
-    assert_eq!(
-        s.batch_states().await.unwrap(),
-        [("wave-ü".to_string(), "running".to_string(), 6)]
-    );
+    let mut live: Vec<(String, String)> = s
+        .live_agent_states()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| keys.contains(k))
+        .collect();
+    live.sort();
+    // Every computer of the batch that has an agent (`über-07` has none), by its key.
+    let mut want: Vec<(String, String)> = hosts
+        .iter()
+        .map(|h| (host_key(h), "running".to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(live, want, "every agent of the batch has its state");
     let mut of = s.agent_states_of(&keys, &run).await.unwrap();
     of.sort();
     assert_eq!(of.len(), 6, "{of:?}");

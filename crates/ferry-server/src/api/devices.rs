@@ -768,15 +768,10 @@ pub async fn batches(
 ) -> ApiResult<Json<Vec<BatchView>>> {
     let list = p.computers.unwrap_or(true);
     let snap = st.devices.snapshot();
-    let mut states: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    let mut states = Default::default();
     let mut halted: HashMap<String, bool> = HashMap::new();
     if p.states.unwrap_or(false) {
-        for (batch, state, n) in st.store.batch_states().await? {
-            states
-                .entry(batch)
-                .or_default()
-                .insert(state, n.max(0) as usize);
-        }
+        states = snap.states_by_batch(st.store.live_agent_states().await?);
         for (batch, body) in st.store.documents(DocKind::Wave).await? {
             let w: ferry_core::wire::WaveState = serde_json::from_str(&body).unwrap_or_default();
             halted.insert(batch, w.halted.is_some());
@@ -800,7 +795,11 @@ pub async fn batches(
                 members.remove(b.name.as_str()).unwrap_or_default();
             computers.sort_by_key(|c| ferry_core::host::host_key(c));
             let by_state = with_states.then(|| {
-                let mut s = states.remove(b.name.as_str()).unwrap_or_default();
+                let mut s: HashMap<String, usize> = states
+                    .remove(b.name.as_str())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
                 let pending = computer_count.saturating_sub(s.values().sum());
                 if pending > 0 {
                     s.insert("no agent yet".into(), pending);

@@ -133,21 +133,26 @@ pub async fn page(
     if searching(q) {
         // Side by side, on two connections: both read every match (the count counts them, the
         // page orders them), so the wall time is the slower of the two, not their sum
-        // (PostgreSQL, a term inside a value with thousands of matches: docs/BENCHMARKS.md).
-        let count = async {
-            match upto {
-                // One more than asked: "exactly `n`" and "more" differ.
-                Some(n) => {
-                    let c = st
-                        .store
-                        .count_decisions_upto(q, n.saturating_add(1))
-                        .await?;
-                    Ok::<_, ferry_store::StoreError>((c.min(n), c <= n))
+        // (PostgreSQL, a term inside a value with thousands of matches: docs/BENCHMARKS.md). The
+        // count is a task of its own: SQLite's statements block the task that runs them
+        // (`block_in_place`), so two futures of one task (`join!`) ran one after the other.
+        let count = {
+            let (store, q) = (std::sync::Arc::clone(&st.store), q.clone());
+            tokio::spawn(async move {
+                match upto {
+                    // One more than asked: "exactly `n`" and "more" differ.
+                    Some(n) => {
+                        let c = store.count_decisions_upto(&q, n.saturating_add(1)).await?;
+                        Ok::<_, ferry_store::StoreError>((c.min(n), c <= n))
+                    }
+                    None => Ok((store.count_decisions(&q).await?, true)),
                 }
-                None => Ok((st.store.count_decisions(q).await?, true)),
-            }
+            })
         };
-        let ((total, exact), rows) = tokio::try_join!(count, st.store.decisions(q))?;
+        let rows = st.store.decisions(q).await?;
+        let (total, exact) = count
+            .await
+            .map_err(|e| super::ApiError::Internal(format!("counting the matches: {e}")))??;
         return Ok((total, exact, rows));
     }
     let total = plans.iter().map(|p| counted(p, q)).sum();

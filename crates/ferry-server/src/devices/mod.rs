@@ -177,6 +177,28 @@ impl Snapshot {
             .collect()
     }
 
+    /// Each batch's live agents by state, from every live agent's (host-name key, state)
+    /// (`Store::live_agent_states`), joined with the memberships this snapshot holds (the ones
+    /// its computer counts come from): the overview's and the metrics' devices by state. One
+    /// read of a narrow index; joined in SQL, each of 100,000 computers was looked up in the
+    /// claims' index (185 ms on SQLite).
+    pub fn states_by_batch(
+        &self,
+        live: Vec<(String, String)>,
+    ) -> std::collections::BTreeMap<&str, std::collections::BTreeMap<String, usize>> {
+        let mut out: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, usize>> =
+            Default::default();
+        for (claim, state) in live {
+            if let Some(batch) = self.computers.get(&claim) {
+                *out.entry(batch.as_str())
+                    .or_default()
+                    .entry(state)
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// A computer's name as it was added to its batch (its key, `host_key`, if unknown).
     pub fn name_of(&self, key: &str) -> String {
         self.names
@@ -963,6 +985,43 @@ pub fn late_add_warning(b: &Batch, computer: &str, now: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Catches: the overview's devices by state counting an agent whose computer is in no batch,
+    /// missing one whose name was added in capitals (keys are lower case), or mixing two
+    /// batches' states.
+    #[test]
+    fn states_by_batch_counts_each_batch_s_live_agents() {
+        let mut snap = Snapshot::default();
+        for (name, batch) in [
+            ("ÅSA-PC", "wave-1"),
+            ("pc-02", "wave-1"),
+            ("pc-03", "wave-1"),
+            ("pc-04", "wave 2, \"pilot\""),
+        ] {
+            let key = ferry_core::host::host_key(name);
+            snap.computers.insert(key.clone(), batch.to_string());
+            snap.names.insert(key, name.to_string());
+        }
+        let live = [
+            ("åsa-pc", "running"),
+            ("pc-02", "running"),
+            ("pc-03", "failed"),
+            ("pc-04", "running"),
+            ("pc-99", "running"),
+        ]
+        .map(|(k, s)| (k.to_string(), s.to_string()))
+        .to_vec();
+        let got = snap.states_by_batch(live);
+        let want: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, usize>> = [
+            (
+                "wave-1",
+                [("failed".to_string(), 1), ("running".to_string(), 2)].into(),
+            ),
+            ("wave 2, \"pilot\"", [("running".to_string(), 1)].into()),
+        ]
+        .into();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn local_times_use_the_time_zone() {

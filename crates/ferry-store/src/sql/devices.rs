@@ -678,14 +678,12 @@ impl<B: Backend> DeviceStore for SqlStore<B> {
         .await
     }
 
-    async fn batch_states(&self) -> Result<Vec<(String, String, i64)>> {
-        // Through the unique index on live agents' host names, one look-up per computer.
-        self.rows(
-            "SELECT bc.batch, a.state, count(*) FROM batch_computers bc JOIN agents a ON a.hostname_claim = bc.computer \
-             GROUP BY bc.batch, a.state ORDER BY bc.batch, a.state",
-            &[],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+    async fn live_agent_states(&self) -> Result<Vec<(String, String)>> {
+        // From migration 0030's index (claim, state), never the table: read from the table,
+        // each row brought its facts along (PostgreSQL: 85 ms at 100,000 agents; 28 ms so).
+        self.rows(query::LIVE_AGENT_STATES, &[], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .await
     }
 
