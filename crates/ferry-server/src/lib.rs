@@ -22,6 +22,17 @@ pub use config::{settings, vault};
 pub use devices::{agent_api, agent_tls, enrolment};
 pub use sync::{engine, scheduler};
 
+/// Aborts a task when dropped: on the normal path, when its owner returns early (a request's
+/// count beside a page that failed, a client gone) and when a panic unwinds past its owner. A
+/// blocking statement the task is inside finishes first.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;

@@ -3137,3 +3137,65 @@ async fn the_batch_computers_export_names_every_computer_in_the_dashboards_order
         h._server.stop().await.unwrap();
     }
 }
+
+// Catches: the overview's and the metrics' devices by state losing an agent whose computer was
+// typed into the batch in other case ("pc-0101" for PC-0101, "ÅSA-PC" for åsa-pc), counting an
+// agent of no batch, or a computer without an agent in a state; the states joined with this
+// server's memberships (`Snapshot::states_by_batch`) against every live agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_count_their_devices_by_state_whatever_the_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    use reqwest::Method as M;
+    let (_, k) = h.api(M::POST, "/psks", Some(json!({"name": "wave"}))).await;
+    let psk = k["key"].as_str().unwrap().to_string();
+    for host in ["PC-0101", "åsa-pc", "PC-OUTSIDE"] {
+        let (s, e) = h.enroll(&psk, host, json!([])).await;
+        assert_eq!(s, 200, "{host}: {e}");
+    }
+    // A computer of the source directory that never enrolled (in capitals).
+    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
+    assert_eq!(s, 202);
+    let contoso: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("contoso.json")).unwrap()).unwrap();
+    let never = contoso["devices"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    due_batch(&h, &["pc-0101", "ÅSA-PC", &never]).await;
+    let (s, list) = h
+        .api(M::GET, "/batches?computers=false&states=true", None)
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let now = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "Now")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(now["computer_count"], 3, "{now}");
+    assert_eq!(
+        now["states"],
+        json!({"enrolled": 2, "no agent yet": 1}),
+        "{now}"
+    );
+    let metrics = h
+        .admin
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ferry_batch_devices{"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["ferry_batch_devices{batch=\"Now\",state=\"enrolled\"} 2"],
+        "{metrics}"
+    );
+}

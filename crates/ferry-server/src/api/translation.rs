@@ -136,9 +136,11 @@ pub async fn page(
         // (PostgreSQL, a term inside a value with thousands of matches: docs/BENCHMARKS.md). The
         // count is a task of its own: SQLite's statements block the task that runs them
         // (`block_in_place`), so two futures of one task (`join!`) ran one after the other.
-        let count = {
+        let mut count = {
             let (store, q) = (std::sync::Arc::clone(&st.store), q.clone());
-            tokio::spawn(async move {
+            // Aborted with the request (a failed page, a client gone), as the joined count was;
+            // a statement already running finishes first.
+            crate::AbortOnDrop(tokio::spawn(async move {
                 match upto {
                     // One more than asked: "exactly `n`" and "more" differ.
                     Some(n) => {
@@ -147,10 +149,10 @@ pub async fn page(
                     }
                     None => Ok((store.count_decisions(&q).await?, true)),
                 }
-            })
+            }))
         };
         let rows = st.store.decisions(q).await?;
-        let (total, exact) = count
+        let (total, exact) = (&mut count.0)
             .await
             .map_err(|e| super::ApiError::Internal(format!("counting the matches: {e}")))??;
         return Ok((total, exact, rows));

@@ -482,7 +482,7 @@ impl Engine {
         let t = std::time::Instant::now();
         let read: [Arc<AtomicU64>; 2] = Default::default();
         // Stopped when the imports end, however they end (a panicking connector included).
-        let reporter = AbortOnDrop(self.report_reading(id, read.clone()));
+        let reporter = crate::AbortOnDrop(self.report_reading(id, read.clone()));
         let (src, tgt) = tokio::join!(
             ferry_directory::progress::counting(Arc::clone(&read[0]), self.import(settings, sdir)),
             ferry_directory::progress::counting(Arc::clone(&read[1]), self.import(settings, tdir))
@@ -598,7 +598,7 @@ impl Engine {
     }
 
     /// While the imports run: every second, how many objects each side has read so far (until
-    /// the handle is aborted: hold it in an [`AbortOnDrop`]).
+    /// the handle is aborted: hold it in an [`AbortOnDrop`](crate::AbortOnDrop)).
     fn report_reading(&self, id: i64, read: [Arc<AtomicU64>; 2]) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
@@ -790,14 +790,5 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// Aborts a task when dropped: on the normal path and when a panic unwinds past its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
