@@ -800,6 +800,21 @@ async fn checkin(h: &H, key: &str) -> (u16, Value) {
 }
 
 /// A batch due now with `hosts` in it (runbook `Main`, which repermissions).
+/// A device of the source directory that never enrolled, its name in capitals (after a cycle,
+/// so that the server knows the directory's devices).
+async fn never_enrolled(h: &H) -> String {
+    let (s, _) = h
+        .api(reqwest::Method::POST, "/profiles/users/run?wait=true", None)
+        .await;
+    assert_eq!(s, 202);
+    let contoso: Value =
+        serde_json::from_slice(&std::fs::read(h.dir.join("contoso.json")).unwrap()).unwrap();
+    contoso["devices"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_uppercase()
+}
+
 async fn due_batch(h: &H, hosts: &[&str]) {
     use reqwest::Method as M;
     let (s, v) = h
@@ -2494,14 +2509,7 @@ async fn a_replaced_agent_does_not_hide_a_computer_without_one() {
     assert_eq!(s, 200, "{old}");
     // A computer of the source directory that never enrolled, added by its name in capitals
     // (looked up through the directory's name index).
-    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
-    assert_eq!(s, 202);
-    let contoso: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("contoso.json")).unwrap()).unwrap();
-    let never = contoso["devices"][0]["name"]
-        .as_str()
-        .unwrap()
-        .to_uppercase();
+    let never = never_enrolled(&h).await;
     due_batch(&h, &["PC-RENEW", &never]).await;
     let (s, v) = h
         .api(
@@ -3153,15 +3161,7 @@ async fn batches_count_their_devices_by_state_whatever_the_case() {
         let (s, e) = h.enroll(&psk, host, json!([])).await;
         assert_eq!(s, 200, "{host}: {e}");
     }
-    // A computer of the source directory that never enrolled (in capitals).
-    let (s, _) = h.api(M::POST, "/profiles/users/run?wait=true", None).await;
-    assert_eq!(s, 202);
-    let contoso: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("contoso.json")).unwrap()).unwrap();
-    let never = contoso["devices"][0]["name"]
-        .as_str()
-        .unwrap()
-        .to_uppercase();
+    let never = never_enrolled(&h).await;
     due_batch(&h, &["pc-0101", "ÅSA-PC", &never]).await;
     let (s, list) = h
         .api(M::GET, "/batches?computers=false&states=true", None)

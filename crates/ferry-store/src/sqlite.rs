@@ -742,6 +742,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// SQLite's plan for `sql` with `params`, one line a step (`EXPLAIN QUERY PLAN`'s detail).
+    fn plan_of(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        st.query_map(params, |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
     /// Text from characters where folding and matching go wrong: ASCII of both cases, `LIKE`'s
     /// wildcards and escape, a NUL, letters whose lower case is longer or another script's
     /// (`İ`, `ẞ`, the Kelvin sign, final `Σ`), and letters past ASCII.
@@ -823,12 +832,7 @@ mod tests {
                 query::SearchBy::Deferred("\"oft\"".into()),
                 query::Ordered::Table,
             );
-            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let plan: Vec<String> = st
-                .query_map(params_from_iter(vals.iter()), |r| r.get(3))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect();
+            let plan = plan_of(&c, &sql, params_from_iter(vals.iter()));
             // One side looked up by the other's rid (`decisions_order`'s rowid is the rid).
             assert!(
                 plan.iter().any(|p| p.starts_with("SEARCH decisions")
@@ -851,13 +855,7 @@ mod tests {
         let path = dir.path().join("ferry.db");
         drop(SqliteStore::open(&path).unwrap());
         let c = connect(&path).unwrap();
-        let plan = |sql: &str, vals: &[Val<'_>]| -> Vec<String> {
-            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            st.query_map(params_from_iter(vals.iter()), |r| r.get(3))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect()
-        };
+        let plan = |sql: &str, vals: &[Val<'_>]| plan_of(&c, sql, params_from_iter(vals.iter()));
         for (sort, direction, count) in [
             (DecisionSort::Kind, Direction::Asc, false),
             (DecisionSort::Kind, Direction::Desc, false),
@@ -919,14 +917,7 @@ mod tests {
         let path = dir.path().join("ferry.db");
         drop(SqliteStore::open(&path).unwrap());
         let c = Connection::open(&path).unwrap();
-        let mut st = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", query::LIVE_AGENT_STATES))
-            .unwrap();
-        let plan: Vec<String> = st
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let plan = plan_of(&c, query::LIVE_AGENT_STATES, []);
         assert_eq!(plan.len(), 1, "{plan:?}");
         assert!(
             plan[0].contains("USING COVERING INDEX agents_claim_state"),
@@ -943,13 +934,11 @@ mod tests {
         drop(SqliteStore::open(&path).unwrap());
         let c = Connection::open(&path).unwrap();
         for names in [1, 2, 3] {
-            let sql = format!("EXPLAIN QUERY PLAN {}", query::devices_named(names));
-            let mut st = c.prepare(&sql).unwrap();
-            let plan: Vec<String> = st
-                .query_map(params_from_iter(0..=names as i64), |r| r.get(3))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect();
+            let plan = plan_of(
+                &c,
+                &query::devices_named(names),
+                params_from_iter(0..=names as i64),
+            );
             assert!(
                 plan.iter().any(|p| p.contains("objects_device_name")),
                 "{names} name(s): {plan:?}"
