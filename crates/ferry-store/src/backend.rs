@@ -254,7 +254,8 @@ pub trait Backend: Send + Sync + 'static {
     /// A column holding each decision's searched values folded and joined by line feeds
     /// (PostgreSQL: `search_text`, migration 0029), which a search matches instead of folding the
     /// eight values of every row it reads (`lower` of multibyte text costs PostgreSQL about 6 µs a
-    /// row). None where there is none (SQLite, whose index is its own, migration 0024): a search
+    /// row), by position (`INSTR`), not `LIKE`, which pg_trgm would offer its index for. None where
+    /// there is none (SQLite, whose index is its own, migration 0024): a search
     /// matches each value, `FOLD(column) LIKE FOLD_TERM`.
     const SEARCH_TEXT: Option<&'static str> = None;
     /// A function of the term folded (Rust's lower case) and the eight searched values, true
